@@ -1,0 +1,49 @@
+//! Who the user is: the `Authenticator` trait, the account it yields, and the secrets it handles.
+//! Each user database lives in its own file; password schemes in `scheme`, APOP in `apop`.
+
+pub mod apop;
+pub mod passwd_file;
+pub mod scheme;
+pub mod secret;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use secret::Secret;
+
+/// An authenticated user, as the maildrop and privilege code need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// The home directory, for `%h` in mail locations.
+    pub home: Option<PathBuf>,
+}
+
+/// Why authentication failed. The client sees only `[AUTH]` or `[SYS/TEMP]`; the log sees the detail.
+#[derive(Debug)]
+pub enum AuthError {
+    /// Unknown user, wrong password, locked account, or APOP for a user without a plaintext secret:
+    /// deliberately indistinguishable to the client.
+    BadCredentials,
+    /// The user database could not be read; trying later may work.
+    Unavailable(String),
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::BadCredentials => f.write_str("bad credentials"),
+            AuthError::Unavailable(why) => write!(f, "user database unavailable: {why}"),
+        }
+    }
+}
+
+/// A source of users. Implementations must spend the same work on unknown users as on wrong passwords.
+pub trait Authenticator: Send + Sync {
+    /// USER/PASS and SASL PLAIN/LOGIN.
+    fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError>;
+    /// APOP (RFC 1939 section 7): `digest` is the client's hex MD5 of `timestamp` + secret.
+    fn apop(&self, user: &[u8], timestamp: &[u8], digest: &[u8]) -> Result<Account, AuthError>;
+}

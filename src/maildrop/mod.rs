@@ -1,0 +1,97 @@
+//! What the user has: the `Maildrop` trait over Maildir and mbox, the message list it yields, and errors
+//! that carry their path and know their response code.
+
+pub mod location;
+pub mod maildir;
+pub mod mbox;
+
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::proto::reply::RespCode;
+use location::Format;
+
+/// One message as the session lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Octets exactly as RETR sends them (RFC 1939 section 5).
+    pub octets: u64,
+    /// The unique-id listing (RFC 1939 section 7): 1 to 70 octets in 0x21..=0x7E, stable across sessions.
+    pub uid: Box<str>,
+}
+
+/// A maildrop opened and locked for one session. Dropping it releases the locks and changes nothing.
+pub trait Maildrop: Send {
+    /// The messages in delivery order; index 0 is message number 1.
+    fn messages(&self) -> &[MessageInfo];
+    /// The stored bytes of one message (LF or CRLF line ends, no mbox `From ` line), streamed.
+    fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError>;
+    /// UPDATE: removes the messages at `deleted` (0-based, ascending) and nothing else. Consumes the
+    /// maildrop: nothing is removed unless the session reached UPDATE.
+    fn expunge(self: Box<Self>, deleted: &[usize]) -> Result<(), MaildropError>;
+}
+
+/// A maildrop failure. `Display` is for the log (path and errno); the client gets `client_text`.
+#[derive(Debug)]
+pub enum MaildropError {
+    /// Another session holds the maildrop's lock.
+    InUse { path: PathBuf },
+    /// An I/O error on `path`.
+    Io { path: PathBuf, source: io::Error },
+    /// The maildrop changed under us (e.g. an mbox rewritten by a mail reader) or is malformed.
+    Changed { path: PathBuf, reason: String },
+    /// The user name or template cannot give a safe path.
+    BadPath { reason: String },
+}
+
+impl MaildropError {
+    pub fn io(path: &Path, source: io::Error) -> MaildropError {
+        MaildropError::Io { path: path.to_path_buf(), source }
+    }
+
+    /// RFC 2449/3206 response code for this failure.
+    pub fn resp_code(&self) -> RespCode {
+        match self {
+            MaildropError::InUse { .. } => RespCode::InUse,
+            MaildropError::Io { source, .. } if is_permanent(source) => RespCode::SysPerm,
+            MaildropError::Io { .. } | MaildropError::Changed { .. } => RespCode::SysTemp,
+            MaildropError::BadPath { .. } => RespCode::SysPerm,
+        }
+    }
+
+    /// A terse reason for the client, without paths.
+    pub fn client_text(&self) -> &'static str {
+        match self {
+            MaildropError::InUse { .. } => "maildrop already locked by another session",
+            MaildropError::Io { .. } => "cannot access the maildrop",
+            MaildropError::Changed { .. } => "maildrop changed during the session, nothing deleted",
+            MaildropError::BadPath { .. } => "no maildrop for this user",
+        }
+    }
+}
+
+fn is_permanent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData)
+}
+
+impl fmt::Display for MaildropError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaildropError::InUse { path } => write!(f, "{}: locked by another session", path.display()),
+            MaildropError::Io { path, source } => write!(f, "{}: {}", path.display(), source),
+            MaildropError::Changed { path, reason } => write!(f, "{}: {}", path.display(), reason),
+            MaildropError::BadPath { reason } => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for MaildropError {}
+
+/// Opens and locks the maildrop at `path` in `format`.
+pub fn open(format: Format, path: &Path) -> Result<Box<dyn Maildrop>, MaildropError> {
+    match format {
+        Format::Maildir => Ok(Box::new(maildir::Maildir::open(path)?)),
+        Format::Mbox => Ok(Box::new(mbox::Mbox::open(path)?)),
+    }
+}
