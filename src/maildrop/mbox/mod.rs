@@ -87,7 +87,7 @@ impl Mbox {
         let Some(file) = open_file(path)? else { return Ok(mbox) };
         let mut lock = DeliveryLock::acquire(path, &file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
         expunge::recover(path, &file).map_err(io_err)?;
-        let (scanned, size) = scan_file(path, &file, None, want_x_uidl, &mut lock)?;
+        let (scanned, size) = scan_file(path, &file, None, want_x_uidl, &mut lock, READ_CHUNK)?;
         drop(lock);
         let uids = uidl::assign(&scanned, uidl, |m| header_md5(&file, m)).map_err(io_err)?;
         mbox.messages = scanned.iter().zip(uids).map(|(m, uid)| MessageInfo { octets: m.octets, uid }).collect();
@@ -127,7 +127,7 @@ impl Mbox {
         if size < self.scanned_size {
             return Err(self.changed(format!("mbox shrank from {} to {size} octets", self.scanned_size)));
         }
-        let (again, _) = scan_file(&self.path, file, Some(self.scanned_size), self.want_x_uidl, lock)?;
+        let (again, _) = scan_file(&self.path, file, Some(self.scanned_size), self.want_x_uidl, lock, READ_CHUNK)?;
         if again != self.scanned {
             return Err(self.changed("mbox rewritten by another program during the session"));
         }
@@ -164,22 +164,22 @@ fn scan_file(
     limit: Option<u64>,
     want_x_uidl: bool,
     lock: &mut DeliveryLock,
+    chunk: usize,
 ) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
     let io_err = |e| MaildropError::io(path, e);
     let mut scanner = Scanner::new(want_x_uidl);
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + MIN_FRAGMENT);
-    let mut read_pos = 0u64;
+    // The scanner leaves fewer than MIN_FRAGMENT octets unconsumed, so this buffer never grows.
+    let mut buf = vec![0u8; chunk + MIN_FRAGMENT];
+    let (mut kept, mut read_pos) = (0usize, 0u64);
     let limit = limit.unwrap_or(u64::MAX);
     loop {
-        let room = READ_CHUNK.min((limit - read_pos).try_into().unwrap_or(usize::MAX));
-        let have = buf.len();
-        buf.resize(have + room, 0);
-        let n = read_some_at(file, &mut buf[have..], read_pos).map_err(io_err)?;
-        buf.truncate(have + n);
+        let room = chunk.min((limit - read_pos).try_into().unwrap_or(usize::MAX));
+        let n = read_some_at(file, &mut buf[kept..kept + room], read_pos).map_err(io_err)?;
         read_pos += n as u64;
         let eof = n == 0;
-        let used = scanner.feed(&buf, eof).map_err(|_| not_mbox(path))?;
-        buf.drain(..used);
+        let used = scanner.feed(&buf[..kept + n], eof).map_err(|_| not_mbox(path))?;
+        buf.copy_within(used..kept + n, 0);
+        kept = kept + n - used;
         if eof {
             break;
         }

@@ -188,3 +188,20 @@ fn stale_dotlock_is_removed_at_open() {
     assert_eq!(Mbox::open(&path).unwrap().messages().len(), 3);
     assert!(!dotlock.exists());
 }
+
+#[test]
+fn file_read_loop_handles_every_chunk_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = format!("{MBOX}\n\nFrom d\nX-UIDL: {}\nReceived: {}\n\nd\n", "u".repeat(300), "r".repeat(600));
+    let path = mbox_in(&dir, &content);
+    let file = File::options().read(true).write(true).open(&path).unwrap();
+    let mut lock = DeliveryLock::acquire(&path, &file, DELIVERY_LOCK_WAIT).unwrap();
+    let whole = scan::scan_all(content.as_bytes(), true).unwrap();
+    for chunk in (1..=64).chain([255, 256, 257, 1000]) {
+        let (got, size) = scan_file(&path, &file, None, true, &mut lock, chunk).unwrap();
+        assert_eq!((got, size), (whole.clone(), content.len() as u64), "chunk {chunk}");
+        let limit = MBOX.len() as u64;
+        let (prefix, size) = scan_file(&path, &file, Some(limit), true, &mut lock, chunk).unwrap();
+        assert_eq!((prefix, size), (scan::scan_all(MBOX.as_bytes(), true).unwrap(), limit), "chunk {chunk}");
+    }
+}

@@ -18,7 +18,7 @@
 //! the same delivery) lose their first-come order when the first one is deleted; in practice they are
 //! copies of one message.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::scan::ScannedMessage;
 
@@ -54,6 +54,8 @@ pub fn assign<E>(
     mut header_md5: impl FnMut(&ScannedMessage) -> Result<[u8; 16], E>,
 ) -> Result<Vec<Box<str>>, E> {
     let mut used: HashSet<Box<str>> = HashSet::with_capacity(messages.len());
+    // For each suffixed stem, the next counter to try: copies of one message cost O(1) each, not O(n).
+    let mut next: HashMap<String, u64> = HashMap::new();
     let mut ids = Vec::with_capacity(messages.len());
     for m in messages {
         let popa3d = popa3d_id(&m.popa3d_md5);
@@ -66,7 +68,7 @@ pub fn assign<E>(
             let suffix: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
             // "-XXXXXXXX" plus room for a counter must fit in MAX_UID; a long X-UIDL falls back to popa3d's id.
             let stem = if base.len() + 9 + 8 <= MAX_UID { base } else { popa3d };
-            first_free(&used, format!("{stem}-{suffix}"))
+            first_free(&used, &mut next, format!("{stem}-{suffix}"))
         } else {
             base.into()
         };
@@ -77,11 +79,19 @@ pub fn assign<E>(
 }
 
 /// `stem`, or `stem-2`, `stem-3`, ... whichever is not taken yet.
-fn first_free(used: &HashSet<Box<str>>, stem: String) -> Box<str> {
+fn first_free(used: &HashSet<Box<str>>, next: &mut HashMap<String, u64>, stem: String) -> Box<str> {
     if !used.contains(stem.as_str()) {
         return stem.into();
     }
-    (2u64..).map(|n| format!("{stem}-{n}")).find(|id| !used.contains(id.as_str())).expect("finitely many ids").into()
+    let id = format!("{stem}-");
+    let n = next.entry(stem).or_insert(2);
+    loop {
+        let candidate = format!("{id}{n}");
+        *n += 1;
+        if !used.contains(candidate.as_str()) {
+            return candidate.into();
+        }
+    }
 }
 
 #[cfg(test)]
