@@ -298,6 +298,22 @@ impl Client {
         self.sock.write_all(bytes).expect("send");
     }
 
+    /// Everything the server sends until it closes the connection (bounded by `within`).
+    pub fn read_to_close(&mut self, within: Duration) -> Vec<u8> {
+        self.set_read_timeout(within);
+        let deadline = Instant::now() + within;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline && out.len() < MAX_MULTILINE {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("no close within {within:?}: {e}; got {:?}", show(&out)),
+            }
+        }
+        panic!("no close within {within:?}; got {:?}", show(&out));
+    }
+
     /// Half-closes the connection: the server sees end of input.
     pub fn shutdown_write(&self) {
         let _ = self.sock.shutdown(Shutdown::Write);
@@ -432,8 +448,22 @@ pub struct Inetd {
 impl Inetd {
     /// Spawns `poplar --inetd --passwd <fixture>` plus `extra`; returns the process and a client on the other end.
     pub fn start(fx: &Fixture, extra: &[&str]) -> (Inetd, Client) {
+        Inetd::spawn(fx, extra, false)
+    }
+
+    /// Like `start`, but with stderr on the socket too, as inetd hands it over (fd 0, 1 and 2).
+    pub fn start_all_fds(fx: &Fixture, extra: &[&str]) -> (Inetd, Client) {
+        Inetd::spawn(fx, extra, true)
+    }
+
+    fn spawn(fx: &Fixture, extra: &[&str], stderr_on_socket: bool) -> (Inetd, Client) {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         let stdin: OwnedFd = theirs.try_clone().expect("clone").into();
+        let stderr = if stderr_on_socket {
+            Stdio::from(OwnedFd::from(theirs.try_clone().expect("clone")))
+        } else {
+            Stdio::null()
+        };
         let stdout: OwnedFd = theirs.into();
         let child = Command::new(BIN)
             .arg("--inetd")
@@ -443,7 +473,7 @@ impl Inetd {
             .args(extra)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn poplar --inetd");
         (Inetd { child }, Client::from_unix(ours))
