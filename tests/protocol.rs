@@ -372,3 +372,70 @@ fn status_lines_have_text() {
         assert!(text.is_some_and(|t| !t.trim().is_empty()), "status line without text: {s:?}");
     }
 }
+
+#[test]
+fn max_sessions_refuses_extra_clients() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--max-sessions", "1"]);
+    let mut first = srv.connect();
+    first.greeting();
+    let mut second = srv.connect();
+    let r = second.read_line();
+    assert!(r.starts_with("-ERR [SYS/TEMP] "), "{r}");
+    assert!(second.closed_within(Duration::from_secs(5)));
+    assert!(ok(&first.cmd("QUIT")));
+    assert!(first.closed_within(Duration::from_secs(5)));
+    // The slot is free again once the first session has ended.
+    let mut third = None;
+    for _ in 0..50 {
+        let mut c = srv.connect();
+        if c.read_line().starts_with("+OK ") {
+            third = Some(c);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(third.is_some(), "session slot never freed");
+}
+
+#[test]
+fn mail_location_template() {
+    let mut fx = common::Fixture::new();
+    fx.user("erin", "pw");
+    let spool = fx.root().join("spool").join("erin");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(spool.join(sub)).unwrap();
+    }
+    std::fs::write(spool.join("new").join("1600000000.M1P1.host"), b"Subject: spool\n\nx\n").unwrap();
+    let location = format!("maildir:{}/spool/%u", fx.root().display());
+    let srv = Server::start(&fx, &["--mail", &location]);
+    let mut c = srv.login("erin", "pw");
+    assert_eq!(c.multi("RETR 1"), wire(b"Subject: spool\n\nx\n"));
+}
+
+#[test]
+fn tmp_is_ignored_and_order_is_by_mtime() {
+    let mut fx = common::Fixture::new();
+    fx.user("fay", "pw");
+    let t = |s| Some(std::time::UNIX_EPOCH + Duration::from_secs(s));
+    // Names sort in the opposite order of the mtimes.
+    fx.msg_at("fay", "new", "3.a.host", b"Subject: first\n\n1\n", t(1_600_000_000));
+    fx.msg_at("fay", "cur", "2.b.host:2,S", b"Subject: second\n\n2\n", t(1_600_000_100));
+    fx.msg_at("fay", "new", "1.c.host", b"Subject: third\n\n3\n", t(1_600_000_200));
+    fx.msg_at("fay", "tmp", "0.d.host", b"Subject: in tmp\n\n0\n", t(1_500_000_000));
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("fay", "pw");
+    let uids: Vec<String> = listing(&c.multi("UIDL")).into_iter().map(|e| e.1).collect();
+    assert_eq!(uids, ["3.a.host", "2.b.host", "1.c.host"]);
+}
+
+#[test]
+fn size_from_dovecot_w_field() {
+    let mut fx = common::Fixture::new();
+    fx.user("gus", "pw");
+    fx.msg("gus", "new", "1600000000.M1P1.host,S=10,W=1234", b"Subject: w\n\nx\n");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("gus", "pw");
+    assert_eq!(c.cmd("LIST 1"), "+OK 1 1234");
+    assert_eq!(c.cmd("UIDL 1"), "+OK 1 1600000000.M1P1.host,S=10,W=1234");
+}

@@ -198,6 +198,20 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code, None if still running.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let st = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill");
+        assert!(st.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st.code().unwrap_or(-1));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
 }
 
 impl Drop for Server {
