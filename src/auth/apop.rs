@@ -46,7 +46,11 @@ fn push_safe_host(out: &mut String, host: &str) {
         return;
     }
     for c in trimmed.chars().take(MAX_HOST_LEN) {
-        out.push(if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' });
+        out.push(if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+            c
+        } else {
+            '-'
+        });
     }
 }
 
@@ -78,15 +82,30 @@ mod tests {
     #[test]
     fn timestamp_format() {
         let cases = [
-            ((42, 7, 1_700_000_000, 0xdead_beef, "mail.example.org"),
-             "<42.7.1700000000.00000000deadbeef@mail.example.org>"),
-            ((1, 0, 0, u64::MAX, ""), "<1.0.0.ffffffffffffffff@localhost>"),
-            ((1, 0, 0, 0, "a b<c>d@e"), "<1.0.0.0000000000000000@a-b-c-d-e>"),
-            ((1, 0, 0, 0, " .host.example. "), "<1.0.0.0000000000000000@host.example>"),
+            (
+                (42, 7, 1_700_000_000, 0xdead_beef, "mail.example.org"),
+                "<42.7.1700000000.00000000deadbeef@mail.example.org>",
+            ),
+            (
+                (1, 0, 0, u64::MAX, ""),
+                "<1.0.0.ffffffffffffffff@localhost>",
+            ),
+            (
+                (1, 0, 0, 0, "a b<c>d@e"),
+                "<1.0.0.0000000000000000@a-b-c-d-e>",
+            ),
+            (
+                (1, 0, 0, 0, " .host.example. "),
+                "<1.0.0.0000000000000000@host.example>",
+            ),
             ((1, 0, 0, 0, "hôte"), "<1.0.0.0000000000000000@h-te>"),
         ];
         for ((pid, counter, time, random, host), want) in cases {
-            assert_eq!(timestamp(pid, counter, time, random, host), want, "host {host:?}");
+            assert_eq!(
+                timestamp(pid, counter, time, random, host),
+                want,
+                "host {host:?}"
+            );
         }
     }
 
@@ -99,7 +118,11 @@ mod tests {
             let inner = &ts[1..ts.len() - 1];
             assert!(!inner.contains(['<', '>', ' ', '\r', '\n']), "{ts}");
             assert_eq!(inner.matches('@').count(), 1, "{ts}");
-            assert!(ts.len() < 400, "greeting must fit the RFC 2449 512-octet line: {}", ts.len());
+            assert!(
+                ts.len() < 400,
+                "greeting must fit the RFC 2449 512-octet line: {}",
+                ts.len()
+            );
         }
     }
 

@@ -151,9 +151,18 @@ mod tests {
         let cases = [
             ("{MD5}abc", "unsupported password scheme MD5"),
             ("{SSHA}abc", "unsupported password scheme SSHA"),
-            ("{SHA512-CRYPT}$5$s$h", "unsupported password scheme SHA512-CRYPT: expected a hash starting with $6$"),
-            ("{BLF-CRYPT}hunter2", "unsupported password scheme BLF-CRYPT: expected a hash starting with $2y$ or $2b$ or $2a$"),
-            ("{PLAIN hunter2", "password field has '{' without a closing '}'"),
+            (
+                "{SHA512-CRYPT}$5$s$h",
+                "unsupported password scheme SHA512-CRYPT: expected a hash starting with $6$",
+            ),
+            (
+                "{BLF-CRYPT}hunter2",
+                "unsupported password scheme BLF-CRYPT: expected a hash starting with $2y$ or $2b$ or $2a$",
+            ),
+            (
+                "{PLAIN hunter2",
+                "password field has '{' without a closing '}'",
+            ),
         ];
         for (field, want) in cases {
             assert_eq!(Stored::parse(field), Err(want.to_string()), "{field:?}");
@@ -161,7 +170,10 @@ mod tests {
         // A bare field is CRYPT; DES and MD5-crypt are not supported.
         for field in ["hunter2", "$1$salt$hash", "ab01FAX.bQRSU"] {
             let err = Stored::parse(field).unwrap_err();
-            assert!(err.starts_with("unsupported password scheme CRYPT"), "{field:?}: {err}");
+            assert!(
+                err.starts_with("unsupported password scheme CRYPT"),
+                "{field:?}: {err}"
+            );
             assert!(!err.contains(field), "error leaks the field: {err}");
         }
     }
@@ -198,8 +210,14 @@ mod tests {
         let cases = [
             format!("{{SHA512-CRYPT}}{sha512}"),
             format!("{{SHA256-CRYPT}}{sha256}"),
-            format!("{{BLF-CRYPT}}{}", blf.format_for_version(bcrypt::Version::TwoY)),
-            format!("{{BLF-CRYPT}}{}", blf.format_for_version(bcrypt::Version::TwoB)),
+            format!(
+                "{{BLF-CRYPT}}{}",
+                blf.format_for_version(bcrypt::Version::TwoY)
+            ),
+            format!(
+                "{{BLF-CRYPT}}{}",
+                blf.format_for_version(bcrypt::Version::TwoB)
+            ),
             sha512,
         ];
         for field in cases {
@@ -228,8 +246,17 @@ mod tests {
     #[test]
     fn malformed_hashes_never_verify() {
         let cases = [
-            "$6$", "$6$$", "$6$salt", "$6$salt$", "$6$salt$not base64!", "$6$rounds=abc$salt$hash",
-            "$6$rounds=1$salt$hash", "$6$a$b$c$d", "$5$s\u{e9}$h", "$2y$", "$2y$05$short",
+            "$6$",
+            "$6$$",
+            "$6$salt",
+            "$6$salt$",
+            "$6$salt$not base64!",
+            "$6$rounds=abc$salt$hash",
+            "$6$rounds=1$salt$hash",
+            "$6$a$b$c$d",
+            "$5$s\u{e9}$h",
+            "$2y$",
+            "$2y$05$short",
             "$2y$99$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
             "$2y$0x$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
             "$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOe\u{e9}",
@@ -245,6 +272,9 @@ mod tests {
     fn debug_hides_secrets() {
         let dbg = format!("{:?}", Stored::parse("{PLAIN}hunter2").unwrap());
         assert_eq!(dbg, "Plain(..)");
-        assert_eq!(format!("{:?}", Stored::parse(SHA512_HELLO).unwrap()), "Crypt(..)");
+        assert_eq!(
+            format!("{:?}", Stored::parse(SHA512_HELLO).unwrap()),
+            "Crypt(..)"
+        );
     }
 }

@@ -77,7 +77,10 @@ mod tests {
     fn debug_is_redacted() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "Secret(..)");
-        assert_eq!(format!("{:#?}", Secret::new(b"hunter2".to_vec())), "Secret(..)");
+        assert_eq!(
+            format!("{:#?}", Secret::new(b"hunter2".to_vec())),
+            "Secret(..)"
+        );
         assert_eq!(*s.expose(), "hunter2");
     }
 
