@@ -98,8 +98,11 @@ mod tests {
         }
     }
 
+    /// Each result of `read_line` with the buffer's contents after it.
+    type Seen = Vec<(Line, Vec<u8>)>;
+
     /// Reads lines until EOF, recording each result with the buffer's contents.
-    fn read_all(data: &[u8], step: usize, max: usize) -> Vec<(Line, Vec<u8>)> {
+    fn read_all(data: &[u8], step: usize, max: usize) -> Seen {
         let mut reader = Chunked { data, pos: 0, step };
         let mut buf = Vec::new();
         let mut seen = Vec::new();
@@ -129,7 +132,7 @@ mod tests {
     #[test]
     fn every_chunk_size_gives_the_same_lines() {
         let max = 8;
-        let cases: &[(&[u8], Vec<(Line, Vec<u8>)>)] = &[
+        let cases: &[(&[u8], Seen)] = &[
             (b"", vec![eof()]),
             (b"STAT\r\n", vec![complete(b"STAT"), eof()]),
             (b"STAT\n", vec![complete(b"STAT"), eof()]),
