@@ -1,7 +1,7 @@
 //! `Command` and its parser: one command line (without CRLF) in, a typed command or a `ParseError` out.
 //!
 //! Pure: no I/O, no allocation. Whether a command is allowed in the current state is the session's
-//! question, not this module's; here only its shape is checked. [`print`] renders a command back to its
+//! question, not this module's; here only its shape is checked. [`print`](fn@print) renders a command back to its
 //! canonical line, so fuzzing can check parse → print → parse.
 
 use std::fmt;
