@@ -80,18 +80,18 @@ fn login_stat_list_retr_top_uidl() {
     let f = fixture(&[MSG1, MSG2]);
     let mut s = Session::new(&f.services, "peer", None);
     let (out, _) = script(&mut s, &["USER alice", "PASS secret"]);
-    assert_eq!(out, "+OK send PASS\r\n+OK alice's maildrop has 2 messages (62 octets)\r\n");
+    assert_eq!(out, "+OK send PASS\r\n+OK alice's maildrop has 2 messages (56 octets)\r\n");
     let (out, _) = script(&mut s, &["STAT", "LIST", "LIST 2", "LIST 3", "LIST 0"]);
     assert_eq!(
         out,
-        "+OK 2 62\r\n+OK 2 messages (62 octets)\r\n1 30\r\n2 32\r\n.\r\n+OK 2 32\r\n\
+        "+OK 2 56\r\n+OK 2 messages (56 octets)\r\n1 28\r\n2 28\r\n.\r\n+OK 2 28\r\n\
          -ERR no such message 3\r\n-ERR invalid message number\r\n"
             .replace("-ERR invalid message number", &format!("-ERR {}", crate::proto::command::ParseError::BadMessageNumber))
     );
     let (out, _) = script(&mut s, &["RETR 1"]);
-    assert_eq!(out, "+OK 30 octets\r\nSubject: one\r\n\r\nbody\r\n..dot\r\n.\r\n");
+    assert_eq!(out, "+OK 28 octets\r\nSubject: one\r\n\r\nbody\r\n..dot\r\n.\r\n");
     let (out, _) = script(&mut s, &["retr 2"]);
-    assert_eq!(out, "+OK 32 octets\r\nSubject: two\r\n\r\nno newline\r\n.\r\n");
+    assert_eq!(out, "+OK 28 octets\r\nSubject: two\r\n\r\nno newline\r\n.\r\n");
     let (out, _) = script(&mut s, &["TOP 1 0"]);
     assert_eq!(out, "+OK top of message 1 follows\r\nSubject: one\r\n\r\n.\r\n");
     let (out, _) = script(&mut s, &["UIDL"]);
@@ -106,12 +106,12 @@ fn deleted_messages_vanish_until_rset() {
     let (out, _) = script(&mut s, &["DELE 1", "DELE 1", "STAT", "LIST", "RETR 1", "UIDL 1", "TOP 1 1"]);
     assert_eq!(
         out,
-        "+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n+OK 1 32\r\n\
-         +OK 1 messages (32 octets)\r\n2 32\r\n.\r\n-ERR message 1 already deleted\r\n\
+        "+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n+OK 1 28\r\n\
+         +OK 1 messages (28 octets)\r\n2 28\r\n.\r\n-ERR message 1 already deleted\r\n\
          -ERR message 1 already deleted\r\n-ERR message 1 already deleted\r\n"
     );
     let (out, _) = script(&mut s, &["RSET", "STAT"]);
-    assert_eq!(out, "+OK maildrop has 2 messages (62 octets)\r\n+OK 2 62\r\n");
+    assert_eq!(out, "+OK maildrop has 2 messages (56 octets)\r\n+OK 2 56\r\n");
 }
 
 #[test]
