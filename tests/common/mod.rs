@@ -57,13 +57,19 @@ impl Fixture {
 
     /// Adds `user` with a `{PLAIN}` password, a home directory and an empty Maildir (new, cur, tmp).
     pub fn user(&mut self, user: &str, password: &str) -> &mut Self {
+        self.user_with(user, &format!("{{PLAIN}}{password}"))
+    }
+
+    /// Adds `user` with the given passwd-file password field (scheme and secret), a home directory and an
+    /// empty Maildir (new, cur, tmp).
+    pub fn user_with(&mut self, user: &str, password_field: &str) -> &mut Self {
         let md = self.maildir(user);
         for sub in ["new", "cur", "tmp"] {
             fs::create_dir_all(md.join(sub)).expect("create maildir");
         }
         let meta = fs::metadata(self.dir.path()).expect("stat tempdir");
         let line = format!(
-            "{user}:{{PLAIN}}{password}:{}:{}::{}::\n",
+            "{user}:{password_field}:{}:{}::{}::\n",
             meta.uid(),
             meta.gid(),
             self.home(user).display()

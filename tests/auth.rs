@@ -1,0 +1,141 @@
+//! Users from the passwd-file: every password scheme, locked accounts, refused user names, the uniform
+//! failure delay, APOP limited to `{PLAIN}`, and re-reading the file when it changes.
+
+mod common;
+
+use common::{Fixture, Server, md5_hex};
+use std::fs;
+use std::time::{Duration, Instant, SystemTime};
+
+/// `openssl passwd -6 -salt saltsalt secret` and `openssl passwd -5 -salt saltsalt secret`.
+const SHA512: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
+const SHA256: &str = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
+
+/// Tries every (user, password) pair on its own connection, concurrently (each failure costs the server's
+/// failure delay); returns the PASS replies in order.
+fn try_logins(srv: &Server, pairs: &[(&str, &str)]) -> Vec<String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pairs.iter().map(|&(u, p)| s.spawn(move || try_login(srv, u, p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// USER/PASS, returning the PASS reply.
+fn try_login(srv: &Server, user: &str, pass: &str) -> String {
+    let mut c = srv.connect();
+    c.greeting();
+    c.cmd(&format!("USER {user}"));
+    c.cmd(&format!("PASS {pass}"))
+}
+
+#[test]
+fn password_schemes() {
+    let mut fx = Fixture::new();
+    let bcrypt = bcrypt::hash("secret", 4).unwrap();
+    fx.user_with("s512", &format!("{{SHA512-CRYPT}}{SHA512}"))
+        .user_with("s256", &format!("{{SHA256-CRYPT}}{SHA256}"))
+        .user_with("blf", &format!("{{BLF-CRYPT}}{bcrypt}"))
+        .user_with("bare6", SHA512)
+        .user_with("bare5", SHA256)
+        .user_with("bare2b", &bcrypt);
+    let srv = Server::start(&fx, &[]);
+    let users = ["s512", "s256", "blf", "bare6", "bare5", "bare2b"];
+    let good: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
+    for (r, user) in try_logins(&srv, &good).iter().zip(users) {
+        assert!(r.starts_with("+OK "), "{user} good password -> {r}");
+    }
+    let bad: Vec<(&str, &str)> = users.iter().map(|&u| (u, "Secret")).collect();
+    for (r, user) in try_logins(&srv, &bad).iter().zip(users) {
+        assert!(r.starts_with("-ERR [AUTH] "), "{user} bad password -> {r}");
+    }
+}
+
+#[test]
+fn locked_accounts() {
+    let mut fx = Fixture::new();
+    fx.user_with("bang", "!{PLAIN}secret").user_with("star", "*").user_with("empty", "");
+    let srv = Server::start(&fx, &[]);
+    let pairs = [("bang", "secret"), ("bang", "!{PLAIN}secret"), ("star", "*"), ("empty", "")];
+    for (r, (user, _)) in try_logins(&srv, &pairs).iter().zip(pairs) {
+        assert!(r.starts_with("-ERR "), "locked {user} -> {r}");
+    }
+}
+
+#[test]
+fn unsafe_user_names_are_refused() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret").user(".dot", "secret");
+    let long = "u".repeat(65);
+    fx.user(&long, "secret");
+    let srv = Server::start(&fx, &[]);
+    let users = [".dot", long.as_str(), "../alice", "alice/..", "ali\x01ce"];
+    let pairs: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
+    for (r, user) in try_logins(&srv, &pairs).iter().zip(users) {
+        assert!(r.starts_with("-ERR "), "user {user:?} -> {r}");
+    }
+    assert!(try_login(&srv, "alice", "secret").starts_with("+OK "));
+}
+
+#[test]
+fn failures_are_delayed_alike() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret");
+    let srv = Server::start(&fx, &[]);
+    let time = |user: &str| {
+        let mut c = srv.connect();
+        c.greeting();
+        c.cmd(&format!("USER {user}"));
+        let start = Instant::now();
+        let r = c.cmd("PASS wrong");
+        assert!(r.starts_with("-ERR [AUTH] "), "{r}");
+        start.elapsed()
+    };
+    let (wrong, unknown) = std::thread::scope(|s| {
+        let a = s.spawn(|| time("alice"));
+        let b = s.spawn(|| time("nobody"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(wrong >= Duration::from_millis(1500), "wrong password answered after {wrong:?}");
+    assert!(unknown >= Duration::from_millis(1500), "unknown user answered after {unknown:?}");
+    let diff = wrong.abs_diff(unknown);
+    assert!(diff < Duration::from_millis(500), "{wrong:?} vs {unknown:?}");
+    let log = srv.wait_log(&["login failed", "user=nobody", "peer=127.0.0.1:"], Duration::from_secs(5));
+    assert!(log.is_some(), "{:?}", srv.stderr_lines());
+}
+
+#[test]
+fn apop_only_for_plain_users() {
+    let mut fx = Fixture::new();
+    fx.user("plain", "secret").user_with("hashed", &format!("{{SHA512-CRYPT}}{SHA512}"));
+    let srv = Server::start(&fx, &["--apop"]);
+    for (user, expect_ok) in [("plain", true), ("hashed", false)] {
+        let mut c = srv.connect();
+        let g = c.greeting();
+        let ts = &g[g.find('<').unwrap()..=g.rfind('>').unwrap()];
+        let r = c.cmd(&format!("APOP {user} {}", md5_hex(format!("{ts}secret").as_bytes())));
+        assert_eq!(r.starts_with("+OK "), expect_ok, "APOP {user} -> {r}");
+        if !expect_ok {
+            assert!(r.starts_with("-ERR [AUTH] "), "{r}");
+            // USER/PASS still works for that user.
+            c.login(user, "secret");
+        }
+    }
+}
+
+#[test]
+fn passwd_file_is_reread_when_it_changes() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret");
+    let srv = Server::start(&fx, &[]);
+    assert!(try_login(&srv, "alice", "secret").starts_with("+OK "));
+    assert!(try_login(&srv, "newbie", "fresh").starts_with("-ERR [AUTH] "));
+    fx.user("newbie", "fresh");
+    let text = fs::read_to_string(fx.passwd()).unwrap().replace("{PLAIN}secret", "{PLAIN}changed-secret");
+    fs::write(fx.passwd(), text).unwrap();
+    // A later mtime, so that a check at one-second granularity also sees the change.
+    let f = fs::File::options().write(true).open(fx.passwd()).unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
+    assert!(try_login(&srv, "newbie", "fresh").starts_with("+OK "), "added user");
+    assert!(try_login(&srv, "alice", "changed-secret").starts_with("+OK "), "changed password");
+    assert!(try_login(&srv, "alice", "secret").starts_with("-ERR [AUTH] "), "old password");
+}
