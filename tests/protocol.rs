@@ -386,3 +386,50 @@ fn max_sessions_refuses_extra_clients() {
     }
     assert!(third.is_some(), "session slot never freed");
 }
+
+#[test]
+fn line_length_limit_is_255_octets_with_crlf() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(ok(&c.cmd("USER alice")));
+    // "PASS " + 248 octets + CRLF = 255: within the limit, so it is a (wrong) password.
+    let r = c.cmd(&format!("PASS {}", "p".repeat(248)));
+    assert!(r.starts_with("-ERR [AUTH] "), "255-octet line -> {r}");
+    assert!(ok(&c.cmd("USER alice")));
+    // One octet more: refused as too long, not checked as a password.
+    let r = c.cmd(&format!("PASS {}", "p".repeat(249)));
+    assert!(err(&r) && !r.contains("[AUTH]"), "256-octet line -> {r}");
+}
+
+#[test]
+fn ipv6_loopback_listener() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    }
+    let fx = standard();
+    let args: Vec<String> = ["--listen", "[::1]:0", "--passwd", fx.passwd().to_str().unwrap()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let srv = Server::spawn(&args);
+    assert!(srv.addr.is_ipv6(), "{}", srv.addr);
+    let mut c = srv.login("alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
+    assert!(ok(&c.cmd("QUIT")));
+    let line = srv.wait_log(&["session end", "user=alice"], Duration::from_secs(5));
+    assert!(line.is_some_and(|l| l.contains("peer=[::1]:")), "{:?}", srv.stderr_lines());
+}
+
+#[test]
+fn session_end_logged_without_login() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(ok(&c.cmd("QUIT")));
+    let line = srv.wait_log(&["session end", "user=-"], Duration::from_secs(5));
+    assert!(line.is_some_and(|l| l.contains("result=quit") && l.contains("retr=0")), "{:?}", srv.stderr_lines());
+}
