@@ -28,6 +28,7 @@ usage: poplar [options]
       --max-sessions N      concurrent sessions in standalone mode (default 100)
       --auth-failure-delay SECS   delay before answering a failed login (default 2)
       --log-level LEVEL     error, warn, info (default), debug or trace
+      --shutdown-grace SECS after SIGTERM, how long sessions may go on (default 30)
   -h, --help                this text
   -V, --version             the version
 

@@ -22,6 +22,18 @@ pub const DEFAULT_MAX_SESSIONS: usize = 100;
 /// hides which of user name or password was wrong behind identical timing.
 pub const DEFAULT_AUTH_FAILURE_DELAY_SECS: u64 = 2;
 
+/// Sessions from one client address: enough for a household behind one NAT address polling several
+/// accounts, few enough that one host cannot take every session slot.
+pub const DEFAULT_MAX_PER_IP: usize = 10;
+
+/// Failed logins allowed on one connection before it is closed (as popa3d's AUTH_FAILED_LIMIT idea):
+/// a real user mistypes once or twice; a guesser must reconnect and pay the connection cost again.
+pub const DEFAULT_MAX_AUTH_ATTEMPTS: u32 = 3;
+
+/// After SIGTERM, how long running sessions may go on before the process exits. Exiting mid-session loses
+/// nothing (only QUIT deletes), and a session inside UPDATE is always waited for.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+
 /// The default maildrop: a Maildir in the user's home, as Dovecot and qmail-pop3d set-ups use.
 pub const DEFAULT_MAIL: &str = "maildir:%h/Maildir";
 
@@ -42,6 +54,25 @@ pub struct Config {
     pub max_sessions: usize,
     pub auth_failure_delay: Duration,
     pub log_level: LevelFilter,
+    // Security (privileges, system accounts, limits).
+    /// Standalone: the account to switch to after binding the listeners.
+    pub run_as: Option<String>,
+    pub system_users: bool,
+    pub max_per_ip: usize,
+    pub login_timeout: Duration,
+    pub max_auth_attempts: u32,
+    // TLS (RFC 2595 STLS, RFC 8314 implicit TLS).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub listen_tls: Vec<SocketAddr>,
+    /// inetd: the connection starts with a TLS handshake (port 995).
+    pub tls: bool,
+    /// Refuse plaintext passwords before TLS. `None`: the default, which is "yes" when a certificate is set.
+    pub no_plaintext: Option<bool>,
+    // Operations.
+    /// Addresses allowed to send a PROXY protocol header, as (network, prefix length).
+    pub proxy_from: Vec<(std::net::IpAddr, u8)>,
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +88,18 @@ impl Default for Config {
             max_sessions: DEFAULT_MAX_SESSIONS,
             auth_failure_delay: Duration::from_secs(DEFAULT_AUTH_FAILURE_DELAY_SECS),
             log_level: LevelFilter::Info,
+            run_as: None,
+            system_users: false,
+            max_per_ip: DEFAULT_MAX_PER_IP,
+            login_timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            max_auth_attempts: DEFAULT_MAX_AUTH_ATTEMPTS,
+            tls_cert: None,
+            tls_key: None,
+            listen_tls: Vec::new(),
+            tls: false,
+            no_plaintext: None,
+            proxy_from: Vec::new(),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
         }
     }
 }
@@ -80,6 +123,18 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
     ("max-sessions", Arity::Value, "N"),
     ("auth-failure-delay", Arity::Value, "SECS"),
     ("log-level", Arity::Value, "LEVEL"),
+    ("user", Arity::Value, "NAME"),
+    ("system-users", Arity::Flag, ""),
+    ("max-per-ip", Arity::Value, "N"),
+    ("login-timeout", Arity::Value, "SECS"),
+    ("max-auth-attempts", Arity::Value, "N"),
+    ("tls-cert", Arity::Value, "FILE"),
+    ("tls-key", Arity::Value, "FILE"),
+    ("listen-tls", Arity::Value, "ADDR:PORT"),
+    ("tls", Arity::Flag, ""),
+    ("no-plaintext", Arity::Flag, ""),
+    ("proxy-from", Arity::Value, "CIDR[,CIDR...]"),
+    ("shutdown-grace", Arity::Value, "SECS"),
 ];
 
 /// Looks a setting up by name.
@@ -104,6 +159,18 @@ impl Config {
                 self.auth_failure_delay = Duration::from_secs(number(required(value)?, 0, 60)?)
             }
             "log-level" => self.log_level = parse_level(required(value)?)?,
+            "user" => self.run_as = Some(nonempty(required(value)?)?.to_string()),
+            "system-users" => self.system_users = boolean(value)?,
+            "max-per-ip" => self.max_per_ip = number(required(value)?, 1, 1_000_000)? as usize,
+            "login-timeout" => self.login_timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?),
+            "max-auth-attempts" => self.max_auth_attempts = number(required(value)?, 1, 100)? as u32,
+            "tls-cert" => self.tls_cert = Some(PathBuf::from(nonempty(required(value)?)?)),
+            "tls-key" => self.tls_key = Some(PathBuf::from(nonempty(required(value)?)?)),
+            "listen-tls" => self.listen_tls.push(parse_listen(required(value)?)?),
+            "tls" => self.tls = boolean(value)?,
+            "no-plaintext" => self.no_plaintext = Some(boolean(value)?),
+            "proxy-from" => self.proxy_from = parse_cidrs(required(value)?)?,
+            "shutdown-grace" => self.shutdown_grace = Duration::from_secs(number(required(value)?, 0, 86_400)?),
             _ => return Err("unknown option".to_string()),
         }
         Ok(())
@@ -149,6 +216,44 @@ fn number(value: &str, min: u64, max: u64) -> Result<u64, String> {
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     value.parse().map_err(|_| {
         format!("\"{value}\" is not ADDR:PORT (e.g. 0.0.0.0:110, [::]:110, 127.0.0.1:1110)")
+    })
+}
+
+/// `10.0.0.0/8,::1` → networks; a bare address is a single host.
+fn parse_cidrs(value: &str) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (addr, prefix) = part.split_once('/').map_or((part, None), |(a, p)| (a, Some(p)));
+            let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("\"{part}\" is not an address or CIDR"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("bad prefix length in \"{part}\""))?,
+            };
+            Ok((addr, prefix))
+        })
+        .collect()
+}
+
+/// Whether `addr` falls in one of `networks` (as parsed from `proxy-from`).
+pub fn in_networks(addr: std::net::IpAddr, networks: &[(std::net::IpAddr, u8)]) -> bool {
+    let addr = match addr {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    networks.iter().any(|&(net, prefix)| match (addr, net) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) => {
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
     })
 }
 
@@ -286,6 +391,21 @@ mod tests {
         assert_eq!(e.to_string(), "/etc/poplar.conf:1: listen 1: expected `option = value`");
         let e = parse_file_text(path, "\nbogus = 1\n").unwrap_err();
         assert_eq!(e.to_string(), "/etc/poplar.conf:2: bogus: unknown option");
+    }
+
+    #[test]
+    fn cidrs() {
+        let nets = parse_cidrs("10.0.0.0/8, 192.168.1.5,::1,fd00::/8").unwrap();
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(in_networks(ip("10.1.2.3"), &nets));
+        assert!(in_networks(ip("::ffff:10.1.2.3"), &nets));
+        assert!(in_networks(ip("192.168.1.5"), &nets));
+        assert!(!in_networks(ip("192.168.1.6"), &nets));
+        assert!(in_networks(ip("::1"), &nets));
+        assert!(in_networks(ip("fd12::1"), &nets));
+        assert!(!in_networks(ip("fe80::1"), &nets));
+        assert!(parse_cidrs("10.0.0.0/33").is_err());
+        assert!(parse_cidrs("example.org").is_err());
     }
 
     #[test]

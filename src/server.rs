@@ -35,10 +35,6 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 6;
 
-/// After SIGTERM, sessions get this long to finish before the process exits. Exiting mid-session loses
-/// nothing (only QUIT deletes); a session inside UPDATE is always waited for.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
 /// A start-up failure: the message for `poplar: ...` and the exit status.
 #[derive(Debug)]
 pub struct StartError {
@@ -113,7 +109,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     let active = Arc::new(AtomicUsize::new(0));
     accept_loop(&listeners, &signals, &frontend, &active, config.max_sessions)?;
     drop(listeners);
-    wait_for_sessions(&frontend, &active);
+    wait_for_sessions(&frontend, &active, config.shutdown_grace);
     Ok(())
 }
 
@@ -241,8 +237,9 @@ impl Drop for ActiveGuard {
     }
 }
 
-fn wait_for_sessions(frontend: &Frontend, active: &AtomicUsize) {
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
+/// Exiting mid-session loses nothing (only QUIT deletes); a session inside UPDATE is always waited for.
+fn wait_for_sessions(frontend: &Frontend, active: &AtomicUsize, grace: Duration) {
+    let deadline = Instant::now() + grace;
     loop {
         let sessions = active.load(Ordering::SeqCst);
         let updating = frontend.services.updates_in_progress.load(Ordering::SeqCst);
