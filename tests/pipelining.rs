@@ -121,3 +121,31 @@ fn overlong_line_inside_a_batch() {
     assert!(c.read_line().starts_with("+OK 1 "), "LIST 1 after the overlong line");
     assert!(c.read_line().starts_with("+OK "));
 }
+
+#[test]
+fn concurrent_sessions_do_not_interfere() {
+    let mut fx = common::Fixture::new();
+    let users: Vec<String> = (0..16).map(|i| format!("user{i}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        fx.user(u, "pw");
+        fx.msg(u, "new", &format!("1600000000.M{i}P1.host"), format!("Subject: {u}\n\nfor {u}\n").as_bytes());
+    }
+    let srv = Server::start(&fx, &[]);
+    thread::scope(|s| {
+        for u in &users {
+            let srv = &srv;
+            s.spawn(move || {
+                let mut c = srv.login(u, "pw");
+                for _ in 0..10 {
+                    let body = c.multi("RETR 1");
+                    assert_eq!(body, wire(format!("Subject: {u}\n\nfor {u}\n").as_bytes()));
+                }
+                assert!(c.cmd("DELE 1").starts_with("+OK "));
+                assert!(c.cmd("QUIT").starts_with("+OK "));
+            });
+        }
+    });
+    for u in &users {
+        assert!(fx.files(u).is_empty(), "{u}");
+    }
+}

@@ -132,13 +132,13 @@ fn drain(stderr: impl Read, lines: Lines, tx: mpsc::Sender<SocketAddr>) {
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        if !reported {
-            if let Some(addr) = listening_addr(&line) {
-                reported = true;
-                let _ = tx.send(addr);
-            }
-        }
+        let addr = if reported { None } else { listening_addr(&line) };
+        // Keep the line before reporting, so a test that starts once the address is known sees it.
         lines.lock().unwrap().push(line);
+        if let Some(addr) = addr {
+            reported = true;
+            let _ = tx.send(addr);
+        }
     }
 }
 
