@@ -163,3 +163,23 @@ fn sigterm_lets_running_session_finish() {
     assert_eq!(srv.terminate(Duration::from_secs(5)), Some(0));
     assert_eq!(fx.files("alice").len(), 4);
 }
+
+#[test]
+fn low_timeout_is_accepted_with_a_warning() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--timeout", "1"]);
+    let warn = srv.wait_log(&["WARN", "timeout"], Duration::from_secs(5));
+    assert!(warn.is_some(), "{:?}", srv.stderr_lines());
+}
+
+#[test]
+fn short_options() {
+    let fx = standard();
+    let cfg = fx.root().join("short.conf");
+    fs::write(&cfg, format!("passwd = {}\n", fx.passwd().display())).unwrap();
+    let args: Vec<String> =
+        ["-c", cfg.to_str().unwrap(), "-l", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
+    let srv = Server::spawn(&args);
+    let mut c = srv.login("alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
+}

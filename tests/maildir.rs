@@ -163,3 +163,29 @@ fn message_moved_by_another_agent_during_session() {
     assert!(c.cmd("QUIT").starts_with("+OK "));
     assert!(fx.files("lee").is_empty(), "renamed messages not expunged: {:?}", fx.files("lee"));
 }
+
+#[test]
+fn uidl_character_set_and_length() {
+    let mut fx = Fixture::new();
+    fx.user("nat", "pw");
+    let exactly_70 = "a".repeat(70);
+    let over_70 = "b".repeat(71);
+    let names = [exactly_70.as_str(), over_70.as_str(), "with space", "caf\u{e9}", "ok.name:2,S"];
+    for name in names {
+        fx.msg("nat", "cur", name, b"Subject: u\n\nx\n");
+    }
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("nat", "pw");
+    let uids: Vec<String> = listing(&c.multi("UIDL")).into_iter().map(|e| e.1).collect();
+    let expected = [
+        exactly_70.clone(),
+        md5_hex(over_70.as_bytes()),
+        md5_hex(b"with space"),
+        md5_hex("caf\u{e9}".as_bytes()),
+        "ok.name".to_string(),
+    ];
+    assert_eq!(uids, expected);
+    for u in &uids {
+        assert!(u.len() <= 70 && u.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{u:?}");
+    }
+}

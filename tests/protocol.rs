@@ -433,3 +433,51 @@ fn session_end_logged_without_login() {
     let line = srv.wait_log(&["session end", "user=-"], Duration::from_secs(5));
     assert!(line.is_some_and(|l| l.contains("result=quit") && l.contains("retr=0")), "{:?}", srv.stderr_lines());
 }
+
+#[test]
+fn huge_and_odd_numbers() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("alice", "secret");
+    for cmd in [
+        "RETR 4294967296", "RETR 4294967297", "DELE 18446744073709551617", "LIST +1", "UIDL 1x", "TOP 1 x",
+        "RETR 1 2", "LIST 1 1", "DELE", "TOP 99999999999999999999 1",
+    ] {
+        let r = c.cmd(cmd);
+        assert!(err(&r), "{cmd} -> {r}");
+    }
+    // A huge line count is either refused or means "the whole message"; the session goes on either way.
+    let r = c.cmd("TOP 1 99999999999999999999");
+    if ok(&r) {
+        assert_eq!(c.read_multiline(), wire(MESSAGES[0].2));
+    } else {
+        assert!(err(&r), "{r}");
+    }
+    assert!(c.cmd("STAT").starts_with("+OK 5 "), "nothing was deleted");
+}
+
+#[test]
+fn apop_timestamps_unique_over_many_connections() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop"]);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let g = srv.connect().greeting();
+        assert!(seen.insert(timestamp(&g).to_string()), "repeated timestamp in {g}");
+    }
+}
+
+#[test]
+fn lowercase_transaction_keywords() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop"]);
+    let mut c = srv.connect();
+    let g = c.greeting();
+    assert!(ok(&c.cmd(&format!("apop alice {}", md5_hex(format!("{}secret", timestamp(&g)).as_bytes())))));
+    assert_eq!(c.multi("top 1 0"), b"From: a@example.org\r\nSubject: one\r\n\r\n.\r\n");
+    assert!(ok(&c.cmd("dele 1")));
+    assert!(c.cmd("stat").starts_with("+OK 4 "));
+    assert!(ok(&c.cmd("rset")));
+    assert!(c.cmd("StAt").starts_with("+OK 5 "));
+    assert!(c.multi("capa").windows(3).any(|w| w == b"TOP"));
+}
