@@ -1,14 +1,15 @@
-//! Users from the passwd-file: every password scheme, locked accounts, refused user names, the uniform
+//! USER/PASS and APOP over the wire, and users from the passwd-file: every password scheme, locked accounts, refused user names, the uniform
 //! failure delay, APOP limited to `{PLAIN}`, and re-reading the file when it changes.
 
 mod common;
 
-use common::{Fixture, Server, md5_hex};
+use common::{Fixture, Server, apop_timestamp, md5_hex, standard};
 use std::fs;
 use std::time::{Duration, Instant, SystemTime};
 
 /// `openssl passwd -6 -salt saltsalt secret` and `openssl passwd -5 -salt saltsalt secret`.
-const SHA512: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
+const SHA512: &str =
+    "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
 const SHA256: &str = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
 
 /// Tries every (user, password) pair on its own connection, concurrently (each failure costs the server's
@@ -138,4 +139,111 @@ fn passwd_file_is_reread_when_it_changes() {
     assert!(try_login(&srv, "newbie", "fresh").starts_with("+OK "), "added user");
     assert!(try_login(&srv, "alice", "changed-secret").starts_with("+OK "), "changed password");
     assert!(try_login(&srv, "alice", "secret").starts_with("-ERR [AUTH] "), "old password");
+}
+
+fn ok(s: &str) -> bool {
+    s.starts_with("+OK ")
+}
+
+fn err(s: &str) -> bool {
+    s.starts_with("-ERR ")
+}
+
+#[test]
+fn greeting_with_apop_has_unique_timestamps() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop"]);
+    let g1 = srv.connect().greeting();
+    let g2 = srv.connect().greeting();
+    for g in [&g1, &g2] {
+        let ts = apop_timestamp(g);
+        assert!(ts.ends_with("@test.example>"), "timestamp {ts}");
+        assert!(ts.len() > "<@test.example>".len() + 2, "timestamp {ts}");
+    }
+    assert_ne!(apop_timestamp(&g1), apop_timestamp(&g2));
+}
+
+#[test]
+fn user_pass_good_and_bad() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    let known = c.cmd("USER alice");
+    assert!(ok(&known), "{known}");
+    let wrong_pass = c.cmd("PASS nope");
+    assert!(wrong_pass.starts_with("-ERR [AUTH] "), "{wrong_pass}");
+    let unknown = c.cmd("USER mallory");
+    assert_eq!(unknown, known.replace("alice", "mallory"), "USER must not reveal unknown users");
+    let unknown_pass = c.cmd("PASS nope");
+    assert_eq!(unknown_pass, wrong_pass, "unknown user and wrong password must look alike");
+    // Still in AUTHORIZATION: a good login works, and USER twice is allowed (the second replaces).
+    assert!(ok(&c.cmd("USER bob")));
+    c.login("alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
+    assert!(
+        srv.wait_log(&["login failed", "user=mallory"], Duration::from_secs(5)).is_some(),
+        "no login-failed log line: {:?}",
+        srv.stderr_lines()
+    );
+    assert!(srv.stderr_lines().iter().all(|l| !l.contains("nope")), "password logged");
+}
+
+#[test]
+fn pass_without_user() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(err(&c.cmd("PASS secret")));
+    c.login("alice", "secret");
+}
+
+#[test]
+fn apop_good() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop"]);
+    let mut c = srv.connect();
+    let g = c.greeting();
+    let digest = md5_hex(format!("{}secret", apop_timestamp(&g)).as_bytes());
+    let r = c.cmd(&format!("APOP alice {digest}"));
+    assert!(ok(&r), "{r}");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
+}
+
+#[test]
+fn apop_bad() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop"]);
+    let mut c = srv.connect();
+    let g = c.greeting();
+    let digest = md5_hex(format!("{}wrong", apop_timestamp(&g)).as_bytes());
+    let r = c.cmd(&format!("APOP alice {digest}"));
+    assert!(r.starts_with("-ERR [AUTH] "), "{r}");
+    assert!(err(&c.cmd("STAT")), "still in AUTHORIZATION");
+    // A digest over another connection's timestamp is refused too.
+    let other = srv.connect().greeting();
+    let replay = md5_hex(format!("{}secret", apop_timestamp(&other)).as_bytes());
+    assert!(c.cmd(&format!("APOP alice {replay}")).starts_with("-ERR [AUTH] "));
+}
+
+#[test]
+fn apop_refused_without_option() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    let r = c.cmd(&format!("APOP alice {}", md5_hex(b"x")));
+    assert!(err(&r), "{r}");
+}
+
+#[test]
+fn apop_timestamps_unique_over_many_connections() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop"]);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let g = srv.connect().greeting();
+        assert!(seen.insert(apop_timestamp(&g).to_string()), "repeated timestamp in {g}");
+    }
 }

@@ -9,8 +9,18 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 const OPTIONS: [&str; 12] = [
-    "--inetd", "--listen", "--config", "--passwd", "--mail", "--hostname", "--apop", "--timeout",
-    "--max-sessions", "--log-level", "--help", "--version",
+    "--inetd",
+    "--listen",
+    "--config",
+    "--passwd",
+    "--mail",
+    "--hostname",
+    "--apop",
+    "--timeout",
+    "--max-sessions",
+    "--log-level",
+    "--help",
+    "--version",
 ];
 
 /// Checks a command-line failure: exit 2, one `poplar: ` line on stderr mentioning every needle.
@@ -133,8 +143,7 @@ fn config_file_settings_and_command_line_override() {
     let srv = Server::spawn(&args);
     let g = srv.connect().greeting();
     assert!(g.contains("@conf.example>"), "apop and hostname from the file: {g}");
-    let listening: Vec<String> =
-        srv.stderr_lines().into_iter().filter(|l| l.contains("listening on")).collect();
+    let listening: Vec<String> = srv.stderr_lines().into_iter().filter(|l| l.contains("listening on")).collect();
     assert_eq!(listening.len(), 1, "{listening:?}");
 }
 
@@ -177,8 +186,7 @@ fn short_options() {
     let fx = standard();
     let cfg = fx.root().join("short.conf");
     fs::write(&cfg, format!("passwd = {}\n", fx.passwd().display())).unwrap();
-    let args: Vec<String> =
-        ["-c", cfg.to_str().unwrap(), "-l", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["-c", cfg.to_str().unwrap(), "-l", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
     let srv = Server::spawn(&args);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("STAT").starts_with("+OK 5 "));

@@ -88,7 +88,9 @@ fn strip_received(msg: &[u8]) -> Vec<u8> {
 fn files_in(dir: &Path) -> Vec<Vec<u8>> {
     let mut found = Vec::new();
     for sub in ["", "new", "cur"] {
-        let Ok(rd) = fs::read_dir(dir.join(sub)) else { continue };
+        let Ok(rd) = fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
         for e in rd {
             let p = e.unwrap().path();
             if p.is_file() {
@@ -161,12 +163,8 @@ fn run_poplib(apop: bool) {
     let out = tempfile::tempdir().unwrap();
     let port = srv.addr.port().to_string();
     let mode = if apop { "apop" } else { "user" };
-    let (code, stdout, stderr) = tool(
-        Command::new("python3")
-            .args(["-c", POPLIB_SCRIPT, "127.0.0.1", &port])
-            .arg(out.path())
-            .arg(mode),
-    );
+    let (code, stdout, stderr) =
+        tool(Command::new("python3").args(["-c", POPLIB_SCRIPT, "127.0.0.1", &port]).arg(out.path()).arg(mode));
     assert_eq!(code, 0, "poplib failed: {stderr}");
     let first = if apop { "auth +OK\n" } else { "user +OK\npass +OK\n" };
     assert_eq!(String::from_utf8_lossy(&stdout), poplib_expected(first));
@@ -193,7 +191,8 @@ fn curl_retrieves_and_lists() {
     let srv = Server::start(&fx, &[]);
     let base = format!("pop3://alice:secret@127.0.0.1:{}", srv.addr.port());
     for (i, m) in MESSAGES.iter().enumerate() {
-        let (code, out, err) = tool(Command::new("curl").args(["-sS", "--max-time", "20"]).arg(format!("{base}/{}", i + 1)));
+        let (code, out, err) =
+            tool(Command::new("curl").args(["-sS", "--max-time", "20"]).arg(format!("{base}/{}", i + 1)));
         assert_eq!(code, 0, "curl /{}: {err}", i + 1);
         assert_eq!(common::show(&out), common::show(&crlf(m.2)), "curl /{}", i + 1);
     }
@@ -205,8 +204,7 @@ fn curl_retrieves_and_lists() {
     let (code, out, err) =
         tool(Command::new("curl").args(["-sS", "--max-time", "20", "-X", "UIDL"]).arg(format!("{base}/")));
     assert_eq!(code, 0, "curl UIDL: {err}");
-    let expected: String =
-        MESSAGES.iter().enumerate().map(|(i, m)| format!("{} {}\r\n", i + 1, uid_of(m.1))).collect();
+    let expected: String = MESSAGES.iter().enumerate().map(|(i, m)| format!("{} {}\r\n", i + 1, uid_of(m.1))).collect();
     assert_eq!(String::from_utf8_lossy(&out), expected);
     // Wrong password: curl reports a login failure.
     let bad = format!("pop3://alice:wrong@127.0.0.1:{}/1", srv.addr.port());

@@ -68,12 +68,7 @@ impl Fixture {
             fs::create_dir_all(md.join(sub)).expect("create maildir");
         }
         let meta = fs::metadata(self.dir.path()).expect("stat tempdir");
-        let line = format!(
-            "{user}:{password_field}:{}:{}::{}::\n",
-            meta.uid(),
-            meta.gid(),
-            self.home(user).display()
-        );
+        let line = format!("{user}:{password_field}:{}:{}::{}::\n", meta.uid(), meta.gid(), self.home(user).display());
         let mut f = fs::OpenOptions::new().append(true).open(&self.passwd).expect("open passwd");
         f.write_all(line.as_bytes()).expect("append passwd");
         self
@@ -88,14 +83,7 @@ impl Fixture {
     }
 
     /// Stores a message with the given mtime (or the current time when `None`).
-    pub fn msg_at(
-        &self,
-        user: &str,
-        sub: &str,
-        name: &str,
-        content: &[u8],
-        mtime: Option<SystemTime>,
-    ) -> PathBuf {
+    pub fn msg_at(&self, user: &str, sub: &str, name: &str, content: &[u8], mtime: Option<SystemTime>) -> PathBuf {
         let path = self.maildir(user).join(sub).join(name);
         fs::write(&path, content).expect("write message");
         if let Some(t) = mtime {
@@ -167,18 +155,10 @@ pub fn md5_hex(data: &[u8]) -> String {
 /// The messages of the standard fixture, in delivery order: (subdirectory, file name, content).
 pub const MESSAGES: [(&str, &str, &[u8]); 5] = [
     ("new", "1600000000.M1P100.host", b"From: a@example.org\nSubject: one\n\nHello\nWorld\n"),
-    (
-        "cur",
-        "1600000001.M2P100.host:2,S",
-        b"Subject: dots\n\n.leading dot\n..two dots\n.\nend\n",
-    ),
+    ("cur", "1600000001.M2P100.host:2,S", b"Subject: dots\n\n.leading dot\n..two dots\n.\nend\n"),
     ("new", "1600000002.M3P100.host", b"Subject: no newline\n\nlast line has no newline"),
     ("cur", "1600000003.M4P100.host:2,", b"Subject: crlf\r\nX-A: b\r\n\r\nline1\r\nline2\r\n"),
-    (
-        "new",
-        "1600000004.M5P100.host",
-        b"Subject: five\nX-Two: 2\n\nb1\nb2\nb3\n.b4\nb5\n",
-    ),
+    ("new", "1600000004.M5P100.host", b"Subject: five\nX-Two: 2\n\nb1\nb2\nb3\n.b4\nb5\n"),
 ];
 
 /// UIDL of a Maildir file name: the base name before `:`.
@@ -209,4 +189,11 @@ pub fn wire(content: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(b".\r\n");
     out
+}
+
+/// The `<...>` timestamp of an APOP greeting.
+pub fn apop_timestamp(greeting: &str) -> &str {
+    let start = greeting.find('<').expect("timestamp start");
+    let end = greeting.rfind('>').expect("timestamp end");
+    &greeting[start..=end]
 }

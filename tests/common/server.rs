@@ -83,10 +83,7 @@ impl Server {
     pub fn wait_log(&self, needles: &[&str], within: Duration) -> Option<String> {
         let deadline = Instant::now() + within;
         loop {
-            let found = self
-                .stderr_lines()
-                .into_iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)));
+            let found = self.stderr_lines().into_iter().find(|l| needles.iter().all(|n| l.contains(n)));
             if found.is_some() || Instant::now() >= deadline {
                 return found;
             }
