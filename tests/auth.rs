@@ -12,6 +12,9 @@ const SHA512: &str =
     "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
 const SHA256: &str = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
 
+/// For tests where failed logins are incidental: no failure delay (`failures_are_delayed` keeps the default).
+const NO_DELAY: [&str; 2] = ["--auth-failure-delay", "0"];
+
 /// Tries every (user, password) pair on its own connection, concurrently (each failure costs the server's
 /// failure delay); returns the PASS replies in order.
 fn try_logins(srv: &Server, pairs: &[(&str, &str)]) -> Vec<String> {
@@ -39,7 +42,7 @@ fn password_schemes() {
         .user_with("bare6", SHA512)
         .user_with("bare5", SHA256)
         .user_with("bare2b", &bcrypt);
-    let srv = Server::start(&fx, &[]);
+    let srv = Server::start(&fx, &NO_DELAY);
     let users = ["s512", "s256", "blf", "bare6", "bare5", "bare2b"];
     let good: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
     for (r, user) in try_logins(&srv, &good).iter().zip(users) {
@@ -55,7 +58,7 @@ fn password_schemes() {
 fn locked_accounts() {
     let mut fx = Fixture::new();
     fx.user_with("bang", "!{PLAIN}secret").user_with("star", "*").user_with("empty", "");
-    let srv = Server::start(&fx, &[]);
+    let srv = Server::start(&fx, &NO_DELAY);
     let pairs = [("bang", "secret"), ("bang", "!{PLAIN}secret"), ("star", "*"), ("empty", "")];
     for (r, (user, _)) in try_logins(&srv, &pairs).iter().zip(pairs) {
         assert!(r.starts_with("-ERR "), "locked {user} -> {r}");
@@ -68,7 +71,7 @@ fn unsafe_user_names_are_refused() {
     fx.user("alice", "secret").user(".dot", "secret");
     let long = "u".repeat(65);
     fx.user(&long, "secret");
-    let srv = Server::start(&fx, &[]);
+    let srv = Server::start(&fx, &NO_DELAY);
     let users = [".dot", long.as_str(), "../alice", "alice/..", "ali\x01ce"];
     let pairs: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
     for (r, user) in try_logins(&srv, &pairs).iter().zip(users) {
@@ -108,7 +111,7 @@ fn failures_are_delayed_alike() {
 fn apop_only_for_plain_users() {
     let mut fx = Fixture::new();
     fx.user("plain", "secret").user_with("hashed", &format!("{{SHA512-CRYPT}}{SHA512}"));
-    let srv = Server::start(&fx, &["--apop"]);
+    let srv = Server::start(&fx, &["--apop", NO_DELAY[0], NO_DELAY[1]]);
     for (user, expect_ok) in [("plain", true), ("hashed", false)] {
         let mut c = srv.connect();
         let g = c.greeting();
@@ -127,7 +130,7 @@ fn apop_only_for_plain_users() {
 fn passwd_file_is_reread_when_it_changes() {
     let mut fx = Fixture::new();
     fx.user("alice", "secret");
-    let srv = Server::start(&fx, &[]);
+    let srv = Server::start(&fx, &NO_DELAY);
     assert!(try_login(&srv, "alice", "secret").starts_with("+OK "));
     assert!(try_login(&srv, "newbie", "fresh").starts_with("-ERR [AUTH] "));
     fx.user("newbie", "fresh");
@@ -166,7 +169,7 @@ fn greeting_with_apop_has_unique_timestamps() {
 #[test]
 fn user_pass_good_and_bad() {
     let fx = standard();
-    let srv = Server::start(&fx, &[]);
+    let srv = Server::start(&fx, &NO_DELAY);
     let mut c = srv.connect();
     c.greeting();
     let known = c.cmd("USER alice");
@@ -214,7 +217,7 @@ fn apop_good() {
 #[test]
 fn apop_bad() {
     let fx = standard();
-    let srv = Server::start(&fx, &["--apop"]);
+    let srv = Server::start(&fx, &["--apop", NO_DELAY[0], NO_DELAY[1]]);
     let mut c = srv.connect();
     let g = c.greeting();
     let digest = md5_hex(format!("{}wrong", apop_timestamp(&g)).as_bytes());
