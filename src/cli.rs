@@ -1,1 +1,175 @@
-//! (in progress)
+//! The command line: argv → `Invocation`. Flags share `Config::set` with configuration files; options on
+//! the command line override the file named by `-c/--config`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::config::{self, Arity, Config, ConfigError, Origin};
+
+/// What the user asked for.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+pub const USAGE: &str = "\
+usage: poplar [options]
+
+  -i, --inetd               serve one session on stdin/stdout (inetd, xinetd, systemd Accept=yes)
+  -l, --listen ADDR:PORT    listen address, repeatable (default: port 110 on all IPv6 and IPv4 addresses)
+  -c, --config FILE         read `option = value` settings from FILE; the command line overrides them
+      --passwd FILE         passwd-file of users (user:{SCHEME}secret:uid:gid:gecos:home:shell)
+      --mail LOCATION       maildrop template (default maildir:%h/Maildir; %u user, %h home, %% percent)
+      --hostname NAME       host name for the APOP timestamp (default: the system's)
+      --apop                offer APOP (needs {PLAIN} secrets)
+      --timeout SECS        autologout timer (default 600, RFC 1939's minimum)
+      --max-sessions N      concurrent sessions in standalone mode (default 100)
+      --auth-failure-delay SECS   delay before answering a failed login (default 2)
+      --log-level LEVEL     error, warn, info (default), debug or trace
+      --shutdown-grace SECS after SIGTERM, how long sessions may go on (default 30)
+  -h, --help                this text
+  -V, --version             the version
+
+See poplar(8) for details.
+";
+
+/// Parses argv (without the program name).
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, ConfigError> {
+    let mut settings: Vec<(String, Option<String>)> = Vec::new();
+    let mut config_file: Option<PathBuf> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg.into_string().map_err(|a| cli_error("", format!("argument {a:?} is not UTF-8")))?;
+        let (name, inline) = split_option(&arg)?;
+        match name.as_str() {
+            "help" => return Ok(Invocation::Help),
+            "version" => return Ok(Invocation::Version),
+            "config" => config_file = Some(PathBuf::from(value_of(&name, inline, &mut args)?)),
+            _ => match config::arity(&name) {
+                None => return Err(cli_error(&name, "unknown option (see --help)".to_string())),
+                Some(Arity::Flag) => {
+                    if inline.is_some() {
+                        return Err(cli_error(&name, "takes no value".to_string()));
+                    }
+                    settings.push((name, None));
+                }
+                Some(Arity::Value) => {
+                    let value = value_of(&name, inline, &mut args)?;
+                    settings.push((name, Some(value)));
+                }
+            },
+        }
+    }
+    let mut config = Config::default();
+    if let Some(path) = config_file {
+        load_file(&mut config, &path)?;
+    }
+    if settings.iter().any(|(name, _)| name == "listen") {
+        config.listen.clear();
+    }
+    for (name, value) in &settings {
+        config.set(name, value.as_deref()).map_err(|problem| cli_error(name, problem))?;
+    }
+    Ok(Invocation::Run(Box::new(config)))
+}
+
+fn load_file(config: &mut Config, path: &std::path::Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: Origin::CommandLine,
+        option: "config".to_string(),
+        problem: format!("{}: {}", path.display(), e),
+    })?;
+    let settings = config::parse_file_text(path, &text)?;
+    config::apply_file(config, path, &settings)
+}
+
+/// `-l X`, `--listen X`, `--listen=X` → ("listen", inline value if any).
+fn split_option(arg: &str) -> Result<(String, Option<String>), ConfigError> {
+    if let Some(long) = arg.strip_prefix("--") {
+        return Ok(match long.split_once('=') {
+            Some((name, value)) => (name.to_string(), Some(value.to_string())),
+            None => (long.to_string(), None),
+        });
+    }
+    let long = match arg {
+        "-i" => "inetd",
+        "-l" => "listen",
+        "-c" => "config",
+        "-h" => "help",
+        "-V" => "version",
+        _ => return Err(cli_error("", format!("unknown argument \"{arg}\" (see --help)"))),
+    };
+    Ok((long.to_string(), None))
+}
+
+fn value_of(
+    name: &str,
+    inline: Option<String>,
+    args: &mut impl Iterator<Item = OsString>,
+) -> Result<String, ConfigError> {
+    match inline {
+        Some(value) => Ok(value),
+        None => args
+            .next()
+            .and_then(|v| v.into_string().ok())
+            .ok_or_else(|| cli_error(name, "missing value".to_string())),
+    }
+}
+
+fn cli_error(option: &str, problem: String) -> ConfigError {
+    ConfigError { origin: Origin::CommandLine, option: option.to_string(), problem }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().map(OsString::from)) {
+            Ok(Invocation::Run(c)) => Ok(*c),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn flags_and_values() {
+        let c = run(&["-i", "--apop", "-l", "127.0.0.1:1", "--listen=[::1]:2", "--timeout", "7"]).unwrap();
+        assert!(c.inetd && c.apop);
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        assert_eq!(run(&["--timeout", "abc"]).unwrap_err(), "--timeout: not a number: \"abc\"");
+        assert_eq!(run(&["--timeout"]).unwrap_err(), "--timeout: missing value");
+        assert_eq!(run(&["--bogus"]).unwrap_err(), "--bogus: unknown option (see --help)");
+        assert_eq!(run(&["-x"]).unwrap_err(), "unknown argument \"-x\" (see --help)");
+        assert_eq!(run(&["--apop=yes"]).unwrap_err(), "--apop: takes no value");
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert!(matches!(parse([OsString::from("-h")]), Ok(Invocation::Help)));
+        assert!(matches!(parse([OsString::from("--version")]), Ok(Invocation::Version)));
+    }
+
+    #[test]
+    fn command_line_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poplar.conf");
+        std::fs::write(&path, "listen = 127.0.0.1:10\nlisten = 127.0.0.1:11\ntimeout = 9\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = run(&["-c", p]).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        let c = run(&["-c", p, "--listen", "127.0.0.1:12", "--timeout", "8"]).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:12".parse().unwrap()]);
+        assert_eq!(c.timeout, Duration::from_secs(8));
+        std::fs::write(&path, "timeout = never\n").unwrap();
+        assert_eq!(run(&["-c", p]).unwrap_err(), format!("{p}:1: timeout: not a number: \"never\""));
+    }
+}

@@ -1,1 +1,418 @@
-//! (in progress)
+//! The typed `Config`, its defaults and limits, and the one setter shared by command-line flags and
+//! `key = value` configuration files. Pure: reading the file is the caller's job.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::maildrop::location::Location;
+
+/// RFC 1939 section 3: "the autologout timer MUST be of at least 10 minutes' duration." Lower values are
+/// accepted with a warning because operators (and tests) sometimes need them.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
+
+/// Concurrent sessions in standalone mode. Each idle session costs a thread with a small stack and a few
+/// KiB of buffers, so a small host can afford this many; raise it on bigger ones.
+pub const DEFAULT_MAX_SESSIONS: usize = 100;
+
+/// Delay before answering a failed login, as Dovecot's `auth_failure_delay`: slows password guessing and
+/// hides which of user name or password was wrong behind identical timing.
+pub const DEFAULT_AUTH_FAILURE_DELAY_SECS: u64 = 2;
+
+/// Sessions from one client address: enough for a household behind one NAT address polling several
+/// accounts, few enough that one host cannot take every session slot.
+pub const DEFAULT_MAX_PER_IP: usize = 10;
+
+/// Failed logins allowed on one connection before it is closed (as popa3d's AUTH_FAILED_LIMIT idea):
+/// a real user mistypes once or twice; a guesser must reconnect and pay the connection cost again.
+pub const DEFAULT_MAX_AUTH_ATTEMPTS: u32 = 3;
+
+/// After SIGTERM, how long running sessions may go on before the process exits. Exiting mid-session loses
+/// nothing (only QUIT deletes), and a session inside UPDATE is always waited for.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+
+/// The default maildrop: a Maildir in the user's home, as Dovecot and qmail-pop3d set-ups use.
+pub const DEFAULT_MAIL: &str = "maildir:%h/Maildir";
+
+/// POP3's well-known port (RFC 1939 section 3).
+pub const DEFAULT_PORT: u16 = 110;
+
+/// Every setting poplar has. Built by [`Config::set`] from flags and files.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub inetd: bool,
+    /// Empty means the default: port 110 on all IPv6 and IPv4 addresses.
+    pub listen: Vec<SocketAddr>,
+    pub passwd: Option<PathBuf>,
+    pub mail: Location,
+    pub hostname: Option<String>,
+    pub apop: bool,
+    pub timeout: Duration,
+    pub max_sessions: usize,
+    pub auth_failure_delay: Duration,
+    pub log_level: LevelFilter,
+    // Security (privileges, system accounts, limits).
+    /// Standalone: the account to switch to after binding the listeners.
+    pub run_as: Option<String>,
+    pub system_users: bool,
+    pub max_per_ip: usize,
+    pub login_timeout: Duration,
+    pub max_auth_attempts: u32,
+    // TLS (RFC 2595 STLS, RFC 8314 implicit TLS).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub listen_tls: Vec<SocketAddr>,
+    /// inetd: the connection starts with a TLS handshake (port 995).
+    pub tls: bool,
+    /// Refuse plaintext passwords before TLS. `None`: the default, which is "yes" when a certificate is set.
+    pub no_plaintext: Option<bool>,
+    // Operations.
+    /// Addresses allowed to send a PROXY protocol header, as (network, prefix length).
+    pub proxy_from: Vec<(std::net::IpAddr, u8)>,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            inetd: false,
+            listen: Vec::new(),
+            passwd: None,
+            mail: DEFAULT_MAIL.parse().expect("default mail location parses"),
+            hostname: None,
+            apop: false,
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            auth_failure_delay: Duration::from_secs(DEFAULT_AUTH_FAILURE_DELAY_SECS),
+            log_level: LevelFilter::Info,
+            run_as: None,
+            system_users: false,
+            max_per_ip: DEFAULT_MAX_PER_IP,
+            login_timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            max_auth_attempts: DEFAULT_MAX_AUTH_ATTEMPTS,
+            tls_cert: None,
+            tls_key: None,
+            listen_tls: Vec::new(),
+            tls: false,
+            no_plaintext: None,
+            proxy_from: Vec::new(),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+        }
+    }
+}
+
+/// Whether an option takes a value, for both the command line and files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    Flag,
+    Value,
+}
+
+/// The settings that can appear in a file or as `--name`: (name, arity, what the value is).
+pub const SETTINGS: &[(&str, Arity, &str)] = &[
+    ("inetd", Arity::Flag, ""),
+    ("listen", Arity::Value, "ADDR:PORT"),
+    ("passwd", Arity::Value, "FILE"),
+    ("mail", Arity::Value, "LOCATION"),
+    ("hostname", Arity::Value, "NAME"),
+    ("apop", Arity::Flag, ""),
+    ("timeout", Arity::Value, "SECS"),
+    ("max-sessions", Arity::Value, "N"),
+    ("auth-failure-delay", Arity::Value, "SECS"),
+    ("log-level", Arity::Value, "LEVEL"),
+    ("user", Arity::Value, "NAME"),
+    ("system-users", Arity::Flag, ""),
+    ("max-per-ip", Arity::Value, "N"),
+    ("login-timeout", Arity::Value, "SECS"),
+    ("max-auth-attempts", Arity::Value, "N"),
+    ("tls-cert", Arity::Value, "FILE"),
+    ("tls-key", Arity::Value, "FILE"),
+    ("listen-tls", Arity::Value, "ADDR:PORT"),
+    ("tls", Arity::Flag, ""),
+    ("no-plaintext", Arity::Flag, ""),
+    ("proxy-from", Arity::Value, "CIDR[,CIDR...]"),
+    ("shutdown-grace", Arity::Value, "SECS"),
+];
+
+/// Looks a setting up by name.
+pub fn arity(name: &str) -> Option<Arity> {
+    SETTINGS.iter().find(|(n, _, _)| *n == name).map(|(_, a, _)| *a)
+}
+
+impl Config {
+    /// The one setter: `value` is `None` for a bare flag on the command line. Errors are the problem only;
+    /// the caller adds where the setting came from.
+    pub fn set(&mut self, name: &str, value: Option<&str>) -> Result<(), String> {
+        match name {
+            "inetd" => self.inetd = boolean(value)?,
+            "apop" => self.apop = boolean(value)?,
+            "listen" => self.listen.push(parse_listen(required(value)?)?),
+            "passwd" => self.passwd = Some(PathBuf::from(nonempty(required(value)?)?)),
+            "mail" => self.mail = required(value)?.parse()?,
+            "hostname" => self.hostname = Some(parse_hostname(required(value)?)?),
+            "timeout" => self.timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?),
+            "max-sessions" => self.max_sessions = number(required(value)?, 1, 1_000_000)? as usize,
+            "auth-failure-delay" => {
+                self.auth_failure_delay = Duration::from_secs(number(required(value)?, 0, 60)?)
+            }
+            "log-level" => self.log_level = parse_level(required(value)?)?,
+            "user" => self.run_as = Some(nonempty(required(value)?)?.to_string()),
+            "system-users" => self.system_users = boolean(value)?,
+            "max-per-ip" => self.max_per_ip = number(required(value)?, 1, 1_000_000)? as usize,
+            "login-timeout" => self.login_timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?),
+            "max-auth-attempts" => self.max_auth_attempts = number(required(value)?, 1, 100)? as u32,
+            "tls-cert" => self.tls_cert = Some(PathBuf::from(nonempty(required(value)?)?)),
+            "tls-key" => self.tls_key = Some(PathBuf::from(nonempty(required(value)?)?)),
+            "listen-tls" => self.listen_tls.push(parse_listen(required(value)?)?),
+            "tls" => self.tls = boolean(value)?,
+            "no-plaintext" => self.no_plaintext = Some(boolean(value)?),
+            "proxy-from" => self.proxy_from = parse_cidrs(required(value)?)?,
+            "shutdown-grace" => self.shutdown_grace = Duration::from_secs(number(required(value)?, 0, 86_400)?),
+            _ => return Err("unknown option".to_string()),
+        }
+        Ok(())
+    }
+
+    /// Warnings about legal but unwise settings, for the log at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.timeout.as_secs() < DEFAULT_TIMEOUT_SECS {
+            warnings.push(format!(
+                "timeout {}s is below RFC 1939's 10-minute minimum for the autologout timer",
+                self.timeout.as_secs()
+            ));
+        }
+        warnings
+    }
+}
+
+fn required(value: Option<&str>) -> Result<&str, String> {
+    value.ok_or_else(|| "missing value".to_string())
+}
+
+fn nonempty(value: &str) -> Result<&str, String> {
+    if value.is_empty() { Err("empty value".to_string()) } else { Ok(value) }
+}
+
+fn boolean(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("yes" | "true" | "on" | "1") => Ok(true),
+        Some("no" | "false" | "off" | "0") => Ok(false),
+        Some(other) => Err(format!("expected yes or no, not \"{other}\"")),
+    }
+}
+
+fn number(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(_) => Err(format!("{value} is out of range ({min}..={max})")),
+        Err(_) => Err(format!("not a number: \"{value}\"")),
+    }
+}
+
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!("\"{value}\" is not ADDR:PORT (e.g. 0.0.0.0:110, [::]:110, 127.0.0.1:1110)")
+    })
+}
+
+/// `10.0.0.0/8,::1` → networks; a bare address is a single host.
+fn parse_cidrs(value: &str) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (addr, prefix) = part.split_once('/').map_or((part, None), |(a, p)| (a, Some(p)));
+            let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("\"{part}\" is not an address or CIDR"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("bad prefix length in \"{part}\""))?,
+            };
+            Ok((addr, prefix))
+        })
+        .collect()
+}
+
+/// Whether `addr` falls in one of `networks` (as parsed from `proxy-from`).
+pub fn in_networks(addr: std::net::IpAddr, networks: &[(std::net::IpAddr, u8)]) -> bool {
+    let addr = match addr {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    networks.iter().any(|&(net, prefix)| match (addr, net) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) => {
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    })
+}
+
+fn parse_hostname(value: &str) -> Result<String, String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if !value.is_empty() && value.len() <= 253 && value.chars().all(valid) {
+        Ok(value.to_string())
+    } else {
+        Err(format!("\"{value}\" is not a host name"))
+    }
+}
+
+fn parse_level(value: &str) -> Result<LevelFilter, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "off" => Ok(LevelFilter::Off),
+        "error" => Ok(LevelFilter::Error),
+        "warn" | "warning" => Ok(LevelFilter::Warn),
+        "info" => Ok(LevelFilter::Info),
+        "debug" => Ok(LevelFilter::Debug),
+        "trace" => Ok(LevelFilter::Trace),
+        _ => Err(format!("\"{value}\" is not one of error, warn, info, debug, trace")),
+    }
+}
+
+/// Where a setting came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine,
+    File { path: PathBuf, line: usize },
+}
+
+/// A bad setting: `FILE:LINE: option: problem` or `--option: problem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: Origin,
+    pub option: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Origin::CommandLine if self.option.is_empty() => f.write_str(&self.problem),
+            Origin::CommandLine => write!(f, "--{}: {}", self.option, self.problem),
+            Origin::File { path, line } => {
+                write!(f, "{}:{}: {}: {}", path.display(), line, self.option, self.problem)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One `key = value` line of a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSetting {
+    pub line: usize,
+    pub name: String,
+    pub value: String,
+}
+
+/// Splits configuration text into settings. `#` starts a comment line; blank lines are skipped; a value
+/// runs to the end of the line (trimmed), so paths may contain spaces.
+pub fn parse_file_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, ConfigError> {
+    let mut settings = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let error = |option: &str, problem: &str| ConfigError {
+            origin: Origin::File { path: path.to_path_buf(), line },
+            option: option.to_string(),
+            problem: problem.to_string(),
+        };
+        let Some((name, value)) = trimmed.split_once('=') else {
+            return Err(error(trimmed, "expected `option = value`"));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if arity(name).is_none() {
+            return Err(error(name, "unknown option"));
+        }
+        settings.push(FileSetting { line, name: name.to_string(), value: value.to_string() });
+    }
+    Ok(settings)
+}
+
+/// Applies parsed file settings to `config`, naming the file and line of the first bad one.
+pub fn apply_file(config: &mut Config, path: &Path, settings: &[FileSetting]) -> Result<(), ConfigError> {
+    for s in settings {
+        config.set(&s.name, Some(&s.value)).map_err(|problem| ConfigError {
+            origin: Origin::File { path: path.to_path_buf(), line: s.line },
+            option: s.name.clone(),
+            problem,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setter_accepts_and_rejects() {
+        let mut c = Config::default();
+        assert!(c.set("timeout", Some("30")).is_ok());
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.set("timeout", Some("abc")).unwrap_err(), "not a number: \"abc\"");
+        assert!(c.set("timeout", Some("0")).is_err());
+        assert!(c.set("apop", None).is_ok() && c.apop);
+        assert!(c.set("apop", Some("off")).is_ok() && !c.apop);
+        assert!(c.set("apop", Some("maybe")).is_err());
+        assert!(c.set("listen", Some("[::1]:1110")).is_ok());
+        assert!(c.set("listen", Some("localhost")).is_err());
+        assert!(c.set("mail", Some("maildir:/var/mail/%u")).is_ok());
+        assert!(c.set("mail", Some("imap:/x")).is_err());
+        assert!(c.set("hostname", Some("mail.example.org")).is_ok());
+        assert!(c.set("hostname", Some("bad host")).is_err());
+        assert!(c.set("log-level", Some("DEBUG")).is_ok());
+        assert_eq!(c.set("frobnicate", Some("1")).unwrap_err(), "unknown option");
+    }
+
+    #[test]
+    fn file_errors_name_file_line_and_option() {
+        let path = Path::new("/etc/poplar.conf");
+        let text = "# comment\n\nlisten = 127.0.0.1:110\ntimeout = soon\n";
+        let settings = parse_file_text(path, text).unwrap();
+        assert_eq!(settings.len(), 2);
+        let mut c = Config::default();
+        let e = apply_file(&mut c, path, &settings).unwrap_err();
+        assert_eq!(e.to_string(), "/etc/poplar.conf:4: timeout: not a number: \"soon\"");
+        let e = parse_file_text(path, "listen 1\n").unwrap_err();
+        assert_eq!(e.to_string(), "/etc/poplar.conf:1: listen 1: expected `option = value`");
+        let e = parse_file_text(path, "\nbogus = 1\n").unwrap_err();
+        assert_eq!(e.to_string(), "/etc/poplar.conf:2: bogus: unknown option");
+    }
+
+    #[test]
+    fn cidrs() {
+        let nets = parse_cidrs("10.0.0.0/8, 192.168.1.5,::1,fd00::/8").unwrap();
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(in_networks(ip("10.1.2.3"), &nets));
+        assert!(in_networks(ip("::ffff:10.1.2.3"), &nets));
+        assert!(in_networks(ip("192.168.1.5"), &nets));
+        assert!(!in_networks(ip("192.168.1.6"), &nets));
+        assert!(in_networks(ip("::1"), &nets));
+        assert!(in_networks(ip("fd12::1"), &nets));
+        assert!(!in_networks(ip("fe80::1"), &nets));
+        assert!(parse_cidrs("10.0.0.0/33").is_err());
+        assert!(parse_cidrs("example.org").is_err());
+    }
+
+    #[test]
+    fn low_timeout_warns() {
+        let mut c = Config::default();
+        assert!(c.warnings().is_empty());
+        c.set("timeout", Some("5")).unwrap();
+        assert_eq!(c.warnings().len(), 1);
+    }
+}

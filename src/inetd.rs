@@ -1,1 +1,81 @@
-//! (in progress)
+//! The inetd front end: one session on fd 0/1, for inetd, xinetd and systemd `Accept=yes`. Those hand the
+//! client socket over as fd 0, 1 and 2, so nothing but protocol bytes may be written to stdout or stderr:
+//! logs go to syslog, and fd 2 is pointed at /dev/null before anything could print there.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::sys::socket::{SockaddrStorage, getpeername};
+use socket2::SockRef;
+
+use crate::config::Config;
+use crate::conn;
+use crate::server::{self, StartError};
+use crate::stream::{Stream, Transport};
+
+/// Serves the one connection on stdin/stdout.
+pub fn run(config: &Config) -> Result<(), StartError> {
+    silence_stderr();
+    let frontend = match server::frontend(config) {
+        Ok(frontend) => frontend,
+        Err(e) => {
+            log::error!("{e}");
+            // The only thing the client may see: a protocol line (RFC 3206: a permanent server problem).
+            let _ = std::io::stdout().write_all(b"-ERR [SYS/PERM] server misconfigured\r\n");
+            return Err(e);
+        }
+    };
+    let (input, output) = stdio().map_err(|e| StartError::runtime(format!("stdin/stdout: {e}")))?;
+    let peer = peer_name(input.as_fd());
+    if is_socket(input.as_fd()) {
+        // Only when fd 0 is a socket; a pipe (a test harness) has neither option.
+        let sock = SockRef::from(&input);
+        let _ = sock.set_tcp_nodelay(true);
+        let _ = server::keepalive(&sock);
+    }
+    let timestamp = frontend.apop_host.as_deref().map(server::apop_timestamp);
+    let stream = Stream::new(Transport::Stdio { input, output }, frontend.timeout, frontend.timeout);
+    let (stats, elapsed) = conn::serve(stream, &frontend.services, &peer, timestamp);
+    conn::log_session_end(&peer, &stats, elapsed);
+    Ok(())
+}
+
+/// Points fd 2 at /dev/null: a panic message or a stray `eprintln!` must never reach the client.
+fn silence_stderr() {
+    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        let mut stderr_fd = unsafe_stderr();
+        let _ = nix::unistd::dup2(null.as_fd(), &mut stderr_fd);
+        std::mem::forget(stderr_fd);
+    }
+}
+
+/// fd 2 as an `OwnedFd` for `dup2`; the caller forgets it so it is never closed.
+fn unsafe_stderr() -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 2 exists for the whole process; the OwnedFd is forgotten, never dropped.
+    unsafe { OwnedFd::from_raw_fd(2) }
+}
+
+/// Private duplicates of fd 0 and 1, so the session owns its descriptors like any other stream.
+fn stdio() -> std::io::Result<(File, File)> {
+    let input = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let output = std::io::stdout().as_fd().try_clone_to_owned()?;
+    Ok((File::from(input), File::from(output)))
+}
+
+fn is_socket(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::socket::getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)).is_ok()
+}
+
+/// The client's address for the logs, or a placeholder when fd 0 is not a socket.
+fn peer_name(fd: BorrowedFd<'_>) -> String {
+    match getpeername::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)) {
+        Ok(addr) => addr
+            .as_sockaddr_in()
+            .map(|a| a.to_string())
+            .or_else(|| addr.as_sockaddr_in6().map(|a| a.to_string()))
+            .unwrap_or_else(|| "local".to_string()),
+        Err(_) => "stdin".to_string(),
+    }
+}

@@ -1,1 +1,63 @@
-fn main() {}
+//! argv → `Config` → front end. Prints `poplar: <error>` once and exits non-zero; nothing else.
+
+use std::process::ExitCode;
+
+use poplar::cli::{self, Invocation};
+use poplar::{inetd, logging, server};
+
+fn main() -> ExitCode {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let inetd_mode = args.iter().any(|a| a == "-i" || a == "--inetd");
+    let config = match cli::parse(args) {
+        Ok(Invocation::Run(config)) => config,
+        Ok(Invocation::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Version) => {
+            println!("poplar {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            if inetd_mode {
+                // stderr is the client's socket under inetd.
+                logging::init_syslog(log::LevelFilter::Error);
+                log::error!("{e}");
+            } else {
+                eprintln!("poplar: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let result = if config.inetd {
+        logging::init_syslog(config.log_level);
+        install_panic_logger();
+        warn_about(&config);
+        inetd::run(&config)
+    } else {
+        logging::init_stderr(config.log_level);
+        install_panic_logger();
+        warn_about(&config);
+        server::run(&config)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !config.inetd {
+                eprintln!("poplar: {e}");
+            }
+            ExitCode::from(e.status)
+        }
+    }
+}
+
+fn warn_about(config: &poplar::config::Config) {
+    for warning in config.warnings() {
+        log::warn!("{warning}");
+    }
+}
+
+/// A panic ends only its session thread; its message goes to the log (under inetd, stderr is the socket).
+fn install_panic_logger() {
+    std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
+}

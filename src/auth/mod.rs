@@ -40,6 +40,8 @@ impl fmt::Display for AuthError {
     }
 }
 
+impl std::error::Error for AuthError {}
+
 /// A source of users. Implementations must spend the same work on unknown users as on wrong passwords.
 pub trait Authenticator: Send + Sync {
     /// USER/PASS and SASL PLAIN/LOGIN.

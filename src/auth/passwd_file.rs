@@ -1,9 +1,26 @@
 //! Dovecot's passwd-file: `user:{SCHEME}secret:uid:gid:gecos:home:shell:extra`, re-read when it changes.
+//! This file owns the format, the user table and its reloading; password schemes live in `scheme`.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::fs::{self, File, Metadata};
+use std::hint::black_box;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
-use super::{Account, AuthError, Authenticator, Secret};
+use super::scheme::Stored;
+use super::secret::constant_time_eq;
+use super::{Account, AuthError, Authenticator, Secret, apop};
+
+/// What an unknown or locked user is checked against, so that they cost what a wrong password costs:
+/// a SHA512-CRYPT hash with the default 5000 rounds, as `doveadm pw -s SHA512-CRYPT` and `mkpasswd`
+/// make them (`openssl passwd -6 -salt Ab3/xY.z tanstaaf`).
+const DUMMY_HASH: &str = "$6$Ab3/xY.z$dXR7mqLom2U1mzG59z.yPwH.N0SqTMr61ZLZijJT91xGXcWy5oA.jrTV6.PjRBA/LrVFbk8O8DSFcAQUjIOEO1";
+
+/// The secret an APOP digest is computed with when the user has no plaintext one.
+const DUMMY_APOP_SECRET: &[u8] = b"no such secret";
 
 /// A problem in the passwd-file, naming `file:line`.
 #[derive(Debug)]
@@ -22,30 +39,477 @@ impl fmt::Display for PasswdError {
     }
 }
 
+impl std::error::Error for PasswdError {}
+
 /// The passwd-file user database.
 pub struct PasswdFile {
-    _private: (),
+    path: PathBuf,
+    /// Session threads share one `PasswdFile`; a reload swaps the table under the write lock.
+    table: RwLock<Table>,
+    dummy: Stored,
+}
+
+/// One loaded version of the file.
+struct Table {
+    users: HashMap<String, Entry>,
+    /// The file as last read (or last failed to read), to notice when it changes.
+    stamp: Stamp,
+}
+
+struct Entry {
+    account: Account,
+    stored: Stored,
+    line: usize,
+}
+
+/// Identifies a version of the file cheaply: an edit in place changes the size or mtime, an atomic
+/// rename changes the inode.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
 }
 
 impl PasswdFile {
     /// Reads and checks the whole file; any bad line is an error naming its line.
     pub fn open(path: &Path) -> Result<PasswdFile, PasswdError> {
-        let _ = path;
-        todo!("PasswdFile::open")
+        Ok(PasswdFile {
+            path: path.to_path_buf(),
+            table: RwLock::new(load(path)?),
+            dummy: Stored::Crypt(DUMMY_HASH.to_string()),
+        })
     }
+
     /// Number of users, for `--check-config` and start-up logs.
     pub fn user_count(&self) -> usize {
-        todo!("PasswdFile::user_count")
+        self.read().users.len()
+    }
+
+    /// Re-reads the file if it changed since it was loaded. A file that no longer loads is reported
+    /// once per change and the previous table kept: a typo while editing must not lock everyone out.
+    fn refresh(&self) {
+        let stamp = match fs::metadata(&self.path) {
+            Ok(meta) => Stamp::of(&meta),
+            Err(err) => {
+                log::warn!(
+                    "{}: {err}; keeping the previous user table",
+                    self.path.display()
+                );
+                return;
+            }
+        };
+        if self.read().stamp == stamp {
+            return;
+        }
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        if table.stamp != stamp {
+            match load(&self.path) {
+                Ok(new) => {
+                    log::info!(
+                        "{}: re-read, {} users",
+                        self.path.display(),
+                        new.users.len()
+                    );
+                    *table = new;
+                }
+                Err(err) => {
+                    log::warn!("{err}; keeping the previous user table");
+                    table.stamp = stamp;
+                }
+            }
+        }
+    }
+
+    /// The table is replaced whole, never left half-updated, so a poisoned lock still guards a
+    /// consistent value.
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Authenticator for PasswdFile {
     fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
-        let _ = (user, password);
-        todo!("PasswdFile::login")
+        self.refresh();
+        let table = self.read();
+        match lookup(&table, user) {
+            Some(entry) if !matches!(entry.stored, Stored::Locked) => {
+                if entry.stored.verify(password.expose()) {
+                    return Ok(entry.account.clone());
+                }
+            }
+            // Unknown and locked users do the work of a wrong password, so timing reveals nothing.
+            _ => {
+                black_box(self.dummy.verify(password.expose()));
+            }
+        }
+        Err(AuthError::BadCredentials)
     }
+
     fn apop(&self, user: &[u8], timestamp: &[u8], digest: &[u8]) -> Result<Account, AuthError> {
-        let _ = (user, timestamp, digest);
-        todo!("PasswdFile::apop")
+        self.refresh();
+        let table = self.read();
+        // APOP needs the plaintext secret; users with hashed or no secrets fail after the same work.
+        let found = lookup(&table, user).and_then(|e| e.stored.plaintext().map(|s| (e, s)));
+        let expected = apop::digest(timestamp, found.map_or(DUMMY_APOP_SECRET, |(_, s)| s));
+        // RFC 1939 does not fix the case of the client's hex; compare a lowercased fixed-size copy.
+        let mut given = [0u8; 32];
+        let n = digest.len().min(given.len());
+        given[..n].copy_from_slice(&digest[..n]);
+        given.make_ascii_lowercase();
+        let matches = constant_time_eq(&expected, &given) & (digest.len() == given.len());
+        match found {
+            Some((entry, _)) if matches => Ok(entry.account.clone()),
+            _ => Err(AuthError::BadCredentials),
+        }
+    }
+}
+
+/// User names match byte for byte, case-sensitively, as Dovecot does by default.
+fn lookup<'t>(table: &'t Table, user: &[u8]) -> Option<&'t Entry> {
+    std::str::from_utf8(user)
+        .ok()
+        .and_then(|name| table.users.get(name))
+}
+
+/// Reads the file and its stamp from the same open descriptor, so the stamp describes what was read.
+fn load(path: &Path) -> Result<Table, PasswdError> {
+    let error = |line, problem| PasswdError {
+        path: path.to_path_buf(),
+        line,
+        problem,
+    };
+    let mut file = File::open(path).map_err(|e| error(None, e.to_string()))?;
+    let stamp = Stamp::of(&file.metadata().map_err(|e| error(None, e.to_string()))?);
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)
+        .map_err(|e| error(None, e.to_string()))?;
+    let users = parse_table(&text).map_err(|(line, problem)| error(Some(line), problem))?;
+    Ok(Table { users, stamp })
+}
+
+/// Parses the whole file; the error carries the 1-based line number. Pure: no I/O.
+fn parse_table(text: &[u8]) -> Result<HashMap<String, Entry>, (usize, String)> {
+    let mut users: HashMap<String, Entry> = HashMap::new();
+    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let line_no = index + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line =
+            std::str::from_utf8(raw).map_err(|_| (line_no, "not valid UTF-8".to_string()))?;
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let entry = parse_line(line, line_no).map_err(|problem| (line_no, problem))?;
+        if let Some(first) = users.get(&entry.account.name) {
+            let problem = format!(
+                "duplicate user {} (first on line {})",
+                entry.account.name, first.line
+            );
+            return Err((line_no, problem));
+        }
+        users.insert(entry.account.name.clone(), entry);
+    }
+    Ok(users)
+}
+
+/// `user:password:uid:gid:gecos:home:shell:extra_fields`; fields after the password may be missing,
+/// and empty uid, gid or home mean none. Gecos, shell and extra fields are not used by a POP3 server.
+fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
+    let mut fields = line.splitn(8, ':');
+    let name = fields.next().unwrap_or_default();
+    if name.is_empty() {
+        return Err("empty user name".to_string());
+    }
+    let password = fields
+        .next()
+        .ok_or_else(|| format!("user {name}: missing password field"))?;
+    let stored = Stored::parse(password).map_err(|e| format!("user {name}: {e}"))?;
+    let uid = parse_id(fields.next(), "uid", name)?;
+    let gid = parse_id(fields.next(), "gid", name)?;
+    let _gecos = fields.next();
+    let home = fields.next().filter(|h| !h.is_empty()).map(PathBuf::from);
+    let account = Account {
+        name: name.to_string(),
+        uid,
+        gid,
+        home,
+    };
+    Ok(Entry {
+        account,
+        stored,
+        line: line_no,
+    })
+}
+
+fn parse_id(field: Option<&str>, what: &str, name: &str) -> Result<Option<u32>, String> {
+    let Some(id) = field.filter(|f| !f.is_empty()) else {
+        return Ok(None);
+    };
+    match id.parse() {
+        // `str::parse` also takes a leading '+', which no uid in a passwd file has.
+        Ok(n) if !id.starts_with('+') => Ok(Some(n)),
+        _ => Err(format!("user {name}: bad {what} {id:?}: not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA256_HELLO: &str = "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5";
+    const RFC_TIMESTAMP: &[u8] = b"<1896.697170952@dbc.mtview.ca.us>";
+    const RFC_DIGEST: &[u8] = b"c4c9334bac560ecc979e58001b3e22fb";
+
+    fn fixture(text: &str) -> (tempfile::TempDir, PathBuf, PasswdFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        fs::write(&path, text).unwrap();
+        let db = PasswdFile::open(&path).unwrap();
+        (dir, path, db)
+    }
+
+    fn login(db: &PasswdFile, user: &str, password: &str) -> Option<Account> {
+        db.login(user.as_bytes(), &Secret::new(password.as_bytes()))
+            .ok()
+    }
+
+    fn account(name: &str, uid: Option<u32>, gid: Option<u32>, home: Option<&str>) -> Account {
+        Account {
+            name: name.to_string(),
+            uid,
+            gid,
+            home: home.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn parses_fields() {
+        let text = "# comment\n\n  \nalice:{PLAIN}a:1000:100:Alice A.:/home/alice:/bin/sh:userdb_quota=1G:x\r\n\
+                    bob:{PLAIN}b\nnoids:{PLAIN}c:::gecos:/srv/c\nlocked:!{PLAIN}d:5:6\nempty:";
+        let users = parse_table(text.as_bytes()).unwrap();
+        let cases = [
+            (
+                "alice",
+                account("alice", Some(1000), Some(100), Some("/home/alice")),
+            ),
+            ("bob", account("bob", None, None, None)),
+            ("noids", account("noids", None, None, Some("/srv/c"))),
+            ("locked", account("locked", Some(5), Some(6), None)),
+            ("empty", account("empty", None, None, None)),
+        ];
+        assert_eq!(users.len(), cases.len());
+        for (name, want) in cases {
+            assert_eq!(users[name].account, want, "{name}");
+        }
+        assert_eq!(users["alice"].stored, Stored::Plain(b"a".to_vec()));
+        assert_eq!(users["locked"].stored, Stored::Locked);
+        assert_eq!(users["empty"].stored, Stored::Locked);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases: &[(&[u8], usize, &str)] = &[
+            (b":{PLAIN}x", 1, "empty user name"),
+            (b"a:{PLAIN}x\n\n# c\n:{PLAIN}y", 4, "empty user name"),
+            (b"a", 1, "user a: missing password field"),
+            (b"a:{PLAIN}x:1x", 1, "user a: bad uid \"1x\": not a number"),
+            (b"a:{PLAIN}x:+1", 1, "user a: bad uid \"+1\": not a number"),
+            (
+                b"a:{PLAIN}x:1:-1",
+                1,
+                "user a: bad gid \"-1\": not a number",
+            ),
+            (
+                b"a:{PLAIN}x::99999999999",
+                1,
+                "user a: bad gid \"99999999999\": not a number",
+            ),
+            (
+                b"a:{PLAIN}x\nb:{PLAIN}y\na:{PLAIN}z",
+                3,
+                "duplicate user a (first on line 1)",
+            ),
+            (
+                b"a:{PLAIN}x\nb:{MD5}y",
+                2,
+                "user b: unsupported password scheme MD5",
+            ),
+            (b"a:{PLAIN}x\n\xff:{PLAIN}y", 2, "not valid UTF-8"),
+        ];
+        for &(text, line, problem) in cases {
+            let got = parse_table(text).err();
+            assert_eq!(
+                got,
+                Some((line, problem.to_string())),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn open_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        fs::write(&path, "a:{PLAIN}x\n# c\nb:{SSHA}y\n").unwrap();
+        let err = PasswdFile::open(&path).err().unwrap();
+        assert_eq!(err.line, Some(3));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:3: user b: unsupported password scheme SSHA",
+                path.display()
+            )
+        );
+        let missing = PasswdFile::open(&dir.path().join("nope")).err().unwrap();
+        assert_eq!(missing.line, None);
+        assert!(
+            missing
+                .to_string()
+                .starts_with(&format!("{}: ", dir.path().join("nope").display()))
+        );
+    }
+
+    #[test]
+    fn login_with_each_scheme() {
+        let blf = bcrypt::hash_with_salt("blf pw", 4, [3; 16]).unwrap();
+        let text = format!(
+            "plain:{{PLAIN}}tanstaaf:1:2::/home/plain\nsha512:{{SHA512-CRYPT}}{DUMMY_HASH}\n\
+             sha256:{{SHA256-CRYPT}}{SHA256_HELLO}\nblf:{{BLF-CRYPT}}{}\nbare:{DUMMY_HASH}\n\
+             locked:!{{PLAIN}}open\nstar:*\nempty:{{PLAIN}}\n",
+            blf.format_for_version(bcrypt::Version::TwoY)
+        );
+        let (_dir, _path, db) = fixture(&text);
+        assert_eq!(db.user_count(), 8);
+        let cases = [
+            ("plain", "tanstaaf", true),
+            ("sha512", "tanstaaf", true),
+            ("sha256", "Hello world!", true),
+            ("blf", "blf pw", true),
+            ("bare", "tanstaaf", true),
+            ("plain", "tanstaa", false),
+            ("sha512", "Tanstaaf", false),
+            ("sha256", "Hello world", false),
+            ("blf", "blf pw ", false),
+            ("Plain", "tanstaaf", false),
+            ("nobody", "tanstaaf", false),
+            ("", "", false),
+            ("locked", "open", false),
+            ("locked", "!{PLAIN}open", false),
+            ("star", "*", false),
+            ("empty", "", false),
+        ];
+        for (user, password, ok) in cases {
+            assert_eq!(
+                login(&db, user, password).is_some(),
+                ok,
+                "{user} / {password}"
+            );
+        }
+        assert_eq!(
+            login(&db, "plain", "tanstaaf"),
+            Some(account("plain", Some(1), Some(2), Some("/home/plain")))
+        );
+        let bad = db.login(b"\xff", &Secret::new(&b"x"[..]));
+        assert!(matches!(bad, Err(AuthError::BadCredentials)));
+    }
+
+    #[test]
+    fn apop_rfc1939_example() {
+        let text =
+            format!("mrose:{{PLAIN}}tanstaaf:7\nhashed:{DUMMY_HASH}\nlocked:!{{PLAIN}}tanstaaf\n");
+        let (_dir, _path, db) = fixture(&text);
+        let upper = RFC_DIGEST.to_ascii_uppercase();
+        let long = [RFC_DIGEST, b"0"].concat();
+        let cases: &[(&[u8], &[u8], bool)] = &[
+            (b"mrose", RFC_DIGEST, true),
+            (b"mrose", &upper, true),
+            (b"mrose", &RFC_DIGEST[..31], false),
+            (b"mrose", &long, false),
+            (b"mrose", b"", false),
+            (b"mrose", b"c4c9334bac560ecc979e58001b3e22fc", false),
+            (b"MROSE", RFC_DIGEST, false),
+            (b"hashed", RFC_DIGEST, false),
+            (b"locked", RFC_DIGEST, false),
+            (b"nobody", RFC_DIGEST, false),
+        ];
+        for &(user, digest, ok) in cases {
+            let got = db.apop(user, RFC_TIMESTAMP, digest);
+            assert_eq!(
+                got.is_ok(),
+                ok,
+                "{:?} {:?}",
+                String::from_utf8_lossy(user),
+                String::from_utf8_lossy(digest)
+            );
+        }
+        assert_eq!(
+            db.apop(b"mrose", RFC_TIMESTAMP, RFC_DIGEST).unwrap(),
+            account("mrose", Some(7), None, None)
+        );
+        assert!(db.apop(b"mrose", b"<other@host>", RFC_DIGEST).is_err());
+    }
+
+    #[test]
+    fn reloads_when_the_file_changes() {
+        let (_dir, path, db) = fixture("a:{PLAIN}one\n");
+        assert!(login(&db, "a", "one").is_some());
+
+        // Edited in place, with a different size.
+        fs::write(&path, "a:{PLAIN}two\nb:{PLAIN}three\n").unwrap();
+        assert!(login(&db, "a", "one").is_none());
+        assert!(login(&db, "a", "two").is_some());
+        assert!(login(&db, "b", "three").is_some());
+        assert_eq!(db.user_count(), 2);
+
+        // A broken edit keeps the previous table, also for later logins.
+        fs::write(&path, "a:{PLAIN}four\n:{PLAIN}oops\n").unwrap();
+        assert!(login(&db, "a", "two").is_some());
+        assert!(login(&db, "a", "four").is_none());
+        assert!(
+            db.apop(b"b", b"<t@h>", &apop::digest(b"<t@h>", b"three"))
+                .is_ok()
+        );
+
+        // Replaced by rename, as editors and config management do.
+        let new = path.with_extension("new");
+        fs::write(&new, "c:{PLAIN}five\n").unwrap();
+        fs::rename(&new, &path).unwrap();
+        assert!(login(&db, "a", "two").is_none());
+        assert!(login(&db, "c", "five").is_some());
+        assert_eq!(db.user_count(), 1);
+
+        // A vanished file keeps the table too.
+        fs::remove_file(&path).unwrap();
+        assert!(login(&db, "c", "five").is_some());
+    }
+
+    #[test]
+    fn shared_across_threads() {
+        let (_dir, _path, db) = fixture("a:{PLAIN}one\n");
+        let db = std::sync::Arc::new(db);
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let db = db.clone();
+                std::thread::spawn(move || login(&db, "a", "one").is_some())
+            })
+            .collect();
+        for h in handles {
+            assert!(h.join().unwrap());
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! Mail-location templates: `maildir:%h/Maildir`, `mbox:/var/mail/%u`. Pure: no file-system access.
+//! Owns parsing a template and expanding it for one user; opening what it names is the backends' job.
 
+use std::ffi::OsString;
 use std::fmt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -28,8 +31,21 @@ impl Location {
     /// control characters, over [`MAX_USER_NAME`] octets) before any file-system access, and `%h` when
     /// the account has no home.
     pub fn expand(&self, user: &str, home: Option<&Path>) -> Result<PathBuf, String> {
-        let _ = (user, home);
-        todo!("Location::expand")
+        check_user(user)?;
+        let mut out = Vec::with_capacity(self.template.len() + user.len() + 32);
+        let mut rest = self.template.as_bytes();
+        // `from_str` accepted only `%u`, `%h` and `%%`, so every `%` here is followed by one of them.
+        while let Some(i) = memchr::memchr(b'%', rest) {
+            out.extend_from_slice(&rest[..i]);
+            match rest.get(i + 1) {
+                Some(b'u') => out.extend_from_slice(user.as_bytes()),
+                Some(b'h') => out.extend_from_slice(checked_home(home)?.as_os_str().as_bytes()),
+                _ => out.push(b'%'),
+            }
+            rest = rest.get(i + 2..).unwrap_or_default();
+        }
+        out.extend_from_slice(rest);
+        Ok(PathBuf::from(OsString::from_vec(out)))
     }
 }
 
@@ -39,8 +55,23 @@ pub const MAX_USER_NAME: usize = 64;
 impl FromStr for Location {
     type Err = String;
     fn from_str(s: &str) -> Result<Location, String> {
-        let _ = s;
-        todo!("Location::from_str")
+        let (prefix, template) = s.split_once(':').unwrap_or((s, ""));
+        let format = if prefix.eq_ignore_ascii_case("maildir") {
+            Format::Maildir
+        } else if prefix.eq_ignore_ascii_case("mbox") {
+            Format::Mbox
+        } else {
+            return Err(format!("unknown mailbox format \"{prefix}\" (expected maildir: or mbox:)"));
+        };
+        if template.is_empty() {
+            return Err("empty path".to_string());
+        }
+        check_escapes(template)?;
+        // A relative path would depend on the server's working directory, which nobody configures.
+        if !template.starts_with('/') && !template.starts_with("%h") {
+            return Err("path must be absolute or start with %h".to_string());
+        }
+        Ok(Location { format, template: template.to_string() })
     }
 }
 
@@ -51,5 +82,152 @@ impl fmt::Display for Location {
             Format::Mbox => "mbox",
         };
         write!(f, "{prefix}:{}", self.template)
+    }
+}
+
+/// Every `%` must start `%u`, `%h` or `%%`: an unknown escape is a typo better caught at start-up.
+fn check_escapes(template: &str) -> Result<(), String> {
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        match chars.next() {
+            Some('u' | 'h' | '%') => {}
+            Some(other) => return Err(format!("unknown escape %{other} (use %u, %h or %%)")),
+            None => return Err("unknown escape % at the end (use %u, %h or %%)".to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// A user name must name one path component, never a parent, a hidden file or something a terminal or
+/// a log would misread. Checked even when the template has no `%u`: such a name is refused everywhere.
+fn check_user(user: &str) -> Result<(), String> {
+    if user.is_empty() {
+        return Err("empty user name".to_string());
+    }
+    if user.len() > MAX_USER_NAME {
+        return Err(format!("user name longer than {MAX_USER_NAME} octets"));
+    }
+    if user.contains('/') {
+        return Err("user name contains '/'".to_string());
+    }
+    if user.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err("user name contains a control character".to_string());
+    }
+    // Covers "." and "..", and hidden names such as ".lock" that could collide with the maildrop's own files.
+    if user.starts_with('.') {
+        return Err("user name starts with '.'".to_string());
+    }
+    Ok(())
+}
+
+/// The home for `%h`: it must exist and be absolute, or the path would be relative to the working directory.
+fn checked_home(home: Option<&Path>) -> Result<&Path, String> {
+    match home {
+        None => Err("the account has no home directory (needed for %h)".to_string()),
+        Some(h) if !h.is_absolute() => Err(format!("home directory \"{}\" is not absolute", h.display())),
+        Some(h) => Ok(h),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_good_templates() {
+        let cases = [
+            ("maildir:%h/Maildir", Format::Maildir, "%h/Maildir"),
+            ("MAILDIR:/srv/mail/%u", Format::Maildir, "/srv/mail/%u"),
+            ("mbox:/var/mail/%u", Format::Mbox, "/var/mail/%u"),
+            ("Mbox:/var/mail/100%%/%u", Format::Mbox, "/var/mail/100%%/%u"),
+            ("maildir:/a:b", Format::Maildir, "/a:b"),
+        ];
+        for (input, format, template) in cases {
+            let loc: Location = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(loc.format, format, "{input}");
+            assert_eq!(loc.template(), template, "{input}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        let cases = [
+            ("x:/a", "unknown mailbox format \"x\" (expected maildir: or mbox:)"),
+            ("/var/mail/%u", "unknown mailbox format \"/var/mail/%u\" (expected maildir: or mbox:)"),
+            (":/a", "unknown mailbox format \"\" (expected maildir: or mbox:)"),
+            ("maildir:", "empty path"),
+            ("mbox", "empty path"),
+            ("mbox:/var/mail/%x", "unknown escape %x (use %u, %h or %%)"),
+            ("mbox:/var/mail/%", "unknown escape % at the end (use %u, %h or %%)"),
+            ("maildir:Maildir", "path must be absolute or start with %h"),
+            ("maildir:%u/Maildir", "path must be absolute or start with %h"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(input.parse::<Location>(), Err(want.to_string()), "{input}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for input in ["maildir:%h/Maildir", "mbox:/var/mail/%u", "mbox:/x/%%"] {
+            let loc: Location = input.parse().unwrap();
+            assert_eq!(loc.to_string(), input);
+            assert_eq!(loc.to_string().parse::<Location>(), Ok(loc));
+        }
+    }
+
+    #[test]
+    fn expands() {
+        let home = Some(Path::new("/home/bob"));
+        let cases = [
+            ("maildir:%h/Maildir", "bob", home, "/home/bob/Maildir"),
+            ("mbox:/var/mail/%u", "bob", None, "/var/mail/bob"),
+            ("mbox:/var/mail/%u%%", "bob", None, "/var/mail/bob%"),
+            ("maildir:%h/%u/%u", "b.o-b@x", home, "/home/bob/b.o-b@x/b.o-b@x"),
+            ("maildir:/m/%%u", "bob", None, "/m/%u"),
+            ("maildir:/m/plain", "bob", None, "/m/plain"),
+        ];
+        for (template, user, home, want) in cases {
+            let loc: Location = template.parse().unwrap();
+            assert_eq!(loc.expand(user, home), Ok(PathBuf::from(want)), "{template} {user}");
+        }
+    }
+
+    #[test]
+    fn refuses_unsafe_users_and_homes() {
+        let long = "a".repeat(MAX_USER_NAME + 1);
+        let cases: [(&str, Option<&Path>, &str); 11] = [
+            ("", None, "empty user name"),
+            (&long, None, "user name longer than 64 octets"),
+            ("a/b", None, "user name contains '/'"),
+            ("a\0b", None, "user name contains a control character"),
+            ("a\nb", None, "user name contains a control character"),
+            ("a\x7fb", None, "user name contains a control character"),
+            (".", None, "user name starts with '.'"),
+            ("..", None, "user name starts with '.'"),
+            (".bob", None, "user name starts with '.'"),
+            ("bob", None, "the account has no home directory (needed for %h)"),
+            ("bob", Some(Path::new("home/bob")), "home directory \"home/bob\" is not absolute"),
+        ];
+        let loc: Location = "maildir:%h/%u".parse().unwrap();
+        for (user, home, want) in cases {
+            assert_eq!(loc.expand(user, home), Err(want.to_string()), "{user:?} {home:?}");
+        }
+    }
+
+    #[test]
+    fn longest_user_name_is_accepted() {
+        let user = "a".repeat(MAX_USER_NAME);
+        let loc: Location = "mbox:/var/mail/%u".parse().unwrap();
+        assert_eq!(loc.expand(&user, None), Ok(PathBuf::from(format!("/var/mail/{user}"))));
+    }
+
+    #[test]
+    fn home_is_not_needed_without_percent_h() {
+        let loc: Location = "mbox:/var/mail/%u".parse().unwrap();
+        assert_eq!(loc.expand("bob", Some(Path::new("relative"))), Ok(PathBuf::from("/var/mail/bob")));
     }
 }

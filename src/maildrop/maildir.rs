@@ -1,32 +1,516 @@
 //! The Maildir backend: messages from `new/` and `cur/` (never `tmp/`), in delivery order, under an
-//! exclusive `flock` on a lock file in the maildrop.
+//! exclusive `flock` on a lock file in the maildrop. Owns listing, sizing and naming messages, opening
+//! them and unlinking the deleted ones; the wire encoding of bodies is `proto::body`'s job.
+//!
+//! Other programs (an IMAP server, a mail reader) may rename files while we hold our lock: moving
+//! `new/x` to `cur/x:2,S` or changing the flags after `:2,`. The part of the name before the first
+//! `:` (the "base name") never changes, so every file operation that finds its file gone looks it
+//! up again by base name before giving up.
 
-use std::io::Read;
-use std::path::Path;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use crate::proto::body::OctetCounter;
 
 use super::{Maildrop, MaildropError, MessageInfo};
+use crate::lock::{SessionLock, TryLock};
+
+/// The lock file, in the maildrop's top directory so that it is never listed as a message.
+const LOCK_FILE: &str = ".poplar.lock";
+/// Where messages live. `new/` is listed first so that a file moved to `cur/` while we list is still seen.
+const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
+/// Read size when a message's octets must be counted.
+const CHUNK: usize = 64 * 1024;
+/// RFC 1939 section 7: "The unique-id of a message ... consists of one to 70 characters in the range 0x21 to 0x7E".
+const MAX_UID: usize = 70;
 
 pub struct Maildir {
-    _private: (),
+    root: PathBuf,
+    messages: Vec<MessageInfo>,
+    /// `paths[i]` is message `i`'s file (`root/new/…` or `root/cur/…`), updated when found renamed.
+    paths: Vec<PathBuf>,
+    /// `None` only when the maildrop does not exist yet: there is nothing to protect.
+    _lock: Option<SessionLock>,
 }
 
 impl Maildir {
+    /// Locks the maildrop at `path` and lists its messages. A maildrop that does not exist yet (a new
+    /// user with no mail) is empty; nothing is created except the lock file in an existing maildrop.
     pub fn open(path: &Path) -> Result<Maildir, MaildropError> {
-        let _ = path;
-        todo!("Maildir::open")
+        let lock = match SessionLock::try_acquire(&path.join(LOCK_FILE)) {
+            Ok(TryLock::Acquired(lock)) => lock,
+            Ok(TryLock::Busy) => return Err(MaildropError::InUse { path: path.to_path_buf() }),
+            // The lock file's directory, the maildrop itself, is missing: no mail yet.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !path.exists() => {
+                return Ok(Maildir { root: path.to_path_buf(), messages: Vec::new(), paths: Vec::new(), _lock: None });
+            }
+            Err(e) => return Err(MaildropError::io(path, e)),
+        };
+        let found = list(path)?;
+        let mut messages = Vec::with_capacity(found.len());
+        let mut paths = Vec::with_capacity(found.len());
+        let mut buf = vec![0u8; CHUNK];
+        for mut file in found {
+            let base = base_name(&file.path).to_vec();
+            let octets = match virtual_size(&base) {
+                Some(n) => n,
+                None => match with_relocation(path, &mut file.path, |p| count_file(p, &mut buf)) {
+                    Ok(n) => n,
+                    // Deleted by another program since we listed it: it is simply not in this session.
+                    Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            messages.push(MessageInfo { octets, uid: uid_of(&base) });
+            paths.push(file.path);
+        }
+        Ok(Maildir { root: path.to_path_buf(), messages, paths, _lock: Some(lock) })
     }
 }
 
 impl Maildrop for Maildir {
     fn messages(&self) -> &[MessageInfo] {
-        todo!()
+        &self.messages
     }
+
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
-        let _ = index;
-        todo!()
+        let path = self.paths.get_mut(index).ok_or_else(|| no_such_message(&self.root, index))?;
+        let file = with_relocation(&self.root, path, open_file)?;
+        Ok(Box::new(file))
     }
-    fn expunge(self: Box<Self>, deleted: &[usize]) -> Result<(), MaildropError> {
-        let _ = deleted;
-        todo!()
+
+    /// Unlinks every deleted message, even after a failure, and reports the first real failure: a
+    /// message left behind is downloaded again next time, which is better than deleting too little.
+    fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<(), MaildropError> {
+        let mut first_err = None;
+        let mut unlinked = [false; MESSAGE_DIRS.len()];
+        for &index in deleted {
+            let Some(path) = self.paths.get_mut(index) else {
+                first_err.get_or_insert(no_such_message(&self.root, index));
+                continue;
+            };
+            match with_relocation(&self.root, path, |p| fs::remove_file(p)) {
+                Ok(()) => mark_dir(&self.root, path, &mut unlinked),
+                Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    log::debug!("{}: already gone, counted as deleted", path.display());
+                }
+                Err(e) => {
+                    log::debug!("expunge: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        sync_dirs(&self.root, unlinked);
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// One listed file before it is sized.
+struct Found {
+    mtime: i64,
+    path: PathBuf,
+}
+
+/// The regular, non-hidden files of `new/` and `cur/` in delivery order, one per base name.
+fn list(root: &Path) -> Result<Vec<Found>, MaildropError> {
+    let mut found = Vec::new();
+    for sub in MESSAGE_DIRS {
+        list_dir(root, &root.join(sub), &mut found)?;
+    }
+    // A file renamed from `new/` to `cur/` while we listed appears twice; keep one. Base names are
+    // unique in a sound maildrop, and unique-ids must be (RFC 1939 section 7), so any other twin goes too.
+    found.sort_unstable_by(|a, b| base_name(&a.path).cmp(base_name(&b.path)));
+    found.dedup_by(|dup, kept| {
+        let same = base_name(&dup.path) == base_name(&kept.path);
+        if same {
+            log::debug!("{}: same base name as {}, listed once", dup.path.display(), kept.path.display());
+        }
+        same
+    });
+    // Delivery order. The name's leading timestamp is a convention that delivery agents follow in
+    // different ways (and some not at all), while the mtime is set when the message is written to
+    // `tmp/` and kept by every later rename, so it orders deliveries from any agent and stays put when
+    // an IMAP client moves or flags a message. Within one second the base name breaks ties, so message
+    // numbers are the same on every listing.
+    found.sort_unstable_by(|a, b| (a.mtime, base_name(&a.path)).cmp(&(b.mtime, base_name(&b.path))));
+    Ok(found)
+}
+
+fn list_dir(root: &Path, dir: &Path, found: &mut Vec<Found>) -> Result<(), MaildropError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A maildrop without `new/` or `cur/` simply has no messages there.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(MaildropError::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| MaildropError::io(dir, e))?;
+        if entry.file_name().as_bytes().starts_with(b".") {
+            continue;
+        }
+        let mut path = entry.path();
+        // `symlink_metadata`: a symlink is not a message, and following one could read outside the maildrop.
+        match with_relocation(root, &mut path, |p| fs::symlink_metadata(p)) {
+            Ok(meta) if meta.file_type().is_file() => found.push(Found { mtime: meta.mtime(), path }),
+            Ok(_) => log::debug!("{}: not a regular file, skipped", path.display()),
+            Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Runs `op` on `path`; if the file is gone, finds it again by base name in `new/` or `cur/`, stores
+/// the new path in `path` and retries once. A file gone for good gives an `Io` error of kind `NotFound`.
+fn with_relocation<T>(
+    root: &Path,
+    path: &mut PathBuf,
+    mut op: impl FnMut(&Path) -> io::Result<T>,
+) -> Result<T, MaildropError> {
+    match op(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match relocate(root, base_name(path)) {
+            Ok(Some(moved)) => {
+                log::debug!("{}: renamed to {}", path.display(), moved.display());
+                *path = moved;
+                op(path).map_err(|e| MaildropError::io(path, e))
+            }
+            Ok(None) => Err(MaildropError::io(path, e)),
+            Err(e) => Err(MaildropError::io(root, e)),
+        },
+        other => other.map_err(|e| MaildropError::io(path, e)),
+    }
+}
+
+/// The file in `new/` or `cur/` whose base name is `base`, if any.
+fn relocate(root: &Path, base: &[u8]) -> io::Result<Option<PathBuf>> {
+    for sub in MESSAGE_DIRS {
+        let entries = match fs::read_dir(root.join(sub)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if base_of(entry.file_name().as_bytes()) == base {
+                return Ok(Some(entry.path()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Opens a message for reading. `O_NOFOLLOW`: a file swapped for a symlink after listing is refused.
+fn open_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)
+}
+
+fn count_file(path: &Path, buf: &mut [u8]) -> io::Result<u64> {
+    count_octets(&mut open_file(path)?, buf)
+}
+
+/// Octets as RETR sends them (RFC 1939 section 3: "lines end with a CRLF pair"): every byte, plus one
+/// for each LF without a CR before it, plus the CRLF added to a last line without one. Byte-stuffing is
+/// not counted: RFC 1939 section 5 sizes the message, not its transmission. This is the rule of
+/// `proto::body`'s encoder, kept here so listing does not depend on the codec.
+fn count_octets(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u64> {
+    // The encoder's own counter, so LIST can never disagree with what RETR sends.
+    let mut counter = OctetCounter::new();
+    loop {
+        match r.read(buf) {
+            Ok(0) => return Ok(counter.finish()),
+            Ok(n) => counter.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The part of a file name before the Maildir info separator `:`; it never changes after delivery.
+fn base_name(path: &Path) -> &[u8] {
+    base_of(path.file_name().map_or(&[][..], |n| n.as_bytes()))
+}
+
+fn base_of(name: &[u8]) -> &[u8] {
+    memchr::memchr(b':', name).map_or(name, |i| &name[..i])
+}
+
+/// Dovecot's `,W=<n>` field: the message's size with CRLF line ends, as POP3 counts it, saving a read.
+fn virtual_size(base: &[u8]) -> Option<u64> {
+    let digits = base.split(|&b| b == b',').skip(1).find_map(|field| field.strip_prefix(b"W="))?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// The base name when it is a valid unique-id (RFC 1939 section 7), which keeps UIDL equal to what
+/// other Maildir POP3 servers announce; otherwise its MD5 in hex, which is valid and as stable.
+fn uid_of(base: &[u8]) -> Box<str> {
+    let valid = (1..=MAX_UID).contains(&base.len()) && base.iter().all(|b| (0x21..=0x7e).contains(b));
+    if valid {
+        // All ASCII, so this never replaces anything.
+        return String::from_utf8_lossy(base).into();
+    }
+    let digest = Md5::digest(base);
+    let mut hex = String::with_capacity(2 * digest.len());
+    for b in digest.iter() {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    hex.into()
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn no_such_message(root: &Path, index: usize) -> MaildropError {
+    let msg = format!("no message at index {index}");
+    MaildropError::io(root, io::Error::new(io::ErrorKind::InvalidInput, msg))
+}
+
+/// Notes which of `new/` and `cur/` lost a file, so that only those are synced.
+fn mark_dir(root: &Path, path: &Path, unlinked: &mut [bool; MESSAGE_DIRS.len()]) {
+    for (i, sub) in MESSAGE_DIRS.iter().enumerate() {
+        if path.parent() == Some(root.join(sub).as_path()) {
+            unlinked[i] = true;
+        }
+    }
+}
+
+/// Makes the unlinks durable. A deletion lost in a crash only means a message is downloaded again, so
+/// failures are logged, not reported; but the sync costs little.
+fn sync_dirs(root: &Path, unlinked: [bool; MESSAGE_DIRS.len()]) {
+    for (sub, _) in MESSAGE_DIRS.iter().zip(unlinked).filter(|(_, u)| *u) {
+        let dir = root.join(sub);
+        if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+            log::debug!("{}: fsync: {e}", dir.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// A maildrop with `new/`, `cur/` and `tmp/` in a temporary directory.
+    fn maildir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        dir
+    }
+
+    /// Writes `root/rel` with `body` and an mtime of `secs` after the epoch.
+    fn put(root: &Path, rel: &str, body: &[u8], secs: u64) {
+        let path = root.join(rel);
+        fs::write(&path, body).unwrap();
+        let file = File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+    }
+
+    fn uids(md: &Maildir) -> Vec<&str> {
+        md.messages().iter().map(|m| &*m.uid).collect()
+    }
+
+    fn read_all(md: &mut Maildir, index: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        md.open_message(index).unwrap().read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn counts_octets_in_any_chunk_size() {
+        let cases: [(&[u8], u64); 9] = [
+            (b"", 0),
+            (b"\n", 2),
+            (b"a\nb\n", 6),
+            (b"a\r\nb\r\n", 6),
+            (b"a\nb", 6),
+            (b"a\r\nb", 6),
+            (b"a\r\n\n", 5),
+            // A lone final CR is a cut-short CRLF: the encoder adds only the LF.
+            (b"\r", 2),
+            (b"\n\n\r\n\r\r\n", 9),
+        ];
+        for (input, want) in cases {
+            for size in [1, 2, 3, CHUNK] {
+                let mut buf = vec![0; size];
+                let got = count_octets(&mut &input[..], &mut buf).unwrap();
+                assert_eq!(got, want, "{input:?} in chunks of {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn reads_dovecot_virtual_size() {
+        let cases: [(&[u8], Option<u64>); 8] = [
+            (b"1.M1P1.host,S=10,W=12", Some(12)),
+            (b"1.M1P1.host,W=0,S=10", Some(0)),
+            (b"1.M1P1.host,S=10", None),
+            (b"1.M1P1.host,W=", None),
+            (b"1.M1P1.host,W=12x", None),
+            (b"1.M1P1.host,W=+12", None),
+            (b"1.M1P1.host,W=99999999999999999999999", None),
+            (b"W=12", None),
+        ];
+        for (base, want) in cases {
+            assert_eq!(virtual_size(base), want, "{}", String::from_utf8_lossy(base));
+        }
+    }
+
+    #[test]
+    fn names_unique_ids() {
+        let long = "x".repeat(MAX_UID + 1);
+        let longest = "x".repeat(MAX_UID);
+        let cases: [(&[u8], &str); 6] = [
+            (b"1700000000.M1P2.host", "1700000000.M1P2.host"),
+            (longest.as_bytes(), &longest),
+            (b"", "d41d8cd98f00b204e9800998ecf8427e"),
+            (b"hello world", "5eb63bbbe01eeed093cb22bb8f5acdc3"),
+            (long.as_bytes(), "522966f2ff9ab1543c945d48ee25045b"),
+            (b"caf\xc3\xa9", "07117fe4a1ebd544965dc19573183da2"),
+        ];
+        for (base, want) in cases {
+            let uid = uid_of(base);
+            assert_eq!(&*uid, want, "{}", String::from_utf8_lossy(base));
+            assert!((1..=MAX_UID).contains(&uid.len()) && uid.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+        }
+    }
+
+    #[test]
+    fn lists_in_delivery_order() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/b", b"", 100);
+        put(root, "cur/a:2,S", b"", 200);
+        put(root, "new/c", b"", 100);
+        put(root, "cur/0:2,", b"", 300);
+        let md = Maildir::open(root).unwrap();
+        assert_eq!(uids(&md), ["b", "c", "a", "0"]);
+    }
+
+    #[test]
+    fn sizes_messages() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/1.lf", b"a\nb\n", 1);
+        put(root, "new/2.crlf", b"a\r\nb\r\n", 2);
+        put(root, "new/3.open", b"a\nb", 3);
+        put(root, "new/4.dovecot,S=4,W=1000", b"a\nb\n", 4);
+        put(root, "cur/5.bad,W=1k:2,S", b"abc\n", 5);
+        put(root, "new/6.empty", b"", 6);
+        let md = Maildir::open(root).unwrap();
+        let octets: Vec<u64> = md.messages().iter().map(|m| m.octets).collect();
+        assert_eq!(octets, [6, 6, 6, 1000, 5, 0]);
+        assert_eq!(uids(&md)[4], "5.bad,W=1k");
+    }
+
+    #[test]
+    fn ignores_tmp_hidden_and_special_files() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/m1", b"x\n", 1);
+        put(root, "tmp/m2", b"x\n", 2);
+        put(root, "new/.m3", b"x\n", 3);
+        put(root, "cur/.m4:2,S", b"x\n", 4);
+        fs::create_dir(root.join("cur/subdir")).unwrap();
+        std::os::unix::fs::symlink(root.join("new/m1"), root.join("cur/link")).unwrap();
+        put(root, "m5", b"x\n", 5);
+        let md = Maildir::open(root).unwrap();
+        assert_eq!(uids(&md), ["m1"]);
+    }
+
+    #[test]
+    fn missing_maildrop_is_empty_and_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Maildir");
+        let md = Maildir::open(&root).unwrap();
+        assert!(md.messages().is_empty());
+        assert!(!root.exists());
+        Box::new(md).expunge(&[]).unwrap();
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn missing_subdirectories_are_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("cur")).unwrap();
+        put(dir.path(), "cur/m:2,", b"x\n", 1);
+        let md = Maildir::open(dir.path()).unwrap();
+        assert_eq!(uids(&md), ["m"]);
+        assert!(!dir.path().join("new").exists());
+    }
+
+    #[test]
+    fn a_file_where_the_maildrop_should_be_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Maildir");
+        fs::write(&root, b"").unwrap();
+        assert!(matches!(Maildir::open(&root), Err(MaildropError::Io { .. })));
+    }
+
+    #[test]
+    fn second_open_is_in_use_until_the_first_is_dropped() {
+        let dir = maildir();
+        let first = Maildir::open(dir.path()).unwrap();
+        assert!(matches!(Maildir::open(dir.path()), Err(MaildropError::InUse { .. })));
+        drop(first);
+        let again = Maildir::open(dir.path()).unwrap();
+        assert!(matches!(Maildir::open(dir.path()), Err(MaildropError::InUse { .. })));
+        Box::new(again).expunge(&[]).unwrap();
+        Maildir::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn opens_messages_even_after_a_rename() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/x", b"hello\n", 1);
+        put(root, "cur/y:2,", b"world\n", 2);
+        let mut md = Maildir::open(root).unwrap();
+        fs::rename(root.join("new/x"), root.join("cur/x:2,S")).unwrap();
+        fs::rename(root.join("cur/y:2,"), root.join("cur/y:2,RS")).unwrap();
+        assert_eq!(read_all(&mut md, 0), b"hello\n");
+        assert_eq!(read_all(&mut md, 1), b"world\n");
+        assert_eq!(read_all(&mut md, 0), b"hello\n");
+        fs::remove_file(root.join("cur/x:2,S")).unwrap();
+        let err = md.open_message(0).err().unwrap();
+        assert!(matches!(&err, MaildropError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound));
+        assert!(md.open_message(2).is_err());
+    }
+
+    #[test]
+    fn expunges_exactly_the_deleted_messages() {
+        let dir = maildir();
+        let root = dir.path();
+        for (i, name) in ["new/a", "new/b", "cur/c:2,S", "cur/d:2,", "new/e"].iter().enumerate() {
+            put(root, name, b"x\n", i as u64 + 1);
+        }
+        let md = Maildir::open(root).unwrap();
+        assert_eq!(uids(&md), ["a", "b", "c", "d", "e"]);
+        put(root, "new/late", b"x\n", 0);
+        fs::rename(root.join("new/b"), root.join("cur/b:2,S")).unwrap();
+        fs::remove_file(root.join("new/e")).unwrap();
+        Box::new(md).expunge(&[1, 2, 4]).unwrap();
+        let md = Maildir::open(root).unwrap();
+        assert_eq!(uids(&md), ["late", "a", "d"]);
+    }
+
+    #[test]
+    fn expunge_keeps_going_and_reports_the_first_error() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/a", b"x\n", 1);
+        put(root, "new/b", b"x\n", 2);
+        let md = Maildir::open(root).unwrap();
+        assert!(Box::new(md).expunge(&[0, 7, 1]).is_err());
+        let md = Maildir::open(root).unwrap();
+        assert!(md.messages().is_empty());
     }
 }

@@ -95,3 +95,18 @@ pub fn open(format: Format, path: &Path) -> Result<Box<dyn Maildrop>, MaildropEr
         Format::Mbox => Ok(Box::new(mbox::Mbox::open(path)?)),
     }
 }
+
+/// A maildrop with no messages that changes nothing: what a session holds once UPDATE consumed the real one.
+pub struct Empty;
+
+impl Maildrop for Empty {
+    fn messages(&self) -> &[MessageInfo] {
+        &[]
+    }
+    fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
+        Err(MaildropError::Changed { path: PathBuf::new(), reason: format!("message {index} after UPDATE") })
+    }
+    fn expunge(self: Box<Self>, _deleted: &[usize]) -> Result<(), MaildropError> {
+        Ok(())
+    }
+}

@@ -1,8 +1,14 @@
 //! The multi-line body encoder (RFC 1939 section 3): LF → CRLF, byte-stuffing of leading dots, the TOP
 //! line limit and the `.CRLF` terminator, fed arbitrary chunks with no allocation per line; and the
 //! matching octet counter, so sizes in LIST/STAT equal what RETR sends.
+//!
+//! The stored message may end its lines in LF (mbox, most Maildirs) or CRLF; both go out as CRLF. A CR not
+//! followed by LF is an ordinary octet of its line. Only the body is written here; the `+OK` line before it
+//! is `reply.rs`'s.
 
 use std::io::{self, Write};
+
+use memchr::{memchr, memchr_iter};
 
 /// How much of a message to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,47 +20,368 @@ pub enum Limit {
 }
 
 /// Streams one message as a multi-line response body.
+///
+/// Octets are written in runs: a stored CRLF line costs nothing extra, a bare LF splits the run to insert
+/// the CR, and a leading dot splits it to insert the stuffing dot.
 #[derive(Debug)]
 pub struct Encoder {
-    _private: (),
+    /// Body lines TOP may still send; `None` for RETR.
+    remaining: Option<u32>,
+    /// Still before the blank line that ends the headers (RFC 1939 section 7, TOP).
+    in_headers: bool,
+    /// The next octet begins a line.
+    at_line_start: bool,
+    /// The last octet seen was a CR: a CRLF may be split across two chunks.
+    last_cr: bool,
+    /// Octets of the current line seen in earlier chunks (saturating); only "none" and "one CR" matter,
+    /// to recognise the blank line.
+    line_len: usize,
+    /// The TOP limit was reached; nothing more is written but the terminator.
+    done: bool,
 }
 
 impl Encoder {
     pub fn new(limit: Limit) -> Encoder {
-        let _ = limit;
-        todo!("Encoder::new")
+        Encoder {
+            remaining: match limit {
+                Limit::Whole => None,
+                Limit::Top(lines) => Some(lines),
+            },
+            in_headers: true,
+            at_line_start: true,
+            last_cr: false,
+            line_len: 0,
+            done: false,
+        }
     }
 
     /// Encodes the next chunk of the stored message. Returns `Ok(false)` once the TOP limit is reached:
     /// the rest of the message need not be read.
     pub fn write_chunk<W: Write + ?Sized>(&mut self, chunk: &[u8], out: &mut W) -> io::Result<bool> {
-        let _ = (chunk, out);
-        todo!("Encoder::write_chunk")
+        if self.done {
+            return Ok(false);
+        }
+        let mut run = 0; // the first octet of `chunk` not yet written
+        let mut pos = 0; // where the current line continues in `chunk`
+        while pos < chunk.len() {
+            if self.at_line_start {
+                self.at_line_start = false;
+                // RFC 1939 section 3: "If any line begins with the termination octet, the line is
+                // 'byte-stuffed' by pre-pending the termination octet to that line of the response."
+                if chunk[pos] == b'.' {
+                    out.write_all(&chunk[run..pos])?;
+                    out.write_all(b".")?;
+                    run = pos;
+                }
+            }
+            let Some(offset) = memchr(b'\n', &chunk[pos..]) else {
+                self.line_len = self.line_len.saturating_add(chunk.len() - pos);
+                break;
+            };
+            let lf = pos + offset;
+            let crlf = if lf > 0 { chunk[lf - 1] == b'\r' } else { self.last_cr };
+            if !crlf {
+                out.write_all(&chunk[run..lf])?;
+                out.write_all(b"\r\n")?;
+                run = lf + 1;
+            }
+            let len = self.line_len.saturating_add(offset);
+            self.line_len = 0;
+            self.at_line_start = true;
+            pos = lf + 1;
+            if self.line_ended(len == 0 || (len == 1 && crlf)) {
+                out.write_all(&chunk[run..pos])?;
+                self.done = true;
+                return Ok(false);
+            }
+        }
+        out.write_all(&chunk[run..])?;
+        if let Some(&last) = chunk.last() {
+            self.last_cr = last == b'\r';
+        }
+        Ok(true)
+    }
+
+    /// Accounts for one finished line; true when the TOP limit has now been reached.
+    fn line_ended(&mut self, blank: bool) -> bool {
+        let Some(remaining) = &mut self.remaining else {
+            return false;
+        };
+        if self.in_headers {
+            // A message with no blank line is all headers and goes out whole.
+            self.in_headers = !blank;
+            return blank && *remaining == 0;
+        }
+        *remaining = remaining.saturating_sub(1);
+        *remaining == 0
     }
 
     /// Ends the body: a CRLF if the last line had none, then `.CRLF`.
+    ///
+    /// A message ending in a lone CR gets just the LF: the CRLF was cut short, not a CR put in the line.
     pub fn finish<W: Write + ?Sized>(self, out: &mut W) -> io::Result<()> {
-        let _ = out;
-        todo!("Encoder::finish")
+        let tail: &[u8] = match (self.at_line_start, self.last_cr) {
+            (true, _) => b".\r\n",
+            (false, true) => b"\n.\r\n",
+            (false, false) => b"\r\n.\r\n",
+        };
+        out.write_all(tail)
     }
 }
 
 /// Counts the octets RETR will send for a stored message (CRLF line ends, a final CRLF added when the last
 /// line lacks one, byte-stuffing not counted, per RFC 1939 section 5 LIST).
+///
+/// RFC 1939 section 11 warns that a size counted on the stored LF form disagrees with what RETR sends;
+/// this counts exactly what [`Encoder`] with [`Limit::Whole`] writes, less stuffing and terminator.
 #[derive(Debug, Default)]
 pub struct OctetCounter {
-    _private: (),
+    octets: u64,
+    /// The last octet seen, `None` before any.
+    last: Option<u8>,
 }
 
 impl OctetCounter {
     pub fn new() -> OctetCounter {
-        todo!("OctetCounter::new")
+        OctetCounter::default()
     }
+
     pub fn update(&mut self, chunk: &[u8]) {
-        let _ = chunk;
-        todo!("OctetCounter::update")
+        self.octets += chunk.len() as u64;
+        for lf in memchr_iter(b'\n', chunk) {
+            let crlf = if lf > 0 { chunk[lf - 1] == b'\r' } else { self.last == Some(b'\r') };
+            if !crlf {
+                self.octets += 1; // the CR the encoder inserts
+            }
+        }
+        if let Some(&last) = chunk.last() {
+            self.last = Some(last);
+        }
     }
+
     pub fn finish(self) -> u64 {
-        todo!("OctetCounter::finish")
+        match self.last {
+            None | Some(b'\n') => self.octets,
+            Some(b'\r') => self.octets + 1,
+            Some(_) => self.octets + 2,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `message` in chunks of `step` octets, stopping when the encoder says so.
+    fn encode(message: &[u8], limit: Limit, step: usize) -> Vec<u8> {
+        let mut encoder = Encoder::new(limit);
+        let mut out = Vec::new();
+        for chunk in message.chunks(step.max(1)) {
+            if !encoder.write_chunk(chunk, &mut out).unwrap() {
+                break;
+            }
+        }
+        encoder.finish(&mut out).unwrap();
+        out
+    }
+
+    fn count(message: &[u8], step: usize) -> u64 {
+        let mut counter = OctetCounter::new();
+        message.chunks(step.max(1)).for_each(|chunk| counter.update(chunk));
+        counter.finish()
+    }
+
+    /// A line-at-a-time model of RFC 1939 section 3 and TOP, written for clarity rather than speed.
+    fn reference(message: &[u8], limit: Limit) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut left = match limit {
+            Limit::Whole => None,
+            Limit::Top(n) => Some(n),
+        };
+        let mut in_headers = true;
+        let mut lines = message.split_inclusive(|&b| b == b'\n');
+        while in_headers || left != Some(0) {
+            let Some(line) = lines.next() else { break };
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let content = line.strip_suffix(b"\r").unwrap_or(line);
+            if content.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(content);
+            out.extend_from_slice(b"\r\n");
+            if in_headers {
+                in_headers = !content.is_empty();
+            } else if let Some(n) = &mut left {
+                *n -= 1;
+            }
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    const MSG: &[u8] = b"Subject: hi\nFrom: a\n\none\n.two\nthree\n";
+
+    #[test]
+    fn exact_wire_bytes() {
+        use Limit::*;
+        let cases: &[(&[u8], Limit, &[u8])] = &[
+            (b"", Whole, b".\r\n"),
+            (b"", Top(0), b".\r\n"),
+            (b"a", Whole, b"a\r\n.\r\n"),
+            (b"a\nb", Whole, b"a\r\nb\r\n.\r\n"),
+            (b"a\r\nb\r\n", Whole, b"a\r\nb\r\n.\r\n"),
+            (b".", Whole, b"..\r\n.\r\n"),
+            (b".\n", Whole, b"..\r\n.\r\n"),
+            (b".\r\n", Whole, b"..\r\n.\r\n"),
+            (b"..\n", Whole, b"...\r\n.\r\n"),
+            (b"a\n.\nb.\n", Whole, b"a\r\n..\r\nb.\r\n.\r\n"),
+            (b"\n\n", Whole, b"\r\n\r\n.\r\n"),
+            (b"a\rb\n", Whole, b"a\rb\r\n.\r\n"),
+            (b"a\r\r\n", Whole, b"a\r\r\n.\r\n"),
+            (b"\r", Whole, b"\r\n.\r\n"),
+            (b"a\r", Whole, b"a\r\n.\r\n"),
+            (b"\r.\n", Whole, b"\r.\r\n.\r\n"),
+            (MSG, Top(0), b"Subject: hi\r\nFrom: a\r\n\r\n.\r\n"),
+            (MSG, Top(1), b"Subject: hi\r\nFrom: a\r\n\r\none\r\n.\r\n"),
+            (MSG, Top(2), b"Subject: hi\r\nFrom: a\r\n\r\none\r\n..two\r\n.\r\n"),
+            (MSG, Top(u32::MAX), b"Subject: hi\r\nFrom: a\r\n\r\none\r\n..two\r\nthree\r\n.\r\n"),
+            (MSG, Whole, b"Subject: hi\r\nFrom: a\r\n\r\none\r\n..two\r\nthree\r\n.\r\n"),
+            (b"A: 1\r\n\r\nbody\r\n", Top(0), b"A: 1\r\n\r\n.\r\n"),
+            (b"A: 1\nB: 2\n", Top(0), b"A: 1\r\nB: 2\r\n.\r\n"),
+            (b"A: 1\nB: 2", Top(0), b"A: 1\r\nB: 2\r\n.\r\n"),
+            (b"\nbody\nmore\n", Top(0), b"\r\n.\r\n"),
+            (b"\nbody\nmore\n", Top(1), b"\r\nbody\r\n.\r\n"),
+            (b"A: 1\n\nlast", Top(5), b"A: 1\r\n\r\nlast\r\n.\r\n"),
+            (b"A: 1\n\r\n.\n", Top(1), b"A: 1\r\n\r\n..\r\n.\r\n"),
+            // "\r" then "x" is not a blank line: the headers go on.
+            (b"A: 1\n\rx\nB\n\nC\nD\n", Top(1), b"A: 1\r\n\rx\r\nB\r\n\r\nC\r\n.\r\n"),
+        ];
+        for &(message, limit, expected) in cases {
+            for step in 1..=message.len().max(1) {
+                let got = encode(message, limit, step);
+                assert_eq!(got, expected, "{message:?} {limit:?}, {step} octets per chunk: {:?}", got.escape_ascii());
+            }
+            assert_eq!(reference(message, limit), expected, "reference model, {message:?} {limit:?}");
+        }
+    }
+
+    #[test]
+    fn crlf_split_across_chunks_stays_one_crlf() {
+        let mut encoder = Encoder::new(Limit::Whole);
+        let mut out = Vec::new();
+        for chunk in [&b"a\r"[..], b"\nb\r", b"", b"\n", b"\r", b"\n"] {
+            assert!(encoder.write_chunk(chunk, &mut out).unwrap());
+        }
+        encoder.finish(&mut out).unwrap();
+        assert_eq!(out, b"a\r\nb\r\n\r\n.\r\n");
+    }
+
+    #[test]
+    fn top_stops_asking_for_chunks() {
+        let mut encoder = Encoder::new(Limit::Top(1));
+        let mut out = Vec::new();
+        assert!(encoder.write_chunk(b"H: v\n\nbo", &mut out).unwrap());
+        assert!(!encoder.write_chunk(b"dy\nnext\n", &mut out).unwrap());
+        assert!(!encoder.write_chunk(b"more\n", &mut out).unwrap());
+        encoder.finish(&mut out).unwrap();
+        assert_eq!(out, b"H: v\r\n\r\nbody\r\n.\r\n");
+    }
+
+    /// Counts `write` calls: runs of CRLF lines must go out in one piece, not per line or per octet.
+    #[derive(Default)]
+    struct Writes(usize, Vec<u8>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += 1;
+            self.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn crlf_lines_are_written_as_one_run() {
+        let mut out = Writes::default();
+        let mut encoder = Encoder::new(Limit::Whole);
+        encoder.write_chunk(b"line one\r\nline two\r\nline three\r\n", &mut out).unwrap();
+        assert_eq!(out.0, 1);
+        // A leading dot and a bare LF each split the run once.
+        encoder.write_chunk(b"a\r\n.b\r\nc\nd\r\n", &mut out).unwrap();
+        assert_eq!(out.0, 1 + 5);
+        encoder.finish(&mut out).unwrap();
+        assert_eq!(out.1, b"line one\r\nline two\r\nline three\r\na\r\n..b\r\nc\r\nd\r\n.\r\n");
+    }
+
+    #[test]
+    fn counter_matches_known_sizes() {
+        let cases: &[(&[u8], u64)] = &[
+            (b"", 0),
+            (b"a", 3),
+            (b"a\n", 3),
+            (b"a\r\n", 3),
+            (b"a\r", 3),
+            (b"\r", 2),
+            (b".\n", 3),
+            (b"a\rb\n", 5),
+            (MSG, 42),
+        ];
+        for &(message, octets) in cases {
+            for step in 1..=message.len().max(1) {
+                assert_eq!(count(message, step), octets, "{message:?}, {step} octets per chunk");
+            }
+        }
+    }
+
+    /// xorshift64: deterministic inputs without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Stuffing dots: one per line that begins with '.'.
+    fn leading_dots(message: &[u8]) -> u64 {
+        message.split_inclusive(|&b| b == b'\n').filter(|line| line.first() == Some(&b'.')).count() as u64
+    }
+
+    #[test]
+    fn random_messages_agree_with_the_model_and_the_counter() {
+        const ALPHABET: &[u8] = b".\r\n\n\na ";
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..3000 {
+            let len = rng.below(48);
+            let message: Vec<u8> = (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect();
+            // Uneven chunks, including empty ones.
+            let mut encoder = Encoder::new(Limit::Whole);
+            let mut counter = OctetCounter::new();
+            let mut wire = Vec::new();
+            let mut rest = &message[..];
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(rng.below(rest.len() + 1));
+                assert!(encoder.write_chunk(chunk, &mut wire).unwrap());
+                counter.update(chunk);
+                rest = tail;
+            }
+            encoder.finish(&mut wire).unwrap();
+            assert_eq!(wire, reference(&message, Limit::Whole), "{:?}", message.escape_ascii());
+            let octets = counter.finish();
+            assert_eq!(octets, wire.len() as u64 - leading_dots(&message) - 3, "{:?}", message.escape_ascii());
+
+            let limit = Limit::Top(rng.below(4) as u32);
+            let step = 1 + rng.below(8);
+            let expected = reference(&message, limit);
+            assert_eq!(encode(&message, limit, step), expected, "{:?} {limit:?}", message.escape_ascii());
+        }
     }
 }

@@ -1,7 +1,13 @@
 //! Status lines (`+OK`/`-ERR`) and RFC 2449/3206 response codes, written in one place.
+//!
+//! Only the first line of a response lives here; multi-line bodies are `body.rs`'s.
 
 use std::fmt;
 use std::io::{self, Write};
+
+/// RFC 2449 section 4: "The maximum length of the first line of a command response (including the initial
+/// greeting) is unchanged at 512 octets (including the terminating CRLF)."
+pub const MAX_STATUS_LINE: usize = 512;
 
 /// Extended response codes (RFC 2449 section 8, RFC 3206).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,18 +27,153 @@ pub enum RespCode {
 impl RespCode {
     /// The code as it appears between the brackets.
     pub fn as_str(self) -> &'static str {
-        todo!("RespCode::as_str")
+        match self {
+            RespCode::Auth => "AUTH",
+            RespCode::InUse => "IN-USE",
+            RespCode::SysTemp => "SYS/TEMP",
+            RespCode::SysPerm => "SYS/PERM",
+            RespCode::LoginDelay => "LOGIN-DELAY",
+        }
     }
 }
 
 /// Writes `+OK <text>\r\n`. `text` must not be empty or contain CR/LF.
 pub fn ok<W: Write + ?Sized>(out: &mut W, text: fmt::Arguments<'_>) -> io::Result<()> {
-    let _ = (out, text);
-    todo!("reply::ok")
+    write_status(out, "+OK", None, text)
 }
 
 /// Writes `-ERR [CODE] <text>\r\n` (the bracket part only when `code` is given).
 pub fn err<W: Write + ?Sized>(out: &mut W, code: Option<RespCode>, text: fmt::Arguments<'_>) -> io::Result<()> {
-    let _ = (out, code, text);
-    todo!("reply::err")
+    write_status(out, "-ERR", code, text)
+}
+
+/// Formats the whole line on the stack and hands it to `out` in one `write_all`.
+///
+/// Text may carry client-supplied bytes (a user name echoed back), so a CR or LF in it becomes a space
+/// rather than ending the line early and forging a second reply. Text that would push the line past
+/// [`MAX_STATUS_LINE`] is cut; an empty text leaves just the status indicator.
+fn write_status<W: Write + ?Sized>(
+    out: &mut W,
+    status: &str,
+    code: Option<RespCode>,
+    text: fmt::Arguments<'_>,
+) -> io::Result<()> {
+    let mut line = StatusLine { buf: [0; MAX_STATUS_LINE], len: 0 };
+    let prefixed = match code {
+        Some(code) => fmt::write(&mut line, format_args!("{status} [{}] ", code.as_str())),
+        None => fmt::write(&mut line, format_args!("{status} ")),
+    };
+    let text_start = line.len;
+    prefixed
+        .and_then(|()| fmt::write(&mut line, text))
+        .map_err(|_| io::Error::other("formatting a status line failed"))?;
+    if line.len == text_start {
+        line.len -= 1; // no text: drop the separating space
+    }
+    line.buf[line.len..line.len + 2].copy_from_slice(b"\r\n");
+    out.write_all(&line.buf[..line.len + 2])
+}
+
+/// A status line being formatted; always leaves room for the CRLF.
+struct StatusLine {
+    buf: [u8; MAX_STATUS_LINE],
+    len: usize,
+}
+
+impl fmt::Write for StatusLine {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = MAX_STATUS_LINE - 2 - self.len;
+        let take = s.len().min(room);
+        let dst = &mut self.buf[self.len..self.len + take];
+        for (d, &b) in dst.iter_mut().zip(s.as_bytes()) {
+            *d = if b == b'\r' || b == b'\n' { b' ' } else { b };
+        }
+        self.len += take;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records each `write` call separately, to check a line goes out in one piece.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn ok_line(text: fmt::Arguments<'_>) -> Vec<Vec<u8>> {
+        let mut out = Writes::default();
+        ok(&mut out, text).unwrap();
+        out.0
+    }
+
+    fn err_line(code: Option<RespCode>, text: fmt::Arguments<'_>) -> Vec<Vec<u8>> {
+        let mut out = Writes::default();
+        err(&mut out, code, text).unwrap();
+        out.0
+    }
+
+    #[test]
+    fn codes() {
+        let cases = [
+            (RespCode::Auth, "AUTH"),
+            (RespCode::InUse, "IN-USE"),
+            (RespCode::SysTemp, "SYS/TEMP"),
+            (RespCode::SysPerm, "SYS/PERM"),
+            (RespCode::LoginDelay, "LOGIN-DELAY"),
+        ];
+        for (code, text) in cases {
+            assert_eq!(code.as_str(), text);
+        }
+    }
+
+    #[test]
+    fn exact_bytes_in_one_write() {
+        let n = 2;
+        let cases: &[(Vec<Vec<u8>>, &[u8])] = &[
+            (ok_line(format_args!("{n} messages ({} octets)", 320)), b"+OK 2 messages (320 octets)\r\n"),
+            (ok_line(format_args!("")), b"+OK\r\n"),
+            (err_line(None, format_args!("no such message")), b"-ERR no such message\r\n"),
+            (err_line(Some(RespCode::InUse), format_args!("maildrop locked")), b"-ERR [IN-USE] maildrop locked\r\n"),
+            (err_line(Some(RespCode::SysTemp), format_args!("")), b"-ERR [SYS/TEMP]\r\n"),
+            (err_line(Some(RespCode::Auth), format_args!("bad {}", "login")), b"-ERR [AUTH] bad login\r\n"),
+        ];
+        for (writes, expected) in cases {
+            assert_eq!(writes, &[expected.to_vec()]);
+        }
+    }
+
+    #[test]
+    fn line_breaks_in_text_cannot_forge_a_reply() {
+        let user = "x\r\n+OK hi";
+        assert_eq!(err_line(None, format_args!("{user} unknown")), [b"-ERR x  +OK hi unknown\r\n".to_vec()]);
+    }
+
+    #[test]
+    fn long_text_is_cut_to_512_octets() {
+        let long = "y".repeat(600);
+        let writes = ok_line(format_args!("{long}"));
+        assert_eq!(writes.len(), 1);
+        let line = &writes[0];
+        assert_eq!(line.len(), MAX_STATUS_LINE);
+        assert!(line.starts_with(b"+OK yyy"));
+        assert!(line.ends_with(b"y\r\n"));
+    }
+
+    #[test]
+    fn write_errors_propagate() {
+        let mut full = [0u8; 4];
+        let err = ok(&mut &mut full[..], format_args!("too long for the slice")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
+    }
 }

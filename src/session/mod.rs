@@ -1,1 +1,209 @@
-//! (in progress)
+//! The RFC 1939 state machine: AUTHORIZATION → TRANSACTION → (QUIT) UPDATE. One call per command line;
+//! replies are written into a `Write`. This module never touches a socket or a clock: delays are asked of
+//! the caller through [`Step::Delay`].
+
+mod authorization;
+pub mod table;
+mod transaction;
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::auth::{Account, Authenticator};
+use crate::maildrop::Maildrop;
+use crate::maildrop::location::Location;
+use crate::proto::command::{self, Command};
+use crate::proto::reply;
+use table::Table;
+
+/// What every session shares: the user database, where mail lives, and the policy knobs.
+pub struct Services {
+    pub auth: Arc<dyn Authenticator>,
+    pub mail: Location,
+    pub auth_failure_delay: Duration,
+    /// Sessions inside UPDATE: shutdown waits for these, whatever its grace period.
+    pub updates_in_progress: AtomicUsize,
+}
+
+/// What the caller does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    /// Wait this long before sending the reply (failed logins), then continue.
+    Delay(Duration),
+    /// Close the connection (QUIT was handled).
+    Quit,
+}
+
+/// How a session ended, for the session-end log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Quit,
+    UpdateFailed,
+    Timeout,
+    Closed,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Quit => "quit",
+            Outcome::UpdateFailed => "update-failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Closed => "closed",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Counters for the session-end log line.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub user: Option<String>,
+    pub retr: u64,
+    pub dele: u64,
+    pub bytes: u64,
+    pub outcome: Option<Outcome>,
+}
+
+enum State {
+    Authorization { user: Option<Vec<u8>> },
+    Transaction(Box<Transaction>),
+    Finished,
+}
+
+/// A logged-in session's maildrop and marks.
+struct Transaction {
+    account: Account,
+    maildrop: Box<dyn Maildrop>,
+    table: Table,
+}
+
+/// One client's POP3 session.
+pub struct Session<'a> {
+    services: &'a Services,
+    peer: &'a str,
+    /// The APOP timestamp sent in the greeting, when APOP is offered.
+    apop_timestamp: Option<String>,
+    state: State,
+    stats: Stats,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(services: &'a Services, peer: &'a str, apop_timestamp: Option<String>) -> Session<'a> {
+        Session { services, peer, apop_timestamp, state: State::Authorization { user: None }, stats: Stats::default() }
+    }
+
+    /// RFC 1939 section 4: the greeting; with APOP, the timestamp ends it (clients look for the `<`).
+    pub fn greeting<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<()> {
+        match &self.apop_timestamp {
+            Some(ts) => reply::ok(out, format_args!("poplar ready {ts}")),
+            None => reply::ok(out, format_args!("poplar ready")),
+        }
+    }
+
+    /// Handles one command line (CRLF removed).
+    pub fn handle_line<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<Step> {
+        let command = match command::parse(line) {
+            Ok(command) => command,
+            Err(e) => {
+                reply::err(out, None, format_args!("{e}"))?;
+                return Ok(Step::Continue);
+            }
+        };
+        match &mut self.state {
+            State::Authorization { .. } => self.authorization(command, out),
+            State::Transaction(tx) => {
+                let step = transaction::handle(tx, &mut self.stats, command, self.services, out)?;
+                if step == Step::Quit {
+                    self.state = State::Finished;
+                }
+                Ok(step)
+            }
+            State::Finished => {
+                reply::err(out, None, format_args!("session is over"))?;
+                Ok(Step::Quit)
+            }
+        }
+    }
+
+    /// A command line over the RFC 2449 limit was discarded.
+    pub fn line_too_long<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<Step> {
+        reply::err(out, None, format_args!("command line too long (limit {} octets)", crate::proto::line::MAX_COMMAND_LINE))?;
+        Ok(Step::Continue)
+    }
+
+    /// Ends the session and returns its counters; `outcome` applies when QUIT did not set one.
+    pub fn finish(self, outcome: Outcome) -> Stats {
+        let mut stats = self.stats;
+        stats.outcome.get_or_insert(outcome);
+        stats
+    }
+
+    /// True once the session entered TRANSACTION (for choosing the autologout timer).
+    pub fn logged_in(&self) -> bool {
+        matches!(self.state, State::Transaction(_))
+    }
+}
+
+/// The capabilities of RFC 2449 section 6, one per line. `logged_in` is there for the capabilities that
+/// depend on the state (STLS, SASL); the rest are announced in both states (RFC 2449 section 5).
+fn write_capabilities<W: Write + ?Sized>(out: &mut W, _logged_in: bool) -> io::Result<()> {
+    reply::ok(out, format_args!("capability list follows"))?;
+    out.write_all(b"TOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n")?;
+    write!(out, "IMPLEMENTATION poplar {}\r\n.\r\n", env!("CARGO_PKG_VERSION"))
+}
+
+/// A client-supplied name, made safe for a log line (no control characters, bounded length).
+pub fn printable(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len().min(64));
+    for &b in bytes.iter().take(64) {
+        if (0x21..0x7f).contains(&b) && b != b'\\' {
+            s.push(b as char);
+        } else {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    if bytes.len() > 64 {
+        s.push_str("...");
+    }
+    s
+}
+
+/// Counts sessions inside UPDATE while alive.
+struct UpdateGuard<'a>(&'a AtomicUsize);
+
+impl<'a> UpdateGuard<'a> {
+    fn enter(counter: &'a AtomicUsize) -> UpdateGuard<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        UpdateGuard(counter)
+    }
+}
+
+impl Drop for UpdateGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Commands that are valid only in TRANSACTION, for the wrong-state reply in AUTHORIZATION.
+fn transaction_only(command: &Command<'_>) -> bool {
+    matches!(
+        command,
+        Command::Stat
+            | Command::List(_)
+            | Command::Retr(_)
+            | Command::Dele(_)
+            | Command::Noop
+            | Command::Rset
+            | Command::Top { .. }
+            | Command::Uidl(_)
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+# poplar: build, test, try and install.  GNU make.
+#
+#   make run        build, then start a demo server on 127.0.0.1:1110 (user demo, password demo)
+#   make test       every test: unit, integration (they start the real binary) and the man page lint
+#   make build      release build: target/release/poplar
+#   make static     fully static binary for x86_64-unknown-linux-musl
+#   make install    binary in $(PREFIX)/sbin, man page in $(PREFIX)/share/man/man8 (DESTDIR honoured)
+#   make uninstall  remove what install put there
+#   make lint-man   mandoc -Tlint man/poplar.8, failing on any message
+#   make clean      cargo clean
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+# Each recipe runs as one shell script, so `set -e` and variables hold across its lines.
+.ONESHELL:
+.DELETE_ON_ERROR:
+
+CARGO       ?= cargo
+MANDOC      ?= mandoc
+INSTALL     ?= install
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+SBINDIR     := $(PREFIX)/sbin
+MAN8DIR     := $(PREFIX)/share/man/man8
+MUSL_TARGET := x86_64-unknown-linux-musl
+BIN         := target/release/poplar
+STATIC_BIN  := target/$(MUSL_TARGET)/release/poplar
+MANPAGE     := man/poplar.8
+DEMO_ADDR   := 127.0.0.1:1110
+
+.PHONY: all build test lint-man run static install uninstall clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# --all-targets builds and runs the unit tests and every tests/*.rs (which start target/debug/poplar);
+# doctests are not part of --all-targets, hence the second line.
+test: lint-man
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+lint-man:
+	@command -v $(MANDOC) >/dev/null || { echo "lint-man: mandoc is required (Debian: apt-get install mandoc)" >&2; exit 1; }
+	out=$$($(MANDOC) -Tlint $(MANPAGE) 2>&1) || true
+	if [ -n "$$out" ]; then printf '%s\n' "$$out" >&2; echo "lint-man: $(MANPAGE) is not clean" >&2; exit 1; fi
+	echo "lint-man: $(MANPAGE) is clean"
+
+# The release binary as a file, for install: `make build` as a user, then `sudo make install` does not
+# run cargo again unless a source changed.
+$(BIN): Cargo.toml Cargo.lock $(shell find src -name '*.rs' 2>/dev/null)
+	$(CARGO) build --release
+
+# A demo maildrop in a fresh temporary folder, removed when the server stops.  The passwd-file gives
+# demo the home TMP/demo and the mail location maildir:%h/Maildir puts the messages in TMP/demo/Maildir.
+# The messages are delivered as Maildir does (files in new/, oldest first by mtime), and show the
+# interesting cases: a multi-line body, lines starting with '.', and a last line without a newline.
+run: build
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/poplar-demo.XXXXXX")
+	trap 'rm -rf "$$tmp"' EXIT
+	md="$$tmp/demo/Maildir"
+	mkdir -p "$$md/new" "$$md/cur" "$$md/tmp"
+	printf 'demo:{PLAIN}demo::::%s/demo::\n' "$$tmp" > "$$tmp/passwd"
+	chmod 600 "$$tmp/passwd"
+	now=$$(date +%s)
+	deliver() { # deliver AGE NAME: stdin becomes new/<unique name>, AGE seconds old
+		local t=$$((now - $$1)) f="$$md/new/$$(( now - $$1 )).M$$2P$$$$.poplar-demo"
+		cat > "$$f"; touch -d "@$$t" "$$f"
+	}
+	printf '%s\n' \
+		'From: Poplar Team <team@example.org>' \
+		'To: Demo User <demo@example.org>' \
+		'Subject: Welcome to poplar' \
+		"Date: $$(date -R -d "@$$((now - 300))")" \
+		'Message-ID: <welcome.1@example.org>' \
+		'MIME-Version: 1.0' \
+		'Content-Type: text/plain; charset=us-ascii' \
+		'' \
+		'Hello,' \
+		'' \
+		'this is the first message in the demo maildrop.  Fetch it with' \
+		'RETR 1, look at its headers with TOP 1 0, and list the others' \
+		'with LIST or UIDL.' \
+		'' \
+		'Messages you DELE are removed only when you QUIT; drop the' \
+		'connection instead and they are all still here next time.' \
+		'' \
+		'-- ' \
+		'poplar' | deliver 300 1
+	printf '%s\n' \
+		'From: Alice Example <alice@example.net>' \
+		'To: demo@example.org' \
+		'Subject: Lines that start with a dot' \
+		"Date: $$(date -R -d "@$$((now - 200))")" \
+		'Message-ID: <dots.2@example.net>' \
+		'' \
+		'A POP3 server must byte-stuff lines beginning with a dot (RFC 1939,' \
+		'section 3), so the three lines below arrive intact:' \
+		'' \
+		'.profile and .bashrc are hidden files' \
+		'.' \
+		'..and a line that already had two dots' \
+		'' \
+		'Alice' | deliver 200 2
+	printf '%s\n' \
+		'From: Bob Example <bob@example.com>' \
+		'To: demo@example.org' \
+		'Subject: No newline at the end' \
+		"Date: $$(date -R -d "@$$((now - 100))")" \
+		'Message-ID: <nonl.3@example.com>' \
+		'' \
+		'The last line of this file has no line feed; the server still ends it' > "$$tmp/msg3"
+	printf '%s' 'with CRLF before the terminating dot.' >> "$$tmp/msg3"
+	deliver 100 3 < "$$tmp/msg3"; rm -f "$$tmp/msg3"
+	printf '%s\n' \
+		'From: Carol Example <carol@example.com>' \
+		'To: Demo User <demo@example.org>' \
+		'Cc: Alice Example <alice@example.net>' \
+		'Subject: Meeting notes' \
+		"Date: $$(date -R -d "@$$((now - 10))")" \
+		'Message-ID: <notes.4@example.com>' \
+		'In-Reply-To: <dots.2@example.net>' \
+		'' \
+		'Notes from Thursday:' \
+		'' \
+		'  1. Maildir: new/ and cur/ are read, tmp/ never is.' \
+		'  2. UIDL is the unique part of the file name.' \
+		'  3. One session per maildrop; a second one gets [IN-USE].' \
+		'' \
+		'Carol' | deliver 10 4
+	py='import poplib; p = poplib.POP3("127.0.0.1", 1110); p.user("demo"); p.pass_("demo"); print(p.stat()); print(b"\n".join(p.retr(2)[1]).decode()); p.quit()'
+	printf '%s\n' '' \
+		"  poplar demo: user demo, password demo, $$(ls "$$md/new" | wc -l) messages in $$md" \
+		'' \
+		'  Try it from another terminal:' \
+		'    curl pop3://demo:demo@$(DEMO_ADDR)/        (list the messages)' \
+		'    curl pop3://demo:demo@$(DEMO_ADDR)/1       (fetch message 1)' \
+		"    python3 -c '$$py'" \
+		'' \
+		"  Ctrl-C stops the server and removes $$tmp." \
+		''
+	$(BIN) --listen $(DEMO_ADDR) --passwd "$$tmp/passwd" --mail 'maildir:%h/Maildir' \
+		--timeout 600 --log-level info || status=$$?
+	exit $${status:-0}
+
+static:
+	@if ! rustup target list --installed 2>/dev/null | grep -qx '$(MUSL_TARGET)'; then
+		echo "static: adding the $(MUSL_TARGET) target with rustup"
+		rustup target add $(MUSL_TARGET)
+	fi
+	$(CARGO) build --release --target $(MUSL_TARGET)
+	echo "$(STATIC_BIN): $$(stat -c %s $(STATIC_BIN)) bytes"
+	file $(STATIC_BIN) 2>/dev/null || true
+
+install: $(BIN)
+	$(INSTALL) -d "$(DESTDIR)$(SBINDIR)" "$(DESTDIR)$(MAN8DIR)"
+	$(INSTALL) -m 0755 $(BIN) "$(DESTDIR)$(SBINDIR)/poplar"
+	$(INSTALL) -m 0644 $(MANPAGE) "$(DESTDIR)$(MAN8DIR)/poplar.8"
+
+uninstall:
+	rm -f "$(DESTDIR)$(SBINDIR)/poplar" "$(DESTDIR)$(MAN8DIR)/poplar.8"
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,112 @@
+//! AUTHORIZATION state handlers: USER, PASS, APOP, CAPA, QUIT (RFC 1939 sections 4 and 7), and the move
+//! into TRANSACTION: resolving the maildrop path, opening and locking the maildrop.
+
+use std::io::{self, Write};
+
+use super::{Session, State, Step, Transaction, printable, transaction_only, write_capabilities};
+use crate::auth::{Account, AuthError, Secret};
+use crate::maildrop::{self, MaildropError};
+use crate::proto::command::Command;
+use crate::proto::reply::{self, RespCode};
+use crate::session::table::Table;
+
+impl Session<'_> {
+    pub(super) fn authorization<W: Write + ?Sized>(&mut self, command: Command<'_>, out: &mut W) -> io::Result<Step> {
+        match command {
+            Command::User(name) => self.user(name, out),
+            Command::Pass(password) => self.pass(password, out),
+            Command::Apop { name, digest } => self.apop(name, digest, out),
+            Command::Capa => write_capabilities(out, false).map(|()| Step::Continue),
+            Command::Quit => {
+                self.state = State::Finished;
+                self.stats.outcome = Some(super::Outcome::Quit);
+                reply::ok(out, format_args!("poplar signing off")).map(|()| Step::Quit)
+            }
+            Command::Auth { .. } => refuse(out, "no SASL mechanisms available"),
+            Command::Stls => refuse(out, "STLS not available"),
+            command if transaction_only(&command) => {
+                refuse(out, &format!("{} is not valid before login", command.keyword()))
+            }
+            command => refuse(out, &format!("{} is not valid now", command.keyword())),
+        }
+    }
+
+    /// RFC 1939: USER may be repeated; the last name given counts.
+    fn user<W: Write + ?Sized>(&mut self, name: &[u8], out: &mut W) -> io::Result<Step> {
+        self.state = State::Authorization { user: Some(name.to_vec()) };
+        reply::ok(out, format_args!("send PASS"))?;
+        Ok(Step::Continue)
+    }
+
+    fn pass<W: Write + ?Sized>(&mut self, password: &[u8], out: &mut W) -> io::Result<Step> {
+        let State::Authorization { user } = &mut self.state else { unreachable!("PASS outside AUTHORIZATION") };
+        // RFC 1939: after a failed PASS the client starts again with USER or APOP.
+        let Some(user) = user.take() else {
+            return refuse(out, "send USER first");
+        };
+        let result = self.services.auth.login(&user, &Secret::new(password));
+        self.complete_login(&user, result, out)
+    }
+
+    fn apop<W: Write + ?Sized>(&mut self, name: &[u8], digest: &[u8], out: &mut W) -> io::Result<Step> {
+        let Some(timestamp) = &self.apop_timestamp else {
+            return refuse(out, "APOP not enabled");
+        };
+        let result = self.services.auth.apop(name, timestamp.as_bytes(), digest);
+        self.complete_login(name, result, out)
+    }
+
+    fn complete_login<W: Write + ?Sized>(
+        &mut self,
+        user: &[u8],
+        result: Result<Account, AuthError>,
+        out: &mut W,
+    ) -> io::Result<Step> {
+        self.state = State::Authorization { user: None };
+        match result {
+            Ok(account) => self.open_maildrop(account, out),
+            Err(AuthError::BadCredentials) => {
+                log::info!("login failed user={} peer={}", printable(user), self.peer);
+                reply::err(out, Some(RespCode::Auth), format_args!("invalid user name or password"))?;
+                Ok(Step::Delay(self.services.auth_failure_delay))
+            }
+            Err(e @ AuthError::Unavailable(_)) => {
+                log::error!("login user={} peer={}: {e}", printable(user), self.peer);
+                reply::err(out, Some(RespCode::SysTemp), format_args!("authentication unavailable, try later"))?;
+                Ok(Step::Continue)
+            }
+        }
+    }
+
+    /// Resolves, opens and locks the user's maildrop and enters TRANSACTION.
+    fn open_maildrop<W: Write + ?Sized>(&mut self, account: Account, out: &mut W) -> io::Result<Step> {
+        let mail = &self.services.mail;
+        let opened = mail
+            .expand(&account.name, account.home.as_deref())
+            .map_err(|reason| MaildropError::BadPath { reason: format!("user {}: {reason}", account.name) })
+            .and_then(|path| maildrop::open(mail.format, &path));
+        let maildrop = match opened {
+            Ok(maildrop) => maildrop,
+            Err(e) => {
+                match &e {
+                    MaildropError::InUse { .. } => log::info!("user={} peer={}: {e}", account.name, self.peer),
+                    _ => log::error!("user={} peer={}: {e}", account.name, self.peer),
+                }
+                reply::err(out, Some(e.resp_code()), format_args!("{}", e.client_text()))?;
+                return Ok(Step::Continue);
+            }
+        };
+        let table = Table::new(maildrop.messages());
+        let (count, octets) = table.totals();
+        log::info!("login user={} peer={} messages={count} octets={octets}", account.name, self.peer);
+        reply::ok(out, format_args!("{}'s maildrop has {count} messages ({octets} octets)", account.name))?;
+        self.stats.user = Some(account.name.clone());
+        self.state = State::Transaction(Box::new(Transaction { account, maildrop, table }));
+        Ok(Step::Continue)
+    }
+}
+
+fn refuse<W: Write + ?Sized>(out: &mut W, text: &str) -> io::Result<Step> {
+    reply::err(out, None, format_args!("{text}"))?;
+    Ok(Step::Continue)
+}

@@ -1,0 +1,208 @@
+//! Session tests: scripted exchanges against a fake user database and a temporary Maildir, asserting the
+//! exact reply bytes.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use super::*;
+use crate::auth::{Account, AuthError, Authenticator, Secret};
+
+struct OneUser {
+    home: std::path::PathBuf,
+}
+
+impl Authenticator for OneUser {
+    fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
+        if user == b"alice" && *password.expose() == b"secret".as_slice() {
+            Ok(Account { name: "alice".into(), uid: None, gid: None, home: Some(self.home.clone()) })
+        } else {
+            Err(AuthError::BadCredentials)
+        }
+    }
+    fn apop(&self, _user: &[u8], _timestamp: &[u8], _digest: &[u8]) -> Result<Account, AuthError> {
+        Err(AuthError::BadCredentials)
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    services: Services,
+}
+
+fn fixture(messages: &[&[u8]]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for (i, body) in messages.iter().enumerate() {
+        let path = maildir.join("cur").join(format!("{}.M{i}P1.test:2,", 1_000_000 + i));
+        std::fs::write(&path, body).unwrap();
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000 + i as u64);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(t).unwrap();
+    }
+    let services = Services {
+        auth: Arc::new(OneUser { home: dir.path().to_path_buf() }),
+        mail: "maildir:%h/Maildir".parse().unwrap(),
+        auth_failure_delay: Duration::from_millis(7),
+        updates_in_progress: AtomicUsize::new(0),
+    };
+    Fixture { dir, services }
+}
+
+/// Feeds each line and returns everything written, with the step of the last line.
+fn script(session: &mut Session<'_>, lines: &[&str]) -> (String, Step) {
+    let mut out = Vec::new();
+    let mut step = Step::Continue;
+    for line in lines {
+        step = session.handle_line(line.as_bytes(), &mut out).unwrap();
+    }
+    (String::from_utf8(out).unwrap(), step)
+}
+
+const MSG1: &[u8] = b"Subject: one\n\nbody\n.dot\n";
+const MSG2: &[u8] = b"Subject: two\n\nno newline";
+
+#[test]
+fn greeting_without_and_with_apop() {
+    let f = fixture(&[]);
+    let mut out = Vec::new();
+    Session::new(&f.services, "peer", None).greeting(&mut out).unwrap();
+    assert_eq!(out, b"+OK poplar ready\r\n");
+    out.clear();
+    Session::new(&f.services, "peer", Some("<1.2@h>".into())).greeting(&mut out).unwrap();
+    assert_eq!(out, b"+OK poplar ready <1.2@h>\r\n");
+}
+
+#[test]
+fn login_stat_list_retr_top_uidl() {
+    let f = fixture(&[MSG1, MSG2]);
+    let mut s = Session::new(&f.services, "peer", None);
+    let (out, _) = script(&mut s, &["USER alice", "PASS secret"]);
+    assert_eq!(out, "+OK send PASS\r\n+OK alice's maildrop has 2 messages (56 octets)\r\n");
+    let (out, _) = script(&mut s, &["STAT", "LIST", "LIST 2", "LIST 3", "LIST 0"]);
+    assert_eq!(
+        out,
+        "+OK 2 56\r\n+OK 2 messages (56 octets)\r\n1 28\r\n2 28\r\n.\r\n+OK 2 28\r\n\
+         -ERR no such message 3\r\n-ERR invalid message number\r\n"
+            .replace("-ERR invalid message number", &format!("-ERR {}", crate::proto::command::ParseError::BadMessageNumber))
+    );
+    let (out, _) = script(&mut s, &["RETR 1"]);
+    assert_eq!(out, "+OK 28 octets\r\nSubject: one\r\n\r\nbody\r\n..dot\r\n.\r\n");
+    let (out, _) = script(&mut s, &["retr 2"]);
+    assert_eq!(out, "+OK 28 octets\r\nSubject: two\r\n\r\nno newline\r\n.\r\n");
+    let (out, _) = script(&mut s, &["TOP 1 0"]);
+    assert_eq!(out, "+OK top of message 1 follows\r\nSubject: one\r\n\r\n.\r\n");
+    let (out, _) = script(&mut s, &["UIDL"]);
+    assert_eq!(out, "+OK unique-id listing follows\r\n1 1000000.M0P1.test\r\n2 1000001.M1P1.test\r\n.\r\n");
+}
+
+#[test]
+fn deleted_messages_vanish_until_rset() {
+    let f = fixture(&[MSG1, MSG2]);
+    let mut s = Session::new(&f.services, "peer", None);
+    script(&mut s, &["USER alice", "PASS secret"]);
+    let (out, _) = script(&mut s, &["DELE 1", "DELE 1", "STAT", "LIST", "RETR 1", "UIDL 1", "TOP 1 1"]);
+    assert_eq!(
+        out,
+        "+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n+OK 1 28\r\n\
+         +OK 1 messages (28 octets)\r\n2 28\r\n.\r\n-ERR message 1 already deleted\r\n\
+         -ERR message 1 already deleted\r\n-ERR message 1 already deleted\r\n"
+    );
+    let (out, _) = script(&mut s, &["RSET", "STAT"]);
+    assert_eq!(out, "+OK maildrop has 2 messages (56 octets)\r\n+OK 2 56\r\n");
+}
+
+#[test]
+fn quit_in_transaction_applies_deletions() {
+    let f = fixture(&[MSG1, MSG2]);
+    let mut s = Session::new(&f.services, "peer", None);
+    let (out, step) = script(&mut s, &["USER alice", "PASS secret", "DELE 2", "QUIT"]);
+    assert!(out.ends_with("+OK poplar signing off (1 messages left)\r\n"), "{out}");
+    assert_eq!(step, Step::Quit);
+    let left: Vec<_> = std::fs::read_dir(f.dir.path().join("Maildir/cur")).unwrap().collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(s.finish(Outcome::Closed).outcome, Some(Outcome::Quit));
+}
+
+#[test]
+fn no_quit_deletes_nothing() {
+    let f = fixture(&[MSG1, MSG2]);
+    let mut s = Session::new(&f.services, "peer", None);
+    script(&mut s, &["USER alice", "PASS secret", "DELE 1", "DELE 2"]);
+    let stats = s.finish(Outcome::Closed);
+    assert_eq!(stats.outcome, Some(Outcome::Closed));
+    assert_eq!(std::fs::read_dir(f.dir.path().join("Maildir/cur")).unwrap().count(), 2);
+}
+
+#[test]
+fn bad_credentials_are_delayed_and_uniform() {
+    let f = fixture(&[]);
+    let mut s = Session::new(&f.services, "peer", None);
+    let (wrong_pass, step) = script(&mut s, &["USER alice", "PASS nope"]);
+    assert_eq!(step, Step::Delay(Duration::from_millis(7)));
+    let (unknown, _) = script(&mut s, &["USER bob", "PASS secret"]);
+    assert_eq!(wrong_pass, unknown);
+    assert_eq!(unknown, "+OK send PASS\r\n-ERR [AUTH] invalid user name or password\r\n");
+    // After a failed PASS, the client must start over with USER.
+    let (out, _) = script(&mut s, &["PASS secret"]);
+    assert_eq!(out, "-ERR send USER first\r\n");
+}
+
+#[test]
+fn wrong_state_and_unknown_commands() {
+    let f = fixture(&[MSG1]);
+    let mut s = Session::new(&f.services, "peer", None);
+    let (out, _) = script(&mut s, &["STAT", "RETR 1", "APOP alice 0123"]);
+    assert_eq!(
+        out,
+        "-ERR STAT is not valid before login\r\n-ERR RETR is not valid before login\r\n-ERR APOP not enabled\r\n"
+    );
+    script(&mut s, &["USER alice", "PASS secret"]);
+    let (out, _) = script(&mut s, &["USER alice", "PASS x", "STLS"]);
+    assert_eq!(
+        out,
+        "-ERR USER is not valid after login\r\n-ERR PASS is not valid after login\r\n-ERR STLS is not valid after login\r\n"
+    );
+    let (out, _) = script(&mut s, &["XYZZY"]);
+    assert!(out.starts_with("-ERR ") && out.len() > 7, "{out}");
+}
+
+#[test]
+fn capa_is_the_same_in_both_states() {
+    let f = fixture(&[]);
+    let mut s = Session::new(&f.services, "peer", None);
+    let (before, _) = script(&mut s, &["CAPA"]);
+    assert_eq!(
+        before,
+        format!(
+            "+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n\
+             IMPLEMENTATION poplar {}\r\n.\r\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    script(&mut s, &["USER alice", "PASS secret"]);
+    let (after, _) = script(&mut s, &["CAPA"]);
+    assert_eq!(before, after);
+}
+
+#[test]
+fn second_session_gets_in_use() {
+    let f = fixture(&[MSG1]);
+    let mut first = Session::new(&f.services, "peer", None);
+    script(&mut first, &["USER alice", "PASS secret"]);
+    let mut second = Session::new(&f.services, "peer", None);
+    let (out, _) = script(&mut second, &["USER alice", "PASS secret"]);
+    assert_eq!(out, "+OK send PASS\r\n-ERR [IN-USE] maildrop already locked by another session\r\n");
+    script(&mut first, &["QUIT"]);
+    let (out, _) = script(&mut second, &["USER alice", "PASS secret"]);
+    assert!(out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"), "{out}");
+}
+
+#[test]
+fn printable_escapes_control_characters() {
+    assert_eq!(printable(b"bob"), "bob");
+    assert_eq!(printable(b"a\r\nb c"), "a\\x0d\\x0ab\\x20c");
+    assert_eq!(printable(&[b'x'; 70]).len(), 67);
+}

@@ -1,0 +1,170 @@
+//! TRANSACTION state handlers: STAT, LIST, RETR, DELE, NOOP, RSET, TOP, UIDL, CAPA, and QUIT → UPDATE
+//! (RFC 1939 sections 5 and 6, RFC 2449 section 5).
+
+use std::io::{self, Read, Write};
+
+use super::table::Missing;
+use super::{Outcome, Services, Stats, Step, Transaction, UpdateGuard, write_capabilities};
+use crate::proto::body::{Encoder, Limit};
+use crate::proto::command::{Command, MsgNum};
+use crate::proto::reply::{self, RespCode};
+
+/// Size of the reads that feed the body encoder: large enough for few system calls per message, small
+/// enough to be a passing cost per RETR rather than per session.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(super) fn handle<W: Write + ?Sized>(
+    tx: &mut Transaction,
+    stats: &mut Stats,
+    command: Command<'_>,
+    services: &Services,
+    out: &mut W,
+) -> io::Result<Step> {
+    match command {
+        Command::Stat => {
+            let (count, octets) = tx.table.totals();
+            reply::ok(out, format_args!("{count} {octets}"))?;
+        }
+        Command::List(None) => list_all(tx, out)?,
+        Command::List(Some(msg)) => match tx.table.live(msg) {
+            Ok(i) => reply::ok(out, format_args!("{msg} {}", tx.maildrop.messages()[i].octets))?,
+            Err(missing) => no_message(out, msg, missing)?,
+        },
+        Command::Uidl(None) => uidl_all(tx, out)?,
+        Command::Uidl(Some(msg)) => match tx.table.live(msg) {
+            Ok(i) => reply::ok(out, format_args!("{msg} {}", tx.maildrop.messages()[i].uid))?,
+            Err(missing) => no_message(out, msg, missing)?,
+        },
+        Command::Retr(msg) => send(tx, stats, msg, Limit::Whole, out)?,
+        Command::Top { msg, lines } => send(tx, stats, msg, Limit::Top(lines), out)?,
+        Command::Dele(msg) => match tx.table.delete(msg, tx.maildrop.messages()) {
+            Ok(()) => {
+                stats.dele += 1;
+                reply::ok(out, format_args!("message {msg} deleted"))?;
+            }
+            Err(missing) => no_message(out, msg, missing)?,
+        },
+        Command::Noop => reply::ok(out, format_args!("nothing to do"))?,
+        Command::Rset => {
+            tx.table.reset();
+            stats.dele = 0;
+            let (count, octets) = tx.table.totals();
+            reply::ok(out, format_args!("maildrop has {count} messages ({octets} octets)"))?;
+        }
+        Command::Capa => write_capabilities(out, true)?,
+        Command::Quit => return update(tx, stats, services, out),
+        other => reply::err(out, None, format_args!("{} is not valid after login", other.keyword()))?,
+    }
+    Ok(Step::Continue)
+}
+
+fn no_message<W: Write + ?Sized>(out: &mut W, msg: MsgNum, missing: Missing) -> io::Result<()> {
+    match missing {
+        Missing::NoSuchMessage => reply::err(out, None, format_args!("no such message {msg}")),
+        Missing::Deleted => reply::err(out, None, format_args!("message {msg} already deleted")),
+    }
+}
+
+fn list_all<W: Write + ?Sized>(tx: &Transaction, out: &mut W) -> io::Result<()> {
+    let (count, octets) = tx.table.totals();
+    reply::ok(out, format_args!("{count} messages ({octets} octets)"))?;
+    for (index, info) in tx.maildrop.messages().iter().enumerate() {
+        if !tx.table.is_deleted(index) {
+            write!(out, "{} {}\r\n", index + 1, info.octets)?;
+        }
+    }
+    out.write_all(b".\r\n")
+}
+
+fn uidl_all<W: Write + ?Sized>(tx: &Transaction, out: &mut W) -> io::Result<()> {
+    reply::ok(out, format_args!("unique-id listing follows"))?;
+    for (index, info) in tx.maildrop.messages().iter().enumerate() {
+        if !tx.table.is_deleted(index) {
+            write!(out, "{} {}\r\n", index + 1, info.uid)?;
+        }
+    }
+    out.write_all(b".\r\n")
+}
+
+/// RETR and TOP: stream the stored message through the body encoder. A storage error before the first
+/// byte is an `-ERR`; one after `+OK` cannot be reported in-band, so it ends the connection.
+fn send<W: Write + ?Sized>(
+    tx: &mut Transaction,
+    stats: &mut Stats,
+    msg: MsgNum,
+    limit: Limit,
+    out: &mut W,
+) -> io::Result<()> {
+    let index = match tx.table.live(msg) {
+        Ok(index) => index,
+        Err(missing) => return no_message(out, msg, missing),
+    };
+    let octets = tx.maildrop.messages()[index].octets;
+    let mut reader = match tx.maildrop.open_message(index) {
+        Ok(reader) => reader,
+        Err(e) => {
+            log::error!("user={} message {msg}: {e}", tx.account.name);
+            return reply::err(out, Some(e.resp_code()), format_args!("cannot read message {msg}"));
+        }
+    };
+    match limit {
+        Limit::Whole => reply::ok(out, format_args!("{octets} octets"))?,
+        Limit::Top(_) => reply::ok(out, format_args!("top of message {msg} follows"))?,
+    }
+    let mut encoder = Encoder::new(limit);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::error!("user={} message {msg}: read failed after +OK: {e}", tx.account.name);
+                return Err(e);
+            }
+        };
+        if !encoder.write_chunk(&chunk[..n], out)? {
+            break;
+        }
+    }
+    encoder.finish(out)?;
+    if limit == Limit::Whole {
+        stats.retr += 1;
+        stats.bytes += octets;
+    }
+    Ok(())
+}
+
+/// QUIT in TRANSACTION: RFC 1939 section 6, the UPDATE state. Deletions are applied before the reply is
+/// written, so a client that closes without reading it (some do) still gets them.
+fn update<W: Write + ?Sized>(
+    tx: &mut Transaction,
+    stats: &mut Stats,
+    services: &Services,
+    out: &mut W,
+) -> io::Result<Step> {
+    let deleted = tx.table.deleted_indexes();
+    let (left, _) = tx.table.totals();
+    // Swap in an empty maildrop: `expunge` consumes the real one, which cannot be used after UPDATE.
+    let maildrop = std::mem::replace(&mut tx.maildrop, Box::new(crate::maildrop::Empty));
+    let result = {
+        let _guard = UpdateGuard::enter(&services.updates_in_progress);
+        maildrop.expunge(&deleted)
+    };
+    match result {
+        Ok(()) => {
+            stats.outcome = Some(Outcome::Quit);
+            reply::ok(out, format_args!("poplar signing off ({left} messages left)"))?;
+        }
+        Err(e) => {
+            log::error!("user={} UPDATE failed: {e}", tx.account.name);
+            stats.outcome = Some(Outcome::UpdateFailed);
+            let code = match e.resp_code() {
+                RespCode::InUse => RespCode::SysTemp,
+                code => code,
+            };
+            reply::err(out, Some(code), format_args!("some deleted messages not removed: {}", e.client_text()))?;
+        }
+    }
+    Ok(Step::Quit)
+}
