@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, Flock, FlockArg, fcntl};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 
 /// An exclusive `flock` held for the session; released when dropped (or by the kernel if the process dies).
 pub struct SessionLock {
@@ -151,7 +153,7 @@ impl DotLock {
             if let Some(lock) = DotLock::try_create(path)? {
                 return Ok(lock);
             }
-            if is_stale(path) {
+            if is_stale(path) || holder_is_dead(path) {
                 log::warn!("{}: removing stale dotlock", path.display());
                 match fs::remove_file(path) {
                     Ok(()) => continue,
@@ -200,6 +202,18 @@ fn is_stale(path: &Path) -> bool {
     match fs::metadata(path).and_then(|m| m.modified()) {
         Ok(mtime) => SystemTime::now().duration_since(mtime).is_ok_and(|age| age > DOTLOCK_STALE),
         Err(_) => false,
+    }
+}
+
+/// Whether the dotlock names, as its holder, a process of this host that no longer exists (a crashed
+/// poplar, or a dotlockfile user): then it need not age for `DOTLOCK_STALE`, as liblockfile also judges.
+/// Locks holding no pid (procmail writes none) only go stale by age. On a mail spool shared over NFS
+/// this assumes pids name local processes, as liblockfile does.
+fn holder_is_dead(path: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(path) else { return false };
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH),
+        _ => false,
     }
 }
 
@@ -287,6 +301,20 @@ mod tests {
         assert!(!dotlock_path(&path).exists());
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, ["user"], "temporary link names cleaned up");
+    }
+
+    #[test]
+    fn dotlock_of_a_dead_process_is_removed_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = mbox(&dir);
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        fs::write(dotlock_path(&path), format!("{}\n", gone.id())).unwrap();
+        DeliveryLock::acquire(&path, &file, SHORT).unwrap();
+        // A live holder (this process) is waited for.
+        fs::write(dotlock_path(&path), format!("{}\n", std::process::id())).unwrap();
+        let e = DeliveryLock::acquire(&path, &file, SHORT).err().expect("live holder");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]
