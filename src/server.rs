@@ -75,6 +75,7 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
         services: Services {
             auth: Arc::new(passwd),
             mail: config.mail.clone(),
+            maildrop: crate::maildrop::Options { mbox_uidl: config.mbox_uidl },
             auth_failure_delay: config.auth_failure_delay,
             updates_in_progress: AtomicUsize::new(0),
         },

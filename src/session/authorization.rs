@@ -84,7 +84,7 @@ impl Session<'_> {
         let opened = mail
             .expand(&account.name, account.home.as_deref())
             .map_err(|reason| MaildropError::BadPath { reason: format!("user {}: {reason}", account.name) })
-            .and_then(|path| maildrop::open(mail.format, &path));
+            .and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop));
         let maildrop = match opened {
             Ok(maildrop) => maildrop,
             Err(e) => {

@@ -23,6 +23,8 @@ use table::Table;
 pub struct Services {
     pub auth: Arc<dyn Authenticator>,
     pub mail: Location,
+    /// How the backends read maildrops (e.g. the mbox unique-id source).
+    pub maildrop: crate::maildrop::Options,
     pub auth_failure_delay: Duration,
     /// Sessions inside UPDATE: shutdown waits for these, whatever its grace period.
     pub updates_in_progress: AtomicUsize,

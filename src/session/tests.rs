@@ -45,6 +45,7 @@ fn fixture(messages: &[&[u8]]) -> Fixture {
     let services = Services {
         auth: Arc::new(OneUser { home: dir.path().to_path_buf() }),
         mail: "maildir:%h/Maildir".parse().unwrap(),
+        maildrop: Default::default(),
         auth_failure_delay: Duration::from_millis(7),
         updates_in_progress: AtomicUsize::new(0),
     };

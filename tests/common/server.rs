@@ -33,6 +33,9 @@ impl Server {
         if !extra.contains(&"--hostname") {
             args.extend(["--hostname".into(), "test.example".into()]);
         }
+        if !extra.contains(&"--mail") {
+            args.extend(fx.mail_args().iter().map(|s| s.to_string()));
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Server::spawn(&args)
     }
@@ -175,6 +178,7 @@ impl Inetd {
             .arg("--passwd")
             .arg(fx.passwd())
             .args(["--hostname", "test.example"])
+            .args(if extra.contains(&"--mail") { &[] } else { fx.mail_args() })
             .args(extra)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
