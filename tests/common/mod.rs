@@ -2,7 +2,7 @@
 //! Maildirs or mbox files, the real `poplar` binary started on an ephemeral loopback port (or in `--inetd`
 //! mode over a socket pair), and a raw-bytes POP3 client. Every read has a socket timeout and every wait a deadline, so a broken server fails a test
 //! instead of hanging the suite.
-#![allow(dead_code, unused_imports)] // each test crate uses a different subset of these helpers
+#![allow(dead_code, unused_imports, unused_macros)] // each test crate uses a different subset of these helpers
 
 mod client;
 pub mod mbox;
