@@ -16,6 +16,7 @@
 //! - [`server`], [`inetd`]: the two front ends.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
 //! - [`logging`]: env_logger on stderr, or syslog (facility mail) when stderr is the client's socket.
+//! - [`proxy`]: the PROXY protocol v1/v2 header a load balancer puts before the client's bytes; pure.
 
 pub mod auth;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod lock;
 pub mod logging;
 pub mod maildrop;
 pub mod proto;
+pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod stream;
