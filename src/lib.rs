@@ -14,10 +14,12 @@
 //! - [`conn`]: the one loop that reads the network: bounded lines, timeouts, flush-when-idle (PIPELINING).
 //! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts.
 //! - [`server`], [`inetd`]: the two front ends.
+//! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
 //! - [`logging`]: env_logger on stderr, or syslog (facility mail) when stderr is the client's socket.
 //! - [`proxy`]: the PROXY protocol v1/v2 header a load balancer puts before the client's bytes; pure.
 
+pub mod activation;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -1,10 +1,11 @@
-//! The standalone front end: listeners built with socket2, an accept loop that gives each connection its
-//! own OS thread, the session cap, and orderly shutdown on SIGTERM/SIGINT. Also the start-up pieces both
-//! front ends share (the user database, the APOP timestamp).
+//! The standalone front end: listeners built with socket2 or handed over by systemd socket activation, an
+//! accept loop that gives each connection its own OS thread, the session cap, and orderly shutdown on
+//! SIGTERM/SIGINT. Also the start-up pieces both front ends share (the user database, the APOP timestamp,
+//! the client's address behind a PROXY protocol load balancer).
 
 use std::fmt;
-use std::io::{self, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +18,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::auth::passwd_file::PasswdFile;
-use crate::config::{Config, DEFAULT_PORT};
+use crate::config::{self, Config, DEFAULT_PORT};
 use crate::conn;
 use crate::session::Services;
 use crate::stream::{Stream, Transport};
@@ -63,6 +64,10 @@ pub struct Frontend {
     pub timeout: Duration,
     /// Host name for the APOP timestamp, when APOP is offered.
     pub apop_host: Option<String>,
+    /// Load balancers whose PROXY protocol header names the real client (`--proxy-from`).
+    pub proxy_from: Vec<(IpAddr, u8)>,
+    /// How long such a peer has to send its header: it is due at once, so the pre-login timer bounds it.
+    pub proxy_timeout: Duration,
 }
 
 /// Builds the shared session services from the configuration.
@@ -80,6 +85,8 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
         },
         timeout: config.timeout,
         apop_host,
+        proxy_from: config.proxy_from.clone(),
+        proxy_timeout: config.timeout.min(config.login_timeout),
     })
 }
 
@@ -100,8 +107,17 @@ pub fn apop_timestamp(host: &str) -> String {
 
 /// Runs the standalone server until SIGTERM or SIGINT.
 pub fn run(config: &Config) -> Result<(), StartError> {
+    let activated = crate::activation::listeners().map_err(StartError::runtime)?;
     let frontend = Arc::new(frontend(config)?);
-    let listeners = bind_all(&config.listen)?;
+    let listeners = match activated {
+        Some(listeners) => {
+            if !config.listen.is_empty() {
+                log::warn!("socket activation: using the {} passed sockets, not the listen settings", listeners.len());
+            }
+            listeners
+        }
+        None => bind_all(&config.listen)?,
+    };
     let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
     for l in &listeners {
         log::info!("listening on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
@@ -220,12 +236,32 @@ pub fn keepalive(socket: &SockRef<'_>) -> io::Result<()> {
     socket.set_tcp_keepalive(&params)
 }
 
-fn session(stream: TcpStream, peer: SocketAddr, frontend: &Frontend) {
+fn session(mut stream: TcpStream, peer: SocketAddr, frontend: &Frontend) {
+    let Some(peer) = client_address(&mut stream, peer, frontend) else { return };
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
     let stream = Stream::new(Transport::Tcp(stream), frontend.timeout, frontend.timeout);
     let (stats, elapsed) = conn::serve(stream, &frontend.services, &peer, timestamp);
     conn::log_session_end(&peer, &stats, elapsed);
+}
+
+/// The client's address for logs and limits: the connection's peer, or, when that peer is a load balancer
+/// in `--proxy-from`, the client named by the PROXY protocol header it must send first. `None`: the
+/// header was missing or malformed, and the connection is to be closed (it has been logged).
+pub fn client_address<R: Read + AsFd>(conn: &mut R, peer: SocketAddr, frontend: &Frontend) -> Option<SocketAddr> {
+    if !config::in_networks(peer.ip(), &frontend.proxy_from) {
+        return Some(peer);
+    }
+    match conn::read_proxy_header(conn, peer, frontend.proxy_timeout) {
+        Ok(client) => {
+            log::debug!("peer={peer}: PROXY protocol header names {client}");
+            Some(client)
+        }
+        Err(e) => {
+            log::warn!("peer={peer}: {e}; closing");
+            None
+        }
+    }
 }
 
 /// Decrements the session count when a session thread ends, even by panic.
