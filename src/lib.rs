@@ -16,11 +16,13 @@
 //! - [`server`], [`inetd`]: the two front ends.
 //! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
+//! - [`check`]: `--check-config`, validating the settings and printing the effective ones.
 //! - [`logging`]: env_logger on stderr, or syslog (facility mail) when stderr is the client's socket.
 //! - [`proxy`]: the PROXY protocol v1/v2 header a load balancer puts before the client's bytes; pure.
 
 pub mod activation;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conn;

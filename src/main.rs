@@ -3,13 +3,25 @@
 use std::process::ExitCode;
 
 use poplar::cli::{self, Invocation};
-use poplar::{inetd, logging, server};
+use poplar::{check, inetd, logging, server};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let inetd_mode = args.iter().any(|a| a == "-i" || a == "--inetd");
     let config = match cli::parse(args) {
         Ok(Invocation::Run(config)) => config,
+        Ok(Invocation::CheckConfig(config, origins)) => {
+            return match check::run(&config, &origins) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("poplar: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Ok(Invocation::Help) => {
             print!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
