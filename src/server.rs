@@ -1,6 +1,6 @@
 //! The standalone front end: listeners built with socket2 or handed over by systemd socket activation, an
-//! accept loop that gives each connection its own OS thread, the session cap, and orderly shutdown on
-//! SIGTERM/SIGINT. Also the start-up pieces both front ends share (the user database, the APOP timestamp,
+//! accept loop that gives each connection its own OS thread, the session cap, reloading on SIGHUP, and
+//! orderly shutdown on SIGTERM/SIGINT. Also the start-up pieces both front ends share (the user database, the APOP timestamp,
 //! the client's address behind a PROXY protocol load balancer).
 
 use std::fmt;
@@ -20,6 +20,7 @@ use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use crate::auth::passwd_file::PasswdFile;
 use crate::config::{self, Config, DEFAULT_PORT};
 use crate::conn;
+use crate::reload::Live;
 use crate::session::Services;
 use crate::stream::{Stream, Transport};
 
@@ -105,8 +106,18 @@ pub fn apop_timestamp(host: &str) -> String {
     crate::auth::apop::timestamp(std::process::id(), counter, now, random, host)
 }
 
-/// Runs the standalone server until SIGTERM or SIGINT.
+/// Re-reads the configuration (the same files and command line as at start-up), for SIGHUP.
+pub type Reload<'a> = &'a dyn Fn() -> Result<Config, String>;
+
+/// Runs the standalone server until SIGTERM or SIGINT; SIGHUP re-reads only the passwd-file.
 pub fn run(config: &Config) -> Result<(), StartError> {
+    let same = || Ok(config.clone());
+    serve(config, &same)
+}
+
+/// Runs the standalone server until SIGTERM or SIGINT; SIGHUP calls `reload` and puts the result into
+/// effect for new sessions.
+pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     let activated = crate::activation::listeners().map_err(StartError::runtime)?;
     let frontend = Arc::new(frontend(config)?);
     let listeners = match activated {
@@ -119,14 +130,41 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         None => bind_all(&config.listen)?,
     };
     let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
+    log::info!("poplar {} started, pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
     for l in &listeners {
         log::info!("listening on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
     }
     let active = Arc::new(AtomicUsize::new(0));
-    accept_loop(&listeners, &signals, &frontend, &active, config.max_sessions)?;
+    let mut live = Live::new(config, frontend);
+    loop {
+        match accept_loop(&listeners, &signals, &live, &active)? {
+            Event::Reload => reload_into(&mut live, config, reload),
+            Event::Stop(signal) => {
+                log::info!("{signal}: shutting down, no new sessions");
+                break;
+            }
+        }
+    }
     drop(listeners);
-    wait_for_sessions(&frontend, &active, config.shutdown_grace);
+    wait_for_sessions(&live, &active);
     Ok(())
+}
+
+/// SIGHUP: a configuration or passwd-file that does not load is logged and the running one kept, so a
+/// typo cannot take the server down.
+fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
+    match reload().and_then(|new| frontend(&new).map(|f| (new, f)).map_err(|e| e.message)) {
+        Ok((new, frontend)) => live.replace(started, &new, frontend),
+        Err(e) => log::error!("reload: {e}; keeping the running configuration"),
+    }
+}
+
+/// Why the accept loop returned.
+enum Event {
+    /// SIGHUP: re-read the configuration, then accept again.
+    Reload,
+    /// SIGTERM or SIGINT.
+    Stop(Signal),
 }
 
 /// Binds the configured addresses, or port 110 on all IPv6 and IPv4 addresses by default.
@@ -162,10 +200,9 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 fn accept_loop(
     listeners: &[TcpListener],
     signals: &SignalPipe,
-    frontend: &Arc<Frontend>,
+    live: &Live,
     active: &Arc<AtomicUsize>,
-    max_sessions: usize,
-) -> Result<(), StartError> {
+) -> Result<Event, StartError> {
     loop {
         let mut fds: Vec<PollFd<'_>> = listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)).collect();
         fds.push(PollFd::new(signals.read.as_fd(), PollFlags::POLLIN));
@@ -177,13 +214,14 @@ fn accept_loop(
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
         if ready[listeners.len()] {
-            if let Some(signal) = signals.take() {
-                log::info!("{signal}: shutting down, no new sessions");
-                return Ok(());
+            match signals.take() {
+                Some(Signal::SIGHUP) => return Ok(Event::Reload),
+                Some(signal) => return Ok(Event::Stop(signal)),
+                None => {}
             }
         }
         for (listener, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
-            accept_one(listener, frontend, active, max_sessions);
+            accept_one(listener, &live.frontend, active, live.max_sessions);
         }
     }
 }
@@ -274,11 +312,11 @@ impl Drop for ActiveGuard {
 }
 
 /// Exiting mid-session loses nothing (only QUIT deletes); a session inside UPDATE is always waited for.
-fn wait_for_sessions(frontend: &Frontend, active: &AtomicUsize, grace: Duration) {
-    let deadline = Instant::now() + grace;
+fn wait_for_sessions(live: &Live, active: &AtomicUsize) {
+    let deadline = Instant::now() + live.shutdown_grace;
     loop {
         let sessions = active.load(Ordering::SeqCst);
-        let updating = frontend.services.updates_in_progress.load(Ordering::SeqCst);
+        let updating = live.updates_in_progress();
         if sessions == 0 || (Instant::now() >= deadline && updating == 0) {
             log::info!("shutdown ({sessions} sessions cut off)");
             return;
@@ -309,7 +347,7 @@ impl SignalPipe {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         SIGNAL_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
-        for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             // SAFETY: the handler only calls write(2) on a descriptor it loads atomically.
             unsafe { sigaction(signal, &action) }?;
         }
