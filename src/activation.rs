@@ -75,7 +75,8 @@ mod tests {
 
     #[test]
     fn listen_pid_and_fds() {
-        let table: &[(Option<&str>, Option<&str>, Result<Option<usize>, ()>)] = &[
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Result<Option<usize>, ()>);
+        let table: &[Case<'_>] = &[
             (None, None, Ok(None)),
             (Some("42"), None, Ok(None)),
             (None, Some("1"), Ok(None)),
