@@ -6,7 +6,7 @@
 //!
 //! Environment: `BENCH_SCENARIOS=login,retr,idle,bigdrop,expunge` (default all), `BENCH_QUICK=1`
 //! (fewer runs, smaller big maildrops), `PEER=dovecot|popa3d`, `POPLAR_BIN` (default
-//! target/release/poplar). Loopback only; every loop is bounded in count and time.
+//! target/release/poplar), `BENCH_KEEP=1` (keep the temporary directories and server logs). Loopback only; every loop is bounded in count and time.
 
 #[path = "pop3bench/client.rs"]
 mod client;
@@ -216,7 +216,9 @@ fn run(opts: &Options) -> io::Result<()> {
 
 /// Builds `kind`'s fixtures in a fresh directory and runs every selected scenario against it.
 fn run_target(opts: &Options, kind: Kind, table: &mut Table) -> io::Result<()> {
-    let dir = tempfile::Builder::new().prefix("pop3bench-").tempdir()?;
+    let mut dir = tempfile::Builder::new().prefix("pop3bench-").tempdir()?;
+    // BENCH_KEEP=1 leaves the fixtures, configurations and server logs behind for a look.
+    dir.disable_cleanup(std::env::var_os("BENCH_KEEP").is_some());
     let root = dir.path();
     // Dovecot's unprivileged login processes must reach their sockets under the base_dir.
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
@@ -281,6 +283,12 @@ fn build_fixtures(opts: &Options, root: &Path) -> io::Result<()> {
     specs.extend(maildirs);
     specs.extend(mboxes.into_iter().skip(1));
     mail::write_passwd(root, &specs)?;
+    // The maildrops belong to their users, as on a real host (Dovecot's mail processes run as them).
+    let owner = format!("{}:{}", mail::UID, mail::UID);
+    let chowned = std::process::Command::new("chown").args(["-R", &owner]).arg(root.join("home")).status()?;
+    if !chowned.success() {
+        return Err(io::Error::other("chown of the fixtures failed (the bench runs as root)"));
+    }
     Ok(())
 }
 

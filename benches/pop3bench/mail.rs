@@ -136,14 +136,17 @@ pub fn write_mboxes(root: &Path, drop: &Spec) -> io::Result<()> {
     Ok(())
 }
 
-/// A passwd-file (Dovecot's format, which poplar reads too) with every user of `drops`, uid/gid 0.
+/// The owner of the fixtures: Dovecot refuses uid 0 in a passwd-file, so every user is `nobody`.
+pub const UID: u32 = 65534;
+
+/// A passwd-file (Dovecot's format, which poplar reads too) with every user of `drops`, uid/gid `UID`.
 pub fn write_passwd(root: &Path, drops: &[Spec]) -> io::Result<PathBuf> {
     let path = root.join("passwd");
     let mut w = BufWriter::new(File::create(&path)?);
     for d in drops {
         for u in 0..d.users {
             let user = format!("{}{u}", d.prefix);
-            writeln!(w, "{user}:{{PLAIN}}{PASSWORD}:0:0::{}::", home(root, &user).display())?;
+            writeln!(w, "{user}:{{PLAIN}}{PASSWORD}:{UID}:{UID}::{}::", home(root, &user).display())?;
         }
     }
     w.flush()?;

@@ -80,7 +80,13 @@ impl Server {
     /// popa3d: writes `drop` (one maildrop) into the system user's spool file.
     pub fn fill_spool(&self, drop: &Spec) -> io::Result<()> {
         match &self.spool {
-            Some(spool) => mail::write_mbox(spool, drop),
+            Some(spool) => {
+                mail::write_mbox(spool, drop)?;
+                // popa3d opens the spool read-write as the user, like a mail reader would.
+                let user = nix::unistd::User::from_name(POPA3D_USER).ok().flatten().ok_or_else(|| bad("no popa3d user"))?;
+                nix::unistd::chown(spool, Some(user.uid), Some(user.gid)).map_err(io::Error::from)?;
+                fs::set_permissions(spool, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            }
             None => Ok(()),
         }
     }
@@ -256,7 +262,7 @@ pub fn popa3d_setup(root: &Path) -> io::Result<PathBuf> {
     if nix::unistd::User::from_name(POPA3D_USER).ok().flatten().is_none() {
         run(Command::new("useradd").args(["--no-create-home", "--shell", "/usr/sbin/nologin", POPA3D_USER]))?;
     }
-    let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn()?;
+    let mut chpasswd = Command::new("chpasswd").args(["-c", "SHA512"]).stdin(Stdio::piped()).spawn()?;
     chpasswd.stdin.take().expect("piped").write_all(format!("{POPA3D_USER}:{PASSWORD}\n").as_bytes())?;
     if !chpasswd.wait()?.success() {
         return Err(bad("chpasswd failed"));

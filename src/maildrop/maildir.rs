@@ -63,7 +63,7 @@ impl Maildir {
         let mut buf = Vec::new();
         let mut counted = 0usize;
         for mut file in found {
-            let base = base_name(&file.path);
+            let base = &file.base;
             let octets = match virtual_size(base).or_else(|| cache.get(base, file.stamp)) {
                 Some(n) => n,
                 None => {
@@ -78,7 +78,7 @@ impl Maildir {
                     }
                 }
             };
-            messages.push(MessageInfo { octets, uid: uid_of(base_name(&file.path)) });
+            messages.push(MessageInfo { octets, uid: uid_of(&file.base) });
             paths.push(file.path);
             stamps.push(file.stamp);
         }
@@ -134,6 +134,8 @@ impl Maildrop for Maildir {
 struct Found {
     stamp: Stamp,
     path: PathBuf,
+    /// `base_name(&path)`, kept because sorting a large maildrop compares it millions of times.
+    base: Box<[u8]>,
 }
 
 /// The regular, non-hidden files of `new/` and `cur/` in delivery order, one per base name.
@@ -144,9 +146,9 @@ fn list(root: &Path) -> Result<Vec<Found>, MaildropError> {
     }
     // A file renamed from `new/` to `cur/` while we listed appears twice; keep one. Base names are
     // unique in a sound maildrop, and unique-ids must be (RFC 1939 section 7), so any other twin goes too.
-    found.sort_unstable_by(|a, b| base_name(&a.path).cmp(base_name(&b.path)));
+    found.sort_unstable_by(|a, b| a.base.cmp(&b.base));
     found.dedup_by(|dup, kept| {
-        let same = base_name(&dup.path) == base_name(&kept.path);
+        let same = dup.base == kept.base;
         if same {
             log::debug!("{}: same base name as {}, listed once", dup.path.display(), kept.path.display());
         }
@@ -157,7 +159,7 @@ fn list(root: &Path) -> Result<Vec<Found>, MaildropError> {
     // `tmp/` and kept by every later rename, so it orders deliveries from any agent and stays put when
     // an IMAP client moves or flags a message. Within one second the base name breaks ties, so message
     // numbers are the same on every listing.
-    found.sort_unstable_by(|a, b| (a.stamp.mtime, base_name(&a.path)).cmp(&(b.stamp.mtime, base_name(&b.path))));
+    found.sort_unstable_by(|a, b| (a.stamp.mtime, &a.base).cmp(&(b.stamp.mtime, &b.base)));
     Ok(found)
 }
 
@@ -174,11 +176,17 @@ fn list_dir(root: &Path, dir: &Path, found: &mut Vec<Found>) -> Result<(), Maild
             continue;
         }
         let mut path = entry.path();
-        // `symlink_metadata`: a symlink is not a message, and following one could read outside the maildrop.
-        match with_relocation(root, &mut path, |p| fs::symlink_metadata(p)) {
+        // Not following symlinks: a symlink is not a message, and following one could read outside the
+        // maildrop. `DirEntry::metadata` is `fstatat` on the open directory, without a path walk.
+        let meta = match entry.metadata() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => with_relocation(root, &mut path, |p| fs::symlink_metadata(p)),
+            other => other.map_err(|e| MaildropError::io(&path, e)),
+        };
+        match meta {
             Ok(meta) if meta.file_type().is_file() => {
                 let stamp = Stamp { ino: meta.ino(), size: meta.size(), mtime: meta.mtime(), mtime_nsec: meta.mtime_nsec() };
-                found.push(Found { stamp, path });
+                let base = base_name(&path).into();
+                found.push(Found { stamp, path, base });
             }
             Ok(_) => log::debug!("{}: not a regular file, skipped", path.display()),
             Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
