@@ -168,6 +168,12 @@ fn main() {
         }
         _ => {}
     }
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, and a
+    // benchmark of several minutes has no place in the test suite.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("pop3bench: not a test; run it with `make bench` (cargo bench --bench pop3bench)");
+        return;
+    }
     let opts = match Options::from_env() {
         Ok(o) => o,
         Err(e) => {

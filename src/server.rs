@@ -1,10 +1,11 @@
-//! The standalone front end: listeners built with socket2, an accept loop that gives each connection its
-//! own OS thread, the session cap, and orderly shutdown on SIGTERM/SIGINT. Also the start-up pieces both
-//! front ends share (the user database, the APOP timestamp).
+//! The standalone front end: listeners built with socket2 or handed over by systemd socket activation, an
+//! accept loop that gives each connection its own OS thread, the session cap, reloading on SIGHUP, and
+//! orderly shutdown on SIGTERM/SIGINT. Also the start-up pieces both front ends share (the user database, the APOP timestamp,
+//! the client's address behind a PROXY protocol load balancer).
 
 use std::fmt;
-use std::io::{self, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -17,8 +18,9 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::auth::passwd_file::PasswdFile;
-use crate::config::{Config, DEFAULT_PORT};
+use crate::config::{self, Config, DEFAULT_PORT};
 use crate::conn;
+use crate::reload::Live;
 use crate::session::Services;
 use crate::stream::{Stream, Transport};
 
@@ -63,6 +65,10 @@ pub struct Frontend {
     pub timeout: Duration,
     /// Host name for the APOP timestamp, when APOP is offered.
     pub apop_host: Option<String>,
+    /// Load balancers whose PROXY protocol header names the real client (`--proxy-from`).
+    pub proxy_from: Vec<(IpAddr, u8)>,
+    /// How long such a peer has to send its header: it is due at once, so the pre-login timer bounds it.
+    pub proxy_timeout: Duration,
 }
 
 /// Builds the shared session services from the configuration.
@@ -80,6 +86,8 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
         },
         timeout: config.timeout,
         apop_host,
+        proxy_from: config.proxy_from.clone(),
+        proxy_timeout: config.timeout.min(config.login_timeout),
     })
 }
 
@@ -98,19 +106,80 @@ pub fn apop_timestamp(host: &str) -> String {
     crate::auth::apop::timestamp(std::process::id(), counter, now, random, host)
 }
 
-/// Runs the standalone server until SIGTERM or SIGINT.
+/// Signals whose default action would kill every session for one session's trouble are ignored, so the
+/// failing system call returns an error to that session instead: SIGPIPE (a client gone mid-write gives
+/// EPIPE) and SIGXFSZ (a file size limit, `ulimit -f`, gives EFBIG during an mbox UPDATE, which rolls back).
+pub fn ignore_fatal_signals() {
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGPIPE, Signal::SIGXFSZ] {
+        // SAFETY: SIG_IGN installs no code.
+        if let Err(e) = unsafe { sigaction(signal, &ignore) } {
+            log::warn!("cannot ignore {signal}: {e}");
+        }
+    }
+}
+
+
+/// Re-reads the configuration (the same files and command line as at start-up), for SIGHUP.
+pub type Reload<'a> = &'a dyn Fn() -> Result<Config, String>;
+
+/// Runs the standalone server until SIGTERM or SIGINT; SIGHUP re-reads only the passwd-file.
 pub fn run(config: &Config) -> Result<(), StartError> {
+    let same = || Ok(config.clone());
+    serve(config, &same)
+}
+
+/// Runs the standalone server until SIGTERM or SIGINT; SIGHUP calls `reload` and puts the result into
+/// effect for new sessions.
+pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
+    ignore_fatal_signals();
+    let activated = crate::activation::listeners().map_err(StartError::runtime)?;
     let frontend = Arc::new(frontend(config)?);
-    let listeners = bind_all(&config.listen)?;
+    let listeners = match activated {
+        Some(listeners) => {
+            if !config.listen.is_empty() {
+                log::warn!("socket activation: using the {} passed sockets, not the listen settings", listeners.len());
+            }
+            listeners
+        }
+        None => bind_all(&config.listen)?,
+    };
     let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
+    log::info!("poplar {} started, pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
     for l in &listeners {
         log::info!("listening on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
     }
     let active = Arc::new(AtomicUsize::new(0));
-    accept_loop(&listeners, &signals, &frontend, &active, config.max_sessions)?;
+    let mut live = Live::new(config, frontend);
+    loop {
+        match accept_loop(&listeners, &signals, &live, &active)? {
+            Event::Reload => reload_into(&mut live, config, reload),
+            Event::Stop(signal) => {
+                log::info!("{signal}: shutting down, no new sessions");
+                break;
+            }
+        }
+    }
     drop(listeners);
-    wait_for_sessions(&frontend, &active, config.shutdown_grace);
+    wait_for_sessions(&live, &active);
     Ok(())
+}
+
+/// SIGHUP: a configuration or passwd-file that does not load is logged and the running one kept, so a
+/// typo cannot take the server down.
+fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
+    match reload().and_then(|new| frontend(&new).map(|f| (new, f)).map_err(|e| e.message)) {
+        Ok((new, frontend)) => live.replace(started, &new, frontend),
+        Err(e) => log::error!("reload: {e}; keeping the running configuration"),
+    }
+}
+
+/// Why the accept loop returned.
+enum Event {
+    /// SIGHUP: re-read the configuration, then accept again.
+    Reload,
+    /// SIGTERM or SIGINT.
+    Stop(Signal),
 }
 
 /// Binds the configured addresses, or port 110 on all IPv6 and IPv4 addresses by default.
@@ -146,10 +215,9 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 fn accept_loop(
     listeners: &[TcpListener],
     signals: &SignalPipe,
-    frontend: &Arc<Frontend>,
+    live: &Live,
     active: &Arc<AtomicUsize>,
-    max_sessions: usize,
-) -> Result<(), StartError> {
+) -> Result<Event, StartError> {
     loop {
         let mut fds: Vec<PollFd<'_>> = listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)).collect();
         fds.push(PollFd::new(signals.read.as_fd(), PollFlags::POLLIN));
@@ -161,13 +229,14 @@ fn accept_loop(
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
         if ready[listeners.len()] {
-            if let Some(signal) = signals.take() {
-                log::info!("{signal}: shutting down, no new sessions");
-                return Ok(());
+            match signals.take() {
+                Some(Signal::SIGHUP) => return Ok(Event::Reload),
+                Some(signal) => return Ok(Event::Stop(signal)),
+                None => {}
             }
         }
         for (listener, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
-            accept_one(listener, frontend, active, max_sessions);
+            accept_one(listener, &live.frontend, active, live.max_sessions);
         }
     }
 }
@@ -220,12 +289,32 @@ pub fn keepalive(socket: &SockRef<'_>) -> io::Result<()> {
     socket.set_tcp_keepalive(&params)
 }
 
-fn session(stream: TcpStream, peer: SocketAddr, frontend: &Frontend) {
+fn session(mut stream: TcpStream, peer: SocketAddr, frontend: &Frontend) {
+    let Some(peer) = client_address(&mut stream, peer, frontend) else { return };
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
     let stream = Stream::new(Transport::Tcp(stream), frontend.timeout, frontend.timeout);
     let (stats, elapsed) = conn::serve(stream, &frontend.services, &peer, timestamp);
     conn::log_session_end(&peer, &stats, elapsed);
+}
+
+/// The client's address for logs and limits: the connection's peer, or, when that peer is a load balancer
+/// in `--proxy-from`, the client named by the PROXY protocol header it must send first. `None`: the
+/// header was missing or malformed, and the connection is to be closed (it has been logged).
+pub fn client_address<R: Read + AsFd>(conn: &mut R, peer: SocketAddr, frontend: &Frontend) -> Option<SocketAddr> {
+    if !config::in_networks(peer.ip(), &frontend.proxy_from) {
+        return Some(peer);
+    }
+    match conn::read_proxy_header(conn, peer, frontend.proxy_timeout) {
+        Ok(client) => {
+            log::debug!("peer={peer}: PROXY protocol header names {client}");
+            Some(client)
+        }
+        Err(e) => {
+            log::warn!("peer={peer}: {e}; closing");
+            None
+        }
+    }
 }
 
 /// Decrements the session count when a session thread ends, even by panic.
@@ -238,11 +327,11 @@ impl Drop for ActiveGuard {
 }
 
 /// Exiting mid-session loses nothing (only QUIT deletes); a session inside UPDATE is always waited for.
-fn wait_for_sessions(frontend: &Frontend, active: &AtomicUsize, grace: Duration) {
-    let deadline = Instant::now() + grace;
+fn wait_for_sessions(live: &Live, active: &AtomicUsize) {
+    let deadline = Instant::now() + live.shutdown_grace;
     loop {
         let sessions = active.load(Ordering::SeqCst);
-        let updating = frontend.services.updates_in_progress.load(Ordering::SeqCst);
+        let updating = live.updates_in_progress();
         if sessions == 0 || (Instant::now() >= deadline && updating == 0) {
             log::info!("shutdown ({sessions} sessions cut off)");
             return;
@@ -273,13 +362,10 @@ impl SignalPipe {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         SIGNAL_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
-        for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             // SAFETY: the handler only calls write(2) on a descriptor it loads atomically.
             unsafe { sigaction(signal, &action) }?;
         }
-        // A client that disconnects mid-write must give EPIPE, not kill the process.
-        // SAFETY: SIG_IGN installs no code.
-        unsafe { sigaction(Signal::SIGPIPE, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty())) }?;
         Ok(SignalPipe { read, _write: write })
     }
 
