@@ -12,7 +12,8 @@
 //! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates.
 //! - [`lock`]: session `flock`s and the mbox delivery-agent locks, as RAII guards.
 //! - [`conn`]: the one loop that reads the network: bounded lines, timeouts, flush-when-idle (PIPELINING).
-//! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts.
+//! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts, and TLS over either.
+//! - [`tls`]: the certificate and key (PEM), checked at start-up and reloaded on SIGHUP (feature `tls`).
 //! - [`server`], [`inetd`]: the two front ends.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
 //! - [`logging`]: env_logger on stderr, or syslog (facility mail) when stderr is the client's socket.
@@ -29,3 +30,4 @@ pub mod proto;
 pub mod server;
 pub mod session;
 pub mod stream;
+pub mod tls;

@@ -1,6 +1,7 @@
 //! The standalone front end: listeners built with socket2, an accept loop that gives each connection its
-//! own OS thread, the session cap, and orderly shutdown on SIGTERM/SIGINT. Also the start-up pieces both
-//! front ends share (the user database, the APOP timestamp).
+//! own OS thread, the session cap, orderly shutdown on SIGTERM/SIGINT and certificate reload on SIGHUP.
+//! Also the start-up pieces both front ends share (the user database, the APOP timestamp, the TLS
+//! certificate).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -21,6 +22,7 @@ use crate::config::{Config, DEFAULT_PORT};
 use crate::conn;
 use crate::session::Services;
 use crate::stream::{Stream, Transport};
+use crate::tls::{self, Acceptor};
 
 /// Stack of a session thread. Sessions run no deep recursion; the largest frames are the password
 /// hashes and the log formatter. Only touched pages cost memory.
@@ -63,6 +65,8 @@ pub struct Frontend {
     pub timeout: Duration,
     /// Host name for the APOP timestamp, when APOP is offered.
     pub apop_host: Option<String>,
+    /// The TLS certificate, when one is configured (STLS, `--listen-tls`, `--inetd --tls`).
+    pub tls: Option<Acceptor>,
 }
 
 /// Builds the shared session services from the configuration.
@@ -71,15 +75,23 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
     let passwd = PasswdFile::open(path).map_err(|e| StartError::config(e.to_string()))?;
     log::debug!("{}: {} users", path.display(), passwd.user_count());
     let apop_host = config.apop.then(|| config.hostname.clone().unwrap_or_else(system_hostname));
+    let tls = tls::from_config(config).map_err(|e| StartError::config(e.to_string()))?;
+    if let Some(acceptor) = &tls {
+        log::debug!("{}: TLS certificate loaded", acceptor.cert_path().display());
+    }
     Ok(Frontend {
         services: Services {
             auth: Arc::new(passwd),
             mail: config.mail.clone(),
             auth_failure_delay: config.auth_failure_delay,
             updates_in_progress: AtomicUsize::new(0),
+            stls: tls.is_some(),
+            // Passwords stay off the wire by default as soon as TLS can protect them.
+            no_plaintext: config.no_plaintext.unwrap_or(tls.is_some()),
         },
         timeout: config.timeout,
         apop_host,
+        tls,
     })
 }
 
@@ -98,19 +110,45 @@ pub fn apop_timestamp(host: &str) -> String {
     crate::auth::apop::timestamp(std::process::id(), counter, now, random, host)
 }
 
+/// A listening socket; `implicit_tls` ones (`--listen-tls`, RFC 8314) start every connection with a
+/// TLS handshake.
+struct Listener {
+    socket: TcpListener,
+    implicit_tls: bool,
+}
+
 /// Runs the standalone server until SIGTERM or SIGINT.
 pub fn run(config: &Config) -> Result<(), StartError> {
     let frontend = Arc::new(frontend(config)?);
-    let listeners = bind_all(&config.listen)?;
+    let listeners = listeners(config)?;
     let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
     for l in &listeners {
-        log::info!("listening on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        let addr = l.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        if l.implicit_tls {
+            log::info!("listening on {addr} (TLS)");
+        } else {
+            log::info!("listening on {addr}");
+        }
     }
     let active = Arc::new(AtomicUsize::new(0));
     accept_loop(&listeners, &signals, &frontend, &active, config.max_sessions)?;
     drop(listeners);
     wait_for_sessions(&frontend, &active, config.shutdown_grace);
     Ok(())
+}
+
+/// The `--listen` sockets, then the `--listen-tls` ones. The port 110 default applies only when neither is
+/// given, so a TLS-only server is `--listen-tls [::]:995` alone.
+fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
+    let mut listeners = Vec::new();
+    if !config.listen.is_empty() || config.listen_tls.is_empty() {
+        listeners.extend(bind_all(&config.listen)?.into_iter().map(|socket| Listener { socket, implicit_tls: false }));
+    }
+    for a in &config.listen_tls {
+        let socket = bind(*a).map_err(|e| StartError::runtime(format!("listen-tls {a}: {e}")))?;
+        listeners.push(Listener { socket, implicit_tls: true });
+    }
+    Ok(listeners)
 }
 
 /// Binds the configured addresses, or port 110 on all IPv6 and IPv4 addresses by default.
@@ -144,14 +182,15 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 fn accept_loop(
-    listeners: &[TcpListener],
+    listeners: &[Listener],
     signals: &SignalPipe,
     frontend: &Arc<Frontend>,
     active: &Arc<AtomicUsize>,
     max_sessions: usize,
 ) -> Result<(), StartError> {
     loop {
-        let mut fds: Vec<PollFd<'_>> = listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)).collect();
+        let mut fds: Vec<PollFd<'_>> =
+            listeners.iter().map(|l| PollFd::new(l.socket.as_fd(), PollFlags::POLLIN)).collect();
         fds.push(PollFd::new(signals.read.as_fd(), PollFlags::POLLIN));
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -161,9 +200,13 @@ fn accept_loop(
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
         if ready[listeners.len()] {
-            if let Some(signal) = signals.take() {
-                log::info!("{signal}: shutting down, no new sessions");
-                return Ok(());
+            while let Some(signal) = signals.take() {
+                if signal == Signal::SIGHUP {
+                    reload(frontend);
+                } else {
+                    log::info!("{signal}: shutting down, no new sessions");
+                    return Ok(());
+                }
             }
         }
         for (listener, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
@@ -172,8 +215,22 @@ fn accept_loop(
     }
 }
 
-fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<AtomicUsize>, max_sessions: usize) {
-    let (mut stream, peer) = match listener.accept() {
+/// SIGHUP: reads the certificate and key again. New handshakes use the new ones; sessions already running
+/// keep theirs. A failed reload changes nothing.
+fn reload(frontend: &Frontend) {
+    let Some(acceptor) = &frontend.tls else {
+        log::info!("SIGHUP: no TLS certificate configured, nothing to reload");
+        return;
+    };
+    match acceptor.reload() {
+        Ok(()) => log::info!("SIGHUP: TLS certificate reloaded from {}", acceptor.cert_path().display()),
+        Err(e) => log::error!("SIGHUP: TLS certificate not reloaded, keeping the old one: {e}"),
+    }
+}
+
+fn accept_one(listener: &Listener, frontend: &Arc<Frontend>, active: &Arc<AtomicUsize>, max_sessions: usize) {
+    let implicit_tls = listener.implicit_tls;
+    let (mut stream, peer) = match listener.socket.accept() {
         Ok(accepted) => accepted,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => return,
         Err(e) => {
@@ -185,7 +242,10 @@ fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<Ato
     };
     if active.load(Ordering::SeqCst) >= max_sessions {
         log::warn!("peer={peer}: refused, {max_sessions} sessions already running");
-        let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions, try again later\r\n");
+        if !implicit_tls {
+            // A TLS client would take a plaintext line for a broken handshake; it just sees the close.
+            let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions, try again later\r\n");
+        }
         return;
     }
     if let Err(e) = prepare(&stream) {
@@ -197,7 +257,7 @@ fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<Ato
     let frontend = Arc::clone(frontend);
     let spawned = thread::Builder::new().name("session".into()).stack_size(SESSION_STACK).spawn(move || {
         let _guard = guard;
-        session(stream, peer, &frontend);
+        session(stream, peer, &frontend, implicit_tls);
     });
     if let Err(e) = spawned {
         log::error!("peer={peer}: cannot start a session thread: {e}");
@@ -220,11 +280,12 @@ pub fn keepalive(socket: &SockRef<'_>) -> io::Result<()> {
     socket.set_tcp_keepalive(&params)
 }
 
-fn session(stream: TcpStream, peer: SocketAddr, frontend: &Frontend) {
+fn session(stream: TcpStream, peer: SocketAddr, frontend: &Frontend, implicit_tls: bool) {
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
     let stream = Stream::new(Transport::Tcp(stream), frontend.timeout, frontend.timeout);
-    let (stats, elapsed) = conn::serve(stream, &frontend.services, &peer, timestamp);
+    let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls { acceptor, implicit: implicit_tls });
+    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
 }
 
@@ -251,7 +312,8 @@ fn wait_for_sessions(frontend: &Frontend, active: &AtomicUsize, grace: Duration)
     }
 }
 
-/// The self-pipe trick: signal handlers only write a byte, which wakes the accept loop's `poll`.
+/// The self-pipe trick: signal handlers only write a byte, which wakes the accept loop's `poll`. SIGTERM
+/// and SIGINT stop the server; SIGHUP asks for a certificate reload.
 struct SignalPipe {
     read: OwnedFd,
     _write: OwnedFd,
@@ -273,7 +335,7 @@ impl SignalPipe {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         SIGNAL_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
-        for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             // SAFETY: the handler only calls write(2) on a descriptor it loads atomically.
             unsafe { sigaction(signal, &action) }?;
         }
