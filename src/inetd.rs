@@ -18,6 +18,7 @@ use crate::stream::{Stream, Transport};
 /// Serves the one connection on stdin/stdout.
 pub fn run(config: &Config) -> Result<(), StartError> {
     silence_stderr();
+    server::ignore_fatal_signals();
     let frontend = match server::frontend(config) {
         Ok(frontend) => frontend,
         Err(e) => {

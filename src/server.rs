@@ -110,6 +110,19 @@ pub fn apop_timestamp(host: &str) -> String {
     crate::auth::apop::timestamp(std::process::id(), counter, now, random, host)
 }
 
+/// Signals whose default action would kill every session for one session's trouble are ignored, so the
+/// failing system call returns an error to that session instead: SIGPIPE (a client gone mid-write gives
+/// EPIPE) and SIGXFSZ (a file size limit, `ulimit -f`, gives EFBIG during an mbox UPDATE, which rolls back).
+pub fn ignore_fatal_signals() {
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGPIPE, Signal::SIGXFSZ] {
+        // SAFETY: SIG_IGN installs no code.
+        if let Err(e) = unsafe { sigaction(signal, &ignore) } {
+            log::warn!("cannot ignore {signal}: {e}");
+        }
+    }
+}
+
 /// A listening socket; `implicit_tls` ones (`--listen-tls`, RFC 8314) start every connection with a
 /// TLS handshake.
 struct Listener {
@@ -119,6 +132,7 @@ struct Listener {
 
 /// Runs the standalone server until SIGTERM or SIGINT.
 pub fn run(config: &Config) -> Result<(), StartError> {
+    ignore_fatal_signals();
     let frontend = Arc::new(frontend(config)?);
     let listeners = listeners(config)?;
     let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
@@ -339,9 +353,6 @@ impl SignalPipe {
             // SAFETY: the handler only calls write(2) on a descriptor it loads atomically.
             unsafe { sigaction(signal, &action) }?;
         }
-        // A client that disconnects mid-write must give EPIPE, not kill the process.
-        // SAFETY: SIG_IGN installs no code.
-        unsafe { sigaction(Signal::SIGPIPE, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty())) }?;
         Ok(SignalPipe { read, _write: write })
     }
 
