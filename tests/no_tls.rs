@@ -10,13 +10,20 @@ use common::{Server, run, standard};
 fn tls_options_say_the_build_has_no_tls() {
     let fx = standard();
     let passwd = fx.passwd().display().to_string();
-    for extra in [&["--tls-cert", "/etc/cert.pem", "--tls-key", "/etc/key.pem"][..], &["--listen-tls", "127.0.0.1:0"], &["--inetd", "--tls"]] {
+    for extra in [
+        &["--tls-cert", "/etc/cert.pem", "--tls-key", "/etc/key.pem"][..],
+        &["--listen-tls", "127.0.0.1:0"],
+        &["--inetd", "--tls"],
+    ] {
         let mut args = vec!["--listen", "127.0.0.1:0", "--passwd", &passwd];
         args.extend_from_slice(extra);
         let (code, _, stderr) = run(&args);
         assert_eq!(code, 2, "{args:?}");
         if !args.contains(&"--inetd") {
-            assert_eq!(stderr.trim(), "poplar: TLS options given, but poplar was built without TLS support (cargo feature `tls`)");
+            assert_eq!(
+                stderr.trim(),
+                "poplar: TLS options given, but poplar was built without TLS support (cargo feature `tls`)"
+            );
         }
     }
 }

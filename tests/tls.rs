@@ -293,7 +293,11 @@ fn curl(args: &[&str]) -> (bool, String, String) {
         .args(args)
         .output()
         .expect("run curl (apt-get install curl)");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -379,7 +383,11 @@ fn openssl_s_client_starttls_pop3() {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("+OK 5 ") && text.contains("+OK poplar signing off"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("+OK 5 ") && text.contains("+OK poplar signing off"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -25,7 +25,8 @@ pub struct Certs {
 }
 
 fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (apt-get install openssl)");
+    let out =
+        Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (apt-get install openssl)");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -35,16 +36,43 @@ impl Certs {
         let f = |suffix: &str| format!("{name}-{suffix}");
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
         let ca_subject = format!("/CN=poplar test CA {name}");
-        openssl(&[&["req", "-x509"][..], &ec, &["-keyout", &f("ca.key"), "-out", &f("ca.pem"), "-days", "2", "-subj", &ca_subject]].concat(), dir);
-        openssl(&[&["req"][..], &ec, &["-keyout", &f("key.pem"), "-out", &f("leaf.csr"), "-subj", "/CN=localhost"]].concat(), dir);
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", &f("ca.key"), "-out", &f("ca.pem"), "-days", "2", "-subj", &ca_subject],
+            ]
+            .concat(),
+            dir,
+        );
+        openssl(
+            &[&["req"][..], &ec, &["-keyout", &f("key.pem"), "-out", &f("leaf.csr"), "-subj", "/CN=localhost"]]
+                .concat(),
+            dir,
+        );
         std::fs::write(
             dir.join(f("ext.cnf")),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
         openssl(
-            &["x509", "-req", "-in", &f("leaf.csr"), "-CA", &f("ca.pem"), "-CAkey", &f("ca.key"), "-CAcreateserial",
-              "-out", &f("leaf.pem"), "-days", "2", "-extfile", &f("ext.cnf")],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &f("leaf.csr"),
+                "-CA",
+                &f("ca.pem"),
+                "-CAkey",
+                &f("ca.key"),
+                "-CAcreateserial",
+                "-out",
+                &f("leaf.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &f("ext.cnf"),
+            ],
             dir,
         );
         let leaf = std::fs::read(dir.join(f("leaf.pem"))).unwrap();
