@@ -1,12 +1,20 @@
 //! The one loop that reads the network: a bounded command line at a time, handed to the session; replies
 //! are corked and flushed only when the client has nothing more buffered (RFC 2449 PIPELINING: a batch of
 //! commands gets its replies in one write instead of one packet each); the autologout timer; the TLS
-//! hand-off for implicit TLS and STLS.
+//! hand-off for implicit TLS and STLS. Also the reading of a PROXY protocol header, which comes before the
+//! session's first byte.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 use crate::proto::line::{self, Line, MAX_COMMAND_LINE};
+use crate::proxy::{self, Header, Parsed, ProxyError};
 use crate::session::{Outcome, Services, Session, Stats, Step};
 use crate::stream::Stream;
 use crate::tls::Acceptor;
@@ -44,7 +52,7 @@ pub fn serve_tls(
     let mut session = Session::new(services, peer, apop_timestamp);
     let mut reader = BufReader::with_capacity(INPUT_BUFFER, stream);
     let mut pending = Vec::new();
-    let outcome = match run(&mut session, &mut reader, &mut pending, tls) {
+    let outcome = match run(&mut session, &mut reader, &mut pending, peer, tls) {
         Ok(outcome) => outcome,
         Err(e) if is_timeout(&e) => {
             // Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes
@@ -74,6 +82,7 @@ fn run(
     session: &mut Session<'_>,
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
+    peer: &str,
     tls: Option<Tls<'_>>,
 ) -> io::Result<Outcome> {
     if let Some(Tls { acceptor, implicit: true }) = tls {
@@ -83,6 +92,12 @@ fn run(
     }
     session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
     flush(pending, reader.get_mut())?;
+    // A trusted proxy's header was consumed before the session began, so one here comes from an address
+    // not in --proxy-from: it would make us log and limit the wrong client. Refuse it.
+    if proxy::looks_like_header(reader.fill_buf()?) {
+        log::warn!("peer={peer}: PROXY protocol header from an address not in proxy-from; closing");
+        return Ok(Outcome::Error);
+    }
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     loop {
         let step = match line::read_line(reader, &mut line, session.line_limit())? {
@@ -188,3 +203,95 @@ pub fn log_session_end(peer: &str, stats: &Stats, elapsed: Duration) {
     );
 }
 
+
+/// Why the PROXY protocol header of a trusted peer could not be taken. Either way the connection closes.
+#[derive(Debug)]
+pub enum ProxyHeaderError {
+    Io(io::Error),
+    Invalid(ProxyError),
+}
+
+impl fmt::Display for ProxyHeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyHeaderError::Io(e) => write!(f, "reading the PROXY protocol header: {e}"),
+            ProxyHeaderError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyHeaderError {}
+
+/// Reads the PROXY protocol header that a load balancer in `--proxy-from` must send first, within
+/// `within`, and returns the client it names (or `peer` itself for LOCAL and UNKNOWN headers). It reads
+/// exactly the header and nothing after it: those bytes belong to the POP3 session.
+pub fn read_proxy_header<R: Read + AsFd>(
+    conn: &mut R,
+    peer: SocketAddr,
+    within: Duration,
+) -> Result<SocketAddr, ProxyHeaderError> {
+    let deadline = Instant::now() + within;
+    let mut buf = Vec::with_capacity(proxy::V1_MAX);
+    loop {
+        match proxy::parse(&buf).map_err(ProxyHeaderError::Invalid)? {
+            Parsed::Complete { header: Header::Proxied { source, .. }, .. } => return Ok(source),
+            Parsed::Complete { header: Header::Local, .. } => return Ok(peer),
+            Parsed::Incomplete(more) => {
+                let start = buf.len();
+                buf.resize(start + more, 0);
+                let got = read_before(conn, &mut buf[start..], deadline).map_err(ProxyHeaderError::Io)?;
+                buf.truncate(start + got);
+            }
+        }
+    }
+}
+
+/// One read that waits no later than `deadline`; end of input is an error (the header is incomplete).
+fn read_before<R: Read + AsFd>(conn: &mut R, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)) {
+        Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
+        Ok(_) => {}
+        Err(Errno::EINTR) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    }
+    match conn.read(buf)? {
+        0 => Err(io::ErrorKind::UnexpectedEof.into()),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:4000".parse().unwrap()
+    }
+
+    #[test]
+    fn header_is_read_exactly_and_names_the_client() {
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\nUSER alice\r\n").unwrap();
+        let client = read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap();
+        assert_eq!(client, "192.0.2.7:50522".parse().unwrap());
+        let mut rest = [0u8; 12];
+        ours.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"USER alice\r\n");
+    }
+
+    #[test]
+    fn local_keeps_the_peer_and_bad_or_missing_headers_fail() {
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(b"PROXY UNKNOWN\r\n").unwrap();
+        assert_eq!(read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap(), peer());
+        theirs.write_all(b"USER alice\r\n").unwrap();
+        let e = read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, ProxyHeaderError::Invalid(ProxyError::NotAHeader)), "{e}");
+        let (mut ours, _theirs) = UnixStream::pair().unwrap();
+        let e = read_proxy_header(&mut ours, peer(), Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(e, ProxyHeaderError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut), "{e}");
+    }
+}

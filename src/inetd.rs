@@ -31,8 +31,15 @@ pub fn run(config: &Config) -> Result<(), StartError> {
             return Err(e);
         }
     };
-    let (input, output) = stdio().map_err(|e| StartError::runtime(format!("stdin/stdout: {e}")))?;
-    let peer = peer_name(input.as_fd());
+    let (mut input, output) = stdio().map_err(|e| StartError::runtime(format!("stdin/stdout: {e}")))?;
+    let peer = match peer_addr(input.as_fd()) {
+        // Behind a load balancer in --proxy-from, the client is the one its PROXY header names.
+        Some(addr) => match server::client_address(&mut input, addr, &frontend) {
+            Some(client) => client.to_string(),
+            None => return Ok(()),
+        },
+        None => peer_name(input.as_fd()),
+    };
     if is_socket(input.as_fd()) {
         // Only when fd 0 is a socket; a pipe (a test harness) has neither option.
         let sock = SockRef::from(&input);
@@ -72,6 +79,16 @@ fn stdio() -> std::io::Result<(File, File)> {
 
 fn is_socket(fd: BorrowedFd<'_>) -> bool {
     nix::sys::socket::getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)).is_ok()
+}
+
+/// The client's IP address and port, when fd 0 is a TCP socket.
+fn peer_addr(fd: BorrowedFd<'_>) -> Option<std::net::SocketAddr> {
+    let addr = getpeername::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)).ok()?;
+    match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(std::net::SocketAddr::V4((*v4).into())),
+        (_, Some(v6)) => Some(std::net::SocketAddr::V6((*v6).into())),
+        _ => None,
+    }
 }
 
 /// The client's address for the logs, or a placeholder when fd 0 is not a socket.

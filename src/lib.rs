@@ -15,10 +15,16 @@
 //! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts, and TLS over either.
 //! - [`tls`]: the certificate and key (PEM), checked at start-up and reloaded on SIGHUP (feature `tls`).
 //! - [`server`], [`inetd`]: the two front ends.
+//! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
+//! - [`reload`]: what SIGHUP swaps: the settings and user database new sessions start with.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
+//! - [`check`]: `--check-config`, validating the settings and printing the effective ones.
 //! - [`logging`]: env_logger on stderr, or syslog (facility mail) when stderr is the client's socket.
+//! - [`proxy`]: the PROXY protocol v1/v2 header a load balancer puts before the client's bytes; pure.
 
+pub mod activation;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -27,6 +33,8 @@ pub mod lock;
 pub mod logging;
 pub mod maildrop;
 pub mod proto;
+pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod stream;

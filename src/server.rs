@@ -1,11 +1,12 @@
-//! The standalone front end: listeners built with socket2, an accept loop that gives each connection its
-//! own OS thread, the session cap, orderly shutdown on SIGTERM/SIGINT and certificate reload on SIGHUP.
-//! Also the start-up pieces both front ends share (the user database, the APOP timestamp, the TLS
-//! certificate).
+//! The standalone front end: listeners built with socket2 or handed over by systemd socket activation, an
+//! accept loop that gives each connection its own OS thread, the session cap, reloading on SIGHUP (the
+//! configuration, the passwd-file and the TLS certificate), and orderly shutdown on SIGTERM/SIGINT. Also
+//! the start-up pieces both front ends share (the user database, the APOP timestamp, the TLS certificate,
+//! the client's address behind a PROXY protocol load balancer).
 
 use std::fmt;
-use std::io::{self, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -18,8 +19,9 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::auth::passwd_file::PasswdFile;
-use crate::config::{Config, DEFAULT_PORT};
+use crate::config::{self, Config, DEFAULT_PORT};
 use crate::conn;
+use crate::reload::Live;
 use crate::session::Services;
 use crate::stream::{Stream, Transport};
 use crate::tls::{self, Acceptor};
@@ -67,6 +69,10 @@ pub struct Frontend {
     pub apop_host: Option<String>,
     /// The TLS certificate, when one is configured (STLS, `--listen-tls`, `--inetd --tls`).
     pub tls: Option<Acceptor>,
+    /// Load balancers whose PROXY protocol header names the real client (`--proxy-from`).
+    pub proxy_from: Vec<(IpAddr, u8)>,
+    /// How long such a peer has to send its header: it is due at once, so the pre-login timer bounds it.
+    pub proxy_timeout: Duration,
 }
 
 /// Builds the shared session services from the configuration.
@@ -92,6 +98,8 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
         timeout: config.timeout,
         apop_host,
         tls,
+        proxy_from: config.proxy_from.clone(),
+        proxy_timeout: config.timeout.min(config.login_timeout),
     })
 }
 
@@ -130,12 +138,34 @@ struct Listener {
     implicit_tls: bool,
 }
 
-/// Runs the standalone server until SIGTERM or SIGINT.
+/// Re-reads the configuration (the same files and command line as at start-up), for SIGHUP.
+pub type Reload<'a> = &'a dyn Fn() -> Result<Config, String>;
+
+/// Runs the standalone server until SIGTERM or SIGINT; SIGHUP re-reads only the passwd-file.
 pub fn run(config: &Config) -> Result<(), StartError> {
+    let same = || Ok(config.clone());
+    serve(config, &same)
+}
+
+/// Runs the standalone server until SIGTERM or SIGINT; SIGHUP calls `reload` and puts the result into
+/// effect for new sessions.
+pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     ignore_fatal_signals();
+    let activated = crate::activation::listeners().map_err(StartError::runtime)?;
     let frontend = Arc::new(frontend(config)?);
-    let listeners = listeners(config)?;
+    let listeners = match activated {
+        Some(listeners) => {
+            if !config.listen.is_empty() || !config.listen_tls.is_empty() {
+                log::warn!("socket activation: using the {} passed sockets, not the listen settings", listeners.len());
+            }
+            // Passed sockets speak POP3 in the clear (with STLS when a certificate is set); for port 995
+            // under systemd use `--inetd --tls` with Accept=yes.
+            listeners.into_iter().map(|socket| Listener { socket, implicit_tls: false }).collect()
+        }
+        None => self::listeners(config)?,
+    };
     let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
+    log::info!("poplar {} started, pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
     for l in &listeners {
         let addr = l.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
         if l.implicit_tls {
@@ -145,9 +175,18 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         }
     }
     let active = Arc::new(AtomicUsize::new(0));
-    accept_loop(&listeners, &signals, &frontend, &active, config.max_sessions)?;
+    let mut live = Live::new(config, frontend);
+    loop {
+        match accept_loop(&listeners, &signals, &live, &active)? {
+            Event::Reload => reload_into(&mut live, config, reload),
+            Event::Stop(signal) => {
+                log::info!("{signal}: shutting down, no new sessions");
+                break;
+            }
+        }
+    }
     drop(listeners);
-    wait_for_sessions(&frontend, &active, config.shutdown_grace);
+    wait_for_sessions(&live, &active);
     Ok(())
 }
 
@@ -163,6 +202,23 @@ fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
         listeners.push(Listener { socket, implicit_tls: true });
     }
     Ok(listeners)
+}
+
+/// SIGHUP: a configuration or passwd-file that does not load is logged and the running one kept, so a
+/// typo cannot take the server down.
+fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
+    match reload().and_then(|new| frontend(&new).map(|f| (new, f)).map_err(|e| e.message)) {
+        Ok((new, frontend)) => live.replace(started, &new, frontend),
+        Err(e) => log::error!("reload: {e}; keeping the running configuration"),
+    }
+}
+
+/// Why the accept loop returned.
+enum Event {
+    /// SIGHUP: re-read the configuration, then accept again.
+    Reload,
+    /// SIGTERM or SIGINT.
+    Stop(Signal),
 }
 
 /// Binds the configured addresses, or port 110 on all IPv6 and IPv4 addresses by default.
@@ -198,10 +254,9 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 fn accept_loop(
     listeners: &[Listener],
     signals: &SignalPipe,
-    frontend: &Arc<Frontend>,
+    live: &Live,
     active: &Arc<AtomicUsize>,
-    max_sessions: usize,
-) -> Result<(), StartError> {
+) -> Result<Event, StartError> {
     loop {
         let mut fds: Vec<PollFd<'_>> =
             listeners.iter().map(|l| PollFd::new(l.socket.as_fd(), PollFlags::POLLIN)).collect();
@@ -214,31 +269,15 @@ fn accept_loop(
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
         if ready[listeners.len()] {
-            while let Some(signal) = signals.take() {
-                if signal == Signal::SIGHUP {
-                    reload(frontend);
-                } else {
-                    log::info!("{signal}: shutting down, no new sessions");
-                    return Ok(());
-                }
+            match signals.take() {
+                Some(Signal::SIGHUP) => return Ok(Event::Reload),
+                Some(signal) => return Ok(Event::Stop(signal)),
+                None => {}
             }
         }
         for (listener, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
-            accept_one(listener, frontend, active, max_sessions);
+            accept_one(listener, &live.frontend, active, live.max_sessions);
         }
-    }
-}
-
-/// SIGHUP: reads the certificate and key again. New handshakes use the new ones; sessions already running
-/// keep theirs. A failed reload changes nothing.
-fn reload(frontend: &Frontend) {
-    let Some(acceptor) = &frontend.tls else {
-        log::info!("SIGHUP: no TLS certificate configured, nothing to reload");
-        return;
-    };
-    match acceptor.reload() {
-        Ok(()) => log::info!("SIGHUP: TLS certificate reloaded from {}", acceptor.cert_path().display()),
-        Err(e) => log::error!("SIGHUP: TLS certificate not reloaded, keeping the old one: {e}"),
     }
 }
 
@@ -294,13 +333,34 @@ pub fn keepalive(socket: &SockRef<'_>) -> io::Result<()> {
     socket.set_tcp_keepalive(&params)
 }
 
-fn session(stream: TcpStream, peer: SocketAddr, frontend: &Frontend, implicit_tls: bool) {
+fn session(mut stream: TcpStream, peer: SocketAddr, frontend: &Frontend, implicit_tls: bool) {
+    // The PROXY protocol header comes before the TLS handshake: the load balancer writes it in the clear.
+    let Some(peer) = client_address(&mut stream, peer, frontend) else { return };
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
     let stream = Stream::new(Transport::Tcp(stream), frontend.timeout, frontend.timeout);
     let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls { acceptor, implicit: implicit_tls });
     let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
+}
+
+/// The client's address for logs and limits: the connection's peer, or, when that peer is a load balancer
+/// in `--proxy-from`, the client named by the PROXY protocol header it must send first. `None`: the
+/// header was missing or malformed, and the connection is to be closed (it has been logged).
+pub fn client_address<R: Read + AsFd>(conn: &mut R, peer: SocketAddr, frontend: &Frontend) -> Option<SocketAddr> {
+    if !config::in_networks(peer.ip(), &frontend.proxy_from) {
+        return Some(peer);
+    }
+    match conn::read_proxy_header(conn, peer, frontend.proxy_timeout) {
+        Ok(client) => {
+            log::debug!("peer={peer}: PROXY protocol header names {client}");
+            Some(client)
+        }
+        Err(e) => {
+            log::warn!("peer={peer}: {e}; closing");
+            None
+        }
+    }
 }
 
 /// Decrements the session count when a session thread ends, even by panic.
@@ -313,11 +373,11 @@ impl Drop for ActiveGuard {
 }
 
 /// Exiting mid-session loses nothing (only QUIT deletes); a session inside UPDATE is always waited for.
-fn wait_for_sessions(frontend: &Frontend, active: &AtomicUsize, grace: Duration) {
-    let deadline = Instant::now() + grace;
+fn wait_for_sessions(live: &Live, active: &AtomicUsize) {
+    let deadline = Instant::now() + live.shutdown_grace;
     loop {
         let sessions = active.load(Ordering::SeqCst);
-        let updating = frontend.services.updates_in_progress.load(Ordering::SeqCst);
+        let updating = live.updates_in_progress();
         if sessions == 0 || (Instant::now() >= deadline && updating == 0) {
             log::info!("shutdown ({sessions} sessions cut off)");
             return;
@@ -327,7 +387,7 @@ fn wait_for_sessions(frontend: &Frontend, active: &AtomicUsize, grace: Duration)
 }
 
 /// The self-pipe trick: signal handlers only write a byte, which wakes the accept loop's `poll`. SIGTERM
-/// and SIGINT stop the server; SIGHUP asks for a certificate reload.
+/// and SIGINT stop the server; SIGHUP asks for a reload.
 struct SignalPipe {
     read: OwnedFd,
     _write: OwnedFd,

@@ -1,6 +1,8 @@
 //! The TLS server configuration: the certificate chain and key from `--tls-cert`/`--tls-key` (PEM), loaded
-//! with errors that name the file, and swapped on SIGHUP without touching running sessions. The handshake
-//! and the encrypted stream are `stream.rs`'s; when the STLS is offered is the session's.
+//! with errors that name the file. The handshake and the encrypted stream are `stream.rs`'s; when STLS is
+//! offered is the session's. SIGHUP reloads by building a new `Frontend`, and with it a new [`Acceptor`]
+//! (`server.rs`, `reload.rs`): running sessions keep the one they started with, and a certificate that
+//! does not load leaves the old one in use.
 //!
 //! Built without the cargo feature `tls`, [`Acceptor`] cannot be made and every TLS option is refused at
 //! start-up with [`TlsError::NotBuilt`].
@@ -78,7 +80,7 @@ pub use disabled::Acceptor;
 #[cfg(feature = "tls")]
 mod enabled {
     use std::path::{Path, PathBuf};
-    use std::sync::{Arc, RwLock};
+    use std::sync::Arc;
 
     use rustls::ServerConfig;
     use rustls::crypto::CryptoProvider;
@@ -88,31 +90,21 @@ mod enabled {
 
     use super::TlsError;
 
-    /// The current server configuration, shared by every session and replaced whole on reload: a session
-    /// takes an `Arc` of the configuration at its handshake and keeps it, so a reload never disturbs it.
+    /// The server configuration every handshake of one `Frontend` uses.
     #[derive(Debug)]
     pub struct Acceptor {
         cert: PathBuf,
-        key: PathBuf,
-        current: RwLock<Arc<ServerConfig>>,
+        config: Arc<ServerConfig>,
     }
 
     impl Acceptor {
         pub fn load(cert: &Path, key: &Path) -> Result<Acceptor, TlsError> {
-            let config = server_config(cert, key)?;
-            Ok(Acceptor { cert: cert.to_path_buf(), key: key.to_path_buf(), current: RwLock::new(config) })
-        }
-
-        /// Reads the files again (SIGHUP). On failure the configuration in use stays.
-        pub fn reload(&self) -> Result<(), TlsError> {
-            let config = server_config(&self.cert, &self.key)?;
-            *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
-            Ok(())
+            Ok(Acceptor { cert: cert.to_path_buf(), config: server_config(cert, key)? })
         }
 
         /// The configuration for a new handshake.
         pub fn server_config(&self) -> Arc<ServerConfig> {
-            Arc::clone(&self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+            Arc::clone(&self.config)
         }
 
         pub fn cert_path(&self) -> &Path {
@@ -201,10 +193,6 @@ mod disabled {
     impl Acceptor {
         pub fn load(_cert: &Path, _key: &Path) -> Result<Acceptor, TlsError> {
             Err(TlsError::NotBuilt)
-        }
-
-        pub fn reload(&self) -> Result<(), TlsError> {
-            match self.never {}
         }
 
         pub fn cert_path(&self) -> &Path {

@@ -102,7 +102,8 @@ fn failures_are_delayed_alike() {
     assert!(wrong >= Duration::from_millis(1500), "wrong password answered after {wrong:?}");
     assert!(unknown >= Duration::from_millis(1500), "unknown user answered after {unknown:?}");
     let diff = wrong.abs_diff(unknown);
-    assert!(diff < Duration::from_millis(500), "{wrong:?} vs {unknown:?}");
+    // Generous: the suite runs many servers at once on two cores; the delay itself is 2 s.
+    assert!(diff < Duration::from_millis(1000), "{wrong:?} vs {unknown:?}");
     let log = srv.wait_log(&["login failed", "user=nobody", "peer=127.0.0.1:"], Duration::from_secs(5));
     assert!(log.is_some(), "{:?}", srv.stderr_lines());
 }
