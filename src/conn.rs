@@ -100,7 +100,10 @@ fn run(
     }
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     loop {
-        let step = match line::read_line(reader, &mut line, session.line_limit())? {
+        let limit = session.line_limit();
+        let line_read = line::read_line(reader, &mut line, limit)?;
+        let handling_started = Instant::now();
+        let step = match line_read {
             Line::Eof => {
                 flush(pending, reader.get_mut())?;
                 return Ok(Outcome::Closed);
@@ -110,7 +113,10 @@ fn run(
         };
         match step {
             Step::Continue => {}
-            Step::Delay(delay) => std::thread::sleep(delay),
+            // Counted from when the command was read, not from when it was answered: the password check's
+            // own cost (a hash for one user, a plain compare for another, a dummy hash for an unknown
+            // name) is then hidden inside the delay, and every failure takes the same time.
+            Step::Delay(delay) => std::thread::sleep(delay.saturating_sub(handling_started.elapsed())),
             Step::Quit => {
                 flush(pending, reader.get_mut())?;
                 reader.get_mut().close();
