@@ -70,7 +70,9 @@ fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             readable(cert, origins, "tls-cert")?;
-            readable(key, origins, "tls-key")
+            readable(key, origins, "tls-key")?;
+            // The full load the server does: PEM contents, a usable key, the key matching the certificate.
+            crate::tls::from_config(config).map(drop).map_err(|e| problem(origins, "tls-cert", e.to_string()))
         }
         (Some(_), None) => Err(problem(origins, "tls-cert", "set without tls-key".to_string())),
         (None, Some(_)) => Err(problem(origins, "tls-key", "set without tls-cert".to_string())),

@@ -32,6 +32,11 @@ usage: poplar [options]
       --auth-failure-delay SECS   delay before answering a failed login (default 2)
       --log-level LEVEL     error, warn, info (default), debug or trace
       --shutdown-grace SECS after SIGTERM, how long sessions may go on (default 30)
+      --tls-cert FILE       certificate chain (PEM, server certificate first): enables STLS
+      --tls-key FILE        its private key (PEM); both are reloaded on SIGHUP
+      --listen-tls ADDR:PORT  implicit TLS listener, repeatable (usually port 995)
+      --tls                 with --inetd: start with a TLS handshake (port 995)
+      --no-plaintext        refuse USER/PASS/AUTH before TLS (default: on with a certificate)
       --proxy-from CIDR[,CIDR...]  load balancers whose PROXY protocol v1/v2 header names the client
       --check-config        check the settings, passwd-file and certificates; print the effective settings
   -h, --help                this text

@@ -1,7 +1,8 @@
 //! The one loop that reads the network: a bounded command line at a time, handed to the session; replies
 //! are corked and flushed only when the client has nothing more buffered (RFC 2449 PIPELINING: a batch of
-//! commands gets its replies in one write instead of one packet each); the autologout timer. Also the
-//! reading of a PROXY protocol header, which comes before the session's first byte.
+//! commands gets its replies in one write instead of one packet each); the autologout timer; the TLS
+//! hand-off for implicit TLS and STLS. Also the reading of a PROXY protocol header, which comes before the
+//! session's first byte.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -16,6 +17,15 @@ use crate::proto::line::{self, Line, MAX_COMMAND_LINE};
 use crate::proxy::{self, Header, Parsed, ProxyError};
 use crate::session::{Outcome, Services, Session, Stats, Step};
 use crate::stream::Stream;
+use crate::tls::Acceptor;
+
+/// TLS for one connection: the server's certificate, and whether the connection starts with a handshake
+/// (RFC 8314 implicit TLS, port 995) or may ask for one with STLS.
+#[derive(Clone, Copy)]
+pub struct Tls<'a> {
+    pub acceptor: &'a Acceptor,
+    pub implicit: bool,
+}
 
 /// Input buffer: several pipelined commands per read, yet small for idle sessions.
 const INPUT_BUFFER: usize = 4 * 1024;
@@ -27,16 +37,28 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// Runs one session to its end and returns its counters. I/O errors end the session; they never delete
 /// anything, because only QUIT reaches UPDATE.
 pub fn serve(stream: Stream, services: &Services, peer: &str, apop_timestamp: Option<String>) -> (Stats, Duration) {
+    serve_tls(stream, services, peer, apop_timestamp, None)
+}
+
+/// [`serve`] with TLS available (STLS) or required from the first byte (implicit TLS).
+pub fn serve_tls(
+    stream: Stream,
+    services: &Services,
+    peer: &str,
+    apop_timestamp: Option<String>,
+    tls: Option<Tls<'_>>,
+) -> (Stats, Duration) {
     let started = Instant::now();
     let mut session = Session::new(services, peer, apop_timestamp);
     let mut reader = BufReader::with_capacity(INPUT_BUFFER, stream);
     let mut pending = Vec::new();
-    let outcome = match run(&mut session, &mut reader, &mut pending, peer) {
+    let outcome = match run(&mut session, &mut reader, &mut pending, peer, tls) {
         Ok(outcome) => outcome,
         Err(e) if is_timeout(&e) => {
             // Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes
             // the connection without entering UPDATE.
-            let _ = reader.get_mut().write_all(b"-ERR autologout timer expired, closing\r\n");
+            let stream = reader.get_mut();
+            let _ = stream.write_all(b"-ERR autologout timer expired, closing\r\n").and_then(|()| stream.flush());
             Outcome::Timeout
         }
         Err(e) => {
@@ -61,7 +83,13 @@ fn run(
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
     peer: &str,
+    tls: Option<Tls<'_>>,
 ) -> io::Result<Outcome> {
+    if let Some(Tls { acceptor, implicit: true }) = tls {
+        // The handshake runs here, in the session's thread, bounded by the stream's timeouts.
+        reader.get_mut().start_tls(acceptor)?;
+        session.tls_established();
+    }
     session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
     flush(pending, reader.get_mut())?;
     // A trusted proxy's header was consumed before the session began, so one here comes from an address
@@ -72,7 +100,10 @@ fn run(
     }
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     loop {
-        let step = match line::read_line(reader, &mut line, MAX_COMMAND_LINE)? {
+        let limit = session.line_limit();
+        let line_read = line::read_line(reader, &mut line, limit)?;
+        let handling_started = Instant::now();
+        let step = match line_read {
             Line::Eof => {
                 flush(pending, reader.get_mut())?;
                 return Ok(Outcome::Closed);
@@ -82,10 +113,19 @@ fn run(
         };
         match step {
             Step::Continue => {}
-            Step::Delay(delay) => std::thread::sleep(delay),
+            // Counted from when the command was read, not from when it was answered: the password check's
+            // own cost (a hash for one user, a plain compare for another, a dummy hash for an unknown
+            // name) is then hidden inside the delay, and every failure takes the same time.
+            Step::Delay(delay) => std::thread::sleep(delay.saturating_sub(handling_started.elapsed())),
             Step::Quit => {
                 flush(pending, reader.get_mut())?;
+                reader.get_mut().close();
                 return Ok(Outcome::Quit);
+            }
+            Step::StartTls => {
+                start_tls(reader, pending, tls)?;
+                session.tls_established();
+                continue;
             }
         }
         if reader.buffer().is_empty() {
@@ -94,11 +134,32 @@ fn run(
     }
 }
 
+/// STLS accepted: the `+OK` goes out in the clear, then the handshake.
+///
+/// RFC 2595 section 4 warns that a client "MUST discard cached information about server capabilities"
+/// once TLS starts; the server's side of that bargain is to discard commands received before the
+/// handshake: an attacker on the path can append `STLS\r\nUSER x\r\n...` to a client's packet, and
+/// those commands must not run inside the protected session (the plaintext-injection attack, CVE-2011-0411
+/// in Postfix). Everything buffered after the STLS line is dropped unread.
+fn start_tls(reader: &mut BufReader<Stream>, pending: &mut Vec<u8>, tls: Option<Tls<'_>>) -> io::Result<()> {
+    flush(pending, reader.get_mut())?;
+    let injected = reader.buffer().len();
+    if injected > 0 {
+        log::debug!("discarding {injected} octets received after STLS");
+    }
+    reader.consume(injected);
+    // The session offers STLS only when the front end configured a certificate.
+    let acceptor = tls.map(|t| t.acceptor).ok_or_else(|| io::Error::other("STLS without a certificate"))?;
+    reader.get_mut().start_tls(acceptor)
+}
+
 fn flush(pending: &mut Vec<u8>, stream: &mut Stream) -> io::Result<()> {
     if !pending.is_empty() {
         stream.write_all(pending)?;
         pending.clear();
     }
+    // Under TLS, the records rustls still holds; a no-op in the clear.
+    stream.flush()?;
     if pending.capacity() > OUTPUT_HIGH_WATER * 2 {
         // A large response grew the buffer; give the memory back rather than keep it for an idle session.
         pending.shrink_to(OUTPUT_HIGH_WATER);

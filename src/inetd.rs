@@ -1,6 +1,7 @@
 //! The inetd front end: one session on fd 0/1, for inetd, xinetd and systemd `Accept=yes`. Those hand the
 //! client socket over as fd 0, 1 and 2, so nothing but protocol bytes may be written to stdout or stderr:
-//! logs go to syslog, and fd 2 is pointed at /dev/null before anything could print there.
+//! logs go to syslog, and fd 2 is pointed at /dev/null before anything could print there. With `--tls`
+//! the connection starts with a TLS handshake (RFC 8314 implicit TLS, port 995).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -23,7 +24,10 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         Err(e) => {
             log::error!("{e}");
             // The only thing the client may see: a protocol line (RFC 3206: a permanent server problem).
-            let _ = std::io::stdout().write_all(b"-ERR [SYS/PERM] server misconfigured\r\n");
+            // A TLS client would read it as a broken handshake; it is for the plaintext case.
+            if !config.tls {
+                let _ = std::io::stdout().write_all(b"-ERR [SYS/PERM] server misconfigured\r\n");
+            }
             return Err(e);
         }
     };
@@ -44,7 +48,8 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     }
     let timestamp = frontend.apop_host.as_deref().map(server::apop_timestamp);
     let stream = Stream::new(Transport::Stdio { input, output }, frontend.timeout, frontend.timeout);
-    let (stats, elapsed) = conn::serve(stream, &frontend.services, &peer, timestamp);
+    let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls { acceptor, implicit: config.tls });
+    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
     Ok(())
 }

@@ -9,10 +9,12 @@
 //! - [`session`]: the RFC 1939 state machine (AUTHORIZATION → TRANSACTION → UPDATE). Writes replies into a
 //!   `Write`; never touches a socket or a clock.
 //! - [`auth`]: who the user is: the passwd-file, password schemes, APOP, `Secret`.
-//! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates.
+//! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates,
+//!   the Maildir size cache.
 //! - [`lock`]: session `flock`s and the mbox delivery-agent locks, as RAII guards.
 //! - [`conn`]: the one loop that reads the network: bounded lines, timeouts, flush-when-idle (PIPELINING).
-//! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts.
+//! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts, and TLS over either.
+//! - [`tls`]: the certificate and key (PEM), checked at start-up and reloaded on SIGHUP (feature `tls`).
 //! - [`server`], [`inetd`]: the two front ends.
 //! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
 //! - [`reload`]: what SIGHUP swaps: the settings and user database new sessions start with.
@@ -37,3 +39,4 @@ pub mod reload;
 pub mod server;
 pub mod session;
 pub mod stream;
+pub mod tls;
