@@ -5,7 +5,7 @@
 //! session's first byte.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -33,6 +33,10 @@ const INPUT_BUFFER: usize = 4 * 1024;
 /// Output is written to the client whenever this much is pending, so RETR of a large message streams
 /// with bounded memory instead of waiting for the end of the response.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// A write at least this large (a chunk of a message body) goes to the stream at once, together with
+/// what is pending in one `writev`, instead of being copied into the pending output first.
+const DIRECT_WRITE: usize = 8 * 1024;
 
 /// Runs one session to its end and returns its counters. I/O errors end the session; they never delete
 /// anything, because only QUIT reaches UPDATE.
@@ -181,11 +185,11 @@ impl<'a> Corked<'a> {
 
 impl Write for Corked<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() >= DIRECT_WRITE {
+            return self.write_through(buf);
+        }
         if self.pending.len() + buf.len() > OUTPUT_HIGH_WATER {
             flush(self.pending, self.stream)?;
-            if buf.len() >= OUTPUT_HIGH_WATER {
-                return self.stream.write(buf);
-            }
         }
         self.pending.extend_from_slice(buf);
         Ok(buf.len())
@@ -193,6 +197,29 @@ impl Write for Corked<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Corked<'_> {
+    /// Writes the pending output and then `buf`, in one system call when the stream takes it all. Returns
+    /// how much of `buf` was written, never 0 for a non-empty `buf` unless the stream failed.
+    fn write_through(&mut self, buf: &[u8]) -> io::Result<usize> {
+        while !self.pending.is_empty() {
+            let n = self.stream.write_vectored(&[IoSlice::new(self.pending), IoSlice::new(buf)])?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            if n < self.pending.len() {
+                self.pending.drain(..n);
+                continue;
+            }
+            let of_buf = n - self.pending.len();
+            self.pending.clear();
+            if of_buf > 0 {
+                return Ok(of_buf);
+            }
+        }
+        self.stream.write(buf)
     }
 }
 

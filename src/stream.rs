@@ -4,7 +4,7 @@
 //! has no SO_RCVTIMEO); TLS records go through the same timed reads and writes, so the timers hold there too.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
@@ -176,6 +176,16 @@ impl Write for Stream {
         }
     }
 
+    /// A status line and a body chunk leave in one `writev`.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match &mut self.layer {
+            Layer::Plain(timed) => timed.write_vectored(bufs),
+            #[cfg(feature = "tls")]
+            Layer::Tls(tls) => tls.write_vectored(bufs),
+            Layer::Closed => Err(closed()),
+        }
+    }
+
     /// Under TLS, writes out the records still queued in rustls; the plain transport has no buffer.
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.layer {
@@ -203,6 +213,14 @@ impl Write for Timed {
         match &mut self.transport {
             Transport::Tcp(s) => s.write(buf),
             Transport::Stdio { output, .. } => output.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        wait(self.output_fd(), PollFlags::POLLOUT, self.write_timeout)?;
+        match &mut self.transport {
+            Transport::Tcp(s) => s.write_vectored(bufs),
+            Transport::Stdio { output, .. } => output.write_vectored(bufs),
         }
     }
 

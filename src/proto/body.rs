@@ -21,8 +21,9 @@ pub enum Limit {
 
 /// Streams one message as a multi-line response body.
 ///
-/// Octets are written in runs: a stored CRLF line costs nothing extra, a bare LF splits the run to insert
-/// the CR, and a leading dot splits it to insert the stuffing dot.
+/// Each chunk is encoded into one buffer and leaves in one write. Octets are copied in runs: a stored
+/// CRLF line costs nothing extra, a bare LF splits the run to insert the CR, and a leading dot splits it
+/// to insert the stuffing dot.
 #[derive(Debug)]
 pub struct Encoder {
     /// Body lines TOP may still send; `None` for RETR.
@@ -55,22 +56,70 @@ impl Encoder {
         }
     }
 
-    /// Encodes the next chunk of the stored message. Returns `Ok(false)` once the TOP limit is reached:
-    /// the rest of the message need not be read.
+    /// Encodes the next chunk of the stored message into `out` with one `write_all`. Returns `Ok(false)`
+    /// once the TOP limit is reached: the rest of the message need not be read.
+    ///
+    /// This allocates a buffer per call; a loop over a whole message should keep one buffer and call
+    /// [`Encoder::encode_chunk`] (RETR does).
     pub fn write_chunk<W: Write + ?Sized>(&mut self, chunk: &[u8], out: &mut W) -> io::Result<bool> {
+        let mut encoded = Vec::with_capacity(encoded_capacity(chunk.len()));
+        let more = self.encode_chunk(chunk, &mut encoded);
+        out.write_all(&encoded)?;
+        Ok(more)
+    }
+
+    /// Appends the encoding of the next chunk of the stored message to `out`. Returns `false` once the
+    /// TOP limit is reached: the rest of the message need not be read.
+    pub fn encode_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> bool {
         if self.done {
-            return Ok(false);
+            return false;
         }
-        let mut run = 0; // the first octet of `chunk` not yet written
+        out.reserve(encoded_capacity(chunk.len()));
+        if self.remaining.is_none() {
+            self.encode_whole(chunk, out);
+            return true;
+        }
+        self.encode_top(chunk, out)
+    }
+
+    /// RETR: no line accounting, so one pass of `memchr_iter` over the chunk; each line costs a compare
+    /// or two, and the octets between insertions are copied in runs.
+    fn encode_whole(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(&last) = chunk.last() else { return };
+        // RFC 1939 section 3: "If any line begins with the termination octet, the line is
+        // 'byte-stuffed' by pre-pending the termination octet to that line of the response."
+        if self.at_line_start && chunk[0] == b'.' {
+            out.push(b'.');
+        }
+        let mut run = 0; // the first octet of `chunk` not yet copied
+        for lf in memchr_iter(b'\n', chunk) {
+            let crlf = if lf > 0 { chunk[lf - 1] == b'\r' } else { self.last_cr };
+            if !crlf {
+                out.extend_from_slice(&chunk[run..lf]);
+                out.extend_from_slice(b"\r\n");
+                run = lf + 1;
+            }
+            if chunk.get(lf + 1) == Some(&b'.') {
+                out.extend_from_slice(&chunk[run..lf + 1]);
+                out.push(b'.');
+                run = lf + 1;
+            }
+        }
+        out.extend_from_slice(&chunk[run..]);
+        self.at_line_start = last == b'\n';
+        self.last_cr = last == b'\r';
+    }
+
+    /// TOP: line by line, counting lines and looking for the blank line that ends the headers.
+    fn encode_top(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> bool {
+        let mut run = 0; // the first octet of `chunk` not yet copied
         let mut pos = 0; // where the current line continues in `chunk`
         while pos < chunk.len() {
             if self.at_line_start {
                 self.at_line_start = false;
-                // RFC 1939 section 3: "If any line begins with the termination octet, the line is
-                // 'byte-stuffed' by pre-pending the termination octet to that line of the response."
                 if chunk[pos] == b'.' {
-                    out.write_all(&chunk[run..pos])?;
-                    out.write_all(b".")?;
+                    out.extend_from_slice(&chunk[run..pos]);
+                    out.push(b'.');
                     run = pos;
                 }
             }
@@ -81,8 +130,8 @@ impl Encoder {
             let lf = pos + offset;
             let crlf = if lf > 0 { chunk[lf - 1] == b'\r' } else { self.last_cr };
             if !crlf {
-                out.write_all(&chunk[run..lf])?;
-                out.write_all(b"\r\n")?;
+                out.extend_from_slice(&chunk[run..lf]);
+                out.extend_from_slice(b"\r\n");
                 run = lf + 1;
             }
             let len = self.line_len.saturating_add(offset);
@@ -90,16 +139,16 @@ impl Encoder {
             self.at_line_start = true;
             pos = lf + 1;
             if self.line_ended(len == 0 || (len == 1 && crlf)) {
-                out.write_all(&chunk[run..pos])?;
+                out.extend_from_slice(&chunk[run..pos]);
                 self.done = true;
-                return Ok(false);
+                return false;
             }
         }
-        out.write_all(&chunk[run..])?;
+        out.extend_from_slice(&chunk[run..]);
         if let Some(&last) = chunk.last() {
             self.last_cr = last == b'\r';
         }
-        Ok(true)
+        true
     }
 
     /// Accounts for one finished line; true when the TOP limit has now been reached.
@@ -127,6 +176,12 @@ impl Encoder {
         };
         out.write_all(tail)
     }
+}
+
+/// Room for the encoding of `len` stored octets in the usual case (lines of a few dozen octets ending
+/// in LF, few leading dots); the rare message that needs more grows the buffer once.
+pub fn encoded_capacity(len: usize) -> usize {
+    len + len / 16 + 16
 }
 
 /// Counts the octets RETR will send for a stored message (CRLF line ends, a final CRLF added when the last
@@ -287,7 +342,7 @@ mod tests {
         assert_eq!(out, b"H: v\r\n\r\nbody\r\n.\r\n");
     }
 
-    /// Counts `write` calls: runs of CRLF lines must go out in one piece, not per line or per octet.
+    /// Counts `write` calls: each chunk must go out in one piece, not per line, run or octet.
     #[derive(Default)]
     struct Writes(usize, Vec<u8>);
 
@@ -303,16 +358,19 @@ mod tests {
     }
 
     #[test]
-    fn crlf_lines_are_written_as_one_run() {
+    fn each_chunk_is_written_once() {
         let mut out = Writes::default();
         let mut encoder = Encoder::new(Limit::Whole);
         encoder.write_chunk(b"line one\r\nline two\r\nline three\r\n", &mut out).unwrap();
         assert_eq!(out.0, 1);
-        // A leading dot and a bare LF each split the run once.
+        // A leading dot and a bare LF change the octets, not the number of writes.
         encoder.write_chunk(b"a\r\n.b\r\nc\nd\r\n", &mut out).unwrap();
-        assert_eq!(out.0, 1 + 5);
+        assert_eq!(out.0, 2);
+        let mut top = Encoder::new(Limit::Top(1));
+        top.write_chunk(b"A: 1\n.B\n\nx\ny\n", &mut out).unwrap();
+        assert_eq!(out.0, 3);
         encoder.finish(&mut out).unwrap();
-        assert_eq!(out.1, b"line one\r\nline two\r\nline three\r\na\r\n..b\r\nc\r\nd\r\n.\r\n");
+        assert_eq!(out.1, b"line one\r\nline two\r\nline three\r\na\r\n..b\r\nc\r\nd\r\nA: 1\r\n..B\r\n\r\nx\r\n.\r\n");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 
 use super::table::Missing;
 use super::{Outcome, Services, Stats, Step, Transaction, UpdateGuard, write_capabilities};
-use crate::proto::body::{Encoder, Limit};
+use crate::proto::body::{Encoder, Limit, encoded_capacity};
 use crate::proto::command::{Command, MsgNum};
 use crate::proto::reply::{self, RespCode};
 
@@ -113,6 +113,9 @@ fn send<W: Write + ?Sized>(
     }
     let mut encoder = Encoder::new(limit);
     let mut chunk = vec![0u8; READ_CHUNK];
+    // Each chunk read is encoded into this one buffer and handed on in one write: the writer sends a
+    // buffer this large straight to the socket, with the status line before it, without copying it again.
+    let mut encoded = Vec::with_capacity(encoded_capacity(READ_CHUNK));
     loop {
         let n = match reader.read(&mut chunk) {
             Ok(0) => break,
@@ -123,7 +126,10 @@ fn send<W: Write + ?Sized>(
                 return Err(e);
             }
         };
-        if !encoder.write_chunk(&chunk[..n], out)? {
+        encoded.clear();
+        let more = encoder.encode_chunk(&chunk[..n], &mut encoded);
+        out.write_all(&encoded)?;
+        if !more {
             break;
         }
     }
