@@ -17,6 +17,7 @@
 //!   it changed. We do the same: the scanned part is scanned again and must be identical.
 
 pub mod expunge;
+pub mod index;
 pub mod scan;
 pub mod uidl;
 
@@ -86,7 +87,14 @@ impl Mbox {
         };
         let Some((file, mut lock)) = mbox.open_locked()? else { return Ok(mbox) };
         expunge::recover(path, &file).map_err(io_err)?;
-        let (scanned, size) = scan_file(path, &file, None, want_x_uidl, &mut lock, READ_CHUNK)?;
+        let (scanned, size, stale) = scan_indexed(path, &file, want_x_uidl, &mut lock)?;
+        if stale {
+            // Under the delivery locks, so the key's size and mtime are those of what was scanned.
+            let key = index::Key::new(&file.metadata().map_err(io_err)?, &scanned, want_x_uidl);
+            if let Err(e) = index::save(path, &key, &scanned) {
+                log::debug!("{}: cannot save the index: {e}", index::index_path(path).display());
+            }
+        }
         drop(lock);
         let uids = uidl::assign(&scanned, uidl, |m| header_md5(&file, m)).map_err(io_err)?;
         mbox.messages = scanned.iter().zip(uids).map(|(m, uid)| MessageInfo { octets: m.octets, uid }).collect();
@@ -118,20 +126,13 @@ impl Mbox {
     /// `From ` line is still where it was, after an empty line.
     fn check_message(&self, file: &File, m: &ScannedMessage) -> Result<(), MaildropError> {
         let io_err = |e| MaildropError::io(&self.path, e);
-        if file.metadata().map_err(io_err)?.len() < self.scanned_size {
-            return Err(self.changed("mbox shorter than when scanned"));
-        }
-        let start = m.from_offset.saturating_sub(2);
-        let len = (m.data_offset - start).min(MAX_FROM_LINE_CHECK + 2);
-        let mut line = vec![0u8; len as usize];
-        file.read_exact_at(&mut line, start).map_err(io_err)?;
-        let (before, from_line) = line.split_at((m.from_offset - start) as usize);
-        let separated = m.from_offset == 0 || before == b"\n\n";
-        let same = m.data_offset - m.from_offset > MAX_FROM_LINE_CHECK
-            || scan::from_line_digest(from_line) == m.from_digest;
-        if separated && same && from_line.starts_with(b"From ") {
+        let intact = file.metadata().map_err(io_err)?.len() >= self.scanned_size
+            && from_line_intact(file, m).map_err(io_err)?;
+        if intact {
             Ok(())
         } else {
+            // The index, if any, describes what is no longer there: the next login scans everything.
+            index::remove(&self.path);
             Err(self.changed(format!("message at offset {} moved", m.from_offset)))
         }
     }
@@ -159,6 +160,7 @@ impl Mbox {
         }
         let (again, _) = scan_file(&self.path, file, Some(self.scanned_size), self.want_x_uidl, lock, READ_CHUNK)?;
         if again != self.scanned {
+            index::remove(&self.path);
             return Err(self.changed("mbox rewritten by another program during the session"));
         }
         Ok(())
@@ -187,6 +189,69 @@ fn open_file(path: &Path) -> Result<Option<File>, MaildropError> {
     }
 }
 
+/// `From ` line checks: the line is still at `m.from_offset`, after an empty line (or at the start),
+/// with the same digest (lines over `MAX_FROM_LINE_CHECK` octets are only checked to begin there).
+fn from_line_intact(file: &File, m: &ScannedMessage) -> io::Result<bool> {
+    let start = m.from_offset.saturating_sub(2);
+    let len = (m.data_offset - start).min(MAX_FROM_LINE_CHECK + 2);
+    let mut line = vec![0u8; len as usize];
+    match file.read_exact_at(&mut line, start) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        other => other?,
+    }
+    let (before, from_line) = line.split_at((m.from_offset - start) as usize);
+    let separated = m.from_offset == 0 || before == b"\n\n";
+    let same =
+        m.data_offset - m.from_offset > MAX_FROM_LINE_CHECK || scan::from_line_digest(from_line) == m.from_digest;
+    Ok(separated && same && from_line.starts_with(b"From "))
+}
+
+/// Scans the mbox, reusing its index where it still describes the file (see `index`): then only the
+/// last indexed message and what follows it are read. Returns the messages, the octets scanned, and
+/// whether the index must be written again.
+fn scan_indexed(
+    path: &Path,
+    file: &File,
+    want_x_uidl: bool,
+    lock: &mut DeliveryLock,
+) -> Result<(Vec<ScannedMessage>, u64, bool), MaildropError> {
+    if let Some((key, mut messages)) = indexed_prefix(path, file, want_x_uidl)? {
+        let last = messages.pop().expect("an index holds at least one message");
+        match scan_range(path, file, last.from_offset, None, want_x_uidl, lock, READ_CHUNK) {
+            Ok((tail, size)) if tail.first().is_some_and(|t| t.from_digest == last.from_digest) => {
+                let stale = size != key.size || tail.len() != 1 || tail[0] != last;
+                messages.extend(tail);
+                return Ok((messages, size, stale));
+            }
+            Ok(_) | Err(_) => log::debug!("{}: the last indexed message moved; scanning it all", path.display()),
+        }
+    }
+    let (messages, size) = scan_file(path, file, None, want_x_uidl, lock, READ_CHUNK)?;
+    Ok((messages, size, true))
+}
+
+/// The index's key and messages when it passes every check against the mbox but the last rescan.
+fn indexed_prefix(
+    path: &Path,
+    file: &File,
+    want_x_uidl: bool,
+) -> Result<Option<(index::Key, Vec<ScannedMessage>)>, MaildropError> {
+    let meta = file.metadata().map_err(|e| MaildropError::io(path, e))?;
+    let Some((key, messages)) = index::load(path, meta.uid()) else { return Ok(None) };
+    let mut intact = key.admits(&meta, want_x_uidl);
+    for i in index::sample_indexes(messages.len()) {
+        if !intact {
+            break;
+        }
+        intact = from_line_intact(file, &messages[i]).map_err(|e| MaildropError::io(path, e))?;
+    }
+    if !intact {
+        log::debug!("{}: index out of date; scanning the whole mbox", path.display());
+        return Ok(None);
+    }
+    Ok(Some((key, messages)))
+}
+
 /// Scans `file` from the start to its end, or to `limit`. Returns the messages and the octets scanned.
 fn scan_file(
     path: &Path,
@@ -196,11 +261,24 @@ fn scan_file(
     lock: &mut DeliveryLock,
     chunk: usize,
 ) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
+    scan_range(path, file, 0, limit, want_x_uidl, lock, chunk)
+}
+
+/// Scans `file` from `start`, where a `From ` line must begin, to its end or to `limit`.
+fn scan_range(
+    path: &Path,
+    file: &File,
+    start: u64,
+    limit: Option<u64>,
+    want_x_uidl: bool,
+    lock: &mut DeliveryLock,
+    chunk: usize,
+) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
     let io_err = |e| MaildropError::io(path, e);
-    let mut scanner = Scanner::new(want_x_uidl);
+    let mut scanner = Scanner::starting_at(start, want_x_uidl);
     // The scanner leaves fewer than MIN_FRAGMENT octets unconsumed, so this buffer never grows.
     let mut buf = vec![0u8; chunk + MIN_FRAGMENT];
-    let (mut kept, mut read_pos) = (0usize, 0u64);
+    let (mut kept, mut read_pos) = (0usize, start);
     let limit = limit.unwrap_or(u64::MAX);
     loop {
         let room = chunk.min((limit - read_pos).try_into().unwrap_or(usize::MAX));
@@ -297,8 +375,45 @@ impl Maildrop for Mbox {
                 log::warn!("{}: cannot refresh dotlock: {e}", self.path.display());
             }
         })
-        .map_err(io_err)
+        .map_err(io_err)?;
+        // Still under the delivery locks: the kept messages moved down by what was removed before them.
+        let kept = after_removal(&self.scanned, &ranges);
+        let saved = match file.metadata() {
+            Ok(meta) if !kept.is_empty() => index::save(&self.path, &index::Key::new(&meta, &kept, self.want_x_uidl), &kept),
+            _ => Err(io::ErrorKind::NotFound.into()),
+        };
+        if saved.is_err() {
+            index::remove(&self.path);
+        }
+        Ok(())
     }
+}
+
+/// The messages of `scanned` outside the `removed` byte ranges (ascending, each a run of whole
+/// messages), at their offsets once those ranges are cut out of the file.
+fn after_removal(scanned: &[ScannedMessage], removed: &[(u64, u64)]) -> Vec<ScannedMessage> {
+    let (mut kept, mut ranges, mut shift) = (Vec::with_capacity(scanned.len()), removed.iter().peekable(), 0);
+    for m in scanned {
+        while let Some(&&(start, end)) = ranges.peek().filter(|&&&(start, _)| start <= m.from_offset) {
+            if m.from_offset < end {
+                break;
+            }
+            shift += end - start;
+            ranges.next();
+        }
+        if ranges.peek().is_some_and(|&&(start, end)| (start..end).contains(&m.from_offset)) {
+            continue;
+        }
+        kept.push(ScannedMessage {
+            from_offset: m.from_offset - shift,
+            data_offset: m.data_offset - shift,
+            header_end: m.header_end - shift,
+            data_end: m.data_end - shift,
+            end: m.end - shift,
+            ..m.clone()
+        });
+    }
+    kept
 }
 
 /// The byte ranges (From line to the next From line) of the messages at `deleted`, ascending and

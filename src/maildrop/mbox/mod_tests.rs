@@ -226,3 +226,79 @@ fn mbox_renamed_over_during_the_session_is_not_expunged() {
         assert_eq!(fs::read_to_string(&path).ok().as_deref(), replace_with, "untouched");
     }
 }
+
+/// What a session sees: the scan, the listing and every message's bytes.
+fn view(path: &Path, uidl: UidlSource) -> (Vec<ScannedMessage>, Vec<MessageInfo>, Vec<Vec<u8>>) {
+    let mut mbox = Mbox::open_with(path, uidl).unwrap();
+    let bodies = (0..mbox.messages().len()).map(|i| read_all(&mut mbox, i).unwrap()).collect();
+    (mbox.scanned.clone(), mbox.messages.clone(), bodies)
+}
+
+/// The view without the index: a full scan.
+fn scanned_view(path: &Path, uidl: UidlSource) -> (Vec<ScannedMessage>, Vec<MessageInfo>, Vec<Vec<u8>>) {
+    index::remove(path);
+    view(path, uidl)
+}
+
+fn append_to(path: &Path, text: &str) {
+    fs::OpenOptions::new().append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn the_index_gives_what_a_full_scan_gives() {
+    type Change = fn(&Path);
+    let changes: [(&str, Change); 7] = [
+        ("nothing", |_| {}),
+        ("a delivery", |p| append_to(p, "\n\nFrom d Thu Jan  1 00:00:03 2026\nReceived: by mx id 4\n\nfourth\n")),
+        ("text with no separator", |p| append_to(p, "\nFrom not a separator\nmore\n")),
+        ("an edit before the last message", |p| {
+            let text = fs::read_to_string(p).unwrap().replace("Subject: one", "Subject: one!");
+            fs::OpenOptions::new().write(true).open(p).unwrap().write_all(text.as_bytes()).unwrap();
+        }),
+        ("a same-size edit", |p| {
+            let text = fs::read_to_string(p).unwrap().replace("id 1", "id 9");
+            fs::OpenOptions::new().write(true).open(p).unwrap().write_all(text.as_bytes()).unwrap();
+        }),
+        ("a truncation", |p| fs::OpenOptions::new().write(true).open(p).unwrap().set_len(100).unwrap()),
+        ("a new file renamed over it", |p| {
+            let new = p.with_extension("new");
+            fs::write(&new, MBOX.replace("first", "other")).unwrap();
+            fs::rename(&new, p).unwrap();
+        }),
+    ];
+    for uidl in [UidlSource::Popa3d, UidlSource::XUidl] {
+        for (what, change) in changes {
+            let dir = tempfile::tempdir().unwrap();
+            let path = mbox_in(&dir, MBOX);
+            let first = view(&path, uidl);
+            assert!(index::index_path(&path).exists(), "{what}: index written");
+            assert_eq!(view(&path, uidl), first, "{what}: unchanged, from the index");
+            // mtime granularity: a same-size edit must not look untouched.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            change(&path);
+            let indexed = view(&path, uidl);
+            assert_eq!(indexed, scanned_view(&path, uidl), "{what} ({uidl:?})");
+        }
+    }
+}
+
+#[test]
+fn the_index_follows_an_expunge() {
+    for deleted in [&[0][..], &[1], &[2], &[0, 2], &[1, 2]] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = mbox_in(&dir, &format!("{MBOX}\n\nFrom d\nReceived: by mx id 4\n\nfourth\n"));
+        let mbox = Mbox::open(&path).unwrap();
+        // Mail delivered during the session lies past the index and is scanned at the next login.
+        append_to(&path, "\nFrom e\n\nfifth\n");
+        Box::new(mbox).expunge(deleted).unwrap();
+        assert!(index::index_path(&path).exists());
+        let indexed = view(&path, UidlSource::Popa3d);
+        assert_eq!(indexed.1.len(), 5 - deleted.len(), "{deleted:?}");
+        assert_eq!(indexed, scanned_view(&path, UidlSource::Popa3d), "{deleted:?}");
+    }
+    // Everything deleted: no index of nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    Box::new(Mbox::open(&path).unwrap()).expunge(&[0, 1, 2]).unwrap();
+    assert!(!index::index_path(&path).exists());
+}

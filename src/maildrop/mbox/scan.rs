@@ -140,6 +140,8 @@ pub struct Scanner {
     current: Option<Current>,
     messages: Vec<ScannedMessage>,
     separator: memmem::Finder<'static>,
+    /// Built once: a searcher built per call costs more than the search in a short header line.
+    crlf: memmem::Finder<'static>,
 }
 
 enum Step {
@@ -160,7 +162,14 @@ impl Scanner {
             current: None,
             messages: Vec::new(),
             separator: memmem::Finder::new(SEPARATOR),
+            crlf: memmem::Finder::new(b"\r\n"),
         }
+    }
+
+    /// A scanner fed from `offset` of the input on, where a `From ` line begins: an mbox index's last
+    /// message, everything before it known from an earlier scan. Offsets it reports are absolute.
+    pub fn starting_at(offset: u64, want_x_uidl: bool) -> Scanner {
+        Scanner { pos: offset, ..Scanner::new(want_x_uidl) }
     }
 
     /// Scans as much of `window` as it can; `eof`: nothing follows `window`.
@@ -309,7 +318,7 @@ impl Scanner {
         }
         if data {
             let cur = self.current.as_mut().expect("data belongs to a message");
-            let (lf, crlf) = count_line_ends(bytes, self.prev[1]);
+            let (lf, crlf) = count_line_ends_with(&self.crlf, bytes, self.prev[1]);
             cur.lf += lf;
             cur.crlf += crlf;
         }
@@ -367,9 +376,14 @@ impl Scanner {
 /// LFs in `bytes`, and those preceded by CR (`prev` is the byte before `bytes`). SIMD counts: CRLF is
 /// searched for as a pair, which costs nothing in the common LF-only mbox (no CR to find).
 pub fn count_line_ends(bytes: &[u8], prev: u8) -> (u64, u64) {
+    count_line_ends_with(&memmem::Finder::new(b"\r\n"), bytes, prev)
+}
+
+/// [`count_line_ends`] with a CRLF searcher built once.
+fn count_line_ends_with(crlf: &memmem::Finder<'_>, bytes: &[u8], prev: u8) -> (u64, u64) {
     let lf = memchr::memchr_iter(b'\n', bytes).count() as u64;
     let straddling = (prev == b'\r' && bytes.first() == Some(&b'\n')) as u64;
-    let crlf = memmem::find_iter(bytes, b"\r\n").count() as u64 + straddling;
+    let crlf = crlf.find_iter(bytes).count() as u64 + straddling;
     (lf, crlf)
 }
 

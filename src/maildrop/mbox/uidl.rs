@@ -47,8 +47,14 @@ pub const MAX_UID: usize = 70;
 
 /// popa3d's unique-id for a message with this header MD5.
 pub fn popa3d_id(md5: &[u8; 16]) -> String {
-    let order = [3, 2, 1, 0, 7, 6, 5, 4];
-    order.iter().map(|&i| format!("{:02x}", md5[i])).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // One allocation per id: this runs for every message at every login.
+    let mut id = String::with_capacity(16);
+    for i in [3, 2, 1, 0, 7, 6, 5, 4] {
+        id.push(char::from(HEX[usize::from(md5[i] >> 4)]));
+        id.push(char::from(HEX[usize::from(md5[i] & 0xf)]));
+    }
+    id
 }
 
 /// Whether an `X-UIDL:` value can be a unique-id as it is.
