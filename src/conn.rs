@@ -1,8 +1,12 @@
 //! The one loop that reads the network: a bounded command line at a time, handed to the session; replies
 //! are corked and flushed only when the client has nothing more buffered (RFC 2449 PIPELINING: a batch of
-//! commands gets its replies in one write instead of one packet each); the autologout timer.
+//! commands gets its replies in one write instead of one packet each); the login and autologout timers.
+//!
+//! The timers are deadlines, not idle timeouts, so a client cannot stretch them by trickling one octet at
+//! a time: AUTHORIZATION must end within `login_timeout` of the greeting, and in TRANSACTION each command
+//! line must be complete within `timeout` of the previous reply. Writes have the stream's send timeout.
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
 use crate::proto::line::{self, Line, MAX_COMMAND_LINE};
@@ -23,12 +27,17 @@ pub fn serve(stream: Stream, services: &Services, peer: &str, apop_timestamp: Op
     let mut session = Session::new(services, peer, apop_timestamp);
     let mut reader = BufReader::with_capacity(INPUT_BUFFER, stream);
     let mut pending = Vec::new();
-    let outcome = match run(&mut session, &mut reader, &mut pending) {
+    let outcome = match run(&mut session, services, &mut reader, &mut pending) {
         Ok(outcome) => outcome,
         Err(e) if is_timeout(&e) => {
             // Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes
             // the connection without entering UPDATE.
-            let _ = reader.get_mut().write_all(b"-ERR autologout timer expired, closing\r\n");
+            let text: &[u8] = if session.logged_in() {
+                b"-ERR autologout timer expired, closing\r\n"
+            } else {
+                b"-ERR login timer expired, closing\r\n"
+            };
+            let _ = reader.get_mut().write_all(text);
             Outcome::Timeout
         }
         Err(e) => {
@@ -48,12 +57,19 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
-fn run(session: &mut Session<'_>, reader: &mut BufReader<Stream>, pending: &mut Vec<u8>) -> io::Result<Outcome> {
+fn run(
+    session: &mut Session<'_>,
+    services: &Services,
+    reader: &mut BufReader<Stream>,
+    pending: &mut Vec<u8>,
+) -> io::Result<Outcome> {
     session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
     flush(pending, reader.get_mut())?;
+    let login_deadline = Instant::now() + services.login_timeout;
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     loop {
-        let step = match line::read_line(reader, &mut line, MAX_COMMAND_LINE)? {
+        let deadline = if session.logged_in() { Instant::now() + services.timeout } else { login_deadline };
+        let step = match line::read_line(&mut Deadline { reader, deadline }, &mut line, MAX_COMMAND_LINE)? {
             Line::Eof => {
                 flush(pending, reader.get_mut())?;
                 return Ok(Outcome::Closed);
@@ -69,9 +85,46 @@ fn run(session: &mut Session<'_>, reader: &mut BufReader<Stream>, pending: &mut 
                 return Ok(Outcome::Quit);
             }
         }
+        if session.is_finished() {
+            // Ended without QUIT (too many failed logins): the session has set its own outcome.
+            flush(pending, reader.get_mut())?;
+            return Ok(Outcome::Closed);
+        }
         if reader.buffer().is_empty() {
             flush(pending, reader.get_mut())?;
         }
+    }
+}
+
+/// The buffered reader with every wait for input bounded by `deadline`: before each read from the
+/// network, the stream's read timeout is set to the time left.
+struct Deadline<'a> {
+    reader: &'a mut BufReader<Stream>,
+    deadline: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.fill_buf()?.read(buf)?;
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Deadline<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.reader.buffer().is_empty() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.reader.get_mut().set_read_timeout(left);
+        }
+        self.reader.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.reader.consume(amount);
     }
 }
 

@@ -9,7 +9,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::sys::socket::{SockaddrStorage, getpeername};
 use socket2::SockRef;
 
+use std::sync::Arc;
+
 use crate::config::Config;
+use crate::privs::Privileges;
 use crate::conn;
 use crate::server::{self, StartError};
 use crate::stream::{Stream, Transport};
@@ -17,7 +20,12 @@ use crate::stream::{Stream, Transport};
 /// Serves the one connection on stdin/stdout.
 pub fn run(config: &Config) -> Result<(), StartError> {
     silence_stderr();
-    let frontend = match server::frontend(config) {
+    let frontend = match server::frontend(config).and_then(|mut frontend| {
+        // As root: switch to the account after login (see `privs`); nothing is parsed as root but logins.
+        let privileges = Privileges::inetd(config.run_as.as_deref()).map_err(StartError::config)?;
+        frontend.services.identity = Arc::new(privileges);
+        Ok(frontend)
+    }) {
         Ok(frontend) => frontend,
         Err(e) => {
             log::error!("{e}");
@@ -35,7 +43,8 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         let _ = server::keepalive(&sock);
     }
     let timestamp = frontend.apop_host.as_deref().map(server::apop_timestamp);
-    let stream = Stream::new(Transport::Stdio { input, output }, frontend.timeout, frontend.timeout);
+    let stream =
+        Stream::new(Transport::Stdio { input, output }, frontend.services.login_timeout, frontend.timeout);
     let (stats, elapsed) = conn::serve(stream, &frontend.services, &peer, timestamp);
     conn::log_session_end(&peer, &stats, elapsed);
     Ok(())

@@ -13,10 +13,12 @@
 //! - [`lock`]: session `flock`s and the mbox delivery-agent locks, as RAII guards.
 //! - [`conn`]: the one loop that reads the network: bounded lines, timeouts, flush-when-idle (PIPELINING).
 //! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts.
-//! - [`server`], [`inetd`]: the two front ends.
+//! - [`server`], [`inetd`]: the two front ends; [`admission`]: the per-address session cap.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
+//! - [`privs`]: privilege changes (setuid, setgroups; per-thread file-system ids) and the privilege model.
 //! - [`logging`]: env_logger on stderr, or syslog (facility mail) when stderr is the client's socket.
 
+pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -25,6 +27,7 @@ pub mod inetd;
 pub mod lock;
 pub mod logging;
 pub mod maildrop;
+pub mod privs;
 pub mod proto;
 pub mod server;
 pub mod session;

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -16,9 +17,14 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
+use crate::admission::{PerIp, Ticket};
+use crate::auth::Authenticator;
+use crate::auth::chain::Chain;
 use crate::auth::passwd_file::PasswdFile;
+use crate::auth::system::{self, SystemUsers};
 use crate::config::{Config, DEFAULT_PORT};
 use crate::conn;
+use crate::privs::Privileges;
 use crate::session::Services;
 use crate::stream::{Stream, Transport};
 
@@ -65,22 +71,42 @@ pub struct Frontend {
     pub apop_host: Option<String>,
 }
 
-/// Builds the shared session services from the configuration.
+/// Builds the shared session services from the configuration. The identity change is the front end's
+/// to set (see `privs`): it depends on the mode and must come after the listeners are bound.
 pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
-    let path = config.passwd.as_ref().ok_or_else(|| StartError::config("no user database: set --passwd FILE"))?;
-    let passwd = PasswdFile::open(path).map_err(|e| StartError::config(e.to_string()))?;
-    log::debug!("{}: {} users", path.display(), passwd.user_count());
+    let mut services = Services::new(user_databases(config)?, config.mail.clone());
+    services.auth_failure_delay = config.auth_failure_delay;
+    services.max_auth_attempts = config.max_auth_attempts;
+    services.login_timeout = config.login_timeout;
+    services.timeout = config.timeout;
     let apop_host = config.apop.then(|| config.hostname.clone().unwrap_or_else(system_hostname));
-    Ok(Frontend {
-        services: Services {
-            auth: Arc::new(passwd),
-            mail: config.mail.clone(),
-            auth_failure_delay: config.auth_failure_delay,
-            updates_in_progress: AtomicUsize::new(0),
-        },
-        timeout: config.timeout,
-        apop_host,
-    })
+    Ok(Frontend { services, timeout: config.timeout, apop_host })
+}
+
+/// The passwd-file, the system accounts, or both: then the passwd-file is asked first, and a name it
+/// has is decided by it alone (see `auth::chain`).
+fn user_databases(config: &Config) -> Result<Arc<dyn Authenticator>, StartError> {
+    let mut sources: Vec<Arc<dyn Authenticator>> = Vec::new();
+    if let Some(path) = &config.passwd {
+        let passwd = PasswdFile::open(path).map_err(|e| StartError::config(e.to_string()))?;
+        log::debug!("{}: {} users", path.display(), passwd.user_count());
+        sources.push(Arc::new(passwd));
+    }
+    if config.system_users {
+        if config.run_as.is_some() && !config.inetd {
+            // Each system account owns its maildrop; a process that is one user for all cannot open them.
+            return Err(StartError::config("--system-users and --user exclude each other in standalone mode"));
+        }
+        let (passwd, shadow) = (Path::new(system::PASSWD), Path::new(system::SHADOW));
+        let users = SystemUsers::open(passwd, shadow).map_err(StartError::config)?;
+        log::debug!("system accounts: {} may log in", users.user_count());
+        sources.push(Arc::new(users));
+    }
+    match sources.len() {
+        0 => Err(StartError::config("no user database: set --passwd FILE or --system-users")),
+        1 => Ok(sources.remove(0)),
+        _ => Ok(Arc::new(Chain::new(sources))),
+    }
 }
 
 fn system_hostname() -> String {
@@ -100,14 +126,20 @@ pub fn apop_timestamp(host: &str) -> String {
 
 /// Runs the standalone server until SIGTERM or SIGINT.
 pub fn run(config: &Config) -> Result<(), StartError> {
-    let frontend = Arc::new(frontend(config)?);
+    let mut frontend = frontend(config)?;
     let listeners = bind_all(&config.listen)?;
+    // After binding (port 110 needs root), before the first accept: see `privs` for the model.
+    let privileges = Privileges::standalone(config.run_as.as_deref()).map_err(StartError::runtime)?;
+    log::debug!("privileges: {privileges:?}");
+    frontend.services.identity = Arc::new(privileges);
+    let frontend = Arc::new(frontend);
     let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
     for l in &listeners {
         log::info!("listening on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
     }
     let active = Arc::new(AtomicUsize::new(0));
-    accept_loop(&listeners, &signals, &frontend, &active, config.max_sessions)?;
+    let limits = Limits { max_sessions: config.max_sessions, per_ip: PerIp::new(config.max_per_ip) };
+    accept_loop(&listeners, &signals, &frontend, &active, &limits)?;
     drop(listeners);
     wait_for_sessions(&frontend, &active, config.shutdown_grace);
     Ok(())
@@ -148,7 +180,7 @@ fn accept_loop(
     signals: &SignalPipe,
     frontend: &Arc<Frontend>,
     active: &Arc<AtomicUsize>,
-    max_sessions: usize,
+    limits: &Limits,
 ) -> Result<(), StartError> {
     loop {
         let mut fds: Vec<PollFd<'_>> = listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)).collect();
@@ -167,12 +199,18 @@ fn accept_loop(
             }
         }
         for (listener, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
-            accept_one(listener, frontend, active, max_sessions);
+            accept_one(listener, frontend, active, limits);
         }
     }
 }
 
-fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<AtomicUsize>, max_sessions: usize) {
+/// The session caps: in total (`--max-sessions`) and per client address (`--max-per-ip`).
+struct Limits {
+    max_sessions: usize,
+    per_ip: Arc<PerIp>,
+}
+
+fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<AtomicUsize>, limits: &Limits) {
     let (mut stream, peer) = match listener.accept() {
         Ok(accepted) => accepted,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => return,
@@ -183,11 +221,9 @@ fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<Ato
             return;
         }
     };
-    if active.load(Ordering::SeqCst) >= max_sessions {
-        log::warn!("peer={peer}: refused, {max_sessions} sessions already running");
-        let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions, try again later\r\n");
+    let Some(ticket) = admit(&mut stream, peer, active, limits) else {
         return;
-    }
+    };
     if let Err(e) = prepare(&stream) {
         log::debug!("peer={peer}: {e}");
         return;
@@ -196,12 +232,29 @@ fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<Ato
     let guard = ActiveGuard(Arc::clone(active));
     let frontend = Arc::clone(frontend);
     let spawned = thread::Builder::new().name("session".into()).stack_size(SESSION_STACK).spawn(move || {
-        let _guard = guard;
+        let _guard = (guard, ticket);
         session(stream, peer, &frontend);
     });
     if let Err(e) = spawned {
         log::error!("peer={peer}: cannot start a session thread: {e}");
     }
+}
+
+/// Applies the session caps; a refused client gets one `[SYS/TEMP]` line (RFC 3206: "the problem is
+/// temporary") and the connection is closed.
+fn admit(stream: &mut TcpStream, peer: SocketAddr, active: &AtomicUsize, limits: &Limits) -> Option<Ticket> {
+    let max = limits.max_sessions;
+    if active.load(Ordering::SeqCst) >= max {
+        log::warn!("peer={peer}: refused, {max} sessions already running");
+        let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions, try again later\r\n");
+        return None;
+    }
+    let ticket = limits.per_ip.enter(peer.ip());
+    if ticket.is_none() {
+        log::warn!("peer={peer}: refused, {} sessions from this address already running", limits.per_ip.max());
+        let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n");
+    }
+    ticket
 }
 
 /// Accepted sockets: blocking (the stream polls for its timeouts), no Nagle (it turns a pipelined exchange
@@ -223,7 +276,8 @@ pub fn keepalive(socket: &SockRef<'_>) -> io::Result<()> {
 fn session(stream: TcpStream, peer: SocketAddr, frontend: &Frontend) {
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
-    let stream = Stream::new(Transport::Tcp(stream), frontend.timeout, frontend.timeout);
+    // Until login the read deadline is the login timer; conn switches to the autologout timer after it.
+    let stream = Stream::new(Transport::Tcp(stream), frontend.services.login_timeout, frontend.timeout);
     let (stats, elapsed) = conn::serve(stream, &frontend.services, &peer, timestamp);
     conn::log_session_end(&peer, &stats, elapsed);
 }

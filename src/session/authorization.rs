@@ -66,9 +66,22 @@ impl Session<'_> {
         match result {
             Ok(account) => self.open_maildrop(account, out),
             Err(AuthError::BadCredentials) => {
-                log::info!("login failed user={} peer={}", printable(user), self.peer);
+                // The same answer and delay whether the name or the password was wrong (RFC 3206 [AUTH]).
+                self.failures += 1;
+                let last = self.failures >= self.services.max_auth_attempts;
+                log::info!(
+                    "login failed user={} peer={} attempt={}{}",
+                    printable(user),
+                    self.peer,
+                    self.failures,
+                    if last { ", closing" } else { "" }
+                );
                 reply::err(out, Some(RespCode::Auth), format_args!("invalid user name or password"))?;
-                Ok(Step::Delay(self.services.auth_failure_delay))
+                if last {
+                    self.state = State::Finished;
+                    self.stats.outcome = Some(super::Outcome::AuthFailures);
+                }
+                Ok(Step::Delay(super::failure_delay(self.services.auth_failure_delay, self.failures)))
             }
             Err(e @ AuthError::Unavailable(_)) => {
                 log::error!("login user={} peer={}: {e}", printable(user), self.peer);
@@ -78,8 +91,16 @@ impl Session<'_> {
         }
     }
 
-    /// Resolves, opens and locks the user's maildrop and enters TRANSACTION.
+    /// Takes on the account's identity, then resolves, opens and locks its maildrop and enters TRANSACTION.
     fn open_maildrop<W: Write + ?Sized>(&mut self, account: Account, out: &mut W) -> io::Result<Step> {
+        if let Err(why) = self.services.identity.assume(&account) {
+            // Half a switch cannot be trusted: the session ends here, the maildrop unopened.
+            log::error!("user={} peer={}: cannot take on the account's identity: {why}", account.name, self.peer);
+            reply::err(out, Some(RespCode::SysPerm), format_args!("cannot access the maildrop, closing"))?;
+            self.state = State::Finished;
+            self.stats.outcome = Some(super::Outcome::Error);
+            return Ok(Step::Quit);
+        }
         let mail = &self.services.mail;
         let opened = mail
             .expand(&account.name, account.home.as_deref())
