@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
+use crate::proto::body::OctetCounter;
+
 use super::{Maildrop, MaildropError, MessageInfo};
 use crate::lock::{SessionLock, TryLock};
 
@@ -216,29 +218,16 @@ fn count_file(path: &Path, buf: &mut [u8]) -> io::Result<u64> {
 /// not counted: RFC 1939 section 5 sizes the message, not its transmission. This is the rule of
 /// `proto::body`'s encoder, kept here so listing does not depend on the codec.
 fn count_octets(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u64> {
-    let mut total = 0u64;
-    let mut last: Option<u8> = None;
+    // The encoder's own counter, so LIST can never disagree with what RETR sends.
+    let mut counter = OctetCounter::new();
     loop {
-        let n = match r.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        match r.read(buf) {
+            Ok(0) => return Ok(counter.finish()),
+            Ok(n) => counter.update(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        };
-        let chunk = &buf[..n];
-        total += n as u64;
-        for i in memchr::memchr_iter(b'\n', chunk) {
-            let before = if i == 0 { last } else { Some(chunk[i - 1]) };
-            if before != Some(b'\r') {
-                total += 1;
-            }
         }
-        last = Some(chunk[n - 1]);
     }
-    if last.is_some_and(|b| b != b'\n') {
-        total += 2;
-    }
-    Ok(total)
 }
 
 /// The part of a file name before the Maildir info separator `:`; it never changes after delivery.
@@ -345,7 +334,8 @@ mod tests {
             (b"a\nb", 6),
             (b"a\r\nb", 6),
             (b"a\r\n\n", 5),
-            (b"\r", 3),
+            // A lone final CR is a cut-short CRLF: the encoder adds only the LF.
+            (b"\r", 2),
             (b"\n\n\r\n\r\r\n", 9),
         ];
         for (input, want) in cases {

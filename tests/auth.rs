@@ -1,0 +1,252 @@
+//! USER/PASS and APOP over the wire, and users from the passwd-file: every password scheme, locked accounts, refused user names, the uniform
+//! failure delay, APOP limited to `{PLAIN}`, and re-reading the file when it changes.
+
+mod common;
+
+use common::{Fixture, Server, apop_timestamp, md5_hex, standard};
+use std::fs;
+use std::time::{Duration, Instant, SystemTime};
+
+/// `openssl passwd -6 -salt saltsalt secret` and `openssl passwd -5 -salt saltsalt secret`.
+const SHA512: &str =
+    "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
+const SHA256: &str = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
+
+/// For tests where failed logins are incidental: no failure delay (`failures_are_delayed` keeps the default).
+const NO_DELAY: [&str; 2] = ["--auth-failure-delay", "0"];
+
+/// Tries every (user, password) pair on its own connection, concurrently (each failure costs the server's
+/// failure delay); returns the PASS replies in order.
+fn try_logins(srv: &Server, pairs: &[(&str, &str)]) -> Vec<String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pairs.iter().map(|&(u, p)| s.spawn(move || try_login(srv, u, p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// USER/PASS, returning the PASS reply.
+fn try_login(srv: &Server, user: &str, pass: &str) -> String {
+    let mut c = srv.connect();
+    c.greeting();
+    c.cmd(&format!("USER {user}"));
+    c.cmd(&format!("PASS {pass}"))
+}
+
+#[test]
+fn password_schemes() {
+    let mut fx = Fixture::new();
+    let bcrypt = bcrypt::hash("secret", 4).unwrap();
+    fx.user_with("s512", &format!("{{SHA512-CRYPT}}{SHA512}"))
+        .user_with("s256", &format!("{{SHA256-CRYPT}}{SHA256}"))
+        .user_with("blf", &format!("{{BLF-CRYPT}}{bcrypt}"))
+        .user_with("bare6", SHA512)
+        .user_with("bare5", SHA256)
+        .user_with("bare2b", &bcrypt);
+    let srv = Server::start(&fx, &NO_DELAY);
+    let users = ["s512", "s256", "blf", "bare6", "bare5", "bare2b"];
+    let good: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
+    for (r, user) in try_logins(&srv, &good).iter().zip(users) {
+        assert!(r.starts_with("+OK "), "{user} good password -> {r}");
+    }
+    let bad: Vec<(&str, &str)> = users.iter().map(|&u| (u, "Secret")).collect();
+    for (r, user) in try_logins(&srv, &bad).iter().zip(users) {
+        assert!(r.starts_with("-ERR [AUTH] "), "{user} bad password -> {r}");
+    }
+}
+
+#[test]
+fn locked_accounts() {
+    let mut fx = Fixture::new();
+    fx.user_with("bang", "!{PLAIN}secret").user_with("star", "*").user_with("empty", "");
+    let srv = Server::start(&fx, &NO_DELAY);
+    let pairs = [("bang", "secret"), ("bang", "!{PLAIN}secret"), ("star", "*"), ("empty", "")];
+    for (r, (user, _)) in try_logins(&srv, &pairs).iter().zip(pairs) {
+        assert!(r.starts_with("-ERR "), "locked {user} -> {r}");
+    }
+}
+
+#[test]
+fn unsafe_user_names_are_refused() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret").user(".dot", "secret");
+    let long = "u".repeat(65);
+    fx.user(&long, "secret");
+    let srv = Server::start(&fx, &NO_DELAY);
+    let users = [".dot", long.as_str(), "../alice", "alice/..", "ali\x01ce"];
+    let pairs: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
+    for (r, user) in try_logins(&srv, &pairs).iter().zip(users) {
+        assert!(r.starts_with("-ERR "), "user {user:?} -> {r}");
+    }
+    assert!(try_login(&srv, "alice", "secret").starts_with("+OK "));
+}
+
+#[test]
+fn failures_are_delayed_alike() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret");
+    let srv = Server::start(&fx, &[]);
+    let time = |user: &str| {
+        let mut c = srv.connect();
+        c.greeting();
+        c.cmd(&format!("USER {user}"));
+        let start = Instant::now();
+        let r = c.cmd("PASS wrong");
+        assert!(r.starts_with("-ERR [AUTH] "), "{r}");
+        start.elapsed()
+    };
+    let (wrong, unknown) = std::thread::scope(|s| {
+        let a = s.spawn(|| time("alice"));
+        let b = s.spawn(|| time("nobody"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(wrong >= Duration::from_millis(1500), "wrong password answered after {wrong:?}");
+    assert!(unknown >= Duration::from_millis(1500), "unknown user answered after {unknown:?}");
+    let diff = wrong.abs_diff(unknown);
+    assert!(diff < Duration::from_millis(500), "{wrong:?} vs {unknown:?}");
+    let log = srv.wait_log(&["login failed", "user=nobody", "peer=127.0.0.1:"], Duration::from_secs(5));
+    assert!(log.is_some(), "{:?}", srv.stderr_lines());
+}
+
+#[test]
+fn apop_only_for_plain_users() {
+    let mut fx = Fixture::new();
+    fx.user("plain", "secret").user_with("hashed", &format!("{{SHA512-CRYPT}}{SHA512}"));
+    let srv = Server::start(&fx, &["--apop", NO_DELAY[0], NO_DELAY[1]]);
+    for (user, expect_ok) in [("plain", true), ("hashed", false)] {
+        let mut c = srv.connect();
+        let g = c.greeting();
+        let ts = &g[g.find('<').unwrap()..=g.rfind('>').unwrap()];
+        let r = c.cmd(&format!("APOP {user} {}", md5_hex(format!("{ts}secret").as_bytes())));
+        assert_eq!(r.starts_with("+OK "), expect_ok, "APOP {user} -> {r}");
+        if !expect_ok {
+            assert!(r.starts_with("-ERR [AUTH] "), "{r}");
+            // USER/PASS still works for that user.
+            c.login(user, "secret");
+        }
+    }
+}
+
+#[test]
+fn passwd_file_is_reread_when_it_changes() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret");
+    let srv = Server::start(&fx, &NO_DELAY);
+    assert!(try_login(&srv, "alice", "secret").starts_with("+OK "));
+    assert!(try_login(&srv, "newbie", "fresh").starts_with("-ERR [AUTH] "));
+    fx.user("newbie", "fresh");
+    let text = fs::read_to_string(fx.passwd()).unwrap().replace("{PLAIN}secret", "{PLAIN}changed-secret");
+    fs::write(fx.passwd(), text).unwrap();
+    // A later mtime, so that a check at one-second granularity also sees the change.
+    let f = fs::File::options().write(true).open(fx.passwd()).unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
+    assert!(try_login(&srv, "newbie", "fresh").starts_with("+OK "), "added user");
+    assert!(try_login(&srv, "alice", "changed-secret").starts_with("+OK "), "changed password");
+    assert!(try_login(&srv, "alice", "secret").starts_with("-ERR [AUTH] "), "old password");
+}
+
+fn ok(s: &str) -> bool {
+    s.starts_with("+OK ")
+}
+
+fn err(s: &str) -> bool {
+    s.starts_with("-ERR ")
+}
+
+#[test]
+fn greeting_with_apop_has_unique_timestamps() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop"]);
+    let g1 = srv.connect().greeting();
+    let g2 = srv.connect().greeting();
+    for g in [&g1, &g2] {
+        let ts = apop_timestamp(g);
+        assert!(ts.ends_with("@test.example>"), "timestamp {ts}");
+        assert!(ts.len() > "<@test.example>".len() + 2, "timestamp {ts}");
+    }
+    assert_ne!(apop_timestamp(&g1), apop_timestamp(&g2));
+}
+
+#[test]
+fn user_pass_good_and_bad() {
+    let fx = standard();
+    let srv = Server::start(&fx, &NO_DELAY);
+    let mut c = srv.connect();
+    c.greeting();
+    let known = c.cmd("USER alice");
+    assert!(ok(&known), "{known}");
+    let wrong_pass = c.cmd("PASS nope");
+    assert!(wrong_pass.starts_with("-ERR [AUTH] "), "{wrong_pass}");
+    let unknown = c.cmd("USER mallory");
+    assert_eq!(unknown, known.replace("alice", "mallory"), "USER must not reveal unknown users");
+    let unknown_pass = c.cmd("PASS nope");
+    assert_eq!(unknown_pass, wrong_pass, "unknown user and wrong password must look alike");
+    // Still in AUTHORIZATION: a good login works, and USER twice is allowed (the second replaces).
+    assert!(ok(&c.cmd("USER bob")));
+    c.login("alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
+    assert!(
+        srv.wait_log(&["login failed", "user=mallory"], Duration::from_secs(5)).is_some(),
+        "no login-failed log line: {:?}",
+        srv.stderr_lines()
+    );
+    assert!(srv.stderr_lines().iter().all(|l| !l.contains("nope")), "password logged");
+}
+
+#[test]
+fn pass_without_user() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(err(&c.cmd("PASS secret")));
+    c.login("alice", "secret");
+}
+
+#[test]
+fn apop_good() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop"]);
+    let mut c = srv.connect();
+    let g = c.greeting();
+    let digest = md5_hex(format!("{}secret", apop_timestamp(&g)).as_bytes());
+    let r = c.cmd(&format!("APOP alice {digest}"));
+    assert!(ok(&r), "{r}");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
+}
+
+#[test]
+fn apop_bad() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop", NO_DELAY[0], NO_DELAY[1]]);
+    let mut c = srv.connect();
+    let g = c.greeting();
+    let digest = md5_hex(format!("{}wrong", apop_timestamp(&g)).as_bytes());
+    let r = c.cmd(&format!("APOP alice {digest}"));
+    assert!(r.starts_with("-ERR [AUTH] "), "{r}");
+    assert!(err(&c.cmd("STAT")), "still in AUTHORIZATION");
+    // A digest over another connection's timestamp is refused too.
+    let other = srv.connect().greeting();
+    let replay = md5_hex(format!("{}secret", apop_timestamp(&other)).as_bytes());
+    assert!(c.cmd(&format!("APOP alice {replay}")).starts_with("-ERR [AUTH] "));
+}
+
+#[test]
+fn apop_refused_without_option() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    let r = c.cmd(&format!("APOP alice {}", md5_hex(b"x")));
+    assert!(err(&r), "{r}");
+}
+
+#[test]
+fn apop_timestamps_unique_over_many_connections() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--apop"]);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let g = srv.connect().greeting();
+        assert!(seen.insert(apop_timestamp(&g).to_string()), "repeated timestamp in {g}");
+    }
+}

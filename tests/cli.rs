@@ -1,0 +1,193 @@
+//! The command line and the configuration file: help, version, exit statuses and the wording of errors
+//! (`poplar: FILE:LINE: option: problem`, `poplar: --option: problem`), SIGTERM.
+
+mod common;
+
+use common::{Fixture, Server, run, standard};
+use std::fs;
+use std::net::TcpListener;
+use std::time::Duration;
+
+const OPTIONS: [&str; 12] = [
+    "--inetd",
+    "--listen",
+    "--config",
+    "--passwd",
+    "--mail",
+    "--hostname",
+    "--apop",
+    "--timeout",
+    "--max-sessions",
+    "--log-level",
+    "--help",
+    "--version",
+];
+
+/// Checks a command-line failure: exit 2, one `poplar: ` line on stderr mentioning every needle.
+fn usage_error(args: &[&str], needles: &[&str]) {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 2, "{args:?}: stderr {err:?}");
+    assert!(out.is_empty(), "{args:?}: stdout {out:?}");
+    let first = err.lines().next().unwrap_or("");
+    assert!(first.starts_with("poplar: "), "{args:?}: stderr {err:?}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {n:?} not in {err:?}");
+    }
+}
+
+#[test]
+fn help() {
+    for flag in ["--help", "-h"] {
+        let (code, out, err) = run(&[flag]);
+        assert_eq!(code, 0, "{flag}");
+        assert!(err.is_empty(), "{flag}: stderr {err:?}");
+        assert!(out.to_lowercase().contains("usage"), "{flag}: {out}");
+        for opt in OPTIONS {
+            assert!(out.contains(opt), "{flag}: {opt} not documented in {out}");
+        }
+    }
+}
+
+#[test]
+fn version() {
+    for flag in ["--version", "-V"] {
+        let (code, out, _) = run(&[flag]);
+        assert_eq!(code, 0, "{flag}");
+        assert_eq!(out, "poplar 0.1.0\n", "{flag}");
+    }
+}
+
+#[test]
+fn unknown_option() {
+    usage_error(&["--bogus"], &["--bogus"]);
+}
+
+#[test]
+fn bad_option_values() {
+    let fx = standard();
+    let p = fx.passwd().to_str().unwrap();
+    usage_error(&["--passwd", p, "--timeout", "abc"], &["--timeout"]);
+    usage_error(&["--passwd", p, "--max-sessions", "many"], &["--max-sessions"]);
+    usage_error(&["--passwd", p, "--listen", "nowhere"], &["--listen"]);
+    usage_error(&["--passwd", p, "--log-level", "loud"], &["--log-level"]);
+    usage_error(&["--passwd", p, "--timeout"], &["--timeout"]);
+}
+
+#[test]
+fn passwd_is_required() {
+    usage_error(&["--listen", "127.0.0.1:0"], &["passwd"]);
+}
+
+#[test]
+fn config_file_bad_key() {
+    let fx = standard();
+    let cfg = fx.root().join("poplar.conf");
+    let text = format!("# settings\npasswd = {}\n\nbogus-key = 1\n", fx.passwd().display());
+    fs::write(&cfg, text).unwrap();
+    let c = cfg.to_str().unwrap();
+    usage_error(&["--config", c], &[&format!("{c}:4: bogus-key")]);
+}
+
+#[test]
+fn config_file_bad_values() {
+    let fx = standard();
+    let cfg = fx.root().join("poplar.conf");
+    for (line, key) in [("timeout = abc", "timeout"), ("apop = maybe", "apop"), ("listen = :::", "listen")] {
+        fs::write(&cfg, format!("passwd = {}\n{line}\n", fx.passwd().display())).unwrap();
+        let c = cfg.to_str().unwrap();
+        usage_error(&["--config", c], &[&format!("{c}:2: {key}")]);
+    }
+}
+
+#[test]
+fn missing_config_file() {
+    let (code, _, err) = run(&["--config", "/nonexistent/poplar.conf"]);
+    assert_ne!(code, 0);
+    assert!(err.starts_with("poplar: ") && err.contains("/nonexistent/poplar.conf"), "{err}");
+}
+
+#[test]
+fn missing_passwd_file() {
+    let fx = Fixture::new();
+    let missing = fx.root().join("no-such-passwd");
+    let m = missing.to_str().unwrap();
+    let (code, _, err) = run(&["--passwd", m, "--listen", "127.0.0.1:0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("poplar: ") && err.contains(m), "{err}");
+}
+
+#[test]
+fn cannot_bind_exits_1() {
+    let fx = standard();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run(&["--passwd", fx.passwd().to_str().unwrap(), "--listen", &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("poplar: ") && err.contains(&addr), "{err}");
+}
+
+#[test]
+fn config_file_settings_and_command_line_override() {
+    let fx = standard();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = fx.root().join("poplar.conf");
+    let text = format!(
+        "passwd = {}\nlisten = {}\napop = yes\nhostname = conf.example\ntimeout = 30\n",
+        fx.passwd().display(),
+        taken.local_addr().unwrap()
+    );
+    fs::write(&cfg, text).unwrap();
+    // The file's listen address is taken; the command line's replaces it.
+    let args: Vec<String> =
+        ["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
+    let srv = Server::spawn(&args);
+    let g = srv.connect().greeting();
+    assert!(g.contains("@conf.example>"), "apop and hostname from the file: {g}");
+    let listening: Vec<String> = srv.stderr_lines().into_iter().filter(|l| l.contains("listening on")).collect();
+    assert_eq!(listening.len(), 1, "{listening:?}");
+}
+
+#[test]
+fn sigterm_exits_0() {
+    let fx = standard();
+    let mut srv = Server::start(&fx, &[]);
+    let mut c = srv.login("alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
+    assert!(c.cmd("QUIT").starts_with("+OK "));
+    assert_eq!(srv.terminate(Duration::from_secs(5)), Some(0));
+}
+
+#[test]
+fn sigterm_lets_running_session_finish() {
+    let fx = standard();
+    let mut srv = Server::start(&fx, &[]);
+    let mut c = srv.login("alice", "secret");
+    assert!(c.cmd("DELE 1").starts_with("+OK "));
+    let st = std::process::Command::new("kill").args(["-TERM", &srv.pid().to_string()]).status().unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(200));
+    // The session still works and its QUIT still applies the deletion.
+    assert!(c.cmd("STAT").starts_with("+OK 4 "));
+    assert!(c.cmd("QUIT").starts_with("+OK "));
+    assert_eq!(srv.terminate(Duration::from_secs(5)), Some(0));
+    assert_eq!(fx.files("alice").len(), 4);
+}
+
+#[test]
+fn low_timeout_is_accepted_with_a_warning() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--timeout", "1"]);
+    let warn = srv.wait_log(&["WARN", "timeout"], Duration::from_secs(5));
+    assert!(warn.is_some(), "{:?}", srv.stderr_lines());
+}
+
+#[test]
+fn short_options() {
+    let fx = standard();
+    let cfg = fx.root().join("short.conf");
+    fs::write(&cfg, format!("passwd = {}\n", fx.passwd().display())).unwrap();
+    let args: Vec<String> = ["-c", cfg.to_str().unwrap(), "-l", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
+    let srv = Server::spawn(&args);
+    let mut c = srv.login("alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
+}

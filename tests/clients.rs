@@ -1,0 +1,324 @@
+//! Real POP3 clients against the real binary: Python's poplib, curl, fetchmail and mpop. Each test fails if
+//! its tool is missing (CI installs them). Delivered bytes are compared with the fixture's messages.
+
+mod common;
+
+use common::{MESSAGES, Server, crlf, standard, uid_of};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Runs a client tool with a deadline; returns (exit code, stdout, stderr). Panics if the tool is missing.
+fn tool(cmd: &mut Command) -> (i32, Vec<u8>, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let err_t = thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within 30 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let out = out_t.join().unwrap();
+    let err = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// A message as a Unix mail tool stores it: LF line endings, final newline added.
+fn lf(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in crlf(content).split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(&line[..line.len() - 2]);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Removes `Received:` header fields (with their continuation lines) that a client may prepend.
+fn strip_received(msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut skipping = false;
+    let mut in_header = true;
+    for line in msg.split_inclusive(|&b| b == b'\n') {
+        if in_header {
+            if line == b"\n" || line == b"\r\n" {
+                in_header = false;
+            } else if line.starts_with(b" ") || line.starts_with(b"\t") {
+                if skipping {
+                    continue;
+                }
+            } else {
+                skipping = line.to_ascii_lowercase().starts_with(b"received:");
+                if skipping {
+                    continue;
+                }
+            }
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+/// Contents of every file in `dir` (and its new/ and cur/ when a Maildir), sorted.
+fn files_in(dir: &Path) -> Vec<Vec<u8>> {
+    let mut found = Vec::new();
+    for sub in ["", "new", "cur"] {
+        let Ok(rd) = fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                found.push(fs::read(&p).unwrap());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+fn show_all(v: &[Vec<u8>]) -> Vec<String> {
+    v.iter().map(|m| common::show(m)).collect()
+}
+
+const POPLIB_SCRIPT: &str = r#"
+import poplib, sys
+host, port, outdir, apop = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "apop"
+p = poplib.POP3(host, port, timeout=10)
+if apop:
+    print("auth", p.apop("alice", "secret").decode().split()[0])
+else:
+    print("user", p.user("alice").decode().split()[0])
+    print("pass", p.pass_("secret").decode().split()[0])
+count, size = p.stat()
+print("stat", count, size)
+resp, lines, octets = p.list()
+for l in lines:
+    print("list", l.decode())
+resp, lines, octets = p.uidl()
+for l in lines:
+    print("uidl", l.decode())
+print("uidl1", p.uidl(1).decode())
+for i in range(1, count + 1):
+    resp, lines, octets = p.retr(i)
+    with open("%s/%d" % (outdir, i), "wb") as f:
+        f.write(b"".join(l + b"\r\n" for l in lines))
+resp, lines, octets = p.top(5, 1)
+print("top", b"|".join(lines).decode())
+print("capa", " ".join(sorted(p.capa().keys())))
+print("dele", p.dele(1).decode().split()[0])
+print("quit", p.quit().decode().split()[0])
+"#;
+
+fn poplib_expected(first: &str) -> String {
+    let sizes: Vec<usize> = MESSAGES.iter().map(|m| crlf(m.2).len()).collect();
+    let mut s = String::from(first);
+    s += &format!("stat 5 {}\n", sizes.iter().sum::<usize>());
+    for (i, n) in sizes.iter().enumerate() {
+        s += &format!("list {} {n}\n", i + 1);
+    }
+    for (i, m) in MESSAGES.iter().enumerate() {
+        s += &format!("uidl {} {}\n", i + 1, uid_of(m.1));
+    }
+    s += &format!("uidl1 +OK 1 {}\n", uid_of(MESSAGES[0].1));
+    s += "top Subject: five|X-Two: 2||b1\n";
+    s += "capa AUTH-RESP-CODE IMPLEMENTATION PIPELINING RESP-CODES TOP UIDL USER\n";
+    s += "dele +OK\nquit +OK\n";
+    s
+}
+
+fn run_poplib(apop: bool) {
+    let fx = standard();
+    let srv = Server::start(&fx, if apop { &["--apop"] } else { &[] });
+    let out = tempfile::tempdir().unwrap();
+    let port = srv.addr.port().to_string();
+    let mode = if apop { "apop" } else { "user" };
+    let (code, stdout, stderr) =
+        tool(Command::new("python3").args(["-c", POPLIB_SCRIPT, "127.0.0.1", &port]).arg(out.path()).arg(mode));
+    assert_eq!(code, 0, "poplib failed: {stderr}");
+    let first = if apop { "auth +OK\n" } else { "user +OK\npass +OK\n" };
+    assert_eq!(String::from_utf8_lossy(&stdout), poplib_expected(first));
+    for (i, m) in MESSAGES.iter().enumerate() {
+        let got = fs::read(out.path().join((i + 1).to_string())).unwrap();
+        assert_eq!(common::show(&got), common::show(&crlf(m.2)), "message {}", i + 1);
+    }
+    assert_eq!(fx.files("alice").len(), 4, "QUIT applied DELE 1");
+}
+
+#[test]
+fn python_poplib_user_pass() {
+    run_poplib(false);
+}
+
+#[test]
+fn python_poplib_apop() {
+    run_poplib(true);
+}
+
+#[test]
+fn curl_retrieves_and_lists() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let base = format!("pop3://alice:secret@127.0.0.1:{}", srv.addr.port());
+    for (i, m) in MESSAGES.iter().enumerate() {
+        let (code, out, err) =
+            tool(Command::new("curl").args(["-sS", "--max-time", "20"]).arg(format!("{base}/{}", i + 1)));
+        assert_eq!(code, 0, "curl /{}: {err}", i + 1);
+        assert_eq!(common::show(&out), common::show(&crlf(m.2)), "curl /{}", i + 1);
+    }
+    let (code, out, err) = tool(Command::new("curl").args(["-sS", "--max-time", "20"]).arg(format!("{base}/")));
+    assert_eq!(code, 0, "curl /: {err}");
+    let expected: String =
+        MESSAGES.iter().enumerate().map(|(i, m)| format!("{} {}\r\n", i + 1, crlf(m.2).len())).collect();
+    assert_eq!(String::from_utf8_lossy(&out), expected);
+    let (code, out, err) =
+        tool(Command::new("curl").args(["-sS", "--max-time", "20", "-X", "UIDL"]).arg(format!("{base}/")));
+    assert_eq!(code, 0, "curl UIDL: {err}");
+    let expected: String = MESSAGES.iter().enumerate().map(|(i, m)| format!("{} {}\r\n", i + 1, uid_of(m.1))).collect();
+    assert_eq!(String::from_utf8_lossy(&out), expected);
+    // Wrong password: curl reports a login failure.
+    let bad = format!("pop3://alice:wrong@127.0.0.1:{}/1", srv.addr.port());
+    let (code, _, _) = tool(Command::new("curl").args(["-sS", "--max-time", "20"]).arg(bad));
+    assert_ne!(code, 0);
+    assert_eq!(fx.files("alice").len(), 5);
+}
+
+/// Runs fetchmail once against `srv`, delivering each message to its own file in `out`.
+fn fetchmail(srv: &Server, work: &Path, out: &Path, keep: bool) -> (i32, String) {
+    let rc = work.join("fetchmailrc");
+    let text = format!(
+        "set no syslog\nset idfile \"{idfile}\"\n\
+         poll 127.0.0.1 protocol pop3 port {port} auth password\n\
+         \tuser \"alice\" password \"secret\" sslproto '' fetchall\n\
+         \tmda \"cat > {out}/msg.$$\"\n",
+        idfile = work.join("fetchids").display(),
+        port = srv.addr.port(),
+        out = out.display(),
+    );
+    fs::write(&rc, text).unwrap();
+    fs::set_permissions(&rc, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = Command::new("fetchmail");
+    cmd.env("HOME", work)
+        .env("FETCHMAILHOME", work)
+        .arg("-f")
+        .arg(&rc)
+        .arg("--pidfile")
+        .arg(work.join("fetchmail.pid"))
+        .arg("--nosyslog")
+        .arg("-v");
+    if keep {
+        cmd.arg("-k");
+    }
+    let (code, _, err) = tool(&mut cmd);
+    (code, err)
+}
+
+fn expected_lf() -> Vec<Vec<u8>> {
+    sorted(MESSAGES.iter().map(|m| lf(m.2)).collect())
+}
+
+#[test]
+fn fetchmail_keep_then_delete() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let out1 = work.path().join("out1");
+    let out2 = work.path().join("out2");
+    fs::create_dir(&out1).unwrap();
+    fs::create_dir(&out2).unwrap();
+
+    let (code, log) = fetchmail(&srv, work.path(), &out1, true);
+    assert_eq!(code, 0, "fetchmail -k: {log}");
+    let got = sorted(files_in(&out1).iter().map(|m| strip_received(m)).collect());
+    assert_eq!(show_all(&got), show_all(&expected_lf()), "fetchmail -k delivered");
+    assert_eq!(fx.files("alice").len(), 5, "-k keeps the messages");
+
+    let (code, log) = fetchmail(&srv, work.path(), &out2, false);
+    assert_eq!(code, 0, "fetchmail: {log}");
+    let got = sorted(files_in(&out2).iter().map(|m| strip_received(m)).collect());
+    assert_eq!(show_all(&got), show_all(&expected_lf()), "fetchmail delivered");
+    assert!(fx.files("alice").is_empty(), "fetched messages deleted: {:?}", fx.files("alice"));
+}
+
+/// Runs mpop once against `srv` with Maildir delivery into `out`.
+fn mpop(srv: &Server, work: &Path, out: &Path, keep: bool) -> (i32, String) {
+    let mut cmd = Command::new("mpop");
+    cmd.env("HOME", work)
+        .arg("--host=127.0.0.1")
+        .arg(format!("--port={}", srv.addr.port()))
+        .args(["--auth=user", "--tls=off", "--user=alice", "--passwordeval=echo secret"])
+        .args(["--received-header=off", "--only-new=off", "--timeout=20", "-q"])
+        .arg(format!("--uidls-file={}", work.join("uidls").display()))
+        .arg(format!("--delivery=maildir,{}", out.display()))
+        .arg(format!("--keep={}", if keep { "on" } else { "off" }));
+    let (code, stdout, err) = tool(&mut cmd);
+    (code, format!("{}{err}", String::from_utf8_lossy(&stdout)))
+}
+
+#[test]
+fn mpop_keep_then_delete() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let work = tempfile::tempdir().unwrap();
+    for (name, keep) in [("md1", true), ("md2", false)] {
+        let out = work.path().join(name);
+        for sub in ["new", "cur", "tmp"] {
+            fs::create_dir_all(out.join(sub)).unwrap();
+        }
+        let (code, log) = mpop(&srv, work.path(), &out, keep);
+        assert_eq!(code, 0, "mpop keep={keep}: {log}");
+        let got = sorted(files_in(&out).iter().map(|m| strip_received(m)).collect());
+        assert_eq!(show_all(&got), show_all(&expected_lf()), "mpop keep={keep} delivered");
+        let left = fx.files("alice").len();
+        assert_eq!(left, if keep { 5 } else { 0 }, "mpop keep={keep}: {:?}", fx.files("alice"));
+    }
+}
+
+#[test]
+fn mpop_serverinfo_sees_capabilities() {
+    let fx = standard();
+    let srv = Server::start(&fx, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let (code, out, err) = tool(
+        Command::new("mpop")
+            .env("HOME", work.path())
+            .arg("--host=127.0.0.1")
+            .arg(format!("--port={}", srv.addr.port()))
+            .args(["--tls=off", "--serverinfo", "--timeout=20"]),
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(code, 0, "{out}{err}");
+    for cap in ["TOP", "UIDL", "PIPELINING", "RESP-CODES", "AUTH-RESP-CODE", "USER"] {
+        assert!(out.contains(cap), "{cap} not in {out}");
+    }
+}

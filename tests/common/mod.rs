@@ -1,0 +1,199 @@
+//! Shared fixtures for the integration tests: a temporary passwd-file with Maildir users, the real `poplar`
+//! binary started on an ephemeral loopback port (or in `--inetd` mode over a socket pair), and a raw-bytes
+//! POP3 client. Every read has a socket timeout and every wait a deadline, so a broken server fails a test
+//! instead of hanging the suite.
+#![allow(dead_code, unused_imports)] // each test crate uses a different subset of these helpers
+
+mod client;
+mod server;
+
+pub use client::Client;
+pub use server::{Inetd, Server, run};
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_poplar");
+
+/// Long enough for the failed-login delay, short enough that a wedged server fails the test quickly.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on one multi-line response; the fixtures are far smaller.
+pub const MAX_MULTILINE: usize = 16 << 20;
+
+/// A temporary tree holding a passwd-file and one home directory with a Maildir per user.
+pub struct Fixture {
+    dir: tempfile::TempDir,
+    passwd: PathBuf,
+    /// Each message gets a distinct mtime, one second apart, so delivery order is insertion order.
+    next_mtime: u64,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passwd = dir.path().join("passwd");
+        fs::write(&passwd, "# test users\n").expect("write passwd");
+        Fixture { dir, passwd, next_mtime: 1_600_000_000 }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn passwd(&self) -> &Path {
+        &self.passwd
+    }
+
+    pub fn home(&self, user: &str) -> PathBuf {
+        self.dir.path().join("home").join(user)
+    }
+
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.home(user).join("Maildir")
+    }
+
+    /// Adds `user` with a `{PLAIN}` password, a home directory and an empty Maildir (new, cur, tmp).
+    pub fn user(&mut self, user: &str, password: &str) -> &mut Self {
+        self.user_with(user, &format!("{{PLAIN}}{password}"))
+    }
+
+    /// Adds `user` with the given passwd-file password field (scheme and secret), a home directory and an
+    /// empty Maildir (new, cur, tmp).
+    pub fn user_with(&mut self, user: &str, password_field: &str) -> &mut Self {
+        let md = self.maildir(user);
+        for sub in ["new", "cur", "tmp"] {
+            fs::create_dir_all(md.join(sub)).expect("create maildir");
+        }
+        let meta = fs::metadata(self.dir.path()).expect("stat tempdir");
+        let line = format!("{user}:{password_field}:{}:{}::{}::\n", meta.uid(), meta.gid(), self.home(user).display());
+        let mut f = fs::OpenOptions::new().append(true).open(&self.passwd).expect("open passwd");
+        f.write_all(line.as_bytes()).expect("append passwd");
+        self
+    }
+
+    /// Stores a message as `Maildir/<sub>/<name>` (sub is `new` or `cur`) with an mtime later than every
+    /// message stored before it. Returns the file's path.
+    pub fn msg(&mut self, user: &str, sub: &str, name: &str, content: &[u8]) -> PathBuf {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(self.next_mtime);
+        self.next_mtime += 1;
+        self.msg_at(user, sub, name, content, Some(t))
+    }
+
+    /// Stores a message with the given mtime (or the current time when `None`).
+    pub fn msg_at(&self, user: &str, sub: &str, name: &str, content: &[u8], mtime: Option<SystemTime>) -> PathBuf {
+        let path = self.maildir(user).join(sub).join(name);
+        fs::write(&path, content).expect("write message");
+        if let Some(t) = mtime {
+            let f = fs::File::options().write(true).open(&path).expect("open message");
+            f.set_modified(t).expect("set mtime");
+        }
+        path
+    }
+
+    /// Names of the files in `Maildir/new` and `Maildir/cur`, sorted.
+    pub fn files(&self, user: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for sub in ["new", "cur"] {
+            let dir = self.maildir(user).join(sub);
+            for e in fs::read_dir(&dir).expect("read maildir") {
+                names.push(e.expect("dirent").file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        names
+    }
+}
+
+/// The message as the client receives it: a multi-line body without the terminator, dots unstuffed.
+pub fn unstuff(raw: &[u8]) -> Vec<u8> {
+    assert!(raw.ends_with(b".\r\n"), "no terminator: {:?}", show(raw));
+    let body = &raw[..raw.len() - 3];
+    let mut out = Vec::with_capacity(body.len());
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
+/// `LIST` or `UIDL` listing lines as (number, rest) pairs.
+pub fn listing(raw: &[u8]) -> Vec<(u32, String)> {
+    let text = String::from_utf8(unstuff(raw)).expect("listing is text");
+    text.lines()
+        .map(|l| {
+            let (n, rest) = l.split_once(' ').unwrap_or_else(|| panic!("bad listing line {l:?}"));
+            (n.parse().expect("message number"), rest.to_string())
+        })
+        .collect()
+}
+
+/// Printable form of bytes for assertion messages.
+pub fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).escape_debug().to_string()
+}
+
+/// What RETR must send for a file: LF → CRLF (CRLF kept), a final CRLF added if missing. Without stuffing.
+pub fn crlf(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Hex MD5, for APOP digests and the UIDL of over-long names.
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The messages of the standard fixture, in delivery order: (subdirectory, file name, content).
+pub const MESSAGES: [(&str, &str, &[u8]); 5] = [
+    ("new", "1600000000.M1P100.host", b"From: a@example.org\nSubject: one\n\nHello\nWorld\n"),
+    ("cur", "1600000001.M2P100.host:2,S", b"Subject: dots\n\n.leading dot\n..two dots\n.\nend\n"),
+    ("new", "1600000002.M3P100.host", b"Subject: no newline\n\nlast line has no newline"),
+    ("cur", "1600000003.M4P100.host:2,", b"Subject: crlf\r\nX-A: b\r\n\r\nline1\r\nline2\r\n"),
+    ("new", "1600000004.M5P100.host", b"Subject: five\nX-Two: 2\n\nb1\nb2\nb3\n.b4\nb5\n"),
+];
+
+/// UIDL of a Maildir file name: the base name before `:`.
+pub fn uid_of(name: &str) -> &str {
+    name.split(':').next().unwrap()
+}
+
+/// A fixture with user `alice` (password `secret`) holding `MESSAGES`, and user `bob` (password `bobpw`)
+/// holding one message.
+pub fn standard() -> Fixture {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret").user("bob", "bobpw");
+    for (sub, name, content) in MESSAGES {
+        fx.msg("alice", sub, name, content);
+    }
+    fx.msg("bob", "new", "1600000100.M1P200.host", b"Subject: bob\n\nhi bob\n");
+    fx
+}
+
+/// The exact multi-line response RETR must send for a file: CRLF lines, dots stuffed, terminator.
+pub fn wire(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in crlf(content).split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// The `<...>` timestamp of an APOP greeting.
+pub fn apop_timestamp(greeting: &str) -> &str {
+    let start = greeting.find('<').expect("timestamp start");
+    let end = greeting.rfind('>').expect("timestamp end");
+    &greeting[start..=end]
+}

@@ -1,0 +1,234 @@
+//! The binary under test: standalone on an ephemeral loopback port with stderr drained and kept, in
+//! `--inetd` mode over a socket pair, or run once to completion for command-line checks.
+
+use super::{BIN, Client, Fixture};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long to wait for the server to report its listening address.
+const START_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Lines the server wrote on stderr, shared with the thread that drains the pipe.
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// The real binary in standalone mode on 127.0.0.1 with an ephemeral port. Killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    lines: Lines,
+}
+
+impl Server {
+    /// Starts `poplar --listen 127.0.0.1:0 --passwd <fixture>` plus `extra` arguments.
+    pub fn start(fx: &Fixture, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into()];
+        args.push("--passwd".into());
+        args.push(fx.passwd().display().to_string());
+        if !extra.contains(&"--hostname") {
+            args.extend(["--hostname".into(), "test.example".into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn(&args)
+    }
+
+    /// Starts the binary with exactly `args`, waiting for its `listening on ADDR` line.
+    pub fn spawn(args: &[String]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn poplar");
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let lines: Lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || drain(stderr, sink, tx));
+        let addr = match rx.recv_timeout(START_DEADLINE) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not report `listening on`; stderr: {:?}", lines.lock().unwrap());
+            }
+        };
+        Server { child, addr, lines }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Connects, checks the greeting, logs in with USER/PASS.
+    pub fn login(&self, user: &str, pass: &str) -> Client {
+        let mut c = self.connect();
+        c.greeting();
+        c.login(user, pass);
+        c
+    }
+
+    /// Every line written on stderr so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for a stderr line containing every one of `needles`.
+    pub fn wait_log(&self, needles: &[&str], within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self.stderr_lines().into_iter().find(|l| needles.iter().all(|n| l.contains(n)));
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code, None if still running.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let st = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill");
+        assert!(st.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st.code().unwrap_or(-1));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads stderr line by line until EOF; reports the first `listening on ADDR` on `tx`.
+fn drain(stderr: impl Read, lines: Lines, tx: mpsc::Sender<SocketAddr>) {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    let mut reported = false;
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        let addr = if reported { None } else { listening_addr(&line) };
+        // Keep the line before reporting, so a test that starts once the address is known sees it.
+        lines.lock().unwrap().push(line);
+        if let Some(addr) = addr {
+            reported = true;
+            let _ = tx.send(addr);
+        }
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let token = rest.split_whitespace().next()?;
+    token.trim_end_matches([',', ';', ')']).parse().ok()
+}
+
+/// The binary in `--inetd` mode with stdin/stdout one end of a socket pair and stderr discarded.
+pub struct Inetd {
+    pub child: Child,
+}
+
+impl Inetd {
+    /// Spawns `poplar --inetd --passwd <fixture>` plus `extra`; returns the process and a client on the other end.
+    pub fn start(fx: &Fixture, extra: &[&str]) -> (Inetd, Client) {
+        Inetd::spawn(fx, extra, false)
+    }
+
+    /// Like `start`, but with stderr on the socket too, as inetd hands it over (fd 0, 1 and 2).
+    pub fn start_all_fds(fx: &Fixture, extra: &[&str]) -> (Inetd, Client) {
+        Inetd::spawn(fx, extra, true)
+    }
+
+    fn spawn(fx: &Fixture, extra: &[&str], stderr_on_socket: bool) -> (Inetd, Client) {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let stdin: OwnedFd = theirs.try_clone().expect("clone").into();
+        let stderr = if stderr_on_socket {
+            Stdio::from(OwnedFd::from(theirs.try_clone().expect("clone")))
+        } else {
+            Stdio::null()
+        };
+        let stdout: OwnedFd = theirs.into();
+        let child = Command::new(BIN)
+            .arg("--inetd")
+            .arg("--passwd")
+            .arg(fx.passwd())
+            .args(["--hostname", "test.example"])
+            .args(extra)
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn poplar --inetd");
+        (Inetd { child }, Client::from_unix(ours))
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code, or None if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st.code().unwrap_or(-1));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Inetd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `args` and no stdin; returns (exit code, stdout, stderr). Bounded by a deadline.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn poplar");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("poplar {args:?} did not exit within 10 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,191 @@
+//! The Maildir maildrop seen through the protocol: mail locations, delivery order, `tmp/` ignored, sizes
+//! from `,W=`, UIDLs of awkward names, edge-case message files, large messages streamed exactly, and files
+//! changed by other agents during a session.
+
+mod common;
+
+use common::{Fixture, Server, listing, md5_hex, wire};
+use std::time::Duration;
+
+#[test]
+fn uidl_of_awkward_names_is_hashed() {
+    let mut fx = Fixture::new();
+    fx.user("carol", "pw");
+    let long = "x".repeat(80);
+    fx.msg("carol", "new", &long, b"Subject: a\n\nb\n");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("carol", "pw");
+    assert_eq!(c.cmd("UIDL 1"), format!("+OK 1 {}", md5_hex(long.as_bytes())));
+}
+
+#[test]
+fn mail_location_template() {
+    let mut fx = Fixture::new();
+    fx.user("erin", "pw");
+    let spool = fx.root().join("spool").join("erin");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(spool.join(sub)).unwrap();
+    }
+    std::fs::write(spool.join("new").join("1600000000.M1P1.host"), b"Subject: spool\n\nx\n").unwrap();
+    let location = format!("maildir:{}/spool/%u", fx.root().display());
+    let srv = Server::start(&fx, &["--mail", &location]);
+    let mut c = srv.login("erin", "pw");
+    assert_eq!(c.multi("RETR 1"), wire(b"Subject: spool\n\nx\n"));
+}
+
+#[test]
+fn tmp_is_ignored_and_order_is_by_mtime() {
+    let mut fx = Fixture::new();
+    fx.user("fay", "pw");
+    let t = |s| Some(std::time::UNIX_EPOCH + Duration::from_secs(s));
+    // Names sort in the opposite order of the mtimes.
+    fx.msg_at("fay", "new", "3.a.host", b"Subject: first\n\n1\n", t(1_600_000_000));
+    fx.msg_at("fay", "cur", "2.b.host:2,S", b"Subject: second\n\n2\n", t(1_600_000_100));
+    fx.msg_at("fay", "new", "1.c.host", b"Subject: third\n\n3\n", t(1_600_000_200));
+    fx.msg_at("fay", "tmp", "0.d.host", b"Subject: in tmp\n\n0\n", t(1_500_000_000));
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("fay", "pw");
+    let uids: Vec<String> = listing(&c.multi("UIDL")).into_iter().map(|e| e.1).collect();
+    assert_eq!(uids, ["3.a.host", "2.b.host", "1.c.host"]);
+}
+
+#[test]
+fn size_from_dovecot_w_field() {
+    let mut fx = Fixture::new();
+    fx.user("gus", "pw");
+    fx.msg("gus", "new", "1600000000.M1P1.host,S=10,W=1234", b"Subject: w\n\nx\n");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("gus", "pw");
+    assert_eq!(c.cmd("LIST 1"), "+OK 1 1234");
+    assert_eq!(c.cmd("UIDL 1"), "+OK 1 1600000000.M1P1.host,S=10,W=1234");
+}
+
+#[test]
+fn empty_maildrop() {
+    let mut fx = Fixture::new();
+    fx.user("hal", "pw");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("hal", "pw");
+    assert_eq!(c.cmd("STAT"), "+OK 0 0");
+    assert_eq!(c.multi("LIST"), b".\r\n");
+    assert_eq!(c.multi("UIDL"), b".\r\n");
+    assert!(c.cmd("RETR 1").starts_with("-ERR "));
+    assert!(c.cmd("LIST 1").starts_with("-ERR "));
+    assert!(c.cmd("QUIT").starts_with("+OK "));
+}
+
+/// LIST's octets equal what RETR sends (unstuffed, without the terminator); returns the RETR bytes.
+fn retr_consistent(c: &mut common::Client, n: u32) -> Vec<u8> {
+    let size: usize = c.cmd(&format!("LIST {n}")).rsplit(' ').next().unwrap().parse().unwrap();
+    let raw = c.multi(&format!("RETR {n}"));
+    assert_eq!(common::unstuff(&raw).len(), size, "LIST {n} vs RETR {n}");
+    raw
+}
+
+#[test]
+fn edge_case_messages() {
+    let mut fx = Fixture::new();
+    fx.user("ivy", "pw");
+    let long_line = format!("Subject: long\n\n{}\nend\n", "y".repeat(200_000));
+    let dots = format!("Subject: dots\n\n{}", ".x\n..\n.\n".repeat(20_000));
+    let no_newline_long = format!("Subject: nl\n\n{}", "z".repeat(70_000));
+    let messages: Vec<&[u8]> = vec![
+        b"Subject: only headers\nFrom: x@y\n",
+        b"Subject: binary\n\na\rb\x00c\xff\n\r\n",
+        long_line.as_bytes(),
+        dots.as_bytes(),
+        no_newline_long.as_bytes(),
+        b"\n\n.\n",
+        b"Subject: mixed\r\n\nline\r\n.end\n",
+    ];
+    for (i, m) in messages.iter().enumerate() {
+        fx.msg("ivy", "new", &format!("16000000{i:02}.M{i}P1.host"), m);
+    }
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("ivy", "pw");
+    for (i, m) in messages.iter().enumerate() {
+        let raw = retr_consistent(&mut c, i as u32 + 1);
+        assert!(raw == wire(m), "RETR {}: got {} bytes, expected {}", i + 1, raw.len(), wire(m).len());
+    }
+    assert_eq!(c.multi("TOP 1 0"), b"Subject: only headers\r\nFrom: x@y\r\n.\r\n");
+    assert_eq!(c.multi("TOP 4 2"), b"Subject: dots\r\n\r\n..x\r\n...\r\n.\r\n");
+    assert_eq!(c.multi("TOP 6 0"), b"\r\n.\r\n");
+    assert_eq!(c.multi("TOP 6 5"), b"\r\n\r\n..\r\n.\r\n");
+}
+
+#[test]
+fn empty_message_file() {
+    let mut fx = Fixture::new();
+    fx.user("jay", "pw");
+    fx.msg("jay", "new", "1600000000.M1P1.host", b"");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("jay", "pw");
+    let raw = retr_consistent(&mut c, 1);
+    assert_eq!(raw, b".\r\n");
+}
+
+#[test]
+fn message_vanishing_during_session() {
+    let mut fx = Fixture::new();
+    fx.user("kim", "pw");
+    let gone = fx.msg("kim", "new", "1600000000.M1P1.host", b"Subject: a\n\n1\n");
+    fx.msg("kim", "cur", "1600000001.M2P1.host:2,S", b"Subject: b\n\n2\n");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("kim", "pw");
+    std::fs::remove_file(gone).unwrap();
+    let r = c.cmd("RETR 1");
+    assert!(r.starts_with("-ERR "), "{r}");
+    assert!(c.cmd("NOOP").starts_with("+OK "), "session continues");
+    // Marking the vanished message may be accepted or refused; either way UPDATE must still succeed.
+    let _ = c.cmd("DELE 1");
+    assert!(c.cmd("DELE 2").starts_with("+OK "));
+    let r = c.cmd("QUIT");
+    assert!(r.starts_with("+OK "), "{r}");
+    assert!(fx.files("kim").is_empty(), "{:?}", fx.files("kim"));
+}
+
+#[test]
+fn message_moved_by_another_agent_during_session() {
+    let mut fx = Fixture::new();
+    fx.user("lee", "pw");
+    let content = b"Subject: moved\n\nbody\n";
+    let old = fx.msg("lee", "new", "1600000000.M1P1.host", content);
+    let flagged = fx.msg("lee", "cur", "1600000001.M2P1.host:2,", b"Subject: flags\n\nx\n");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("lee", "pw");
+    // A mail reader moves new/ → cur/ and changes flags while the POP3 session runs.
+    std::fs::rename(&old, fx.maildir("lee").join("cur/1600000000.M1P1.host:2,S")).unwrap();
+    std::fs::rename(&flagged, fx.maildir("lee").join("cur/1600000001.M2P1.host:2,RS")).unwrap();
+    assert_eq!(c.multi("RETR 1"), wire(content));
+    assert_eq!(c.cmd("UIDL 1"), "+OK 1 1600000000.M1P1.host");
+    assert!(c.cmd("DELE 1").starts_with("+OK "));
+    assert!(c.cmd("DELE 2").starts_with("+OK "));
+    assert!(c.cmd("QUIT").starts_with("+OK "));
+    assert!(fx.files("lee").is_empty(), "renamed messages not expunged: {:?}", fx.files("lee"));
+}
+
+#[test]
+fn uidl_character_set_and_length() {
+    let mut fx = Fixture::new();
+    fx.user("nat", "pw");
+    let exactly_70 = "a".repeat(70);
+    let over_70 = "b".repeat(71);
+    let names = [exactly_70.as_str(), over_70.as_str(), "with space", "caf\u{e9}", "ok.name:2,S"];
+    for name in names {
+        fx.msg("nat", "cur", name, b"Subject: u\n\nx\n");
+    }
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("nat", "pw");
+    let uids: Vec<String> = listing(&c.multi("UIDL")).into_iter().map(|e| e.1).collect();
+    let expected = [
+        exactly_70.clone(),
+        md5_hex(over_70.as_bytes()),
+        md5_hex(b"with space"),
+        md5_hex("caf\u{e9}".as_bytes()),
+        "ok.name".to_string(),
+    ];
+    assert_eq!(uids, expected);
+    for u in &uids {
+        assert!(u.len() <= 70 && u.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{u:?}");
+    }
+}
