@@ -77,7 +77,8 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
     let mut services = Services::new(user_databases(config)?, config.mail.clone());
     services.auth_failure_delay = config.auth_failure_delay;
     services.max_auth_attempts = config.max_auth_attempts;
-    services.login_timeout = config.login_timeout;
+    // AUTHORIZATION is never allowed longer than an idle logged-in session.
+    services.login_timeout = config.login_timeout.min(config.timeout);
     services.timeout = config.timeout;
     let apop_host = config.apop.then(|| config.hostname.clone().unwrap_or_else(system_hostname));
     Ok(Frontend { services, timeout: config.timeout, apop_host })
