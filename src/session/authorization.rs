@@ -91,21 +91,24 @@ impl Session<'_> {
         }
     }
 
-    /// Takes on the account's identity, then resolves, opens and locks its maildrop and enters TRANSACTION.
+    /// Resolves the maildrop path (a pure check of the user name, before any file-system access), takes
+    /// on the account's identity, then opens and locks the maildrop and enters TRANSACTION.
     fn open_maildrop<W: Write + ?Sized>(&mut self, account: Account, out: &mut W) -> io::Result<Step> {
-        if let Err(why) = self.services.identity.assume(&account) {
-            // Half a switch cannot be trusted: the session ends here, the maildrop unopened.
-            log::error!("user={} peer={}: cannot take on the account's identity: {why}", account.name, self.peer);
-            reply::err(out, Some(RespCode::SysPerm), format_args!("cannot access the maildrop, closing"))?;
-            self.state = State::Finished;
-            self.stats.outcome = Some(super::Outcome::Error);
-            return Ok(Step::Quit);
-        }
         let mail = &self.services.mail;
-        let opened = mail
+        let path = mail
             .expand(&account.name, account.home.as_deref())
-            .map_err(|reason| MaildropError::BadPath { reason: format!("user {}: {reason}", account.name) })
-            .and_then(|path| maildrop::open(mail.format, &path));
+            .map_err(|reason| MaildropError::BadPath { reason: format!("user {}: {reason}", account.name) });
+        if path.is_ok() {
+            if let Err(why) = self.services.identity.assume(&account) {
+                // Half a switch cannot be trusted: the session ends here, the maildrop unopened.
+                log::error!("user={} peer={}: cannot take on the account's identity: {why}", account.name, self.peer);
+                reply::err(out, Some(RespCode::SysPerm), format_args!("cannot access the maildrop, closing"))?;
+                self.state = State::Finished;
+                self.stats.outcome = Some(super::Outcome::Error);
+                return Ok(Step::Quit);
+            }
+        }
+        let opened = path.and_then(|path| maildrop::open(mail.format, &path));
         let maildrop = match opened {
             Ok(maildrop) => maildrop,
             Err(e) => {
