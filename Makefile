@@ -35,11 +35,13 @@ all: build
 build:
 	$(CARGO) build --release
 
-# --all-targets builds and runs the unit tests and every tests/*.rs (which start target/debug/poplar);
-# doctests are not part of --all-targets, hence the second line.
+# --all-targets builds and runs the unit tests and every tests/*.rs (which start target/debug/poplar).
+# The crate has no doctests. The last line sums every test binary's result, so the run ends with one
+# total ("total: N passed, N failed") rather than the last binary's count.
 test: lint-man
-	$(CARGO) test --all-targets
-	$(CARGO) test --doc
+	mkdir -p target
+	$(CARGO) test --all-targets 2>&1 | tee target/test.log
+	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test.log
 
 lint-man:
 	@command -v $(MANDOC) >/dev/null || { echo "lint-man: mandoc is required (Debian: apt-get install mandoc)" >&2; exit 1; }

@@ -20,6 +20,7 @@ use crate::stream::{Stream, Transport};
 /// Serves the one connection on stdin/stdout.
 pub fn run(config: &Config) -> Result<(), StartError> {
     silence_stderr();
+    server::ignore_fatal_signals();
     let frontend = match server::frontend(config).and_then(|mut frontend| {
         // As root: switch to the account after login (see `privs`); nothing is parsed as root but logins.
         let privileges = Privileges::inetd(config.run_as.as_deref()).map_err(StartError::config)?;

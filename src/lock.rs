@@ -1,11 +1,19 @@
-//! Locks as RAII guards: the session's exclusive `flock` (and, for mbox, the delivery agents' locks).
+//! Locks as RAII guards: the session's exclusive `flock` on a lock file, and for mbox files the delivery
+//! agents' locks (an fcntl lock on the mbox plus a `PATH.lock` dotlock). Which file to lock is the
+//! backends' business; this module only knows how.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, Flock, FlockArg, fcntl};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 
 /// An exclusive `flock` held for the session; released when dropped (or by the kernel if the process dies).
 pub struct SessionLock {
@@ -27,5 +35,302 @@ impl SessionLock {
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(TryLock::Busy),
             Err((_, errno)) => Err(io::Error::from(errno)),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Delivery-agent locks for mbox files.
+//
+// Debian policy (section 11.6) and its delivery agents (procmail, Postfix local, Exim, dovecot-lda) lock a
+// mailbox with an fcntl lock on the file and a `PATH.lock` dotlock, fcntl first. On Linux `flock` does not
+// exclude fcntl locks, so we take both of theirs, in their order. Classic fcntl locks belong to the process:
+// two session threads of poplar would both "own" the same lock. Open-file-description locks
+// (`F_OFD_SETLK`) belong to one open of the file, so they separate our own threads and still conflict with
+// the agents' classic fcntl locks.
+// ---------------------------------------------------------------------------------------------------------
+
+/// How long we wait for a delivery agent to finish before giving up with `[SYS/TEMP]`: long enough for
+/// one delivery of a large message, short enough that the client does not time out first.
+pub const DELIVERY_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// A dotlock older than this was left by a dead program (procmail and dotlockfile use the same kind of
+/// limit); we remove it. Holders that keep a lock longer refresh it (`DeliveryLock::refresh`).
+pub const DOTLOCK_STALE: Duration = Duration::from_secs(5 * 60);
+/// How often a held dotlock's mtime is refreshed during long operations: well within `DOTLOCK_STALE`.
+pub const DOTLOCK_REFRESH: Duration = Duration::from_secs(60);
+/// Poll interval while waiting for either lock: a bounded wait needs the non-blocking calls.
+const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The fcntl (OFD) lock and the dotlock on one mbox, held together; released (dotlock removed, fcntl
+/// lock dropped) when dropped.
+pub struct DeliveryLock {
+    // Field order is drop order: the dotlock goes first, the fcntl lock last (reverse of taking them).
+    dot: DotLock,
+    _ofd: OfdLock,
+}
+
+impl DeliveryLock {
+    /// Takes the write lock on `file` (an open of the mbox at `path`) then the dotlock `PATH.lock`,
+    /// waiting at most `wait` in all. Fails with `ErrorKind::TimedOut` when an agent holds them longer.
+    pub fn acquire(path: &Path, file: &File, wait: Duration) -> io::Result<DeliveryLock> {
+        let deadline = Instant::now() + wait;
+        let ofd = OfdLock::acquire(file, deadline)?;
+        let dot = DotLock::acquire(&dotlock_path(path), deadline)?;
+        Ok(DeliveryLock { dot, _ofd: ofd })
+    }
+
+    /// Keeps the dotlock fresh during a long operation; cheap when called often.
+    pub fn refresh(&mut self) -> io::Result<()> {
+        self.dot.refresh()
+    }
+}
+
+/// `PATH.lock`, the dotlock name every agent agrees on.
+pub fn dotlock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// An exclusive whole-file OFD lock on a duplicate of the caller's descriptor (same open file
+/// description); explicitly unlocked when dropped, since the caller's descriptor stays open.
+struct OfdLock {
+    file: File,
+}
+
+impl OfdLock {
+    fn acquire(file: &File, deadline: Instant) -> io::Result<OfdLock> {
+        let file = file.try_clone()?;
+        loop {
+            match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file(libc_lock::F_WRLCK))) {
+                Ok(_) => return Ok(OfdLock { file }),
+                Err(Errno::EAGAIN | Errno::EACCES) if Instant::now() < deadline => thread::sleep(RETRY_INTERVAL),
+                Err(Errno::EAGAIN | Errno::EACCES) => return Err(timed_out("mbox fcntl lock held by another program")),
+                Err(Errno::EINTR) => {}
+                Err(errno) => return Err(io::Error::from(errno)),
+            }
+        }
+    }
+}
+
+impl Drop for OfdLock {
+    fn drop(&mut self) {
+        let _ = fcntl(&self.file, FcntlArg::F_OFD_SETLK(&whole_file(libc_lock::F_UNLCK)));
+    }
+}
+
+mod libc_lock {
+    pub use nix::libc::{F_UNLCK, F_WRLCK, SEEK_SET, c_short, flock};
+}
+
+/// A lock record covering the whole file, now and as it grows (`l_len` 0), as the agents take it.
+/// `l_pid` must be 0 for OFD locks.
+fn whole_file(kind: i32) -> libc_lock::flock {
+    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid value.
+    let mut lock: libc_lock::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc_lock::c_short;
+    lock.l_whence = libc_lock::SEEK_SET as libc_lock::c_short;
+    lock
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_string())
+}
+
+/// A `PATH.lock` dotlock we created. Removed when dropped, if it is still ours.
+struct DotLock {
+    path: PathBuf,
+    /// Our lock file, kept open to refresh its mtime and to recognise it (inode) before removing it.
+    file: File,
+    touched: Instant,
+}
+
+/// Makes temporary names unique between the threads of one process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl DotLock {
+    fn acquire(path: &Path, deadline: Instant) -> io::Result<DotLock> {
+        loop {
+            if let Some(lock) = DotLock::try_create(path)? {
+                return Ok(lock);
+            }
+            if is_stale(path) || holder_is_dead(path) {
+                log::warn!("{}: removing stale dotlock", path.display());
+                match fs::remove_file(path) {
+                    Ok(()) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(timed_out("mbox dotlock held by another program"));
+            }
+            thread::sleep(RETRY_INTERVAL);
+        }
+    }
+
+    /// One attempt, NFS-safe: create a uniquely named file with O_EXCL, hard-link it to the lock name,
+    /// and trust the link count rather than link(2)'s return value (which NFS may lose on a retransmit).
+    fn try_create(path: &Path) -> io::Result<Option<DotLock>> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut temp = path.as_os_str().to_owned();
+        temp.push(format!(".{}.{}", std::process::id(), n));
+        let temp = PathBuf::from(temp);
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&temp)?;
+        // Some tools read the holder's pid from the lock; an empty lock is also fine.
+        let _ = io::Write::write_all(&mut file, format!("{}\n", std::process::id()).as_bytes());
+        let linked = fs::hard_link(&temp, path);
+        let ours = file.metadata().map(|m| m.nlink() == 2);
+        let _ = fs::remove_file(&temp);
+        match (ours, linked) {
+            (Ok(true), _) => Ok(Some(DotLock { path: path.to_path_buf(), file, touched: Instant::now() })),
+            (_, Err(e)) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            (Err(e), _) => Err(e),
+            _ => Ok(None),
+        }
+    }
+
+    fn refresh(&mut self) -> io::Result<()> {
+        if self.touched.elapsed() >= DOTLOCK_REFRESH {
+            self.file.set_modified(SystemTime::now())?;
+            self.touched = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+fn is_stale(path: &Path) -> bool {
+    match fs::metadata(path).and_then(|m| m.modified()) {
+        Ok(mtime) => SystemTime::now().duration_since(mtime).is_ok_and(|age| age > DOTLOCK_STALE),
+        Err(_) => false,
+    }
+}
+
+/// Whether the dotlock names, as its holder, a process of this host that no longer exists (a crashed
+/// poplar, or a dotlockfile user): then it need not age for `DOTLOCK_STALE`, as liblockfile also judges.
+/// Locks holding no pid (procmail writes none) only go stale by age. On a mail spool shared over NFS
+/// this assumes pids name local processes, as liblockfile does.
+fn holder_is_dead(path: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(path) else { return false };
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH),
+        _ => false,
+    }
+}
+
+impl Drop for DotLock {
+    fn drop(&mut self) {
+        // Another program may have judged our lock stale and replaced it: remove only our own inode.
+        let ours = match (fs::symlink_metadata(&self.path), self.file.metadata()) {
+            (Ok(on_disk), Ok(held)) => on_disk.dev() == held.dev() && on_disk.ino() == held.ino(),
+            _ => false,
+        };
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mbox(dir: &tempfile::TempDir) -> (PathBuf, File) {
+        let path = dir.path().join("user");
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
+        (path, file)
+    }
+
+    const SHORT: Duration = Duration::from_millis(150);
+
+    #[test]
+    fn session_lock_excludes_a_second_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = SessionLock::try_acquire(&path).unwrap();
+        assert!(matches!(held, TryLock::Acquired(_)));
+        assert!(matches!(SessionLock::try_acquire(&path).unwrap(), TryLock::Busy));
+        drop(held);
+        assert!(matches!(SessionLock::try_acquire(&path).unwrap(), TryLock::Acquired(_)));
+    }
+
+    #[test]
+    fn delivery_lock_excludes_another_thread_then_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = mbox(&dir);
+        let held = DeliveryLock::acquire(&path, &file, SHORT).unwrap();
+        assert!(dotlock_path(&path).exists());
+        let other = thread::scope(|s| {
+            s.spawn(|| {
+                let file = File::options().read(true).write(true).open(&path).unwrap();
+                DeliveryLock::acquire(&path, &file, SHORT).err().map(|e| e.kind())
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(other, Some(io::ErrorKind::TimedOut));
+        drop(held);
+        assert!(!dotlock_path(&path).exists());
+        DeliveryLock::acquire(&path, &file, SHORT).unwrap();
+    }
+
+    /// A delivery agent's classic (per-process) fcntl lock blocks us: OFD and classic locks conflict.
+    #[test]
+    fn classic_fcntl_lock_blocks_us() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = mbox(&dir);
+        let agent = File::options().read(true).write(true).open(&path).unwrap();
+        fcntl(&agent, FcntlArg::F_SETLK(&whole_file(libc_lock::F_WRLCK))).unwrap();
+        let e = DeliveryLock::acquire(&path, &file, SHORT).err().expect("blocked");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(!dotlock_path(&path).exists(), "no dotlock taken without the fcntl lock");
+        fcntl(&agent, FcntlArg::F_SETLK(&whole_file(libc_lock::F_UNLCK))).unwrap();
+        DeliveryLock::acquire(&path, &file, SHORT).unwrap();
+    }
+
+    #[test]
+    fn dotlock_fresh_is_waited_for_stale_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = mbox(&dir);
+        let lock = File::create(dotlock_path(&path)).unwrap();
+        let e = DeliveryLock::acquire(&path, &file, SHORT).err().expect("fresh dotlock held");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        lock.set_modified(SystemTime::now() - DOTLOCK_STALE - Duration::from_secs(1)).unwrap();
+        let held = DeliveryLock::acquire(&path, &file, SHORT).unwrap();
+        assert_eq!(fs::read_to_string(dotlock_path(&path)).unwrap(), format!("{}\n", std::process::id()));
+        drop(held);
+        assert!(!dotlock_path(&path).exists());
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, ["user"], "temporary link names cleaned up");
+    }
+
+    #[test]
+    fn dotlock_of_a_dead_process_is_removed_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = mbox(&dir);
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        fs::write(dotlock_path(&path), format!("{}\n", gone.id())).unwrap();
+        DeliveryLock::acquire(&path, &file, SHORT).unwrap();
+        // A live holder (this process) is waited for.
+        fs::write(dotlock_path(&path), format!("{}\n", std::process::id())).unwrap();
+        let e = DeliveryLock::acquire(&path, &file, SHORT).err().expect("live holder");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn refresh_touches_and_drop_spares_a_replaced_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = mbox(&dir);
+        let mut held = DeliveryLock::acquire(&path, &file, SHORT).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(600);
+        held.dot.file.set_modified(old).unwrap();
+        held.dot.touched -= DOTLOCK_REFRESH;
+        held.refresh().unwrap();
+        assert!(fs::metadata(dotlock_path(&path)).unwrap().modified().unwrap() > old);
+        // Someone judged it stale and took it over: dropping ours must not remove theirs.
+        fs::remove_file(dotlock_path(&path)).unwrap();
+        fs::write(dotlock_path(&path), b"theirs").unwrap();
+        drop(held);
+        assert_eq!(fs::read(dotlock_path(&path)).unwrap(), b"theirs");
     }
 }

@@ -125,8 +125,22 @@ pub fn apop_timestamp(host: &str) -> String {
     crate::auth::apop::timestamp(std::process::id(), counter, now, random, host)
 }
 
+/// Signals whose default action would kill every session for one session's trouble are ignored, so the
+/// failing system call returns an error to that session instead: SIGPIPE (a client gone mid-write gives
+/// EPIPE) and SIGXFSZ (a file size limit, `ulimit -f`, gives EFBIG during an mbox UPDATE, which rolls back).
+pub fn ignore_fatal_signals() {
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGPIPE, Signal::SIGXFSZ] {
+        // SAFETY: SIG_IGN installs no code.
+        if let Err(e) = unsafe { sigaction(signal, &ignore) } {
+            log::warn!("cannot ignore {signal}: {e}");
+        }
+    }
+}
+
 /// Runs the standalone server until SIGTERM or SIGINT.
 pub fn run(config: &Config) -> Result<(), StartError> {
+    ignore_fatal_signals();
     let mut frontend = frontend(config)?;
     let listeners = bind_all(&config.listen)?;
     // After binding (port 110 needs root), before the first accept: see `privs` for the model.
@@ -332,9 +346,6 @@ impl SignalPipe {
             // SAFETY: the handler only calls write(2) on a descriptor it loads atomically.
             unsafe { sigaction(signal, &action) }?;
         }
-        // A client that disconnects mid-write must give EPIPE, not kill the process.
-        // SAFETY: SIG_IGN installs no code.
-        unsafe { sigaction(Signal::SIGPIPE, &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty())) }?;
         Ok(SignalPipe { read, _write: write })
     }
 

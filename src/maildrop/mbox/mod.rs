@@ -1,30 +1,293 @@
-//! The mbox backend (see issue: mbox maildrops). Not yet implemented: opening reports a permanent error.
+//! The mbox backend: one file holding every message, shared with the delivery agents that append to it.
+//! Owns opening and scanning the file under the agents' locks, serving message bytes from it, and
+//! checking it is unchanged before UPDATE; the format rules are `scan`'s, unique-ids `uidl`'s, the
+//! crash-safe rewrite `expunge`'s.
+//!
+//! Locks (see `crate::lock`):
+//! - Session lock: an exclusive `flock` on `MBOX.poplar.lock`, not on the mbox itself. A `flock` on the
+//!   mbox would block, for a whole session, every agent that locks with `flock` (Exim's
+//!   `use_flock_lock`, dovecot's `mbox_write_locks = flock`, mail readers), and on NFS Linux turns
+//!   `flock` into fcntl locks, blocking them all. Dovecot likewise keeps its POP3 session lock in a
+//!   separate file. The file lives next to the mbox, where the dotlock must be created anyway, so the
+//!   server needs no more rights than dotlocking needs (on Debian: group `mail` for `/var/mail`).
+//! - Delivery locks (fcntl OFD lock + `MBOX.lock`): held while the mbox is read to build the
+//!   session's view, then released, so delivery is never blocked for a session; mail that arrives
+//!   later lies past what we scanned and is left alone. Held again for the whole UPDATE.
+//! - popa3d takes the same care: it re-parses the mailbox under lock before rewriting and gives up if
+//!   it changed. We do the same: the scanned part is scanned again and must be identical.
 
+pub mod expunge;
+pub mod scan;
+pub mod uidl;
+
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::path::Path;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+use nix::libc;
 
 use super::{Maildrop, MaildropError, MessageInfo};
+use crate::lock::{DELIVERY_LOCK_WAIT, DeliveryLock, SessionLock, TryLock};
+use scan::{MIN_FRAGMENT, ScannedMessage, Scanner};
+pub use uidl::UidlSource;
+
+/// Read size while scanning: large sequential reads.
+const READ_CHUNK: usize = 1 << 20;
+/// A `From ` line longer than this is not re-read to check it (the offsets are still checked).
+const MAX_FROM_LINE_CHECK: u64 = 64 * 1024;
 
 pub struct Mbox {
-    _private: (),
+    path: PathBuf,
+    /// `None`: there is no mbox file, an empty maildrop.
+    file: Option<File>,
+    scanned: Vec<ScannedMessage>,
+    /// The file's size when scanned: what this session knows about.
+    scanned_size: u64,
+    messages: Vec<MessageInfo>,
+    want_x_uidl: bool,
+    _session: Option<SessionLock>,
+}
+
+/// `MBOX.poplar.lock`: the session lock file.
+pub fn session_lock_path(mbox: &Path) -> PathBuf {
+    let mut name = mbox.as_os_str().to_owned();
+    name.push(".poplar.lock");
+    PathBuf::from(name)
 }
 
 impl Mbox {
+    /// Opens the mbox at `path` with popa3d-compatible unique-ids.
     pub fn open(path: &Path) -> Result<Mbox, MaildropError> {
-        Err(MaildropError::io(path, io::Error::new(io::ErrorKind::Unsupported, "mbox not supported yet")))
+        Mbox::open_with(path, UidlSource::default())
+    }
+
+    /// Opens and scans the mbox at `path`. A missing or empty file is an empty maildrop. An expunge
+    /// that a crash interrupted is finished or undone first.
+    pub fn open_with(path: &Path, uidl: UidlSource) -> Result<Mbox, MaildropError> {
+        let io_err = |e| MaildropError::io(path, e);
+        let session = match SessionLock::try_acquire(&session_lock_path(path)) {
+            Ok(TryLock::Acquired(lock)) => Some(lock),
+            Ok(TryLock::Busy) => return Err(MaildropError::InUse { path: path.to_path_buf() }),
+            // No directory, so no mbox: nothing to protect.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(e)),
+        };
+        let want_x_uidl = uidl == UidlSource::XUidl;
+        let mut mbox = Mbox {
+            path: path.to_path_buf(),
+            file: None,
+            scanned: Vec::new(),
+            scanned_size: 0,
+            messages: Vec::new(),
+            want_x_uidl,
+            _session: session,
+        };
+        let Some(file) = open_file(path)? else { return Ok(mbox) };
+        let mut lock = DeliveryLock::acquire(path, &file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
+        expunge::recover(path, &file).map_err(io_err)?;
+        let (scanned, size) = scan_file(path, &file, None, want_x_uidl, &mut lock, READ_CHUNK)?;
+        drop(lock);
+        let uids = uidl::assign(&scanned, uidl, |m| header_md5(&file, m)).map_err(io_err)?;
+        mbox.messages = scanned.iter().zip(uids).map(|(m, uid)| MessageInfo { octets: m.octets, uid }).collect();
+        (mbox.scanned, mbox.scanned_size, mbox.file) = (scanned, size, Some(file));
+        Ok(mbox)
+    }
+
+    fn changed(&self, reason: impl Into<String>) -> MaildropError {
+        MaildropError::Changed { path: self.path.clone(), reason: reason.into() }
+    }
+
+    /// Spot check before serving a message: the file is not shorter than scanned and the message's
+    /// `From ` line is still where it was, after an empty line.
+    fn check_message(&self, file: &File, m: &ScannedMessage) -> Result<(), MaildropError> {
+        let io_err = |e| MaildropError::io(&self.path, e);
+        if file.metadata().map_err(io_err)?.len() < self.scanned_size {
+            return Err(self.changed("mbox shorter than when scanned"));
+        }
+        let start = m.from_offset.saturating_sub(2);
+        let len = (m.data_offset - start).min(MAX_FROM_LINE_CHECK + 2);
+        let mut line = vec![0u8; len as usize];
+        file.read_exact_at(&mut line, start).map_err(io_err)?;
+        let (before, from_line) = line.split_at((m.from_offset - start) as usize);
+        let separated = m.from_offset == 0 || before == b"\n\n";
+        let same = m.data_offset - m.from_offset > MAX_FROM_LINE_CHECK
+            || scan::from_line_digest(from_line) == m.from_digest;
+        if separated && same && from_line.starts_with(b"From ") {
+            Ok(())
+        } else {
+            Err(self.changed(format!("message at offset {} moved", m.from_offset)))
+        }
+    }
+
+    /// Under the delivery locks: the part we scanned must scan the same again.
+    fn verify_unchanged(&self, file: &File, lock: &mut DeliveryLock) -> Result<(), MaildropError> {
+        let size = file.metadata().map_err(|e| MaildropError::io(&self.path, e))?.len();
+        if size < self.scanned_size {
+            return Err(self.changed(format!("mbox shrank from {} to {size} octets", self.scanned_size)));
+        }
+        let (again, _) = scan_file(&self.path, file, Some(self.scanned_size), self.want_x_uidl, lock, READ_CHUNK)?;
+        if again != self.scanned {
+            return Err(self.changed("mbox rewritten by another program during the session"));
+        }
+        Ok(())
+    }
+}
+
+/// Opens the mbox read-write (the fcntl write lock needs it), not following a symlink and not
+/// blocking on a FIFO; `None` when it does not exist.
+fn open_file(path: &Path) -> Result<Option<File>, MaildropError> {
+    let opened = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if expunge::recovery_path(path).exists() {
+                let reason = "recovery file without its mbox: left for the administrator".to_string();
+                return Err(MaildropError::Changed { path: path.to_path_buf(), reason });
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(MaildropError::io(path, e)),
+    };
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => Ok(Some(file)),
+        Ok(_) => Err(MaildropError::io(path, io::Error::new(io::ErrorKind::InvalidData, "not a regular file"))),
+        Err(e) => Err(MaildropError::io(path, e)),
+    }
+}
+
+/// Scans `file` from the start to its end, or to `limit`. Returns the messages and the octets scanned.
+fn scan_file(
+    path: &Path,
+    file: &File,
+    limit: Option<u64>,
+    want_x_uidl: bool,
+    lock: &mut DeliveryLock,
+    chunk: usize,
+) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
+    let io_err = |e| MaildropError::io(path, e);
+    let mut scanner = Scanner::new(want_x_uidl);
+    // The scanner leaves fewer than MIN_FRAGMENT octets unconsumed, so this buffer never grows.
+    let mut buf = vec![0u8; chunk + MIN_FRAGMENT];
+    let (mut kept, mut read_pos) = (0usize, 0u64);
+    let limit = limit.unwrap_or(u64::MAX);
+    loop {
+        let room = chunk.min((limit - read_pos).try_into().unwrap_or(usize::MAX));
+        let n = read_some_at(file, &mut buf[kept..kept + room], read_pos).map_err(io_err)?;
+        read_pos += n as u64;
+        let eof = n == 0;
+        let used = scanner.feed(&buf[..kept + n], eof).map_err(|_| not_mbox(path))?;
+        buf.copy_within(used..kept + n, 0);
+        kept = kept + n - used;
+        if eof {
+            break;
+        }
+        lock.refresh().map_err(io_err)?;
+    }
+    Ok((scanner.finish(), read_pos))
+}
+
+fn read_some_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        match file.read_at(buf, offset) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+fn not_mbox(path: &Path) -> MaildropError {
+    let e = io::Error::new(io::ErrorKind::InvalidData, "not an mbox: it does not begin with a \"From \" line");
+    MaildropError::io(path, e)
+}
+
+/// MD5 of a message's `From ` line and header, for the unique-id suffix (see `uidl`).
+fn header_md5(file: &File, m: &ScannedMessage) -> io::Result<[u8; 16]> {
+    let mut md5 = Md5::new();
+    io::copy(&mut RangeReader { file, pos: m.from_offset, end: m.header_end }, &mut Md5Writer(&mut md5))?;
+    Ok(md5.finalize().into())
+}
+
+struct Md5Writer<'a>(&'a mut Md5);
+
+impl io::Write for Md5Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The bytes `pos..end` of a file, read with pread: no shared file position to disturb.
+struct RangeReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.end - self.pos).try_into().unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = read_some_at(self.file, &mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "mbox truncated while reading a message"));
+        }
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
 impl Maildrop for Mbox {
     fn messages(&self) -> &[MessageInfo] {
-        &[]
+        &self.messages
     }
+
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
-        let _ = index;
-        unreachable!("Mbox::open never succeeds yet")
+        let (Some(file), Some(m)) = (self.file.as_ref(), self.scanned.get(index)) else {
+            return Err(self.changed(format!("no message with index {index}")));
+        };
+        self.check_message(file, m)?;
+        Ok(Box::new(RangeReader { file, pos: m.data_offset, end: m.data_end }))
     }
+
     fn expunge(self: Box<Self>, deleted: &[usize]) -> Result<(), MaildropError> {
-        let _ = deleted;
-        Ok(())
+        let Some(file) = self.file.as_ref().filter(|_| !deleted.is_empty()) else { return Ok(()) };
+        let io_err = |e| MaildropError::io(&self.path, e);
+        let ranges = deleted_ranges(&self.scanned, deleted).ok_or_else(|| self.changed("bad deletion list"))?;
+        let mut lock = DeliveryLock::acquire(&self.path, file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
+        self.verify_unchanged(file, &mut lock)?;
+        expunge::expunge(&self.path, file, &ranges, &mut || {
+            if let Err(e) = lock.refresh() {
+                log::warn!("{}: cannot refresh dotlock: {e}", self.path.display());
+            }
+        })
+        .map_err(io_err)
     }
 }
+
+/// The byte ranges (From line to the next From line) of the messages at `deleted`, ascending and
+/// merged; `None` if the indexes are out of range or not ascending.
+fn deleted_ranges(scanned: &[ScannedMessage], deleted: &[usize]) -> Option<Vec<(u64, u64)>> {
+    let mut ranges: Vec<(u64, u64)> = Vec::with_capacity(deleted.len());
+    for (i, &index) in deleted.iter().enumerate() {
+        if i > 0 && index <= deleted[i - 1] {
+            return None;
+        }
+        let m = scanned.get(index)?;
+        match ranges.last_mut() {
+            Some(last) if last.1 == m.from_offset => last.1 = m.end,
+            _ => ranges.push((m.from_offset, m.end)),
+        }
+    }
+    Some(ranges)
+}
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

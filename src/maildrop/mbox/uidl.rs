@@ -1,0 +1,170 @@
+//! Unique-ids (RFC 1939 section 7) for mbox messages, computed from what the scanner found, without
+//! writing anything into the mailbox. Pure, except that the caller supplies a digest of a message's
+//! `From ` line and header when one is needed (rarely), since only the caller can read the file.
+//!
+//! - `UidlSource::Popa3d` (the default): popa3d's ids, so that its users switch without their clients
+//!   downloading everything again. popa3d prints the first 8 octets of its MD5 (see `scan`) as hex, each
+//!   4-octet half in reverse octet order (it formats two little-endian 32-bit words).
+//! - `UidlSource::XUidl`: a valid `X-UIDL:` header (written by qpopper and others) is the id; messages
+//!   without one get the popa3d id.
+//!
+//! RFC 1939 wants ids unique in the maildrop, and they must not change while the message stays. popa3d
+//! gives the same id to two messages whose hashed headers are equal; we keep popa3d's id for the first and
+//! give later ones `ID-XXXXXXXX`, where XXXXXXXX comes from the MD5 of that message's own `From ` line
+//! and header (the `From ` line holds the delivery time), then `-2`, `-3`, ... if even those are equal.
+//! A message with none of popa3d's headers (popa3d would give it the id of empty input, shared by all
+//! such messages) always gets the suffixed form, so its id depends on nothing but its own bytes.
+//! What is left: two messages whose hashed headers are equal (the same first `Received:` line, i.e.
+//! the same delivery) lose their first-come order when the first one is deleted; in practice they are
+//! copies of one message.
+
+use std::collections::{HashMap, HashSet};
+
+use super::scan::ScannedMessage;
+
+/// Where unique-ids come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UidlSource {
+    /// popa3d's header hash.
+    #[default]
+    Popa3d,
+    /// `X-UIDL:` headers where valid, else popa3d's.
+    XUidl,
+}
+
+/// RFC 1939 section 7: "The unique-id of a message ... consists of one to 70 characters in the range 0x21 to 0x7E".
+pub const MAX_UID: usize = 70;
+
+/// popa3d's unique-id for a message with this header MD5.
+pub fn popa3d_id(md5: &[u8; 16]) -> String {
+    let order = [3, 2, 1, 0, 7, 6, 5, 4];
+    order.iter().map(|&i| format!("{:02x}", md5[i])).collect()
+}
+
+/// Whether an `X-UIDL:` value can be a unique-id as it is.
+pub fn valid_uid(uid: &str) -> bool {
+    (1..=MAX_UID).contains(&uid.len()) && uid.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// The unique-ids of `messages`, in order. `header_md5(m)` is the MD5 of `m`'s bytes from its `From `
+/// line to the end of its header (`from_offset..header_end`); it is called only when ids collide.
+pub fn assign<E>(
+    messages: &[ScannedMessage],
+    source: UidlSource,
+    mut header_md5: impl FnMut(&ScannedMessage) -> Result<[u8; 16], E>,
+) -> Result<Vec<Box<str>>, E> {
+    let mut used: HashSet<Box<str>> = HashSet::with_capacity(messages.len());
+    // For each suffixed stem, the next counter to try: copies of one message cost O(1) each, not O(n).
+    let mut next: HashMap<String, u64> = HashMap::new();
+    let mut ids = Vec::with_capacity(messages.len());
+    for m in messages {
+        let popa3d = popa3d_id(&m.popa3d_md5);
+        let (base, weak) = match (source, m.x_uidl.as_deref()) {
+            (UidlSource::XUidl, Some(x)) if valid_uid(x) => (x.to_string(), false),
+            _ => (popa3d.clone(), !m.popa3d_hashed),
+        };
+        let id: Box<str> = if weak || used.contains(base.as_str()) {
+            let digest = header_md5(m)?;
+            let suffix: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+            // "-XXXXXXXX" plus room for a counter must fit in MAX_UID; a long X-UIDL falls back to popa3d's id.
+            let stem = if base.len() + 9 + 8 <= MAX_UID { base } else { popa3d };
+            first_free(&used, &mut next, format!("{stem}-{suffix}"))
+        } else {
+            base.into()
+        };
+        used.insert(id.clone());
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// `stem`, or `stem-2`, `stem-3`, ... whichever is not taken yet.
+fn first_free(used: &HashSet<Box<str>>, next: &mut HashMap<String, u64>, stem: String) -> Box<str> {
+    if !used.contains(stem.as_str()) {
+        return stem.into();
+    }
+    let id = format!("{stem}-");
+    let n = next.entry(stem).or_insert(2);
+    loop {
+        let candidate = format!("{id}{n}");
+        *n += 1;
+        if !used.contains(candidate.as_str()) {
+            return candidate.into();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maildrop::mbox::scan::scan_all;
+    use md5::{Digest, Md5};
+
+    fn ids(mbox: &str, source: UidlSource) -> Vec<String> {
+        let msgs = scan_all(mbox.as_bytes(), true).unwrap();
+        let got = assign(&msgs, source, |m| {
+            Ok::<_, ()>(Md5::digest(&mbox.as_bytes()[m.from_offset as usize..m.header_end as usize]).into())
+        });
+        got.unwrap().into_iter().map(String::from).collect()
+    }
+
+    #[test]
+    fn popa3d_prints_two_reversed_words() {
+        let md5: [u8; 16] = core::array::from_fn(|i| i as u8);
+        assert_eq!(popa3d_id(&md5), "0302010007060504");
+    }
+
+    #[test]
+    fn ids_are_unique_valid_and_deterministic() {
+        let one = "From a Thu Jan  1 00:00:00 2026\nReceived: r1\n\nx\n\n";
+        let same_received = "From b Thu Jan  1 00:00:01 2026\nReceived: r1\n\ny\n\n";
+        let no_headers = "From c Thu Jan  1 00:00:02 2026\nSubject: s\n\nz\n\n";
+        let mbox = [one, same_received, no_headers, no_headers, one].concat();
+        let got = ids(&mbox, UidlSource::Popa3d);
+        let h1 = popa3d_id(&Md5::digest(b"Received: r1\n").into());
+        assert_eq!(got[0], h1);
+        assert!(got[1].starts_with(&format!("{h1}-")) && got[1].len() == 16 + 9, "{got:?}");
+        assert!(got[2].starts_with(&popa3d_id(&Md5::digest(b"").into())));
+        assert_eq!(got[3], format!("{}-2", got[2]));
+        assert!(got[4].starts_with(&format!("{h1}-")) && got[4].len() == 16 + 9 && got[4] != got[1]);
+        let set: HashSet<_> = got.iter().collect();
+        assert_eq!(set.len(), got.len());
+        assert!(got.iter().all(|id| valid_uid(id)));
+        assert_eq!(got, ids(&mbox, UidlSource::Popa3d));
+    }
+
+    #[test]
+    fn deleting_a_message_keeps_the_others_ids() {
+        let msgs: Vec<String> =
+            (0..5).map(|i| format!("From u Thu Jan  1 00:00:0{i} 2026\nReceived: r{}\n\nbody\n\n", i % 3)).collect();
+        let all = ids(&msgs.concat(), UidlSource::Popa3d);
+        // Messages 3 and 4 repeat the hashed headers of 0 and 1 (see the module doc for deleting 0 or 1).
+        for gone in [2, 3, 4] {
+            let rest: Vec<&str> = (0..5).filter(|&i| i != gone).map(|i| msgs[i].as_str()).collect();
+            let expected: Vec<&String> = (0..5).filter(|&i| i != gone).map(|i| &all[i]).collect();
+            let got = ids(&rest.concat(), UidlSource::Popa3d);
+            assert_eq!(got.iter().collect::<Vec<_>>(), expected, "deleted {gone}");
+        }
+    }
+
+    #[test]
+    fn x_uidl_used_when_valid() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("X-UIDL: abc\n", Some("abc")),
+            ("x-uidl:\tq-1 \n", Some("q-1")),
+            ("X-UIDL: has space\n", None),
+            ("X-UIDL:\n", None),
+            ("Subject: s\n", None),
+        ];
+        for (header, expected) in table {
+            let mbox = format!("From a\nReceived: r\n{header}\nbody\n");
+            let with = ids(&mbox, UidlSource::XUidl);
+            let without = ids(&mbox, UidlSource::Popa3d);
+            assert_eq!(with[0], expected.map_or(without[0].clone(), String::from), "{header:?}");
+        }
+        let twice = "From a\nX-UIDL: same\n\nx\n\nFrom b\nX-UIDL: same\n\ny\n";
+        let got = ids(twice, UidlSource::XUidl);
+        assert_eq!(got[0], "same");
+        assert!(got[1].starts_with("same-") && got[1] != got[0]);
+    }
+}
