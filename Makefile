@@ -7,6 +7,7 @@
 #   make install    binary in $(PREFIX)/sbin, man page in $(PREFIX)/share/man/man8 (DESTDIR honoured)
 #   make uninstall  remove what install put there
 #   make lint-man   mandoc -Tlint man/poplar.8, failing on any message
+#   make fuzz       every fuzz target for FUZZ_SECONDS seconds each (cargo-fuzz; see README)
 #   make clean      cargo clean
 
 SHELL := /bin/bash
@@ -28,7 +29,7 @@ STATIC_BIN  := target/$(MUSL_TARGET)/release/poplar
 MANPAGE     := man/poplar.8
 DEMO_ADDR   := 127.0.0.1:1110
 
-.PHONY: all build test lint-man run static install uninstall clean
+.PHONY: all build test lint-man run static install uninstall clean fuzz
 
 all: build
 
@@ -42,6 +43,18 @@ test: lint-man
 	mkdir -p target
 	$(CARGO) test --all-targets 2>&1 | tee target/test.log
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test.log
+
+# The fuzz targets live in fuzz/, a workspace of their own. cargo-fuzz passes nightly-only compiler flags;
+# RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Install it once: `cargo install cargo-fuzz`.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS ?= command passwd_file maildir_name line body location mbox_scan
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz is required (cargo install cargo-fuzz)" >&2; exit 1; }
+	cd fuzz
+	for t in $(FUZZ_TARGETS); do
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O "$$t" -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
+	done
 
 lint-man:
 	@command -v $(MANDOC) >/dev/null || { echo "lint-man: mandoc is required (Debian: apt-get install mandoc)" >&2; exit 1; }

@@ -114,7 +114,9 @@ impl Identity for Privileges {
     fn assume(&self, account: &Account) -> Result<(), String> {
         let (ids, per_thread) = match self {
             Privileges::Unchanged => return Ok(()),
-            Privileges::Process { fallback, group_file } => (self.ids_for(account, group_file, fallback.as_ref())?, false),
+            Privileges::Process { fallback, group_file } => {
+                (self.ids_for(account, group_file, fallback.as_ref())?, false)
+            }
             Privileges::Thread { group_file } => (self.ids_for(account, group_file, None)?, true),
         };
         if ids.uid == 0 {
@@ -170,7 +172,8 @@ pub fn switch_thread(ids: &Ids) -> Result<(), String> {
     // setfsuid/setfsgid report no errors; they return the previous value, so setting again tells.
     let fsgid = unistd::setfsgid(Gid::from_raw(ids.gid)).as_raw();
     let fsuid = unistd::setfsuid(Uid::from_raw(ids.uid)).as_raw();
-    let now: Vec<u32> = unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?.iter().map(|g| g.as_raw()).collect();
+    let now: Vec<u32> =
+        unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?.iter().map(|g| g.as_raw()).collect();
     if fsuid != ids.uid || fsgid != ids.gid || !same_set(&now, &ids.groups) {
         return Err(format!("file-system ids are {fsuid}/{fsgid} groups {now:?}, wanted {ids:?}"));
     }
@@ -252,7 +255,16 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(seen.0, Err(std::io::ErrorKind::PermissionDenied));
-        let line = |key: &str| seen.1.lines().find(|l| l.starts_with(key)).unwrap().split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+        let line = |key: &str| {
+            seen.1
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap()
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         assert_eq!(line("Uid:"), "0 0 0 12345");
         assert_eq!(line("Gid:"), "0 0 0 12346");
         assert_eq!(line("Groups:"), "12346 12347");

@@ -50,14 +50,22 @@ pub fn hash(password: &[u8], salt: &[u8]) -> [u8; 22] {
     // 1000 rounds "to slow down the attacker" (the original's comment).
     for round in 0..1000 {
         let mut ctx = Md5::new();
-        if round & 1 == 1 { ctx.update(password) } else { ctx.update(digest) }
+        if round & 1 == 1 {
+            ctx.update(password)
+        } else {
+            ctx.update(digest)
+        }
         if round % 3 != 0 {
             ctx.update(salt);
         }
         if round % 7 != 0 {
             ctx.update(password);
         }
-        if round & 1 == 1 { ctx.update(digest) } else { ctx.update(password) }
+        if round & 1 == 1 {
+            ctx.update(digest)
+        } else {
+            ctx.update(password)
+        }
         digest = ctx.finalize();
     }
     encode(&digest.into())
