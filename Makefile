@@ -3,9 +3,12 @@
 #   make run        build, then start a demo server on 127.0.0.1:1110 (user demo, password demo)
 #   make test       every test: unit, integration (they start the real binary) and the man page lint
 #   make build      release build: target/release/poplar
-#   make static     fully static binary for x86_64-unknown-linux-musl
-#   make install    binary in $(PREFIX)/sbin, man page in $(PREFIX)/share/man/man8 (DESTDIR honoured)
+#   make static     fully static binary for x86_64-unknown-linux-musl, optimised for size
+#   make install    binary in $(PREFIX)/sbin, man page in $(PREFIX)/share/man/man8, examples (inetd, xinetd,
+#                   systemd units, poplar.conf) in $(PREFIX)/share/doc/poplar; DESTDIR honoured;
+#                   BIN=path installs that binary (e.g. the static one) instead of building target/release
 #   make uninstall  remove what install put there
+#   make check-static  build the static binary and check that file(1) and ldd(1) see no dynamic linking
 #   make lint-man   mandoc -Tlint man/poplar.8, failing on any message
 #   make fuzz       every fuzz target for FUZZ_SECONDS seconds each (cargo-fuzz; see README)
 #   make clean      cargo clean
@@ -23,13 +26,18 @@ PREFIX      ?= /usr/local
 DESTDIR     ?=
 SBINDIR     := $(PREFIX)/sbin
 MAN8DIR     := $(PREFIX)/share/man/man8
+DOCDIR      := $(PREFIX)/share/doc/poplar
 MUSL_TARGET := x86_64-unknown-linux-musl
 BIN         := target/release/poplar
-STATIC_BIN  := target/$(MUSL_TARGET)/release/poplar
+# Cargo.toml's [profile.static]: release settings with opt-level "s".
+STATIC_BIN  := target/$(MUSL_TARGET)/static/poplar
 MANPAGE     := man/poplar.8
+# Installed into $(DOCDIR), with /usr/local/sbin in them replaced by $(SBINDIR).
+EXAMPLES    := inetd.conf xinetd.pop3 poplar.socket poplar@.service poplar.service poplar-standalone.socket \
+               poplar.conf
 DEMO_ADDR   := 127.0.0.1:1110
 
-.PHONY: all build test lint-man run static install uninstall clean fuzz
+.PHONY: all build test lint-man run static check-static install uninstall clean fuzz
 
 all: build
 
@@ -37,9 +45,10 @@ build:
 	$(CARGO) build --release
 
 # --all-targets builds and runs the unit tests and every tests/*.rs (which start target/debug/poplar).
-# The crate has no doctests. The last line sums every test binary's result, so the run ends with one
-# total ("total: N passed, N failed") rather than the last binary's count.
-test: lint-man
+# The crate has no doctests. check-static builds the musl binary once (a release LTO build). The last
+# line sums every test binary's result, so the run ends with one total ("total: N passed, N failed")
+# rather than the last binary's count.
+test: lint-man check-static
 	mkdir -p target
 	$(CARGO) test --all-targets 2>&1 | tee target/test.log
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test.log
@@ -164,17 +173,41 @@ static:
 		echo "static: adding the $(MUSL_TARGET) target with rustup"
 		rustup target add $(MUSL_TARGET)
 	fi
-	$(CARGO) build --release --target $(MUSL_TARGET)
+	$(CARGO) build --profile static --target $(MUSL_TARGET)
 	echo "$(STATIC_BIN): $$(stat -c %s $(STATIC_BIN)) bytes"
-	file $(STATIC_BIN) 2>/dev/null || true
 
-install: $(BIN)
-	$(INSTALL) -d "$(DESTDIR)$(SBINDIR)" "$(DESTDIR)$(MAN8DIR)"
+# The static binary must need nothing at run time: file(1) says "statically linked" (or "static-pie
+# linked": Rust's musl target builds a position-independent static executable, so ASLR still works),
+# and ldd(1) finds no shared objects.
+check-static: static
+	@info=$$(file -b $(STATIC_BIN))
+	deps=$$(ldd $(STATIC_BIN) 2>&1 || true)
+	echo "file: $$info"; echo "ldd: $$deps"
+	case "$$info" in *"dynamically linked"*|*interpreter*) echo "check-static: dynamically linked" >&2; exit 1;; esac
+	case "$$info" in *"statically linked"*|*"static-pie linked"*) ;; *) echo "check-static: file does not say static" >&2; exit 1;; esac
+	case "$$deps" in *"not a dynamic executable"*|*"statically linked"*) ;; *) echo "check-static: ldd found dependencies" >&2; exit 1;; esac
+	echo "check-static: $(STATIC_BIN) has no dynamic dependencies"
+
+# `make install BIN=path` installs that binary as it is; by default target/release/poplar is built first.
+ifeq ($(origin BIN),command line)
+INSTALL_DEPS :=
+else
+INSTALL_DEPS := $(BIN)
+endif
+
+install: $(INSTALL_DEPS)
+	$(INSTALL) -d "$(DESTDIR)$(SBINDIR)" "$(DESTDIR)$(MAN8DIR)" "$(DESTDIR)$(DOCDIR)"
 	$(INSTALL) -m 0755 $(BIN) "$(DESTDIR)$(SBINDIR)/poplar"
 	$(INSTALL) -m 0644 $(MANPAGE) "$(DESTDIR)$(MAN8DIR)/poplar.8"
+	for f in $(EXAMPLES); do
+		sed 's|/usr/local/sbin|$(SBINDIR)|g' "man/examples/$$f" > "$(DESTDIR)$(DOCDIR)/$$f"
+		chmod 0644 "$(DESTDIR)$(DOCDIR)/$$f"
+	done
 
 uninstall:
 	rm -f "$(DESTDIR)$(SBINDIR)/poplar" "$(DESTDIR)$(MAN8DIR)/poplar.8"
+	for f in $(EXAMPLES); do rm -f "$(DESTDIR)$(DOCDIR)/$$f"; done
+	rmdir "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
 
 clean:
 	$(CARGO) clean

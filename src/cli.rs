@@ -10,6 +10,8 @@ use crate::config::{self, Arity, Config, ConfigError, Origin};
 #[derive(Debug)]
 pub enum Invocation {
     Run(Box<Config>),
+    /// `--check-config`: validate, print the effective settings, exit.
+    CheckConfig(Box<Config>, Origins),
     Help,
     Version,
 }
@@ -34,16 +36,35 @@ usage: poplar [options]
       --system-users        also accept the host's accounts (/etc/passwd, /etc/shadow)
       --log-level LEVEL     error, warn, info (default), debug or trace
       --shutdown-grace SECS after SIGTERM, how long sessions may go on (default 30)
+      --tls-cert FILE       certificate chain (PEM, server certificate first): enables STLS
+      --tls-key FILE        its private key (PEM); both are reloaded on SIGHUP
+      --listen-tls ADDR:PORT  implicit TLS listener, repeatable (usually port 995)
+      --tls                 with --inetd: start with a TLS handshake (port 995)
+      --no-plaintext        refuse USER/PASS/AUTH before TLS (default: on with a certificate)
+      --proxy-from CIDR[,CIDR...]  load balancers whose PROXY protocol v1/v2 header names the client
+      --check-config        check the settings, passwd-file and certificates; print the effective settings
   -h, --help                this text
   -V, --version             the version
 
 See poplar(8) for details.
 ";
 
+/// Where each setting got its effective value (the last one given), for `--check-config`'s messages.
+#[derive(Debug, Default, Clone)]
+pub struct Origins(Vec<(String, Origin)>);
+
+impl Origins {
+    /// Where `option` was set; the command line if it never was (a default).
+    pub fn of(&self, option: &str) -> Origin {
+        self.0.iter().rev().find(|(name, _)| name == option).map_or(Origin::CommandLine, |(_, o)| o.clone())
+    }
+}
+
 /// Parses argv (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, ConfigError> {
     let mut settings: Vec<(String, Option<String>)> = Vec::new();
     let mut config_file: Option<PathBuf> = None;
+    let mut check = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let arg = arg.into_string().map_err(|a| cli_error("", format!("argument {a:?} is not UTF-8")))?;
@@ -51,6 +72,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
         match name.as_str() {
             "help" => return Ok(Invocation::Help),
             "version" => return Ok(Invocation::Version),
+            "check-config" => check = true,
             "config" => config_file = Some(PathBuf::from(value_of(&name, inline, &mut args)?)),
             _ => match config::arity(&name) {
                 None => return Err(cli_error(&name, "unknown option (see --help)".to_string())),
@@ -68,25 +90,30 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
         }
     }
     let mut config = Config::default();
+    let mut origins = Origins::default();
     if let Some(path) = config_file {
-        load_file(&mut config, &path)?;
+        load_file(&mut config, &path, &mut origins)?;
     }
     if settings.iter().any(|(name, _)| name == "listen") {
         config.listen.clear();
     }
     for (name, value) in &settings {
         config.set(name, value.as_deref()).map_err(|problem| cli_error(name, problem))?;
+        origins.0.push((name.clone(), Origin::CommandLine));
     }
-    Ok(Invocation::Run(Box::new(config)))
+    Ok(if check { Invocation::CheckConfig(Box::new(config), origins) } else { Invocation::Run(Box::new(config)) })
 }
 
-fn load_file(config: &mut Config, path: &std::path::Path) -> Result<(), ConfigError> {
+fn load_file(config: &mut Config, path: &std::path::Path, origins: &mut Origins) -> Result<(), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         origin: Origin::CommandLine,
         option: "config".to_string(),
         problem: format!("{}: {}", path.display(), e),
     })?;
     let settings = config::parse_file_text(path, &text)?;
+    for s in &settings {
+        origins.0.push((s.name.clone(), Origin::File { path: path.to_path_buf(), line: s.line }));
+    }
     config::apply_file(config, path, &settings)
 }
 
@@ -161,6 +188,21 @@ mod tests {
     fn help_and_version() {
         assert!(matches!(parse([OsString::from("-h")]), Ok(Invocation::Help)));
         assert!(matches!(parse([OsString::from("--version")]), Ok(Invocation::Version)));
+    }
+
+    #[test]
+    fn check_config_keeps_the_origin_of_each_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poplar.conf");
+        std::fs::write(&path, "# x\ntimeout = 9\npasswd = /a\n").unwrap();
+        let p = path.to_str().unwrap();
+        let Ok(Invocation::CheckConfig(c, origins)) = parse(["--check-config", "-c", p, "--passwd", "/b"].map(OsString::from)) else {
+            panic!("not a check")
+        };
+        assert_eq!(c.timeout, Duration::from_secs(9));
+        assert_eq!(origins.of("timeout"), Origin::File { path: path.clone(), line: 2 });
+        assert_eq!(origins.of("passwd"), Origin::CommandLine);
+        assert_eq!(origins.of("mail"), Origin::CommandLine);
     }
 
     #[test]

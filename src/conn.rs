@@ -1,17 +1,35 @@
 //! The one loop that reads the network: a bounded command line at a time, handed to the session; replies
 //! are corked and flushed only when the client has nothing more buffered (RFC 2449 PIPELINING: a batch of
-//! commands gets its replies in one write instead of one packet each); the login and autologout timers.
+//! commands gets its replies in one write instead of one packet each); the login and autologout timers; the
+//! TLS hand-off for implicit TLS and STLS. Also the reading of a PROXY protocol header, which comes before
+//! the session's first byte.
 //!
 //! The timers are deadlines, not idle timeouts, so a client cannot stretch them by trickling one octet at
 //! a time: AUTHORIZATION must end within `login_timeout` of the greeting, and in TRANSACTION each command
 //! line must be complete within `timeout` of the previous reply. Writes have the stream's send timeout.
 
+use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 use crate::proto::line::{self, Line, MAX_COMMAND_LINE};
+use crate::proxy::{self, Header, Parsed, ProxyError};
 use crate::session::{Outcome, Services, Session, Stats, Step};
 use crate::stream::Stream;
+use crate::tls::Acceptor;
+
+/// TLS for one connection: the server's certificate, and whether the connection starts with a handshake
+/// (RFC 8314 implicit TLS, port 995) or may ask for one with STLS.
+#[derive(Clone, Copy)]
+pub struct Tls<'a> {
+    pub acceptor: &'a Acceptor,
+    pub implicit: bool,
+}
 
 /// Input buffer: several pipelined commands per read, yet small for idle sessions.
 const INPUT_BUFFER: usize = 4 * 1024;
@@ -23,11 +41,22 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// Runs one session to its end and returns its counters. I/O errors end the session; they never delete
 /// anything, because only QUIT reaches UPDATE.
 pub fn serve(stream: Stream, services: &Services, peer: &str, apop_timestamp: Option<String>) -> (Stats, Duration) {
+    serve_tls(stream, services, peer, apop_timestamp, None)
+}
+
+/// [`serve`] with TLS available (STLS) or required from the first byte (implicit TLS).
+pub fn serve_tls(
+    stream: Stream,
+    services: &Services,
+    peer: &str,
+    apop_timestamp: Option<String>,
+    tls: Option<Tls<'_>>,
+) -> (Stats, Duration) {
     let started = Instant::now();
     let mut session = Session::new(services, peer, apop_timestamp);
     let mut reader = BufReader::with_capacity(INPUT_BUFFER, stream);
     let mut pending = Vec::new();
-    let outcome = match run(&mut session, services, &mut reader, &mut pending) {
+    let outcome = match run(&mut session, services, &mut reader, &mut pending, peer, tls) {
         Ok(outcome) => outcome,
         Err(e) if is_timeout(&e) => {
             // Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes
@@ -37,7 +66,8 @@ pub fn serve(stream: Stream, services: &Services, peer: &str, apop_timestamp: Op
             } else {
                 b"-ERR login timer expired, closing\r\n"
             };
-            let _ = reader.get_mut().write_all(text);
+            let stream = reader.get_mut();
+            let _ = stream.write_all(text).and_then(|()| stream.flush());
             Outcome::Timeout
         }
         Err(e) => {
@@ -62,14 +92,31 @@ fn run(
     services: &Services,
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
+    peer: &str,
+    tls: Option<Tls<'_>>,
 ) -> io::Result<Outcome> {
+    if let Some(Tls { acceptor, implicit: true }) = tls {
+        // The handshake runs here, in the session's thread, bounded by the stream's timeouts.
+        reader.get_mut().start_tls(acceptor)?;
+        session.tls_established();
+    }
+    let login_deadline = Instant::now() + services.login_timeout;
     session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
     flush(pending, reader.get_mut())?;
-    let login_deadline = Instant::now() + services.login_timeout;
+    // A trusted proxy's header was consumed before the session began, so one here comes from an address
+    // not in --proxy-from: it would make us log and limit the wrong client. Refuse it.
+    if proxy::looks_like_header(reader.fill_buf()?) {
+        log::warn!("peer={peer}: PROXY protocol header from an address not in proxy-from; closing");
+        linger(reader);
+        return Ok(Outcome::Error);
+    }
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     loop {
+        let limit = session.line_limit();
         let deadline = if session.logged_in() { Instant::now() + services.timeout } else { login_deadline };
-        let step = match line::read_line(&mut Deadline { reader, deadline }, &mut line, MAX_COMMAND_LINE)? {
+        let line_read = line::read_line(&mut Deadline { reader, deadline }, &mut line, limit)?;
+        let handling_started = Instant::now();
+        let step = match line_read {
             Line::Eof => {
                 flush(pending, reader.get_mut())?;
                 return Ok(Outcome::Closed);
@@ -79,10 +126,19 @@ fn run(
         };
         match step {
             Step::Continue => {}
-            Step::Delay(delay) => std::thread::sleep(delay),
+            // Counted from when the command was read, not from when it was answered: the password check's
+            // own cost (a hash for one user, a plain compare for another, a dummy hash for an unknown
+            // name) is then hidden inside the delay, and every failure takes the same time.
+            Step::Delay(delay) => std::thread::sleep(delay.saturating_sub(handling_started.elapsed())),
             Step::Quit => {
                 flush(pending, reader.get_mut())?;
+                reader.get_mut().close();
                 return Ok(Outcome::Quit);
+            }
+            Step::StartTls => {
+                start_tls(reader, pending, tls)?;
+                session.tls_established();
+                continue;
             }
         }
         if session.is_finished() {
@@ -92,6 +148,26 @@ fn run(
         }
         if reader.buffer().is_empty() {
             flush(pending, reader.get_mut())?;
+        }
+    }
+}
+
+/// Before closing on a client that is refused unanswered: reads (briefly, boundedly) what it already
+/// sent, because closing a socket with unread input makes the kernel send a reset instead of an orderly
+/// end, and the client then sees an error instead of the close.
+fn linger(reader: &mut BufReader<Stream>) {
+    const LINGER: Duration = Duration::from_millis(200);
+    let deadline = Instant::now() + LINGER;
+    for _ in 0..16 {
+        let n = reader.buffer().len();
+        reader.consume(n);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        reader.get_mut().set_read_timeout(left);
+        if !matches!(reader.fill_buf(), Ok(b) if !b.is_empty()) {
+            return;
         }
     }
 }
@@ -128,11 +204,32 @@ impl BufRead for Deadline<'_> {
     }
 }
 
+/// STLS accepted: the `+OK` goes out in the clear, then the handshake.
+///
+/// RFC 2595 section 4 warns that a client "MUST discard cached information about server capabilities"
+/// once TLS starts; the server's side of that bargain is to discard commands received before the
+/// handshake: an attacker on the path can append `STLS\r\nUSER x\r\n...` to a client's packet, and
+/// those commands must not run inside the protected session (the plaintext-injection attack, CVE-2011-0411
+/// in Postfix). Everything buffered after the STLS line is dropped unread.
+fn start_tls(reader: &mut BufReader<Stream>, pending: &mut Vec<u8>, tls: Option<Tls<'_>>) -> io::Result<()> {
+    flush(pending, reader.get_mut())?;
+    let injected = reader.buffer().len();
+    if injected > 0 {
+        log::debug!("discarding {injected} octets received after STLS");
+    }
+    reader.consume(injected);
+    // The session offers STLS only when the front end configured a certificate.
+    let acceptor = tls.map(|t| t.acceptor).ok_or_else(|| io::Error::other("STLS without a certificate"))?;
+    reader.get_mut().start_tls(acceptor)
+}
+
 fn flush(pending: &mut Vec<u8>, stream: &mut Stream) -> io::Result<()> {
     if !pending.is_empty() {
         stream.write_all(pending)?;
         pending.clear();
     }
+    // Under TLS, the records rustls still holds; a no-op in the clear.
+    stream.flush()?;
     if pending.capacity() > OUTPUT_HIGH_WATER * 2 {
         // A large response grew the buffer; give the memory back rather than keep it for an idle session.
         pending.shrink_to(OUTPUT_HIGH_WATER);
@@ -182,3 +279,95 @@ pub fn log_session_end(peer: &str, stats: &Stats, elapsed: Duration) {
     );
 }
 
+
+/// Why the PROXY protocol header of a trusted peer could not be taken. Either way the connection closes.
+#[derive(Debug)]
+pub enum ProxyHeaderError {
+    Io(io::Error),
+    Invalid(ProxyError),
+}
+
+impl fmt::Display for ProxyHeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyHeaderError::Io(e) => write!(f, "reading the PROXY protocol header: {e}"),
+            ProxyHeaderError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyHeaderError {}
+
+/// Reads the PROXY protocol header that a load balancer in `--proxy-from` must send first, within
+/// `within`, and returns the client it names (or `peer` itself for LOCAL and UNKNOWN headers). It reads
+/// exactly the header and nothing after it: those bytes belong to the POP3 session.
+pub fn read_proxy_header<R: Read + AsFd>(
+    conn: &mut R,
+    peer: SocketAddr,
+    within: Duration,
+) -> Result<SocketAddr, ProxyHeaderError> {
+    let deadline = Instant::now() + within;
+    let mut buf = Vec::with_capacity(proxy::V1_MAX);
+    loop {
+        match proxy::parse(&buf).map_err(ProxyHeaderError::Invalid)? {
+            Parsed::Complete { header: Header::Proxied { source, .. }, .. } => return Ok(source),
+            Parsed::Complete { header: Header::Local, .. } => return Ok(peer),
+            Parsed::Incomplete(more) => {
+                let start = buf.len();
+                buf.resize(start + more, 0);
+                let got = read_before(conn, &mut buf[start..], deadline).map_err(ProxyHeaderError::Io)?;
+                buf.truncate(start + got);
+            }
+        }
+    }
+}
+
+/// One read that waits no later than `deadline`; end of input is an error (the header is incomplete).
+fn read_before<R: Read + AsFd>(conn: &mut R, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)) {
+        Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
+        Ok(_) => {}
+        Err(Errno::EINTR) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    }
+    match conn.read(buf)? {
+        0 => Err(io::ErrorKind::UnexpectedEof.into()),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:4000".parse().unwrap()
+    }
+
+    #[test]
+    fn header_is_read_exactly_and_names_the_client() {
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\nUSER alice\r\n").unwrap();
+        let client = read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap();
+        assert_eq!(client, "192.0.2.7:50522".parse().unwrap());
+        let mut rest = [0u8; 12];
+        ours.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"USER alice\r\n");
+    }
+
+    #[test]
+    fn local_keeps_the_peer_and_bad_or_missing_headers_fail() {
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(b"PROXY UNKNOWN\r\n").unwrap();
+        assert_eq!(read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap(), peer());
+        theirs.write_all(b"USER alice\r\n").unwrap();
+        let e = read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, ProxyHeaderError::Invalid(ProxyError::NotAHeader)), "{e}");
+        let (mut ours, _theirs) = UnixStream::pair().unwrap();
+        let e = read_proxy_header(&mut ours, peer(), Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(e, ProxyHeaderError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut), "{e}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The inetd front end: one session on fd 0/1, for inetd, xinetd and systemd `Accept=yes`. Those hand the
 //! client socket over as fd 0, 1 and 2, so nothing but protocol bytes may be written to stdout or stderr:
-//! logs go to syslog, and fd 2 is pointed at /dev/null before anything could print there.
+//! logs go to syslog, and fd 2 is pointed at /dev/null before anything could print there. With `--tls`
+//! the connection starts with a TLS handshake (RFC 8314 implicit TLS, port 995).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -12,8 +13,8 @@ use socket2::SockRef;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::privs::Privileges;
 use crate::conn;
+use crate::privs::Privileges;
 use crate::server::{self, StartError};
 use crate::stream::{Stream, Transport};
 
@@ -31,12 +32,22 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         Err(e) => {
             log::error!("{e}");
             // The only thing the client may see: a protocol line (RFC 3206: a permanent server problem).
-            let _ = std::io::stdout().write_all(b"-ERR [SYS/PERM] server misconfigured\r\n");
+            // A TLS client would read it as a broken handshake; it is for the plaintext case.
+            if !config.tls {
+                let _ = std::io::stdout().write_all(b"-ERR [SYS/PERM] server misconfigured\r\n");
+            }
             return Err(e);
         }
     };
-    let (input, output) = stdio().map_err(|e| StartError::runtime(format!("stdin/stdout: {e}")))?;
-    let peer = peer_name(input.as_fd());
+    let (mut input, output) = stdio().map_err(|e| StartError::runtime(format!("stdin/stdout: {e}")))?;
+    let peer = match peer_addr(input.as_fd()) {
+        // Behind a load balancer in --proxy-from, the client is the one its PROXY header names.
+        Some(addr) => match server::client_address(&mut input, addr, &frontend) {
+            Some(client) => client.to_string(),
+            None => return Ok(()),
+        },
+        None => peer_name(input.as_fd()),
+    };
     if is_socket(input.as_fd()) {
         // Only when fd 0 is a socket; a pipe (a test harness) has neither option.
         let sock = SockRef::from(&input);
@@ -44,9 +55,11 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         let _ = server::keepalive(&sock);
     }
     let timestamp = frontend.apop_host.as_deref().map(server::apop_timestamp);
+    // Until login the read deadline is the login timer; conn switches to the autologout timer after it.
     let stream =
         Stream::new(Transport::Stdio { input, output }, frontend.services.login_timeout, frontend.timeout);
-    let (stats, elapsed) = conn::serve(stream, &frontend.services, &peer, timestamp);
+    let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls { acceptor, implicit: config.tls });
+    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
     Ok(())
 }
@@ -76,6 +89,16 @@ fn stdio() -> std::io::Result<(File, File)> {
 
 fn is_socket(fd: BorrowedFd<'_>) -> bool {
     nix::sys::socket::getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)).is_ok()
+}
+
+/// The client's IP address and port, when fd 0 is a TCP socket.
+fn peer_addr(fd: BorrowedFd<'_>) -> Option<std::net::SocketAddr> {
+    let addr = getpeername::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)).ok()?;
+    match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(std::net::SocketAddr::V4((*v4).into())),
+        (_, Some(v6)) => Some(std::net::SocketAddr::V6((*v6).into())),
+        _ => None,
+    }
 }
 
 /// The client's address for the logs, or a placeholder when fd 0 is not a socket.

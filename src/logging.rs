@@ -6,13 +6,15 @@ use std::ffi::CStr;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use nix::syslog::{Facility, LogFlags, Priority, Severity};
 
-/// Standalone: human-readable lines on stderr.
+/// Standalone: human-readable lines on stderr. The logger itself passes everything and `log`'s global
+/// maximum does the filtering, so that a SIGHUP can raise the level as well as lower it.
 pub fn init_stderr(level: LevelFilter) {
     env_logger::Builder::new()
-        .filter_level(level)
+        .filter_level(LevelFilter::Trace)
         .target(env_logger::Target::Stderr)
         .format_timestamp_secs()
         .init();
+    log::set_max_level(level);
 }
 
 /// inetd: syslog with the program name and pid, facility mail (the facility mail servers log to).

@@ -3,13 +3,25 @@
 use std::process::ExitCode;
 
 use poplar::cli::{self, Invocation};
-use poplar::{inetd, logging, server};
+use poplar::{check, inetd, logging, server};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let inetd_mode = args.iter().any(|a| a == "-i" || a == "--inetd");
-    let config = match cli::parse(args) {
+    let config = match cli::parse(args.clone()) {
         Ok(Invocation::Run(config)) => config,
+        Ok(Invocation::CheckConfig(config, origins)) => {
+            return match check::run(&config, &origins) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("poplar: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Ok(Invocation::Help) => {
             print!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
@@ -38,7 +50,13 @@ fn main() -> ExitCode {
         logging::init_stderr(config.log_level);
         install_panic_logger();
         warn_about(&config);
-        server::run(&config)
+        // SIGHUP parses the same command line again, re-reading the configuration file it names.
+        let reload = || match cli::parse(args.clone()) {
+            Ok(Invocation::Run(config)) => Ok(*config),
+            Ok(_) => Err("the command line no longer asks to run".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        server::serve(&config, &reload)
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,10 +1,12 @@
-//! The standalone front end: listeners built with socket2, an accept loop that gives each connection its
-//! own OS thread, the session cap, and orderly shutdown on SIGTERM/SIGINT. Also the start-up pieces both
-//! front ends share (the user database, the APOP timestamp).
+//! The standalone front end: listeners built with socket2 or handed over by systemd socket activation, an
+//! accept loop that gives each connection its own OS thread, the session cap, reloading on SIGHUP (the
+//! configuration, the passwd-file and the TLS certificate), and orderly shutdown on SIGTERM/SIGINT. Also
+//! the start-up pieces both front ends share (the user database, the APOP timestamp, the TLS certificate,
+//! the client's address behind a PROXY protocol load balancer).
 
 use std::fmt;
-use std::io::{self, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -22,11 +24,13 @@ use crate::auth::Authenticator;
 use crate::auth::chain::Chain;
 use crate::auth::passwd_file::PasswdFile;
 use crate::auth::system::{self, SystemUsers};
-use crate::config::{Config, DEFAULT_PORT};
+use crate::config::{self, Config, DEFAULT_PORT};
 use crate::conn;
 use crate::privs::Privileges;
+use crate::reload::Live;
 use crate::session::Services;
 use crate::stream::{Stream, Transport};
+use crate::tls::{self, Acceptor};
 
 /// Stack of a session thread. Sessions run no deep recursion; the largest frames are the password
 /// hashes and the log formatter. Only touched pages cost memory.
@@ -69,19 +73,39 @@ pub struct Frontend {
     pub timeout: Duration,
     /// Host name for the APOP timestamp, when APOP is offered.
     pub apop_host: Option<String>,
+    /// The TLS certificate, when one is configured (STLS, `--listen-tls`, `--inetd --tls`).
+    pub tls: Option<Acceptor>,
+    /// Load balancers whose PROXY protocol header names the real client (`--proxy-from`).
+    pub proxy_from: Vec<(IpAddr, u8)>,
+    /// How long such a peer has to send its header: it is due at once, so the pre-login timer bounds it.
+    pub proxy_timeout: Duration,
 }
 
 /// Builds the shared session services from the configuration. The identity change is the front end's
 /// to set (see `privs`): it depends on the mode and must come after the listeners are bound.
 pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
+    let apop_host = config.apop.then(|| config.hostname.clone().unwrap_or_else(system_hostname));
+    let tls = tls::from_config(config).map_err(|e| StartError::config(e.to_string()))?;
+    if let Some(acceptor) = &tls {
+        log::debug!("{}: TLS certificate loaded", acceptor.cert_path().display());
+    }
     let mut services = Services::new(user_databases(config)?, config.mail.clone());
     services.auth_failure_delay = config.auth_failure_delay;
     services.max_auth_attempts = config.max_auth_attempts;
     // AUTHORIZATION is never allowed longer than an idle logged-in session.
     services.login_timeout = config.login_timeout.min(config.timeout);
     services.timeout = config.timeout;
-    let apop_host = config.apop.then(|| config.hostname.clone().unwrap_or_else(system_hostname));
-    Ok(Frontend { services, timeout: config.timeout, apop_host })
+    services.stls = tls.is_some();
+    // Passwords stay off the wire by default as soon as TLS can protect them.
+    services.no_plaintext = config.no_plaintext.unwrap_or(tls.is_some());
+    Ok(Frontend {
+        services,
+        timeout: config.timeout,
+        apop_host,
+        tls,
+        proxy_from: config.proxy_from.clone(),
+        proxy_timeout: config.timeout.min(config.login_timeout),
+    })
 }
 
 /// The passwd-file, the system accounts, or both: then the passwd-file is asked first, and a name it
@@ -138,26 +162,105 @@ pub fn ignore_fatal_signals() {
     }
 }
 
-/// Runs the standalone server until SIGTERM or SIGINT.
+/// A listening socket; `implicit_tls` ones (`--listen-tls`, RFC 8314) start every connection with a
+/// TLS handshake.
+struct Listener {
+    socket: TcpListener,
+    implicit_tls: bool,
+}
+
+/// Re-reads the configuration (the same files and command line as at start-up), for SIGHUP.
+pub type Reload<'a> = &'a dyn Fn() -> Result<Config, String>;
+
+/// Runs the standalone server until SIGTERM or SIGINT; SIGHUP re-reads only the passwd-file.
 pub fn run(config: &Config) -> Result<(), StartError> {
+    let same = || Ok(config.clone());
+    serve(config, &same)
+}
+
+/// Runs the standalone server until SIGTERM or SIGINT; SIGHUP calls `reload` and puts the result into
+/// effect for new sessions.
+pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     ignore_fatal_signals();
+    let activated = crate::activation::listeners().map_err(StartError::runtime)?;
     let mut frontend = frontend(config)?;
-    let listeners = bind_all(&config.listen)?;
+    let listeners = match activated {
+        Some(listeners) => {
+            if !config.listen.is_empty() || !config.listen_tls.is_empty() {
+                log::warn!("socket activation: using the {} passed sockets, not the listen settings", listeners.len());
+            }
+            // Passed sockets speak POP3 in the clear (with STLS when a certificate is set); for port 995
+            // under systemd use `--inetd --tls` with Accept=yes.
+            listeners.into_iter().map(|socket| Listener { socket, implicit_tls: false }).collect()
+        }
+        None => self::listeners(config)?,
+    };
     // After binding (port 110 needs root), before the first accept: see `privs` for the model.
     let privileges = Privileges::standalone(config.run_as.as_deref()).map_err(StartError::runtime)?;
     log::debug!("privileges: {privileges:?}");
     frontend.services.identity = Arc::new(privileges);
     let frontend = Arc::new(frontend);
+    // One table for the life of the server: a reload must not forget who is connected.
+    let per_ip = PerIp::new(config.max_per_ip);
     let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
+    log::info!("poplar {} started, pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
     for l in &listeners {
-        log::info!("listening on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        let addr = l.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        if l.implicit_tls {
+            log::info!("listening on {addr} (TLS)");
+        } else {
+            log::info!("listening on {addr}");
+        }
     }
     let active = Arc::new(AtomicUsize::new(0));
-    let limits = Limits { max_sessions: config.max_sessions, per_ip: PerIp::new(config.max_per_ip) };
-    accept_loop(&listeners, &signals, &frontend, &active, &limits)?;
+    let mut live = Live::new(config, frontend);
+    loop {
+        match accept_loop(&listeners, &signals, &live, &active, &per_ip)? {
+            Event::Reload => reload_into(&mut live, config, reload),
+            Event::Stop(signal) => {
+                log::info!("{signal}: shutting down, no new sessions");
+                break;
+            }
+        }
+    }
     drop(listeners);
-    wait_for_sessions(&frontend, &active, config.shutdown_grace);
+    wait_for_sessions(&live, &active);
     Ok(())
+}
+
+/// The `--listen` sockets, then the `--listen-tls` ones. The port 110 default applies only when neither is
+/// given, so a TLS-only server is `--listen-tls [::]:995` alone.
+fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
+    let mut listeners = Vec::new();
+    if !config.listen.is_empty() || config.listen_tls.is_empty() {
+        listeners.extend(bind_all(&config.listen)?.into_iter().map(|socket| Listener { socket, implicit_tls: false }));
+    }
+    for a in &config.listen_tls {
+        let socket = bind(*a).map_err(|e| StartError::runtime(format!("listen-tls {a}: {e}")))?;
+        listeners.push(Listener { socket, implicit_tls: true });
+    }
+    Ok(listeners)
+}
+
+/// SIGHUP: a configuration or passwd-file that does not load is logged and the running one kept, so a
+/// typo cannot take the server down.
+fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
+    match reload().and_then(|new| frontend(&new).map(|f| (new, f)).map_err(|e| e.message)) {
+        Ok((new, mut frontend)) => {
+            // The privileges were settled at start-up and stay: a reload must not lose the per-thread switch.
+            frontend.services.identity = Arc::clone(&live.frontend.services.identity);
+            live.replace(started, &new, frontend)
+        }
+        Err(e) => log::error!("reload: {e}; keeping the running configuration"),
+    }
+}
+
+/// Why the accept loop returned.
+enum Event {
+    /// SIGHUP: re-read the configuration, then accept again.
+    Reload,
+    /// SIGTERM or SIGINT.
+    Stop(Signal),
 }
 
 /// Binds the configured addresses, or port 110 on all IPv6 and IPv4 addresses by default.
@@ -191,14 +294,15 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 fn accept_loop(
-    listeners: &[TcpListener],
+    listeners: &[Listener],
     signals: &SignalPipe,
-    frontend: &Arc<Frontend>,
+    live: &Live,
     active: &Arc<AtomicUsize>,
-    limits: &Limits,
-) -> Result<(), StartError> {
+    per_ip: &Arc<PerIp>,
+) -> Result<Event, StartError> {
     loop {
-        let mut fds: Vec<PollFd<'_>> = listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)).collect();
+        let mut fds: Vec<PollFd<'_>> =
+            listeners.iter().map(|l| PollFd::new(l.socket.as_fd(), PollFlags::POLLIN)).collect();
         fds.push(PollFd::new(signals.read.as_fd(), PollFlags::POLLIN));
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -208,25 +312,27 @@ fn accept_loop(
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
         if ready[listeners.len()] {
-            if let Some(signal) = signals.take() {
-                log::info!("{signal}: shutting down, no new sessions");
-                return Ok(());
+            match signals.take() {
+                Some(Signal::SIGHUP) => return Ok(Event::Reload),
+                Some(signal) => return Ok(Event::Stop(signal)),
+                None => {}
             }
         }
         for (listener, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
-            accept_one(listener, frontend, active, limits);
+            accept_one(listener, &live.frontend, active, live.max_sessions, per_ip);
         }
     }
 }
 
-/// The session caps: in total (`--max-sessions`) and per client address (`--max-per-ip`).
-struct Limits {
+fn accept_one(
+    listener: &Listener,
+    frontend: &Arc<Frontend>,
+    active: &Arc<AtomicUsize>,
     max_sessions: usize,
-    per_ip: Arc<PerIp>,
-}
-
-fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<AtomicUsize>, limits: &Limits) {
-    let (mut stream, peer) = match listener.accept() {
+    per_ip: &Arc<PerIp>,
+) {
+    let implicit_tls = listener.implicit_tls;
+    let (mut stream, peer) = match listener.socket.accept() {
         Ok(accepted) => accepted,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => return,
         Err(e) => {
@@ -236,9 +342,14 @@ fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<Ato
             return;
         }
     };
-    let Some(ticket) = admit(&mut stream, peer, active, limits) else {
+    if active.load(Ordering::SeqCst) >= max_sessions {
+        log::warn!("peer={peer}: refused, {max_sessions} sessions already running");
+        if !implicit_tls {
+            // A TLS client would take a plaintext line for a broken handshake; it just sees the close.
+            let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions, try again later\r\n");
+        }
         return;
-    };
+    }
     if let Err(e) = prepare(&stream) {
         log::debug!("peer={peer}: {e}");
         return;
@@ -246,30 +357,14 @@ fn accept_one(listener: &TcpListener, frontend: &Arc<Frontend>, active: &Arc<Ato
     active.fetch_add(1, Ordering::SeqCst);
     let guard = ActiveGuard(Arc::clone(active));
     let frontend = Arc::clone(frontend);
+    let per_ip = Arc::clone(per_ip);
     let spawned = thread::Builder::new().name("session".into()).stack_size(SESSION_STACK).spawn(move || {
-        let _guard = (guard, ticket);
-        session(stream, peer, &frontend);
+        let _guard = guard;
+        session(stream, peer, &frontend, implicit_tls, &per_ip);
     });
     if let Err(e) = spawned {
         log::error!("peer={peer}: cannot start a session thread: {e}");
     }
-}
-
-/// Applies the session caps; a refused client gets one `[SYS/TEMP]` line (RFC 3206: "the problem is
-/// temporary") and the connection is closed.
-fn admit(stream: &mut TcpStream, peer: SocketAddr, active: &AtomicUsize, limits: &Limits) -> Option<Ticket> {
-    let max = limits.max_sessions;
-    if active.load(Ordering::SeqCst) >= max {
-        log::warn!("peer={peer}: refused, {max} sessions already running");
-        let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions, try again later\r\n");
-        return None;
-    }
-    let ticket = limits.per_ip.enter(peer.ip());
-    if ticket.is_none() {
-        log::warn!("peer={peer}: refused, {} sessions from this address already running", limits.per_ip.max());
-        let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n");
-    }
-    ticket
 }
 
 /// Accepted sockets: blocking (the stream polls for its timeouts), no Nagle (it turns a pipelined exchange
@@ -288,13 +383,50 @@ pub fn keepalive(socket: &SockRef<'_>) -> io::Result<()> {
     socket.set_tcp_keepalive(&params)
 }
 
-fn session(stream: TcpStream, peer: SocketAddr, frontend: &Frontend) {
+fn session(mut stream: TcpStream, peer: SocketAddr, frontend: &Frontend, implicit_tls: bool, per_ip: &Arc<PerIp>) {
+    // The PROXY protocol header comes before the TLS handshake: the load balancer writes it in the clear.
+    let Some(peer) = client_address(&mut stream, peer, frontend) else { return };
+    // Counted by the real client's address, so it is applied after the PROXY header, here.
+    let Some(_ticket) = admit_address(&mut stream, peer, per_ip, implicit_tls) else { return };
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
     // Until login the read deadline is the login timer; conn switches to the autologout timer after it.
     let stream = Stream::new(Transport::Tcp(stream), frontend.services.login_timeout, frontend.timeout);
-    let (stats, elapsed) = conn::serve(stream, &frontend.services, &peer, timestamp);
+    let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls { acceptor, implicit: implicit_tls });
+    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
+}
+
+/// `--max-per-ip`: a ticket for one more session from this client address, or a `[SYS/TEMP]` line (RFC
+/// 3206: "the problem is temporary") and `None`, and the caller closes the connection.
+fn admit_address(stream: &mut TcpStream, peer: SocketAddr, per_ip: &Arc<PerIp>, implicit_tls: bool) -> Option<Ticket> {
+    let ticket = per_ip.enter(peer.ip());
+    if ticket.is_none() {
+        log::warn!("peer={peer}: refused, {} sessions from this address already running", per_ip.max());
+        if !implicit_tls {
+            let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n");
+        }
+    }
+    ticket
+}
+
+/// The client's address for logs and limits: the connection's peer, or, when that peer is a load balancer
+/// in `--proxy-from`, the client named by the PROXY protocol header it must send first. `None`: the
+/// header was missing or malformed, and the connection is to be closed (it has been logged).
+pub fn client_address<R: Read + AsFd>(conn: &mut R, peer: SocketAddr, frontend: &Frontend) -> Option<SocketAddr> {
+    if !config::in_networks(peer.ip(), &frontend.proxy_from) {
+        return Some(peer);
+    }
+    match conn::read_proxy_header(conn, peer, frontend.proxy_timeout) {
+        Ok(client) => {
+            log::debug!("peer={peer}: PROXY protocol header names {client}");
+            Some(client)
+        }
+        Err(e) => {
+            log::warn!("peer={peer}: {e}; closing");
+            None
+        }
+    }
 }
 
 /// Decrements the session count when a session thread ends, even by panic.
@@ -307,11 +439,11 @@ impl Drop for ActiveGuard {
 }
 
 /// Exiting mid-session loses nothing (only QUIT deletes); a session inside UPDATE is always waited for.
-fn wait_for_sessions(frontend: &Frontend, active: &AtomicUsize, grace: Duration) {
-    let deadline = Instant::now() + grace;
+fn wait_for_sessions(live: &Live, active: &AtomicUsize) {
+    let deadline = Instant::now() + live.shutdown_grace;
     loop {
         let sessions = active.load(Ordering::SeqCst);
-        let updating = frontend.services.updates_in_progress.load(Ordering::SeqCst);
+        let updating = live.updates_in_progress();
         if sessions == 0 || (Instant::now() >= deadline && updating == 0) {
             log::info!("shutdown ({sessions} sessions cut off)");
             return;
@@ -320,7 +452,8 @@ fn wait_for_sessions(frontend: &Frontend, active: &AtomicUsize, grace: Duration)
     }
 }
 
-/// The self-pipe trick: signal handlers only write a byte, which wakes the accept loop's `poll`.
+/// The self-pipe trick: signal handlers only write a byte, which wakes the accept loop's `poll`. SIGTERM
+/// and SIGINT stop the server; SIGHUP asks for a reload.
 struct SignalPipe {
     read: OwnedFd,
     _write: OwnedFd,
@@ -342,7 +475,7 @@ impl SignalPipe {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         SIGNAL_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
-        for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             // SAFETY: the handler only calls write(2) on a descriptor it loads atomically.
             unsafe { sigaction(signal, &action) }?;
         }

@@ -1,6 +1,7 @@
-//! One stream type for every front end: a TCP socket, or stdin/stdout under inetd. Reads and writes wait
-//! with `poll(2)` so that the autologout timer and the send timeout work the same on every kind of fd
-//! (a pipe under a test harness has no SO_RCVTIMEO).
+//! One stream type for every front end: a TCP socket, or stdin/stdout under inetd, optionally with TLS
+//! (rustls, feature `tls`) layered over either. Reads and writes wait with `poll(2)` so that the
+//! autologout timer and the send timeout work the same on every kind of fd (a pipe under a test harness
+//! has no SO_RCVTIMEO); TLS records go through the same timed reads and writes, so the timers hold there too.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -19,9 +20,25 @@ pub enum Transport {
     Stdio { input: File, output: File },
 }
 
-/// A transport with read and write deadlines.
+/// A transport with read and write deadlines, in the clear or under TLS.
 #[derive(Debug)]
 pub struct Stream {
+    layer: Layer,
+}
+
+#[derive(Debug)]
+enum Layer {
+    Plain(Timed),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, Timed>>),
+    /// A handshake failed: the connection is unusable and its descriptors are closed.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Closed,
+}
+
+/// The transport with its deadlines: what TLS records travel over.
+#[derive(Debug)]
+struct Timed {
     transport: Transport,
     read_timeout: Duration,
     write_timeout: Duration,
@@ -29,14 +46,83 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(transport: Transport, read_timeout: Duration, write_timeout: Duration) -> Stream {
-        Stream { transport, read_timeout, write_timeout }
+        Stream { layer: Layer::Plain(Timed { transport, read_timeout, write_timeout }) }
     }
 
     /// Changes the inactivity timeout (the pre-login and the autologout timers may differ).
     pub fn set_read_timeout(&mut self, timeout: Duration) {
-        self.read_timeout = timeout;
+        if let Some(timed) = self.timed_mut() {
+            timed.read_timeout = timeout;
+        }
     }
 
+    /// True once a TLS handshake has completed on this stream.
+    pub fn is_tls(&self) -> bool {
+        match &self.layer {
+            #[cfg(feature = "tls")]
+            Layer::Tls(_) => true,
+            _ => false,
+        }
+    }
+
+    fn timed_mut(&mut self) -> Option<&mut Timed> {
+        match &mut self.layer {
+            Layer::Plain(timed) => Some(timed),
+            #[cfg(feature = "tls")]
+            Layer::Tls(tls) => Some(&mut tls.sock),
+            Layer::Closed => None,
+        }
+    }
+
+    /// Runs the server side of a TLS handshake over the plain transport, each read and write bounded by
+    /// the stream's timeouts. The caller must have dropped any plaintext it had buffered (RFC 2595 section
+    /// 4's "plaintext injection" concern); whatever the client sent early and is still in the kernel is fed
+    /// to rustls, which rejects it as a bad record. On failure the connection is closed.
+    #[cfg(feature = "tls")]
+    pub fn start_tls(&mut self, acceptor: &crate::tls::Acceptor) -> io::Result<()> {
+        let Layer::Plain(mut timed) = std::mem::replace(&mut self.layer, Layer::Closed) else {
+            return Err(io::Error::other("TLS already active"));
+        };
+        let handshake_error = |e: io::Error| io::Error::new(e.kind(), format!("TLS handshake: {e}"));
+        let mut conn = rustls::ServerConnection::new(acceptor.server_config()).map_err(io::Error::other)?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut timed).map_err(handshake_error)?;
+        }
+        // TLS 1.3 session tickets may still be queued; send them now rather than with the first reply.
+        while conn.wants_write() {
+            conn.write_tls(&mut timed).map_err(handshake_error)?;
+        }
+        log::debug!(
+            "TLS established: {:?} {:?}",
+            conn.protocol_version(),
+            conn.negotiated_cipher_suite().map(|s| s.suite())
+        );
+        self.layer = Layer::Tls(Box::new(rustls::StreamOwned::new(conn, timed)));
+        Ok(())
+    }
+
+    /// Without the `tls` feature no `Acceptor` exists, so this is never called.
+    #[cfg(not(feature = "tls"))]
+    pub fn start_tls(&mut self, acceptor: &crate::tls::Acceptor) -> io::Result<()> {
+        match acceptor.never {}
+    }
+
+    /// Ends the connection politely: under TLS a close_notify alert, so the client can tell a complete
+    /// response from a truncated one. Best effort; the socket closes when the stream is dropped.
+    pub fn close(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Layer::Tls(tls) = &mut self.layer {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection closed after a failed TLS handshake")
+}
+
+impl Timed {
     fn input_fd(&self) -> BorrowedFd<'_> {
         match &self.transport {
             Transport::Tcp(s) => s.as_fd(),
@@ -69,6 +155,40 @@ fn wait(fd: BorrowedFd<'_>, events: PollFlags, timeout: Duration) -> io::Result<
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.layer {
+            Layer::Plain(timed) => timed.read(buf),
+            // rustls's stream reads plaintext it has already decrypted before it polls the socket again:
+            // a client's pipelined commands that arrived in one record are all served.
+            #[cfg(feature = "tls")]
+            Layer::Tls(tls) => tls.read(buf),
+            Layer::Closed => Err(closed()),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.layer {
+            Layer::Plain(timed) => timed.write(buf),
+            #[cfg(feature = "tls")]
+            Layer::Tls(tls) => tls.write(buf),
+            Layer::Closed => Err(closed()),
+        }
+    }
+
+    /// Under TLS, writes out the records still queued in rustls; the plain transport has no buffer.
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.layer {
+            Layer::Plain(_) => Ok(()),
+            #[cfg(feature = "tls")]
+            Layer::Tls(tls) => tls.flush(),
+            Layer::Closed => Err(closed()),
+        }
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         wait(self.input_fd(), PollFlags::POLLIN, self.read_timeout)?;
         match &mut self.transport {
             Transport::Tcp(s) => s.read(buf),
@@ -77,7 +197,7 @@ impl Read for Stream {
     }
 }
 
-impl Write for Stream {
+impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         wait(self.output_fd(), PollFlags::POLLOUT, self.write_timeout)?;
         match &mut self.transport {

@@ -102,6 +102,8 @@ fn failures_are_delayed_alike() {
     assert!(wrong >= Duration::from_millis(1500), "wrong password answered after {wrong:?}");
     assert!(unknown >= Duration::from_millis(1500), "unknown user answered after {unknown:?}");
     let diff = wrong.abs_diff(unknown);
+    // The delay runs from when PASS was read, so the dummy hash of the unknown user is hidden inside it;
+    // the margin covers scheduling noise while the suite runs many servers on two cores.
     assert!(diff < Duration::from_millis(500), "{wrong:?} vs {unknown:?}");
     let log = srv.wait_log(&["login failed", "user=nobody", "peer=127.0.0.1:"], Duration::from_secs(5));
     assert!(log.is_some(), "{:?}", srv.stderr_lines());

@@ -1,9 +1,10 @@
 //! AUTHORIZATION state handlers: USER, PASS, APOP, CAPA, QUIT (RFC 1939 sections 4 and 7), and the move
-//! into TRANSACTION: resolving the maildrop path, opening and locking the maildrop.
+//! into TRANSACTION: resolving the maildrop path, opening and locking the maildrop. STLS, AUTH and the
+//! plaintext-password policy are in `stls_auth.rs`.
 
 use std::io::{self, Write};
 
-use super::{Session, State, Step, Transaction, printable, transaction_only, write_capabilities};
+use super::{Session, State, Step, Transaction, printable, transaction_only};
 use crate::auth::{Account, AuthError, Secret};
 use crate::maildrop::{self, MaildropError};
 use crate::proto::command::Command;
@@ -13,17 +14,18 @@ use crate::session::table::Table;
 impl Session<'_> {
     pub(super) fn authorization<W: Write + ?Sized>(&mut self, command: Command<'_>, out: &mut W) -> io::Result<Step> {
         match command {
+            Command::User(_) | Command::Pass(_) if !self.plaintext_allowed() => self.refuse_plaintext(out),
             Command::User(name) => self.user(name, out),
             Command::Pass(password) => self.pass(password, out),
             Command::Apop { name, digest } => self.apop(name, digest, out),
-            Command::Capa => write_capabilities(out, false).map(|()| Step::Continue),
+            Command::Capa => self.capabilities(out),
             Command::Quit => {
                 self.state = State::Finished;
                 self.stats.outcome = Some(super::Outcome::Quit);
                 reply::ok(out, format_args!("poplar signing off")).map(|()| Step::Quit)
             }
-            Command::Auth { .. } => refuse(out, "no SASL mechanisms available"),
-            Command::Stls => refuse(out, "STLS not available"),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial, out),
+            Command::Stls => self.stls(out),
             command if transaction_only(&command) => {
                 refuse(out, &format!("{} is not valid before login", command.keyword()))
             }
@@ -56,7 +58,7 @@ impl Session<'_> {
         self.complete_login(name, result, out)
     }
 
-    fn complete_login<W: Write + ?Sized>(
+    pub(super) fn complete_login<W: Write + ?Sized>(
         &mut self,
         user: &[u8],
         result: Result<Account, AuthError>,
@@ -130,7 +132,7 @@ impl Session<'_> {
     }
 }
 
-fn refuse<W: Write + ?Sized>(out: &mut W, text: &str) -> io::Result<Step> {
+pub(super) fn refuse<W: Write + ?Sized>(out: &mut W, text: &str) -> io::Result<Step> {
     reply::err(out, None, format_args!("{text}"))?;
     Ok(Step::Continue)
 }

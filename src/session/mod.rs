@@ -1,8 +1,11 @@
 //! The RFC 1939 state machine: AUTHORIZATION → TRANSACTION → (QUIT) UPDATE. One call per command line;
 //! replies are written into a `Write`. This module never touches a socket or a clock: delays are asked of
-//! the caller through [`Step::Delay`].
+//! the caller through [`Step::Delay`], and TLS is the caller's business too: the session only says when
+//! to start it ([`Step::StartTls`]) and is told when it is up ([`Session::tls_established`]).
 
 mod authorization;
+pub mod sasl;
+mod stls_auth;
 pub mod table;
 mod transaction;
 
@@ -35,6 +38,10 @@ pub struct Services {
     pub timeout: Duration,
     /// Sessions inside UPDATE: shutdown waits for these, whatever its grace period.
     pub updates_in_progress: AtomicUsize,
+    /// STLS is offered (RFC 2595): a certificate is configured and the front end can start TLS.
+    pub stls: bool,
+    /// Refuse passwords sent in the clear: USER/PASS and AUTH PLAIN/LOGIN wait until TLS is up.
+    pub no_plaintext: bool,
 }
 
 impl Services {
@@ -50,6 +57,8 @@ impl Services {
             login_timeout: timeout,
             timeout,
             updates_in_progress: AtomicUsize::new(0),
+            stls: false,
+            no_plaintext: false,
         }
     }
 }
@@ -86,6 +95,9 @@ pub enum Step {
     Delay(Duration),
     /// Close the connection (QUIT was handled).
     Quit,
+    /// STLS was accepted: flush the reply, discard any input already received, do the TLS handshake,
+    /// then call [`Session::tls_established`].
+    StartTls,
 }
 
 /// How a session ended, for the session-end log line.
@@ -125,6 +137,8 @@ pub struct Stats {
 
 enum State {
     Authorization { user: Option<Vec<u8>> },
+    /// Still AUTHORIZATION, in the middle of a SASL exchange: the next line is a client response.
+    Sasl(sasl::Exchange),
     Transaction(Box<Transaction>),
     Finished,
 }
@@ -146,11 +160,21 @@ pub struct Session<'a> {
     stats: Stats,
     /// Failed logins so far on this connection.
     failures: u32,
+    /// The connection is TLS-protected (implicit TLS, or after STLS).
+    tls: bool,
 }
 
 impl<'a> Session<'a> {
     pub fn new(services: &'a Services, peer: &'a str, apop_timestamp: Option<String>) -> Session<'a> {
-        Session { services, peer, apop_timestamp, state: State::Authorization { user: None }, stats: Stats::default(), failures: 0 }
+        Session {
+            services,
+            peer,
+            apop_timestamp,
+            state: State::Authorization { user: None },
+            stats: Stats::default(),
+            failures: 0,
+            tls: false,
+        }
     }
 
     /// RFC 1939 section 4: the greeting; with APOP, the timestamp ends it (clients look for the `<`).
@@ -163,6 +187,9 @@ impl<'a> Session<'a> {
 
     /// Handles one command line (CRLF removed).
     pub fn handle_line<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<Step> {
+        if matches!(self.state, State::Sasl(_)) {
+            return self.sasl_response(line, out);
+        }
         let command = match command::parse(line) {
             Ok(command) => command,
             Err(e) => {
@@ -171,7 +198,7 @@ impl<'a> Session<'a> {
             }
         };
         match &mut self.state {
-            State::Authorization { .. } => self.authorization(command, out),
+            State::Authorization { .. } | State::Sasl(_) => self.authorization(command, out),
             State::Transaction(tx) => {
                 let step = transaction::handle(tx, &mut self.stats, command, self.services, out)?;
                 if step == Step::Quit {
@@ -188,8 +215,33 @@ impl<'a> Session<'a> {
 
     /// A command line over the RFC 2449 limit was discarded.
     pub fn line_too_long<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<Step> {
+        if matches!(self.state, State::Sasl(_)) {
+            // An over-long response ends the exchange, as a malformed one would.
+            self.state = State::Authorization { user: None };
+            reply::err(out, None, format_args!("SASL response too long (limit {} octets)", sasl::MAX_RESPONSE_LINE))?;
+            return Ok(Step::Continue);
+        }
         reply::err(out, None, format_args!("command line too long (limit {} octets)", crate::proto::line::MAX_COMMAND_LINE))?;
         Ok(Step::Continue)
+    }
+
+    /// The longest line the caller may read next, CRLF included: RFC 2449's command line, or a longer
+    /// SASL response while an AUTH exchange is in progress.
+    pub fn line_limit(&self) -> usize {
+        match self.state {
+            State::Sasl(_) => sasl::MAX_RESPONSE_LINE,
+            _ => crate::proto::line::MAX_COMMAND_LINE,
+        }
+    }
+
+    /// The TLS handshake completed (implicit TLS before the greeting, or after STLS). RFC 2595 section 4:
+    /// the session starts over in AUTHORIZATION, nothing learned before the handshake (a USER name)
+    /// carried across, and CAPA no longer offers STLS.
+    pub fn tls_established(&mut self) {
+        self.tls = true;
+        if !self.logged_in() {
+            self.state = State::Authorization { user: None };
+        }
     }
 
     /// Ends the session and returns its counters; `outcome` applies when QUIT did not set one.
@@ -211,11 +263,34 @@ impl<'a> Session<'a> {
     }
 }
 
-/// The capabilities of RFC 2449 section 6, one per line. `logged_in` is there for the capabilities that
-/// depend on the state (STLS, SASL); the rest are announced in both states (RFC 2449 section 5).
+/// The capabilities of RFC 2449 section 6 in TRANSACTION, where the login ones (STLS, SASL) are over.
 fn write_capabilities<W: Write + ?Sized>(out: &mut W, _logged_in: bool) -> io::Result<()> {
+    write_capability_list(out, Offer { user: true, sasl: false, stls: false })
+}
+
+/// The capabilities that depend on the state and the connection's security.
+#[derive(Debug, Clone, Copy)]
+struct Offer {
+    /// RFC 2449 section 6.2: USER means USER/PASS may be used.
+    user: bool,
+    sasl: bool,
+    stls: bool,
+}
+
+/// The capability list, one per line (RFC 2449 section 5).
+fn write_capability_list<W: Write + ?Sized>(out: &mut W, offer: Offer) -> io::Result<()> {
     reply::ok(out, format_args!("capability list follows"))?;
-    out.write_all(b"TOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n")?;
+    out.write_all(b"TOP\r\nUIDL\r\n")?;
+    if offer.user {
+        out.write_all(b"USER\r\n")?;
+    }
+    if offer.sasl {
+        write!(out, "SASL {}\r\n", sasl::MECHANISMS.join(" "))?;
+    }
+    if offer.stls {
+        out.write_all(b"STLS\r\n")?;
+    }
+    out.write_all(b"PIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n")?;
     write!(out, "IMPLEMENTATION poplar {}\r\n.\r\n", env!("CARGO_PKG_VERSION"))
 }
 

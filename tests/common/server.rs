@@ -95,6 +95,18 @@ impl Server {
         self.child.id()
     }
 
+    /// Waits (bounded) for the process to exit on its own; returns the exit code, None if still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st.code().unwrap_or(-1));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code, None if still running.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
         let st = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill");

@@ -1,0 +1,99 @@
+//! What a SIGHUP changes in the standalone server: the settings new sessions start with. Running
+//! sessions keep the `Frontend` they started with (they hold an `Arc` of it) and are never dropped; a new
+//! `Frontend`, with a freshly read passwd-file, serves the sessions accepted after the reload. Settings
+//! fixed when the server started (the sockets it bound, the account it runs as) are reported as needing
+//! a restart. Reading the files is the caller's job; this file only swaps what was read.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::server::Frontend;
+
+/// The settings the accept loop reads for every new connection.
+pub struct Live {
+    pub frontend: Arc<Frontend>,
+    pub max_sessions: usize,
+    pub shutdown_grace: Duration,
+    /// Frontends replaced by a reload, alive while sessions that began before it still run: shutdown must
+    /// see their sessions inside UPDATE too.
+    retired: Vec<Weak<Frontend>>,
+}
+
+impl Live {
+    pub fn new(config: &Config, frontend: Arc<Frontend>) -> Live {
+        Live {
+            frontend,
+            max_sessions: config.max_sessions,
+            shutdown_grace: config.shutdown_grace,
+            retired: Vec::new(),
+        }
+    }
+
+    /// Puts a reloaded configuration into effect for new sessions. `started` is the configuration the
+    /// server started with, which fixed its listeners.
+    pub fn replace(&mut self, started: &Config, new: &Config, frontend: Frontend) {
+        for setting in restart_only_changes(started, new) {
+            log::warn!("reload: {setting} changed; ignored until a restart");
+        }
+        log::set_max_level(new.log_level);
+        self.retired.retain(|f| f.strong_count() > 0);
+        self.retired.push(Arc::downgrade(&self.frontend));
+        self.frontend = Arc::new(frontend);
+        self.max_sessions = new.max_sessions;
+        self.shutdown_grace = new.shutdown_grace;
+        log::info!("reload: configuration and passwd-file re-read; new sessions use them");
+    }
+
+    /// Sessions inside UPDATE, whichever configuration they started with.
+    pub fn updates_in_progress(&self) -> usize {
+        let current = self.frontend.services.updates_in_progress.load(Ordering::SeqCst);
+        let retired: usize = self
+            .retired
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|f| f.services.updates_in_progress.load(Ordering::SeqCst))
+            .sum();
+        current + retired
+    }
+}
+
+/// The settings that differ but only take effect at start-up: the sockets are bound, and privileges are
+/// dropped, once.
+pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if started.listen != new.listen {
+        changed.push("listen");
+    }
+    if started.listen_tls != new.listen_tls {
+        changed.push("listen-tls");
+    }
+    if started.run_as != new.run_as {
+        changed.push("user");
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_start_up_settings_need_a_restart() {
+        let started = Config::default();
+        let table: &[(&str, &str, &[&str])] = &[
+            ("timeout", "900", &[]),
+            ("max-sessions", "5", &[]),
+            ("mail", "mbox:/var/mail/%u", &[]),
+            ("listen", "127.0.0.1:1110", &["listen"]),
+            ("listen-tls", "127.0.0.1:1995", &["listen-tls"]),
+            ("user", "nobody", &["user"]),
+        ];
+        for (name, value, want) in table {
+            let mut new = Config::default();
+            new.set(name, Some(value)).unwrap();
+            assert_eq!(restart_only_changes(&started, &new), *want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The SASL mechanisms behind AUTH (RFC 5034): PLAIN (RFC 4616) and LOGIN, as a pure state machine over
+//! the base64 lines of an exchange. No I/O and no user database: a finished exchange yields the
+//! credentials it carried, and the session checks them exactly as it checks USER/PASS.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::auth::Secret;
+
+/// The longest client response line while an exchange is in progress, CRLF included. RFC 5034 keeps the
+/// AUTH command itself within RFC 2449's 255 octets (a client whose initial response would not fit must
+/// leave it out and wait for the empty challenge), so the long lines are the continuation responses.
+/// RFC 4616 section 2 bounds each PLAIN field at 255 octets: 767 octets of message, 1024 in base64. Twice
+/// that leaves room and still bounds what an unauthenticated client can make us buffer.
+pub const MAX_RESPONSE_LINE: usize = 2048;
+
+/// The mechanisms offered, as CAPA's SASL line and a bare AUTH list them.
+pub const MECHANISMS: [&str; 2] = ["PLAIN", "LOGIN"];
+
+/// base64("Username:") and base64("Password:"): the LOGIN prompts that Outlook and friends expect.
+pub const LOGIN_USER_PROMPT: &str = "VXNlcm5hbWU6";
+pub const LOGIN_PASSWORD_PROMPT: &str = "UGFzc3dvcmQ6";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    Plain,
+    Login,
+}
+
+impl Mechanism {
+    /// RFC 5034 section 4: mechanism names are case-insensitive.
+    pub fn from_name(name: &[u8]) -> Option<Mechanism> {
+        if name.eq_ignore_ascii_case(b"PLAIN") {
+            Some(Mechanism::Plain)
+        } else if name.eq_ignore_ascii_case(b"LOGIN") {
+            Some(Mechanism::Login)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a finished exchange carried.
+#[derive(Debug)]
+pub struct Credentials {
+    pub user: Vec<u8>,
+    pub password: Secret<Vec<u8>>,
+}
+
+/// An exchange waiting for the client's next response line.
+#[derive(Debug)]
+pub enum Exchange {
+    /// PLAIN without an initial response: the server sent an empty challenge.
+    Plain,
+    LoginUser,
+    LoginPassword {
+        user: Vec<u8>,
+    },
+}
+
+/// The outcome of a step that did not fail.
+#[derive(Debug)]
+pub enum Progress {
+    /// Send `+ <challenge>` and pass the next line to [`Exchange::respond`].
+    Challenge(Exchange, &'static str),
+    Done(Credentials),
+}
+
+/// Why an exchange ended without credentials. `Display` is the text after `-ERR `.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslError {
+    /// RFC 5034 section 4: "If the client wishes to cancel the authentication exchange, it issues a line
+    /// with a single "*". If the server receives such a response, it MUST reject the AUTH command by
+    /// sending an -ERR reply."
+    Cancelled,
+    BadBase64,
+    /// The decoded message does not have the mechanism's shape (RFC 4616's two NULs, a user name).
+    Malformed,
+    /// PLAIN asked to act as another user; poplar has no proxy authorization.
+    AuthzidMismatch,
+}
+
+impl fmt::Display for SaslError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SaslError::Cancelled => "authentication cancelled",
+            SaslError::BadBase64 => "invalid base64 in SASL response",
+            SaslError::Malformed => "malformed SASL message",
+            SaslError::AuthzidMismatch => "authorization identity must be empty or the user name",
+        })
+    }
+}
+
+/// Starts an exchange. `initial` is AUTH's optional initial response, where RFC 5034 section 4 says a
+/// zero-length response is sent as a single `=`.
+pub fn start(mechanism: Mechanism, initial: Option<&[u8]>) -> Result<Progress, SaslError> {
+    let initial = match initial {
+        None => None,
+        Some(b"=") => Some(Vec::new()),
+        Some(text) => Some(decode(text)?),
+    };
+    match (mechanism, initial) {
+        (Mechanism::Plain, None) => Ok(Progress::Challenge(Exchange::Plain, "")),
+        (Mechanism::Plain, Some(message)) => plain(&message),
+        (Mechanism::Login, None) => Ok(Progress::Challenge(Exchange::LoginUser, LOGIN_USER_PROMPT)),
+        // Not in LOGIN's original design, but sent by some clients (and harmless): the user name.
+        (Mechanism::Login, Some(user)) => login_user(user),
+    }
+}
+
+impl Exchange {
+    /// Consumes one client response line (CRLF removed).
+    pub fn respond(self, line: &[u8]) -> Result<Progress, SaslError> {
+        if line == b"*" {
+            return Err(SaslError::Cancelled);
+        }
+        let decoded = decode(line)?;
+        match self {
+            Exchange::Plain => plain(&decoded),
+            Exchange::LoginUser => login_user(decoded),
+            Exchange::LoginPassword { user } => {
+                Ok(Progress::Done(Credentials { user, password: Secret::new(decoded) }))
+            }
+        }
+    }
+}
+
+fn decode(text: &[u8]) -> Result<Vec<u8>, SaslError> {
+    STANDARD.decode(text).map_err(|_| SaslError::BadBase64)
+}
+
+fn login_user(user: Vec<u8>) -> Result<Progress, SaslError> {
+    if user.is_empty() {
+        return Err(SaslError::Malformed);
+    }
+    Ok(Progress::Challenge(Exchange::LoginPassword { user }, LOGIN_PASSWORD_PROMPT))
+}
+
+/// RFC 4616 section 2: `message = [authzid] UTF8NUL authcid UTF8NUL passwd`, authcid and passwd non-empty.
+/// An authzid is accepted only when it names the authenticating user (the common client habit of sending
+/// the user name twice): acting as someone else would be proxy authorization, which poplar does not offer.
+fn plain(message: &[u8]) -> Result<Progress, SaslError> {
+    let mut fields = message.split(|&b| b == 0);
+    let (Some(authzid), Some(authcid), Some(passwd), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(SaslError::Malformed);
+    };
+    if authcid.is_empty() || passwd.is_empty() {
+        return Err(SaslError::Malformed);
+    }
+    if !authzid.is_empty() && authzid != authcid {
+        return Err(SaslError::AuthzidMismatch);
+    }
+    Ok(Progress::Done(Credentials { user: authcid.to_vec(), password: Secret::new(passwd.to_vec()) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs an exchange to its end: the challenges sent and the final result as `user:password`.
+    fn run(
+        mechanism: Mechanism,
+        initial: Option<&str>,
+        responses: &[&str],
+    ) -> (Vec<&'static str>, Result<String, SaslError>) {
+        let mut challenges = Vec::new();
+        let mut responses = responses.iter();
+        let mut progress = start(mechanism, initial.map(str::as_bytes));
+        loop {
+            match progress {
+                Err(e) => return (challenges, Err(e)),
+                Ok(Progress::Done(c)) => {
+                    let text = format!(
+                        "{}:{}",
+                        String::from_utf8_lossy(&c.user),
+                        String::from_utf8_lossy(c.password.expose())
+                    );
+                    assert!(responses.next().is_none(), "responses left over");
+                    return (challenges, Ok(text));
+                }
+                Ok(Progress::Challenge(exchange, challenge)) => {
+                    challenges.push(challenge);
+                    let line = responses.next().expect("exchange wants another response");
+                    progress = exchange.respond(line.as_bytes());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exchanges() {
+        use Mechanism::{Login, Plain};
+        let ok = |s: &str| Ok(s.to_string());
+        // base64: "\0alice\0secret" = AGFsaWNlAHNlY3JldA==, "alice\0alice\0secret" = YWxpY2UAYWxpY2UAc2VjcmV0
+        let cases: &[(Mechanism, Option<&str>, &[&str], &[&str], Result<String, SaslError>)] = &[
+            (Plain, Some("AGFsaWNlAHNlY3JldA=="), &[], &[], ok("alice:secret")),
+            (Plain, Some("YWxpY2UAYWxpY2UAc2VjcmV0"), &[], &[], ok("alice:secret")),
+            (Plain, None, &["AGFsaWNlAHNlY3JldA=="], &[""], ok("alice:secret")),
+            (Plain, None, &["*"], &[""], Err(SaslError::Cancelled)),
+            (Plain, Some("AGFsaWNlAHNlY3JldA"), &[], &[], Err(SaslError::BadBase64)),
+            (Plain, Some("!!!!"), &[], &[], Err(SaslError::BadBase64)),
+            (Plain, None, &["not base64"], &[""], Err(SaslError::BadBase64)),
+            // "bob\0alice\0secret": acting as another user
+            (Plain, Some("Ym9iAGFsaWNlAHNlY3JldA=="), &[], &[], Err(SaslError::AuthzidMismatch)),
+            // "alice\0secret": one NUL only
+            (Plain, Some("YWxpY2UAc2VjcmV0"), &[], &[], Err(SaslError::Malformed)),
+            // "\0alice\0se\0cret": three NULs
+            (Plain, Some("AGFsaWNlAHNlAGNyZXQ="), &[], &[], Err(SaslError::Malformed)),
+            // "\0\0secret": empty authcid
+            (Plain, Some("AABzZWNyZXQ="), &[], &[], Err(SaslError::Malformed)),
+            (Plain, Some("="), &[], &[], Err(SaslError::Malformed)),
+            (Login, None, &["YWxpY2U=", "c2VjcmV0"], &[LOGIN_USER_PROMPT, LOGIN_PASSWORD_PROMPT], ok("alice:secret")),
+            (Login, Some("YWxpY2U="), &["c2VjcmV0"], &[LOGIN_PASSWORD_PROMPT], ok("alice:secret")),
+            (Login, None, &["YWxpY2U=", ""], &[LOGIN_USER_PROMPT, LOGIN_PASSWORD_PROMPT], ok("alice:")),
+            (Login, None, &["YWxpY2U=", "*"], &[LOGIN_USER_PROMPT, LOGIN_PASSWORD_PROMPT], Err(SaslError::Cancelled)),
+            (Login, None, &[""], &[LOGIN_USER_PROMPT], Err(SaslError::Malformed)),
+            (Login, None, &["YWxp Y2U="], &[LOGIN_USER_PROMPT], Err(SaslError::BadBase64)),
+        ];
+        for (i, (mechanism, initial, responses, challenges, expected)) in cases.iter().enumerate() {
+            let (got_challenges, got) = run(*mechanism, *initial, responses);
+            assert_eq!(&got, expected, "case {i}");
+            assert_eq!(&got_challenges, challenges, "case {i}");
+        }
+    }
+
+    #[test]
+    fn prompts_are_the_base64_of_their_words() {
+        assert_eq!(STANDARD.decode(LOGIN_USER_PROMPT).unwrap(), b"Username:");
+        assert_eq!(STANDARD.decode(LOGIN_PASSWORD_PROMPT).unwrap(), b"Password:");
+    }
+
+    #[test]
+    fn mechanism_names_are_case_insensitive() {
+        assert_eq!(Mechanism::from_name(b"plain"), Some(Mechanism::Plain));
+        assert_eq!(Mechanism::from_name(b"LoGiN"), Some(Mechanism::Login));
+        assert_eq!(Mechanism::from_name(b"CRAM-MD5"), None);
+        assert_eq!(Mechanism::from_name(b""), None);
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug() {
+        let Ok(Progress::Done(c)) = start(Mechanism::Plain, Some(b"AGFsaWNlAHNlY3JldA==")) else { panic!() };
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,239 @@
+//! The AUTHORIZATION-state extensions for secure logins: STLS (RFC 2595), AUTH (RFC 5034, mechanisms in
+//! `sasl.rs`), CAPA's login capabilities, and the policy that keeps passwords off the wire until TLS is up.
+//! The TLS handshake itself is the caller's: the session only answers and returns [`Step::StartTls`].
+
+use std::io::{self, Write};
+
+use super::authorization::refuse;
+use super::sasl::{self, Mechanism, Progress, SaslError};
+use super::{Offer, Session, State, Step, write_capability_list};
+use crate::auth::Secret;
+use crate::proto::reply::{self, RespCode};
+
+impl Session<'_> {
+    /// Passwords may be sent: the connection is TLS-protected, or plaintext logins are allowed.
+    pub(super) fn plaintext_allowed(&self) -> bool {
+        self.tls || !self.services.no_plaintext
+    }
+
+    /// RFC 3206: `[AUTH]` covers "an attempt to authenticate in violation of policy". The wording follows
+    /// Dovecot's, which mail clients already show to users, plus what to do about it.
+    pub(super) fn refuse_plaintext<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<Step> {
+        let hint = if self.services.stls { "use STLS first" } else { "use APOP or TLS" };
+        reply::err(
+            out,
+            Some(RespCode::Auth),
+            format_args!("plaintext authentication disallowed on non-secure connections, {hint}"),
+        )?;
+        Ok(Step::Continue)
+    }
+
+    /// CAPA before login. RFC 2449 section 6.2: USER means USER/PASS are usable, so it goes when the
+    /// policy refuses them, and SASL with it (PLAIN and LOGIN carry the password too). STLS only while
+    /// it could be used: RFC 2595 section 4 has the client discard capabilities learned before TLS.
+    pub(super) fn capabilities<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<Step> {
+        let plaintext = self.plaintext_allowed();
+        let offer = Offer { user: plaintext, sasl: plaintext, stls: self.services.stls && !self.tls };
+        write_capability_list(out, offer)?;
+        Ok(Step::Continue)
+    }
+
+    /// RFC 2595 section 4: STLS is valid only in AUTHORIZATION, once.
+    pub(super) fn stls<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<Step> {
+        if self.tls {
+            return refuse(out, "command not permitted when TLS active");
+        }
+        if !self.services.stls {
+            return refuse(out, "STLS not available: no certificate configured");
+        }
+        reply::ok(out, format_args!("begin TLS negotiation"))?;
+        Ok(Step::StartTls)
+    }
+
+    /// AUTH (RFC 5034 section 4). Without a mechanism it lists them, one per line, as clients from the
+    /// RFC 1734 era (Outlook among them) ask before choosing.
+    pub(super) fn auth<W: Write + ?Sized>(
+        &mut self,
+        mechanism: Option<&[u8]>,
+        initial: Option<&[u8]>,
+        out: &mut W,
+    ) -> io::Result<Step> {
+        let Some(name) = mechanism else {
+            reply::ok(out, format_args!("SASL mechanisms follow"))?;
+            if self.plaintext_allowed() {
+                for m in sasl::MECHANISMS {
+                    write!(out, "{m}\r\n")?;
+                }
+            }
+            out.write_all(b".\r\n")?;
+            return Ok(Step::Continue);
+        };
+        let Some(mechanism) = Mechanism::from_name(name) else {
+            return refuse(out, "unsupported SASL mechanism");
+        };
+        if !self.plaintext_allowed() {
+            return self.refuse_plaintext(out);
+        }
+        self.state = State::Authorization { user: None };
+        self.sasl_progress(sasl::start(mechanism, initial), out)
+    }
+
+    /// The next line of an exchange in progress.
+    pub(super) fn sasl_response<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<Step> {
+        let State::Sasl(exchange) = std::mem::replace(&mut self.state, State::Authorization { user: None }) else {
+            return refuse(out, "no SASL exchange in progress");
+        };
+        self.sasl_progress(exchange.respond(line), out)
+    }
+
+    fn sasl_progress<W: Write + ?Sized>(
+        &mut self,
+        progress: Result<Progress, SaslError>,
+        out: &mut W,
+    ) -> io::Result<Step> {
+        match progress {
+            Ok(Progress::Challenge(exchange, challenge)) => {
+                // RFC 5034 section 4: a challenge is "+" SP and the base64 text (empty for PLAIN).
+                write!(out, "+ {challenge}\r\n")?;
+                self.state = State::Sasl(exchange);
+                Ok(Step::Continue)
+            }
+            Ok(Progress::Done(credentials)) => {
+                let password = Secret::new(credentials.password.expose().as_slice());
+                let result = self.services.auth.login(&credentials.user, &password);
+                self.complete_login(&credentials.user, result, out)
+            }
+            // Proxy authorization is a credentials problem: answered and delayed like a wrong password.
+            Err(e @ SaslError::AuthzidMismatch) => {
+                log::info!("login failed peer={}: AUTH PLAIN: {e}", self.peer);
+                reply::err(out, Some(RespCode::Auth), format_args!("{e}"))?;
+                Ok(Step::Delay(self.services.auth_failure_delay))
+            }
+            Err(e) => refuse(out, &e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{MSG1, fixture, script};
+    use super::super::{Session, Step};
+    use crate::proto::line::MAX_COMMAND_LINE;
+
+    const REFUSED_STLS: &str =
+        "-ERR [AUTH] plaintext authentication disallowed on non-secure connections, use STLS first\r\n";
+
+    fn capa(s: &mut Session<'_>) -> String {
+        script(s, &["CAPA"]).0
+    }
+
+    #[test]
+    fn stls_is_offered_until_tls_is_up_and_refused_twice() {
+        let mut f = fixture(&[]);
+        f.services.stls = true;
+        let mut s = Session::new(&f.services, "peer", None);
+        assert!(capa(&mut s).contains("\r\nSTLS\r\n"));
+        script(&mut s, &["USER alice"]);
+        let (out, step) = script(&mut s, &["STLS"]);
+        assert_eq!((out.as_str(), step), ("+OK begin TLS negotiation\r\n", Step::StartTls));
+        s.tls_established();
+        assert!(!capa(&mut s).contains("STLS"));
+        // RFC 2595: the session starts over; the USER given before the handshake is forgotten.
+        assert_eq!(script(&mut s, &["PASS secret"]).0, "-ERR send USER first\r\n");
+        let (out, step) = script(&mut s, &["STLS"]);
+        assert_eq!((out.as_str(), step), ("-ERR command not permitted when TLS active\r\n", Step::Continue));
+    }
+
+    #[test]
+    fn stls_without_a_certificate() {
+        let f = fixture(&[]);
+        let mut s = Session::new(&f.services, "peer", None);
+        assert!(!capa(&mut s).contains("STLS"));
+        let (out, step) = script(&mut s, &["STLS"]);
+        assert_eq!((out.as_str(), step), ("-ERR STLS not available: no certificate configured\r\n", Step::Continue));
+    }
+
+    #[test]
+    fn no_plaintext_refuses_passwords_until_tls() {
+        let mut f = fixture(&[MSG1]);
+        f.services.stls = true;
+        f.services.no_plaintext = true;
+        let mut s = Session::new(&f.services, "peer", None);
+        let before = capa(&mut s);
+        assert!(!before.contains("USER") && !before.contains("SASL") && before.contains("STLS"), "{before}");
+        for line in ["USER alice", "PASS secret", "AUTH PLAIN AGFsaWNlAHNlY3JldA==", "AUTH LOGIN"] {
+            assert_eq!(script(&mut s, &[line]).0, REFUSED_STLS, "{line}");
+        }
+        assert_eq!(script(&mut s, &["AUTH"]).0, "+OK SASL mechanisms follow\r\n.\r\n");
+        s.tls_established();
+        let after = capa(&mut s);
+        assert!(after.contains("USER\r\nSASL PLAIN LOGIN\r\n") && !after.contains("STLS"), "{after}");
+        let (out, _) = script(&mut s, &["USER alice", "PASS secret"]);
+        assert!(out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"), "{out}");
+    }
+
+    #[test]
+    fn no_plaintext_without_stls_points_elsewhere() {
+        let mut f = fixture(&[]);
+        f.services.no_plaintext = true;
+        let mut s = Session::new(&f.services, "peer", None);
+        let (out, _) = script(&mut s, &["USER alice"]);
+        assert_eq!(
+            out,
+            "-ERR [AUTH] plaintext authentication disallowed on non-secure connections, use APOP or TLS\r\n"
+        );
+    }
+
+    /// (lines, expected output of the last line, expected step of the last line)
+    #[test]
+    fn auth_exchanges() {
+        let delay = Step::Delay(std::time::Duration::from_millis(7));
+        let logged_in = "+OK alice's maildrop has 1 messages (28 octets)\r\n";
+        let failed = "-ERR [AUTH] invalid user name or password\r\n";
+        let cases: &[(&[&str], &str, Step)] = &[
+            (&["AUTH"], "+OK SASL mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n", Step::Continue),
+            (&["AUTH PLAIN AGFsaWNlAHNlY3JldA=="], logged_in, Step::Continue),
+            (&["auth plain YWxpY2UAYWxpY2UAc2VjcmV0"], logged_in, Step::Continue),
+            (&["AUTH PLAIN"], "+ \r\n", Step::Continue),
+            (&["AUTH PLAIN", "AGFsaWNlAHNlY3JldA=="], logged_in, Step::Continue),
+            (&["AUTH PLAIN", "*"], "-ERR authentication cancelled\r\n", Step::Continue),
+            (&["AUTH PLAIN", "@@@"], "-ERR invalid base64 in SASL response\r\n", Step::Continue),
+            (&["AUTH PLAIN AGFsaWNlAHdyb25n"], failed, delay),
+            (
+                &["AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA=="],
+                "-ERR [AUTH] authorization identity must be empty or the user name\r\n",
+                delay,
+            ),
+            (&["AUTH PLAIN ="], "-ERR malformed SASL message\r\n", Step::Continue),
+            (&["AUTH LOGIN"], "+ VXNlcm5hbWU6\r\n", Step::Continue),
+            (&["AUTH LOGIN", "YWxpY2U="], "+ UGFzc3dvcmQ6\r\n", Step::Continue),
+            (&["AUTH LOGIN", "YWxpY2U=", "c2VjcmV0"], logged_in, Step::Continue),
+            (&["AUTH LOGIN YWxpY2U=", "c2VjcmV0"], logged_in, Step::Continue),
+            (&["AUTH LOGIN", "YWxpY2U=", "d3Jvbmc="], failed, delay),
+            (&["AUTH LOGIN", "*"], "-ERR authentication cancelled\r\n", Step::Continue),
+            (&["AUTH CRAM-MD5"], "-ERR unsupported SASL mechanism\r\n", Step::Continue),
+            // After a cancelled exchange the next line is a command again.
+            (&["AUTH LOGIN", "*", "NOOP"], "-ERR NOOP is not valid before login\r\n", Step::Continue),
+        ];
+        for (lines, expected, step) in cases {
+            let f = fixture(&[MSG1]);
+            let mut s = Session::new(&f.services, "peer", None);
+            let (_, _) = script(&mut s, &lines[..lines.len() - 1]);
+            let (out, got_step) = script(&mut s, &lines[lines.len() - 1..]);
+            assert_eq!((out.as_str(), got_step), (*expected, *step), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn sasl_responses_may_be_longer_than_command_lines() {
+        let f = fixture(&[]);
+        let mut s = Session::new(&f.services, "peer", None);
+        assert_eq!(s.line_limit(), MAX_COMMAND_LINE);
+        script(&mut s, &["AUTH PLAIN"]);
+        assert!(s.line_limit() > 1024);
+        let mut out = Vec::new();
+        s.line_too_long(&mut out).unwrap();
+        assert_eq!(out, b"-ERR SASL response too long (limit 2048 octets)\r\n");
+        assert_eq!(s.line_limit(), MAX_COMMAND_LINE);
+    }
+}
