@@ -405,3 +405,12 @@ fn privilege_options_are_checked_at_start() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no user no-such-user-here in /etc/passwd"), "{err}");
 }
+
+#[test]
+fn help_lists_the_security_options() {
+    let (code, out, _) = common::run(&["--help"]);
+    assert_eq!(code, 0);
+    for option in ["--user", "--system-users", "--max-per-ip", "--login-timeout", "--max-auth-attempts"] {
+        assert!(out.contains(option), "{option} not in --help");
+    }
+}
