@@ -10,6 +10,8 @@
 #   make uninstall  remove what install put there
 #   make check-static  build the static binary and check that file(1) and ldd(1) see no dynamic linking
 #   make lint-man   mandoc -Tlint man/poplar.8, failing on any message
+#   make bench      load generator against the release binary (PEER=dovecot or PEER=popa3d adds a peer;
+#                   BENCH_SCENARIOS=login,retr and BENCH_QUICK=1 cut it down; see README, Performance)
 #   make fuzz       every fuzz target for FUZZ_SECONDS seconds each (cargo-fuzz; see README)
 #   make clean      cargo clean
 
@@ -37,7 +39,7 @@ EXAMPLES    := inetd.conf xinetd.pop3 poplar.socket poplar@.service poplar.servi
                poplar.conf
 DEMO_ADDR   := 127.0.0.1:1110
 
-.PHONY: all build test lint-man run static check-static install uninstall clean fuzz
+.PHONY: all build test lint-man run static check-static install uninstall clean bench fuzz
 
 all: build
 
@@ -70,6 +72,13 @@ lint-man:
 	out=$$($(MANDOC) -Tlint $(MANPAGE) 2>&1) || true
 	if [ -n "$$out" ]; then printf '%s\n' "$$out" >&2; echo "lint-man: $(MANPAGE) is not clean" >&2; exit 1; fi
 	echo "lint-man: $(MANPAGE) is clean"
+
+# benches/pop3bench.rs starts target/release/poplar, so that is built first. PEER is passed through the
+# environment; the bench installs and configures the peer itself (it is never CI's job).
+PEER ?=
+bench:
+	$(CARGO) build --release
+	PEER='$(PEER)' $(CARGO) bench --bench pop3bench
 
 # The release binary as a file, for install: `make build` as a user, then `sudo make install` does not
 # run cargo again unless a source changed.

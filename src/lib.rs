@@ -9,7 +9,8 @@
 //! - [`session`]: the RFC 1939 state machine (AUTHORIZATION → TRANSACTION → UPDATE). Writes replies into a
 //!   `Write`; never touches a socket or a clock.
 //! - [`auth`]: who the user is: the passwd-file, system accounts, password schemes, APOP, `Secret`.
-//! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates.
+//! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates,
+//!   the Maildir size cache.
 //! - [`lock`]: session `flock`s and the mbox delivery-agent locks, as RAII guards.
 //! - [`conn`]: the one loop that reads the network: bounded lines, timeouts, flush-when-idle (PIPELINING).
 //! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts, and TLS over either.

@@ -2,6 +2,9 @@
 //! exclusive `flock` on a lock file in the maildrop. Owns listing, sizing and naming messages, opening
 //! them and unlinking the deleted ones; the wire encoding of bodies is `proto::body`'s job.
 //!
+//! Message sizes are remembered in the size cache (`cache.rs`), so only messages new since the last
+//! session are read at login.
+//!
 //! Other programs (an IMAP server, a mail reader) may rename files while we hold our lock: moving
 //! `new/x` to `cur/x:2,S` or changing the flags after `:2,`. The part of the name before the first
 //! `:` (the "base name") never changes, so every file operation that finds its file gone looks it
@@ -17,6 +20,7 @@ use md5::{Digest, Md5};
 
 use crate::proto::body::OctetCounter;
 
+use super::cache::{self, Cache, Stamp};
 use super::{Maildrop, MaildropError, MessageInfo};
 use crate::lock::{SessionLock, TryLock};
 
@@ -52,22 +56,38 @@ impl Maildir {
             Err(e) => return Err(MaildropError::io(path, e)),
         };
         let found = list(path)?;
+        let cache = Cache::load(path);
         let mut messages = Vec::with_capacity(found.len());
         let mut paths = Vec::with_capacity(found.len());
-        let mut buf = vec![0u8; CHUNK];
+        let mut stamps = Vec::with_capacity(found.len());
+        let mut buf = Vec::new();
+        let mut counted = 0usize;
         for mut file in found {
-            let base = base_name(&file.path).to_vec();
-            let octets = match virtual_size(&base) {
+            let base = &file.base;
+            let octets = match virtual_size(base).or_else(|| cache.get(base, file.stamp)) {
                 Some(n) => n,
-                None => match with_relocation(path, &mut file.path, |p| count_file(p, &mut buf)) {
-                    Ok(n) => n,
-                    // Deleted by another program since we listed it: it is simply not in this session.
-                    Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                },
+                None => {
+                    // The read buffer is allocated only when some message must really be read.
+                    buf.resize(CHUNK, 0);
+                    counted += 1;
+                    match with_relocation(path, &mut file.path, |p| count_file(p, &mut buf)) {
+                        Ok(n) => n,
+                        // Deleted by another program since we listed it: it is simply not in this session.
+                        Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
             };
-            messages.push(MessageInfo { octets, uid: uid_of(&base) });
+            messages.push(MessageInfo { octets, uid: uid_of(&file.base) });
             paths.push(file.path);
+            stamps.push(file.stamp);
+        }
+        // Rewritten only when it no longer matches the maildrop: new messages counted or old ones gone.
+        if counted > 0 || cache.len() != messages.len() {
+            let entries = paths.iter().zip(&stamps).zip(&messages).map(|((p, s), m)| (base_name(p), *s, m.octets));
+            if let Err(e) = cache::save(path, entries) {
+                log::debug!("{}: cannot save the size cache: {e}", path.display());
+            }
         }
         Ok(Maildir { root: path.to_path_buf(), messages, paths, _lock: Some(lock) })
     }
@@ -112,8 +132,10 @@ impl Maildrop for Maildir {
 
 /// One listed file before it is sized.
 struct Found {
-    mtime: i64,
+    stamp: Stamp,
     path: PathBuf,
+    /// `base_name(&path)`, kept because sorting a large maildrop compares it millions of times.
+    base: Box<[u8]>,
 }
 
 /// The regular, non-hidden files of `new/` and `cur/` in delivery order, one per base name.
@@ -124,9 +146,9 @@ fn list(root: &Path) -> Result<Vec<Found>, MaildropError> {
     }
     // A file renamed from `new/` to `cur/` while we listed appears twice; keep one. Base names are
     // unique in a sound maildrop, and unique-ids must be (RFC 1939 section 7), so any other twin goes too.
-    found.sort_unstable_by(|a, b| base_name(&a.path).cmp(base_name(&b.path)));
+    found.sort_unstable_by(|a, b| a.base.cmp(&b.base));
     found.dedup_by(|dup, kept| {
-        let same = base_name(&dup.path) == base_name(&kept.path);
+        let same = dup.base == kept.base;
         if same {
             log::debug!("{}: same base name as {}, listed once", dup.path.display(), kept.path.display());
         }
@@ -137,7 +159,7 @@ fn list(root: &Path) -> Result<Vec<Found>, MaildropError> {
     // `tmp/` and kept by every later rename, so it orders deliveries from any agent and stays put when
     // an IMAP client moves or flags a message. Within one second the base name breaks ties, so message
     // numbers are the same on every listing.
-    found.sort_unstable_by(|a, b| (a.mtime, base_name(&a.path)).cmp(&(b.mtime, base_name(&b.path))));
+    found.sort_unstable_by(|a, b| (a.stamp.mtime, &a.base).cmp(&(b.stamp.mtime, &b.base)));
     Ok(found)
 }
 
@@ -154,9 +176,18 @@ fn list_dir(root: &Path, dir: &Path, found: &mut Vec<Found>) -> Result<(), Maild
             continue;
         }
         let mut path = entry.path();
-        // `symlink_metadata`: a symlink is not a message, and following one could read outside the maildrop.
-        match with_relocation(root, &mut path, |p| fs::symlink_metadata(p)) {
-            Ok(meta) if meta.file_type().is_file() => found.push(Found { mtime: meta.mtime(), path }),
+        // Not following symlinks: a symlink is not a message, and following one could read outside the
+        // maildrop. `DirEntry::metadata` is `fstatat` on the open directory, without a path walk.
+        let meta = match entry.metadata() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => with_relocation(root, &mut path, |p| fs::symlink_metadata(p)),
+            other => other.map_err(|e| MaildropError::io(&path, e)),
+        };
+        match meta {
+            Ok(meta) if meta.file_type().is_file() => {
+                let stamp = Stamp { ino: meta.ino(), size: meta.size(), mtime: meta.mtime(), mtime_nsec: meta.mtime_nsec() };
+                let base = base_name(&path).into();
+                found.push(Found { stamp, path, base });
+            }
             Ok(_) => log::debug!("{}: not a regular file, skipped", path.display()),
             Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -518,5 +549,72 @@ mod tests {
         assert!(Box::new(md).expunge(&[0, 7, 1]).is_err());
         let md = Maildir::open(root).unwrap();
         assert!(md.messages().is_empty());
+    }
+
+    /// Rewrites the cache entry of `base` to claim `octets`, with a valid checksum.
+    fn forge_cache(root: &Path, base: &[u8], octets: u64) {
+        let text = fs::read(root.join(cache::CACHE_FILE)).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let mut entries = Vec::new();
+        for line in text.lines().skip(1).filter(|l| !l.starts_with("end ")) {
+            let f: Vec<&str> = line.splitn(6, ' ').collect();
+            let n = |i: usize| f[i].parse::<i64>().unwrap();
+            let stamp = Stamp { ino: n(0) as u64, size: n(1) as u64, mtime: n(2), mtime_nsec: n(3) };
+            let o = if f[5].as_bytes() == base { octets } else { n(4) as u64 };
+            entries.push((f[5].as_bytes().to_vec(), stamp, o));
+        }
+        cache::save(root, entries.iter().map(|(b, s, o)| (&b[..], *s, *o))).unwrap();
+    }
+
+    fn sizes(root: &Path) -> Vec<u64> {
+        Maildir::open(root).unwrap().messages().iter().map(|m| m.octets).collect()
+    }
+
+    #[test]
+    fn second_open_uses_the_size_cache() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/a", b"a\n", 1);
+        put(root, "cur/b:2,S", b"bb\n", 2);
+        assert_eq!(sizes(root), [3, 4]);
+        assert!(root.join(cache::CACHE_FILE).exists());
+        // A forged entry with a matching stamp is served: proof that the file was not read again.
+        forge_cache(root, b"a", 99);
+        assert_eq!(sizes(root), [99, 4]);
+        // A flag change (rename) keeps the inode, size and mtime: still a hit.
+        fs::rename(root.join("cur/b:2,S"), root.join("cur/b:2,RS")).unwrap();
+        forge_cache(root, b"b", 77);
+        assert_eq!(sizes(root), [99, 77]);
+    }
+
+    #[test]
+    fn a_changed_or_damaged_cache_is_never_served() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/a", b"a\n", 1);
+        put(root, "new/b", b"b\n", 2);
+        assert_eq!(sizes(root), [3, 3]);
+        forge_cache(root, b"a", 99);
+        // The message rewritten (new size, new mtime): counted again.
+        put(root, "new/a", b"a\nlonger\n", 1);
+        assert_eq!(sizes(root), [11, 3]);
+        // A message replaced by another file with the same name, size and mtime: a new inode (both
+        // files exist at once, so the number cannot be reused).
+        forge_cache(root, b"b", 99);
+        put(root, "tmp/b", b"c\n", 2);
+        fs::rename(root.join("tmp/b"), root.join("new/b")).unwrap();
+        assert_eq!(sizes(root), [11, 3]);
+        // Garbage in the cache file: rebuilt.
+        forge_cache(root, b"b", 99);
+        let mut text = fs::read(root.join(cache::CACHE_FILE)).unwrap();
+        let last = text.len() - 2;
+        text[last] ^= 1;
+        fs::write(root.join(cache::CACHE_FILE), text).unwrap();
+        assert_eq!(sizes(root), [11, 3]);
+        // Messages gone: the cache shrinks with the maildrop.
+        fs::remove_file(root.join("new/a")).unwrap();
+        assert_eq!(sizes(root), [3]);
+        let text = fs::read_to_string(root.join(cache::CACHE_FILE)).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 }

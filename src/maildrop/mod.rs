@@ -1,6 +1,7 @@
 //! What the user has: the `Maildrop` trait over Maildir and mbox, the message list it yields, and errors
 //! that carry their path and know their response code.
 
+pub mod cache;
 pub mod location;
 pub mod maildir;
 pub mod mbox;

@@ -1,0 +1,379 @@
+//! pop3bench: the load generator behind `make bench` (issue 7). It builds fixtures (a passwd-file with
+//! {PLAIN} users, Maildirs, mboxes) in a temporary directory, starts the release poplar on 127.0.0.1
+//! port 0, and drives the scenarios: login, retr, idle, bigdrop, expunge. The same scenarios run against
+//! a trivial in-memory server (the ceiling for login and retr) and, with `PEER=dovecot` or
+//! `PEER=popa3d`, against that server configured here on a loopback port. It prints one table.
+//!
+//! Environment: `BENCH_SCENARIOS=login,retr,idle,bigdrop,expunge` (default all), `BENCH_QUICK=1`
+//! (fewer runs, smaller big maildrops), `PEER=dovecot|popa3d`, `POPLAR_BIN` (default
+//! target/release/poplar), `BENCH_KEEP=1` (keep the temporary directories and server logs). Loopback only; every loop is bounded in count and time.
+
+#[path = "pop3bench/client.rs"]
+mod client;
+#[path = "pop3bench/machine.rs"]
+mod machine;
+#[path = "pop3bench/mail.rs"]
+mod mail;
+#[path = "pop3bench/scenarios.rs"]
+mod scenarios;
+#[path = "pop3bench/targets.rs"]
+mod targets;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mail::{Expected, Spec};
+use scenarios::Effort;
+use targets::{Format, Kind, Server};
+
+const LOGIN: Spec = Spec { prefix: "login", count: 10, size: 2048, users: 8 };
+const R50K: Spec = Spec { prefix: "r50k", count: 100, size: 50 * 1024, users: 4 };
+const R1M: Spec = Spec { prefix: "r1m", count: 10, size: 1024 * 1024, users: 4 };
+const PROBE: Spec = Spec { prefix: "probe", count: 1, size: 200, users: 1 };
+
+struct Options {
+    quick: bool,
+    scenarios: Vec<String>,
+    peer: Option<Kind>,
+    bin: PathBuf,
+    effort: Effort,
+    big: usize,
+    idle: Vec<usize>,
+}
+
+impl Options {
+    fn from_env() -> Result<Options, String> {
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let all = "login,retr,idle,bigdrop,expunge";
+        let scenarios: Vec<String> = std::env::var("BENCH_SCENARIOS")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| all.to_string())
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect();
+        if let Some(bad) = scenarios.iter().find(|s| !all.split(',').any(|a| a == s.as_str())) {
+            return Err(format!("unknown scenario {bad:?} (choose from {all})"));
+        }
+        let peer = match std::env::var("PEER").unwrap_or_default().as_str() {
+            "" => None,
+            "dovecot" => Some(Kind::Dovecot),
+            "popa3d" => Some(Kind::Popa3d),
+            other => return Err(format!("unknown PEER {other:?} (dovecot or popa3d)")),
+        };
+        let bin = std::env::var_os("POPLAR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/poplar"));
+        let effort = if quick {
+            Effort { runs: 3, run_time: Duration::from_millis(500) }
+        } else {
+            Effort { runs: 5, run_time: Duration::from_secs(1) }
+        };
+        let big = if quick { 20_000 } else { 100_000 };
+        let idle = if quick { vec![200] } else { vec![200, 1000] };
+        Ok(Options { quick, scenarios, peer, bin, effort, big, idle })
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.scenarios.iter().any(|s| s == scenario)
+    }
+
+    fn big_maildir(&self) -> Spec {
+        Spec { prefix: "bigmd", count: self.big, size: 1000, users: 1 }
+    }
+    fn big_mbox(&self) -> Spec {
+        Spec { prefix: "bigmb", count: self.big, size: 1000, users: 1 }
+    }
+    fn expunge_mbox(&self) -> Spec {
+        Spec { prefix: "exp", count: self.big, size: 1000, users: 1 }
+    }
+    fn idle_spec(&self) -> Spec {
+        Spec { prefix: "idle", count: 2, size: 1000, users: self.idle.iter().copied().max().unwrap_or(0) }
+    }
+}
+
+/// The result table: rows in the order first recorded, one value per server.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, Vec<(Kind, f64)>)>,
+    notes: Vec<String>,
+}
+
+impl Table {
+    fn record(&mut self, label: &str, kind: Kind, value: f64) {
+        match self.rows.iter_mut().find(|(l, _)| l == label) {
+            Some((_, values)) => values.push((kind, value)),
+            None => self.rows.push((label.to_string(), vec![(kind, value)])),
+        }
+    }
+
+    fn note(&mut self, text: String) {
+        eprintln!("pop3bench: {text}");
+        self.notes.push(text);
+    }
+
+    fn print(&self, peer: Option<Kind>) {
+        let get = |vals: &[(Kind, f64)], k: Kind| vals.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v);
+        let fmt = |v: Option<f64>| match v {
+            Some(v) if v >= 100.0 => format!("{v:.0}"),
+            Some(v) if v >= 1.0 => format!("{v:.2}"),
+            Some(v) => format!("{v:.4}"),
+            None => "-".to_string(),
+        };
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".to_string(),
+        };
+        let peer_name = peer.map_or("peer", Kind::name);
+        println!();
+        println!(
+            "{:<52} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            "scenario (unit)",
+            "poplar",
+            "trivial",
+            peer_name,
+            format!("p/{}", &peer_name[..3.min(peer_name.len())]),
+            "p/triv"
+        );
+        println!("{}", "-".repeat(105));
+        for (label, vals) in &self.rows {
+            let (p, t) = (get(vals, Kind::Poplar), get(vals, Kind::Trivial));
+            let o = peer.and_then(|k| get(vals, k));
+            println!(
+                "{label:<52} {:>10} {:>10} {:>10} {:>9} {:>9}",
+                fmt(p),
+                fmt(t),
+                fmt(o),
+                ratio(p, o),
+                ratio(p, t)
+            );
+        }
+        for n in &self.notes {
+            println!("note: {n}");
+        }
+    }
+}
+
+fn main() {
+    match std::env::var(targets::ROLE).as_deref() {
+        Ok("trivial") => {
+            let drops: Vec<(Spec, Expected)> = [LOGIN, R50K, R1M].iter().map(|s| (*s, Expected::of(s))).collect();
+            exit_on_error(targets::run_trivial(Vec::leak(drops)));
+            return;
+        }
+        Ok("inetd") => {
+            exit_on_error(targets::run_inetd());
+            return;
+        }
+        _ => {}
+    }
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, and a
+    // benchmark of several minutes has no place in the test suite.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("pop3bench: not a test; run it with `make bench` (cargo bench --bench pop3bench)");
+        return;
+    }
+    let opts = match Options::from_env() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("pop3bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    if !opts.bin.exists() {
+        eprintln!("pop3bench: {} not found: run `make bench` (it builds the release binary first)", opts.bin.display());
+        std::process::exit(2);
+    }
+    exit_on_error(run(&opts));
+}
+
+fn exit_on_error(r: io::Result<()>) {
+    if let Err(e) = r {
+        eprintln!("pop3bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(opts: &Options) -> io::Result<()> {
+    let nofile = machine::raise_nofile(8192);
+    let scratch = tempfile::tempdir()?;
+    let mut table = Table::default();
+    if nofile < 2 * opts.idle_spec().users as u64 + 100 {
+        table.note(format!("descriptor limit {nofile}: too low for the idle scenario"));
+    }
+    println!("pop3bench: {} run(s) of {:?} per figure{}", opts.effort.runs, opts.effort.run_time, if opts.quick { " (quick)" } else { "" });
+    let lo = machine::loopback_mb_s(Duration::from_secs(1))?;
+    let pc = machine::page_cache_mb_s(scratch.path(), Duration::from_secs(1))?;
+    println!("ceilings: loopback TCP {lo:.0} MB/s (one sender, 64 KiB writes); page-cache reads {pc:.0} MB/s (64 KiB reads)");
+    let mut kinds = vec![Kind::Poplar];
+    if opts.wants("login") || opts.wants("retr") {
+        kinds.push(Kind::Trivial);
+    }
+    kinds.extend(opts.peer);
+    for kind in kinds {
+        if let Err(e) = run_target(opts, kind, &mut table) {
+            table.note(format!("{}: stopped: {e}", kind.name()));
+        }
+    }
+    table.print(opts.peer);
+    Ok(())
+}
+
+/// Builds `kind`'s fixtures in a fresh directory and runs every selected scenario against it.
+fn run_target(opts: &Options, kind: Kind, table: &mut Table) -> io::Result<()> {
+    let mut dir = tempfile::Builder::new().prefix("pop3bench-").tempdir()?;
+    // BENCH_KEEP=1 leaves the fixtures, configurations and server logs behind for a look.
+    dir.disable_cleanup(std::env::var_os("BENCH_KEEP").is_some());
+    let root = dir.path();
+    // Dovecot's unprivileged login processes must reach their sockets under the base_dir.
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    eprintln!("pop3bench: {}: building fixtures in {}", kind.name(), root.display());
+    let popa3d_bin = match kind {
+        Kind::Poplar | Kind::Dovecot => {
+            build_fixtures(opts, root)?;
+            None
+        }
+        Kind::Popa3d => Some(targets::popa3d_setup(root)?),
+        Kind::Trivial => None,
+    };
+    let start = |format: Format| -> io::Result<Server> {
+        match kind {
+            Kind::Poplar => targets::poplar(&opts.bin, root, format),
+            Kind::Dovecot => targets::dovecot(root, format),
+            Kind::Trivial => targets::trivial(root),
+            Kind::Popa3d => targets::popa3d(root, popa3d_bin.as_deref().expect("set up above")),
+        }
+    };
+    let server = start(Format::Maildir)?;
+    eprintln!("pop3bench: {} on {}", kind.name(), server.addr);
+    maildir_scenarios(opts, &server, table)?;
+    drop(server);
+    if kind == Kind::Trivial || !(opts.wants("bigdrop") || opts.wants("expunge")) {
+        return Ok(());
+    }
+    let server = start(Format::Mbox)?;
+    if let Err(e) = probe(&server) {
+        table.note(format!("{}: mbox scenarios skipped: mbox maildrops unsupported ({e})", kind.name()));
+        return Ok(());
+    }
+    mbox_scenarios(opts, &server, table)
+}
+
+fn build_fixtures(opts: &Options, root: &Path) -> io::Result<()> {
+    let mut specs = vec![PROBE];
+    let mut maildirs = Vec::new();
+    let mut mboxes = vec![PROBE];
+    if opts.wants("login") {
+        maildirs.push(LOGIN);
+    }
+    if opts.wants("retr") {
+        maildirs.extend([R50K, R1M]);
+    }
+    if opts.wants("idle") {
+        maildirs.push(opts.idle_spec());
+    }
+    if opts.wants("bigdrop") {
+        maildirs.push(opts.big_maildir());
+        mboxes.push(opts.big_mbox());
+    }
+    if opts.wants("expunge") {
+        mboxes.push(opts.expunge_mbox());
+    }
+    for s in &maildirs {
+        mail::write_maildirs(root, s)?;
+    }
+    for s in &mboxes {
+        mail::write_mboxes(root, s)?;
+    }
+    specs.extend(maildirs);
+    specs.extend(mboxes.into_iter().skip(1));
+    mail::write_passwd(root, &specs)?;
+    // The maildrops belong to their users, as on a real host (Dovecot's mail processes run as them).
+    let owner = format!("{}:{}", mail::UID, mail::UID);
+    let chowned = std::process::Command::new("chown").args(["-R", &owner]).arg(root.join("home")).status()?;
+    if !chowned.success() {
+        return Err(io::Error::other("chown of the fixtures failed (the bench runs as root)"));
+    }
+    Ok(())
+}
+
+/// One login to a one-message mbox: does this server serve mbox maildrops at all?
+fn probe(server: &Server) -> io::Result<()> {
+    let accounts = server.accounts(&PROBE, 1)?;
+    let mut c = client::Client::connect(server.addr, Duration::from_secs(30))?;
+    c.login(&accounts[0].0, &accounts[0].1)?;
+    c.stat()?;
+    c.quit()
+}
+
+fn maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::Result<()> {
+    let kind = server.kind;
+    let attempt = |table: &mut Table, what: &str, r: io::Result<()>| {
+        if let Err(e) = r {
+            table.note(format!("{}: {what}: {e}", kind.name()));
+        }
+    };
+    if opts.wants("login") {
+        for clients in [1, 8] {
+            let r = scenarios::login(server, &LOGIN, clients, opts.effort).map(|rate| {
+                table.record(&format!("login, {clients} client(s) (logins/s)"), kind, rate.median);
+                table.record(&format!("  server CPU per login, {clients} client(s) (ms)"), kind, rate.cpu_per_unit * 1e3);
+            });
+            attempt(table, "login", r);
+        }
+    }
+    if opts.wants("retr") {
+        for spec in [R50K, R1M] {
+            let expected = Expected::of(&spec);
+            let name = if spec.size < 1 << 20 { "100 x 50 KiB" } else { "10 x 1 MiB" };
+            for clients in [1, 4] {
+                let r = scenarios::retr(server, &spec, &expected, clients, opts.effort).map(|rate| {
+                    table.record(&format!("retr {name}, {clients} client(s) (MB/s payload)"), kind, rate.median / 1e6);
+                    table.record(&format!("  server CPU per MB, {name}, {clients} client(s) (ms)"), kind, rate.cpu_per_unit * 1e9);
+                });
+                attempt(table, "retr", r);
+            }
+        }
+    }
+    if kind == Kind::Trivial {
+        return Ok(());
+    }
+    if opts.wants("idle") {
+        for &n in &opts.idle {
+            let r = scenarios::idle(server, &opts.idle_spec(), n)
+                .map(|kib| table.record(&format!("idle, {n} sessions: server PSS per session (KiB)"), kind, kib));
+            attempt(table, "idle", r);
+        }
+    }
+    if opts.wants("bigdrop") && kind != Kind::Popa3d {
+        let spec = opts.big_maildir();
+        let r = big_listing(server, &spec, &format!("bigdrop Maildir {}", spec.count), table);
+        attempt(table, "bigdrop Maildir", r);
+    }
+    Ok(())
+}
+
+fn mbox_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::Result<()> {
+    if opts.wants("bigdrop") {
+        let spec = opts.big_mbox();
+        server.fill_spool(&spec)?;
+        big_listing(server, &spec, &format!("bigdrop mbox {}", spec.count), table)?;
+    }
+    if opts.wants("expunge") {
+        let spec = opts.expunge_mbox();
+        server.fill_spool(&spec)?;
+        let secs = scenarios::expunge(server, &spec)?;
+        table.record(&format!("expunge half of {} mbox: QUIT to reply (s)", spec.count), server.kind, secs);
+    }
+    Ok(())
+}
+
+/// First login to the end of UIDL, then the median of three more.
+fn big_listing(server: &Server, spec: &Spec, name: &str, table: &mut Table) -> io::Result<()> {
+    let first = scenarios::list_time(server, spec)?;
+    table.record(&format!("{name}: first login to end of UIDL (s)"), server.kind, first);
+    let again: io::Result<Vec<f64>> = (0..3).map(|_| scenarios::list_time(server, spec)).collect();
+    table.record(&format!("{name}: later logins, median (s)"), server.kind, scenarios::median(again?));
+    Ok(())
+}

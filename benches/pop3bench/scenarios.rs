@@ -1,0 +1,176 @@
+//! The scenarios of the benchmark, each driven against one running server: login rate, RETR
+//! throughput, idle-session memory, the big-maildrop listing and the big expunge. Every loop is bounded
+//! in count and in time.
+
+use std::io;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::client::{Client, bad};
+use crate::machine;
+use crate::mail::{Expected, Spec};
+use crate::targets::Server;
+
+/// How long a client waits for any one reply. Dovecot's first listing of 100,000 messages is slow.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs per measured figure and time per run.
+#[derive(Debug, Clone, Copy)]
+pub struct Effort {
+    pub runs: usize,
+    pub run_time: Duration,
+}
+
+/// A measured rate: the median over runs, and server CPU seconds per unit of work.
+pub struct Rate {
+    pub median: f64,
+    pub cpu_per_unit: f64,
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+/// Runs `work` on `clients` threads for `effort.runs` runs (after one short warm-up); each call of
+/// `work` returns the units it did (logins, payload octets). Returns units per second.
+fn measure<F>(server: &Server, clients: usize, effort: Effort, work: F) -> io::Result<Rate>
+where
+    F: Fn(usize) -> io::Result<u64> + Sync,
+{
+    let run = |time: Duration| -> io::Result<(u64, f64)> {
+        let start = Instant::now();
+        let totals: Vec<io::Result<u64>> = thread::scope(|s| {
+            let handles: Vec<_> = (0..clients)
+                .map(|c| {
+                    let work = &work;
+                    s.spawn(move || {
+                        let mut units = 0u64;
+                        // At least one unit each, at most 100,000 units: bounded whatever the server does.
+                        for i in 0..100_000 {
+                            if i > 0 && start.elapsed() >= time {
+                                break;
+                            }
+                            units += work(c)?;
+                        }
+                        Ok(units)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(bad("client panicked")))).collect()
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let mut sum = 0;
+        for t in totals {
+            sum += t?;
+        }
+        Ok((sum, secs))
+    };
+    run(effort.run_time / 5)?;
+    let cpu0 = machine::cpu_seconds(server.pid());
+    let mut rates = Vec::new();
+    let mut units = 0;
+    for _ in 0..effort.runs {
+        let (n, secs) = run(effort.run_time)?;
+        units += n;
+        rates.push(n as f64 / secs);
+    }
+    let cpu = machine::cpu_seconds(server.pid()) - cpu0;
+    Ok(Rate { median: median(rates), cpu_per_unit: cpu / units.max(1) as f64 })
+}
+
+/// login: connect, USER, PASS, STAT, QUIT. Logins per second.
+pub fn login(server: &Server, spec: &Spec, clients: usize, effort: Effort) -> io::Result<Rate> {
+    let accounts = server.accounts(spec, clients)?;
+    measure(server, clients, effort, |c| {
+        let (user, pass) = &accounts[c];
+        let mut client = Client::connect(server.addr, REPLY_TIMEOUT)?;
+        client.login(user, pass)?;
+        client.stat()?;
+        client.quit()?;
+        Ok(1)
+    })
+}
+
+/// retr: LIST, then RETR of every message with every octet checked, QUIT. Payload octets per second.
+pub fn retr(server: &Server, spec: &Spec, expected: &Expected, clients: usize, effort: Effort) -> io::Result<Rate> {
+    let accounts = server.accounts(spec, clients)?;
+    measure(server, clients, effort, |c| {
+        let (user, pass) = &accounts[c];
+        let mut client = Client::connect(server.addr, REPLY_TIMEOUT)?;
+        client.allow_trailing_blank = server.keeps_mbox_separator();
+        client.login(user, pass)?;
+        client.list(expected)?;
+        let mut buf = Vec::new();
+        for (i, body) in expected.bodies.iter().enumerate() {
+            client.retr(i + 1, body, &mut buf)?;
+        }
+        client.quit()?;
+        Ok(expected.payload())
+    })
+}
+
+/// idle: `n` sessions logged in and held open. Server PSS growth per session, in KiB.
+pub fn idle(server: &Server, spec: &Spec, n: usize) -> io::Result<f64> {
+    let accounts = server.accounts(spec, n)?;
+    thread::sleep(Duration::from_millis(300));
+    let before = machine::pss_kib(server.pid());
+    let mut open = Vec::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (user, pass) in &accounts {
+        if Instant::now() > deadline {
+            return Err(bad("idle: opening sessions took more than two minutes"));
+        }
+        let mut client = Client::connect(server.addr, Duration::from_secs(30))?;
+        client.login(user, pass)?;
+        client.stat()?;
+        open.push(client);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let after = machine::pss_kib(server.pid());
+    for client in open {
+        let _ = client.quit();
+    }
+    // Let the server (and a process-per-session peer) wind the sessions down before the next scenario.
+    thread::sleep(Duration::from_millis(500));
+    Ok((after as f64 - before as f64) / n as f64)
+}
+
+/// bigdrop: seconds from connect to the end of a full UIDL listing; checks the message count.
+pub fn list_time(server: &Server, spec: &Spec) -> io::Result<f64> {
+    let (user, pass) = server.account(spec, 0);
+    let start = Instant::now();
+    let mut client = Client::connect(server.addr, REPLY_TIMEOUT)?;
+    client.login(&user, &pass)?;
+    let n = client.uidl()?;
+    let secs = start.elapsed().as_secs_f64();
+    client.quit()?;
+    if n != spec.count {
+        return Err(bad(format!("UIDL listed {n} messages, want {}", spec.count)));
+    }
+    Ok(secs)
+}
+
+/// expunge: DELE every odd-numbered message, then QUIT; seconds from QUIT to its reply. Checks that
+/// exactly half the messages are left.
+pub fn expunge(server: &Server, spec: &Spec) -> io::Result<f64> {
+    let (user, pass) = server.account(spec, 0);
+    let mut client = Client::connect(server.addr, REPLY_TIMEOUT)?;
+    client.login(&user, &pass)?;
+    let (n, _) = client.stat()?;
+    if n as usize != spec.count {
+        return Err(bad(format!("STAT: {n} messages, want {}", spec.count)));
+    }
+    client.dele_many((1..=spec.count).step_by(2))?;
+    let start = Instant::now();
+    client.quit()?;
+    let secs = start.elapsed().as_secs_f64();
+    let mut check = Client::connect(server.addr, REPLY_TIMEOUT)?;
+    check.login(&user, &pass)?;
+    let (left, _) = check.stat()?;
+    check.quit()?;
+    if left as usize != spec.count / 2 {
+        return Err(bad(format!("after expunge: {left} messages left, want {}", spec.count / 2)));
+    }
+    Ok(secs)
+}
