@@ -110,6 +110,7 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     out.extend(config.listen.iter().map(|a| ("listen", a.to_string())));
     out.extend(config.passwd.iter().map(|p| ("passwd", p.display().to_string())));
     out.push(("mail", config.mail.to_string()));
+    out.push(("mbox-uidl", config.mbox_uidl.name().to_string()));
     out.extend(config.hostname.iter().map(|h| ("hostname", h.clone())));
     out.push(("apop", yes_no(config.apop)));
     out.push(("timeout", secs(config.timeout)));
@@ -147,7 +148,7 @@ mod tests {
         let mut c = Config::default();
         let settings = [
             ("inetd", "yes"), ("listen", "127.0.0.1:1110"), ("listen", "[::1]:1110"), ("passwd", "/etc/poplar/passwd"),
-            ("mail", "mbox:/var/mail/%u"), ("hostname", "mail.example.org"), ("apop", "yes"), ("timeout", "700"),
+            ("mail", "mbox:/var/mail/%u"), ("mbox-uidl", "x-uidl"), ("hostname", "mail.example.org"), ("apop", "yes"), ("timeout", "700"),
             ("max-sessions", "7"), ("auth-failure-delay", "3"), ("log-level", "debug"), ("user", "nobody"),
             ("system-users", "yes"), ("max-per-ip", "4"), ("login-timeout", "30"), ("max-auth-attempts", "2"),
             ("tls-cert", "/c.pem"), ("tls-key", "/k.pem"), ("listen-tls", "127.0.0.1:1995"), ("tls", "yes"),

@@ -24,6 +24,7 @@ usage: poplar [options]
   -c, --config FILE         read `option = value` settings from FILE; the command line overrides them
       --passwd FILE         passwd-file of users (user:{SCHEME}secret:uid:gid:gecos:home:shell)
       --mail LOCATION       maildrop template (default maildir:%h/Maildir; %u user, %h home, %% percent)
+      --mbox-uidl SOURCE    mbox unique-ids: popa3d (default, as popa3d gives) or x-uidl (X-UIDL: headers)
       --hostname NAME       host name for the APOP timestamp (default: the system's)
       --apop                offer APOP (needs {PLAIN} secrets)
       --timeout SECS        autologout timer (default 600, RFC 1939's minimum)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::maildrop::location::Location;
+use crate::maildrop::mbox::UidlSource;
 
 /// RFC 1939 section 3: "the autologout timer MUST be of at least 10 minutes' duration." Lower values are
 /// accepted with a warning because operators (and tests) sometimes need them.
@@ -48,6 +49,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub passwd: Option<PathBuf>,
     pub mail: Location,
+    /// mbox unique-ids: popa3d's (default) or `X-UIDL:` headers where present.
+    pub mbox_uidl: UidlSource,
     pub hostname: Option<String>,
     pub apop: bool,
     pub timeout: Duration,
@@ -82,6 +85,7 @@ impl Default for Config {
             listen: Vec::new(),
             passwd: None,
             mail: DEFAULT_MAIL.parse().expect("default mail location parses"),
+            mbox_uidl: UidlSource::default(),
             hostname: None,
             apop: false,
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
@@ -117,6 +121,7 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
     ("listen", Arity::Value, "ADDR:PORT"),
     ("passwd", Arity::Value, "FILE"),
     ("mail", Arity::Value, "LOCATION"),
+    ("mbox-uidl", Arity::Value, "popa3d|x-uidl"),
     ("hostname", Arity::Value, "NAME"),
     ("apop", Arity::Flag, ""),
     ("timeout", Arity::Value, "SECS"),
@@ -152,6 +157,7 @@ impl Config {
             "listen" => self.listen.push(parse_listen(required(value)?)?),
             "passwd" => self.passwd = Some(PathBuf::from(nonempty(required(value)?)?)),
             "mail" => self.mail = required(value)?.parse()?,
+            "mbox-uidl" => self.mbox_uidl = parse_mbox_uidl(required(value)?)?,
             "hostname" => self.hostname = Some(parse_hostname(required(value)?)?),
             "timeout" => self.timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?),
             "max-sessions" => self.max_sessions = number(required(value)?, 1, 1_000_000)? as usize,
@@ -255,6 +261,16 @@ pub fn in_networks(addr: std::net::IpAddr, networks: &[(std::net::IpAddr, u8)]) 
         }
         _ => false,
     })
+}
+
+/// `popa3d`: popa3d's ids, so its users switch without downloading everything again; `x-uidl`: reuse the
+/// `X-UIDL:` headers qpopper and others wrote into the mbox, popa3d's ids for messages without one.
+fn parse_mbox_uidl(value: &str) -> Result<UidlSource, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "popa3d" => Ok(UidlSource::Popa3d),
+        "x-uidl" => Ok(UidlSource::XUidl),
+        _ => Err(format!("\"{value}\" is not popa3d or x-uidl")),
+    }
 }
 
 fn parse_hostname(value: &str) -> Result<String, String> {
@@ -406,6 +422,33 @@ mod tests {
         assert!(!in_networks(ip("fe80::1"), &nets));
         assert!(parse_cidrs("10.0.0.0/33").is_err());
         assert!(parse_cidrs("example.org").is_err());
+    }
+
+    #[test]
+    fn mbox_uidl_values() {
+        let table: &[(&str, Option<UidlSource>)] = &[
+            ("popa3d", Some(UidlSource::Popa3d)),
+            ("x-uidl", Some(UidlSource::XUidl)),
+            ("X-UIDL", Some(UidlSource::XUidl)),
+            ("xuidl", None),
+            ("", None),
+        ];
+        for (value, expected) in table {
+            let mut c = Config::default();
+            assert_eq!(c.mbox_uidl, UidlSource::Popa3d, "the default");
+            match expected {
+                Some(source) => {
+                    c.set("mbox-uidl", Some(value)).unwrap();
+                    assert_eq!(c.mbox_uidl, *source, "{value:?}");
+                }
+                None => assert!(c.set("mbox-uidl", Some(value)).is_err(), "{value:?}"),
+            }
+        }
+        assert_eq!(Config::default().set("mbox-uidl", None).unwrap_err(), "missing value");
+        let path = Path::new("/etc/poplar.conf");
+        let mut c = Config::default();
+        apply_file(&mut c, path, &parse_file_text(path, "mbox-uidl = x-uidl\n").unwrap()).unwrap();
+        assert_eq!(c.mbox_uidl, UidlSource::XUidl);
     }
 
     #[test]

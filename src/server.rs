@@ -99,6 +99,7 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
     // AUTHORIZATION is never allowed longer than an idle logged-in session.
     services.login_timeout = config.login_timeout.min(config.timeout);
     services.timeout = config.timeout;
+    services.maildrop = crate::maildrop::Options { mbox_uidl: config.mbox_uidl };
     services.stls = tls.is_some();
     // Passwords stay off the wire by default as soon as TLS can protect them.
     services.no_plaintext = config.no_plaintext.unwrap_or(tls.is_some());

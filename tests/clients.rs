@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{MESSAGES, Server, crlf, standard, uid_of};
+use common::{Backend, Fixture, MESSAGES, Server, crlf, standard, standard_on};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -140,7 +140,7 @@ print("dele", p.dele(1).decode().split()[0])
 print("quit", p.quit().decode().split()[0])
 "#;
 
-fn poplib_expected(first: &str) -> String {
+fn poplib_expected(fx: &Fixture, first: &str) -> String {
     let sizes: Vec<usize> = MESSAGES.iter().map(|m| crlf(m.2).len()).collect();
     let mut s = String::from(first);
     s += &format!("stat 5 {}\n", sizes.iter().sum::<usize>());
@@ -148,17 +148,17 @@ fn poplib_expected(first: &str) -> String {
         s += &format!("list {} {n}\n", i + 1);
     }
     for (i, m) in MESSAGES.iter().enumerate() {
-        s += &format!("uidl {} {}\n", i + 1, uid_of(m.1));
+        s += &format!("uidl {} {}\n", i + 1, fx.uid("alice", m.1));
     }
-    s += &format!("uidl1 +OK 1 {}\n", uid_of(MESSAGES[0].1));
+    s += &format!("uidl1 +OK 1 {}\n", fx.uid("alice", MESSAGES[0].1));
     s += "top Subject: five|X-Two: 2||b1\n";
     s += "capa AUTH-RESP-CODE IMPLEMENTATION PIPELINING RESP-CODES TOP UIDL USER\n";
     s += "dele +OK\nquit +OK\n";
     s
 }
 
-fn run_poplib(apop: bool) {
-    let fx = standard();
+fn run_poplib(backend: Backend, apop: bool) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, if apop { &["--apop"] } else { &[] });
     let out = tempfile::tempdir().unwrap();
     let port = srv.addr.port().to_string();
@@ -167,7 +167,7 @@ fn run_poplib(apop: bool) {
         tool(Command::new("python3").args(["-c", POPLIB_SCRIPT, "127.0.0.1", &port]).arg(out.path()).arg(mode));
     assert_eq!(code, 0, "poplib failed: {stderr}");
     let first = if apop { "auth +OK\n" } else { "user +OK\npass +OK\n" };
-    assert_eq!(String::from_utf8_lossy(&stdout), poplib_expected(first));
+    assert_eq!(String::from_utf8_lossy(&stdout), poplib_expected(&fx, first));
     for (i, m) in MESSAGES.iter().enumerate() {
         let got = fs::read(out.path().join((i + 1).to_string())).unwrap();
         assert_eq!(common::show(&got), common::show(&crlf(m.2)), "message {}", i + 1);
@@ -175,19 +175,16 @@ fn run_poplib(apop: bool) {
     assert_eq!(fx.files("alice").len(), 4, "QUIT applied DELE 1");
 }
 
-#[test]
-fn python_poplib_user_pass() {
-    run_poplib(false);
+fn python_poplib_user_pass(backend: Backend) {
+    run_poplib(backend, false);
 }
 
-#[test]
-fn python_poplib_apop() {
-    run_poplib(true);
+fn python_poplib_apop(backend: Backend) {
+    run_poplib(backend, true);
 }
 
-#[test]
-fn curl_retrieves_and_lists() {
-    let fx = standard();
+fn curl_retrieves_and_lists(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let base = format!("pop3://alice:secret@127.0.0.1:{}", srv.addr.port());
     for (i, m) in MESSAGES.iter().enumerate() {
@@ -204,7 +201,7 @@ fn curl_retrieves_and_lists() {
     let (code, out, err) =
         tool(Command::new("curl").args(["-sS", "--max-time", "20", "-X", "UIDL"]).arg(format!("{base}/")));
     assert_eq!(code, 0, "curl UIDL: {err}");
-    let expected: String = MESSAGES.iter().enumerate().map(|(i, m)| format!("{} {}\r\n", i + 1, uid_of(m.1))).collect();
+    let expected: String = MESSAGES.iter().enumerate().map(|(i, m)| format!("{} {}\r\n", i + 1, fx.uid("alice", m.1))).collect();
     assert_eq!(String::from_utf8_lossy(&out), expected);
     // Wrong password: curl reports a login failure.
     let bad = format!("pop3://alice:wrong@127.0.0.1:{}/1", srv.addr.port());
@@ -247,9 +244,8 @@ fn expected_lf() -> Vec<Vec<u8>> {
     sorted(MESSAGES.iter().map(|m| lf(m.2)).collect())
 }
 
-#[test]
-fn fetchmail_keep_then_delete() {
-    let fx = standard();
+fn fetchmail_keep_then_delete(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let work = tempfile::tempdir().unwrap();
     let out1 = work.path().join("out1");
@@ -285,9 +281,8 @@ fn mpop(srv: &Server, work: &Path, out: &Path, keep: bool) -> (i32, String) {
     (code, format!("{}{err}", String::from_utf8_lossy(&stdout)))
 }
 
-#[test]
-fn mpop_keep_then_delete() {
-    let fx = standard();
+fn mpop_keep_then_delete(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let work = tempfile::tempdir().unwrap();
     for (name, keep) in [("md1", true), ("md2", false)] {
@@ -322,3 +317,11 @@ fn mpop_serverinfo_sees_capabilities() {
         assert!(out.contains(cap), "{cap} not in {out}");
     }
 }
+
+common::both_backends!(
+    python_poplib_user_pass,
+    python_poplib_apop,
+    curl_retrieves_and_lists,
+    fetchmail_keep_then_delete,
+    mpop_keep_then_delete,
+);

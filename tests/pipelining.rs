@@ -3,13 +3,12 @@
 
 mod common;
 
-use common::{MESSAGES, Server, crlf, listing, standard, uid_of, wire};
+use common::{Backend, MESSAGES, Server, crlf, listing, standard_on, wire};
 use std::thread;
 use std::time::{Duration, Instant};
 
-#[test]
-fn batch_responses_in_order() {
-    let fx = standard();
+fn batch_responses_in_order(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
     c.greeting();
@@ -24,15 +23,14 @@ fn batch_responses_in_order() {
     assert_eq!(c.read_multiline(), wire(MESSAGES[0].2));
     assert!(c.read_line().starts_with("+OK"));
     let uids = listing(&c.read_multiline());
-    assert_eq!(uids[4].1, uid_of(MESSAGES[4].1));
+    assert_eq!(uids[4].1, fx.uid("alice", MESSAGES[4].1));
     assert_eq!(c.read_line(), format!("+OK 2 {}", crlf(MESSAGES[1].2).len()));
     assert!(c.read_line().starts_with("+OK "), "QUIT");
     assert!(c.closed_within(Duration::from_secs(5)));
 }
 
-#[test]
-fn many_pipelined_retrs() {
-    let fx = standard();
+fn many_pipelined_retrs(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     let mut batch = Vec::new();
@@ -58,9 +56,8 @@ fn many_pipelined_retrs() {
     assert!(c.cmd("QUIT").starts_with("+OK "));
 }
 
-#[test]
-fn big_batch_before_reading_does_not_deadlock() {
-    let mut fx = common::Fixture::new();
+fn big_batch_before_reading_does_not_deadlock(backend: Backend) {
+    let mut fx = common::Fixture::on(backend);
     fx.user("dave", "pw");
     // 40 KB per RETR: 500 commands produce several MB the client reads only after writing all of them.
     let line = "0123456789".repeat(7) + "\n";
@@ -92,9 +89,8 @@ fn big_batch_before_reading_does_not_deadlock() {
     assert!(start.elapsed() < Duration::from_secs(30));
 }
 
-#[test]
-fn commands_split_across_writes() {
-    let fx = standard();
+fn commands_split_across_writes(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
     c.greeting();
@@ -107,9 +103,8 @@ fn commands_split_across_writes() {
     assert!(c.read_line().starts_with("+OK 5 "));
 }
 
-#[test]
-fn overlong_line_inside_a_batch() {
-    let fx = standard();
+fn overlong_line_inside_a_batch(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     let mut batch = b"NOOP\r\n".to_vec();
@@ -122,9 +117,8 @@ fn overlong_line_inside_a_batch() {
     assert!(c.read_line().starts_with("+OK "));
 }
 
-#[test]
-fn concurrent_sessions_do_not_interfere() {
-    let mut fx = common::Fixture::new();
+fn concurrent_sessions_do_not_interfere(backend: Backend) {
+    let mut fx = common::Fixture::on(backend);
     let users: Vec<String> = (0..16).map(|i| format!("user{i}")).collect();
     for (i, u) in users.iter().enumerate() {
         fx.user(u, "pw");
@@ -150,3 +144,12 @@ fn concurrent_sessions_do_not_interfere() {
         assert!(fx.files(u).is_empty(), "{u}");
     }
 }
+
+common::both_backends!(
+    batch_responses_in_order,
+    many_pipelined_retrs,
+    big_batch_before_reading_does_not_deadlock,
+    commands_split_across_writes,
+    overlong_line_inside_a_batch,
+    concurrent_sessions_do_not_interfere,
+);

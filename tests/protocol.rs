@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{MESSAGES, Server, crlf, listing, md5_hex, standard, uid_of, unstuff, wire};
+use common::{Backend, MESSAGES, Server, crlf, listing, md5_hex, standard, standard_on, unstuff, wire};
 use std::time::Duration;
 
 fn ok(s: &str) -> bool {
@@ -34,9 +34,8 @@ fn capa_lines(c: &mut common::Client) -> Vec<String> {
     lines
 }
 
-#[test]
-fn capa_in_both_states() {
-    let fx = standard();
+fn capa_in_both_states(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut expected =
         vec!["TOP", "UIDL", "USER", "PIPELINING", "RESP-CODES", "AUTH-RESP-CODE", "IMPLEMENTATION poplar 0.1.0"];
@@ -52,9 +51,8 @@ fn capa_in_both_states() {
     assert_eq!(capa_lines(&mut c), expected, "TRANSACTION state");
 }
 
-#[test]
-fn stat_and_list() {
-    let fx = standard();
+fn stat_and_list(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     assert_eq!(c.cmd("STAT"), format!("+OK 5 {}", total_size()));
@@ -69,9 +67,8 @@ fn stat_and_list() {
     }
 }
 
-#[test]
-fn retr_exact_bytes_and_sizes() {
-    let fx = standard();
+fn retr_exact_bytes_and_sizes(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     let list = listing(&c.multi("LIST"));
@@ -87,9 +84,8 @@ fn retr_exact_bytes_and_sizes() {
     }
 }
 
-#[test]
-fn top() {
-    let fx = standard();
+fn top(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     let cases: [(&str, &[u8]); 7] = [
@@ -111,9 +107,8 @@ fn top() {
     }
 }
 
-#[test]
-fn dele_hides_message_and_rset_restores() {
-    let fx = standard();
+fn dele_hides_message_and_rset_restores(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     assert!(ok(&c.cmd("DELE 2")));
@@ -136,12 +131,11 @@ fn dele_hides_message_and_rset_restores() {
     assert_eq!(fx.files("alice").len(), 5, "RSET undid the deletion");
 }
 
-#[test]
-fn uidl_stable_across_sessions_and_deletions() {
-    let fx = standard();
+fn uidl_stable_across_sessions_and_deletions(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let expected: Vec<(u32, String)> =
-        MESSAGES.iter().enumerate().map(|(i, m)| (i as u32 + 1, uid_of(m.1).to_string())).collect();
+        MESSAGES.iter().enumerate().map(|(i, m)| (i as u32 + 1, fx.uid("alice", m.1))).collect();
     let mut c = srv.login("alice", "secret");
     assert_eq!(listing(&c.multi("UIDL")), expected);
     assert_eq!(c.cmd("UIDL 4"), format!("+OK 4 {}", expected[3].1));
@@ -157,9 +151,8 @@ fn uidl_stable_across_sessions_and_deletions() {
     assert!(ok(&c.cmd("QUIT")));
 }
 
-#[test]
-fn keywords_are_case_insensitive() {
-    let fx = standard();
+fn keywords_are_case_insensitive(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
     c.greeting();
@@ -173,9 +166,8 @@ fn keywords_are_case_insensitive() {
     assert!(ok(&c.cmd("quit")));
 }
 
-#[test]
-fn unknown_and_wrong_state_commands() {
-    let fx = standard();
+fn unknown_and_wrong_state_commands(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
     c.greeting();
@@ -201,9 +193,8 @@ fn quit_in_authorization() {
     assert!(c.closed_within(Duration::from_secs(5)));
 }
 
-#[test]
-fn overlong_lines_are_refused_and_session_continues() {
-    let fx = standard();
+fn overlong_lines_are_refused_and_session_continues(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     // 300 octets: over the RFC 2449 limit of 255 including CRLF.
@@ -221,9 +212,8 @@ fn overlong_lines_are_refused_and_session_continues() {
     assert!(c.cmd("STAT").starts_with("+OK 5 "));
 }
 
-#[test]
-fn binary_junk_does_not_crash() {
-    let fx = standard();
+fn binary_junk_does_not_crash(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
     c.greeting();
@@ -246,9 +236,8 @@ fn binary_junk_does_not_crash() {
     d.greeting();
 }
 
-#[test]
-fn status_lines_have_text() {
-    let fx = standard();
+fn status_lines_have_text(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
     let mut statuses = vec![c.greeting()];
@@ -356,9 +345,8 @@ fn session_end_logged_without_login() {
     assert!(line.is_some_and(|l| l.contains("result=quit") && l.contains("retr=0")), "{:?}", srv.stderr_lines());
 }
 
-#[test]
-fn huge_and_odd_numbers() {
-    let fx = standard();
+fn huge_and_odd_numbers(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     for cmd in [
@@ -386,9 +374,8 @@ fn huge_and_odd_numbers() {
     assert!(c.cmd("STAT").starts_with("+OK 5 "), "nothing was deleted");
 }
 
-#[test]
-fn lowercase_transaction_keywords() {
-    let fx = standard();
+fn lowercase_transaction_keywords(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &["--apop"]);
     let mut c = srv.connect();
     let g = c.greeting();
@@ -400,3 +387,19 @@ fn lowercase_transaction_keywords() {
     assert!(c.cmd("StAt").starts_with("+OK 5 "));
     assert!(c.multi("capa").windows(3).any(|w| w == b"TOP"));
 }
+
+common::both_backends!(
+    capa_in_both_states,
+    stat_and_list,
+    retr_exact_bytes_and_sizes,
+    top,
+    dele_hides_message_and_rset_restores,
+    uidl_stable_across_sessions_and_deletions,
+    keywords_are_case_insensitive,
+    unknown_and_wrong_state_commands,
+    overlong_lines_are_refused_and_session_continues,
+    binary_junk_does_not_crash,
+    status_lines_have_text,
+    huge_and_odd_numbers,
+    lowercase_transaction_keywords,
+);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{MESSAGES, Server, standard, wire};
+use common::{Backend, MESSAGES, Server, standard, standard_on, wire};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,8 @@ fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-#[test]
-fn quit_applies_deletions() {
-    let fx = standard();
+fn quit_applies_deletions(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     c.multi("RETR 2");
@@ -48,9 +47,8 @@ fn quit_applies_deletions() {
     assert!(c.cmd("STAT").starts_with("+OK 3 "));
 }
 
-#[test]
-fn dropped_connection_deletes_nothing() {
-    let fx = standard();
+fn dropped_connection_deletes_nothing(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("DELE 1").starts_with("+OK "));
@@ -63,9 +61,8 @@ fn dropped_connection_deletes_nothing() {
     assert!(c.cmd("STAT").starts_with("+OK 5 "));
 }
 
-#[test]
-fn timeout_closes_and_deletes_nothing() {
-    let fx = standard();
+fn timeout_closes_and_deletes_nothing(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &["--timeout", "1"]);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("DELE 1").starts_with("+OK "));
@@ -89,9 +86,8 @@ fn timeout_in_authorization_closes() {
     assert!(c.closed_within(Duration::from_secs(6)));
 }
 
-#[test]
-fn mail_delivered_during_session_survives_update() {
-    let mut fx = standard();
+fn mail_delivered_during_session_survives_update(backend: Backend) {
+    let mut fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     let late = b"Subject: late\n\narrived during the session\n";
@@ -108,9 +104,8 @@ fn mail_delivered_during_session_survives_update() {
     assert_eq!(c.multi("RETR 1"), wire(late));
 }
 
-#[test]
-fn quit_whose_reply_is_never_read_still_updates() {
-    let fx = standard();
+fn quit_whose_reply_is_never_read_still_updates(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("DELE 4").starts_with("+OK "));
@@ -122,9 +117,8 @@ fn quit_whose_reply_is_never_read_still_updates() {
     assert_eq!(fx.files("alice"), names(&[0, 1, 2, 4]));
 }
 
-#[test]
-fn second_session_gets_in_use_until_first_quits() {
-    let fx = standard();
+fn second_session_gets_in_use_until_first_quits(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut first = srv.login("alice", "secret");
     let mut second = srv.connect();
@@ -143,9 +137,8 @@ fn second_session_gets_in_use_until_first_quits() {
     assert!(third.cmd("STAT").starts_with("+OK 5 "));
 }
 
-#[test]
-fn lock_freed_when_holder_drops_connection() {
-    let fx = standard();
+fn lock_freed_when_holder_drops_connection(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let first = srv.login("alice", "secret");
     drop(first);
@@ -161,9 +154,8 @@ fn lock_freed_when_holder_drops_connection() {
     assert!(freed, "lock still held: {last}");
 }
 
-#[test]
-fn lock_of_killed_session_is_released() {
-    let fx = standard();
+fn lock_of_killed_session_is_released(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let (mut holder, mut c) = common::Inetd::start(&fx, &[]);
     c.greeting();
@@ -181,9 +173,8 @@ fn lock_of_killed_session_is_released() {
     assert!(c.cmd("STAT").starts_with("+OK 5 "), "nothing deleted by the killed session");
 }
 
-#[test]
-fn dele_everything_then_quit_empties_the_maildrop() {
-    let fx = standard();
+fn dele_everything_then_quit_empties_the_maildrop(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     for n in 1..=5 {
@@ -206,9 +197,8 @@ fn activity_resets_the_timer() {
     }
 }
 
-#[test]
-fn end_of_input_after_pipelined_commands() {
-    let fx = standard();
+fn end_of_input_after_pipelined_commands(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
     c.greeting();
@@ -224,9 +214,8 @@ fn end_of_input_after_pipelined_commands() {
     assert_eq!(fx.files("alice").len(), 5, "no QUIT, no UPDATE");
 }
 
-#[test]
-fn quit_after_half_close_is_answered() {
-    let fx = standard();
+fn quit_after_half_close_is_answered(backend: Backend) {
+    let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     c.send(b"DELE 2\r\nQUIT\r\n");
@@ -237,9 +226,8 @@ fn quit_after_half_close_is_answered() {
     assert_eq!(fx.files("alice"), names(&[0, 2, 3, 4]));
 }
 
-#[test]
-fn client_that_stops_reading_is_timed_out() {
-    let mut fx = common::Fixture::new();
+fn client_that_stops_reading_is_timed_out(backend: Backend) {
+    let mut fx = common::Fixture::on(backend);
     fx.user("max", "pw");
     let line = "x".repeat(99) + "\n";
     fx.msg("max", "new", "1600000000.M1P1.host", line.repeat(80_000).as_bytes());
@@ -254,3 +242,18 @@ fn client_that_stops_reading_is_timed_out() {
     let mut c = srv.login("max", "pw");
     assert!(c.cmd("STAT").starts_with("+OK 1 "));
 }
+
+common::both_backends!(
+    quit_applies_deletions,
+    dropped_connection_deletes_nothing,
+    timeout_closes_and_deletes_nothing,
+    mail_delivered_during_session_survives_update,
+    quit_whose_reply_is_never_read_still_updates,
+    second_session_gets_in_use_until_first_quits,
+    lock_freed_when_holder_drops_connection,
+    lock_of_killed_session_is_released,
+    dele_everything_then_quit_empties_the_maildrop,
+    end_of_input_after_pipelined_commands,
+    quit_after_half_close_is_answered,
+    client_that_stops_reading_is_timed_out,
+);

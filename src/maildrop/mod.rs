@@ -89,11 +89,18 @@ impl fmt::Display for MaildropError {
 
 impl std::error::Error for MaildropError {}
 
+/// Settings that change how a backend reads a maildrop (from the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// mbox only: where unique-ids come from (`mbox-uidl`).
+    pub mbox_uidl: mbox::UidlSource,
+}
+
 /// Opens and locks the maildrop at `path` in `format`.
-pub fn open(format: Format, path: &Path) -> Result<Box<dyn Maildrop>, MaildropError> {
+pub fn open(format: Format, path: &Path, options: &Options) -> Result<Box<dyn Maildrop>, MaildropError> {
     match format {
         Format::Maildir => Ok(Box::new(maildir::Maildir::open(path)?)),
-        Format::Mbox => Ok(Box::new(mbox::Mbox::open(path)?)),
+        Format::Mbox => Ok(Box::new(mbox::Mbox::open_with(path, options.mbox_uidl)?)),
     }
 }
 

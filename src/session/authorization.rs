@@ -110,7 +110,7 @@ impl Session<'_> {
                 return Ok(Step::Quit);
             }
         }
-        let opened = path.and_then(|path| maildrop::open(mail.format, &path));
+        let opened = path.and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop));
         let maildrop = match opened {
             Ok(maildrop) => maildrop,
             Err(e) => {

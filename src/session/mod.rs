@@ -26,6 +26,8 @@ use table::Table;
 pub struct Services {
     pub auth: Arc<dyn Authenticator>,
     pub mail: Location,
+    /// How the backends read maildrops (e.g. the mbox unique-id source).
+    pub maildrop: crate::maildrop::Options,
     /// Delay before answering the first failed login; later failures wait longer (see `failure_delay`).
     pub auth_failure_delay: Duration,
     /// Failed logins allowed on one connection; the last one closes it.
@@ -51,6 +53,7 @@ impl Services {
         Services {
             auth,
             mail,
+            maildrop: crate::maildrop::Options::default(),
             auth_failure_delay: Duration::from_secs(crate::config::DEFAULT_AUTH_FAILURE_DELAY_SECS),
             max_auth_attempts: crate::config::DEFAULT_MAX_AUTH_ATTEMPTS,
             identity: Arc::new(SameIdentity),

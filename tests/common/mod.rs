@@ -1,10 +1,11 @@
-//! Shared fixtures for the integration tests: a temporary passwd-file with Maildir users, the real `poplar`
-//! binary started on an ephemeral loopback port (or in `--inetd` mode over a socket pair), and a raw-bytes
-//! POP3 client. Every read has a socket timeout and every wait a deadline, so a broken server fails a test
+//! Shared fixtures for the integration tests: a temporary passwd-file with users whose maildrops are
+//! Maildirs or mbox files, the real `poplar` binary started on an ephemeral loopback port (or in `--inetd`
+//! mode over a socket pair), and a raw-bytes POP3 client. Every read has a socket timeout and every wait a deadline, so a broken server fails a test
 //! instead of hanging the suite.
-#![allow(dead_code, unused_imports)] // each test crate uses a different subset of these helpers
+#![allow(dead_code, unused_imports, unused_macros)] // each test crate uses a different subset of these helpers
 
 mod client;
+pub mod mbox;
 mod server;
 
 pub use client::Client;
@@ -23,20 +24,68 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on one multi-line response; the fixtures are far smaller.
 pub const MAX_MULTILINE: usize = 16 << 20;
 
-/// A temporary tree holding a passwd-file and one home directory with a Maildir per user.
+/// Which maildrop format the fixture's users have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `HOME/Maildir` (the server's default `--mail`).
+    Maildir,
+    /// `HOME/mbox`, served with `--mail mbox:%h/mbox` (added by `Server::start` and `Inetd::start`).
+    Mbox,
+}
+
+/// Generates, for each named `fn NAME(backend: Backend)`, a module `NAME` holding the tests `maildir`
+/// and `mbox` that run it on each backend.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn maildir() {
+                super::$name($crate::common::Backend::Maildir)
+            }
+            #[test]
+            fn mbox() {
+                super::$name($crate::common::Backend::Mbox)
+            }
+        }
+    )*};
+}
+pub(crate) use both_backends;
+
+/// A temporary tree holding a passwd-file and one home directory per user, with a Maildir or an mbox.
 pub struct Fixture {
     dir: tempfile::TempDir,
     passwd: PathBuf,
     /// Each message gets a distinct mtime, one second apart, so delivery order is insertion order.
     next_mtime: u64,
+    pub backend: Backend,
+    /// mbox: what was stored for each user, in order.
+    stored: std::collections::HashMap<String, Vec<mbox::Stored>>,
+    serial: usize,
 }
 
 impl Fixture {
     pub fn new() -> Fixture {
+        Fixture::on(Backend::Maildir)
+    }
+
+    pub fn on(backend: Backend) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let passwd = dir.path().join("passwd");
         fs::write(&passwd, "# test users\n").expect("write passwd");
-        Fixture { dir, passwd, next_mtime: 1_600_000_000 }
+        Fixture { dir, passwd, next_mtime: 1_600_000_000, backend, stored: Default::default(), serial: 0 }
+    }
+
+    /// The `--mail` arguments for this fixture's backend (none for the default Maildir).
+    pub fn mail_args(&self) -> &'static [&'static str] {
+        match self.backend {
+            Backend::Maildir => &[],
+            Backend::Mbox => &["--mail", "mbox:%h/mbox"],
+        }
+    }
+
+    /// `HOME/mbox` of `user`.
+    pub fn mbox(&self, user: &str) -> PathBuf {
+        self.home(user).join("mbox")
     }
 
     pub fn root(&self) -> &Path {
@@ -64,8 +113,14 @@ impl Fixture {
     /// empty Maildir (new, cur, tmp).
     pub fn user_with(&mut self, user: &str, password_field: &str) -> &mut Self {
         let md = self.maildir(user);
-        for sub in ["new", "cur", "tmp"] {
-            fs::create_dir_all(md.join(sub)).expect("create maildir");
+        match self.backend {
+            Backend::Maildir => {
+                for sub in ["new", "cur", "tmp"] {
+                    fs::create_dir_all(md.join(sub)).expect("create maildir");
+                }
+            }
+            // No mbox file yet: a missing mbox is an empty maildrop.
+            Backend::Mbox => fs::create_dir_all(self.home(user)).expect("create home"),
         }
         let meta = fs::metadata(self.dir.path()).expect("stat tempdir");
         let line = format!("{user}:{password_field}:{}:{}::{}::\n", meta.uid(), meta.gid(), self.home(user).display());
@@ -75,15 +130,25 @@ impl Fixture {
     }
 
     /// Stores a message as `Maildir/<sub>/<name>` (sub is `new` or `cur`) with an mtime later than every
-    /// message stored before it. Returns the file's path.
+    /// message stored before it, or appends it to the user's mbox (`sub` ignored, `name` remembered for
+    /// `files` and `uid`). Returns the file's path.
     pub fn msg(&mut self, user: &str, sub: &str, name: &str, content: &[u8]) -> PathBuf {
+        if self.backend == Backend::Mbox {
+            self.serial += 1;
+            let block = mbox::block(self.serial, content);
+            let path = self.mbox(user);
+            mbox::append(&path, &block);
+            self.stored.entry(user.to_string()).or_default().push(mbox::Stored { name: name.to_string(), block });
+            return path;
+        }
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(self.next_mtime);
         self.next_mtime += 1;
         self.msg_at(user, sub, name, content, Some(t))
     }
 
-    /// Stores a message with the given mtime (or the current time when `None`).
+    /// Stores a message in the Maildir with the given mtime (or the current time when `None`).
     pub fn msg_at(&self, user: &str, sub: &str, name: &str, content: &[u8], mtime: Option<SystemTime>) -> PathBuf {
+        assert_eq!(self.backend, Backend::Maildir, "msg_at is for Maildir fixtures");
         let path = self.maildir(user).join(sub).join(name);
         fs::write(&path, content).expect("write message");
         if let Some(t) = mtime {
@@ -93,8 +158,15 @@ impl Fixture {
         path
     }
 
-    /// Names of the files in `Maildir/new` and `Maildir/cur`, sorted.
+    /// The names of the messages still in the maildrop, sorted: the files in `Maildir/new` and
+    /// `Maildir/cur`, or the names given to `msg` of the messages left in the mbox (which must hold
+    /// exactly those, byte for byte).
     pub fn files(&self, user: &str) -> Vec<String> {
+        if self.backend == Backend::Mbox {
+            let mut names = mbox::left(&self.mbox(user), self.stored.get(user).map_or(&[], |v| v.as_slice()));
+            names.sort();
+            return names;
+        }
         let mut names = Vec::new();
         for sub in ["new", "cur"] {
             let dir = self.maildir(user).join(sub);
@@ -166,10 +238,28 @@ pub fn uid_of(name: &str) -> &str {
     name.split(':').next().unwrap()
 }
 
-/// A fixture with user `alice` (password `secret`) holding `MESSAGES`, and user `bob` (password `bobpw`)
-/// holding one message.
+impl Fixture {
+    /// The unique-id the server must list for the message stored as `name`.
+    pub fn uid(&self, user: &str, name: &str) -> String {
+        match self.backend {
+            Backend::Maildir => uid_of(name).to_string(),
+            Backend::Mbox => {
+                let stored = self.stored.get(user).and_then(|v| v.iter().find(|s| s.name == name));
+                mbox::uid(&stored.unwrap_or_else(|| panic!("no message {name} for {user}")).block)
+            }
+        }
+    }
+}
+
+/// A Maildir fixture with user `alice` (password `secret`) holding `MESSAGES`, and user `bob` (password
+/// `bobpw`) holding one message.
 pub fn standard() -> Fixture {
-    let mut fx = Fixture::new();
+    standard_on(Backend::Maildir)
+}
+
+/// `standard` on either backend.
+pub fn standard_on(backend: Backend) -> Fixture {
+    let mut fx = Fixture::on(backend);
     fx.user("alice", "secret").user("bob", "bobpw");
     for (sub, name, content) in MESSAGES {
         fx.msg("alice", sub, name, content);

@@ -33,14 +33,32 @@ impl Server {
         if !extra.contains(&"--hostname") {
             args.extend(["--hostname".into(), "test.example".into()]);
         }
+        if !extra.contains(&"--mail") {
+            args.extend(fx.mail_args().iter().map(|s| s.to_string()));
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Server::spawn(&args)
     }
 
+    /// Like `start`, with the server's file size limit (`ulimit -f`, RLIMIT_FSIZE) set to `kib` KiB.
+    pub fn start_with_file_limit(fx: &Fixture, extra: &[&str], kib: u64) -> Server {
+        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--passwd".into()];
+        args.push(fx.passwd().display().to_string());
+        args.extend(fx.mail_args().iter().chain(extra).map(|s| s.to_string()));
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", "ulimit -f \"$1\" && shift && exec \"$@\"", "bash", &kib.to_string(), BIN]).args(&args);
+        Server::spawn_command(cmd)
+    }
+
     /// Starts the binary with exactly `args`, waiting for its `listening on ADDR` line.
     pub fn spawn(args: &[String]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Server::spawn_command(cmd)
+    }
+
+    fn spawn_command(mut cmd: Command) -> Server {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -187,6 +205,7 @@ impl Inetd {
             .arg("--passwd")
             .arg(fx.passwd())
             .args(["--hostname", "test.example"])
+            .args(if extra.contains(&"--mail") { &[] } else { fx.mail_args() })
             .args(extra)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))

@@ -9,10 +9,11 @@
 //!
 //! 1. Write `MBOX.poplar-recovery` (mode 0600, created exclusively): a header (O, `offset`, N, the deleted
 //!    ranges), the file's bytes `offset..O` as they are now, and an MD5 of all that. fsync it and the
-//!    directory. A failure here (ENOSPC, EFBIG, EIO) removes it: the mbox was not touched.
+//!    directory. A failure here (ENOSPC, EFBIG, EIO) removes it: the mbox was not touched. Before this
+//!    step, an mbox larger than the process's file size limit is refused (see `file_size_limit`).
 //! 2. Compact: copy each kept range down over the deleted ones, in file order. Writes only ever touch
 //!    `offset..N`, so `N..O` still holds the old bytes until step 3. No write extends the file: the
-//!    disk cannot fill up.
+//!    disk cannot fill up (but a file size limit applies to the write position, hence the check above).
 //! 3. fsync the mbox; only then truncate it to N, and fsync again.
 //! 4. Remove the recovery file and fsync the directory.
 //!
@@ -34,6 +35,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
+use nix::libc;
 
 /// Copy buffer size: large sequential I/O, small enough to stay in cache.
 pub const COPY_CHUNK: usize = 1 << 20;
@@ -76,6 +78,10 @@ fn expunge_with(
     let Some(&(offset, _)) = deleted.first() else { return Ok(()) };
     let plan = Plan { size: file.metadata()?.len(), offset, new_size: 0, deleted: deleted.to_vec() };
     let plan = Plan { new_size: plan.size - deleted.iter().map(|(a, b)| b - a).sum::<u64>(), ..plan };
+    if let Some(limit) = file_size_limit().filter(|&limit| plan.size > limit) {
+        let why = format!("mbox of {} octets is over the file size limit ({limit}): cannot rewrite it", plan.size);
+        return Err(io::Error::new(io::ErrorKind::FileTooLarge, why));
+    }
     let rpath = recovery_path(path);
     if let Err(e) = write_recovery(&rpath, file, &plan, chunk) {
         if !crash::is_simulated(&e) {
@@ -98,6 +104,17 @@ fn expunge_with(
             Err(e)
         }
     }
+}
+
+/// The soft `RLIMIT_FSIZE`, `None` when unlimited. Linux applies it to the write position, not to growth:
+/// a write at or past the limit fails with EFBIG even inside an existing file. The compaction writes up
+/// to N and a rollback up to O, so an mbox larger than the limit is refused before anything is written;
+/// otherwise a rollback could fail half-way and leave a recovery file this process cannot apply.
+fn file_size_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// The expunge to do, as recorded in the recovery file.

@@ -20,9 +20,9 @@ pub mod expunge;
 pub mod scan;
 pub mod uidl;
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
@@ -84,8 +84,7 @@ impl Mbox {
             want_x_uidl,
             _session: session,
         };
-        let Some(file) = open_file(path)? else { return Ok(mbox) };
-        let mut lock = DeliveryLock::acquire(path, &file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
+        let Some((file, mut lock)) = mbox.open_locked()? else { return Ok(mbox) };
         expunge::recover(path, &file).map_err(io_err)?;
         let (scanned, size) = scan_file(path, &file, None, want_x_uidl, &mut lock, READ_CHUNK)?;
         drop(lock);
@@ -93,6 +92,22 @@ impl Mbox {
         mbox.messages = scanned.iter().zip(uids).map(|(m, uid)| MessageInfo { octets: m.octets, uid }).collect();
         (mbox.scanned, mbox.scanned_size, mbox.file) = (scanned, size, Some(file));
         Ok(mbox)
+    }
+
+    /// Opens the mbox and takes the delivery locks; `None` when there is no mbox. A program that renames
+    /// a new file over the mbox between our open and our lock makes us open it again.
+    fn open_locked(&self) -> Result<Option<(File, DeliveryLock)>, MaildropError> {
+        let mut attempts = 3;
+        loop {
+            let Some(file) = open_file(&self.path)? else { return Ok(None) };
+            let lock = DeliveryLock::acquire(&self.path, &file, DELIVERY_LOCK_WAIT)
+                .map_err(|e| MaildropError::io(&self.path, e))?;
+            match self.check_same_file(&file) {
+                Err(MaildropError::Changed { .. }) if attempts > 1 => attempts -= 1,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(Some((file, lock))),
+            }
+        }
     }
 
     fn changed(&self, reason: impl Into<String>) -> MaildropError {
@@ -121,8 +136,23 @@ impl Mbox {
         }
     }
 
-    /// Under the delivery locks: the part we scanned must scan the same again.
+    /// Under the delivery locks: `path` still names the file we opened. Some programs rewrite an mbox
+    /// into a new file and rename it over the old one (mailutils does, to add its X-UID headers); our
+    /// descriptor then holds the old, unlinked file, and "expunging" it would change nothing real.
+    fn check_same_file(&self, file: &File) -> Result<(), MaildropError> {
+        let io_err = |e| MaildropError::io(&self.path, e);
+        let (named, held) = (fs::symlink_metadata(&self.path), file.metadata().map_err(io_err)?);
+        match named {
+            Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => Ok(()),
+            Ok(_) => Err(self.changed("mbox replaced by another file (renamed over it)")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.changed("mbox removed")),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    /// Under the delivery locks: the part we scanned must scan the same again, in the same file.
     fn verify_unchanged(&self, file: &File, lock: &mut DeliveryLock) -> Result<(), MaildropError> {
+        self.check_same_file(file)?;
         let size = file.metadata().map_err(|e| MaildropError::io(&self.path, e))?.len();
         if size < self.scanned_size {
             return Err(self.changed(format!("mbox shrank from {} to {size} octets", self.scanned_size)));

@@ -205,3 +205,24 @@ fn file_read_loop_handles_every_chunk_size() {
         assert_eq!((prefix, size), (scan::scan_all(MBOX.as_bytes(), true).unwrap(), limit), "chunk {chunk}");
     }
 }
+
+#[test]
+fn mbox_renamed_over_during_the_session_is_not_expunged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    for replace_with in [Some(MBOX), None] {
+        fs::write(&path, MBOX).unwrap();
+        let mbox = Mbox::open(&path).unwrap();
+        // A mail program writes a new file (here with the same bytes) and renames it over the mbox.
+        let new = dir.path().join("new");
+        if let Some(content) = replace_with {
+            fs::write(&new, content).unwrap();
+            fs::rename(&new, &path).unwrap();
+        } else {
+            fs::remove_file(&path).unwrap();
+        }
+        let e = Box::new(mbox).expunge(&[1]).expect_err("a replaced mbox is not expunged");
+        assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
+        assert_eq!(fs::read_to_string(&path).ok().as_deref(), replace_with, "untouched");
+    }
+}

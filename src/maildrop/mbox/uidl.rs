@@ -32,6 +32,16 @@ pub enum UidlSource {
     XUidl,
 }
 
+impl UidlSource {
+    /// The setting's value (`mbox-uidl`) for this source.
+    pub fn name(self) -> &'static str {
+        match self {
+            UidlSource::Popa3d => "popa3d",
+            UidlSource::XUidl => "x-uidl",
+        }
+    }
+}
+
 /// RFC 1939 section 7: "The unique-id of a message ... consists of one to 70 characters in the range 0x21 to 0x7E".
 pub const MAX_UID: usize = 70;
 
