@@ -12,6 +12,7 @@
 #   make lint-man   mandoc -Tlint man/poplar.8, failing on any message
 #   make bench      load generator against the release binary (PEER=dovecot or PEER=popa3d adds a peer;
 #                   BENCH_SCENARIOS=login,retr and BENCH_QUICK=1 cut it down; see README, Performance)
+#   make fuzz       every fuzz target for FUZZ_SECONDS seconds each (cargo-fuzz; see README)
 #   make clean      cargo clean
 
 SHELL := /bin/bash
@@ -38,7 +39,7 @@ EXAMPLES    := inetd.conf xinetd.pop3 poplar.socket poplar@.service poplar.servi
                poplar.conf
 DEMO_ADDR   := 127.0.0.1:1110
 
-.PHONY: all build test lint-man run static check-static install uninstall clean bench
+.PHONY: all build test lint-man run static check-static install uninstall clean bench fuzz
 
 all: build
 
@@ -53,6 +54,18 @@ test: lint-man check-static
 	mkdir -p target
 	$(CARGO) test --all-targets 2>&1 | tee target/test.log
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test.log
+
+# The fuzz targets live in fuzz/, a workspace of their own. cargo-fuzz passes nightly-only compiler flags;
+# RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Install it once: `cargo install cargo-fuzz`.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS ?= command passwd_file maildir_name line body location mbox_scan
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz is required (cargo install cargo-fuzz)" >&2; exit 1; }
+	cd fuzz
+	for t in $(FUZZ_TARGETS); do
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O "$$t" -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
+	done
 
 lint-man:
 	@command -v $(MANDOC) >/dev/null || { echo "lint-man: mandoc is required (Debian: apt-get install mandoc)" >&2; exit 1; }

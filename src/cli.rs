@@ -30,6 +30,11 @@ usage: poplar [options]
       --timeout SECS        autologout timer (default 600, RFC 1939's minimum)
       --max-sessions N      concurrent sessions in standalone mode (default 100)
       --auth-failure-delay SECS   delay before answering a failed login (default 2)
+      --max-auth-attempts N failed logins per connection before it is closed (default 3)
+      --max-per-ip N        concurrent sessions from one client address, standalone (default 10)
+      --login-timeout SECS  deadline from the greeting to a login (default 600, at most --timeout)
+      --user NAME           standalone: become NAME after binding; inetd as root: the account for users without ids
+      --system-users        also accept the host's accounts (/etc/passwd, /etc/shadow)
       --log-level LEVEL     error, warn, info (default), debug or trace
       --shutdown-grace SECS after SIGTERM, how long sessions may go on (default 30)
       --tls-cert FILE       certificate chain (PEM, server certificate first): enables STLS

@@ -1,8 +1,12 @@
 //! The one loop that reads the network: a bounded command line at a time, handed to the session; replies
 //! are corked and flushed only when the client has nothing more buffered (RFC 2449 PIPELINING: a batch of
-//! commands gets its replies in one write instead of one packet each); the autologout timer; the TLS
-//! hand-off for implicit TLS and STLS. Also the reading of a PROXY protocol header, which comes before the
-//! session's first byte.
+//! commands gets its replies in one write instead of one packet each); the login and autologout timers; the
+//! TLS hand-off for implicit TLS and STLS. Also the reading of a PROXY protocol header, which comes before
+//! the session's first byte.
+//!
+//! The timers are deadlines, not idle timeouts, so a client cannot stretch them by trickling one octet at
+//! a time: AUTHORIZATION must end within `login_timeout` of the greeting, and in TRANSACTION each command
+//! line must be complete within `timeout` of the previous reply. Writes have the stream's send timeout.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
@@ -56,13 +60,18 @@ pub fn serve_tls(
     let mut session = Session::new(services, peer, apop_timestamp);
     let mut reader = BufReader::with_capacity(INPUT_BUFFER, stream);
     let mut pending = Vec::new();
-    let outcome = match run(&mut session, &mut reader, &mut pending, peer, tls) {
+    let outcome = match run(&mut session, services, &mut reader, &mut pending, peer, tls) {
         Ok(outcome) => outcome,
         Err(e) if is_timeout(&e) => {
             // Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes
             // the connection without entering UPDATE.
+            let text: &[u8] = if session.logged_in() {
+                b"-ERR autologout timer expired, closing\r\n"
+            } else {
+                b"-ERR login timer expired, closing\r\n"
+            };
             let stream = reader.get_mut();
-            let _ = stream.write_all(b"-ERR autologout timer expired, closing\r\n").and_then(|()| stream.flush());
+            let _ = stream.write_all(text).and_then(|()| stream.flush());
             Outcome::Timeout
         }
         Err(e) => {
@@ -84,6 +93,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 fn run(
     session: &mut Session<'_>,
+    services: &Services,
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
     peer: &str,
@@ -94,18 +104,21 @@ fn run(
         reader.get_mut().start_tls(acceptor)?;
         session.tls_established();
     }
+    let login_deadline = Instant::now() + services.login_timeout;
     session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
     flush(pending, reader.get_mut())?;
     // A trusted proxy's header was consumed before the session began, so one here comes from an address
     // not in --proxy-from: it would make us log and limit the wrong client. Refuse it.
     if proxy::looks_like_header(reader.fill_buf()?) {
         log::warn!("peer={peer}: PROXY protocol header from an address not in proxy-from; closing");
+        linger(reader);
         return Ok(Outcome::Error);
     }
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     loop {
         let limit = session.line_limit();
-        let line_read = line::read_line(reader, &mut line, limit)?;
+        let deadline = if session.logged_in() { Instant::now() + services.timeout } else { login_deadline };
+        let line_read = line::read_line(&mut Deadline { reader, deadline }, &mut line, limit)?;
         let handling_started = Instant::now();
         let step = match line_read {
             Line::Eof => {
@@ -132,9 +145,66 @@ fn run(
                 continue;
             }
         }
+        if session.is_finished() {
+            // Ended without QUIT (too many failed logins): the session has set its own outcome.
+            flush(pending, reader.get_mut())?;
+            return Ok(Outcome::Closed);
+        }
         if reader.buffer().is_empty() {
             flush(pending, reader.get_mut())?;
         }
+    }
+}
+
+/// Before closing on a client that is refused unanswered: reads (briefly, boundedly) what it already
+/// sent, because closing a socket with unread input makes the kernel send a reset instead of an orderly
+/// end, and the client then sees an error instead of the close.
+fn linger(reader: &mut BufReader<Stream>) {
+    const LINGER: Duration = Duration::from_millis(200);
+    let deadline = Instant::now() + LINGER;
+    for _ in 0..16 {
+        let n = reader.buffer().len();
+        reader.consume(n);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        reader.get_mut().set_read_timeout(left);
+        if !matches!(reader.fill_buf(), Ok(b) if !b.is_empty()) {
+            return;
+        }
+    }
+}
+
+/// The buffered reader with every wait for input bounded by `deadline`: before each read from the
+/// network, the stream's read timeout is set to the time left.
+struct Deadline<'a> {
+    reader: &'a mut BufReader<Stream>,
+    deadline: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.fill_buf()?.read(buf)?;
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Deadline<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.reader.buffer().is_empty() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.reader.get_mut().set_read_timeout(left);
+        }
+        self.reader.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.reader.consume(amount);
     }
 }
 

@@ -10,8 +10,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::sys::socket::{SockaddrStorage, getpeername};
 use socket2::SockRef;
 
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::conn;
+use crate::privs::Privileges;
 use crate::server::{self, StartError};
 use crate::stream::{Stream, Transport};
 
@@ -19,7 +22,12 @@ use crate::stream::{Stream, Transport};
 pub fn run(config: &Config) -> Result<(), StartError> {
     silence_stderr();
     server::ignore_fatal_signals();
-    let frontend = match server::frontend(config) {
+    let frontend = match server::frontend(config).and_then(|mut frontend| {
+        // As root: switch to the account after login (see `privs`); nothing is parsed as root but logins.
+        let privileges = Privileges::inetd(config.run_as.as_deref()).map_err(StartError::config)?;
+        frontend.services.identity = Arc::new(privileges);
+        Ok(frontend)
+    }) {
         Ok(frontend) => frontend,
         Err(e) => {
             log::error!("{e}");
@@ -47,7 +55,9 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         let _ = server::keepalive(&sock);
     }
     let timestamp = frontend.apop_host.as_deref().map(server::apop_timestamp);
-    let stream = Stream::new(Transport::Stdio { input, output }, frontend.timeout, frontend.timeout);
+    // Until login the read deadline is the login timer; conn switches to the autologout timer after it.
+    let stream =
+        Stream::new(Transport::Stdio { input, output }, frontend.services.login_timeout, frontend.timeout);
     let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls { acceptor, implicit: config.tls });
     let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);

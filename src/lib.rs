@@ -8,7 +8,7 @@
 //!   multi-line body encoder. No I/O beyond a caller-supplied `BufRead`/`Write`.
 //! - [`session`]: the RFC 1939 state machine (AUTHORIZATION → TRANSACTION → UPDATE). Writes replies into a
 //!   `Write`; never touches a socket or a clock.
-//! - [`auth`]: who the user is: the passwd-file, password schemes, APOP, `Secret`.
+//! - [`auth`]: who the user is: the passwd-file, system accounts, password schemes, APOP, `Secret`.
 //! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates,
 //!   the Maildir size cache.
 //! - [`lock`]: session `flock`s and the mbox delivery-agent locks, as RAII guards.
@@ -20,10 +20,13 @@
 //! - [`reload`]: what SIGHUP swaps: the settings and user database new sessions start with.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
 //! - [`check`]: `--check-config`, validating the settings and printing the effective ones.
+//! - [`admission`]: the per-address session cap.
+//! - [`privs`]: privilege changes (setuid, setgroups; per-thread file-system ids) and the privilege model.
 //! - [`logging`]: env_logger on stderr, or syslog (facility mail) when stderr is the client's socket.
 //! - [`proxy`]: the PROXY protocol v1/v2 header a load balancer puts before the client's bytes; pure.
 
 pub mod activation;
+pub mod admission;
 pub mod auth;
 pub mod check;
 pub mod cli;
@@ -33,6 +36,7 @@ pub mod inetd;
 pub mod lock;
 pub mod logging;
 pub mod maildrop;
+pub mod privs;
 pub mod proto;
 pub mod proxy;
 pub mod reload;

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -18,9 +19,14 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
+use crate::admission::{PerIp, Ticket};
+use crate::auth::Authenticator;
+use crate::auth::chain::Chain;
 use crate::auth::passwd_file::PasswdFile;
+use crate::auth::system::{self, SystemUsers};
 use crate::config::{self, Config, DEFAULT_PORT};
 use crate::conn;
+use crate::privs::Privileges;
 use crate::reload::Live;
 use crate::session::Services;
 use crate::stream::{Stream, Transport};
@@ -79,33 +85,58 @@ pub struct Frontend {
     pub proxy_timeout: Duration,
 }
 
-/// Builds the shared session services from the configuration.
+/// Builds the shared session services from the configuration. The identity change is the front end's
+/// to set (see `privs`): it depends on the mode and must come after the listeners are bound.
 pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
-    let path = config.passwd.as_ref().ok_or_else(|| StartError::config("no user database: set --passwd FILE"))?;
-    let passwd = PasswdFile::open(path).map_err(|e| StartError::config(e.to_string()))?;
-    log::debug!("{}: {} users", path.display(), passwd.user_count());
     let apop_host = config.apop.then(|| config.hostname.clone().unwrap_or_else(system_hostname));
     let tls = tls::from_config(config).map_err(|e| StartError::config(e.to_string()))?;
     if let Some(acceptor) = &tls {
         log::debug!("{}: TLS certificate loaded", acceptor.cert_path().display());
     }
+    let mut services = Services::new(user_databases(config)?, config.mail.clone());
+    services.auth_failure_delay = config.auth_failure_delay;
+    services.max_auth_attempts = config.max_auth_attempts;
+    // AUTHORIZATION is never allowed longer than an idle logged-in session.
+    services.login_timeout = config.login_timeout.min(config.timeout);
+    services.timeout = config.timeout;
+    services.maildrop = crate::maildrop::Options { mbox_uidl: config.mbox_uidl };
+    services.stls = tls.is_some();
+    // Passwords stay off the wire by default as soon as TLS can protect them.
+    services.no_plaintext = config.no_plaintext.unwrap_or(tls.is_some());
     Ok(Frontend {
-        services: Services {
-            auth: Arc::new(passwd),
-            mail: config.mail.clone(),
-            maildrop: crate::maildrop::Options { mbox_uidl: config.mbox_uidl },
-            auth_failure_delay: config.auth_failure_delay,
-            updates_in_progress: AtomicUsize::new(0),
-            stls: tls.is_some(),
-            // Passwords stay off the wire by default as soon as TLS can protect them.
-            no_plaintext: config.no_plaintext.unwrap_or(tls.is_some()),
-        },
+        services,
         timeout: config.timeout,
         apop_host,
         tls,
         proxy_from: config.proxy_from.clone(),
         proxy_timeout: config.timeout.min(config.login_timeout),
     })
+}
+
+/// The passwd-file, the system accounts, or both: then the passwd-file is asked first, and a name it
+/// has is decided by it alone (see `auth::chain`).
+fn user_databases(config: &Config) -> Result<Arc<dyn Authenticator>, StartError> {
+    let mut sources: Vec<Arc<dyn Authenticator>> = Vec::new();
+    if let Some(path) = &config.passwd {
+        let passwd = PasswdFile::open(path).map_err(|e| StartError::config(e.to_string()))?;
+        log::debug!("{}: {} users", path.display(), passwd.user_count());
+        sources.push(Arc::new(passwd));
+    }
+    if config.system_users {
+        if config.run_as.is_some() && !config.inetd {
+            // Each system account owns its maildrop; a process that is one user for all cannot open them.
+            return Err(StartError::config("--system-users and --user exclude each other in standalone mode"));
+        }
+        let (passwd, shadow) = (Path::new(system::PASSWD), Path::new(system::SHADOW));
+        let users = SystemUsers::open(passwd, shadow).map_err(StartError::config)?;
+        log::debug!("system accounts: {} may log in", users.user_count());
+        sources.push(Arc::new(users));
+    }
+    match sources.len() {
+        0 => Err(StartError::config("no user database: set --passwd FILE or --system-users")),
+        1 => Ok(sources.remove(0)),
+        _ => Ok(Arc::new(Chain::new(sources))),
+    }
 }
 
 fn system_hostname() -> String {
@@ -157,7 +188,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
 pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     ignore_fatal_signals();
     let activated = crate::activation::listeners().map_err(StartError::runtime)?;
-    let frontend = Arc::new(frontend(config)?);
+    let mut frontend = frontend(config)?;
     let listeners = match activated {
         Some(listeners) => {
             if !config.listen.is_empty() || !config.listen_tls.is_empty() {
@@ -169,6 +200,13 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
         }
         None => self::listeners(config)?,
     };
+    // After binding (port 110 needs root), before the first accept: see `privs` for the model.
+    let privileges = Privileges::standalone(config.run_as.as_deref()).map_err(StartError::runtime)?;
+    log::debug!("privileges: {privileges:?}");
+    frontend.services.identity = Arc::new(privileges);
+    let frontend = Arc::new(frontend);
+    // One table for the life of the server: a reload must not forget who is connected.
+    let per_ip = PerIp::new(config.max_per_ip);
     let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
     log::info!("poplar {} started, pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
     for l in &listeners {
@@ -182,7 +220,7 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     let active = Arc::new(AtomicUsize::new(0));
     let mut live = Live::new(config, frontend);
     loop {
-        match accept_loop(&listeners, &signals, &live, &active)? {
+        match accept_loop(&listeners, &signals, &live, &active, &per_ip)? {
             Event::Reload => reload_into(&mut live, config, reload),
             Event::Stop(signal) => {
                 log::info!("{signal}: shutting down, no new sessions");
@@ -213,7 +251,11 @@ fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
 /// typo cannot take the server down.
 fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
     match reload().and_then(|new| frontend(&new).map(|f| (new, f)).map_err(|e| e.message)) {
-        Ok((new, frontend)) => live.replace(started, &new, frontend),
+        Ok((new, mut frontend)) => {
+            // The privileges were settled at start-up and stay: a reload must not lose the per-thread switch.
+            frontend.services.identity = Arc::clone(&live.frontend.services.identity);
+            live.replace(started, &new, frontend)
+        }
         Err(e) => log::error!("reload: {e}; keeping the running configuration"),
     }
 }
@@ -261,6 +303,7 @@ fn accept_loop(
     signals: &SignalPipe,
     live: &Live,
     active: &Arc<AtomicUsize>,
+    per_ip: &Arc<PerIp>,
 ) -> Result<Event, StartError> {
     loop {
         let mut fds: Vec<PollFd<'_>> =
@@ -281,12 +324,18 @@ fn accept_loop(
             }
         }
         for (listener, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
-            accept_one(listener, &live.frontend, active, live.max_sessions);
+            accept_one(listener, &live.frontend, active, live.max_sessions, per_ip);
         }
     }
 }
 
-fn accept_one(listener: &Listener, frontend: &Arc<Frontend>, active: &Arc<AtomicUsize>, max_sessions: usize) {
+fn accept_one(
+    listener: &Listener,
+    frontend: &Arc<Frontend>,
+    active: &Arc<AtomicUsize>,
+    max_sessions: usize,
+    per_ip: &Arc<PerIp>,
+) {
     let implicit_tls = listener.implicit_tls;
     let (mut stream, peer) = match listener.socket.accept() {
         Ok(accepted) => accepted,
@@ -313,9 +362,10 @@ fn accept_one(listener: &Listener, frontend: &Arc<Frontend>, active: &Arc<Atomic
     active.fetch_add(1, Ordering::SeqCst);
     let guard = ActiveGuard(Arc::clone(active));
     let frontend = Arc::clone(frontend);
+    let per_ip = Arc::clone(per_ip);
     let spawned = thread::Builder::new().name("session".into()).stack_size(SESSION_STACK).spawn(move || {
         let _guard = guard;
-        session(stream, peer, &frontend, implicit_tls);
+        session(stream, peer, &frontend, implicit_tls, &per_ip);
     });
     if let Err(e) = spawned {
         log::error!("peer={peer}: cannot start a session thread: {e}");
@@ -338,15 +388,31 @@ pub fn keepalive(socket: &SockRef<'_>) -> io::Result<()> {
     socket.set_tcp_keepalive(&params)
 }
 
-fn session(mut stream: TcpStream, peer: SocketAddr, frontend: &Frontend, implicit_tls: bool) {
+fn session(mut stream: TcpStream, peer: SocketAddr, frontend: &Frontend, implicit_tls: bool, per_ip: &Arc<PerIp>) {
     // The PROXY protocol header comes before the TLS handshake: the load balancer writes it in the clear.
     let Some(peer) = client_address(&mut stream, peer, frontend) else { return };
+    // Counted by the real client's address, so it is applied after the PROXY header, here.
+    let Some(_ticket) = admit_address(&mut stream, peer, per_ip, implicit_tls) else { return };
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
-    let stream = Stream::new(Transport::Tcp(stream), frontend.timeout, frontend.timeout);
+    // Until login the read deadline is the login timer; conn switches to the autologout timer after it.
+    let stream = Stream::new(Transport::Tcp(stream), frontend.services.login_timeout, frontend.timeout);
     let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls { acceptor, implicit: implicit_tls });
     let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
+}
+
+/// `--max-per-ip`: a ticket for one more session from this client address, or a `[SYS/TEMP]` line (RFC
+/// 3206: "the problem is temporary") and `None`, and the caller closes the connection.
+fn admit_address(stream: &mut TcpStream, peer: SocketAddr, per_ip: &Arc<PerIp>, implicit_tls: bool) -> Option<Ticket> {
+    let ticket = per_ip.enter(peer.ip());
+    if ticket.is_none() {
+        log::warn!("peer={peer}: refused, {} sessions from this address already running", per_ip.max());
+        if !implicit_tls {
+            let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n");
+        }
+    }
+    ticket
 }
 
 /// The client's address for logs and limits: the connection's peer, or, when that peer is a load balancer

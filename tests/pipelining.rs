@@ -124,7 +124,8 @@ fn concurrent_sessions_do_not_interfere(backend: Backend) {
         fx.user(u, "pw");
         fx.msg(u, "new", &format!("1600000000.M{i}P1.host"), format!("Subject: {u}\n\nfor {u}\n").as_bytes());
     }
-    let srv = Server::start(&fx, &[]);
+    // 16 sessions from one address: above the default --max-per-ip of 10.
+    let srv = Server::start(&fx, &["--max-per-ip", "16"]);
     thread::scope(|s| {
         for u in &users {
             let srv = &srv;

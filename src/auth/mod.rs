@@ -1,10 +1,15 @@
 //! Who the user is: the `Authenticator` trait, the account it yields, and the secrets it handles.
-//! Each user database lives in its own file; password schemes in `scheme`, APOP in `apop`.
+//! Each user database lives in its own file (`passwd_file`, `system`, and `chain` to consult several);
+//! password schemes in `scheme` and `md5_crypt`, APOP in `apop`, the `/etc` file formats in `unix_files`.
 
 pub mod apop;
+pub mod chain;
+pub mod md5_crypt;
 pub mod passwd_file;
 pub mod scheme;
 pub mod secret;
+pub mod system;
+pub mod unix_files;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -48,4 +53,9 @@ pub trait Authenticator: Send + Sync {
     fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError>;
     /// APOP (RFC 1939 section 7): `digest` is the client's hex MD5 of `timestamp` + secret.
     fn apop(&self, user: &[u8], timestamp: &[u8], digest: &[u8]) -> Result<Account, AuthError>;
+    /// Whether this source has an entry (locked or not) for `user`: with several sources, the first that
+    /// knows a name decides for it (see `chain`). A source that cannot tell answers `true`.
+    fn knows(&self, _user: &[u8]) -> bool {
+        true
+    }
 }

@@ -17,7 +17,7 @@ use super::{Account, AuthError, Authenticator, Secret, apop};
 /// What an unknown or locked user is checked against, so that they cost what a wrong password costs:
 /// a SHA512-CRYPT hash with the default 5000 rounds, as `doveadm pw -s SHA512-CRYPT` and `mkpasswd`
 /// make them (`openssl passwd -6 -salt Ab3/xY.z tanstaaf`).
-const DUMMY_HASH: &str = "$6$Ab3/xY.z$dXR7mqLom2U1mzG59z.yPwH.N0SqTMr61ZLZijJT91xGXcWy5oA.jrTV6.PjRBA/LrVFbk8O8DSFcAQUjIOEO1";
+pub(super) const DUMMY_HASH: &str = "$6$Ab3/xY.z$dXR7mqLom2U1mzG59z.yPwH.N0SqTMr61ZLZijJT91xGXcWy5oA.jrTV6.PjRBA/LrVFbk8O8DSFcAQUjIOEO1";
 
 /// The secret an APOP digest is computed with when the user has no plaintext one.
 const DUMMY_APOP_SECRET: &[u8] = b"no such secret";
@@ -65,7 +65,7 @@ struct Entry {
 /// Identifies a version of the file cheaply: an edit in place changes the size or mtime, an atomic
 /// rename changes the inode.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Stamp {
+pub(super) struct Stamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -74,7 +74,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(meta: &Metadata) -> Stamp {
+    pub(super) fn of(meta: &Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -177,6 +177,19 @@ impl Authenticator for PasswdFile {
             _ => Err(AuthError::BadCredentials),
         }
     }
+
+    fn knows(&self, user: &[u8]) -> bool {
+        self.refresh();
+        lookup(&self.read(), user).is_some()
+    }
+}
+
+/// Parses passwd-file text into its accounts, in file order; the error carries the 1-based line number.
+/// Pure: for `--check-config`-style tools and the fuzz target.
+pub fn parse(text: &[u8]) -> Result<Vec<Account>, (usize, String)> {
+    let mut entries: Vec<Entry> = parse_table(text)?.into_values().collect();
+    entries.sort_by_key(|e| e.line);
+    Ok(entries.into_iter().map(|e| e.account).collect())
 }
 
 /// User names match byte for byte, case-sensitively, as Dovecot does by default.

@@ -1,5 +1,7 @@
-//! Password schemes of Dovecot's passwd-file: `{PLAIN}`, `{SHA512-CRYPT}`, `{SHA256-CRYPT}`, `{BLF-CRYPT}`.
-//! Parsing the password field and verifying a password against it; the file format is `passwd_file`'s.
+//! Password schemes of Dovecot's passwd-file: `{PLAIN}`, `{SHA512-CRYPT}`, `{SHA256-CRYPT}`, `{BLF-CRYPT}`,
+//! `{MD5-CRYPT}`, and the crypt(3) strings of `/etc/shadow` (yescrypt, SHA-crypt, bcrypt, MD5-crypt).
+//! Parsing the password field and verifying a password against it; the file formats are `passwd_file`'s
+//! and `system`'s.
 
 use sha_crypt::{PasswordVerifier, ShaCrypt};
 
@@ -9,14 +11,15 @@ use super::secret::constant_time_eq;
 #[derive(Clone, PartialEq, Eq)]
 pub enum Stored {
     Plain(Vec<u8>),
-    /// A crypt(3) string: `$6$...`, `$5$...`, `$2b$...`.
+    /// A crypt(3) string: `$y$...`, `$6$...`, `$5$...`, `$2b$...`, `$1$...`.
     Crypt(String),
     /// The account cannot log in (`!`, `*`, empty, unknown scheme).
     Locked,
 }
 
-/// The crypt(3) prefixes we can verify: SHA-512, SHA-256 and the bcrypt variants.
-const CRYPT_PREFIXES: [&str; 5] = ["$6$", "$5$", "$2y$", "$2b$", "$2a$"];
+/// The crypt(3) prefixes we can verify: yescrypt, SHA-512, SHA-256, the bcrypt variants and MD5-crypt,
+/// the forms a Debian host's `/etc/shadow` actually holds (DES crypt is refused: 8-octet passwords).
+pub const CRYPT_PREFIXES: [&str; 7] = ["$y$", "$6$", "$5$", "$2y$", "$2b$", "$2a$", "$1$"];
 
 impl Stored {
     /// Parses a passwd-file password field.
@@ -42,6 +45,7 @@ impl Stored {
             "SHA512-CRYPT" => crypt_with(secret, scheme, &["$6$"]),
             "SHA256-CRYPT" => crypt_with(secret, scheme, &["$5$"]),
             "BLF-CRYPT" => crypt_with(secret, scheme, &["$2y$", "$2b$", "$2a$"]),
+            "MD5-CRYPT" => crypt_with(secret, scheme, &["$1$"]),
             _ => Err(format!("unsupported password scheme {scheme}")),
         }
     }
@@ -56,6 +60,10 @@ impl Stored {
             Stored::Crypt(hash) if hash.starts_with("$2") => {
                 bcrypt::verify(password, hash).unwrap_or(false)
             }
+            Stored::Crypt(hash) if hash.starts_with("$y$") => yescrypt::Yescrypt::default()
+                .verify_password(password, hash.as_str())
+                .is_ok(),
+            Stored::Crypt(hash) if hash.starts_with("$1$") => super::md5_crypt::verify(password, hash),
             // The algorithm ($5$ or $6$) and rounds come from the hash itself, not from the verifier.
             Stored::Crypt(hash) => ShaCrypt::default()
                 .verify_password(password, hash.as_str())
@@ -114,6 +122,12 @@ mod tests {
     const SHA512_TANSTAAF: &str = "$6$Ab3/xY.z$dXR7mqLom2U1mzG59z.yPwH.N0SqTMr61ZLZijJT91xGXcWy5oA.jrTV6.PjRBA/LrVFbk8O8DSFcAQUjIOEO1";
     /// Openwall crypt_blowfish's test vector, also produced by libxcrypt's crypt(3).
     const BCRYPT_UU: &str = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+    /// `mkpasswd -m yescrypt tanstaaf` (Debian's default parameters, j9T).
+    const YESCRYPT_TANSTAAF: &str = "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3";
+    /// `mkpasswd -m bcrypt -R 5 tanstaaf`
+    const BCRYPT_2B_TANSTAAF: &str = "$2b$05$YYicO/sIB3d98f.fEMf7X.MU/McUht8yOW1hNKmMeQYSiEQ5wwW4a";
+    /// `openssl passwd -1 -salt ab tanstaaf`
+    const MD5_TANSTAAF: &str = "$1$ab$iRUW81gpsWMyPO7yHCnGY.";
 
     #[test]
     fn parse_table() {
@@ -140,6 +154,10 @@ mod tests {
             ("$6$s$h", crypt("$6$s$h")),
             ("$5$s$h", crypt("$5$s$h")),
             ("$2y$05$x", crypt("$2y$05$x")),
+            ("$y$j9T$s$h", crypt("$y$j9T$s$h")),
+            ("$1$s$h", crypt("$1$s$h")),
+            ("{MD5-CRYPT}$1$s$h", crypt("$1$s$h")),
+            ("{CRYPT}$y$j9T$s$h", crypt("$y$j9T$s$h")),
         ];
         for (field, want) in cases {
             assert_eq!(Stored::parse(field), want, "{field:?}");
@@ -167,8 +185,8 @@ mod tests {
         for (field, want) in cases {
             assert_eq!(Stored::parse(field), Err(want.to_string()), "{field:?}");
         }
-        // A bare field is CRYPT; DES and MD5-crypt are not supported.
-        for field in ["hunter2", "$1$salt$hash", "ab01FAX.bQRSU"] {
+        // A bare field is CRYPT; DES crypt is not supported.
+        for field in ["hunter2", "$3$salt$hash", "ab01FAX.bQRSU"] {
             let err = Stored::parse(field).unwrap_err();
             assert!(
                 err.starts_with("unsupported password scheme CRYPT"),
@@ -186,6 +204,9 @@ mod tests {
             (SHA256_HELLO, "Hello world!"),
             (SHA512_TANSTAAF, "tanstaaf"),
             (BCRYPT_UU, "U*U"),
+            (YESCRYPT_TANSTAAF, "tanstaaf"),
+            (BCRYPT_2B_TANSTAAF, "tanstaaf"),
+            (MD5_TANSTAAF, "tanstaaf"),
         ];
         for (hash, password) in cases {
             let stored = Stored::parse(hash).unwrap();
@@ -260,6 +281,15 @@ mod tests {
             "$2y$99$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
             "$2y$0x$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW",
             "$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOe\u{e9}",
+            "$y$",
+            "$y$j9T$",
+            "$y$j9T$salt",
+            "$y$j9T$salt$",
+            "$y$zzz$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3",
+            "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl",
+            "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3$x",
+            "$1$",
+            "$1$s",
         ];
         for hash in cases {
             let stored = Stored::parse(hash).unwrap();

@@ -261,6 +261,12 @@ fn count_octets(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u64> {
     }
 }
 
+/// The UIDL and the Dovecot `,W=` size that a Maildir file name gives. Pure; for the fuzz target.
+pub fn name_info(name: &[u8]) -> (Box<str>, Option<u64>) {
+    let base = base_of(name);
+    (uid_of(base), virtual_size(base))
+}
+
 /// The part of a file name before the Maildir info separator `:`; it never changes after delivery.
 fn base_name(path: &Path) -> &[u8] {
     base_of(path.file_name().map_or(&[][..], |n| n.as_bytes()))

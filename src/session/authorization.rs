@@ -68,9 +68,22 @@ impl Session<'_> {
         match result {
             Ok(account) => self.open_maildrop(account, out),
             Err(AuthError::BadCredentials) => {
-                log::info!("login failed user={} peer={}", printable(user), self.peer);
+                // The same answer and delay whether the name or the password was wrong (RFC 3206 [AUTH]).
+                self.failures += 1;
+                let last = self.failures >= self.services.max_auth_attempts;
+                log::info!(
+                    "login failed user={} peer={} attempt={}{}",
+                    printable(user),
+                    self.peer,
+                    self.failures,
+                    if last { ", closing" } else { "" }
+                );
                 reply::err(out, Some(RespCode::Auth), format_args!("invalid user name or password"))?;
-                Ok(Step::Delay(self.services.auth_failure_delay))
+                if last {
+                    self.state = State::Finished;
+                    self.stats.outcome = Some(super::Outcome::AuthFailures);
+                }
+                Ok(Step::Delay(super::failure_delay(self.services.auth_failure_delay, self.failures)))
             }
             Err(e @ AuthError::Unavailable(_)) => {
                 log::error!("login user={} peer={}: {e}", printable(user), self.peer);
@@ -80,13 +93,24 @@ impl Session<'_> {
         }
     }
 
-    /// Resolves, opens and locks the user's maildrop and enters TRANSACTION.
+    /// Resolves the maildrop path (a pure check of the user name, before any file-system access), takes
+    /// on the account's identity, then opens and locks the maildrop and enters TRANSACTION.
     fn open_maildrop<W: Write + ?Sized>(&mut self, account: Account, out: &mut W) -> io::Result<Step> {
         let mail = &self.services.mail;
-        let opened = mail
+        let path = mail
             .expand(&account.name, account.home.as_deref())
-            .map_err(|reason| MaildropError::BadPath { reason: format!("user {}: {reason}", account.name) })
-            .and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop));
+            .map_err(|reason| MaildropError::BadPath { reason: format!("user {}: {reason}", account.name) });
+        if path.is_ok() {
+            if let Err(why) = self.services.identity.assume(&account) {
+                // Half a switch cannot be trusted: the session ends here, the maildrop unopened.
+                log::error!("user={} peer={}: cannot take on the account's identity: {why}", account.name, self.peer);
+                reply::err(out, Some(RespCode::SysPerm), format_args!("cannot access the maildrop, closing"))?;
+                self.state = State::Finished;
+                self.stats.outcome = Some(super::Outcome::Error);
+                return Ok(Step::Quit);
+            }
+        }
+        let opened = path.and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop));
         let maildrop = match opened {
             Ok(maildrop) => maildrop,
             Err(e) => {

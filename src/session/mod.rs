@@ -28,13 +28,66 @@ pub struct Services {
     pub mail: Location,
     /// How the backends read maildrops (e.g. the mbox unique-id source).
     pub maildrop: crate::maildrop::Options,
+    /// Delay before answering the first failed login; later failures wait longer (see `failure_delay`).
     pub auth_failure_delay: Duration,
+    /// Failed logins allowed on one connection; the last one closes it.
+    pub max_auth_attempts: u32,
+    /// How logged-in sessions take on their account's identity before the maildrop is opened.
+    pub identity: Arc<dyn Identity>,
+    /// AUTHORIZATION must end (in a login) this long after the greeting.
+    pub login_timeout: Duration,
+    /// The autologout timer of TRANSACTION, and the send timeout.
+    pub timeout: Duration,
     /// Sessions inside UPDATE: shutdown waits for these, whatever its grace period.
     pub updates_in_progress: AtomicUsize,
     /// STLS is offered (RFC 2595): a certificate is configured and the front end can start TLS.
     pub stls: bool,
     /// Refuse passwords sent in the clear: USER/PASS and AUTH PLAIN/LOGIN wait until TLS is up.
     pub no_plaintext: bool,
+}
+
+impl Services {
+    /// Services with the default limits and no identity change, for front ends to adjust.
+    pub fn new(auth: Arc<dyn Authenticator>, mail: Location) -> Services {
+        let timeout = Duration::from_secs(crate::config::DEFAULT_TIMEOUT_SECS);
+        Services {
+            auth,
+            mail,
+            maildrop: crate::maildrop::Options::default(),
+            auth_failure_delay: Duration::from_secs(crate::config::DEFAULT_AUTH_FAILURE_DELAY_SECS),
+            max_auth_attempts: crate::config::DEFAULT_MAX_AUTH_ATTEMPTS,
+            identity: Arc::new(SameIdentity),
+            login_timeout: timeout,
+            timeout,
+            updates_in_progress: AtomicUsize::new(0),
+            stls: false,
+            no_plaintext: false,
+        }
+    }
+}
+
+/// Takes on a logged-in account's operating-system identity before its maildrop is opened. The session
+/// only asks; the system calls live in `privs`. An error ends the session with `[SYS/PERM]`.
+pub trait Identity: Send + Sync {
+    fn assume(&self, account: &Account) -> Result<(), String>;
+}
+
+/// No identity change: unprivileged servers and tests.
+pub struct SameIdentity;
+
+impl Identity for SameIdentity {
+    fn assume(&self, _account: &Account) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The failed-login delays grow with each failure on a connection (delay × failures), up to this cap:
+/// a guesser pays more per attempt, a user who mistyped once waits only the configured delay.
+pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(30);
+
+/// The delay before answering the `failures`-th failed login of a connection.
+pub fn failure_delay(delay: Duration, failures: u32) -> Duration {
+    delay.saturating_mul(failures.max(1)).min(MAX_AUTH_FAILURE_DELAY.max(delay))
 }
 
 /// What the caller does after a command.
@@ -58,6 +111,8 @@ pub enum Outcome {
     Timeout,
     Closed,
     Error,
+    /// Closed after `--max-auth-attempts` failed logins.
+    AuthFailures,
 }
 
 impl Outcome {
@@ -68,6 +123,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Closed => "closed",
             Outcome::Error => "error",
+            Outcome::AuthFailures => "auth-failures",
         }
     }
 }
@@ -105,13 +161,23 @@ pub struct Session<'a> {
     apop_timestamp: Option<String>,
     state: State,
     stats: Stats,
+    /// Failed logins so far on this connection.
+    failures: u32,
     /// The connection is TLS-protected (implicit TLS, or after STLS).
     tls: bool,
 }
 
 impl<'a> Session<'a> {
     pub fn new(services: &'a Services, peer: &'a str, apop_timestamp: Option<String>) -> Session<'a> {
-        Session { services, peer, apop_timestamp, state: State::Authorization { user: None }, stats: Stats::default(), tls: false }
+        Session {
+            services,
+            peer,
+            apop_timestamp,
+            state: State::Authorization { user: None },
+            stats: Stats::default(),
+            failures: 0,
+            tls: false,
+        }
     }
 
     /// RFC 1939 section 4: the greeting; with APOP, the timestamp ends it (clients look for the `<`).
@@ -191,6 +257,12 @@ impl<'a> Session<'a> {
     /// True once the session entered TRANSACTION (for choosing the autologout timer).
     pub fn logged_in(&self) -> bool {
         matches!(self.state, State::Transaction(_))
+    }
+
+    /// True once the session is over (QUIT, too many failed logins, a failed identity change): the
+    /// caller sends what is pending, after any delay asked for, and closes.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished)
     }
 }
 

@@ -2,7 +2,6 @@
 //! exact reply bytes.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use super::*;
@@ -42,15 +41,9 @@ pub(super) fn fixture(messages: &[&[u8]]) -> Fixture {
         let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000 + i as u64);
         std::fs::File::options().write(true).open(&path).unwrap().set_modified(t).unwrap();
     }
-    let services = Services {
-        auth: Arc::new(OneUser { home: dir.path().to_path_buf() }),
-        mail: "maildir:%h/Maildir".parse().unwrap(),
-        maildrop: Default::default(),
-        auth_failure_delay: Duration::from_millis(7),
-        updates_in_progress: AtomicUsize::new(0),
-        stls: false,
-        no_plaintext: false,
-    };
+    let mut services =
+        Services::new(Arc::new(OneUser { home: dir.path().to_path_buf() }), "maildir:%h/Maildir".parse().unwrap());
+    services.auth_failure_delay = Duration::from_millis(7);
     Fixture { dir, services }
 }
 
@@ -209,4 +202,73 @@ fn printable_escapes_control_characters() {
     assert_eq!(printable(b"bob"), "bob");
     assert_eq!(printable(b"a\r\nb c"), "a\\x0d\\x0ab\\x20c");
     assert_eq!(printable(&[b'x'; 70]).len(), 67);
+}
+
+#[test]
+fn failed_logins_grow_the_delay_then_close() {
+    let mut f = fixture(&[]);
+    f.services.max_auth_attempts = 3;
+    let mut s = Session::new(&f.services, "peer", None);
+    let ms = Duration::from_millis;
+    let cases = [
+        (&["USER alice", "PASS nope"][..], ms(7)),
+        (&["USER nobody", "PASS secret"][..], ms(14)),
+        (&["APOP alice 0123"][..], Step::Continue.delay_or(ms(0))),
+    ];
+    // APOP is not enabled here: a refusal, not a failed login, so it does not count.
+    for (lines, delay) in cases {
+        let (_, step) = script(&mut s, lines);
+        assert_eq!(step.delay_or(ms(0)), delay, "{lines:?}");
+        assert!(!s.is_finished());
+    }
+    let (out, step) = script(&mut s, &["USER alice", "PASS again"]);
+    assert_eq!(out, "+OK send PASS\r\n-ERR [AUTH] invalid user name or password\r\n");
+    assert_eq!(step, Step::Delay(ms(21)));
+    assert!(s.is_finished());
+    // Nothing more is served on this connection, even the right password.
+    let (out, step) = script(&mut s, &["USER alice"]);
+    assert_eq!((out.as_str(), step), ("-ERR session is over\r\n", Step::Quit));
+    assert_eq!(s.finish(Outcome::Closed).outcome, Some(Outcome::AuthFailures));
+}
+
+#[test]
+fn failure_delay_is_capped() {
+    let s = Duration::from_secs;
+    let cases = [(s(2), 1, s(2)), (s(2), 0, s(2)), (s(2), 3, s(6)), (s(2), 100, s(30)), (s(45), 2, s(45)), (s(0), 9, s(0))];
+    for (delay, failures, want) in cases {
+        assert_eq!(failure_delay(delay, failures), want, "{delay:?} x {failures}");
+    }
+}
+
+struct Refuse;
+
+impl Identity for Refuse {
+    fn assume(&self, account: &Account) -> Result<(), String> {
+        Err(format!("no ids for {}", account.name))
+    }
+}
+
+#[test]
+fn identity_failure_ends_the_session_unopened() {
+    let mut f = fixture(&[MSG1]);
+    f.services.identity = Arc::new(Refuse);
+    let mut s = Session::new(&f.services, "peer", None);
+    let (out, step) = script(&mut s, &["USER alice", "PASS secret"]);
+    assert_eq!(out, "+OK send PASS\r\n-ERR [SYS/PERM] cannot access the maildrop, closing\r\n");
+    assert_eq!(step, Step::Quit);
+    assert!(s.is_finished() && !s.logged_in());
+    // The maildrop was never opened, so it is not locked: another session gets in.
+    f.services.identity = Arc::new(SameIdentity);
+    let mut other = Session::new(&f.services, "peer", None);
+    let (out, _) = script(&mut other, &["USER alice", "PASS secret"]);
+    assert!(out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"), "{out}");
+}
+
+impl Step {
+    fn delay_or(self, none: Duration) -> Duration {
+        match self {
+            Step::Delay(d) => d,
+            _ => none,
+        }
+    }
 }

@@ -85,6 +85,14 @@ impl Client {
         panic!("no close within {within:?}; got {:?}", show(&out));
     }
 
+    /// A second handle for writing, e.g. from another thread while this one reads; errors are returned.
+    pub fn writer(&self) -> Box<dyn Write + Send> {
+        match &self.sock {
+            Sock::Tcp(s) => Box::new(s.try_clone().expect("clone tcp")),
+            Sock::Unix(s) => Box::new(s.try_clone().expect("clone unix")),
+        }
+    }
+
     /// Half-closes the connection: the server sees end of input.
     pub fn shutdown_write(&self) {
         let _ = self.sock.shutdown(Shutdown::Write);

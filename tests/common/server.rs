@@ -115,28 +115,14 @@ impl Server {
 
     /// Waits (bounded) for the process to exit on its own; returns the exit code, None if still running.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st.code().unwrap_or(-1));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_for_exit(&mut self.child, within)
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code, None if still running.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
         let st = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill");
         assert!(st.success(), "kill -TERM failed");
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st.code().unwrap_or(-1));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_for_exit(&mut self.child, within)
     }
 }
 
@@ -217,14 +203,7 @@ impl Inetd {
 
     /// Waits (bounded) for the process to exit; returns its exit code, or None if it is still running.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st.code().unwrap_or(-1));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_for_exit(&mut self.child, within)
     }
 }
 
@@ -233,6 +212,18 @@ impl Drop for Inetd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (bounded) for `child` to exit; returns its exit code, or None if it is still running.
+fn wait_for_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st.code().unwrap_or(-1));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// Runs the binary with `args` and no stdin; returns (exit code, stdout, stderr). Bounded by a deadline.

@@ -1,0 +1,110 @@
+//! Several user databases consulted in order (`--passwd` first, then `--system-users`). The first source
+//! that knows a name decides for it, so a passwd-file entry shadows a system account of the same name and
+//! a wrong password is never retried elsewhere. Every source does its work on every attempt, so the time
+//! taken does not tell which source (if any) knows the name.
+
+use super::{Account, AuthError, Authenticator, Secret};
+use std::sync::Arc;
+
+/// Sources in order of precedence.
+pub struct Chain {
+    sources: Vec<Arc<dyn Authenticator>>,
+}
+
+impl Chain {
+    pub fn new(sources: Vec<Arc<dyn Authenticator>>) -> Chain {
+        Chain { sources }
+    }
+
+    /// Runs `attempt` on every source and keeps the answer of the first that knows `user`.
+    fn decide(
+        &self,
+        user: &[u8],
+        attempt: impl Fn(&dyn Authenticator) -> Result<Account, AuthError>,
+    ) -> Result<Account, AuthError> {
+        let mut decided: Option<Result<Account, AuthError>> = None;
+        for source in &self.sources {
+            let knows = source.knows(user);
+            let result = attempt(source.as_ref());
+            if decided.is_none() && knows {
+                decided = Some(result);
+            }
+        }
+        decided.unwrap_or(Err(AuthError::BadCredentials))
+    }
+}
+
+impl Authenticator for Chain {
+    fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
+        self.decide(user, |s| s.login(user, password))
+    }
+
+    fn apop(&self, user: &[u8], timestamp: &[u8], digest: &[u8]) -> Result<Account, AuthError> {
+        self.decide(user, |s| s.apop(user, timestamp, digest))
+    }
+
+    fn knows(&self, user: &[u8]) -> bool {
+        self.sources.iter().any(|s| s.knows(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// One user with one password; counts the attempts it was asked to judge.
+    struct One {
+        name: &'static str,
+        password: &'static str,
+        uid: u32,
+        attempts: AtomicUsize,
+    }
+
+    impl Authenticator for One {
+        fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            if user == self.name.as_bytes() && *password.expose() == self.password.as_bytes() {
+                Ok(Account { name: self.name.into(), uid: Some(self.uid), gid: None, home: None })
+            } else {
+                Err(AuthError::BadCredentials)
+            }
+        }
+        fn apop(&self, _: &[u8], _: &[u8], _: &[u8]) -> Result<Account, AuthError> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            Err(AuthError::BadCredentials)
+        }
+        fn knows(&self, user: &[u8]) -> bool {
+            user == self.name.as_bytes()
+        }
+    }
+
+    fn one(name: &'static str, password: &'static str, uid: u32) -> Arc<One> {
+        Arc::new(One { name, password, uid, attempts: AtomicUsize::new(0) })
+    }
+
+    #[test]
+    fn first_source_that_knows_decides() {
+        let file = one("alice", "file-pw", 1);
+        let system = one("alice", "system-pw", 2);
+        let other = one("bob", "bob-pw", 3);
+        let chain = Chain::new(vec![file.clone(), system.clone(), other.clone()]);
+        let login = |u: &str, p: &str| chain.login(u.as_bytes(), &Secret::new(p.as_bytes())).ok().and_then(|a| a.uid);
+        let cases = [
+            ("alice", "file-pw", Some(1)),
+            ("alice", "system-pw", None),
+            ("bob", "bob-pw", Some(3)),
+            ("bob", "file-pw", None),
+            ("carol", "x", None),
+        ];
+        for (user, password, want) in cases {
+            assert_eq!(login(user, password), want, "{user} {password}");
+        }
+        // Every source worked on every attempt.
+        for source in [&file, &system, &other] {
+            assert_eq!(source.attempts.load(Ordering::SeqCst), cases.len());
+        }
+        assert!(chain.apop(b"alice", b"<t@h>", b"00").is_err());
+        assert!(chain.knows(b"bob") && !chain.knows(b"carol"));
+    }
+}

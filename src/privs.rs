@@ -1,0 +1,275 @@
+//! Privilege changes: the one place poplar calls setuid, setgid, setgroups and their file-system-only
+//! Linux cousins. Owns the privilege model (chosen once at start-up) and the [`Identity`] it gives the
+//! session; who the account is, is `auth`'s business, and when to switch is the session's.
+//!
+//! The model, also in poplar(8) SECURITY:
+//!
+//! - inetd, started as root: the process reads and parses only what authentication needs as root. After
+//!   a successful login, before the maildrop is opened, it switches for good to the account's uid, gid
+//!   and supplementary groups (setgroups, setgid, setuid), then checks that `setuid(0)` fails. An account
+//!   without a uid and gid is served as the `--user` account if one is given, and refused otherwise:
+//!   mail is never opened as root by accident.
+//! - standalone with `--user NAME`: the whole process becomes NAME (and its groups) right after binding
+//!   the listeners, before accepting anyone: the virtual-mail set-up, where one account owns every maildrop.
+//! - standalone, still root: each session thread, after login, takes on the account's file-system
+//!   identity only (Linux `setfsuid`/`setfsgid` and the raw `setgroups` system call, which act on the
+//!   calling thread; the libc wrappers of setuid/setgroups change every thread of the process at once).
+//!   The kernel then checks every open, create and rename against that user, so no session can touch
+//!   another user's files. Accounts without a uid and gid are refused.
+//! - not root: nothing changes; the process can open only what its own uid can, whatever uid an account
+//!   names, so refusing such accounts would protect nothing.
+//!
+//! An account whose uid is 0 (only possible by writing it into a passwd-file: `--system-users` never lets
+//! root log in) is served as root, with a warning on every login.
+
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::unistd::{self, Gid, Uid};
+
+use crate::auth::Account;
+use crate::auth::unix_files;
+use crate::session::Identity;
+
+/// Where user and group names are looked up (injectable for tests).
+pub const PASSWD: &str = "/etc/passwd";
+pub const GROUP: &str = "/etc/group";
+
+/// A uid, a primary gid and the supplementary groups, as initgroups(3) would set them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// How sessions take on their account's identity; chosen once at start-up.
+#[derive(Debug)]
+pub enum Privileges {
+    /// Not root (or already dropped to `--user`): nothing to do.
+    Unchanged,
+    /// inetd as root: switch the whole process, for good. `fallback` serves accounts without ids.
+    Process { fallback: Option<Ids>, group_file: PathBuf },
+    /// Standalone as root: the session thread's file-system identity only.
+    Thread { group_file: PathBuf },
+}
+
+/// Whether the process runs with root's effective uid.
+pub fn is_root() -> bool {
+    unistd::geteuid().is_root()
+}
+
+impl Privileges {
+    /// inetd mode: switch per login when started as root; `--user` names the account for accounts
+    /// without ids.
+    pub fn inetd(run_as: Option<&str>) -> Result<Privileges, String> {
+        if !is_root() {
+            return Ok(Privileges::Unchanged);
+        }
+        let fallback = run_as.map(|name| lookup(name, Path::new(PASSWD), Path::new(GROUP))).transpose()?;
+        Ok(Privileges::Process { fallback, group_file: PathBuf::from(GROUP) })
+    }
+
+    /// Standalone mode, called after the listeners are bound and before the first accept: with `--user`
+    /// the process drops to that account now; as root without it, sessions switch per thread.
+    pub fn standalone(run_as: Option<&str>) -> Result<Privileges, String> {
+        match (run_as, is_root()) {
+            (Some(name), true) => {
+                let ids = lookup(name, Path::new(PASSWD), Path::new(GROUP))?;
+                switch_process(&ids).map_err(|e| format!("--user {name}: {e}"))?;
+                log::info!("running as {name} (uid {}, gid {}, groups {:?})", ids.uid, ids.gid, ids.groups);
+                Ok(Privileges::Unchanged)
+            }
+            (Some(name), false) => {
+                let ids = lookup(name, Path::new(PASSWD), Path::new(GROUP))?;
+                if ids.uid != unistd::geteuid().as_raw() {
+                    return Err(format!("--user {name}: switching users needs root"));
+                }
+                Ok(Privileges::Unchanged)
+            }
+            (None, true) => Ok(Privileges::Thread { group_file: PathBuf::from(GROUP) }),
+            (None, false) => Ok(Privileges::Unchanged),
+        }
+    }
+
+    /// The ids an account is served with, or why it cannot be served.
+    fn ids_for(&self, account: &Account, group_file: &Path, fallback: Option<&Ids>) -> Result<Ids, String> {
+        match (account.uid, account.gid, fallback) {
+            (Some(uid), Some(gid), _) => {
+                let groups = std::fs::read_to_string(group_file)
+                    .map(|text| unix_files::groups_of(&text, &account.name, gid))
+                    .map_err(|e| format!("{}: {e}", group_file.display()))?;
+                Ok(Ids { uid, gid, groups })
+            }
+            (None, None, Some(ids)) => Ok(ids.clone()),
+            _ => Err("the account has no uid and gid, and its maildrop is never opened as root \
+                      (give them in the passwd-file, or --user for virtual accounts under inetd)"
+                .to_string()),
+        }
+    }
+}
+
+impl Identity for Privileges {
+    fn assume(&self, account: &Account) -> Result<(), String> {
+        let (ids, per_thread) = match self {
+            Privileges::Unchanged => return Ok(()),
+            Privileges::Process { fallback, group_file } => {
+                (self.ids_for(account, group_file, fallback.as_ref())?, false)
+            }
+            Privileges::Thread { group_file } => (self.ids_for(account, group_file, None)?, true),
+        };
+        if ids.uid == 0 {
+            log::warn!("user={}: uid 0 in the user database: serving this maildrop as root", account.name);
+        }
+        if per_thread { switch_thread(&ids) } else { switch_process(&ids) }
+    }
+}
+
+/// `name`'s ids from the passwd and group files, as initgroups(3) would set them.
+pub fn lookup(name: &str, passwd: &Path, group: &Path) -> Result<Ids, String> {
+    let read = |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    let (entries, _) = unix_files::parse_passwd(&read(passwd)?);
+    let entry = entries
+        .into_iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| format!("no user {name} in {}", passwd.display()))?;
+    let groups = unix_files::groups_of(&read(group)?, name, entry.gid);
+    Ok(Ids { uid: entry.uid, gid: entry.gid, groups })
+}
+
+/// The whole process becomes `ids`, for good: groups, then gid, then uid (after setuid the others are
+/// no longer allowed), then proof that root cannot be regained.
+pub fn switch_process(ids: &Ids) -> Result<(), String> {
+    let groups: Vec<Gid> = ids.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    unistd::setgid(Gid::from_raw(ids.gid)).map_err(|e| format!("setgid({}): {e}", ids.gid))?;
+    unistd::setuid(Uid::from_raw(ids.uid)).map_err(|e| format!("setuid({}): {e}", ids.uid))?;
+    let (uid, gid) = (Uid::from_raw(ids.uid), Gid::from_raw(ids.gid));
+    // setuid as root sets the real, effective and saved uids; check all three took.
+    let now = unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
+    let now_g = unistd::getresgid().map_err(|e| format!("getresgid: {e}"))?;
+    if [now.real, now.effective, now.saved] != [uid; 3] || [now_g.real, now_g.effective, now_g.saved] != [gid; 3] {
+        return Err(format!("ids after the switch are {now:?} {now_g:?}"));
+    }
+    if ids.uid != 0 && unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err("setuid(0) still succeeds after the switch".to_string());
+    }
+    Ok(())
+}
+
+/// The calling thread's file-system identity becomes `ids`; other threads keep theirs. Linux only.
+pub fn switch_thread(ids: &Ids) -> Result<(), String> {
+    let groups: Vec<libc::gid_t> = ids.groups.clone();
+    // SAFETY: the pointer and length describe `groups`, alive for the call. The raw system call changes
+    // only this thread's credentials (glibc's and musl's setgroups() broadcast to every thread).
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if rc != 0 {
+        return Err(format!("setgroups: {}", Errno::last()));
+    }
+    unistd::setfsgid(Gid::from_raw(ids.gid));
+    unistd::setfsuid(Uid::from_raw(ids.uid));
+    // setfsuid/setfsgid report no errors; they return the previous value, so setting again tells.
+    let fsgid = unistd::setfsgid(Gid::from_raw(ids.gid)).as_raw();
+    let fsuid = unistd::setfsuid(Uid::from_raw(ids.uid)).as_raw();
+    let now: Vec<u32> =
+        unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?.iter().map(|g| g.as_raw()).collect();
+    if fsuid != ids.uid || fsgid != ids.gid || !same_set(&now, &ids.groups) {
+        return Err(format!("file-system ids are {fsuid}/{fsgid} groups {now:?}, wanted {ids:?}"));
+    }
+    Ok(())
+}
+
+fn same_set(a: &[u32], b: &[u32]) -> bool {
+    a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(uid: Option<u32>, gid: Option<u32>) -> Account {
+        Account { name: "alice".into(), uid, gid, home: None }
+    }
+
+    #[test]
+    fn lookup_reads_passwd_and_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(&p, "root:x:0:0::/root:/bin/sh\nvmail:x:5000:5001::/srv/mail:/usr/sbin/nologin\n").unwrap();
+        std::fs::write(&g, "vmail:x:5001:\nmail:x:8:vmail\nother:x:9:root\n").unwrap();
+        assert_eq!(lookup("vmail", &p, &g), Ok(Ids { uid: 5000, gid: 5001, groups: vec![5001, 8] }));
+        assert_eq!(lookup("nobody", &p, &g), Err(format!("no user nobody in {}", p.display())));
+        assert!(lookup("vmail", &dir.path().join("none"), &g).is_err());
+    }
+
+    #[test]
+    fn accounts_without_ids_need_a_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("group");
+        std::fs::write(&g, "staff:x:50:alice\n").unwrap();
+        let p = Privileges::Process { fallback: None, group_file: g.clone() };
+        let fallback = Ids { uid: 7, gid: 8, groups: vec![8] };
+        let cases = [
+            (account(Some(1), Some(2)), None, Ok(Ids { uid: 1, gid: 2, groups: vec![2, 50] })),
+            (account(Some(1), Some(50)), None, Ok(Ids { uid: 1, gid: 50, groups: vec![50] })),
+            (account(None, None), Some(&fallback), Ok(fallback.clone())),
+            (account(Some(1), Some(2)), Some(&fallback), Ok(Ids { uid: 1, gid: 2, groups: vec![2, 50] })),
+        ];
+        for (acc, fb, want) in cases {
+            assert_eq!(p.ids_for(&acc, &g, fb), want, "{acc:?}");
+        }
+        for acc in [account(None, None), account(Some(1), None), account(None, Some(1))] {
+            let err = p.ids_for(&acc, &g, None).unwrap_err();
+            assert!(err.contains("never opened as root"), "{err}");
+        }
+        assert!(p.ids_for(&account(Some(1), Some(2)), &dir.path().join("none"), None).is_err());
+    }
+
+    #[test]
+    fn unchanged_accepts_everyone() {
+        for acc in [account(None, None), account(Some(0), Some(0)), account(Some(12345), Some(1))] {
+            assert_eq!(Privileges::Unchanged.assume(&acc), Ok(()));
+        }
+    }
+
+    /// Needs root (CI runs as root); skipped otherwise. The switch happens in a scratch thread, so the
+    /// test process keeps its own identity.
+    #[test]
+    fn thread_switch_is_per_thread() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "x").unwrap();
+        std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let ids = Ids { uid: 12345, gid: 12346, groups: vec![12346, 12347] };
+        let seen = std::thread::spawn(move || {
+            switch_thread(&ids).unwrap();
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            (std::fs::read(&file).map_err(|e| e.kind()), status)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen.0, Err(std::io::ErrorKind::PermissionDenied));
+        let line = |key: &str| {
+            seen.1
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap()
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(line("Uid:"), "0 0 0 12345");
+        assert_eq!(line("Gid:"), "0 0 0 12346");
+        assert_eq!(line("Groups:"), "12346 12347");
+        // This thread is untouched.
+        assert!(unistd::getgroups().unwrap().iter().all(|g| g.as_raw() < 12345));
+        assert_eq!(unistd::setfsuid(Uid::from_raw(0)).as_raw(), 0);
+    }
+}

@@ -1,0 +1,416 @@
+//! Security evidence through the real binary: privilege changes (tests marked "root" need root, as CI
+//! runs; they say so and pass trivially otherwise), path-escaping user names, session caps, login and
+//! send deadlines, failed-login limits and logs, junk, huge lines and floods.
+
+mod common;
+
+use common::{Client, Fixture, Inetd, Server, show};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+macro_rules! needs_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: this test needs root");
+            return;
+        }
+    };
+}
+
+/// Replaces the fixture's passwd-file with `lines`, each `user:password:uid:gid:home` written out fully.
+fn passwd(fx: &Fixture, lines: &[(&str, &str, &str, &str, &Path)]) {
+    let text: String = lines
+        .iter()
+        .map(|(user, pw, uid, gid, home)| format!("{user}:{{PLAIN}}{pw}:{uid}:{gid}::{}::\n", home.display()))
+        .collect();
+    fs::write(fx.passwd(), text).unwrap();
+}
+
+/// Gives `user`'s home and Maildir to uid:gid, mode 0700, and lets everyone traverse the fixture root.
+fn own(fx: &Fixture, user: &str, uid: u32, gid: u32) {
+    fs::set_permissions(fx.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(fx.root().join("home"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut paths = vec![fx.home(user), fx.maildir(user)];
+    for sub in ["new", "cur", "tmp"] {
+        let dir = fx.maildir(user).join(sub);
+        paths.extend(fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()));
+        paths.push(dir);
+    }
+    for path in paths {
+        chown(&path, Some(uid), Some(gid)).unwrap();
+        let mode = if path.is_dir() { 0o700 } else { 0o600 };
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+/// `Uid:`, `Gid:` or `Groups:` of a /proc status file, values joined by one space.
+fn status_field(status: &str, key: &str) -> String {
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in {status}"));
+    line[key.len()..].split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Root: inetd mode switches the whole process to the account after login, for good.
+#[test]
+fn inetd_as_root_becomes_the_account() {
+    needs_root!();
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    fx.msg("alice", "new", "1600000000.M1P1.host", b"Subject: hi\n\nmine\n");
+    passwd(&fx, &[("alice", "pw", "12345", "12346", &fx.home("alice"))]);
+    own(&fx, "alice", 12345, 12346);
+    let (mut inetd, mut c) = Inetd::start(&fx, &[]);
+    let pid = inetd.child.id();
+    c.greeting();
+    let before = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(status_field(&before, "Uid:"), "0 0 0 0", "root until the login");
+    c.login("alice", "pw");
+    let after = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(status_field(&after, "Uid:"), "12345 12345 12345 12345");
+    assert_eq!(status_field(&after, "Gid:"), "12346 12346 12346 12346");
+    assert_eq!(status_field(&after, "Groups:"), "12346");
+    assert_eq!(c.multi("RETR 1"), b"Subject: hi\r\n\r\nmine\r\n.\r\n");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(inetd.wait_exit(Duration::from_secs(5)), Some(0));
+}
+
+/// Root: an inetd account without uid/gid is refused rather than served as root.
+#[test]
+fn inetd_as_root_refuses_accounts_without_ids() {
+    needs_root!();
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    passwd(&fx, &[("alice", "pw", "", "", &fx.home("alice"))]);
+    let (mut inetd, mut c) = Inetd::start(&fx, &[]);
+    c.greeting();
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    assert_eq!(c.cmd("PASS pw"), "-ERR [SYS/PERM] cannot access the maildrop, closing");
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert!(inetd.wait_exit(Duration::from_secs(5)).is_some());
+}
+
+/// Root: one standalone server, two users logged in at once, each session thread with its own
+/// file-system identity; an account pointing at another user's maildrop cannot read it.
+#[test]
+fn standalone_root_sessions_keep_to_their_own_files() {
+    needs_root!();
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw").user("bob", "pw");
+    fx.msg("alice", "new", "1600000000.M1P1.host", b"Subject: a\n\nfor alice\n");
+    fx.msg("bob", "new", "1600000001.M2P1.host", b"Subject: b\n\nfor bob\n");
+    passwd(
+        &fx,
+        &[
+            ("alice", "pw", "12345", "12345", &fx.home("alice")),
+            ("bob", "pw", "12347", "12347", &fx.home("bob")),
+            // Alice's uid with Bob's home: the kernel, not the template, must stop this one.
+            ("mallory", "pw", "12345", "12345", &fx.home("bob")),
+        ],
+    );
+    own(&fx, "alice", 12345, 12345);
+    own(&fx, "bob", 12347, 12347);
+    let srv = Server::start(&fx, &["--auth-failure-delay", "0"]);
+    let mut alice = srv.login("alice", "pw");
+    let mut bob = srv.login("bob", "pw");
+    // Both sessions are live: the process has a thread with each fs uid, and the main thread is root.
+    let fs_uids = thread_fs_uids(srv.pid());
+    assert!(fs_uids.contains(&12345) && fs_uids.contains(&12347), "{fs_uids:?}");
+    let main = fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+    assert_eq!(status_field(&main, "Uid:"), "0 0 0 0");
+    assert_eq!(alice.multi("RETR 1"), b"Subject: a\r\n\r\nfor alice\r\n.\r\n");
+    assert_eq!(bob.multi("RETR 1"), b"Subject: b\r\n\r\nfor bob\r\n.\r\n");
+    let mut mallory = srv.connect();
+    mallory.greeting();
+    assert!(mallory.cmd("USER mallory").starts_with("+OK"));
+    let reply = mallory.cmd("PASS pw");
+    assert!(reply.starts_with("-ERR [SYS/"), "{reply}");
+    assert!(srv.wait_log(&["user=mallory", "ermission denied"], Duration::from_secs(5)).is_some());
+    assert!(alice.cmd("QUIT").starts_with("+OK") && bob.cmd("QUIT").starts_with("+OK"));
+}
+
+/// The fs uid (4th field of `Uid:`) of every thread of `pid`.
+fn thread_fs_uids(pid: u32) -> Vec<u32> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| fs::read_to_string(t.unwrap().path().join("status")).ok())
+        .map(|s| status_field(&s, "Uid:").split(' ').nth(3).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Root: `--user` drops the whole standalone process right after binding.
+#[test]
+fn standalone_user_drops_the_process() {
+    needs_root!();
+    let Some(nobody) =
+        fs::read_to_string("/etc/passwd").unwrap().lines().find(|l| l.starts_with("nobody:")).map(String::from)
+    else {
+        eprintln!("skipped: no user nobody");
+        return;
+    };
+    let uid = nobody.split(':').nth(2).unwrap().to_string();
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    fs::set_permissions(fx.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(fx.passwd(), fs::Permissions::from_mode(0o644)).unwrap();
+    let srv = Server::start(&fx, &["--user", "nobody"]);
+    let status = fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+    assert_eq!(status_field(&status, "Uid:"), format!("{uid} {uid} {uid} {uid}"));
+    // The fixture's maildrop is root's (mode 0700): nobody cannot open it.
+    fs::set_permissions(fx.maildir("alice"), fs::Permissions::from_mode(0o700)).unwrap();
+    let mut c = srv.connect();
+    c.greeting();
+    c.cmd("USER alice");
+    assert!(c.cmd("PASS pw").starts_with("-ERR [SYS/"));
+}
+
+/// User names that would leave the mail template are refused before any file-system access, even
+/// when the user database has them and a maildrop waits where they point.
+#[test]
+fn path_escaping_user_names_are_refused() {
+    let mut fx = Fixture::new();
+    fx.user("victim", "pw");
+    fx.msg("victim", "new", "1600000000.M1P1.host", b"Subject: secret\n\nnot yours\n");
+    let names = ["../victim", "x/../../home/victim", ".", "..", ".hidden", "a\x01b", "del\x7fname"];
+    let text: String = names.iter().map(|n| format!("{n}:{{PLAIN}}pw\n")).collect();
+    fs::write(fx.passwd(), text).unwrap();
+    let template = format!("maildir:{}/mail/%u/Maildir", fx.root().join("home").display());
+    let srv = Server::start(&fx, &["--mail", &template, "--auth-failure-delay", "0"]);
+    for name in names {
+        let mut c = srv.connect();
+        c.greeting();
+        assert!(c.cmd(&format!("USER {name}")).starts_with("+OK"));
+        assert_eq!(c.cmd("PASS pw"), "-ERR [SYS/PERM] no maildrop for this user", "{name}");
+    }
+    assert!(!fx.root().join("home/mail").exists(), "nothing was created on the way");
+    assert_eq!(fx.files("victim").len(), 1);
+    // Over-long names cannot even reach the user database: the command parser refuses them first
+    // (RFC 2449's 40-octet argument limit; location.rs checks again, up to 64).
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(c.cmd(&format!("USER {}", "a".repeat(65))).starts_with("-ERR"));
+}
+
+#[test]
+fn per_address_cap() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &["--max-per-ip", "2"]);
+    let mut first = srv.connect();
+    first.greeting();
+    let mut second = srv.connect();
+    second.greeting();
+    let mut third = srv.connect();
+    assert_eq!(third.read_line(), "-ERR [SYS/TEMP] too many sessions from your address, try again later");
+    assert!(third.closed_within(Duration::from_secs(5)));
+    assert!(srv.wait_log(&["refused, 2 sessions from this address"], Duration::from_secs(5)).is_some());
+    assert!(first.cmd("QUIT").starts_with("+OK"));
+    assert!(first.closed_within(Duration::from_secs(5)));
+    // The slot is free again once the session has ended (the thread may take a moment).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = srv.connect();
+        if c.read_line().starts_with("+OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(second.cmd("NOOP").starts_with("-ERR"), "the second session is still served");
+}
+
+/// AUTHORIZATION has a deadline, not an idle timer: trickling one octet at a time does not extend it,
+/// and other clients are served meanwhile.
+#[test]
+fn login_deadline_beats_trickling() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &["--login-timeout", "2", "--timeout", "30"]);
+    let mut slow = srv.connect();
+    slow.greeting();
+    let started = Instant::now();
+    let mut writer = slow.writer();
+    for b in b"USER alice" {
+        thread::sleep(Duration::from_millis(300));
+        // Once the server has closed, a write may fail: that is the point.
+        if writer.write_all(&[*b]).is_err() {
+            break;
+        }
+    }
+    // Meanwhile a well-behaved client logs in and works.
+    let mut good = srv.login("alice", "pw");
+    assert!(good.cmd("STAT").starts_with("+OK 0 0"));
+    let rest = slow.read_to_close(Duration::from_secs(5));
+    assert_eq!(show(&rest), "-ERR login timer expired, closing\\r\\n");
+    assert!(started.elapsed() < Duration::from_secs(2 + 4), "{:?}", started.elapsed());
+}
+
+/// A client that stops reading in the middle of a large RETR is dropped after the send timeout.
+#[test]
+fn stalled_reader_is_dropped() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw").user("bob", "pw");
+    let line = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678\n";
+    let big: Vec<u8> = line.iter().copied().cycle().take(32 << 20).collect();
+    fx.msg("alice", "new", "1600000000.M1P1.host", &big);
+    let srv = Server::start(&fx, &["--timeout", "2"]);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&srv.addr.into()).unwrap();
+    let mut stalled: TcpStream = socket.into();
+    stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut greeting = [0u8; 64];
+    let _ = stalled.read(&mut greeting).unwrap();
+    stalled.write_all(b"USER alice\r\nPASS pw\r\nRETR 1\r\n").unwrap();
+    let started = Instant::now();
+    // Never read again. Meanwhile another client is served normally.
+    let mut bob = srv.login("bob", "pw");
+    assert!(bob.cmd("STAT").starts_with("+OK 0 0"));
+    bob.set_read_timeout(Duration::from_secs(1));
+    let ended = srv.wait_log(&["session end user=alice", "result=timeout"], Duration::from_secs(15));
+    assert!(ended.is_some(), "stalled session still running: {:?}", srv.stderr_lines());
+    // Send timeout 2 s, plus up to 2 s more for the best-effort goodbye line.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let mut again = srv.login("bob", "pw");
+    assert!(again.cmd("NOOP").starts_with("+OK"));
+}
+
+/// Failed logins: growing delay, then `[AUTH]` and close after `--max-auth-attempts`; unknown users and
+/// wrong passwords look alike; the log names user and peer but never the password.
+#[test]
+fn failed_logins_are_limited_and_logged() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "Right-Pass");
+    let srv = Server::start(&fx, &["--max-auth-attempts", "3", "--auth-failure-delay", "1", "--log-level", "trace"]);
+    let mut c = srv.connect();
+    c.greeting();
+    let mut delays = Vec::new();
+    for (user, password) in [("alice", "Hunter2-Never-Logged"), ("nobody", "Hunter2-Never-Logged"), ("alice", "x")] {
+        assert!(c.cmd(&format!("USER {user}")).starts_with("+OK"));
+        let t = Instant::now();
+        assert_eq!(c.cmd(&format!("PASS {password}")), "-ERR [AUTH] invalid user name or password");
+        delays.push(t.elapsed());
+    }
+    assert!(c.closed_within(Duration::from_secs(2)), "closed after the third failure");
+    for (i, d) in delays.iter().enumerate() {
+        let want = Duration::from_secs(i as u64 + 1);
+        assert!(*d >= want && *d < want + Duration::from_millis(900), "failure {}: {d:?}", i + 1);
+    }
+    let failed = srv.wait_log(&["login failed user=nobody peer=127.0.0.1:", "attempt=2"], Duration::from_secs(2));
+    assert!(failed.is_some(), "{:?}", srv.stderr_lines());
+    assert!(srv.wait_log(&["login failed user=alice", "attempt=3, closing"], Duration::from_secs(2)).is_some());
+    assert!(srv.wait_log(&["result=auth-failures"], Duration::from_secs(2)).is_some());
+    let leaked: Vec<String> =
+        srv.stderr_lines().into_iter().filter(|l| l.contains("Hunter2") || l.contains("Right-Pass")).collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+}
+
+/// Wrong password and unknown user cost the same time (a SHA512-CRYPT user, no configured delay): the
+/// fastest of a few attempts each (the least disturbed by a busy machine), within a factor of 3 that a
+/// skipped hash (some 50 times faster) would break.
+#[test]
+fn unknown_user_and_wrong_password_take_the_same_time() {
+    let mut fx = Fixture::new();
+    // `openssl passwd -6 -salt abcdefgh tanstaaf`: 5000 rounds, like the dummy hash.
+    fx.user_with("alice", "{SHA512-CRYPT}$6$abcdefgh$Do.voiaiW61EmXmNVa79i4/Xls.8Y.t8XppJLhkeseHYWz.PAgFtRVSSnnGt8seBbSxBol8XOP1w44Mjj1vzV/");
+    let srv = Server::start(&fx, &["--auth-failure-delay", "0", "--max-auth-attempts", "100"]);
+    let mut c = srv.connect();
+    c.greeting();
+    let mut time = |user: &str| {
+        let mut times: Vec<Duration> = (0..9)
+            .map(|_| {
+                c.cmd(&format!("USER {user}"));
+                let t = Instant::now();
+                assert_eq!(c.cmd("PASS wrong"), "-ERR [AUTH] invalid user name or password");
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[0]
+    };
+    let (wrong, unknown) = (time("alice"), time("nobody"));
+    let ratio = wrong.as_secs_f64() / unknown.as_secs_f64();
+    assert!((0.33..3.0).contains(&ratio), "wrong password {wrong:?}, unknown user {unknown:?}");
+}
+
+/// Binary junk and a 1 MB line are answered with `-ERR` and leave the session usable.
+#[test]
+fn junk_and_huge_lines() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    let mut huge = vec![b'A'; 1 << 20];
+    huge.extend_from_slice(b"\r\n");
+    c.send(&huge);
+    assert_eq!(c.read_line(), "-ERR command line too long (limit 255 octets)");
+    let junk: Vec<u8> = (0..=255u8).filter(|&b| b != b'\n').collect();
+    for chunk in junk.chunks(50) {
+        c.send(chunk);
+        c.send(b"\r\n");
+        assert!(c.read_line().starts_with("-ERR"), "{:?}", show(chunk));
+    }
+    c.send(b"\0\0\0\r\n\xff\xfe\r\n");
+    assert!(c.read_line().starts_with("-ERR") && c.read_line().starts_with("-ERR"));
+    c.login("alice", "pw");
+    assert!(c.cmd("STAT").starts_with("+OK 0 0"));
+}
+
+/// Floods of commands, before and after login, are answered in order with bounded server memory.
+#[test]
+fn command_floods_are_bounded() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &[]);
+    let rss = || status_field(&fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap(), "VmRSS:");
+    let mut c = srv.connect();
+    c.greeting();
+    const N: usize = 20_000;
+    let flood = |c: &mut Client, line: &[u8], reply: &str| {
+        let batch: Vec<u8> = line.iter().copied().cycle().take(line.len() * N).collect();
+        let mut writer = c.writer();
+        let sender = thread::spawn(move || writer.write_all(&batch).unwrap());
+        for i in 0..N {
+            let got = c.read_line();
+            assert!(got.starts_with(reply), "reply {i}: {got}");
+        }
+        sender.join().unwrap();
+    };
+    flood(&mut c, b"NOOP\r\n", "-ERR NOOP is not valid before login");
+    c.login("alice", "pw");
+    flood(&mut c, b"NOOP\r\n", "+OK");
+    let kib: u64 = rss().split(' ').next().unwrap().parse().unwrap();
+    assert!(kib < 64 * 1024, "server RSS {kib} kB after the floods");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+}
+
+/// `--system-users` and `--user` exclude each other in standalone mode (each system account owns its
+/// maildrop; one user for all cannot open them); a missing user for `--user` is a start-up error.
+#[test]
+fn privilege_options_are_checked_at_start() {
+    let fx = Fixture::new();
+    let p = fx.passwd().to_str().unwrap();
+    let (code, _, err) = common::run(&["--passwd", p, "--system-users", "--user", "nobody", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--system-users and --user exclude each other"), "{err}");
+    let (code, _, err) = common::run(&["--passwd", p, "--user", "no-such-user-here", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no user no-such-user-here in /etc/passwd"), "{err}");
+}
+
+#[test]
+fn help_lists_the_security_options() {
+    let (code, out, _) = common::run(&["--help"]);
+    assert_eq!(code, 0);
+    for option in ["--user", "--system-users", "--max-per-ip", "--login-timeout", "--max-auth-attempts"] {
+        assert!(out.contains(option), "{option} not in --help");
+    }
+}
