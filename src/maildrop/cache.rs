@@ -1,5 +1,7 @@
 //! The Maildir size cache: each message's octet count (RFC 1939 section 5, as RETR sends it) remembered
-//! in `.poplar.cache` at the top of the maildrop, so a second login does not read every message again.
+//! in `.poplar.cache` at the top of the maildrop, so a second login does not read every message again;
+//! and the listing itself (each message's file name in `new/` or `cur/`, in delivery order) with the
+//! stamps of those two directories, so a login that finds them unchanged need not list them at all.
 //! Owns the file format, its checks and its atomic replacement; `maildir.rs` decides what to look up.
 //! Unique-ids need no cache: they are the base name, or its MD5, computed from the listing alone.
 //!
@@ -9,18 +11,27 @@
 //! entry and its closing line (entry count and an FNV-1a checksum of everything before it) are right,
 //! so a torn or corrupt cache is rebuilt, never served.
 //!
+//! The directory stamps stand for the listing: adding, removing or renaming a file in a directory changes
+//! its modification time. A stamp is recorded only once it is [`SETTLE_SECS`] old, because file systems
+//! keep coarse clocks (ext4 ticks with the scheduler) and a delivery in the same tick as our listing would
+//! leave the stamp unchanged. A message rewritten in place (which Maildir forbids) keeps its directory's
+//! stamp; `maildir.rs` catches it when the message is opened and drops the cache.
+//!
 //! Parsing and formatting are pure; `load` and `save` do the I/O.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// In the maildrop's top directory, beside the lock file, so that it is never listed as a message.
 pub const CACHE_FILE: &str = ".poplar.cache";
 const TEMP_FILE: &str = ".poplar.cache.tmp";
-const VERSION_LINE: &[u8] = b"poplar-maildir-cache 1\n";
+const VERSION_LINE: &[u8] = b"poplar-maildir-cache 2\n";
+/// A directory modified less than this long before it was listed is listed again next time.
+pub const SETTLE_SECS: i64 = 2;
 /// A cache larger than this is not read: 100,000 entries take about 6 MB.
 const MAX_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -33,10 +44,50 @@ pub struct Stamp {
     pub mtime_nsec: i64,
 }
 
-/// The entries of a cache file, by base name.
+impl Stamp {
+    pub fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp { ino: meta.ino(), size: meta.size(), mtime: meta.mtime(), mtime_nsec: meta.mtime_nsec() }
+    }
+}
+
+/// The stamps of `new/` and `cur/` (all zero for a missing one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DirStamps {
+    pub new: Stamp,
+    pub cur: Stamp,
+}
+
+impl DirStamps {
+    /// Whether both were last modified at least [`SETTLE_SECS`] before `now` (seconds since the epoch).
+    pub fn settled(&self, now: i64) -> bool {
+        [self.new, self.cur].iter().all(|s| now.saturating_sub(s.mtime) >= SETTLE_SECS)
+    }
+}
+
+impl Default for Stamp {
+    fn default() -> Stamp {
+        Stamp { ino: 0, size: 0, mtime: 0, mtime_nsec: 0 }
+    }
+}
+
+/// One message: its name under the maildrop (`new/…` or `cur/…`), stamp and octets.
+#[derive(Debug)]
+pub struct Entry {
+    /// `name` is `text[name.0..name.1]`: no allocation per entry.
+    name: (usize, usize),
+    pub stamp: Stamp,
+    pub octets: u64,
+}
+
+/// The entries of a cache file, in delivery order.
 #[derive(Debug, Default)]
 pub struct Cache {
-    entries: HashMap<Box<[u8]>, (Stamp, u64)>,
+    /// The directories' stamps when they were listed, if settled.
+    pub dirs: Option<DirStamps>,
+    text: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Base name → entry, built on first use: only a login that lists the directories needs it.
+    by_base: OnceCell<HashMap<Box<[u8]>, usize>>,
 }
 
 impl Cache {
@@ -66,20 +117,46 @@ impl Cache {
         self.entries.is_empty()
     }
 
+    /// The entries with their names, in delivery order.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
+        self.entries.iter().map(|e| (&self.text[e.name.0..e.name.1], e))
+    }
+
     /// The octets counted for `base` when its file had `stamp`; `None` if unknown or changed since.
     pub fn get(&self, base: &[u8], stamp: Stamp) -> Option<u64> {
-        match self.entries.get(base) {
-            Some((s, octets)) if *s == stamp => Some(*octets),
+        let by_base = self.by_base.get_or_init(|| {
+            self.entries().enumerate().map(|(i, (name, _))| (Box::from(base_of_name(name)), i)).collect()
+        });
+        match by_base.get(base).map(|&i| &self.entries[i]) {
+            Some(e) if e.stamp == stamp => Some(e.octets),
             _ => None,
         }
+    }
+}
+
+/// The base name in `new/NAME` or `cur/NAME:2,FLAGS`.
+fn base_of_name(name: &[u8]) -> &[u8] {
+    let file = &name[4..];
+    memchr::memchr(b':', file).map_or(file, |i| &file[..i])
+}
+
+/// Removes the cache of the maildrop at `root`, after a message was found changed under it.
+pub fn remove(root: &Path) {
+    match fs::remove_file(root.join(CACHE_FILE)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => log::debug!("{}: {e}", root.join(CACHE_FILE).display()),
+        _ => {}
     }
 }
 
 /// Replaces the cache of the maildrop at `root` with `entries` (base name, stamp, octets): written to
 /// a temporary file and renamed over the old one, so a reader sees the old cache or the new, whole.
 /// No fsync: a cache lost or torn by a crash fails its checks and is rebuilt, which costs one slow login.
-pub fn save<'a>(root: &Path, entries: impl Iterator<Item = (&'a [u8], Stamp, u64)>) -> io::Result<()> {
-    let text = format(entries);
+pub fn save<'a>(
+    root: &Path,
+    dirs: Option<DirStamps>,
+    entries: impl Iterator<Item = (&'a [u8], Stamp, u64)>,
+) -> io::Result<()> {
+    let text = format(dirs, entries);
     let temp = root.join(TEMP_FILE);
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
     file.write_all(&text)?;
@@ -87,21 +164,36 @@ pub fn save<'a>(root: &Path, entries: impl Iterator<Item = (&'a [u8], Stamp, u64
     fs::rename(&temp, root.join(CACHE_FILE))
 }
 
-/// The file for `entries`. Base names holding a newline cannot be written in this line format and are
-/// left out: they are simply counted again.
-pub fn format<'a>(entries: impl Iterator<Item = (&'a [u8], Stamp, u64)>) -> Vec<u8> {
-    let mut out = VERSION_LINE.to_vec();
+/// The file for `entries` (name under the maildrop, stamp, octets). Names holding a newline cannot be
+/// written in this line format and are left out: they are simply counted again, and the directory
+/// stamps are not recorded, so that the next login lists the directories and finds them.
+pub fn format<'a>(mut dirs: Option<DirStamps>, entries: impl Iterator<Item = (&'a [u8], Stamp, u64)>) -> Vec<u8> {
+    let mut body = Vec::new();
     let mut count = 0u64;
-    for (base, s, octets) in entries {
-        if base.is_empty() || base.contains(&b'\n') {
+    for (name, s, octets) in entries {
+        if !valid_name(name) {
+            dirs = None;
             continue;
         }
+        let out = &mut body;
         // `write!` to a Vec cannot fail.
         let _ = write!(out, "{} {} {} {} {octets} ", s.ino, s.size, s.mtime, s.mtime_nsec);
-        out.extend_from_slice(base);
+        out.extend_from_slice(name);
         out.push(b'\n');
         count += 1;
     }
+    let mut out = VERSION_LINE.to_vec();
+    match dirs {
+        Some(DirStamps { new: n, cur: c }) => {
+            let _ = writeln!(
+                out,
+                "dirs {} {} {} {} {} {} {} {}",
+                n.ino, n.size, n.mtime, n.mtime_nsec, c.ino, c.size, c.mtime, c.mtime_nsec
+            );
+        }
+        None => out.extend_from_slice(b"dirs -\n"),
+    }
+    out.extend_from_slice(&body);
     let sum = fnv1a(&out);
     let _ = writeln!(out, "end {count} {sum:016x}");
     out
@@ -120,28 +212,60 @@ pub fn parse(bytes: &[u8]) -> Option<Cache> {
     if sum.len() != 16 || u64::from_str_radix(sum, 16).ok()? != fnv1a(checked) {
         return None;
     }
-    let mut entries = HashMap::new();
-    for line in checked[VERSION_LINE.len()..].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let (base, stamp, octets) = parse_entry(line)?;
-        entries.insert(base.into(), (stamp, octets));
+    let rest = &checked[VERSION_LINE.len()..];
+    let dirs_end = memchr::memchr(b'\n', rest)?;
+    let dirs = parse_dirs(&rest[..dirs_end])?;
+    let mut entries = Vec::new();
+    let mut at = VERSION_LINE.len() + dirs_end + 1;
+    for line in checked[at..].split(|&b| b == b'\n') {
+        if !line.is_empty() {
+            let (name, stamp, octets) = parse_entry(line)?;
+            let start = at + (line.len() - name.len());
+            entries.push(Entry { name: (start, start + name.len()), stamp, octets });
+        }
+        at += line.len() + 1;
     }
-    (entries.len() as u64 == count.parse::<u64>().ok()?).then_some(Cache { entries })
+    let text = bytes.to_vec();
+    (entries.len() as u64 == count.parse::<u64>().ok()?).then_some(Cache { dirs, text, entries, by_base: OnceCell::new() })
 }
 
-/// `ino size mtime mtime_nsec octets base-name`.
+/// `dirs -`, or `dirs` and the eight numbers of the two stamps.
+fn parse_dirs(line: &[u8]) -> Option<Option<DirStamps>> {
+    let words = line.strip_prefix(b"dirs ")?;
+    if words == b"-" {
+        return Some(None);
+    }
+    let mut fields = words.split(|&b| b == b' ');
+    let mut next = || number(fields.next()?);
+    let mut stamp = || {
+        let (ino, size, mtime, mtime_nsec) = (next()?, next()?, next()?, next()?);
+        Some(Stamp { ino: u64::try_from(ino).ok()?, size: u64::try_from(size).ok()?, mtime, mtime_nsec })
+    };
+    let dirs = DirStamps { new: stamp()?, cur: stamp()? };
+    fields.next().is_none().then_some(Some(dirs))
+}
+
+/// `new/NAME` or `cur/NAME`: one file, no newline.
+fn valid_name(name: &[u8]) -> bool {
+    let file = name.strip_prefix(b"new/").or_else(|| name.strip_prefix(b"cur/"));
+    file.is_some_and(|f| !f.is_empty() && !f.contains(&b'/') && !f.contains(&b'\n'))
+}
+
+/// Digits only, with a leading '-' allowed (an mtime before 1970); `parse` alone takes '+'.
+fn number(f: &[u8]) -> Option<i64> {
+    let digits = f.strip_prefix(b"-").unwrap_or(f);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(f).ok()?.parse().ok()
+}
+
+/// `ino size mtime mtime_nsec octets new/NAME`.
 fn parse_entry(line: &[u8]) -> Option<(&[u8], Stamp, u64)> {
     let mut fields = line.splitn(6, |&b| b == b' ');
-    let mut number = || -> Option<i64> {
-        let f = fields.next()?;
-        // Digits only, with a leading '-' allowed (an mtime before 1970); `parse` alone takes '+'.
-        let digits = f.strip_prefix(b"-").unwrap_or(f);
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(f).ok()?.parse().ok()
-    };
-    let (ino, size, mtime, mtime_nsec, octets) = (number()?, number()?, number()?, number()?, number()?);
-    let base = fields.next().filter(|b| !b.is_empty())?;
+    let mut next = || number(fields.next()?);
+    let (ino, size, mtime, mtime_nsec, octets) = (next()?, next()?, next()?, next()?, next()?);
+    let base = fields.next().filter(|b| valid_name(b))?;
     let unsigned = |n: i64| u64::try_from(n).ok();
     let stamp = Stamp { ino: unsigned(ino)?, size: unsigned(size)?, mtime, mtime_nsec };
     Some((base, stamp, unsigned(octets)?))
@@ -163,8 +287,8 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let entries: [(&[u8], Stamp, u64); 3] =
-            [(b"1.M1P1.host", stamp(1), 12), (b"2 with space", stamp(2), 0), (b"3,W=5", stamp(3), 5)];
-        format(entries.into_iter())
+            [(b"new/1.M1P1.host", stamp(1), 12), (b"cur/2 with space:2,S", stamp(2), 0), (b"new/3,W=5", stamp(3), 5)];
+        format(None, entries.into_iter())
     }
 
     #[test]
@@ -174,7 +298,9 @@ mod tests {
         assert_eq!(cache.get(b"1.M1P1.host", stamp(1)), Some(12));
         assert_eq!(cache.get(b"2 with space", stamp(2)), Some(0));
         assert_eq!(cache.get(b"3,W=5", stamp(3)), Some(5));
-        assert!(parse(&format(std::iter::empty())).expect("valid").is_empty());
+        let names: Vec<&[u8]> = cache.entries().map(|(name, _)| name).collect();
+        assert_eq!(names, [&b"new/1.M1P1.host"[..], b"cur/2 with space:2,S", b"new/3,W=5"]);
+        assert!(parse(&format(None, std::iter::empty())).expect("valid").is_empty());
     }
 
     #[test]
@@ -195,10 +321,14 @@ mod tests {
 
     #[test]
     fn leaves_out_names_with_newlines() {
-        let entries: [(&[u8], Stamp, u64); 2] = [(b"a\nb", stamp(1), 1), (b"ok", stamp(2), 2)];
-        let cache = parse(&format(entries.into_iter())).unwrap();
+        let entries: [(&[u8], Stamp, u64); 4] =
+            [(b"new/a\nb", stamp(1), 1), (b"new/ok", stamp(2), 2), (b"tmp/x", stamp(3), 3), (b"new/a/b", stamp(4), 4)];
+        let dirs = DirStamps { new: stamp(8), cur: stamp(9) };
+        let cache = parse(&format(Some(dirs), entries.into_iter())).unwrap();
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.get(b"ok", stamp(2)), Some(2));
+        // The listing is incomplete: the next login must list the directories.
+        assert_eq!(cache.dirs, None);
     }
 
     #[test]
@@ -208,8 +338,9 @@ mod tests {
         let mut cases: Vec<Vec<u8>> = vec![
             Vec::new(),
             b"poplar-maildir-cache 2\n".to_vec(),
-            text.replace("poplar-maildir-cache 1", "poplar-maildir-cache 2").into_bytes(),
-            text.replace(" 12 1.M1P1", " 13 1.M1P1").into_bytes(),
+            text.replace("poplar-maildir-cache 2", "poplar-maildir-cache 1").into_bytes(),
+            text.replace(" 12 new/1.M1P1", " 13 new/1.M1P1").into_bytes(),
+            text.replace("dirs -", "dirs 1 2 3 4 5 6 7 8").into_bytes(),
             text.replace("end 3", "end 2").into_bytes(),
             text.replace("end 3", "end 3 x").into_bytes(),
             good[..good.len() - 1].to_vec(),
@@ -223,12 +354,29 @@ mod tests {
 
     #[test]
     fn rejects_bad_numbers_even_with_a_matching_checksum() {
-        for line in ["+1 2 3 4 5 x", "1 2 3 4 -5 x", "1 2 3 4 5", "1 2 3 4 5 ", "a 2 3 4 5 x", "-1 2 3 4 5 x"] {
+        let lines = [
+            "+1 2 3 4 5 new/x",
+            "1 2 3 4 -5 new/x",
+            "1 2 3 4 5",
+            "1 2 3 4 5 ",
+            "a 2 3 4 5 new/x",
+            "-1 2 3 4 5 new/x",
+            "1 2 3 4 5 x",
+            "1 2 3 4 5 tmp/x",
+            "1 2 3 4 5 new/",
+            "dirs 1 2 3 4 5 6 7",
+            "dirs -1 2 3 4 5 6 7 8",
+        ];
+        for line in lines {
             let mut body = VERSION_LINE.to_vec();
+            if !line.starts_with("dirs") {
+                body.extend_from_slice(b"dirs -\n");
+            }
             body.extend_from_slice(line.as_bytes());
             body.push(b'\n');
             let sum = fnv1a(&body);
-            body.extend_from_slice(format!("end 1 {sum:016x}\n").as_bytes());
+            let count = if line.starts_with("dirs") { 0 } else { 1 };
+            body.extend_from_slice(format!("end {count} {sum:016x}\n").as_bytes());
             assert!(parse(&body).is_none(), "{line}");
         }
     }
@@ -237,11 +385,23 @@ mod tests {
     fn saves_atomically_and_loads() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Cache::load(dir.path()).is_empty());
-        let entries: [(&[u8], Stamp, u64); 1] = [(b"m", stamp(7), 70)];
-        save(dir.path(), entries.into_iter()).unwrap();
+        let entries: [(&[u8], Stamp, u64); 1] = [(b"cur/m:2,", stamp(7), 70)];
+        save(dir.path(), None, entries.into_iter()).unwrap();
         assert!(!dir.path().join(TEMP_FILE).exists());
         assert_eq!(Cache::load(dir.path()).get(b"m", stamp(7)), Some(70));
         fs::write(dir.path().join(CACHE_FILE), b"garbage").unwrap();
         assert!(Cache::load(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn directory_stamps_round_trip_and_settle() {
+        let dirs = DirStamps { new: stamp(1), cur: Stamp { mtime: -5, ..stamp(2) } };
+        let entries: [(&[u8], Stamp, u64); 1] = [(b"new/m", stamp(7), 70)];
+        assert_eq!(parse(&format(Some(dirs), entries.into_iter())).unwrap().dirs, Some(dirs));
+        let newest = dirs.new.mtime;
+        let cases = [(newest, false), (newest + SETTLE_SECS - 1, false), (newest + SETTLE_SECS, true), (i64::MIN, false)];
+        for (now, settled) in cases {
+            assert_eq!(dirs.settled(now), settled, "{now}");
+        }
     }
 }

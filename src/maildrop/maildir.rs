@@ -3,7 +3,9 @@
 //! them and unlinking the deleted ones; the wire encoding of bodies is `proto::body`'s job.
 //!
 //! Message sizes are remembered in the size cache (`cache.rs`), so only messages new since the last
-//! session are read at login.
+//! session are read at login; and when neither `new/` nor `cur/` changed since the cache was written
+//! (their stamps, see `cache.rs`), the listing comes from the cache too, without a `readdir` or a `stat`.
+//! Each message is then checked when it is opened: a file changed in place drops the cache.
 //!
 //! Other programs (an IMAP server, a mail reader) may rename files while we hold our lock: moving
 //! `new/x` to `cur/x:2,S` or changing the flags after `:2,`. The part of the name before the first
@@ -12,15 +14,17 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
 
 use crate::proto::body::OctetCounter;
 
-use super::cache::{self, Cache, Stamp};
+use super::cache::{self, Cache, DirStamps, Stamp};
 use super::{Maildrop, MaildropError, MessageInfo};
 use crate::lock::{SessionLock, TryLock};
 
@@ -38,6 +42,8 @@ pub struct Maildir {
     messages: Vec<MessageInfo>,
     /// `paths[i]` is message `i`'s file (`root/new/…` or `root/cur/…`), updated when found renamed.
     paths: Vec<PathBuf>,
+    /// `stamps[i]`: message `i`'s file when listed or cached, to catch a file changed in place.
+    stamps: Vec<Stamp>,
     /// `None` only when the maildrop does not exist yet: there is nothing to protect.
     _lock: Option<SessionLock>,
 }
@@ -51,12 +57,19 @@ impl Maildir {
             Ok(TryLock::Busy) => return Err(MaildropError::InUse { path: path.to_path_buf() }),
             // The lock file's directory, the maildrop itself, is missing: no mail yet.
             Err(e) if e.kind() == io::ErrorKind::NotFound && !path.exists() => {
-                return Ok(Maildir { root: path.to_path_buf(), messages: Vec::new(), paths: Vec::new(), _lock: None });
+                let root = path.to_path_buf();
+                return Ok(Maildir { root, messages: Vec::new(), paths: Vec::new(), stamps: Vec::new(), _lock: None });
             }
             Err(e) => return Err(MaildropError::io(path, e)),
         };
-        let found = list(path)?;
+        // Before listing: a change made while we list must show as a change next time.
+        let dirs = dir_stamps(path)?;
         let cache = Cache::load(path);
+        if cache.dirs.is_some_and(|cached| cached == dirs) {
+            let (messages, paths, stamps) = from_cache(path, &cache);
+            return Ok(Maildir { root: path.to_path_buf(), messages, paths, stamps, _lock: Some(lock) });
+        }
+        let found = list(path)?;
         let mut messages = Vec::with_capacity(found.len());
         let mut paths = Vec::with_capacity(found.len());
         let mut stamps = Vec::with_capacity(found.len());
@@ -82,15 +95,47 @@ impl Maildir {
             paths.push(file.path);
             stamps.push(file.stamp);
         }
-        // Rewritten only when it no longer matches the maildrop: new messages counted or old ones gone.
-        if counted > 0 || cache.len() != messages.len() {
-            let entries = paths.iter().zip(&stamps).zip(&messages).map(|((p, s), m)| (base_name(p), *s, m.octets));
-            if let Err(e) = cache::save(path, entries) {
+        // Rewritten only when it no longer matches the maildrop: new messages counted, old ones gone, or
+        // directories changed (renamed files have new names).
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let settled = Some(dirs).filter(|d| d.settled(now));
+        if counted > 0 || cache.len() != messages.len() || cache.dirs != settled {
+            let entries = paths.iter().zip(&stamps).zip(&messages).map(|((p, s), m)| (name_under(path, p), *s, m.octets));
+            if let Err(e) = cache::save(path, settled, entries) {
                 log::debug!("{}: cannot save the size cache: {e}", path.display());
             }
         }
-        Ok(Maildir { root: path.to_path_buf(), messages, paths, _lock: Some(lock) })
+        Ok(Maildir { root: path.to_path_buf(), messages, paths, stamps, _lock: Some(lock) })
     }
+}
+
+/// The stamps of `root/new` and `root/cur`; zero for a missing one.
+fn dir_stamps(root: &Path) -> Result<DirStamps, MaildropError> {
+    let stamp = |sub: &str| match fs::symlink_metadata(root.join(sub)) {
+        Ok(meta) => Ok(Stamp::of(&meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Stamp::default()),
+        Err(e) => Err(MaildropError::io(&root.join(sub), e)),
+    };
+    Ok(DirStamps { new: stamp(MESSAGE_DIRS[0])?, cur: stamp(MESSAGE_DIRS[1])? })
+}
+
+/// The listing as cached: messages, paths and stamps, in the cached (delivery) order.
+fn from_cache(root: &Path, cache: &Cache) -> (Vec<MessageInfo>, Vec<PathBuf>, Vec<Stamp>) {
+    let mut messages = Vec::with_capacity(cache.len());
+    let mut paths = Vec::with_capacity(cache.len());
+    let mut stamps = Vec::with_capacity(cache.len());
+    for (name, entry) in cache.entries() {
+        let path = root.join(OsStr::from_bytes(name));
+        messages.push(MessageInfo { octets: entry.octets, uid: uid_of(base_name(&path)) });
+        paths.push(path);
+        stamps.push(entry.stamp);
+    }
+    (messages, paths, stamps)
+}
+
+/// `new/NAME` or `cur/NAME`: `path` below `root`, as the cache records it.
+fn name_under<'a>(root: &Path, path: &'a Path) -> &'a [u8] {
+    path.strip_prefix(root).map_or(&[][..], |p| p.as_os_str().as_bytes())
 }
 
 impl Maildrop for Maildir {
@@ -101,6 +146,12 @@ impl Maildrop for Maildir {
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
         let path = self.paths.get_mut(index).ok_or_else(|| no_such_message(&self.root, index))?;
         let file = with_relocation(&self.root, path, open_file)?;
+        // Maildir messages never change once delivered; one that did may have another size than listed.
+        // It is served as it is now, and the cache goes, so the next login counts and lists afresh.
+        if file.metadata().is_ok_and(|meta| Stamp::of(&meta) != self.stamps[index]) {
+            log::debug!("{}: changed since it was listed; size cache dropped", path.display());
+            cache::remove(&self.root);
+        }
         Ok(Box::new(file))
     }
 
@@ -184,7 +235,7 @@ fn list_dir(root: &Path, dir: &Path, found: &mut Vec<Found>) -> Result<(), Maild
         };
         match meta {
             Ok(meta) if meta.file_type().is_file() => {
-                let stamp = Stamp { ino: meta.ino(), size: meta.size(), mtime: meta.mtime(), mtime_nsec: meta.mtime_nsec() };
+                let stamp = Stamp::of(&meta);
                 let base = base_name(&path).into();
                 found.push(Found { stamp, path, base });
             }
@@ -556,14 +607,15 @@ mod tests {
         let text = fs::read(root.join(cache::CACHE_FILE)).unwrap();
         let text = String::from_utf8(text).unwrap();
         let mut entries = Vec::new();
-        for line in text.lines().skip(1).filter(|l| !l.starts_with("end ")) {
+        for line in text.lines().skip(2).filter(|l| !l.starts_with("end ")) {
             let f: Vec<&str> = line.splitn(6, ' ').collect();
             let n = |i: usize| f[i].parse::<i64>().unwrap();
             let stamp = Stamp { ino: n(0) as u64, size: n(1) as u64, mtime: n(2), mtime_nsec: n(3) };
-            let o = if f[5].as_bytes() == base { octets } else { n(4) as u64 };
+            let o = if base_name(Path::new(f[5])) == base { octets } else { n(4) as u64 };
             entries.push((f[5].as_bytes().to_vec(), stamp, o));
         }
-        cache::save(root, entries.iter().map(|(b, s, o)| (&b[..], *s, *o))).unwrap();
+        let dirs = Cache::load(root).dirs;
+        cache::save(root, dirs, entries.iter().map(|(b, s, o)| (&b[..], *s, *o))).unwrap();
     }
 
     fn sizes(root: &Path) -> Vec<u64> {
@@ -615,6 +667,51 @@ mod tests {
         fs::remove_file(root.join("new/a")).unwrap();
         assert_eq!(sizes(root), [3]);
         let text = fs::read_to_string(root.join(cache::CACHE_FILE)).unwrap();
-        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
+    /// Dates `new/` and `cur/` back, as if the last delivery were long ago.
+    fn settle(root: &Path) {
+        for sub in MESSAGE_DIRS {
+            File::open(root.join(sub)).unwrap().set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(100)).unwrap();
+        }
+    }
+
+    #[test]
+    fn unchanged_directories_are_not_listed_again() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/a", b"a\n", 1);
+        put(root, "cur/b:2,S", b"bb\n", 2);
+        assert_eq!(sizes(root), [3, 4]);
+        // Directories changed less than SETTLE_SECS ago are not vouched for.
+        assert_eq!(Cache::load(root).dirs, None);
+        settle(root);
+        assert_eq!(sizes(root), [3, 4]);
+        assert!(Cache::load(root).dirs.is_some());
+        // A file renamed behind the directory's back keeps its cached name: proof that nothing was listed.
+        // Opening it finds it by its base name.
+        forge_cache(root, b"a", 99);
+        fs::rename(root.join("cur/b:2,S"), root.join("cur/b:2,RS")).unwrap();
+        settle(root);
+        let mut md = Maildir::open(root).unwrap();
+        assert_eq!(md.paths[1], root.join("cur/b:2,S"));
+        assert_eq!(read_all(&mut md, 1), b"bb\n");
+        assert_eq!(md.paths[1], root.join("cur/b:2,RS"));
+        drop(md);
+        // A delivery changes new/: listed again (the forged entry keeps its matching stamp).
+        put(root, "new/c", b"c\n", 3);
+        assert_eq!(sizes(root), [99, 4, 3]);
+        settle(root);
+        assert_eq!(sizes(root), [99, 4, 3]);
+        // A message changed in place (Maildir forbids it) leaves the directories alone: it is listed
+        // from the cache, served as it is now, and its opening drops the cache.
+        put(root, "new/c", b"c\nlonger\n", 3);
+        let mut md = Maildir::open(root).unwrap();
+        assert_eq!(md.messages()[2].octets, 3);
+        assert_eq!(read_all(&mut md, 2), b"c\nlonger\n");
+        drop(md);
+        assert!(!root.join(cache::CACHE_FILE).exists());
+        assert_eq!(sizes(root), [3, 4, 11]);
     }
 }
