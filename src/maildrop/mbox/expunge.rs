@@ -8,7 +8,8 @@
 //! the session included), `offset` the first deleted byte and N the size after removal (N < O).
 //!
 //! 1. Write `MBOX.poplar-recovery` (mode 0600, created exclusively): a header (O, `offset`, N, the deleted
-//!    ranges), the file's bytes `offset..O` as they are now, and an MD5 of all that. fsync it and the
+//!    ranges), the file's bytes `offset..O` as they are now, and a checksum of all that (`sum`: words at
+//!    memory speed; files from before, with an MD5, are still read). fsync it and the
 //!    directory. A failure here (ENOSPC, EFBIG, EIO) removes it: the mbox was not touched. Before this
 //!    step, an mbox larger than the process's file size limit is refused (see `file_size_limit`).
 //! 2. Compact: copy each kept range down over the deleted ones, in file order. Writes only ever touch
@@ -18,7 +19,7 @@
 //! 4. Remove the recovery file and fsync the directory.
 //!
 //! Recovery (any open of the mbox that finds a recovery file, under the same locks):
-//! - The recovery file is short or its MD5 is wrong: the crash came during step 1 and the mbox is
+//! - The recovery file is short or its checksum is wrong: the crash came during step 1 and the mbox is
 //!   untouched. Remove it.
 //! - The mbox is at least O octets long and `N..O` still holds the saved old bytes: not truncated, so
 //!   somewhere in step 2 or 3. Roll back: write the saved bytes back at `offset`. Mail an agent appended
@@ -34,12 +35,11 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
+use super::sum::{MAGIC_V2, Sum};
 use nix::libc;
 
 /// Copy buffer size: large sequential I/O, small enough to stay in cache.
 pub const COPY_CHUNK: usize = 1 << 20;
-const MAGIC: &[u8; 16] = b"poplar-mbox-rcv1";
 const HEADER_LEN: u64 = 16 + 4 * 8;
 
 /// `MBOX.poplar-recovery`, next to the mbox: on the same file system, found by whoever opens the mbox.
@@ -131,7 +131,7 @@ struct Plan {
 
 impl Plan {
     fn header(&self) -> Vec<u8> {
-        let mut h = MAGIC.to_vec();
+        let mut h = MAGIC_V2.to_vec();
         for n in [self.size, self.offset, self.new_size, self.deleted.len() as u64] {
             h.extend_from_slice(&n.to_le_bytes());
         }
@@ -159,21 +159,21 @@ impl Plan {
 /// Step 1: the recovery file, complete and on disk before the mbox is touched.
 fn write_recovery(rpath: &Path, file: &File, plan: &Plan, chunk: usize) -> io::Result<()> {
     let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(rpath)?;
-    let mut md5 = Md5::new();
+    let mut sum = Sum::for_magic(MAGIC_V2).expect("known magic");
     let header = plan.header();
-    md5.update(&header);
+    sum.update(&header);
     out.write_all(&header)?;
     crash::point()?;
     let mut buf = vec![0u8; chunk];
     let mut at = plan.offset;
     while at < plan.size {
         let n = read_full_at(file, &mut buf[..chunk.min((plan.size - at) as usize)], at)?;
-        md5.update(&buf[..n]);
+        sum.update(&buf[..n]);
         out.write_all(&buf[..n])?;
         crash::point()?;
         at += n as u64;
     }
-    out.write_all(&md5.finalize())?;
+    out.write_all(&sum.finish())?;
     out.sync_all()?;
     sync_dir(rpath)?;
     crash::point()
@@ -268,9 +268,10 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
 fn read_plan(saved: &mut File) -> io::Result<Option<Plan>> {
     let len = saved.metadata()?.len();
     let mut head = [0u8; HEADER_LEN as usize];
-    if len < HEADER_LEN + 16 || read_full_at(saved, &mut head, 0)? < head.len() || &head[..16] != MAGIC {
+    if len < HEADER_LEN + 16 || read_full_at(saved, &mut head, 0)? < head.len() {
         return Ok(None);
     }
+    let Some(mut sum) = Sum::for_magic(&head[..16]) else { return Ok(None) };
     let word = |i: usize| u64::from_le_bytes(head[16 + 8 * i..24 + 8 * i].try_into().expect("8 octets"));
     let (size, offset, new_size, count) = (word(0), word(1), word(2), word(3));
     let expected = count.checked_mul(16).and_then(|r| r.checked_add(HEADER_LEN + 16));
@@ -278,7 +279,6 @@ fn read_plan(saved: &mut File) -> io::Result<Option<Plan>> {
     if expected != Some(len) {
         return Ok(None);
     }
-    let mut md5 = Md5::new();
     let mut ranges = Vec::new();
     let mut reader = io::BufReader::with_capacity(COPY_CHUNK, (&*saved).take(len - 16));
     let mut buf = vec![0u8; 64 * 1024];
@@ -288,13 +288,13 @@ fn read_plan(saved: &mut File) -> io::Result<Option<Plan>> {
         if n == 0 {
             break;
         }
-        md5.update(&buf[..n]);
+        sum.update(&buf[..n]);
         collect_ranges(&buf[..n], pos, count, &mut ranges);
         pos += n as u64;
     }
-    let mut sum = [0u8; 16];
-    read_full_at(saved, &mut sum, len - 16)?;
-    if sum != <[u8; 16]>::from(md5.finalize()) {
+    let mut saved_sum = [0u8; 16];
+    read_full_at(saved, &mut saved_sum, len - 16)?;
+    if saved_sum != sum.finish() {
         return Ok(None);
     }
     let deleted = ranges.chunks(2).map(|r| (r[0], r[1])).collect();

@@ -180,3 +180,35 @@ fn refuses_to_overwrite_an_existing_recovery_file() {
     assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
     assert_eq!(fs::read(&fx.path).unwrap(), all);
 }
+
+/// A recovery file of version 1 (MD5), as an older poplar left it, is still applied after an upgrade.
+#[test]
+fn recovers_from_a_version_1_recovery_file() {
+    use md5::{Digest, Md5};
+    let (all, ranges, expected) = case(&[0, 2], "");
+    let mut seen = std::collections::HashSet::new();
+    for n in 0.. {
+        let fx = fixture(&all);
+        crash::arm(Some(n));
+        let result = expunge_with(&fx.path, &fx.file, &ranges, &mut || {}, 7);
+        crash::arm(None);
+        if result.is_ok() {
+            break;
+        }
+        let rpath = recovery_path(&fx.path);
+        let Ok(mut saved) = fs::read(&rpath) else { continue };
+        if saved.len() < 16 + 16 || &saved[..16] != super::super::sum::MAGIC_V2 {
+            continue;
+        }
+        saved[..16].copy_from_slice(super::super::sum::MAGIC_V1);
+        let body = saved.len() - 16;
+        let digest: [u8; 16] = Md5::digest(&saved[..body]).into();
+        saved[body..].copy_from_slice(&digest);
+        fs::write(&rpath, &saved).unwrap();
+        let outcome = recover(&fx.path, &fx.file).unwrap();
+        let want = if outcome == Recovery::Completed { &expected } else { &all };
+        assert_eq!(&fs::read(&fx.path).unwrap(), want, "crash at {n}: {outcome:?}");
+        seen.insert(outcome);
+    }
+    assert!(seen.contains(&Recovery::RolledBack) && seen.contains(&Recovery::Completed), "{seen:?}");
+}

@@ -19,6 +19,7 @@
 pub mod expunge;
 pub mod index;
 pub mod scan;
+pub mod sum;
 pub mod uidl;
 
 use std::fs::{self, File, OpenOptions};
