@@ -89,12 +89,15 @@ $(BIN): Cargo.toml Cargo.lock $(shell find src -name '*.rs' 2>/dev/null)
 # demo the home TMP/demo and the mail location maildir:%h/Maildir puts the messages in TMP/demo/Maildir.
 # The messages are delivered as Maildir does (files in new/, oldest first by mtime), and show the
 # interesting cases: a multi-line body, lines starting with '.', and a last line without a newline.
-run: build
+run: $(BIN)
 	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/poplar-demo.XXXXXX")
 	trap 'rm -rf "$$tmp"' EXIT
 	md="$$tmp/demo/Maildir"
 	mkdir -p "$$md/new" "$$md/cur" "$$md/tmp"
-	printf 'demo:{PLAIN}demo::::%s/demo::\n' "$$tmp" > "$$tmp/passwd"
+	# The account needs a uid and gid: run as root, poplar never opens a maildrop as root, so the demo
+	# maildrop belongs to nobody (65534) and each session takes on that identity for its file access.
+	if [ "$$(id -u)" -eq 0 ]; then ids=65534:65534; else ids=$$(id -u):$$(id -g); fi
+	printf 'demo:{PLAIN}demo:%s::%s/demo::\n' "$$ids" "$$tmp" > "$$tmp/passwd"
 	chmod 600 "$$tmp/passwd"
 	now=$$(date +%s)
 	deliver() { # deliver AGE NAME: stdin becomes new/<unique name>, AGE seconds old
@@ -162,6 +165,8 @@ run: build
 		'  3. One session per maildrop; a second one gets [IN-USE].' \
 		'' \
 		'Carol' | deliver 10 4
+	chown -R "$$ids" "$$tmp/demo"
+	chmod 711 "$$tmp"  # mktemp's 0700 would keep the demo user from reaching its own maildrop
 	py='import poplib; p = poplib.POP3("127.0.0.1", 1110); p.user("demo"); p.pass_("demo"); print(p.stat()); print(b"\n".join(p.retr(2)[1]).decode()); p.quit()'
 	printf '%s\n' '' \
 		"  poplar demo: user demo, password demo, $$(ls "$$md/new" | wc -l) messages in $$md" \
