@@ -36,7 +36,7 @@ pub const SETTLE_SECS: i64 = 2;
 const MAX_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What must not have changed since a message was counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stamp {
     pub ino: u64,
     pub size: u64,
@@ -61,12 +61,6 @@ impl DirStamps {
     /// Whether both were last modified at least [`SETTLE_SECS`] before `now` (seconds since the epoch).
     pub fn settled(&self, now: i64) -> bool {
         [self.new, self.cur].iter().all(|s| now.saturating_sub(s.mtime) >= SETTLE_SECS)
-    }
-}
-
-impl Default for Stamp {
-    fn default() -> Stamp {
-        Stamp { ino: 0, size: 0, mtime: 0, mtime_nsec: 0 }
     }
 }
 
