@@ -2,6 +2,8 @@
 //! (rustls, feature `tls`) layered over either. Reads and writes wait with `poll(2)` so that the
 //! autologout timer and the send timeout work the same on every kind of fd (a pipe under a test harness
 //! has no SO_RCVTIMEO); TLS records go through the same timed reads and writes, so the timers hold there too.
+//! Writes to a TCP socket are the exception: there the send timeout is the socket's SO_SNDTIMEO, which
+//! bounds a blocked send just as the poll did, without a `poll(2)` before every send of a RETR.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
@@ -42,11 +44,18 @@ struct Timed {
     transport: Transport,
     read_timeout: Duration,
     write_timeout: Duration,
+    /// The socket's SO_SNDTIMEO holds `write_timeout`, so a send needs no poll before it.
+    socket_send_timeout: bool,
 }
 
 impl Stream {
     pub fn new(transport: Transport, read_timeout: Duration, write_timeout: Duration) -> Stream {
-        Stream { layer: Layer::Plain(Timed { transport, read_timeout, write_timeout }) }
+        // A zero timeout cannot be set (it would mean "never"); such a stream keeps the poll.
+        let socket_send_timeout = match &transport {
+            Transport::Tcp(s) => !write_timeout.is_zero() && s.set_write_timeout(Some(write_timeout)).is_ok(),
+            Transport::Stdio { .. } => false,
+        };
+        Stream { layer: Layer::Plain(Timed { transport, read_timeout, write_timeout, socket_send_timeout }) }
     }
 
     /// Changes the inactivity timeout (the pre-login and the autologout timers may differ).
@@ -207,21 +216,39 @@ impl Read for Timed {
     }
 }
 
+impl Timed {
+    /// Before a write: waits for room in the output, unless the socket's own send timeout bounds it.
+    fn wait_writable(&self) -> io::Result<()> {
+        if self.socket_send_timeout {
+            return Ok(());
+        }
+        wait(self.output_fd(), PollFlags::POLLOUT, self.write_timeout)
+    }
+}
+
+/// SO_SNDTIMEO expiring with nothing sent is EAGAIN; it is a timeout like the poll's.
+fn send_timed_out(result: io::Result<usize>) -> io::Result<usize> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
+        other => other,
+    }
+}
+
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        wait(self.output_fd(), PollFlags::POLLOUT, self.write_timeout)?;
-        match &mut self.transport {
+        self.wait_writable()?;
+        send_timed_out(match &mut self.transport {
             Transport::Tcp(s) => s.write(buf),
             Transport::Stdio { output, .. } => output.write(buf),
-        }
+        })
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        wait(self.output_fd(), PollFlags::POLLOUT, self.write_timeout)?;
-        match &mut self.transport {
+        self.wait_writable()?;
+        send_timed_out(match &mut self.transport {
             Transport::Tcp(s) => s.write_vectored(bufs),
             Transport::Stdio { output, .. } => output.write_vectored(bufs),
-        }
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -112,10 +112,13 @@ fn send<W: Write + ?Sized>(
         Limit::Top(_) => reply::ok(out, format_args!("top of message {msg} follows"))?,
     }
     let mut encoder = Encoder::new(limit);
-    let mut chunk = vec![0u8; READ_CHUNK];
-    // Each chunk read is encoded into this one buffer and handed on in one write: the writer sends a
-    // buffer this large straight to the socket, with the status line before it, without copying it again.
-    let mut encoded = Vec::with_capacity(encoded_capacity(READ_CHUNK));
+    // Sized to the message, plus one octet so that a message read whole is seen to end on the next read:
+    // a small message then costs small buffers, never held past this command.
+    let mut chunk = vec![0u8; READ_CHUNK.min(usize::try_from(octets).unwrap_or(READ_CHUNK).saturating_add(1))];
+    // Encoded chunks gather here. They leave after a read that filled the chunk (more is coming); after a
+    // shorter read the file has most likely ended, and the next read says so: the body then leaves with
+    // its terminator, and a message smaller than a chunk with its status line too, in one `writev`.
+    let mut encoded = Vec::with_capacity(encoded_capacity(chunk.len()));
     loop {
         let n = match reader.read(&mut chunk) {
             Ok(0) => break,
@@ -126,14 +129,17 @@ fn send<W: Write + ?Sized>(
                 return Err(e);
             }
         };
-        encoded.clear();
         let more = encoder.encode_chunk(&chunk[..n], &mut encoded);
-        out.write_all(&encoded)?;
         if !more {
             break;
         }
+        if n == chunk.len() {
+            out.write_all(&encoded)?;
+            encoded.clear();
+        }
     }
-    encoder.finish(out)?;
+    encoder.finish(&mut encoded)?;
+    out.write_all(&encoded)?;
     if limit == Limit::Whole {
         stats.retr += 1;
         stats.bytes += octets;
