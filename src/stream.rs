@@ -277,6 +277,21 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
+    /// A TCP client that never reads: the socket's send timeout ends the write, as the poll did.
+    #[test]
+    fn tcp_write_times_out_when_the_peer_stops_reading() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let t = Duration::from_millis(100);
+        let mut stream = Stream::new(Transport::Tcp(ours), t, t);
+        let big = vec![b'x'; 64 << 20];
+        let started = std::time::Instant::now();
+        let err = stream.write_all(&big).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
     #[test]
     fn data_flows_both_ways() {
         let (mut stream, mut peer) = stdio_pair();
