@@ -2,8 +2,8 @@
 //! (rustls, feature `tls`) layered over either. Reads and writes wait with `poll(2)` so that the
 //! autologout timer and the send timeout work the same on every kind of fd (a pipe under a test harness
 //! has no SO_RCVTIMEO); TLS records go through the same timed reads and writes, so the timers hold there too.
-//! Writes to a TCP socket are the exception: there the send timeout is the socket's SO_SNDTIMEO, which
-//! bounds a blocked send just as the poll did, without a `poll(2)` before every send of a RETR.
+//! A TCP socket is the exception: there the timeouts are its SO_SNDTIMEO and SO_RCVTIMEO, which bound a
+//! blocked send or receive just as the poll did, without a `poll(2)` before every system call.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
@@ -46,7 +46,14 @@ struct Timed {
     write_timeout: Duration,
     /// The socket's SO_SNDTIMEO holds `write_timeout`, so a send needs no poll before it.
     socket_send_timeout: bool,
+    /// What the socket's SO_RCVTIMEO was last set to, if it was.
+    socket_read_timeout: Option<Duration>,
 }
+
+/// How far the socket's receive timeout may be from the one wanted before it is set again: a session's
+/// deadline moves with each command, and a system call per command to follow it would cost what the
+/// poll did. A read may so wait this much longer than asked, never more.
+const READ_TIMEOUT_SLACK: Duration = Duration::from_millis(10);
 
 impl Stream {
     pub fn new(transport: Transport, read_timeout: Duration, write_timeout: Duration) -> Stream {
@@ -55,7 +62,7 @@ impl Stream {
             Transport::Tcp(s) => !write_timeout.is_zero() && s.set_write_timeout(Some(write_timeout)).is_ok(),
             Transport::Stdio { .. } => false,
         };
-        Stream { layer: Layer::Plain(Timed { transport, read_timeout, write_timeout, socket_send_timeout }) }
+        Stream { layer: Layer::Plain(Timed { transport, read_timeout, write_timeout, socket_send_timeout, socket_read_timeout: None }) }
     }
 
     /// Changes the inactivity timeout (the pre-login and the autologout timers may differ).
@@ -208,15 +215,42 @@ impl Write for Stream {
 
 impl Read for Timed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        wait(self.input_fd(), PollFlags::POLLIN, self.read_timeout)?;
-        match &mut self.transport {
+        if !self.socket_read_timeout_set() {
+            wait(self.input_fd(), PollFlags::POLLIN, self.read_timeout)?;
+        }
+        socket_timed_out(match &mut self.transport {
             Transport::Tcp(s) => s.read(buf),
             Transport::Stdio { input, .. } => input.read(buf),
-        }
+        })
     }
 }
 
 impl Timed {
+    /// Sets a TCP socket's SO_RCVTIMEO to `read_timeout` unless it is already that, within the slack.
+    /// False when the read must poll instead: not a socket, a zero timeout, or the option refused.
+    fn socket_read_timeout_set(&mut self) -> bool {
+        let Transport::Tcp(socket) = &self.transport else {
+            return false;
+        };
+        let wanted = self.read_timeout;
+        if self.socket_read_timeout.is_some_and(|set| set >= wanted && set - wanted <= READ_TIMEOUT_SLACK) {
+            return true;
+        }
+        // Rounded up to the slack, so that the next command's timeout, a little shorter, still fits.
+        let slack = READ_TIMEOUT_SLACK.as_millis();
+        let rounded = u64::try_from(wanted.as_millis().div_ceil(slack) * slack).map(Duration::from_millis);
+        let Ok(rounded) = rounded else {
+            self.socket_read_timeout = None;
+            return false;
+        };
+        if rounded.is_zero() || socket.set_read_timeout(Some(rounded)).is_err() {
+            self.socket_read_timeout = None;
+            return false;
+        }
+        self.socket_read_timeout = Some(rounded);
+        true
+    }
+
     /// Before a write: waits for room in the output, unless the socket's own send timeout bounds it.
     fn wait_writable(&self) -> io::Result<()> {
         if self.socket_send_timeout {
@@ -226,8 +260,8 @@ impl Timed {
     }
 }
 
-/// SO_SNDTIMEO expiring with nothing sent is EAGAIN; it is a timeout like the poll's.
-fn send_timed_out(result: io::Result<usize>) -> io::Result<usize> {
+/// SO_SNDTIMEO or SO_RCVTIMEO expiring with nothing done is EAGAIN; it is a timeout like the poll's.
+fn socket_timed_out(result: io::Result<usize>) -> io::Result<usize> {
     match result {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
         other => other,
@@ -237,7 +271,7 @@ fn send_timed_out(result: io::Result<usize>) -> io::Result<usize> {
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.wait_writable()?;
-        send_timed_out(match &mut self.transport {
+        socket_timed_out(match &mut self.transport {
             Transport::Tcp(s) => s.write(buf),
             Transport::Stdio { output, .. } => output.write(buf),
         })
@@ -245,7 +279,7 @@ impl Write for Timed {
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.wait_writable()?;
-        send_timed_out(match &mut self.transport {
+        socket_timed_out(match &mut self.transport {
             Transport::Tcp(s) => s.write_vectored(bufs),
             Transport::Stdio { output, .. } => output.write_vectored(bufs),
         })
@@ -275,6 +309,25 @@ mod tests {
         let mut buf = [0u8; 8];
         let err = stream.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// A silent TCP client: the socket's receive timeout ends the read, as the poll did.
+    #[test]
+    fn tcp_read_times_out_when_the_peer_is_silent() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let t = Duration::from_millis(100);
+        let mut stream = Stream::new(Transport::Tcp(ours), t, t);
+        let mut buf = [0u8; 8];
+        for timeout in [t, Duration::from_millis(95), Duration::from_millis(250)] {
+            stream.set_read_timeout(timeout);
+            let started = std::time::Instant::now();
+            let err = stream.read(&mut buf).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            let waited = started.elapsed();
+            assert!(waited >= timeout && waited < timeout + Duration::from_millis(200), "{timeout:?}: {waited:?}");
+        }
     }
 
     /// A TCP client that never reads: the socket's send timeout ends the write, as the poll did.
