@@ -372,7 +372,7 @@ fn accept_one(
     }
 }
 
-/// Accepted sockets: blocking (the stream polls for its timeouts), no Nagle (it turns a pipelined exchange
+/// Accepted sockets: blocking (the stream bounds each wait with the socket timeouts), no Nagle (it turns a pipelined exchange
 /// into delayed-ACK stalls), keepalive for vanished peers.
 pub fn prepare(stream: &TcpStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
