@@ -372,8 +372,8 @@ fn accept_one(
     }
 }
 
-/// Accepted sockets: blocking (the stream bounds each wait with the socket timeouts), no Nagle (it turns a pipelined exchange
-/// into delayed-ACK stalls), keepalive for vanished peers.
+/// Accepted sockets: blocking (the stream bounds each wait with the socket's timeouts), no Nagle (it turns
+/// a pipelined exchange into delayed-ACK stalls), keepalive for vanished peers.
 pub fn prepare(stream: &TcpStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
