@@ -272,3 +272,40 @@ impl Step {
         }
     }
 }
+
+/// Records each write apart, to see how RETR hands its body on.
+#[derive(Default)]
+struct Writes(Vec<Vec<u8>>);
+
+impl std::io::Write for Writes {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push(buf.to_vec());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn retr_writes_the_body_with_its_terminator_across_chunk_sizes() {
+    // Sizes around the read chunk and several chunks long, so that every path of the loop is taken.
+    let line = b"0123456789 .line of text that is byte-stuffed when at the start\n";
+    for (lines, one_body_write) in [(1, true), (400, true), (1_500, false)] {
+        let mut body = Vec::new();
+        for _ in 0..lines {
+            body.extend_from_slice(&line[11..]);
+            body.extend_from_slice(line);
+        }
+        let f = fixture(&[&body]);
+        let mut s = Session::new(&f.services, "peer", None);
+        script(&mut s, &["USER alice", "PASS secret"]);
+        let mut out = Writes::default();
+        s.handle_line(b"RETR 1", &mut out).unwrap();
+        let expected = String::from_utf8(body.clone()).unwrap().replace('\n', "\r\n").replace("\r\n.", "\r\n..");
+        let expected = format!("..{}.\r\n", &expected[1..]);
+        let sent = String::from_utf8(out.0[1..].concat()).unwrap();
+        assert!(sent == expected, "{lines} lines: body differs");
+        assert_eq!(out.0.len() == 2, one_body_write, "{lines} lines: {} writes", out.0.len());
+    }
+}
