@@ -78,6 +78,8 @@ fn login_waits_a_bounded_time_for_a_dotlock() {
     let mut c = srv.connect();
     c.greeting();
     assert!(c.cmd("USER alice").starts_with("+OK "));
+    // The server waits 10 s for the lock, as long as the client's default read timeout: give it room.
+    c.set_read_timeout(Duration::from_secs(30));
     let start = Instant::now();
     let reply = c.cmd("PASS secret");
     assert!(reply.starts_with("-ERR [SYS/TEMP] "), "{reply}");
