@@ -234,35 +234,3 @@ fn counts_line_ends_across_windows() {
         assert_eq!(count_line_ends(bytes, *prev), *expected, "{bytes:?}");
     }
 }
-
-/// Throughput on a generated 256 MiB mbox of typical messages (run with
-/// `cargo test --release --lib scan_throughput -- --ignored --nocapture`).
-#[test]
-#[ignore]
-fn scan_throughput() {
-    let mut message = String::from("From someone@example.org Thu Jan  1 00:00:00 2026\n");
-    for h in ["Received: from mx by host id 1; Thu, 1 Jan 2026", "Date: Thu, 1 Jan 2026", "Subject: s"] {
-        message += h;
-        message += "\n";
-    }
-    message += &"X-Header: some value that is not hashed at all\n".repeat(20);
-    message += "\n";
-    message += &"A body line of ordinary text, seventy-odd characters long, as most are.\n".repeat(400);
-    message += "\n";
-    let count = (256 << 20) / message.len();
-    let mbox = message.repeat(count);
-    let start = std::time::Instant::now();
-    let msgs = scan_all(mbox.as_bytes(), false).unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(msgs.len(), count);
-    eprintln!("scanned {} MiB, {count} messages: {:.0} MB/s", mbox.len() >> 20, mbox.len() as f64 / secs / 1e6);
-    // The same through the backend: reads from the page cache, locks, unique-ids.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mbox");
-    std::fs::write(&path, &mbox).unwrap();
-    let start = std::time::Instant::now();
-    let opened = crate::maildrop::mbox::Mbox::open(&path).unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(crate::maildrop::Maildrop::messages(&opened).len(), count);
-    eprintln!("Mbox::open of the same file: {:.0} MB/s", mbox.len() as f64 / secs / 1e6);
-}
