@@ -27,10 +27,30 @@ use mail::{Expected, Spec};
 use scenarios::Effort;
 use targets::{Format, Kind, Server};
 
-const LOGIN: Spec = Spec { prefix: "login", count: 10, size: 2048, users: 8 };
-const R50K: Spec = Spec { prefix: "r50k", count: 100, size: 50 * 1024, users: 4 };
-const R1M: Spec = Spec { prefix: "r1m", count: 10, size: 1024 * 1024, users: 4 };
-const PROBE: Spec = Spec { prefix: "probe", count: 1, size: 200, users: 1 };
+const LOGIN: Spec = Spec {
+    prefix: "login",
+    count: 10,
+    size: 2048,
+    users: 8,
+};
+const R50K: Spec = Spec {
+    prefix: "r50k",
+    count: 100,
+    size: 50 * 1024,
+    users: 4,
+};
+const R1M: Spec = Spec {
+    prefix: "r1m",
+    count: 10,
+    size: 1024 * 1024,
+    users: 4,
+};
+const PROBE: Spec = Spec {
+    prefix: "probe",
+    count: 1,
+    size: 200,
+    users: 1,
+};
 
 struct Options {
     quick: bool,
@@ -53,7 +73,10 @@ impl Options {
             .split(',')
             .map(|s| s.trim().to_string())
             .collect();
-        if let Some(bad) = scenarios.iter().find(|s| !all.split(',').any(|a| a == s.as_str())) {
+        if let Some(bad) = scenarios
+            .iter()
+            .find(|s| !all.split(',').any(|a| a == s.as_str()))
+        {
             return Err(format!("unknown scenario {bad:?} (choose from {all})"));
         }
         let peer = match std::env::var("PEER").unwrap_or_default().as_str() {
@@ -66,13 +89,27 @@ impl Options {
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/poplar"));
         let effort = if quick {
-            Effort { runs: 3, run_time: Duration::from_millis(500) }
+            Effort {
+                runs: 3,
+                run_time: Duration::from_millis(500),
+            }
         } else {
-            Effort { runs: 5, run_time: Duration::from_secs(1) }
+            Effort {
+                runs: 5,
+                run_time: Duration::from_secs(1),
+            }
         };
         let big = if quick { 20_000 } else { 100_000 };
         let idle = if quick { vec![200] } else { vec![200, 1000] };
-        Ok(Options { quick, scenarios, peer, bin, effort, big, idle })
+        Ok(Options {
+            quick,
+            scenarios,
+            peer,
+            bin,
+            effort,
+            big,
+            idle,
+        })
     }
 
     fn wants(&self, scenario: &str) -> bool {
@@ -80,16 +117,36 @@ impl Options {
     }
 
     fn big_maildir(&self) -> Spec {
-        Spec { prefix: "bigmd", count: self.big, size: 1000, users: 1 }
+        Spec {
+            prefix: "bigmd",
+            count: self.big,
+            size: 1000,
+            users: 1,
+        }
     }
     fn big_mbox(&self) -> Spec {
-        Spec { prefix: "bigmb", count: self.big, size: 1000, users: 1 }
+        Spec {
+            prefix: "bigmb",
+            count: self.big,
+            size: 1000,
+            users: 1,
+        }
     }
     fn expunge_mbox(&self) -> Spec {
-        Spec { prefix: "exp", count: self.big, size: 1000, users: 1 }
+        Spec {
+            prefix: "exp",
+            count: self.big,
+            size: 1000,
+            users: 1,
+        }
     }
     fn idle_spec(&self) -> Spec {
-        Spec { prefix: "idle", count: 2, size: 1000, users: self.idle.iter().copied().max().unwrap_or(0) }
+        Spec {
+            prefix: "idle",
+            count: 2,
+            size: 1000,
+            users: self.idle.iter().copied().max().unwrap_or(0),
+        }
     }
 }
 
@@ -114,7 +171,8 @@ impl Table {
     }
 
     fn print(&self, peer: Option<Kind>) {
-        let get = |vals: &[(Kind, f64)], k: Kind| vals.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v);
+        let get =
+            |vals: &[(Kind, f64)], k: Kind| vals.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v);
         let fmt = |v: Option<f64>| match v {
             Some(v) if v >= 100.0 => format!("{v:.0}"),
             Some(v) if v >= 1.0 => format!("{v:.2}"),
@@ -158,7 +216,10 @@ impl Table {
 fn main() {
     match std::env::var(targets::ROLE).as_deref() {
         Ok("trivial") => {
-            let drops: Vec<(Spec, Expected)> = [LOGIN, R50K, R1M].iter().map(|s| (*s, Expected::of(s))).collect();
+            let drops: Vec<(Spec, Expected)> = [LOGIN, R50K, R1M]
+                .iter()
+                .map(|s| (*s, Expected::of(s)))
+                .collect();
             exit_on_error(targets::run_trivial(Vec::leak(drops)));
             return;
         }
@@ -182,7 +243,10 @@ fn main() {
         }
     };
     if !opts.bin.exists() {
-        eprintln!("pop3bench: {} not found: run `make bench` (it builds the release binary first)", opts.bin.display());
+        eprintln!(
+            "pop3bench: {} not found: run `make bench` (it builds the release binary first)",
+            opts.bin.display()
+        );
         std::process::exit(2);
     }
     exit_on_error(run(&opts));
@@ -200,12 +264,21 @@ fn run(opts: &Options) -> io::Result<()> {
     let scratch = tempfile::tempdir()?;
     let mut table = Table::default();
     if nofile < 2 * opts.idle_spec().users as u64 + 100 {
-        table.note(format!("descriptor limit {nofile}: too low for the idle scenario"));
+        table.note(format!(
+            "descriptor limit {nofile}: too low for the idle scenario"
+        ));
     }
-    println!("pop3bench: {} run(s) of {:?} per figure{}", opts.effort.runs, opts.effort.run_time, if opts.quick { " (quick)" } else { "" });
+    println!(
+        "pop3bench: {} run(s) of {:?} per figure{}",
+        opts.effort.runs,
+        opts.effort.run_time,
+        if opts.quick { " (quick)" } else { "" }
+    );
     let lo = machine::loopback_mb_s(Duration::from_secs(1))?;
     let pc = machine::page_cache_mb_s(scratch.path(), Duration::from_secs(1))?;
-    println!("ceilings: loopback TCP {lo:.0} MB/s (one sender, 64 KiB writes); page-cache reads {pc:.0} MB/s (64 KiB reads)");
+    println!(
+        "ceilings: loopback TCP {lo:.0} MB/s (one sender, 64 KiB writes); page-cache reads {pc:.0} MB/s (64 KiB reads)"
+    );
     let mut kinds = vec![Kind::Poplar];
     if opts.wants("login") || opts.wants("retr") {
         kinds.push(Kind::Trivial);
@@ -228,7 +301,11 @@ fn run_target(opts: &Options, kind: Kind, table: &mut Table) -> io::Result<()> {
     let root = dir.path();
     // Dovecot's unprivileged login processes must reach their sockets under the base_dir.
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    eprintln!("pop3bench: {}: building fixtures in {}", kind.name(), root.display());
+    eprintln!(
+        "pop3bench: {}: building fixtures in {}",
+        kind.name(),
+        root.display()
+    );
     let popa3d_bin = match kind {
         Kind::Poplar | Kind::Dovecot => {
             build_fixtures(opts, root)?;
@@ -254,7 +331,10 @@ fn run_target(opts: &Options, kind: Kind, table: &mut Table) -> io::Result<()> {
     }
     let server = start(Format::Mbox)?;
     if let Err(e) = probe(&server) {
-        table.note(format!("{}: mbox scenarios skipped: mbox maildrops unsupported ({e})", kind.name()));
+        table.note(format!(
+            "{}: mbox scenarios skipped: mbox maildrops unsupported ({e})",
+            kind.name()
+        ));
         return Ok(());
     }
     mbox_scenarios(opts, &server, table)
@@ -291,9 +371,14 @@ fn build_fixtures(opts: &Options, root: &Path) -> io::Result<()> {
     mail::write_passwd(root, &specs)?;
     // The maildrops belong to their users, as on a real host (Dovecot's mail processes run as them).
     let owner = format!("{}:{}", mail::UID, mail::UID);
-    let chowned = std::process::Command::new("chown").args(["-R", &owner]).arg(root.join("home")).status()?;
+    let chowned = std::process::Command::new("chown")
+        .args(["-R", &owner])
+        .arg(root.join("home"))
+        .status()?;
     if !chowned.success() {
-        return Err(io::Error::other("chown of the fixtures failed (the bench runs as root)"));
+        return Err(io::Error::other(
+            "chown of the fixtures failed (the bench runs as root)",
+        ));
     }
     Ok(())
 }
@@ -317,8 +402,16 @@ fn maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::
     if opts.wants("login") {
         for clients in [1, 8] {
             let r = scenarios::login(server, &LOGIN, clients, opts.effort).map(|rate| {
-                table.record(&format!("login, {clients} client(s) (logins/s)"), kind, rate.median);
-                table.record(&format!("  server CPU per login, {clients} client(s) (ms)"), kind, rate.cpu_per_unit * 1e3);
+                table.record(
+                    &format!("login, {clients} client(s) (logins/s)"),
+                    kind,
+                    rate.median,
+                );
+                table.record(
+                    &format!("  server CPU per login, {clients} client(s) (ms)"),
+                    kind,
+                    rate.cpu_per_unit * 1e3,
+                );
             });
             attempt(table, "login", r);
         }
@@ -326,12 +419,25 @@ fn maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::
     if opts.wants("retr") {
         for spec in [R50K, R1M] {
             let expected = Expected::of(&spec);
-            let name = if spec.size < 1 << 20 { "100 x 50 KiB" } else { "10 x 1 MiB" };
+            let name = if spec.size < 1 << 20 {
+                "100 x 50 KiB"
+            } else {
+                "10 x 1 MiB"
+            };
             for clients in [1, 4] {
-                let r = scenarios::retr(server, &spec, &expected, clients, opts.effort).map(|rate| {
-                    table.record(&format!("retr {name}, {clients} client(s) (MB/s payload)"), kind, rate.median / 1e6);
-                    table.record(&format!("  server CPU per MB, {name}, {clients} client(s) (ms)"), kind, rate.cpu_per_unit * 1e9);
-                });
+                let r =
+                    scenarios::retr(server, &spec, &expected, clients, opts.effort).map(|rate| {
+                        table.record(
+                            &format!("retr {name}, {clients} client(s) (MB/s payload)"),
+                            kind,
+                            rate.median / 1e6,
+                        );
+                        table.record(
+                            &format!("  server CPU per MB, {name}, {clients} client(s) (ms)"),
+                            kind,
+                            rate.cpu_per_unit * 1e9,
+                        );
+                    });
                 attempt(table, "retr", r);
             }
         }
@@ -341,14 +447,24 @@ fn maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::
     }
     if opts.wants("idle") {
         for &n in &opts.idle {
-            let r = scenarios::idle(server, &opts.idle_spec(), n)
-                .map(|kib| table.record(&format!("idle, {n} sessions: server PSS per session (KiB)"), kind, kib));
+            let r = scenarios::idle(server, &opts.idle_spec(), n).map(|kib| {
+                table.record(
+                    &format!("idle, {n} sessions: server PSS per session (KiB)"),
+                    kind,
+                    kib,
+                )
+            });
             attempt(table, "idle", r);
         }
     }
     if opts.wants("bigdrop") && kind != Kind::Popa3d {
         let spec = opts.big_maildir();
-        let r = big_listing(server, &spec, &format!("bigdrop Maildir {}", spec.count), table);
+        let r = big_listing(
+            server,
+            &spec,
+            &format!("bigdrop Maildir {}", spec.count),
+            table,
+        );
         attempt(table, "bigdrop Maildir", r);
     }
     Ok(())
@@ -358,13 +474,22 @@ fn mbox_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::Res
     if opts.wants("bigdrop") {
         let spec = opts.big_mbox();
         server.fill_spool(&spec)?;
-        big_listing(server, &spec, &format!("bigdrop mbox {}", spec.count), table)?;
+        big_listing(
+            server,
+            &spec,
+            &format!("bigdrop mbox {}", spec.count),
+            table,
+        )?;
     }
     if opts.wants("expunge") {
         let spec = opts.expunge_mbox();
         server.fill_spool(&spec)?;
         let secs = scenarios::expunge(server, &spec)?;
-        table.record(&format!("expunge half of {} mbox: QUIT to reply (s)", spec.count), server.kind, secs);
+        table.record(
+            &format!("expunge half of {} mbox: QUIT to reply (s)", spec.count),
+            server.kind,
+            secs,
+        );
     }
     Ok(())
 }
@@ -372,8 +497,16 @@ fn mbox_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::Res
 /// First login to the end of UIDL, then the median of three more.
 fn big_listing(server: &Server, spec: &Spec, name: &str, table: &mut Table) -> io::Result<()> {
     let first = scenarios::list_time(server, spec)?;
-    table.record(&format!("{name}: first login to end of UIDL (s)"), server.kind, first);
+    table.record(
+        &format!("{name}: first login to end of UIDL (s)"),
+        server.kind,
+        first,
+    );
     let again: io::Result<Vec<f64>> = (0..3).map(|_| scenarios::list_time(server, spec)).collect();
-    table.record(&format!("{name}: later logins, median (s)"), server.kind, scenarios::median(again?));
+    table.record(
+        &format!("{name}: later logins, median (s)"),
+        server.kind,
+        scenarios::median(again?),
+    );
     Ok(())
 }

@@ -32,20 +32,27 @@ pub fn listeners() -> Result<Option<Vec<TcpListener>>, String> {
         }
     }
     let Some(count) = count else { return Ok(None) };
-    (FIRST_FD..FIRST_FD + count as RawFd).map(adopt).collect::<Result<Vec<_>, _>>().map(Some)
+    (FIRST_FD..FIRST_FD + count as RawFd)
+        .map(adopt)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// How many descriptors were passed to the process `me`: `None` when the variables are absent or meant
 /// for another process (a parent that was activated and did not clear them).
 pub fn passed_fds(pid: Option<&str>, fds: Option<&str>, me: u32) -> Result<Option<usize>, String> {
-    let (Some(pid), Some(fds)) = (pid, fds) else { return Ok(None) };
+    let (Some(pid), Some(fds)) = (pid, fds) else {
+        return Ok(None);
+    };
     if pid.parse::<u32>().ok() != Some(me) {
         return Ok(None);
     }
     match fds.parse::<usize>() {
         Ok(0) => Err("LISTEN_FDS=0: socket activation passed no sockets".to_string()),
         Ok(n) if n <= MAX_FDS => Ok(Some(n)),
-        _ => Err(format!("LISTEN_FDS={fds:?} is not a number of sockets (1..={MAX_FDS})")),
+        _ => Err(format!(
+            "LISTEN_FDS={fds:?} is not a number of sockets (1..={MAX_FDS})"
+        )),
     }
 }
 
@@ -63,9 +70,15 @@ fn adopt(fd: RawFd) -> Result<TcpListener, String> {
     let socket = Socket::from(owned);
     match (socket.r#type(), socket.is_listener()) {
         (Ok(Type::STREAM), Ok(true)) => {}
-        _ => return Err(problem("is not a listening stream socket (use ListenStream=)")),
+        _ => {
+            return Err(problem(
+                "is not a listening stream socket (use ListenStream=)",
+            ));
+        }
     }
-    socket.set_nonblocking(true).map_err(|e| problem(&e.to_string()))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| problem(&e.to_string()))?;
     Ok(socket.into())
 }
 
@@ -90,7 +103,11 @@ mod tests {
             (Some("42"), Some("two"), Err(())),
         ];
         for (pid, fds, want) in table {
-            assert_eq!(passed_fds(*pid, *fds, 42).map_err(|_| ()), *want, "{pid:?} {fds:?}");
+            assert_eq!(
+                passed_fds(*pid, *fds, 42).map_err(|_| ()),
+                *want,
+                "{pid:?} {fds:?}"
+            );
         }
     }
 }

@@ -21,7 +21,10 @@ pub struct Ticket {
 
 impl PerIp {
     pub fn new(max: usize) -> Arc<PerIp> {
-        Arc::new(PerIp { max, counts: Mutex::new(HashMap::new()) })
+        Arc::new(PerIp {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        })
     }
 
     /// A ticket for one more session from `ip`, or `None` when it already has `max`. An IPv4 client seen
@@ -34,7 +37,10 @@ impl PerIp {
             return None;
         }
         *count += 1;
-        Some(Ticket { table: Arc::clone(self), ip })
+        Some(Ticket {
+            table: Arc::clone(self),
+            ip,
+        })
     }
 
     /// The cap.
@@ -44,13 +50,22 @@ impl PerIp {
 
     /// Sessions now running from `ip`.
     pub fn count(&self, ip: IpAddr) -> usize {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner).get(&ip.to_canonical()).copied().unwrap_or(0)
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0)
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut counts = self.table.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self
+            .table
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = counts.get_mut(&self.ip) {
             *count -= 1;
             // Forget idle addresses, so the table stays as small as the set of current clients.

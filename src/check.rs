@@ -18,7 +18,12 @@ pub fn run(config: &Config, origins: &Origins) -> Result<String, ConfigError> {
     check_passwd(config, origins, &mut notes)?;
     check_tls(config, origins)?;
     check_user(config, origins)?;
-    notes.extend(config.warnings().into_iter().map(|w| format!("warning: {w}")));
+    notes.extend(
+        config
+            .warnings()
+            .into_iter()
+            .map(|w| format!("warning: {w}")),
+    );
     let mut out = String::from("# poplar --check-config: the configuration is valid\n");
     for note in notes {
         let _ = writeln!(out, "# {note}");
@@ -30,16 +35,28 @@ pub fn run(config: &Config, origins: &Origins) -> Result<String, ConfigError> {
 }
 
 fn problem(origins: &Origins, option: &str, problem: String) -> ConfigError {
-    ConfigError { origin: origins.of(option), option: option.to_string(), problem }
+    ConfigError {
+        origin: origins.of(option),
+        option: option.to_string(),
+        problem,
+    }
 }
 
 /// The passwd-file must load as the server would load it. A bad line is reported at its own `file:line`.
-fn check_passwd(config: &Config, origins: &Origins, notes: &mut Vec<String>) -> Result<(), ConfigError> {
+fn check_passwd(
+    config: &Config,
+    origins: &Origins,
+    notes: &mut Vec<String>,
+) -> Result<(), ConfigError> {
     let Some(path) = &config.passwd else {
         if config.system_users {
             return Ok(());
         }
-        return Err(problem(origins, "passwd", "no user database: set passwd = FILE".to_string()));
+        return Err(problem(
+            origins,
+            "passwd",
+            "no user database: set passwd = FILE".to_string(),
+        ));
     };
     match PasswdFile::open(path) {
         Ok(users) => {
@@ -52,7 +69,11 @@ fn check_passwd(config: &Config, origins: &Origins, notes: &mut Vec<String>) -> 
                 option: "passwd".to_string(),
                 problem: e.problem,
             },
-            None => problem(origins, "passwd", format!("{}: {}", e.path.display(), e.problem)),
+            None => problem(
+                origins,
+                "passwd",
+                format!("{}: {}", e.path.display(), e.problem),
+            ),
         }),
     }
 }
@@ -72,27 +93,53 @@ fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
             readable(cert, origins, "tls-cert")?;
             readable(key, origins, "tls-key")?;
             // The full load the server does: PEM contents, a usable key, the key matching the certificate.
-            crate::tls::from_config(config).map(drop).map_err(|e| problem(origins, "tls-cert", e.to_string()))
+            crate::tls::from_config(config)
+                .map(drop)
+                .map_err(|e| problem(origins, "tls-cert", e.to_string()))
         }
-        (Some(_), None) => Err(problem(origins, "tls-cert", "set without tls-key".to_string())),
-        (None, Some(_)) => Err(problem(origins, "tls-key", "set without tls-cert".to_string())),
+        (Some(_), None) => Err(problem(
+            origins,
+            "tls-cert",
+            "set without tls-key".to_string(),
+        )),
+        (None, Some(_)) => Err(problem(
+            origins,
+            "tls-key",
+            "set without tls-cert".to_string(),
+        )),
         (None, None) => match needs_cert {
-            Some(option) => Err(problem(origins, option, "needs tls-cert and tls-key".to_string())),
+            Some(option) => Err(problem(
+                origins,
+                option,
+                "needs tls-cert and tls-key".to_string(),
+            )),
             None => Ok(()),
         },
     }
 }
 
 fn readable(path: &Path, origins: &Origins, option: &str) -> Result<(), ConfigError> {
-    std::fs::File::open(path).map(drop).map_err(|e| problem(origins, option, format!("{}: {e}", path.display())))
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| problem(origins, option, format!("{}: {e}", path.display())))
 }
 
 fn check_user(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
-    let Some(name) = &config.run_as else { return Ok(()) };
+    let Some(name) = &config.run_as else {
+        return Ok(());
+    };
     match nix::unistd::User::from_name(name) {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(problem(origins, "user", format!("no such account \"{name}\""))),
-        Err(e) => Err(problem(origins, "user", format!("looking up \"{name}\": {e}"))),
+        Ok(None) => Err(problem(
+            origins,
+            "user",
+            format!("no such account \"{name}\""),
+        )),
+        Err(e) => Err(problem(
+            origins,
+            "user",
+            format!("looking up \"{name}\": {e}"),
+        )),
     }
 }
 
@@ -108,7 +155,12 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
         out.push(("listen", format!("0.0.0.0:{DEFAULT_PORT}")));
     }
     out.extend(config.listen.iter().map(|a| ("listen", a.to_string())));
-    out.extend(config.passwd.iter().map(|p| ("passwd", p.display().to_string())));
+    out.extend(
+        config
+            .passwd
+            .iter()
+            .map(|p| ("passwd", p.display().to_string())),
+    );
     out.push(("mail", config.mail.to_string()));
     out.push(("mbox-uidl", config.mbox_uidl.name().to_string()));
     out.extend(config.hostname.iter().map(|h| ("hostname", h.clone())));
@@ -116,19 +168,44 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     out.push(("timeout", secs(config.timeout)));
     out.push(("max-sessions", config.max_sessions.to_string()));
     out.push(("auth-failure-delay", secs(config.auth_failure_delay)));
-    out.push(("log-level", config.log_level.to_string().to_ascii_lowercase()));
+    out.push((
+        "log-level",
+        config.log_level.to_string().to_ascii_lowercase(),
+    ));
     out.extend(config.run_as.iter().map(|u| ("user", u.clone())));
     out.push(("system-users", yes_no(config.system_users)));
     out.push(("max-per-ip", config.max_per_ip.to_string()));
     out.push(("login-timeout", secs(config.login_timeout)));
     out.push(("max-auth-attempts", config.max_auth_attempts.to_string()));
-    out.extend(config.tls_cert.iter().map(|p| ("tls-cert", p.display().to_string())));
-    out.extend(config.tls_key.iter().map(|p| ("tls-key", p.display().to_string())));
-    out.extend(config.listen_tls.iter().map(|a| ("listen-tls", a.to_string())));
+    out.extend(
+        config
+            .tls_cert
+            .iter()
+            .map(|p| ("tls-cert", p.display().to_string())),
+    );
+    out.extend(
+        config
+            .tls_key
+            .iter()
+            .map(|p| ("tls-key", p.display().to_string())),
+    );
+    out.extend(
+        config
+            .listen_tls
+            .iter()
+            .map(|a| ("listen-tls", a.to_string())),
+    );
     out.push(("tls", yes_no(config.tls)));
-    out.push(("no-plaintext", yes_no(config.no_plaintext.unwrap_or(config.tls_cert.is_some()))));
+    out.push((
+        "no-plaintext",
+        yes_no(config.no_plaintext.unwrap_or(config.tls_cert.is_some())),
+    ));
     if !config.proxy_from.is_empty() {
-        let nets: Vec<String> = config.proxy_from.iter().map(|(net, prefix)| format!("{net}/{prefix}")).collect();
+        let nets: Vec<String> = config
+            .proxy_from
+            .iter()
+            .map(|(net, prefix)| format!("{net}/{prefix}"))
+            .collect();
         out.push(("proxy-from", nets.join(",")));
     }
     out.push(("shutdown-grace", secs(config.shutdown_grace)));
@@ -141,18 +218,39 @@ mod tests {
     use crate::config::{SETTINGS, apply_file, parse_file_text};
 
     fn render(config: &Config) -> String {
-        effective(config).iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+        effective(config)
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect()
     }
 
     fn full() -> Config {
         let mut c = Config::default();
         let settings = [
-            ("inetd", "yes"), ("listen", "127.0.0.1:1110"), ("listen", "[::1]:1110"), ("passwd", "/etc/poplar/passwd"),
-            ("mail", "mbox:/var/mail/%u"), ("mbox-uidl", "x-uidl"), ("hostname", "mail.example.org"), ("apop", "yes"), ("timeout", "700"),
-            ("max-sessions", "7"), ("auth-failure-delay", "3"), ("log-level", "debug"), ("user", "nobody"),
-            ("system-users", "yes"), ("max-per-ip", "4"), ("login-timeout", "30"), ("max-auth-attempts", "2"),
-            ("tls-cert", "/c.pem"), ("tls-key", "/k.pem"), ("listen-tls", "127.0.0.1:1995"), ("tls", "yes"),
-            ("no-plaintext", "no"), ("proxy-from", "10.0.0.0/8,::1"), ("shutdown-grace", "5"),
+            ("inetd", "yes"),
+            ("listen", "127.0.0.1:1110"),
+            ("listen", "[::1]:1110"),
+            ("passwd", "/etc/poplar/passwd"),
+            ("mail", "mbox:/var/mail/%u"),
+            ("mbox-uidl", "x-uidl"),
+            ("hostname", "mail.example.org"),
+            ("apop", "yes"),
+            ("timeout", "700"),
+            ("max-sessions", "7"),
+            ("auth-failure-delay", "3"),
+            ("log-level", "debug"),
+            ("user", "nobody"),
+            ("system-users", "yes"),
+            ("max-per-ip", "4"),
+            ("login-timeout", "30"),
+            ("max-auth-attempts", "2"),
+            ("tls-cert", "/c.pem"),
+            ("tls-key", "/k.pem"),
+            ("listen-tls", "127.0.0.1:1995"),
+            ("tls", "yes"),
+            ("no-plaintext", "no"),
+            ("proxy-from", "10.0.0.0/8,::1"),
+            ("shutdown-grace", "5"),
         ];
         for (k, v) in settings {
             c.set(k, Some(v)).unwrap();
@@ -173,9 +271,15 @@ mod tests {
         }
         let text = render(&full());
         for (name, _, _) in SETTINGS {
-            assert!(text.lines().any(|l| l.starts_with(&format!("{name} = "))), "{name} missing from:\n{text}");
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} = "))),
+                "{name} missing from:\n{text}"
+            );
         }
-        assert!(text.contains("listen = 127.0.0.1:1110\nlisten = [::1]:1110\n"), "{text}");
+        assert!(
+            text.contains("listen = 127.0.0.1:1110\nlisten = [::1]:1110\n"),
+            "{text}"
+        );
         assert!(render(&Config::default()).contains("listen = [::]:110\nlisten = 0.0.0.0:110\n"));
     }
 
@@ -183,28 +287,56 @@ mod tests {
     fn problems_name_where_the_setting_came_from() {
         let dir = tempfile::tempdir().unwrap();
         let passwd = dir.path().join("passwd");
-        std::fs::write(&passwd, "alice:{PLAIN}wonderland::::/home/alice::\nbob:{NOPE}x::::/home/bob::\n").unwrap();
+        std::fs::write(
+            &passwd,
+            "alice:{PLAIN}wonderland::::/home/alice::\nbob:{NOPE}x::::/home/bob::\n",
+        )
+        .unwrap();
         let mut c = Config::default();
         let none = Origins::default();
-        assert_eq!(run(&c, &none).unwrap_err().to_string(), "--passwd: no user database: set passwd = FILE");
+        assert_eq!(
+            run(&c, &none).unwrap_err().to_string(),
+            "--passwd: no user database: set passwd = FILE"
+        );
         c.passwd = Some(passwd.clone());
         let e = run(&c, &none).unwrap_err().to_string();
-        assert_eq!(e, format!("{}:2: passwd: user bob: unsupported password scheme NOPE", passwd.display()));
+        assert_eq!(
+            e,
+            format!(
+                "{}:2: passwd: user bob: unsupported password scheme NOPE",
+                passwd.display()
+            )
+        );
         std::fs::write(&passwd, "alice:{PLAIN}wonderland::::/home/alice::\n").unwrap();
         let out = run(&c, &none).unwrap();
-        assert!(out.contains(&format!("# {}: 1 users\n", passwd.display())), "{out}");
+        assert!(
+            out.contains(&format!("# {}: 1 users\n", passwd.display())),
+            "{out}"
+        );
         assert!(!out.contains("wonderland"), "a password was printed: {out}");
         c.tls_cert = Some(dir.path().join("missing.pem"));
-        assert_eq!(run(&c, &none).unwrap_err().to_string(), "--tls-cert: set without tls-key");
+        assert_eq!(
+            run(&c, &none).unwrap_err().to_string(),
+            "--tls-cert: set without tls-key"
+        );
         c.tls_key = Some(passwd.clone());
         let e = run(&c, &none).unwrap_err().to_string();
-        assert!(e.starts_with("--tls-cert: ") && e.contains("missing.pem: No such file"), "{e}");
+        assert!(
+            e.starts_with("--tls-cert: ") && e.contains("missing.pem: No such file"),
+            "{e}"
+        );
         c.tls_cert = None;
         c.tls_key = None;
         c.tls = true;
-        assert_eq!(run(&c, &none).unwrap_err().to_string(), "--tls: needs tls-cert and tls-key");
+        assert_eq!(
+            run(&c, &none).unwrap_err().to_string(),
+            "--tls: needs tls-cert and tls-key"
+        );
         c.tls = false;
         c.run_as = Some("no-such-account-here".to_string());
-        assert_eq!(run(&c, &none).unwrap_err().to_string(), "--user: no such account \"no-such-account-here\"");
+        assert_eq!(
+            run(&c, &none).unwrap_err().to_string(),
+            "--user: no such account \"no-such-account-here\""
+        );
     }
 }

@@ -57,7 +57,11 @@ pub struct Origins(Vec<(String, Origin)>);
 impl Origins {
     /// Where `option` was set; the command line if it never was (a default).
     pub fn of(&self, option: &str) -> Origin {
-        self.0.iter().rev().find(|(name, _)| name == option).map_or(Origin::CommandLine, |(_, o)| o.clone())
+        self.0
+            .iter()
+            .rev()
+            .find(|(name, _)| name == option)
+            .map_or(Origin::CommandLine, |(_, o)| o.clone())
     }
 }
 
@@ -68,7 +72,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
     let mut check = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        let arg = arg.into_string().map_err(|a| cli_error("", format!("argument {a:?} is not UTF-8")))?;
+        let arg = arg
+            .into_string()
+            .map_err(|a| cli_error("", format!("argument {a:?} is not UTF-8")))?;
         let (name, inline) = split_option(&arg)?;
         match name.as_str() {
             "help" => return Ok(Invocation::Help),
@@ -99,13 +105,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
         config.listen.clear();
     }
     for (name, value) in &settings {
-        config.set(name, value.as_deref()).map_err(|problem| cli_error(name, problem))?;
+        config
+            .set(name, value.as_deref())
+            .map_err(|problem| cli_error(name, problem))?;
         origins.0.push((name.clone(), Origin::CommandLine));
     }
-    Ok(if check { Invocation::CheckConfig(Box::new(config), origins) } else { Invocation::Run(Box::new(config)) })
+    Ok(if check {
+        Invocation::CheckConfig(Box::new(config), origins)
+    } else {
+        Invocation::Run(Box::new(config))
+    })
 }
 
-fn load_file(config: &mut Config, path: &std::path::Path, origins: &mut Origins) -> Result<(), ConfigError> {
+fn load_file(
+    config: &mut Config,
+    path: &std::path::Path,
+    origins: &mut Origins,
+) -> Result<(), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         origin: Origin::CommandLine,
         option: "config".to_string(),
@@ -113,7 +129,13 @@ fn load_file(config: &mut Config, path: &std::path::Path, origins: &mut Origins)
     })?;
     let settings = config::parse_file_text(path, &text)?;
     for s in &settings {
-        origins.0.push((s.name.clone(), Origin::File { path: path.to_path_buf(), line: s.line }));
+        origins.0.push((
+            s.name.clone(),
+            Origin::File {
+                path: path.to_path_buf(),
+                line: s.line,
+            },
+        ));
     }
     config::apply_file(config, path, &settings)
 }
@@ -132,7 +154,12 @@ fn split_option(arg: &str) -> Result<(String, Option<String>), ConfigError> {
         "-c" => "config",
         "-h" => "help",
         "-V" => "version",
-        _ => return Err(cli_error("", format!("unknown argument \"{arg}\" (see --help)"))),
+        _ => {
+            return Err(cli_error(
+                "",
+                format!("unknown argument \"{arg}\" (see --help)"),
+            ));
+        }
     };
     Ok((long.to_string(), None))
 }
@@ -152,7 +179,11 @@ fn value_of(
 }
 
 fn cli_error(option: &str, problem: String) -> ConfigError {
-    ConfigError { origin: Origin::CommandLine, option: option.to_string(), problem }
+    ConfigError {
+        origin: Origin::CommandLine,
+        option: option.to_string(),
+        problem,
+    }
 }
 
 #[cfg(test)]
@@ -170,7 +201,16 @@ mod tests {
 
     #[test]
     fn flags_and_values() {
-        let c = run(&["-i", "--apop", "-l", "127.0.0.1:1", "--listen=[::1]:2", "--timeout", "7"]).unwrap();
+        let c = run(&[
+            "-i",
+            "--apop",
+            "-l",
+            "127.0.0.1:1",
+            "--listen=[::1]:2",
+            "--timeout",
+            "7",
+        ])
+        .unwrap();
         assert!(c.inetd && c.apop);
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.timeout, Duration::from_secs(7));
@@ -178,19 +218,34 @@ mod tests {
 
     #[test]
     fn errors_name_the_option() {
-        assert_eq!(run(&["--timeout", "abc"]).unwrap_err(), "--timeout: not a number: \"abc\"");
+        assert_eq!(
+            run(&["--timeout", "abc"]).unwrap_err(),
+            "--timeout: not a number: \"abc\""
+        );
         assert_eq!(run(&["--timeout"]).unwrap_err(), "--timeout: missing value");
         // Built at run time so that the name never reads as one of poplar's options.
         let unknown = format!("--{}", "no-such-option");
-        assert_eq!(run(&[&unknown]).unwrap_err(), format!("{unknown}: unknown option (see --help)"));
-        assert_eq!(run(&["-x"]).unwrap_err(), "unknown argument \"-x\" (see --help)");
+        assert_eq!(
+            run(&[&unknown]).unwrap_err(),
+            format!("{unknown}: unknown option (see --help)")
+        );
+        assert_eq!(
+            run(&["-x"]).unwrap_err(),
+            "unknown argument \"-x\" (see --help)"
+        );
         assert_eq!(run(&["--apop=yes"]).unwrap_err(), "--apop: takes no value");
     }
 
     #[test]
     fn help_and_version() {
-        assert!(matches!(parse([OsString::from("-h")]), Ok(Invocation::Help)));
-        assert!(matches!(parse([OsString::from("--version")]), Ok(Invocation::Version)));
+        assert!(matches!(
+            parse([OsString::from("-h")]),
+            Ok(Invocation::Help)
+        ));
+        assert!(matches!(
+            parse([OsString::from("--version")]),
+            Ok(Invocation::Version)
+        ));
     }
 
     #[test]
@@ -199,11 +254,19 @@ mod tests {
         let path = dir.path().join("poplar.conf");
         std::fs::write(&path, "# x\ntimeout = 9\npasswd = /a\n").unwrap();
         let p = path.to_str().unwrap();
-        let Ok(Invocation::CheckConfig(c, origins)) = parse(["--check-config", "-c", p, "--passwd", "/b"].map(OsString::from)) else {
+        let Ok(Invocation::CheckConfig(c, origins)) =
+            parse(["--check-config", "-c", p, "--passwd", "/b"].map(OsString::from))
+        else {
             panic!("not a check")
         };
         assert_eq!(c.timeout, Duration::from_secs(9));
-        assert_eq!(origins.of("timeout"), Origin::File { path: path.clone(), line: 2 });
+        assert_eq!(
+            origins.of("timeout"),
+            Origin::File {
+                path: path.clone(),
+                line: 2
+            }
+        );
         assert_eq!(origins.of("passwd"), Origin::CommandLine);
         assert_eq!(origins.of("mail"), Origin::CommandLine);
     }
@@ -212,7 +275,11 @@ mod tests {
     fn command_line_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("poplar.conf");
-        std::fs::write(&path, "listen = 127.0.0.1:10\nlisten = 127.0.0.1:11\ntimeout = 9\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = 127.0.0.1:10\nlisten = 127.0.0.1:11\ntimeout = 9\n",
+        )
+        .unwrap();
         let p = path.to_str().unwrap();
         let c = run(&["-c", p]).unwrap();
         assert_eq!(c.listen.len(), 2);
@@ -220,6 +287,9 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:12".parse().unwrap()]);
         assert_eq!(c.timeout, Duration::from_secs(8));
         std::fs::write(&path, "timeout = never\n").unwrap();
-        assert_eq!(run(&["-c", p]).unwrap_err(), format!("{p}:1: timeout: not a number: \"never\""));
+        assert_eq!(
+            run(&["-c", p]).unwrap_err(),
+            format!("{p}:1: timeout: not a number: \"never\"")
+        );
     }
 }

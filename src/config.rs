@@ -144,7 +144,10 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
 
 /// Looks a setting up by name.
 pub fn arity(name: &str) -> Option<Arity> {
-    SETTINGS.iter().find(|(n, _, _)| *n == name).map(|(_, a, _)| *a)
+    SETTINGS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, a, _)| *a)
 }
 
 impl Config {
@@ -168,15 +171,21 @@ impl Config {
             "user" => self.run_as = Some(nonempty(required(value)?)?.to_string()),
             "system-users" => self.system_users = boolean(value)?,
             "max-per-ip" => self.max_per_ip = number(required(value)?, 1, 1_000_000)? as usize,
-            "login-timeout" => self.login_timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?),
-            "max-auth-attempts" => self.max_auth_attempts = number(required(value)?, 1, 100)? as u32,
+            "login-timeout" => {
+                self.login_timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?)
+            }
+            "max-auth-attempts" => {
+                self.max_auth_attempts = number(required(value)?, 1, 100)? as u32
+            }
             "tls-cert" => self.tls_cert = Some(PathBuf::from(nonempty(required(value)?)?)),
             "tls-key" => self.tls_key = Some(PathBuf::from(nonempty(required(value)?)?)),
             "listen-tls" => self.listen_tls.push(parse_listen(required(value)?)?),
             "tls" => self.tls = boolean(value)?,
             "no-plaintext" => self.no_plaintext = Some(boolean(value)?),
             "proxy-from" => self.proxy_from = parse_cidrs(required(value)?)?,
-            "shutdown-grace" => self.shutdown_grace = Duration::from_secs(number(required(value)?, 0, 86_400)?),
+            "shutdown-grace" => {
+                self.shutdown_grace = Duration::from_secs(number(required(value)?, 0, 86_400)?)
+            }
             _ => return Err("unknown option".to_string()),
         }
         Ok(())
@@ -200,7 +209,11 @@ fn required(value: Option<&str>) -> Result<&str, String> {
 }
 
 fn nonempty(value: &str) -> Result<&str, String> {
-    if value.is_empty() { Err("empty value".to_string()) } else { Ok(value) }
+    if value.is_empty() {
+        Err("empty value".to_string())
+    } else {
+        Ok(value)
+    }
 }
 
 fn boolean(value: Option<&str>) -> Result<bool, String> {
@@ -232,12 +245,20 @@ fn parse_cidrs(value: &str) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
         .map(str::trim)
         .filter(|part| !part.is_empty())
         .map(|part| {
-            let (addr, prefix) = part.split_once('/').map_or((part, None), |(a, p)| (a, Some(p)));
-            let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("\"{part}\" is not an address or CIDR"))?;
+            let (addr, prefix) = part
+                .split_once('/')
+                .map_or((part, None), |(a, p)| (a, Some(p)));
+            let addr: std::net::IpAddr = addr
+                .parse()
+                .map_err(|_| format!("\"{part}\" is not an address or CIDR"))?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
             let prefix = match prefix {
                 None => max,
-                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("bad prefix length in \"{part}\""))?,
+                Some(p) => p
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| format!("bad prefix length in \"{part}\""))?,
             };
             Ok((addr, prefix))
         })
@@ -252,11 +273,19 @@ pub fn in_networks(addr: std::net::IpAddr, networks: &[(std::net::IpAddr, u8)]) 
     };
     networks.iter().any(|&(net, prefix)| match (addr, net) {
         (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => {
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
             u32::from(a) & mask == u32::from(n) & mask
         }
         (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) => {
-            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -290,7 +319,9 @@ fn parse_level(value: &str) -> Result<LevelFilter, String> {
         "info" => Ok(LevelFilter::Info),
         "debug" => Ok(LevelFilter::Debug),
         "trace" => Ok(LevelFilter::Trace),
-        _ => Err(format!("\"{value}\" is not one of error, warn, info, debug, trace")),
+        _ => Err(format!(
+            "\"{value}\" is not one of error, warn, info, debug, trace"
+        )),
     }
 }
 
@@ -315,7 +346,14 @@ impl fmt::Display for ConfigError {
             Origin::CommandLine if self.option.is_empty() => f.write_str(&self.problem),
             Origin::CommandLine => write!(f, "--{}: {}", self.option, self.problem),
             Origin::File { path, line } => {
-                write!(f, "{}:{}: {}: {}", path.display(), line, self.option, self.problem)
+                write!(
+                    f,
+                    "{}:{}: {}: {}",
+                    path.display(),
+                    line,
+                    self.option,
+                    self.problem
+                )
             }
         }
     }
@@ -342,7 +380,10 @@ pub fn parse_file_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, Conf
             continue;
         }
         let error = |option: &str, problem: &str| ConfigError {
-            origin: Origin::File { path: path.to_path_buf(), line },
+            origin: Origin::File {
+                path: path.to_path_buf(),
+                line,
+            },
             option: option.to_string(),
             problem: problem.to_string(),
         };
@@ -353,19 +394,32 @@ pub fn parse_file_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, Conf
         if arity(name).is_none() {
             return Err(error(name, "unknown option"));
         }
-        settings.push(FileSetting { line, name: name.to_string(), value: value.to_string() });
+        settings.push(FileSetting {
+            line,
+            name: name.to_string(),
+            value: value.to_string(),
+        });
     }
     Ok(settings)
 }
 
 /// Applies parsed file settings to `config`, naming the file and line of the first bad one.
-pub fn apply_file(config: &mut Config, path: &Path, settings: &[FileSetting]) -> Result<(), ConfigError> {
+pub fn apply_file(
+    config: &mut Config,
+    path: &Path,
+    settings: &[FileSetting],
+) -> Result<(), ConfigError> {
     for s in settings {
-        config.set(&s.name, Some(&s.value)).map_err(|problem| ConfigError {
-            origin: Origin::File { path: path.to_path_buf(), line: s.line },
-            option: s.name.clone(),
-            problem,
-        })?;
+        config
+            .set(&s.name, Some(&s.value))
+            .map_err(|problem| ConfigError {
+                origin: Origin::File {
+                    path: path.to_path_buf(),
+                    line: s.line,
+                },
+                option: s.name.clone(),
+                problem,
+            })?;
     }
     Ok(())
 }
@@ -379,7 +433,10 @@ mod tests {
         let mut c = Config::default();
         assert!(c.set("timeout", Some("30")).is_ok());
         assert_eq!(c.timeout, Duration::from_secs(30));
-        assert_eq!(c.set("timeout", Some("abc")).unwrap_err(), "not a number: \"abc\"");
+        assert_eq!(
+            c.set("timeout", Some("abc")).unwrap_err(),
+            "not a number: \"abc\""
+        );
         assert!(c.set("timeout", Some("0")).is_err());
         assert!(c.set("apop", None).is_ok() && c.apop);
         assert!(c.set("apop", Some("off")).is_ok() && !c.apop);
@@ -391,7 +448,10 @@ mod tests {
         assert!(c.set("hostname", Some("mail.example.org")).is_ok());
         assert!(c.set("hostname", Some("bad host")).is_err());
         assert!(c.set("log-level", Some("DEBUG")).is_ok());
-        assert_eq!(c.set("frobnicate", Some("1")).unwrap_err(), "unknown option");
+        assert_eq!(
+            c.set("frobnicate", Some("1")).unwrap_err(),
+            "unknown option"
+        );
     }
 
     #[test]
@@ -402,9 +462,15 @@ mod tests {
         assert_eq!(settings.len(), 2);
         let mut c = Config::default();
         let e = apply_file(&mut c, path, &settings).unwrap_err();
-        assert_eq!(e.to_string(), "/etc/poplar.conf:4: timeout: not a number: \"soon\"");
+        assert_eq!(
+            e.to_string(),
+            "/etc/poplar.conf:4: timeout: not a number: \"soon\""
+        );
         let e = parse_file_text(path, "listen 1\n").unwrap_err();
-        assert_eq!(e.to_string(), "/etc/poplar.conf:1: listen 1: expected `option = value`");
+        assert_eq!(
+            e.to_string(),
+            "/etc/poplar.conf:1: listen 1: expected `option = value`"
+        );
         let e = parse_file_text(path, "\nbogus = 1\n").unwrap_err();
         assert_eq!(e.to_string(), "/etc/poplar.conf:2: bogus: unknown option");
     }
@@ -444,10 +510,18 @@ mod tests {
                 None => assert!(c.set("mbox-uidl", Some(value)).is_err(), "{value:?}"),
             }
         }
-        assert_eq!(Config::default().set("mbox-uidl", None).unwrap_err(), "missing value");
+        assert_eq!(
+            Config::default().set("mbox-uidl", None).unwrap_err(),
+            "missing value"
+        );
         let path = Path::new("/etc/poplar.conf");
         let mut c = Config::default();
-        apply_file(&mut c, path, &parse_file_text(path, "mbox-uidl = x-uidl\n").unwrap()).unwrap();
+        apply_file(
+            &mut c,
+            path,
+            &parse_file_text(path, "mbox-uidl = x-uidl\n").unwrap(),
+        )
+        .unwrap();
         assert_eq!(c.mbox_uidl, UidlSource::XUidl);
     }
 

@@ -44,7 +44,12 @@ const DIRECT_WRITE: usize = 8 * 1024;
 
 /// Runs one session to its end and returns its counters. I/O errors end the session; they never delete
 /// anything, because only QUIT reaches UPDATE.
-pub fn serve(stream: Stream, services: &Services, peer: &str, apop_timestamp: Option<String>) -> (Stats, Duration) {
+pub fn serve(
+    stream: Stream,
+    services: &Services,
+    peer: &str,
+    apop_timestamp: Option<String>,
+) -> (Stats, Duration) {
     serve_tls(stream, services, peer, apop_timestamp, None)
 }
 
@@ -77,9 +82,9 @@ pub fn serve_tls(
         Err(e) => {
             log::debug!("peer={peer}: {e}");
             match e.kind() {
-                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                    Outcome::Closed
-                }
+                io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe => Outcome::Closed,
                 _ => Outcome::Error,
             }
         }
@@ -88,7 +93,10 @@ pub fn serve_tls(
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
 }
 
 fn run(
@@ -99,7 +107,11 @@ fn run(
     peer: &str,
     tls: Option<Tls<'_>>,
 ) -> io::Result<Outcome> {
-    if let Some(Tls { acceptor, implicit: true }) = tls {
+    if let Some(Tls {
+        acceptor,
+        implicit: true,
+    }) = tls
+    {
         // The handshake runs here, in the session's thread, bounded by the stream's timeouts.
         reader.get_mut().start_tls(acceptor)?;
         session.tls_established();
@@ -117,7 +129,11 @@ fn run(
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     loop {
         let limit = session.line_limit();
-        let deadline = if session.logged_in() { Instant::now() + services.timeout } else { login_deadline };
+        let deadline = if session.logged_in() {
+            Instant::now() + services.timeout
+        } else {
+            login_deadline
+        };
         let line_read = line::read_line(&mut Deadline { reader, deadline }, &mut line, limit)?;
         let handling_started = Instant::now();
         let step = match line_read {
@@ -126,14 +142,18 @@ fn run(
                 return Ok(Outcome::Closed);
             }
             Line::TooLong => session.line_too_long(&mut Corked::new(pending, reader.get_mut()))?,
-            Line::Complete => session.handle_line(&line, &mut Corked::new(pending, reader.get_mut()))?,
+            Line::Complete => {
+                session.handle_line(&line, &mut Corked::new(pending, reader.get_mut()))?
+            }
         };
         match step {
             Step::Continue => {}
             // Counted from when the command was read, not from when it was answered: the password check's
             // own cost (a hash for one user, a plain compare for another, a dummy hash for an unknown
             // name) is then hidden inside the delay, and every failure takes the same time.
-            Step::Delay(delay) => std::thread::sleep(delay.saturating_sub(handling_started.elapsed())),
+            Step::Delay(delay) => {
+                std::thread::sleep(delay.saturating_sub(handling_started.elapsed()))
+            }
             Step::Quit => {
                 flush(pending, reader.get_mut())?;
                 reader.get_mut().close();
@@ -215,7 +235,11 @@ impl BufRead for Deadline<'_> {
 /// handshake: an attacker on the path can append `STLS\r\nUSER x\r\n...` to a client's packet, and
 /// those commands must not run inside the protected session (the plaintext-injection attack, CVE-2011-0411
 /// in Postfix). Everything buffered after the STLS line is dropped unread.
-fn start_tls(reader: &mut BufReader<Stream>, pending: &mut Vec<u8>, tls: Option<Tls<'_>>) -> io::Result<()> {
+fn start_tls(
+    reader: &mut BufReader<Stream>,
+    pending: &mut Vec<u8>,
+    tls: Option<Tls<'_>>,
+) -> io::Result<()> {
     flush(pending, reader.get_mut())?;
     let injected = reader.buffer().len();
     if injected > 0 {
@@ -223,7 +247,9 @@ fn start_tls(reader: &mut BufReader<Stream>, pending: &mut Vec<u8>, tls: Option<
     }
     reader.consume(injected);
     // The session offers STLS only when the front end configured a certificate.
-    let acceptor = tls.map(|t| t.acceptor).ok_or_else(|| io::Error::other("STLS without a certificate"))?;
+    let acceptor = tls
+        .map(|t| t.acceptor)
+        .ok_or_else(|| io::Error::other("STLS without a certificate"))?;
     reader.get_mut().start_tls(acceptor)
 }
 
@@ -275,7 +301,9 @@ impl Corked<'_> {
     /// how much of `buf` was written, never 0 for a non-empty `buf` unless the stream failed.
     fn write_through(&mut self, buf: &[u8]) -> io::Result<usize> {
         while !self.pending.is_empty() {
-            let n = self.stream.write_vectored(&[IoSlice::new(self.pending), IoSlice::new(buf)])?;
+            let n = self
+                .stream
+                .write_vectored(&[IoSlice::new(self.pending), IoSlice::new(buf)])?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -299,13 +327,16 @@ pub fn log_session_end(peer: &str, stats: &Stats, elapsed: Duration) {
         "session end user={} peer={peer} retr={} dele={} bytes={} secs={:.3} result={}",
         stats.user.as_deref().unwrap_or("-"),
         stats.retr,
-        if stats.outcome == Some(Outcome::Quit) { stats.dele } else { 0 },
+        if stats.outcome == Some(Outcome::Quit) {
+            stats.dele
+        } else {
+            0
+        },
         stats.bytes,
         elapsed.as_secs_f64(),
         stats.outcome.unwrap_or(Outcome::Closed).as_str(),
     );
 }
-
 
 /// Why the PROXY protocol header of a trusted peer could not be taken. Either way the connection closes.
 #[derive(Debug)]
@@ -337,12 +368,19 @@ pub fn read_proxy_header<R: Read + AsFd>(
     let mut buf = Vec::with_capacity(proxy::V1_MAX);
     loop {
         match proxy::parse(&buf).map_err(ProxyHeaderError::Invalid)? {
-            Parsed::Complete { header: Header::Proxied { source, .. }, .. } => return Ok(source),
-            Parsed::Complete { header: Header::Local, .. } => return Ok(peer),
+            Parsed::Complete {
+                header: Header::Proxied { source, .. },
+                ..
+            } => return Ok(source),
+            Parsed::Complete {
+                header: Header::Local,
+                ..
+            } => return Ok(peer),
             Parsed::Incomplete(more) => {
                 let start = buf.len();
                 buf.resize(start + more, 0);
-                let got = read_before(conn, &mut buf[start..], deadline).map_err(ProxyHeaderError::Io)?;
+                let got =
+                    read_before(conn, &mut buf[start..], deadline).map_err(ProxyHeaderError::Io)?;
                 buf.truncate(start + got);
             }
         }
@@ -350,10 +388,17 @@ pub fn read_proxy_header<R: Read + AsFd>(
 }
 
 /// One read that waits no later than `deadline`; end of input is an error (the header is incomplete).
-fn read_before<R: Read + AsFd>(conn: &mut R, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+fn read_before<R: Read + AsFd>(
+    conn: &mut R,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> io::Result<usize> {
     let left = deadline.saturating_duration_since(Instant::now());
     let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)) {
+    match poll(
+        &mut fds,
+        PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+    ) {
         Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
         Ok(_) => {}
         Err(Errno::EINTR) => return Ok(0),
@@ -377,7 +422,9 @@ mod tests {
     #[test]
     fn header_is_read_exactly_and_names_the_client() {
         let (mut ours, mut theirs) = UnixStream::pair().unwrap();
-        theirs.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\nUSER alice\r\n").unwrap();
+        theirs
+            .write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\nUSER alice\r\n")
+            .unwrap();
         let client = read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap();
         assert_eq!(client, "192.0.2.7:50522".parse().unwrap());
         let mut rest = [0u8; 12];
@@ -389,12 +436,21 @@ mod tests {
     fn local_keeps_the_peer_and_bad_or_missing_headers_fail() {
         let (mut ours, mut theirs) = UnixStream::pair().unwrap();
         theirs.write_all(b"PROXY UNKNOWN\r\n").unwrap();
-        assert_eq!(read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap(), peer());
+        assert_eq!(
+            read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap(),
+            peer()
+        );
         theirs.write_all(b"USER alice\r\n").unwrap();
         let e = read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap_err();
-        assert!(matches!(e, ProxyHeaderError::Invalid(ProxyError::NotAHeader)), "{e}");
+        assert!(
+            matches!(e, ProxyHeaderError::Invalid(ProxyError::NotAHeader)),
+            "{e}"
+        );
         let (mut ours, _theirs) = UnixStream::pair().unwrap();
         let e = read_proxy_header(&mut ours, peer(), Duration::from_millis(50)).unwrap_err();
-        assert!(matches!(e, ProxyHeaderError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut), "{e}");
+        assert!(
+            matches!(e, ProxyHeaderError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut),
+            "{e}"
+        );
     }
 }

@@ -39,7 +39,8 @@ pub fn run(config: &Config) -> Result<(), StartError> {
             return Err(e);
         }
     };
-    let (mut input, output) = stdio().map_err(|e| StartError::runtime(format!("stdin/stdout: {e}")))?;
+    let (mut input, output) =
+        stdio().map_err(|e| StartError::runtime(format!("stdin/stdout: {e}")))?;
     let peer = match peer_addr(input.as_fd()) {
         // Behind a load balancer in --proxy-from, the client is the one its PROXY header names.
         Some(addr) => match server::client_address(&mut input, addr, &frontend) {
@@ -56,9 +57,15 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     }
     let timestamp = frontend.apop_host.as_deref().map(server::apop_timestamp);
     // Until login the read deadline is the login timer; conn switches to the autologout timer after it.
-    let stream =
-        Stream::new(Transport::Stdio { input, output }, frontend.services.login_timeout, frontend.timeout);
-    let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls { acceptor, implicit: config.tls });
+    let stream = Stream::new(
+        Transport::Stdio { input, output },
+        frontend.services.login_timeout,
+        frontend.timeout,
+    );
+    let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls {
+        acceptor,
+        implicit: config.tls,
+    });
     let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
     Ok(())

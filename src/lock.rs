@@ -29,7 +29,13 @@ pub enum TryLock {
 impl SessionLock {
     /// Takes an exclusive non-blocking `flock` on `path`, creating it (mode 0600) if needed.
     pub fn try_acquire(path: &Path) -> io::Result<TryLock> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(TryLock::Acquired(SessionLock { _lock: lock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(TryLock::Busy),
@@ -101,10 +107,17 @@ impl OfdLock {
     fn acquire(file: &File, deadline: Instant) -> io::Result<OfdLock> {
         let file = file.try_clone()?;
         loop {
-            match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file(libc_lock::F_WRLCK))) {
+            match fcntl(
+                &file,
+                FcntlArg::F_OFD_SETLK(&whole_file(libc_lock::F_WRLCK)),
+            ) {
                 Ok(_) => return Ok(OfdLock { file }),
-                Err(Errno::EAGAIN | Errno::EACCES) if Instant::now() < deadline => thread::sleep(RETRY_INTERVAL),
-                Err(Errno::EAGAIN | Errno::EACCES) => return Err(timed_out("mbox fcntl lock held by another program")),
+                Err(Errno::EAGAIN | Errno::EACCES) if Instant::now() < deadline => {
+                    thread::sleep(RETRY_INTERVAL)
+                }
+                Err(Errno::EAGAIN | Errno::EACCES) => {
+                    return Err(timed_out("mbox fcntl lock held by another program"));
+                }
                 Err(Errno::EINTR) => {}
                 Err(errno) => return Err(io::Error::from(errno)),
             }
@@ -114,7 +127,10 @@ impl OfdLock {
 
 impl Drop for OfdLock {
     fn drop(&mut self) {
-        let _ = fcntl(&self.file, FcntlArg::F_OFD_SETLK(&whole_file(libc_lock::F_UNLCK)));
+        let _ = fcntl(
+            &self.file,
+            FcntlArg::F_OFD_SETLK(&whole_file(libc_lock::F_UNLCK)),
+        );
     }
 }
 
@@ -175,14 +191,22 @@ impl DotLock {
         let mut temp = path.as_os_str().to_owned();
         temp.push(format!(".{}.{}", std::process::id(), n));
         let temp = PathBuf::from(temp);
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&temp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&temp)?;
         // Some tools read the holder's pid from the lock; an empty lock is also fine.
         let _ = io::Write::write_all(&mut file, format!("{}\n", std::process::id()).as_bytes());
         let linked = fs::hard_link(&temp, path);
         let ours = file.metadata().map(|m| m.nlink() == 2);
         let _ = fs::remove_file(&temp);
         match (ours, linked) {
-            (Ok(true), _) => Ok(Some(DotLock { path: path.to_path_buf(), file, touched: Instant::now() })),
+            (Ok(true), _) => Ok(Some(DotLock {
+                path: path.to_path_buf(),
+                file,
+                touched: Instant::now(),
+            })),
             (_, Err(e)) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
             (Err(e), _) => Err(e),
             _ => Ok(None),
@@ -200,7 +224,9 @@ impl DotLock {
 
 fn is_stale(path: &Path) -> bool {
     match fs::metadata(path).and_then(|m| m.modified()) {
-        Ok(mtime) => SystemTime::now().duration_since(mtime).is_ok_and(|age| age > DOTLOCK_STALE),
+        Ok(mtime) => SystemTime::now()
+            .duration_since(mtime)
+            .is_ok_and(|age| age > DOTLOCK_STALE),
         Err(_) => false,
     }
 }
@@ -210,7 +236,9 @@ fn is_stale(path: &Path) -> bool {
 /// Locks holding no pid (procmail writes none) only go stale by age. On a mail spool shared over NFS
 /// this assumes pids name local processes, as liblockfile does.
 fn holder_is_dead(path: &Path) -> bool {
-    let Ok(text) = fs::read_to_string(path) else { return false };
+    let Ok(text) = fs::read_to_string(path) else {
+        return false;
+    };
     match text.trim().parse::<i32>() {
         Ok(pid) if pid > 0 => kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH),
         _ => false,
@@ -236,7 +264,13 @@ mod tests {
 
     fn mbox(dir: &tempfile::TempDir) -> (PathBuf, File) {
         let path = dir.path().join("user");
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
         (path, file)
     }
 
@@ -248,9 +282,15 @@ mod tests {
         let path = dir.path().join("lock");
         let held = SessionLock::try_acquire(&path).unwrap();
         assert!(matches!(held, TryLock::Acquired(_)));
-        assert!(matches!(SessionLock::try_acquire(&path).unwrap(), TryLock::Busy));
+        assert!(matches!(
+            SessionLock::try_acquire(&path).unwrap(),
+            TryLock::Busy
+        ));
         drop(held);
-        assert!(matches!(SessionLock::try_acquire(&path).unwrap(), TryLock::Acquired(_)));
+        assert!(matches!(
+            SessionLock::try_acquire(&path).unwrap(),
+            TryLock::Acquired(_)
+        ));
     }
 
     #[test]
@@ -262,7 +302,9 @@ mod tests {
         let other = thread::scope(|s| {
             s.spawn(|| {
                 let file = File::options().read(true).write(true).open(&path).unwrap();
-                DeliveryLock::acquire(&path, &file, SHORT).err().map(|e| e.kind())
+                DeliveryLock::acquire(&path, &file, SHORT)
+                    .err()
+                    .map(|e| e.kind())
             })
             .join()
             .unwrap()
@@ -280,9 +322,14 @@ mod tests {
         let (path, file) = mbox(&dir);
         let agent = File::options().read(true).write(true).open(&path).unwrap();
         fcntl(&agent, FcntlArg::F_SETLK(&whole_file(libc_lock::F_WRLCK))).unwrap();
-        let e = DeliveryLock::acquire(&path, &file, SHORT).err().expect("blocked");
+        let e = DeliveryLock::acquire(&path, &file, SHORT)
+            .err()
+            .expect("blocked");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        assert!(!dotlock_path(&path).exists(), "no dotlock taken without the fcntl lock");
+        assert!(
+            !dotlock_path(&path).exists(),
+            "no dotlock taken without the fcntl lock"
+        );
         fcntl(&agent, FcntlArg::F_SETLK(&whole_file(libc_lock::F_UNLCK))).unwrap();
         DeliveryLock::acquire(&path, &file, SHORT).unwrap();
     }
@@ -292,14 +339,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, file) = mbox(&dir);
         let lock = File::create(dotlock_path(&path)).unwrap();
-        let e = DeliveryLock::acquire(&path, &file, SHORT).err().expect("fresh dotlock held");
+        let e = DeliveryLock::acquire(&path, &file, SHORT)
+            .err()
+            .expect("fresh dotlock held");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        lock.set_modified(SystemTime::now() - DOTLOCK_STALE - Duration::from_secs(1)).unwrap();
+        lock.set_modified(SystemTime::now() - DOTLOCK_STALE - Duration::from_secs(1))
+            .unwrap();
         let held = DeliveryLock::acquire(&path, &file, SHORT).unwrap();
-        assert_eq!(fs::read_to_string(dotlock_path(&path)).unwrap(), format!("{}\n", std::process::id()));
+        assert_eq!(
+            fs::read_to_string(dotlock_path(&path)).unwrap(),
+            format!("{}\n", std::process::id())
+        );
         drop(held);
         assert!(!dotlock_path(&path).exists());
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers, ["user"], "temporary link names cleaned up");
     }
 
@@ -313,7 +369,9 @@ mod tests {
         DeliveryLock::acquire(&path, &file, SHORT).unwrap();
         // A live holder (this process) is waited for.
         fs::write(dotlock_path(&path), format!("{}\n", std::process::id())).unwrap();
-        let e = DeliveryLock::acquire(&path, &file, SHORT).err().expect("live holder");
+        let e = DeliveryLock::acquire(&path, &file, SHORT)
+            .err()
+            .expect("live holder");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 
@@ -326,7 +384,13 @@ mod tests {
         held.dot.file.set_modified(old).unwrap();
         held.dot.touched -= DOTLOCK_REFRESH;
         held.refresh().unwrap();
-        assert!(fs::metadata(dotlock_path(&path)).unwrap().modified().unwrap() > old);
+        assert!(
+            fs::metadata(dotlock_path(&path))
+                .unwrap()
+                .modified()
+                .unwrap()
+                > old
+        );
         // Someone judged it stale and took it over: dropping ours must not remove theirs.
         fs::remove_file(dotlock_path(&path)).unwrap();
         fs::write(dotlock_path(&path), b"theirs").unwrap();

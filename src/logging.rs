@@ -21,7 +21,11 @@ pub fn init_stderr(level: LevelFilter) {
 pub fn init_syslog(level: LevelFilter) {
     const IDENT: &CStr = c"poplar";
     // openlog only records the arguments; failures surface (and are ignored) at each syslog call.
-    let _ = nix::syslog::openlog(Some(IDENT), LogFlags::LOG_PID | LogFlags::LOG_NDELAY, Facility::LOG_MAIL);
+    let _ = nix::syslog::openlog(
+        Some(IDENT),
+        LogFlags::LOG_PID | LogFlags::LOG_NDELAY,
+        Facility::LOG_MAIL,
+    );
     if log::set_boxed_logger(Box::new(Syslog { level })).is_ok() {
         log::set_max_level(level);
     }

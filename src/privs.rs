@@ -50,7 +50,10 @@ pub enum Privileges {
     /// Not root (or already dropped to `--user`): nothing to do.
     Unchanged,
     /// inetd as root: switch the whole process, for good. `fallback` serves accounts without ids.
-    Process { fallback: Option<Ids>, group_file: PathBuf },
+    Process {
+        fallback: Option<Ids>,
+        group_file: PathBuf,
+    },
     /// Standalone as root: the session thread's file-system identity only.
     Thread { group_file: PathBuf },
 }
@@ -67,8 +70,13 @@ impl Privileges {
         if !is_root() {
             return Ok(Privileges::Unchanged);
         }
-        let fallback = run_as.map(|name| lookup(name, Path::new(PASSWD), Path::new(GROUP))).transpose()?;
-        Ok(Privileges::Process { fallback, group_file: PathBuf::from(GROUP) })
+        let fallback = run_as
+            .map(|name| lookup(name, Path::new(PASSWD), Path::new(GROUP)))
+            .transpose()?;
+        Ok(Privileges::Process {
+            fallback,
+            group_file: PathBuf::from(GROUP),
+        })
     }
 
     /// Standalone mode, called after the listeners are bound and before the first accept: with `--user`
@@ -78,7 +86,12 @@ impl Privileges {
             (Some(name), true) => {
                 let ids = lookup(name, Path::new(PASSWD), Path::new(GROUP))?;
                 switch_process(&ids).map_err(|e| format!("--user {name}: {e}"))?;
-                log::info!("running as {name} (uid {}, gid {}, groups {:?})", ids.uid, ids.gid, ids.groups);
+                log::info!(
+                    "running as {name} (uid {}, gid {}, groups {:?})",
+                    ids.uid,
+                    ids.gid,
+                    ids.groups
+                );
                 Ok(Privileges::Unchanged)
             }
             (Some(name), false) => {
@@ -88,13 +101,20 @@ impl Privileges {
                 }
                 Ok(Privileges::Unchanged)
             }
-            (None, true) => Ok(Privileges::Thread { group_file: PathBuf::from(GROUP) }),
+            (None, true) => Ok(Privileges::Thread {
+                group_file: PathBuf::from(GROUP),
+            }),
             (None, false) => Ok(Privileges::Unchanged),
         }
     }
 
     /// The ids an account is served with, or why it cannot be served.
-    fn ids_for(&self, account: &Account, group_file: &Path, fallback: Option<&Ids>) -> Result<Ids, String> {
+    fn ids_for(
+        &self,
+        account: &Account,
+        group_file: &Path,
+        fallback: Option<&Ids>,
+    ) -> Result<Ids, String> {
         match (account.uid, account.gid, fallback) {
             (Some(uid), Some(gid), _) => {
                 let groups = std::fs::read_to_string(group_file)
@@ -103,9 +123,11 @@ impl Privileges {
                 Ok(Ids { uid, gid, groups })
             }
             (None, None, Some(ids)) => Ok(ids.clone()),
-            _ => Err("the account has no uid and gid, and its maildrop is never opened as root \
+            _ => Err(
+                "the account has no uid and gid, and its maildrop is never opened as root \
                       (give them in the passwd-file, or --user for virtual accounts under inetd)"
-                .to_string()),
+                    .to_string(),
+            ),
         }
     }
 }
@@ -114,28 +136,41 @@ impl Identity for Privileges {
     fn assume(&self, account: &Account) -> Result<(), String> {
         let (ids, per_thread) = match self {
             Privileges::Unchanged => return Ok(()),
-            Privileges::Process { fallback, group_file } => {
-                (self.ids_for(account, group_file, fallback.as_ref())?, false)
-            }
+            Privileges::Process {
+                fallback,
+                group_file,
+            } => (self.ids_for(account, group_file, fallback.as_ref())?, false),
             Privileges::Thread { group_file } => (self.ids_for(account, group_file, None)?, true),
         };
         if ids.uid == 0 {
-            log::warn!("user={}: uid 0 in the user database: serving this maildrop as root", account.name);
+            log::warn!(
+                "user={}: uid 0 in the user database: serving this maildrop as root",
+                account.name
+            );
         }
-        if per_thread { switch_thread(&ids) } else { switch_process(&ids) }
+        if per_thread {
+            switch_thread(&ids)
+        } else {
+            switch_process(&ids)
+        }
     }
 }
 
 /// `name`'s ids from the passwd and group files, as initgroups(3) would set them.
 pub fn lookup(name: &str, passwd: &Path, group: &Path) -> Result<Ids, String> {
-    let read = |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    let read =
+        |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
     let (entries, _) = unix_files::parse_passwd(&read(passwd)?);
     let entry = entries
         .into_iter()
         .find(|e| e.name == name)
         .ok_or_else(|| format!("no user {name} in {}", passwd.display()))?;
     let groups = unix_files::groups_of(&read(group)?, name, entry.gid);
-    Ok(Ids { uid: entry.uid, gid: entry.gid, groups })
+    Ok(Ids {
+        uid: entry.uid,
+        gid: entry.gid,
+        groups,
+    })
 }
 
 /// The whole process becomes `ids`, for good: groups, then gid, then uid (after setuid the others are
@@ -149,7 +184,9 @@ pub fn switch_process(ids: &Ids) -> Result<(), String> {
     // setuid as root sets the real, effective and saved uids; check all three took.
     let now = unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
     let now_g = unistd::getresgid().map_err(|e| format!("getresgid: {e}"))?;
-    if [now.real, now.effective, now.saved] != [uid; 3] || [now_g.real, now_g.effective, now_g.saved] != [gid; 3] {
+    if [now.real, now.effective, now.saved] != [uid; 3]
+        || [now_g.real, now_g.effective, now_g.saved] != [gid; 3]
+    {
         return Err(format!("ids after the switch are {now:?} {now_g:?}"));
     }
     if ids.uid != 0 && unistd::setuid(Uid::from_raw(0)).is_ok() {
@@ -172,10 +209,15 @@ pub fn switch_thread(ids: &Ids) -> Result<(), String> {
     // setfsuid/setfsgid report no errors; they return the previous value, so setting again tells.
     let fsgid = unistd::setfsgid(Gid::from_raw(ids.gid)).as_raw();
     let fsuid = unistd::setfsuid(Uid::from_raw(ids.uid)).as_raw();
-    let now: Vec<u32> =
-        unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?.iter().map(|g| g.as_raw()).collect();
+    let now: Vec<u32> = unistd::getgroups()
+        .map_err(|e| format!("getgroups: {e}"))?
+        .iter()
+        .map(|g| g.as_raw())
+        .collect();
     if fsuid != ids.uid || fsgid != ids.gid || !same_set(&now, &ids.groups) {
-        return Err(format!("file-system ids are {fsuid}/{fsgid} groups {now:?}, wanted {ids:?}"));
+        return Err(format!(
+            "file-system ids are {fsuid}/{fsgid} groups {now:?}, wanted {ids:?}"
+        ));
     }
     Ok(())
 }
@@ -189,17 +231,36 @@ mod tests {
     use super::*;
 
     fn account(uid: Option<u32>, gid: Option<u32>) -> Account {
-        Account { name: "alice".into(), uid, gid, home: None }
+        Account {
+            name: "alice".into(),
+            uid,
+            gid,
+            home: None,
+        }
     }
 
     #[test]
     fn lookup_reads_passwd_and_group() {
         let dir = tempfile::tempdir().unwrap();
         let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
-        std::fs::write(&p, "root:x:0:0::/root:/bin/sh\nvmail:x:5000:5001::/srv/mail:/usr/sbin/nologin\n").unwrap();
+        std::fs::write(
+            &p,
+            "root:x:0:0::/root:/bin/sh\nvmail:x:5000:5001::/srv/mail:/usr/sbin/nologin\n",
+        )
+        .unwrap();
         std::fs::write(&g, "vmail:x:5001:\nmail:x:8:vmail\nother:x:9:root\n").unwrap();
-        assert_eq!(lookup("vmail", &p, &g), Ok(Ids { uid: 5000, gid: 5001, groups: vec![5001, 8] }));
-        assert_eq!(lookup("nobody", &p, &g), Err(format!("no user nobody in {}", p.display())));
+        assert_eq!(
+            lookup("vmail", &p, &g),
+            Ok(Ids {
+                uid: 5000,
+                gid: 5001,
+                groups: vec![5001, 8]
+            })
+        );
+        assert_eq!(
+            lookup("nobody", &p, &g),
+            Err(format!("no user nobody in {}", p.display()))
+        );
         assert!(lookup("vmail", &dir.path().join("none"), &g).is_err());
     }
 
@@ -208,27 +269,69 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g = dir.path().join("group");
         std::fs::write(&g, "staff:x:50:alice\n").unwrap();
-        let p = Privileges::Process { fallback: None, group_file: g.clone() };
-        let fallback = Ids { uid: 7, gid: 8, groups: vec![8] };
+        let p = Privileges::Process {
+            fallback: None,
+            group_file: g.clone(),
+        };
+        let fallback = Ids {
+            uid: 7,
+            gid: 8,
+            groups: vec![8],
+        };
         let cases = [
-            (account(Some(1), Some(2)), None, Ok(Ids { uid: 1, gid: 2, groups: vec![2, 50] })),
-            (account(Some(1), Some(50)), None, Ok(Ids { uid: 1, gid: 50, groups: vec![50] })),
+            (
+                account(Some(1), Some(2)),
+                None,
+                Ok(Ids {
+                    uid: 1,
+                    gid: 2,
+                    groups: vec![2, 50],
+                }),
+            ),
+            (
+                account(Some(1), Some(50)),
+                None,
+                Ok(Ids {
+                    uid: 1,
+                    gid: 50,
+                    groups: vec![50],
+                }),
+            ),
             (account(None, None), Some(&fallback), Ok(fallback.clone())),
-            (account(Some(1), Some(2)), Some(&fallback), Ok(Ids { uid: 1, gid: 2, groups: vec![2, 50] })),
+            (
+                account(Some(1), Some(2)),
+                Some(&fallback),
+                Ok(Ids {
+                    uid: 1,
+                    gid: 2,
+                    groups: vec![2, 50],
+                }),
+            ),
         ];
         for (acc, fb, want) in cases {
             assert_eq!(p.ids_for(&acc, &g, fb), want, "{acc:?}");
         }
-        for acc in [account(None, None), account(Some(1), None), account(None, Some(1))] {
+        for acc in [
+            account(None, None),
+            account(Some(1), None),
+            account(None, Some(1)),
+        ] {
             let err = p.ids_for(&acc, &g, None).unwrap_err();
             assert!(err.contains("never opened as root"), "{err}");
         }
-        assert!(p.ids_for(&account(Some(1), Some(2)), &dir.path().join("none"), None).is_err());
+        assert!(
+            p.ids_for(&account(Some(1), Some(2)), &dir.path().join("none"), None)
+                .is_err()
+        );
     }
 
     #[test]
     fn unchanged_accepts_everyone() {
-        for acc in [account(None, None), account(Some(0), Some(0)), account(Some(12345), Some(1))] {
+        for acc in [
+            account(None, None),
+            account(Some(0), Some(0)),
+            account(Some(12345), Some(1)),
+        ] {
             assert_eq!(Privileges::Unchanged.assume(&acc), Ok(()));
         }
     }
@@ -245,8 +348,13 @@ mod tests {
         let file = dir.path().join("secret");
         std::fs::write(&file, "x").unwrap();
         std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
-        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let ids = Ids { uid: 12345, gid: 12346, groups: vec![12346, 12347] };
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let ids = Ids {
+            uid: 12345,
+            gid: 12346,
+            groups: vec![12346, 12347],
+        };
         let seen = std::thread::spawn(move || {
             switch_thread(&ids).unwrap();
             let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
@@ -269,7 +377,12 @@ mod tests {
         assert_eq!(line("Gid:"), "0 0 0 12346");
         assert_eq!(line("Groups:"), "12346 12347");
         // This thread is untouched.
-        assert!(unistd::getgroups().unwrap().iter().all(|g| g.as_raw() < 12345));
+        assert!(
+            unistd::getgroups()
+                .unwrap()
+                .iter()
+                .all(|g| g.as_raw() < 12345)
+        );
         assert_eq!(unistd::setfsuid(Uid::from_raw(0)).as_raw(), 0);
     }
 }

@@ -31,7 +31,10 @@ const V2_INET6_LEN: usize = 36;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
     /// The proxy relays a client: `source` is the client, `destination` the address it connected to.
-    Proxied { source: SocketAddr, destination: SocketAddr },
+    Proxied {
+        source: SocketAddr,
+        destination: SocketAddr,
+    },
     /// v2 LOCAL (the proxy's own health check), v1 UNKNOWN, or a family without an IP address (AF_UNSPEC,
     /// AF_UNIX): the spec says to use the connection's real endpoints.
     Local,
@@ -120,7 +123,10 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
         Some(rest) if rest.is_empty() || rest.starts_with(b" ") => Header::Local,
         _ => v1_fields(std::str::from_utf8(line).map_err(|_| ProxyError::V1Syntax)?)?,
     };
-    Ok(Parsed::Complete { header, len: lf + 1 })
+    Ok(Parsed::Complete {
+        header,
+        len: lf + 1,
+    })
 }
 
 /// `PROXY TCP4 192.0.2.1 198.51.100.1 56324 110`: single spaces, decimal ports without leading zeros.
@@ -129,7 +135,9 @@ fn v1_fields(line: &str) -> Result<Header, ProxyError> {
     let _proxy = fields.next();
     let family = fields.next().ok_or(ProxyError::V1Syntax)?;
     let rest: Vec<&str> = fields.collect();
-    let [src, dst, sport, dport] = rest[..] else { return Err(ProxyError::V1Syntax) };
+    let [src, dst, sport, dport] = rest[..] else {
+        return Err(ProxyError::V1Syntax);
+    };
     let (source, destination) = match family {
         "TCP4" => (v1_addr::<Ipv4Addr>(src)?, v1_addr::<Ipv4Addr>(dst)?),
         "TCP6" => (v1_addr::<Ipv6Addr>(src)?, v1_addr::<Ipv6Addr>(dst)?),
@@ -142,7 +150,9 @@ fn v1_fields(line: &str) -> Result<Header, ProxyError> {
 }
 
 fn v1_addr<A: std::str::FromStr + Into<IpAddr>>(text: &str) -> Result<IpAddr, ProxyError> {
-    text.parse::<A>().map(Into::into).map_err(|_| ProxyError::V1Syntax)
+    text.parse::<A>()
+        .map(Into::into)
+        .map_err(|_| ProxyError::V1Syntax)
 }
 
 fn v1_port(text: &str) -> Result<u16, ProxyError> {
@@ -185,27 +195,41 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, ProxyError> {
 }
 
 fn v2_inet(body: &[u8]) -> Result<Header, ProxyError> {
-    let a: &[u8; V2_INET_LEN] = body.get(..V2_INET_LEN).and_then(|b| b.try_into().ok()).ok_or(ProxyError::V2Length)?;
+    let a: &[u8; V2_INET_LEN] = body
+        .get(..V2_INET_LEN)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ProxyError::V2Length)?;
     let ip = |i: usize| IpAddr::V4(Ipv4Addr::new(a[i], a[i + 1], a[i + 2], a[i + 3]));
     let port = |i: usize| u16::from_be_bytes([a[i], a[i + 1]]);
-    Ok(Header::Proxied { source: SocketAddr::new(ip(0), port(8)), destination: SocketAddr::new(ip(4), port(10)) })
+    Ok(Header::Proxied {
+        source: SocketAddr::new(ip(0), port(8)),
+        destination: SocketAddr::new(ip(4), port(10)),
+    })
 }
 
 fn v2_inet6(body: &[u8]) -> Result<Header, ProxyError> {
-    let a: &[u8; V2_INET6_LEN] = body.get(..V2_INET6_LEN).and_then(|b| b.try_into().ok()).ok_or(ProxyError::V2Length)?;
+    let a: &[u8; V2_INET6_LEN] = body
+        .get(..V2_INET6_LEN)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ProxyError::V2Length)?;
     let ip = |i: usize| {
         let octets: [u8; 16] = a[i..i + 16].try_into().unwrap_or([0; 16]);
         IpAddr::V6(Ipv6Addr::from(octets))
     };
     let port = |i: usize| u16::from_be_bytes([a[i], a[i + 1]]);
-    Ok(Header::Proxied { source: SocketAddr::new(ip(0), port(32)), destination: SocketAddr::new(ip(16), port(34)) })
+    Ok(Header::Proxied {
+        source: SocketAddr::new(ip(0), port(32)),
+        destination: SocketAddr::new(ip(16), port(34)),
+    })
 }
 
 /// The TLVs after the addresses (ALPN, authority, SSL details, ...) carry nothing poplar uses; they are
 /// skipped, but must be well formed: type, 16-bit length, value, exactly filling the rest.
 fn check_tlvs(mut tlvs: &[u8]) -> Result<(), ProxyError> {
     while !tlvs.is_empty() {
-        let [_kind, hi, lo, ..] = *tlvs else { return Err(ProxyError::V2Length) };
+        let [_kind, hi, lo, ..] = *tlvs else {
+            return Err(ProxyError::V2Length);
+        };
         let end = 3 + usize::from(u16::from_be_bytes([hi, lo]));
         tlvs = tlvs.get(end..).ok_or(ProxyError::V2Length)?;
     }
@@ -221,7 +245,10 @@ mod tests {
     }
 
     fn proxied(src: &str, dst: &str) -> Header {
-        Header::Proxied { source: sa(src), destination: sa(dst) }
+        Header::Proxied {
+            source: sa(src),
+            destination: sa(dst),
+        }
     }
 
     fn complete(buf: &[u8]) -> Result<(Header, usize), ProxyError> {
@@ -238,17 +265,33 @@ mod tests {
         assert_eq!(unknown_max.len(), V1_MAX);
         let max6 = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
         let cases: &[(&str, Header)] = &[
-            ("PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n", proxied("255.255.255.255:65535", "255.255.255.255:65535")),
-            ("PROXY TCP4 192.0.2.7 198.51.100.1 50522 110\r\n", proxied("192.0.2.7:50522", "198.51.100.1:110")),
-            ("PROXY TCP4 192.0.2.7 198.51.100.1 0 110\r\n", proxied("192.0.2.7:0", "198.51.100.1:110")),
+            (
+                "PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n",
+                proxied("255.255.255.255:65535", "255.255.255.255:65535"),
+            ),
+            (
+                "PROXY TCP4 192.0.2.7 198.51.100.1 50522 110\r\n",
+                proxied("192.0.2.7:50522", "198.51.100.1:110"),
+            ),
+            (
+                "PROXY TCP4 192.0.2.7 198.51.100.1 0 110\r\n",
+                proxied("192.0.2.7:0", "198.51.100.1:110"),
+            ),
             (tcp6, proxied(max6, max6)),
-            ("PROXY TCP6 2001:db8::7 2001:db8::1 4000 995\r\n", proxied("[2001:db8::7]:4000", "[2001:db8::1]:995")),
+            (
+                "PROXY TCP6 2001:db8::7 2001:db8::1 4000 995\r\n",
+                proxied("[2001:db8::7]:4000", "[2001:db8::1]:995"),
+            ),
             ("PROXY UNKNOWN\r\n", Header::Local),
             ("PROXY UNKNOWN \u{7f}anything\r\n", Header::Local),
             (unknown_max, Header::Local),
         ];
         for (text, want) in cases {
-            assert_eq!(complete(text.as_bytes()), Ok((*want, text.len())), "{text:?}");
+            assert_eq!(
+                complete(text.as_bytes()),
+                Ok((*want, text.len())),
+                "{text:?}"
+            );
         }
     }
 
@@ -258,19 +301,33 @@ mod tests {
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", ProxyError::V1Syntax),
             (b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", ProxyError::V1Syntax),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", ProxyError::V1Syntax),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", ProxyError::V1Syntax),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
+                ProxyError::V1Syntax,
+            ),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", ProxyError::V1Syntax),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n", ProxyError::V1Syntax),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", ProxyError::V1Syntax),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",
+                ProxyError::V1Syntax,
+            ),
             (b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n", ProxyError::V1Syntax),
             (b"PROXY TCP6 1.2.3.4 ::1 1 2\r\n", ProxyError::V1Syntax),
             (b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", ProxyError::V1Syntax),
             (b"PROXY\xff TCP4\r\n", ProxyError::NotAHeader),
             (b"USER alice\r\n", ProxyError::NotAHeader),
-            (b"proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n", ProxyError::NotAHeader),
+            (
+                b"proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+                ProxyError::NotAHeader,
+            ),
         ];
         for (bytes, want) in cases {
-            assert_eq!(parse(bytes), Err(*want), "{:?}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                parse(bytes),
+                Err(*want),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
         let long = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 100]].concat();
         assert_eq!(parse(&long), Err(ProxyError::V1TooLong));
@@ -283,9 +340,16 @@ mod tests {
     /// Feeding the header as the reader would: never more than asked, and the end found exactly.
     #[test]
     fn incremental_reads_stop_at_the_end_of_the_header() {
-        let mut v2 = v2_header(0x21, 0x11, &[127, 0, 0, 9, 127, 0, 0, 1, 0x30, 0x39, 0, 110]);
+        let mut v2 = v2_header(
+            0x21,
+            0x11,
+            &[127, 0, 0, 9, 127, 0, 0, 1, 0x30, 0x39, 0, 110],
+        );
         v2.extend_from_slice(b"USER x\r\n");
-        for stream in [b"PROXY TCP4 127.0.0.9 127.0.0.1 12345 110\r\nUSER x\r\n".to_vec(), v2] {
+        for stream in [
+            b"PROXY TCP4 127.0.0.9 127.0.0.1 12345 110\r\nUSER x\r\n".to_vec(),
+            v2,
+        ] {
             let mut have = 0;
             let len = loop {
                 match parse(&stream[..have]).unwrap() {
@@ -313,8 +377,8 @@ mod tests {
     fn v2_spec_cases() {
         // HAProxy's own output for 172.19.0.1:42578 -> 172.19.0.3:80 (PROXY, INET, STREAM).
         let haproxy = [
-            0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c, 0xac,
-            0x13, 0x00, 0x01, 0xac, 0x13, 0x00, 0x03, 0xa6, 0x52, 0x00, 0x50,
+            0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11,
+            0x00, 0x0c, 0xac, 0x13, 0x00, 0x01, 0xac, 0x13, 0x00, 0x03, 0xa6, 0x52, 0x00, 0x50,
         ];
         let mut six = Vec::new();
         six.extend_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
@@ -325,10 +389,22 @@ mod tests {
         let tlvs = [0x01, 0, 4, b'p', b'o', b'p', b'3', 0x04, 0, 0];
         let with_tlvs = [&four[..], &tlvs].concat();
         let cases: Vec<(Vec<u8>, Header)> = vec![
-            (haproxy.to_vec(), proxied("172.19.0.1:42578", "172.19.0.3:80")),
-            (v2_header(0x21, 0x11, &four), proxied("192.0.2.7:50522", "198.51.100.1:110")),
-            (v2_header(0x21, 0x21, &six), proxied("[2001:db8::7]:4000", "[2001:db8::1]:995")),
-            (v2_header(0x21, 0x11, &with_tlvs), proxied("192.0.2.7:50522", "198.51.100.1:110")),
+            (
+                haproxy.to_vec(),
+                proxied("172.19.0.1:42578", "172.19.0.3:80"),
+            ),
+            (
+                v2_header(0x21, 0x11, &four),
+                proxied("192.0.2.7:50522", "198.51.100.1:110"),
+            ),
+            (
+                v2_header(0x21, 0x21, &six),
+                proxied("[2001:db8::7]:4000", "[2001:db8::1]:995"),
+            ),
+            (
+                v2_header(0x21, 0x11, &with_tlvs),
+                proxied("192.0.2.7:50522", "198.51.100.1:110"),
+            ),
             // LOCAL, whatever the family says and with or without an address block.
             (v2_header(0x20, 0x00, &[]), Header::Local),
             (v2_header(0x20, 0x11, &four), Header::Local),
@@ -351,8 +427,14 @@ mod tests {
             (v2_header(0x21, 0x13, &four), ProxyError::V2Family),
             (v2_header(0x21, 0x11, &four[..11]), ProxyError::V2Length),
             (v2_header(0x21, 0x21, &four), ProxyError::V2Length),
-            (v2_header(0x21, 0x11, &[&four[..], &[0x01, 0, 5, b'p']].concat()), ProxyError::V2Length),
-            (v2_header(0x21, 0x11, &[&four[..], &[0x01, 0]].concat()), ProxyError::V2Length),
+            (
+                v2_header(0x21, 0x11, &[&four[..], &[0x01, 0, 5, b'p']].concat()),
+                ProxyError::V2Length,
+            ),
+            (
+                v2_header(0x21, 0x11, &[&four[..], &[0x01, 0]].concat()),
+                ProxyError::V2Length,
+            ),
         ];
         for (bytes, want) in cases {
             assert_eq!(parse(&bytes), Err(want), "{bytes:02x?}");

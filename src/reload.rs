@@ -48,7 +48,11 @@ impl Live {
 
     /// Sessions inside UPDATE, whichever configuration they started with.
     pub fn updates_in_progress(&self) -> usize {
-        let current = self.frontend.services.updates_in_progress.load(Ordering::SeqCst);
+        let current = self
+            .frontend
+            .services
+            .updates_in_progress
+            .load(Ordering::SeqCst);
         let retired: usize = self
             .retired
             .iter()

@@ -7,8 +7,8 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
@@ -58,10 +58,16 @@ pub struct StartError {
 
 impl StartError {
     pub fn config(message: impl Into<String>) -> StartError {
-        StartError { status: 2, message: message.into() }
+        StartError {
+            status: 2,
+            message: message.into(),
+        }
     }
     pub fn runtime(message: impl Into<String>) -> StartError {
-        StartError { status: 1, message: message.into() }
+        StartError {
+            status: 1,
+            message: message.into(),
+        }
     }
 }
 
@@ -88,7 +94,9 @@ pub struct Frontend {
 /// Builds the shared session services from the configuration. The identity change is the front end's
 /// to set (see `privs`): it depends on the mode and must come after the listeners are bound.
 pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
-    let apop_host = config.apop.then(|| config.hostname.clone().unwrap_or_else(system_hostname));
+    let apop_host = config
+        .apop
+        .then(|| config.hostname.clone().unwrap_or_else(system_hostname));
     let tls = tls::from_config(config).map_err(|e| StartError::config(e.to_string()))?;
     if let Some(acceptor) = &tls {
         log::debug!("{}: TLS certificate loaded", acceptor.cert_path().display());
@@ -99,7 +107,9 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
     // AUTHORIZATION is never allowed longer than an idle logged-in session.
     services.login_timeout = config.login_timeout.min(config.timeout);
     services.timeout = config.timeout;
-    services.maildrop = crate::maildrop::Options { mbox_uidl: config.mbox_uidl };
+    services.maildrop = crate::maildrop::Options {
+        mbox_uidl: config.mbox_uidl,
+    };
     services.stls = tls.is_some();
     // Passwords stay off the wire by default as soon as TLS can protect them.
     services.no_plaintext = config.no_plaintext.unwrap_or(tls.is_some());
@@ -125,7 +135,9 @@ fn user_databases(config: &Config) -> Result<Arc<dyn Authenticator>, StartError>
     if config.system_users {
         if config.run_as.is_some() && !config.inetd {
             // Each system account owns its maildrop; a process that is one user for all cannot open them.
-            return Err(StartError::config("--system-users and --user exclude each other in standalone mode"));
+            return Err(StartError::config(
+                "--system-users and --user exclude each other in standalone mode",
+            ));
         }
         let (passwd, shadow) = (Path::new(system::PASSWD), Path::new(system::SHADOW));
         let users = SystemUsers::open(passwd, shadow).map_err(StartError::config)?;
@@ -133,14 +145,19 @@ fn user_databases(config: &Config) -> Result<Arc<dyn Authenticator>, StartError>
         sources.push(Arc::new(users));
     }
     match sources.len() {
-        0 => Err(StartError::config("no user database: set --passwd FILE or --system-users")),
+        0 => Err(StartError::config(
+            "no user database: set --passwd FILE or --system-users",
+        )),
         1 => Ok(sources.remove(0)),
         _ => Ok(Arc::new(Chain::new(sources))),
     }
 }
 
 fn system_hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".to_string())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// RFC 1939 section 7: the timestamp "MUST be different each time the POP3 server issues a banner
@@ -149,7 +166,10 @@ fn system_hostname() -> String {
 pub fn apop_timestamp(host: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let random = getrandom::u64().unwrap_or(now ^ counter.rotate_left(32));
     crate::auth::apop::timestamp(std::process::id(), counter, now, random, host)
 }
@@ -192,25 +212,44 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     let listeners = match activated {
         Some(listeners) => {
             if !config.listen.is_empty() || !config.listen_tls.is_empty() {
-                log::warn!("socket activation: using the {} passed sockets, not the listen settings", listeners.len());
+                log::warn!(
+                    "socket activation: using the {} passed sockets, not the listen settings",
+                    listeners.len()
+                );
             }
             // Passed sockets speak POP3 in the clear (with STLS when a certificate is set); for port 995
             // under systemd use `--inetd --tls` with Accept=yes.
-            listeners.into_iter().map(|socket| Listener { socket, implicit_tls: false }).collect()
+            listeners
+                .into_iter()
+                .map(|socket| Listener {
+                    socket,
+                    implicit_tls: false,
+                })
+                .collect()
         }
         None => self::listeners(config)?,
     };
     // After binding (port 110 needs root), before the first accept: see `privs` for the model.
-    let privileges = Privileges::standalone(config.run_as.as_deref()).map_err(StartError::runtime)?;
+    let privileges =
+        Privileges::standalone(config.run_as.as_deref()).map_err(StartError::runtime)?;
     log::debug!("privileges: {privileges:?}");
     frontend.services.identity = Arc::new(privileges);
     let frontend = Arc::new(frontend);
     // One table for the life of the server: a reload must not forget who is connected.
     let per_ip = PerIp::new(config.max_per_ip);
-    let signals = SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
-    log::info!("poplar {} started, pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
+    let signals =
+        SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
+    log::info!(
+        "poplar {} started, pid {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
     for l in &listeners {
-        let addr = l.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = l
+            .socket
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         if l.implicit_tls {
             log::info!("listening on {addr} (TLS)");
         } else {
@@ -238,11 +277,21 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
 fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
     let mut listeners = Vec::new();
     if !config.listen.is_empty() || config.listen_tls.is_empty() {
-        listeners.extend(bind_all(&config.listen)?.into_iter().map(|socket| Listener { socket, implicit_tls: false }));
+        listeners.extend(
+            bind_all(&config.listen)?
+                .into_iter()
+                .map(|socket| Listener {
+                    socket,
+                    implicit_tls: false,
+                }),
+        );
     }
     for a in &config.listen_tls {
         let socket = bind(*a).map_err(|e| StartError::runtime(format!("listen-tls {a}: {e}")))?;
-        listeners.push(Listener { socket, implicit_tls: true });
+        listeners.push(Listener {
+            socket,
+            implicit_tls: true,
+        });
     }
     Ok(listeners)
 }
@@ -271,7 +320,10 @@ enum Event {
 /// Binds the configured addresses, or port 110 on all IPv6 and IPv4 addresses by default.
 fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
     if !addrs.is_empty() {
-        return addrs.iter().map(|a| bind(*a).map_err(|e| StartError::runtime(format!("listen {a}: {e}")))).collect();
+        return addrs
+            .iter()
+            .map(|a| bind(*a).map_err(|e| StartError::runtime(format!("listen {a}: {e}"))))
+            .collect();
     }
     let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PORT));
     let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, DEFAULT_PORT));
@@ -306,8 +358,10 @@ fn accept_loop(
     per_ip: &Arc<PerIp>,
 ) -> Result<Event, StartError> {
     loop {
-        let mut fds: Vec<PollFd<'_>> =
-            listeners.iter().map(|l| PollFd::new(l.socket.as_fd(), PollFlags::POLLIN)).collect();
+        let mut fds: Vec<PollFd<'_>> = listeners
+            .iter()
+            .map(|l| PollFd::new(l.socket.as_fd(), PollFlags::POLLIN))
+            .collect();
         fds.push(PollFd::new(signals.read.as_fd(), PollFlags::POLLIN));
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -339,7 +393,11 @@ fn accept_one(
     let implicit_tls = listener.implicit_tls;
     let (mut stream, peer) = match listener.socket.accept() {
         Ok(accepted) => accepted,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => return,
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted =>
+        {
+            return;
+        }
         Err(e) => {
             // EMFILE and friends: back off briefly instead of spinning on a full descriptor table.
             log::error!("accept: {e}");
@@ -363,10 +421,13 @@ fn accept_one(
     let guard = ActiveGuard(Arc::clone(active));
     let frontend = Arc::clone(frontend);
     let per_ip = Arc::clone(per_ip);
-    let spawned = thread::Builder::new().name("session".into()).stack_size(SESSION_STACK).spawn(move || {
-        let _guard = guard;
-        session(stream, peer, &frontend, implicit_tls, &per_ip);
-    });
+    let spawned = thread::Builder::new()
+        .name("session".into())
+        .stack_size(SESSION_STACK)
+        .spawn(move || {
+            let _guard = guard;
+            session(stream, peer, &frontend, implicit_tls, &per_ip);
+        });
     if let Err(e) = spawned {
         log::error!("peer={peer}: cannot start a session thread: {e}");
     }
@@ -388,28 +449,55 @@ pub fn keepalive(socket: &SockRef<'_>) -> io::Result<()> {
     socket.set_tcp_keepalive(&params)
 }
 
-fn session(mut stream: TcpStream, peer: SocketAddr, frontend: &Frontend, implicit_tls: bool, per_ip: &Arc<PerIp>) {
+fn session(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    frontend: &Frontend,
+    implicit_tls: bool,
+    per_ip: &Arc<PerIp>,
+) {
     // The PROXY protocol header comes before the TLS handshake: the load balancer writes it in the clear.
-    let Some(peer) = client_address(&mut stream, peer, frontend) else { return };
+    let Some(peer) = client_address(&mut stream, peer, frontend) else {
+        return;
+    };
     // Counted by the real client's address, so it is applied after the PROXY header, here.
-    let Some(_ticket) = admit_address(&mut stream, peer, per_ip, implicit_tls) else { return };
+    let Some(_ticket) = admit_address(&mut stream, peer, per_ip, implicit_tls) else {
+        return;
+    };
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
     // Until login the read deadline is the login timer; conn switches to the autologout timer after it.
-    let stream = Stream::new(Transport::Tcp(stream), frontend.services.login_timeout, frontend.timeout);
-    let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls { acceptor, implicit: implicit_tls });
+    let stream = Stream::new(
+        Transport::Tcp(stream),
+        frontend.services.login_timeout,
+        frontend.timeout,
+    );
+    let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls {
+        acceptor,
+        implicit: implicit_tls,
+    });
     let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
 }
 
 /// `--max-per-ip`: a ticket for one more session from this client address, or a `[SYS/TEMP]` line (RFC
 /// 3206: "the problem is temporary") and `None`, and the caller closes the connection.
-fn admit_address(stream: &mut TcpStream, peer: SocketAddr, per_ip: &Arc<PerIp>, implicit_tls: bool) -> Option<Ticket> {
+fn admit_address(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    per_ip: &Arc<PerIp>,
+    implicit_tls: bool,
+) -> Option<Ticket> {
     let ticket = per_ip.enter(peer.ip());
     if ticket.is_none() {
-        log::warn!("peer={peer}: refused, {} sessions from this address already running", per_ip.max());
+        log::warn!(
+            "peer={peer}: refused, {} sessions from this address already running",
+            per_ip.max()
+        );
         if !implicit_tls {
-            let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n");
+            let _ = stream.write_all(
+                b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n",
+            );
         }
     }
     ticket
@@ -418,7 +506,11 @@ fn admit_address(stream: &mut TcpStream, peer: SocketAddr, per_ip: &Arc<PerIp>, 
 /// The client's address for logs and limits: the connection's peer, or, when that peer is a load balancer
 /// in `--proxy-from`, the client named by the PROXY protocol header it must send first. `None`: the
 /// header was missing or malformed, and the connection is to be closed (it has been logged).
-pub fn client_address<R: Read + AsFd>(conn: &mut R, peer: SocketAddr, frontend: &Frontend) -> Option<SocketAddr> {
+pub fn client_address<R: Read + AsFd>(
+    conn: &mut R,
+    peer: SocketAddr,
+    frontend: &Frontend,
+) -> Option<SocketAddr> {
     if !config::in_networks(peer.ip(), &frontend.proxy_from) {
         return Some(peer);
     }
@@ -477,14 +569,22 @@ extern "C" fn on_signal(signal: nix::libc::c_int) {
 
 impl SignalPipe {
     fn install() -> nix::Result<SignalPipe> {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         SIGNAL_FD.store(write.as_raw_fd(), Ordering::Relaxed);
-        let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
         for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             // SAFETY: the handler only calls write(2) on a descriptor it loads atomically.
             unsafe { sigaction(signal, &action) }?;
         }
-        Ok(SignalPipe { read, _write: write })
+        Ok(SignalPipe {
+            read,
+            _write: write,
+        })
     }
 
     /// The signal that arrived, if any.

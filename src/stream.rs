@@ -19,7 +19,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 pub enum Transport {
     Tcp(TcpStream),
     /// inetd: the client is fd 0 (read) and fd 1 (write); often the same socket.
-    Stdio { input: File, output: File },
+    Stdio {
+        input: File,
+        output: File,
+    },
 }
 
 /// A transport with read and write deadlines, in the clear or under TLS.
@@ -63,10 +66,20 @@ impl Stream {
     pub fn new(transport: Transport, read_timeout: Duration, write_timeout: Duration) -> Stream {
         // A zero timeout cannot be set (it would mean "never"); such a stream keeps the poll.
         let socket_send_timeout = match &transport {
-            Transport::Tcp(s) => !write_timeout.is_zero() && s.set_write_timeout(Some(write_timeout)).is_ok(),
+            Transport::Tcp(s) => {
+                !write_timeout.is_zero() && s.set_write_timeout(Some(write_timeout)).is_ok()
+            }
             Transport::Stdio { .. } => false,
         };
-        Stream { layer: Layer::Plain(Timed { transport, read_timeout, write_timeout, socket_send_timeout, socket_read_timeout: None }) }
+        Stream {
+            layer: Layer::Plain(Timed {
+                transport,
+                read_timeout,
+                write_timeout,
+                socket_send_timeout,
+                socket_read_timeout: None,
+            }),
+        }
     }
 
     /// Changes the inactivity timeout (the pre-login and the autologout timers may differ).
@@ -103,8 +116,10 @@ impl Stream {
         let Layer::Plain(mut timed) = std::mem::replace(&mut self.layer, Layer::Closed) else {
             return Err(io::Error::other("TLS already active"));
         };
-        let handshake_error = |e: io::Error| io::Error::new(e.kind(), format!("TLS handshake: {e}"));
-        let mut conn = rustls::ServerConnection::new(acceptor.server_config()).map_err(io::Error::other)?;
+        let handshake_error =
+            |e: io::Error| io::Error::new(e.kind(), format!("TLS handshake: {e}"));
+        let mut conn =
+            rustls::ServerConnection::new(acceptor.server_config()).map_err(io::Error::other)?;
         while conn.is_handshaking() {
             conn.complete_io(&mut timed).map_err(handshake_error)?;
         }
@@ -139,7 +154,10 @@ impl Stream {
 }
 
 fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "connection closed after a failed TLS handshake")
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection closed after a failed TLS handshake",
+    )
 }
 
 impl Timed {
@@ -237,17 +255,25 @@ impl Timed {
             return false;
         };
         let wanted = self.read_timeout;
-        if self.socket_read_timeout.is_some_and(|set| set >= wanted && set - wanted <= READ_TIMEOUT_SLACK) {
+        if self
+            .socket_read_timeout
+            .is_some_and(|set| set >= wanted && set - wanted <= READ_TIMEOUT_SLACK)
+        {
             return true;
         }
         // Rounded up to the slack, so that the next command's timeout, a little shorter, still fits.
         let slack = READ_TIMEOUT_SLACK.as_millis();
-        let rounded = u64::try_from(wanted.as_millis().div_ceil(slack) * slack).map(Duration::from_millis);
+        let rounded =
+            u64::try_from(wanted.as_millis().div_ceil(slack) * slack).map(Duration::from_millis);
         let Ok(rounded) = rounded else {
             self.socket_read_timeout = None;
             return false;
         };
-        if rounded.is_zero() || socket.set_read_timeout(Some(rounded + KERNEL_TICK)).is_err() {
+        if rounded.is_zero()
+            || socket
+                .set_read_timeout(Some(rounded + KERNEL_TICK))
+                .is_err()
+        {
             self.socket_read_timeout = None;
             return false;
         }
@@ -267,7 +293,9 @@ impl Timed {
 /// SO_SNDTIMEO or SO_RCVTIMEO expiring with nothing done is EAGAIN; it is a timeout like the poll's.
 fn socket_timed_out(result: io::Result<usize>) -> io::Result<usize> {
     match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
+        }
         other => other,
     }
 }
@@ -304,7 +332,10 @@ mod tests {
         let input = File::from(std::os::fd::OwnedFd::from(ours.try_clone().unwrap()));
         let output = File::from(std::os::fd::OwnedFd::from(ours));
         let t = Duration::from_millis(50);
-        (Stream::new(Transport::Stdio { input, output }, t, t), theirs)
+        (
+            Stream::new(Transport::Stdio { input, output }, t, t),
+            theirs,
+        )
     }
 
     #[test]
@@ -330,7 +361,10 @@ mod tests {
             let err = stream.read(&mut buf).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::TimedOut);
             let waited = started.elapsed();
-            assert!(waited >= timeout && waited < timeout + Duration::from_millis(500), "{timeout:?}: {waited:?}");
+            assert!(
+                waited >= timeout && waited < timeout + Duration::from_millis(500),
+                "{timeout:?}: {waited:?}"
+            );
         }
     }
 

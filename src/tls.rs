@@ -50,21 +50,38 @@ impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TlsError::Read { path, source } => write!(f, "{}: {source}", path.display()),
-            TlsError::Pem { path, problem } => write!(f, "{}: not a valid PEM file: {problem}", path.display()),
+            TlsError::Pem { path, problem } => {
+                write!(f, "{}: not a valid PEM file: {problem}", path.display())
+            }
             TlsError::NoCertificate { path } => {
-                write!(f, "{}: no certificate found (expected PEM \"BEGIN CERTIFICATE\" blocks)", path.display())
+                write!(
+                    f,
+                    "{}: no certificate found (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+                    path.display()
+                )
             }
             TlsError::NoKey { path } => {
-                write!(f, "{}: no private key found (expected a PEM PKCS#8, RSA or EC private key)", path.display())
+                write!(
+                    f,
+                    "{}: no private key found (expected a PEM PKCS#8, RSA or EC private key)",
+                    path.display()
+                )
             }
-            TlsError::BadKey { path, problem } => write!(f, "{}: unusable private key: {problem}", path.display()),
+            TlsError::BadKey { path, problem } => {
+                write!(f, "{}: unusable private key: {problem}", path.display())
+            }
             TlsError::KeyMismatch { cert, key } => {
-                write!(f, "{}: private key does not match the certificate in {}", key.display(), cert.display())
+                write!(
+                    f,
+                    "{}: private key does not match the certificate in {}",
+                    key.display(),
+                    cert.display()
+                )
             }
             TlsError::Config(problem) => write!(f, "TLS set-up: {problem}"),
-            TlsError::NotBuilt => {
-                f.write_str("TLS options given, but poplar was built without TLS support (cargo feature `tls`)")
-            }
+            TlsError::NotBuilt => f.write_str(
+                "TLS options given, but poplar was built without TLS support (cargo feature `tls`)",
+            ),
         }
     }
 }
@@ -99,7 +116,10 @@ mod enabled {
 
     impl Acceptor {
         pub fn load(cert: &Path, key: &Path) -> Result<Acceptor, TlsError> {
-            Ok(Acceptor { cert: cert.to_path_buf(), config: server_config(cert, key)? })
+            Ok(Acceptor {
+                cert: cert.to_path_buf(),
+                config: server_config(cert, key)?,
+            })
         }
 
         /// The configuration for a new handshake.
@@ -135,24 +155,39 @@ mod enabled {
         cert_path: &Path,
         key_path: &Path,
     ) -> Result<CertifiedKey, TlsError> {
-        let signing_key = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| TlsError::BadKey { path: key_path.to_path_buf(), problem: e.to_string() })?;
+        let signing_key =
+            provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| TlsError::BadKey {
+                    path: key_path.to_path_buf(),
+                    problem: e.to_string(),
+                })?;
         let certified = CertifiedKey::new(certs, signing_key);
         match certified.keys_match() {
             Ok(()) => Ok(certified),
             Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-                Err(TlsError::KeyMismatch { cert: cert_path.to_path_buf(), key: key_path.to_path_buf() })
+                Err(TlsError::KeyMismatch {
+                    cert: cert_path.to_path_buf(),
+                    key: key_path.to_path_buf(),
+                })
             }
             // The key type cannot tell its public key: rustls's own loader accepts this too.
-            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
-            Err(e) => Err(TlsError::Pem { path: cert_path.to_path_buf(), problem: e.to_string() }),
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+                Ok(certified)
+            }
+            Err(e) => Err(TlsError::Pem {
+                path: cert_path.to_path_buf(),
+                problem: e.to_string(),
+            }),
         }
     }
 
     fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-        std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// The whole chain, end-entity certificate first, as the file lists it.
@@ -160,9 +195,14 @@ mod enabled {
         let text = read(path)?;
         let certs = CertificateDer::pem_slice_iter(&text)
             .collect::<Result<Vec<_>, pem::Error>>()
-            .map_err(|e| TlsError::Pem { path: path.to_path_buf(), problem: e.to_string() })?;
+            .map_err(|e| TlsError::Pem {
+                path: path.to_path_buf(),
+                problem: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(TlsError::NoCertificate { path: path.to_path_buf() });
+            return Err(TlsError::NoCertificate {
+                path: path.to_path_buf(),
+            });
         }
         Ok(certs)
     }
@@ -171,8 +211,13 @@ mod enabled {
     fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         let text = read(path)?;
         PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
-            pem::Error::NoItemsFound => TlsError::NoKey { path: path.to_path_buf() },
-            e => TlsError::Pem { path: path.to_path_buf(), problem: e.to_string() },
+            pem::Error::NoItemsFound => TlsError::NoKey {
+                path: path.to_path_buf(),
+            },
+            e => TlsError::Pem {
+                path: path.to_path_buf(),
+                problem: e.to_string(),
+            },
         })
     }
 }
@@ -203,8 +248,10 @@ mod disabled {
 
 /// Loads the configured certificate, if any. Both files or neither; `--listen-tls` and `--tls` need them.
 pub fn from_config(config: &crate::config::Config) -> Result<Option<Acceptor>, TlsError> {
-    let requested =
-        config.tls_cert.is_some() || config.tls_key.is_some() || !config.listen_tls.is_empty() || config.tls;
+    let requested = config.tls_cert.is_some()
+        || config.tls_key.is_some()
+        || !config.listen_tls.is_empty()
+        || config.tls;
     if requested && !cfg!(feature = "tls") {
         return Err(TlsError::NotBuilt);
     }
@@ -216,7 +263,9 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Acceptor>, T
     };
     if acceptor.is_none() && (!config.listen_tls.is_empty() || config.tls) {
         let option = if config.tls { "--tls" } else { "--listen-tls" };
-        return Err(TlsError::Config(format!("{option} needs --tls-cert and --tls-key")));
+        return Err(TlsError::Config(format!(
+            "{option} needs --tls-cert and --tls-key"
+        )));
     }
     Ok(acceptor)
 }

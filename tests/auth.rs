@@ -8,8 +8,7 @@ use std::fs;
 use std::time::{Duration, Instant, SystemTime};
 
 /// `openssl passwd -6 -salt saltsalt secret` and `openssl passwd -5 -salt saltsalt secret`.
-const SHA512: &str =
-    "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
+const SHA512: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
 const SHA256: &str = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
 
 /// For tests where failed logins are incidental: no failure delay (`failures_are_delayed` keeps the default).
@@ -19,7 +18,10 @@ const NO_DELAY: [&str; 2] = ["--auth-failure-delay", "0"];
 /// failure delay); returns the PASS replies in order.
 fn try_logins(srv: &Server, pairs: &[(&str, &str)]) -> Vec<String> {
     std::thread::scope(|s| {
-        let handles: Vec<_> = pairs.iter().map(|&(u, p)| s.spawn(move || try_login(srv, u, p))).collect();
+        let handles: Vec<_> = pairs
+            .iter()
+            .map(|&(u, p)| s.spawn(move || try_login(srv, u, p)))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
@@ -57,9 +59,16 @@ fn password_schemes() {
 #[test]
 fn locked_accounts() {
     let mut fx = Fixture::new();
-    fx.user_with("bang", "!{PLAIN}secret").user_with("star", "*").user_with("empty", "");
+    fx.user_with("bang", "!{PLAIN}secret")
+        .user_with("star", "*")
+        .user_with("empty", "");
     let srv = Server::start(&fx, &NO_DELAY);
-    let pairs = [("bang", "secret"), ("bang", "!{PLAIN}secret"), ("star", "*"), ("empty", "")];
+    let pairs = [
+        ("bang", "secret"),
+        ("bang", "!{PLAIN}secret"),
+        ("star", "*"),
+        ("empty", ""),
+    ];
     for (r, (user, _)) in try_logins(&srv, &pairs).iter().zip(pairs) {
         assert!(r.starts_with("-ERR "), "locked {user} -> {r}");
     }
@@ -99,26 +108,42 @@ fn failures_are_delayed_alike() {
         let b = s.spawn(|| time("nobody"));
         (a.join().unwrap(), b.join().unwrap())
     });
-    assert!(wrong >= Duration::from_millis(1500), "wrong password answered after {wrong:?}");
-    assert!(unknown >= Duration::from_millis(1500), "unknown user answered after {unknown:?}");
+    assert!(
+        wrong >= Duration::from_millis(1500),
+        "wrong password answered after {wrong:?}"
+    );
+    assert!(
+        unknown >= Duration::from_millis(1500),
+        "unknown user answered after {unknown:?}"
+    );
     let diff = wrong.abs_diff(unknown);
     // The delay runs from when PASS was read, so the dummy hash of the unknown user is hidden inside it;
     // the margin covers scheduling noise while the suite runs many servers on two cores.
-    assert!(diff < Duration::from_millis(500), "{wrong:?} vs {unknown:?}");
-    let log = srv.wait_log(&["login failed", "user=nobody", "peer=127.0.0.1:"], Duration::from_secs(5));
+    assert!(
+        diff < Duration::from_millis(500),
+        "{wrong:?} vs {unknown:?}"
+    );
+    let log = srv.wait_log(
+        &["login failed", "user=nobody", "peer=127.0.0.1:"],
+        Duration::from_secs(5),
+    );
     assert!(log.is_some(), "{:?}", srv.stderr_lines());
 }
 
 #[test]
 fn apop_only_for_plain_users() {
     let mut fx = Fixture::new();
-    fx.user("plain", "secret").user_with("hashed", &format!("{{SHA512-CRYPT}}{SHA512}"));
+    fx.user("plain", "secret")
+        .user_with("hashed", &format!("{{SHA512-CRYPT}}{SHA512}"));
     let srv = Server::start(&fx, &["--apop", NO_DELAY[0], NO_DELAY[1]]);
     for (user, expect_ok) in [("plain", true), ("hashed", false)] {
         let mut c = srv.connect();
         let g = c.greeting();
         let ts = &g[g.find('<').unwrap()..=g.rfind('>').unwrap()];
-        let r = c.cmd(&format!("APOP {user} {}", md5_hex(format!("{ts}secret").as_bytes())));
+        let r = c.cmd(&format!(
+            "APOP {user} {}",
+            md5_hex(format!("{ts}secret").as_bytes())
+        ));
         assert_eq!(r.starts_with("+OK "), expect_ok, "APOP {user} -> {r}");
         if !expect_ok {
             assert!(r.starts_with("-ERR [AUTH] "), "{r}");
@@ -136,14 +161,26 @@ fn passwd_file_is_reread_when_it_changes() {
     assert!(try_login(&srv, "alice", "secret").starts_with("+OK "));
     assert!(try_login(&srv, "newbie", "fresh").starts_with("-ERR [AUTH] "));
     fx.user("newbie", "fresh");
-    let text = fs::read_to_string(fx.passwd()).unwrap().replace("{PLAIN}secret", "{PLAIN}changed-secret");
+    let text = fs::read_to_string(fx.passwd())
+        .unwrap()
+        .replace("{PLAIN}secret", "{PLAIN}changed-secret");
     fs::write(fx.passwd(), text).unwrap();
     // A later mtime, so that a check at one-second granularity also sees the change.
     let f = fs::File::options().write(true).open(fx.passwd()).unwrap();
-    f.set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
-    assert!(try_login(&srv, "newbie", "fresh").starts_with("+OK "), "added user");
-    assert!(try_login(&srv, "alice", "changed-secret").starts_with("+OK "), "changed password");
-    assert!(try_login(&srv, "alice", "secret").starts_with("-ERR [AUTH] "), "old password");
+    f.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        try_login(&srv, "newbie", "fresh").starts_with("+OK "),
+        "added user"
+    );
+    assert!(
+        try_login(&srv, "alice", "changed-secret").starts_with("+OK "),
+        "changed password"
+    );
+    assert!(
+        try_login(&srv, "alice", "secret").starts_with("-ERR [AUTH] "),
+        "old password"
+    );
 }
 
 fn ok(s: &str) -> bool {
@@ -179,19 +216,30 @@ fn user_pass_good_and_bad() {
     let wrong_pass = c.cmd("PASS nope");
     assert!(wrong_pass.starts_with("-ERR [AUTH] "), "{wrong_pass}");
     let unknown = c.cmd("USER mallory");
-    assert_eq!(unknown, known.replace("alice", "mallory"), "USER must not reveal unknown users");
+    assert_eq!(
+        unknown,
+        known.replace("alice", "mallory"),
+        "USER must not reveal unknown users"
+    );
     let unknown_pass = c.cmd("PASS nope");
-    assert_eq!(unknown_pass, wrong_pass, "unknown user and wrong password must look alike");
+    assert_eq!(
+        unknown_pass, wrong_pass,
+        "unknown user and wrong password must look alike"
+    );
     // Still in AUTHORIZATION: a good login works, and USER twice is allowed (the second replaces).
     assert!(ok(&c.cmd("USER bob")));
     c.login("alice", "secret");
     assert!(c.cmd("STAT").starts_with("+OK 5 "));
     assert!(
-        srv.wait_log(&["login failed", "user=mallory"], Duration::from_secs(5)).is_some(),
+        srv.wait_log(&["login failed", "user=mallory"], Duration::from_secs(5))
+            .is_some(),
         "no login-failed log line: {:?}",
         srv.stderr_lines()
     );
-    assert!(srv.stderr_lines().iter().all(|l| !l.contains("nope")), "password logged");
+    assert!(
+        srv.stderr_lines().iter().all(|l| !l.contains("nope")),
+        "password logged"
+    );
 }
 
 #[test]
@@ -229,7 +277,10 @@ fn apop_bad() {
     // A digest over another connection's timestamp is refused too.
     let other = srv.connect().greeting();
     let replay = md5_hex(format!("{}secret", apop_timestamp(&other)).as_bytes());
-    assert!(c.cmd(&format!("APOP alice {replay}")).starts_with("-ERR [AUTH] "));
+    assert!(
+        c.cmd(&format!("APOP alice {replay}"))
+            .starts_with("-ERR [AUTH] ")
+    );
 }
 
 #[test]
@@ -249,6 +300,9 @@ fn apop_timestamps_unique_over_many_connections() {
     let mut seen = std::collections::HashSet::new();
     for _ in 0..30 {
         let g = srv.connect().greeting();
-        assert!(seen.insert(apop_timestamp(&g).to_string()), "repeated timestamp in {g}");
+        assert!(
+            seen.insert(apop_timestamp(&g).to_string()),
+            "repeated timestamp in {g}"
+        );
     }
 }

@@ -67,7 +67,10 @@ fn bad_option_values() {
     let fx = standard();
     let p = fx.passwd().to_str().unwrap();
     usage_error(&["--passwd", p, "--timeout", "abc"], &["--timeout"]);
-    usage_error(&["--passwd", p, "--max-sessions", "many"], &["--max-sessions"]);
+    usage_error(
+        &["--passwd", p, "--max-sessions", "many"],
+        &["--max-sessions"],
+    );
     usage_error(&["--passwd", p, "--listen", "nowhere"], &["--listen"]);
     usage_error(&["--passwd", p, "--log-level", "loud"], &["--log-level"]);
     usage_error(&["--passwd", p, "--timeout"], &["--timeout"]);
@@ -82,7 +85,10 @@ fn passwd_is_required() {
 fn config_file_bad_key() {
     let fx = standard();
     let cfg = fx.root().join("poplar.conf");
-    let text = format!("# settings\npasswd = {}\n\nbogus-key = 1\n", fx.passwd().display());
+    let text = format!(
+        "# settings\npasswd = {}\n\nbogus-key = 1\n",
+        fx.passwd().display()
+    );
     fs::write(&cfg, text).unwrap();
     let c = cfg.to_str().unwrap();
     usage_error(&["--config", c], &[&format!("{c}:4: bogus-key")]);
@@ -92,8 +98,16 @@ fn config_file_bad_key() {
 fn config_file_bad_values() {
     let fx = standard();
     let cfg = fx.root().join("poplar.conf");
-    for (line, key) in [("timeout = abc", "timeout"), ("apop = maybe", "apop"), ("listen = :::", "listen")] {
-        fs::write(&cfg, format!("passwd = {}\n{line}\n", fx.passwd().display())).unwrap();
+    for (line, key) in [
+        ("timeout = abc", "timeout"),
+        ("apop = maybe", "apop"),
+        ("listen = :::", "listen"),
+    ] {
+        fs::write(
+            &cfg,
+            format!("passwd = {}\n{line}\n", fx.passwd().display()),
+        )
+        .unwrap();
         let c = cfg.to_str().unwrap();
         usage_error(&["--config", c], &[&format!("{c}:2: {key}")]);
     }
@@ -103,7 +117,10 @@ fn config_file_bad_values() {
 fn missing_config_file() {
     let (code, _, err) = run(&["--config", "/nonexistent/poplar.conf"]);
     assert_ne!(code, 0);
-    assert!(err.starts_with("poplar: ") && err.contains("/nonexistent/poplar.conf"), "{err}");
+    assert!(
+        err.starts_with("poplar: ") && err.contains("/nonexistent/poplar.conf"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -138,12 +155,21 @@ fn config_file_settings_and_command_line_override() {
     );
     fs::write(&cfg, text).unwrap();
     // The file's listen address is taken; the command line's replaces it.
-    let args: Vec<String> =
-        ["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let srv = Server::spawn(&args);
     let g = srv.connect().greeting();
-    assert!(g.contains("@conf.example>"), "apop and hostname from the file: {g}");
-    let listening: Vec<String> = srv.stderr_lines().into_iter().filter(|l| l.contains("listening on")).collect();
+    assert!(
+        g.contains("@conf.example>"),
+        "apop and hostname from the file: {g}"
+    );
+    let listening: Vec<String> = srv
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("listening on"))
+        .collect();
     assert_eq!(listening.len(), 1, "{listening:?}");
 }
 
@@ -163,7 +189,10 @@ fn sigterm_lets_running_session_finish() {
     let mut srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("DELE 1").starts_with("+OK "));
-    let st = std::process::Command::new("kill").args(["-TERM", &srv.pid().to_string()]).status().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &srv.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     std::thread::sleep(Duration::from_millis(200));
     // The session still works and its QUIT still applies the deletion.
@@ -186,7 +215,10 @@ fn short_options() {
     let fx = standard();
     let cfg = fx.root().join("short.conf");
     fs::write(&cfg, format!("passwd = {}\n", fx.passwd().display())).unwrap();
-    let args: Vec<String> = ["-c", cfg.to_str().unwrap(), "-l", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["-c", cfg.to_str().unwrap(), "-l", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let srv = Server::spawn(&args);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("STAT").starts_with("+OK 5 "));

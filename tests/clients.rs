@@ -163,14 +163,30 @@ fn run_poplib(backend: Backend, apop: bool) {
     let out = tempfile::tempdir().unwrap();
     let port = srv.addr.port().to_string();
     let mode = if apop { "apop" } else { "user" };
-    let (code, stdout, stderr) =
-        tool(Command::new("python3").args(["-c", POPLIB_SCRIPT, "127.0.0.1", &port]).arg(out.path()).arg(mode));
+    let (code, stdout, stderr) = tool(
+        Command::new("python3")
+            .args(["-c", POPLIB_SCRIPT, "127.0.0.1", &port])
+            .arg(out.path())
+            .arg(mode),
+    );
     assert_eq!(code, 0, "poplib failed: {stderr}");
-    let first = if apop { "auth +OK\n" } else { "user +OK\npass +OK\n" };
-    assert_eq!(String::from_utf8_lossy(&stdout), poplib_expected(&fx, first));
+    let first = if apop {
+        "auth +OK\n"
+    } else {
+        "user +OK\npass +OK\n"
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        poplib_expected(&fx, first)
+    );
     for (i, m) in MESSAGES.iter().enumerate() {
         let got = fs::read(out.path().join((i + 1).to_string())).unwrap();
-        assert_eq!(common::show(&got), common::show(&crlf(m.2)), "message {}", i + 1);
+        assert_eq!(
+            common::show(&got),
+            common::show(&crlf(m.2)),
+            "message {}",
+            i + 1
+        );
     }
     assert_eq!(fx.files("alice").len(), 4, "QUIT applied DELE 1");
 }
@@ -188,24 +204,50 @@ fn curl_retrieves_and_lists(backend: Backend) {
     let srv = Server::start(&fx, &[]);
     let base = format!("pop3://alice:secret@127.0.0.1:{}", srv.addr.port());
     for (i, m) in MESSAGES.iter().enumerate() {
-        let (code, out, err) =
-            tool(Command::new("curl").args(["-sS", "--max-time", "20"]).arg(format!("{base}/{}", i + 1)));
+        let (code, out, err) = tool(
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20"])
+                .arg(format!("{base}/{}", i + 1)),
+        );
         assert_eq!(code, 0, "curl /{}: {err}", i + 1);
-        assert_eq!(common::show(&out), common::show(&crlf(m.2)), "curl /{}", i + 1);
+        assert_eq!(
+            common::show(&out),
+            common::show(&crlf(m.2)),
+            "curl /{}",
+            i + 1
+        );
     }
-    let (code, out, err) = tool(Command::new("curl").args(["-sS", "--max-time", "20"]).arg(format!("{base}/")));
+    let (code, out, err) = tool(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .arg(format!("{base}/")),
+    );
     assert_eq!(code, 0, "curl /: {err}");
-    let expected: String =
-        MESSAGES.iter().enumerate().map(|(i, m)| format!("{} {}\r\n", i + 1, crlf(m.2).len())).collect();
+    let expected: String = MESSAGES
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("{} {}\r\n", i + 1, crlf(m.2).len()))
+        .collect();
     assert_eq!(String::from_utf8_lossy(&out), expected);
-    let (code, out, err) =
-        tool(Command::new("curl").args(["-sS", "--max-time", "20", "-X", "UIDL"]).arg(format!("{base}/")));
+    let (code, out, err) = tool(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-X", "UIDL"])
+            .arg(format!("{base}/")),
+    );
     assert_eq!(code, 0, "curl UIDL: {err}");
-    let expected: String = MESSAGES.iter().enumerate().map(|(i, m)| format!("{} {}\r\n", i + 1, fx.uid("alice", m.1))).collect();
+    let expected: String = MESSAGES
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("{} {}\r\n", i + 1, fx.uid("alice", m.1)))
+        .collect();
     assert_eq!(String::from_utf8_lossy(&out), expected);
     // Wrong password: curl reports a login failure.
     let bad = format!("pop3://alice:wrong@127.0.0.1:{}/1", srv.addr.port());
-    let (code, _, _) = tool(Command::new("curl").args(["-sS", "--max-time", "20"]).arg(bad));
+    let (code, _, _) = tool(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .arg(bad),
+    );
     assert_ne!(code, 0);
     assert_eq!(fx.files("alice").len(), 5);
 }
@@ -256,14 +298,26 @@ fn fetchmail_keep_then_delete(backend: Backend) {
     let (code, log) = fetchmail(&srv, work.path(), &out1, true);
     assert_eq!(code, 0, "fetchmail -k: {log}");
     let got = sorted(files_in(&out1).iter().map(|m| strip_received(m)).collect());
-    assert_eq!(show_all(&got), show_all(&expected_lf()), "fetchmail -k delivered");
+    assert_eq!(
+        show_all(&got),
+        show_all(&expected_lf()),
+        "fetchmail -k delivered"
+    );
     assert_eq!(fx.files("alice").len(), 5, "-k keeps the messages");
 
     let (code, log) = fetchmail(&srv, work.path(), &out2, false);
     assert_eq!(code, 0, "fetchmail: {log}");
     let got = sorted(files_in(&out2).iter().map(|m| strip_received(m)).collect());
-    assert_eq!(show_all(&got), show_all(&expected_lf()), "fetchmail delivered");
-    assert!(fx.files("alice").is_empty(), "fetched messages deleted: {:?}", fx.files("alice"));
+    assert_eq!(
+        show_all(&got),
+        show_all(&expected_lf()),
+        "fetchmail delivered"
+    );
+    assert!(
+        fx.files("alice").is_empty(),
+        "fetched messages deleted: {:?}",
+        fx.files("alice")
+    );
 }
 
 /// Runs mpop once against `srv` with Maildir delivery into `out`.
@@ -272,8 +326,18 @@ fn mpop(srv: &Server, work: &Path, out: &Path, keep: bool) -> (i32, String) {
     cmd.env("HOME", work)
         .arg("--host=127.0.0.1")
         .arg(format!("--port={}", srv.addr.port()))
-        .args(["--auth=user", "--tls=off", "--user=alice", "--passwordeval=echo secret"])
-        .args(["--received-header=off", "--only-new=off", "--timeout=20", "-q"])
+        .args([
+            "--auth=user",
+            "--tls=off",
+            "--user=alice",
+            "--passwordeval=echo secret",
+        ])
+        .args([
+            "--received-header=off",
+            "--only-new=off",
+            "--timeout=20",
+            "-q",
+        ])
         .arg(format!("--uidls-file={}", work.join("uidls").display()))
         .arg(format!("--delivery=maildir,{}", out.display()))
         .arg(format!("--keep={}", if keep { "on" } else { "off" }));
@@ -293,9 +357,18 @@ fn mpop_keep_then_delete(backend: Backend) {
         let (code, log) = mpop(&srv, work.path(), &out, keep);
         assert_eq!(code, 0, "mpop keep={keep}: {log}");
         let got = sorted(files_in(&out).iter().map(|m| strip_received(m)).collect());
-        assert_eq!(show_all(&got), show_all(&expected_lf()), "mpop keep={keep} delivered");
+        assert_eq!(
+            show_all(&got),
+            show_all(&expected_lf()),
+            "mpop keep={keep} delivered"
+        );
         let left = fx.files("alice").len();
-        assert_eq!(left, if keep { 5 } else { 0 }, "mpop keep={keep}: {:?}", fx.files("alice"));
+        assert_eq!(
+            left,
+            if keep { 5 } else { 0 },
+            "mpop keep={keep}: {:?}",
+            fx.files("alice")
+        );
     }
 }
 
@@ -313,7 +386,14 @@ fn mpop_serverinfo_sees_capabilities() {
     );
     let out = String::from_utf8_lossy(&out);
     assert_eq!(code, 0, "{out}{err}");
-    for cap in ["TOP", "UIDL", "PIPELINING", "RESP-CODES", "AUTH-RESP-CODE", "USER"] {
+    for cap in [
+        "TOP",
+        "UIDL",
+        "PIPELINING",
+        "RESP-CODES",
+        "AUTH-RESP-CODE",
+        "USER",
+    ] {
         assert!(out.contains(cap), "{cap} not in {out}");
     }
 }

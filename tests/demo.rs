@@ -16,7 +16,11 @@ use std::time::Duration;
 use common::{BIN, Client};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -24,7 +28,12 @@ fn make_run_serves_the_demo_user_and_cleans_up() {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut make = Command::new("make")
-        .args(["-s", "run", &format!("BIN={BIN}"), &format!("DEMO_ADDR={addr}")])
+        .args([
+            "-s",
+            "run",
+            &format!("BIN={BIN}"),
+            &format!("DEMO_ADDR={addr}"),
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -33,7 +42,10 @@ fn make_run_serves_the_demo_user_and_cleans_up() {
         .spawn()
         .expect("make");
     let (tx, rx) = mpsc::channel();
-    for pipe in [Box::new(make.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(make.stderr.take().unwrap())] {
+    for pipe in [
+        Box::new(make.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(make.stderr.take().unwrap()),
+    ] {
         let tx = tx.clone();
         thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -64,7 +76,11 @@ fn make_run_serves_the_demo_user_and_cleans_up() {
     assert!(client.cmd("QUIT").starts_with("+OK"));
 
     // Ctrl-C reaches the whole foreground process group: make, its shell and the server.
-    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(make.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(make.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let mut exited = false;
     for _ in 0..200 {
         if make.try_wait().unwrap().is_some() {

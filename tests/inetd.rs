@@ -18,7 +18,11 @@ fn basic_session_with_deletion() {
     assert!(c.cmd("DELE 1").starts_with("+OK "));
     assert!(c.cmd("QUIT").starts_with("+OK "));
     assert!(c.closed_within(Duration::from_secs(5)));
-    assert_eq!(proc_.wait_exit(Duration::from_secs(5)), Some(0), "exit status after QUIT");
+    assert_eq!(
+        proc_.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "exit status after QUIT"
+    );
     assert_eq!(fx.files("alice").len(), 4);
     assert!(!fx.files("alice").contains(&MESSAGES[0].1.to_string()));
 }
@@ -32,7 +36,11 @@ fn only_protocol_bytes_on_the_socket() {
     let text = String::from_utf8_lossy(&all);
     // Split into replies: greeting, CAPA (multi), USER, PASS(-ERR), USER, PASS, STAT, RETR (multi), QUIT.
     let mut lines = text.split_inclusive("\r\n");
-    let mut next = || lines.next().unwrap_or_else(|| panic!("short output: {text:?}"));
+    let mut next = || {
+        lines
+            .next()
+            .unwrap_or_else(|| panic!("short output: {text:?}"))
+    };
     assert!(next().starts_with("+OK "));
     assert!(next().starts_with("+OK"));
     while next() != ".\r\n" {}
@@ -54,7 +62,10 @@ fn only_protocol_bytes_on_the_socket() {
     assert!(next().starts_with("+OK "), "QUIT");
     let rest: Vec<&str> = lines.collect();
     assert!(rest.is_empty(), "bytes after QUIT: {rest:?}");
-    assert!(!text.contains("poplar::"), "a log line reached the socket: {text:?}");
+    assert!(
+        !text.contains("poplar::"),
+        "a log line reached the socket: {text:?}"
+    );
     assert!(proc_.wait_exit(Duration::from_secs(5)).is_some());
 }
 
@@ -66,7 +77,10 @@ fn dropped_connection_exits_and_deletes_nothing() {
     c.login("alice", "secret");
     assert!(c.cmd("DELE 1").starts_with("+OK "));
     drop(c);
-    assert!(proc_.wait_exit(Duration::from_secs(5)).is_some(), "still running after the peer left");
+    assert!(
+        proc_.wait_exit(Duration::from_secs(5)).is_some(),
+        "still running after the peer left"
+    );
     assert_eq!(fx.files("alice").len(), 5);
 }
 

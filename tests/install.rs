@@ -37,7 +37,11 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() { dirs.push(path) } else { found.push(path.strip_prefix(root).unwrap().to_path_buf()) }
+            if path.is_dir() {
+                dirs.push(path)
+            } else {
+                found.push(path.strip_prefix(root).unwrap().to_path_buf())
+            }
         }
     }
     found.sort();
@@ -48,8 +52,15 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
 fn install_honours_destdir_and_prefix_and_uninstall_removes_everything() {
     let dest = tempfile::tempdir().unwrap();
     make("install", dest.path(), "/opt/poplar");
-    let mut want: Vec<PathBuf> = vec!["opt/poplar/sbin/poplar".into(), "opt/poplar/share/man/man8/poplar.8".into()];
-    want.extend(EXAMPLES.iter().map(|f| PathBuf::from("opt/poplar/share/doc/poplar").join(f)));
+    let mut want: Vec<PathBuf> = vec![
+        "opt/poplar/sbin/poplar".into(),
+        "opt/poplar/share/man/man8/poplar.8".into(),
+    ];
+    want.extend(
+        EXAMPLES
+            .iter()
+            .map(|f| PathBuf::from("opt/poplar/share/doc/poplar").join(f)),
+    );
     want.sort();
     assert_eq!(files_under(dest.path()), want);
 
@@ -57,11 +68,17 @@ fn install_honours_destdir_and_prefix_and_uninstall_removes_everything() {
     let bin = std::fs::read(root.join("sbin/poplar")).unwrap();
     assert_eq!(bin, std::fs::read(env!("CARGO_BIN_EXE_poplar")).unwrap());
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(root.join("sbin/poplar")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(root.join("sbin/poplar"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o755);
     // The examples name the binary where this PREFIX put it.
     let unit = std::fs::read_to_string(root.join("share/doc/poplar/poplar@.service")).unwrap();
-    assert!(unit.contains("ExecStart=/opt/poplar/sbin/poplar --inetd"), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/opt/poplar/sbin/poplar --inetd"),
+        "{unit}"
+    );
     assert!(!unit.contains("/usr/local"), "{unit}");
 
     make("uninstall", dest.path(), "/opt/poplar");

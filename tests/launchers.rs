@@ -30,7 +30,9 @@ impl Launcher {
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e} (Debian: apt-get install xinetd systemd)"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {program}: {e} (Debian: apt-get install xinetd systemd)")
+            });
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&stderr);
         let pipe = child.stderr.take().unwrap();
@@ -58,7 +60,10 @@ impl Drop for Launcher {
 
 /// A loopback port that was free a moment ago: bind port 0, note the port, release it.
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// Waits (bounded) until something accepts connections on `addr`.
@@ -70,20 +75,33 @@ fn wait_listening(addr: SocketAddr, launcher: &Launcher) {
         }
         thread::sleep(Duration::from_millis(50));
     }
-    panic!("nothing listening on {addr}; launcher stderr: {:?}", launcher.stderr());
+    panic!(
+        "nothing listening on {addr}; launcher stderr: {:?}",
+        launcher.stderr()
+    );
 }
 
 fn socket_activate() -> &'static str {
-    ["/usr/bin/systemd-socket-activate", "/lib/systemd/systemd-socket-activate"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("systemd-socket-activate not found (Debian: apt-get install systemd)")
+    [
+        "/usr/bin/systemd-socket-activate",
+        "/lib/systemd/systemd-socket-activate",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("systemd-socket-activate not found (Debian: apt-get install systemd)")
 }
 
 fn poplar_args(fx: &Fixture) -> Vec<String> {
-    ["--passwd", fx.passwd().to_str().unwrap(), "--hostname", "test.example", "--auth-failure-delay", "0"]
-        .map(String::from)
-        .to_vec()
+    [
+        "--passwd",
+        fx.passwd().to_str().unwrap(),
+        "--hostname",
+        "test.example",
+        "--auth-failure-delay",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// A whole session as a client sees it: greeting, login, STAT, RETR 1, QUIT.
@@ -103,7 +121,11 @@ fn xinetd_runs_one_inetd_session_per_connection() {
     let fx = standard();
     let addr = free_port();
     let conf: PathBuf = fx.root().join("xinetd.conf");
-    let user = if nix::unistd::getuid().is_root() { "\tuser        = root\n" } else { "" };
+    let user = if nix::unistd::getuid().is_root() {
+        "\tuser        = root\n"
+    } else {
+        ""
+    };
     let text = format!(
         "defaults\n{{\n}}\nservice poplar-test\n{{\n\ttype        = UNLISTED\n\tsocket_type = stream\n\
          \tprotocol    = tcp\n\twait        = no\n{user}\tbind        = 127.0.0.1\n\tport        = {port}\n\
@@ -112,7 +134,10 @@ fn xinetd_runs_one_inetd_session_per_connection() {
         args = poplar_args(&fx).join(" "),
     );
     std::fs::write(&conf, text).unwrap();
-    let xinetd = Launcher::start("xinetd", &["-dontfork".into(), "-f".into(), conf.display().to_string()]);
+    let xinetd = Launcher::start(
+        "xinetd",
+        &["-dontfork".into(), "-f".into(), conf.display().to_string()],
+    );
     wait_listening(addr, &xinetd);
     // Two sessions in a row: each connection gets its own poplar.
     fetch_first(addr);
@@ -123,7 +148,14 @@ fn xinetd_runs_one_inetd_session_per_connection() {
 fn systemd_socket_activate_inetd_mode() {
     let fx = standard();
     let addr = free_port();
-    let mut args = vec!["--accept".to_string(), "--inetd".into(), "-l".into(), addr.to_string(), BIN.into(), "--inetd".into()];
+    let mut args = vec![
+        "--accept".to_string(),
+        "--inetd".into(),
+        "-l".into(),
+        addr.to_string(),
+        BIN.into(),
+        "--inetd".into(),
+    ];
     args.extend(poplar_args(&fx));
     let launcher = Launcher::start(socket_activate(), &args);
     wait_listening(addr, &launcher);
@@ -150,11 +182,24 @@ fn standalone_server_takes_its_listener_from_socket_activation() {
     b.login("bob", "bobpw");
     assert!(a.cmd("QUIT").starts_with("+OK") && b.cmd("QUIT").starts_with("+OK"));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !launcher.stderr().iter().any(|l| l.contains(&format!("listening on {addr}"))) {
-        assert!(Instant::now() < deadline, "no `listening on {addr}` line: {:?}", launcher.stderr());
+    while !launcher
+        .stderr()
+        .iter()
+        .any(|l| l.contains(&format!("listening on {addr}")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no `listening on {addr}` line: {:?}",
+            launcher.stderr()
+        );
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(!launcher.stderr().iter().any(|l| l.contains("listening on 0.0.0.0") || l.contains("[::]")));
+    assert!(
+        !launcher
+            .stderr()
+            .iter()
+            .any(|l| l.contains("listening on 0.0.0.0") || l.contains("[::]"))
+    );
 }
 
 #[test]
@@ -173,9 +218,17 @@ fn socket_activation_meant_for_another_process_is_ignored() {
         .spawn()
         .unwrap();
     // The start-up lines come first, then the listeners; stderr closes only if poplar exits.
-    let lines: Vec<String> =
-        BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok).take(2).collect();
+    let lines: Vec<String> = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .take(2)
+        .collect();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(lines.last().is_some_and(|l| l.contains("listening on 127.0.0.1:")), "{lines:?}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("listening on 127.0.0.1:")),
+        "{lines:?}"
+    );
 }

@@ -15,7 +15,10 @@ fn uidl_of_awkward_names_is_hashed() {
     fx.msg("carol", "new", &long, b"Subject: a\n\nb\n");
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("carol", "pw");
-    assert_eq!(c.cmd("UIDL 1"), format!("+OK 1 {}", md5_hex(long.as_bytes())));
+    assert_eq!(
+        c.cmd("UIDL 1"),
+        format!("+OK 1 {}", md5_hex(long.as_bytes()))
+    );
 }
 
 #[test]
@@ -26,7 +29,11 @@ fn mail_location_template() {
     for sub in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(spool.join(sub)).unwrap();
     }
-    std::fs::write(spool.join("new").join("1600000000.M1P1.host"), b"Subject: spool\n\nx\n").unwrap();
+    std::fs::write(
+        spool.join("new").join("1600000000.M1P1.host"),
+        b"Subject: spool\n\nx\n",
+    )
+    .unwrap();
     let location = format!("maildir:{}/spool/%u", fx.root().display());
     let srv = Server::start(&fx, &["--mail", &location]);
     let mut c = srv.login("erin", "pw");
@@ -39,10 +46,34 @@ fn tmp_is_ignored_and_order_is_by_mtime() {
     fx.user("fay", "pw");
     let t = |s| Some(std::time::UNIX_EPOCH + Duration::from_secs(s));
     // Names sort in the opposite order of the mtimes.
-    fx.msg_at("fay", "new", "3.a.host", b"Subject: first\n\n1\n", t(1_600_000_000));
-    fx.msg_at("fay", "cur", "2.b.host:2,S", b"Subject: second\n\n2\n", t(1_600_000_100));
-    fx.msg_at("fay", "new", "1.c.host", b"Subject: third\n\n3\n", t(1_600_000_200));
-    fx.msg_at("fay", "tmp", "0.d.host", b"Subject: in tmp\n\n0\n", t(1_500_000_000));
+    fx.msg_at(
+        "fay",
+        "new",
+        "3.a.host",
+        b"Subject: first\n\n1\n",
+        t(1_600_000_000),
+    );
+    fx.msg_at(
+        "fay",
+        "cur",
+        "2.b.host:2,S",
+        b"Subject: second\n\n2\n",
+        t(1_600_000_100),
+    );
+    fx.msg_at(
+        "fay",
+        "new",
+        "1.c.host",
+        b"Subject: third\n\n3\n",
+        t(1_600_000_200),
+    );
+    fx.msg_at(
+        "fay",
+        "tmp",
+        "0.d.host",
+        b"Subject: in tmp\n\n0\n",
+        t(1_500_000_000),
+    );
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("fay", "pw");
     let uids: Vec<String> = listing(&c.multi("UIDL")).into_iter().map(|e| e.1).collect();
@@ -53,7 +84,12 @@ fn tmp_is_ignored_and_order_is_by_mtime() {
 fn size_from_dovecot_w_field() {
     let mut fx = Fixture::new();
     fx.user("gus", "pw");
-    fx.msg("gus", "new", "1600000000.M1P1.host,S=10,W=1234", b"Subject: w\n\nx\n");
+    fx.msg(
+        "gus",
+        "new",
+        "1600000000.M1P1.host,S=10,W=1234",
+        b"Subject: w\n\nx\n",
+    );
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("gus", "pw");
     assert_eq!(c.cmd("LIST 1"), "+OK 1 1234");
@@ -76,7 +112,13 @@ fn empty_maildrop() {
 
 /// LIST's octets equal what RETR sends (unstuffed, without the terminator); returns the RETR bytes.
 fn retr_consistent(c: &mut common::Client, n: u32) -> Vec<u8> {
-    let size: usize = c.cmd(&format!("LIST {n}")).rsplit(' ').next().unwrap().parse().unwrap();
+    let size: usize = c
+        .cmd(&format!("LIST {n}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let raw = c.multi(&format!("RETR {n}"));
     assert_eq!(common::unstuff(&raw).len(), size, "LIST {n} vs RETR {n}");
     raw
@@ -105,10 +147,22 @@ fn edge_case_messages() {
     let mut c = srv.login("ivy", "pw");
     for (i, m) in messages.iter().enumerate() {
         let raw = retr_consistent(&mut c, i as u32 + 1);
-        assert!(raw == wire(m), "RETR {}: got {} bytes, expected {}", i + 1, raw.len(), wire(m).len());
+        assert!(
+            raw == wire(m),
+            "RETR {}: got {} bytes, expected {}",
+            i + 1,
+            raw.len(),
+            wire(m).len()
+        );
     }
-    assert_eq!(c.multi("TOP 1 0"), b"Subject: only headers\r\nFrom: x@y\r\n.\r\n");
-    assert_eq!(c.multi("TOP 4 2"), b"Subject: dots\r\n\r\n..x\r\n...\r\n.\r\n");
+    assert_eq!(
+        c.multi("TOP 1 0"),
+        b"Subject: only headers\r\nFrom: x@y\r\n.\r\n"
+    );
+    assert_eq!(
+        c.multi("TOP 4 2"),
+        b"Subject: dots\r\n\r\n..x\r\n...\r\n.\r\n"
+    );
     assert_eq!(c.multi("TOP 6 0"), b"\r\n.\r\n");
     assert_eq!(c.multi("TOP 6 5"), b"\r\n\r\n..\r\n.\r\n");
 }
@@ -129,7 +183,12 @@ fn message_vanishing_during_session() {
     let mut fx = Fixture::new();
     fx.user("kim", "pw");
     let gone = fx.msg("kim", "new", "1600000000.M1P1.host", b"Subject: a\n\n1\n");
-    fx.msg("kim", "cur", "1600000001.M2P1.host:2,S", b"Subject: b\n\n2\n");
+    fx.msg(
+        "kim",
+        "cur",
+        "1600000001.M2P1.host:2,S",
+        b"Subject: b\n\n2\n",
+    );
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("kim", "pw");
     std::fs::remove_file(gone).unwrap();
@@ -150,18 +209,31 @@ fn message_moved_by_another_agent_during_session() {
     fx.user("lee", "pw");
     let content = b"Subject: moved\n\nbody\n";
     let old = fx.msg("lee", "new", "1600000000.M1P1.host", content);
-    let flagged = fx.msg("lee", "cur", "1600000001.M2P1.host:2,", b"Subject: flags\n\nx\n");
+    let flagged = fx.msg(
+        "lee",
+        "cur",
+        "1600000001.M2P1.host:2,",
+        b"Subject: flags\n\nx\n",
+    );
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("lee", "pw");
     // A mail reader moves new/ → cur/ and changes flags while the POP3 session runs.
     std::fs::rename(&old, fx.maildir("lee").join("cur/1600000000.M1P1.host:2,S")).unwrap();
-    std::fs::rename(&flagged, fx.maildir("lee").join("cur/1600000001.M2P1.host:2,RS")).unwrap();
+    std::fs::rename(
+        &flagged,
+        fx.maildir("lee").join("cur/1600000001.M2P1.host:2,RS"),
+    )
+    .unwrap();
     assert_eq!(c.multi("RETR 1"), wire(content));
     assert_eq!(c.cmd("UIDL 1"), "+OK 1 1600000000.M1P1.host");
     assert!(c.cmd("DELE 1").starts_with("+OK "));
     assert!(c.cmd("DELE 2").starts_with("+OK "));
     assert!(c.cmd("QUIT").starts_with("+OK "));
-    assert!(fx.files("lee").is_empty(), "renamed messages not expunged: {:?}", fx.files("lee"));
+    assert!(
+        fx.files("lee").is_empty(),
+        "renamed messages not expunged: {:?}",
+        fx.files("lee")
+    );
 }
 
 #[test]
@@ -170,7 +242,13 @@ fn uidl_character_set_and_length() {
     fx.user("nat", "pw");
     let exactly_70 = "a".repeat(70);
     let over_70 = "b".repeat(71);
-    let names = [exactly_70.as_str(), over_70.as_str(), "with space", "caf\u{e9}", "ok.name:2,S"];
+    let names = [
+        exactly_70.as_str(),
+        over_70.as_str(),
+        "with space",
+        "caf\u{e9}",
+        "ok.name:2,S",
+    ];
     for name in names {
         fx.msg("nat", "cur", name, b"Subject: u\n\nx\n");
     }
@@ -186,6 +264,9 @@ fn uidl_character_set_and_length() {
     ];
     assert_eq!(uids, expected);
     for u in &uids {
-        assert!(u.len() <= 70 && u.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{u:?}");
+        assert!(
+            u.len() <= 70 && u.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "{u:?}"
+        );
     }
 }

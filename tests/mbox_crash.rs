@@ -48,7 +48,12 @@ fn login_count(fx: &Fixture) -> usize {
 fn kill_9_during_a_large_update_loses_nothing() {
     let msgs = messages(24, 1 << 20);
     let all = msgs.concat();
-    let kept: String = msgs.iter().enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, m)| m.as_str()).collect();
+    let kept: String = msgs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, m)| m.as_str())
+        .collect();
     let (fx, path) = setup(&msgs);
     let (mut rolled_back, mut completed) = (0, 0);
     // How long an uninterrupted UPDATE takes here; the kills are spread over 0 to 2 times that.
@@ -83,17 +88,25 @@ fn kill_9_during_a_large_update_loses_nothing() {
         drop(server); // SIGKILL
         let count = login_count(&fx);
         let now = fs::read_to_string(&path).unwrap();
-        assert!(!fx.home("alice").join("mbox.poplar-recovery").exists(), "round {round}");
+        assert!(
+            !fx.home("alice").join("mbox.poplar-recovery").exists(),
+            "round {round}"
+        );
         if now == all {
             assert_eq!(count, msgs.len());
             rolled_back += 1;
         } else {
-            assert!(now == kept, "round {round}: mailbox is neither before nor after the expunge");
+            assert!(
+                now == kept,
+                "round {round}: mailbox is neither before nor after the expunge"
+            );
             assert_eq!(count, msgs.len() / 2);
             completed += 1;
         }
     }
-    eprintln!("kill -9 rounds (full UPDATE {full:?}): {rolled_back} rolled back, {completed} completed");
+    eprintln!(
+        "kill -9 rounds (full UPDATE {full:?}): {rolled_back} rolled back, {completed} completed"
+    );
 }
 
 #[test]
@@ -103,11 +116,22 @@ fn mail_delivered_during_the_session_is_kept() {
     let server = Server::start(&fx, MAIL);
     let mut c = server.login("alice", "secret");
     let late = "From late@example.org Thu Jan  1 00:09:00 2026\nSubject: late\n\nlate\n";
-    fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(late.as_bytes()).unwrap();
-    assert!(c.cmd("STAT").starts_with("+OK 3 "), "the session's view does not change");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(late.as_bytes())
+        .unwrap();
+    assert!(
+        c.cmd("STAT").starts_with("+OK 3 "),
+        "the session's view does not change"
+    );
     assert!(c.cmd("DELE 1").starts_with("+OK"));
     assert!(c.cmd("QUIT").starts_with("+OK"));
-    assert_eq!(fs::read_to_string(&path).unwrap(), format!("{}{}{late}", msgs[1], msgs[2]));
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        format!("{}{}{late}", msgs[1], msgs[2])
+    );
     assert_eq!(login_count(&fx), 3);
 }
 
@@ -118,7 +142,9 @@ fn rewritten_mailbox_is_not_expunged() {
     let server = Server::start(&fx, MAIL);
     let mut c = server.login("alice", "secret");
     // A mail reader rewrites the mbox, adding a Status: header to the first message.
-    let rewritten = msgs.concat().replacen("Subject: 0\n", "Subject: 0\nStatus: RO\n", 1);
+    let rewritten = msgs
+        .concat()
+        .replacen("Subject: 0\n", "Subject: 0\nStatus: RO\n", 1);
     fs::write(&path, &rewritten).unwrap();
     assert!(c.cmd("DELE 2").starts_with("+OK"));
     let reply = c.cmd("QUIT");
@@ -138,7 +164,12 @@ fn procmail_deliver(path: &Path, text: &str) -> bool {
         Ok(child) => child,
         Err(_) => return false,
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     child.wait().unwrap().success()
 }
 
@@ -147,7 +178,10 @@ fn procmail_deliveries_during_update_are_kept() {
     let msgs = messages(16, 1 << 20);
     let (fx, path) = setup(&msgs);
     let probe = fx.root().join("probe");
-    if !procmail_deliver(&probe, "From probe Thu Jan  1 00:00:00 2026\nFrom: probe\n\nprobe\n") {
+    if !procmail_deliver(
+        &probe,
+        "From probe Thu Jan  1 00:00:00 2026\nFrom: probe\n\nprobe\n",
+    ) {
         eprintln!("SKIPPED procmail_deliveries_during_update_are_kept: procmail not available");
         return;
     }
@@ -174,7 +208,11 @@ fn procmail_deliveries_during_update_are_kept() {
     agent.join().unwrap();
     let now = fs::read_to_string(&path).unwrap();
     for i in 0..deliveries {
-        assert_eq!(now.matches(&format!("\ndelivery {i}\n")).count(), 1, "delivery {i} kept once");
+        assert_eq!(
+            now.matches(&format!("\ndelivery {i}\n")).count(),
+            1,
+            "delivery {i} kept once"
+        );
     }
     for (i, m) in msgs.iter().enumerate() {
         assert_eq!(now.contains(m.as_str()), i >= msgs.len() / 2, "message {i}");

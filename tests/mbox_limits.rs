@@ -16,7 +16,9 @@ use common::{Backend, Fixture, Server};
 fn mailbox(count: usize, size: usize) -> Vec<u8> {
     let mut m = Vec::new();
     for i in 0..count {
-        m.extend_from_slice(format!("From s{i}@example.org Thu Jan  1 00:00:00 2026\nSubject: {i}\n\n").as_bytes());
+        m.extend_from_slice(
+            format!("From s{i}@example.org Thu Jan  1 00:00:00 2026\nSubject: {i}\n\n").as_bytes(),
+        );
         let line = format!("body of message {i}\n");
         let room = size / count - 80;
         m.extend_from_slice(line.repeat(room / line.len()).as_bytes());
@@ -52,7 +54,10 @@ fn delete_and_quit(srv: &Server, count: usize, dele: &[usize]) -> String {
 /// The mbox is exactly `before`, no recovery file is left, and an unlimited server sees `count` messages.
 fn unchanged(fx: &Fixture, path: &Path, before: &[u8], count: usize) {
     assert!(fs::read(path).unwrap() == before, "the mbox changed");
-    assert!(!fx.home("alice").join("mbox.poplar-recovery").exists(), "recovery file left behind");
+    assert!(
+        !fx.home("alice").join("mbox.poplar-recovery").exists(),
+        "recovery file left behind"
+    );
     let srv = Server::start(fx, &[]);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("STAT").starts_with(&format!("+OK {count} ")));
@@ -95,7 +100,10 @@ fn update_within_the_limit_succeeds() {
     assert!(reply.starts_with("+OK "), "{reply}");
     let after = fs::read(&path).unwrap();
     let second = before.windows(7).position(|w| w == b"\n\nFrom ").unwrap() + 2;
-    assert!(after == before[second..], "the mbox is not the old one minus message 1");
+    assert!(
+        after == before[second..],
+        "the mbox is not the old one minus message 1"
+    );
 }
 
 /// A tmpfs of `kib` KiB mounted on `dir`, unmounted when dropped.
@@ -104,7 +112,13 @@ struct Tmpfs<'a>(&'a Path);
 impl<'a> Tmpfs<'a> {
     fn mount(dir: &'a Path, kib: u64) -> Option<Tmpfs<'a>> {
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k,mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output()
             .ok()?;
@@ -128,7 +142,9 @@ fn enospc_during_update_changes_nothing() {
     fx.user("alice", "secret");
     let home = fx.home("alice");
     let Some(_tmpfs) = Tmpfs::mount(&home, 64) else {
-        eprintln!("SKIPPED enospc_during_update_changes_nothing: cannot mount a tmpfs (needs root)");
+        eprintln!(
+            "SKIPPED enospc_during_update_changes_nothing: cannot mount a tmpfs (needs root)"
+        );
         return;
     };
     // 40 KiB of mail on a 64 KiB file system: no room for a 40 KiB recovery file.

@@ -58,20 +58,47 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 /// Unpacks popa3d into `dir`; `None` when the package cannot be downloaded.
 fn unpack_popa3d(dir: &Path) -> Option<std::path::PathBuf> {
-    let got = Command::new("apt-get").args(["download", "popa3d"]).current_dir(dir).output().ok()?;
+    let got = Command::new("apt-get")
+        .args(["download", "popa3d"])
+        .current_dir(dir)
+        .output()
+        .ok()?;
     if !got.status.success() {
-        eprintln!("apt-get download popa3d: {}", String::from_utf8_lossy(&got.stderr));
+        eprintln!(
+            "apt-get download popa3d: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
         return None;
     }
-    let deb = fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).find(|e| e.file_name().to_string_lossy().ends_with(".deb"))?;
-    run(Command::new("dpkg-deb").arg("-x").arg(deb.path()).arg(dir.join("root"))).expect("dpkg-deb -x");
+    let deb = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".deb"))?;
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb.path())
+        .arg(dir.join("root")))
+    .expect("dpkg-deb -x");
     Some(dir.join("root"))
 }
 
 /// What the package's maintainer scripts would set up, and our test user.
 fn prepare_system(root: &Path) {
-    if Command::new("getent").args(["passwd", "popa3d"]).output().map(|o| !o.status.success()).unwrap_or(true) {
-        let args = ["--system", "--no-create-home", "--home-dir", "/var/lib/popa3d", "--shell", "/usr/sbin/nologin", "popa3d"];
+    if Command::new("getent")
+        .args(["passwd", "popa3d"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        let args = [
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/var/lib/popa3d",
+            "--shell",
+            "/usr/sbin/nologin",
+            "popa3d",
+        ];
         run(Command::new("useradd").args(args)).unwrap();
     }
     fs::create_dir_all("/var/lib/popa3d").unwrap();
@@ -80,8 +107,16 @@ fn prepare_system(root: &Path) {
     }
     let _ = Command::new("userdel").arg(USER).output();
     run(Command::new("useradd").args(["-M", "-s", "/usr/sbin/nologin", USER])).unwrap();
-    let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().unwrap();
-    chpasswd.stdin.take().unwrap().write_all(format!("{USER}:{PASSWORD}\n").as_bytes()).unwrap();
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chpasswd
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{USER}:{PASSWORD}\n").as_bytes())
+        .unwrap();
     assert!(chpasswd.wait().unwrap().success());
 }
 
@@ -93,21 +128,41 @@ fn popa3d_listing(root: &Path) -> (Vec<String>, Vec<u64>) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("run popa3d");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
     let lines: Vec<&str> = out.split("\r\n").collect();
-    assert!(lines[..4].iter().all(|l| l.starts_with("+OK")), "popa3d refused the session: {out}");
+    assert!(
+        lines[..4].iter().all(|l| l.starts_with("+OK")),
+        "popa3d refused the session: {out}"
+    );
     let mut blocks = lines[4..].split(|l| *l == "." || l.starts_with("+OK"));
-    let uidl: Vec<String> = blocks.next().unwrap().iter().map(|l| l.split(' ').nth(1).unwrap().to_string()).collect();
+    let uidl: Vec<String> = blocks
+        .next()
+        .unwrap()
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_string())
+        .collect();
     blocks.next();
-    let list = blocks.next().unwrap().iter().map(|l| l.split(' ').nth(1).unwrap().parse().unwrap()).collect();
+    let list = blocks
+        .next()
+        .unwrap()
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
     (uidl, list)
 }
 
 #[test]
 fn same_ids_and_sizes_as_popa3d() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED mbox_popa3d: needs root to run popa3d (PAM login of a system user, chroot)");
+        eprintln!(
+            "SKIPPED mbox_popa3d: needs root to run popa3d (PAM login of a system user, chroot)"
+        );
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -119,7 +174,10 @@ fn same_ids_and_sizes_as_popa3d() {
     let spool = Path::new("/var/mail").join(USER);
     let mbox = mailbox();
     fs::write(&spool, &mbox).unwrap();
-    run(Command::new("chown").arg(format!("{USER}:mail")).arg(&spool)).unwrap();
+    run(Command::new("chown")
+        .arg(format!("{USER}:mail"))
+        .arg(&spool))
+    .unwrap();
     let (their_ids, their_sizes) = popa3d_listing(&root);
     fs::remove_file(&spool).unwrap();
     let _ = Command::new("userdel").arg(USER).output();
@@ -137,13 +195,22 @@ fn same_ids_and_sizes_as_popa3d() {
             continue;
         }
         // Where popa3d repeats an id (no hashed header, or the same ones), ours carries a suffix.
-        assert!(m.uid.starts_with(&format!("{theirs}-")), "UIDL {}: ours {} popa3d {theirs}", i + 1, m.uid);
-        assert!(their_ids.iter().filter(|t| *t == theirs).count() > 1, "suffix only on popa3d's duplicates");
+        assert!(
+            m.uid.starts_with(&format!("{theirs}-")),
+            "UIDL {}: ours {} popa3d {theirs}",
+            i + 1,
+            m.uid
+        );
+        assert!(
+            their_ids.iter().filter(|t| *t == theirs).count() > 1,
+            "suffix only on popa3d's duplicates"
+        );
         suffixed += 1;
     }
     // popa3d's id of a message with no hashed header (MD5 of nothing): always suffixed; and any repeat.
     let empty = "d98c1dd404b2008f";
-    let repeats = (0..their_ids.len()).filter(|&i| their_ids[i] == empty || their_ids[..i].contains(&their_ids[i]));
+    let repeats = (0..their_ids.len())
+        .filter(|&i| their_ids[i] == empty || their_ids[..i].contains(&their_ids[i]));
     assert_eq!(suffixed, repeats.count());
     assert!(suffixed > 0);
 }

@@ -35,7 +35,16 @@ fn sasl_and_capa_without_tls() {
     let mut c = srv.connect();
     c.greeting();
     let capa = String::from_utf8(c.multi("CAPA")).unwrap();
-    assert!(capa.contains("SASL PLAIN LOGIN\r\n") && !capa.contains("STLS"), "{capa}");
-    assert_eq!(c.cmd("STLS"), "-ERR STLS not available: no certificate configured");
-    assert!(c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==").starts_with("+OK alice's maildrop has 5 messages"));
+    assert!(
+        capa.contains("SASL PLAIN LOGIN\r\n") && !capa.contains("STLS"),
+        "{capa}"
+    );
+    assert_eq!(
+        c.cmd("STLS"),
+        "-ERR STLS not available: no certificate configured"
+    );
+    assert!(
+        c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==")
+            .starts_with("+OK alice's maildrop has 5 messages")
+    );
 }

@@ -23,7 +23,11 @@ fn check_config_prints_effective_settings_or_the_first_problem() {
     let fx = standard();
     let conf = fx.root().join("poplar.conf");
     let passwd = fx.passwd().display().to_string();
-    std::fs::write(&conf, format!("# test\npasswd = {passwd}\nlisten = 127.0.0.1:1110\ntimeout = 900\n")).unwrap();
+    std::fs::write(
+        &conf,
+        format!("# test\npasswd = {passwd}\nlisten = 127.0.0.1:1110\ntimeout = 900\n"),
+    )
+    .unwrap();
     let conf_s = conf.to_str().unwrap();
     let (status, out, err) = run(&["--check-config", "-c", conf_s]);
     assert_eq!((status, err.as_str()), (0, ""), "{out}");
@@ -36,7 +40,10 @@ fn check_config_prints_effective_settings_or_the_first_problem() {
     ] {
         assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
     }
-    assert!(!out.contains("secret") && !out.contains("bobpw"), "a password was printed:\n{out}");
+    assert!(
+        !out.contains("secret") && !out.contains("bobpw"),
+        "a password was printed:\n{out}"
+    );
     // The output is itself a configuration file that checks the same.
     let again = fx.root().join("effective.conf");
     std::fs::write(&again, &out).unwrap();
@@ -46,38 +53,87 @@ fn check_config_prints_effective_settings_or_the_first_problem() {
     std::fs::write(&conf, "passwd = /nonexistent/passwd\n").unwrap();
     let (status, out, err) = run(&["--check-config", "-c", conf_s]);
     assert_eq!((status, out.as_str()), (2, ""));
-    assert_eq!(err, format!("poplar: {conf_s}:1: passwd: /nonexistent/passwd: No such file or directory (os error 2)\n"));
+    assert_eq!(
+        err,
+        format!(
+            "poplar: {conf_s}:1: passwd: /nonexistent/passwd: No such file or directory (os error 2)\n"
+        )
+    );
     std::fs::write(&conf, "timeout = 900\nmax-sessions = lots\n").unwrap();
     let (status, _, err) = run(&["--check-config", "-c", conf_s]);
-    assert_eq!((status, err), (2, format!("poplar: {conf_s}:2: max-sessions: not a number: \"lots\"\n")));
+    assert_eq!(
+        (status, err),
+        (
+            2,
+            format!("poplar: {conf_s}:2: max-sessions: not a number: \"lots\"\n")
+        )
+    );
     std::fs::write(fx.passwd(), "alice:{PLAIN}x::::/home/alice::\nbroken\n").unwrap();
     let (status, _, err) = run(&["--check-config", "--passwd", &passwd]);
     assert_eq!(status, 2);
-    assert!(err.starts_with(&format!("poplar: {passwd}:2: passwd: ")), "{err}");
+    assert!(
+        err.starts_with(&format!("poplar: {passwd}:2: passwd: ")),
+        "{err}"
+    );
 }
 
 #[test]
 fn sighup_rereads_the_configuration_for_new_sessions_without_dropping_old_ones() {
     let fx = standard();
     let conf = fx.root().join("poplar.conf");
-    let base = format!("passwd = {}\nlisten = 127.0.0.1:0\nauth-failure-delay = 0\n", fx.passwd().display());
+    let base = format!(
+        "passwd = {}\nlisten = 127.0.0.1:0\nauth-failure-delay = 0\n",
+        fx.passwd().display()
+    );
     std::fs::write(&conf, format!("{base}hostname = one.example\n")).unwrap();
     let server = Server::spawn(&["-c".to_string(), conf.display().to_string()]);
     let mut old = server.login("alice", "secret");
-    assert!(!server.connect().greeting().contains('<'), "APOP is off at first");
+    assert!(
+        !server.connect().greeting().contains('<'),
+        "APOP is off at first"
+    );
 
-    std::fs::write(&conf, format!("{base}hostname = two.example\napop = yes\nlisten = 127.0.0.1:1\n")).unwrap();
+    std::fs::write(
+        &conf,
+        format!("{base}hostname = two.example\napop = yes\nlisten = 127.0.0.1:1\n"),
+    )
+    .unwrap();
     signal(&server, Signal::SIGHUP);
-    assert!(server.wait_log(&["reload: configuration and passwd-file re-read"], WAIT).is_some());
-    assert!(server.wait_log(&["reload: listen changed; ignored until a restart"], WAIT).is_some());
+    assert!(
+        server
+            .wait_log(&["reload: configuration and passwd-file re-read"], WAIT)
+            .is_some()
+    );
+    assert!(
+        server
+            .wait_log(&["reload: listen changed; ignored until a restart"], WAIT)
+            .is_some()
+    );
     let greeting = server.connect().greeting();
-    assert!(greeting.contains("@two.example>"), "new sessions use the new settings: {greeting}");
-    assert!(old.cmd("STAT").starts_with("+OK 5 "), "the old session goes on");
+    assert!(
+        greeting.contains("@two.example>"),
+        "new sessions use the new settings: {greeting}"
+    );
+    assert!(
+        old.cmd("STAT").starts_with("+OK 5 "),
+        "the old session goes on"
+    );
 
     // A configuration that no longer loads is refused and the running one kept.
     std::fs::write(&conf, "timeout = soon\n").unwrap();
     signal(&server, Signal::SIGHUP);
-    assert!(server.wait_log(&["reload: ", "timeout: not a number", "keeping the running configuration"], WAIT).is_some());
+    assert!(
+        server
+            .wait_log(
+                &[
+                    "reload: ",
+                    "timeout: not a number",
+                    "keeping the running configuration"
+                ],
+                WAIT
+            )
+            .is_some()
+    );
     assert!(server.connect().greeting().contains("@two.example>"));
     assert!(old.cmd("QUIT").starts_with("+OK"));
 }
@@ -88,16 +144,37 @@ fn sigterm_stops_accepting_and_waits_for_running_sessions() {
     let mut server = Server::start(&fx, &["--shutdown-grace", "30"]);
     let mut c = server.login("alice", "secret");
     signal(&server, Signal::SIGTERM);
-    assert!(server.wait_log(&["SIGTERM: shutting down, no new sessions"], WAIT).is_some());
-    assert!(TcpStream::connect_timeout(&server.addr, Duration::from_secs(2)).is_err(), "still accepting");
-    assert!(c.cmd("NOOP").starts_with("+OK"), "the running session goes on");
+    assert!(
+        server
+            .wait_log(&["SIGTERM: shutting down, no new sessions"], WAIT)
+            .is_some()
+    );
+    assert!(
+        TcpStream::connect_timeout(&server.addr, Duration::from_secs(2)).is_err(),
+        "still accepting"
+    );
+    assert!(
+        c.cmd("NOOP").starts_with("+OK"),
+        "the running session goes on"
+    );
     assert!(c.cmd("DELE 1").starts_with("+OK"));
     let started = Instant::now();
     assert!(c.cmd("QUIT").starts_with("+OK"));
     assert_eq!(server.wait_exit(WAIT), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(5), "did not exit when the last session ended");
-    assert_eq!(fx.files("alice").len(), 4, "the QUIT's deletion was applied");
-    assert!(server.wait_log(&["shutdown (0 sessions cut off)"], WAIT).is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not exit when the last session ended"
+    );
+    assert_eq!(
+        fx.files("alice").len(),
+        4,
+        "the QUIT's deletion was applied"
+    );
+    assert!(
+        server
+            .wait_log(&["shutdown (0 sessions cut off)"], WAIT)
+            .is_some()
+    );
 }
 
 #[test]
@@ -110,10 +187,21 @@ fn shutdown_grace_bounds_the_wait_for_idle_sessions() {
     signal(&server, Signal::SIGINT);
     assert_eq!(server.wait_exit(WAIT), Some(0));
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
     assert!(server.wait_log(&["SIGINT: shutting down"], WAIT).is_some());
-    assert!(server.wait_log(&["shutdown (1 sessions cut off)"], WAIT).is_some());
-    assert_eq!(fx.files("alice").len(), 5, "a session cut off deletes nothing");
+    assert!(
+        server
+            .wait_log(&["shutdown (1 sessions cut off)"], WAIT)
+            .is_some()
+    );
+    assert_eq!(
+        fx.files("alice").len(),
+        5,
+        "a session cut off deletes nothing"
+    );
 }
 
 /// The log lines the man page documents, and never a password.
@@ -129,31 +217,69 @@ fn log_lines_are_as_documented_and_hold_no_password() {
     c.multi("RETR 1");
     let peer = c_local_addr(&server);
     assert!(c.cmd("QUIT").starts_with("+OK"));
-    let end = server.wait_log(&["session end user=alice"], WAIT).expect("session end line");
+    let end = server
+        .wait_log(&["session end user=alice"], WAIT)
+        .expect("session end line");
     let bytes = common::wire(common::MESSAGES[0].2).len() - 3;
     let want = format!("session end user=alice peer={peer} retr=1 dele=0 bytes=");
     assert!(end.contains(&want), "{end}\nwanted {want}");
     let tail = &end[end.find(" bytes=").unwrap()..];
     let fields: Vec<&str> = tail.split_whitespace().collect();
-    assert!(fields[0].starts_with("bytes=") && fields[0][6..].parse::<usize>().unwrap() >= bytes, "{end}");
-    assert!(fields[1].starts_with("secs=") && fields[1][5..].parse::<f64>().is_ok(), "{end}");
+    assert!(
+        fields[0].starts_with("bytes=") && fields[0][6..].parse::<usize>().unwrap() >= bytes,
+        "{end}"
+    );
+    assert!(
+        fields[1].starts_with("secs=") && fields[1][5..].parse::<f64>().is_ok(),
+        "{end}"
+    );
     assert_eq!(fields[2], "result=quit", "{end}");
-    assert!(server.wait_log(&[&format!("login failed user=alice peer={peer}")], WAIT).is_some());
-    assert!(server.wait_log(&[&format!("login user=alice peer={peer} messages=5 octets=")], WAIT).is_some());
+    assert!(
+        server
+            .wait_log(&[&format!("login failed user=alice peer={peer}")], WAIT)
+            .is_some()
+    );
+    assert!(
+        server
+            .wait_log(
+                &[&format!("login user=alice peer={peer} messages=5 octets=")],
+                WAIT
+            )
+            .is_some()
+    );
     assert_eq!(server.terminate(WAIT), Some(0));
     let lines = server.stderr_lines();
-    for needle in ["poplar 0.1.0 started, pid", "listening on 127.0.0.1:", "SIGTERM: shutting down", "shutdown ("] {
-        assert!(lines.iter().any(|l| l.contains(needle)), "no {needle:?} in {lines:#?}");
+    for needle in [
+        "poplar 0.1.0 started, pid",
+        "listening on 127.0.0.1:",
+        "SIGTERM: shutting down",
+        "shutdown (",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(needle)),
+            "no {needle:?} in {lines:#?}"
+        );
     }
     for secret in ["Wr0ng-Pa55word", "secret", "PASS"] {
-        assert!(!lines.iter().any(|l| l.contains(secret)), "{secret:?} logged: {lines:#?}");
+        assert!(
+            !lines.iter().any(|l| l.contains(secret)),
+            "{secret:?} logged: {lines:#?}"
+        );
     }
 }
 
 /// The local address of the last client: the server logs it as the peer.
 fn c_local_addr(server: &Server) -> String {
-    let line = server.wait_log(&["login failed user=alice peer="], WAIT).expect("login failed line");
-    line.split("peer=").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
+    let line = server
+        .wait_log(&["login failed user=alice peer="], WAIT)
+        .expect("login failed line");
+    line.split("peer=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -161,14 +287,31 @@ fn log_level_filters_both_ways() {
     let fx = standard();
     // Debug shows the passwd-file line; info hides it.
     let debug = Server::start(&fx, &["--log-level", "debug"]);
-    assert!(debug.wait_log(&["2 users"], WAIT).is_some(), "{:#?}", debug.stderr_lines());
+    assert!(
+        debug.wait_log(&["2 users"], WAIT).is_some(),
+        "{:#?}",
+        debug.stderr_lines()
+    );
     let info = Server::start(&fx, &[]);
     info.connect().greeting();
-    assert!(!info.stderr_lines().iter().any(|l| l.contains("2 users") || l.contains("DEBUG")));
+    assert!(
+        !info
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("2 users") || l.contains("DEBUG"))
+    );
     // warn: the start-up warning, then nothing at info level even for a whole session.
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut child = Command::new(BIN)
-        .args(["--listen", &addr.to_string(), "--passwd", fx.passwd().to_str().unwrap()])
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--passwd",
+            fx.passwd().to_str().unwrap(),
+        ])
         .args(["--log-level", "warn", "--timeout", "5"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -189,10 +332,21 @@ fn log_level_filters_both_ways() {
     assert!(c.cmd("QUIT").starts_with("+OK"));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(child.wait().unwrap().success());
-    assert!(err.contains("WARN") && err.contains("timeout 5s is below"), "{err}");
-    assert!(!err.contains("INFO"), "info lines at --log-level warn:\n{err}");
+    assert!(
+        err.contains("WARN") && err.contains("timeout 5s is below"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("INFO"),
+        "info lines at --log-level warn:\n{err}"
+    );
 }
 
 /// Two servers on one Maildir root, as two hosts on shared storage: the session lock keeps one user to

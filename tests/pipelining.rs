@@ -24,7 +24,10 @@ fn batch_responses_in_order(backend: Backend) {
     assert!(c.read_line().starts_with("+OK"));
     let uids = listing(&c.read_multiline());
     assert_eq!(uids[4].1, fx.uid("alice", MESSAGES[4].1));
-    assert_eq!(c.read_line(), format!("+OK 2 {}", crlf(MESSAGES[1].2).len()));
+    assert_eq!(
+        c.read_line(),
+        format!("+OK 2 {}", crlf(MESSAGES[1].2).len())
+    );
     assert!(c.read_line().starts_with("+OK "), "QUIT");
     assert!(c.closed_within(Duration::from_secs(5)));
 }
@@ -45,8 +48,17 @@ fn many_pipelined_retrs(backend: Backend) {
     c.send(&batch);
     for round in 0..20 {
         for (n, m) in MESSAGES.iter().enumerate() {
-            assert!(c.read_line().starts_with("+OK"), "round {round} RETR {}", n + 1);
-            assert_eq!(c.read_multiline(), wire(m.2), "round {round} RETR {}", n + 1);
+            assert!(
+                c.read_line().starts_with("+OK"),
+                "round {round} RETR {}",
+                n + 1
+            );
+            assert_eq!(
+                c.read_multiline(),
+                wire(m.2),
+                "round {round} RETR {}",
+                n + 1
+            );
         }
         if round % 4 == 0 {
             assert!(c.read_line().starts_with("+OK "), "NOOP");
@@ -94,7 +106,14 @@ fn commands_split_across_writes(backend: Backend) {
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
     c.greeting();
-    for piece in [&b"US"[..], b"ER ali", b"ce\r", b"\nPASS secret\r\nST", b"A", b"T\r\n"] {
+    for piece in [
+        &b"US"[..],
+        b"ER ali",
+        b"ce\r",
+        b"\nPASS secret\r\nST",
+        b"A",
+        b"T\r\n",
+    ] {
         c.send(piece);
         thread::sleep(Duration::from_millis(30));
     }
@@ -113,7 +132,10 @@ fn overlong_line_inside_a_batch(backend: Backend) {
     c.send(&batch);
     assert!(c.read_line().starts_with("+OK "));
     assert!(c.read_line().starts_with("-ERR "), "overlong line");
-    assert!(c.read_line().starts_with("+OK 1 "), "LIST 1 after the overlong line");
+    assert!(
+        c.read_line().starts_with("+OK 1 "),
+        "LIST 1 after the overlong line"
+    );
     assert!(c.read_line().starts_with("+OK "));
 }
 
@@ -122,7 +144,12 @@ fn concurrent_sessions_do_not_interfere(backend: Backend) {
     let users: Vec<String> = (0..16).map(|i| format!("user{i}")).collect();
     for (i, u) in users.iter().enumerate() {
         fx.user(u, "pw");
-        fx.msg(u, "new", &format!("1600000000.M{i}P1.host"), format!("Subject: {u}\n\nfor {u}\n").as_bytes());
+        fx.msg(
+            u,
+            "new",
+            &format!("1600000000.M{i}P1.host"),
+            format!("Subject: {u}\n\nfor {u}\n").as_bytes(),
+        );
     }
     // 16 sessions from one address: above the default --max-per-ip of 10.
     let srv = Server::start(&fx, &["--max-per-ip", "16"]);

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Backend, MESSAGES, Server, crlf, listing, md5_hex, standard, standard_on, unstuff, wire};
+use common::{
+    Backend, MESSAGES, Server, crlf, listing, md5_hex, standard, standard_on, unstuff, wire,
+};
 use std::time::Duration;
 
 fn ok(s: &str) -> bool {
@@ -29,7 +31,11 @@ fn greeting_without_apop_has_no_timestamp() {
 
 fn capa_lines(c: &mut common::Client) -> Vec<String> {
     let raw = c.multi("CAPA");
-    let mut lines: Vec<String> = String::from_utf8(unstuff(&raw)).unwrap().lines().map(str::to_string).collect();
+    let mut lines: Vec<String> = String::from_utf8(unstuff(&raw))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     lines.sort();
     lines
 }
@@ -37,8 +43,15 @@ fn capa_lines(c: &mut common::Client) -> Vec<String> {
 fn capa_in_both_states(backend: Backend) {
     let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
-    let mut expected =
-        vec!["TOP", "UIDL", "USER", "PIPELINING", "RESP-CODES", "AUTH-RESP-CODE", "IMPLEMENTATION poplar 0.1.0"];
+    let mut expected = vec![
+        "TOP",
+        "UIDL",
+        "USER",
+        "PIPELINING",
+        "RESP-CODES",
+        "AUTH-RESP-CODE",
+        "IMPLEMENTATION poplar 0.1.0",
+    ];
     expected.sort();
     // SASL (RFC 5034's AUTH) is an AUTHORIZATION-state capability; without a certificate, no STLS.
     let mut before = expected.clone();
@@ -57,11 +70,23 @@ fn stat_and_list(backend: Backend) {
     let mut c = srv.login("alice", "secret");
     assert_eq!(c.cmd("STAT"), format!("+OK 5 {}", total_size()));
     let list = listing(&c.multi("LIST"));
-    let expected: Vec<(u32, String)> =
-        MESSAGES.iter().enumerate().map(|(i, m)| (i as u32 + 1, crlf(m.2).len().to_string())).collect();
+    let expected: Vec<(u32, String)> = MESSAGES
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (i as u32 + 1, crlf(m.2).len().to_string()))
+        .collect();
     assert_eq!(list, expected);
-    assert_eq!(c.cmd("LIST 3"), format!("+OK 3 {}", crlf(MESSAGES[2].2).len()));
-    for bad in ["LIST 0", "LIST 6", "LIST 99999999999999999999", "LIST -1", "LIST x"] {
+    assert_eq!(
+        c.cmd("LIST 3"),
+        format!("+OK 3 {}", crlf(MESSAGES[2].2).len())
+    );
+    for bad in [
+        "LIST 0",
+        "LIST 6",
+        "LIST 99999999999999999999",
+        "LIST -1",
+        "LIST x",
+    ] {
         let r = c.cmd(bad);
         assert!(err(&r), "{bad} -> {r}");
     }
@@ -77,7 +102,11 @@ fn retr_exact_bytes_and_sizes(backend: Backend) {
         let raw = c.multi(&format!("RETR {n}"));
         assert_eq!(common::show(&raw), common::show(&wire(content)), "RETR {n}");
         let octets: usize = list[i].1.parse().unwrap();
-        assert_eq!(unstuff(&raw).len(), octets, "LIST size of {n} vs RETR bytes");
+        assert_eq!(
+            unstuff(&raw).len(),
+            octets,
+            "LIST size of {n} vs RETR bytes"
+        );
     }
     for bad in ["RETR 0", "RETR 6", "RETR", "RETR abc"] {
         assert!(err(&c.cmd(bad)), "{bad}");
@@ -89,13 +118,28 @@ fn top(backend: Backend) {
     let srv = Server::start(&fx, &[]);
     let mut c = srv.login("alice", "secret");
     let cases: [(&str, &[u8]); 7] = [
-        ("TOP 1 0", b"From: a@example.org\r\nSubject: one\r\n\r\n.\r\n"),
+        (
+            "TOP 1 0",
+            b"From: a@example.org\r\nSubject: one\r\n\r\n.\r\n",
+        ),
         ("TOP 5 0", b"Subject: five\r\nX-Two: 2\r\n\r\n.\r\n"),
-        ("TOP 5 2", b"Subject: five\r\nX-Two: 2\r\n\r\nb1\r\nb2\r\n.\r\n"),
-        ("TOP 5 4", b"Subject: five\r\nX-Two: 2\r\n\r\nb1\r\nb2\r\nb3\r\n..b4\r\n.\r\n"),
-        ("TOP 2 2", b"Subject: dots\r\n\r\n..leading dot\r\n...two dots\r\n.\r\n"),
+        (
+            "TOP 5 2",
+            b"Subject: five\r\nX-Two: 2\r\n\r\nb1\r\nb2\r\n.\r\n",
+        ),
+        (
+            "TOP 5 4",
+            b"Subject: five\r\nX-Two: 2\r\n\r\nb1\r\nb2\r\nb3\r\n..b4\r\n.\r\n",
+        ),
+        (
+            "TOP 2 2",
+            b"Subject: dots\r\n\r\n..leading dot\r\n...two dots\r\n.\r\n",
+        ),
         ("TOP 4 0", b"Subject: crlf\r\nX-A: b\r\n\r\n.\r\n"),
-        ("TOP 3 100", b"Subject: no newline\r\n\r\nlast line has no newline\r\n.\r\n"),
+        (
+            "TOP 3 100",
+            b"Subject: no newline\r\n\r\nlast line has no newline\r\n.\r\n",
+        ),
     ];
     for (cmd, expected) in cases {
         assert_eq!(common::show(&c.multi(cmd)), common::show(expected), "{cmd}");
@@ -122,7 +166,10 @@ fn dele_hides_message_and_rset_restores(backend: Backend) {
         let r = c.cmd(cmd);
         assert!(err(&r), "{cmd} on a deleted message -> {r}");
     }
-    assert_eq!(c.cmd("LIST 3"), format!("+OK 3 {}", crlf(MESSAGES[2].2).len()));
+    assert_eq!(
+        c.cmd("LIST 3"),
+        format!("+OK 3 {}", crlf(MESSAGES[2].2).len())
+    );
     assert!(ok(&c.cmd("RSET")));
     assert_eq!(c.cmd("STAT"), format!("+OK 5 {}", total_size()));
     assert_eq!(c.multi("RETR 2"), wire(MESSAGES[1].2));
@@ -134,8 +181,11 @@ fn dele_hides_message_and_rset_restores(backend: Backend) {
 fn uidl_stable_across_sessions_and_deletions(backend: Backend) {
     let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
-    let expected: Vec<(u32, String)> =
-        MESSAGES.iter().enumerate().map(|(i, m)| (i as u32 + 1, fx.uid("alice", m.1))).collect();
+    let expected: Vec<(u32, String)> = MESSAGES
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (i as u32 + 1, fx.uid("alice", m.1)))
+        .collect();
     let mut c = srv.login("alice", "secret");
     assert_eq!(listing(&c.multi("UIDL")), expected);
     assert_eq!(c.cmd("UIDL 4"), format!("+OK 4 {}", expected[3].1));
@@ -145,8 +195,11 @@ fn uidl_stable_across_sessions_and_deletions(backend: Backend) {
     assert!(ok(&c.cmd("QUIT")));
 
     let mut c = srv.login("alice", "secret");
-    let after: Vec<(u32, String)> =
-        expected[1..].iter().enumerate().map(|(i, e)| (i as u32 + 1, e.1.clone())).collect();
+    let after: Vec<(u32, String)> = expected[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u32 + 1, e.1.clone()))
+        .collect();
     assert_eq!(listing(&c.multi("UIDL")), after);
     assert!(ok(&c.cmd("QUIT")));
 }
@@ -171,12 +224,19 @@ fn unknown_and_wrong_state_commands(backend: Backend) {
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
     c.greeting();
-    for cmd in ["FOO", "STAT", "LIST", "RETR 1", "DELE 1", "RSET", "NOOP", "TOP 1 0", "UIDL", ""] {
+    for cmd in [
+        "FOO", "STAT", "LIST", "RETR 1", "DELE 1", "RSET", "NOOP", "TOP 1 0", "UIDL", "",
+    ] {
         let r = c.cmd(cmd);
         assert!(err(&r), "{cmd:?} before login -> {r}");
     }
     c.login("alice", "secret");
-    for cmd in ["FOO", "USER alice", "PASS secret", "APOP alice 0123456789abcdef0123456789abcdef"] {
+    for cmd in [
+        "FOO",
+        "USER alice",
+        "PASS secret",
+        "APOP alice 0123456789abcdef0123456789abcdef",
+    ] {
         let r = c.cmd(cmd);
         assert!(err(&r), "{cmd} after login -> {r}");
     }
@@ -271,7 +331,10 @@ fn status_lines_have_text(backend: Backend) {
     }
     for s in statuses {
         let text = s.strip_prefix("+OK ").or_else(|| s.strip_prefix("-ERR "));
-        assert!(text.is_some_and(|t| !t.trim().is_empty()), "status line without text: {s:?}");
+        assert!(
+            text.is_some_and(|t| !t.trim().is_empty()),
+            "status line without text: {s:?}"
+        );
     }
 }
 
@@ -323,15 +386,26 @@ fn ipv6_loopback_listener() {
         return;
     }
     let fx = standard();
-    let args: Vec<String> =
-        ["--listen", "[::1]:0", "--passwd", fx.passwd().to_str().unwrap()].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = [
+        "--listen",
+        "[::1]:0",
+        "--passwd",
+        fx.passwd().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let srv = Server::spawn(&args);
     assert!(srv.addr.is_ipv6(), "{}", srv.addr);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("STAT").starts_with("+OK 5 "));
     assert!(ok(&c.cmd("QUIT")));
     let line = srv.wait_log(&["session end", "user=alice"], Duration::from_secs(5));
-    assert!(line.is_some_and(|l| l.contains("peer=[::1]:")), "{:?}", srv.stderr_lines());
+    assert!(
+        line.is_some_and(|l| l.contains("peer=[::1]:")),
+        "{:?}",
+        srv.stderr_lines()
+    );
 }
 
 #[test]
@@ -342,7 +416,11 @@ fn session_end_logged_without_login() {
     c.greeting();
     assert!(ok(&c.cmd("QUIT")));
     let line = srv.wait_log(&["session end", "user=-"], Duration::from_secs(5));
-    assert!(line.is_some_and(|l| l.contains("result=quit") && l.contains("retr=0")), "{:?}", srv.stderr_lines());
+    assert!(
+        line.is_some_and(|l| l.contains("result=quit") && l.contains("retr=0")),
+        "{:?}",
+        srv.stderr_lines()
+    );
 }
 
 fn huge_and_odd_numbers(backend: Backend) {
@@ -379,8 +457,14 @@ fn lowercase_transaction_keywords(backend: Backend) {
     let srv = Server::start(&fx, &["--apop"]);
     let mut c = srv.connect();
     let g = c.greeting();
-    assert!(ok(&c.cmd(&format!("apop alice {}", md5_hex(format!("{}secret", common::apop_timestamp(&g)).as_bytes())))));
-    assert_eq!(c.multi("top 1 0"), b"From: a@example.org\r\nSubject: one\r\n\r\n.\r\n");
+    assert!(ok(&c.cmd(&format!(
+        "apop alice {}",
+        md5_hex(format!("{}secret", common::apop_timestamp(&g)).as_bytes())
+    ))));
+    assert_eq!(
+        c.multi("top 1 0"),
+        b"From: a@example.org\r\nSubject: one\r\n\r\n.\r\n"
+    );
     assert!(ok(&c.cmd("dele 1")));
     assert!(c.cmd("stat").starts_with("+OK 4 "));
     assert!(ok(&c.cmd("rset")));

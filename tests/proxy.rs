@@ -23,7 +23,13 @@ fn v2_inet(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
 /// Sends `header`, then runs a session as alice and returns its session-end log line, which must name a
 /// peer starting with `peer`.
 fn session_behind(server: &Server, header: &[u8], peer: &str) -> String {
-    let ends = || server.stderr_lines().into_iter().filter(|l| l.contains("session end")).collect::<Vec<_>>();
+    let ends = || {
+        server
+            .stderr_lines()
+            .into_iter()
+            .filter(|l| l.contains("session end"))
+            .collect::<Vec<_>>()
+    };
     let before = ends().len();
     let mut c = Client::connect(server.addr);
     c.send(header);
@@ -35,31 +41,60 @@ fn session_behind(server: &Server, header: &[u8], peer: &str) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     let line = ends().pop().expect("no session end line");
-    assert!(line.contains(&format!("session end user=alice peer={peer}")), "{line}");
+    assert!(
+        line.contains(&format!("session end user=alice peer={peer}")),
+        "{line}"
+    );
     line
 }
 
 #[test]
 fn v1_and_v2_headers_name_the_client_in_the_logs() {
     let fx = standard();
-    let server = Server::start(&fx, &["--proxy-from", "127.0.0.1", "--auth-failure-delay", "0"]);
-    session_behind(&server, b"PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\n", "192.0.2.7:50522 ");
-    session_behind(&server, b"PROXY TCP6 2001:db8::9 ::1 4000 110\r\n", "[2001:db8::9]:4000 ");
-    session_behind(&server, &v2_inet([198, 51, 100, 9], 40000, [127, 0, 0, 1], 110), "198.51.100.9:40000 ");
-    assert!(server.wait_log(&["login user=alice peer=198.51.100.9:40000"], WAIT).is_some());
+    let server = Server::start(
+        &fx,
+        &["--proxy-from", "127.0.0.1", "--auth-failure-delay", "0"],
+    );
+    session_behind(
+        &server,
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\n",
+        "192.0.2.7:50522 ",
+    );
+    session_behind(
+        &server,
+        b"PROXY TCP6 2001:db8::9 ::1 4000 110\r\n",
+        "[2001:db8::9]:4000 ",
+    );
+    session_behind(
+        &server,
+        &v2_inet([198, 51, 100, 9], 40000, [127, 0, 0, 1], 110),
+        "198.51.100.9:40000 ",
+    );
+    assert!(
+        server
+            .wait_log(&["login user=alice peer=198.51.100.9:40000"], WAIT)
+            .is_some()
+    );
     // A failed login is logged with the real client too.
     let mut c = Client::connect(server.addr);
     c.send(b"PROXY TCP4 203.0.113.5 127.0.0.1 1234 110\r\n");
     c.greeting();
     c.cmd("USER alice");
     assert!(c.cmd("PASS wrong").starts_with("-ERR"));
-    assert!(server.wait_log(&["login failed user=alice peer=203.0.113.5:1234"], WAIT).is_some());
+    assert!(
+        server
+            .wait_log(&["login failed user=alice peer=203.0.113.5:1234"], WAIT)
+            .is_some()
+    );
 }
 
 #[test]
 fn local_and_unknown_headers_keep_the_connection_address() {
     let fx = standard();
-    let server = Server::start(&fx, &["--proxy-from", "127.0.0.0/8", "--auth-failure-delay", "0"]);
+    let server = Server::start(
+        &fx,
+        &["--proxy-from", "127.0.0.0/8", "--auth-failure-delay", "0"],
+    );
     let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
     for header in [&local[..], b"PROXY UNKNOWN\r\n"] {
         let line = session_behind(&server, header, "127.0.0.1:");
@@ -72,16 +107,36 @@ fn a_header_from_an_untrusted_address_closes_the_connection() {
     let fx = standard();
     for extra in [&[][..], &["--proxy-from", "192.0.2.0/24"][..]] {
         let server = Server::start(&fx, extra);
-        for header in [&b"PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\n"[..], &v2_inet([192, 0, 2, 7], 1, [127, 0, 0, 1], 110)] {
+        for header in [
+            &b"PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\n"[..],
+            &v2_inet([192, 0, 2, 7], 1, [127, 0, 0, 1], 110),
+        ] {
             let mut c = Client::connect(server.addr);
             c.greeting();
             c.send(header);
             c.send(b"USER alice\r\n");
             let rest = c.read_to_close(WAIT);
-            assert!(rest.is_empty(), "answered a spoofing peer: {}", common::show(&rest));
+            assert!(
+                rest.is_empty(),
+                "answered a spoofing peer: {}",
+                common::show(&rest)
+            );
         }
-        assert!(server.wait_log(&["PROXY protocol header from an address not in proxy-from; closing"], WAIT).is_some());
-        assert!(!server.stderr_lines().iter().any(|l| l.contains("192.0.2.7")), "the claimed address was believed");
+        assert!(
+            server
+                .wait_log(
+                    &["PROXY protocol header from an address not in proxy-from; closing"],
+                    WAIT
+                )
+                .is_some()
+        );
+        assert!(
+            !server
+                .stderr_lines()
+                .iter()
+                .any(|l| l.contains("192.0.2.7")),
+            "the claimed address was believed"
+        );
     }
 }
 
@@ -90,21 +145,50 @@ fn a_trusted_peer_must_send_a_valid_header() {
     let fx = standard();
     let server = Server::start(&fx, &["--proxy-from", "127.0.0.1", "--login-timeout", "1"]);
     let cases: [(&[u8], &str); 3] = [
-        (b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", "malformed PROXY v1 line"),
+        (
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",
+            "malformed PROXY v1 line",
+        ),
         (b"USER alice\r\n", "no PROXY protocol header"),
-        (b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c", "unsupported PROXY v2 version"),
+        (
+            b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c",
+            "unsupported PROXY v2 version",
+        ),
     ];
     for (bytes, why) in cases {
         let mut c = Client::connect(server.addr);
         c.send(bytes);
         let got = c.read_to_close(WAIT);
-        assert!(got.is_empty(), "greeted after {why}: {}", common::show(&got));
-        assert!(server.wait_log(&["peer=127.0.0.1:", why, "closing"], WAIT).is_some(), "{why}");
+        assert!(
+            got.is_empty(),
+            "greeted after {why}: {}",
+            common::show(&got)
+        );
+        assert!(
+            server
+                .wait_log(&["peer=127.0.0.1:", why, "closing"], WAIT)
+                .is_some(),
+            "{why}"
+        );
     }
     // Silence is bounded by the pre-login timer.
     let mut c = Client::connect(server.addr);
     let started = std::time::Instant::now();
     assert!(c.read_to_close(WAIT).is_empty());
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert!(server.wait_log(&["peer=127.0.0.1:", "reading the PROXY protocol header: timed out"], WAIT).is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        server
+            .wait_log(
+                &[
+                    "peer=127.0.0.1:",
+                    "reading the PROXY protocol header: timed out"
+                ],
+                WAIT
+            )
+            .is_some()
+    );
 }

@@ -30,7 +30,9 @@ macro_rules! needs_root {
 fn passwd(fx: &Fixture, lines: &[(&str, &str, &str, &str, &Path)]) {
     let text: String = lines
         .iter()
-        .map(|(user, pw, uid, gid, home)| format!("{user}:{{PLAIN}}{pw}:{uid}:{gid}::{}::\n", home.display()))
+        .map(|(user, pw, uid, gid, home)| {
+            format!("{user}:{{PLAIN}}{pw}:{uid}:{gid}::{}::\n", home.display())
+        })
         .collect();
     fs::write(fx.passwd(), text).unwrap();
 }
@@ -54,8 +56,14 @@ fn own(fx: &Fixture, user: &str, uid: u32, gid: u32) {
 
 /// `Uid:`, `Gid:` or `Groups:` of a /proc status file, values joined by one space.
 fn status_field(status: &str, key: &str) -> String {
-    let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in {status}"));
-    line[key.len()..].split_whitespace().collect::<Vec<_>>().join(" ")
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in {status}"));
+    line[key.len()..]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Root: inetd mode switches the whole process to the account after login, for good.
@@ -64,14 +72,23 @@ fn inetd_as_root_becomes_the_account() {
     needs_root!();
     let mut fx = Fixture::new();
     fx.user("alice", "pw");
-    fx.msg("alice", "new", "1600000000.M1P1.host", b"Subject: hi\n\nmine\n");
+    fx.msg(
+        "alice",
+        "new",
+        "1600000000.M1P1.host",
+        b"Subject: hi\n\nmine\n",
+    );
     passwd(&fx, &[("alice", "pw", "12345", "12346", &fx.home("alice"))]);
     own(&fx, "alice", 12345, 12346);
     let (mut inetd, mut c) = Inetd::start(&fx, &[]);
     let pid = inetd.child.id();
     c.greeting();
     let before = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert_eq!(status_field(&before, "Uid:"), "0 0 0 0", "root until the login");
+    assert_eq!(
+        status_field(&before, "Uid:"),
+        "0 0 0 0",
+        "root until the login"
+    );
     c.login("alice", "pw");
     let after = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert_eq!(status_field(&after, "Uid:"), "12345 12345 12345 12345");
@@ -92,7 +109,10 @@ fn inetd_as_root_refuses_accounts_without_ids() {
     let (mut inetd, mut c) = Inetd::start(&fx, &[]);
     c.greeting();
     assert!(c.cmd("USER alice").starts_with("+OK"));
-    assert_eq!(c.cmd("PASS pw"), "-ERR [SYS/PERM] cannot access the maildrop, closing");
+    assert_eq!(
+        c.cmd("PASS pw"),
+        "-ERR [SYS/PERM] cannot access the maildrop, closing"
+    );
     assert!(c.closed_within(Duration::from_secs(5)));
     assert!(inetd.wait_exit(Duration::from_secs(5)).is_some());
 }
@@ -104,8 +124,18 @@ fn standalone_root_sessions_keep_to_their_own_files() {
     needs_root!();
     let mut fx = Fixture::new();
     fx.user("alice", "pw").user("bob", "pw");
-    fx.msg("alice", "new", "1600000000.M1P1.host", b"Subject: a\n\nfor alice\n");
-    fx.msg("bob", "new", "1600000001.M2P1.host", b"Subject: b\n\nfor bob\n");
+    fx.msg(
+        "alice",
+        "new",
+        "1600000000.M1P1.host",
+        b"Subject: a\n\nfor alice\n",
+    );
+    fx.msg(
+        "bob",
+        "new",
+        "1600000001.M2P1.host",
+        b"Subject: b\n\nfor bob\n",
+    );
     passwd(
         &fx,
         &[
@@ -122,17 +152,29 @@ fn standalone_root_sessions_keep_to_their_own_files() {
     let mut bob = srv.login("bob", "pw");
     // Both sessions are live: the process has a thread with each fs uid, and the main thread is root.
     let fs_uids = thread_fs_uids(srv.pid());
-    assert!(fs_uids.contains(&12345) && fs_uids.contains(&12347), "{fs_uids:?}");
+    assert!(
+        fs_uids.contains(&12345) && fs_uids.contains(&12347),
+        "{fs_uids:?}"
+    );
     let main = fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
     assert_eq!(status_field(&main, "Uid:"), "0 0 0 0");
-    assert_eq!(alice.multi("RETR 1"), b"Subject: a\r\n\r\nfor alice\r\n.\r\n");
+    assert_eq!(
+        alice.multi("RETR 1"),
+        b"Subject: a\r\n\r\nfor alice\r\n.\r\n"
+    );
     assert_eq!(bob.multi("RETR 1"), b"Subject: b\r\n\r\nfor bob\r\n.\r\n");
     let mut mallory = srv.connect();
     mallory.greeting();
     assert!(mallory.cmd("USER mallory").starts_with("+OK"));
     let reply = mallory.cmd("PASS pw");
     assert!(reply.starts_with("-ERR [SYS/"), "{reply}");
-    assert!(srv.wait_log(&["user=mallory", "ermission denied"], Duration::from_secs(5)).is_some());
+    assert!(
+        srv.wait_log(
+            &["user=mallory", "ermission denied"],
+            Duration::from_secs(5)
+        )
+        .is_some()
+    );
     assert!(alice.cmd("QUIT").starts_with("+OK") && bob.cmd("QUIT").starts_with("+OK"));
 }
 
@@ -141,7 +183,14 @@ fn thread_fs_uids(pid: u32) -> Vec<u32> {
     fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter_map(|t| fs::read_to_string(t.unwrap().path().join("status")).ok())
-        .map(|s| status_field(&s, "Uid:").split(' ').nth(3).unwrap().parse().unwrap())
+        .map(|s| {
+            status_field(&s, "Uid:")
+                .split(' ')
+                .nth(3)
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -149,8 +198,11 @@ fn thread_fs_uids(pid: u32) -> Vec<u32> {
 #[test]
 fn standalone_user_drops_the_process() {
     needs_root!();
-    let Some(nobody) =
-        fs::read_to_string("/etc/passwd").unwrap().lines().find(|l| l.starts_with("nobody:")).map(String::from)
+    let Some(nobody) = fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("nobody:"))
+        .map(String::from)
     else {
         eprintln!("skipped: no user nobody");
         return;
@@ -162,7 +214,10 @@ fn standalone_user_drops_the_process() {
     fs::set_permissions(fx.passwd(), fs::Permissions::from_mode(0o644)).unwrap();
     let srv = Server::start(&fx, &["--user", "nobody"]);
     let status = fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
-    assert_eq!(status_field(&status, "Uid:"), format!("{uid} {uid} {uid} {uid}"));
+    assert_eq!(
+        status_field(&status, "Uid:"),
+        format!("{uid} {uid} {uid} {uid}")
+    );
     // The fixture's maildrop is root's (mode 0700): nobody cannot open it.
     fs::set_permissions(fx.maildir("alice"), fs::Permissions::from_mode(0o700)).unwrap();
     let mut c = srv.connect();
@@ -177,25 +232,51 @@ fn standalone_user_drops_the_process() {
 fn path_escaping_user_names_are_refused() {
     let mut fx = Fixture::new();
     fx.user("victim", "pw");
-    fx.msg("victim", "new", "1600000000.M1P1.host", b"Subject: secret\n\nnot yours\n");
-    let names = ["../victim", "x/../../home/victim", ".", "..", ".hidden", "a\x01b", "del\x7fname"];
+    fx.msg(
+        "victim",
+        "new",
+        "1600000000.M1P1.host",
+        b"Subject: secret\n\nnot yours\n",
+    );
+    let names = [
+        "../victim",
+        "x/../../home/victim",
+        ".",
+        "..",
+        ".hidden",
+        "a\x01b",
+        "del\x7fname",
+    ];
     let text: String = names.iter().map(|n| format!("{n}:{{PLAIN}}pw\n")).collect();
     fs::write(fx.passwd(), text).unwrap();
-    let template = format!("maildir:{}/mail/%u/Maildir", fx.root().join("home").display());
+    let template = format!(
+        "maildir:{}/mail/%u/Maildir",
+        fx.root().join("home").display()
+    );
     let srv = Server::start(&fx, &["--mail", &template, "--auth-failure-delay", "0"]);
     for name in names {
         let mut c = srv.connect();
         c.greeting();
         assert!(c.cmd(&format!("USER {name}")).starts_with("+OK"));
-        assert_eq!(c.cmd("PASS pw"), "-ERR [SYS/PERM] no maildrop for this user", "{name}");
+        assert_eq!(
+            c.cmd("PASS pw"),
+            "-ERR [SYS/PERM] no maildrop for this user",
+            "{name}"
+        );
     }
-    assert!(!fx.root().join("home/mail").exists(), "nothing was created on the way");
+    assert!(
+        !fx.root().join("home/mail").exists(),
+        "nothing was created on the way"
+    );
     assert_eq!(fx.files("victim").len(), 1);
     // Over-long names cannot even reach the user database: the command parser refuses them first
     // (RFC 2449's 40-octet argument limit; location.rs checks again, up to 64).
     let mut c = srv.connect();
     c.greeting();
-    assert!(c.cmd(&format!("USER {}", "a".repeat(65))).starts_with("-ERR"));
+    assert!(
+        c.cmd(&format!("USER {}", "a".repeat(65)))
+            .starts_with("-ERR")
+    );
 }
 
 #[test]
@@ -208,9 +289,18 @@ fn per_address_cap() {
     let mut second = srv.connect();
     second.greeting();
     let mut third = srv.connect();
-    assert_eq!(third.read_line(), "-ERR [SYS/TEMP] too many sessions from your address, try again later");
+    assert_eq!(
+        third.read_line(),
+        "-ERR [SYS/TEMP] too many sessions from your address, try again later"
+    );
     assert!(third.closed_within(Duration::from_secs(5)));
-    assert!(srv.wait_log(&["refused, 2 sessions from this address"], Duration::from_secs(5)).is_some());
+    assert!(
+        srv.wait_log(
+            &["refused, 2 sessions from this address"],
+            Duration::from_secs(5)
+        )
+        .is_some()
+    );
     assert!(first.cmd("QUIT").starts_with("+OK"));
     assert!(first.closed_within(Duration::from_secs(5)));
     // The slot is free again once the session has ended (the thread may take a moment).
@@ -223,7 +313,10 @@ fn per_address_cap() {
         assert!(Instant::now() < deadline, "slot never freed");
         thread::sleep(Duration::from_millis(50));
     }
-    assert!(second.cmd("NOOP").starts_with("-ERR"), "the second session is still served");
+    assert!(
+        second.cmd("NOOP").starts_with("-ERR"),
+        "the second session is still served"
+    );
 }
 
 /// AUTHORIZATION has a deadline, not an idle timer: trickling one octet at a time does not extend it,
@@ -249,7 +342,11 @@ fn login_deadline_beats_trickling() {
     assert!(good.cmd("STAT").starts_with("+OK 0 0"));
     let rest = slow.read_to_close(Duration::from_secs(5));
     assert_eq!(show(&rest), "-ERR login timer expired, closing\\r\\n");
-    assert!(started.elapsed() < Duration::from_secs(2 + 4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2 + 4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A client that stops reading in the middle of a large RETR is dropped after the send timeout.
@@ -265,19 +362,34 @@ fn stalled_reader_is_dropped() {
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&srv.addr.into()).unwrap();
     let mut stalled: TcpStream = socket.into();
-    stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut greeting = [0u8; 64];
     let _ = stalled.read(&mut greeting).unwrap();
-    stalled.write_all(b"USER alice\r\nPASS pw\r\nRETR 1\r\n").unwrap();
+    stalled
+        .write_all(b"USER alice\r\nPASS pw\r\nRETR 1\r\n")
+        .unwrap();
     let started = Instant::now();
     // Never read again. Meanwhile another client is served normally.
     let mut bob = srv.login("bob", "pw");
     assert!(bob.cmd("STAT").starts_with("+OK 0 0"));
     bob.set_read_timeout(Duration::from_secs(1));
-    let ended = srv.wait_log(&["session end user=alice", "result=timeout"], Duration::from_secs(15));
-    assert!(ended.is_some(), "stalled session still running: {:?}", srv.stderr_lines());
+    let ended = srv.wait_log(
+        &["session end user=alice", "result=timeout"],
+        Duration::from_secs(15),
+    );
+    assert!(
+        ended.is_some(),
+        "stalled session still running: {:?}",
+        srv.stderr_lines()
+    );
     // Send timeout 2 s, plus up to 2 s more for the best-effort goodbye line.
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     let mut again = srv.login("bob", "pw");
     assert!(again.cmd("NOOP").starts_with("+OK"));
 }
@@ -288,27 +400,66 @@ fn stalled_reader_is_dropped() {
 fn failed_logins_are_limited_and_logged() {
     let mut fx = Fixture::new();
     fx.user("alice", "Right-Pass");
-    let srv = Server::start(&fx, &["--max-auth-attempts", "3", "--auth-failure-delay", "1", "--log-level", "trace"]);
+    let srv = Server::start(
+        &fx,
+        &[
+            "--max-auth-attempts",
+            "3",
+            "--auth-failure-delay",
+            "1",
+            "--log-level",
+            "trace",
+        ],
+    );
     let mut c = srv.connect();
     c.greeting();
     let mut delays = Vec::new();
-    for (user, password) in [("alice", "Hunter2-Never-Logged"), ("nobody", "Hunter2-Never-Logged"), ("alice", "x")] {
+    for (user, password) in [
+        ("alice", "Hunter2-Never-Logged"),
+        ("nobody", "Hunter2-Never-Logged"),
+        ("alice", "x"),
+    ] {
         assert!(c.cmd(&format!("USER {user}")).starts_with("+OK"));
         let t = Instant::now();
-        assert_eq!(c.cmd(&format!("PASS {password}")), "-ERR [AUTH] invalid user name or password");
+        assert_eq!(
+            c.cmd(&format!("PASS {password}")),
+            "-ERR [AUTH] invalid user name or password"
+        );
         delays.push(t.elapsed());
     }
-    assert!(c.closed_within(Duration::from_secs(2)), "closed after the third failure");
+    assert!(
+        c.closed_within(Duration::from_secs(2)),
+        "closed after the third failure"
+    );
     for (i, d) in delays.iter().enumerate() {
         let want = Duration::from_secs(i as u64 + 1);
-        assert!(*d >= want && *d < want + Duration::from_millis(900), "failure {}: {d:?}", i + 1);
+        assert!(
+            *d >= want && *d < want + Duration::from_millis(900),
+            "failure {}: {d:?}",
+            i + 1
+        );
     }
-    let failed = srv.wait_log(&["login failed user=nobody peer=127.0.0.1:", "attempt=2"], Duration::from_secs(2));
+    let failed = srv.wait_log(
+        &["login failed user=nobody peer=127.0.0.1:", "attempt=2"],
+        Duration::from_secs(2),
+    );
     assert!(failed.is_some(), "{:?}", srv.stderr_lines());
-    assert!(srv.wait_log(&["login failed user=alice", "attempt=3, closing"], Duration::from_secs(2)).is_some());
-    assert!(srv.wait_log(&["result=auth-failures"], Duration::from_secs(2)).is_some());
-    let leaked: Vec<String> =
-        srv.stderr_lines().into_iter().filter(|l| l.contains("Hunter2") || l.contains("Right-Pass")).collect();
+    assert!(
+        srv.wait_log(
+            &["login failed user=alice", "attempt=3, closing"],
+            Duration::from_secs(2)
+        )
+        .is_some()
+    );
+    assert!(
+        srv.wait_log(&["result=auth-failures"], Duration::from_secs(2))
+            .is_some()
+    );
+    let leaked: Vec<String> = srv
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("Hunter2") || l.contains("Right-Pass"))
+        .collect();
     assert!(leaked.is_empty(), "{leaked:?}");
 }
 
@@ -320,7 +471,10 @@ fn unknown_user_and_wrong_password_take_the_same_time() {
     let mut fx = Fixture::new();
     // `openssl passwd -6 -salt abcdefgh tanstaaf`: 5000 rounds, like the dummy hash.
     fx.user_with("alice", "{SHA512-CRYPT}$6$abcdefgh$Do.voiaiW61EmXmNVa79i4/Xls.8Y.t8XppJLhkeseHYWz.PAgFtRVSSnnGt8seBbSxBol8XOP1w44Mjj1vzV/");
-    let srv = Server::start(&fx, &["--auth-failure-delay", "0", "--max-auth-attempts", "100"]);
+    let srv = Server::start(
+        &fx,
+        &["--auth-failure-delay", "0", "--max-auth-attempts", "100"],
+    );
     let mut c = srv.connect();
     c.greeting();
     let mut time = |user: &str| {
@@ -328,7 +482,10 @@ fn unknown_user_and_wrong_password_take_the_same_time() {
             .map(|_| {
                 c.cmd(&format!("USER {user}"));
                 let t = Instant::now();
-                assert_eq!(c.cmd("PASS wrong"), "-ERR [AUTH] invalid user name or password");
+                assert_eq!(
+                    c.cmd("PASS wrong"),
+                    "-ERR [AUTH] invalid user name or password"
+                );
                 t.elapsed()
             })
             .collect();
@@ -337,7 +494,10 @@ fn unknown_user_and_wrong_password_take_the_same_time() {
     };
     let (wrong, unknown) = (time("alice"), time("nobody"));
     let ratio = wrong.as_secs_f64() / unknown.as_secs_f64();
-    assert!((0.33..3.0).contains(&ratio), "wrong password {wrong:?}, unknown user {unknown:?}");
+    assert!(
+        (0.33..3.0).contains(&ratio),
+        "wrong password {wrong:?}, unknown user {unknown:?}"
+    );
 }
 
 /// Binary junk and a 1 MB line are answered with `-ERR` and leave the session usable.
@@ -351,7 +511,10 @@ fn junk_and_huge_lines() {
     let mut huge = vec![b'A'; 1 << 20];
     huge.extend_from_slice(b"\r\n");
     c.send(&huge);
-    assert_eq!(c.read_line(), "-ERR command line too long (limit 255 octets)");
+    assert_eq!(
+        c.read_line(),
+        "-ERR command line too long (limit 255 octets)"
+    );
     let junk: Vec<u8> = (0..=255u8).filter(|&b| b != b'\n').collect();
     for chunk in junk.chunks(50) {
         c.send(chunk);
@@ -370,7 +533,12 @@ fn command_floods_are_bounded() {
     let mut fx = Fixture::new();
     fx.user("alice", "pw");
     let srv = Server::start(&fx, &[]);
-    let rss = || status_field(&fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap(), "VmRSS:");
+    let rss = || {
+        status_field(
+            &fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap(),
+            "VmRSS:",
+        )
+    };
     let mut c = srv.connect();
     c.greeting();
     const N: usize = 20_000;
@@ -398,19 +566,46 @@ fn command_floods_are_bounded() {
 fn privilege_options_are_checked_at_start() {
     let fx = Fixture::new();
     let p = fx.passwd().to_str().unwrap();
-    let (code, _, err) = common::run(&["--passwd", p, "--system-users", "--user", "nobody", "--listen", "127.0.0.1:0"]);
+    let (code, _, err) = common::run(&[
+        "--passwd",
+        p,
+        "--system-users",
+        "--user",
+        "nobody",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--system-users and --user exclude each other"), "{err}");
-    let (code, _, err) = common::run(&["--passwd", p, "--user", "no-such-user-here", "--listen", "127.0.0.1:0"]);
+    assert!(
+        err.contains("--system-users and --user exclude each other"),
+        "{err}"
+    );
+    let (code, _, err) = common::run(&[
+        "--passwd",
+        p,
+        "--user",
+        "no-such-user-here",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("no user no-such-user-here in /etc/passwd"), "{err}");
+    assert!(
+        err.contains("no user no-such-user-here in /etc/passwd"),
+        "{err}"
+    );
 }
 
 #[test]
 fn help_lists_the_security_options() {
     let (code, out, _) = common::run(&["--help"]);
     assert_eq!(code, 0);
-    for option in ["--user", "--system-users", "--max-per-ip", "--login-timeout", "--max-auth-attempts"] {
+    for option in [
+        "--user",
+        "--system-users",
+        "--max-per-ip",
+        "--login-timeout",
+        "--max-auth-attempts",
+    ] {
         assert!(out.contains(option), "{option} not in --help");
     }
 }

@@ -20,7 +20,12 @@ fn tls_server(extra: &[&str]) -> (Fixture, Certs, Server) {
     let fx = standard();
     let certs = Certs::new(fx.root(), "a");
     let mut args = certs.args();
-    args.extend(["--listen-tls".to_string(), "127.0.0.1:0".to_string(), "--auth-failure-delay".into(), "1".into()]);
+    args.extend([
+        "--listen-tls".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--auth-failure-delay".into(),
+        "1".into(),
+    ]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let srv = Server::start(&fx, &args);
@@ -31,7 +36,8 @@ fn capa(c: &mut TlsClient<impl std::io::Read + Write>) -> Vec<String> {
     c.multi("CAPA")
 }
 
-const REFUSED: &str = "-ERR [AUTH] plaintext authentication disallowed on non-secure connections, use STLS first";
+const REFUSED: &str =
+    "-ERR [AUTH] plaintext authentication disallowed on non-secure connections, use STLS first";
 
 #[test]
 fn capa_before_and_after_stls() {
@@ -41,16 +47,27 @@ fn capa_before_and_after_stls() {
     let before = String::from_utf8(c.multi("CAPA")).unwrap();
     assert!(before.contains("\r\nSTLS\r\n"), "{before}");
     // A certificate makes --no-plaintext the default: no USER, no SASL before TLS.
-    assert!(!before.contains("USER") && !before.contains("SASL"), "{before}");
+    assert!(
+        !before.contains("USER") && !before.contains("SASL"),
+        "{before}"
+    );
     let mut t = stls(srv.addr, &certs.ca);
     let after = capa(&mut t);
-    assert!(after.contains(&"USER".to_string()) && after.contains(&"SASL PLAIN LOGIN".to_string()), "{after:?}");
+    assert!(
+        after.contains(&"USER".to_string()) && after.contains(&"SASL PLAIN LOGIN".to_string()),
+        "{after:?}"
+    );
     assert!(!after.contains(&"STLS".to_string()), "{after:?}");
     // After login CAPA offers neither STLS nor SASL.
     t.cmd("USER alice");
     assert!(t.cmd("PASS secret").starts_with("+OK "));
     let logged_in = capa(&mut t);
-    assert!(!logged_in.iter().any(|l| l == "STLS" || l.starts_with("SASL")), "{logged_in:?}");
+    assert!(
+        !logged_in
+            .iter()
+            .any(|l| l == "STLS" || l.starts_with("SASL")),
+        "{logged_in:?}"
+    );
 }
 
 #[test]
@@ -86,12 +103,20 @@ fn no_plaintext_refuses_passwords_before_tls() {
     let (_fx, certs, srv) = tls_server(&[]);
     let mut c = srv.connect();
     c.greeting();
-    for line in ["USER alice", "PASS secret", "AUTH PLAIN AGFsaWNlAHNlY3JldA==", "AUTH LOGIN"] {
+    for line in [
+        "USER alice",
+        "PASS secret",
+        "AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+        "AUTH LOGIN",
+    ] {
         assert_eq!(c.cmd(line), REFUSED, "{line}");
     }
     let mut t = stls(srv.addr, &certs.ca);
     t.cmd("USER alice");
-    assert!(t.cmd("PASS secret").starts_with("+OK alice's maildrop has 5 messages"));
+    assert!(
+        t.cmd("PASS secret")
+            .starts_with("+OK alice's maildrop has 5 messages")
+    );
 }
 
 #[test]
@@ -107,7 +132,10 @@ fn no_plaintext_can_be_turned_off_in_the_config_file() {
     let mut c = srv.connect();
     c.greeting();
     let capa = String::from_utf8(c.multi("CAPA")).unwrap();
-    assert!(capa.contains("USER\r\nSASL PLAIN LOGIN\r\nSTLS\r\n"), "{capa}");
+    assert!(
+        capa.contains("USER\r\nSASL PLAIN LOGIN\r\nSTLS\r\n"),
+        "{capa}"
+    );
     c.login("alice", "secret");
 }
 
@@ -116,14 +144,35 @@ fn auth_plain_and_login_over_tls() {
     let (_fx, certs, srv) = tls_server(&[]);
     let addr = tls_addr(&srv);
     let cases: &[(&[&str], &str)] = &[
-        (&["AUTH PLAIN AGFsaWNlAHNlY3JldA=="], "+OK alice's maildrop has 5 messages"),
-        (&["AUTH PLAIN", "AGFsaWNlAHNlY3JldA=="], "+OK alice's maildrop has 5 messages"),
-        (&["AUTH LOGIN", "YWxpY2U=", "c2VjcmV0"], "+OK alice's maildrop has 5 messages"),
-        (&["AUTH PLAIN AGFsaWNlAHdyb25n"], "-ERR [AUTH] invalid user name or password"),
-        (&["AUTH LOGIN", "YWxpY2U=", "d3Jvbmc="], "-ERR [AUTH] invalid user name or password"),
+        (
+            &["AUTH PLAIN AGFsaWNlAHNlY3JldA=="],
+            "+OK alice's maildrop has 5 messages",
+        ),
+        (
+            &["AUTH PLAIN", "AGFsaWNlAHNlY3JldA=="],
+            "+OK alice's maildrop has 5 messages",
+        ),
+        (
+            &["AUTH LOGIN", "YWxpY2U=", "c2VjcmV0"],
+            "+OK alice's maildrop has 5 messages",
+        ),
+        (
+            &["AUTH PLAIN AGFsaWNlAHdyb25n"],
+            "-ERR [AUTH] invalid user name or password",
+        ),
+        (
+            &["AUTH LOGIN", "YWxpY2U=", "d3Jvbmc="],
+            "-ERR [AUTH] invalid user name or password",
+        ),
         (&["AUTH LOGIN", "*"], "-ERR authentication cancelled"),
-        (&["AUTH PLAIN", "%%%"], "-ERR invalid base64 in SASL response"),
-        (&["AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA=="], "-ERR [AUTH] authorization identity must be empty or the user name"),
+        (
+            &["AUTH PLAIN", "%%%"],
+            "-ERR invalid base64 in SASL response",
+        ),
+        (
+            &["AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA=="],
+            "-ERR [AUTH] authorization identity must be empty or the user name",
+        ),
     ];
     for (lines, expected) in cases {
         let mut t = implicit(addr, &certs.ca);
@@ -137,8 +186,15 @@ fn auth_plain_and_login_over_tls() {
     assert_eq!(t.multi("AUTH"), ["PLAIN", "LOGIN"]);
     // A failed AUTH costs the failure delay, like a failed PASS.
     let started = Instant::now();
-    assert!(t.cmd("AUTH PLAIN AGFsaWNlAHdyb25n").starts_with("-ERR [AUTH]"));
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        t.cmd("AUTH PLAIN AGFsaWNlAHdyb25n")
+            .starts_with("-ERR [AUTH]")
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -153,7 +209,10 @@ fn sasl_responses_longer_than_a_command_line() {
     let message = format!("\0alice\0{password}");
     let response = base64(message.as_bytes());
     assert!(response.len() > 255);
-    assert!(c.cmd(&response).starts_with("+OK alice's maildrop has 0 messages"));
+    assert!(
+        c.cmd(&response)
+            .starts_with("+OK alice's maildrop has 0 messages")
+    );
 }
 
 /// Standard base64, for building test responses without another dependency.
@@ -161,7 +220,11 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -187,7 +250,13 @@ fn sighup_reloads_the_certificate_without_dropping_sessions() {
     std::fs::copy(&renewed.chain, &certs.chain).unwrap();
     std::fs::copy(&renewed.key, &certs.key).unwrap();
     hup(&srv);
-    assert!(srv.wait_log(&["reload: configuration and passwd-file re-read"], Duration::from_secs(10)).is_some());
+    assert!(
+        srv.wait_log(
+            &["reload: configuration and passwd-file re-read"],
+            Duration::from_secs(10)
+        )
+        .is_some()
+    );
     let new = implicit(addr, &renewed.ca);
     assert_ne!(new.peer_cert(), first);
     // The session that started before the reload goes on.
@@ -195,14 +264,25 @@ fn sighup_reloads_the_certificate_without_dropping_sessions() {
     // A broken key: the reload fails, is logged, and the current certificate stays.
     std::fs::write(&certs.key, "not a key\n").unwrap();
     hup(&srv);
-    let logged = srv.wait_log(&["reload:", "keeping the running configuration"], Duration::from_secs(10)).expect("log line");
-    assert!(logged.contains(&certs.key.display().to_string()), "{logged}");
+    let logged = srv
+        .wait_log(
+            &["reload:", "keeping the running configuration"],
+            Duration::from_secs(10),
+        )
+        .expect("log line");
+    assert!(
+        logged.contains(&certs.key.display().to_string()),
+        "{logged}"
+    );
     let mut still = implicit(addr, &renewed.ca);
     assert_eq!(still.cmd("QUIT"), "+OK poplar signing off");
 }
 
 fn hup(srv: &Server) {
-    let st = Command::new("kill").args(["-HUP", &srv.pid().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-HUP", &srv.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -215,7 +295,9 @@ fn inetd_with_implicit_tls_over_a_socket_pair() {
         .args(["--inetd", "--tls", "--passwd"])
         .arg(fx.passwd())
         .args(certs.args())
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap())))
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(
+            theirs.try_clone().unwrap(),
+        )))
         .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stderr(Stdio::null())
         .spawn()
@@ -225,7 +307,10 @@ fn inetd_with_implicit_tls_over_a_socket_pair() {
     assert!(t.line().starts_with("+OK poplar ready"));
     assert!(!capa(&mut t).contains(&"STLS".to_string()));
     t.cmd("USER alice");
-    assert!(t.cmd("PASS secret").starts_with("+OK alice's maildrop has 5 messages"));
+    assert!(
+        t.cmd("PASS secret")
+            .starts_with("+OK alice's maildrop has 5 messages")
+    );
     assert!(t.cmd("STAT").starts_with("+OK 5 "));
     assert!(t.cmd("QUIT").starts_with("+OK "));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -247,26 +332,63 @@ fn bad_certificate_or_key_stops_start_up() {
     let s = |p: &std::path::Path| p.display().to_string();
     let passwd = s(fx.passwd());
     let cases: Vec<(Vec<String>, String)> = vec![
-        (vec![s(&missing), s(&certs.key)], format!("{}: No such file or directory", s(&missing))),
-        (vec![s(&empty), s(&certs.key)], format!("{}: no certificate found", s(&empty))),
-        (vec![s(&certs.chain), s(&empty)], format!("{}: no private key found", s(&empty))),
-        (vec![s(&certs.chain), s(&certs.chain)], format!("{}: no private key found", s(&certs.chain))),
+        (
+            vec![s(&missing), s(&certs.key)],
+            format!("{}: No such file or directory", s(&missing)),
+        ),
+        (
+            vec![s(&empty), s(&certs.key)],
+            format!("{}: no certificate found", s(&empty)),
+        ),
+        (
+            vec![s(&certs.chain), s(&empty)],
+            format!("{}: no private key found", s(&empty)),
+        ),
+        (
+            vec![s(&certs.chain), s(&certs.chain)],
+            format!("{}: no private key found", s(&certs.chain)),
+        ),
         (
             vec![s(&certs.chain), s(&other.key)],
-            format!("{}: private key does not match the certificate in {}", s(&other.key), s(&certs.chain)),
+            format!(
+                "{}: private key does not match the certificate in {}",
+                s(&other.key),
+                s(&certs.chain)
+            ),
         ),
     ];
     for (files, expected) in cases {
-        let args = ["--listen", "127.0.0.1:0", "--passwd", &passwd, "--tls-cert", &files[0], "--tls-key", &files[1]];
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--passwd",
+            &passwd,
+            "--tls-cert",
+            &files[0],
+            "--tls-key",
+            &files[1],
+        ];
         let (code, _, stderr) = run(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert!(stderr.starts_with("poplar: ") && stderr.contains(&expected), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("poplar: ") && stderr.contains(&expected),
+            "{args:?}: {stderr}"
+        );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
     let (code, _, stderr) = run(&["--listen-tls", "127.0.0.1:0", "--passwd", &passwd]);
-    assert_eq!((code, stderr.trim()), (2, "poplar: TLS set-up: --listen-tls needs --tls-cert and --tls-key"));
+    assert_eq!(
+        (code, stderr.trim()),
+        (
+            2,
+            "poplar: TLS set-up: --listen-tls needs --tls-cert and --tls-key"
+        )
+    );
     let (code, _, stderr) = run(&["--tls-cert", &s(&certs.chain), "--passwd", &passwd]);
-    assert_eq!((code, stderr.trim()), (2, "poplar: TLS set-up: --tls-cert needs --tls-key"));
+    assert_eq!(
+        (code, stderr.trim()),
+        (2, "poplar: TLS set-up: --tls-cert needs --tls-key")
+    );
 }
 
 #[test]
@@ -281,7 +403,11 @@ fn tls_below_1_2_is_refused() {
             .unwrap();
         // A completed handshake prints the server's certificate; a refused one prints none.
         let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(text.contains("-----BEGIN CERTIFICATE-----"), accepted, "{version}: {text}");
+        assert_eq!(
+            text.contains("-----BEGIN CERTIFICATE-----"),
+            accepted,
+            "{version}: {text}"
+        );
     }
 }
 
@@ -308,14 +434,33 @@ fn curl_stls_pop3s_and_sasl() {
     let tls_port = tls_addr(&srv).port();
     let pop3s = format!("pop3s://localhost:{tls_port}/");
     let (ok, out, err) = curl(&["--ssl-reqd", "--cacert", &ca, "-u", "alice:secret", &plain]);
-    assert!(ok && out.contains("Subject: one") && out.contains("World"), "{out} {err}");
+    assert!(
+        ok && out.contains("Subject: one") && out.contains("World"),
+        "{out} {err}"
+    );
     let (ok, out, err) = curl(&["--cacert", &ca, "-u", "alice:secret", &pop3s]);
     assert!(ok && out.starts_with("1 "), "{out} {err}");
     for mech in ["AUTH=PLAIN", "AUTH=LOGIN", "AUTH=+APOP"] {
-        let (ok, out, err) = curl(&["--cacert", &ca, "--login-options", mech, "-u", "alice:secret", &pop3s]);
+        let (ok, out, err) = curl(&[
+            "--cacert",
+            &ca,
+            "--login-options",
+            mech,
+            "-u",
+            "alice:secret",
+            &pop3s,
+        ]);
         assert_eq!(ok, mech != "AUTH=+APOP", "{mech}: {out} {err}");
     }
-    let (ok, _, _) = curl(&["--cacert", &ca, "--login-options", "AUTH=PLAIN", "-u", "alice:wrong", &pop3s]);
+    let (ok, _, _) = curl(&[
+        "--cacert",
+        &ca,
+        "--login-options",
+        "AUTH=PLAIN",
+        "-u",
+        "alice:wrong",
+        &pop3s,
+    ]);
     assert!(!ok);
     // Without STLS, curl's USER is refused by the no-plaintext default.
     let (ok, _, _) = curl(&["-u", "alice:secret", &plain]);
@@ -346,24 +491,51 @@ print("auth", p._shortcmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==").decode())
 p.quit()
 "#;
     let out = Command::new("python3")
-        .args(["-c", script, &certs.ca.display().to_string(), &srv.addr.port().to_string()])
+        .args([
+            "-c",
+            script,
+            &certs.ca.display().to_string(),
+            &srv.addr.port().to_string(),
+        ])
         .arg(tls_addr(&srv).port().to_string())
         .output()
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("stls (5, "), "{stdout}");
-    assert!(stdout.contains("pop3_ssl (5, ") && stdout.contains("b'Subject: one'"), "{stdout}");
-    assert!(stdout.contains("auth +OK alice's maildrop has 5 messages"), "{stdout}");
+    assert!(
+        stdout.contains("pop3_ssl (5, ") && stdout.contains("b'Subject: one'"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("auth +OK alice's maildrop has 5 messages"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn openssl_s_client_starttls_pop3() {
     let (_fx, certs, srv) = tls_server(&[]);
     let mut child = Command::new("openssl")
-        .args(["s_client", "-quiet", "-starttls", "pop3", "-verify_return_error", "-CAfile"])
+        .args([
+            "s_client",
+            "-quiet",
+            "-starttls",
+            "pop3",
+            "-verify_return_error",
+            "-CAfile",
+        ])
         .arg(&certs.ca)
-        .args(["-connect", &srv.addr.to_string(), "-servername", "localhost"])
+        .args([
+            "-connect",
+            &srv.addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -371,7 +543,9 @@ fn openssl_s_client_starttls_pop3() {
         .expect("run openssl");
     let mut stdin = child.stdin.take().unwrap();
     // s_client sends its input only after the handshake; QUIT makes the server close, ending s_client.
-    stdin.write_all(b"USER alice\r\nPASS secret\r\nSTAT\r\nQUIT\r\n").unwrap();
+    stdin
+        .write_all(b"USER alice\r\nPASS secret\r\nSTAT\r\nQUIT\r\n")
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -399,5 +573,9 @@ fn a_silent_client_cannot_hold_a_handshake_open() {
     // Nothing sent: the server's handshake read times out and the connection closes, with no plaintext.
     let n = std::io::Read::read(&mut sock, &mut buf).unwrap_or(0);
     assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

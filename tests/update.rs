@@ -38,7 +38,10 @@ fn quit_applies_deletions(backend: Backend) {
     assert_eq!(fx.files("alice"), names(&[1, 3, 4]));
     assert_eq!(fx.files("bob").len(), 1, "other users untouched");
     let line = srv
-        .wait_log(&["session end", "user=alice", "result=quit"], Duration::from_secs(5))
+        .wait_log(
+            &["session end", "user=alice", "result=quit"],
+            Duration::from_secs(5),
+        )
         .unwrap_or_else(|| panic!("no session end line: {:?}", srv.stderr_lines()));
     for field in ["peer=127.0.0.1:", "retr=1", "dele=2", "bytes=", "secs="] {
         assert!(line.contains(field), "{field} missing in {line}");
@@ -55,7 +58,10 @@ fn dropped_connection_deletes_nothing(backend: Backend) {
     assert!(c.cmd("DELE 2").starts_with("+OK "));
     drop(c);
     let line = srv.wait_log(&["session end", "user=alice"], Duration::from_secs(5));
-    assert!(line.as_deref().is_some_and(|l| l.contains("result=closed")), "{line:?}");
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("result=closed")),
+        "{line:?}"
+    );
     assert_eq!(fx.files("alice").len(), 5);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("STAT").starts_with("+OK 5 "));
@@ -67,10 +73,20 @@ fn timeout_closes_and_deletes_nothing(backend: Backend) {
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("DELE 1").starts_with("+OK "));
     let start = Instant::now();
-    assert!(c.closed_within(Duration::from_secs(6)), "not closed after the 1 s timeout");
-    assert!(start.elapsed() >= Duration::from_millis(500), "closed too early");
+    assert!(
+        c.closed_within(Duration::from_secs(6)),
+        "not closed after the 1 s timeout"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "closed too early"
+    );
     let line = srv.wait_log(&["session end", "user=alice"], Duration::from_secs(5));
-    assert!(line.as_deref().is_some_and(|l| l.contains("result=timeout")), "{line:?}");
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.contains("result=timeout")),
+        "{line:?}"
+    );
     assert_eq!(fx.files("alice").len(), 5);
     // The lock was released with the session.
     let mut c = srv.login("alice", "secret");
@@ -92,7 +108,10 @@ fn mail_delivered_during_session_survives_update(backend: Backend) {
     let mut c = srv.login("alice", "secret");
     let late = b"Subject: late\n\narrived during the session\n";
     fx.msg("alice", "new", "1700000000.M9P100.host", late);
-    assert!(c.cmd("STAT").starts_with("+OK 5 "), "the maildrop is a snapshot");
+    assert!(
+        c.cmd("STAT").starts_with("+OK 5 "),
+        "the maildrop is a snapshot"
+    );
     for n in 1..=5 {
         assert!(c.cmd(&format!("DELE {n}")).starts_with("+OK "));
     }
@@ -127,7 +146,10 @@ fn second_session_gets_in_use_until_first_quits(backend: Backend) {
     let start = Instant::now();
     let r = second.cmd("PASS secret");
     assert!(r.starts_with("-ERR [IN-USE] "), "{r}");
-    assert!(start.elapsed() < Duration::from_secs(2), "IN-USE must come at once");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "IN-USE must come at once"
+    );
     // Another user is not blocked.
     let mut bob = srv.login("bob", "bobpw");
     assert!(bob.cmd("STAT").starts_with("+OK 1 "));
@@ -170,7 +192,10 @@ fn lock_of_killed_session_is_released(backend: Backend) {
     holder.child.kill().unwrap();
     assert!(holder.wait_exit(Duration::from_secs(5)).is_some());
     let mut c = srv.login("alice", "secret");
-    assert!(c.cmd("STAT").starts_with("+OK 5 "), "nothing deleted by the killed session");
+    assert!(
+        c.cmd("STAT").starts_with("+OK 5 "),
+        "nothing deleted by the killed session"
+    );
 }
 
 fn dele_everything_then_quit_empties_the_maildrop(backend: Backend) {
@@ -230,14 +255,23 @@ fn client_that_stops_reading_is_timed_out(backend: Backend) {
     let mut fx = common::Fixture::on(backend);
     fx.user("max", "pw");
     let line = "x".repeat(99) + "\n";
-    fx.msg("max", "new", "1600000000.M1P1.host", line.repeat(80_000).as_bytes());
+    fx.msg(
+        "max",
+        "new",
+        "1600000000.M1P1.host",
+        line.repeat(80_000).as_bytes(),
+    );
     let srv = Server::start(&fx, &["--timeout", "1"]);
     let mut c = srv.login("max", "pw");
     // 8 MB requested and never read: the server's writes stall. It must not hold the session (and the
     // maildrop lock) forever.
     c.send(b"RETR 1\r\n");
     let line = srv.wait_log(&["session end", "user=max"], Duration::from_secs(8));
-    assert!(line.is_some(), "session still running with a stalled client: {:?}", srv.stderr_lines());
+    assert!(
+        line.is_some(),
+        "session still running with a stalled client: {:?}",
+        srv.stderr_lines()
+    );
     drop(c);
     let mut c = srv.login("max", "pw");
     assert!(c.cmd("STAT").starts_with("+OK 1 "));

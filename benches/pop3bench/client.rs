@@ -29,8 +29,12 @@ impl Client {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         let writer = stream.try_clone()?;
-        let mut c =
-            Client { reader: BufReader::with_capacity(64 * 1024, stream), writer, line: Vec::new(), allow_trailing_blank: false };
+        let mut c = Client {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+            writer,
+            line: Vec::new(),
+            allow_trailing_blank: false,
+        };
         c.status("greeting")?;
         Ok(c)
     }
@@ -41,14 +45,20 @@ impl Client {
         if self.line.starts_with(b"+OK") {
             Ok(())
         } else {
-            Err(bad(format!("{what}: {}", String::from_utf8_lossy(&self.line).trim_end())))
+            Err(bad(format!(
+                "{what}: {}",
+                String::from_utf8_lossy(&self.line).trim_end()
+            )))
         }
     }
 
     fn read_line(&mut self) -> io::Result<()> {
         self.line.clear();
         if self.reader.read_until(b'\n', &mut self.line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            ));
         }
         Ok(())
     }
@@ -72,7 +82,10 @@ impl Client {
     pub fn stat(&mut self) -> io::Result<(u64, u64)> {
         self.command("STAT\r\n")?;
         let text = String::from_utf8_lossy(&self.line);
-        let mut words = text.split_ascii_whitespace().skip(1).map(|w| w.parse::<u64>());
+        let mut words = text
+            .split_ascii_whitespace()
+            .skip(1)
+            .map(|w| w.parse::<u64>());
         match (words.next(), words.next()) {
             (Some(Ok(n)), Some(Ok(o))) => Ok((n, o)),
             _ => Err(bad(format!("STAT: {}", text.trim_end()))),
@@ -83,7 +96,10 @@ impl Client {
     fn multiline(&mut self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         loop {
             self.read_line()?;
-            let l = self.line.strip_suffix(b"\r\n").ok_or_else(|| bad("line without CRLF"))?;
+            let l = self
+                .line
+                .strip_suffix(b"\r\n")
+                .ok_or_else(|| bad("line without CRLF"))?;
             if l == b"." {
                 return Ok(());
             }
@@ -98,10 +114,20 @@ impl Client {
         self.multiline(|l| {
             let want = format!("{} {}", n + 1, expected.octets.get(n).copied().unwrap_or(0));
             n += 1;
-            if l == want.as_bytes() { Ok(()) } else { Err(bad(format!("LIST: got {:?}, want {want:?}", String::from_utf8_lossy(l)))) }
+            if l == want.as_bytes() {
+                Ok(())
+            } else {
+                Err(bad(format!(
+                    "LIST: got {:?}, want {want:?}",
+                    String::from_utf8_lossy(l)
+                )))
+            }
         })?;
         if n != expected.octets.len() {
-            return Err(bad(format!("LIST: {n} messages, want {}", expected.octets.len())));
+            return Err(bad(format!(
+                "LIST: {n} messages, want {}",
+                expected.octets.len()
+            )));
         }
         Ok(())
     }
@@ -112,7 +138,11 @@ impl Client {
         let mut n = 0usize;
         self.multiline(|l| {
             n += 1;
-            if l.split(|&b| b == b' ').count() == 2 { Ok(()) } else { Err(bad("UIDL: malformed line")) }
+            if l.split(|&b| b == b' ').count() == 2 {
+                Ok(())
+            } else {
+                Err(bad("UIDL: malformed line"))
+            }
         })?;
         Ok(n)
     }
@@ -132,10 +162,17 @@ impl Client {
             return Ok(());
         }
         let mut rest = [0u8; 2];
-        if self.allow_trailing_blank && &end == b"\r\n." && self.reader.read_exact(&mut rest).is_ok() && &rest == b"\r\n" {
+        if self.allow_trailing_blank
+            && &end == b"\r\n."
+            && self.reader.read_exact(&mut rest).is_ok()
+            && &rest == b"\r\n"
+        {
             return Ok(());
         }
-        Err(bad(format!("RETR {msg}: bad terminator {:?}", String::from_utf8_lossy(&end))))
+        Err(bad(format!(
+            "RETR {msg}: bad terminator {:?}",
+            String::from_utf8_lossy(&end)
+        )))
     }
 
     /// DELE of many messages, pipelined in batches (RFC 2449 PIPELINING; every server here copes with

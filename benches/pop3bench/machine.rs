@@ -47,7 +47,11 @@ pub fn tree(root: u32) -> Vec<u32> {
 /// CPU seconds used by the tree so far, including its reaped children (cutime/cstime: a live process's
 /// own children are counted only once they are waited for, so nothing is counted twice).
 pub fn cpu_seconds(root: u32) -> f64 {
-    tree(root).iter().filter_map(|&p| stat(p)).map(|(_, t)| t as f64 / CLOCK_TICKS).sum()
+    tree(root)
+        .iter()
+        .filter_map(|&p| stat(p))
+        .map(|(_, t)| t as f64 / CLOCK_TICKS)
+        .sum()
 }
 
 /// Proportional set size of the tree in KiB, from /proc/PID/smaps_rollup.
@@ -64,14 +68,20 @@ fn pss_of(pid: u32) -> Option<u64> {
 /// Raises the soft descriptor limit to at least `want` (up to the hard limit); returns the result.
 pub fn raise_nofile(want: u64) -> u64 {
     use nix::libc::{RLIMIT_NOFILE, getrlimit, rlimit, setrlimit};
-    let mut lim = rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain libc calls on a local struct.
     unsafe {
         if getrlimit(RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
         if lim.rlim_cur < want {
-            let raised = rlimit { rlim_cur: want.min(lim.rlim_max), rlim_max: lim.rlim_max };
+            let raised = rlimit {
+                rlim_cur: want.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
             if setrlimit(RLIMIT_NOFILE, &raised) == 0 {
                 lim = raised;
             }
@@ -105,7 +115,9 @@ pub fn loopback_mb_s(time: Duration) -> io::Result<f64> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    sender.join().map_err(|_| io::Error::other("sender panicked"))??;
+    sender
+        .join()
+        .map_err(|_| io::Error::other("sender panicked"))??;
     Ok(total as f64 / secs / 1e6)
 }
 

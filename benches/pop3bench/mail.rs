@@ -83,7 +83,10 @@ pub struct Expected {
 impl Expected {
     pub fn of(drop: &Spec) -> Expected {
         let msgs: Vec<Vec<u8>> = (0..drop.count).map(|n| message(n, drop.size)).collect();
-        Expected { octets: msgs.iter().map(|m| octets(m)).collect(), bodies: msgs.iter().map(|m| encode(m)).collect() }
+        Expected {
+            octets: msgs.iter().map(|m| octets(m)).collect(),
+            bodies: msgs.iter().map(|m| encode(m)).collect(),
+        }
     }
 
     pub fn payload(&self) -> u64 {
@@ -146,7 +149,11 @@ pub fn write_passwd(root: &Path, drops: &[Spec]) -> io::Result<PathBuf> {
     for d in drops {
         for u in 0..d.users {
             let user = format!("{}{u}", d.prefix);
-            writeln!(w, "{user}:{{PLAIN}}{PASSWORD}:{UID}:{UID}::{}::", home(root, &user).display())?;
+            writeln!(
+                w,
+                "{user}:{{PLAIN}}{PASSWORD}:{UID}:{UID}::{}::",
+                home(root, &user).display()
+            )?;
         }
     }
     w.flush()?;

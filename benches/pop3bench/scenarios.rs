@@ -29,7 +29,11 @@ pub struct Rate {
 
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 /// Runs `work` on `clients` threads for `effort.runs` runs (after one short warm-up); each call of
@@ -57,7 +61,10 @@ where
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(bad("client panicked")))).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(bad("client panicked"))))
+                .collect()
         });
         let secs = start.elapsed().as_secs_f64();
         let mut sum = 0;
@@ -76,7 +83,10 @@ where
         rates.push(n as f64 / secs);
     }
     let cpu = machine::cpu_seconds(server.pid()) - cpu0;
-    Ok(Rate { median: median(rates), cpu_per_unit: cpu / units.max(1) as f64 })
+    Ok(Rate {
+        median: median(rates),
+        cpu_per_unit: cpu / units.max(1) as f64,
+    })
 }
 
 /// login: connect, USER, PASS, STAT, QUIT. Logins per second.
@@ -93,7 +103,13 @@ pub fn login(server: &Server, spec: &Spec, clients: usize, effort: Effort) -> io
 }
 
 /// retr: LIST, then RETR of every message with every octet checked, QUIT. Payload octets per second.
-pub fn retr(server: &Server, spec: &Spec, expected: &Expected, clients: usize, effort: Effort) -> io::Result<Rate> {
+pub fn retr(
+    server: &Server,
+    spec: &Spec,
+    expected: &Expected,
+    clients: usize,
+    effort: Effort,
+) -> io::Result<Rate> {
     let accounts = server.accounts(spec, clients)?;
     measure(server, clients, effort, |c| {
         let (user, pass) = &accounts[c];
@@ -146,7 +162,10 @@ pub fn list_time(server: &Server, spec: &Spec) -> io::Result<f64> {
     let secs = start.elapsed().as_secs_f64();
     client.quit()?;
     if n != spec.count {
-        return Err(bad(format!("UIDL listed {n} messages, want {}", spec.count)));
+        return Err(bad(format!(
+            "UIDL listed {n} messages, want {}",
+            spec.count
+        )));
     }
     Ok(secs)
 }
@@ -170,7 +189,10 @@ pub fn expunge(server: &Server, spec: &Spec) -> io::Result<f64> {
     let (left, _) = check.stat()?;
     check.quit()?;
     if left as usize != spec.count / 2 {
-        return Err(bad(format!("after expunge: {left} messages left, want {}", spec.count / 2)));
+        return Err(bad(format!(
+            "after expunge: {left} messages left, want {}",
+            spec.count / 2
+        )));
     }
     Ok(secs)
 }

@@ -64,7 +64,10 @@ impl Server {
     pub fn accounts(&self, drop: &Spec, clients: usize) -> io::Result<Vec<(String, String)>> {
         self.fill_spool(drop)?;
         if self.spool.is_none() && clients > drop.users {
-            return Err(bad(format!("{} has {} users, {clients} wanted", drop.prefix, drop.users)));
+            return Err(bad(format!(
+                "{} has {} users, {clients} wanted",
+                drop.prefix, drop.users
+            )));
         }
         Ok((0..clients).map(|u| self.account(drop, u)).collect())
     }
@@ -83,8 +86,12 @@ impl Server {
             Some(spool) => {
                 mail::write_mbox(spool, drop)?;
                 // popa3d opens the spool read-write as the user, like a mail reader would.
-                let user = nix::unistd::User::from_name(POPA3D_USER).ok().flatten().ok_or_else(|| bad("no popa3d user"))?;
-                nix::unistd::chown(spool, Some(user.uid), Some(user.gid)).map_err(io::Error::from)?;
+                let user = nix::unistd::User::from_name(POPA3D_USER)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| bad("no popa3d user"))?;
+                nix::unistd::chown(spool, Some(user.uid), Some(user.gid))
+                    .map_err(io::Error::from)?;
                 fs::set_permissions(spool, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             }
             None => Ok(()),
@@ -99,7 +106,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -118,7 +128,10 @@ fn learn_addr(child: &mut Child, log: &Path) -> io::Result<SocketAddr> {
     while Instant::now() < deadline {
         let text = fs::read_to_string(log).unwrap_or_default();
         if let Some(addr) = text.lines().find_map(|l| l.split("listening on ").nth(1)) {
-            return addr.trim().parse().map_err(|_| bad(format!("bad address in {}", log.display())));
+            return addr
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("bad address in {}", log.display())));
         }
         if let Some(status) = child.try_wait()? {
             return Err(bad(format!("server exited ({status}): {}", text.trim())));
@@ -136,7 +149,16 @@ pub fn poplar(bin: &Path, root: &Path, format: Format) -> io::Result<Server> {
         Format::Mbox => "mbox:%h/inbox",
     };
     let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--mail", mail, "--timeout", "600", "--log-level", "info"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--mail",
+            mail,
+            "--timeout",
+            "600",
+            "--log-level",
+            "info",
+        ])
         .args(["--max-sessions", "5000", "--max-per-ip", "5000"])
         .arg("--passwd")
         .arg(root.join("passwd"))
@@ -145,7 +167,12 @@ pub fn poplar(bin: &Path, root: &Path, format: Format) -> io::Result<Server> {
         .stderr(fs::File::create(&log)?)
         .spawn()?;
     let addr = learn_addr(&mut child, &log)?;
-    Ok(Server { kind: Kind::Poplar, addr, child, spool: None })
+    Ok(Server {
+        kind: Kind::Poplar,
+        addr,
+        child,
+        spool: None,
+    })
 }
 
 /// Starts this binary in the trivial-server role.
@@ -158,7 +185,12 @@ pub fn trivial(root: &Path) -> io::Result<Server> {
         .stderr(fs::File::create(&log)?)
         .spawn()?;
     let addr = learn_addr(&mut child, &log)?;
-    Ok(Server { kind: Kind::Trivial, addr, child, spool: None })
+    Ok(Server {
+        kind: Kind::Trivial,
+        addr,
+        child,
+        spool: None,
+    })
 }
 
 fn free_port() -> io::Result<u16> {
@@ -193,7 +225,11 @@ pub fn ensure_package(probe: &str, package: &str) -> io::Result<()> {
         .stdout(Stdio::null())
         .status()?
         .success();
-    if ok && Path::new(probe).exists() { Ok(()) } else { Err(bad(format!("cannot install {package}"))) }
+    if ok && Path::new(probe).exists() {
+        Ok(())
+    } else {
+        Err(bad(format!("cannot install {package}")))
+    }
 }
 
 /// Starts Dovecot in the foreground with a minimal configuration in `root`: passwd-file users with
@@ -232,22 +268,35 @@ pub fn dovecot(root: &Path, format: Format) -> io::Result<Server> {
         .spawn()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_listening(&mut child, addr, &dir.join("stderr.log"))?;
-    Ok(Server { kind: Kind::Dovecot, addr, child, spool: None })
+    Ok(Server {
+        kind: Kind::Dovecot,
+        addr,
+        child,
+        spool: None,
+    })
 }
 
 /// Prepares popa3d: the Debian package unpacked into `root`, its `popa3d` user and chroot directory,
 /// and a system user with a password for it to authenticate. Needs root. Returns the binary.
 pub fn popa3d_setup(root: &Path) -> io::Result<PathBuf> {
     if !nix::unistd::Uid::effective().is_root() {
-        return Err(bad("popa3d authenticates system users: the bench must run as root to create one"));
+        return Err(bad(
+            "popa3d authenticates system users: the bench must run as root to create one",
+        ));
     }
     let unpack = root.join("popa3d-pkg");
     fs::create_dir_all(&unpack)?;
     let run = |cmd: &mut Command| -> io::Result<()> {
         let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
-        if out.status.success() { Ok(()) } else { Err(bad(String::from_utf8_lossy(&out.stderr).trim().to_string())) }
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(bad(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        }
     };
-    run(Command::new("apt-get").args(["download", "-q", "popa3d"]).current_dir(&unpack))?;
+    run(Command::new("apt-get")
+        .args(["download", "-q", "popa3d"])
+        .current_dir(&unpack))?;
     let deb = fs::read_dir(&unpack)?
         .flatten()
         .map(|e| e.path())
@@ -255,15 +304,42 @@ pub fn popa3d_setup(root: &Path) -> io::Result<PathBuf> {
         .ok_or_else(|| bad("apt-get download popa3d gave no .deb"))?;
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpack))?;
     // What the package's postinst would do: the privilege-separation user and its empty chroot.
-    if nix::unistd::User::from_name("popa3d").ok().flatten().is_none() {
-        run(Command::new("useradd").args(["--system", "--home-dir", "/var/lib/popa3d", "--shell", "/usr/sbin/nologin", "popa3d"]))?;
+    if nix::unistd::User::from_name("popa3d")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        run(Command::new("useradd").args([
+            "--system",
+            "--home-dir",
+            "/var/lib/popa3d",
+            "--shell",
+            "/usr/sbin/nologin",
+            "popa3d",
+        ]))?;
     }
     fs::create_dir_all("/var/lib/popa3d")?;
-    if nix::unistd::User::from_name(POPA3D_USER).ok().flatten().is_none() {
-        run(Command::new("useradd").args(["--no-create-home", "--shell", "/usr/sbin/nologin", POPA3D_USER]))?;
+    if nix::unistd::User::from_name(POPA3D_USER)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        run(Command::new("useradd").args([
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            POPA3D_USER,
+        ]))?;
     }
-    let mut chpasswd = Command::new("chpasswd").args(["-c", "SHA512"]).stdin(Stdio::piped()).spawn()?;
-    chpasswd.stdin.take().expect("piped").write_all(format!("{POPA3D_USER}:{PASSWORD}\n").as_bytes())?;
+    let mut chpasswd = Command::new("chpasswd")
+        .args(["-c", "SHA512"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    chpasswd
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(format!("{POPA3D_USER}:{PASSWORD}\n").as_bytes())?;
     if !chpasswd.wait()?.success() {
         return Err(bad("chpasswd failed"));
     }
@@ -282,7 +358,12 @@ pub fn popa3d(root: &Path, bin: &Path) -> io::Result<Server> {
         .spawn()?;
     let addr = learn_addr(&mut child, &log)?;
     let spool = PathBuf::from("/var/mail").join(POPA3D_USER);
-    Ok(Server { kind: Kind::Popa3d, addr, child, spool: Some(spool) })
+    Ok(Server {
+        kind: Kind::Popa3d,
+        addr,
+        child,
+        spool: Some(spool),
+    })
 }
 
 /// The `inetd` role: accept on loopback, give each connection to a fresh `POP3BENCH_EXEC` process on
@@ -305,7 +386,11 @@ pub fn run_inetd() -> io::Result<()> {
         stream.set_nodelay(true)?;
         let input: OwnedFd = stream.try_clone()?.into();
         let output: OwnedFd = stream.into();
-        let spawned = Command::new(&exec).stdin(Stdio::from(input)).stdout(Stdio::from(output)).stderr(Stdio::null()).spawn();
+        let spawned = Command::new(&exec)
+            .stdin(Stdio::from(input))
+            .stdout(Stdio::from(output))
+            .stderr(Stdio::null())
+            .spawn();
         match spawned {
             // The child is reaped by the thread above, not through its handle.
             Ok(child) => std::mem::forget(child),
@@ -323,9 +408,11 @@ pub fn run_trivial(drops: &'static [(Spec, Expected)]) -> io::Result<()> {
     eprintln!("listening on {}", listener.local_addr()?);
     for stream in listener.incoming() {
         let stream = stream?;
-        std::thread::Builder::new().stack_size(64 * 1024).spawn(move || {
-            let _ = trivial_session(stream, drops);
-        })?;
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let _ = trivial_session(stream, drops);
+            })?;
     }
     Ok(())
 }
@@ -346,10 +433,18 @@ fn trivial_session(stream: TcpStream, drops: &'static [(Spec, Expected)]) -> io:
         let (verb, arg) = text.split_once(' ').unwrap_or((text, ""));
         match verb.to_ascii_uppercase().as_str() {
             "USER" => {
-                drop = drops.iter().find(|(d, _)| arg.starts_with(d.prefix)).map_or(drop, |(_, e)| e);
+                drop = drops
+                    .iter()
+                    .find(|(d, _)| arg.starts_with(d.prefix))
+                    .map_or(drop, |(_, e)| e);
                 out.write_all(b"+OK\r\n")?;
             }
-            "STAT" => write!(out, "+OK {} {}\r\n", drop.octets.len(), drop.octets.iter().sum::<u64>())?,
+            "STAT" => write!(
+                out,
+                "+OK {} {}\r\n",
+                drop.octets.len(),
+                drop.octets.iter().sum::<u64>()
+            )?,
             "LIST" => {
                 out.write_all(b"+OK\r\n")?;
                 for (i, o) in drop.octets.iter().enumerate() {
@@ -357,7 +452,11 @@ fn trivial_session(stream: TcpStream, drops: &'static [(Spec, Expected)]) -> io:
                 }
                 out.write_all(b".\r\n")?;
             }
-            "RETR" => match arg.parse::<usize>().ok().and_then(|n| Some((n, drop.bodies.get(n.checked_sub(1)?)?))) {
+            "RETR" => match arg
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| Some((n, drop.bodies.get(n.checked_sub(1)?)?)))
+            {
                 Some((n, body)) => {
                     write!(out, "+OK {} octets\r\n", drop.octets[n - 1])?;
                     out.write_all(body)?;

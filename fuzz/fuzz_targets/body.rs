@@ -22,7 +22,11 @@ fuzz_target!(|input: (u8, Option<u8>, &[u8])| {
     let (step, top, data) = input;
     let limit = top.map_or(Limit::Whole, |n| Limit::Top(u32::from(n % 8)));
     let out = encode(data, data.len().max(1), limit);
-    assert_eq!(encode(data, usize::from(step).max(1), limit), out, "chunking changed the output");
+    assert_eq!(
+        encode(data, usize::from(step).max(1), limit),
+        out,
+        "chunking changed the output"
+    );
     assert!(out.ends_with(b".\r\n"));
     let body = &out[..out.len() - 3];
     assert!(body.is_empty() || body.ends_with(b"\r\n"));

@@ -9,7 +9,8 @@ fuzz_target!(|line: &[u8]| {
     let Ok(command) = parse(line) else { return };
     let mut printed = Vec::new();
     print(&command, &mut printed);
-    let again = parse(&printed).unwrap_or_else(|e| panic!("{printed:?} from {line:?} does not parse: {e}"));
+    let again =
+        parse(&printed).unwrap_or_else(|e| panic!("{printed:?} from {line:?} does not parse: {e}"));
     assert_eq!(again, command, "{printed:?}");
     let mut reprinted = Vec::new();
     print(&again, &mut reprinted);

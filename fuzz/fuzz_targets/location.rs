@@ -8,7 +8,9 @@ use std::path::Path;
 
 fuzz_target!(|user: &str| {
     let location: Location = "maildir:/srv/mail/%u/Maildir".parse().unwrap();
-    let Ok(path) = location.expand(user, Some(Path::new("/home/x"))) else { return };
+    let Ok(path) = location.expand(user, Some(Path::new("/home/x"))) else {
+        return;
+    };
     let components: Vec<_> = path.components().collect();
     assert_eq!(components.len(), 5, "{user:?} -> {path:?}");
     assert_eq!(components[3].as_os_str(), user, "{user:?} -> {path:?}");

@@ -28,8 +28,14 @@ fuzz_target!(|input: (u8, bool, &[u8])| {
     let Ok(messages) = whole else { return };
     let mut previous_end = 0;
     for m in &messages {
-        assert!(previous_end <= m.from_offset && m.from_offset < m.data_offset, "{m:?}");
-        assert!(m.data_offset <= m.header_end && m.header_end <= m.data_end && m.data_end <= m.end, "{m:?}");
+        assert!(
+            previous_end <= m.from_offset && m.from_offset < m.data_offset,
+            "{m:?}"
+        );
+        assert!(
+            m.data_offset <= m.header_end && m.header_end <= m.data_end && m.data_end <= m.end,
+            "{m:?}"
+        );
         assert!(m.end <= data.len() as u64, "{m:?}");
         previous_end = m.end;
     }

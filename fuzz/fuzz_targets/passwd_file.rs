@@ -12,7 +12,9 @@ fuzz_target!(|text: &[u8]| {
             assert!(!a.name.is_empty() && !a.name.contains([':', '\n']), "{a:?}");
         }
     }
-    let Ok(text) = std::str::from_utf8(text) else { return };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return;
+    };
     let (users, _) = unix_files::parse_passwd(text);
     let (shadows, _) = unix_files::parse_shadow(text);
     for s in &shadows {

@@ -65,7 +65,12 @@ mod tests {
         fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             if user == self.name.as_bytes() && *password.expose() == self.password.as_bytes() {
-                Ok(Account { name: self.name.into(), uid: Some(self.uid), gid: None, home: None })
+                Ok(Account {
+                    name: self.name.into(),
+                    uid: Some(self.uid),
+                    gid: None,
+                    home: None,
+                })
             } else {
                 Err(AuthError::BadCredentials)
             }
@@ -80,7 +85,12 @@ mod tests {
     }
 
     fn one(name: &'static str, password: &'static str, uid: u32) -> Arc<One> {
-        Arc::new(One { name, password, uid, attempts: AtomicUsize::new(0) })
+        Arc::new(One {
+            name,
+            password,
+            uid,
+            attempts: AtomicUsize::new(0),
+        })
     }
 
     #[test]
@@ -89,7 +99,12 @@ mod tests {
         let system = one("alice", "system-pw", 2);
         let other = one("bob", "bob-pw", 3);
         let chain = Chain::new(vec![file.clone(), system.clone(), other.clone()]);
-        let login = |u: &str, p: &str| chain.login(u.as_bytes(), &Secret::new(p.as_bytes())).ok().and_then(|a| a.uid);
+        let login = |u: &str, p: &str| {
+            chain
+                .login(u.as_bytes(), &Secret::new(p.as_bytes()))
+                .ok()
+                .and_then(|a| a.uid)
+        };
         let cases = [
             ("alice", "file-pw", Some(1)),
             ("alice", "system-pw", None),

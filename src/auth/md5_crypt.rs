@@ -32,8 +32,15 @@ pub fn verify(password: &[u8], stored: &str) -> bool {
 
 /// The 22-character encoded digest of `password` with `salt` (at most 8 octets, no `$`).
 pub fn hash(password: &[u8], salt: &[u8]) -> [u8; 22] {
-    let alternate = Md5::new().chain_update(password).chain_update(salt).chain_update(password).finalize();
-    let mut ctx = Md5::new().chain_update(password).chain_update(MAGIC).chain_update(salt);
+    let alternate = Md5::new()
+        .chain_update(password)
+        .chain_update(salt)
+        .chain_update(password)
+        .finalize();
+    let mut ctx = Md5::new()
+        .chain_update(password)
+        .chain_update(MAGIC)
+        .chain_update(salt);
     let mut left = password.len();
     while left > 0 {
         let n = left.min(16);
@@ -43,7 +50,11 @@ pub fn hash(password: &[u8], salt: &[u8]) -> [u8; 22] {
     // The original's quirk: a NUL for each set bit of the length, the first password octet otherwise.
     let mut i = password.len();
     while i > 0 {
-        ctx.update(if i & 1 == 1 { &[0u8][..] } else { &password[..1] });
+        ctx.update(if i & 1 == 1 {
+            &[0u8][..]
+        } else {
+            &password[..1]
+        });
         i >>= 1;
     }
     let mut digest = ctx.finalize();
@@ -99,7 +110,10 @@ mod tests {
         ("x", "$1$saltsalt$4px9i58NU2Z2/vZOUlGjq."),
         ("", "$1$saltsalt$5Jhcit4zN9UlGiA0txPkO0"),
         ("password", "$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/"),
-        ("a much longer password of more than sixteen bytes", "$1$saltsalt$oQytmLS8XzjrPkag5ACKD0"),
+        (
+            "a much longer password of more than sixteen bytes",
+            "$1$saltsalt$oQytmLS8XzjrPkag5ACKD0",
+        ),
         ("tanstaaf", "$1$ab$iRUW81gpsWMyPO7yHCnGY."),
         ("x", "$1$abc$OGyl6dDvZCDiGmIVbeuCq/"),
     ];
@@ -108,7 +122,10 @@ mod tests {
     fn known_vectors() {
         for &(password, stored) in VECTORS {
             assert!(verify(password.as_bytes(), stored), "{password:?} {stored}");
-            assert!(!verify(format!("{password}!").as_bytes(), stored), "{password:?}! {stored}");
+            assert!(
+                !verify(format!("{password}!").as_bytes(), stored),
+                "{password:?}! {stored}"
+            );
         }
     }
 

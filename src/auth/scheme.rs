@@ -63,7 +63,9 @@ impl Stored {
             Stored::Crypt(hash) if hash.starts_with("$y$") => yescrypt::Yescrypt::default()
                 .verify_password(password, hash.as_str())
                 .is_ok(),
-            Stored::Crypt(hash) if hash.starts_with("$1$") => super::md5_crypt::verify(password, hash),
+            Stored::Crypt(hash) if hash.starts_with("$1$") => {
+                super::md5_crypt::verify(password, hash)
+            }
             // The algorithm ($5$ or $6$) and rounds come from the hash itself, not from the verifier.
             Stored::Crypt(hash) => ShaCrypt::default()
                 .verify_password(password, hash.as_str())
@@ -123,7 +125,8 @@ mod tests {
     /// Openwall crypt_blowfish's test vector, also produced by libxcrypt's crypt(3).
     const BCRYPT_UU: &str = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
     /// `mkpasswd -m yescrypt tanstaaf` (Debian's default parameters, j9T).
-    const YESCRYPT_TANSTAAF: &str = "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3";
+    const YESCRYPT_TANSTAAF: &str =
+        "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3";
     /// `mkpasswd -m bcrypt -R 5 tanstaaf`
     const BCRYPT_2B_TANSTAAF: &str = "$2b$05$YYicO/sIB3d98f.fEMf7X.MU/McUht8yOW1hNKmMeQYSiEQ5wwW4a";
     /// `openssl passwd -1 -salt ab tanstaaf`

@@ -46,12 +46,20 @@ impl SystemUsers {
     /// since it almost always means poplar is not running as root.
     pub fn open(passwd: &Path, shadow: &Path) -> Result<SystemUsers, String> {
         let table = load(passwd, shadow)?;
-        Ok(SystemUsers { passwd: passwd.to_path_buf(), shadow: shadow.to_path_buf(), table: RwLock::new(table) })
+        Ok(SystemUsers {
+            passwd: passwd.to_path_buf(),
+            shadow: shadow.to_path_buf(),
+            table: RwLock::new(table),
+        })
     }
 
     /// Number of accounts that can log in at all, for start-up logs.
     pub fn user_count(&self) -> usize {
-        self.read().users.values().filter(|u| !matches!(u.stored, Stored::Locked)).count()
+        self.read()
+            .users
+            .values()
+            .filter(|u| !matches!(u.stored, Stored::Locked))
+            .count()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Table> {
@@ -70,7 +78,11 @@ impl SystemUsers {
         }
         match load(&self.passwd, &self.shadow) {
             Ok(new) => {
-                log::info!("{}: re-read, {} accounts", self.passwd.display(), new.users.len());
+                log::info!(
+                    "{}: re-read, {} accounts",
+                    self.passwd.display(),
+                    new.users.len()
+                );
                 *table = new;
             }
             Err(e) => {
@@ -85,7 +97,9 @@ impl Authenticator for SystemUsers {
     fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
         self.refresh();
         let table = self.read();
-        let found = std::str::from_utf8(user).ok().and_then(|name| table.users.get(name));
+        let found = std::str::from_utf8(user)
+            .ok()
+            .and_then(|name| table.users.get(name));
         let Some(found) = found.filter(|u| !matches!(u.stored, Stored::Locked)) else {
             // Unknown and locked users do the work of a wrong password, so timing reveals nothing.
             black_box(table.dummy.verify(password.expose()));
@@ -94,7 +108,11 @@ impl Authenticator for SystemUsers {
         if !found.stored.verify(password.expose()) {
             return Err(AuthError::BadCredentials);
         }
-        if let Some(reason) = found.shadow.as_ref().and_then(|s| unix_files::expired(s, today())) {
+        if let Some(reason) = found
+            .shadow
+            .as_ref()
+            .and_then(|s| unix_files::expired(s, today()))
+        {
             // Only the right password learns this, and only in the log: the client sees a failed login.
             log::info!("login refused user={}: {reason}", found.account.name);
             return Err(AuthError::BadCredentials);
@@ -117,7 +135,9 @@ impl Authenticator for SystemUsers {
 
 /// Days since 1970-01-01, as shadow(5) counts them.
 fn today() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| (d.as_secs() / 86_400) as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| (d.as_secs() / 86_400) as i64)
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
@@ -131,21 +151,27 @@ fn read(path: &Path) -> Result<Option<(String, Stamp)>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let stamp = file.metadata().map(|m| Stamp::of(&m)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let stamp = file
+        .metadata()
+        .map(|m| Stamp::of(&m))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut text = String::new();
-    file.read_to_string(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Some((text, stamp)))
 }
 
 fn load(passwd_path: &Path, shadow_path: &Path) -> Result<Table, String> {
     let (passwd, passwd_stamp) =
         read(passwd_path)?.ok_or_else(|| format!("{}: no such file", passwd_path.display()))?;
-    let (shadow, shadow_stamp) = read(shadow_path)?.map_or((String::new(), None), |(t, s)| (t, Some(s)));
+    let (shadow, shadow_stamp) =
+        read(shadow_path)?.map_or((String::new(), None), |(t, s)| (t, Some(s)));
     let (accounts, bad) = unix_files::parse_passwd(&passwd);
     warn_bad(passwd_path, &bad);
     let (shadows, bad) = unix_files::parse_shadow(&shadow);
     warn_bad(shadow_path, &bad);
-    let mut shadows: HashMap<String, ShadowEntry> = shadows.into_iter().map(|s| (s.name.clone(), s)).collect();
+    let mut shadows: HashMap<String, ShadowEntry> =
+        shadows.into_iter().map(|s| (s.name.clone(), s)).collect();
     let mut users = HashMap::new();
     for entry in accounts {
         // The first line for a name wins, as getpwnam(3) finds it.
@@ -157,7 +183,11 @@ fn load(passwd_path: &Path, shadow_path: &Path) -> Result<Table, String> {
         users.insert(user.account.name.clone(), user);
     }
     let dummy = pick_dummy(users.values().map(|u| &u.stored));
-    Ok(Table { users, dummy, stamps: (Some(passwd_stamp), shadow_stamp) })
+    Ok(Table {
+        users,
+        dummy,
+        stamps: (Some(passwd_stamp), shadow_stamp),
+    })
 }
 
 fn warn_bad(path: &Path, lines: &[usize]) {
@@ -180,9 +210,17 @@ fn user(entry: PasswdEntry, shadow: Option<ShadowEntry>) -> User {
     } else {
         Stored::Crypt(field.to_string())
     };
-    let account =
-        Account { name: entry.name, uid: Some(entry.uid), gid: Some(entry.gid), home: Some(entry.home) };
-    User { account, stored, shadow }
+    let account = Account {
+        name: entry.name,
+        uid: Some(entry.uid),
+        gid: Some(entry.gid),
+        home: Some(entry.home),
+    };
+    User {
+        account,
+        stored,
+        shadow,
+    }
 }
 
 /// An unknown user must cost what a real one costs, and hash costs differ by scheme and parameters
@@ -192,10 +230,15 @@ fn pick_dummy<'a>(stored: impl Iterator<Item = &'a Stored>) -> Stored {
     let mut kinds: HashMap<String, (usize, &'a str)> = HashMap::new();
     for s in stored {
         if let Stored::Crypt(hash) = s {
-            kinds.entry(cost_class(hash)).or_insert((0, hash.as_str())).0 += 1;
+            kinds
+                .entry(cost_class(hash))
+                .or_insert((0, hash.as_str()))
+                .0 += 1;
         }
     }
-    let most = kinds.into_iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)));
+    let most = kinds
+        .into_iter()
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)));
     Stored::Crypt(most.map_or(DUMMY_HASH, |(_, (_, hash))| hash).to_string())
 }
 
@@ -203,7 +246,9 @@ fn pick_dummy<'a>(stored: impl Iterator<Item = &'a Stored>) -> Stored {
 fn cost_class(hash: &str) -> String {
     let fields: Vec<&str> = hash.split('$').collect();
     match fields.get(1).copied() {
-        Some("y" | "2a" | "2b" | "2y") => fields.iter().take(3).copied().collect::<Vec<_>>().join("$"),
+        Some("y" | "2a" | "2b" | "2y") => {
+            fields.iter().take(3).copied().collect::<Vec<_>>().join("$")
+        }
         Some(scheme @ ("5" | "6")) => match fields.get(2) {
             Some(rounds) if rounds.starts_with("rounds=") => format!("${scheme}${rounds}"),
             _ => format!("${scheme}"),

@@ -156,7 +156,10 @@ fn days(field: &str) -> Option<Option<i64>> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    field.parse().ok().map(|d: i64| if d < 0 { None } else { Some(d) })
+    field
+        .parse()
+        .ok()
+        .map(|d: i64| if d < 0 { None } else { Some(d) })
 }
 
 #[cfg(test)]
@@ -193,7 +196,12 @@ mod tests {
         assert_eq!(entries.len(), 3);
         let alice = &entries[1];
         assert_eq!(
-            (alice.last_change, alice.max_days, alice.inactive_days, alice.expire),
+            (
+                alice.last_change,
+                alice.max_days,
+                alice.inactive_days,
+                alice.expire
+            ),
             (Some(19500), Some(90), Some(14), Some(20000))
         );
         assert_eq!(entries[2].last_change, None);
@@ -215,15 +223,33 @@ mod tests {
             (entry(Some(19_000), Some(99_999), None, None), None),
             (entry(None, None, None, None), None),
             (entry(Some(19_000), None, None, None), None),
-            (entry(Some(0), None, None, None), Some("password must be changed")),
-            (entry(Some(0), Some(90), None, None), Some("password must be changed")),
-            (entry(Some(19_000), Some(99_999), None, Some(20_000)), Some("account expired")),
+            (
+                entry(Some(0), None, None, None),
+                Some("password must be changed"),
+            ),
+            (
+                entry(Some(0), Some(90), None, None),
+                Some("password must be changed"),
+            ),
+            (
+                entry(Some(19_000), Some(99_999), None, Some(20_000)),
+                Some("account expired"),
+            ),
             (entry(Some(19_000), Some(99_999), None, Some(20_001)), None),
             (entry(Some(19_000), Some(99_999), None, Some(0)), None),
-            (entry(Some(19_950), Some(50), None, None), Some("password expired")),
+            (
+                entry(Some(19_950), Some(50), None, None),
+                Some("password expired"),
+            ),
             (entry(Some(19_951), Some(50), None, None), None),
-            (entry(Some(19_900), Some(50), Some(50), None), Some("account inactive since its password expired")),
-            (entry(Some(19_900), Some(50), Some(51), None), Some("password expired")),
+            (
+                entry(Some(19_900), Some(50), Some(50), None),
+                Some("account inactive since its password expired"),
+            ),
+            (
+                entry(Some(19_900), Some(50), Some(51), None),
+                Some("password expired"),
+            ),
             (entry(Some(19_000), Some(10_000), None, None), None),
         ];
         for (i, (e, want)) in cases.iter().enumerate() {

@@ -46,7 +46,12 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn of(meta: &fs::Metadata) -> Stamp {
-        Stamp { ino: meta.ino(), size: meta.size(), mtime: meta.mtime(), mtime_nsec: meta.mtime_nsec() }
+        Stamp {
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
     }
 }
 
@@ -60,7 +65,9 @@ pub struct DirStamps {
 impl DirStamps {
     /// Whether both were last modified at least [`SETTLE_SECS`] before `now` (seconds since the epoch).
     pub fn settled(&self, now: i64) -> bool {
-        [self.new, self.cur].iter().all(|s| now.saturating_sub(s.mtime) >= SETTLE_SECS)
+        [self.new, self.cur]
+            .iter()
+            .all(|s| now.saturating_sub(s.mtime) >= SETTLE_SECS)
     }
 }
 
@@ -113,13 +120,18 @@ impl Cache {
 
     /// The entries with their names, in delivery order.
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
-        self.entries.iter().map(|e| (&self.text[e.name.0..e.name.1], e))
+        self.entries
+            .iter()
+            .map(|e| (&self.text[e.name.0..e.name.1], e))
     }
 
     /// The octets counted for `base` when its file had `stamp`; `None` if unknown or changed since.
     pub fn get(&self, base: &[u8], stamp: Stamp) -> Option<u64> {
         let by_base = self.by_base.get_or_init(|| {
-            self.entries().enumerate().map(|(i, (name, _))| (Box::from(base_of_name(name)), i)).collect()
+            self.entries()
+                .enumerate()
+                .map(|(i, (name, _))| (Box::from(base_of_name(name)), i))
+                .collect()
         });
         match by_base.get(base).map(|&i| &self.entries[i]) {
             Some(e) if e.stamp == stamp => Some(e.octets),
@@ -137,7 +149,9 @@ fn base_of_name(name: &[u8]) -> &[u8] {
 /// Removes the cache of the maildrop at `root`, after a message was found changed under it.
 pub fn remove(root: &Path) {
     match fs::remove_file(root.join(CACHE_FILE)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => log::debug!("{}: {e}", root.join(CACHE_FILE).display()),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            log::debug!("{}: {e}", root.join(CACHE_FILE).display())
+        }
         _ => {}
     }
 }
@@ -152,7 +166,12 @@ pub fn save<'a>(
 ) -> io::Result<()> {
     let text = format(dirs, entries);
     let temp = root.join(TEMP_FILE);
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)?;
     file.write_all(&text)?;
     drop(file);
     fs::rename(&temp, root.join(CACHE_FILE))
@@ -161,7 +180,10 @@ pub fn save<'a>(
 /// The file for `entries` (name under the maildrop, stamp, octets). Names holding a newline cannot be
 /// written in this line format and are left out: they are simply counted again, and the directory
 /// stamps are not recorded, so that the next login lists the directories and finds them.
-pub fn format<'a>(mut dirs: Option<DirStamps>, entries: impl Iterator<Item = (&'a [u8], Stamp, u64)>) -> Vec<u8> {
+pub fn format<'a>(
+    mut dirs: Option<DirStamps>,
+    entries: impl Iterator<Item = (&'a [u8], Stamp, u64)>,
+) -> Vec<u8> {
     let mut body = Vec::new();
     let mut count = 0u64;
     for (name, s, octets) in entries {
@@ -171,7 +193,11 @@ pub fn format<'a>(mut dirs: Option<DirStamps>, entries: impl Iterator<Item = (&'
         }
         let out = &mut body;
         // `write!` to a Vec cannot fail.
-        let _ = write!(out, "{} {} {} {} {octets} ", s.ino, s.size, s.mtime, s.mtime_nsec);
+        let _ = write!(
+            out,
+            "{} {} {} {} {octets} ",
+            s.ino, s.size, s.mtime, s.mtime_nsec
+        );
         out.extend_from_slice(name);
         out.push(b'\n');
         count += 1;
@@ -196,11 +222,18 @@ pub fn format<'a>(mut dirs: Option<DirStamps>, entries: impl Iterator<Item = (&'
 /// Parses a cache file; `None` unless every part of it checks out.
 pub fn parse(bytes: &[u8]) -> Option<Cache> {
     let body = bytes.strip_prefix(VERSION_LINE)?;
-    let trailer_at = VERSION_LINE.len() + body.strip_suffix(b"\n")?.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let trailer_at = VERSION_LINE.len()
+        + body
+            .strip_suffix(b"\n")?
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
     let (checked, trailer) = bytes.split_at(trailer_at);
     let trailer = std::str::from_utf8(trailer.strip_suffix(b"\n")?).ok()?;
     let mut words = trailer.split(' ');
-    let (Some("end"), Some(count), Some(sum), None) = (words.next(), words.next(), words.next(), words.next()) else {
+    let (Some("end"), Some(count), Some(sum), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
         return None;
     };
     if sum.len() != 16 || u64::from_str_radix(sum, 16).ok()? != fnv1a(checked) {
@@ -215,12 +248,21 @@ pub fn parse(bytes: &[u8]) -> Option<Cache> {
         if !line.is_empty() {
             let (name, stamp, octets) = parse_entry(line)?;
             let start = at + (line.len() - name.len());
-            entries.push(Entry { name: (start, start + name.len()), stamp, octets });
+            entries.push(Entry {
+                name: (start, start + name.len()),
+                stamp,
+                octets,
+            });
         }
         at += line.len() + 1;
     }
     let text = bytes.to_vec();
-    (entries.len() as u64 == count.parse::<u64>().ok()?).then_some(Cache { dirs, text, entries, by_base: OnceCell::new() })
+    (entries.len() as u64 == count.parse::<u64>().ok()?).then_some(Cache {
+        dirs,
+        text,
+        entries,
+        by_base: OnceCell::new(),
+    })
 }
 
 /// `dirs -`, or `dirs` and the eight numbers of the two stamps.
@@ -233,15 +275,25 @@ fn parse_dirs(line: &[u8]) -> Option<Option<DirStamps>> {
     let mut next = || number(fields.next()?);
     let mut stamp = || {
         let (ino, size, mtime, mtime_nsec) = (next()?, next()?, next()?, next()?);
-        Some(Stamp { ino: u64::try_from(ino).ok()?, size: u64::try_from(size).ok()?, mtime, mtime_nsec })
+        Some(Stamp {
+            ino: u64::try_from(ino).ok()?,
+            size: u64::try_from(size).ok()?,
+            mtime,
+            mtime_nsec,
+        })
     };
-    let dirs = DirStamps { new: stamp()?, cur: stamp()? };
+    let dirs = DirStamps {
+        new: stamp()?,
+        cur: stamp()?,
+    };
     fields.next().is_none().then_some(Some(dirs))
 }
 
 /// `new/NAME` or `cur/NAME`: one file, no newline.
 fn valid_name(name: &[u8]) -> bool {
-    let file = name.strip_prefix(b"new/").or_else(|| name.strip_prefix(b"cur/"));
+    let file = name
+        .strip_prefix(b"new/")
+        .or_else(|| name.strip_prefix(b"cur/"));
     file.is_some_and(|f| !f.is_empty() && !f.contains(&b'/') && !f.contains(&b'\n'))
 }
 
@@ -261,14 +313,21 @@ fn parse_entry(line: &[u8]) -> Option<(&[u8], Stamp, u64)> {
     let (ino, size, mtime, mtime_nsec, octets) = (next()?, next()?, next()?, next()?, next()?);
     let base = fields.next().filter(|b| valid_name(b))?;
     let unsigned = |n: i64| u64::try_from(n).ok();
-    let stamp = Stamp { ino: unsigned(ino)?, size: unsigned(size)?, mtime, mtime_nsec };
+    let stamp = Stamp {
+        ino: unsigned(ino)?,
+        size: unsigned(size)?,
+        mtime,
+        mtime_nsec,
+    };
     Some((base, stamp, unsigned(octets)?))
 }
 
 /// FNV-1a, 64 bits: catches torn writes and stray edits; the cache guards against accidents, not attackers
 /// (only the maildrop's owner can write it, and that owner can change the messages themselves).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -276,12 +335,20 @@ mod tests {
     use super::*;
 
     fn stamp(n: u64) -> Stamp {
-        Stamp { ino: n, size: n * 10, mtime: 1_700_000_000 + n as i64, mtime_nsec: 5 }
+        Stamp {
+            ino: n,
+            size: n * 10,
+            mtime: 1_700_000_000 + n as i64,
+            mtime_nsec: 5,
+        }
     }
 
     fn sample() -> Vec<u8> {
-        let entries: [(&[u8], Stamp, u64); 3] =
-            [(b"new/1.M1P1.host", stamp(1), 12), (b"cur/2 with space:2,S", stamp(2), 0), (b"new/3,W=5", stamp(3), 5)];
+        let entries: [(&[u8], Stamp, u64); 3] = [
+            (b"new/1.M1P1.host", stamp(1), 12),
+            (b"cur/2 with space:2,S", stamp(2), 0),
+            (b"new/3,W=5", stamp(3), 5),
+        ];
         format(None, entries.into_iter())
     }
 
@@ -293,8 +360,19 @@ mod tests {
         assert_eq!(cache.get(b"2 with space", stamp(2)), Some(0));
         assert_eq!(cache.get(b"3,W=5", stamp(3)), Some(5));
         let names: Vec<&[u8]> = cache.entries().map(|(name, _)| name).collect();
-        assert_eq!(names, [&b"new/1.M1P1.host"[..], b"cur/2 with space:2,S", b"new/3,W=5"]);
-        assert!(parse(&format(None, std::iter::empty())).expect("valid").is_empty());
+        assert_eq!(
+            names,
+            [
+                &b"new/1.M1P1.host"[..],
+                b"cur/2 with space:2,S",
+                b"new/3,W=5"
+            ]
+        );
+        assert!(
+            parse(&format(None, std::iter::empty()))
+                .expect("valid")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -304,7 +382,10 @@ mod tests {
         let changed = [
             Stamp { ino: 99, ..s },
             Stamp { size: 11, ..s },
-            Stamp { mtime: s.mtime + 1, ..s },
+            Stamp {
+                mtime: s.mtime + 1,
+                ..s
+            },
             Stamp { mtime_nsec: 6, ..s },
         ];
         for c in changed {
@@ -315,9 +396,16 @@ mod tests {
 
     #[test]
     fn leaves_out_names_with_newlines() {
-        let entries: [(&[u8], Stamp, u64); 4] =
-            [(b"new/a\nb", stamp(1), 1), (b"new/ok", stamp(2), 2), (b"tmp/x", stamp(3), 3), (b"new/a/b", stamp(4), 4)];
-        let dirs = DirStamps { new: stamp(8), cur: stamp(9) };
+        let entries: [(&[u8], Stamp, u64); 4] = [
+            (b"new/a\nb", stamp(1), 1),
+            (b"new/ok", stamp(2), 2),
+            (b"tmp/x", stamp(3), 3),
+            (b"new/a/b", stamp(4), 4),
+        ];
+        let dirs = DirStamps {
+            new: stamp(8),
+            cur: stamp(9),
+        };
         let cache = parse(&format(Some(dirs), entries.into_iter())).unwrap();
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.get(b"ok", stamp(2)), Some(2));
@@ -332,8 +420,10 @@ mod tests {
         let mut cases: Vec<Vec<u8>> = vec![
             Vec::new(),
             b"poplar-maildir-cache 2\n".to_vec(),
-            text.replace("poplar-maildir-cache 2", "poplar-maildir-cache 1").into_bytes(),
-            text.replace(" 12 new/1.M1P1", " 13 new/1.M1P1").into_bytes(),
+            text.replace("poplar-maildir-cache 2", "poplar-maildir-cache 1")
+                .into_bytes(),
+            text.replace(" 12 new/1.M1P1", " 13 new/1.M1P1")
+                .into_bytes(),
             text.replace("dirs -", "dirs 1 2 3 4 5 6 7 8").into_bytes(),
             text.replace("end 3", "end 2").into_bytes(),
             text.replace("end 3", "end 3 x").into_bytes(),
@@ -389,11 +479,27 @@ mod tests {
 
     #[test]
     fn directory_stamps_round_trip_and_settle() {
-        let dirs = DirStamps { new: stamp(1), cur: Stamp { mtime: -5, ..stamp(2) } };
+        let dirs = DirStamps {
+            new: stamp(1),
+            cur: Stamp {
+                mtime: -5,
+                ..stamp(2)
+            },
+        };
         let entries: [(&[u8], Stamp, u64); 1] = [(b"new/m", stamp(7), 70)];
-        assert_eq!(parse(&format(Some(dirs), entries.into_iter())).unwrap().dirs, Some(dirs));
+        assert_eq!(
+            parse(&format(Some(dirs), entries.into_iter()))
+                .unwrap()
+                .dirs,
+            Some(dirs)
+        );
         let newest = dirs.new.mtime;
-        let cases = [(newest, false), (newest + SETTLE_SECS - 1, false), (newest + SETTLE_SECS, true), (i64::MIN, false)];
+        let cases = [
+            (newest, false),
+            (newest + SETTLE_SECS - 1, false),
+            (newest + SETTLE_SECS, true),
+            (i64::MIN, false),
+        ];
         for (now, settled) in cases {
             assert_eq!(dirs.settled(now), settled, "{now}");
         }

@@ -61,7 +61,9 @@ impl FromStr for Location {
         } else if prefix.eq_ignore_ascii_case("mbox") {
             Format::Mbox
         } else {
-            return Err(format!("unknown mailbox format \"{prefix}\" (expected maildir: or mbox:)"));
+            return Err(format!(
+                "unknown mailbox format \"{prefix}\" (expected maildir: or mbox:)"
+            ));
         };
         if template.is_empty() {
             return Err("empty path".to_string());
@@ -71,7 +73,10 @@ impl FromStr for Location {
         if !template.starts_with('/') && !template.starts_with("%h") {
             return Err("path must be absolute or start with %h".to_string());
         }
-        Ok(Location { format, template: template.to_string() })
+        Ok(Location {
+            format,
+            template: template.to_string(),
+        })
     }
 }
 
@@ -127,7 +132,10 @@ fn check_user(user: &str) -> Result<(), String> {
 fn checked_home(home: Option<&Path>) -> Result<&Path, String> {
     match home {
         None => Err("the account has no home directory (needed for %h)".to_string()),
-        Some(h) if !h.is_absolute() => Err(format!("home directory \"{}\" is not absolute", h.display())),
+        Some(h) if !h.is_absolute() => Err(format!(
+            "home directory \"{}\" is not absolute",
+            h.display()
+        )),
         Some(h) => Ok(h),
     }
 }
@@ -142,7 +150,11 @@ mod tests {
             ("maildir:%h/Maildir", Format::Maildir, "%h/Maildir"),
             ("MAILDIR:/srv/mail/%u", Format::Maildir, "/srv/mail/%u"),
             ("mbox:/var/mail/%u", Format::Mbox, "/var/mail/%u"),
-            ("Mbox:/var/mail/100%%/%u", Format::Mbox, "/var/mail/100%%/%u"),
+            (
+                "Mbox:/var/mail/100%%/%u",
+                Format::Mbox,
+                "/var/mail/100%%/%u",
+            ),
             ("maildir:/a:b", Format::Maildir, "/a:b"),
         ];
         for (input, format, template) in cases {
@@ -155,15 +167,30 @@ mod tests {
     #[test]
     fn rejects_bad_templates() {
         let cases = [
-            ("x:/a", "unknown mailbox format \"x\" (expected maildir: or mbox:)"),
-            ("/var/mail/%u", "unknown mailbox format \"/var/mail/%u\" (expected maildir: or mbox:)"),
-            (":/a", "unknown mailbox format \"\" (expected maildir: or mbox:)"),
+            (
+                "x:/a",
+                "unknown mailbox format \"x\" (expected maildir: or mbox:)",
+            ),
+            (
+                "/var/mail/%u",
+                "unknown mailbox format \"/var/mail/%u\" (expected maildir: or mbox:)",
+            ),
+            (
+                ":/a",
+                "unknown mailbox format \"\" (expected maildir: or mbox:)",
+            ),
             ("maildir:", "empty path"),
             ("mbox", "empty path"),
             ("mbox:/var/mail/%x", "unknown escape %x (use %u, %h or %%)"),
-            ("mbox:/var/mail/%", "unknown escape % at the end (use %u, %h or %%)"),
+            (
+                "mbox:/var/mail/%",
+                "unknown escape % at the end (use %u, %h or %%)",
+            ),
             ("maildir:Maildir", "path must be absolute or start with %h"),
-            ("maildir:%u/Maildir", "path must be absolute or start with %h"),
+            (
+                "maildir:%u/Maildir",
+                "path must be absolute or start with %h",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(input.parse::<Location>(), Err(want.to_string()), "{input}");
@@ -186,13 +213,22 @@ mod tests {
             ("maildir:%h/Maildir", "bob", home, "/home/bob/Maildir"),
             ("mbox:/var/mail/%u", "bob", None, "/var/mail/bob"),
             ("mbox:/var/mail/%u%%", "bob", None, "/var/mail/bob%"),
-            ("maildir:%h/%u/%u", "b.o-b@x", home, "/home/bob/b.o-b@x/b.o-b@x"),
+            (
+                "maildir:%h/%u/%u",
+                "b.o-b@x",
+                home,
+                "/home/bob/b.o-b@x/b.o-b@x",
+            ),
             ("maildir:/m/%%u", "bob", None, "/m/%u"),
             ("maildir:/m/plain", "bob", None, "/m/plain"),
         ];
         for (template, user, home, want) in cases {
             let loc: Location = template.parse().unwrap();
-            assert_eq!(loc.expand(user, home), Ok(PathBuf::from(want)), "{template} {user}");
+            assert_eq!(
+                loc.expand(user, home),
+                Ok(PathBuf::from(want)),
+                "{template} {user}"
+            );
         }
     }
 
@@ -209,12 +245,24 @@ mod tests {
             (".", None, "user name starts with '.'"),
             ("..", None, "user name starts with '.'"),
             (".bob", None, "user name starts with '.'"),
-            ("bob", None, "the account has no home directory (needed for %h)"),
-            ("bob", Some(Path::new("home/bob")), "home directory \"home/bob\" is not absolute"),
+            (
+                "bob",
+                None,
+                "the account has no home directory (needed for %h)",
+            ),
+            (
+                "bob",
+                Some(Path::new("home/bob")),
+                "home directory \"home/bob\" is not absolute",
+            ),
         ];
         let loc: Location = "maildir:%h/%u".parse().unwrap();
         for (user, home, want) in cases {
-            assert_eq!(loc.expand(user, home), Err(want.to_string()), "{user:?} {home:?}");
+            assert_eq!(
+                loc.expand(user, home),
+                Err(want.to_string()),
+                "{user:?} {home:?}"
+            );
         }
     }
 
@@ -222,12 +270,18 @@ mod tests {
     fn longest_user_name_is_accepted() {
         let user = "a".repeat(MAX_USER_NAME);
         let loc: Location = "mbox:/var/mail/%u".parse().unwrap();
-        assert_eq!(loc.expand(&user, None), Ok(PathBuf::from(format!("/var/mail/{user}"))));
+        assert_eq!(
+            loc.expand(&user, None),
+            Ok(PathBuf::from(format!("/var/mail/{user}")))
+        );
     }
 
     #[test]
     fn home_is_not_needed_without_percent_h() {
         let loc: Location = "mbox:/var/mail/%u".parse().unwrap();
-        assert_eq!(loc.expand("bob", Some(Path::new("relative"))), Ok(PathBuf::from("/var/mail/bob")));
+        assert_eq!(
+            loc.expand("bob", Some(Path::new("relative"))),
+            Ok(PathBuf::from("/var/mail/bob"))
+        );
     }
 }

@@ -12,9 +12,9 @@
 //! `:` (the "base name") never changes, so every file operation that finds its file gone looks it
 //! up again by base name before giving up.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -54,11 +54,21 @@ impl Maildir {
     pub fn open(path: &Path) -> Result<Maildir, MaildropError> {
         let lock = match SessionLock::try_acquire(&path.join(LOCK_FILE)) {
             Ok(TryLock::Acquired(lock)) => lock,
-            Ok(TryLock::Busy) => return Err(MaildropError::InUse { path: path.to_path_buf() }),
+            Ok(TryLock::Busy) => {
+                return Err(MaildropError::InUse {
+                    path: path.to_path_buf(),
+                });
+            }
             // The lock file's directory, the maildrop itself, is missing: no mail yet.
             Err(e) if e.kind() == io::ErrorKind::NotFound && !path.exists() => {
                 let root = path.to_path_buf();
-                return Ok(Maildir { root, messages: Vec::new(), paths: Vec::new(), stamps: Vec::new(), _lock: None });
+                return Ok(Maildir {
+                    root,
+                    messages: Vec::new(),
+                    paths: Vec::new(),
+                    stamps: Vec::new(),
+                    _lock: None,
+                });
             }
             Err(e) => return Err(MaildropError::io(path, e)),
         };
@@ -67,7 +77,13 @@ impl Maildir {
         let cache = Cache::load(path);
         if cache.dirs.is_some_and(|cached| cached == dirs) {
             let (messages, paths, stamps) = from_cache(path, &cache);
-            return Ok(Maildir { root: path.to_path_buf(), messages, paths, stamps, _lock: Some(lock) });
+            return Ok(Maildir {
+                root: path.to_path_buf(),
+                messages,
+                paths,
+                stamps,
+                _lock: Some(lock),
+            });
         }
         let found = list(path)?;
         let mut messages = Vec::with_capacity(found.len());
@@ -86,26 +102,45 @@ impl Maildir {
                     match with_relocation(path, &mut file.path, |p| count_file(p, &mut buf)) {
                         Ok(n) => n,
                         // Deleted by another program since we listed it: it is simply not in this session.
-                        Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
+                        Err(MaildropError::Io { source, .. })
+                            if source.kind() == io::ErrorKind::NotFound =>
+                        {
+                            continue;
+                        }
                         Err(e) => return Err(e),
                     }
                 }
             };
-            messages.push(MessageInfo { octets, uid: uid_of(&file.base) });
+            messages.push(MessageInfo {
+                octets,
+                uid: uid_of(&file.base),
+            });
             paths.push(file.path);
             stamps.push(file.stamp);
         }
         // Rewritten only when it no longer matches the maildrop: new messages counted, old ones gone, or
         // directories changed (renamed files have new names).
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let settled = Some(dirs).filter(|d| d.settled(now));
         if counted > 0 || cache.len() != messages.len() || cache.dirs != settled {
-            let entries = paths.iter().zip(&stamps).zip(&messages).map(|((p, s), m)| (name_under(path, p), *s, m.octets));
+            let entries = paths
+                .iter()
+                .zip(&stamps)
+                .zip(&messages)
+                .map(|((p, s), m)| (name_under(path, p), *s, m.octets));
             if let Err(e) = cache::save(path, settled, entries) {
                 log::debug!("{}: cannot save the size cache: {e}", path.display());
             }
         }
-        Ok(Maildir { root: path.to_path_buf(), messages, paths, stamps, _lock: Some(lock) })
+        Ok(Maildir {
+            root: path.to_path_buf(),
+            messages,
+            paths,
+            stamps,
+            _lock: Some(lock),
+        })
     }
 }
 
@@ -116,7 +151,10 @@ fn dir_stamps(root: &Path) -> Result<DirStamps, MaildropError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Stamp::default()),
         Err(e) => Err(MaildropError::io(&root.join(sub), e)),
     };
-    Ok(DirStamps { new: stamp(MESSAGE_DIRS[0])?, cur: stamp(MESSAGE_DIRS[1])? })
+    Ok(DirStamps {
+        new: stamp(MESSAGE_DIRS[0])?,
+        cur: stamp(MESSAGE_DIRS[1])?,
+    })
 }
 
 /// The listing as cached: messages, paths and stamps, in the cached (delivery) order.
@@ -126,7 +164,10 @@ fn from_cache(root: &Path, cache: &Cache) -> (Vec<MessageInfo>, Vec<PathBuf>, Ve
     let mut stamps = Vec::with_capacity(cache.len());
     for (name, entry) in cache.entries() {
         let path = root.join(OsStr::from_bytes(name));
-        messages.push(MessageInfo { octets: entry.octets, uid: uid_of(base_name(&path)) });
+        messages.push(MessageInfo {
+            octets: entry.octets,
+            uid: uid_of(base_name(&path)),
+        });
         paths.push(path);
         stamps.push(entry.stamp);
     }
@@ -135,7 +176,8 @@ fn from_cache(root: &Path, cache: &Cache) -> (Vec<MessageInfo>, Vec<PathBuf>, Ve
 
 /// `new/NAME` or `cur/NAME`: `path` below `root`, as the cache records it.
 fn name_under<'a>(root: &Path, path: &'a Path) -> &'a [u8] {
-    path.strip_prefix(root).map_or(&[][..], |p| p.as_os_str().as_bytes())
+    path.strip_prefix(root)
+        .map_or(&[][..], |p| p.as_os_str().as_bytes())
 }
 
 impl Maildrop for Maildir {
@@ -144,12 +186,21 @@ impl Maildrop for Maildir {
     }
 
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
-        let path = self.paths.get_mut(index).ok_or_else(|| no_such_message(&self.root, index))?;
+        let path = self
+            .paths
+            .get_mut(index)
+            .ok_or_else(|| no_such_message(&self.root, index))?;
         let file = with_relocation(&self.root, path, open_file)?;
         // Maildir messages never change once delivered; one that did may have another size than listed.
         // It is served as it is now, and the cache goes, so the next login counts and lists afresh.
-        if file.metadata().is_ok_and(|meta| Stamp::of(&meta) != self.stamps[index]) {
-            log::debug!("{}: changed since it was listed; size cache dropped", path.display());
+        if file
+            .metadata()
+            .is_ok_and(|meta| Stamp::of(&meta) != self.stamps[index])
+        {
+            log::debug!(
+                "{}: changed since it was listed; size cache dropped",
+                path.display()
+            );
             cache::remove(&self.root);
         }
         Ok(Box::new(file))
@@ -167,7 +218,9 @@ impl Maildrop for Maildir {
             };
             match with_relocation(&self.root, path, |p| fs::remove_file(p)) {
                 Ok(()) => mark_dir(&self.root, path, &mut unlinked),
-                Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(MaildropError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
                     log::debug!("{}: already gone, counted as deleted", path.display());
                 }
                 Err(e) => {
@@ -201,7 +254,11 @@ fn list(root: &Path) -> Result<Vec<Found>, MaildropError> {
     found.dedup_by(|dup, kept| {
         let same = dup.base == kept.base;
         if same {
-            log::debug!("{}: same base name as {}, listed once", dup.path.display(), kept.path.display());
+            log::debug!(
+                "{}: same base name as {}, listed once",
+                dup.path.display(),
+                kept.path.display()
+            );
         }
         same
     });
@@ -230,7 +287,9 @@ fn list_dir(root: &Path, dir: &Path, found: &mut Vec<Found>) -> Result<(), Maild
         // Not following symlinks: a symlink is not a message, and following one could read outside the
         // maildrop. `DirEntry::metadata` is `fstatat` on the open directory, without a path walk.
         let meta = match entry.metadata() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => with_relocation(root, &mut path, |p| fs::symlink_metadata(p)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                with_relocation(root, &mut path, |p| fs::symlink_metadata(p))
+            }
             other => other.map_err(|e| MaildropError::io(&path, e)),
         };
         match meta {
@@ -288,7 +347,10 @@ fn relocate(root: &Path, base: &[u8]) -> io::Result<Option<PathBuf>> {
 
 /// Opens a message for reading. `O_NOFOLLOW`: a file swapped for a symlink after listing is refused.
 fn open_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
 }
 
 fn count_file(path: &Path, buf: &mut [u8]) -> io::Result<u64> {
@@ -329,17 +391,23 @@ fn base_of(name: &[u8]) -> &[u8] {
 
 /// Dovecot's `,W=<n>` field: the message's size with CRLF line ends, as POP3 counts it, saving a read.
 fn virtual_size(base: &[u8]) -> Option<u64> {
-    let digits = base.split(|&b| b == b',').skip(1).find_map(|field| field.strip_prefix(b"W="))?;
+    let digits = base
+        .split(|&b| b == b',')
+        .skip(1)
+        .find_map(|field| field.strip_prefix(b"W="))?;
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// The base name when it is a valid unique-id (RFC 1939 section 7), which keeps UIDL equal to what
 /// other Maildir POP3 servers announce; otherwise its MD5 in hex, which is valid and as stable.
 fn uid_of(base: &[u8]) -> Box<str> {
-    let valid = (1..=MAX_UID).contains(&base.len()) && base.iter().all(|b| (0x21..=0x7e).contains(b));
+    let valid =
+        (1..=MAX_UID).contains(&base.len()) && base.iter().all(|b| (0x21..=0x7e).contains(b));
     if valid {
         // All ASCII, so this never replaces anything.
         return String::from_utf8_lossy(base).into();
@@ -399,7 +467,8 @@ mod tests {
         let path = root.join(rel);
         fs::write(&path, body).unwrap();
         let file = File::options().write(true).open(&path).unwrap();
-        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
     }
 
     fn uids(md: &Maildir) -> Vec<&str> {
@@ -408,7 +477,10 @@ mod tests {
 
     fn read_all(md: &mut Maildir, index: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        md.open_message(index).unwrap().read_to_end(&mut out).unwrap();
+        md.open_message(index)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
         out
     }
 
@@ -448,7 +520,12 @@ mod tests {
             (b"W=12", None),
         ];
         for (base, want) in cases {
-            assert_eq!(virtual_size(base), want, "{}", String::from_utf8_lossy(base));
+            assert_eq!(
+                virtual_size(base),
+                want,
+                "{}",
+                String::from_utf8_lossy(base)
+            );
         }
     }
 
@@ -467,7 +544,10 @@ mod tests {
         for (base, want) in cases {
             let uid = uid_of(base);
             assert_eq!(&*uid, want, "{}", String::from_utf8_lossy(base));
-            assert!((1..=MAX_UID).contains(&uid.len()) && uid.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+            assert!(
+                (1..=MAX_UID).contains(&uid.len())
+                    && uid.bytes().all(|b| (0x21..=0x7e).contains(&b))
+            );
         }
     }
 
@@ -540,17 +620,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("Maildir");
         fs::write(&root, b"").unwrap();
-        assert!(matches!(Maildir::open(&root), Err(MaildropError::Io { .. })));
+        assert!(matches!(
+            Maildir::open(&root),
+            Err(MaildropError::Io { .. })
+        ));
     }
 
     #[test]
     fn second_open_is_in_use_until_the_first_is_dropped() {
         let dir = maildir();
         let first = Maildir::open(dir.path()).unwrap();
-        assert!(matches!(Maildir::open(dir.path()), Err(MaildropError::InUse { .. })));
+        assert!(matches!(
+            Maildir::open(dir.path()),
+            Err(MaildropError::InUse { .. })
+        ));
         drop(first);
         let again = Maildir::open(dir.path()).unwrap();
-        assert!(matches!(Maildir::open(dir.path()), Err(MaildropError::InUse { .. })));
+        assert!(matches!(
+            Maildir::open(dir.path()),
+            Err(MaildropError::InUse { .. })
+        ));
         Box::new(again).expunge(&[]).unwrap();
         Maildir::open(dir.path()).unwrap();
     }
@@ -569,7 +658,9 @@ mod tests {
         assert_eq!(read_all(&mut md, 0), b"hello\n");
         fs::remove_file(root.join("cur/x:2,S")).unwrap();
         let err = md.open_message(0).err().unwrap();
-        assert!(matches!(&err, MaildropError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound));
+        assert!(
+            matches!(&err, MaildropError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        );
         assert!(md.open_message(2).is_err());
     }
 
@@ -577,7 +668,10 @@ mod tests {
     fn expunges_exactly_the_deleted_messages() {
         let dir = maildir();
         let root = dir.path();
-        for (i, name) in ["new/a", "new/b", "cur/c:2,S", "cur/d:2,", "new/e"].iter().enumerate() {
+        for (i, name) in ["new/a", "new/b", "cur/c:2,S", "cur/d:2,", "new/e"]
+            .iter()
+            .enumerate()
+        {
             put(root, name, b"x\n", i as u64 + 1);
         }
         let md = Maildir::open(root).unwrap();
@@ -610,8 +704,17 @@ mod tests {
         for line in text.lines().skip(2).filter(|l| !l.starts_with("end ")) {
             let f: Vec<&str> = line.splitn(6, ' ').collect();
             let n = |i: usize| f[i].parse::<i64>().unwrap();
-            let stamp = Stamp { ino: n(0) as u64, size: n(1) as u64, mtime: n(2), mtime_nsec: n(3) };
-            let o = if base_name(Path::new(f[5])) == base { octets } else { n(4) as u64 };
+            let stamp = Stamp {
+                ino: n(0) as u64,
+                size: n(1) as u64,
+                mtime: n(2),
+                mtime_nsec: n(3),
+            };
+            let o = if base_name(Path::new(f[5])) == base {
+                octets
+            } else {
+                n(4) as u64
+            };
             entries.push((f[5].as_bytes().to_vec(), stamp, o));
         }
         let dirs = Cache::load(root).dirs;
@@ -619,7 +722,12 @@ mod tests {
     }
 
     fn sizes(root: &Path) -> Vec<u64> {
-        Maildir::open(root).unwrap().messages().iter().map(|m| m.octets).collect()
+        Maildir::open(root)
+            .unwrap()
+            .messages()
+            .iter()
+            .map(|m| m.octets)
+            .collect()
     }
 
     #[test]
@@ -673,7 +781,10 @@ mod tests {
     /// Dates `new/` and `cur/` back, as if the last delivery were long ago.
     fn settle(root: &Path) {
         for sub in MESSAGE_DIRS {
-            File::open(root.join(sub)).unwrap().set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(100)).unwrap();
+            File::open(root.join(sub))
+                .unwrap()
+                .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(100))
+                .unwrap();
         }
     }
 

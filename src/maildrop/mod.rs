@@ -48,7 +48,10 @@ pub enum MaildropError {
 
 impl MaildropError {
     pub fn io(path: &Path, source: io::Error) -> MaildropError {
-        MaildropError::Io { path: path.to_path_buf(), source }
+        MaildropError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// RFC 2449/3206 response code for this failure.
@@ -73,13 +76,18 @@ impl MaildropError {
 }
 
 fn is_permanent(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData)
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData
+    )
 }
 
 impl fmt::Display for MaildropError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MaildropError::InUse { path } => write!(f, "{}: locked by another session", path.display()),
+            MaildropError::InUse { path } => {
+                write!(f, "{}: locked by another session", path.display())
+            }
             MaildropError::Io { path, source } => write!(f, "{}: {}", path.display(), source),
             MaildropError::Changed { path, reason } => write!(f, "{}: {}", path.display(), reason),
             MaildropError::BadPath { reason } => f.write_str(reason),
@@ -97,7 +105,11 @@ pub struct Options {
 }
 
 /// Opens and locks the maildrop at `path` in `format`.
-pub fn open(format: Format, path: &Path, options: &Options) -> Result<Box<dyn Maildrop>, MaildropError> {
+pub fn open(
+    format: Format,
+    path: &Path,
+    options: &Options,
+) -> Result<Box<dyn Maildrop>, MaildropError> {
     match format {
         Format::Maildir => Ok(Box::new(maildir::Maildir::open(path)?)),
         Format::Mbox => Ok(Box::new(mbox::Mbox::open_with(path, options.mbox_uidl)?)),
@@ -112,7 +124,10 @@ impl Maildrop for Empty {
         &[]
     }
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
-        Err(MaildropError::Changed { path: PathBuf::new(), reason: format!("message {index} after UPDATE") })
+        Err(MaildropError::Changed {
+            path: PathBuf::new(),
+            reason: format!("message {index} after UPDATE"),
+        })
     }
     fn expunge(self: Box<Self>, _deleted: &[usize]) -> Result<(), MaildropError> {
         Ok(())

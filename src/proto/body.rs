@@ -61,7 +61,11 @@ impl Encoder {
     ///
     /// This allocates a buffer per call; a loop over a whole message should keep one buffer and call
     /// [`Encoder::encode_chunk`] (RETR does).
-    pub fn write_chunk<W: Write + ?Sized>(&mut self, chunk: &[u8], out: &mut W) -> io::Result<bool> {
+    pub fn write_chunk<W: Write + ?Sized>(
+        &mut self,
+        chunk: &[u8],
+        out: &mut W,
+    ) -> io::Result<bool> {
         let mut encoded = Vec::with_capacity(encoded_capacity(chunk.len()));
         let more = self.encode_chunk(chunk, &mut encoded);
         out.write_all(&encoded)?;
@@ -93,7 +97,11 @@ impl Encoder {
         }
         let mut run = 0; // the first octet of `chunk` not yet copied
         for lf in memchr_iter(b'\n', chunk) {
-            let crlf = if lf > 0 { chunk[lf - 1] == b'\r' } else { self.last_cr };
+            let crlf = if lf > 0 {
+                chunk[lf - 1] == b'\r'
+            } else {
+                self.last_cr
+            };
             if !crlf {
                 out.extend_from_slice(&chunk[run..lf]);
                 out.extend_from_slice(b"\r\n");
@@ -128,7 +136,11 @@ impl Encoder {
                 break;
             };
             let lf = pos + offset;
-            let crlf = if lf > 0 { chunk[lf - 1] == b'\r' } else { self.last_cr };
+            let crlf = if lf > 0 {
+                chunk[lf - 1] == b'\r'
+            } else {
+                self.last_cr
+            };
             if !crlf {
                 out.extend_from_slice(&chunk[run..lf]);
                 out.extend_from_slice(b"\r\n");
@@ -204,7 +216,11 @@ impl OctetCounter {
     pub fn update(&mut self, chunk: &[u8]) {
         self.octets += chunk.len() as u64;
         for lf in memchr_iter(b'\n', chunk) {
-            let crlf = if lf > 0 { chunk[lf - 1] == b'\r' } else { self.last == Some(b'\r') };
+            let crlf = if lf > 0 {
+                chunk[lf - 1] == b'\r'
+            } else {
+                self.last == Some(b'\r')
+            };
             if !crlf {
                 self.octets += 1; // the CR the encoder inserts
             }
@@ -242,7 +258,9 @@ mod tests {
 
     fn count(message: &[u8], step: usize) -> u64 {
         let mut counter = OctetCounter::new();
-        message.chunks(step.max(1)).for_each(|chunk| counter.update(chunk));
+        message
+            .chunks(step.max(1))
+            .for_each(|chunk| counter.update(chunk));
         counter.finish()
     }
 
@@ -298,9 +316,21 @@ mod tests {
             (b"\r.\n", Whole, b"\r.\r\n.\r\n"),
             (MSG, Top(0), b"Subject: hi\r\nFrom: a\r\n\r\n.\r\n"),
             (MSG, Top(1), b"Subject: hi\r\nFrom: a\r\n\r\none\r\n.\r\n"),
-            (MSG, Top(2), b"Subject: hi\r\nFrom: a\r\n\r\none\r\n..two\r\n.\r\n"),
-            (MSG, Top(u32::MAX), b"Subject: hi\r\nFrom: a\r\n\r\none\r\n..two\r\nthree\r\n.\r\n"),
-            (MSG, Whole, b"Subject: hi\r\nFrom: a\r\n\r\none\r\n..two\r\nthree\r\n.\r\n"),
+            (
+                MSG,
+                Top(2),
+                b"Subject: hi\r\nFrom: a\r\n\r\none\r\n..two\r\n.\r\n",
+            ),
+            (
+                MSG,
+                Top(u32::MAX),
+                b"Subject: hi\r\nFrom: a\r\n\r\none\r\n..two\r\nthree\r\n.\r\n",
+            ),
+            (
+                MSG,
+                Whole,
+                b"Subject: hi\r\nFrom: a\r\n\r\none\r\n..two\r\nthree\r\n.\r\n",
+            ),
             (b"A: 1\r\n\r\nbody\r\n", Top(0), b"A: 1\r\n\r\n.\r\n"),
             (b"A: 1\nB: 2\n", Top(0), b"A: 1\r\nB: 2\r\n.\r\n"),
             (b"A: 1\nB: 2", Top(0), b"A: 1\r\nB: 2\r\n.\r\n"),
@@ -309,14 +339,27 @@ mod tests {
             (b"A: 1\n\nlast", Top(5), b"A: 1\r\n\r\nlast\r\n.\r\n"),
             (b"A: 1\n\r\n.\n", Top(1), b"A: 1\r\n\r\n..\r\n.\r\n"),
             // "\r" then "x" is not a blank line: the headers go on.
-            (b"A: 1\n\rx\nB\n\nC\nD\n", Top(1), b"A: 1\r\n\rx\r\nB\r\n\r\nC\r\n.\r\n"),
+            (
+                b"A: 1\n\rx\nB\n\nC\nD\n",
+                Top(1),
+                b"A: 1\r\n\rx\r\nB\r\n\r\nC\r\n.\r\n",
+            ),
         ];
         for &(message, limit, expected) in cases {
             for step in 1..=message.len().max(1) {
                 let got = encode(message, limit, step);
-                assert_eq!(got, expected, "{message:?} {limit:?}, {step} octets per chunk: {:?}", got.escape_ascii());
+                assert_eq!(
+                    got,
+                    expected,
+                    "{message:?} {limit:?}, {step} octets per chunk: {:?}",
+                    got.escape_ascii()
+                );
             }
-            assert_eq!(reference(message, limit), expected, "reference model, {message:?} {limit:?}");
+            assert_eq!(
+                reference(message, limit),
+                expected,
+                "reference model, {message:?} {limit:?}"
+            );
         }
     }
 
@@ -361,10 +404,14 @@ mod tests {
     fn each_chunk_is_written_once() {
         let mut out = Writes::default();
         let mut encoder = Encoder::new(Limit::Whole);
-        encoder.write_chunk(b"line one\r\nline two\r\nline three\r\n", &mut out).unwrap();
+        encoder
+            .write_chunk(b"line one\r\nline two\r\nline three\r\n", &mut out)
+            .unwrap();
         assert_eq!(out.0, 1);
         // A leading dot and a bare LF change the octets, not the number of writes.
-        encoder.write_chunk(b"a\r\n.b\r\nc\nd\r\n", &mut out).unwrap();
+        encoder
+            .write_chunk(b"a\r\n.b\r\nc\nd\r\n", &mut out)
+            .unwrap();
         assert_eq!(out.0, 2);
         let mut top = Encoder::new(Limit::Top(1));
         top.write_chunk(b"A: 1\n.B\n\nx\ny\n", &mut out).unwrap();
@@ -388,7 +435,11 @@ mod tests {
         ];
         for &(message, octets) in cases {
             for step in 1..=message.len().max(1) {
-                assert_eq!(count(message, step), octets, "{message:?}, {step} octets per chunk");
+                assert_eq!(
+                    count(message, step),
+                    octets,
+                    "{message:?}, {step} octets per chunk"
+                );
             }
         }
     }
@@ -410,7 +461,10 @@ mod tests {
 
     /// Stuffing dots: one per line that begins with '.'.
     fn leading_dots(message: &[u8]) -> u64 {
-        message.split_inclusive(|&b| b == b'\n').filter(|line| line.first() == Some(&b'.')).count() as u64
+        message
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|line| line.first() == Some(&b'.'))
+            .count() as u64
     }
 
     #[test]
@@ -419,7 +473,9 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..3000 {
             let len = rng.below(48);
-            let message: Vec<u8> = (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect();
+            let message: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+                .collect();
             // Uneven chunks, including empty ones.
             let mut encoder = Encoder::new(Limit::Whole);
             let mut counter = OctetCounter::new();
@@ -432,14 +488,29 @@ mod tests {
                 rest = tail;
             }
             encoder.finish(&mut wire).unwrap();
-            assert_eq!(wire, reference(&message, Limit::Whole), "{:?}", message.escape_ascii());
+            assert_eq!(
+                wire,
+                reference(&message, Limit::Whole),
+                "{:?}",
+                message.escape_ascii()
+            );
             let octets = counter.finish();
-            assert_eq!(octets, wire.len() as u64 - leading_dots(&message) - 3, "{:?}", message.escape_ascii());
+            assert_eq!(
+                octets,
+                wire.len() as u64 - leading_dots(&message) - 3,
+                "{:?}",
+                message.escape_ascii()
+            );
 
             let limit = Limit::Top(rng.below(4) as u32);
             let step = 1 + rng.below(8);
             let expected = reference(&message, limit);
-            assert_eq!(encode(&message, limit, step), expected, "{:?} {limit:?}", message.escape_ascii());
+            assert_eq!(
+                encode(&message, limit, step),
+                expected,
+                "{:?} {limit:?}",
+                message.escape_ascii()
+            );
         }
     }
 }

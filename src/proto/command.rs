@@ -25,7 +25,10 @@ impl MsgNum {
     }
     /// The message number of a 0-based index.
     pub fn from_index(index: usize) -> Option<MsgNum> {
-        u32::try_from(index).ok().and_then(|i| i.checked_add(1)).and_then(MsgNum::new)
+        u32::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_add(1))
+            .and_then(MsgNum::new)
     }
 }
 
@@ -41,9 +44,15 @@ pub enum Command<'a> {
     User(&'a [u8]),
     /// RFC 1939: the password is the rest of the line and may contain spaces.
     Pass(&'a [u8]),
-    Apop { name: &'a [u8], digest: &'a [u8] },
+    Apop {
+        name: &'a [u8],
+        digest: &'a [u8],
+    },
     /// RFC 5034: `AUTH` alone lists mechanisms; `initial` is the optional initial response.
-    Auth { mechanism: Option<&'a [u8]>, initial: Option<&'a [u8]> },
+    Auth {
+        mechanism: Option<&'a [u8]>,
+        initial: Option<&'a [u8]>,
+    },
     Stls,
     Capa,
     Quit,
@@ -53,7 +62,10 @@ pub enum Command<'a> {
     Dele(MsgNum),
     Noop,
     Rset,
-    Top { msg: MsgNum, lines: u32 },
+    Top {
+        msg: MsgNum,
+        lines: u32,
+    },
     Uidl(Option<MsgNum>),
 }
 
@@ -137,7 +149,10 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
     let command = match &*upper {
         b"PASS" => return parse_pass(rest),
         b"USER" => Command::User(args.required("name")?),
-        b"APOP" => Command::Apop { name: args.required("name")?, digest: args.required("digest")? },
+        b"APOP" => Command::Apop {
+            name: args.required("name")?,
+            digest: args.required("digest")?,
+        },
         b"AUTH" => {
             let mechanism = args.optional()?;
             // RFC 5034 section 4: the initial response is not bound by the 40-octet argument limit.
@@ -153,7 +168,10 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
         b"DELE" => Command::Dele(msg_num(args.required(MSG)?)?),
         b"NOOP" => Command::Noop,
         b"RSET" => Command::Rset,
-        b"TOP" => Command::Top { msg: msg_num(args.required(MSG)?)?, lines: line_count(args.required("line count")?)? },
+        b"TOP" => Command::Top {
+            msg: msg_num(args.required(MSG)?)?,
+            lines: line_count(args.required("line count")?)?,
+        },
         b"UIDL" => Command::Uidl(args.optional()?.map(msg_num).transpose()?),
         _ => return Err(ParseError::UnknownCommand),
     };
@@ -205,7 +223,10 @@ impl<'a> Args<'a> {
 
 /// Decimal digits only: no sign, no blanks, no junk. RFC 1939 numbers messages from 1.
 fn msg_num(arg: &[u8]) -> Result<MsgNum, ParseError> {
-    decimal(arg).and_then(|n| u32::try_from(n).ok()).and_then(MsgNum::new).ok_or(ParseError::BadMessageNumber)
+    decimal(arg)
+        .and_then(|n| u32::try_from(n).ok())
+        .and_then(MsgNum::new)
+        .ok_or(ParseError::BadMessageNumber)
 }
 
 /// TOP's line count: any non-negative decimal; a count beyond u32 means "all of it" and saturates.
@@ -219,7 +240,9 @@ fn decimal(arg: &[u8]) -> Option<u64> {
     if arg.is_empty() || !arg.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(arg.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
+    Some(arg.iter().fold(0u64, |n, &d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    }))
 }
 
 /// Appends the canonical line for `cmd` (upper-case keyword, single spaces, no CRLF) to `out`.
@@ -238,20 +261,26 @@ pub fn print(cmd: &Command<'_>, out: &mut Vec<u8>) {
             arg(out, name);
             arg(out, digest);
         }
-        Command::Auth { mechanism: Some(mechanism), initial } => {
+        Command::Auth {
+            mechanism: Some(mechanism),
+            initial,
+        } => {
             arg(out, mechanism);
             if let Some(initial) = initial {
                 arg(out, initial);
             }
         }
-        Command::List(Some(msg)) | Command::Retr(msg) | Command::Dele(msg) | Command::Uidl(Some(msg)) => {
-            arg(out, msg.get().to_string().as_bytes())
-        }
+        Command::List(Some(msg))
+        | Command::Retr(msg)
+        | Command::Dele(msg)
+        | Command::Uidl(Some(msg)) => arg(out, msg.get().to_string().as_bytes()),
         Command::Top { msg, lines } => {
             arg(out, msg.get().to_string().as_bytes());
             arg(out, lines.to_string().as_bytes());
         }
-        Command::Auth { mechanism: None, .. }
+        Command::Auth {
+            mechanism: None, ..
+        }
         | Command::Stls
         | Command::Capa
         | Command::Quit
@@ -282,10 +311,34 @@ mod tests {
             (b"PASS secret", Command::Pass(b"secret")),
             (b"pass  two words ", Command::Pass(b" two words ")),
             (b"PASS\tx", Command::Pass(b"x")),
-            (b"APOP mrose c4c9334bac560ecc979e58001b3e22fb", Command::Apop { name: b"mrose", digest }),
-            (b"AUTH", Command::Auth { mechanism: None, initial: None }),
-            (b"AUTH PLAIN", Command::Auth { mechanism: Some(b"PLAIN"), initial: None }),
-            (b"AUTH PLAIN =", Command::Auth { mechanism: Some(b"PLAIN"), initial: Some(b"=") }),
+            (
+                b"APOP mrose c4c9334bac560ecc979e58001b3e22fb",
+                Command::Apop {
+                    name: b"mrose",
+                    digest,
+                },
+            ),
+            (
+                b"AUTH",
+                Command::Auth {
+                    mechanism: None,
+                    initial: None,
+                },
+            ),
+            (
+                b"AUTH PLAIN",
+                Command::Auth {
+                    mechanism: Some(b"PLAIN"),
+                    initial: None,
+                },
+            ),
+            (
+                b"AUTH PLAIN =",
+                Command::Auth {
+                    mechanism: Some(b"PLAIN"),
+                    initial: Some(b"="),
+                },
+            ),
             (b"STLS", Command::Stls),
             (b"capa", Command::Capa),
             (b"QUIT ", Command::Quit),
@@ -297,14 +350,37 @@ mod tests {
             (b"DELE 1", Command::Dele(m(1))),
             (b"NOOP", Command::Noop),
             (b"RSET", Command::Rset),
-            (b"TOP 1 0", Command::Top { msg: m(1), lines: 0 }),
-            (b"top 3  10", Command::Top { msg: m(3), lines: 10 }),
-            (b"TOP 1 99999999999999999999", Command::Top { msg: m(1), lines: u32::MAX }),
+            (
+                b"TOP 1 0",
+                Command::Top {
+                    msg: m(1),
+                    lines: 0,
+                },
+            ),
+            (
+                b"top 3  10",
+                Command::Top {
+                    msg: m(3),
+                    lines: 10,
+                },
+            ),
+            (
+                b"TOP 1 99999999999999999999",
+                Command::Top {
+                    msg: m(1),
+                    lines: u32::MAX,
+                },
+            ),
             (b"UIDL", Command::Uidl(None)),
             (b"UIDL 12", Command::Uidl(Some(m(12)))),
         ];
         for (line, expected) in cases {
-            assert_eq!(&parse(line).unwrap(), expected, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                &parse(line).unwrap(),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
@@ -317,10 +393,19 @@ mod tests {
         assert_eq!(parse(&too_long), Err(ParseError::ArgumentTooLong));
         // The password and the AUTH initial response are exempt.
         let password = [b'p'; 200];
-        assert_eq!(parse(&[&b"PASS "[..], &password].concat()), Ok(Command::Pass(&password)));
+        assert_eq!(
+            parse(&[&b"PASS "[..], &password].concat()),
+            Ok(Command::Pass(&password))
+        );
         let initial = [b'Q'; 200];
         let auth = [&b"AUTH PLAIN "[..], &initial].concat();
-        assert_eq!(parse(&auth), Ok(Command::Auth { mechanism: Some(b"PLAIN"), initial: Some(&initial) }));
+        assert_eq!(
+            parse(&auth),
+            Ok(Command::Auth {
+                mechanism: Some(b"PLAIN"),
+                initial: Some(&initial)
+            })
+        );
     }
 
     #[test]
@@ -363,10 +448,18 @@ mod tests {
             (b"TOP 0 1", BadMessageNumber),
             (b"TOP 1 2 3", TooManyArguments("TOP")),
             (b"UIDL 0", BadMessageNumber),
-            (b"RETR 11111111111111111111111111111111111111111", ArgumentTooLong),
+            (
+                b"RETR 11111111111111111111111111111111111111111",
+                ArgumentTooLong,
+            ),
         ];
         for (line, expected) in cases {
-            assert_eq!(&parse(line).unwrap_err(), expected, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                &parse(line).unwrap_err(),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
@@ -375,8 +468,14 @@ mod tests {
         let cases = [
             (ParseError::Empty, "empty command"),
             (ParseError::UnknownCommand, "unknown command"),
-            (ParseError::MissingArgument("message number"), "missing argument: message number"),
-            (ParseError::TooManyArguments("STAT"), "too many arguments for STAT"),
+            (
+                ParseError::MissingArgument("message number"),
+                "missing argument: message number",
+            ),
+            (
+                ParseError::TooManyArguments("STAT"),
+                "too many arguments for STAT",
+            ),
             (ParseError::BadMessageNumber, "invalid message number"),
             (ParseError::BadLineCount, "invalid line count"),
             (ParseError::ArgumentTooLong, "argument too long"),

@@ -28,7 +28,11 @@ pub enum Line {
 /// bare LF (RFC 1939 asks for CRLF, but some scripts send LF) is measured by what it actually sent. Over
 /// the limit, the rest of the line is read and thrown away so the next call starts on a fresh line; `buf`
 /// never holds more than `max` octets and is left empty.
-pub fn read_line<R: BufRead + ?Sized>(reader: &mut R, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+pub fn read_line<R: BufRead + ?Sized>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
     buf.clear();
     let mut too_long = false;
     loop {
@@ -108,7 +112,11 @@ mod tests {
         let mut seen = Vec::new();
         loop {
             let line = read_line(&mut reader, &mut buf, max).unwrap();
-            assert!(buf.len() <= max, "buffer grew to {} over max {max}", buf.len());
+            assert!(
+                buf.len() <= max,
+                "buffer grew to {} over max {max}",
+                buf.len()
+            );
             let done = line == Line::Eof;
             seen.push((line, buf.clone()));
             if done {
@@ -139,22 +147,43 @@ mod tests {
             (b"\r\n\n", vec![complete(b""), complete(b""), eof()]),
             (b"A\rB\r\n", vec![complete(b"A\rB"), eof()]),
             (b"A\r\r\n", vec![complete(b"A\r"), eof()]),
-            (b"USER a\r\nPASS b\r\nQUIT\r\n", vec![complete(b"USER a"), complete(b"PASS b"), complete(b"QUIT"), eof()]),
+            (
+                b"USER a\r\nPASS b\r\nQUIT\r\n",
+                vec![
+                    complete(b"USER a"),
+                    complete(b"PASS b"),
+                    complete(b"QUIT"),
+                    eof(),
+                ],
+            ),
             (b"QUIT", vec![eof()]),
             (b"NOOP\r\nQU", vec![complete(b"NOOP"), eof()]),
             // Exactly 8 octets with CRLF, and with a bare LF.
             (b"123456\r\n", vec![complete(b"123456"), eof()]),
             (b"1234567\n", vec![complete(b"1234567"), eof()]),
             // One octet over, in each form; the next line is read normally.
-            (b"1234567\r\nNOOP\r\n", vec![too_long(), complete(b"NOOP"), eof()]),
-            (b"12345678\nNOOP\n", vec![too_long(), complete(b"NOOP"), eof()]),
-            (b"123456789012345678901234567890\r\nX\r\n", vec![too_long(), complete(b"X"), eof()]),
+            (
+                b"1234567\r\nNOOP\r\n",
+                vec![too_long(), complete(b"NOOP"), eof()],
+            ),
+            (
+                b"12345678\nNOOP\n",
+                vec![too_long(), complete(b"NOOP"), eof()],
+            ),
+            (
+                b"123456789012345678901234567890\r\nX\r\n",
+                vec![too_long(), complete(b"X"), eof()],
+            ),
             // An over-long line cut off by EOF is simply EOF.
             (b"123456789012345678901234567890", vec![eof()]),
         ];
         for (input, expected) in cases {
             for step in 1..=input.len().max(1) {
-                assert_eq!(&read_all(input, step, max), expected, "input {input:?}, {step} octets per read");
+                assert_eq!(
+                    &read_all(input, step, max),
+                    expected,
+                    "input {input:?}, {step} octets per read"
+                );
             }
         }
     }
@@ -163,7 +192,10 @@ mod tests {
     fn the_rfc_limit_is_255_with_crlf() {
         let mut at = vec![b'x'; MAX_COMMAND_LINE - 2];
         at.extend_from_slice(b"\r\n");
-        assert_eq!(read_all(&at, 7, MAX_COMMAND_LINE)[0], complete(&at[..MAX_COMMAND_LINE - 2]));
+        assert_eq!(
+            read_all(&at, 7, MAX_COMMAND_LINE)[0],
+            complete(&at[..MAX_COMMAND_LINE - 2])
+        );
         let mut over = vec![b'x'; MAX_COMMAND_LINE - 1];
         over.extend_from_slice(b"\r\n");
         assert_eq!(read_all(&over, 7, MAX_COMMAND_LINE)[0], too_long());
@@ -176,7 +208,11 @@ mod tests {
 
     #[test]
     fn the_buffer_is_cleared_first() {
-        let mut reader = Chunked { data: b"B\n", pos: 0, step: 9 };
+        let mut reader = Chunked {
+            data: b"B\n",
+            pos: 0,
+            step: 9,
+        };
         let mut buf = b"old".to_vec();
         assert_eq!(read_line(&mut reader, &mut buf, 9).unwrap(), Line::Complete);
         assert_eq!(buf, b"B");
@@ -185,11 +221,24 @@ mod tests {
     #[test]
     fn works_through_a_std_bufreader() {
         let data: &[u8] = b"CAPA\r\nLIST 1\r\n";
-        let mut reader = io::BufReader::with_capacity(3, Chunked { data, pos: 0, step: 2 });
+        let mut reader = io::BufReader::with_capacity(
+            3,
+            Chunked {
+                data,
+                pos: 0,
+                step: 2,
+            },
+        );
         let mut buf = Vec::new();
-        assert_eq!(read_line(&mut reader, &mut buf, 255).unwrap(), Line::Complete);
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 255).unwrap(),
+            Line::Complete
+        );
         assert_eq!(buf, b"CAPA");
-        assert_eq!(read_line(&mut reader, &mut buf, 255).unwrap(), Line::Complete);
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 255).unwrap(),
+            Line::Complete
+        );
         assert_eq!(buf, b"LIST 1");
         assert_eq!(read_line(&mut reader, &mut buf, 255).unwrap(), Line::Eof);
     }
@@ -220,7 +269,10 @@ mod tests {
     #[test]
     fn reader_errors_propagate_and_interrupts_are_retried() {
         for kind in [io::ErrorKind::TimedOut, io::ErrorKind::ConnectionReset] {
-            let mut reader = Failing { interrupted: false, kind };
+            let mut reader = Failing {
+                interrupted: false,
+                kind,
+            };
             let err = read_line(&mut reader, &mut Vec::new(), 255).unwrap_err();
             assert_eq!(err.kind(), kind);
             assert!(reader.interrupted);

@@ -43,7 +43,11 @@ pub fn ok<W: Write + ?Sized>(out: &mut W, text: fmt::Arguments<'_>) -> io::Resul
 }
 
 /// Writes `-ERR [CODE] <text>\r\n` (the bracket part only when `code` is given).
-pub fn err<W: Write + ?Sized>(out: &mut W, code: Option<RespCode>, text: fmt::Arguments<'_>) -> io::Result<()> {
+pub fn err<W: Write + ?Sized>(
+    out: &mut W,
+    code: Option<RespCode>,
+    text: fmt::Arguments<'_>,
+) -> io::Result<()> {
     write_status(out, "-ERR", code, text)
 }
 
@@ -58,7 +62,10 @@ fn write_status<W: Write + ?Sized>(
     code: Option<RespCode>,
     text: fmt::Arguments<'_>,
 ) -> io::Result<()> {
-    let mut line = StatusLine { buf: [0; MAX_STATUS_LINE], len: 0 };
+    let mut line = StatusLine {
+        buf: [0; MAX_STATUS_LINE],
+        len: 0,
+    };
     let prefixed = match code {
         Some(code) => fmt::write(&mut line, format_args!("{status} [{}] ", code.as_str())),
         None => fmt::write(&mut line, format_args!("{status} ")),
@@ -141,12 +148,27 @@ mod tests {
     fn exact_bytes_in_one_write() {
         let n = 2;
         let cases: &[(Vec<Vec<u8>>, &[u8])] = &[
-            (ok_line(format_args!("{n} messages ({} octets)", 320)), b"+OK 2 messages (320 octets)\r\n"),
+            (
+                ok_line(format_args!("{n} messages ({} octets)", 320)),
+                b"+OK 2 messages (320 octets)\r\n",
+            ),
             (ok_line(format_args!("")), b"+OK\r\n"),
-            (err_line(None, format_args!("no such message")), b"-ERR no such message\r\n"),
-            (err_line(Some(RespCode::InUse), format_args!("maildrop locked")), b"-ERR [IN-USE] maildrop locked\r\n"),
-            (err_line(Some(RespCode::SysTemp), format_args!("")), b"-ERR [SYS/TEMP]\r\n"),
-            (err_line(Some(RespCode::Auth), format_args!("bad {}", "login")), b"-ERR [AUTH] bad login\r\n"),
+            (
+                err_line(None, format_args!("no such message")),
+                b"-ERR no such message\r\n",
+            ),
+            (
+                err_line(Some(RespCode::InUse), format_args!("maildrop locked")),
+                b"-ERR [IN-USE] maildrop locked\r\n",
+            ),
+            (
+                err_line(Some(RespCode::SysTemp), format_args!("")),
+                b"-ERR [SYS/TEMP]\r\n",
+            ),
+            (
+                err_line(Some(RespCode::Auth), format_args!("bad {}", "login")),
+                b"-ERR [AUTH] bad login\r\n",
+            ),
         ];
         for (writes, expected) in cases {
             assert_eq!(writes, &[expected.to_vec()]);
@@ -156,7 +178,10 @@ mod tests {
     #[test]
     fn line_breaks_in_text_cannot_forge_a_reply() {
         let user = "x\r\n+OK hi";
-        assert_eq!(err_line(None, format_args!("{user} unknown")), [b"-ERR x  +OK hi unknown\r\n".to_vec()]);
+        assert_eq!(
+            err_line(None, format_args!("{user} unknown")),
+            [b"-ERR x  +OK hi unknown\r\n".to_vec()]
+        );
     }
 
     #[test]

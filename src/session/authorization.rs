@@ -12,9 +12,15 @@ use crate::proto::reply::{self, RespCode};
 use crate::session::table::Table;
 
 impl Session<'_> {
-    pub(super) fn authorization<W: Write + ?Sized>(&mut self, command: Command<'_>, out: &mut W) -> io::Result<Step> {
+    pub(super) fn authorization<W: Write + ?Sized>(
+        &mut self,
+        command: Command<'_>,
+        out: &mut W,
+    ) -> io::Result<Step> {
         match command {
-            Command::User(_) | Command::Pass(_) if !self.plaintext_allowed() => self.refuse_plaintext(out),
+            Command::User(_) | Command::Pass(_) if !self.plaintext_allowed() => {
+                self.refuse_plaintext(out)
+            }
             Command::User(name) => self.user(name, out),
             Command::Pass(password) => self.pass(password, out),
             Command::Apop { name, digest } => self.apop(name, digest, out),
@@ -26,22 +32,27 @@ impl Session<'_> {
             }
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial, out),
             Command::Stls => self.stls(out),
-            command if transaction_only(&command) => {
-                refuse(out, &format!("{} is not valid before login", command.keyword()))
-            }
+            command if transaction_only(&command) => refuse(
+                out,
+                &format!("{} is not valid before login", command.keyword()),
+            ),
             command => refuse(out, &format!("{} is not valid now", command.keyword())),
         }
     }
 
     /// RFC 1939: USER may be repeated; the last name given counts.
     fn user<W: Write + ?Sized>(&mut self, name: &[u8], out: &mut W) -> io::Result<Step> {
-        self.state = State::Authorization { user: Some(name.to_vec()) };
+        self.state = State::Authorization {
+            user: Some(name.to_vec()),
+        };
         reply::ok(out, format_args!("send PASS"))?;
         Ok(Step::Continue)
     }
 
     fn pass<W: Write + ?Sized>(&mut self, password: &[u8], out: &mut W) -> io::Result<Step> {
-        let State::Authorization { user } = &mut self.state else { unreachable!("PASS outside AUTHORIZATION") };
+        let State::Authorization { user } = &mut self.state else {
+            unreachable!("PASS outside AUTHORIZATION")
+        };
         // RFC 1939: after a failed PASS the client starts again with USER or APOP.
         let Some(user) = user.take() else {
             return refuse(out, "send USER first");
@@ -50,7 +61,12 @@ impl Session<'_> {
         self.complete_login(&user, result, out)
     }
 
-    fn apop<W: Write + ?Sized>(&mut self, name: &[u8], digest: &[u8], out: &mut W) -> io::Result<Step> {
+    fn apop<W: Write + ?Sized>(
+        &mut self,
+        name: &[u8],
+        digest: &[u8],
+        out: &mut W,
+    ) -> io::Result<Step> {
         let Some(timestamp) = &self.apop_timestamp else {
             return refuse(out, "APOP not enabled");
         };
@@ -78,16 +94,27 @@ impl Session<'_> {
                     self.failures,
                     if last { ", closing" } else { "" }
                 );
-                reply::err(out, Some(RespCode::Auth), format_args!("invalid user name or password"))?;
+                reply::err(
+                    out,
+                    Some(RespCode::Auth),
+                    format_args!("invalid user name or password"),
+                )?;
                 if last {
                     self.state = State::Finished;
                     self.stats.outcome = Some(super::Outcome::AuthFailures);
                 }
-                Ok(Step::Delay(super::failure_delay(self.services.auth_failure_delay, self.failures)))
+                Ok(Step::Delay(super::failure_delay(
+                    self.services.auth_failure_delay,
+                    self.failures,
+                )))
             }
             Err(e @ AuthError::Unavailable(_)) => {
                 log::error!("login user={} peer={}: {e}", printable(user), self.peer);
-                reply::err(out, Some(RespCode::SysTemp), format_args!("authentication unavailable, try later"))?;
+                reply::err(
+                    out,
+                    Some(RespCode::SysTemp),
+                    format_args!("authentication unavailable, try later"),
+                )?;
                 Ok(Step::Continue)
             }
         }
@@ -95,39 +122,74 @@ impl Session<'_> {
 
     /// Resolves the maildrop path (a pure check of the user name, before any file-system access), takes
     /// on the account's identity, then opens and locks the maildrop and enters TRANSACTION.
-    fn open_maildrop<W: Write + ?Sized>(&mut self, account: Account, out: &mut W) -> io::Result<Step> {
+    fn open_maildrop<W: Write + ?Sized>(
+        &mut self,
+        account: Account,
+        out: &mut W,
+    ) -> io::Result<Step> {
         let mail = &self.services.mail;
         let path = mail
             .expand(&account.name, account.home.as_deref())
-            .map_err(|reason| MaildropError::BadPath { reason: format!("user {}: {reason}", account.name) });
+            .map_err(|reason| MaildropError::BadPath {
+                reason: format!("user {}: {reason}", account.name),
+            });
         if path.is_ok() {
             if let Err(why) = self.services.identity.assume(&account) {
                 // Half a switch cannot be trusted: the session ends here, the maildrop unopened.
-                log::error!("user={} peer={}: cannot take on the account's identity: {why}", account.name, self.peer);
-                reply::err(out, Some(RespCode::SysPerm), format_args!("cannot access the maildrop, closing"))?;
+                log::error!(
+                    "user={} peer={}: cannot take on the account's identity: {why}",
+                    account.name,
+                    self.peer
+                );
+                reply::err(
+                    out,
+                    Some(RespCode::SysPerm),
+                    format_args!("cannot access the maildrop, closing"),
+                )?;
                 self.state = State::Finished;
                 self.stats.outcome = Some(super::Outcome::Error);
                 return Ok(Step::Quit);
             }
         }
-        let opened = path.and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop));
+        let opened =
+            path.and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop));
         let maildrop = match opened {
             Ok(maildrop) => maildrop,
             Err(e) => {
                 match &e {
-                    MaildropError::InUse { .. } => log::info!("user={} peer={}: {e}", account.name, self.peer),
+                    MaildropError::InUse { .. } => {
+                        log::info!("user={} peer={}: {e}", account.name, self.peer)
+                    }
                     _ => log::error!("user={} peer={}: {e}", account.name, self.peer),
                 }
-                reply::err(out, Some(e.resp_code()), format_args!("{}", e.client_text()))?;
+                reply::err(
+                    out,
+                    Some(e.resp_code()),
+                    format_args!("{}", e.client_text()),
+                )?;
                 return Ok(Step::Continue);
             }
         };
         let table = Table::new(maildrop.messages());
         let (count, octets) = table.totals();
-        log::info!("login user={} peer={} messages={count} octets={octets}", account.name, self.peer);
-        reply::ok(out, format_args!("{}'s maildrop has {count} messages ({octets} octets)", account.name))?;
+        log::info!(
+            "login user={} peer={} messages={count} octets={octets}",
+            account.name,
+            self.peer
+        );
+        reply::ok(
+            out,
+            format_args!(
+                "{}'s maildrop has {count} messages ({octets} octets)",
+                account.name
+            ),
+        )?;
         self.stats.user = Some(account.name.clone());
-        self.state = State::Transaction(Box::new(Transaction { account, maildrop, table }));
+        self.state = State::Transaction(Box::new(Transaction {
+            account,
+            maildrop,
+            table,
+        }));
         Ok(Step::Continue)
     }
 }

@@ -87,7 +87,9 @@ pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(30);
 
 /// The delay before answering the `failures`-th failed login of a connection.
 pub fn failure_delay(delay: Duration, failures: u32) -> Duration {
-    delay.saturating_mul(failures.max(1)).min(MAX_AUTH_FAILURE_DELAY.max(delay))
+    delay
+        .saturating_mul(failures.max(1))
+        .min(MAX_AUTH_FAILURE_DELAY.max(delay))
 }
 
 /// What the caller does after a command.
@@ -139,7 +141,9 @@ pub struct Stats {
 }
 
 enum State {
-    Authorization { user: Option<Vec<u8>> },
+    Authorization {
+        user: Option<Vec<u8>>,
+    },
     /// Still AUTHORIZATION, in the middle of a SASL exchange: the next line is a client response.
     Sasl(sasl::Exchange),
     Transaction(Box<Transaction>),
@@ -168,7 +172,11 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    pub fn new(services: &'a Services, peer: &'a str, apop_timestamp: Option<String>) -> Session<'a> {
+    pub fn new(
+        services: &'a Services,
+        peer: &'a str,
+        apop_timestamp: Option<String>,
+    ) -> Session<'a> {
         Session {
             services,
             peer,
@@ -221,10 +229,24 @@ impl<'a> Session<'a> {
         if matches!(self.state, State::Sasl(_)) {
             // An over-long response ends the exchange, as a malformed one would.
             self.state = State::Authorization { user: None };
-            reply::err(out, None, format_args!("SASL response too long (limit {} octets)", sasl::MAX_RESPONSE_LINE))?;
+            reply::err(
+                out,
+                None,
+                format_args!(
+                    "SASL response too long (limit {} octets)",
+                    sasl::MAX_RESPONSE_LINE
+                ),
+            )?;
             return Ok(Step::Continue);
         }
-        reply::err(out, None, format_args!("command line too long (limit {} octets)", crate::proto::line::MAX_COMMAND_LINE))?;
+        reply::err(
+            out,
+            None,
+            format_args!(
+                "command line too long (limit {} octets)",
+                crate::proto::line::MAX_COMMAND_LINE
+            ),
+        )?;
         Ok(Step::Continue)
     }
 
@@ -268,7 +290,14 @@ impl<'a> Session<'a> {
 
 /// The capabilities of RFC 2449 section 6 in TRANSACTION, where the login ones (STLS, SASL) are over.
 fn write_capabilities<W: Write + ?Sized>(out: &mut W, _logged_in: bool) -> io::Result<()> {
-    write_capability_list(out, Offer { user: true, sasl: false, stls: false })
+    write_capability_list(
+        out,
+        Offer {
+            user: true,
+            sasl: false,
+            stls: false,
+        },
+    )
 }
 
 /// The capabilities that depend on the state and the connection's security.
@@ -294,7 +323,11 @@ fn write_capability_list<W: Write + ?Sized>(out: &mut W, offer: Offer) -> io::Re
         out.write_all(b"STLS\r\n")?;
     }
     out.write_all(b"PIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n")?;
-    write!(out, "IMPLEMENTATION poplar {}\r\n.\r\n", env!("CARGO_PKG_VERSION"))
+    write!(
+        out,
+        "IMPLEMENTATION poplar {}\r\n.\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// A client-supplied name, made safe for a log line (no control characters, bounded length).

@@ -120,9 +120,10 @@ impl Exchange {
         match self {
             Exchange::Plain => plain(&decoded),
             Exchange::LoginUser => login_user(decoded),
-            Exchange::LoginPassword { user } => {
-                Ok(Progress::Done(Credentials { user, password: Secret::new(decoded) }))
-            }
+            Exchange::LoginPassword { user } => Ok(Progress::Done(Credentials {
+                user,
+                password: Secret::new(decoded),
+            })),
         }
     }
 }
@@ -135,7 +136,10 @@ fn login_user(user: Vec<u8>) -> Result<Progress, SaslError> {
     if user.is_empty() {
         return Err(SaslError::Malformed);
     }
-    Ok(Progress::Challenge(Exchange::LoginPassword { user }, LOGIN_PASSWORD_PROMPT))
+    Ok(Progress::Challenge(
+        Exchange::LoginPassword { user },
+        LOGIN_PASSWORD_PROMPT,
+    ))
 }
 
 /// RFC 4616 section 2: `message = [authzid] UTF8NUL authcid UTF8NUL passwd`, authcid and passwd non-empty.
@@ -154,7 +158,10 @@ fn plain(message: &[u8]) -> Result<Progress, SaslError> {
     if !authzid.is_empty() && authzid != authcid {
         return Err(SaslError::AuthzidMismatch);
     }
-    Ok(Progress::Done(Credentials { user: authcid.to_vec(), password: Secret::new(passwd.to_vec()) }))
+    Ok(Progress::Done(Credentials {
+        user: authcid.to_vec(),
+        password: Secret::new(passwd.to_vec()),
+    }))
 }
 
 #[cfg(test)]
@@ -196,29 +203,125 @@ mod tests {
         use Mechanism::{Login, Plain};
         let ok = |s: &str| Ok(s.to_string());
         // base64: "\0alice\0secret" = AGFsaWNlAHNlY3JldA==, "alice\0alice\0secret" = YWxpY2UAYWxpY2UAc2VjcmV0
-        let cases: &[(Mechanism, Option<&str>, &[&str], &[&str], Result<String, SaslError>)] = &[
-            (Plain, Some("AGFsaWNlAHNlY3JldA=="), &[], &[], ok("alice:secret")),
-            (Plain, Some("YWxpY2UAYWxpY2UAc2VjcmV0"), &[], &[], ok("alice:secret")),
-            (Plain, None, &["AGFsaWNlAHNlY3JldA=="], &[""], ok("alice:secret")),
+        let cases: &[(
+            Mechanism,
+            Option<&str>,
+            &[&str],
+            &[&str],
+            Result<String, SaslError>,
+        )] = &[
+            (
+                Plain,
+                Some("AGFsaWNlAHNlY3JldA=="),
+                &[],
+                &[],
+                ok("alice:secret"),
+            ),
+            (
+                Plain,
+                Some("YWxpY2UAYWxpY2UAc2VjcmV0"),
+                &[],
+                &[],
+                ok("alice:secret"),
+            ),
+            (
+                Plain,
+                None,
+                &["AGFsaWNlAHNlY3JldA=="],
+                &[""],
+                ok("alice:secret"),
+            ),
             (Plain, None, &["*"], &[""], Err(SaslError::Cancelled)),
-            (Plain, Some("AGFsaWNlAHNlY3JldA"), &[], &[], Err(SaslError::BadBase64)),
+            (
+                Plain,
+                Some("AGFsaWNlAHNlY3JldA"),
+                &[],
+                &[],
+                Err(SaslError::BadBase64),
+            ),
             (Plain, Some("!!!!"), &[], &[], Err(SaslError::BadBase64)),
-            (Plain, None, &["not base64"], &[""], Err(SaslError::BadBase64)),
+            (
+                Plain,
+                None,
+                &["not base64"],
+                &[""],
+                Err(SaslError::BadBase64),
+            ),
             // "bob\0alice\0secret": acting as another user
-            (Plain, Some("Ym9iAGFsaWNlAHNlY3JldA=="), &[], &[], Err(SaslError::AuthzidMismatch)),
+            (
+                Plain,
+                Some("Ym9iAGFsaWNlAHNlY3JldA=="),
+                &[],
+                &[],
+                Err(SaslError::AuthzidMismatch),
+            ),
             // "alice\0secret": one NUL only
-            (Plain, Some("YWxpY2UAc2VjcmV0"), &[], &[], Err(SaslError::Malformed)),
+            (
+                Plain,
+                Some("YWxpY2UAc2VjcmV0"),
+                &[],
+                &[],
+                Err(SaslError::Malformed),
+            ),
             // "\0alice\0se\0cret": three NULs
-            (Plain, Some("AGFsaWNlAHNlAGNyZXQ="), &[], &[], Err(SaslError::Malformed)),
+            (
+                Plain,
+                Some("AGFsaWNlAHNlAGNyZXQ="),
+                &[],
+                &[],
+                Err(SaslError::Malformed),
+            ),
             // "\0\0secret": empty authcid
-            (Plain, Some("AABzZWNyZXQ="), &[], &[], Err(SaslError::Malformed)),
+            (
+                Plain,
+                Some("AABzZWNyZXQ="),
+                &[],
+                &[],
+                Err(SaslError::Malformed),
+            ),
             (Plain, Some("="), &[], &[], Err(SaslError::Malformed)),
-            (Login, None, &["YWxpY2U=", "c2VjcmV0"], &[LOGIN_USER_PROMPT, LOGIN_PASSWORD_PROMPT], ok("alice:secret")),
-            (Login, Some("YWxpY2U="), &["c2VjcmV0"], &[LOGIN_PASSWORD_PROMPT], ok("alice:secret")),
-            (Login, None, &["YWxpY2U=", ""], &[LOGIN_USER_PROMPT, LOGIN_PASSWORD_PROMPT], ok("alice:")),
-            (Login, None, &["YWxpY2U=", "*"], &[LOGIN_USER_PROMPT, LOGIN_PASSWORD_PROMPT], Err(SaslError::Cancelled)),
-            (Login, None, &[""], &[LOGIN_USER_PROMPT], Err(SaslError::Malformed)),
-            (Login, None, &["YWxp Y2U="], &[LOGIN_USER_PROMPT], Err(SaslError::BadBase64)),
+            (
+                Login,
+                None,
+                &["YWxpY2U=", "c2VjcmV0"],
+                &[LOGIN_USER_PROMPT, LOGIN_PASSWORD_PROMPT],
+                ok("alice:secret"),
+            ),
+            (
+                Login,
+                Some("YWxpY2U="),
+                &["c2VjcmV0"],
+                &[LOGIN_PASSWORD_PROMPT],
+                ok("alice:secret"),
+            ),
+            (
+                Login,
+                None,
+                &["YWxpY2U=", ""],
+                &[LOGIN_USER_PROMPT, LOGIN_PASSWORD_PROMPT],
+                ok("alice:"),
+            ),
+            (
+                Login,
+                None,
+                &["YWxpY2U=", "*"],
+                &[LOGIN_USER_PROMPT, LOGIN_PASSWORD_PROMPT],
+                Err(SaslError::Cancelled),
+            ),
+            (
+                Login,
+                None,
+                &[""],
+                &[LOGIN_USER_PROMPT],
+                Err(SaslError::Malformed),
+            ),
+            (
+                Login,
+                None,
+                &["YWxp Y2U="],
+                &[LOGIN_USER_PROMPT],
+                Err(SaslError::BadBase64),
+            ),
         ];
         for (i, (mechanism, initial, responses, challenges, expected)) in cases.iter().enumerate() {
             let (got_challenges, got) = run(*mechanism, *initial, responses);
@@ -230,7 +333,10 @@ mod tests {
     #[test]
     fn prompts_are_the_base64_of_their_words() {
         assert_eq!(STANDARD.decode(LOGIN_USER_PROMPT).unwrap(), b"Username:");
-        assert_eq!(STANDARD.decode(LOGIN_PASSWORD_PROMPT).unwrap(), b"Password:");
+        assert_eq!(
+            STANDARD.decode(LOGIN_PASSWORD_PROMPT).unwrap(),
+            b"Password:"
+        );
     }
 
     #[test]
@@ -243,7 +349,9 @@ mod tests {
 
     #[test]
     fn the_password_never_shows_in_debug() {
-        let Ok(Progress::Done(c)) = start(Mechanism::Plain, Some(b"AGFsaWNlAHNlY3JldA==")) else { panic!() };
+        let Ok(Progress::Done(c)) = start(Mechanism::Plain, Some(b"AGFsaWNlAHNlY3JldA==")) else {
+            panic!()
+        };
         assert!(!format!("{c:?}").contains("secret"));
     }
 }

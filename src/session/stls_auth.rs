@@ -19,7 +19,11 @@ impl Session<'_> {
     /// RFC 3206: `[AUTH]` covers "an attempt to authenticate in violation of policy". The wording follows
     /// Dovecot's, which mail clients already show to users, plus what to do about it.
     pub(super) fn refuse_plaintext<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<Step> {
-        let hint = if self.services.stls { "use STLS first" } else { "use APOP or TLS" };
+        let hint = if self.services.stls {
+            "use STLS first"
+        } else {
+            "use APOP or TLS"
+        };
         reply::err(
             out,
             Some(RespCode::Auth),
@@ -33,7 +37,11 @@ impl Session<'_> {
     /// it could be used: RFC 2595 section 4 has the client discard capabilities learned before TLS.
     pub(super) fn capabilities<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<Step> {
         let plaintext = self.plaintext_allowed();
-        let offer = Offer { user: plaintext, sasl: plaintext, stls: self.services.stls && !self.tls };
+        let offer = Offer {
+            user: plaintext,
+            sasl: plaintext,
+            stls: self.services.stls && !self.tls,
+        };
         write_capability_list(out, offer)?;
         Ok(Step::Continue)
     }
@@ -79,8 +87,14 @@ impl Session<'_> {
     }
 
     /// The next line of an exchange in progress.
-    pub(super) fn sasl_response<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<Step> {
-        let State::Sasl(exchange) = std::mem::replace(&mut self.state, State::Authorization { user: None }) else {
+    pub(super) fn sasl_response<W: Write + ?Sized>(
+        &mut self,
+        line: &[u8],
+        out: &mut W,
+    ) -> io::Result<Step> {
+        let State::Sasl(exchange) =
+            std::mem::replace(&mut self.state, State::Authorization { user: None })
+        else {
             return refuse(out, "no SASL exchange in progress");
         };
         self.sasl_progress(exchange.respond(line), out)
@@ -120,8 +134,7 @@ mod tests {
     use super::super::{Session, Step};
     use crate::proto::line::MAX_COMMAND_LINE;
 
-    const REFUSED_STLS: &str =
-        "-ERR [AUTH] plaintext authentication disallowed on non-secure connections, use STLS first\r\n";
+    const REFUSED_STLS: &str = "-ERR [AUTH] plaintext authentication disallowed on non-secure connections, use STLS first\r\n";
 
     fn capa(s: &mut Session<'_>) -> String {
         script(s, &["CAPA"]).0
@@ -135,13 +148,25 @@ mod tests {
         assert!(capa(&mut s).contains("\r\nSTLS\r\n"));
         script(&mut s, &["USER alice"]);
         let (out, step) = script(&mut s, &["STLS"]);
-        assert_eq!((out.as_str(), step), ("+OK begin TLS negotiation\r\n", Step::StartTls));
+        assert_eq!(
+            (out.as_str(), step),
+            ("+OK begin TLS negotiation\r\n", Step::StartTls)
+        );
         s.tls_established();
         assert!(!capa(&mut s).contains("STLS"));
         // RFC 2595: the session starts over; the USER given before the handshake is forgotten.
-        assert_eq!(script(&mut s, &["PASS secret"]).0, "-ERR send USER first\r\n");
+        assert_eq!(
+            script(&mut s, &["PASS secret"]).0,
+            "-ERR send USER first\r\n"
+        );
         let (out, step) = script(&mut s, &["STLS"]);
-        assert_eq!((out.as_str(), step), ("-ERR command not permitted when TLS active\r\n", Step::Continue));
+        assert_eq!(
+            (out.as_str(), step),
+            (
+                "-ERR command not permitted when TLS active\r\n",
+                Step::Continue
+            )
+        );
     }
 
     #[test]
@@ -150,7 +175,13 @@ mod tests {
         let mut s = Session::new(&f.services, "peer", None);
         assert!(!capa(&mut s).contains("STLS"));
         let (out, step) = script(&mut s, &["STLS"]);
-        assert_eq!((out.as_str(), step), ("-ERR STLS not available: no certificate configured\r\n", Step::Continue));
+        assert_eq!(
+            (out.as_str(), step),
+            (
+                "-ERR STLS not available: no certificate configured\r\n",
+                Step::Continue
+            )
+        );
     }
 
     #[test]
@@ -160,16 +191,33 @@ mod tests {
         f.services.no_plaintext = true;
         let mut s = Session::new(&f.services, "peer", None);
         let before = capa(&mut s);
-        assert!(!before.contains("USER") && !before.contains("SASL") && before.contains("STLS"), "{before}");
-        for line in ["USER alice", "PASS secret", "AUTH PLAIN AGFsaWNlAHNlY3JldA==", "AUTH LOGIN"] {
+        assert!(
+            !before.contains("USER") && !before.contains("SASL") && before.contains("STLS"),
+            "{before}"
+        );
+        for line in [
+            "USER alice",
+            "PASS secret",
+            "AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            "AUTH LOGIN",
+        ] {
             assert_eq!(script(&mut s, &[line]).0, REFUSED_STLS, "{line}");
         }
-        assert_eq!(script(&mut s, &["AUTH"]).0, "+OK SASL mechanisms follow\r\n.\r\n");
+        assert_eq!(
+            script(&mut s, &["AUTH"]).0,
+            "+OK SASL mechanisms follow\r\n.\r\n"
+        );
         s.tls_established();
         let after = capa(&mut s);
-        assert!(after.contains("USER\r\nSASL PLAIN LOGIN\r\n") && !after.contains("STLS"), "{after}");
+        assert!(
+            after.contains("USER\r\nSASL PLAIN LOGIN\r\n") && !after.contains("STLS"),
+            "{after}"
+        );
         let (out, _) = script(&mut s, &["USER alice", "PASS secret"]);
-        assert!(out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"), "{out}");
+        assert!(
+            out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -191,29 +239,81 @@ mod tests {
         let logged_in = "+OK alice's maildrop has 1 messages (28 octets)\r\n";
         let failed = "-ERR [AUTH] invalid user name or password\r\n";
         let cases: &[(&[&str], &str, Step)] = &[
-            (&["AUTH"], "+OK SASL mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n", Step::Continue),
-            (&["AUTH PLAIN AGFsaWNlAHNlY3JldA=="], logged_in, Step::Continue),
-            (&["auth plain YWxpY2UAYWxpY2UAc2VjcmV0"], logged_in, Step::Continue),
+            (
+                &["AUTH"],
+                "+OK SASL mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n",
+                Step::Continue,
+            ),
+            (
+                &["AUTH PLAIN AGFsaWNlAHNlY3JldA=="],
+                logged_in,
+                Step::Continue,
+            ),
+            (
+                &["auth plain YWxpY2UAYWxpY2UAc2VjcmV0"],
+                logged_in,
+                Step::Continue,
+            ),
             (&["AUTH PLAIN"], "+ \r\n", Step::Continue),
-            (&["AUTH PLAIN", "AGFsaWNlAHNlY3JldA=="], logged_in, Step::Continue),
-            (&["AUTH PLAIN", "*"], "-ERR authentication cancelled\r\n", Step::Continue),
-            (&["AUTH PLAIN", "@@@"], "-ERR invalid base64 in SASL response\r\n", Step::Continue),
+            (
+                &["AUTH PLAIN", "AGFsaWNlAHNlY3JldA=="],
+                logged_in,
+                Step::Continue,
+            ),
+            (
+                &["AUTH PLAIN", "*"],
+                "-ERR authentication cancelled\r\n",
+                Step::Continue,
+            ),
+            (
+                &["AUTH PLAIN", "@@@"],
+                "-ERR invalid base64 in SASL response\r\n",
+                Step::Continue,
+            ),
             (&["AUTH PLAIN AGFsaWNlAHdyb25n"], failed, delay),
             (
                 &["AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA=="],
                 "-ERR [AUTH] authorization identity must be empty or the user name\r\n",
                 delay,
             ),
-            (&["AUTH PLAIN ="], "-ERR malformed SASL message\r\n", Step::Continue),
+            (
+                &["AUTH PLAIN ="],
+                "-ERR malformed SASL message\r\n",
+                Step::Continue,
+            ),
             (&["AUTH LOGIN"], "+ VXNlcm5hbWU6\r\n", Step::Continue),
-            (&["AUTH LOGIN", "YWxpY2U="], "+ UGFzc3dvcmQ6\r\n", Step::Continue),
-            (&["AUTH LOGIN", "YWxpY2U=", "c2VjcmV0"], logged_in, Step::Continue),
-            (&["AUTH LOGIN YWxpY2U=", "c2VjcmV0"], logged_in, Step::Continue),
+            (
+                &["AUTH LOGIN", "YWxpY2U="],
+                "+ UGFzc3dvcmQ6\r\n",
+                Step::Continue,
+            ),
+            (
+                &["AUTH LOGIN", "YWxpY2U=", "c2VjcmV0"],
+                logged_in,
+                Step::Continue,
+            ),
+            (
+                &["AUTH LOGIN YWxpY2U=", "c2VjcmV0"],
+                logged_in,
+                Step::Continue,
+            ),
             (&["AUTH LOGIN", "YWxpY2U=", "d3Jvbmc="], failed, delay),
-            (&["AUTH LOGIN", "*"], "-ERR authentication cancelled\r\n", Step::Continue),
-            (&["AUTH CRAM-MD5"], "-ERR unsupported SASL mechanism\r\n", Step::Continue),
+            (
+                &["AUTH LOGIN", "*"],
+                "-ERR authentication cancelled\r\n",
+                Step::Continue,
+            ),
+            (
+                &["AUTH CRAM-MD5"],
+                "-ERR unsupported SASL mechanism\r\n",
+                Step::Continue,
+            ),
             // After a cancelled exchange the next line is a command again.
-            (&["AUTH LOGIN", "*", "NOOP"], "-ERR NOOP is not valid before login\r\n", Step::Continue),
+            (
+                &["AUTH LOGIN", "*", "NOOP"],
+                "-ERR NOOP is not valid before login\r\n",
+                Step::Continue,
+            ),
         ];
         for (lines, expected, step) in cases {
             let f = fixture(&[MSG1]);

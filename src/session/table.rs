@@ -67,7 +67,12 @@ impl Table {
 
     /// Indexes marked for deletion, ascending, for UPDATE.
     pub fn deleted_indexes(&self) -> Vec<usize> {
-        self.deleted.iter().enumerate().filter(|(_, d)| **d).map(|(i, _)| i).collect()
+        self.deleted
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d)
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 
@@ -76,7 +81,14 @@ mod tests {
     use super::*;
 
     fn infos(sizes: &[u64]) -> Vec<MessageInfo> {
-        sizes.iter().enumerate().map(|(i, &octets)| MessageInfo { octets, uid: i.to_string().into() }).collect()
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &octets)| MessageInfo {
+                octets,
+                uid: i.to_string().into(),
+            })
+            .collect()
     }
 
     #[test]

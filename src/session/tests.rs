@@ -14,7 +14,12 @@ struct OneUser {
 impl Authenticator for OneUser {
     fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
         if user == b"alice" && *password.expose() == b"secret".as_slice() {
-            Ok(Account { name: "alice".into(), uid: None, gid: None, home: Some(self.home.clone()) })
+            Ok(Account {
+                name: "alice".into(),
+                uid: None,
+                gid: None,
+                home: Some(self.home.clone()),
+            })
         } else {
             Err(AuthError::BadCredentials)
         }
@@ -36,13 +41,24 @@ pub(super) fn fixture(messages: &[&[u8]]) -> Fixture {
         std::fs::create_dir_all(maildir.join(sub)).unwrap();
     }
     for (i, body) in messages.iter().enumerate() {
-        let path = maildir.join("cur").join(format!("{}.M{i}P1.test:2,", 1_000_000 + i));
+        let path = maildir
+            .join("cur")
+            .join(format!("{}.M{i}P1.test:2,", 1_000_000 + i));
         std::fs::write(&path, body).unwrap();
         let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000 + i as u64);
-        std::fs::File::options().write(true).open(&path).unwrap().set_modified(t).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
     }
-    let mut services =
-        Services::new(Arc::new(OneUser { home: dir.path().to_path_buf() }), "maildir:%h/Maildir".parse().unwrap());
+    let mut services = Services::new(
+        Arc::new(OneUser {
+            home: dir.path().to_path_buf(),
+        }),
+        "maildir:%h/Maildir".parse().unwrap(),
+    );
     services.auth_failure_delay = Duration::from_millis(7);
     Fixture { dir, services }
 }
@@ -64,10 +80,14 @@ const MSG2: &[u8] = b"Subject: two\n\nno newline";
 fn greeting_without_and_with_apop() {
     let f = fixture(&[]);
     let mut out = Vec::new();
-    Session::new(&f.services, "peer", None).greeting(&mut out).unwrap();
+    Session::new(&f.services, "peer", None)
+        .greeting(&mut out)
+        .unwrap();
     assert_eq!(out, b"+OK poplar ready\r\n");
     out.clear();
-    Session::new(&f.services, "peer", Some("<1.2@h>".into())).greeting(&mut out).unwrap();
+    Session::new(&f.services, "peer", Some("<1.2@h>".into()))
+        .greeting(&mut out)
+        .unwrap();
     assert_eq!(out, b"+OK poplar ready <1.2@h>\r\n");
 }
 
@@ -76,22 +96,43 @@ fn login_stat_list_retr_top_uidl() {
     let f = fixture(&[MSG1, MSG2]);
     let mut s = Session::new(&f.services, "peer", None);
     let (out, _) = script(&mut s, &["USER alice", "PASS secret"]);
-    assert_eq!(out, "+OK send PASS\r\n+OK alice's maildrop has 2 messages (56 octets)\r\n");
+    assert_eq!(
+        out,
+        "+OK send PASS\r\n+OK alice's maildrop has 2 messages (56 octets)\r\n"
+    );
     let (out, _) = script(&mut s, &["STAT", "LIST", "LIST 2", "LIST 3", "LIST 0"]);
     assert_eq!(
         out,
         "+OK 2 56\r\n+OK 2 messages (56 octets)\r\n1 28\r\n2 28\r\n.\r\n+OK 2 28\r\n\
          -ERR no such message 3\r\n-ERR invalid message number\r\n"
-            .replace("-ERR invalid message number", &format!("-ERR {}", crate::proto::command::ParseError::BadMessageNumber))
+            .replace(
+                "-ERR invalid message number",
+                &format!(
+                    "-ERR {}",
+                    crate::proto::command::ParseError::BadMessageNumber
+                )
+            )
     );
     let (out, _) = script(&mut s, &["RETR 1"]);
-    assert_eq!(out, "+OK 28 octets\r\nSubject: one\r\n\r\nbody\r\n..dot\r\n.\r\n");
+    assert_eq!(
+        out,
+        "+OK 28 octets\r\nSubject: one\r\n\r\nbody\r\n..dot\r\n.\r\n"
+    );
     let (out, _) = script(&mut s, &["retr 2"]);
-    assert_eq!(out, "+OK 28 octets\r\nSubject: two\r\n\r\nno newline\r\n.\r\n");
+    assert_eq!(
+        out,
+        "+OK 28 octets\r\nSubject: two\r\n\r\nno newline\r\n.\r\n"
+    );
     let (out, _) = script(&mut s, &["TOP 1 0"]);
-    assert_eq!(out, "+OK top of message 1 follows\r\nSubject: one\r\n\r\n.\r\n");
+    assert_eq!(
+        out,
+        "+OK top of message 1 follows\r\nSubject: one\r\n\r\n.\r\n"
+    );
     let (out, _) = script(&mut s, &["UIDL"]);
-    assert_eq!(out, "+OK unique-id listing follows\r\n1 1000000.M0P1.test\r\n2 1000001.M1P1.test\r\n.\r\n");
+    assert_eq!(
+        out,
+        "+OK unique-id listing follows\r\n1 1000000.M0P1.test\r\n2 1000001.M1P1.test\r\n.\r\n"
+    );
 }
 
 #[test]
@@ -99,7 +140,12 @@ fn deleted_messages_vanish_until_rset() {
     let f = fixture(&[MSG1, MSG2]);
     let mut s = Session::new(&f.services, "peer", None);
     script(&mut s, &["USER alice", "PASS secret"]);
-    let (out, _) = script(&mut s, &["DELE 1", "DELE 1", "STAT", "LIST", "RETR 1", "UIDL 1", "TOP 1 1"]);
+    let (out, _) = script(
+        &mut s,
+        &[
+            "DELE 1", "DELE 1", "STAT", "LIST", "RETR 1", "UIDL 1", "TOP 1 1",
+        ],
+    );
     assert_eq!(
         out,
         "+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n+OK 1 28\r\n\
@@ -107,7 +153,10 @@ fn deleted_messages_vanish_until_rset() {
          -ERR message 1 already deleted\r\n-ERR message 1 already deleted\r\n"
     );
     let (out, _) = script(&mut s, &["RSET", "STAT"]);
-    assert_eq!(out, "+OK maildrop has 2 messages (56 octets)\r\n+OK 2 56\r\n");
+    assert_eq!(
+        out,
+        "+OK maildrop has 2 messages (56 octets)\r\n+OK 2 56\r\n"
+    );
 }
 
 #[test]
@@ -115,9 +164,14 @@ fn quit_in_transaction_applies_deletions() {
     let f = fixture(&[MSG1, MSG2]);
     let mut s = Session::new(&f.services, "peer", None);
     let (out, step) = script(&mut s, &["USER alice", "PASS secret", "DELE 2", "QUIT"]);
-    assert!(out.ends_with("+OK poplar signing off (1 messages left)\r\n"), "{out}");
+    assert!(
+        out.ends_with("+OK poplar signing off (1 messages left)\r\n"),
+        "{out}"
+    );
     assert_eq!(step, Step::Quit);
-    let left: Vec<_> = std::fs::read_dir(f.dir.path().join("Maildir/cur")).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(f.dir.path().join("Maildir/cur"))
+        .unwrap()
+        .collect();
     assert_eq!(left.len(), 1);
     assert_eq!(s.finish(Outcome::Closed).outcome, Some(Outcome::Quit));
 }
@@ -129,7 +183,12 @@ fn no_quit_deletes_nothing() {
     script(&mut s, &["USER alice", "PASS secret", "DELE 1", "DELE 2"]);
     let stats = s.finish(Outcome::Closed);
     assert_eq!(stats.outcome, Some(Outcome::Closed));
-    assert_eq!(std::fs::read_dir(f.dir.path().join("Maildir/cur")).unwrap().count(), 2);
+    assert_eq!(
+        std::fs::read_dir(f.dir.path().join("Maildir/cur"))
+            .unwrap()
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -140,7 +199,10 @@ fn bad_credentials_are_delayed_and_uniform() {
     assert_eq!(step, Step::Delay(Duration::from_millis(7)));
     let (unknown, _) = script(&mut s, &["USER bob", "PASS secret"]);
     assert_eq!(wrong_pass, unknown);
-    assert_eq!(unknown, "+OK send PASS\r\n-ERR [AUTH] invalid user name or password\r\n");
+    assert_eq!(
+        unknown,
+        "+OK send PASS\r\n-ERR [AUTH] invalid user name or password\r\n"
+    );
     // After a failed PASS, the client must start over with USER.
     let (out, _) = script(&mut s, &["PASS secret"]);
     assert_eq!(out, "-ERR send USER first\r\n");
@@ -191,10 +253,16 @@ fn second_session_gets_in_use() {
     script(&mut first, &["USER alice", "PASS secret"]);
     let mut second = Session::new(&f.services, "peer", None);
     let (out, _) = script(&mut second, &["USER alice", "PASS secret"]);
-    assert_eq!(out, "+OK send PASS\r\n-ERR [IN-USE] maildrop already locked by another session\r\n");
+    assert_eq!(
+        out,
+        "+OK send PASS\r\n-ERR [IN-USE] maildrop already locked by another session\r\n"
+    );
     script(&mut first, &["QUIT"]);
     let (out, _) = script(&mut second, &["USER alice", "PASS secret"]);
-    assert!(out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"), "{out}");
+    assert!(
+        out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -222,21 +290,41 @@ fn failed_logins_grow_the_delay_then_close() {
         assert!(!s.is_finished());
     }
     let (out, step) = script(&mut s, &["USER alice", "PASS again"]);
-    assert_eq!(out, "+OK send PASS\r\n-ERR [AUTH] invalid user name or password\r\n");
+    assert_eq!(
+        out,
+        "+OK send PASS\r\n-ERR [AUTH] invalid user name or password\r\n"
+    );
     assert_eq!(step, Step::Delay(ms(21)));
     assert!(s.is_finished());
     // Nothing more is served on this connection, even the right password.
     let (out, step) = script(&mut s, &["USER alice"]);
-    assert_eq!((out.as_str(), step), ("-ERR session is over\r\n", Step::Quit));
-    assert_eq!(s.finish(Outcome::Closed).outcome, Some(Outcome::AuthFailures));
+    assert_eq!(
+        (out.as_str(), step),
+        ("-ERR session is over\r\n", Step::Quit)
+    );
+    assert_eq!(
+        s.finish(Outcome::Closed).outcome,
+        Some(Outcome::AuthFailures)
+    );
 }
 
 #[test]
 fn failure_delay_is_capped() {
     let s = Duration::from_secs;
-    let cases = [(s(2), 1, s(2)), (s(2), 0, s(2)), (s(2), 3, s(6)), (s(2), 100, s(30)), (s(45), 2, s(45)), (s(0), 9, s(0))];
+    let cases = [
+        (s(2), 1, s(2)),
+        (s(2), 0, s(2)),
+        (s(2), 3, s(6)),
+        (s(2), 100, s(30)),
+        (s(45), 2, s(45)),
+        (s(0), 9, s(0)),
+    ];
     for (delay, failures, want) in cases {
-        assert_eq!(failure_delay(delay, failures), want, "{delay:?} x {failures}");
+        assert_eq!(
+            failure_delay(delay, failures),
+            want,
+            "{delay:?} x {failures}"
+        );
     }
 }
 
@@ -254,14 +342,20 @@ fn identity_failure_ends_the_session_unopened() {
     f.services.identity = Arc::new(Refuse);
     let mut s = Session::new(&f.services, "peer", None);
     let (out, step) = script(&mut s, &["USER alice", "PASS secret"]);
-    assert_eq!(out, "+OK send PASS\r\n-ERR [SYS/PERM] cannot access the maildrop, closing\r\n");
+    assert_eq!(
+        out,
+        "+OK send PASS\r\n-ERR [SYS/PERM] cannot access the maildrop, closing\r\n"
+    );
     assert_eq!(step, Step::Quit);
     assert!(s.is_finished() && !s.logged_in());
     // The maildrop was never opened, so it is not locked: another session gets in.
     f.services.identity = Arc::new(SameIdentity);
     let mut other = Session::new(&f.services, "peer", None);
     let (out, _) = script(&mut other, &["USER alice", "PASS secret"]);
-    assert!(out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"), "{out}");
+    assert!(
+        out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"),
+        "{out}"
+    );
 }
 
 impl Step {
@@ -302,10 +396,18 @@ fn retr_writes_the_body_with_its_terminator_across_chunk_sizes() {
         script(&mut s, &["USER alice", "PASS secret"]);
         let mut out = Writes::default();
         s.handle_line(b"RETR 1", &mut out).unwrap();
-        let expected = String::from_utf8(body.clone()).unwrap().replace('\n', "\r\n").replace("\r\n.", "\r\n..");
+        let expected = String::from_utf8(body.clone())
+            .unwrap()
+            .replace('\n', "\r\n")
+            .replace("\r\n.", "\r\n..");
         let expected = format!("..{}.\r\n", &expected[1..]);
         let sent = String::from_utf8(out.0[1..].concat()).unwrap();
         assert!(sent == expected, "{lines} lines: body differs");
-        assert_eq!(out.0.len() == 2, one_body_write, "{lines} lines: {} writes", out.0.len());
+        assert_eq!(
+            out.0.len() == 2,
+            one_body_write,
+            "{lines} lines: {} writes",
+            out.0.len()
+        );
     }
 }

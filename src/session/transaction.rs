@@ -29,7 +29,10 @@ pub(super) fn handle<W: Write + ?Sized>(
         }
         Command::List(None) => list_all(tx, out)?,
         Command::List(Some(msg)) => match tx.table.live(msg) {
-            Ok(i) => reply::ok(out, format_args!("{msg} {}", tx.maildrop.messages()[i].octets))?,
+            Ok(i) => reply::ok(
+                out,
+                format_args!("{msg} {}", tx.maildrop.messages()[i].octets),
+            )?,
             Err(missing) => no_message(out, msg, missing)?,
         },
         Command::Uidl(None) => uidl_all(tx, out)?,
@@ -51,11 +54,18 @@ pub(super) fn handle<W: Write + ?Sized>(
             tx.table.reset();
             stats.dele = 0;
             let (count, octets) = tx.table.totals();
-            reply::ok(out, format_args!("maildrop has {count} messages ({octets} octets)"))?;
+            reply::ok(
+                out,
+                format_args!("maildrop has {count} messages ({octets} octets)"),
+            )?;
         }
         Command::Capa => write_capabilities(out, true)?,
         Command::Quit => return update(tx, stats, services, out),
-        other => reply::err(out, None, format_args!("{} is not valid after login", other.keyword()))?,
+        other => reply::err(
+            out,
+            None,
+            format_args!("{} is not valid after login", other.keyword()),
+        )?,
     }
     Ok(Step::Continue)
 }
@@ -106,7 +116,11 @@ fn send<W: Write + ?Sized>(
         Ok(reader) => reader,
         Err(e) => {
             log::error!("user={} message {msg}: {e}", tx.account.name);
-            return reply::err(out, Some(e.resp_code()), format_args!("cannot read message {msg}"));
+            return reply::err(
+                out,
+                Some(e.resp_code()),
+                format_args!("cannot read message {msg}"),
+            );
         }
     };
     match limit {
@@ -116,7 +130,14 @@ fn send<W: Write + ?Sized>(
     let mut encoder = Encoder::new(limit);
     // Sized to the message, plus one octet so that a message read whole is seen to end on the next read:
     // a small message then costs small buffers, never held past this command.
-    let mut chunk = vec![0u8; READ_CHUNK.min(usize::try_from(octets).unwrap_or(READ_CHUNK).saturating_add(1))];
+    let mut chunk = vec![
+        0u8;
+        READ_CHUNK.min(
+            usize::try_from(octets)
+                .unwrap_or(READ_CHUNK)
+                .saturating_add(1)
+        )
+    ];
     // Encoded chunks gather here. They leave after a read that filled the chunk (more is coming); after a
     // shorter read the file has most likely ended, and the next read says so: the body then leaves with
     // its terminator, and a message smaller than a chunk with its status line too, in one `writev`.
@@ -127,7 +148,10 @@ fn send<W: Write + ?Sized>(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                log::error!("user={} message {msg}: read failed after +OK: {e}", tx.account.name);
+                log::error!(
+                    "user={} message {msg}: read failed after +OK: {e}",
+                    tx.account.name
+                );
                 return Err(e);
             }
         };
@@ -168,7 +192,10 @@ fn update<W: Write + ?Sized>(
     match result {
         Ok(()) => {
             stats.outcome = Some(Outcome::Quit);
-            reply::ok(out, format_args!("poplar signing off ({left} messages left)"))?;
+            reply::ok(
+                out,
+                format_args!("poplar signing off ({left} messages left)"),
+            )?;
         }
         Err(e) => {
             log::error!("user={} UPDATE failed: {e}", tx.account.name);
@@ -177,7 +204,11 @@ fn update<W: Write + ?Sized>(
                 RespCode::InUse => RespCode::SysTemp,
                 code => code,
             };
-            reply::err(out, Some(code), format_args!("some deleted messages not removed: {}", e.client_text()))?;
+            reply::err(
+                out,
+                Some(code),
+                format_args!("some deleted messages not removed: {}", e.client_text()),
+            )?;
         }
     }
     Ok(Step::Quit)

@@ -101,10 +101,16 @@ impl Client {
     /// One line including its terminator, as sent. Panics on EOF, timeout, or a line without CRLF.
     pub fn read_line_raw(&mut self) -> Vec<u8> {
         let mut buf = Vec::new();
-        let n =
-            (&mut self.reader).take(MAX_MULTILINE as u64).read_until(b'\n', &mut buf).expect("read line (timeout?)");
+        let n = (&mut self.reader)
+            .take(MAX_MULTILINE as u64)
+            .read_until(b'\n', &mut buf)
+            .expect("read line (timeout?)");
         assert!(n > 0, "connection closed while waiting for a line");
-        assert!(buf.ends_with(b"\r\n"), "line not terminated by CRLF: {:?}", show(&buf));
+        assert!(
+            buf.ends_with(b"\r\n"),
+            "line not terminated by CRLF: {:?}",
+            show(&buf)
+        );
         buf
     }
 

@@ -31,7 +31,8 @@ pub fn block(serial: usize, content: &[u8]) -> Vec<u8> {
         !text.windows(7).any(|w| w == b"\n\nFrom "),
         "fixture message holds a `From ` line after an empty line: it would be split"
     );
-    let mut block = format!("From fixture-{serial}@example.org Thu Jan  1 00:00:00 2026\n").into_bytes();
+    let mut block =
+        format!("From fixture-{serial}@example.org Thu Jan  1 00:00:00 2026\n").into_bytes();
     block.extend_from_slice(&text);
     block.push(b'\n');
     block
@@ -39,7 +40,11 @@ pub fn block(serial: usize, content: &[u8]) -> Vec<u8> {
 
 /// Appends `block` to the mbox at `path`.
 pub fn append(path: &Path, block: &[u8]) {
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).expect("open mbox");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open mbox");
     f.write_all(block).expect("append to mbox");
 }
 

@@ -72,7 +72,14 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let passwd = dir.path().join("passwd");
         fs::write(&passwd, "# test users\n").expect("write passwd");
-        Fixture { dir, passwd, next_mtime: 1_600_000_000, backend, stored: Default::default(), serial: 0 }
+        Fixture {
+            dir,
+            passwd,
+            next_mtime: 1_600_000_000,
+            backend,
+            stored: Default::default(),
+            serial: 0,
+        }
     }
 
     /// The `--mail` arguments for this fixture's backend (none for the default Maildir).
@@ -123,8 +130,16 @@ impl Fixture {
             Backend::Mbox => fs::create_dir_all(self.home(user)).expect("create home"),
         }
         let meta = fs::metadata(self.dir.path()).expect("stat tempdir");
-        let line = format!("{user}:{password_field}:{}:{}::{}::\n", meta.uid(), meta.gid(), self.home(user).display());
-        let mut f = fs::OpenOptions::new().append(true).open(&self.passwd).expect("open passwd");
+        let line = format!(
+            "{user}:{password_field}:{}:{}::{}::\n",
+            meta.uid(),
+            meta.gid(),
+            self.home(user).display()
+        );
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.passwd)
+            .expect("open passwd");
         f.write_all(line.as_bytes()).expect("append passwd");
         self
     }
@@ -138,7 +153,13 @@ impl Fixture {
             let block = mbox::block(self.serial, content);
             let path = self.mbox(user);
             mbox::append(&path, &block);
-            self.stored.entry(user.to_string()).or_default().push(mbox::Stored { name: name.to_string(), block });
+            self.stored
+                .entry(user.to_string())
+                .or_default()
+                .push(mbox::Stored {
+                    name: name.to_string(),
+                    block,
+                });
             return path;
         }
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(self.next_mtime);
@@ -147,12 +168,26 @@ impl Fixture {
     }
 
     /// Stores a message in the Maildir with the given mtime (or the current time when `None`).
-    pub fn msg_at(&self, user: &str, sub: &str, name: &str, content: &[u8], mtime: Option<SystemTime>) -> PathBuf {
-        assert_eq!(self.backend, Backend::Maildir, "msg_at is for Maildir fixtures");
+    pub fn msg_at(
+        &self,
+        user: &str,
+        sub: &str,
+        name: &str,
+        content: &[u8],
+        mtime: Option<SystemTime>,
+    ) -> PathBuf {
+        assert_eq!(
+            self.backend,
+            Backend::Maildir,
+            "msg_at is for Maildir fixtures"
+        );
         let path = self.maildir(user).join(sub).join(name);
         fs::write(&path, content).expect("write message");
         if let Some(t) = mtime {
-            let f = fs::File::options().write(true).open(&path).expect("open message");
+            let f = fs::File::options()
+                .write(true)
+                .open(&path)
+                .expect("open message");
             f.set_modified(t).expect("set mtime");
         }
         path
@@ -163,7 +198,10 @@ impl Fixture {
     /// exactly those, byte for byte).
     pub fn files(&self, user: &str) -> Vec<String> {
         if self.backend == Backend::Mbox {
-            let mut names = mbox::left(&self.mbox(user), self.stored.get(user).map_or(&[], |v| v.as_slice()));
+            let mut names = mbox::left(
+                &self.mbox(user),
+                self.stored.get(user).map_or(&[], |v| v.as_slice()),
+            );
             names.sort();
             return names;
         }
@@ -171,7 +209,12 @@ impl Fixture {
         for sub in ["new", "cur"] {
             let dir = self.maildir(user).join(sub);
             for e in fs::read_dir(&dir).expect("read maildir") {
-                names.push(e.expect("dirent").file_name().to_string_lossy().into_owned());
+                names.push(
+                    e.expect("dirent")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
         names.sort();
@@ -195,7 +238,9 @@ pub fn listing(raw: &[u8]) -> Vec<(u32, String)> {
     let text = String::from_utf8(unstuff(raw)).expect("listing is text");
     text.lines()
         .map(|l| {
-            let (n, rest) = l.split_once(' ').unwrap_or_else(|| panic!("bad listing line {l:?}"));
+            let (n, rest) = l
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("bad listing line {l:?}"));
             (n.parse().expect("message number"), rest.to_string())
         })
         .collect()
@@ -221,16 +266,39 @@ pub fn crlf(content: &[u8]) -> Vec<u8> {
 /// Hex MD5, for APOP digests and the UIDL of over-long names.
 pub fn md5_hex(data: &[u8]) -> String {
     use md5::{Digest, Md5};
-    Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The messages of the standard fixture, in delivery order: (subdirectory, file name, content).
 pub const MESSAGES: [(&str, &str, &[u8]); 5] = [
-    ("new", "1600000000.M1P100.host", b"From: a@example.org\nSubject: one\n\nHello\nWorld\n"),
-    ("cur", "1600000001.M2P100.host:2,S", b"Subject: dots\n\n.leading dot\n..two dots\n.\nend\n"),
-    ("new", "1600000002.M3P100.host", b"Subject: no newline\n\nlast line has no newline"),
-    ("cur", "1600000003.M4P100.host:2,", b"Subject: crlf\r\nX-A: b\r\n\r\nline1\r\nline2\r\n"),
-    ("new", "1600000004.M5P100.host", b"Subject: five\nX-Two: 2\n\nb1\nb2\nb3\n.b4\nb5\n"),
+    (
+        "new",
+        "1600000000.M1P100.host",
+        b"From: a@example.org\nSubject: one\n\nHello\nWorld\n",
+    ),
+    (
+        "cur",
+        "1600000001.M2P100.host:2,S",
+        b"Subject: dots\n\n.leading dot\n..two dots\n.\nend\n",
+    ),
+    (
+        "new",
+        "1600000002.M3P100.host",
+        b"Subject: no newline\n\nlast line has no newline",
+    ),
+    (
+        "cur",
+        "1600000003.M4P100.host:2,",
+        b"Subject: crlf\r\nX-A: b\r\n\r\nline1\r\nline2\r\n",
+    ),
+    (
+        "new",
+        "1600000004.M5P100.host",
+        b"Subject: five\nX-Two: 2\n\nb1\nb2\nb3\n.b4\nb5\n",
+    ),
 ];
 
 /// UIDL of a Maildir file name: the base name before `:`.
@@ -244,8 +312,15 @@ impl Fixture {
         match self.backend {
             Backend::Maildir => uid_of(name).to_string(),
             Backend::Mbox => {
-                let stored = self.stored.get(user).and_then(|v| v.iter().find(|s| s.name == name));
-                mbox::uid(&stored.unwrap_or_else(|| panic!("no message {name} for {user}")).block)
+                let stored = self
+                    .stored
+                    .get(user)
+                    .and_then(|v| v.iter().find(|s| s.name == name));
+                mbox::uid(
+                    &stored
+                        .unwrap_or_else(|| panic!("no message {name} for {user}"))
+                        .block,
+                )
             }
         }
     }
@@ -264,7 +339,12 @@ pub fn standard_on(backend: Backend) -> Fixture {
     for (sub, name, content) in MESSAGES {
         fx.msg("alice", sub, name, content);
     }
-    fx.msg("bob", "new", "1600000100.M1P200.host", b"Subject: bob\n\nhi bob\n");
+    fx.msg(
+        "bob",
+        "new",
+        "1600000100.M1P200.host",
+        b"Subject: bob\n\nhi bob\n",
+    );
     fx
 }
 

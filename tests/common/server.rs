@@ -42,11 +42,19 @@ impl Server {
 
     /// Like `start`, with the server's file size limit (`ulimit -f`, RLIMIT_FSIZE) set to `kib` KiB.
     pub fn start_with_file_limit(fx: &Fixture, extra: &[&str], kib: u64) -> Server {
-        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--passwd".into()];
+        let mut args: Vec<String> =
+            vec!["--listen".into(), "127.0.0.1:0".into(), "--passwd".into()];
         args.push(fx.passwd().display().to_string());
         args.extend(fx.mail_args().iter().chain(extra).map(|s| s.to_string()));
         let mut cmd = Command::new("bash");
-        cmd.args(["-c", "ulimit -f \"$1\" && shift && exec \"$@\"", "bash", &kib.to_string(), BIN]).args(&args);
+        cmd.args([
+            "-c",
+            "ulimit -f \"$1\" && shift && exec \"$@\"",
+            "bash",
+            &kib.to_string(),
+            BIN,
+        ])
+        .args(&args);
         Server::spawn_command(cmd)
     }
 
@@ -74,7 +82,10 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("server did not report `listening on`; stderr: {:?}", lines.lock().unwrap());
+                panic!(
+                    "server did not report `listening on`; stderr: {:?}",
+                    lines.lock().unwrap()
+                );
             }
         };
         Server { child, addr, lines }
@@ -101,7 +112,10 @@ impl Server {
     pub fn wait_log(&self, needles: &[&str], within: Duration) -> Option<String> {
         let deadline = Instant::now() + within;
         loop {
-            let found = self.stderr_lines().into_iter().find(|l| needles.iter().all(|n| l.contains(n)));
+            let found = self
+                .stderr_lines()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)));
             if found.is_some() || Instant::now() >= deadline {
                 return found;
             }
@@ -120,7 +134,10 @@ impl Server {
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code, None if still running.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
-        let st = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill");
+        let st = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill");
         assert!(st.success(), "kill -TERM failed");
         wait_for_exit(&mut self.child, within)
     }
@@ -145,7 +162,11 @@ fn drain(stderr: impl Read, lines: Lines, tx: mpsc::Sender<SocketAddr>) {
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        let addr = if reported { None } else { listening_addr(&line) };
+        let addr = if reported {
+            None
+        } else {
+            listening_addr(&line)
+        };
         // Keep the line before reporting, so a test that starts once the address is known sees it.
         lines.lock().unwrap().push(line);
         if let Some(addr) = addr {
@@ -191,7 +212,11 @@ impl Inetd {
             .arg("--passwd")
             .arg(fx.passwd())
             .args(["--hostname", "test.example"])
-            .args(if extra.contains(&"--mail") { &[] } else { fx.mail_args() })
+            .args(if extra.contains(&"--mail") {
+                &[]
+            } else {
+                fx.mail_args()
+            })
             .args(extra)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))

@@ -25,29 +25,62 @@ pub struct Certs {
 }
 
 fn openssl(args: &[&str], dir: &Path) {
-    let out =
-        Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (apt-get install openssl)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Certs {
     /// Makes `<name>-ca.pem`, `<name>-chain.pem` and `<name>-key.pem` in `dir` (P-256 keys: fast to make).
     pub fn new(dir: &Path, name: &str) -> Certs {
         let f = |suffix: &str| format!("{name}-{suffix}");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
         let ca_subject = format!("/CN=poplar test CA {name}");
         openssl(
             &[
                 &["req", "-x509"][..],
                 &ec,
-                &["-keyout", &f("ca.key"), "-out", &f("ca.pem"), "-days", "2", "-subj", &ca_subject],
+                &[
+                    "-keyout",
+                    &f("ca.key"),
+                    "-out",
+                    &f("ca.pem"),
+                    "-days",
+                    "2",
+                    "-subj",
+                    &ca_subject,
+                ],
             ]
             .concat(),
             dir,
         );
         openssl(
-            &[&["req"][..], &ec, &["-keyout", &f("key.pem"), "-out", &f("leaf.csr"), "-subj", "/CN=localhost"]]
-                .concat(),
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &f("key.pem"),
+                    "-out",
+                    &f("leaf.csr"),
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
             dir,
         );
         std::fs::write(
@@ -78,12 +111,21 @@ impl Certs {
         let leaf = std::fs::read(dir.join(f("leaf.pem"))).unwrap();
         let ca = std::fs::read(dir.join(f("ca.pem"))).unwrap();
         std::fs::write(dir.join(f("chain.pem")), [leaf, ca].concat()).unwrap();
-        Certs { ca: dir.join(f("ca.pem")), chain: dir.join(f("chain.pem")), key: dir.join(f("key.pem")) }
+        Certs {
+            ca: dir.join(f("ca.pem")),
+            chain: dir.join(f("chain.pem")),
+            key: dir.join(f("key.pem")),
+        }
     }
 
     /// `--tls-cert CHAIN --tls-key KEY` as strings for `Server::start`.
     pub fn args(&self) -> Vec<String> {
-        vec!["--tls-cert".into(), self.chain.display().to_string(), "--tls-key".into(), self.key.display().to_string()]
+        vec![
+            "--tls-cert".into(),
+            self.chain.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+        ]
     }
 }
 
@@ -116,7 +158,9 @@ impl<S: Read + Write> TlsClient<S> {
         while stream.conn.is_handshaking() {
             stream.conn.complete_io(&mut stream.sock)?;
         }
-        Ok(TlsClient { reader: BufReader::new(stream) })
+        Ok(TlsClient {
+            reader: BufReader::new(stream),
+        })
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -128,8 +172,15 @@ impl<S: Read + Write> TlsClient<S> {
     /// One line without CRLF; panics on timeout or close.
     pub fn line(&mut self) -> String {
         let mut buf = Vec::new();
-        let n = (&mut self.reader).take(64 * 1024).read_until(b'\n', &mut buf).expect("TLS read line (timeout?)");
-        assert!(n > 0 && buf.ends_with(b"\r\n"), "bad or missing line: {:?}", String::from_utf8_lossy(&buf));
+        let n = (&mut self.reader)
+            .take(64 * 1024)
+            .read_until(b'\n', &mut buf)
+            .expect("TLS read line (timeout?)");
+        assert!(
+            n > 0 && buf.ends_with(b"\r\n"),
+            "bad or missing line: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         String::from_utf8_lossy(&buf[..buf.len() - 2]).into_owned()
     }
 
@@ -197,7 +248,15 @@ pub fn implicit(addr: SocketAddr, ca: &Path) -> TlsClient<TcpStream> {
 
 /// The address of the server's `listening on ADDR (TLS)` line (logged just after the plain listeners).
 pub fn tls_addr(srv: &crate::common::Server) -> SocketAddr {
-    let line = srv.wait_log(&["listening on", "(TLS)"], TIMEOUT).expect("a TLS listener");
-    let addr = line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap();
+    let line = srv
+        .wait_log(&["listening on", "(TLS)"], TIMEOUT)
+        .expect("a TLS listener");
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
     addr.parse().unwrap()
 }

@@ -9,10 +9,10 @@ use super::*;
 /// `mkpasswd -m yescrypt tanstaaf` (Debian's default parameters).
 const YESCRYPT: &str = "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3";
 /// `mkpasswd -m yescrypt other`
-const YESCRYPT_OTHER: &str = "$y$j9T$pc/fLPZ/1tQZu9AZZmwb10$W4L2C2iWSYd9Y.6VPvlME9.xRC6.Dyxu85C7FR/RRm8";
+const YESCRYPT_OTHER: &str =
+    "$y$j9T$pc/fLPZ/1tQZu9AZZmwb10$W4L2C2iWSYd9Y.6VPvlME9.xRC6.Dyxu85C7FR/RRm8";
 /// `openssl passwd -6 -salt abcdefgh tanstaaf`
-const SHA512: &str =
-    "$6$abcdefgh$Do.voiaiW61EmXmNVa79i4/Xls.8Y.t8XppJLhkeseHYWz.PAgFtRVSSnnGt8seBbSxBol8XOP1w44Mjj1vzV/";
+const SHA512: &str = "$6$abcdefgh$Do.voiaiW61EmXmNVa79i4/Xls.8Y.t8XppJLhkeseHYWz.PAgFtRVSSnnGt8seBbSxBol8XOP1w44Mjj1vzV/";
 /// `openssl passwd -5 -salt abcdefgh tanstaaf`
 const SHA256: &str = "$5$abcdefgh$cI06Pyvwx075Y5xjhv0IPRQc2W4UqZAJXasieKyV393";
 /// `mkpasswd -m bcrypt -R 5 tanstaaf`
@@ -33,11 +33,16 @@ fn files(passwd: &str, shadow: &str) -> Files {
     let (p, s) = (dir.path().join("passwd"), dir.path().join("shadow"));
     fs::write(&p, passwd).unwrap();
     fs::write(&s, shadow).unwrap();
-    Files { _dir: dir, passwd: p, shadow: s }
+    Files {
+        _dir: dir,
+        passwd: p,
+        shadow: s,
+    }
 }
 
 fn ok(db: &SystemUsers, user: &str, password: &str) -> bool {
-    db.login(user.as_bytes(), &Secret::new(password.as_bytes())).is_ok()
+    db.login(user.as_bytes(), &Secret::new(password.as_bytes()))
+        .is_ok()
 }
 
 fn fixture() -> (Files, SystemUsers) {
@@ -58,12 +63,20 @@ fn fixture() -> (Files, SystemUsers) {
         ("expired", SHA512.to_string(), "1"),
     ];
     for (i, (name, hash, expire)) in users.iter().enumerate() {
-        passwd.push_str(&format!("{name}:x:{}:{}:{name}:/home/{name}:/bin/sh\n", 1000 + i, 100 + i));
+        passwd.push_str(&format!(
+            "{name}:x:{}:{}:{name}:/home/{name}:/bin/sh\n",
+            1000 + i,
+            100 + i
+        ));
         shadow.push_str(&format!("{name}:{hash}:19000:0:99999:7::{expire}:\n"));
     }
     // Password ages: changed on day 1 with a 1-day maximum; and "must change at next login".
-    passwd.push_str("aged:x:2000:2000::/home/aged:/bin/sh\nforced:x:2001:2001::/home/forced:/bin/sh\n");
-    shadow.push_str(&format!("aged:{SHA512}:1:0:1:7:::\nforced:{SHA512}:0:0:99999:7:::\n"));
+    passwd.push_str(
+        "aged:x:2000:2000::/home/aged:/bin/sh\nforced:x:2001:2001::/home/forced:/bin/sh\n",
+    );
+    shadow.push_str(&format!(
+        "aged:{SHA512}:1:0:1:7:::\nforced:{SHA512}:0:0:99999:7:::\n"
+    ));
     // A hash in /etc/passwd itself (no shadow line), and a shadow line without a passwd line.
     passwd.push_str(&format!("inline:{SHA256}:3000:3000::/srv/inline:/bin/sh\n"));
     shadow.push_str(&format!("ghost:{SHA512}:19000:0:99999:7:::\n"));
@@ -103,14 +116,22 @@ fn who_may_log_in() {
     for (user, password, want) in cases {
         assert_eq!(ok(&db, user, password), want, "{user} / {password}");
     }
-    assert!(db.apop(b"sha512", b"<1@h>", &apop::digest(b"<1@h>", b"tanstaaf")).is_err());
+    assert!(
+        db.apop(b"sha512", b"<1@h>", &apop::digest(b"<1@h>", b"tanstaaf"))
+            .is_err()
+    );
 }
 
 #[test]
 fn account_fields() {
     let (_f, db) = fixture();
     let account = db.login(b"sha256", &Secret::new(&b"tanstaaf"[..])).unwrap();
-    let want = Account { name: "sha256".into(), uid: Some(1002), gid: Some(102), home: Some("/home/sha256".into()) };
+    let want = Account {
+        name: "sha256".into(),
+        uid: Some(1002),
+        gid: Some(102),
+        home: Some("/home/sha256".into()),
+    };
     assert_eq!(account, want);
     assert!(db.knows(b"star") && db.knows(b"root") && !db.knows(b"ghost") && !db.knows(b"nobody"));
     // yes, sha512, sha256, bcrypt, md5, expired, aged, forced, inline.
@@ -119,7 +140,10 @@ fn account_fields() {
 
 #[test]
 fn rereads_when_either_file_changes() {
-    let f = files("a:x:1000:1000::/home/a:/bin/sh\n", &format!("a:{SHA512}:19000:0:99999:7:::\n"));
+    let f = files(
+        "a:x:1000:1000::/home/a:/bin/sh\n",
+        &format!("a:{SHA512}:19000:0:99999:7:::\n"),
+    );
     let db = SystemUsers::open(&f.passwd, &f.shadow).unwrap();
     assert!(ok(&db, "a", "tanstaaf"));
     fs::write(&f.shadow, format!("a:!{SHA512}:19000:0:99999:7:::\n")).unwrap();
@@ -133,7 +157,10 @@ fn rereads_when_either_file_changes() {
 
 #[test]
 fn shadow_may_be_missing_but_passwd_may_not() {
-    let f = files(&format!("a:{MD5}:1000:1000::/home/a:/bin/sh\nb:x:1:1::/:/bin/sh\n"), "");
+    let f = files(
+        &format!("a:{MD5}:1000:1000::/home/a:/bin/sh\nb:x:1:1::/:/bin/sh\n"),
+        "",
+    );
     fs::remove_file(&f.shadow).unwrap();
     let db = SystemUsers::open(&f.passwd, &f.shadow).unwrap();
     assert!(ok(&db, "a", "tanstaaf"));
@@ -146,9 +173,19 @@ fn shadow_may_be_missing_but_passwd_may_not() {
 
 #[test]
 fn dummy_is_the_most_common_kind() {
-    let stored = [YESCRYPT, SHA512, YESCRYPT_OTHER, BCRYPT, "$6$rounds=9999$s$h"].map(|h| Stored::Crypt(h.into()));
+    let stored = [
+        YESCRYPT,
+        SHA512,
+        YESCRYPT_OTHER,
+        BCRYPT,
+        "$6$rounds=9999$s$h",
+    ]
+    .map(|h| Stored::Crypt(h.into()));
     assert_eq!(pick_dummy(stored.iter()), Stored::Crypt(YESCRYPT.into()));
-    assert_eq!(pick_dummy([Stored::Locked].iter()), Stored::Crypt(DUMMY_HASH.into()));
+    assert_eq!(
+        pick_dummy([Stored::Locked].iter()),
+        Stored::Crypt(DUMMY_HASH.into())
+    );
     let classes = [
         (YESCRYPT, "$y$j9T"),
         (SHA512, "$6"),
@@ -183,5 +220,8 @@ fn unknown_user_costs_a_hash() {
     };
     let (known, unknown) = (median("a"), median("nobody"));
     let ratio = known.as_secs_f64() / unknown.as_secs_f64();
-    assert!((0.33..3.0).contains(&ratio), "wrong password {known:?}, unknown user {unknown:?}");
+    assert!(
+        (0.33..3.0).contains(&ratio),
+        "wrong password {known:?}, unknown user {unknown:?}"
+    );
 }

@@ -64,7 +64,12 @@ pub enum Recovery {
 
 /// Removes the byte ranges `deleted` (ascending, disjoint, non-empty, within the file) from the mbox
 /// `file` at `path`. `keep_alive` is called between chunks of work (to refresh the dotlock).
-pub fn expunge(path: &Path, file: &File, deleted: &[(u64, u64)], keep_alive: &mut dyn FnMut()) -> io::Result<()> {
+pub fn expunge(
+    path: &Path,
+    file: &File,
+    deleted: &[(u64, u64)],
+    keep_alive: &mut dyn FnMut(),
+) -> io::Result<()> {
     expunge_with(path, file, deleted, keep_alive, COPY_CHUNK)
 }
 
@@ -75,11 +80,24 @@ fn expunge_with(
     keep_alive: &mut dyn FnMut(),
     chunk: usize,
 ) -> io::Result<()> {
-    let Some(&(offset, _)) = deleted.first() else { return Ok(()) };
-    let plan = Plan { size: file.metadata()?.len(), offset, new_size: 0, deleted: deleted.to_vec() };
-    let plan = Plan { new_size: plan.size - deleted.iter().map(|(a, b)| b - a).sum::<u64>(), ..plan };
+    let Some(&(offset, _)) = deleted.first() else {
+        return Ok(());
+    };
+    let plan = Plan {
+        size: file.metadata()?.len(),
+        offset,
+        new_size: 0,
+        deleted: deleted.to_vec(),
+    };
+    let plan = Plan {
+        new_size: plan.size - deleted.iter().map(|(a, b)| b - a).sum::<u64>(),
+        ..plan
+    };
     if let Some(limit) = file_size_limit().filter(|&limit| plan.size > limit) {
-        let why = format!("mbox of {} octets is over the file size limit ({limit}): cannot rewrite it", plan.size);
+        let why = format!(
+            "mbox of {} octets is over the file size limit ({limit}): cannot rewrite it",
+            plan.size
+        );
         return Err(io::Error::new(io::ErrorKind::FileTooLarge, why));
     }
     let rpath = recovery_path(path);
@@ -99,7 +117,10 @@ fn expunge_with(
         Err(e) => {
             // Leave the mbox whole now rather than at the next login: agents keep delivering into it.
             if let Err(again) = recover(path, file) {
-                log::error!("{}: rollback after failed expunge failed too: {again}", path.display());
+                log::error!(
+                    "{}: rollback after failed expunge failed too: {again}",
+                    path.display()
+                );
             }
             Err(e)
         }
@@ -111,7 +132,10 @@ fn expunge_with(
 /// to N and a rollback up to O, so an mbox larger than the limit is refused before anything is written;
 /// otherwise a rollback could fail half-way and leave a recovery file this process cannot apply.
 fn file_size_limit() -> Option<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit only writes the struct it is given.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } == 0;
     (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
@@ -132,7 +156,12 @@ struct Plan {
 impl Plan {
     fn header(&self) -> Vec<u8> {
         let mut h = MAGIC_V2.to_vec();
-        for n in [self.size, self.offset, self.new_size, self.deleted.len() as u64] {
+        for n in [
+            self.size,
+            self.offset,
+            self.new_size,
+            self.deleted.len() as u64,
+        ] {
             h.extend_from_slice(&n.to_le_bytes());
         }
         for &(a, b) in &self.deleted {
@@ -158,7 +187,11 @@ impl Plan {
 
 /// Step 1: the recovery file, complete and on disk before the mbox is touched.
 fn write_recovery(rpath: &Path, file: &File, plan: &Plan, chunk: usize) -> io::Result<()> {
-    let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(rpath)?;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(rpath)?;
     let mut sum = Sum::for_magic(MAGIC_V2).expect("known magic");
     let header = plan.header();
     sum.update(&header);
@@ -183,13 +216,20 @@ fn write_recovery(rpath: &Path, file: &File, plan: &Plan, chunk: usize) -> io::R
 /// writes of `chunk` octets, so deleting every other small message costs a few large system calls per
 /// MB, not one read and one write per message.
 fn rewrite(file: &File, plan: &Plan, keep_alive: &mut dyn FnMut(), chunk: usize) -> io::Result<()> {
-    let mut window = Window { buf: vec![0u8; chunk], start: 0, len: 0 };
+    let mut window = Window {
+        buf: vec![0u8; chunk],
+        start: 0,
+        len: 0,
+    };
     let mut out = Vec::with_capacity(chunk);
     let mut to = plan.offset;
     for (mut from, end) in plan.kept() {
         while from < end {
             let piece = window.at(file, from, plan.size)?;
-            let take = piece.len().min((end - from) as usize).min(chunk - out.len());
+            let take = piece
+                .len()
+                .min((end - from) as usize)
+                .min(chunk - out.len());
             out.extend_from_slice(&piece[..take]);
             from += take as u64;
             if out.len() == chunk {
@@ -229,7 +269,10 @@ impl Window {
             self.len = read_full_at(file, &mut self.buf[..want], at)?;
             self.start = at;
             if self.len == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "mbox shorter than planned"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "mbox shorter than planned",
+                ));
             }
         }
         Ok(&self.buf[(at - self.start) as usize..self.len])
@@ -248,7 +291,13 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     let outcome = match read_plan(&mut saved)? {
         None => Recovery::DiscardedIncomplete,
         Some(plan) if !truncated(file, &saved, &plan)? => {
-            copy_between(&saved, HEADER_LEN + 16 * plan.deleted.len() as u64, file, plan.offset, plan.size - plan.offset)?;
+            copy_between(
+                &saved,
+                HEADER_LEN + 16 * plan.deleted.len() as u64,
+                file,
+                plan.offset,
+                plan.size - plan.offset,
+            )?;
             file.sync_all()?;
             Recovery::RolledBack
         }
@@ -271,11 +320,18 @@ fn read_plan(saved: &mut File) -> io::Result<Option<Plan>> {
     if len < HEADER_LEN + 16 || read_full_at(saved, &mut head, 0)? < head.len() {
         return Ok(None);
     }
-    let Some(mut sum) = Sum::for_magic(&head[..16]) else { return Ok(None) };
-    let word = |i: usize| u64::from_le_bytes(head[16 + 8 * i..24 + 8 * i].try_into().expect("8 octets"));
+    let Some(mut sum) = Sum::for_magic(&head[..16]) else {
+        return Ok(None);
+    };
+    let word =
+        |i: usize| u64::from_le_bytes(head[16 + 8 * i..24 + 8 * i].try_into().expect("8 octets"));
     let (size, offset, new_size, count) = (word(0), word(1), word(2), word(3));
-    let expected = count.checked_mul(16).and_then(|r| r.checked_add(HEADER_LEN + 16));
-    let expected = expected.zip(size.checked_sub(offset)).and_then(|(e, tail)| e.checked_add(tail));
+    let expected = count
+        .checked_mul(16)
+        .and_then(|r| r.checked_add(HEADER_LEN + 16));
+    let expected = expected
+        .zip(size.checked_sub(offset))
+        .and_then(|(e, tail)| e.checked_add(tail));
     if expected != Some(len) {
         return Ok(None);
     }
@@ -298,7 +354,12 @@ fn read_plan(saved: &mut File) -> io::Result<Option<Plan>> {
         return Ok(None);
     }
     let deleted = ranges.chunks(2).map(|r| (r[0], r[1])).collect();
-    Ok(Some(Plan { size, offset, new_size, deleted }))
+    Ok(Some(Plan {
+        size,
+        offset,
+        new_size,
+        deleted,
+    }))
 }
 
 /// Gathers the range words (after the fixed header) from a stream read at `pos`.
@@ -343,7 +404,10 @@ fn copy_between(src: &File, mut from: u64, dst: &File, mut to: u64, len: u64) ->
     while from < end {
         let n = read_full_at(src, &mut buf[..COPY_CHUNK.min((end - from) as usize)], from)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "recovery file shorter than recorded"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "recovery file shorter than recorded",
+            ));
         }
         dst.write_all_at(&buf[..n], to)?;
         crash::point()?;
@@ -368,7 +432,10 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 
 /// fsync of the directory holding `path`, so that a file's creation or removal is on disk.
 fn sync_dir(path: &Path) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
 }
 

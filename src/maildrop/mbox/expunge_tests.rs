@@ -10,7 +10,8 @@ const MSGS: [&str; 4] = [
     "From c Thu Jan  1 00:00:02 2026\nSubject: three\n\nthird\n\n",
     "From d Thu Jan  1 00:00:03 2026\nSubject: four\n\nfourth body\n",
 ];
-const LATE: &str = "\nFrom late Thu Jan  1 00:01:00 2026\nSubject: delivered after the crash\n\nlate\n";
+const LATE: &str =
+    "\nFrom late Thu Jan  1 00:01:00 2026\nSubject: delivered after the crash\n\nlate\n";
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -23,8 +24,16 @@ fn fixture(content: &[u8]) -> Fixture {
     let path = dir.path().join("user");
     fs::write(&path, content).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    Fixture { _dir: dir, path, file }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        path,
+        file,
+    }
 }
 
 /// The mbox made of MSGS, the byte ranges of `gone` in it, and the expected result.
@@ -48,7 +57,10 @@ const DELETIONS: &[&[usize]] = &[&[0], &[1], &[3], &[0, 1, 2, 3], &[1, 2], &[0, 
 
 #[test]
 fn removes_exactly_the_deleted_messages() {
-    for appended in ["", "From e Thu Jan  1 00:00:09 2026\nSubject: during the session\n\nnew\n"] {
+    for appended in [
+        "",
+        "From e Thu Jan  1 00:00:09 2026\nSubject: during the session\n\nnew\n",
+    ] {
         for gone in DELETIONS {
             let (all, ranges, expected) = case(gone, appended);
             let fx = fixture(&all);
@@ -57,7 +69,10 @@ fn removes_exactly_the_deleted_messages() {
             expunge_with(&fx.path, &fx.file, &ranges, &mut || {}, 5).unwrap();
             assert_eq!(fs::read(&fx.path).unwrap(), expected, "deleted {gone:?}");
             let after = fs::metadata(&fx.path).unwrap();
-            assert_eq!((after.ino(), after.mode(), after.uid(), after.gid()), (before.ino(), before.mode(), before.uid(), before.gid()));
+            assert_eq!(
+                (after.ino(), after.mode(), after.uid(), after.gid()),
+                (before.ino(), before.mode(), before.uid(), before.gid())
+            );
             assert!(!recovery_path(&fx.path).exists());
         }
     }
@@ -90,26 +105,47 @@ fn recovers_from_a_crash_at_every_step() {
                     finished = true;
                     break;
                 }
-                OpenOptions::new().append(true).open(&fx.path).unwrap().write_all(late.as_bytes()).unwrap();
+                OpenOptions::new()
+                    .append(true)
+                    .open(&fx.path)
+                    .unwrap()
+                    .write_all(late.as_bytes())
+                    .unwrap();
                 let outcome = recover(&fx.path, &fx.file).unwrap();
                 seen.insert(outcome);
                 let base = match outcome {
                     Recovery::Completed => &expected,
                     Recovery::RolledBack | Recovery::DiscardedIncomplete => &all,
                     Recovery::Clean => {
-                        assert!(n > 0, "a crash before anything leaves no recovery file only at the very end");
+                        assert!(
+                            n > 0,
+                            "a crash before anything leaves no recovery file only at the very end"
+                        );
                         &expected
                     }
                 };
                 let want = [base.as_slice(), late.as_bytes()].concat();
-                assert_eq!(fs::read(&fx.path).unwrap(), want, "gone {gone:?} crash at {n}: {outcome:?}");
+                assert_eq!(
+                    fs::read(&fx.path).unwrap(),
+                    want,
+                    "gone {gone:?} crash at {n}: {outcome:?}"
+                );
                 assert!(!recovery_path(&fx.path).exists());
             }
             assert!(finished);
         }
     }
-    let all_kinds = [Recovery::Clean, Recovery::DiscardedIncomplete, Recovery::RolledBack, Recovery::Completed];
-    assert_eq!(seen, all_kinds.into_iter().collect(), "every recovery path was exercised");
+    let all_kinds = [
+        Recovery::Clean,
+        Recovery::DiscardedIncomplete,
+        Recovery::RolledBack,
+        Recovery::Completed,
+    ];
+    assert_eq!(
+        seen,
+        all_kinds.into_iter().collect(),
+        "every recovery path was exercised"
+    );
 }
 
 /// A crash during recovery is recovered by the next recovery.
@@ -131,7 +167,11 @@ fn recovery_survives_its_own_crash() {
             if !done {
                 assert_eq!(recover(&fx.path, &fx.file).unwrap(), Recovery::RolledBack);
             }
-            assert_eq!(fs::read(&fx.path).unwrap(), all, "expunge crash {expunge_crash}, recovery crash {n}");
+            assert_eq!(
+                fs::read(&fx.path).unwrap(),
+                all,
+                "expunge crash {expunge_crash}, recovery crash {n}"
+            );
             if done {
                 break;
             }
@@ -153,12 +193,19 @@ fn corrupt_or_short_recovery_file_is_discarded() {
         crash::arm(Some(2)); // after the header, the tail and the fsync: the file is complete
         assert!(expunge_with(&fx.path, &fx.file, &ranges, &mut || {}, 1 << 20).is_err());
         crash::arm(None);
-        assert_eq!(fs::read(&fx.path).unwrap(), all, "the mbox is untouched before the rewrite");
+        assert_eq!(
+            fs::read(&fx.path).unwrap(),
+            all,
+            "the mbox is untouched before the rewrite"
+        );
         let rpath = recovery_path(&fx.path);
         let mut saved = fs::read(&rpath).unwrap();
         damage(&mut saved);
         fs::write(&rpath, &saved).unwrap();
-        assert_eq!(recover(&fx.path, &fx.file).unwrap(), Recovery::DiscardedIncomplete);
+        assert_eq!(
+            recover(&fx.path, &fx.file).unwrap(),
+            Recovery::DiscardedIncomplete
+        );
         assert_eq!(fs::read(&fx.path).unwrap(), all);
         assert!(!rpath.exists());
     }
@@ -166,7 +213,12 @@ fn corrupt_or_short_recovery_file_is_discarded() {
 
 #[test]
 fn plan_lists_kept_ranges() {
-    let plan = Plan { size: 100, offset: 10, new_size: 70, deleted: vec![(10, 20), (50, 60), (90, 100)] };
+    let plan = Plan {
+        size: 100,
+        offset: 10,
+        new_size: 70,
+        deleted: vec![(10, 20), (50, 60), (90, 100)],
+    };
     assert_eq!(plan.kept(), vec![(20, 50), (60, 90)]);
 }
 
@@ -196,7 +248,9 @@ fn recovers_from_a_version_1_recovery_file() {
             break;
         }
         let rpath = recovery_path(&fx.path);
-        let Ok(mut saved) = fs::read(&rpath) else { continue };
+        let Ok(mut saved) = fs::read(&rpath) else {
+            continue;
+        };
         if saved.len() < 16 + 16 || &saved[..16] != super::super::sum::MAGIC_V2 {
             continue;
         }
@@ -206,9 +260,20 @@ fn recovers_from_a_version_1_recovery_file() {
         saved[body..].copy_from_slice(&digest);
         fs::write(&rpath, &saved).unwrap();
         let outcome = recover(&fx.path, &fx.file).unwrap();
-        let want = if outcome == Recovery::Completed { &expected } else { &all };
-        assert_eq!(&fs::read(&fx.path).unwrap(), want, "crash at {n}: {outcome:?}");
+        let want = if outcome == Recovery::Completed {
+            &expected
+        } else {
+            &all
+        };
+        assert_eq!(
+            &fs::read(&fx.path).unwrap(),
+            want,
+            "crash at {n}: {outcome:?}"
+        );
         seen.insert(outcome);
     }
-    assert!(seen.contains(&Recovery::RolledBack) && seen.contains(&Recovery::Completed), "{seen:?}");
+    assert!(
+        seen.contains(&Recovery::RolledBack) && seen.contains(&Recovery::Completed),
+        "{seen:?}"
+    );
 }

@@ -74,9 +74,12 @@ impl Key {
     /// Whether the mbox with `meta` may still begin with what this key describes (the `From ` line
     /// checks come after).
     pub fn admits(&self, meta: &fs::Metadata, want_x_uidl: bool) -> bool {
-        let same_file = self.dev == meta.dev() && self.ino == meta.ino() && self.want_x_uidl == want_x_uidl;
+        let same_file =
+            self.dev == meta.dev() && self.ino == meta.ino() && self.want_x_uidl == want_x_uidl;
         let untouched = meta.mtime() == self.mtime && meta.mtime_nsec() == self.mtime_nsec;
-        same_file && meta.size() >= self.covered && (meta.size() > self.size || (meta.size() == self.size && untouched))
+        same_file
+            && meta.size() >= self.covered
+            && (meta.size() > self.size || (meta.size() == self.size && untouched))
     }
 }
 
@@ -97,7 +100,10 @@ fn temp_path(mbox: &Path) -> PathBuf {
 /// or fails any check of its own (the checks against the mbox are the caller's).
 pub fn load(mbox: &Path, mbox_owner: u32) -> Option<(Key, Vec<ScannedMessage>)> {
     let path = index_path(mbox);
-    let opened = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path);
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path);
     let mut file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
@@ -148,7 +154,9 @@ pub fn save(mbox: &Path, key: &Key, messages: &[ScannedMessage]) -> io::Result<(
 /// Removes the index of the mbox at `mbox`, after the mbox was found to differ from it.
 pub fn remove(mbox: &Path) {
     match fs::remove_file(index_path(mbox)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => log::debug!("{}: {e}", index_path(mbox).display()),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            log::debug!("{}: {e}", index_path(mbox).display())
+        }
         _ => {}
     }
 }
@@ -167,15 +175,28 @@ pub fn encode(key: &Key, messages: &[ScannedMessage]) -> Vec<u8> {
         u64::from(key.want_x_uidl),
         messages.len() as u64,
     ];
-    header.iter().for_each(|n| out.extend_from_slice(&n.to_le_bytes()));
+    header
+        .iter()
+        .for_each(|n| out.extend_from_slice(&n.to_le_bytes()));
     for m in messages {
-        for n in [m.from_offset, m.data_offset, m.header_end, m.data_end, m.end, m.octets, m.from_digest] {
+        for n in [
+            m.from_offset,
+            m.data_offset,
+            m.header_end,
+            m.data_end,
+            m.end,
+            m.octets,
+            m.from_digest,
+        ] {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.extend_from_slice(&m.popa3d_md5);
         out.push(u8::from(m.popa3d_hashed));
         // The scanner records at most one header line's worth; a longer one is never a valid id anyway.
-        let x_uidl = m.x_uidl.as_deref().map(|x| &x.as_bytes()[..x.len().min(usize::from(NO_X_UIDL - 1))]);
+        let x_uidl = m
+            .x_uidl
+            .as_deref()
+            .map(|x| &x.as_bytes()[..x.len().min(usize::from(NO_X_UIDL - 1))]);
         let len = x_uidl.map_or(NO_X_UIDL, |x| x.len() as u16);
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(x_uidl.unwrap_or_default());
@@ -206,7 +227,9 @@ pub fn decode(bytes: &[u8]) -> Option<(Key, Vec<ScannedMessage>)> {
             _ => return None,
         },
     };
-    let count = usize::try_from(count?).ok().filter(|&n| n <= body.len() / RECORD_LEN)?;
+    let count = usize::try_from(count?)
+        .ok()
+        .filter(|&n| n <= body.len() / RECORD_LEN)?;
     let mut messages = Vec::with_capacity(count);
     for _ in 0..count {
         messages.push(r.message()?);
@@ -244,7 +267,15 @@ impl Reader<'_> {
     }
 
     fn message(&mut self) -> Option<ScannedMessage> {
-        let [from_offset, data_offset, header_end, data_end, end, octets, from_digest] = [(); 7].map(|()| self.u64());
+        let [
+            from_offset,
+            data_offset,
+            header_end,
+            data_end,
+            end,
+            octets,
+            from_digest,
+        ] = [(); 7].map(|()| self.u64());
         let popa3d_md5: [u8; 16] = self.take(16)?.try_into().ok()?;
         let popa3d_hashed = match self.take(1)? {
             [0] => false,
@@ -254,7 +285,11 @@ impl Reader<'_> {
         let len = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
         let x_uidl = match len {
             NO_X_UIDL => None,
-            len => Some(std::str::from_utf8(self.take(usize::from(len))?).ok()?.into()),
+            len => Some(
+                std::str::from_utf8(self.take(usize::from(len))?)
+                    .ok()?
+                    .into(),
+            ),
         };
         Some(ScannedMessage {
             from_offset: from_offset?,
@@ -284,7 +319,9 @@ fn checksum(bytes: &[u8]) -> u64 {
     let mut words = bytes.chunks_exact(8);
     for word in &mut words {
         let word = u64::from_le_bytes(word.try_into().expect("8 octets"));
-        hash = (hash ^ word).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(23);
+        hash = (hash ^ word)
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(23);
     }
     for &b in words.remainder() {
         hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);

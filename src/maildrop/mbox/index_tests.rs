@@ -6,7 +6,15 @@ From b Thu Jan  1 00:00:01 2026\nSubject: s\n\ntwo\n.dot\n\nFrom c\n\n";
 
 fn key(messages: &[ScannedMessage]) -> Key {
     let covered = messages.last().map_or(0, |m| m.end);
-    Key { dev: 1, ino: 2, covered, size: covered + 5, mtime: -3, mtime_nsec: 4, want_x_uidl: true }
+    Key {
+        dev: 1,
+        ino: 2,
+        covered,
+        size: covered + 5,
+        mtime: -3,
+        mtime_nsec: 4,
+        want_x_uidl: true,
+    }
 }
 
 #[test]
@@ -43,8 +51,12 @@ fn badly_formed_lists_are_refused_even_with_a_right_checksum() {
     inverted[2].data_offset = inverted[2].from_offset;
     let mut short = key(&messages);
     short.covered -= 1;
-    let cases: [(Key, &[ScannedMessage]); 4] =
-        [(key(&messages), &gap), (key(&messages), &inverted), (short, &messages), (key(&[]), &[])];
+    let cases: [(Key, &[ScannedMessage]); 4] = [
+        (key(&messages), &gap),
+        (key(&messages), &inverted),
+        (short, &messages),
+        (key(&[]), &[]),
+    ];
     for (k, m) in cases {
         assert_eq!(decode(&encode(&k, m)), None, "{m:?}");
     }
@@ -52,7 +64,13 @@ fn badly_formed_lists_are_refused_even_with_a_right_checksum() {
 
 #[test]
 fn samples_cover_the_spread_and_the_last() {
-    let cases: &[(usize, usize)] = &[(0, 0), (1, 2), (5, 6), (SAMPLES, SAMPLES + 1), (100_000, SAMPLES + 1)];
+    let cases: &[(usize, usize)] = &[
+        (0, 0),
+        (1, 2),
+        (5, 6),
+        (SAMPLES, SAMPLES + 1),
+        (100_000, SAMPLES + 1),
+    ];
     for &(count, expected) in cases {
         let got: Vec<usize> = sample_indexes(count).collect();
         assert_eq!(got.len(), expected, "{count}");
@@ -67,7 +85,10 @@ fn saved_and_loaded_beside_the_mbox() {
     let mbox = dir.path().join("inbox");
     fs::write(&mbox, MBOX).unwrap();
     let messages = scan_all(MBOX, false).unwrap();
-    let k = Key { want_x_uidl: false, ..key(&messages) };
+    let k = Key {
+        want_x_uidl: false,
+        ..key(&messages)
+    };
     assert_eq!(load(&mbox, 0), None);
     save(&mbox, &k, &messages).unwrap();
     let mode = fs::metadata(index_path(&mbox)).unwrap().mode() & 0o777;
@@ -78,7 +99,11 @@ fn saved_and_loaded_beside_the_mbox() {
     save(&mbox, &k, &messages).unwrap();
     assert!(!temp_path(&mbox).exists());
     // Writable by others: not trusted.
-    fs::set_permissions(index_path(&mbox), std::os::unix::fs::PermissionsExt::from_mode(0o622)).unwrap();
+    fs::set_permissions(
+        index_path(&mbox),
+        std::os::unix::fs::PermissionsExt::from_mode(0o622),
+    )
+    .unwrap();
     assert_eq!(load(&mbox, 0), None);
     remove(&mbox);
     assert!(!index_path(&mbox).exists());

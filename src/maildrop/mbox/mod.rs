@@ -71,7 +71,11 @@ impl Mbox {
         let io_err = |e| MaildropError::io(path, e);
         let session = match SessionLock::try_acquire(&session_lock_path(path)) {
             Ok(TryLock::Acquired(lock)) => Some(lock),
-            Ok(TryLock::Busy) => return Err(MaildropError::InUse { path: path.to_path_buf() }),
+            Ok(TryLock::Busy) => {
+                return Err(MaildropError::InUse {
+                    path: path.to_path_buf(),
+                });
+            }
             // No directory, so no mbox: nothing to protect.
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(e)),
@@ -86,19 +90,31 @@ impl Mbox {
             want_x_uidl,
             _session: session,
         };
-        let Some((file, mut lock)) = mbox.open_locked()? else { return Ok(mbox) };
+        let Some((file, mut lock)) = mbox.open_locked()? else {
+            return Ok(mbox);
+        };
         expunge::recover(path, &file).map_err(io_err)?;
         let (scanned, size, stale) = scan_indexed(path, &file, want_x_uidl, &mut lock)?;
         if stale {
             // Under the delivery locks, so the key's size and mtime are those of what was scanned.
             let key = index::Key::new(&file.metadata().map_err(io_err)?, &scanned, want_x_uidl);
             if let Err(e) = index::save(path, &key, &scanned) {
-                log::debug!("{}: cannot save the index: {e}", index::index_path(path).display());
+                log::debug!(
+                    "{}: cannot save the index: {e}",
+                    index::index_path(path).display()
+                );
             }
         }
         drop(lock);
         let uids = uidl::assign(&scanned, uidl, |m| header_md5(&file, m)).map_err(io_err)?;
-        mbox.messages = scanned.iter().zip(uids).map(|(m, uid)| MessageInfo { octets: m.octets, uid }).collect();
+        mbox.messages = scanned
+            .iter()
+            .zip(uids)
+            .map(|(m, uid)| MessageInfo {
+                octets: m.octets,
+                uid,
+            })
+            .collect();
         (mbox.scanned, mbox.scanned_size, mbox.file) = (scanned, size, Some(file));
         Ok(mbox)
     }
@@ -108,7 +124,9 @@ impl Mbox {
     fn open_locked(&self) -> Result<Option<(File, DeliveryLock)>, MaildropError> {
         let mut attempts = 3;
         loop {
-            let Some(file) = open_file(&self.path)? else { return Ok(None) };
+            let Some(file) = open_file(&self.path)? else {
+                return Ok(None);
+            };
             let lock = DeliveryLock::acquire(&self.path, &file, DELIVERY_LOCK_WAIT)
                 .map_err(|e| MaildropError::io(&self.path, e))?;
             match self.check_same_file(&file) {
@@ -120,7 +138,10 @@ impl Mbox {
     }
 
     fn changed(&self, reason: impl Into<String>) -> MaildropError {
-        MaildropError::Changed { path: self.path.clone(), reason: reason.into() }
+        MaildropError::Changed {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
     }
 
     /// Spot check before serving a message: the file is not shorter than scanned and the message's
@@ -143,7 +164,10 @@ impl Mbox {
     /// descriptor then holds the old, unlinked file, and "expunging" it would change nothing real.
     fn check_same_file(&self, file: &File) -> Result<(), MaildropError> {
         let io_err = |e| MaildropError::io(&self.path, e);
-        let (named, held) = (fs::symlink_metadata(&self.path), file.metadata().map_err(io_err)?);
+        let (named, held) = (
+            fs::symlink_metadata(&self.path),
+            file.metadata().map_err(io_err)?,
+        );
         match named {
             Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => Ok(()),
             Ok(_) => Err(self.changed("mbox replaced by another file (renamed over it)")),
@@ -155,11 +179,24 @@ impl Mbox {
     /// Under the delivery locks: the part we scanned must scan the same again, in the same file.
     fn verify_unchanged(&self, file: &File, lock: &mut DeliveryLock) -> Result<(), MaildropError> {
         self.check_same_file(file)?;
-        let size = file.metadata().map_err(|e| MaildropError::io(&self.path, e))?.len();
+        let size = file
+            .metadata()
+            .map_err(|e| MaildropError::io(&self.path, e))?
+            .len();
         if size < self.scanned_size {
-            return Err(self.changed(format!("mbox shrank from {} to {size} octets", self.scanned_size)));
+            return Err(self.changed(format!(
+                "mbox shrank from {} to {size} octets",
+                self.scanned_size
+            )));
         }
-        let (again, _) = scan_file(&self.path, file, Some(self.scanned_size), self.want_x_uidl, lock, READ_CHUNK)?;
+        let (again, _) = scan_file(
+            &self.path,
+            file,
+            Some(self.scanned_size),
+            self.want_x_uidl,
+            lock,
+            READ_CHUNK,
+        )?;
         if again != self.scanned {
             index::remove(&self.path);
             return Err(self.changed("mbox rewritten by another program during the session"));
@@ -171,13 +208,21 @@ impl Mbox {
 /// Opens the mbox read-write (the fcntl write lock needs it), not following a symlink and not
 /// blocking on a FIFO; `None` when it does not exist.
 fn open_file(path: &Path) -> Result<Option<File>, MaildropError> {
-    let opened = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    let opened = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
     let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if expunge::recovery_path(path).exists() {
-                let reason = "recovery file without its mbox: left for the administrator".to_string();
-                return Err(MaildropError::Changed { path: path.to_path_buf(), reason });
+                let reason =
+                    "recovery file without its mbox: left for the administrator".to_string();
+                return Err(MaildropError::Changed {
+                    path: path.to_path_buf(),
+                    reason,
+                });
             }
             return Ok(None);
         }
@@ -185,7 +230,10 @@ fn open_file(path: &Path) -> Result<Option<File>, MaildropError> {
     };
     match file.metadata() {
         Ok(meta) if meta.is_file() => Ok(Some(file)),
-        Ok(_) => Err(MaildropError::io(path, io::Error::new(io::ErrorKind::InvalidData, "not a regular file"))),
+        Ok(_) => Err(MaildropError::io(
+            path,
+            io::Error::new(io::ErrorKind::InvalidData, "not a regular file"),
+        )),
         Err(e) => Err(MaildropError::io(path, e)),
     }
 }
@@ -202,8 +250,8 @@ fn from_line_intact(file: &File, m: &ScannedMessage) -> io::Result<bool> {
     }
     let (before, from_line) = line.split_at((m.from_offset - start) as usize);
     let separated = m.from_offset == 0 || before == b"\n\n";
-    let same =
-        m.data_offset - m.from_offset > MAX_FROM_LINE_CHECK || scan::from_line_digest(from_line) == m.from_digest;
+    let same = m.data_offset - m.from_offset > MAX_FROM_LINE_CHECK
+        || scan::from_line_digest(from_line) == m.from_digest;
     Ok(separated && same && from_line.starts_with(b"From "))
 }
 
@@ -218,13 +266,28 @@ fn scan_indexed(
 ) -> Result<(Vec<ScannedMessage>, u64, bool), MaildropError> {
     if let Some((key, mut messages)) = indexed_prefix(path, file, want_x_uidl)? {
         let last = messages.pop().expect("an index holds at least one message");
-        match scan_range(path, file, last.from_offset, None, want_x_uidl, lock, READ_CHUNK) {
-            Ok((tail, size)) if tail.first().is_some_and(|t| t.from_digest == last.from_digest) => {
+        match scan_range(
+            path,
+            file,
+            last.from_offset,
+            None,
+            want_x_uidl,
+            lock,
+            READ_CHUNK,
+        ) {
+            Ok((tail, size))
+                if tail
+                    .first()
+                    .is_some_and(|t| t.from_digest == last.from_digest) =>
+            {
                 let stale = size != key.size || tail.len() != 1 || tail[0] != last;
                 messages.extend(tail);
                 return Ok((messages, size, stale));
             }
-            Ok(_) | Err(_) => log::debug!("{}: the last indexed message moved; scanning it all", path.display()),
+            Ok(_) | Err(_) => log::debug!(
+                "{}: the last indexed message moved; scanning it all",
+                path.display()
+            ),
         }
     }
     let (messages, size) = scan_file(path, file, None, want_x_uidl, lock, READ_CHUNK)?;
@@ -238,7 +301,9 @@ fn indexed_prefix(
     want_x_uidl: bool,
 ) -> Result<Option<(index::Key, Vec<ScannedMessage>)>, MaildropError> {
     let meta = file.metadata().map_err(|e| MaildropError::io(path, e))?;
-    let Some((key, messages)) = index::load(path, meta.uid()) else { return Ok(None) };
+    let Some((key, messages)) = index::load(path, meta.uid()) else {
+        return Ok(None);
+    };
     let mut intact = key.admits(&meta, want_x_uidl);
     for i in index::sample_indexes(messages.len()) {
         if !intact {
@@ -247,7 +312,10 @@ fn indexed_prefix(
         intact = from_line_intact(file, &messages[i]).map_err(|e| MaildropError::io(path, e))?;
     }
     if !intact {
-        log::debug!("{}: index out of date; scanning the whole mbox", path.display());
+        log::debug!(
+            "{}: index out of date; scanning the whole mbox",
+            path.display()
+        );
         return Ok(None);
     }
     Ok(Some((key, messages)))
@@ -286,7 +354,9 @@ fn scan_range(
         let n = read_some_at(file, &mut buf[kept..kept + room], read_pos).map_err(io_err)?;
         read_pos += n as u64;
         let eof = n == 0;
-        let used = scanner.feed(&buf[..kept + n], eof).map_err(|_| not_mbox(path))?;
+        let used = scanner
+            .feed(&buf[..kept + n], eof)
+            .map_err(|_| not_mbox(path))?;
         buf.copy_within(used..kept + n, 0);
         kept = kept + n - used;
         if eof {
@@ -307,14 +377,24 @@ fn read_some_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 fn not_mbox(path: &Path) -> MaildropError {
-    let e = io::Error::new(io::ErrorKind::InvalidData, "not an mbox: it does not begin with a \"From \" line");
+    let e = io::Error::new(
+        io::ErrorKind::InvalidData,
+        "not an mbox: it does not begin with a \"From \" line",
+    );
     MaildropError::io(path, e)
 }
 
 /// MD5 of a message's `From ` line and header, for the unique-id suffix (see `uidl`).
 fn header_md5(file: &File, m: &ScannedMessage) -> io::Result<[u8; 16]> {
     let mut md5 = Md5::new();
-    io::copy(&mut RangeReader { file, pos: m.from_offset, end: m.header_end }, &mut Md5Writer(&mut md5))?;
+    io::copy(
+        &mut RangeReader {
+            file,
+            pos: m.from_offset,
+            end: m.header_end,
+        },
+        &mut Md5Writer(&mut md5),
+    )?;
     Ok(md5.finalize().into())
 }
 
@@ -339,13 +419,18 @@ struct RangeReader<'a> {
 
 impl Read for RangeReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min((self.end - self.pos).try_into().unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min((self.end - self.pos).try_into().unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }
         let n = read_some_at(self.file, &mut buf[..want], self.pos)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "mbox truncated while reading a message"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "mbox truncated while reading a message",
+            ));
         }
         self.pos += n as u64;
         Ok(n)
@@ -362,14 +447,22 @@ impl Maildrop for Mbox {
             return Err(self.changed(format!("no message with index {index}")));
         };
         self.check_message(file, m)?;
-        Ok(Box::new(RangeReader { file, pos: m.data_offset, end: m.data_end }))
+        Ok(Box::new(RangeReader {
+            file,
+            pos: m.data_offset,
+            end: m.data_end,
+        }))
     }
 
     fn expunge(self: Box<Self>, deleted: &[usize]) -> Result<(), MaildropError> {
-        let Some(file) = self.file.as_ref().filter(|_| !deleted.is_empty()) else { return Ok(()) };
+        let Some(file) = self.file.as_ref().filter(|_| !deleted.is_empty()) else {
+            return Ok(());
+        };
         let io_err = |e| MaildropError::io(&self.path, e);
-        let ranges = deleted_ranges(&self.scanned, deleted).ok_or_else(|| self.changed("bad deletion list"))?;
-        let mut lock = DeliveryLock::acquire(&self.path, file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
+        let ranges = deleted_ranges(&self.scanned, deleted)
+            .ok_or_else(|| self.changed("bad deletion list"))?;
+        let mut lock =
+            DeliveryLock::acquire(&self.path, file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
         self.verify_unchanged(file, &mut lock)?;
         expunge::expunge(&self.path, file, &ranges, &mut || {
             if let Err(e) = lock.refresh() {
@@ -380,7 +473,11 @@ impl Maildrop for Mbox {
         // Still under the delivery locks: the kept messages moved down by what was removed before them.
         let kept = after_removal(&self.scanned, &ranges);
         let saved = match file.metadata() {
-            Ok(meta) if !kept.is_empty() => index::save(&self.path, &index::Key::new(&meta, &kept, self.want_x_uidl), &kept),
+            Ok(meta) if !kept.is_empty() => index::save(
+                &self.path,
+                &index::Key::new(&meta, &kept, self.want_x_uidl),
+                &kept,
+            ),
             _ => Err(io::ErrorKind::NotFound.into()),
         };
         if saved.is_err() {
@@ -393,16 +490,25 @@ impl Maildrop for Mbox {
 /// The messages of `scanned` outside the `removed` byte ranges (ascending, each a run of whole
 /// messages), at their offsets once those ranges are cut out of the file.
 fn after_removal(scanned: &[ScannedMessage], removed: &[(u64, u64)]) -> Vec<ScannedMessage> {
-    let (mut kept, mut ranges, mut shift) = (Vec::with_capacity(scanned.len()), removed.iter().peekable(), 0);
+    let (mut kept, mut ranges, mut shift) = (
+        Vec::with_capacity(scanned.len()),
+        removed.iter().peekable(),
+        0,
+    );
     for m in scanned {
-        while let Some(&&(start, end)) = ranges.peek().filter(|&&&(start, _)| start <= m.from_offset) {
+        while let Some(&&(start, end)) =
+            ranges.peek().filter(|&&&(start, _)| start <= m.from_offset)
+        {
             if m.from_offset < end {
                 break;
             }
             shift += end - start;
             ranges.next();
         }
-        if ranges.peek().is_some_and(|&&(start, end)| (start..end).contains(&m.from_offset)) {
+        if ranges
+            .peek()
+            .is_some_and(|&&(start, end)| (start..end).contains(&m.from_offset))
+        {
             continue;
         }
         kept.push(ScannedMessage {

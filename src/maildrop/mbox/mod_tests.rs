@@ -58,7 +58,10 @@ fn lists_and_serves_messages() {
     drop(mbox);
     let with_x = Mbox::open_with(&path, UidlSource::XUidl).unwrap();
     assert_eq!(&*with_x.messages()[1].uid, "qpop-2");
-    assert_eq!(&*with_x.messages()[0].uid, popa3d_uid("Received: by mx id 1\n"));
+    assert_eq!(
+        &*with_x.messages()[0].uid,
+        popa3d_uid("Received: by mx id 1\n")
+    );
 }
 
 fn popa3d_uid(hashed: &str) -> String {
@@ -68,7 +71,11 @@ fn popa3d_uid(hashed: &str) -> String {
 #[test]
 fn missing_or_empty_mbox_is_empty() {
     let dir = tempfile::tempdir().unwrap();
-    for path in [dir.path().join("absent"), dir.path().join("no-dir/user"), mbox_in(&dir, "")] {
+    for path in [
+        dir.path().join("absent"),
+        dir.path().join("no-dir/user"),
+        mbox_in(&dir, ""),
+    ] {
         let mbox = Mbox::open(&path).unwrap();
         assert!(mbox.messages().is_empty(), "{path:?}");
         Box::new(mbox).expunge(&[]).unwrap();
@@ -80,7 +87,10 @@ fn refuses_what_is_not_an_mbox() {
     let dir = tempfile::tempdir().unwrap();
     let path = mbox_in(&dir, "Subject: no From line\n\nbody\n");
     let e = Mbox::open(&path).err().expect("not an mbox");
-    assert!(matches!(e, MaildropError::Io { ref source, .. } if source.kind() == io::ErrorKind::InvalidData), "{e}");
+    assert!(
+        matches!(e, MaildropError::Io { ref source, .. } if source.kind() == io::ErrorKind::InvalidData),
+        "{e}"
+    );
     fs::remove_file(&path).unwrap();
     fs::create_dir(&path).unwrap();
     assert!(Mbox::open(&path).is_err());
@@ -104,11 +114,19 @@ fn expunge_keeps_mail_delivered_during_the_session() {
     let path = mbox_in(&dir, MBOX);
     let mbox = Mbox::open(&path).unwrap();
     let late = "\n\nFrom d@example.org Thu Jan  1 00:00:09 2026\nSubject: late\n\nlate\n";
-    fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(late.as_bytes()).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(late.as_bytes())
+        .unwrap();
     Box::new(mbox).expunge(&[0, 2]).unwrap();
     let second = MBOX.find("From b@").unwrap();
     let third = MBOX.find("From c@").unwrap();
-    assert_eq!(fs::read_to_string(&path).unwrap(), format!("{}{late}", &MBOX[second..third]));
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        format!("{}{late}", &MBOX[second..third])
+    );
     let mbox = Mbox::open(&path).unwrap();
     assert_eq!(mbox.messages().len(), 2);
     assert!(!dir.path().join("user.lock").exists());
@@ -140,11 +158,18 @@ fn refuses_to_expunge_a_rewritten_mbox() {
         let changed = rewrite(MBOX);
         fs::write(&path, &changed).unwrap();
         if changed.len() != MBOX.len() {
-            assert!(matches!(mbox.open_message(1), Err(MaildropError::Changed { .. })));
+            assert!(matches!(
+                mbox.open_message(1),
+                Err(MaildropError::Changed { .. })
+            ));
         }
         let e = Box::new(mbox).expunge(&[0]).unwrap_err();
         assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
-        assert_eq!(fs::read_to_string(&path).unwrap(), changed, "nothing deleted");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            changed,
+            "nothing deleted"
+        );
     }
 }
 
@@ -153,7 +178,11 @@ fn open_finishes_an_interrupted_expunge() {
     let dir = tempfile::tempdir().unwrap();
     let path = mbox_in(&dir, MBOX);
     let mbox = Mbox::open(&path).unwrap();
-    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let ranges = deleted_ranges(&mbox.scanned, &[1]).unwrap();
     drop(mbox);
     // Crash in the middle of the rewrite: the mbox holds half-moved bytes.
@@ -184,7 +213,9 @@ fn stale_dotlock_is_removed_at_open() {
     let path = mbox_in(&dir, MBOX);
     let dotlock = crate::lock::dotlock_path(&path);
     let stale = fs::File::create(&dotlock).unwrap();
-    stale.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)).unwrap();
+    stale
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
     assert_eq!(Mbox::open(&path).unwrap().messages().len(), 3);
     assert!(!dotlock.exists());
 }
@@ -192,17 +223,29 @@ fn stale_dotlock_is_removed_at_open() {
 #[test]
 fn file_read_loop_handles_every_chunk_size() {
     let dir = tempfile::tempdir().unwrap();
-    let content = format!("{MBOX}\n\nFrom d\nX-UIDL: {}\nReceived: {}\n\nd\n", "u".repeat(300), "r".repeat(600));
+    let content = format!(
+        "{MBOX}\n\nFrom d\nX-UIDL: {}\nReceived: {}\n\nd\n",
+        "u".repeat(300),
+        "r".repeat(600)
+    );
     let path = mbox_in(&dir, &content);
     let file = File::options().read(true).write(true).open(&path).unwrap();
     let mut lock = DeliveryLock::acquire(&path, &file, DELIVERY_LOCK_WAIT).unwrap();
     let whole = scan::scan_all(content.as_bytes(), true).unwrap();
     for chunk in (1..=64).chain([255, 256, 257, 1000]) {
         let (got, size) = scan_file(&path, &file, None, true, &mut lock, chunk).unwrap();
-        assert_eq!((got, size), (whole.clone(), content.len() as u64), "chunk {chunk}");
+        assert_eq!(
+            (got, size),
+            (whole.clone(), content.len() as u64),
+            "chunk {chunk}"
+        );
         let limit = MBOX.len() as u64;
         let (prefix, size) = scan_file(&path, &file, Some(limit), true, &mut lock, chunk).unwrap();
-        assert_eq!((prefix, size), (scan::scan_all(MBOX.as_bytes(), true).unwrap(), limit), "chunk {chunk}");
+        assert_eq!(
+            (prefix, size),
+            (scan::scan_all(MBOX.as_bytes(), true).unwrap(), limit),
+            "chunk {chunk}"
+        );
     }
 }
 
@@ -221,27 +264,43 @@ fn mbox_renamed_over_during_the_session_is_not_expunged() {
         } else {
             fs::remove_file(&path).unwrap();
         }
-        let e = Box::new(mbox).expunge(&[1]).expect_err("a replaced mbox is not expunged");
+        let e = Box::new(mbox)
+            .expunge(&[1])
+            .expect_err("a replaced mbox is not expunged");
         assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
-        assert_eq!(fs::read_to_string(&path).ok().as_deref(), replace_with, "untouched");
+        assert_eq!(
+            fs::read_to_string(&path).ok().as_deref(),
+            replace_with,
+            "untouched"
+        );
     }
 }
 
 /// What a session sees: the scan, the listing and every message's bytes.
 fn view(path: &Path, uidl: UidlSource) -> (Vec<ScannedMessage>, Vec<MessageInfo>, Vec<Vec<u8>>) {
     let mut mbox = Mbox::open_with(path, uidl).unwrap();
-    let bodies = (0..mbox.messages().len()).map(|i| read_all(&mut mbox, i).unwrap()).collect();
+    let bodies = (0..mbox.messages().len())
+        .map(|i| read_all(&mut mbox, i).unwrap())
+        .collect();
     (mbox.scanned.clone(), mbox.messages.clone(), bodies)
 }
 
 /// The view without the index: a full scan.
-fn scanned_view(path: &Path, uidl: UidlSource) -> (Vec<ScannedMessage>, Vec<MessageInfo>, Vec<Vec<u8>>) {
+fn scanned_view(
+    path: &Path,
+    uidl: UidlSource,
+) -> (Vec<ScannedMessage>, Vec<MessageInfo>, Vec<Vec<u8>>) {
     index::remove(path);
     view(path, uidl)
 }
 
 fn append_to(path: &Path, text: &str) {
-    fs::OpenOptions::new().append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
 }
 
 #[test]
@@ -249,17 +308,43 @@ fn the_index_gives_what_a_full_scan_gives() {
     type Change = fn(&Path);
     let changes: [(&str, Change); 7] = [
         ("nothing", |_| {}),
-        ("a delivery", |p| append_to(p, "\n\nFrom d Thu Jan  1 00:00:03 2026\nReceived: by mx id 4\n\nfourth\n")),
-        ("text with no separator", |p| append_to(p, "\nFrom not a separator\nmore\n")),
+        ("a delivery", |p| {
+            append_to(
+                p,
+                "\n\nFrom d Thu Jan  1 00:00:03 2026\nReceived: by mx id 4\n\nfourth\n",
+            )
+        }),
+        ("text with no separator", |p| {
+            append_to(p, "\nFrom not a separator\nmore\n")
+        }),
         ("an edit before the last message", |p| {
-            let text = fs::read_to_string(p).unwrap().replace("Subject: one", "Subject: one!");
-            fs::OpenOptions::new().write(true).open(p).unwrap().write_all(text.as_bytes()).unwrap();
+            let text = fs::read_to_string(p)
+                .unwrap()
+                .replace("Subject: one", "Subject: one!");
+            fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
         }),
         ("a same-size edit", |p| {
             let text = fs::read_to_string(p).unwrap().replace("id 1", "id 9");
-            fs::OpenOptions::new().write(true).open(p).unwrap().write_all(text.as_bytes()).unwrap();
+            fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
         }),
-        ("a truncation", |p| fs::OpenOptions::new().write(true).open(p).unwrap().set_len(100).unwrap()),
+        ("a truncation", |p| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(100)
+                .unwrap()
+        }),
         ("a new file renamed over it", |p| {
             let new = p.with_extension("new");
             fs::write(&new, MBOX.replace("first", "other")).unwrap();
@@ -272,7 +357,11 @@ fn the_index_gives_what_a_full_scan_gives() {
             let path = mbox_in(&dir, MBOX);
             let first = view(&path, uidl);
             assert!(index::index_path(&path).exists(), "{what}: index written");
-            assert_eq!(view(&path, uidl), first, "{what}: unchanged, from the index");
+            assert_eq!(
+                view(&path, uidl),
+                first,
+                "{what}: unchanged, from the index"
+            );
             // mtime granularity: a same-size edit must not look untouched.
             std::thread::sleep(std::time::Duration::from_millis(10));
             change(&path);
@@ -286,7 +375,10 @@ fn the_index_gives_what_a_full_scan_gives() {
 fn the_index_follows_an_expunge() {
     for deleted in [&[0][..], &[1], &[2], &[0, 2], &[1, 2]] {
         let dir = tempfile::tempdir().unwrap();
-        let path = mbox_in(&dir, &format!("{MBOX}\n\nFrom d\nReceived: by mx id 4\n\nfourth\n"));
+        let path = mbox_in(
+            &dir,
+            &format!("{MBOX}\n\nFrom d\nReceived: by mx id 4\n\nfourth\n"),
+        );
         let mbox = Mbox::open(&path).unwrap();
         // Mail delivered during the session lies past the index and is scanned at the next login.
         append_to(&path, "\nFrom e\n\nfifth\n");
@@ -294,11 +386,17 @@ fn the_index_follows_an_expunge() {
         assert!(index::index_path(&path).exists());
         let indexed = view(&path, UidlSource::Popa3d);
         assert_eq!(indexed.1.len(), 5 - deleted.len(), "{deleted:?}");
-        assert_eq!(indexed, scanned_view(&path, UidlSource::Popa3d), "{deleted:?}");
+        assert_eq!(
+            indexed,
+            scanned_view(&path, UidlSource::Popa3d),
+            "{deleted:?}"
+        );
     }
     // Everything deleted: no index of nothing.
     let dir = tempfile::tempdir().unwrap();
     let path = mbox_in(&dir, MBOX);
-    Box::new(Mbox::open(&path).unwrap()).expunge(&[0, 1, 2]).unwrap();
+    Box::new(Mbox::open(&path).unwrap())
+        .expunge(&[0, 1, 2])
+        .unwrap();
     assert!(!index::index_path(&path).exists());
 }

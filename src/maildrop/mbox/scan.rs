@@ -110,9 +110,15 @@ impl HeaderFlags {
     fn classify(&mut self, line: &[u8]) -> bool {
         self.fixed = match line[0] {
             b'\t' | b' ' => self.fixed,
-            b'R' | b'r' => !self.received && { self.received = starts_with_ci(line, b"Received:"); self.received },
+            b'R' | b'r' => {
+                !self.received && {
+                    self.received = starts_with_ci(line, b"Received:");
+                    self.received
+                }
+            }
             b'D' | b'd' => {
-                starts_with_ci(line, b"Delivered-To:") || (!self.received && starts_with_ci(line, b"Date:"))
+                starts_with_ci(line, b"Delivered-To:")
+                    || (!self.received && starts_with_ci(line, b"Date:"))
             }
             b'M' | b'm' => !self.received && starts_with_ci(line, b"Message-ID:"),
             b'X' => starts_with_ci(line, b"X-Delivery-ID:"),
@@ -169,7 +175,10 @@ impl Scanner {
     /// A scanner fed from `offset` of the input on, where a `From ` line begins: an mbox index's last
     /// message, everything before it known from an earlier scan. Offsets it reports are absolute.
     pub fn starting_at(offset: u64, want_x_uidl: bool) -> Scanner {
-        Scanner { pos: offset, ..Scanner::new(want_x_uidl) }
+        Scanner {
+            pos: offset,
+            ..Scanner::new(want_x_uidl)
+        }
     }
 
     /// Scans as much of `window` as it can; `eof`: nothing follows `window`.
@@ -219,7 +228,10 @@ impl Scanner {
             Some(i) => (i + 1, true),
             None => (rest.len(), false),
         };
-        let cur = self.current.as_mut().expect("a message is open in FromLine");
+        let cur = self
+            .current
+            .as_mut()
+            .expect("a message is open in FromLine");
         cur.from_digest = fnv1a(cur.from_digest, &rest[..n]);
         self.advance(&rest[..n], false);
         if done {
@@ -242,7 +254,10 @@ impl Scanner {
             return Step::Ate(1);
         }
         let want_x_uidl = self.want_x_uidl;
-        let cur = self.current.as_mut().expect("a message is open in a header");
+        let cur = self
+            .current
+            .as_mut()
+            .expect("a message is open in a header");
         if cur.flags.classify(line) {
             cur.md5.update(line);
             cur.hashed = true;
@@ -251,10 +266,18 @@ impl Scanner {
             // A line too long to see whole holds no valid unique-id (70 octets at most): record it as empty.
             // (Lines of `MIN_FRAGMENT` octets or more are treated so however the input was cut into windows.)
             let whole = complete && line.len() < MIN_FRAGMENT;
-            cur.x_uidl = Some(if whole { x_uidl_value(&line[7..]) } else { "".into() });
+            cur.x_uidl = Some(if whole {
+                x_uidl_value(&line[7..])
+            } else {
+                "".into()
+            });
         }
         self.advance(line, true);
-        self.state = if complete { State::HeaderLineStart } else { State::HeaderLineRest };
+        self.state = if complete {
+            State::HeaderLineStart
+        } else {
+            State::HeaderLineRest
+        };
         Step::Ate(line.len())
     }
 
@@ -263,7 +286,10 @@ impl Scanner {
             Some(i) => (i + 1, true),
             None => (rest.len(), false),
         };
-        let cur = self.current.as_mut().expect("a message is open in a header");
+        let cur = self
+            .current
+            .as_mut()
+            .expect("a message is open in a header");
         if cur.flags.fixed {
             cur.md5.update(&rest[..n]);
         }
@@ -301,7 +327,11 @@ impl Scanner {
             }
             None => {
                 // A separator may straddle the window's end: leave its possible beginning for next time.
-                let n = if eof { rest.len() } else { rest.len().saturating_sub(SEPARATOR.len() - 1) };
+                let n = if eof {
+                    rest.len()
+                } else {
+                    rest.len().saturating_sub(SEPARATOR.len() - 1)
+                };
                 if n == 0 {
                     return Step::NeedMore;
                 }
@@ -348,7 +378,9 @@ impl Scanner {
 
     /// Closes the current message at `self.pos`; `at_separator`: a `From ` line follows.
     fn end_message(&mut self, at_separator: bool) {
-        let Some(cur) = self.current.take() else { return };
+        let Some(cur) = self.current.take() else {
+            return;
+        };
         let end = self.pos;
         let data_offset = cur.data_offset.unwrap_or(end);
         let last_line_empty = at_separator || (end > data_offset && self.prev == *b"\n\n");
@@ -357,7 +389,11 @@ impl Scanner {
         let data_end = end - strip as u64;
         let lf = cur.lf - strip as u64;
         let last_has_lf = at_separator || strip || self.prev[1] == b'\n';
-        let unterminated = if data_end > data_offset && !last_has_lf { 2 } else { 0 };
+        let unterminated = if data_end > data_offset && !last_has_lf {
+            2
+        } else {
+            0
+        };
         self.messages.push(ScannedMessage {
             from_offset: cur.from_offset,
             data_offset,

@@ -37,7 +37,12 @@ fn reference_octets(data: &[u8]) -> u64 {
 }
 
 fn bodies(input: &[u8], msgs: &[ScannedMessage]) -> Vec<String> {
-    msgs.iter().map(|m| String::from_utf8_lossy(&input[m.data_offset as usize..m.data_end as usize]).into_owned()).collect()
+    msgs.iter()
+        .map(|m| {
+            String::from_utf8_lossy(&input[m.data_offset as usize..m.data_end as usize])
+                .into_owned()
+        })
+        .collect()
 }
 
 const CASES: &[(&str, &[&str])] = &[
@@ -45,23 +50,41 @@ const CASES: &[(&str, &[&str])] = &[
     ("From a\n", &[""]),
     ("From a", &[""]),
     ("From a\nSubject: x\n\nbody\n", &["Subject: x\n\nbody\n"]),
-    ("From a\nS: 1\n\nb1\n\nFrom b\nS: 2\n\nb2\n", &["S: 1\n\nb1\n", "S: 2\n\nb2\n"]),
+    (
+        "From a\nS: 1\n\nb1\n\nFrom b\nS: 2\n\nb2\n",
+        &["S: 1\n\nb1\n", "S: 2\n\nb2\n"],
+    ),
     ("From a\nS: 1\n\nb1\n\n", &["S: 1\n\nb1\n"]),
     // No body: the empty line before `From ` ends the header and is kept.
     ("From a\nS: 1\n\nFrom b\nS: 2\n", &["S: 1\n\n", "S: 2\n"]),
     // `From ` not after an empty line, and `>From `, are text.
-    ("From a\nS: 1\n\nline\nFrom me\n", &["S: 1\n\nline\nFrom me\n"]),
-    ("From a\nS\n\n>From x\n\n>>From y\n", &["S\n\n>From x\n\n>>From y\n"]),
+    (
+        "From a\nS: 1\n\nline\nFrom me\n",
+        &["S: 1\n\nline\nFrom me\n"],
+    ),
+    (
+        "From a\nS\n\n>From x\n\n>>From y\n",
+        &["S\n\n>From x\n\n>>From y\n"],
+    ),
     ("From a\nFrom b\n", &["From b\n"]),
     ("From a\nS\n\nb\n\n\nFrom b\nT\n", &["S\n\nb\n\n", "T\n"]),
     ("From a\nS\n\nb", &["S\n\nb"]),
     ("From a\n\nFrom b\nX\n", &["\n", "X\n"]),
     ("From a\n\n\nFrom b\n", &["\n", ""]),
     ("From a\n\n\n", &["\n"]),
-    ("From a\nS\n\n\nFrom b\n\nFrom c\n\n\n\n", &["S\n\n", "\n", "\n\n"]),
+    (
+        "From a\nS\n\n\nFrom b\n\nFrom c\n\n\n\n",
+        &["S\n\n", "\n", "\n\n"],
+    ),
     // CRLF lines are not empty lines: no header end, no separator.
-    ("From a\r\nS\r\n\r\nb\r\n\r\nFrom b\r\n", &["S\r\n\r\nb\r\n\r\nFrom b\r\n"]),
-    ("From a\nS\r\n\nb\r\n\nFrom b\nT\r", &["S\r\n\nb\r\n", "T\r"]),
+    (
+        "From a\r\nS\r\n\r\nb\r\n\r\nFrom b\r\n",
+        &["S\r\n\r\nb\r\n\r\nFrom b\r\n"],
+    ),
+    (
+        "From a\nS\r\n\nb\r\n\nFrom b\nT\r",
+        &["S\r\n\nb\r\n", "T\r"],
+    ),
     ("From a\nS\n\nb\n\nFrom", &["S\n\nb\n\nFrom"]),
     ("From a\nS\n\nb\n\nFrom \n", &["S\n\nb\n", ""]),
 ];
@@ -70,37 +93,68 @@ const CASES: &[(&str, &[&str])] = &[
 fn splits_like_popa3d() {
     for (input, expected) in CASES {
         let msgs = scan_all(input.as_bytes(), false).unwrap();
-        assert_eq!(bodies(input.as_bytes(), &msgs), *expected, "input {input:?}");
+        assert_eq!(
+            bodies(input.as_bytes(), &msgs),
+            *expected,
+            "input {input:?}"
+        );
         for (i, m) in msgs.iter().enumerate() {
             let data = &input.as_bytes()[m.data_offset as usize..m.data_end as usize];
-            assert_eq!(m.octets, reference_octets(data), "input {input:?} message {i}");
-            let next = msgs.get(i + 1).map_or(input.len() as u64, |n| n.from_offset);
+            assert_eq!(
+                m.octets,
+                reference_octets(data),
+                "input {input:?} message {i}"
+            );
+            let next = msgs
+                .get(i + 1)
+                .map_or(input.len() as u64, |n| n.from_offset);
             assert_eq!(m.end, next, "input {input:?}: messages tile the file");
-            assert!(m.data_offset <= m.header_end && m.header_end <= m.data_end && m.data_end <= m.end);
+            assert!(
+                m.data_offset <= m.header_end && m.header_end <= m.data_end && m.data_end <= m.end
+            );
         }
     }
 }
 
 #[test]
 fn refuses_what_is_not_an_mbox() {
-    for input in ["Hello\n", "Fro", "\nFrom a\n", " From a\n", "from a\n", "From"] {
+    for input in [
+        "Hello\n",
+        "Fro",
+        "\nFrom a\n",
+        " From a\n",
+        "from a\n",
+        "From",
+    ] {
         assert_eq!(scan_all(input.as_bytes(), false), Err(NotMbox), "{input:?}");
         for k in 1..=input.len() {
-            assert_eq!(scan_chunked(input.as_bytes(), k, false), Err(NotMbox), "{input:?} k={k}");
+            assert_eq!(
+                scan_chunked(input.as_bytes(), k, false),
+                Err(NotMbox),
+                "{input:?} k={k}"
+            );
         }
     }
 }
 
 #[test]
 fn every_chunk_size_gives_the_same_result() {
-    let long_header = format!("From a\nX-UIDL: {}\nReceived: {}\n\n", "u".repeat(300), "r".repeat(700));
+    let long_header = format!(
+        "From a\nX-UIDL: {}\nReceived: {}\n\n",
+        "u".repeat(300),
+        "r".repeat(700)
+    );
     let mut inputs: Vec<String> = CASES.iter().map(|(i, _)| i.to_string()).collect();
     inputs.push(long_header);
     inputs.push(HASHED.to_string());
     for input in &inputs {
         let whole = scan_all(input.as_bytes(), true).unwrap();
         for k in 1..=input.len() + 1 {
-            assert_eq!(scan_chunked(input.as_bytes(), k, true).unwrap(), whole, "input {input:?} k={k}");
+            assert_eq!(
+                scan_chunked(input.as_bytes(), k, true).unwrap(),
+                whole,
+                "input {input:?} k={k}"
+            );
         }
     }
 }
@@ -140,8 +194,14 @@ fn hashes_popa3d_header_lines() {
 #[test]
 fn date_and_message_id_count_only_before_received() {
     let table: &[(&str, &[&str])] = &[
-        ("Date: d\nMessage-ID: <m>\nSubject: s\n", &["Date: d\n", "Message-ID: <m>\n"]),
-        ("DATE: d\n  folded\nReceived: r\nDate: e\nReceived: q\n", &["DATE: d\n  folded\n", "Received: r\n"]),
+        (
+            "Date: d\nMessage-ID: <m>\nSubject: s\n",
+            &["Date: d\n", "Message-ID: <m>\n"],
+        ),
+        (
+            "DATE: d\n  folded\nReceived: r\nDate: e\nReceived: q\n",
+            &["DATE: d\n  folded\n", "Received: r\n"],
+        ),
         ("Subject: s\n", &[]),
         ("Reply-To: x\nReceived: r\n", &["Received: r\n"]),
     ];
@@ -150,7 +210,11 @@ fn date_and_message_id_count_only_before_received() {
         let m = &scan_all(input.as_bytes(), false).unwrap()[0];
         let mut md5 = Md5::new();
         hashed.iter().for_each(|l| md5.update(l.as_bytes()));
-        assert_eq!(m.popa3d_md5, <[u8; 16]>::from(md5.finalize()), "{headers:?}");
+        assert_eq!(
+            m.popa3d_md5,
+            <[u8; 16]>::from(md5.finalize()),
+            "{headers:?}"
+        );
         assert_eq!(m.popa3d_hashed, !hashed.is_empty());
     }
 }
@@ -160,14 +224,15 @@ fn reference_scan(input: &[u8]) -> Vec<(u64, u64, u64, u64, u64)> {
     let mut out = Vec::new();
     let mut cur: Option<(u64, u64, Option<u64>)> = None; // from, data, header_end
     let (mut offset, mut blank, mut in_header) = (0u64, false, false);
-    let close = |cur: Option<(u64, u64, Option<u64>)>, end: u64, last_blank: bool, out: &mut Vec<_>| {
-        if let Some((from, data, header_end)) = cur {
-            let strip = last_blank && header_end.is_some_and(|h: u64| end > h);
-            let data_end = end - strip as u64;
-            let octets = reference_octets(&input[data as usize..data_end as usize]);
-            out.push((from, data, data_end, end, octets));
-        }
-    };
+    let close =
+        |cur: Option<(u64, u64, Option<u64>)>, end: u64, last_blank: bool, out: &mut Vec<_>| {
+            if let Some((from, data, header_end)) = cur {
+                let strip = last_blank && header_end.is_some_and(|h: u64| end > h);
+                let data_end = end - strip as u64;
+                let octets = reference_octets(&input[data as usize..data_end as usize]);
+                out.push((from, data, data_end, end, octets));
+            }
+        };
     for line in input.split_inclusive(|&b| b == b'\n') {
         if (offset == 0 || blank) && line.starts_with(b"From ") {
             close(cur.take(), offset, offset > 0, &mut out);
@@ -190,9 +255,23 @@ fn reference_scan(input: &[u8]) -> Vec<(u64, u64, u64, u64, u64)> {
 /// A deterministic generator of awkward mailboxes.
 fn generated_mbox(seed: u64, lines: usize) -> Vec<u8> {
     const PIECES: &[&str] = &[
-        "From x@y Thu Jan  1 00:00:00 2026\n", "\n", "\n", ">From q\n", "From body\n", "Received: r\n",
-        " cont\n", "Date: d\n", "Subject: s\n", "text line\n", "crlf\r\n", "\r\n", "\r", "x", "From ",
-        "X-UIDL: u1\n", "Delivered-To: d\n",
+        "From x@y Thu Jan  1 00:00:00 2026\n",
+        "\n",
+        "\n",
+        ">From q\n",
+        "From body\n",
+        "Received: r\n",
+        " cont\n",
+        "Date: d\n",
+        "Subject: s\n",
+        "text line\n",
+        "crlf\r\n",
+        "\r\n",
+        "\r",
+        "x",
+        "From ",
+        "X-UIDL: u1\n",
+        "Delivered-To: d\n",
     ];
     let mut state = seed | 1;
     let mut out = b"From first\n".to_vec();
@@ -214,10 +293,19 @@ fn agrees_with_the_line_by_line_reference() {
             .iter()
             .map(|m| (m.from_offset, m.data_offset, m.data_end, m.end, m.octets))
             .collect();
-        assert_eq!(got, reference_scan(&input), "seed {seed}: {:?}", String::from_utf8_lossy(&input));
+        assert_eq!(
+            got,
+            reference_scan(&input),
+            "seed {seed}: {:?}",
+            String::from_utf8_lossy(&input)
+        );
         let whole = scan_all(&input, true).unwrap();
         for k in [1, 2, 3, 5, 7, 8, 13, 64] {
-            assert_eq!(scan_chunked(&input, k, true).unwrap(), whole, "seed {seed} k={k}");
+            assert_eq!(
+                scan_chunked(&input, k, true).unwrap(),
+                whole,
+                "seed {seed} k={k}"
+            );
         }
     }
 }

@@ -52,7 +52,12 @@ pub struct Words {
 
 impl Default for Words {
     fn default() -> Words {
-        Words { lanes: [0xcbf2_9ce4_8422_2325, 0x8422_2325_cbf2_9ce4], pending: [0; 16], pending_len: 0, total: 0 }
+        Words {
+            lanes: [0xcbf2_9ce4_8422_2325, 0x8422_2325_cbf2_9ce4],
+            pending: [0; 16],
+            pending_len: 0,
+            total: 0,
+        }
     }
 }
 
@@ -92,7 +97,10 @@ impl Words {
         // The length goes in too, so trailing zeros cut off or added change the sum.
         let mut last = [0u8; 16];
         last[..self.pending_len].copy_from_slice(&self.pending[..self.pending_len]);
-        last[8..].iter_mut().zip(self.total.to_le_bytes()).for_each(|(b, t)| *b ^= t);
+        last[8..]
+            .iter_mut()
+            .zip(self.total.to_le_bytes())
+            .for_each(|(b, t)| *b ^= t);
         self.block(&last);
         let [a, b] = self.lanes;
         let mut out = [0u8; 16];
@@ -119,7 +127,11 @@ mod tests {
             let whole = sum(magic, &[&data]);
             for cut in 0..data.len() {
                 for cut2 in cut..data.len() {
-                    assert_eq!(sum(magic, &[&data[..cut], &data[cut..cut2], &data[cut2..]]), whole, "{cut} {cut2}");
+                    assert_eq!(
+                        sum(magic, &[&data[..cut], &data[cut..cut2], &data[cut2..]]),
+                        whole,
+                        "{cut} {cut2}"
+                    );
                 }
                 assert_ne!(sum(magic, &[&data[..cut]]), whole, "cut at {cut}");
                 let mut changed = data.clone();
@@ -129,7 +141,10 @@ mod tests {
             // Trailing zeros count.
             assert_ne!(sum(magic, &[&[0u8; 16]]), sum(magic, &[&[0u8; 17]]));
         }
-        assert_eq!(sum(MAGIC_V1, &[b"abc"]), <[u8; 16]>::from(Md5::digest(b"abc")));
+        assert_eq!(
+            sum(MAGIC_V1, &[b"abc"]),
+            <[u8; 16]>::from(Md5::digest(b"abc"))
+        );
         assert!(Sum::for_magic(b"poplar-mbox-rcv3").is_none());
     }
 }

@@ -83,7 +83,11 @@ pub fn assign<E>(
             let digest = header_md5(m)?;
             let suffix: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
             // "-XXXXXXXX" plus room for a counter must fit in MAX_UID; a long X-UIDL falls back to popa3d's id.
-            let stem = if base.len() + 9 + 8 <= MAX_UID { base } else { popa3d };
+            let stem = if base.len() + 9 + 8 <= MAX_UID {
+                base
+            } else {
+                popa3d
+            };
             first_free(&used, &mut next, format!("{stem}-{suffix}"))
         } else {
             base.into()
@@ -119,7 +123,9 @@ mod tests {
     fn ids(mbox: &str, source: UidlSource) -> Vec<String> {
         let msgs = scan_all(mbox.as_bytes(), true).unwrap();
         let got = assign(&msgs, source, |m| {
-            Ok::<_, ()>(Md5::digest(&mbox.as_bytes()[m.from_offset as usize..m.header_end as usize]).into())
+            Ok::<_, ()>(
+                Md5::digest(&mbox.as_bytes()[m.from_offset as usize..m.header_end as usize]).into(),
+            )
         });
         got.unwrap().into_iter().map(String::from).collect()
     }
@@ -139,10 +145,15 @@ mod tests {
         let got = ids(&mbox, UidlSource::Popa3d);
         let h1 = popa3d_id(&Md5::digest(b"Received: r1\n").into());
         assert_eq!(got[0], h1);
-        assert!(got[1].starts_with(&format!("{h1}-")) && got[1].len() == 16 + 9, "{got:?}");
+        assert!(
+            got[1].starts_with(&format!("{h1}-")) && got[1].len() == 16 + 9,
+            "{got:?}"
+        );
         assert!(got[2].starts_with(&popa3d_id(&Md5::digest(b"").into())));
         assert_eq!(got[3], format!("{}-2", got[2]));
-        assert!(got[4].starts_with(&format!("{h1}-")) && got[4].len() == 16 + 9 && got[4] != got[1]);
+        assert!(
+            got[4].starts_with(&format!("{h1}-")) && got[4].len() == 16 + 9 && got[4] != got[1]
+        );
         let set: HashSet<_> = got.iter().collect();
         assert_eq!(set.len(), got.len());
         assert!(got.iter().all(|id| valid_uid(id)));
@@ -151,12 +162,21 @@ mod tests {
 
     #[test]
     fn deleting_a_message_keeps_the_others_ids() {
-        let msgs: Vec<String> =
-            (0..5).map(|i| format!("From u Thu Jan  1 00:00:0{i} 2026\nReceived: r{}\n\nbody\n\n", i % 3)).collect();
+        let msgs: Vec<String> = (0..5)
+            .map(|i| {
+                format!(
+                    "From u Thu Jan  1 00:00:0{i} 2026\nReceived: r{}\n\nbody\n\n",
+                    i % 3
+                )
+            })
+            .collect();
         let all = ids(&msgs.concat(), UidlSource::Popa3d);
         // Messages 3 and 4 repeat the hashed headers of 0 and 1 (see the module doc for deleting 0 or 1).
         for gone in [2, 3, 4] {
-            let rest: Vec<&str> = (0..5).filter(|&i| i != gone).map(|i| msgs[i].as_str()).collect();
+            let rest: Vec<&str> = (0..5)
+                .filter(|&i| i != gone)
+                .map(|i| msgs[i].as_str())
+                .collect();
             let expected: Vec<&String> = (0..5).filter(|&i| i != gone).map(|i| &all[i]).collect();
             let got = ids(&rest.concat(), UidlSource::Popa3d);
             assert_eq!(got.iter().collect::<Vec<_>>(), expected, "deleted {gone}");
@@ -176,7 +196,11 @@ mod tests {
             let mbox = format!("From a\nReceived: r\n{header}\nbody\n");
             let with = ids(&mbox, UidlSource::XUidl);
             let without = ids(&mbox, UidlSource::Popa3d);
-            assert_eq!(with[0], expected.map_or(without[0].clone(), String::from), "{header:?}");
+            assert_eq!(
+                with[0],
+                expected.map_or(without[0].clone(), String::from),
+                "{header:?}"
+            );
         }
         let twice = "From a\nX-UIDL: same\n\nx\n\nFrom b\nX-UIDL: same\n\ny\n";
         let got = ids(twice, UidlSource::XUidl);
