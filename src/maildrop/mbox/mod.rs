@@ -18,6 +18,7 @@
 
 pub mod expunge;
 pub mod index;
+pub mod polyhash;
 pub mod scan;
 pub mod sum;
 pub mod uidl;

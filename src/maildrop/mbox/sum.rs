@@ -1,15 +1,17 @@
 //! The checksum that tells a whole recovery file (see `expunge`) from one a crash cut short or tore.
-//! Version 2 files, written now, use a sum over 64-bit words that runs at memory speed: the file holds
-//! the mbox from the first deleted message to its end, often most of the mbox, and MD5 over 100 MB cost
-//! more than everything else UPDATE does. Version 1 files (MD5) are still read, so a recovery file left
-//! by an older poplar is applied after an upgrade. Neither guards against an attacker: only the mbox's
-//! owner can write the file, and that owner can change the mbox itself.
+//! Versions 2 and 3 (3 is written now; see `recovery` for the layouts) use a sum over 64-bit words that
+//! runs at memory speed: the file holds a large part of the mbox, and MD5 over 100 MB cost more than
+//! everything else UPDATE does. Version 1 files (MD5) are still read, so a recovery file left by an
+//! older poplar is applied after an upgrade. Neither guards against an attacker: only the mbox's owner
+//! can write the file, and that owner can change the mbox itself. (What does face an attacker, mail
+//! appended after a crash, is told apart by `polyhash`, not by this sum.)
 
 use md5::{Digest, Md5};
 
 /// The recovery file's first 16 octets, by version.
 pub const MAGIC_V1: &[u8; 16] = b"poplar-mbox-rcv1";
 pub const MAGIC_V2: &[u8; 16] = b"poplar-mbox-rcv2";
+pub const MAGIC_V3: &[u8; 16] = b"poplar-mbox-rcv3";
 
 /// A running checksum of either version; both give 16 octets.
 pub enum Sum {
@@ -22,7 +24,7 @@ impl Sum {
     pub fn for_magic(magic: &[u8]) -> Option<Sum> {
         match magic {
             m if m == MAGIC_V1 => Some(Sum::Md5(Box::default())),
-            m if m == MAGIC_V2 => Some(Sum::Words(Words::default())),
+            m if m == MAGIC_V2 || m == MAGIC_V3 => Some(Sum::Words(Words::default())),
             _ => None,
         }
     }
@@ -123,7 +125,7 @@ mod tests {
     #[test]
     fn any_split_gives_the_same_sum_and_any_change_another() {
         let data: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(37)).collect();
-        for magic in [MAGIC_V1, MAGIC_V2] {
+        for magic in [MAGIC_V1, MAGIC_V2, MAGIC_V3] {
             let whole = sum(magic, &[&data]);
             for cut in 0..data.len() {
                 for cut2 in cut..data.len() {
@@ -145,6 +147,6 @@ mod tests {
             sum(MAGIC_V1, &[b"abc"]),
             <[u8; 16]>::from(Md5::digest(b"abc"))
         );
-        assert!(Sum::for_magic(b"poplar-mbox-rcv3").is_none());
+        assert!(Sum::for_magic(b"poplar-mbox-rcv4").is_none());
     }
 }
