@@ -66,13 +66,15 @@ fn unchanged(fx: &Fixture, path: &Path, before: &[u8], count: usize) {
 #[test]
 fn efbig_writing_the_recovery_file_changes_nothing() {
     // 8 KiB mbox under an 8 KiB limit: the mbox may be rewritten (no write reaches past 8 KiB), but the
-    // recovery file for deleting message 1 (all of the file plus a header) cannot be written.
-    let before = mailbox(4, 8192);
+    // recovery file for deleting a short message 1 (what stays, all but that message, plus a header
+    // and a trailer longer than the message) cannot be written.
+    let short = b"From s@example.org Thu Jan  1 00:00:00 2026\nSubject: short\n\nx\n\n";
+    let before = [&short[..], &mailbox(4, 8192 - short.len())].concat();
     let (fx, path) = setup(&before);
     let srv = Server::start_with_file_limit(&fx, &[], 8);
-    let reply = delete_and_quit(&srv, 4, &[1]);
+    let reply = delete_and_quit(&srv, 5, &[1]);
     assert!(reply.starts_with("-ERR [SYS/TEMP] "), "{reply}");
-    unchanged(&fx, &path, &before, 4);
+    unchanged(&fx, &path, &before, 5);
 }
 
 #[test]
@@ -147,12 +149,13 @@ fn enospc_during_update_changes_nothing() {
         );
         return;
     };
-    // 40 KiB of mail on a 64 KiB file system: no room for a 40 KiB recovery file.
+    // 40 KiB of mail on a 64 KiB file system: no room for the recovery file of deleting message 1,
+    // which saves the 32 KiB that stay.
     let before = mailbox(5, 40 * 1024);
     let path = fx.mbox("alice");
     fs::write(&path, &before).unwrap();
     let srv = Server::start(&fx, &[]);
-    let reply = delete_and_quit(&srv, 5, &[1, 2]);
+    let reply = delete_and_quit(&srv, 5, &[1]);
     assert!(reply.starts_with("-ERR [SYS/TEMP] "), "{reply}");
     drop(srv);
     unchanged(&fx, &path, &before, 5);

@@ -1,5 +1,5 @@
 //! Crash-safe removal of messages from an mbox, and recovery after a crash. The caller holds the
-//! delivery agents' locks and has checked that the file still holds the messages it scanned.
+//! delivery agents' locks and supplies the check that the file still holds the messages it scanned.
 //!
 //! # Design
 //!
@@ -7,40 +7,58 @@
 //! open never delivers into a file that was replaced. Let O be the file size now (mail delivered during
 //! the session included), `offset` the first deleted byte and N the size after removal (N < O).
 //!
-//! 1. Write `MBOX.poplar-recovery` (mode 0600, created exclusively): a header (O, `offset`, N, the deleted
-//!    ranges), the file's bytes `offset..O` as they are now, and a checksum of all that (`sum`: words at
-//!    memory speed; files from before, with an MD5, are still read). fsync it and the
-//!    directory. A failure here (ENOSPC, EFBIG, EIO) removes it: the mbox was not touched. Before this
+//! 1. Write `MBOX.poplar-recovery` (mode 0600, created exclusively; layout in `recovery`): the plan
+//!    (O, `offset`, N, the deleted ranges), the file's bytes `offset..N` as they are now, random keys
+//!    and a keyed hash (`polyhash`) of `N..O` under them; fsync it. Meanwhile a second thread runs
+//!    the caller's check (a rescan of what the session scanned, which takes about as long). Once both
+//!    are done, and only if both succeeded, add the checksum of it all (`sum`) that makes the file
+//!    valid, and fsync it and the directory: a crash before leaves an incomplete file, so no valid
+//!    recovery file ever describes an mbox that failed the check. If the check fails, or the writing
+//!    does (ENOSPC, EFBIG, EIO), the recovery file is removed: the mbox was not touched. Before this
 //!    step, an mbox larger than the process's file size limit is refused (see `file_size_limit`).
 //! 2. Compact: copy each kept range down over the deleted ones, in file order. Writes only ever touch
-//!    `offset..N`, so `N..O` still holds the old bytes until step 3. No write extends the file: the
-//!    disk cannot fill up (but a file size limit applies to the write position, hence the check above).
+//!    `offset..N`, which is what step 1 saved; `N..O` still holds the old bytes until step 3. No write
+//!    extends the file: the disk cannot fill up (but a file size limit applies to the write position,
+//!    hence the check above).
 //! 3. fsync the mbox; only then truncate it to N, and fsync again.
 //! 4. Remove the recovery file and fsync the directory.
 //!
 //! Recovery (any open of the mbox that finds a recovery file, under the same locks):
 //! - The recovery file is short or its checksum is wrong: the crash came during step 1 and the mbox is
 //!   untouched. Remove it.
-//! - The mbox is at least O octets long and `N..O` still holds the saved old bytes: not truncated, so
-//!   somewhere in step 2 or 3. Roll back: write the saved bytes back at `offset`. Mail an agent appended
-//!   after the crash lies past O and stays. Rolling back is idempotent, so a crash during recovery is
-//!   recovered the same way.
+//! - The mbox is at least O octets long and `N..O` still hashes as saved: not truncated, so somewhere
+//!   in step 2 or 3. Roll back: write the saved `offset..N` back; `N..O` was never written, so the
+//!   file is the old one up to O. Mail an agent appended after the crash lies past O and stays.
+//!   Rolling back is idempotent, so a crash during recovery is recovered the same way.
 //! - Otherwise the truncation happened, which we do only after the compaction is on disk: the expunge is
 //!   complete (mail appended afterwards lies past N and stays). fsync, remove the recovery file.
 //!
+//! The hash is keyed because after the truncation an agent may append mail, chosen by its sender, over
+//! `N..O`: with a plain checksum a sender could make it match and have us "roll back" over the compacted
+//! mbox, mangling it. The sender cannot see the key, and `polyhash` bounds the chance of a match for
+//! any mail chosen without it (below 10^-12 for 100 MB). Appended octets identical to the old `N..O`
+//! cannot be told apart by any means, but then rolling back gives the old mbox, that copy included.
+//! Recovery files of versions 1 and 2 saved all of `offset..O` and compared `N..O` octet for octet;
+//! they are still applied that way.
+//!
 //! A rollback means the deleted messages come back: right, since the client never got UPDATE's `+OK`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::panic;
 use std::path::{Path, PathBuf};
+use std::thread;
 
-use super::sum::{MAGIC_V2, Sum};
+use super::recovery::{self, Plan, Version, read_full_at, sync_dir};
 use nix::libc;
 
 /// Copy buffer size: large sequential I/O, small enough to stay in cache.
 pub const COPY_CHUNK: usize = 1 << 20;
-const HEADER_LEN: u64 = 16 + 4 * 8;
+/// Stack of the thread that runs the caller's check during step 1, so the session thread's own stays as
+/// small as it is. A scan keeps its buffers on the heap: 32 KiB is enough even for a debug build
+/// printing a panic's backtrace; this is twice that.
+const CHECK_STACK: usize = 64 * 1024;
 
 /// `MBOX.poplar-recovery`, next to the mbox: on the same file system, found by whoever opens the mbox.
 pub fn recovery_path(mbox: &Path) -> PathBuf {
@@ -62,75 +80,157 @@ pub enum Recovery {
     Completed,
 }
 
-/// Removes the byte ranges `deleted` (ascending, disjoint, non-empty, within the file) from the mbox
-/// `file` at `path`. `keep_alive` is called between chunks of work (to refresh the dotlock).
+/// Why `prepare` gave up; the mbox was not touched either way.
+#[derive(Debug)]
+pub enum Refused<E> {
+    /// The caller's check failed.
+    Check(E),
+    Io(io::Error),
+}
+
+impl<E> From<io::Error> for Refused<E> {
+    fn from(e: io::Error) -> Refused<E> {
+        Refused::Io(e)
+    }
+}
+
+/// An expunge whose recovery file is on disk and whose check passed: `commit` does the rest.
+#[must_use = "the recovery file stays until the expunge is committed"]
+pub struct Prepared<'f> {
+    file: &'f File,
+    path: PathBuf,
+    /// `None`: nothing to delete.
+    plan: Option<Plan>,
+    chunk: usize,
+}
+
+/// Removes the byte ranges `deleted` from the mbox `file` at `path`, with no check: `prepare` then
+/// `commit`.
+#[cfg(test)]
 pub fn expunge(
     path: &Path,
     file: &File,
     deleted: &[(u64, u64)],
     keep_alive: &mut dyn FnMut(),
 ) -> io::Result<()> {
-    expunge_with(path, file, deleted, keep_alive, COPY_CHUNK)
+    prepare(path, file, deleted, || Ok::<(), io::Error>(()))
+        .map_err(|e| match e {
+            Refused::Check(e) | Refused::Io(e) => e,
+        })?
+        .commit(keep_alive)
 }
 
-fn expunge_with(
+/// Step 1 for removing the byte ranges `deleted` (ascending, disjoint, non-empty, within the file)
+/// from the mbox `file` at `path`, with `check` run alongside in another thread; the mbox is not
+/// touched unless both succeed.
+pub fn prepare<'f, E: Send>(
     path: &Path,
-    file: &File,
+    file: &'f File,
     deleted: &[(u64, u64)],
-    keep_alive: &mut dyn FnMut(),
+    check: impl FnOnce() -> Result<(), E> + Send,
+) -> Result<Prepared<'f>, Refused<E>> {
+    prepare_with(path, file, deleted, check, COPY_CHUNK, Version::V3)
+}
+
+fn prepare_with<'f, E: Send>(
+    path: &Path,
+    file: &'f File,
+    deleted: &[(u64, u64)],
+    check: impl FnOnce() -> Result<(), E> + Send,
     chunk: usize,
-) -> io::Result<()> {
+    version: Version,
+) -> Result<Prepared<'f>, Refused<E>> {
+    let mut prepared = Prepared {
+        file,
+        path: path.to_path_buf(),
+        plan: None,
+        chunk,
+    };
     let Some(&(offset, _)) = deleted.first() else {
-        return Ok(());
+        check().map_err(Refused::Check)?;
+        return Ok(prepared);
     };
+    let size = file.metadata()?.len();
     let plan = Plan {
-        size: file.metadata()?.len(),
+        size,
         offset,
-        new_size: 0,
+        new_size: size - deleted.iter().map(|(a, b)| b - a).sum::<u64>(),
         deleted: deleted.to_vec(),
-    };
-    let plan = Plan {
-        new_size: plan.size - deleted.iter().map(|(a, b)| b - a).sum::<u64>(),
-        ..plan
     };
     if let Some(limit) = file_size_limit().filter(|&limit| plan.size > limit) {
         let why = format!(
             "mbox of {} octets is over the file size limit ({limit}): cannot rewrite it",
             plan.size
         );
-        return Err(io::Error::new(io::ErrorKind::FileTooLarge, why));
+        return Err(io::Error::new(io::ErrorKind::FileTooLarge, why).into());
     }
     let rpath = recovery_path(path);
-    if let Err(e) = write_recovery(&rpath, file, &plan, chunk) {
-        if !crash::is_simulated(&e) {
-            let _ = fs::remove_file(&rpath);
-        }
-        return Err(e);
-    }
-    match rewrite(file, &plan, keep_alive, chunk) {
-        Ok(()) => {
-            fs::remove_file(&rpath)?;
-            crash::point()?;
-            sync_dir(&rpath)
-        }
-        Err(e) if crash::is_simulated(&e) => Err(e),
-        Err(e) => {
-            // Leave the mbox whole now rather than at the next login: agents keep delivering into it.
-            if let Err(again) = recover(path, file) {
-                log::error!(
-                    "{}: rollback after failed expunge failed too: {again}",
-                    path.display()
-                );
+    // Someone else's recovery file is left alone: nothing below runs.
+    let out = recovery::create(&rpath)?;
+    let ran = thread::scope(|s| {
+        let checker = thread::Builder::new()
+            .name("mbox-check".into())
+            .stack_size(CHECK_STACK)
+            .spawn_scoped(s, check)?;
+        let written = recovery::write(&out, file, &plan, version, chunk);
+        Ok::<_, io::Error>((written, checker.join()))
+    });
+    // The file gets its checksum only once the check passed: a crash before leaves it incomplete, so
+    // no valid recovery file ever describes an mbox that failed the check (one renamed over, say).
+    let refused = match ran {
+        Ok((Ok(sum), Ok(Ok(())))) => match recovery::seal(&out, &rpath, sum) {
+            Ok(()) => {
+                prepared.plan = Some(plan);
+                return Ok(prepared);
             }
-            Err(e)
+            Err(e) if crash::is_simulated(&e) => return Err(e.into()),
+            Err(e) => Refused::Io(e),
+        },
+        // As if the process had died here: leave everything as it is.
+        Ok((Err(e), _)) if crash::is_simulated(&e) => return Err(e.into()),
+        Ok((_, Err(panicked))) => {
+            let _ = fs::remove_file(&rpath);
+            panic::resume_unwind(panicked)
+        }
+        Ok((_, Ok(Err(changed)))) => Refused::Check(changed),
+        Ok((Err(e), Ok(Ok(())))) | Err(e) => Refused::Io(e),
+    };
+    let _ = fs::remove_file(&rpath);
+    Err(refused)
+}
+
+impl Prepared<'_> {
+    /// Steps 2 to 4. `keep_alive` is called between chunks of work (to refresh the dotlock).
+    pub fn commit(self, keep_alive: &mut dyn FnMut()) -> io::Result<()> {
+        let Some(plan) = &self.plan else {
+            return Ok(());
+        };
+        let rpath = recovery_path(&self.path);
+        match rewrite(self.file, plan, keep_alive, self.chunk) {
+            Ok(()) => {
+                fs::remove_file(&rpath)?;
+                crash::point()?;
+                sync_dir(&rpath)
+            }
+            Err(e) if crash::is_simulated(&e) => Err(e),
+            Err(e) => {
+                // Leave the mbox whole now rather than at the next login: agents keep delivering into it.
+                if let Err(again) = recover(&self.path, self.file) {
+                    log::error!(
+                        "{}: rollback after failed expunge failed too: {again}",
+                        self.path.display()
+                    );
+                }
+                Err(e)
+            }
         }
     }
 }
 
 /// The soft `RLIMIT_FSIZE`, `None` when unlimited. Linux applies it to the write position, not to growth:
-/// a write at or past the limit fails with EFBIG even inside an existing file. The compaction writes up
-/// to N and a rollback up to O, so an mbox larger than the limit is refused before anything is written;
-/// otherwise a rollback could fail half-way and leave a recovery file this process cannot apply.
+/// a write at or past the limit fails with EFBIG even inside an existing file. The compaction and a
+/// rollback write up to N (a rollback from a version 1 or 2 file, up to O), so an mbox larger than the
+/// limit is refused before anything is written; otherwise the compaction could fail half-way.
 fn file_size_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -139,77 +239,6 @@ fn file_size_limit() -> Option<u64> {
     // SAFETY: getrlimit only writes the struct it is given.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } == 0;
     (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
-}
-
-/// The expunge to do, as recorded in the recovery file.
-#[derive(Debug, PartialEq, Eq)]
-struct Plan {
-    /// O: the size before.
-    size: u64,
-    /// The first deleted byte: nothing before it moves.
-    offset: u64,
-    /// N: the size after.
-    new_size: u64,
-    deleted: Vec<(u64, u64)>,
-}
-
-impl Plan {
-    fn header(&self) -> Vec<u8> {
-        let mut h = MAGIC_V2.to_vec();
-        for n in [
-            self.size,
-            self.offset,
-            self.new_size,
-            self.deleted.len() as u64,
-        ] {
-            h.extend_from_slice(&n.to_le_bytes());
-        }
-        for &(a, b) in &self.deleted {
-            h.extend_from_slice(&a.to_le_bytes());
-            h.extend_from_slice(&b.to_le_bytes());
-        }
-        h
-    }
-
-    /// The parts of `offset..size` that stay, in order.
-    fn kept(&self) -> Vec<(u64, u64)> {
-        let mut kept = Vec::new();
-        let mut at = self.offset;
-        for &(a, b) in self.deleted.iter().chain([(self.size, self.size)].iter()) {
-            if a > at {
-                kept.push((at, a));
-            }
-            at = b;
-        }
-        kept
-    }
-}
-
-/// Step 1: the recovery file, complete and on disk before the mbox is touched.
-fn write_recovery(rpath: &Path, file: &File, plan: &Plan, chunk: usize) -> io::Result<()> {
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(rpath)?;
-    let mut sum = Sum::for_magic(MAGIC_V2).expect("known magic");
-    let header = plan.header();
-    sum.update(&header);
-    out.write_all(&header)?;
-    crash::point()?;
-    let mut buf = vec![0u8; chunk];
-    let mut at = plan.offset;
-    while at < plan.size {
-        let n = read_full_at(file, &mut buf[..chunk.min((plan.size - at) as usize)], at)?;
-        sum.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        crash::point()?;
-        at += n as u64;
-    }
-    out.write_all(&sum.finish())?;
-    out.sync_all()?;
-    sync_dir(rpath)?;
-    crash::point()
 }
 
 /// Steps 2 and 3. The file is read in windows of `chunk` octets and the kept octets gathered into
@@ -283,21 +312,15 @@ impl Window {
 /// The caller holds the delivery locks.
 pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     let rpath = recovery_path(path);
-    let mut saved = match File::open(&rpath) {
+    let saved = match File::open(&rpath) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recovery::Clean),
         Err(e) => return Err(e),
     };
-    let outcome = match read_plan(&mut saved)? {
+    let outcome = match recovery::read(saved)? {
         None => Recovery::DiscardedIncomplete,
-        Some(plan) if !truncated(file, &saved, &plan)? => {
-            copy_between(
-                &saved,
-                HEADER_LEN + 16 * plan.deleted.len() as u64,
-                file,
-                plan.offset,
-                plan.size - plan.offset,
-            )?;
+        Some(saved) if !saved.truncated(file)? => {
+            saved.roll_back(file)?;
             file.sync_all()?;
             Recovery::RolledBack
         }
@@ -313,136 +336,10 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     Ok(outcome)
 }
 
-/// The plan in a recovery file, or `None` when the file is incomplete or corrupt.
-fn read_plan(saved: &mut File) -> io::Result<Option<Plan>> {
-    let len = saved.metadata()?.len();
-    let mut head = [0u8; HEADER_LEN as usize];
-    if len < HEADER_LEN + 16 || read_full_at(saved, &mut head, 0)? < head.len() {
-        return Ok(None);
-    }
-    let Some(mut sum) = Sum::for_magic(&head[..16]) else {
-        return Ok(None);
-    };
-    let word =
-        |i: usize| u64::from_le_bytes(head[16 + 8 * i..24 + 8 * i].try_into().expect("8 octets"));
-    let (size, offset, new_size, count) = (word(0), word(1), word(2), word(3));
-    let expected = count
-        .checked_mul(16)
-        .and_then(|r| r.checked_add(HEADER_LEN + 16));
-    let expected = expected
-        .zip(size.checked_sub(offset))
-        .and_then(|(e, tail)| e.checked_add(tail));
-    if expected != Some(len) {
-        return Ok(None);
-    }
-    let mut ranges = Vec::new();
-    let mut reader = io::BufReader::with_capacity(COPY_CHUNK, (&*saved).take(len - 16));
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pos = 0u64;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sum.update(&buf[..n]);
-        collect_ranges(&buf[..n], pos, count, &mut ranges);
-        pos += n as u64;
-    }
-    let mut saved_sum = [0u8; 16];
-    read_full_at(saved, &mut saved_sum, len - 16)?;
-    if saved_sum != sum.finish() {
-        return Ok(None);
-    }
-    let deleted = ranges.chunks(2).map(|r| (r[0], r[1])).collect();
-    Ok(Some(Plan {
-        size,
-        offset,
-        new_size,
-        deleted,
-    }))
-}
-
-/// Gathers the range words (after the fixed header) from a stream read at `pos`.
-fn collect_ranges(bytes: &[u8], pos: u64, count: u64, words: &mut Vec<u64>) {
-    let (start, end) = (HEADER_LEN, HEADER_LEN + 16 * count);
-    let mut word = [0u8; 8];
-    for (i, &b) in bytes.iter().enumerate() {
-        let at = pos + i as u64;
-        if (start..end).contains(&at) {
-            word[((at - start) % 8) as usize] = b;
-            if (at - start) % 8 == 7 {
-                words.push(u64::from_le_bytes(word));
-            }
-        }
-    }
-}
-
-/// Whether step 3's truncation happened: `N..O` no longer holds the saved old bytes.
-fn truncated(file: &File, saved: &File, plan: &Plan) -> io::Result<bool> {
-    if file.metadata()?.len() < plan.size {
-        return Ok(true);
-    }
-    let tail_start = HEADER_LEN + 16 * plan.deleted.len() as u64;
-    let (mut a, mut b) = (vec![0u8; COPY_CHUNK], vec![0u8; COPY_CHUNK]);
-    let mut at = plan.new_size;
-    while at < plan.size {
-        let want = COPY_CHUNK.min((plan.size - at) as usize);
-        let n = read_full_at(file, &mut a[..want], at)?;
-        let m = read_full_at(saved, &mut b[..want], tail_start + (at - plan.offset))?;
-        if n != want || m != want || a[..n] != b[..n] {
-            return Ok(true);
-        }
-        at += want as u64;
-    }
-    Ok(false)
-}
-
-/// Copies `len` octets from `src` at `from` to `dst` at `to`.
-fn copy_between(src: &File, mut from: u64, dst: &File, mut to: u64, len: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; COPY_CHUNK];
-    let end = from + len;
-    while from < end {
-        let n = read_full_at(src, &mut buf[..COPY_CHUNK.min((end - from) as usize)], from)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "recovery file shorter than recorded",
-            ));
-        }
-        dst.write_all_at(&buf[..n], to)?;
-        crash::point()?;
-        (from, to) = (from + n as u64, to + n as u64);
-    }
-    Ok(())
-}
-
-/// Reads until `buf` is full or the file ends; returns the count read.
-fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
-
-/// fsync of the directory holding `path`, so that a file's creation or removal is on disk.
-fn sync_dir(path: &Path) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
-}
-
 /// Test-only crash injection: `crash::point()` fails with a recognisable error at the n-th call on this
 /// thread, which the code above lets through untouched, as if the process had died there.
 #[cfg(not(test))]
-mod crash {
+pub(super) mod crash {
     use std::io;
     #[inline(always)]
     pub fn point() -> io::Result<()> {

@@ -1,8 +1,13 @@
-//! Tests for the crash-safe expunge: results byte for byte, metadata kept, and a simulated crash at
-//! every step followed by recovery (with and without mail delivered after the crash).
+//! Tests for the crash-safe expunge: results byte for byte, metadata kept, the check run alongside
+//! step 1, and a simulated crash at every step followed by recovery (with and without mail delivered
+//! after the crash), for recovery files of version 3 and of the older versions.
 
 use super::*;
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::panic;
+use std::thread;
 
 const MSGS: [&str; 4] = [
     "From a Thu Jan  1 00:00:00 2026\nSubject: one\n\nfirst body\n\n",
@@ -53,6 +58,35 @@ fn case(gone: &[usize], appended: &str) -> (Vec<u8>, Vec<(u64, u64)>, Vec<u8>) {
     (all, ranges, kept)
 }
 
+/// Both steps with a check that passes, writing a recovery file of `version`.
+fn run(fx: &Fixture, ranges: &[(u64, u64)], chunk: usize, version: Version) -> io::Result<()> {
+    prepare_with(
+        &fx.path,
+        &fx.file,
+        ranges,
+        || Ok::<(), io::Error>(()),
+        chunk,
+        version,
+    )
+    .map_err(|e| match e {
+        Refused::Check(e) | Refused::Io(e) => e,
+    })?
+    .commit(&mut || {})
+}
+
+/// O - N: the octets the expunge removes.
+fn removed(ranges: &[(u64, u64)]) -> usize {
+    ranges.iter().map(|(a, b)| (b - a) as usize).sum()
+}
+
+/// Mail of exactly `len` octets, as an agent would append it (cut short if `len` is tiny).
+fn mail_of(len: usize) -> Vec<u8> {
+    let mut m = b"\nFrom late Thu Jan  1 00:01:00 2026\nSubject: late\n\n".to_vec();
+    m.resize(len.max(m.len()), b'x');
+    m.truncate(len);
+    m
+}
+
 const DELETIONS: &[&[usize]] = &[&[0], &[1], &[3], &[0, 1, 2, 3], &[1, 2], &[0, 2], &[1, 3]];
 
 #[test]
@@ -66,7 +100,7 @@ fn removes_exactly_the_deleted_messages() {
             let fx = fixture(&all);
             let before = fs::metadata(&fx.path).unwrap();
             crash::arm(None);
-            expunge_with(&fx.path, &fx.file, &ranges, &mut || {}, 5).unwrap();
+            run(&fx, &ranges, 5, Version::V3).unwrap();
             assert_eq!(fs::read(&fx.path).unwrap(), expected, "deleted {gone:?}");
             let after = fs::metadata(&fx.path).unwrap();
             assert_eq!(
@@ -86,30 +120,33 @@ fn nothing_to_delete_changes_nothing() {
     assert_eq!(fs::read(&fx.path).unwrap(), all);
 }
 
-/// Crashes at the n-th crash point of an expunge, for every n, then recovers, optionally after a
-/// delivery; the result is the old or the new mailbox exactly, plus the late delivery.
-#[test]
-fn recovers_from_a_crash_at_every_step() {
+/// Crashes at the n-th crash point of an expunge, for every n, then recovers, after a delivery of
+/// nothing, of short mail, of mail of exactly O - N octets (after the truncation it fills `N..O`
+/// exactly) and of longer mail; the result is the old or the new mailbox exactly, plus the delivery.
+fn recovers_from_a_crash_at_every_step(version: Version) {
     let mut seen = std::collections::HashSet::new();
     for gone in DELETIONS {
-        for late in ["", LATE] {
-            let (all, ranges, expected) = case(gone, "");
+        let (all, ranges, expected) = case(gone, "");
+        let exact = mail_of(removed(&ranges));
+        let longer = mail_of(removed(&ranges) + 100);
+        for late in [&b""[..], LATE.as_bytes(), &exact, &longer] {
             let mut finished = false;
             for n in 0.. {
                 let fx = fixture(&all);
                 crash::arm(Some(n));
-                let result = expunge_with(&fx.path, &fx.file, &ranges, &mut || {}, 7);
+                let result = run(&fx, &ranges, 7, version);
                 crash::arm(None);
                 if result.is_ok() {
                     assert_eq!(fs::read(&fx.path).unwrap(), expected);
                     finished = true;
                     break;
                 }
+                let truncated = fs::metadata(&fx.path).unwrap().len() < all.len() as u64;
                 OpenOptions::new()
                     .append(true)
                     .open(&fx.path)
                     .unwrap()
-                    .write_all(late.as_bytes())
+                    .write_all(late)
                     .unwrap();
                 let outcome = recover(&fx.path, &fx.file).unwrap();
                 seen.insert(outcome);
@@ -124,11 +161,17 @@ fn recovers_from_a_crash_at_every_step() {
                         &expected
                     }
                 };
-                let want = [base.as_slice(), late.as_bytes()].concat();
+                assert_eq!(
+                    truncated,
+                    matches!(outcome, Recovery::Completed | Recovery::Clean),
+                    "gone {gone:?} crash at {n}: {outcome:?}"
+                );
+                let want = [base.as_slice(), late].concat();
                 assert_eq!(
                     fs::read(&fx.path).unwrap(),
                     want,
-                    "gone {gone:?} crash at {n}: {outcome:?}"
+                    "gone {gone:?} crash at {n}, {} octets late: {outcome:?}",
+                    late.len()
                 );
                 assert!(!recovery_path(&fx.path).exists());
             }
@@ -148,33 +191,55 @@ fn recovers_from_a_crash_at_every_step() {
     );
 }
 
+#[test]
+fn recovers_from_a_crash_at_every_step_version_3() {
+    recovers_from_a_crash_at_every_step(Version::V3);
+}
+
+/// Files of version 2, as the previous poplar wrote them, are still applied as they were.
+#[test]
+fn recovers_from_a_crash_at_every_step_version_2() {
+    recovers_from_a_crash_at_every_step(Version::V2);
+}
+
 /// A crash during recovery is recovered by the next recovery.
 #[test]
 fn recovery_survives_its_own_crash() {
     let (all, ranges, _) = case(&[0, 2], "");
-    // Crash points while writing the recovery file: the header, each 7-octet chunk of the tail, the end.
-    let writing = 2 + (all.len() as u64 - ranges[0].0).div_ceil(7) as usize;
-    // Crash the expunge in the middle of its rewrite: the recovery file is complete, the mbox half done.
-    for expunge_crash in [writing + 1, writing + 4, writing + 8] {
-        for n in 0.. {
-            let fx = fixture(&all);
-            crash::arm(Some(expunge_crash));
-            assert!(expunge_with(&fx.path, &fx.file, &ranges, &mut || {}, 7).is_err());
-            crash::arm(Some(n));
-            let first = recover(&fx.path, &fx.file);
-            crash::arm(None);
-            let done = first.is_ok();
-            if !done {
-                assert_eq!(recover(&fx.path, &fx.file).unwrap(), Recovery::RolledBack);
-            }
-            assert_eq!(
-                fs::read(&fx.path).unwrap(),
-                all,
-                "expunge crash {expunge_crash}, recovery crash {n}"
-            );
-            if done {
-                break;
-            }
+    // Crash points while writing the recovery file: the header, each 7-octet chunk of the saved bytes
+    // (`offset..N` in version 3, `offset..O` before), the end.
+    let new_size = (all.len() - removed(&ranges)) as u64;
+    for (version, saved_end) in [(Version::V3, new_size), (Version::V2, all.len() as u64)] {
+        let writing = 2 + (saved_end - ranges[0].0).div_ceil(7) as usize;
+        // Crash the expunge in the middle of its rewrite: the recovery file is complete, the mbox half
+        // done.
+        for expunge_crash in [writing + 1, writing + 4, writing + 8] {
+            recovery_crashes(&all, &ranges, version, expunge_crash);
+        }
+    }
+}
+
+/// Crashes the expunge at `expunge_crash` (in its rewrite), then its recovery at every point.
+fn recovery_crashes(all: &[u8], ranges: &[(u64, u64)], version: Version, expunge_crash: usize) {
+    for n in 0.. {
+        let fx = fixture(all);
+        crash::arm(Some(expunge_crash));
+        assert!(run(&fx, ranges, 7, version).is_err());
+        assert_ne!(fs::read(&fx.path).unwrap(), all, "the rewrite had begun");
+        crash::arm(Some(n));
+        let first = recover(&fx.path, &fx.file);
+        crash::arm(None);
+        let done = first.is_ok();
+        if !done {
+            assert_eq!(recover(&fx.path, &fx.file).unwrap(), Recovery::RolledBack);
+        }
+        assert_eq!(
+            fs::read(&fx.path).unwrap(),
+            all,
+            "expunge crash {expunge_crash}, recovery crash {n}"
+        );
+        if done {
+            break;
         }
     }
 }
@@ -182,16 +247,22 @@ fn recovery_survives_its_own_crash() {
 #[test]
 fn corrupt_or_short_recovery_file_is_discarded() {
     let (all, ranges, _) = case(&[1], "");
-    let variants: [fn(&mut Vec<u8>); 4] = [
+    let variants: [fn(&mut Vec<u8>); 6] = [
         |r| r.truncate(r.len() - 1),
         |r| r.truncate(10),
         |r| r[60] ^= 1,
         |r| r[16] ^= 1,
+        |r| r[3] ^= 1,
+        // Version 3's keys and hash.
+        |r| {
+            let n = r.len();
+            r[n - 40] ^= 1;
+        },
     ];
     for damage in variants {
         let fx = fixture(&all);
-        crash::arm(Some(2)); // after the header, the tail and the fsync: the file is complete
-        assert!(expunge_with(&fx.path, &fx.file, &ranges, &mut || {}, 1 << 20).is_err());
+        crash::arm(Some(2)); // after the header, the saved bytes and the fsync: the file is complete
+        assert!(run(&fx, &ranges, 1 << 20, Version::V3).is_err());
         crash::arm(None);
         assert_eq!(
             fs::read(&fx.path).unwrap(),
@@ -231,6 +302,10 @@ fn refuses_to_overwrite_an_existing_recovery_file() {
     let e = expunge(&fx.path, &fx.file, &ranges, &mut || {}).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
     assert_eq!(fs::read(&fx.path).unwrap(), all);
+    assert_eq!(
+        fs::read(recovery_path(&fx.path)).unwrap(),
+        b"someone else's"
+    );
 }
 
 /// A recovery file of version 1 (MD5), as an older poplar left it, is still applied after an upgrade.
@@ -242,7 +317,7 @@ fn recovers_from_a_version_1_recovery_file() {
     for n in 0.. {
         let fx = fixture(&all);
         crash::arm(Some(n));
-        let result = expunge_with(&fx.path, &fx.file, &ranges, &mut || {}, 7);
+        let result = run(&fx, &ranges, 7, Version::V2);
         crash::arm(None);
         if result.is_ok() {
             break;
@@ -251,10 +326,10 @@ fn recovers_from_a_version_1_recovery_file() {
         let Ok(mut saved) = fs::read(&rpath) else {
             continue;
         };
-        if saved.len() < 16 + 16 || &saved[..16] != super::super::sum::MAGIC_V2 {
+        if saved.len() < 16 + 16 || &saved[..16] != crate::maildrop::mbox::sum::MAGIC_V2 {
             continue;
         }
-        saved[..16].copy_from_slice(super::super::sum::MAGIC_V1);
+        saved[..16].copy_from_slice(crate::maildrop::mbox::sum::MAGIC_V1);
         let body = saved.len() - 16;
         let digest: [u8; 16] = Md5::digest(&saved[..body]).into();
         saved[body..].copy_from_slice(&digest);
@@ -276,4 +351,129 @@ fn recovers_from_a_version_1_recovery_file() {
         seen.contains(&Recovery::RolledBack) && seen.contains(&Recovery::Completed),
         "{seen:?}"
     );
+}
+
+/// The check runs in another thread while the recovery file is written; when it fails, the recovery
+/// file goes and the mbox is untouched.
+#[test]
+fn a_failed_check_leaves_the_mbox_untouched() {
+    let (all, ranges, _) = case(&[0, 2], "");
+    let fx = fixture(&all);
+    let caller = thread::current().id();
+    crash::arm(None);
+    let refused = prepare(&fx.path, &fx.file, &ranges, || {
+        assert_ne!(thread::current().id(), caller);
+        Err("changed")
+    });
+    assert!(matches!(refused, Err(Refused::Check("changed"))));
+    assert_eq!(fs::read(&fx.path).unwrap(), all);
+    assert!(!recovery_path(&fx.path).exists());
+}
+
+/// A crash anywhere in step 1 of an expunge whose check fails leaves at most an incomplete recovery
+/// file: the checksum that makes it valid is written only after the check passed.
+#[test]
+fn a_crash_while_the_check_fails_leaves_no_valid_recovery_file() {
+    let (all, ranges, _) = case(&[0, 2], "");
+    for n in 0.. {
+        let fx = fixture(&all);
+        crash::arm(Some(n));
+        let refused = prepare_with(
+            &fx.path,
+            &fx.file,
+            &ranges,
+            || Err("changed"),
+            7,
+            Version::V3,
+        );
+        crash::arm(None);
+        if matches!(refused, Err(Refused::Check("changed"))) {
+            assert!(!recovery_path(&fx.path).exists());
+            assert!(n > 0);
+            break;
+        }
+        assert!(matches!(refused, Err(Refused::Io(_))));
+        assert_eq!(
+            recover(&fx.path, &fx.file).unwrap(),
+            Recovery::DiscardedIncomplete,
+            "crash at {n}"
+        );
+        assert_eq!(fs::read(&fx.path).unwrap(), all);
+    }
+}
+
+#[test]
+fn a_panicking_check_leaves_the_mbox_untouched() {
+    let (all, ranges, _) = case(&[1], "");
+    let fx = fixture(&all);
+    crash::arm(None);
+    let outcome = panic::catch_unwind(|| {
+        let _ = prepare(&fx.path, &fx.file, &ranges, || -> Result<(), ()> {
+            panic!("check failed badly")
+        });
+    });
+    assert!(outcome.is_err());
+    assert_eq!(fs::read(&fx.path).unwrap(), all);
+    assert!(!recovery_path(&fx.path).exists());
+}
+
+/// Version 3 saves `offset..N` and a hash of `N..O`, not `N..O` itself.
+#[test]
+fn version_3_saves_only_what_the_compaction_overwrites() {
+    let (all, ranges, _) = case(&[1], "");
+    let fx = fixture(&all);
+    crash::arm(Some(2)); // the recovery file is complete
+    assert!(run(&fx, &ranges, 1 << 20, Version::V3).is_err());
+    crash::arm(None);
+    let saved = fs::read(recovery_path(&fx.path)).unwrap();
+    let new_size = (all.len() - removed(&ranges)) as u64;
+    let header = 16 + 4 * 8 + 16 * ranges.len() as u64;
+    let mode = fs::metadata(recovery_path(&fx.path)).unwrap().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        saved.len() as u64,
+        header + (new_size - ranges[0].0) + 64 + 16
+    );
+    assert_eq!(
+        saved[header as usize..(header + new_size - ranges[0].0) as usize],
+        all[ranges[0].0 as usize..new_size as usize]
+    );
+    let tail = &all[new_size as usize..];
+    assert!(
+        !saved.windows(tail.len()).any(|w| w == tail),
+        "N..O is not copied"
+    );
+}
+
+/// Mail appended after the truncation that repeats the old `N..O` octet for octet cannot be told from
+/// it: the rollback then gives back the old mbox, of which that mail is a copy.
+#[test]
+fn appended_copy_of_the_old_tail_rolls_back_to_the_old_mbox() {
+    let (all, ranges, expected) = case(&[0, 2], "");
+    let new_size = all.len() - removed(&ranges);
+    for n in 0.. {
+        let fx = fixture(&all);
+        crash::arm(Some(n));
+        let result = run(&fx, &ranges, 1 << 20, Version::V3);
+        crash::arm(None);
+        assert!(result.is_err(), "no crash point after the truncation");
+        if fs::read(&fx.path).unwrap() != expected {
+            assert!(recover(&fx.path, &fx.file).is_ok());
+            continue;
+        }
+        // Truncated: append the old tail, then something more.
+        let late = [&all[new_size..], LATE.as_bytes()].concat();
+        OpenOptions::new()
+            .append(true)
+            .open(&fx.path)
+            .unwrap()
+            .write_all(&late)
+            .unwrap();
+        assert_eq!(recover(&fx.path, &fx.file).unwrap(), Recovery::RolledBack);
+        assert_eq!(
+            fs::read(&fx.path).unwrap(),
+            [all.as_slice(), LATE.as_bytes()].concat()
+        );
+        break;
+    }
 }

@@ -19,6 +19,7 @@
 pub mod expunge;
 pub mod index;
 pub mod polyhash;
+mod recovery;
 pub mod scan;
 pub mod sum;
 pub mod uidl;
@@ -464,13 +465,21 @@ impl Maildrop for Mbox {
             .ok_or_else(|| self.changed("bad deletion list"))?;
         let mut lock =
             DeliveryLock::acquire(&self.path, file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
-        self.verify_unchanged(file, &mut lock)?;
-        expunge::expunge(&self.path, file, &ranges, &mut || {
-            if let Err(e) = lock.refresh() {
-                log::warn!("{}: cannot refresh dotlock: {e}", self.path.display());
-            }
+        // The rescan runs in a second thread while the recovery file is written.
+        let prepared = expunge::prepare(&self.path, file, &ranges, || {
+            self.verify_unchanged(file, &mut lock)
         })
-        .map_err(io_err)?;
+        .map_err(|refused| match refused {
+            expunge::Refused::Check(changed) => changed,
+            expunge::Refused::Io(e) => io_err(e),
+        })?;
+        prepared
+            .commit(&mut || {
+                if let Err(e) = lock.refresh() {
+                    log::warn!("{}: cannot refresh dotlock: {e}", self.path.display());
+                }
+            })
+            .map_err(io_err)?;
         // Still under the delivery locks: the kept messages moved down by what was removed before them.
         let kept = after_removal(&self.scanned, &ranges);
         let saved = match file.metadata() {

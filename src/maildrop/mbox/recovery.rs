@@ -1,0 +1,361 @@
+//! The recovery file `MBOX.poplar-recovery` that makes an expunge crash-safe (`expunge` has the steps
+//! and why they are safe): its layout by version, writing it, and reading it back.
+//!
+//! Layout; numbers are 64-bit little-endian:
+//! - the magic (16 octets, `sum::MAGIC_V*`); O, `offset`, N and the count of deleted ranges; each
+//!   deleted range as its start and end;
+//! - the saved bytes: the mbox's `offset..N` (version 3) or `offset..O` (versions 1 and 2);
+//! - version 3 only: the 4 keys of `polyhash`, then the hash of the mbox's `N..O` under them;
+//! - the checksum (`sum`) of everything before it, 16 octets.
+//!
+//! Version 3 is written; 1 and 2 are still read and applied, for files left by an older poplar.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use super::expunge::{COPY_CHUNK, crash};
+use super::polyhash::{self, LANES, PolyHash};
+use super::sum::{MAGIC_V2, MAGIC_V3, Sum};
+
+const HEADER_LEN: u64 = 16 + 4 * 8;
+const SUM_LEN: u64 = 16;
+/// Version 3's keys and hash.
+const TAIL_HASH_LEN: u64 = 2 * 8 * LANES as u64;
+
+/// The version to write: always 3, but the tests also write version 2 to check it is still applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    #[cfg_attr(not(test), allow(dead_code))]
+    V2,
+    V3,
+}
+
+/// The expunge to do, as recorded in the recovery file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// O: the size before.
+    pub size: u64,
+    /// The first deleted byte: nothing before it moves.
+    pub offset: u64,
+    /// N: the size after.
+    pub new_size: u64,
+    pub deleted: Vec<(u64, u64)>,
+}
+
+impl Plan {
+    fn header(&self, magic: &[u8; 16]) -> Vec<u8> {
+        let mut h = magic.to_vec();
+        for n in [
+            self.size,
+            self.offset,
+            self.new_size,
+            self.deleted.len() as u64,
+        ] {
+            h.extend_from_slice(&n.to_le_bytes());
+        }
+        for &(a, b) in &self.deleted {
+            h.extend_from_slice(&a.to_le_bytes());
+            h.extend_from_slice(&b.to_le_bytes());
+        }
+        h
+    }
+
+    /// The parts of `offset..size` that stay, in order.
+    pub fn kept(&self) -> Vec<(u64, u64)> {
+        let mut kept = Vec::new();
+        let mut at = self.offset;
+        for &(a, b) in self.deleted.iter().chain([(self.size, self.size)].iter()) {
+            if a > at {
+                kept.push((at, a));
+            }
+            at = b;
+        }
+        kept
+    }
+}
+
+/// How a recovery file tells whether the truncation happened.
+#[derive(Debug, PartialEq, Eq)]
+enum Tail {
+    /// Versions 1 and 2: the saved bytes run to O, and `N..O` is compared with their end.
+    Copied,
+    /// Version 3: `N..O` gave `hash` under `keys`.
+    Hashed {
+        keys: [u64; LANES],
+        hash: [u64; LANES],
+    },
+}
+
+/// A whole recovery file, read back.
+pub struct Saved {
+    file: File,
+    plan: Plan,
+    tail: Tail,
+}
+
+impl Saved {
+    /// Where the saved bytes begin in the recovery file.
+    fn start(&self) -> u64 {
+        HEADER_LEN + 16 * self.plan.deleted.len() as u64
+    }
+
+    /// Whether the truncation happened: the mbox is shorter than O, or its `N..O` is no longer the
+    /// old bytes (then it is mail appended after the truncation).
+    pub fn truncated(&self, mbox: &File) -> io::Result<bool> {
+        let plan = &self.plan;
+        if mbox.metadata()?.len() < plan.size {
+            return Ok(true);
+        }
+        match self.tail {
+            Tail::Hashed { keys, hash } => {
+                let mut buf = vec![0u8; COPY_CHUNK];
+                Ok(hash_range(mbox, plan.new_size, plan.size, keys, &mut buf)? != hash)
+            }
+            Tail::Copied => {
+                let (mut a, mut b) = (vec![0u8; COPY_CHUNK], vec![0u8; COPY_CHUNK]);
+                let mut at = plan.new_size;
+                while at < plan.size {
+                    let want = COPY_CHUNK.min((plan.size - at) as usize);
+                    let n = read_full_at(mbox, &mut a[..want], at)?;
+                    let at_saved = self.start() + (at - plan.offset);
+                    let m = read_full_at(&self.file, &mut b[..want], at_saved)?;
+                    if n != want || m != want || a[..n] != b[..n] {
+                        return Ok(true);
+                    }
+                    at += want as u64;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Writes the saved bytes back at `offset`, the only place the compaction wrote. Idempotent.
+    pub fn roll_back(&self, mbox: &File) -> io::Result<()> {
+        let end = match self.tail {
+            Tail::Copied => self.plan.size,
+            Tail::Hashed { .. } => self.plan.new_size,
+        };
+        let len = end - self.plan.offset;
+        copy_between(&self.file, self.start(), mbox, self.plan.offset, len)
+    }
+}
+
+/// Creates the recovery file: exclusively (never someone else's), mode 0600 (it holds mail and keys).
+pub fn create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Writes all of the recovery file `out` for `plan` but its checksum, from the mbox, and puts that on
+/// disk; returns the checksum, for `seal`. Until then the file is incomplete: a crash leaves a file
+/// that recovery discards. Nothing else may write the mbox meanwhile (the caller holds the locks).
+pub fn write(
+    mut out: &File,
+    mbox: &File,
+    plan: &Plan,
+    version: Version,
+    chunk: usize,
+) -> io::Result<[u8; SUM_LEN as usize]> {
+    let (magic, saved_end) = match version {
+        Version::V2 => (MAGIC_V2, plan.size),
+        Version::V3 => (MAGIC_V3, plan.new_size),
+    };
+    let mut sum = Sum::for_magic(magic).expect("known magic");
+    let mut put = |bytes: &[u8]| {
+        sum.update(bytes);
+        out.write_all(bytes)
+    };
+    put(&plan.header(magic))?;
+    crash::point()?;
+    let mut buf = vec![0u8; chunk];
+    let mut at = plan.offset;
+    while at < saved_end {
+        let want = chunk.min((saved_end - at) as usize);
+        let n = read_full_at(mbox, &mut buf[..want], at)?;
+        if n < want {
+            return Err(short_mbox());
+        }
+        put(&buf[..n])?;
+        crash::point()?;
+        at += n as u64;
+    }
+    if version == Version::V3 {
+        let keys = polyhash::random_keys()?;
+        let hash = hash_range(mbox, plan.new_size, plan.size, keys, &mut buf)?;
+        let words: Vec<u8> = keys
+            .iter()
+            .chain(&hash)
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        put(&words)?;
+    }
+    out.sync_data()?;
+    Ok(sum.finish())
+}
+
+/// Completes the recovery file `out` at `path` with its checksum and puts it on disk with its
+/// directory entry: from now on a crash is recovered by applying it.
+pub fn seal(mut out: &File, path: &Path, sum: [u8; SUM_LEN as usize]) -> io::Result<()> {
+    out.write_all(&sum)?;
+    out.sync_all()?;
+    sync_dir(path)?;
+    crash::point()
+}
+
+/// The keyed hash of the mbox's `from..to`.
+fn hash_range(
+    mbox: &File,
+    mut from: u64,
+    to: u64,
+    keys: [u64; LANES],
+    buf: &mut [u8],
+) -> io::Result<[u64; LANES]> {
+    let mut hash = PolyHash::new(keys);
+    while from < to {
+        let want = buf.len().min((to - from) as usize);
+        let n = read_full_at(mbox, &mut buf[..want], from)?;
+        if n < want {
+            return Err(short_mbox());
+        }
+        hash.update(&buf[..n]);
+        from += n as u64;
+    }
+    Ok(hash.finish())
+}
+
+fn short_mbox() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "mbox shorter than planned")
+}
+
+/// The recovery file `saved`, read back; `None` when it is incomplete, corrupt or of an unknown
+/// version (a crash came while it was written: the mbox was not touched yet).
+pub fn read(saved: File) -> io::Result<Option<Saved>> {
+    let len = saved.metadata()?.len();
+    let mut head = [0u8; HEADER_LEN as usize];
+    if len < HEADER_LEN + SUM_LEN || read_full_at(&saved, &mut head, 0)? < head.len() {
+        return Ok(None);
+    }
+    let Some(mut sum) = Sum::for_magic(&head[..16]) else {
+        return Ok(None);
+    };
+    let hashed = &head[..16] == MAGIC_V3;
+    let word =
+        |i: usize| u64::from_le_bytes(head[16 + 8 * i..24 + 8 * i].try_into().expect("8 octets"));
+    let (size, offset, new_size, count) = (word(0), word(1), word(2), word(3));
+    let (saved_end, extra) = if hashed {
+        (new_size, TAIL_HASH_LEN)
+    } else {
+        (size, 0)
+    };
+    let expected = count
+        .checked_mul(16)
+        .and_then(|r| r.checked_add(HEADER_LEN + SUM_LEN + extra));
+    let expected = expected
+        .zip(saved_end.checked_sub(offset))
+        .and_then(|(e, saved)| e.checked_add(saved));
+    if expected != Some(len) || new_size > size {
+        return Ok(None);
+    }
+    let mut ranges = Vec::new();
+    let mut reader = io::BufReader::with_capacity(COPY_CHUNK, (&saved).take(len - SUM_LEN));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pos = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sum.update(&buf[..n]);
+        collect_ranges(&buf[..n], pos, count, &mut ranges);
+        pos += n as u64;
+    }
+    let mut saved_sum = [0u8; SUM_LEN as usize];
+    read_full_at(&saved, &mut saved_sum, len - SUM_LEN)?;
+    if pos != len - SUM_LEN || saved_sum != sum.finish() {
+        return Ok(None);
+    }
+    let tail = if hashed {
+        let mut words = [0u8; TAIL_HASH_LEN as usize];
+        saved.read_exact_at(&mut words, len - SUM_LEN - TAIL_HASH_LEN)?;
+        let word = |i: usize| u64::from_le_bytes(words[8 * i..8 * i + 8].try_into().expect("8"));
+        Tail::Hashed {
+            keys: std::array::from_fn(word),
+            hash: std::array::from_fn(|i| word(LANES + i)),
+        }
+    } else {
+        Tail::Copied
+    };
+    let deleted = ranges.chunks(2).map(|r| (r[0], r[1])).collect();
+    Ok(Some(Saved {
+        file: saved,
+        plan: Plan {
+            size,
+            offset,
+            new_size,
+            deleted,
+        },
+        tail,
+    }))
+}
+
+/// Gathers the range words (after the fixed header) from a stream read at `pos`.
+fn collect_ranges(bytes: &[u8], pos: u64, count: u64, words: &mut Vec<u64>) {
+    let (start, end) = (HEADER_LEN, HEADER_LEN + 16 * count);
+    let mut word = [0u8; 8];
+    for (i, &b) in bytes.iter().enumerate() {
+        let at = pos + i as u64;
+        if (start..end).contains(&at) {
+            word[((at - start) % 8) as usize] = b;
+            if (at - start) % 8 == 7 {
+                words.push(u64::from_le_bytes(word));
+            }
+        }
+    }
+}
+
+/// Copies `len` octets from `src` at `from` to `dst` at `to`.
+fn copy_between(src: &File, mut from: u64, dst: &File, mut to: u64, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let end = from + len;
+    while from < end {
+        let n = read_full_at(src, &mut buf[..COPY_CHUNK.min((end - from) as usize)], from)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "recovery file shorter than recorded",
+            ));
+        }
+        dst.write_all_at(&buf[..n], to)?;
+        crash::point()?;
+        (from, to) = (from + n as u64, to + n as u64);
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the file ends; returns the count read.
+pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// fsync of the directory holding `path`, so that a file's creation or removal is on disk.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
+}
