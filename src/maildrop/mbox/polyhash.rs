@@ -229,19 +229,4 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.iter().chain(&b).all(|&k| k < P));
     }
-
-    /// Speed check, run by hand: `cargo test --release --lib polyhash -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn speed() {
-        let data = vec![0x5au8; 64 << 20];
-        let start = std::time::Instant::now();
-        let h = hash(KEYS, &data);
-        let took = start.elapsed();
-        eprintln!(
-            "{:?}: 64 MiB in {took:?}, {:.2} GB/s",
-            h[0],
-            64.0 * 1.048576e-3 / took.as_secs_f64()
-        );
-    }
 }
