@@ -191,19 +191,19 @@ impl Maildrop for Maildir {
             .get_mut(index)
             .ok_or_else(|| no_such_message(&self.root, index))?;
         let file = with_relocation(&self.root, path, open_file)?;
+        let meta = file.metadata().map_err(|e| MaildropError::io(path, e))?;
         // Maildir messages never change once delivered; one that did may have another size than listed.
         // It is served as it is now, and the cache goes, so the next login counts and lists afresh.
-        if file
-            .metadata()
-            .is_ok_and(|meta| Stamp::of(&meta) != self.stamps[index])
-        {
+        if Stamp::of(&meta) != self.stamps[index] {
             log::debug!(
                 "{}: changed since it was listed; size cache dropped",
                 path.display()
             );
             cache::remove(&self.root);
         }
-        Ok(Box::new(file))
+        // Read no further than the size just taken: the reader then ends without one more `read`
+        // system call to find the end of the file.
+        Ok(Box::new(file.take(meta.len())))
     }
 
     /// Unlinks every deleted message, even after a failure, and reports the first real failure: a

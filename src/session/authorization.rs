@@ -189,6 +189,7 @@ impl Session<'_> {
             account,
             maildrop,
             table,
+            buffers: Default::default(),
         }));
         Ok(Step::Continue)
     }

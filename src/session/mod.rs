@@ -155,6 +155,7 @@ struct Transaction {
     account: Account,
     maildrop: Box<dyn Maildrop>,
     table: Table,
+    buffers: transaction::RetrBuffers,
 }
 
 /// One client's POP3 session.

@@ -411,3 +411,32 @@ fn retr_writes_the_body_with_its_terminator_across_chunk_sizes() {
         );
     }
 }
+
+#[test]
+fn retr_sends_exact_bytes_whatever_the_order_of_message_sizes() {
+    // The read and encode buffers live for the session: a small message after a large one must not
+    // carry any of the large one's octets, and a large one after a small one must grow them.
+    let line = b".stuffed line, then a bare LF\nand a CRLF line\r\n";
+    let body = |lines: usize| line.repeat(lines);
+    let (small, large, huge) = (body(1), body(1_200), body(3_000));
+    let f = fixture(&[&small, &large, &huge]);
+    let mut s = Session::new(&f.services, "peer", None);
+    script(&mut s, &["USER alice", "PASS secret"]);
+    let encoded = |body: &[u8]| {
+        let text = String::from_utf8(body.to_vec())
+            .unwrap()
+            .replace("\r\n", "\n");
+        format!(
+            "{}.\r\n",
+            text.replace('\n', "\r\n").replace("\r\n.", "\r\n..")
+        )
+        .replacen('.', "..", 1)
+    };
+    for msg in [3, 1, 2, 1, 3, 2] {
+        let expected = [&small, &large, &huge][msg - 1];
+        let (out, _) = script(&mut s, &[&format!("RETR {msg}")]);
+        let (status, sent) = out.split_once("\r\n").unwrap();
+        assert!(status.starts_with("+OK"), "RETR {msg}: {status}");
+        assert!(sent == encoded(expected), "RETR {msg}: body differs");
+    }
+}

@@ -15,6 +15,15 @@ use crate::proto::reply::{self, RespCode};
 /// (an `madvise`, its TLB shootdowns and page faults on the next RETR), measured at one per message.
 const READ_CHUNK: usize = 56 * 1024;
 
+/// RETR's read and encode buffers, allocated by the first RETR or TOP and kept for the next ones: a
+/// download of a whole maildrop then costs no allocation and no zeroing per message. A session that
+/// never reads a message never allocates them.
+#[derive(Debug, Default)]
+pub(super) struct RetrBuffers {
+    chunk: Vec<u8>,
+    encoded: Vec<u8>,
+}
+
 pub(super) fn handle<W: Write + ?Sized>(
     tx: &mut Transaction,
     stats: &mut Stats,
@@ -128,22 +137,24 @@ fn send<W: Write + ?Sized>(
         Limit::Top(_) => reply::ok(out, format_args!("top of message {msg} follows"))?,
     }
     let mut encoder = Encoder::new(limit);
-    // Sized to the message, plus one octet so that a message read whole is seen to end on the next read:
-    // a small message then costs small buffers, never held past this command.
-    let mut chunk = vec![
-        0u8;
-        READ_CHUNK.min(
-            usize::try_from(octets)
-                .unwrap_or(READ_CHUNK)
-                .saturating_add(1)
-        )
-    ];
+    // Sized to the message, plus one octet so that a message read whole is seen to end on the next read.
+    let want = READ_CHUNK.min(
+        usize::try_from(octets)
+            .unwrap_or(READ_CHUNK)
+            .saturating_add(1),
+    );
+    let RetrBuffers { chunk, encoded } = &mut tx.buffers;
+    if chunk.len() < want {
+        chunk.resize(want, 0);
+    }
+    let chunk = &mut chunk[..want];
     // Encoded chunks gather here. They leave after a read that filled the chunk (more is coming); after a
     // shorter read the file has most likely ended, and the next read says so: the body then leaves with
     // its terminator, and a message smaller than a chunk with its status line too, in one `writev`.
-    let mut encoded = Vec::with_capacity(encoded_capacity(chunk.len()));
+    encoded.clear();
+    encoded.reserve(encoded_capacity(chunk.len()));
     loop {
-        let n = match reader.read(&mut chunk) {
+        let n = match reader.read(chunk) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -155,7 +166,7 @@ fn send<W: Write + ?Sized>(
                 return Err(e);
             }
         };
-        let more = encoder.encode_chunk(&chunk[..n], &mut encoded);
+        let more = encoder.encode_chunk(&chunk[..n], encoded);
         if !more {
             break;
         }
@@ -164,8 +175,8 @@ fn send<W: Write + ?Sized>(
             encoded.clear();
         }
     }
-    encoder.finish(&mut encoded)?;
-    out.write_all(&encoded)?;
+    encoder.finish(encoded)?;
+    out.write_all(encoded)?;
     if limit == Limit::Whole {
         stats.retr += 1;
         stats.bytes += octets;
