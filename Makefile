@@ -73,8 +73,10 @@ lint-man:
 	if [ -n "$$out" ]; then printf '%s\n' "$$out" >&2; echo "lint-man: $(MANPAGE) is not clean" >&2; exit 1; fi
 	echo "lint-man: $(MANPAGE) is clean"
 
-# benches/pop3bench.rs starts target/release/poplar, so that is built first. PEER is passed through the
-# environment; the bench installs and configures the peer itself (it is never CI's job).
+# benches/pop3bench.rs starts target/release/poplar, so that is built first. PEER names the peers to run
+# beside poplar and the trivial ceiling: dovecot, popa3d, or both in one run (PEER=dovecot,popa3d), one
+# table column each. It is passed through the environment; the bench installs and configures the peers
+# itself (it is never CI's job).
 PEER ?=
 bench:
 	$(CARGO) build --release

@@ -1,19 +1,27 @@
 //! pop3bench: the load generator behind `make bench` (issue 7). It builds fixtures (a passwd-file with
 //! {PLAIN} users, Maildirs, mboxes) in a temporary directory, starts the release poplar on 127.0.0.1
 //! port 0, and drives the scenarios: login, retr, idle, bigdrop, expunge. The same scenarios run against
-//! a trivial in-memory server (the ceiling for login and retr) and, with `PEER=dovecot` or
-//! `PEER=popa3d`, against that server configured here on a loopback port. It prints one table.
+//! a trivial in-memory server (the ceiling for login and retr) and against each peer named in `PEER`
+//! (dovecot, popa3d, or both: `PEER=dovecot,popa3d`), configured here on a loopback port. It prints
+//! one table, a column per server, then checks the issue's goals against the run's figures.
 //!
 //! Environment: `BENCH_SCENARIOS=login,retr,idle,bigdrop,expunge` (default all), `BENCH_QUICK=1`
-//! (fewer runs, smaller big maildrops), `PEER=dovecot|popa3d`, `POPLAR_BIN` (default
-//! target/release/poplar), `BENCH_KEEP=1` (keep the temporary directories and server logs). Loopback only; every loop is bounded in count and time.
+//! (fewer runs, smaller big maildrops), `PEER=dovecot|popa3d|dovecot,popa3d`, `POPLAR_BIN` (default
+//! target/release/poplar), `BENCH_KEEP=1` (keep the temporary directories and server logs).
+//! Loopback only; every loop is bounded in count and time.
 
 #[path = "pop3bench/client.rs"]
 mod client;
+#[path = "pop3bench/goals.rs"]
+mod goals;
+#[path = "pop3bench/kind.rs"]
+mod kind;
 #[path = "pop3bench/machine.rs"]
 mod machine;
 #[path = "pop3bench/mail.rs"]
 mod mail;
+#[path = "pop3bench/report.rs"]
+mod report;
 #[path = "pop3bench/scenarios.rs"]
 mod scenarios;
 #[path = "pop3bench/targets.rs"]
@@ -23,9 +31,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kind::Kind;
 use mail::{Expected, Spec};
+use report::{Table, row};
 use scenarios::Effort;
-use targets::{Format, Kind, Server};
+use targets::{Format, Server};
 
 const LOGIN: Spec = Spec {
     prefix: "login",
@@ -55,7 +65,7 @@ const PROBE: Spec = Spec {
 struct Options {
     quick: bool,
     scenarios: Vec<String>,
-    peer: Option<Kind>,
+    peers: Vec<Kind>,
     bin: PathBuf,
     effort: Effort,
     big: usize,
@@ -79,12 +89,7 @@ impl Options {
         {
             return Err(format!("unknown scenario {bad:?} (choose from {all})"));
         }
-        let peer = match std::env::var("PEER").unwrap_or_default().as_str() {
-            "" => None,
-            "dovecot" => Some(Kind::Dovecot),
-            "popa3d" => Some(Kind::Popa3d),
-            other => return Err(format!("unknown PEER {other:?} (dovecot or popa3d)")),
-        };
+        let peers = kind::parse_peers(&std::env::var("PEER").unwrap_or_default())?;
         let bin = std::env::var_os("POPLAR_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/poplar"));
@@ -104,7 +109,7 @@ impl Options {
         Ok(Options {
             quick,
             scenarios,
-            peer,
+            peers,
             bin,
             effort,
             big,
@@ -146,69 +151,6 @@ impl Options {
             count: 2,
             size: 1000,
             users: self.idle.iter().copied().max().unwrap_or(0),
-        }
-    }
-}
-
-/// The result table: rows in the order first recorded, one value per server.
-#[derive(Default)]
-struct Table {
-    rows: Vec<(String, Vec<(Kind, f64)>)>,
-    notes: Vec<String>,
-}
-
-impl Table {
-    fn record(&mut self, label: &str, kind: Kind, value: f64) {
-        match self.rows.iter_mut().find(|(l, _)| l == label) {
-            Some((_, values)) => values.push((kind, value)),
-            None => self.rows.push((label.to_string(), vec![(kind, value)])),
-        }
-    }
-
-    fn note(&mut self, text: String) {
-        eprintln!("pop3bench: {text}");
-        self.notes.push(text);
-    }
-
-    fn print(&self, peer: Option<Kind>) {
-        let get =
-            |vals: &[(Kind, f64)], k: Kind| vals.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v);
-        let fmt = |v: Option<f64>| match v {
-            Some(v) if v >= 100.0 => format!("{v:.0}"),
-            Some(v) if v >= 1.0 => format!("{v:.2}"),
-            Some(v) => format!("{v:.4}"),
-            None => "-".to_string(),
-        };
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-            _ => "-".to_string(),
-        };
-        let peer_name = peer.map_or("peer", Kind::name);
-        println!();
-        println!(
-            "{:<52} {:>10} {:>10} {:>10} {:>9} {:>9}",
-            "scenario (unit)",
-            "poplar",
-            "trivial",
-            peer_name,
-            format!("p/{}", &peer_name[..3.min(peer_name.len())]),
-            "p/triv"
-        );
-        println!("{}", "-".repeat(105));
-        for (label, vals) in &self.rows {
-            let (p, t) = (get(vals, Kind::Poplar), get(vals, Kind::Trivial));
-            let o = peer.and_then(|k| get(vals, k));
-            println!(
-                "{label:<52} {:>10} {:>10} {:>10} {:>9} {:>9}",
-                fmt(p),
-                fmt(t),
-                fmt(o),
-                ratio(p, o),
-                ratio(p, t)
-            );
-        }
-        for n in &self.notes {
-            println!("note: {n}");
         }
     }
 }
@@ -283,13 +225,21 @@ fn run(opts: &Options) -> io::Result<()> {
     if opts.wants("login") || opts.wants("retr") {
         kinds.push(Kind::Trivial);
     }
-    kinds.extend(opts.peer);
+    kinds.extend(&opts.peers);
     for kind in kinds {
         if let Err(e) = run_target(opts, kind, &mut table) {
             table.note(format!("{}: stopped: {e}", kind.name()));
         }
     }
-    table.print(opts.peer);
+    println!();
+    print!("{}", table.render(&opts.peers));
+    let scope = goals::Scope {
+        scenarios: &opts.scenarios,
+        peers: &opts.peers,
+        big: opts.big,
+        idle: opts.idle.iter().copied().max().unwrap_or(0),
+    };
+    print!("{}", goals::render(&goals::check(&table, &scope), &scope));
     Ok(())
 }
 
@@ -402,16 +352,8 @@ fn maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::
     if opts.wants("login") {
         for clients in [1, 8] {
             let r = scenarios::login(server, &LOGIN, clients, opts.effort).map(|rate| {
-                table.record(
-                    &format!("login, {clients} client(s) (logins/s)"),
-                    kind,
-                    rate.median,
-                );
-                table.record(
-                    &format!("  server CPU per login, {clients} client(s) (ms)"),
-                    kind,
-                    rate.cpu_per_unit * 1e3,
-                );
+                table.record(&row::login(clients), kind, rate.median);
+                table.record(&row::login_cpu(clients), kind, rate.cpu_per_unit * 1e3);
             });
             attempt(table, "login", r);
         }
@@ -420,23 +362,15 @@ fn maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::
         for spec in [R50K, R1M] {
             let expected = Expected::of(&spec);
             let name = if spec.size < 1 << 20 {
-                "100 x 50 KiB"
+                row::RETR_50K
             } else {
-                "10 x 1 MiB"
+                row::RETR_1M
             };
             for clients in [1, 4] {
                 let r =
                     scenarios::retr(server, &spec, &expected, clients, opts.effort).map(|rate| {
-                        table.record(
-                            &format!("retr {name}, {clients} client(s) (MB/s payload)"),
-                            kind,
-                            rate.median / 1e6,
-                        );
-                        table.record(
-                            &format!("  server CPU per MB, {name}, {clients} client(s) (ms)"),
-                            kind,
-                            rate.cpu_per_unit * 1e9,
-                        );
+                        table.record(&row::retr(name, clients), kind, rate.median / 1e6);
+                        table.record(&row::retr_cpu(name, clients), kind, rate.cpu_per_unit * 1e9);
                     });
                 attempt(table, "retr", r);
             }
@@ -447,24 +381,14 @@ fn maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::
     }
     if opts.wants("idle") {
         for &n in &opts.idle {
-            let r = scenarios::idle(server, &opts.idle_spec(), n).map(|kib| {
-                table.record(
-                    &format!("idle, {n} sessions: server PSS per session (KiB)"),
-                    kind,
-                    kib,
-                )
-            });
+            let r = scenarios::idle(server, &opts.idle_spec(), n)
+                .map(|kib| table.record(&row::idle(n), kind, kib));
             attempt(table, "idle", r);
         }
     }
     if opts.wants("bigdrop") && kind != Kind::Popa3d {
         let spec = opts.big_maildir();
-        let r = big_listing(
-            server,
-            &spec,
-            &format!("bigdrop Maildir {}", spec.count),
-            table,
-        );
+        let r = big_listing(server, &spec, "Maildir", table);
         attempt(table, "bigdrop Maildir", r);
     }
     Ok(())
@@ -474,37 +398,24 @@ fn mbox_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::Res
     if opts.wants("bigdrop") {
         let spec = opts.big_mbox();
         server.fill_spool(&spec)?;
-        big_listing(
-            server,
-            &spec,
-            &format!("bigdrop mbox {}", spec.count),
-            table,
-        )?;
+        big_listing(server, &spec, "mbox", table)?;
     }
     if opts.wants("expunge") {
         let spec = opts.expunge_mbox();
         server.fill_spool(&spec)?;
         let secs = scenarios::expunge(server, &spec)?;
-        table.record(
-            &format!("expunge half of {} mbox: QUIT to reply (s)", spec.count),
-            server.kind,
-            secs,
-        );
+        table.record(&row::expunge(spec.count), server.kind, secs);
     }
     Ok(())
 }
 
-/// First login to the end of UIDL, then the median of three more.
-fn big_listing(server: &Server, spec: &Spec, name: &str, table: &mut Table) -> io::Result<()> {
+/// First login to the end of UIDL, then the median of three more. `format` names the maildrop's.
+fn big_listing(server: &Server, spec: &Spec, format: &str, table: &mut Table) -> io::Result<()> {
     let first = scenarios::list_time(server, spec)?;
-    table.record(
-        &format!("{name}: first login to end of UIDL (s)"),
-        server.kind,
-        first,
-    );
+    table.record(&row::big_first(format, spec.count), server.kind, first);
     let again: io::Result<Vec<f64>> = (0..3).map(|_| scenarios::list_time(server, spec)).collect();
     table.record(
-        &format!("{name}: later logins, median (s)"),
+        &row::big_later(format, spec.count),
         server.kind,
         scenarios::median(again?),
     );

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::bad;
+use crate::kind::Kind;
 use crate::mail::{self, Expected, PASSWORD, Spec};
 
 /// Environment variable that makes this binary a helper server instead of the bench.
@@ -23,25 +24,6 @@ pub const POPA3D_USER: &str = "pop3bench";
 pub enum Format {
     Maildir,
     Mbox,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Poplar,
-    Trivial,
-    Dovecot,
-    Popa3d,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Poplar => "poplar",
-            Kind::Trivial => "trivial",
-            Kind::Dovecot => "dovecot",
-            Kind::Popa3d => "popa3d",
-        }
-    }
 }
 
 /// A running server. Dropping it stops it.
