@@ -42,7 +42,22 @@ impl SessionLock {
             Err((_, errno)) => Err(io::Error::from(errno)),
         }
     }
+
+    /// `try_acquire`, retried for up to `wait` while the lock is busy: a session that just answered
+    /// QUIT may still hold it for the work it does after its reply.
+    pub fn acquire_within(path: &Path, wait: Duration) -> io::Result<TryLock> {
+        let started = Instant::now();
+        loop {
+            match SessionLock::try_acquire(path)? {
+                TryLock::Busy if started.elapsed() < wait => thread::sleep(SESSION_LOCK_RETRY),
+                other => return Ok(other),
+            }
+        }
+    }
 }
+
+/// How often `acquire_within` tries again.
+const SESSION_LOCK_RETRY: Duration = Duration::from_millis(10);
 
 // ---------------------------------------------------------------------------------------------------------
 // Delivery-agent locks for mbox files.

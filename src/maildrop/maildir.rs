@@ -25,7 +25,7 @@ use md5::{Digest, Md5};
 use crate::proto::body::OctetCounter;
 
 use super::cache::{self, Cache, DirStamps, Stamp};
-use super::{Maildrop, MaildropError, MessageInfo};
+use super::{Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{SessionLock, TryLock};
 
 /// The lock file, in the maildrop's top directory so that it is never listed as a message.
@@ -208,7 +208,7 @@ impl Maildrop for Maildir {
 
     /// Unlinks every deleted message, even after a failure, and reports the first real failure: a
     /// message left behind is downloaded again next time, which is better than deleting too little.
-    fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<(), MaildropError> {
+    fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
         let mut first_err = None;
         let mut unlinked = [false; MESSAGE_DIRS.len()];
         for &index in deleted {
@@ -230,7 +230,7 @@ impl Maildrop for Maildir {
             }
         }
         sync_dirs(&self.root, unlinked);
-        first_err.map_or(Ok(()), Err)
+        first_err.map_or(Ok(Tidy::nothing()), Err)
     }
 }
 

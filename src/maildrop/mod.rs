@@ -29,8 +29,45 @@ pub trait Maildrop: Send {
     /// The stored bytes of one message (LF or CRLF line ends, no mbox `From ` line), streamed.
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError>;
     /// UPDATE: removes the messages at `deleted` (0-based, ascending) and nothing else. Consumes the
-    /// maildrop: nothing is removed unless the session reached UPDATE.
-    fn expunge(self: Box<Self>, deleted: &[usize]) -> Result<(), MaildropError>;
+    /// maildrop: nothing is removed unless the session reached UPDATE. When this returns, the removal
+    /// is on disk; the returned `Tidy` holds what is left that the client need not wait for.
+    fn expunge(self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError>;
+}
+
+/// Work an UPDATE leaves for after its reply: removing an mbox's crash-recovery file, writing its
+/// index, freeing the message lists, and only then releasing the session lock. Dropping it does the
+/// work (the session keeps it until the reply has left and the connection is closed). None of it
+/// decides what the maildrop holds: if it never runs, the next session finds a recovery file of a
+/// completed expunge, or no index, and copes.
+#[must_use = "dropping it at once does the work before the reply"]
+pub struct Tidy(Option<Box<dyn FnOnce() + Send>>);
+
+impl Tidy {
+    pub fn nothing() -> Tidy {
+        Tidy(None)
+    }
+
+    pub fn later(work: impl FnOnce() + Send + 'static) -> Tidy {
+        Tidy(Some(Box::new(work)))
+    }
+}
+
+impl Drop for Tidy {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take() {
+            work();
+        }
+    }
+}
+
+impl fmt::Debug for Tidy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Tidy(pending)"
+        } else {
+            "Tidy(nothing)"
+        })
+    }
 }
 
 /// A maildrop failure. `Display` is for the log (path and errno); the client gets `client_text`.
@@ -129,7 +166,7 @@ impl Maildrop for Empty {
             reason: format!("message {index} after UPDATE"),
         })
     }
-    fn expunge(self: Box<Self>, _deleted: &[usize]) -> Result<(), MaildropError> {
-        Ok(())
+    fn expunge(self: Box<Self>, _deleted: &[usize]) -> Result<Tidy, MaildropError> {
+        Ok(Tidy::nothing())
     }
 }

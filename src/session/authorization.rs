@@ -190,6 +190,7 @@ impl Session<'_> {
             maildrop,
             table,
             buffers: Default::default(),
+            after_update: None,
         }));
         Ok(Step::Continue)
     }

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::auth::{Account, Authenticator};
-use crate::maildrop::Maildrop;
 use crate::maildrop::location::Location;
+use crate::maildrop::{Maildrop, Tidy};
 use crate::proto::command::{self, Command};
 use crate::proto::reply;
 use table::Table;
@@ -156,6 +156,8 @@ struct Transaction {
     maildrop: Box<dyn Maildrop>,
     table: Table,
     buffers: transaction::RetrBuffers,
+    /// What UPDATE left to do after its reply.
+    after_update: Option<Tidy>,
 }
 
 /// One client's POP3 session.
@@ -170,6 +172,8 @@ pub struct Session<'a> {
     failures: u32,
     /// The connection is TLS-protected (implicit TLS, or after STLS).
     tls: bool,
+    /// What UPDATE left to do: done when the session is dropped, after the reply has left.
+    after_update: Option<Tidy>,
 }
 
 impl<'a> Session<'a> {
@@ -186,6 +190,7 @@ impl<'a> Session<'a> {
             stats: Stats::default(),
             failures: 0,
             tls: false,
+            after_update: None,
         }
     }
 
@@ -214,6 +219,7 @@ impl<'a> Session<'a> {
             State::Transaction(tx) => {
                 let step = transaction::handle(tx, &mut self.stats, command, self.services, out)?;
                 if step == Step::Quit {
+                    self.after_update = tx.after_update.take();
                     self.state = State::Finished;
                 }
                 Ok(step)

@@ -201,7 +201,9 @@ fn update<W: Write + ?Sized>(
         maildrop.expunge(&deleted)
     };
     match result {
-        Ok(()) => {
+        Ok(tidy) => {
+            // The session drops it once the reply has left and the connection is closed.
+            tx.after_update = Some(tidy);
             stats.outcome = Some(Outcome::Quit);
             reply::ok(
                 out,

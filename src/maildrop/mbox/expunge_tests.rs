@@ -58,7 +58,7 @@ fn case(gone: &[usize], appended: &str) -> (Vec<u8>, Vec<(u64, u64)>, Vec<u8>) {
     (all, ranges, kept)
 }
 
-/// Both steps with a check that passes, writing a recovery file of `version`.
+/// All the steps with a check that passes, writing a recovery file of `version`.
 fn run(fx: &Fixture, ranges: &[(u64, u64)], chunk: usize, version: Version) -> io::Result<()> {
     prepare_with(
         &fx.path,
@@ -71,7 +71,8 @@ fn run(fx: &Fixture, ranges: &[(u64, u64)], chunk: usize, version: Version) -> i
     .map_err(|e| match e {
         Refused::Check(e) | Refused::Io(e) => e,
     })?
-    .commit(&mut || {})
+    .commit(&mut || {})?
+    .finish()
 }
 
 /// O - N: the octets the expunge removes.

@@ -28,11 +28,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 use nix::libc;
 
-use super::{Maildrop, MaildropError, MessageInfo};
+use super::{Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{DELIVERY_LOCK_WAIT, DeliveryLock, SessionLock, TryLock};
 use scan::{MIN_FRAGMENT, ScannedMessage, Scanner};
 pub use uidl::UidlSource;
@@ -41,6 +42,10 @@ pub use uidl::UidlSource;
 const READ_CHUNK: usize = 1 << 20;
 /// A `From ` line longer than this is not re-read to check it (the offsets are still checked).
 const MAX_FROM_LINE_CHECK: u64 = 64 * 1024;
+/// How long a login waits for the session lock before `[IN-USE]`: the session before may have answered
+/// QUIT and still be tidying up after its UPDATE (removing a recovery file of tens of MB, writing the
+/// index), which a client reconnecting at once should not see as a concurrent session.
+const SESSION_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Mbox {
     path: PathBuf,
@@ -71,7 +76,8 @@ impl Mbox {
     /// that a crash interrupted is finished or undone first.
     pub fn open_with(path: &Path, uidl: UidlSource) -> Result<Mbox, MaildropError> {
         let io_err = |e| MaildropError::io(path, e);
-        let session = match SessionLock::try_acquire(&session_lock_path(path)) {
+        let session = match SessionLock::acquire_within(&session_lock_path(path), SESSION_LOCK_WAIT)
+        {
             Ok(TryLock::Acquired(lock)) => Some(lock),
             Ok(TryLock::Busy) => {
                 return Err(MaildropError::InUse {
@@ -456,9 +462,9 @@ impl Maildrop for Mbox {
         }))
     }
 
-    fn expunge(self: Box<Self>, deleted: &[usize]) -> Result<(), MaildropError> {
+    fn expunge(self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
         let Some(file) = self.file.as_ref().filter(|_| !deleted.is_empty()) else {
-            return Ok(());
+            return Ok(Tidy::nothing());
         };
         let io_err = |e| MaildropError::io(&self.path, e);
         let ranges = deleted_ranges(&self.scanned, deleted)
@@ -473,17 +479,39 @@ impl Maildrop for Mbox {
             expunge::Refused::Check(changed) => changed,
             expunge::Refused::Io(e) => io_err(e),
         })?;
-        prepared
+        let committed = prepared
             .commit(&mut || {
                 if let Err(e) = lock.refresh() {
                     log::warn!("{}: cannot refresh dotlock: {e}", self.path.display());
                 }
             })
             .map_err(io_err)?;
-        // Still under the delivery locks: the kept messages moved down by what was removed before them.
-        let kept = after_removal(&self.scanned, &ranges);
-        let saved = match file.metadata() {
-            Ok(meta) if !kept.is_empty() => index::save(
+        // Still under the delivery locks: the index's key must describe the file as we left it.
+        let meta = file.metadata().ok();
+        drop(lock);
+        Ok(Tidy::later(move || self.tidy(committed, meta, &ranges)))
+    }
+}
+
+impl Mbox {
+    /// After UPDATE's reply: the recovery file goes, the index of what was kept is written (the kept
+    /// messages moved down by what was removed before them), and dropping `self` frees the lists and
+    /// releases the session lock last.
+    fn tidy(
+        self: Box<Self>,
+        committed: expunge::Committed,
+        meta: Option<fs::Metadata>,
+        ranges: &[(u64, u64)],
+    ) {
+        if let Err(e) = committed.finish() {
+            log::warn!(
+                "{}: cannot remove the recovery file: {e}",
+                self.path.display()
+            );
+        }
+        let kept = after_removal(&self.scanned, ranges);
+        let saved = match meta {
+            Some(meta) if !kept.is_empty() => index::save(
                 &self.path,
                 &index::Key::new(&meta, &kept, self.want_x_uidl),
                 &kept,
@@ -493,7 +521,6 @@ impl Maildrop for Mbox {
         if saved.is_err() {
             index::remove(&self.path);
         }
-        Ok(())
     }
 }
 

@@ -400,3 +400,74 @@ fn the_index_follows_an_expunge() {
         .unwrap();
     assert!(!index::index_path(&path).exists());
 }
+
+#[test]
+fn after_update_the_tidying_waits_for_the_reply_and_keeps_the_session_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    let recovery = expunge::recovery_path(&path);
+    let index = index::index_path(&path);
+    let mbox = Mbox::open(&path).unwrap();
+    fs::remove_file(&index).unwrap();
+    let tidy = Box::new(mbox).expunge(&[0]).unwrap();
+    // The removal is on disk and the delivery locks are free before the reply...
+    let second = MBOX.find("From b@").unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), &MBOX[second..]);
+    assert!(!dir.path().join("user.lock").exists());
+    // ...but the recovery file, the index and the session lock wait for the tidying.
+    assert!(recovery.exists());
+    assert!(!index.exists());
+    assert!(matches!(
+        Mbox::open(&path),
+        Err(MaildropError::InUse { .. })
+    ));
+    drop(tidy);
+    assert!(!recovery.exists());
+    assert!(index.exists());
+    let mbox = Mbox::open(&path).unwrap();
+    assert_eq!(mbox.messages().len(), 2);
+    assert_eq!(mbox.scanned_size, (MBOX.len() - second) as u64);
+}
+
+#[test]
+fn a_recovery_file_left_by_an_untidied_update_is_cleaned_up() {
+    // The process died after UPDATE's reply, before the tidying: the next session finds a recovery
+    // file of a complete expunge, and mail delivered since, and keeps everything.
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    let tidy = Box::new(Mbox::open(&path).unwrap()).expunge(&[0]).unwrap();
+    std::mem::forget(tidy);
+    let late = "\n\nFrom d@example.org Thu Jan  1 00:00:09 2026\nSubject: late\n\nlate\n";
+    let late = late.repeat(4);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(late.as_bytes())
+        .unwrap();
+    // The forgotten tidying still holds the session lock (as a dead process no longer would).
+    fs::remove_file(session_lock_path(&path)).unwrap();
+    let mbox = Mbox::open(&path).unwrap();
+    assert!(!expunge::recovery_path(&path).exists());
+    let second = MBOX.find("From b@").unwrap();
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        format!("{}{late}", &MBOX[second..])
+    );
+    assert_eq!(mbox.messages().len(), 6);
+}
+
+#[test]
+fn a_login_right_after_update_waits_for_the_tidying() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    let tidy = Box::new(Mbox::open(&path).unwrap()).expunge(&[0]).unwrap();
+    let tidied = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(tidy);
+    });
+    let mbox = Mbox::open(&path).expect("the session lock is waited for");
+    assert_eq!(mbox.messages().len(), 2);
+    assert!(!expunge::recovery_path(&path).exists());
+    tidied.join().unwrap();
+}
