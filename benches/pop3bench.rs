@@ -287,7 +287,7 @@ fn run_target(opts: &Options, kind: Kind, table: &mut Table) -> io::Result<()> {
         ));
         return Ok(());
     }
-    mbox_scenarios(opts, &server, table)
+    mbox_scenarios(opts, &server, root, table)
 }
 
 fn build_fixtures(opts: &Options, root: &Path) -> io::Result<()> {
@@ -394,7 +394,12 @@ fn maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::
     Ok(())
 }
 
-fn mbox_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::Result<()> {
+fn mbox_scenarios(
+    opts: &Options,
+    server: &Server,
+    root: &Path,
+    table: &mut Table,
+) -> io::Result<()> {
     if opts.wants("bigdrop") {
         let spec = opts.big_mbox();
         server.fill_spool(&spec)?;
@@ -403,10 +408,42 @@ fn mbox_scenarios(opts: &Options, server: &Server, table: &mut Table) -> io::Res
     if opts.wants("expunge") {
         let spec = opts.expunge_mbox();
         server.fill_spool(&spec)?;
-        let secs = scenarios::expunge(server, &spec)?;
+        let mut times = vec![scenarios::expunge(server, &spec)?];
+        for _ in 1..EXPUNGE_RUNS {
+            refill_mbox(server, root, &spec)?;
+            times.push(scenarios::expunge(server, &spec)?);
+        }
+        let secs = scenarios::median(times);
         table.record(&row::expunge(spec.count), server.kind, secs);
     }
     Ok(())
+}
+
+/// Each expunge destroys its mbox, so the figure is the median of this many runs on fresh copies.
+const EXPUNGE_RUNS: usize = 3;
+
+/// Writes `spec`'s mbox afresh for its first user, as before the first run: the spool for popa3d;
+/// otherwise the inbox, with poplar's index and Dovecot's index directory gone and the files the
+/// user's.
+fn refill_mbox(server: &Server, root: &Path, spec: &Spec) -> io::Result<()> {
+    if server.kind == Kind::Popa3d {
+        return server.fill_spool(spec);
+    }
+    let home = mail::home(root, &server.account(spec, 0).0);
+    let _ = std::fs::remove_file(home.join("inbox.poplar.index"));
+    let _ = std::fs::remove_dir_all(home.join("mail"));
+    std::fs::create_dir_all(home.join("mail"))?;
+    mail::write_mbox(&home.join("inbox"), spec)?;
+    let owner = format!("{}:{}", mail::UID, mail::UID);
+    let chowned = std::process::Command::new("chown")
+        .args(["-R", &owner])
+        .arg(&home)
+        .status()?;
+    if chowned.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other("chown of the refilled mbox failed"))
+    }
 }
 
 /// First login to the end of UIDL, then the median of three more. `format` names the maildrop's.
