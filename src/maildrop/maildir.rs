@@ -601,7 +601,7 @@ mod tests {
         let md = Maildir::open(&root).unwrap();
         assert!(md.messages().is_empty());
         assert!(!root.exists());
-        Box::new(md).expunge(&[]).unwrap();
+        drop(Box::new(md).expunge(&[]).unwrap());
         assert!(!root.exists());
     }
 
@@ -640,7 +640,7 @@ mod tests {
             Maildir::open(dir.path()),
             Err(MaildropError::InUse { .. })
         ));
-        Box::new(again).expunge(&[]).unwrap();
+        drop(Box::new(again).expunge(&[]).unwrap());
         Maildir::open(dir.path()).unwrap();
     }
 
@@ -679,7 +679,7 @@ mod tests {
         put(root, "new/late", b"x\n", 0);
         fs::rename(root.join("new/b"), root.join("cur/b:2,S")).unwrap();
         fs::remove_file(root.join("new/e")).unwrap();
-        Box::new(md).expunge(&[1, 2, 4]).unwrap();
+        drop(Box::new(md).expunge(&[1, 2, 4]).unwrap());
         let md = Maildir::open(root).unwrap();
         assert_eq!(uids(&md), ["late", "a", "d"]);
     }

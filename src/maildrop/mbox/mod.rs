@@ -45,7 +45,7 @@ const MAX_FROM_LINE_CHECK: u64 = 64 * 1024;
 /// How long a login waits for the session lock before `[IN-USE]`: the session before may have answered
 /// QUIT and still be tidying up after its UPDATE (removing a recovery file of tens of MB, writing the
 /// index), which a client reconnecting at once should not see as a concurrent session.
-const SESSION_LOCK_WAIT: Duration = Duration::from_secs(2);
+const SESSION_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Mbox {
     path: PathBuf,

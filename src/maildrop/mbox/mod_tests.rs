@@ -78,7 +78,7 @@ fn missing_or_empty_mbox_is_empty() {
     ] {
         let mbox = Mbox::open(&path).unwrap();
         assert!(mbox.messages().is_empty(), "{path:?}");
-        Box::new(mbox).expunge(&[]).unwrap();
+        drop(Box::new(mbox).expunge(&[]).unwrap());
     }
 }
 
@@ -120,7 +120,7 @@ fn expunge_keeps_mail_delivered_during_the_session() {
         .unwrap()
         .write_all(late.as_bytes())
         .unwrap();
-    Box::new(mbox).expunge(&[0, 2]).unwrap();
+    drop(Box::new(mbox).expunge(&[0, 2]).unwrap());
     let second = MBOX.find("From b@").unwrap();
     let third = MBOX.find("From c@").unwrap();
     assert_eq!(
@@ -137,7 +137,7 @@ fn uids_survive_deleting_other_messages() {
     let dir = tempfile::tempdir().unwrap();
     let path = mbox_in(&dir, MBOX);
     let before: Vec<_> = Mbox::open(&path).unwrap().messages().to_vec();
-    Box::new(Mbox::open(&path).unwrap()).expunge(&[1]).unwrap();
+    drop(Box::new(Mbox::open(&path).unwrap()).expunge(&[1]).unwrap());
     let after: Vec<_> = Mbox::open(&path).unwrap().messages().to_vec();
     assert_eq!(after, [before[0].clone(), before[2].clone()]);
 }
@@ -382,7 +382,7 @@ fn the_index_follows_an_expunge() {
         let mbox = Mbox::open(&path).unwrap();
         // Mail delivered during the session lies past the index and is scanned at the next login.
         append_to(&path, "\nFrom e\n\nfifth\n");
-        Box::new(mbox).expunge(deleted).unwrap();
+        drop(Box::new(mbox).expunge(deleted).unwrap());
         assert!(index::index_path(&path).exists());
         let indexed = view(&path, UidlSource::Popa3d);
         assert_eq!(indexed.1.len(), 5 - deleted.len(), "{deleted:?}");
@@ -395,9 +395,11 @@ fn the_index_follows_an_expunge() {
     // Everything deleted: no index of nothing.
     let dir = tempfile::tempdir().unwrap();
     let path = mbox_in(&dir, MBOX);
-    Box::new(Mbox::open(&path).unwrap())
-        .expunge(&[0, 1, 2])
-        .unwrap();
+    drop(
+        Box::new(Mbox::open(&path).unwrap())
+            .expunge(&[0, 1, 2])
+            .unwrap(),
+    );
     assert!(!index::index_path(&path).exists());
 }
 
