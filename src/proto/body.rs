@@ -119,23 +119,32 @@ impl Encoder {
     /// The LF at `chunk[lf]`: copies the run since `run` with a CR inserted before a bare LF and a
     /// stuffing dot after it when the next line begins with one; returns where the next run starts.
     #[inline(always)]
-    fn line_end(&self, chunk: &[u8], lf: usize, mut run: usize, out: &mut Vec<u8>) -> usize {
-        let crlf = if lf > 0 {
-            chunk[lf - 1] == b'\r'
-        } else {
-            self.last_cr
-        };
-        if !crlf {
-            out.extend_from_slice(&chunk[run..lf]);
-            out.extend_from_slice(b"\r\n");
-            run = lf + 1;
-        }
+    fn line_end(&self, chunk: &[u8], lf: usize, run: usize, out: &mut Vec<u8>) -> usize {
+        let (_, mut run) = self.insert_cr(chunk, lf, run, out);
         if chunk.get(lf + 1) == Some(&b'.') {
             out.extend_from_slice(&chunk[run..lf + 1]);
             out.push(b'.');
             run = lf + 1;
         }
         run
+    }
+
+    /// The LF at `chunk[lf]`: whether a CR comes before it (at the chunk's start, the last chunk's
+    /// final octet); if not, copies the run since `run` with the CR inserted. Returns that, and where
+    /// the next run starts.
+    #[inline(always)]
+    fn insert_cr(&self, chunk: &[u8], lf: usize, run: usize, out: &mut Vec<u8>) -> (bool, usize) {
+        let crlf = if lf > 0 {
+            chunk[lf - 1] == b'\r'
+        } else {
+            self.last_cr
+        };
+        if crlf {
+            return (true, run);
+        }
+        out.extend_from_slice(&chunk[run..lf]);
+        out.extend_from_slice(b"\r\n");
+        (false, lf + 1)
     }
 
     /// TOP: line by line, counting lines and looking for the blank line that ends the headers.
@@ -156,16 +165,8 @@ impl Encoder {
                 break;
             };
             let lf = pos + offset;
-            let crlf = if lf > 0 {
-                chunk[lf - 1] == b'\r'
-            } else {
-                self.last_cr
-            };
-            if !crlf {
-                out.extend_from_slice(&chunk[run..lf]);
-                out.extend_from_slice(b"\r\n");
-                run = lf + 1;
-            }
+            let crlf;
+            (crlf, run) = self.insert_cr(chunk, lf, run, out);
             let len = self.line_len.saturating_add(offset);
             self.line_len = 0;
             self.at_line_start = true;
