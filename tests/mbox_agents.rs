@@ -64,12 +64,7 @@ fn update_waits_for_a_dotlock_held_by_mailutils_then_keeps_the_delivery() {
     c.send(b"QUIT\r\n");
     // While the agent holds the lock it delivers; UPDATE must wait for it and keep what it wrote.
     let late = "From late@example.org Thu Jan  1 00:09:00 2026\nSubject: late\n\nlate\n";
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(late.as_bytes())
-        .unwrap();
+    common::mbox::append(&path, late.as_bytes());
     thread::sleep(Duration::from_millis(1500));
     assert!(dotlock(&path, true));
     let reply = c.read_line();

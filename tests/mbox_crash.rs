@@ -116,12 +116,7 @@ fn mail_delivered_during_the_session_is_kept() {
     let server = Server::start(&fx, MAIL);
     let mut c = server.login("alice", "secret");
     let late = "From late@example.org Thu Jan  1 00:09:00 2026\nSubject: late\n\nlate\n";
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(late.as_bytes())
-        .unwrap();
+    common::mbox::append(&path, late.as_bytes());
     assert!(
         c.cmd("STAT").starts_with("+OK 3 "),
         "the session's view does not change"

@@ -29,6 +29,9 @@ const BODIES: [&str; 3] = [
     "Received: by mx id 3\n\nthird",
 ];
 
+/// A message a delivery agent appends during or after a session.
+const LATE: &str = "\n\nFrom d@example.org Thu Jan  1 00:00:09 2026\nSubject: late\n\nlate\n";
+
 fn mbox_in(dir: &tempfile::TempDir, content: &str) -> PathBuf {
     let path = dir.path().join("user");
     fs::write(&path, content).unwrap();
@@ -113,13 +116,8 @@ fn expunge_keeps_mail_delivered_during_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let path = mbox_in(&dir, MBOX);
     let mbox = Mbox::open(&path).unwrap();
-    let late = "\n\nFrom d@example.org Thu Jan  1 00:00:09 2026\nSubject: late\n\nlate\n";
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(late.as_bytes())
-        .unwrap();
+    let late = LATE;
+    append_to(&path, late);
     drop(Box::new(mbox).expunge(&[0, 2]).unwrap());
     let second = MBOX.find("From b@").unwrap();
     let third = MBOX.find("From c@").unwrap();
@@ -439,14 +437,8 @@ fn a_recovery_file_left_by_an_untidied_update_is_cleaned_up() {
     let path = mbox_in(&dir, MBOX);
     let tidy = Box::new(Mbox::open(&path).unwrap()).expunge(&[0]).unwrap();
     std::mem::forget(tidy);
-    let late = "\n\nFrom d@example.org Thu Jan  1 00:00:09 2026\nSubject: late\n\nlate\n";
-    let late = late.repeat(4);
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(late.as_bytes())
-        .unwrap();
+    let late = LATE.repeat(4);
+    append_to(&path, &late);
     // The forgotten tidying still holds the session lock (as a dead process no longer would).
     fs::remove_file(session_lock_path(&path)).unwrap();
     let mbox = Mbox::open(&path).unwrap();
@@ -472,4 +464,24 @@ fn a_login_right_after_update_waits_for_the_tidying() {
     assert_eq!(mbox.messages().len(), 2);
     assert!(!expunge::recovery_path(&path).exists());
     tidied.join().unwrap();
+}
+
+#[test]
+fn mail_delivered_while_the_update_tidies_up_is_kept_and_listed() {
+    // The delivery locks are free once the removal is on disk: an agent may append before the index
+    // of the kept messages is written, and the next session must still see that mail.
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    let tidy = Box::new(Mbox::open(&path).unwrap()).expunge(&[1]).unwrap();
+    append_to(&path, LATE);
+    drop(tidy);
+    let second = MBOX.find("From b@").unwrap();
+    let third = MBOX.find("From c@").unwrap();
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        format!("{}{}{LATE}", &MBOX[..second], &MBOX[third..])
+    );
+    let mut mbox = Mbox::open(&path).unwrap();
+    assert_eq!(mbox.messages().len(), 3);
+    assert_eq!(read_all(&mut mbox, 2).unwrap(), b"Subject: late\n\nlate\n");
 }
