@@ -319,18 +319,24 @@ fn build_fixtures(opts: &Options, root: &Path) -> io::Result<()> {
     specs.extend(maildirs);
     specs.extend(mboxes.into_iter().skip(1));
     mail::write_passwd(root, &specs)?;
-    // The maildrops belong to their users, as on a real host (Dovecot's mail processes run as them).
+    give_to_users(&root.join("home"))
+}
+
+/// The maildrops belong to their users, as on a real host (Dovecot's mail processes run as them).
+fn give_to_users(dir: &Path) -> io::Result<()> {
     let owner = format!("{}:{}", mail::UID, mail::UID);
     let chowned = std::process::Command::new("chown")
         .args(["-R", &owner])
-        .arg(root.join("home"))
+        .arg(dir)
         .status()?;
-    if !chowned.success() {
-        return Err(io::Error::other(
-            "chown of the fixtures failed (the bench runs as root)",
-        ));
+    if chowned.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "chown of {} failed (the bench runs as root)",
+            dir.display()
+        )))
     }
-    Ok(())
 }
 
 /// One login to a one-message mbox: does this server serve mbox maildrops at all?
@@ -434,16 +440,7 @@ fn refill_mbox(server: &Server, root: &Path, spec: &Spec) -> io::Result<()> {
     let _ = std::fs::remove_dir_all(home.join("mail"));
     std::fs::create_dir_all(home.join("mail"))?;
     mail::write_mbox(&home.join("inbox"), spec)?;
-    let owner = format!("{}:{}", mail::UID, mail::UID);
-    let chowned = std::process::Command::new("chown")
-        .args(["-R", &owner])
-        .arg(&home)
-        .status()?;
-    if chowned.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other("chown of the refilled mbox failed"))
-    }
+    give_to_users(&home)
 }
 
 /// First login to the end of UIDL, then the median of three more. `format` names the maildrop's.

@@ -130,7 +130,8 @@ pub fn poplar(bin: &Path, root: &Path, format: Format) -> io::Result<Server> {
         Format::Maildir => "maildir:%h/Maildir",
         Format::Mbox => "mbox:%h/inbox",
     };
-    let mut child = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -143,36 +144,37 @@ pub fn poplar(bin: &Path, root: &Path, format: Format) -> io::Result<Server> {
         ])
         .args(["--max-sessions", "5000", "--max-per-ip", "5000"])
         .arg("--passwd")
-        .arg(root.join("passwd"))
+        .arg(root.join("passwd"));
+    spawn(Kind::Poplar, &mut command, &log, None)
+}
+
+/// Starts `command` with its stderr in `log`, where it says which address it listens on.
+fn spawn(
+    kind: Kind,
+    command: &mut Command,
+    log: &Path,
+    spool: Option<PathBuf>,
+) -> io::Result<Server> {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(fs::File::create(&log)?)
+        .stderr(fs::File::create(log)?)
         .spawn()?;
-    let addr = learn_addr(&mut child, &log)?;
+    let addr = learn_addr(&mut child, log)?;
     Ok(Server {
-        kind: Kind::Poplar,
+        kind,
         addr,
         child,
-        spool: None,
+        spool,
     })
 }
 
 /// Starts this binary in the trivial-server role.
 pub fn trivial(root: &Path) -> io::Result<Server> {
     let log = root.join("trivial.log");
-    let mut child = Command::new(std::env::current_exe()?)
-        .env(ROLE, "trivial")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log)?)
-        .spawn()?;
-    let addr = learn_addr(&mut child, &log)?;
-    Ok(Server {
-        kind: Kind::Trivial,
-        addr,
-        child,
-        spool: None,
-    })
+    let mut command = Command::new(std::env::current_exe()?);
+    command.env(ROLE, "trivial");
+    spawn(Kind::Trivial, &mut command, &log, None)
 }
 
 fn free_port() -> io::Result<u16> {
@@ -331,21 +333,10 @@ pub fn popa3d_setup(root: &Path) -> io::Result<PathBuf> {
 /// Starts the inetd-style spawner (this binary in the `inetd` role) running `popa3d` per connection.
 pub fn popa3d(root: &Path, bin: &Path) -> io::Result<Server> {
     let log = root.join("spawner.log");
-    let mut child = Command::new(std::env::current_exe()?)
-        .env(ROLE, "inetd")
-        .env("POP3BENCH_EXEC", bin)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log)?)
-        .spawn()?;
-    let addr = learn_addr(&mut child, &log)?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.env(ROLE, "inetd").env("POP3BENCH_EXEC", bin);
     let spool = PathBuf::from("/var/mail").join(POPA3D_USER);
-    Ok(Server {
-        kind: Kind::Popa3d,
-        addr,
-        child,
-        spool: Some(spool),
-    })
+    spawn(Kind::Popa3d, &mut command, &log, Some(spool))
 }
 
 /// The `inetd` role: accept on loopback, give each connection to a fresh `POP3BENCH_EXEC` process on
