@@ -224,10 +224,7 @@ impl Scanner {
     }
 
     fn in_from_line(&mut self, rest: &[u8]) -> Step {
-        let (n, done) = match memchr::memchr(b'\n', rest) {
-            Some(i) => (i + 1, true),
-            None => (rest.len(), false),
-        };
+        let (n, done) = line_piece(rest);
         let cur = self
             .current
             .as_mut()
@@ -282,10 +279,7 @@ impl Scanner {
     }
 
     fn header_line_rest(&mut self, rest: &[u8]) -> Step {
-        let (n, done) = match memchr::memchr(b'\n', rest) {
-            Some(i) => (i + 1, true),
-            None => (rest.len(), false),
-        };
+        let (n, done) = line_piece(rest);
         let cur = self
             .current
             .as_mut()
@@ -442,6 +436,15 @@ pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
 /// The fingerprint `ScannedMessage::from_digest` holds for a whole `From ` line.
 pub fn from_line_digest(line: &[u8]) -> u64 {
     fnv1a(FNV_OFFSET, line)
+}
+
+/// How much of `rest` belongs to the current line (up to and including its LF), and whether the LF
+/// is among it.
+fn line_piece(rest: &[u8]) -> (usize, bool) {
+    match memchr::memchr(b'\n', rest) {
+        Some(i) => (i + 1, true),
+        None => (rest.len(), false),
+    }
 }
 
 /// Scans a whole byte string at once.
