@@ -213,7 +213,7 @@ impl Encoder {
 
 /// Room for the encoding of `len` stored octets in the usual case (lines of a few dozen octets ending
 /// in LF, few leading dots); the rare message that needs more grows the buffer once.
-pub fn encoded_capacity(len: usize) -> usize {
+fn encoded_capacity(len: usize) -> usize {
     len + len / 16 + 16
 }
 

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 
 use super::table::Missing;
 use super::{Outcome, Services, Stats, Step, Transaction, UpdateGuard, write_capabilities};
-use crate::proto::body::{Encoder, Limit, encoded_capacity};
+use crate::proto::body::{Encoder, Limit};
 use crate::proto::command::{Command, MsgNum};
 use crate::proto::reply::{self, RespCode};
 
@@ -151,8 +151,8 @@ fn send<W: Write + ?Sized>(
     // Encoded chunks gather here. They leave after a read that filled the chunk (more is coming); after a
     // shorter read the file has most likely ended, and the next read says so: the body then leaves with
     // its terminator, and a message smaller than a chunk with its status line too, in one `writev`.
+    // (`encode_chunk` reserves room for each chunk.)
     encoded.clear();
-    encoded.reserve(encoded_capacity(chunk.len()));
     loop {
         let n = match reader.read(chunk) {
             Ok(0) => break,
