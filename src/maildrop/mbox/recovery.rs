@@ -11,7 +11,7 @@
 //! Version 3 is written; 1 and 2 are still read and applied, for files left by an older poplar.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -261,24 +261,25 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
     if expected != Some(len) || new_size > size {
         return Ok(None);
     }
-    let mut ranges = Vec::new();
-    let mut reader = io::BufReader::with_capacity(COPY_CHUNK, (&saved).take(len - SUM_LEN));
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; COPY_CHUNK];
     let mut pos = 0u64;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
+    while pos < len - SUM_LEN {
+        let want = COPY_CHUNK.min((len - SUM_LEN - pos) as usize);
+        let n = read_full_at(&saved, &mut buf[..want], pos)?;
+        if n < want {
+            return Ok(None);
         }
         sum.update(&buf[..n]);
-        collect_ranges(&buf[..n], pos, count, &mut ranges);
         pos += n as u64;
     }
     let mut saved_sum = [0u8; SUM_LEN as usize];
     read_full_at(&saved, &mut saved_sum, len - SUM_LEN)?;
-    if pos != len - SUM_LEN || saved_sum != sum.finish() {
+    if saved_sum != sum.finish() {
         return Ok(None);
     }
+    // The ranges follow the fixed header; the length check above bounds their count by the file's size.
+    let mut words = vec![0u8; 16 * count as usize];
+    saved.read_exact_at(&mut words, HEADER_LEN)?;
     let tail = if hashed {
         let mut words = [0u8; TAIL_HASH_LEN as usize];
         saved.read_exact_at(&mut words, len - SUM_LEN - TAIL_HASH_LEN)?;
@@ -290,7 +291,13 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
     } else {
         Tail::Copied
     };
-    let deleted = ranges.chunks(2).map(|r| (r[0], r[1])).collect();
+    let deleted = words
+        .chunks_exact(16)
+        .map(|r| {
+            let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 octets"));
+            (word(&r[..8]), word(&r[8..]))
+        })
+        .collect();
     Ok(Some(Saved {
         file: saved,
         plan: Plan {
@@ -301,21 +308,6 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
         },
         tail,
     }))
-}
-
-/// Gathers the range words (after the fixed header) from a stream read at `pos`.
-fn collect_ranges(bytes: &[u8], pos: u64, count: u64, words: &mut Vec<u64>) {
-    let (start, end) = (HEADER_LEN, HEADER_LEN + 16 * count);
-    let mut word = [0u8; 8];
-    for (i, &b) in bytes.iter().enumerate() {
-        let at = pos + i as u64;
-        if (start..end).contains(&at) {
-            word[((at - start) % 8) as usize] = b;
-            if (at - start) % 8 == 7 {
-                words.push(u64::from_le_bytes(word));
-            }
-        }
-    }
 }
 
 /// Copies `len` octets from `src` at `from` to `dst` at `to`.
