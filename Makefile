@@ -73,7 +73,8 @@ lint-man:
 	if [ -n "$$out" ]; then printf '%s\n' "$$out" >&2; echo "lint-man: $(MANPAGE) is not clean" >&2; exit 1; fi
 	echo "lint-man: $(MANPAGE) is clean"
 
-# benches/pop3bench.rs starts target/release/poplar, so that is built first. PEER names the peers to run
+# benches/pop3bench.rs starts target/release/poplar, so that is built first (Cargo.toml keeps the bench
+# profile equal to the release profile, so `cargo bench` links the same binary there). PEER names the peers to run
 # beside poplar and the trivial ceiling: dovecot, popa3d, or both in one run (PEER=dovecot,popa3d), one
 # table column each. It is passed through the environment; the bench installs and configures the peers
 # itself (it is never CI's job).
