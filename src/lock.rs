@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 /// An exclusive `flock` held for the session; released when dropped (or by the kernel if the process dies).
 pub struct SessionLock {
-    _lock: Flock<File>,
+    lock: Flock<File>,
 }
 
 /// Result of trying to take a session lock without waiting.
@@ -37,7 +37,7 @@ impl SessionLock {
             .mode(0o600)
             .open(path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(TryLock::Acquired(SessionLock { _lock: lock })),
+            Ok(lock) => Ok(TryLock::Acquired(SessionLock { lock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(TryLock::Busy),
             Err((_, errno)) => Err(io::Error::from(errno)),
         }
@@ -53,6 +53,16 @@ impl SessionLock {
                 other => return Ok(other),
             }
         }
+    }
+}
+
+impl SessionLock {
+    /// Sets the lock file's times to now and returns its metadata: its change time is then the file
+    /// system's clock at this moment (what `mbox::stamp` needs).
+    pub fn touch(&self) -> io::Result<fs::Metadata> {
+        let now = nix::sys::time::TimeSpec::UTIME_NOW;
+        nix::sys::stat::futimens(&*self.lock, &now, &now)?;
+        self.lock.metadata()
     }
 }
 

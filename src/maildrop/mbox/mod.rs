@@ -13,14 +13,16 @@
 //! - Delivery locks (fcntl OFD lock + `MBOX.lock`): held while the mbox is read to build the
 //!   session's view, then released, so delivery is never blocked for a session; mail that arrives
 //!   later lies past what we scanned and is left alone. Held again for the whole UPDATE.
-//! - popa3d takes the same care: it re-parses the mailbox under lock before rewriting and gives up if
-//!   it changed. We do the same: the scanned part is scanned again and must be identical.
+//! - popa3d takes the same care: it re-parses the mailbox under lock before rewriting if its mtime
+//!   changed, and gives up if the messages did. We check the ctime instead (`stamp`), which no program
+//!   can set back, and otherwise scan the scanned part again: it must be identical.
 
 pub mod expunge;
 pub mod index;
 pub mod polyhash;
 mod recovery;
 pub mod scan;
+mod stamp;
 pub mod sum;
 pub mod uidl;
 
@@ -36,6 +38,7 @@ use nix::libc;
 use super::{Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{DELIVERY_LOCK_WAIT, DeliveryLock, SessionLock, TryLock};
 use scan::{MIN_FRAGMENT, ScannedMessage, Scanner};
+use stamp::Stamp;
 pub use uidl::UidlSource;
 
 /// Read size while scanning: large sequential reads.
@@ -56,6 +59,9 @@ pub struct Mbox {
     scanned_size: u64,
     messages: Vec<MessageInfo>,
     want_x_uidl: bool,
+    /// Set when the whole mbox was scanned in this session and the stamp counts: UPDATE need not scan
+    /// it again if it still matches.
+    stamp: Option<Stamp>,
     _session: Option<SessionLock>,
 }
 
@@ -96,14 +102,23 @@ impl Mbox {
             scanned_size: 0,
             messages: Vec::new(),
             want_x_uidl,
+            stamp: None,
             _session: session,
         };
         let Some((file, mut lock)) = mbox.open_locked()? else {
             return Ok(mbox);
         };
         expunge::recover(path, &file).map_err(io_err)?;
-        let (scanned, size, stale) = scan_indexed(path, &file, want_x_uidl, &mut lock)?;
-        if stale {
+        // After the recovery, which may write the mbox; the session lock's file first (see `stamp`).
+        let clock = mbox._session.as_ref().map(SessionLock::touch);
+        let before = file.metadata().map_err(io_err)?;
+        let (scanned, size, source) = scan_indexed(path, &file, want_x_uidl, &mut lock)?;
+        if let (Scanned::Whole, Some(Ok(clock))) = (source, clock)
+            && size == before.len()
+        {
+            mbox.stamp = Stamp::taken(&before, &clock);
+        }
+        if source != Scanned::Indexed {
             // Under the delivery locks, so the key's size and mtime are those of what was scanned.
             let key = index::Key::new(&file.metadata().map_err(io_err)?, &scanned, want_x_uidl);
             if let Err(e) = index::save(path, &key, &scanned) {
@@ -184,13 +199,18 @@ impl Mbox {
         }
     }
 
-    /// Under the delivery locks: the part we scanned must scan the same again, in the same file.
+    /// Under the delivery locks: the mbox is unchanged since the scan (see `stamp`), or the part we
+    /// scanned scans the same again, in the same file.
     fn verify_unchanged(&self, file: &File, lock: &mut DeliveryLock) -> Result<(), MaildropError> {
         self.check_same_file(file)?;
-        let size = file
+        let meta = file
             .metadata()
-            .map_err(|e| MaildropError::io(&self.path, e))?
-            .len();
+            .map_err(|e| MaildropError::io(&self.path, e))?;
+        if self.stamp.is_some_and(|stamp| stamp.matches(&meta)) {
+            log::debug!("{}: unchanged since scanned", self.path.display());
+            return Ok(());
+        }
+        let size = meta.len();
         if size < self.scanned_size {
             return Err(self.changed(format!(
                 "mbox shrank from {} to {size} octets",
@@ -263,15 +283,26 @@ fn from_line_intact(file: &File, m: &ScannedMessage) -> io::Result<bool> {
     Ok(separated && same && from_line.starts_with(b"From "))
 }
 
+/// Where `scan_indexed` found the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scanned {
+    /// All of the mbox was read.
+    Whole,
+    /// The index, and the mbox from its last message on; the index is still right.
+    Indexed,
+    /// The same, but the index must be written again (mail was appended).
+    IndexedStale,
+}
+
 /// Scans the mbox, reusing its index where it still describes the file (see `index`): then only the
 /// last indexed message and what follows it are read. Returns the messages, the octets scanned, and
-/// whether the index must be written again.
+/// where they came from.
 fn scan_indexed(
     path: &Path,
     file: &File,
     want_x_uidl: bool,
     lock: &mut DeliveryLock,
-) -> Result<(Vec<ScannedMessage>, u64, bool), MaildropError> {
+) -> Result<(Vec<ScannedMessage>, u64, Scanned), MaildropError> {
     if let Some((key, mut messages)) = indexed_prefix(path, file, want_x_uidl)? {
         let last = messages.pop().expect("an index holds at least one message");
         match scan_range(
@@ -290,7 +321,12 @@ fn scan_indexed(
             {
                 let stale = size != key.size || tail.len() != 1 || tail[0] != last;
                 messages.extend(tail);
-                return Ok((messages, size, stale));
+                let source = if stale {
+                    Scanned::IndexedStale
+                } else {
+                    Scanned::Indexed
+                };
+                return Ok((messages, size, source));
             }
             Ok(_) | Err(_) => log::debug!(
                 "{}: the last indexed message moved; scanning it all",
@@ -299,7 +335,7 @@ fn scan_indexed(
         }
     }
     let (messages, size) = scan_file(path, file, None, want_x_uidl, lock, READ_CHUNK)?;
-    Ok((messages, size, true))
+    Ok((messages, size, Scanned::Whole))
 }
 
 /// The index's key and messages when it passes every check against the mbox but the last rescan.

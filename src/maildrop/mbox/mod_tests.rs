@@ -485,3 +485,61 @@ fn mail_delivered_while_the_update_tidies_up_is_kept_and_listed() {
     assert_eq!(mbox.messages().len(), 3);
     assert_eq!(read_all(&mut mbox, 2).unwrap(), b"Subject: late\n\nlate\n");
 }
+
+/// Waits (every 10 ms, at most 3 s) until a file touched now in the mbox's directory gets a later
+/// change time than the mbox's: a session opened then takes a stamp that counts (see `stamp`).
+fn settle(path: &Path) {
+    let probe = File::create(path.with_extension("probe")).unwrap();
+    let now = nix::sys::time::TimeSpec::UTIME_NOW;
+    let ctime = |m: &fs::Metadata| (m.ctime(), m.ctime_nsec());
+    for _ in 0..300 {
+        nix::sys::stat::futimens(&probe, &now, &now).unwrap();
+        if ctime(&probe.metadata().unwrap()) > ctime(&fs::metadata(path).unwrap()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the clock never passed the mbox's change time");
+}
+
+#[test]
+fn an_mbox_untouched_since_its_scan_is_expunged_on_its_stamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    settle(&path);
+    let mbox = Mbox::open(&path).unwrap();
+    assert!(
+        mbox.stamp.is_some(),
+        "a whole scan of a settled mbox is stamped"
+    );
+    Box::new(mbox).expunge(&[1]).unwrap();
+    let (_, _, bodies) = view(&path, UidlSource::default());
+    assert_eq!(bodies, [BODIES[0].as_bytes(), BODIES[2].as_bytes()]);
+    // Messages from the index are not stamped: UPDATE scans again.
+    settle(&path);
+    assert!(Mbox::open(&path).unwrap().stamp.is_none());
+}
+
+#[test]
+fn a_stamped_mbox_rewritten_with_its_mtime_set_back_is_not_expunged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    settle(&path);
+    let mbox = Mbox::open(&path).unwrap();
+    assert!(mbox.stamp.is_some());
+    // What a mail reader does: rewrite in place (same size), then set the times back.
+    let before = fs::metadata(&path).unwrap();
+    let changed = MBOX.replacen("mx id 1", "mx id 9", 1);
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(changed.as_bytes(), 0).unwrap();
+    let atime = nix::sys::time::TimeSpec::new(before.atime(), before.atime_nsec());
+    let mtime = nix::sys::time::TimeSpec::new(before.mtime(), before.mtime_nsec());
+    nix::sys::stat::futimens(&file, &atime, &mtime).unwrap();
+    let e = Box::new(mbox).expunge(&[0]).unwrap_err();
+    assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        changed,
+        "nothing deleted"
+    );
+}
