@@ -10,7 +10,8 @@
 //! 1. Write `MBOX.poplar-recovery` (mode 0600, created exclusively; layout in `recovery`): the plan
 //!    (O, `offset`, N, the deleted ranges), the file's bytes `offset..N` as they are now, random keys
 //!    and a keyed hash (`polyhash`) of `N..O` under them; fsync it. Meanwhile a second thread runs
-//!    the caller's check (a rescan of what the session scanned, which takes about as long). Once both
+//!    the caller's check (at worst a rescan of what the session scanned, which takes about as long)
+//!    and a third computes the hash, which reads as much as the copy does. Once both
 //!    are done, and only if both succeeded, add the checksum of it all (`sum`) that makes the file
 //!    valid, and fsync it and the directory: a crash before leaves an incomplete file, so no valid
 //!    recovery file ever describes an mbox that failed the check. If the check fails, or the writing
@@ -57,10 +58,10 @@ use nix::libc;
 
 /// Copy buffer size: large sequential I/O, small enough to stay in cache.
 pub const COPY_CHUNK: usize = 1 << 20;
-/// Stack of the thread that runs the caller's check during step 1, so the session thread's own stays as
-/// small as it is. A scan keeps its buffers on the heap: 32 KiB is enough even for a debug build
-/// printing a panic's backtrace; this is twice that.
-const CHECK_STACK: usize = 64 * 1024;
+/// Stack of the threads that run the caller's check and hash `N..O` during step 1, so the session
+/// thread's own stays as small as it is. Both keep their buffers on the heap: 32 KiB is enough even
+/// for a debug build printing a panic's backtrace; this is twice that.
+const HELPER_STACK: usize = 64 * 1024;
 
 /// `MBOX.poplar-recovery`, next to the mbox: on the same file system, found by whoever opens the mbox.
 pub fn recovery_path(mbox: &Path) -> PathBuf {
@@ -171,11 +172,20 @@ fn prepare_with<'f, E: Send>(
     // Someone else's recovery file is left alone: nothing below runs.
     let out = recovery::create(&rpath)?;
     let ran = thread::scope(|s| {
-        let checker = thread::Builder::new()
-            .name("mbox-check".into())
-            .stack_size(CHECK_STACK)
-            .spawn_scoped(s, check)?;
-        let written = recovery::write(&out, file, &plan, version, chunk);
+        let helper = |name: &str| {
+            thread::Builder::new()
+                .name(name.into())
+                .stack_size(HELPER_STACK)
+        };
+        let checker = helper("mbox-check").spawn_scoped(s, check)?;
+        let hasher =
+            helper("mbox-hash").spawn_scoped(s, || recovery::hash_tail(file, &plan, chunk))?;
+        let tail_hash = || {
+            hasher
+                .join()
+                .unwrap_or_else(|panicked| panic::resume_unwind(panicked))
+        };
+        let written = recovery::write(&out, file, &plan, version, chunk, tail_hash);
         Ok::<_, io::Error>((written, checker.join()))
     });
     // The file gets its checksum only once the check passed: a crash before leaves it incomplete, so
@@ -286,6 +296,7 @@ fn rewrite(file: &File, plan: &Plan, keep_alive: &mut dyn FnMut(), chunk: usize)
             if out.len() == chunk {
                 // `to + chunk <= from`: everything this overwrites was read already.
                 file.write_all_at(&out, to)?;
+                recovery::start_writeback(file, to, out.len());
                 to += out.len() as u64;
                 out.clear();
                 crash::point()?;

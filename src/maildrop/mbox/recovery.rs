@@ -15,6 +15,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
+use nix::libc;
+
 use super::expunge::{COPY_CHUNK, crash};
 use super::polyhash::{self, LANES, PolyHash};
 use super::sum::{MAGIC_V2, MAGIC_V3, Sum};
@@ -152,23 +154,31 @@ pub fn create(path: &Path) -> io::Result<File> {
 }
 
 /// Writes all of the recovery file `out` for `plan` but its checksum, from the mbox, and puts that on
-/// disk; returns the checksum, for `seal`. Until then the file is incomplete: a crash leaves a file
-/// that recovery discards. Nothing else may write the mbox meanwhile (the caller holds the locks).
+/// disk; returns the checksum, for `seal`. Version 3 takes the hash of `N..O` from `tail_hash` (see
+/// `hash_tail`), called once the saved bytes are written, so that it can be computed meanwhile. Until
+/// then the file is incomplete: a crash leaves a file that recovery discards. Nothing else may write
+/// the mbox meanwhile (the caller holds the locks).
 pub fn write(
     mut out: &File,
     mbox: &File,
     plan: &Plan,
     version: Version,
     chunk: usize,
+    tail_hash: impl FnOnce() -> io::Result<TailHash>,
 ) -> io::Result<[u8; SUM_LEN as usize]> {
     let (magic, saved_end) = match version {
         Version::V2 => (MAGIC_V2, plan.size),
         Version::V3 => (MAGIC_V3, plan.new_size),
     };
     let mut sum = Sum::for_magic(magic).expect("known magic");
+    let mut written = 0u64;
     let mut put = |bytes: &[u8]| {
         sum.update(bytes);
-        out.write_all(bytes)
+        out.write_all(bytes)?;
+        // Tens of MB: written out while the rest is copied, the fsync below has little left to do.
+        start_writeback(out, written, bytes.len());
+        written += bytes.len() as u64;
+        Ok::<(), io::Error>(())
     };
     put(&plan.header(magic))?;
     crash::point()?;
@@ -185,8 +195,7 @@ pub fn write(
         at += n as u64;
     }
     if version == Version::V3 {
-        let keys = polyhash::random_keys()?;
-        let hash = hash_range(mbox, plan.new_size, plan.size, keys, &mut buf)?;
+        let TailHash { keys, hash } = tail_hash()?;
         let words: Vec<u8> = keys
             .iter()
             .chain(&hash)
@@ -196,6 +205,19 @@ pub fn write(
     }
     out.sync_data()?;
     Ok(sum.finish())
+}
+
+/// Version 3's record of the mbox's `N..O`: the keys and the hash under them.
+pub struct TailHash {
+    keys: [u64; LANES],
+    hash: [u64; LANES],
+}
+
+/// The keyed hash of the mbox's `N..O` under fresh random keys, for `write`.
+pub fn hash_tail(mbox: &File, plan: &Plan, chunk: usize) -> io::Result<TailHash> {
+    let keys = polyhash::random_keys()?;
+    let hash = hash_range(mbox, plan.new_size, plan.size, keys, &mut vec![0u8; chunk])?;
+    Ok(TailHash { keys, hash })
 }
 
 /// Completes the recovery file `out` at `path` with its checksum and puts it on disk with its
@@ -350,4 +372,20 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
+}
+
+/// Starts writing `file`'s `offset..offset + len` to disk without waiting for it, so that the fsync
+/// that follows the last chunk finds most of the data written already instead of starting it all
+/// then. Only a hint: the fsync still gives the guarantee, so a failure here is ignored.
+pub fn start_writeback(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range reads no memory of ours; a bad descriptor or range only returns an error.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
