@@ -512,7 +512,7 @@ fn an_mbox_untouched_since_its_scan_is_expunged_on_its_stamp() {
         mbox.stamp.is_some(),
         "a whole scan of a settled mbox is stamped"
     );
-    Box::new(mbox).expunge(&[1]).unwrap();
+    drop(Box::new(mbox).expunge(&[1]).unwrap());
     let (_, _, bodies) = view(&path, UidlSource::default());
     assert_eq!(bodies, [BODIES[0].as_bytes(), BODIES[2].as_bytes()]);
     // Messages from the index are not stamped: UPDATE scans again.
