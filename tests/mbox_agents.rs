@@ -264,7 +264,7 @@ fn x_uidl_option_on_the_command_line_and_in_a_config_file() {
         "popa3d ids: {popa3d:?}"
     );
     let x_uidl = uids(&["--mbox-uidl", "x-uidl"]);
-    assert_eq!(x_uidl, [&*"qpopper-id-1", &popa3d[1], &popa3d[2]]);
+    assert_eq!(x_uidl, ["qpopper-id-1", &popa3d[1], &popa3d[2]]);
     let conf = fx.root().join("poplar.conf");
     fs::write(&conf, "mbox-uidl = x-uidl\n").unwrap();
     assert_eq!(uids(&["-c", conf.to_str().unwrap()]), x_uidl);

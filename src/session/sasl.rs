@@ -203,13 +203,15 @@ mod tests {
         use Mechanism::{Login, Plain};
         let ok = |s: &str| Ok(s.to_string());
         // base64: "\0alice\0secret" = AGFsaWNlAHNlY3JldA==, "alice\0alice\0secret" = YWxpY2UAYWxpY2UAc2VjcmV0
-        let cases: &[(
+        // Mechanism, initial response, the client's responses, the challenges expected, the outcome.
+        type Case<'a> = (
             Mechanism,
-            Option<&str>,
-            &[&str],
-            &[&str],
+            Option<&'a str>,
+            &'a [&'a str],
+            &'a [&'a str],
             Result<String, SaslError>,
-        )] = &[
+        );
+        let cases: &[Case] = &[
             (
                 Plain,
                 Some("AGFsaWNlAHNlY3JldA=="),

@@ -171,7 +171,7 @@ fn send<W: Write + ?Sized>(
             break;
         }
         if n == chunk.len() {
-            out.write_all(&encoded)?;
+            out.write_all(encoded)?;
             encoded.clear();
         }
     }

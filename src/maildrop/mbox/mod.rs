@@ -525,7 +525,7 @@ impl Maildrop for Mbox {
         // Still under the delivery locks: the index's key must describe the file as we left it.
         let meta = file.metadata().ok();
         drop(lock);
-        Ok(Tidy::later(move || self.tidy(committed, meta, &ranges)))
+        Ok(Tidy::later(move || (*self).tidy(committed, meta, &ranges)))
     }
 }
 
@@ -534,7 +534,7 @@ impl Mbox {
     /// messages moved down by what was removed before them), and dropping `self` frees the lists and
     /// releases the session lock last.
     fn tidy(
-        self: Box<Self>,
+        self,
         committed: expunge::Committed,
         meta: Option<fs::Metadata>,
         ranges: &[(u64, u64)],
