@@ -10,7 +10,9 @@
 //! the scan would leave the ctime as it was. Hence the scan's start is marked on the file system's own
 //! clock: the session lock file beside the mbox is touched before the mbox's metadata is read, and
 //! the stamp counts only if the mbox's ctime is strictly earlier than the lock file's. Every later
-//! change then gets a ctime no earlier than the lock file's, so a different one.
+//! change then gets a ctime no earlier than the lock file's, so a different one. (Unless the system
+//! clock is stepped back past the scan in the meantime and a change lands on the very same ctime,
+//! to the nanosecond where the file system keeps them, with the same size and mtime.)
 //!
 //! Without a stamp that counts (mail delivered during the session, a change too close to the scan,
 //! messages taken from the index rather than scanned, a lock file on another file system), UPDATE scans
