@@ -36,13 +36,15 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs `work` on `clients` threads for `effort.runs` runs (after one short warm-up); each call of
-/// `work` returns the units it did (logins, payload octets). Returns units per second.
-fn measure<F>(server: &Server, clients: usize, effort: Effort, work: F) -> io::Result<Rate>
+/// Runs `work` on `clients` threads against each of `servers` in turn, `effort.runs` runs each (after
+/// one short warm-up each), alternating run by run: drift on a noisy machine then hits every server
+/// alike, which matters for the ratios between them. `work(server, client)` returns the units it did
+/// (logins, payload octets). Returns each server's units per second, in the order of `servers`.
+fn measure<F>(servers: &[&Server], clients: usize, effort: Effort, work: F) -> io::Result<Vec<Rate>>
 where
-    F: Fn(usize) -> io::Result<u64> + Sync,
+    F: Fn(usize, usize) -> io::Result<u64> + Sync,
 {
-    let run = |time: Duration| -> io::Result<(u64, f64)> {
+    let run = |server: usize, time: Duration| -> io::Result<(u64, f64)> {
         let start = Instant::now();
         let totals: Vec<io::Result<u64>> = thread::scope(|s| {
             let handles: Vec<_> = (0..clients)
@@ -55,7 +57,7 @@ where
                             if i > 0 && start.elapsed() >= time {
                                 break;
                             }
-                            units += work(c)?;
+                            units += work(server, c)?;
                         }
                         Ok(units)
                     })
@@ -73,28 +75,44 @@ where
         }
         Ok((sum, secs))
     };
-    run(effort.run_time / 5)?;
-    let cpu0 = machine::cpu_seconds(server.pid());
-    let mut rates = Vec::new();
-    let mut units = 0;
-    for _ in 0..effort.runs {
-        let (n, secs) = run(effort.run_time)?;
-        units += n;
-        rates.push(n as f64 / secs);
+    for server in 0..servers.len() {
+        run(server, effort.run_time / 5)?;
     }
-    let cpu = machine::cpu_seconds(server.pid()) - cpu0;
-    Ok(Rate {
-        median: median(rates),
-        cpu_per_unit: cpu / units.max(1) as f64,
-    })
+    let (mut rates, mut units, mut cpu) = (
+        vec![Vec::new(); servers.len()],
+        vec![0u64; servers.len()],
+        vec![0f64; servers.len()],
+    );
+    for _ in 0..effort.runs {
+        for (i, server) in servers.iter().enumerate() {
+            let cpu0 = machine::cpu_seconds(server.pid());
+            let (n, secs) = run(i, effort.run_time)?;
+            cpu[i] += machine::cpu_seconds(server.pid()) - cpu0;
+            units[i] += n;
+            rates[i].push(n as f64 / secs);
+        }
+    }
+    Ok(rates
+        .into_iter()
+        .zip(units.iter().zip(&cpu))
+        .map(|(rates, (&units, &cpu))| Rate {
+            median: median(rates),
+            cpu_per_unit: cpu / units.max(1) as f64,
+        })
+        .collect())
 }
 
-/// login: connect, USER, PASS, STAT, QUIT. Logins per second.
-pub fn login(server: &Server, spec: &Spec, clients: usize, effort: Effort) -> io::Result<Rate> {
-    let accounts = server.accounts(spec, clients)?;
-    measure(server, clients, effort, |c| {
-        let (user, pass) = &accounts[c];
-        let mut client = Client::connect(server.addr, REPLY_TIMEOUT)?;
+/// login: connect, USER, PASS, STAT, QUIT, against each of `servers` in turn. Logins per second.
+pub fn login(
+    servers: &[&Server],
+    spec: &Spec,
+    clients: usize,
+    effort: Effort,
+) -> io::Result<Vec<Rate>> {
+    let accounts = accounts_of(servers, spec, clients)?;
+    measure(servers, clients, effort, |s, c| {
+        let (user, pass) = &accounts[s][c];
+        let mut client = Client::connect(servers[s].addr, REPLY_TIMEOUT)?;
         client.login(user, pass)?;
         client.stat()?;
         client.quit()?;
@@ -102,19 +120,29 @@ pub fn login(server: &Server, spec: &Spec, clients: usize, effort: Effort) -> io
     })
 }
 
-/// retr: LIST, then RETR of every message with every octet checked, QUIT. Payload octets per second.
+/// Each server's accounts for `clients` clients of `spec`.
+fn accounts_of(
+    servers: &[&Server],
+    spec: &Spec,
+    clients: usize,
+) -> io::Result<Vec<Vec<(String, String)>>> {
+    servers.iter().map(|s| s.accounts(spec, clients)).collect()
+}
+
+/// retr: LIST, then RETR of every message with every octet checked, QUIT, against each of `servers` in
+/// turn. Payload octets per second.
 pub fn retr(
-    server: &Server,
+    servers: &[&Server],
     spec: &Spec,
     expected: &Expected,
     clients: usize,
     effort: Effort,
-) -> io::Result<Rate> {
-    let accounts = server.accounts(spec, clients)?;
-    measure(server, clients, effort, |c| {
-        let (user, pass) = &accounts[c];
-        let mut client = Client::connect(server.addr, REPLY_TIMEOUT)?;
-        client.allow_trailing_blank = server.keeps_mbox_separator();
+) -> io::Result<Vec<Rate>> {
+    let accounts = accounts_of(servers, spec, clients)?;
+    measure(servers, clients, effort, |s, c| {
+        let (user, pass) = &accounts[s][c];
+        let mut client = Client::connect(servers[s].addr, REPLY_TIMEOUT)?;
+        client.allow_trailing_blank = servers[s].keeps_mbox_separator();
         client.login(user, pass)?;
         client.list(expected)?;
         let mut buf = Vec::new();
