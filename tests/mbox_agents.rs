@@ -6,7 +6,6 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -163,20 +162,15 @@ fn stale_dotlocks_are_recovered_by_a_login() {
 /// Delivers `text` to the mbox at `path` with mailutils' `putmail` (the mda's URL front end); false if
 /// it is not installed.
 fn putmail(path: &Path, text: &str) -> bool {
-    let child = Command::new("putmail")
+    let mut putmail = Command::new("putmail");
+    putmail
         .arg("--no-config")
         .arg(format!("mbox:{}", path.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else { return false };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "putmail failed");
+        .stdout(Stdio::null());
+    let Some(ok) = common::mbox::deliver_with(&mut putmail, text) else {
+        return false;
+    };
+    assert!(ok, "putmail failed");
     true
 }
 

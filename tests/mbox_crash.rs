@@ -5,9 +5,8 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
@@ -149,23 +148,12 @@ fn rewritten_mailbox_is_not_expunged() {
 
 /// Delivers `text` to the mbox at `path` with procmail, which takes the fcntl lock and `PATH.lock`.
 fn procmail_deliver(path: &Path, text: &str) -> bool {
-    let mut child = match Command::new("procmail")
+    let mut procmail = Command::new("procmail");
+    procmail
         .arg("-m")
         .arg(format!("DEFAULT={}", path.display()))
-        .arg("/dev/null")
-        .stdin(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(_) => return false,
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    child.wait().unwrap().success()
+        .arg("/dev/null");
+    common::mbox::deliver_with(&mut procmail, text) == Some(true)
 }
 
 #[test]

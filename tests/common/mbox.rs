@@ -10,6 +10,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use poplar::maildrop::mbox::{UidlSource, scan, uidl};
 
@@ -85,4 +86,17 @@ pub fn left(path: &Path, stored: &[Stored]) -> Vec<String> {
         super::show(&bytes[at..(at + 200).min(bytes.len())])
     );
     names
+}
+
+/// Runs a delivery agent with `text` on its standard input: `None` if it cannot be started (not
+/// installed), else whether it succeeded.
+pub fn deliver_with(agent: &mut Command, text: &str) -> Option<bool> {
+    let mut child = agent.stdin(Stdio::piped()).spawn().ok()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    Some(child.wait().unwrap().success())
 }

@@ -109,16 +109,15 @@ impl Mbox {
             return Ok(mbox);
         };
         expunge::recover(path, &file).map_err(io_err)?;
-        // After the recovery, which may write the mbox; the session lock's file first (see `stamp`).
-        let clock = mbox._session.as_ref().map(SessionLock::touch);
-        let before = file.metadata().map_err(io_err)?;
-        let (scanned, size, source) = scan_indexed(path, &file, want_x_uidl, &mut lock)?;
-        if let (Scanned::Whole, Some(Ok(clock))) = (source, clock)
-            && size == before.len()
-        {
-            mbox.stamp = Stamp::taken(&before, &clock);
-        }
-        if source != Scanned::Indexed {
+        let (scanned, size, stale) = match scan_from_index(path, &file, want_x_uidl, &mut lock)? {
+            Some(indexed) => indexed,
+            None => {
+                let (scanned, size, stamp) = mbox.scan_whole(&file, &mut lock)?;
+                mbox.stamp = stamp;
+                (scanned, size, true)
+            }
+        };
+        if stale {
             // Under the delivery locks, so the key's size and mtime are those of what was scanned.
             let key = index::Key::new(&file.metadata().map_err(io_err)?, &scanned, want_x_uidl);
             if let Err(e) = index::save(path, &key, &scanned) {
@@ -197,6 +196,27 @@ impl Mbox {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.changed("mbox removed")),
             Err(e) => Err(io_err(e)),
         }
+    }
+
+    /// Scans all of the mbox, under the delivery locks; with the messages and the octets scanned, the
+    /// stamp that lets UPDATE skip scanning it again, if it counts. The session lock's file is touched
+    /// first, then the mbox's metadata read, both before the scan (see `stamp`).
+    fn scan_whole(
+        &self,
+        file: &File,
+        lock: &mut DeliveryLock,
+    ) -> Result<(Vec<ScannedMessage>, u64, Option<Stamp>), MaildropError> {
+        let clock = self._session.as_ref().map(SessionLock::touch);
+        let before = file
+            .metadata()
+            .map_err(|e| MaildropError::io(&self.path, e))?;
+        let (scanned, size) =
+            scan_file(&self.path, file, None, self.want_x_uidl, lock, READ_CHUNK)?;
+        let stamp = match clock {
+            Some(Ok(clock)) if size == before.len() => Stamp::taken(&before, &clock),
+            _ => None,
+        };
+        Ok((scanned, size, stamp))
     }
 
     /// Under the delivery locks: the mbox is unchanged since the scan (see `stamp`), or the part we
@@ -283,59 +303,46 @@ fn from_line_intact(file: &File, m: &ScannedMessage) -> io::Result<bool> {
     Ok(separated && same && from_line.starts_with(b"From "))
 }
 
-/// Where `scan_indexed` found the messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scanned {
-    /// All of the mbox was read.
-    Whole,
-    /// The index, and the mbox from its last message on; the index is still right.
-    Indexed,
-    /// The same, but the index must be written again (mail was appended).
-    IndexedStale,
-}
-
-/// Scans the mbox, reusing its index where it still describes the file (see `index`): then only the
+/// The messages from the mbox's index where it still describes the file (see `index`): then only the
 /// last indexed message and what follows it are read. Returns the messages, the octets scanned, and
-/// where they came from.
-fn scan_indexed(
+/// whether the index must be written again (mail was appended); `None` when the index cannot be used
+/// and the whole mbox must be scanned.
+fn scan_from_index(
     path: &Path,
     file: &File,
     want_x_uidl: bool,
     lock: &mut DeliveryLock,
-) -> Result<(Vec<ScannedMessage>, u64, Scanned), MaildropError> {
-    if let Some((key, mut messages)) = indexed_prefix(path, file, want_x_uidl)? {
-        let last = messages.pop().expect("an index holds at least one message");
-        match scan_range(
-            path,
-            file,
-            last.from_offset,
-            None,
-            want_x_uidl,
-            lock,
-            READ_CHUNK,
-        ) {
-            Ok((tail, size))
-                if tail
-                    .first()
-                    .is_some_and(|t| t.from_digest == last.from_digest) =>
-            {
-                let stale = size != key.size || tail.len() != 1 || tail[0] != last;
-                messages.extend(tail);
-                let source = if stale {
-                    Scanned::IndexedStale
-                } else {
-                    Scanned::Indexed
-                };
-                return Ok((messages, size, source));
-            }
-            Ok(_) | Err(_) => log::debug!(
+) -> Result<Option<(Vec<ScannedMessage>, u64, bool)>, MaildropError> {
+    let Some((key, mut messages)) = indexed_prefix(path, file, want_x_uidl)? else {
+        return Ok(None);
+    };
+    let last = messages.pop().expect("an index holds at least one message");
+    match scan_range(
+        path,
+        file,
+        last.from_offset,
+        None,
+        want_x_uidl,
+        lock,
+        READ_CHUNK,
+    ) {
+        Ok((tail, size))
+            if tail
+                .first()
+                .is_some_and(|t| t.from_digest == last.from_digest) =>
+        {
+            let stale = size != key.size || tail.len() != 1 || tail[0] != last;
+            messages.extend(tail);
+            Ok(Some((messages, size, stale)))
+        }
+        Ok(_) | Err(_) => {
+            log::debug!(
                 "{}: the last indexed message moved; scanning it all",
                 path.display()
-            ),
+            );
+            Ok(None)
         }
     }
-    let (messages, size) = scan_file(path, file, None, want_x_uidl, lock, READ_CHUNK)?;
-    Ok((messages, size, Scanned::Whole))
 }
 
 /// The index's key and messages when it passes every check against the mbox but the last rescan.

@@ -1,5 +1,6 @@
 //! Tests for the mbox backend on real files: listing, reading, locking, expunge with checks.
 
+use super::stamp::testing::{rewrite_keeping_times, settle};
 use super::*;
 use std::fs;
 use std::io::Write;
@@ -293,12 +294,16 @@ fn scanned_view(
 }
 
 fn append_to(path: &Path, text: &str) {
-    fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    write_with(path, fs::OpenOptions::new().append(true), text);
+}
+
+/// Writes `text` over the start of the file at `path`, in place (no truncation).
+fn write_over(path: &Path, text: &str) {
+    write_with(path, fs::OpenOptions::new().write(true), text);
+}
+
+fn write_with(path: &Path, how: &fs::OpenOptions, text: &str) {
+    how.open(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
 #[test]
@@ -319,21 +324,11 @@ fn the_index_gives_what_a_full_scan_gives() {
             let text = fs::read_to_string(p)
                 .unwrap()
                 .replace("Subject: one", "Subject: one!");
-            fs::OpenOptions::new()
-                .write(true)
-                .open(p)
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
+            write_over(p, &text);
         }),
         ("a same-size edit", |p| {
             let text = fs::read_to_string(p).unwrap().replace("id 1", "id 9");
-            fs::OpenOptions::new()
-                .write(true)
-                .open(p)
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
+            write_over(p, &text);
         }),
         ("a truncation", |p| {
             fs::OpenOptions::new()
@@ -486,22 +481,6 @@ fn mail_delivered_while_the_update_tidies_up_is_kept_and_listed() {
     assert_eq!(read_all(&mut mbox, 2).unwrap(), b"Subject: late\n\nlate\n");
 }
 
-/// Waits (every 10 ms, at most 3 s) until a file touched now in the mbox's directory gets a later
-/// change time than the mbox's: a session opened then takes a stamp that counts (see `stamp`).
-fn settle(path: &Path) {
-    let probe = File::create(path.with_extension("probe")).unwrap();
-    let now = nix::sys::time::TimeSpec::UTIME_NOW;
-    let ctime = |m: &fs::Metadata| (m.ctime(), m.ctime_nsec());
-    for _ in 0..300 {
-        nix::sys::stat::futimens(&probe, &now, &now).unwrap();
-        if ctime(&probe.metadata().unwrap()) > ctime(&fs::metadata(path).unwrap()) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("the clock never passed the mbox's change time");
-}
-
 #[test]
 fn an_mbox_untouched_since_its_scan_is_expunged_on_its_stamp() {
     let dir = tempfile::tempdir().unwrap();
@@ -528,13 +507,8 @@ fn a_stamped_mbox_rewritten_with_its_mtime_set_back_is_not_expunged() {
     let mbox = Mbox::open(&path).unwrap();
     assert!(mbox.stamp.is_some());
     // What a mail reader does: rewrite in place (same size), then set the times back.
-    let before = fs::metadata(&path).unwrap();
     let changed = MBOX.replacen("mx id 1", "mx id 9", 1);
-    let file = OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_all_at(changed.as_bytes(), 0).unwrap();
-    let atime = nix::sys::time::TimeSpec::new(before.atime(), before.atime_nsec());
-    let mtime = nix::sys::time::TimeSpec::new(before.mtime(), before.mtime_nsec());
-    nix::sys::stat::futimens(&file, &atime, &mtime).unwrap();
+    rewrite_keeping_times(&path, 0, changed.as_bytes());
     let e = Box::new(mbox).expunge(&[0]).unwrap_err();
     assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
     assert_eq!(
@@ -542,4 +516,21 @@ fn a_stamped_mbox_rewritten_with_its_mtime_set_back_is_not_expunged() {
         changed,
         "nothing deleted"
     );
+}
+
+#[test]
+fn mail_delivered_to_a_stamped_mbox_during_the_session_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    settle(&path);
+    let mbox = Mbox::open(&path).unwrap();
+    assert!(mbox.stamp.is_some());
+    append_to(&path, LATE);
+    drop(Box::new(mbox).expunge(&[0]).unwrap());
+    let second = MBOX.find("From b@").unwrap();
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        format!("{}{LATE}", &MBOX[second..])
+    );
+    assert_eq!(Mbox::open(&path).unwrap().messages().len(), 3);
 }

@@ -57,42 +57,71 @@ impl Stamp {
     }
 }
 
+/// Helpers for the tests here and the backend's.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs::{File, OpenOptions};
-    use std::io::Write;
+pub(super) mod testing {
+    use std::fs::{File, Metadata, OpenOptions};
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    use std::path::Path;
     use std::thread;
     use std::time::Duration;
 
-    fn touch(file: &File) -> Metadata {
-        nix::sys::stat::futimens(
-            file,
-            &nix::sys::time::TimeSpec::UTIME_NOW,
-            &nix::sys::time::TimeSpec::UTIME_NOW,
-        )
-        .unwrap();
+    use nix::sys::stat::futimens;
+    use nix::sys::time::TimeSpec;
+
+    /// Sets `file`'s times to now; returns its metadata.
+    pub fn touch(file: &File) -> Metadata {
+        futimens(file, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW).unwrap();
         file.metadata().unwrap()
     }
 
-    /// A stamp on an mbox last changed before the clock file was touched: touched again every 10 ms
-    /// (for at most 3 s) until its ctime is past the mbox's, however coarse the file system's clock.
-    fn settled_stamp(dir: &std::path::Path) -> (File, Stamp) {
+    /// Waits (every 10 ms, at most 3 s) until a file touched now beside `path` gets a later change time
+    /// than `path`'s, however coarse the file system's clock: a stamp taken from then on counts.
+    pub fn settle(path: &Path) {
+        let probe = File::create(path.with_extension("probe")).unwrap();
+        let ctime = |m: &Metadata| (m.ctime(), m.ctime_nsec());
+        for _ in 0..300 {
+            if ctime(&touch(&probe)) > ctime(&std::fs::metadata(path).unwrap()) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the clock never passed {}'s change time", path.display());
+    }
+
+    /// What a mail reader does: writes `bytes` at `offset` of `path` in place, then sets its access
+    /// and modification times back to what they were.
+    pub fn rewrite_keeping_times(path: &Path, offset: u64, bytes: &[u8]) {
+        let before = std::fs::metadata(path).unwrap();
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(bytes, offset).unwrap();
+        let atime = TimeSpec::new(before.atime(), before.atime_nsec());
+        let mtime = TimeSpec::new(before.mtime(), before.mtime_nsec());
+        futimens(&file, &atime, &mtime).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{rewrite_keeping_times, settle, touch};
+    use super::*;
+    use std::fs::{File, OpenOptions};
+    use std::io::Write;
+    use std::path::Path;
+
+    /// An mbox in `dir` and a stamp of it that counts.
+    fn settled_stamp(dir: &Path) -> (File, Stamp) {
         let mbox_path = dir.join("inbox");
         std::fs::write(&mbox_path, b"From a\n\nbody\n").unwrap();
+        settle(&mbox_path);
         let clock = File::create(dir.join("inbox.poplar.lock")).unwrap();
         let mbox = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&mbox_path)
             .unwrap();
-        for _ in 0..300 {
-            if let Some(stamp) = Stamp::taken(&mbox.metadata().unwrap(), &touch(&clock)) {
-                return (mbox, stamp);
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        panic!("the clock file's ctime never passed the mbox's");
+        let stamp = Stamp::taken(&mbox.metadata().unwrap(), &touch(&clock)).expect("settled");
+        (mbox, stamp)
     }
 
     #[test]
@@ -102,12 +131,7 @@ mod tests {
         assert!(stamp.matches(&mbox.metadata().unwrap()));
         // A same-size rewrite with the mtime set back, as a mail reader does: the ctime still moves.
         let before = mbox.metadata().unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&mbox, b"X", 8).unwrap();
-        let times = [
-            nix::sys::time::TimeSpec::new(before.atime(), before.atime_nsec()),
-            nix::sys::time::TimeSpec::new(before.mtime(), before.mtime_nsec()),
-        ];
-        nix::sys::stat::futimens(&mbox, &times[0], &times[1]).unwrap();
+        rewrite_keeping_times(&dir.path().join("inbox"), 8, b"X");
         let after = mbox.metadata().unwrap();
         assert_eq!(
             (after.size(), after.mtime_nsec()),
