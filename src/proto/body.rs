@@ -122,18 +122,14 @@ impl Encoder {
     /// stuffing dot after it when the next line begins with one; returns where the next run starts.
     #[inline(always)]
     fn line_end(&self, chunk: &[u8], lf: usize, run: usize, out: &mut Vec<u8>) -> usize {
-        let bare = if lf > 0 {
-            chunk[lf - 1] != b'\r'
-        } else {
-            !self.last_cr
-        };
+        let crlf = self.after_cr(chunk, lf);
         // Most mail: a bare LF ending a short line, copied in one fixed-size piece.
-        if bare && lf - run <= SHORT_LINE && run + SHORT_LINE <= chunk.len() {
+        if !crlf && lf - run <= SHORT_LINE && run + SHORT_LINE <= chunk.len() {
             let stuff = chunk.get(lf + 1) == Some(&b'.');
             append_short_line(out, chunk, run, lf, stuff);
             return lf + 1;
         }
-        let (_, mut run) = self.insert_cr(chunk, lf, run, out);
+        let mut run = insert_cr(crlf, chunk, lf, run, out);
         if chunk.get(lf + 1) == Some(&b'.') {
             out.extend_from_slice(&chunk[run..lf + 1]);
             out.push(b'.');
@@ -142,22 +138,15 @@ impl Encoder {
         run
     }
 
-    /// The LF at `chunk[lf]`: whether a CR comes before it (at the chunk's start, the last chunk's
-    /// final octet); if not, copies the run since `run` with the CR inserted. Returns that, and where
-    /// the next run starts.
+    /// Whether a CR comes before the LF at `chunk[lf]` (at the chunk's start, the last chunk's final
+    /// octet).
     #[inline(always)]
-    fn insert_cr(&self, chunk: &[u8], lf: usize, run: usize, out: &mut Vec<u8>) -> (bool, usize) {
-        let crlf = if lf > 0 {
+    fn after_cr(&self, chunk: &[u8], lf: usize) -> bool {
+        if lf > 0 {
             chunk[lf - 1] == b'\r'
         } else {
             self.last_cr
-        };
-        if crlf {
-            return (true, run);
         }
-        out.extend_from_slice(&chunk[run..lf]);
-        out.extend_from_slice(b"\r\n");
-        (false, lf + 1)
     }
 
     /// TOP: line by line, counting lines and looking for the blank line that ends the headers.
@@ -178,8 +167,8 @@ impl Encoder {
                 break;
             };
             let lf = pos + offset;
-            let crlf;
-            (crlf, run) = self.insert_cr(chunk, lf, run, out);
+            let crlf = self.after_cr(chunk, lf);
+            run = insert_cr(crlf, chunk, lf, run, out);
             let len = self.line_len.saturating_add(offset);
             self.line_len = 0;
             self.at_line_start = true;
@@ -222,6 +211,18 @@ impl Encoder {
         };
         out.write_all(tail)
     }
+}
+
+/// The LF at `chunk[lf]`, `crlf` if a CR comes before it: if not, copies the run since `run` with
+/// the CR inserted. Returns where the next run starts.
+#[inline(always)]
+fn insert_cr(crlf: bool, chunk: &[u8], lf: usize, run: usize, out: &mut Vec<u8>) -> usize {
+    if crlf {
+        return run;
+    }
+    out.extend_from_slice(&chunk[run..lf]);
+    out.extend_from_slice(b"\r\n");
+    lf + 1
 }
 
 /// Lines up to this long (LF not counted) are copied as a piece of exactly this size (RFC 5322 asks
