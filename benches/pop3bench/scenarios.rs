@@ -111,13 +111,19 @@ pub fn login(
 ) -> io::Result<Vec<Rate>> {
     let accounts = accounts_of(servers, spec, clients)?;
     measure(servers, clients, effort, |s, c| {
-        let (user, pass) = &accounts[s][c];
-        let mut client = Client::connect(servers[s].addr, REPLY_TIMEOUT)?;
-        client.login(user, pass)?;
+        let mut client = logged_in(servers[s], &accounts[s][c])?;
         client.stat()?;
         client.quit()?;
         Ok(1)
     })
+}
+
+/// A client connected to `server` and logged in as `account`.
+fn logged_in(server: &Server, (user, pass): &(String, String)) -> io::Result<Client> {
+    let mut client = Client::connect(server.addr, REPLY_TIMEOUT)?;
+    client.allow_trailing_blank = server.keeps_mbox_separator();
+    client.login(user, pass)?;
+    Ok(client)
 }
 
 /// Each server's accounts for `clients` clients of `spec`.
@@ -140,10 +146,7 @@ pub fn retr(
 ) -> io::Result<Vec<Rate>> {
     let accounts = accounts_of(servers, spec, clients)?;
     measure(servers, clients, effort, |s, c| {
-        let (user, pass) = &accounts[s][c];
-        let mut client = Client::connect(servers[s].addr, REPLY_TIMEOUT)?;
-        client.allow_trailing_blank = servers[s].keeps_mbox_separator();
-        client.login(user, pass)?;
+        let mut client = logged_in(servers[s], &accounts[s][c])?;
         client.list(expected)?;
         let mut buf = Vec::new();
         for (i, body) in expected.bodies.iter().enumerate() {
@@ -182,10 +185,9 @@ pub fn idle(server: &Server, spec: &Spec, n: usize) -> io::Result<f64> {
 
 /// bigdrop: seconds from connect to the end of a full UIDL listing; checks the message count.
 pub fn list_time(server: &Server, spec: &Spec) -> io::Result<f64> {
-    let (user, pass) = server.account(spec, 0);
+    let account = server.account(spec, 0);
     let start = Instant::now();
-    let mut client = Client::connect(server.addr, REPLY_TIMEOUT)?;
-    client.login(&user, &pass)?;
+    let mut client = logged_in(server, &account)?;
     let n = client.uidl()?;
     let secs = start.elapsed().as_secs_f64();
     client.quit()?;
@@ -201,9 +203,8 @@ pub fn list_time(server: &Server, spec: &Spec) -> io::Result<f64> {
 /// expunge: DELE every odd-numbered message, then QUIT; seconds from QUIT to its reply. Checks that
 /// exactly half the messages are left.
 pub fn expunge(server: &Server, spec: &Spec) -> io::Result<f64> {
-    let (user, pass) = server.account(spec, 0);
-    let mut client = Client::connect(server.addr, REPLY_TIMEOUT)?;
-    client.login(&user, &pass)?;
+    let account = server.account(spec, 0);
+    let mut client = logged_in(server, &account)?;
     let (n, _) = client.stat()?;
     if n as usize != spec.count {
         return Err(bad(format!("STAT: {n} messages, want {}", spec.count)));
@@ -212,8 +213,7 @@ pub fn expunge(server: &Server, spec: &Spec) -> io::Result<f64> {
     let start = Instant::now();
     client.quit()?;
     let secs = start.elapsed().as_secs_f64();
-    let mut check = Client::connect(server.addr, REPLY_TIMEOUT)?;
-    check.login(&user, &pass)?;
+    let mut check = logged_in(server, &account)?;
     let (left, _) = check.stat()?;
     check.quit()?;
     if left as usize != spec.count / 2 {
