@@ -12,6 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -182,18 +183,15 @@ pub fn write(
     };
     put(&plan.header(magic))?;
     crash::point()?;
-    let mut buf = vec![0u8; chunk];
-    let mut at = plan.offset;
-    while at < saved_end {
-        let want = chunk.min((saved_end - at) as usize);
-        let n = read_full_at(mbox, &mut buf[..want], at)?;
-        if n < want {
-            return Err(short_mbox());
-        }
-        put(&buf[..n])?;
-        crash::point()?;
-        at += n as u64;
-    }
+    each_chunk(
+        mbox,
+        plan.offset..saved_end,
+        &mut vec![0u8; chunk],
+        |_, bytes| {
+            put(bytes)?;
+            crash::point()
+        },
+    )?;
     if version == Version::V3 {
         let TailHash { keys, hash } = tail_hash()?;
         let words: Vec<u8> = keys
@@ -232,26 +230,41 @@ pub fn seal(mut out: &File, path: &Path, sum: [u8; SUM_LEN as usize]) -> io::Res
 /// The keyed hash of the mbox's `from..to`.
 fn hash_range(
     mbox: &File,
-    mut from: u64,
+    from: u64,
     to: u64,
     keys: [u64; LANES],
     buf: &mut [u8],
 ) -> io::Result<[u64; LANES]> {
     let mut hash = PolyHash::new(keys);
-    while from < to {
-        let want = buf.len().min((to - from) as usize);
-        let n = read_full_at(mbox, &mut buf[..want], from)?;
-        if n < want {
-            return Err(short_mbox());
-        }
-        hash.update(&buf[..n]);
-        from += n as u64;
-    }
+    each_chunk(mbox, from..to, buf, |_, bytes| {
+        hash.update(bytes);
+        Ok(())
+    })?;
     Ok(hash.finish())
 }
 
-fn short_mbox() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "mbox shorter than planned")
+/// Reads `file`'s `range` in pieces of `buf`'s size and hands each to `f` with its offset; a file that
+/// ends before `range` does is an `UnexpectedEof` error.
+fn each_chunk(
+    file: &File,
+    range: Range<u64>,
+    buf: &mut [u8],
+    mut f: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut at = range.start;
+    while at < range.end {
+        let want = buf.len().min((range.end - at) as usize);
+        let n = read_full_at(file, &mut buf[..want], at)?;
+        if n < want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than planned",
+            ));
+        }
+        f(at, &buf[..n])?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// The recovery file `saved`, read back; `None` when it is incomplete, corrupt or of an unknown
@@ -283,16 +296,18 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
     if expected != Some(len) || new_size > size {
         return Ok(None);
     }
-    let mut buf = vec![0u8; COPY_CHUNK];
-    let mut pos = 0u64;
-    while pos < len - SUM_LEN {
-        let want = COPY_CHUNK.min((len - SUM_LEN - pos) as usize);
-        let n = read_full_at(&saved, &mut buf[..want], pos)?;
-        if n < want {
-            return Ok(None);
-        }
-        sum.update(&buf[..n]);
-        pos += n as u64;
+    let summed = each_chunk(
+        &saved,
+        0..len - SUM_LEN,
+        &mut vec![0u8; COPY_CHUNK],
+        |_, bytes| {
+            sum.update(bytes);
+            Ok(())
+        },
+    );
+    match summed {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        other => other?,
     }
     let mut saved_sum = [0u8; SUM_LEN as usize];
     read_full_at(&saved, &mut saved_sum, len - SUM_LEN)?;
@@ -333,22 +348,16 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
 }
 
 /// Copies `len` octets from `src` at `from` to `dst` at `to`.
-fn copy_between(src: &File, mut from: u64, dst: &File, mut to: u64, len: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; COPY_CHUNK];
-    let end = from + len;
-    while from < end {
-        let n = read_full_at(src, &mut buf[..COPY_CHUNK.min((end - from) as usize)], from)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "recovery file shorter than recorded",
-            ));
-        }
-        dst.write_all_at(&buf[..n], to)?;
-        crash::point()?;
-        (from, to) = (from + n as u64, to + n as u64);
-    }
-    Ok(())
+fn copy_between(src: &File, from: u64, dst: &File, to: u64, len: u64) -> io::Result<()> {
+    each_chunk(
+        src,
+        from..from + len,
+        &mut vec![0u8; COPY_CHUNK],
+        |at, bytes| {
+            dst.write_all_at(bytes, to + (at - from))?;
+            crash::point()
+        },
+    )
 }
 
 /// Reads until `buf` is full or the file ends; returns the count read.
