@@ -190,7 +190,6 @@ impl Session<'_> {
             maildrop,
             table,
             buffers: Default::default(),
-            after_update: None,
         }));
         Ok(Step::Continue)
     }

@@ -156,8 +156,6 @@ struct Transaction {
     maildrop: Box<dyn Maildrop>,
     table: Table,
     buffers: transaction::RetrBuffers,
-    /// What UPDATE left to do after its reply.
-    after_update: Option<Tidy>,
 }
 
 /// One client's POP3 session.
@@ -217,9 +215,15 @@ impl<'a> Session<'a> {
         match &mut self.state {
             State::Authorization { .. } | State::Sasl(_) => self.authorization(command, out),
             State::Transaction(tx) => {
-                let step = transaction::handle(tx, &mut self.stats, command, self.services, out)?;
+                let step = transaction::handle(
+                    tx,
+                    &mut self.stats,
+                    command,
+                    self.services,
+                    &mut self.after_update,
+                    out,
+                )?;
                 if step == Step::Quit {
-                    self.after_update = tx.after_update.take();
                     self.state = State::Finished;
                 }
                 Ok(step)

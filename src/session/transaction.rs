@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 
 use super::table::Missing;
 use super::{Outcome, Services, Stats, Step, Transaction, UpdateGuard, write_capabilities};
+use crate::maildrop::Tidy;
 use crate::proto::body::{Encoder, Limit};
 use crate::proto::command::{Command, MsgNum};
 use crate::proto::reply::{self, RespCode};
@@ -29,6 +30,7 @@ pub(super) fn handle<W: Write + ?Sized>(
     stats: &mut Stats,
     command: Command<'_>,
     services: &Services,
+    after_update: &mut Option<Tidy>,
     out: &mut W,
 ) -> io::Result<Step> {
     match command {
@@ -69,7 +71,10 @@ pub(super) fn handle<W: Write + ?Sized>(
             )?;
         }
         Command::Capa => write_capabilities(out, true)?,
-        Command::Quit => return update(tx, stats, services, out),
+        Command::Quit => {
+            *after_update = update(tx, stats, services, out)?;
+            return Ok(Step::Quit);
+        }
         other => reply::err(
             out,
             None,
@@ -185,13 +190,14 @@ fn send<W: Write + ?Sized>(
 }
 
 /// QUIT in TRANSACTION: RFC 1939 section 6, the UPDATE state. Deletions are applied before the reply is
-/// written, so a client that closes without reading it (some do) still gets them.
+/// written, so a client that closes without reading it (some do) still gets them. Returns what the
+/// maildrop left to do after the reply.
 fn update<W: Write + ?Sized>(
     tx: &mut Transaction,
     stats: &mut Stats,
     services: &Services,
     out: &mut W,
-) -> io::Result<Step> {
+) -> io::Result<Option<Tidy>> {
     let deleted = tx.table.deleted_indexes();
     let (left, _) = tx.table.totals();
     // Swap in an empty maildrop: `expunge` consumes the real one, which cannot be used after UPDATE.
@@ -202,13 +208,12 @@ fn update<W: Write + ?Sized>(
     };
     match result {
         Ok(tidy) => {
-            // The session drops it once the reply has left and the connection is closed.
-            tx.after_update = Some(tidy);
             stats.outcome = Some(Outcome::Quit);
             reply::ok(
                 out,
                 format_args!("poplar signing off ({left} messages left)"),
             )?;
+            Ok(Some(tidy))
         }
         Err(e) => {
             log::error!("user={} UPDATE failed: {e}", tx.account.name);
@@ -222,7 +227,7 @@ fn update<W: Write + ?Sized>(
                 Some(code),
                 format_args!("some deleted messages not removed: {}", e.client_text()),
             )?;
+            Ok(None)
         }
     }
-    Ok(Step::Quit)
 }
