@@ -1,10 +1,10 @@
 //! pop3bench: the load generator behind `make bench` (issue 7). It builds fixtures (a passwd-file with
 //! {PLAIN} users, Maildirs, mboxes) in a temporary directory, starts the release poplar on 127.0.0.1
-//! port 0, and drives the scenarios: login, retr, idle, bigdrop, expunge. login and retr also run
-//! against a trivial in-memory server (the ceiling), alternating run by run with poplar's; all of them
-//! run against each peer named in `PEER`
-//! (dovecot, popa3d, or both: `PEER=dovecot,popa3d`), configured here on a loopback port. It prints
-//! one table, a column per server, then checks the issue's goals against the run's figures.
+//! port 0, and drives the scenarios: login, retr, idle, bigdrop, expunge, against poplar and each peer
+//! named in `PEER` (dovecot, popa3d, or both: `PEER=dovecot,popa3d`), configured here on a loopback
+//! port. login and retr also run against a trivial in-memory server (the ceiling), and alternate run
+//! by run among all the servers. It prints one table, a column per server, then checks the issue's
+//! goals against the run's figures.
 //!
 //! Environment: `BENCH_SCENARIOS=login,retr,idle,bigdrop,expunge` (default all), `BENCH_QUICK=1`
 //! (fewer runs, smaller big maildrops), `PEER=dovecot|popa3d|dovecot,popa3d`, `POPLAR_BIN` (default
@@ -222,12 +222,47 @@ fn run(opts: &Options) -> io::Result<()> {
     println!(
         "ceilings: loopback TCP {lo:.0} MB/s (one sender, 64 KiB writes); page-cache reads {pc:.0} MB/s (64 KiB reads)"
     );
-    // The trivial server runs beside poplar, not in a phase of its own (see `maildir_scenarios`).
     let mut kinds = vec![Kind::Poplar];
     kinds.extend(&opts.peers);
+    let mut targets = Vec::new();
     for kind in kinds {
-        if let Err(e) = run_target(opts, kind, &mut table) {
-            table.note(format!("{}: stopped: {e}", kind.name()));
+        match Target::set_up(opts, kind) {
+            Ok(target) => targets.push(target),
+            Err(e) => table.note(format!("{}: stopped: {e}", kind.name())),
+        }
+    }
+    // Every server's Maildir scenarios: login and retr alternate run by run among all of them and the
+    // trivial ceiling, so that their ratios see the same machine (its speed drifts by more than the
+    // goals' margins from one minute to the next); the others run one server after the other.
+    let mut servers = Vec::new();
+    for target in &targets {
+        match target.start(opts, Format::Maildir) {
+            Ok(server) => {
+                eprintln!("pop3bench: {} on {}", target.kind.name(), server.addr);
+                servers.push(server);
+            }
+            Err(e) => table.note(format!("{}: stopped: {e}", target.kind.name())),
+        }
+    }
+    if let (Some(first), true) = (targets.first(), opts.wants("login") || opts.wants("retr")) {
+        match targets::trivial(first.dir.path()) {
+            Ok(trivial) => {
+                eprintln!("pop3bench: trivial on {}", trivial.addr);
+                let all: Vec<&Server> = servers.iter().chain([&trivial]).collect();
+                alternated_scenarios(opts, &all, &mut table);
+            }
+            Err(e) => table.note(format!("trivial: not started: {e}")),
+        }
+    }
+    for server in &servers {
+        own_maildir_scenarios(opts, server, &mut table);
+    }
+    drop(servers);
+    if opts.wants("bigdrop") || opts.wants("expunge") {
+        for target in &targets {
+            if let Err(e) = target.run_mbox_scenarios(opts, &mut table) {
+                table.note(format!("{}: stopped: {e}", target.kind.name()));
+            }
         }
     }
     println!();
@@ -242,66 +277,66 @@ fn run(opts: &Options) -> io::Result<()> {
     Ok(())
 }
 
-/// Builds `kind`'s fixtures in a fresh directory and runs every selected scenario against it.
-fn run_target(opts: &Options, kind: Kind, table: &mut Table) -> io::Result<()> {
-    let mut dir = tempfile::Builder::new().prefix("pop3bench-").tempdir()?;
-    // BENCH_KEEP=1 leaves the fixtures, configurations and server logs behind for a look.
-    dir.disable_cleanup(std::env::var_os("BENCH_KEEP").is_some());
-    let root = dir.path();
-    // Dovecot's unprivileged login processes must reach their sockets under the base_dir.
-    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    eprintln!(
-        "pop3bench: {}: building fixtures in {}",
-        kind.name(),
-        root.display()
-    );
-    let popa3d_bin = match kind {
-        Kind::Poplar | Kind::Dovecot => {
-            build_fixtures(opts, root)?;
-            None
-        }
-        Kind::Popa3d => Some(targets::popa3d_setup(root)?),
-        Kind::Trivial => None,
-    };
-    let start = |format: Format| -> io::Result<Server> {
-        match kind {
-            Kind::Poplar => targets::poplar(&opts.bin, root, format),
-            Kind::Dovecot => targets::dovecot(root, format),
-            Kind::Trivial => targets::trivial(root),
-            Kind::Popa3d => targets::popa3d(root, popa3d_bin.as_deref().expect("set up above")),
-        }
-    };
-    let server = start(Format::Maildir)?;
-    eprintln!("pop3bench: {} on {}", kind.name(), server.addr);
-    // poplar's ceiling, measured in runs alternating with poplar's own.
-    let ceiling = if kind == Kind::Poplar && (opts.wants("login") || opts.wants("retr")) {
-        match targets::trivial(root) {
-            Ok(trivial) => {
-                eprintln!("pop3bench: trivial on {}", trivial.addr);
-                Some(trivial)
-            }
-            Err(e) => {
-                table.note(format!("trivial: not started: {e}"));
+/// One server under test: its kind and its fixtures, in a directory of its own.
+struct Target {
+    kind: Kind,
+    dir: tempfile::TempDir,
+    /// popa3d's binary, unpacked from the Debian package.
+    popa3d_bin: Option<PathBuf>,
+}
+
+impl Target {
+    /// Builds `kind`'s fixtures in a fresh directory.
+    fn set_up(opts: &Options, kind: Kind) -> io::Result<Target> {
+        let mut dir = tempfile::Builder::new().prefix("pop3bench-").tempdir()?;
+        // BENCH_KEEP=1 leaves the fixtures, configurations and server logs behind for a look.
+        dir.disable_cleanup(std::env::var_os("BENCH_KEEP").is_some());
+        let root = dir.path();
+        // Dovecot's unprivileged login processes must reach their sockets under the base_dir.
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        eprintln!(
+            "pop3bench: {}: building fixtures in {}",
+            kind.name(),
+            root.display()
+        );
+        let popa3d_bin = match kind {
+            Kind::Poplar | Kind::Dovecot => {
+                build_fixtures(opts, root)?;
                 None
             }
+            Kind::Popa3d => Some(targets::popa3d_setup(root)?),
+            Kind::Trivial => None,
+        };
+        Ok(Target {
+            kind,
+            dir,
+            popa3d_bin,
+        })
+    }
+
+    fn start(&self, opts: &Options, format: Format) -> io::Result<Server> {
+        let root = self.dir.path();
+        match (self.kind, &self.popa3d_bin) {
+            (Kind::Poplar, _) => targets::poplar(&opts.bin, root, format),
+            (Kind::Dovecot, _) => targets::dovecot(root, format),
+            (Kind::Trivial, _) => targets::trivial(root),
+            (Kind::Popa3d, Some(bin)) => targets::popa3d(root, bin),
+            (Kind::Popa3d, None) => Err(io::Error::other("popa3d is not set up")),
         }
-    } else {
-        None
-    };
-    maildir_scenarios(opts, &server, ceiling.as_ref(), table)?;
-    drop((server, ceiling));
-    if !(opts.wants("bigdrop") || opts.wants("expunge")) {
-        return Ok(());
     }
-    let server = start(Format::Mbox)?;
-    if let Err(e) = probe(&server) {
-        table.note(format!(
-            "{}: mbox scenarios skipped: mbox maildrops unsupported ({e})",
-            kind.name()
-        ));
-        return Ok(());
+
+    /// bigdrop and expunge on mbox, against a server started for them.
+    fn run_mbox_scenarios(&self, opts: &Options, table: &mut Table) -> io::Result<()> {
+        let server = self.start(opts, Format::Mbox)?;
+        if let Err(e) = probe(&server) {
+            table.note(format!(
+                "{}: mbox scenarios skipped: mbox maildrops unsupported ({e})",
+                self.kind.name()
+            ));
+            return Ok(());
+        }
+        mbox_scenarios(opts, &server, self.dir.path(), table)
     }
-    mbox_scenarios(opts, &server, root, table)
 }
 
 fn build_fixtures(opts: &Options, root: &Path) -> io::Result<()> {
@@ -362,30 +397,15 @@ fn probe(server: &Server) -> io::Result<()> {
     c.quit()
 }
 
-/// The Maildir scenarios against `server`; login and retr also against `ceiling` (the trivial server),
-/// alternating run by run with `server`, so that the ratios between the two see the same machine.
-fn maildir_scenarios(
-    opts: &Options,
-    server: &Server,
-    ceiling: Option<&Server>,
-    table: &mut Table,
-) -> io::Result<()> {
-    let kind = server.kind;
-    let servers: Vec<&Server> = std::iter::once(server).chain(ceiling).collect();
-    let attempt = |table: &mut Table, what: &str, r: io::Result<()>| {
-        if let Err(e) = r {
-            table.note(format!("{}: {what}: {e}", kind.name()));
-        }
-    };
+/// login and retr against every server in `servers`, alternating run by run among them.
+fn alternated_scenarios(opts: &Options, servers: &[&Server], table: &mut Table) {
     if opts.wants("login") {
         for clients in [1, 8] {
-            let r = scenarios::login(&servers, &LOGIN, clients, opts.effort).map(|rates| {
-                for (s, rate) in servers.iter().zip(rates) {
-                    table.record(&row::login(clients), s.kind, rate.median);
-                    table.record(&row::login_cpu(clients), s.kind, rate.cpu_per_unit * 1e3);
-                }
+            let rates = scenarios::login(servers, &LOGIN, clients, opts.effort);
+            record_rates(table, servers, "login", rates, |table, kind, rate| {
+                table.record(&row::login(clients), kind, rate.median);
+                table.record(&row::login_cpu(clients), kind, rate.cpu_per_unit * 1e3);
             });
-            attempt(table, "login", r);
         }
     }
     if opts.wants("retr") {
@@ -397,19 +417,45 @@ fn maildir_scenarios(
                 row::RETR_1M
             };
             for clients in [1, 4] {
-                let r = scenarios::retr(&servers, &spec, &expected, clients, opts.effort).map(
-                    |rates| {
-                        for (s, rate) in servers.iter().zip(rates) {
-                            table.record(&row::retr(name, clients), s.kind, rate.median / 1e6);
-                            let cpu = rate.cpu_per_unit * 1e9;
-                            table.record(&row::retr_cpu(name, clients), s.kind, cpu);
-                        }
-                    },
-                );
-                attempt(table, "retr", r);
+                let rates = scenarios::retr(servers, &spec, &expected, clients, opts.effort);
+                record_rates(table, servers, "retr", rates, |table, kind, rate| {
+                    table.record(&row::retr(name, clients), kind, rate.median / 1e6);
+                    table.record(&row::retr_cpu(name, clients), kind, rate.cpu_per_unit * 1e9);
+                });
             }
         }
     }
+}
+
+/// Records each server's rate with `record`, or notes why it has none.
+fn record_rates(
+    table: &mut Table,
+    servers: &[&Server],
+    what: &str,
+    rates: io::Result<Vec<io::Result<scenarios::Rate>>>,
+    record: impl Fn(&mut Table, Kind, &scenarios::Rate),
+) {
+    match rates {
+        Ok(rates) => {
+            for (server, rate) in servers.iter().zip(rates) {
+                match rate {
+                    Ok(rate) => record(table, server.kind, &rate),
+                    Err(e) => table.note(format!("{}: {what}: {e}", server.kind.name())),
+                }
+            }
+        }
+        Err(e) => table.note(format!("{what}: {e}")),
+    }
+}
+
+/// The Maildir scenarios that run against one server at a time: idle and bigdrop.
+fn own_maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) {
+    let kind = server.kind;
+    let attempt = |table: &mut Table, what: &str, r: io::Result<()>| {
+        if let Err(e) = r {
+            table.note(format!("{}: {what}: {e}", kind.name()));
+        }
+    };
     if opts.wants("idle") {
         for &n in &opts.idle {
             let r = scenarios::idle(server, &opts.idle_spec(), n)
@@ -422,7 +468,6 @@ fn maildir_scenarios(
         let r = big_listing(server, &spec, "Maildir", table);
         attempt(table, "bigdrop Maildir", r);
     }
-    Ok(())
 }
 
 fn mbox_scenarios(

@@ -39,8 +39,9 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// Runs `work` on `clients` threads against each of `servers` in turn, `effort.runs` runs each (after
 /// one short warm-up each), alternating run by run: drift on a noisy machine then hits every server
 /// alike, which matters for the ratios between them. `work(server, client)` returns the units it did
-/// (logins, payload octets). Returns each server's units per second, in the order of `servers`.
-fn measure<F>(servers: &[&Server], clients: usize, effort: Effort, work: F) -> io::Result<Vec<Rate>>
+/// (logins, payload octets). Returns each server's units per second, in the order of `servers`; a
+/// server that fails a run is left out of the later ones and gets its error, the others go on.
+fn measure<F>(servers: &[&Server], clients: usize, effort: Effort, work: F) -> Vec<io::Result<Rate>>
 where
     F: Fn(usize, usize) -> io::Result<u64> + Sync,
 {
@@ -75,8 +76,9 @@ where
         }
         Ok((sum, secs))
     };
-    for server in 0..servers.len() {
-        run(server, effort.run_time / 5)?;
+    let mut failed: Vec<Option<io::Error>> = servers.iter().map(|_| None).collect();
+    for (server, failure) in failed.iter_mut().enumerate() {
+        *failure = run(server, effort.run_time / 5).err();
     }
     let (mut rates, mut units, mut cpu) = (
         vec![Vec::new(); servers.len()],
@@ -85,21 +87,32 @@ where
     );
     for _ in 0..effort.runs {
         for (i, server) in servers.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
             let cpu0 = machine::cpu_seconds(server.pid());
-            let (n, secs) = run(i, effort.run_time)?;
-            cpu[i] += machine::cpu_seconds(server.pid()) - cpu0;
-            units[i] += n;
-            rates[i].push(n as f64 / secs);
+            match run(i, effort.run_time) {
+                Ok((n, secs)) => {
+                    cpu[i] += machine::cpu_seconds(server.pid()) - cpu0;
+                    units[i] += n;
+                    rates[i].push(n as f64 / secs);
+                }
+                Err(e) => failed[i] = Some(e),
+            }
         }
     }
-    Ok(rates
+    rates
         .into_iter()
         .zip(units.iter().zip(&cpu))
-        .map(|(rates, (&units, &cpu))| Rate {
-            median: median(rates),
-            cpu_per_unit: cpu / units.max(1) as f64,
+        .zip(failed)
+        .map(|((rates, (&units, &cpu)), failure)| match failure {
+            Some(e) => Err(e),
+            None => Ok(Rate {
+                median: median(rates),
+                cpu_per_unit: cpu / units.max(1) as f64,
+            }),
         })
-        .collect())
+        .collect()
 }
 
 /// login: connect, USER, PASS, STAT, QUIT, against each of `servers` in turn. Logins per second.
@@ -108,14 +121,14 @@ pub fn login(
     spec: &Spec,
     clients: usize,
     effort: Effort,
-) -> io::Result<Vec<Rate>> {
+) -> io::Result<Vec<io::Result<Rate>>> {
     let accounts = accounts_of(servers, spec, clients)?;
-    measure(servers, clients, effort, |s, c| {
+    Ok(measure(servers, clients, effort, |s, c| {
         let mut client = logged_in(servers[s], &accounts[s][c])?;
         client.stat()?;
         client.quit()?;
         Ok(1)
-    })
+    }))
 }
 
 /// A client connected to `server` and logged in as `account`.
@@ -143,9 +156,9 @@ pub fn retr(
     expected: &Expected,
     clients: usize,
     effort: Effort,
-) -> io::Result<Vec<Rate>> {
+) -> io::Result<Vec<io::Result<Rate>>> {
     let accounts = accounts_of(servers, spec, clients)?;
-    measure(servers, clients, effort, |s, c| {
+    Ok(measure(servers, clients, effort, |s, c| {
         let mut client = logged_in(servers[s], &accounts[s][c])?;
         client.list(expected)?;
         let mut buf = Vec::new();
@@ -154,7 +167,7 @@ pub fn retr(
         }
         client.quit()?;
         Ok(expected.payload())
-    })
+    }))
 }
 
 /// idle: `n` sessions logged in and held open. Server PSS growth per session, in KiB.
