@@ -228,6 +228,10 @@ fn insert_cr(crlf: bool, chunk: &[u8], lf: usize, run: usize, out: &mut Vec<u8>)
 /// Lines up to this long (LF not counted) are copied as a piece of exactly this size (RFC 5322 asks
 /// for lines of at most 78 characters; base64 and quoted-printable write 76).
 const SHORT_LINE: usize = 80;
+const _: () = assert!(
+    SHORT_LINE == 5 * 16,
+    "append_short_line copies five 16-octet pieces"
+);
 
 /// Appends `chunk[run..lf]` (at most `SHORT_LINE` octets), a CRLF, and a dot if `stuff`. A copy of
 /// variable length costs a call and branches on the length per line, which with mail's short lines
@@ -246,9 +250,32 @@ fn append_short_line(out: &mut Vec<u8>, chunk: &[u8], run: usize, lf: usize, stu
     // line, the CRLF and the dot if wanted, all written just now.
     unsafe {
         let to = out.as_mut_ptr().add(out.len());
-        ptr::copy_nonoverlapping(chunk.as_ptr().add(run), to, SHORT_LINE);
+        let from = chunk.as_ptr().add(run);
+        // Sixteen octets at a time, written out: compiled for size (the static build), an 80-octet
+        // `copy_nonoverlapping` became a call to memcpy per line, musl's at that, and RETR took half
+        // again as much CPU per MB as with the moves inline.
+        copy_16(from, to);
+        copy_16(from.add(16), to.add(16));
+        copy_16(from.add(32), to.add(32));
+        copy_16(from.add(48), to.add(48));
+        copy_16(from.add(64), to.add(64));
         ptr::copy_nonoverlapping(b"\r\n..".as_ptr(), to.add(len), 4);
         out.set_len(out.len() + len + 2 + usize::from(stuff));
+    }
+}
+
+/// Copies 16 octets from `from` to `to`, one unaligned load and store.
+///
+/// # Safety
+/// `from..from + 16` must be readable, `to..to + 16` writable, and the two must not overlap.
+#[inline(always)]
+unsafe fn copy_16(from: *const u8, to: *mut u8) {
+    // SAFETY: as the caller promised; both accesses are unaligned.
+    unsafe {
+        ptr::write_unaligned(
+            to.cast::<[u8; 16]>(),
+            ptr::read_unaligned(from.cast::<[u8; 16]>()),
+        )
     }
 }
 
