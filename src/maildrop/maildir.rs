@@ -12,15 +12,19 @@
 //! `:` (the "base name") never changes, so every file operation that finds its file gone looks it
 //! up again by base name before giving up.
 
+use std::cell::OnceCell;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
 
 use crate::proto::body::OctetCounter;
 
@@ -44,6 +48,12 @@ pub struct Maildir {
     paths: Vec<PathBuf>,
     /// `stamps[i]`: message `i`'s file when listed or cached, to catch a file changed in place.
     stamps: Vec<Stamp>,
+    /// The maildrop's directory, opened by the first RETR or TOP (`None` inside if it could not be):
+    /// messages are then opened by their name under it, `cur/NAME`, with `openat`. That walks two path
+    /// components instead of the whole path, and musl's `openat`, unlike its `open`, sets O_CLOEXEC
+    /// without a second system call: one fewer per RETR in the static build. Once open, it is the
+    /// directory read from, should its path be moved.
+    dir: OnceCell<Option<OwnedFd>>,
     /// `None` only when the maildrop does not exist yet: there is nothing to protect.
     _lock: Option<SessionLock>,
 }
@@ -67,6 +77,7 @@ impl Maildir {
                     messages: Vec::new(),
                     paths: Vec::new(),
                     stamps: Vec::new(),
+                    dir: OnceCell::new(),
                     _lock: None,
                 });
             }
@@ -82,6 +93,7 @@ impl Maildir {
                 messages,
                 paths,
                 stamps,
+                dir: OnceCell::new(),
                 _lock: Some(lock),
             });
         }
@@ -139,6 +151,7 @@ impl Maildir {
             messages,
             paths,
             stamps,
+            dir: OnceCell::new(),
             _lock: Some(lock),
         })
     }
@@ -190,7 +203,9 @@ impl Maildrop for Maildir {
             .paths
             .get_mut(index)
             .ok_or_else(|| no_such_message(&self.root, index))?;
-        let file = with_relocation(&self.root, path, open_file)?;
+        let root = &self.root;
+        let dir = self.dir.get_or_init(|| open_dir(root)).as_ref();
+        let file = with_relocation(root, path, |p| open_under(dir, root, p))?;
         let meta = file.metadata().map_err(|e| MaildropError::io(path, e))?;
         // Maildir messages never change once delivered; one that did may have another size than listed.
         // It is served as it is now, and the cache goes, so the next login counts and lists afresh.
@@ -351,6 +366,25 @@ fn open_file(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
+}
+
+/// Opens the message at `path` through `dir`, the maildrop's directory at `root`, when there is one.
+fn open_under(dir: Option<&OwnedFd>, root: &Path, path: &Path) -> io::Result<File> {
+    match (dir, path.strip_prefix(root)) {
+        (Some(dir), Ok(name)) => {
+            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            Ok(File::from(openat(dir, name, flags, Mode::empty())?))
+        }
+        _ => open_file(path),
+    }
+}
+
+/// The maildrop's directory as a handle to open messages under (`O_PATH`: it is never read).
+fn open_dir(root: &Path) -> Option<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    nix::fcntl::open(root, flags, Mode::empty())
+        .map_err(|e| log::debug!("{}: {e}; messages opened by path", root.display()))
+        .ok()
 }
 
 fn count_file(path: &Path, buf: &mut [u8]) -> io::Result<u64> {
@@ -662,6 +696,39 @@ mod tests {
             matches!(&err, MaildropError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
         );
         assert!(md.open_message(2).is_err());
+    }
+
+    #[test]
+    fn a_message_swapped_for_a_symlink_is_refused() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "cur/x:2,S", b"hello\n", 1);
+        fs::write(dir.path().join("secret"), b"not mail\n").unwrap();
+        let mut md = Maildir::open(root).unwrap();
+        assert_eq!(read_all(&mut md, 0), b"hello\n");
+        fs::remove_file(root.join("cur/x:2,S")).unwrap();
+        std::os::unix::fs::symlink(root.join("secret"), root.join("cur/x:2,S")).unwrap();
+        assert!(md.open_message(0).is_err());
+    }
+
+    #[test]
+    fn messages_come_from_the_locked_directory_after_its_path_moves() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("Maildir");
+        for sub in ["new", "cur", "tmp"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        put(&root, "cur/x:2,S", b"first\n", 1);
+        put(&root, "cur/y:2,S", b"second\n", 2);
+        let mut md = Maildir::open(&root).unwrap();
+        assert_eq!(read_all(&mut md, 0), b"first\n");
+        // Another maildrop now sits at the path; this session holds the lock of the one it opened.
+        fs::rename(&root, parent.path().join("moved")).unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        put(&root, "cur/y:2,S", b"someone else\n", 2);
+        assert_eq!(read_all(&mut md, 1), b"second\n");
     }
 
     #[test]
