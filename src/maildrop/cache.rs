@@ -96,7 +96,14 @@ impl Cache {
     pub fn load(root: &Path) -> Cache {
         let path = root.join(CACHE_FILE);
         let mut bytes = Vec::new();
-        let read = File::open(&path).and_then(|f| f.take(MAX_CACHE_BYTES).read_to_end(&mut bytes));
+        // Sized from the file first: a Vec grown from nothing read a 100-message cache (7 KB) in ten
+        // reads of doubling size, a 100,000-message one (8 MB) in nineteen; now one read, and one more
+        // that finds the end.
+        let read = File::open(&path).and_then(|f| {
+            let len = f.metadata()?.len().min(MAX_CACHE_BYTES);
+            bytes.reserve_exact(usize::try_from(len).unwrap_or(0));
+            f.take(MAX_CACHE_BYTES).read_to_end(&mut bytes)
+        });
         match read {
             Ok(_) => parse(&bytes).unwrap_or_else(|| {
                 log::debug!("{}: corrupt, rebuilt", path.display());
