@@ -209,17 +209,27 @@ pub fn switch_thread(ids: &Ids) -> Result<(), String> {
     // setfsuid/setfsgid report no errors; they return the previous value, so setting again tells.
     let fsgid = unistd::setfsgid(Gid::from_raw(ids.gid)).as_raw();
     let fsuid = unistd::setfsuid(Uid::from_raw(ids.uid)).as_raw();
-    let now: Vec<u32> = unistd::getgroups()
-        .map_err(|e| format!("getgroups: {e}"))?
-        .iter()
-        .map(|g| g.as_raw())
-        .collect();
+    let now = thread_groups().map_err(|e| format!("getgroups: {e}"))?;
     if fsuid != ids.uid || fsgid != ids.gid || !same_set(&now, &ids.groups) {
         return Err(format!(
             "file-system ids are {fsuid}/{fsgid} groups {now:?}, wanted {ids:?}"
         ));
     }
     Ok(())
+}
+
+/// The calling thread's supplementary groups, from getgroups(2) itself: nix's wrapper first asks
+/// sysconf for NGROUPS_MAX, which glibc answers by reading /proc/sys/kernel/ngroups_max, three more
+/// system calls on every login.
+fn thread_groups() -> Result<Vec<u32>, Errno> {
+    // SAFETY: a size of 0 asks for the count only, and nothing is written through the null pointer.
+    let count = Errno::result(unsafe { libc::getgroups(0, std::ptr::null_mut()) })?;
+    let mut groups: Vec<libc::gid_t> = vec![0; usize::try_from(count).unwrap_or(0)];
+    // SAFETY: `groups` has room for `count` entries. Only this thread changes its own groups, so the
+    // count cannot have grown in between.
+    let got = Errno::result(unsafe { libc::getgroups(count, groups.as_mut_ptr()) })?;
+    groups.truncate(usize::try_from(got).unwrap_or(0));
+    Ok(groups)
 }
 
 fn same_set(a: &[u32], b: &[u32]) -> bool {
@@ -229,6 +239,19 @@ fn same_set(a: &[u32], b: &[u32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_groups_agree_with_nix() {
+        let mut ours = thread_groups().unwrap();
+        let mut theirs: Vec<u32> = unistd::getgroups()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        ours.sort_unstable();
+        theirs.sort_unstable();
+        assert_eq!(ours, theirs);
+    }
 
     fn account(uid: Option<u32>, gid: Option<u32>) -> Account {
         Account {
