@@ -176,11 +176,13 @@ fn from_cache(root: &Path, cache: &Cache) -> (Vec<MessageInfo>, Vec<PathBuf>, Ve
     let mut paths = Vec::with_capacity(cache.len());
     let mut stamps = Vec::with_capacity(cache.len());
     for (name, entry) in cache.entries() {
-        let path = root.join(OsStr::from_bytes(name));
+        // `name` is `new/NAME` or `cur/NAME`: its base name without a Path's component parsing.
+        let file_name = memchr::memrchr(b'/', name).map_or(name, |i| &name[i + 1..]);
         messages.push(MessageInfo {
             octets: entry.octets,
-            uid: uid_of(base_name(&path)),
+            uid: uid_of(base_of(file_name)),
         });
+        let path = root.join(OsStr::from_bytes(name));
         paths.push(path);
         stamps.push(entry.stamp);
     }
@@ -443,8 +445,10 @@ fn uid_of(base: &[u8]) -> Box<str> {
     let valid =
         (1..=MAX_UID).contains(&base.len()) && base.iter().all(|b| (0x21..=0x7e).contains(b));
     if valid {
-        // All ASCII, so this never replaces anything.
-        return String::from_utf8_lossy(base).into();
+        // All ASCII, so always UTF-8.
+        if let Ok(text) = std::str::from_utf8(base) {
+            return text.into();
+        }
     }
     let digest = Md5::digest(base);
     let mut hex = String::with_capacity(2 * digest.len());
@@ -853,6 +857,35 @@ mod tests {
                 .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(100))
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn unique_ids_from_the_cache_are_those_of_the_listing() {
+        let dir = maildir();
+        let root = dir.path();
+        let long = "x".repeat(MAX_UID + 1);
+        put(root, "new/a", b"a\n", 1);
+        put(root, "cur/b:2,S", b"b\n", 2);
+        put(root, &format!("cur/{long}:2,S"), b"c\n", 3);
+        put(root, "cur/with space:2,", b"d\n", 4);
+        let listed: Vec<String> = uids(&Maildir::open(root).unwrap())
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(&listed[..2], ["a", "b"]);
+        assert_eq!(listed[2].len(), 32, "an over-long base name gives its MD5");
+        assert_eq!(listed[3].len(), 32, "a space gives the MD5");
+        settle(root);
+        drop(Maildir::open(root).unwrap());
+        assert!(
+            Cache::load(root).dirs.is_some(),
+            "the next login lists from the cache"
+        );
+        let cached: Vec<String> = uids(&Maildir::open(root).unwrap())
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(cached, listed);
     }
 
     #[test]
