@@ -229,6 +229,7 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
         }
         None => self::listeners(config)?,
     };
+    ensure_descriptors(config.max_sessions);
     // After binding (port 110 needs root), before the first accept: see `privs` for the model.
     let privileges =
         Privileges::standalone(config.run_as.as_deref()).map_err(StartError::runtime)?;
@@ -301,11 +302,55 @@ fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
 fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
     match reload().and_then(|new| frontend(&new).map(|f| (new, f)).map_err(|e| e.message)) {
         Ok((new, mut frontend)) => {
+            ensure_descriptors(new.max_sessions);
             // The privileges were settled at start-up and stay: a reload must not lose the per-thread switch.
             frontend.services.identity = Arc::clone(&live.frontend.services.identity);
             live.replace(started, &new, frontend)
         }
         Err(e) => log::error!("reload: {e}; keeping the running configuration"),
+    }
+}
+
+/// Descriptors one session may hold at once, counted from the code and rounded up: its connection,
+/// the maildrop's session lock, the maildrop (an mbox, or a Maildir's directory), a message, and during
+/// an mbox UPDATE the delivery locks, the recovery file and a directory to sync.
+const DESCRIPTORS_PER_SESSION: u64 = 8;
+/// Descriptors beside the sessions': listeners, the signal pipe, the log, files read at login.
+const DESCRIPTORS_SPARE: u64 = 64;
+
+/// Raises the soft limit on open files (RLIMIT_NOFILE) to what `max_sessions` sessions may need, as far
+/// as the hard limit allows, and warns when it does not allow enough. The usual soft limit, 1024, is
+/// enough for the default 100 sessions, not for 1,000.
+fn ensure_descriptors(max_sessions: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let need = u64::try_from(max_sessions)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(DESCRIPTORS_PER_SESSION)
+        .saturating_add(DESCRIPTORS_SPARE);
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            log::warn!("cannot read the limit on open files: {e}");
+            return;
+        }
+    };
+    if soft >= need {
+        return;
+    }
+    let raised = need.min(hard);
+    if raised > soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, raised, hard) {
+            Ok(()) => log::info!(
+                "limit on open files raised from {soft} to {raised} for max-sessions {max_sessions}"
+            ),
+            Err(e) => log::warn!("cannot raise the limit on open files from {soft}: {e}"),
+        }
+    }
+    if raised < need {
+        log::warn!(
+            "max-sessions {max_sessions} may need {need} open files, above the hard limit of {hard}: \
+             raise it (LimitNOFILE= under systemd, ulimit -n) or lower max-sessions"
+        );
     }
 }
 

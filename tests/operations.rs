@@ -373,3 +373,38 @@ fn two_servers_share_a_maildir_root() {
     assert_eq!(b.multi("LIST"), list_one);
     assert!(b.cmd("QUIT").starts_with("+OK") && bob.cmd("QUIT").starts_with("+OK"));
 }
+
+/// The soft and hard limits on open files of process `pid`, from /proc.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn raises_the_open_files_limit_that_max_sessions_needs() {
+    let fx = standard();
+    // 300 sessions of up to 8 descriptors, and 64 more: 2,464.
+    let srv = Server::start_with_ulimits(&fx, &["--max-sessions", "300"], &["-Sn 256"]);
+    let (soft, hard) = open_files_limits(srv.pid());
+    assert_eq!(soft, 2464.min(hard), "hard limit {hard}");
+    // The default 100 sessions need 864: a soft limit of 900 is left alone.
+    let srv = Server::start_with_ulimits(&fx, &[], &["-Sn 900"]);
+    assert_eq!(open_files_limits(srv.pid()).0, 900);
+    // A hard limit below the need: raised to it, and the administrator is told.
+    let srv = Server::start_with_ulimits(&fx, &["--max-sessions", "300"], &["-Sn 256", "-Hn 1000"]);
+    assert_eq!(open_files_limits(srv.pid()), (1000, 1000));
+    assert!(
+        srv.wait_log(&["max-sessions 300", "hard limit of 1000"], WAIT)
+            .is_some(),
+        "{:?}",
+        srv.stderr_lines()
+    );
+}

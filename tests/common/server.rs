@@ -42,19 +42,22 @@ impl Server {
 
     /// Like `start`, with the server's file size limit (`ulimit -f`, RLIMIT_FSIZE) set to `kib` KiB.
     pub fn start_with_file_limit(fx: &Fixture, extra: &[&str], kib: u64) -> Server {
+        Server::start_with_ulimits(fx, extra, &[&format!("-f {kib}")])
+    }
+
+    /// Like `start`, under `ulimit` settings, each the arguments of one `ulimit` ("-f 64", "-Sn 256").
+    pub fn start_with_ulimits(fx: &Fixture, extra: &[&str], ulimits: &[&str]) -> Server {
         let mut args: Vec<String> =
             vec!["--listen".into(), "127.0.0.1:0".into(), "--passwd".into()];
         args.push(fx.passwd().display().to_string());
         args.extend(fx.mail_args().iter().chain(extra).map(|s| s.to_string()));
+        let script: String = ulimits
+            .iter()
+            .map(|u| format!("ulimit {u} && "))
+            .chain(["exec \"$@\"".to_string()])
+            .collect();
         let mut cmd = Command::new("bash");
-        cmd.args([
-            "-c",
-            "ulimit -f \"$1\" && shift && exec \"$@\"",
-            "bash",
-            &kib.to_string(),
-            BIN,
-        ])
-        .args(&args);
+        cmd.args(["-c", &script, "bash", BIN]).args(&args);
         Server::spawn_command(cmd)
     }
 
