@@ -97,7 +97,7 @@ impl Cache {
         let path = root.join(CACHE_FILE);
         let mut bytes = Vec::new();
         // Sized from the file first: a Vec grown from nothing read a 100-message cache (7 KB) in ten
-        // reads of doubling size, a 100,000-message one (8 MB) in nineteen; now one read, and one more
+        // reads of doubling size, a 100,000-message one (8 MB) in twenty-one; now one read, and one more
         // that finds the end.
         let read = File::open(&path).and_then(|f| {
             let len = f.metadata()?.len().min(MAX_CACHE_BYTES);
