@@ -162,14 +162,15 @@ fn refuses_to_expunge_a_rewritten_mbox() {
                 Err(MaildropError::Changed { .. })
             ));
         }
-        let e = Box::new(mbox).expunge(&[0]).unwrap_err();
-        assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
-        assert_eq!(
-            fs::read_to_string(&path).unwrap(),
-            changed,
-            "nothing deleted"
-        );
+        expunge_is_refused(mbox, &path, &changed);
     }
+}
+
+/// Expunging message 1 of `mbox` is refused as a change, and the file at `path` is still `now`.
+fn expunge_is_refused(mbox: Mbox, path: &Path, now: &str) {
+    let e = Box::new(mbox).expunge(&[0]).unwrap_err();
+    assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
+    assert_eq!(fs::read_to_string(path).unwrap(), now, "nothing deleted");
 }
 
 #[test]
@@ -481,16 +482,22 @@ fn mail_delivered_while_the_update_tidies_up_is_kept_and_listed() {
     assert_eq!(read_all(&mut mbox, 2).unwrap(), b"Subject: late\n\nlate\n");
 }
 
-#[test]
-fn an_mbox_untouched_since_its_scan_is_expunged_on_its_stamp() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = mbox_in(&dir, MBOX);
+/// An mbox of `MBOX` in `dir`, settled and opened: its whole scan is stamped.
+fn stamped_mbox(dir: &tempfile::TempDir) -> (PathBuf, Mbox) {
+    let path = mbox_in(dir, MBOX);
     settle(&path);
     let mbox = Mbox::open(&path).unwrap();
     assert!(
         mbox.stamp.is_some(),
         "a whole scan of a settled mbox is stamped"
     );
+    (path, mbox)
+}
+
+#[test]
+fn an_mbox_untouched_since_its_scan_is_expunged_on_its_stamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mbox) = stamped_mbox(&dir);
     drop(Box::new(mbox).expunge(&[1]).unwrap());
     let (_, _, bodies) = view(&path, UidlSource::default());
     assert_eq!(bodies, [BODIES[0].as_bytes(), BODIES[2].as_bytes()]);
@@ -502,29 +509,17 @@ fn an_mbox_untouched_since_its_scan_is_expunged_on_its_stamp() {
 #[test]
 fn a_stamped_mbox_rewritten_with_its_mtime_set_back_is_not_expunged() {
     let dir = tempfile::tempdir().unwrap();
-    let path = mbox_in(&dir, MBOX);
-    settle(&path);
-    let mbox = Mbox::open(&path).unwrap();
-    assert!(mbox.stamp.is_some());
+    let (path, mbox) = stamped_mbox(&dir);
     // What a mail reader does: rewrite in place (same size), then set the times back.
     let changed = MBOX.replacen("mx id 1", "mx id 9", 1);
     rewrite_keeping_times(&path, 0, changed.as_bytes());
-    let e = Box::new(mbox).expunge(&[0]).unwrap_err();
-    assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
-    assert_eq!(
-        fs::read_to_string(&path).unwrap(),
-        changed,
-        "nothing deleted"
-    );
+    expunge_is_refused(mbox, &path, &changed);
 }
 
 #[test]
 fn mail_delivered_to_a_stamped_mbox_during_the_session_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let path = mbox_in(&dir, MBOX);
-    settle(&path);
-    let mbox = Mbox::open(&path).unwrap();
-    assert!(mbox.stamp.is_some());
+    let (path, mbox) = stamped_mbox(&dir);
     append_to(&path, LATE);
     drop(Box::new(mbox).expunge(&[0]).unwrap());
     let second = MBOX.find("From b@").unwrap();
