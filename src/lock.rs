@@ -57,13 +57,18 @@ impl SessionLock {
 }
 
 impl SessionLock {
-    /// Sets the lock file's times to now and returns its metadata: its change time is then the file
-    /// system's clock at this moment (what `mbox::stamp` needs).
+    /// Sets the lock file's times to now and returns its metadata (see `touch`).
     pub fn touch(&self) -> io::Result<fs::Metadata> {
-        let now = nix::sys::time::TimeSpec::UTIME_NOW;
-        nix::sys::stat::futimens(&*self.lock, &now, &now)?;
-        self.lock.metadata()
+        touch(&self.lock)
     }
+}
+
+/// Sets `file`'s times to now and returns its metadata: its change time is then the file system's
+/// clock at this moment (what `mbox::stamp` needs).
+pub fn touch(file: &File) -> io::Result<fs::Metadata> {
+    let now = nix::sys::time::TimeSpec::UTIME_NOW;
+    nix::sys::stat::futimens(file, &now, &now)?;
+    file.metadata()
 }
 
 /// How often `acquire_within` tries again.

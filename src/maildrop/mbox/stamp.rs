@@ -71,8 +71,7 @@ pub(super) mod testing {
 
     /// Sets `file`'s times to now; returns its metadata.
     pub fn touch(file: &File) -> Metadata {
-        futimens(file, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW).unwrap();
-        file.metadata().unwrap()
+        crate::lock::touch(file).unwrap()
     }
 
     /// Waits (every 10 ms, at most 3 s) until a file touched now beside `path` gets a later change time
