@@ -178,10 +178,15 @@ fn prepare_with<'f, E: Send>(
                 .stack_size(HELPER_STACK)
         };
         let checker = helper("mbox-check").spawn_scoped(s, check)?;
-        let hasher =
-            helper("mbox-hash").spawn_scoped(s, || recovery::hash_tail(file, &plan, chunk))?;
+        // Only version 3 records a hash of `N..O`.
+        let hasher = (version == Version::V3)
+            .then(|| {
+                helper("mbox-hash").spawn_scoped(s, || recovery::hash_tail(file, &plan, chunk))
+            })
+            .transpose()?;
         let tail_hash = || {
             hasher
+                .expect("version 3 has a hasher")
                 .join()
                 .unwrap_or_else(|panicked| panic::resume_unwind(panicked))
         };
