@@ -71,15 +71,7 @@ impl Maildir {
             }
             // The lock file's directory, the maildrop itself, is missing: no mail yet.
             Err(e) if e.kind() == io::ErrorKind::NotFound && !path.exists() => {
-                let root = path.to_path_buf();
-                return Ok(Maildir {
-                    root,
-                    messages: Vec::new(),
-                    paths: Vec::new(),
-                    stamps: Vec::new(),
-                    dir: OnceCell::new(),
-                    _lock: None,
-                });
+                return Ok(Maildir::listed(path, Listing::default(), None));
             }
             Err(e) => return Err(MaildropError::io(path, e)),
         };
@@ -87,15 +79,7 @@ impl Maildir {
         let dirs = dir_stamps(path)?;
         let cache = Cache::load(path);
         if cache.dirs.is_some_and(|cached| cached == dirs) {
-            let (messages, paths, stamps) = from_cache(path, &cache);
-            return Ok(Maildir {
-                root: path.to_path_buf(),
-                messages,
-                paths,
-                stamps,
-                dir: OnceCell::new(),
-                _lock: Some(lock),
-            });
+            return Ok(Maildir::listed(path, from_cache(path, &cache), Some(lock)));
         }
         let found = list(path)?;
         let mut messages = Vec::with_capacity(found.len());
@@ -146,16 +130,27 @@ impl Maildir {
                 log::debug!("{}: cannot save the size cache: {e}", path.display());
             }
         }
-        Ok(Maildir {
-            root: path.to_path_buf(),
+        Ok(Maildir::listed(path, (messages, paths, stamps), Some(lock)))
+    }
+
+    fn listed(
+        root: &Path,
+        (messages, paths, stamps): Listing,
+        lock: Option<SessionLock>,
+    ) -> Maildir {
+        Maildir {
+            root: root.to_path_buf(),
             messages,
             paths,
             stamps,
             dir: OnceCell::new(),
-            _lock: Some(lock),
-        })
+            _lock: lock,
+        }
     }
 }
+
+/// Messages, their files and the files' stamps, in delivery order.
+type Listing = (Vec<MessageInfo>, Vec<PathBuf>, Vec<Stamp>);
 
 /// The stamps of `root/new` and `root/cur`; zero for a missing one.
 fn dir_stamps(root: &Path) -> Result<DirStamps, MaildropError> {
@@ -171,7 +166,7 @@ fn dir_stamps(root: &Path) -> Result<DirStamps, MaildropError> {
 }
 
 /// The listing as cached: messages, paths and stamps, in the cached (delivery) order.
-fn from_cache(root: &Path, cache: &Cache) -> (Vec<MessageInfo>, Vec<PathBuf>, Vec<Stamp>) {
+fn from_cache(root: &Path, cache: &Cache) -> Listing {
     let mut messages = Vec::with_capacity(cache.len());
     let mut paths = Vec::with_capacity(cache.len());
     let mut stamps = Vec::with_capacity(cache.len());
