@@ -122,12 +122,27 @@ pub fn login(
     clients: usize,
     effort: Effort,
 ) -> io::Result<Vec<io::Result<Rate>>> {
+    sessions(servers, spec, clients, effort, |client| {
+        client.stat()?;
+        Ok(1)
+    })
+}
+
+/// `measure` of whole sessions: each logs in to one of `spec`'s accounts, does `work` (which returns
+/// the units it did), and quits.
+fn sessions(
+    servers: &[&Server],
+    spec: &Spec,
+    clients: usize,
+    effort: Effort,
+    work: impl Fn(&mut Client) -> io::Result<u64> + Sync,
+) -> io::Result<Vec<io::Result<Rate>>> {
     let accounts = accounts_of(servers, spec, clients)?;
     Ok(measure(servers, clients, effort, |s, c| {
         let mut client = logged_in(servers[s], &accounts[s][c])?;
-        client.stat()?;
+        let units = work(&mut client)?;
         client.quit()?;
-        Ok(1)
+        Ok(units)
     }))
 }
 
@@ -157,17 +172,14 @@ pub fn retr(
     clients: usize,
     effort: Effort,
 ) -> io::Result<Vec<io::Result<Rate>>> {
-    let accounts = accounts_of(servers, spec, clients)?;
-    Ok(measure(servers, clients, effort, |s, c| {
-        let mut client = logged_in(servers[s], &accounts[s][c])?;
+    sessions(servers, spec, clients, effort, |client| {
         client.list(expected)?;
         let mut buf = Vec::new();
         for (i, body) in expected.bodies.iter().enumerate() {
             client.retr(i + 1, body, &mut buf)?;
         }
-        client.quit()?;
         Ok(expected.payload())
-    }))
+    })
 }
 
 /// idle: `n` sessions logged in and held open. Server PSS growth per session, in KiB.
