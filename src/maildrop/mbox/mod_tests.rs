@@ -529,3 +529,39 @@ fn mail_delivered_to_a_stamped_mbox_during_the_session_is_kept() {
     );
     assert_eq!(Mbox::open(&path).unwrap().messages().len(), 3);
 }
+
+#[test]
+fn a_stamped_update_crashed_at_any_step_loses_nothing() {
+    // Through Mbox::expunge, whose check the stamp passes without scanning again; mail is delivered
+    // after each crash, before the next login recovers.
+    let b = MBOX.find("From b@").unwrap();
+    let c = MBOX.find("From c@").unwrap();
+    let old = format!("{MBOX}{LATE}");
+    let new = format!("{}{}{LATE}", &MBOX[..b], &MBOX[c..]);
+    let (mut crashed, mut finished) = (0, 0);
+    for n in 0..60 {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mbox) = stamped_mbox(&dir);
+        expunge::crash::arm(Some(n));
+        // The tidying after the reply runs with the crash still armed.
+        let result = Box::new(mbox).expunge(&[1]).map(drop);
+        expunge::crash::arm(None);
+        append_to(&path, LATE);
+        let reopened = Mbox::open(&path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        if result.is_ok() {
+            finished += 1;
+            assert_eq!(text, new, "crash at {n} after the reply");
+        } else {
+            crashed += 1;
+            assert!(text == old || text == new, "crash at {n}: {text:?}");
+        }
+        let count = if text == new { 3 } else { 4 };
+        assert_eq!(reopened.messages().len(), count, "crash at {n}");
+        assert!(!expunge::recovery_path(&path).exists(), "crash at {n}");
+    }
+    assert!(
+        crashed > 0 && finished > 0,
+        "{crashed} crashed, {finished} finished"
+    );
+}
