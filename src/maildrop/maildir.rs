@@ -186,8 +186,21 @@ fn from_cache(root: &Path, cache: &Cache) -> Listing {
 
 /// `new/NAME` or `cur/NAME`: `path` below `root`, as the cache records it.
 fn name_under<'a>(root: &Path, path: &'a Path) -> &'a [u8] {
-    path.strip_prefix(root)
-        .map_or(&[][..], |p| p.as_os_str().as_bytes())
+    below(root, path).map_or(&[][..], |p| p.as_os_str().as_bytes())
+}
+
+/// `path` relative to `root`, for a path made by joining a relative one onto `root` (every listed path
+/// is). Compared as octets: `Path::strip_prefix` parses both paths into components, ~1 % of the server's
+/// CPU time in the RETR benchmark, where it ran once per message.
+fn below<'a>(root: &Path, path: &'a Path) -> Option<&'a Path> {
+    let root = root.as_os_str().as_bytes();
+    let rest = path.as_os_str().as_bytes().strip_prefix(root)?;
+    let rest = if root.ends_with(b"/") {
+        rest
+    } else {
+        rest.strip_prefix(b"/")?
+    };
+    (!rest.is_empty() && !rest.starts_with(b"/")).then(|| Path::new(OsStr::from_bytes(rest)))
 }
 
 impl Maildrop for Maildir {
@@ -367,8 +380,8 @@ fn open_file(path: &Path) -> io::Result<File> {
 
 /// Opens the message at `path` through `dir`, the maildrop's directory at `root`, when there is one.
 fn open_under(dir: Option<&OwnedFd>, root: &Path, path: &Path) -> io::Result<File> {
-    match (dir, path.strip_prefix(root)) {
-        (Some(dir), Ok(name)) => {
+    match (dir, below(root, path)) {
+        (Some(dir), Some(name)) => {
             let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             Ok(File::from(openat(dir, name, flags, Mode::empty())?))
         }
@@ -502,6 +515,29 @@ mod tests {
         let file = File::options().write(true).open(&path).unwrap();
         file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
             .unwrap();
+    }
+
+    #[test]
+    fn below_is_the_relative_part_of_a_joined_path() {
+        for root in ["/srv/mail/u", "/srv/mail/u/", "mail", "/"] {
+            let root = Path::new(root);
+            for rel in ["cur/1.M2P3.host:2,S", "new/x"] {
+                let path = root.join(rel);
+                let got = below(root, &path);
+                assert_eq!(got, Some(Path::new(rel)), "{root:?} {rel}");
+                assert_eq!(got, path.strip_prefix(root).ok());
+            }
+        }
+        let root = Path::new("/srv/mail/u");
+        for other in [
+            "/srv/mail/u",
+            "/srv/mail/u/",
+            "/srv/mail/uv/cur/x",
+            "/srv/mail",
+            "cur/x",
+        ] {
+            assert_eq!(below(root, Path::new(other)), None, "{other}");
+        }
     }
 
     fn uids(md: &Maildir) -> Vec<&str> {
