@@ -10,7 +10,7 @@
 #   make uninstall  remove what install put there
 #   make check-static  build the static binary and check that file(1) and ldd(1) see no dynamic linking
 #   make lint-man   mandoc -Tlint man/poplar.8, failing on any message
-#   make bench      load generator against the release binary (PEER=dovecot or PEER=popa3d adds a peer;
+#   make bench      load generator against the release binary (PEER=dovecot, popa3d or reader adds one;
 #                   BENCH_SCENARIOS=login,retr and BENCH_QUICK=1 cut it down; see README, Performance)
 #   make fuzz       every fuzz target for FUZZ_SECONDS seconds each (cargo-fuzz; see README)
 #   make clean      cargo clean
@@ -75,8 +75,8 @@ lint-man:
 
 # benches/pop3bench.rs starts target/release/poplar, so that is built first (Cargo.toml keeps the bench
 # profile equal to the release profile, so `cargo bench` links the same binary there). PEER names the peers to run
-# beside poplar and the trivial ceiling: dovecot, popa3d, or both in one run (PEER=dovecot,popa3d), one
-# table column each. It is passed through the environment; the bench installs and configures the peers
+# beside poplar and the trivial ceiling: dovecot, popa3d, reader (the trivial server reading each
+# message's file), or several in one run (PEER=dovecot,popa3d), one table column each. It is passed through the environment; the bench installs and configures the peers
 # itself (it is never CI's job).
 PEER ?=
 bench:

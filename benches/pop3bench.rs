@@ -3,11 +3,13 @@
 //! port 0, and drives the scenarios: login, retr, idle, bigdrop, expunge, against poplar and each peer
 //! named in `PEER` (dovecot, popa3d, or both: `PEER=dovecot,popa3d`), configured here on a loopback
 //! port. login and retr also run against a trivial in-memory server (the ceiling), and alternate run
-//! by run among all the servers. It prints one table, a column per server, then checks the issue's
-//! goals against the run's figures.
+//! by run among all the servers; `PEER=reader` adds the trivial server reading each message's file
+//! for RETR (the ceiling of a server that keeps mail in files). It prints one table, a column per
+//! server, then checks the goals against the run's figures.
 //!
 //! Environment: `BENCH_SCENARIOS=login,retr,idle,bigdrop,expunge` (default all), `BENCH_QUICK=1`
-//! (fewer runs, smaller big maildrops), `PEER=dovecot|popa3d|dovecot,popa3d`, `POPLAR_BIN` (default
+//! (fewer runs, smaller big maildrops), `PEER=dovecot|popa3d|reader` or a list of them
+//! (`PEER=dovecot,popa3d`), `POPLAR_BIN` (default
 //! target/release/poplar), `BENCH_KEEP=1` (keep the temporary directories and server logs).
 //! Loopback only; every loop is bounded in count and time.
 
@@ -222,8 +224,9 @@ fn run(opts: &Options) -> io::Result<()> {
     println!(
         "ceilings: loopback TCP {lo:.0} MB/s (one sender, 64 KiB writes); page-cache reads {pc:.0} MB/s (64 KiB reads)"
     );
+    // The reader is no target of its own: it reads the first target's Maildirs.
     let mut kinds = vec![Kind::Poplar];
-    kinds.extend(&opts.peers);
+    kinds.extend(opts.peers.iter().filter(|&&k| k != Kind::Reader));
     let mut targets = Vec::new();
     for kind in kinds {
         match Target::set_up(opts, kind) {
@@ -245,10 +248,23 @@ fn run(opts: &Options) -> io::Result<()> {
         }
     }
     if let (Some(first), true) = (targets.first(), opts.wants("login") || opts.wants("retr")) {
+        let reader = match opts.peers.contains(&Kind::Reader) {
+            true => match targets::reader(first.dir.path()) {
+                Ok(reader) => {
+                    eprintln!("pop3bench: reader on {}", reader.addr);
+                    Some(reader)
+                }
+                Err(e) => {
+                    table.note(format!("reader: not started: {e}"));
+                    None
+                }
+            },
+            false => None,
+        };
         match targets::trivial(first.dir.path()) {
             Ok(trivial) => {
                 eprintln!("pop3bench: trivial on {}", trivial.addr);
-                let all: Vec<&Server> = servers.iter().chain([&trivial]).collect();
+                let all: Vec<&Server> = servers.iter().chain(&reader).chain([&trivial]).collect();
                 alternated_scenarios(opts, &all, &mut table);
             }
             Err(e) => table.note(format!("trivial: not started: {e}")),
@@ -305,7 +321,7 @@ impl Target {
                 None
             }
             Kind::Popa3d => Some(targets::popa3d_setup(root)?),
-            Kind::Trivial => None,
+            Kind::Trivial | Kind::Reader => None,
         };
         Ok(Target {
             kind,
@@ -320,6 +336,7 @@ impl Target {
             (Kind::Poplar, _) => targets::poplar(&opts.bin, root, format),
             (Kind::Dovecot, _) => targets::dovecot(root, format),
             (Kind::Trivial, _) => targets::trivial(root),
+            (Kind::Reader, _) => targets::reader(root),
             (Kind::Popa3d, Some(bin)) => targets::popa3d(root, bin),
             (Kind::Popa3d, None) => Err(io::Error::other("popa3d is not set up")),
         }

@@ -1,5 +1,6 @@
 //! The servers the bench can measure, and the parsing of `PEER`: a comma-separated list of the peers
-//! to run beside poplar and the trivial ceiling (`PEER=dovecot,popa3d`).
+//! to run beside poplar and the trivial ceiling (`PEER=dovecot,popa3d`). `reader` is a second ceiling
+//! rather than a peer: the trivial server reading each message's file as well.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -7,6 +8,9 @@ pub enum Kind {
     Trivial,
     Dovecot,
     Popa3d,
+    /// The trivial server that also opens, reads and closes the message's file for each RETR: what
+    /// any server that keeps mail in files cannot avoid. Runs in login and retr only.
+    Reader,
 }
 
 impl Kind {
@@ -16,6 +20,7 @@ impl Kind {
             Kind::Trivial => "trivial",
             Kind::Dovecot => "dovecot",
             Kind::Popa3d => "popa3d",
+            Kind::Reader => "reader",
         }
     }
 }
@@ -28,9 +33,10 @@ pub fn parse_peers(text: &str) -> Result<Vec<Kind>, String> {
         let kind = match name {
             "dovecot" => Kind::Dovecot,
             "popa3d" => Kind::Popa3d,
+            "reader" => Kind::Reader,
             other => {
                 return Err(format!(
-                    "unknown PEER {other:?} (dovecot, popa3d, or both: dovecot,popa3d)"
+                    "unknown PEER {other:?} (dovecot, popa3d, reader, or a list: dovecot,popa3d)"
                 ));
             }
         };
@@ -53,6 +59,7 @@ mod tests {
         assert_eq!(parse_peers(""), Ok(vec![]));
         assert_eq!(parse_peers("dovecot"), Ok(vec![Kind::Dovecot]));
         assert_eq!(parse_peers("popa3d"), Ok(vec![Kind::Popa3d]));
+        assert_eq!(parse_peers("reader"), Ok(vec![Kind::Reader]));
     }
 
     #[test]

@@ -108,11 +108,15 @@ pub fn write_maildirs(root: &Path, drop: &Spec) -> io::Result<()> {
             fs::create_dir_all(md.join(sub))?;
         }
         for n in 0..drop.count {
-            let name = format!("{}.M{n:06}P4242.bench.example:2,S", 1_700_000_000 + n);
-            fs::write(md.join("cur").join(name), message(n, drop.size))?;
+            fs::write(md.join(maildir_name(n)), message(n, drop.size))?;
         }
     }
     Ok(())
+}
+
+/// Where message `n` (0-based) of a Maildir written by `write_maildirs` lies, below the Maildir.
+pub fn maildir_name(n: usize) -> String {
+    format!("cur/{}.M{n:06}P4242.bench.example:2,S", 1_700_000_000 + n)
 }
 
 /// Writes one mbox with the messages of `drop` (no body line starts with "From ", so none needs quoting).

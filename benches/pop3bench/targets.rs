@@ -177,6 +177,18 @@ pub fn trivial(root: &Path) -> io::Result<Server> {
     spawn(Kind::Trivial, &mut command, &log, None)
 }
 
+/// Starts the trivial server reading, for each RETR, the message's file in the Maildirs under `root`
+/// (written by `mail::write_maildirs`).
+pub fn reader(root: &Path) -> io::Result<Server> {
+    let log = root.join("reader.log");
+    let mut command = Command::new(std::env::current_exe()?);
+    command.env(ROLE, "trivial").env(READ_ROOT, root);
+    spawn(Kind::Reader, &mut command, &log, None)
+}
+
+/// In the trivial role: the directory whose users' Maildirs RETR reads (the reader).
+const READ_ROOT: &str = "POP3BENCH_READ";
+
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -377,6 +389,8 @@ pub fn run_inetd() -> io::Result<()> {
 /// (any user and password; the drop is chosen by the user name's prefix), TCP_NODELAY, replies flushed
 /// when the client has nothing more buffered. The ceiling for login and RETR.
 pub fn run_trivial(drops: &'static [(Spec, Expected)]) -> io::Result<()> {
+    let read_root: Option<&'static Path> =
+        std::env::var_os(READ_ROOT).map(|root| &*Box::leak(PathBuf::from(root).into_boxed_path()));
     let listener = TcpListener::bind("127.0.0.1:0")?;
     eprintln!("listening on {}", listener.local_addr()?);
     for stream in listener.incoming() {
@@ -384,19 +398,52 @@ pub fn run_trivial(drops: &'static [(Spec, Expected)]) -> io::Result<()> {
         std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || {
-                let _ = trivial_session(stream, drops);
+                let _ = trivial_session(stream, drops, read_root);
             })?;
     }
     Ok(())
 }
 
-fn trivial_session(stream: TcpStream, drops: &'static [(Spec, Expected)]) -> io::Result<()> {
+/// One session of the trivial server: answers from `drops`, in memory. With `read_root` (the reader),
+/// USER opens the user's Maildir there and each RETR also reads the message's file, as a server that
+/// keeps mail in files must: open under the Maildir, fstat, read it whole, close.
+/// The reader's handle on `user`'s Maildir (`O_PATH`, as poplar opens messages under its maildrop).
+fn open_maildir(root: &Path, user: &str) -> io::Result<OwnedFd> {
+    use nix::fcntl::{OFlag, open};
+    let path = mail::home(root, user).join("Maildir");
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    open(&path, flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| bad(format!("{}: {e}", path.display())))
+}
+
+/// Reads message `n`'s file whole into `buf` (kept for the session), through `maildir`.
+fn read_message(maildir: &OwnedFd, n: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    use nix::fcntl::{OFlag, openat};
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let name = mail::maildir_name(n);
+    let mut file = fs::File::from(openat(
+        maildir,
+        name.as_str(),
+        flags,
+        nix::sys::stat::Mode::empty(),
+    )?);
+    let len = usize::try_from(file.metadata()?.len()).map_err(|_| bad("message too large"))?;
+    buf.resize(len, 0);
+    io::Read::read_exact(&mut file, buf)
+}
+
+fn trivial_session(
+    stream: TcpStream,
+    drops: &'static [(Spec, Expected)],
+    read_root: Option<&Path>,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::with_capacity(4096, stream.try_clone()?);
     let mut out = io::BufWriter::with_capacity(64 * 1024, stream);
     out.write_all(b"+OK trivial ready\r\n")?;
     out.flush()?;
     let (mut line, mut drop) = (Vec::new(), &drops[0].1);
+    let (mut maildir, mut file) = (None, Vec::new());
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line)? == 0 {
@@ -410,6 +457,9 @@ fn trivial_session(stream: TcpStream, drops: &'static [(Spec, Expected)]) -> io:
                     .iter()
                     .find(|(d, _)| arg.starts_with(d.prefix))
                     .map_or(drop, |(_, e)| e);
+                if let Some(root) = read_root {
+                    maildir = Some(open_maildir(root, arg)?);
+                }
                 out.write_all(b"+OK\r\n")?;
             }
             "STAT" => write!(
@@ -431,6 +481,9 @@ fn trivial_session(stream: TcpStream, drops: &'static [(Spec, Expected)]) -> io:
                 .and_then(|n| Some((n, drop.bodies.get(n.checked_sub(1)?)?)))
             {
                 Some((n, body)) => {
+                    if let Some(dir) = &maildir {
+                        read_message(dir, n - 1, &mut file)?;
+                    }
                     write!(out, "+OK {} octets\r\n", drop.octets[n - 1])?;
                     out.write_all(body)?;
                     out.write_all(b".\r\n")?;
