@@ -290,6 +290,7 @@ fn run(opts: &Options) -> io::Result<()> {
         idle: opts.idle.iter().copied().max().unwrap_or(0),
     };
     print!("{}", goals::render(&goals::check(&table, &scope), &scope));
+    print!("{}", goals::reader_context(&table));
     Ok(())
 }
 

@@ -261,6 +261,26 @@ pub fn render(checks: &[Check], scope: &Scope) -> String {
     out
 }
 
+/// With the reader in the run: how much of the RETR goal's margin the file reads alone take, and how
+/// close poplar comes to the reader. Empty without the reader's figure.
+pub fn reader_context(table: &Table) -> String {
+    let label = row::retr(row::RETR_50K, 4);
+    let [Some(p), Some(r), Some(t)] =
+        [Kind::Poplar, Kind::Reader, Kind::Trivial].map(|k| table.get(&label, k))
+    else {
+        return String::new();
+    };
+    if r <= 0.0 || t <= 0.0 {
+        return String::new();
+    }
+    format!(
+        "  context, retr 100 x 50 KiB, 4 clients: the reader (trivial + reading each file) {} MB/s = {:.2} x trivial; poplar = {:.2} x reader\n",
+        number(Some(r)),
+        r / t,
+        p / r
+    )
+}
+
 // Cargo builds the harness-less bench with `--cfg test` but without its `#[test]` functions, which
 // leaves their helpers unused there; the tests run from tests/pop3bench_report.rs.
 #[cfg(test)]
@@ -429,6 +449,20 @@ mod tests {
         }
         assert!(matches!(checks[7].verdict, Verdict::Skipped(_)));
         assert_eq!(checks[9].verdict, Verdict::NotMet);
+    }
+
+    #[test]
+    fn the_reader_context_needs_all_three_figures() {
+        let label = row::retr(row::RETR_50K, 4);
+        let mut t = Table::default();
+        t.record(&label, Kind::Poplar, 900.0);
+        t.record(&label, Kind::Trivial, 1500.0);
+        assert_eq!(reader_context(&t), "");
+        t.record(&label, Kind::Reader, 1000.0);
+        assert_eq!(
+            reader_context(&t),
+            "  context, retr 100 x 50 KiB, 4 clients: the reader (trivial + reading each file) 1000 MB/s = 0.67 x trivial; poplar = 0.90 x reader\n"
+        );
     }
 
     #[test]
