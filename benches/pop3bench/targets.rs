@@ -404,9 +404,6 @@ pub fn run_trivial(drops: &'static [(Spec, Expected)]) -> io::Result<()> {
     Ok(())
 }
 
-/// One session of the trivial server: answers from `drops`, in memory. With `read_root` (the reader),
-/// USER opens the user's Maildir there and each RETR also reads the message's file, as a server that
-/// keeps mail in files must: open under the Maildir, fstat, read it whole, close.
 /// The reader's handle on `user`'s Maildir (`O_PATH`, as poplar opens messages under its maildrop).
 fn open_maildir(root: &Path, user: &str) -> io::Result<OwnedFd> {
     use nix::fcntl::{OFlag, open};
@@ -432,6 +429,9 @@ fn read_message(maildir: &OwnedFd, n: usize, buf: &mut Vec<u8>) -> io::Result<()
     io::Read::read_exact(&mut file, buf)
 }
 
+/// One session of the trivial server: answers from `drops`, in memory. With `read_root` (the reader),
+/// USER opens the user's Maildir there and each RETR also reads the message's file, as a server that
+/// keeps mail in files must: open under the Maildir, fstat, read it whole, close.
 fn trivial_session(
     stream: TcpStream,
     drops: &'static [(Spec, Expected)],
@@ -443,7 +443,7 @@ fn trivial_session(
     out.write_all(b"+OK trivial ready\r\n")?;
     out.flush()?;
     let (mut line, mut drop) = (Vec::new(), &drops[0].1);
-    let (mut maildir, mut file) = (None, Vec::new());
+    let (mut maildir, mut content) = (None, Vec::new());
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line)? == 0 {
@@ -482,7 +482,7 @@ fn trivial_session(
             {
                 Some((n, body)) => {
                     if let Some(dir) = &maildir {
-                        read_message(dir, n - 1, &mut file)?;
+                        read_message(dir, n - 1, &mut content)?;
                     }
                     write!(out, "+OK {} octets\r\n", drop.octets[n - 1])?;
                     out.write_all(body)?;
