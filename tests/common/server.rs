@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     lines: Lines,
+    /// Set when the drain thread has read stderr to its end.
+    drained: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -79,7 +82,12 @@ impl Server {
         let lines: Lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = Arc::clone(&lines);
-        thread::spawn(move || drain(stderr, sink, tx));
+        let drained = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&drained);
+        thread::spawn(move || {
+            drain(stderr, sink, tx);
+            done.store(true, Ordering::SeqCst);
+        });
         let addr = match rx.recv_timeout(START_DEADLINE) {
             Ok(addr) => addr,
             Err(_) => {
@@ -91,7 +99,12 @@ impl Server {
                 );
             }
         };
-        Server { child, addr, lines }
+        Server {
+            child,
+            addr,
+            lines,
+            drained,
+        }
     }
 
     pub fn connect(&self) -> Client {
@@ -131,8 +144,13 @@ impl Server {
     }
 
     /// Waits (bounded) for the process to exit on its own; returns the exit code, None if still running.
+    /// After an exit, `stderr_lines` has every line the process wrote.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        wait_for_exit(&mut self.child, within)
+        let code = wait_for_exit(&mut self.child, within);
+        if code.is_some() {
+            self.wait_drained(within);
+        }
+        code
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code, None if still running.
@@ -142,7 +160,16 @@ impl Server {
             .status()
             .expect("kill");
         assert!(st.success(), "kill -TERM failed");
-        wait_for_exit(&mut self.child, within)
+        self.wait_exit(within)
+    }
+
+    /// Waits (bounded) until the drain thread has read stderr to its end: the process may have
+    /// exited before the thread read its last lines.
+    fn wait_drained(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.drained.load(Ordering::SeqCst) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
