@@ -54,8 +54,9 @@ pub enum Privileges {
         fallback: Option<Ids>,
         group_file: PathBuf,
     },
-    /// Standalone as root: the session thread's file-system identity only.
-    Thread { group_file: PathBuf },
+    /// Standalone as root: the session thread's file-system identity only. `base` is the identity the
+    /// threads start with, which a thread takes back before it serves another session.
+    Thread { group_file: PathBuf, base: Ids },
 }
 
 /// Whether the process runs with root's effective uid.
@@ -103,6 +104,11 @@ impl Privileges {
             }
             (None, true) => Ok(Privileges::Thread {
                 group_file: PathBuf::from(GROUP),
+                base: Ids {
+                    uid: unistd::geteuid().as_raw(),
+                    gid: unistd::getegid().as_raw(),
+                    groups: thread_groups().map_err(|e| format!("getgroups: {e}"))?,
+                },
             }),
             (None, false) => Ok(Privileges::Unchanged),
         }
@@ -140,7 +146,9 @@ impl Identity for Privileges {
                 fallback,
                 group_file,
             } => (self.ids_for(account, group_file, fallback.as_ref())?, false),
-            Privileges::Thread { group_file } => (self.ids_for(account, group_file, None)?, true),
+            Privileges::Thread { group_file, .. } => {
+                (self.ids_for(account, group_file, None)?, true)
+            }
         };
         if ids.uid == 0 {
             log::warn!(
@@ -152,6 +160,15 @@ impl Identity for Privileges {
             switch_thread(&ids)
         } else {
             switch_process(&ids)
+        }
+    }
+
+    fn restore(&self) -> Result<(), String> {
+        match self {
+            Privileges::Unchanged => Ok(()),
+            Privileges::Thread { base, .. } => switch_thread(base),
+            // inetd's switch is for good, and its one session ends the process.
+            Privileges::Process { .. } => Err("the process switched for good".to_string()),
         }
     }
 }
@@ -407,5 +424,51 @@ mod tests {
                 .all(|g| g.as_raw() < 12345)
         );
         assert_eq!(unistd::setfsuid(Uid::from_raw(0)).as_raw(), 0);
+    }
+
+    /// A thread that served an account takes back the start-up identity: root-only files are readable
+    /// again and its groups are the start-up ones. Needs root; skipped otherwise.
+    #[test]
+    fn restore_gives_the_thread_back_its_start_up_identity() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let privileges = Privileges::standalone(None).unwrap();
+        let Privileges::Thread { base, .. } = &privileges else {
+            panic!("root without --user serves with per-thread identities");
+        };
+        let base = base.clone();
+        let account = account(Some(12345), Some(12346));
+        let seen = std::thread::scope(|s| {
+            s.spawn(|| {
+                privileges.assume(&account).unwrap();
+                let denied = std::fs::read(&file).map_err(|e| e.kind());
+                privileges.restore().unwrap();
+                let fsuid = unistd::setfsuid(Uid::from_raw(0)).as_raw();
+                (
+                    denied,
+                    std::fs::read(&file).is_ok(),
+                    fsuid,
+                    thread_groups().unwrap(),
+                )
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(seen.0, Err(std::io::ErrorKind::PermissionDenied));
+        assert!(seen.1, "the root-only file is readable again");
+        assert_eq!(seen.2, base.uid);
+        assert!(
+            same_set(&seen.3, &base.groups),
+            "{:?} vs {:?}",
+            seen.3,
+            base
+        );
     }
 }

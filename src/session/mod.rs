@@ -70,6 +70,11 @@ impl Services {
 /// only asks; the system calls live in `privs`. An error ends the session with `[SYS/PERM]`.
 pub trait Identity: Send + Sync {
     fn assume(&self, account: &Account) -> Result<(), String>;
+    /// Undoes `assume` for the calling thread, verified, so that the thread may serve another session;
+    /// an error means it must not.
+    fn restore(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// No identity change: unprivileged servers and tests.
