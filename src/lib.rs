@@ -16,6 +16,7 @@
 //! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts, and TLS over either.
 //! - [`tls`]: the certificate and key (PEM), checked at start-up and reloaded on SIGHUP (feature `tls`).
 //! - [`server`], [`inetd`]: the two front ends.
+//! - [`workers`]: session threads kept after a clean session for the next one.
 //! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
 //! - [`reload`]: what SIGHUP swaps: the settings and user database new sessions start with.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
@@ -44,3 +45,4 @@ pub mod server;
 pub mod session;
 pub mod stream;
 pub mod tls;
+pub mod workers;

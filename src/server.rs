@@ -31,6 +31,7 @@ use crate::reload::Live;
 use crate::session::Services;
 use crate::stream::{Stream, Transport};
 use crate::tls::{self, Acceptor};
+use crate::workers;
 
 /// Stack of a session thread. Sessions run no deep recursion; the largest frames are the password
 /// hashes and the log formatter. Only touched pages cost memory: measured (RSS of the stack mappings in
@@ -468,14 +469,19 @@ fn accept_one(
     let guard = ActiveGuard(Arc::clone(active));
     let frontend = Arc::clone(frontend);
     let per_ip = Arc::clone(per_ip);
-    let spawned = thread::Builder::new()
-        .name("session".into())
-        .stack_size(SESSION_STACK)
-        .spawn(move || {
-            let _guard = guard;
-            session(stream, peer, &frontend, implicit_tls, &per_ip);
-        });
-    if let Err(e) = spawned {
+    let job = Box::new(move || {
+        let _guard = guard;
+        session(stream, peer, &frontend, implicit_tls, &per_ip);
+        // The thread serves another session only with its start-up identity back.
+        match frontend.services.identity.restore() {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("session thread ends: {e}");
+                false
+            }
+        }
+    });
+    if let Err(e) = workers::run(job, "session", SESSION_STACK) {
         log::error!("peer={peer}: cannot start a session thread: {e}");
     }
 }

@@ -178,6 +178,92 @@ fn standalone_root_sessions_keep_to_their_own_files() {
     assert!(alice.cmd("QUIT").starts_with("+OK") && bob.cmd("QUIT").starts_with("+OK"));
 }
 
+/// Root: a session thread kept for the next session (src/workers.rs) first takes back the server's
+/// file-system identity. After Alice's session no thread keeps her fs uid, and Bob's session, on the
+/// thread that was kept, is Bob's.
+#[test]
+fn a_kept_session_thread_takes_back_the_server_identity() {
+    needs_root!();
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw").user("bob", "pw");
+    fx.msg(
+        "alice",
+        "new",
+        "1600000000.M1P1.host",
+        b"Subject: a\n\nfor alice\n",
+    );
+    fx.msg(
+        "bob",
+        "new",
+        "1600000001.M2P1.host",
+        b"Subject: b\n\nfor bob\n",
+    );
+    passwd(
+        &fx,
+        &[
+            ("alice", "pw", "12345", "12345", &fx.home("alice")),
+            ("bob", "pw", "12347", "12347", &fx.home("bob")),
+        ],
+    );
+    own(&fx, "alice", 12345, 12345);
+    own(&fx, "bob", 12347, 12347);
+    let srv = Server::start(&fx, &["--auth-failure-delay", "0"]);
+    let main_tid = srv.pid();
+    let mut alice = srv.login("alice", "pw");
+    assert_eq!(
+        alice.multi("RETR 1"),
+        b"Subject: a\r\n\r\nfor alice\r\n.\r\n"
+    );
+    assert!(alice.cmd("QUIT").starts_with("+OK"));
+    drop(alice);
+    // Bounded wait for the thread to finish its session and park.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let kept = loop {
+        let threads = thread_fs_ids(srv.pid());
+        let others: Vec<(u32, u32)> = threads.into_iter().filter(|t| t.0 != main_tid).collect();
+        if others.iter().all(|t| t.1 == 0) && !others.is_empty() {
+            break others;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a thread kept Alice's fs uid: {others:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut bob = srv.login("bob", "pw");
+    let during = thread_fs_ids(srv.pid());
+    let bobs: Vec<u32> = during
+        .iter()
+        .filter(|t| t.1 == 12347)
+        .map(|t| t.0)
+        .collect();
+    assert_eq!(bobs.len(), 1, "{during:?}");
+    assert!(
+        kept.iter().any(|t| t.0 == bobs[0]),
+        "Bob's session ran on a new thread: {during:?}"
+    );
+    assert_eq!(bob.multi("RETR 1"), b"Subject: b\r\n\r\nfor bob\r\n.\r\n");
+    assert!(bob.cmd("QUIT").starts_with("+OK"));
+}
+
+/// (thread id, fs uid) of every thread of `pid`.
+fn thread_fs_ids(pid: u32) -> Vec<(u32, u32)> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?;
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let status = fs::read_to_string(t.path().join("status")).ok()?;
+            let fs_uid = status_field(&status, "Uid:")
+                .split(' ')
+                .nth(3)?
+                .parse()
+                .ok()?;
+            Some((tid, fs_uid))
+        })
+        .collect()
+}
+
 /// The fs uid (4th field of `Uid:`) of every thread of `pid`.
 fn thread_fs_uids(pid: u32) -> Vec<u32> {
     fs::read_dir(format!("/proc/{pid}/task"))
