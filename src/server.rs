@@ -476,7 +476,7 @@ fn accept_one(
         match frontend.services.identity.restore() {
             Ok(()) => true,
             Err(e) => {
-                log::debug!("session thread ends: {e}");
+                log::warn!("session thread ends, its identity not restored: {e}");
                 false
             }
         }

@@ -11,7 +11,7 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
 use std::time::Duration;
 
@@ -37,7 +37,8 @@ pub fn run(mut job: Job, name: &str, stack: usize) -> std::io::Result<()> {
         let Some((_, to)) = waiting else { break };
         match to.try_send(job) {
             Ok(()) => return Ok(()),
-            // The thread is gone (it cannot be full: each channel carries one job); try the next.
+            // Neither happens (a thread leaves the list before it ends, and each entry carries one
+            // job), but the job is never lost: try the next thread.
             Err(TrySendError::Disconnected(back) | TrySendError::Full(back)) => job = back,
         }
     }
@@ -49,13 +50,16 @@ pub fn run(mut job: Job, name: &str, stack: usize) -> std::io::Result<()> {
 }
 
 fn serve(mut job: Job) {
+    // The thread's mailbox for its whole life: a sending end goes into the list each time it waits.
+    let (to, from) = mpsc::sync_channel(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     loop {
         // A panicking job has ended its session; the thread's state is not trusted after it.
         match panic::catch_unwind(AssertUnwindSafe(job)) {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
         }
-        match park() {
+        match park(id, &to, &from) {
             Some(next) => job = next,
             None => return,
         }
@@ -63,30 +67,25 @@ fn serve(mut job: Job) {
 }
 
 /// Waits for the next job; `None` when enough threads wait already or the wait ran out.
-fn park() -> Option<Job> {
-    let (to, from) = mpsc::sync_channel(1);
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+fn park(id: u64, to: &SyncSender<Job>, from: &Receiver<Job>) -> Option<Job> {
     {
         let mut parked = lock();
         if parked.len() >= MAX_PARKED {
             return None;
         }
-        parked.push((id, to));
+        parked.push((id, to.clone()));
     }
-    match from.recv_timeout(PARK_TIME) {
-        Ok(job) => Some(job),
-        Err(RecvTimeoutError::Disconnected) => None,
-        Err(RecvTimeoutError::Timeout) => {
-            let mut parked = lock();
-            if let Some(i) = parked.iter().position(|(p, _)| *p == id) {
-                parked.swap_remove(i);
-                return None;
-            }
-            drop(parked);
-            // `run` took this thread's entry just now: its job is on the way.
-            from.recv().ok()
-        }
+    if let Ok(job) = from.recv_timeout(PARK_TIME) {
+        return Some(job);
     }
+    let mut parked = lock();
+    if let Some(i) = parked.iter().position(|(p, _)| *p == id) {
+        parked.swap_remove(i);
+        return None;
+    }
+    drop(parked);
+    // `run` took this thread's entry just now: its job is on the way.
+    from.recv().ok()
 }
 
 /// The list stays consistent whatever a panicking holder did (only push, pop and remove touch it).
