@@ -117,11 +117,9 @@ fn inetd_as_root_refuses_accounts_without_ids() {
     assert!(inetd.wait_exit(Duration::from_secs(5)).is_some());
 }
 
-/// Root: one standalone server, two users logged in at once, each session thread with its own
-/// file-system identity; an account pointing at another user's maildrop cannot read it.
-#[test]
-fn standalone_root_sessions_keep_to_their_own_files() {
-    needs_root!();
+/// Alice (uid 12345) and Bob (uid 12347), one message each in a Maildir each owns, password "pw"; and
+/// `others`, each (name, uid, whose home), also with password "pw" and the uid as gid.
+fn alice_and_bob(others: &[(&str, &str, &str)]) -> Fixture {
     let mut fx = Fixture::new();
     fx.user("alice", "pw").user("bob", "pw");
     fx.msg(
@@ -136,17 +134,29 @@ fn standalone_root_sessions_keep_to_their_own_files() {
         "1600000001.M2P1.host",
         b"Subject: b\n\nfor bob\n",
     );
-    passwd(
-        &fx,
-        &[
-            ("alice", "pw", "12345", "12345", &fx.home("alice")),
-            ("bob", "pw", "12347", "12347", &fx.home("bob")),
-            // Alice's uid with Bob's home: the kernel, not the template, must stop this one.
-            ("mallory", "pw", "12345", "12345", &fx.home("bob")),
-        ],
-    );
+    let homes: Vec<(&str, &str, std::path::PathBuf)> =
+        [("alice", "12345", "alice"), ("bob", "12347", "bob")]
+            .iter()
+            .chain(others)
+            .map(|&(name, uid, home)| (name, uid, fx.home(home)))
+            .collect();
+    let lines: Vec<(&str, &str, &str, &str, &Path)> = homes
+        .iter()
+        .map(|(name, uid, home)| (*name, "pw", *uid, *uid, home.as_path()))
+        .collect();
+    passwd(&fx, &lines);
     own(&fx, "alice", 12345, 12345);
     own(&fx, "bob", 12347, 12347);
+    fx
+}
+
+/// Root: one standalone server, two users logged in at once, each session thread with its own
+/// file-system identity; an account pointing at another user's maildrop cannot read it.
+#[test]
+fn standalone_root_sessions_keep_to_their_own_files() {
+    needs_root!();
+    // Alice's uid with Bob's home: the kernel, not the template, must stop this one.
+    let fx = alice_and_bob(&[("mallory", "12345", "bob")]);
     let srv = Server::start(&fx, &["--auth-failure-delay", "0"]);
     let mut alice = srv.login("alice", "pw");
     let mut bob = srv.login("bob", "pw");
@@ -184,29 +194,7 @@ fn standalone_root_sessions_keep_to_their_own_files() {
 #[test]
 fn a_kept_session_thread_takes_back_the_server_identity() {
     needs_root!();
-    let mut fx = Fixture::new();
-    fx.user("alice", "pw").user("bob", "pw");
-    fx.msg(
-        "alice",
-        "new",
-        "1600000000.M1P1.host",
-        b"Subject: a\n\nfor alice\n",
-    );
-    fx.msg(
-        "bob",
-        "new",
-        "1600000001.M2P1.host",
-        b"Subject: b\n\nfor bob\n",
-    );
-    passwd(
-        &fx,
-        &[
-            ("alice", "pw", "12345", "12345", &fx.home("alice")),
-            ("bob", "pw", "12347", "12347", &fx.home("bob")),
-        ],
-    );
-    own(&fx, "alice", 12345, 12345);
-    own(&fx, "bob", 12347, 12347);
+    let fx = alice_and_bob(&[]);
     let srv = Server::start(&fx, &["--auth-failure-delay", "0"]);
     let main_tid = srv.pid();
     let mut alice = srv.login("alice", "pw");
@@ -266,17 +254,9 @@ fn thread_fs_ids(pid: u32) -> Vec<(u32, u32)> {
 
 /// The fs uid (4th field of `Uid:`) of every thread of `pid`.
 fn thread_fs_uids(pid: u32) -> Vec<u32> {
-    fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| fs::read_to_string(t.unwrap().path().join("status")).ok())
-        .map(|s| {
-            status_field(&s, "Uid:")
-                .split(' ')
-                .nth(3)
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+    thread_fs_ids(pid)
+        .into_iter()
+        .map(|(_, fs_uid)| fs_uid)
         .collect()
 }
 
