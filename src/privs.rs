@@ -376,6 +376,17 @@ mod tests {
         }
     }
 
+    /// A file only root may read (owner root, mode 0600), in a directory kept while the guard lives.
+    fn root_only_file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "x").unwrap();
+        std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        (dir, file)
+    }
+
     /// Needs root (CI runs as root); skipped otherwise. The switch happens in a scratch thread, so the
     /// test process keeps its own identity.
     #[test]
@@ -384,12 +395,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("secret");
-        std::fs::write(&file, "x").unwrap();
-        std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
-        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        let (_dir, file) = root_only_file();
         let ids = Ids {
             uid: 12345,
             gid: 12346,
@@ -434,11 +440,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("secret");
-        std::fs::write(&file, "x").unwrap();
-        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        let (_dir, file) = root_only_file();
         let privileges = Privileges::standalone(None).unwrap();
         let Privileges::Thread { base, .. } = &privileges else {
             panic!("root without --user serves with per-thread identities");
