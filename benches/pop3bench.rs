@@ -248,8 +248,8 @@ fn run(opts: &Options) -> io::Result<()> {
         }
     }
     if let (Some(first), true) = (targets.first(), opts.wants("login") || opts.wants("retr")) {
-        let reader = match opts.peers.contains(&Kind::Reader) {
-            true => match targets::reader(first.dir.path()) {
+        let reader = if opts.peers.contains(&Kind::Reader) {
+            match targets::reader(first.dir.path()) {
                 Ok(reader) => {
                     eprintln!("pop3bench: reader on {}", reader.addr);
                     Some(reader)
@@ -258,8 +258,9 @@ fn run(opts: &Options) -> io::Result<()> {
                     table.note(format!("reader: not started: {e}"));
                     None
                 }
-            },
-            false => None,
+            }
+        } else {
+            None
         };
         match targets::trivial(first.dir.path()) {
             Ok(trivial) => {
@@ -336,9 +337,12 @@ impl Target {
         match (self.kind, &self.popa3d_bin) {
             (Kind::Poplar, _) => targets::poplar(&opts.bin, root, format),
             (Kind::Dovecot, _) => targets::dovecot(root, format),
-            (Kind::Trivial, _) => targets::trivial(root),
-            (Kind::Reader, _) => targets::reader(root),
             (Kind::Popa3d, Some(bin)) => targets::popa3d(root, bin),
+            // Both run beside the targets, on the first target's fixtures (see `run`).
+            (Kind::Trivial | Kind::Reader, _) => Err(io::Error::other(format!(
+                "{} is no target of its own",
+                self.kind.name()
+            ))),
             (Kind::Popa3d, None) => Err(io::Error::other("popa3d is not set up")),
         }
     }
