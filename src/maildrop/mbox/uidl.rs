@@ -47,14 +47,62 @@ pub const MAX_UID: usize = 70;
 
 /// popa3d's unique-id for a message with this header MD5.
 pub fn popa3d_id(md5: &[u8; 16]) -> String {
+    hex_id(popa3d_number(md5)).into()
+}
+
+/// The number popa3d's id spells in hex: the MD5's first two little-endian 32-bit words, high word first.
+fn popa3d_number(md5: &[u8; 16]) -> u64 {
+    u64::from_be_bytes([
+        md5[3], md5[2], md5[1], md5[0], md5[7], md5[6], md5[5], md5[4],
+    ])
+}
+
+/// `n` as 16 lowercase hex digits: popa3d's form. One allocation: this runs for every message at
+/// every login.
+fn hex_id(n: u64) -> Box<str> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    // One allocation per id: this runs for every message at every login.
-    let mut id = String::with_capacity(16);
-    for i in [3, 2, 1, 0, 7, 6, 5, 4] {
-        id.push(char::from(HEX[usize::from(md5[i] >> 4)]));
-        id.push(char::from(HEX[usize::from(md5[i] & 0xf)]));
+    let digits: [u8; 16] = core::array::from_fn(|i| HEX[((n >> (60 - 4 * i)) & 0xf) as usize]);
+    std::str::from_utf8(&digits).expect("hex digits").into()
+}
+
+/// The number a 16-digit lowercase hex id spells; `None` for any other id. One-to-one on those ids,
+/// so a set of numbers can stand for a set of them.
+fn hex_number(id: &str) -> Option<u64> {
+    let lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    if id.len() != 16 || !id.as_bytes().iter().all(lower_hex) {
+        return None;
     }
-    id
+    u64::from_str_radix(id, 16).ok()
+}
+
+/// The ids handed out so far. Those in popa3d's form, nearly all of them, are kept as the numbers they
+/// spell: no allocation per message (100,000 small strings cost more to free than to scan for).
+struct Taken {
+    hex: HashSet<u64>,
+    other: HashSet<Box<str>>,
+}
+
+impl Taken {
+    fn with_capacity(n: usize) -> Taken {
+        Taken {
+            hex: HashSet::with_capacity(n),
+            other: HashSet::new(),
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        match hex_number(id) {
+            Some(n) => self.hex.contains(&n),
+            None => self.other.contains(id),
+        }
+    }
+
+    fn insert(&mut self, id: &str) {
+        match hex_number(id) {
+            Some(n) => self.hex.insert(n),
+            None => self.other.insert(id.into()),
+        };
+    }
 }
 
 /// Whether an `X-UIDL:` value can be a unique-id as it is.
@@ -69,38 +117,57 @@ pub fn assign<E>(
     source: UidlSource,
     mut header_md5: impl FnMut(&ScannedMessage) -> Result<[u8; 16], E>,
 ) -> Result<Vec<Box<str>>, E> {
-    let mut used: HashSet<Box<str>> = HashSet::with_capacity(messages.len());
+    let mut taken = Taken::with_capacity(messages.len());
     // For each suffixed stem, the next counter to try: copies of one message cost O(1) each, not O(n).
     let mut next: HashMap<String, u64> = HashMap::new();
     let mut ids = Vec::with_capacity(messages.len());
     for m in messages {
-        let popa3d = popa3d_id(&m.popa3d_md5);
-        let (base, weak) = match (source, m.x_uidl.as_deref()) {
-            (UidlSource::XUidl, Some(x)) if valid_uid(x) => (x.to_string(), false),
-            _ => (popa3d.clone(), !m.popa3d_hashed),
+        let number = popa3d_number(&m.popa3d_md5);
+        let id: Box<str> = match (source, m.x_uidl.as_deref()) {
+            (UidlSource::XUidl, Some(x)) if valid_uid(x) && !taken.contains(x) => x.into(),
+            (UidlSource::XUidl, Some(x)) if valid_uid(x) => {
+                suffixed(&mut taken, &mut next, x, number, header_md5(m)?)
+            }
+            // The common case: one lookup, and the id's form known without looking at it.
+            _ if m.popa3d_hashed && taken.hex.insert(number) => {
+                ids.push(hex_id(number));
+                continue;
+            }
+            _ => suffixed(
+                &mut taken,
+                &mut next,
+                &hex_id(number),
+                number,
+                header_md5(m)?,
+            ),
         };
-        let id: Box<str> = if weak || used.contains(base.as_str()) {
-            let digest = header_md5(m)?;
-            let suffix: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-            // "-XXXXXXXX" plus room for a counter must fit in MAX_UID; a long X-UIDL falls back to popa3d's id.
-            let stem = if base.len() + 9 + 8 <= MAX_UID {
-                base
-            } else {
-                popa3d
-            };
-            first_free(&used, &mut next, format!("{stem}-{suffix}"))
-        } else {
-            base.into()
-        };
-        used.insert(id.clone());
+        taken.insert(&id);
         ids.push(id);
     }
     Ok(ids)
 }
 
+/// `base-XXXXXXXX` (XXXXXXXX from the message's own header MD5), or with `-2`, `-3`, ... if taken.
+fn suffixed(
+    taken: &mut Taken,
+    next: &mut HashMap<String, u64>,
+    base: &str,
+    popa3d: u64,
+    digest: [u8; 16],
+) -> Box<str> {
+    let suffix: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    // "-XXXXXXXX" plus room for a counter must fit in MAX_UID; a long X-UIDL falls back to popa3d's id.
+    let stem = if base.len() + 9 + 8 <= MAX_UID {
+        base.to_string()
+    } else {
+        hex_id(popa3d).into()
+    };
+    first_free(taken, next, format!("{stem}-{suffix}"))
+}
+
 /// `stem`, or `stem-2`, `stem-3`, ... whichever is not taken yet.
-fn first_free(used: &HashSet<Box<str>>, next: &mut HashMap<String, u64>, stem: String) -> Box<str> {
-    if !used.contains(stem.as_str()) {
+fn first_free(taken: &Taken, next: &mut HashMap<String, u64>, stem: String) -> Box<str> {
+    if !taken.contains(&stem) {
         return stem.into();
     }
     let id = format!("{stem}-");
@@ -108,7 +175,7 @@ fn first_free(used: &HashSet<Box<str>>, next: &mut HashMap<String, u64>, stem: S
     loop {
         let candidate = format!("{id}{n}");
         *n += 1;
-        if !used.contains(candidate.as_str()) {
+        if !taken.contains(&candidate) {
             return candidate.into();
         }
     }
@@ -180,6 +247,38 @@ mod tests {
             let expected: Vec<&String> = (0..5).filter(|&i| i != gone).map(|i| &all[i]).collect();
             let got = ids(&rest.concat(), UidlSource::Popa3d);
             assert_eq!(got.iter().collect::<Vec<_>>(), expected, "deleted {gone}");
+        }
+    }
+
+    #[test]
+    fn hex_numbers_stand_for_lowercase_16_digit_ids_only() {
+        for n in [0, 1, 0x0123_4567_89ab_cdef, u64::MAX] {
+            assert_eq!(hex_number(&hex_id(n)), Some(n));
+            assert_eq!(*hex_id(n), format!("{n:016x}"));
+        }
+        for id in [
+            "0123456789ABCDEF",
+            "0123456789abcde",
+            "0123456789abcdef0",
+            "+123456789abcdef",
+        ] {
+            assert_eq!(hex_number(id), None, "{id}");
+        }
+    }
+
+    #[test]
+    fn an_x_uidl_equal_to_an_earlier_popa3d_id_is_suffixed() {
+        let first = "From a\nReceived: r\n\nx\n\n";
+        let popa3d = ids(first, UidlSource::XUidl)[0].clone();
+        for (x, same) in [(popa3d.clone(), true), (popa3d.to_uppercase(), false)] {
+            let mbox = format!("{first}From b\nReceived: s\nX-UIDL: {x}\n\ny\n");
+            let got = ids(&mbox, UidlSource::XUidl);
+            assert_eq!(got[0], popa3d);
+            if same {
+                assert!(got[1].starts_with(&format!("{x}-")), "{got:?}");
+            } else {
+                assert_eq!(got[1], x);
+            }
         }
     }
 
