@@ -269,7 +269,11 @@ impl Scanner {
                 "".into()
             });
         }
-        self.advance(line, true);
+        if complete {
+            self.advance_line(line);
+        } else {
+            self.advance(line, true);
+        }
         self.state = if complete {
             State::HeaderLineStart
         } else {
@@ -352,6 +356,24 @@ impl Scanner {
             [] => self.prev,
         };
         self.pos += bytes.len() as u64;
+    }
+
+    /// [`advance`](Self::advance) for message data that is one whole line: its only LF is its last
+    /// byte, so the line ends are known without searching (header lines are many and short).
+    fn advance_line(&mut self, line: &[u8]) {
+        debug_assert!(line.ends_with(b"\n") && memchr::memchr(b'\n', line) == Some(line.len() - 1));
+        let before_lf = match line {
+            [.., cr, _] => *cr,
+            _ => self.prev[1],
+        };
+        let cur = self.current.as_mut().expect("data belongs to a message");
+        cur.lf += 1;
+        cur.crlf += u64::from(before_lf == b'\r');
+        self.prev = match line {
+            [.., a, b] => [*a, *b],
+            _ => [self.prev[1], b'\n'],
+        };
+        self.pos += line.len() as u64;
     }
 
     fn begin_message(&mut self) {
