@@ -62,6 +62,8 @@ pub struct Mbox {
     /// Set when the whole mbox was scanned in this session and the stamp counts: UPDATE need not scan
     /// it again if it still matches.
     stamp: Option<Stamp>,
+    /// An index of `scanned` to write when the session ends (see `Drop`), keyed under the delivery locks.
+    unsaved_index: Option<index::Key>,
     _session: Option<SessionLock>,
 }
 
@@ -103,6 +105,7 @@ impl Mbox {
             messages: Vec::new(),
             want_x_uidl,
             stamp: None,
+            unsaved_index: None,
             _session: session,
         };
         let Some((file, mut lock)) = mbox.open_locked()? else {
@@ -118,14 +121,11 @@ impl Mbox {
             }
         };
         if stale {
-            // Under the delivery locks, so the key's size and mtime are those of what was scanned.
+            // Under the delivery locks, so the key's size and mtime are those of what was scanned. The
+            // index itself is written when the session ends: the client is not kept waiting for it, and
+            // an UPDATE that removes messages writes its own instead.
             let key = index::Key::new(&file.metadata().map_err(io_err)?, &scanned, want_x_uidl);
-            if let Err(e) = index::save(path, &key, &scanned) {
-                log::debug!(
-                    "{}: cannot save the index: {e}",
-                    index::index_path(path).display()
-                );
-            }
+            mbox.unsaved_index = Some(key);
         }
         drop(lock);
         let uids = uidl::assign(&scanned, uidl, |m| header_md5(&file, m)).map_err(io_err)?;
@@ -497,7 +497,11 @@ impl Maildrop for Mbox {
         let (Some(file), Some(m)) = (self.file.as_ref(), self.scanned.get(index)) else {
             return Err(self.changed(format!("no message with index {index}")));
         };
-        self.check_message(file, m)?;
+        if let Err(e) = self.check_message(file, m) {
+            // Nor may the index of what this session scanned be written.
+            self.unsaved_index = None;
+            return Err(e);
+        }
         Ok(Box::new(RangeReader {
             file,
             pos: m.data_offset,
@@ -505,9 +509,15 @@ impl Maildrop for Mbox {
         }))
     }
 
-    fn expunge(self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
+    fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
+        if !deleted.is_empty() {
+            // Whatever comes of it, the index of the mbox as scanned is not written: the tidying
+            // writes one of what is left, and a failure leaves the mbox in doubt.
+            self.unsaved_index = None;
+        }
         let Some(file) = self.file.as_ref().filter(|_| !deleted.is_empty()) else {
-            return Ok(Tidy::nothing());
+            // Nothing removed: the index of what was scanned, if due, is written after the reply.
+            return Ok(Tidy::later(move || drop(self)));
         };
         let io_err = |e| MaildropError::io(&self.path, e);
         let ranges = deleted_ranges(&self.scanned, deleted)
@@ -533,6 +543,21 @@ impl Maildrop for Mbox {
         let meta = file.metadata().ok();
         drop(lock);
         Ok(Tidy::later(move || (*self).tidy(committed, meta, &ranges)))
+    }
+}
+
+impl Drop for Mbox {
+    /// The session is over: writes the index of the scanned messages if it is due. Before the session
+    /// lock is released (the field is dropped after this), so no other session sees it half done.
+    fn drop(&mut self) {
+        if let Some(key) = self.unsaved_index.take()
+            && let Err(e) = index::save(&self.path, &key, &self.scanned)
+        {
+            log::debug!(
+                "{}: cannot save the index: {e}",
+                index::index_path(&self.path).display()
+            );
+        }
     }
 }
 

@@ -398,13 +398,51 @@ fn the_index_follows_an_expunge() {
 }
 
 #[test]
+fn the_index_of_a_scan_is_written_when_the_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    let index = index::index_path(&path);
+    // Not before the listing...
+    let mbox = Mbox::open(&path).unwrap();
+    assert!(!index.exists());
+    drop(mbox);
+    // ...but when the session ends, under its lock; the next login reads it.
+    assert!(index.exists());
+    assert_eq!(
+        index::load(&path, fs::metadata(&path).unwrap().uid()).map(|(_, m)| m.len()),
+        Some(3)
+    );
+    // QUIT without deletions: after the reply, with the session lock.
+    index::remove(&path);
+    let tidy = Box::new(Mbox::open(&path).unwrap()).expunge(&[]).unwrap();
+    assert!(!index.exists());
+    assert!(matches!(
+        Mbox::open(&path),
+        Err(MaildropError::InUse { .. })
+    ));
+    drop(tidy);
+    assert!(index.exists());
+    // A session that found the mbox changed under it writes none.
+    index::remove(&path);
+    let mut mbox = Mbox::open(&path).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    assert!(read_all(&mut mbox, 2).is_err());
+    drop(mbox);
+    assert!(!index.exists());
+}
+
+#[test]
 fn after_update_the_tidying_waits_for_the_reply_and_keeps_the_session_lock() {
     let dir = tempfile::tempdir().unwrap();
     let path = mbox_in(&dir, MBOX);
     let recovery = expunge::recovery_path(&path);
     let index = index::index_path(&path);
     let mbox = Mbox::open(&path).unwrap();
-    fs::remove_file(&index).unwrap();
     let tidy = Box::new(mbox).expunge(&[0]).unwrap();
     // The removal is on disk and the delivery locks are free before the reply...
     let second = MBOX.find("From b@").unwrap();
