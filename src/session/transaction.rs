@@ -96,7 +96,7 @@ fn list_all<W: Write + ?Sized>(tx: &Transaction, out: &mut W) -> io::Result<()> 
     reply::ok(out, format_args!("{count} messages ({octets} octets)"))?;
     for (index, info) in tx.maildrop.messages().iter().enumerate() {
         if !tx.table.is_deleted(index) {
-            write!(out, "{} {}\r\n", index + 1, info.octets)?;
+            reply::listing_line(out, index + 1, reply::decimal(info.octets, &mut [0; 20]))?;
         }
     }
     out.write_all(b".\r\n")
@@ -106,7 +106,7 @@ fn uidl_all<W: Write + ?Sized>(tx: &Transaction, out: &mut W) -> io::Result<()> 
     reply::ok(out, format_args!("unique-id listing follows"))?;
     for (index, info) in tx.maildrop.messages().iter().enumerate() {
         if !tx.table.is_deleted(index) {
-            write!(out, "{} {}\r\n", index + 1, info.uid)?;
+            reply::listing_line(out, index + 1, info.uid.as_bytes())?;
         }
     }
     out.write_all(b".\r\n")
