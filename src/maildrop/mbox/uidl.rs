@@ -126,7 +126,7 @@ pub fn assign<E>(
         let id: Box<str> = match (source, m.x_uidl.as_deref()) {
             (UidlSource::XUidl, Some(x)) if valid_uid(x) && !taken.contains(x) => x.into(),
             (UidlSource::XUidl, Some(x)) if valid_uid(x) => {
-                suffixed(&mut taken, &mut next, x, number, header_md5(m)?)
+                suffixed(&taken, &mut next, x, number, header_md5(m)?)
             }
             // The common case: one lookup, and the id's form known without looking at it.
             _ if m.popa3d_hashed && taken.hex.insert(number) => {
@@ -134,7 +134,7 @@ pub fn assign<E>(
                 continue;
             }
             _ => suffixed(
-                &mut taken,
+                &taken,
                 &mut next,
                 &hex_id(number),
                 number,
@@ -149,7 +149,7 @@ pub fn assign<E>(
 
 /// `base-XXXXXXXX` (XXXXXXXX from the message's own header MD5), or with `-2`, `-3`, ... if taken.
 fn suffixed(
-    taken: &mut Taken,
+    taken: &Taken,
     next: &mut HashMap<String, u64>,
     base: &str,
     popa3d: u64,
