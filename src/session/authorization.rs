@@ -2,6 +2,7 @@
 //! into TRANSACTION: resolving the maildrop path, opening and locking the maildrop. STLS, AUTH and the
 //! plaintext-password policy are in `stls_auth.rs`.
 
+use std::fmt;
 use std::io::{self, Write};
 
 use super::{Session, State, Step, Transaction, printable, transaction_only};
@@ -85,28 +86,7 @@ impl Session<'_> {
             Ok(account) => self.open_maildrop(account, out),
             Err(AuthError::BadCredentials) => {
                 // The same answer and delay whether the name or the password was wrong (RFC 3206 [AUTH]).
-                self.failures += 1;
-                let last = self.failures >= self.services.max_auth_attempts;
-                log::info!(
-                    "login failed user={} peer={} attempt={}{}",
-                    printable(user),
-                    self.peer,
-                    self.failures,
-                    if last { ", closing" } else { "" }
-                );
-                reply::err(
-                    out,
-                    Some(RespCode::Auth),
-                    format_args!("invalid user name or password"),
-                )?;
-                if last {
-                    self.state = State::Finished;
-                    self.stats.outcome = Some(super::Outcome::AuthFailures);
-                }
-                Ok(Step::Delay(super::failure_delay(
-                    self.services.auth_failure_delay,
-                    self.failures,
-                )))
+                self.credentials_refused(user, format_args!("invalid user name or password"), out)
             }
             Err(e @ AuthError::Unavailable(_)) => {
                 log::error!("login user={} peer={}: {e}", printable(user), self.peer);
@@ -118,6 +98,34 @@ impl Session<'_> {
                 Ok(Step::Continue)
             }
         }
+    }
+
+    /// Credentials refused: counted toward `max-auth-attempts`, logged, answered `-ERR [AUTH]` with
+    /// `text` and delayed; the last failure allowed ends the session.
+    pub(super) fn credentials_refused<W: Write + ?Sized>(
+        &mut self,
+        user: &[u8],
+        text: fmt::Arguments<'_>,
+        out: &mut W,
+    ) -> io::Result<Step> {
+        self.failures += 1;
+        let last = self.failures >= self.services.max_auth_attempts;
+        log::info!(
+            "login failed user={} peer={} attempt={}{}",
+            printable(user),
+            self.peer,
+            self.failures,
+            if last { ", closing" } else { "" }
+        );
+        reply::err(out, Some(RespCode::Auth), text)?;
+        if last {
+            self.state = State::Finished;
+            self.stats.outcome = Some(super::Outcome::AuthFailures);
+        }
+        Ok(Step::Delay(super::failure_delay(
+            self.services.auth_failure_delay,
+            self.failures,
+        )))
     }
 
     /// Resolves the maildrop path (a pure check of the user name, before any file-system access), takes

@@ -150,7 +150,12 @@ enum State {
         user: Option<Vec<u8>>,
     },
     /// Still AUTHORIZATION, in the middle of a SASL exchange: the next line is a client response.
-    Sasl(sasl::Exchange),
+    /// `user`: a USER given before AUTH, back in place if the exchange fails (RFC 5034 section 4: the
+    /// server "MUST behave as if the client had not issued the AUTH command").
+    Sasl {
+        exchange: sasl::Exchange,
+        user: Option<Vec<u8>>,
+    },
     Transaction(Box<Transaction>),
     Finished,
 }
@@ -207,7 +212,7 @@ impl<'a> Session<'a> {
 
     /// Handles one command line (CRLF removed).
     pub fn handle_line<W: Write + ?Sized>(&mut self, line: &[u8], out: &mut W) -> io::Result<Step> {
-        if matches!(self.state, State::Sasl(_)) {
+        if matches!(self.state, State::Sasl { .. }) {
             return self.sasl_response(line, out);
         }
         let command = match command::parse(line) {
@@ -218,7 +223,7 @@ impl<'a> Session<'a> {
             }
         };
         match &mut self.state {
-            State::Authorization { .. } | State::Sasl(_) => self.authorization(command, out),
+            State::Authorization { .. } | State::Sasl { .. } => self.authorization(command, out),
             State::Transaction(tx) => {
                 let step = transaction::handle(
                     tx,
@@ -242,9 +247,9 @@ impl<'a> Session<'a> {
 
     /// A command line over the RFC 2449 limit was discarded.
     pub fn line_too_long<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<Step> {
-        if matches!(self.state, State::Sasl(_)) {
+        if let State::Sasl { user, .. } = &mut self.state {
             // An over-long response ends the exchange, as a malformed one would.
-            self.state = State::Authorization { user: None };
+            self.state = State::Authorization { user: user.take() };
             reply::err(
                 out,
                 None,
@@ -270,7 +275,7 @@ impl<'a> Session<'a> {
     /// SASL response while an AUTH exchange is in progress.
     pub fn line_limit(&self) -> usize {
         match self.state {
-            State::Sasl(_) => sasl::MAX_RESPONSE_LINE,
+            State::Sasl { .. } => sasl::MAX_RESPONSE_LINE,
             _ => crate::proto::line::MAX_COMMAND_LINE,
         }
     }

@@ -69,7 +69,7 @@ pub enum Progress {
 }
 
 /// Why an exchange ended without credentials. `Display` is the text after `-ERR `.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SaslError {
     /// RFC 5034 section 4: "If the client wishes to cancel the authentication exchange, it issues a line
     /// with a single "*". If the server receives such a response, it MUST reject the AUTH command by
@@ -78,8 +78,10 @@ pub enum SaslError {
     BadBase64,
     /// The decoded message does not have the mechanism's shape (RFC 4616's two NULs, a user name).
     Malformed,
-    /// PLAIN asked to act as another user; poplar has no proxy authorization.
-    AuthzidMismatch,
+    /// PLAIN asked to act as another user (`authcid` authenticating); poplar has no proxy authorization.
+    AuthzidMismatch {
+        authcid: Vec<u8>,
+    },
 }
 
 impl fmt::Display for SaslError {
@@ -88,7 +90,9 @@ impl fmt::Display for SaslError {
             SaslError::Cancelled => "authentication cancelled",
             SaslError::BadBase64 => "invalid base64 in SASL response",
             SaslError::Malformed => "malformed SASL message",
-            SaslError::AuthzidMismatch => "authorization identity must be empty or the user name",
+            SaslError::AuthzidMismatch { .. } => {
+                "authorization identity must be empty or the user name"
+            }
         })
     }
 }
@@ -156,7 +160,9 @@ fn plain(message: &[u8]) -> Result<Progress, SaslError> {
         return Err(SaslError::Malformed);
     }
     if !authzid.is_empty() && authzid != authcid {
-        return Err(SaslError::AuthzidMismatch);
+        return Err(SaslError::AuthzidMismatch {
+            authcid: authcid.to_vec(),
+        });
     }
     Ok(Progress::Done(Credentials {
         user: authcid.to_vec(),
@@ -255,7 +261,9 @@ mod tests {
                 Some("Ym9iAGFsaWNlAHNlY3JldA=="),
                 &[],
                 &[],
-                Err(SaslError::AuthzidMismatch),
+                Err(SaslError::AuthzidMismatch {
+                    authcid: b"alice".to_vec(),
+                }),
             ),
             // "alice\0secret": one NUL only
             (

@@ -82,8 +82,11 @@ impl Session<'_> {
         if !self.plaintext_allowed() {
             return self.refuse_plaintext(out);
         }
-        self.state = State::Authorization { user: None };
-        self.sasl_progress(sasl::start(mechanism, initial), out)
+        let user = match &mut self.state {
+            State::Authorization { user } => user.take(),
+            _ => None,
+        };
+        self.sasl_progress(sasl::start(mechanism, initial), user, out)
     }
 
     /// The next line of an exchange in progress.
@@ -92,39 +95,45 @@ impl Session<'_> {
         line: &[u8],
         out: &mut W,
     ) -> io::Result<Step> {
-        let State::Sasl(exchange) =
+        let State::Sasl { exchange, user } =
             std::mem::replace(&mut self.state, State::Authorization { user: None })
         else {
             return refuse(out, "no SASL exchange in progress");
         };
-        self.sasl_progress(exchange.respond(line), out)
+        self.sasl_progress(exchange.respond(line), user, out)
     }
 
+    /// `user`: the USER given before AUTH, kept through the exchange and back in place when it fails.
     fn sasl_progress<W: Write + ?Sized>(
         &mut self,
         progress: Result<Progress, SaslError>,
+        user: Option<Vec<u8>>,
         out: &mut W,
     ) -> io::Result<Step> {
-        match progress {
+        let step = match progress {
             Ok(Progress::Challenge(exchange, challenge)) => {
                 // RFC 5034 section 4: a challenge is "+" SP and the base64 text (empty for PLAIN).
                 write!(out, "+ {challenge}\r\n")?;
-                self.state = State::Sasl(exchange);
-                Ok(Step::Continue)
+                self.state = State::Sasl { exchange, user };
+                return Ok(Step::Continue);
             }
             Ok(Progress::Done(credentials)) => {
                 let password = Secret::new(credentials.password.expose().as_slice());
                 let result = self.services.auth.login(&credentials.user, &password);
-                self.complete_login(&credentials.user, result, out)
+                self.complete_login(&credentials.user, result, out)?
             }
-            // Proxy authorization is a credentials problem: answered and delayed like a wrong password.
-            Err(e @ SaslError::AuthzidMismatch) => {
-                log::info!("login failed peer={}: AUTH PLAIN: {e}", self.peer);
-                reply::err(out, Some(RespCode::Auth), format_args!("{e}"))?;
-                Ok(Step::Delay(self.services.auth_failure_delay))
+            // Proxy authorization is a credentials problem: counted, answered and delayed like a wrong
+            // password.
+            Err(ref e @ SaslError::AuthzidMismatch { ref authcid }) => {
+                self.credentials_refused(authcid, format_args!("{e}"), out)?
             }
-            Err(e) => refuse(out, &e.to_string()),
+            Err(e) => refuse(out, &e.to_string())?,
+        };
+        // Still in AUTHORIZATION after a failure: as if AUTH had not been issued.
+        if let State::Authorization { user: slot @ None } = &mut self.state {
+            *slot = user;
         }
+        Ok(step)
     }
 }
 
@@ -322,6 +331,61 @@ mod tests {
             let (out, got_step) = script(&mut s, &lines[lines.len() - 1..]);
             assert_eq!((out.as_str(), got_step), (*expected, *step), "{lines:?}");
         }
+    }
+
+    /// RFC 5034 section 4: after a failed AUTH the server "MUST behave as if the client had not issued
+    /// the AUTH command", so a USER given before it still stands.
+    #[test]
+    fn a_failed_auth_leaves_an_earlier_user_in_place() {
+        let logged_in = "+OK alice's maildrop has 1 messages (28 octets)\r\n";
+        let failures: &[&[&str]] = &[
+            &["AUTH PLAIN", "*"],
+            &["AUTH LOGIN", "YWxpY2U=", "*"],
+            &["AUTH PLAIN @@@"],
+            &["AUTH PLAIN ="],
+            &["AUTH PLAIN AGFsaWNlAHdyb25n"],
+            &["AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA=="],
+            &["AUTH CRAM-MD5"],
+        ];
+        for lines in failures {
+            let f = fixture(&[MSG1]);
+            let mut s = Session::new(&f.services, "peer", None);
+            script(&mut s, &["USER alice"]);
+            script(&mut s, lines);
+            let (out, _) = script(&mut s, &["PASS secret"]);
+            assert_eq!(out, logged_in, "{lines:?}");
+        }
+        // An over-long response ends the exchange the same way.
+        let f = fixture(&[MSG1]);
+        let mut s = Session::new(&f.services, "peer", None);
+        script(&mut s, &["USER alice", "AUTH PLAIN"]);
+        s.line_too_long(&mut Vec::new()).unwrap();
+        assert_eq!(script(&mut s, &["PASS secret"]).0, logged_in);
+        // A successful AUTH logs in as its own user, whatever USER said.
+        drop(s);
+        let mut s = Session::new(&f.services, "peer", None);
+        script(&mut s, &["USER bob"]);
+        assert_eq!(
+            script(&mut s, &["AUTH PLAIN AGFsaWNlAHNlY3JldA=="]).0,
+            logged_in
+        );
+        assert!(s.logged_in());
+    }
+
+    #[test]
+    fn a_refused_authorization_identity_counts_as_a_failed_login() {
+        let mut f = fixture(&[MSG1]);
+        f.services.max_auth_attempts = 2;
+        let mut s = Session::new(&f.services, "peer", None);
+        let mismatch = "AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==";
+        script(&mut s, &[mismatch]);
+        assert!(!s.is_finished());
+        let (out, _) = script(&mut s, &[mismatch]);
+        assert_eq!(
+            out,
+            "-ERR [AUTH] authorization identity must be empty or the user name\r\n"
+        );
+        assert!(s.is_finished(), "the second failure of two allowed ends it");
     }
 
     #[test]
