@@ -32,7 +32,9 @@ use nix::libc;
 
 use super::scan::ScannedMessage;
 
-const MAGIC: &[u8; 20] = b"poplar-mbox-index 1\n";
+/// Version 2: a last message ending in a bare CR counts one octet fewer (version 1 counted two for
+/// its missing line end, while RETR adds only the LF): version 1 indexes are scanned anew.
+const MAGIC: &[u8; 20] = b"poplar-mbox-index 2\n";
 /// The header after the magic: eight little-endian u64 (see [`Key`] and the message count).
 const HEADER_LEN: usize = MAGIC.len() + 8 * 8;
 /// Per message: seven u64, the MD5, the hashed flag, the X-UIDL length (`NO_X_UIDL` for none).

@@ -21,7 +21,7 @@
 //!
 //! RFC 1939 section 11: "the octet count ... is the number of octets in the message as transmitted"
 //! with CRLF line ends. So octets = stored bytes + one per LF not preceded by CR + 2 when the last line
-//! lacks its LF (the encoder ends it). Byte-stuffing is not counted: the client removes it again.
+//! lacks its LF (the encoder ends it), or + 1 when that line ends in a CR (the encoder adds the LF). Byte-stuffing is not counted: the client removes it again.
 //!
 //! # Speed
 //!
@@ -405,10 +405,11 @@ impl Scanner {
         let data_end = end - strip as u64;
         let lf = cur.lf - strip as u64;
         let last_has_lf = at_separator || strip || self.prev[1] == b'\n';
-        let unterminated = if data_end > data_offset && !last_has_lf {
-            2
-        } else {
-            0
+        // The encoder ends an unterminated last line with CRLF, or with just the LF after a bare CR.
+        let unterminated = match (data_end > data_offset && !last_has_lf, self.prev[1]) {
+            (false, _) => 0,
+            (true, b'\r') => 1,
+            (true, _) => 2,
         };
         self.messages.push(ScannedMessage {
             from_offset: cur.from_offset,

