@@ -155,10 +155,15 @@ fn prepare_with<'f, E: Send>(
         return Ok(prepared);
     };
     let size = file.metadata()?.len();
+    // The caller checked the file against the ranges; a file that shrank since is refused all the same.
+    let new_size = size
+        .checked_sub(deleted.iter().map(|(a, b)| b - a).sum::<u64>())
+        .filter(|_| deleted.last().is_some_and(|&(_, end)| end <= size))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mbox shorter than scanned"))?;
     let plan = Plan {
         size,
         offset,
-        new_size: size - deleted.iter().map(|(a, b)| b - a).sum::<u64>(),
+        new_size,
         deleted: deleted.to_vec(),
     };
     if let Some(limit) = file_size_limit().filter(|&limit| plan.size > limit) {

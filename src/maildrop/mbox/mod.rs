@@ -120,15 +120,19 @@ impl Mbox {
                 (scanned, size, true)
             }
         };
-        if stale {
-            // Under the delivery locks, so the key's size and mtime are those of what was scanned. The
-            // index itself is written when the session ends: the client is not kept waiting for it, and
-            // an UPDATE that removes messages writes its own instead.
-            let key = index::Key::new(&file.metadata().map_err(io_err)?, &scanned, want_x_uidl);
-            mbox.unsaved_index = Some(key);
-        }
+        // Under the delivery locks, so the key's size and mtime are those of what was scanned. The
+        // index itself is written when the session ends (see `Drop`): the client is not kept waiting
+        // for it, and an UPDATE that removes messages writes its own instead.
+        let key = if stale {
+            let meta = file.metadata().map_err(io_err)?;
+            Some(index::Key::new(&meta, &scanned, want_x_uidl))
+        } else {
+            None
+        };
         drop(lock);
         let uids = uidl::assign(&scanned, uidl, |m| header_md5(&file, m)).map_err(io_err)?;
+        // Only now: a login that fails before this point writes no index (it would be of no messages).
+        mbox.unsaved_index = key;
         mbox.messages = scanned
             .iter()
             .zip(uids)
@@ -178,6 +182,36 @@ impl Mbox {
             // The index, if any, describes what is no longer there: the next login scans everything.
             index::remove(&self.path);
             Err(self.changed(format!("message at offset {} moved", m.from_offset)))
+        }
+    }
+
+    /// Under the delivery locks, before UPDATE cuts anything: the mbox is not shorter than scanned,
+    /// and if the last scanned message goes while mail was appended after it, how far past the scanned
+    /// end its cut must reach: over the empty lines an agent wrote before the appended mail's `From `
+    /// line (one LF when the mbox's last line had none, two for a separating empty line). Cutting
+    /// only to the scanned end would leave them to the kept message before, or at the start of the
+    /// file, which then is no mbox. Anything else there is refused: it is not known whose it is.
+    fn tail_to_cut(&self, file: &File, deleted: &[usize]) -> Result<u64, MaildropError> {
+        let io_err = |e| MaildropError::io(&self.path, e);
+        let size = file.metadata().map_err(io_err)?.len();
+        if size < self.scanned_size {
+            return Err(self.changed(format!(
+                "mbox shrank from {} to {size} octets",
+                self.scanned_size
+            )));
+        }
+        let last_goes = deleted.last().is_some_and(|&i| i + 1 == self.scanned.len());
+        if !last_goes || size == self.scanned_size {
+            return Ok(0);
+        }
+        let mut head = [0u8; 64];
+        let n = read_some_at(file, &mut head, self.scanned_size).map_err(io_err)?;
+        let empty_lines = head[..n].iter().take_while(|&&b| b == b'\n').count();
+        if head[empty_lines..n].starts_with(b"From ") {
+            Ok(empty_lines as u64)
+        } else {
+            Err(self
+                .changed("what was appended during the session does not begin with a From line"))
         }
     }
 
@@ -520,10 +554,13 @@ impl Maildrop for Mbox {
             return Ok(Tidy::later(move || drop(self)));
         };
         let io_err = |e| MaildropError::io(&self.path, e);
-        let ranges = deleted_ranges(&self.scanned, deleted)
+        let mut ranges = deleted_ranges(&self.scanned, deleted)
             .ok_or_else(|| self.changed("bad deletion list"))?;
         let mut lock =
             DeliveryLock::acquire(&self.path, file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
+        if let Some(last) = ranges.last_mut() {
+            last.1 += self.tail_to_cut(file, deleted)?;
+        }
         // The rescan runs in a second thread while the recovery file is written.
         let prepared = expunge::prepare(&self.path, file, &ranges, || {
             self.verify_unchanged(file, &mut lock)

@@ -122,13 +122,80 @@ fn expunge_keeps_mail_delivered_during_the_session() {
     drop(Box::new(mbox).expunge(&[0, 2]).unwrap());
     let second = MBOX.find("From b@").unwrap();
     let third = MBOX.find("From c@").unwrap();
+    // The empty lines the agent wrote before its From line went with the deleted last message.
     assert_eq!(
         fs::read_to_string(&path).unwrap(),
-        format!("{}{late}", &MBOX[second..third])
+        format!("{}{}", &MBOX[second..third], &late[2..])
     );
-    let mbox = Mbox::open(&path).unwrap();
+    let mut mbox = Mbox::open(&path).unwrap();
     assert_eq!(mbox.messages().len(), 2);
+    assert_eq!(read_all(&mut mbox, 0).unwrap(), BODIES[1].as_bytes());
     assert!(!dir.path().join("user.lock").exists());
+}
+
+#[test]
+fn deleting_the_last_message_takes_the_empty_lines_before_mail_appended_after_it() {
+    // An agent appends an LF first when the mbox's last line has none (dovecot-lda does), or an empty
+    // line: whatever the scan ended with, the kept messages keep their bytes, and the file still
+    // begins with a From line when everything before the new mail goes.
+    let new_mail = "From d@example.org Thu Jan  1 00:00:09 2026\nSubject: late\n\nlate\n";
+    let one = "From a@example.org Thu Jan  1 00:00:00 2026\nSubject: one\n\none\n\n";
+    let last = "From b@example.org Thu Jan  1 00:00:01 2026\nSubject: two\n\ntwo";
+    for (before, separator) in [
+        ("", "\n"),
+        ("", "\n\n"),
+        (one, "\n"),
+        (one, "\n\n\n"),
+        (one, ""),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = mbox_in(&dir, &format!("{before}{last}"));
+        let mut mbox = Mbox::open(&path).unwrap();
+        let kept: Vec<Vec<u8>> = (0..mbox.messages().len() - 1)
+            .map(|i| read_all(&mut mbox, i).unwrap())
+            .collect();
+        append_to(&path, &format!("{separator}{new_mail}"));
+        let last_index = mbox.messages().len() - 1;
+        drop(Box::new(mbox).expunge(&[last_index]).unwrap());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{before}{new_mail}"),
+            "{separator:?}"
+        );
+        let mut again = Mbox::open(&path).unwrap();
+        for (i, body) in kept.iter().enumerate() {
+            assert_eq!(&read_all(&mut again, i).unwrap(), body, "{separator:?}");
+        }
+    }
+    // Appended bytes that do not begin a message: nothing is deleted.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{one}{last}");
+    let path = mbox_in(&dir, &text);
+    let mbox = Mbox::open(&path).unwrap();
+    append_to(&path, " more text\n");
+    let e = Box::new(mbox).expunge(&[1]).expect_err("refused");
+    assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        format!("{text} more text\n")
+    );
+}
+
+#[test]
+fn an_mbox_that_shrank_is_not_expunged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    let mbox = Mbox::open(&path).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(5)
+        .unwrap();
+    let e = Box::new(mbox).expunge(&[0, 1, 2]).expect_err("refused");
+    assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
+    assert_eq!(fs::read_to_string(&path).unwrap(), &MBOX[..5]);
+    assert!(!expunge::recovery_path(&path).exists());
 }
 
 #[test]
