@@ -133,13 +133,7 @@ pub fn assign<E>(
                 ids.push(hex_id(number));
                 continue;
             }
-            _ => suffixed(
-                &taken,
-                &mut next,
-                &hex_id(number),
-                number,
-                header_md5(m)?,
-            ),
+            _ => suffixed(&taken, &mut next, &hex_id(number), number, header_md5(m)?),
         };
         taken.insert(&id);
         ids.push(id);
