@@ -21,9 +21,9 @@
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// In the maildrop's top directory, beside the lock file, so that it is never listed as a message.
@@ -172,16 +172,7 @@ pub fn save<'a>(
     entries: impl Iterator<Item = (&'a [u8], Stamp, u64)>,
 ) -> io::Result<()> {
     let text = format(dirs, entries);
-    let temp = root.join(TEMP_FILE);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)?;
-    file.write_all(&text)?;
-    drop(file);
-    fs::rename(&temp, root.join(CACHE_FILE))
+    super::replace_file(&root.join(TEMP_FILE), &root.join(CACHE_FILE), &text)
 }
 
 /// The file for `entries` (name under the maildrop, stamp, octets). Names holding a newline cannot be

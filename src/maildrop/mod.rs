@@ -7,8 +7,12 @@ pub mod maildir;
 pub mod mbox;
 
 use std::fmt;
-use std::io::{self, Read};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use nix::libc;
 
 use crate::proto::reply::RespCode;
 use location::Format;
@@ -141,6 +145,26 @@ pub struct Options {
     pub mbox_uidl: mbox::UidlSource,
 }
 
+/// Writes `bytes` to `dest` through `temp` (mode 0600) and a rename, so a reader sees the old file or
+/// the new, whole. `temp` is created anew, never followed as a symlink: one left by an earlier
+/// failure is removed first, and one that is not ours makes the exclusive create fail. No fsync: the
+/// caches written so fail their checks when lost or torn, and are rebuilt.
+fn replace_file(temp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let _ = fs::remove_file(temp);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(temp)
+        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|()| fs::rename(temp, dest));
+    if written.is_err() {
+        let _ = fs::remove_file(temp);
+    }
+    written
+}
+
 /// Opens and locks the maildrop at `path` in `format`.
 pub fn open(
     format: Format,
@@ -168,5 +192,33 @@ impl Maildrop for Empty {
     }
     fn expunge(self: Box<Self>, _deleted: &[usize]) -> Result<Tidy, MaildropError> {
         Ok(Tidy::nothing())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn replace_file_never_writes_through_a_temp_file_it_did_not_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let (temp, dest) = (dir.path().join("x.tmp"), dir.path().join("x"));
+        // A symlink planted at the temporary name: its target is left alone.
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "precious").unwrap();
+        std::os::unix::fs::symlink(&target, &temp).unwrap();
+        replace_file(&temp, &dest, b"new").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious");
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "new");
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!temp.exists());
+        // A stale temporary file from an earlier failure is replaced, and so is the old file.
+        fs::write(&temp, "stale").unwrap();
+        replace_file(&temp, &dest, b"newer").unwrap();
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "newer");
     }
 }

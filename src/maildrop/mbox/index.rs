@@ -24,7 +24,7 @@
 //! Size: about 80 octets per message (8 MB for 100,000 messages).
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -133,24 +133,7 @@ pub fn load(mbox: &Path, mbox_owner: u32) -> Option<(Key, Vec<ScannedMessage>)> 
 /// 0600) and renamed over the old one, so a reader sees the old index or the new, whole. No fsync: an
 /// index lost or torn by a crash fails its checks and costs one full scan.
 pub fn save(mbox: &Path, key: &Key, messages: &[ScannedMessage]) -> io::Result<()> {
-    let temp = temp_path(mbox);
-    // Ours from an earlier failure, or not ours (then the exclusive create below fails).
-    let _ = fs::remove_file(&temp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temp)?;
-    let written = file.write_all(&encode(key, messages));
-    drop(file);
-    match written.and_then(|()| fs::rename(&temp, index_path(mbox))) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = fs::remove_file(&temp);
-            Err(e)
-        }
-    }
+    crate::maildrop::replace_file(&temp_path(mbox), &index_path(mbox), &encode(key, messages))
 }
 
 /// Removes the index of the mbox at `mbox`, after the mbox was found to differ from it.
