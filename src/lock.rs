@@ -73,6 +73,11 @@ pub fn touch(file: &File) -> io::Result<fs::Metadata> {
 
 /// How often `acquire_within` tries again.
 const SESSION_LOCK_RETRY: Duration = Duration::from_millis(10);
+/// How long a login waits for a maildrop's session lock before `[IN-USE]`: the session before may have
+/// answered QUIT and still be tidying up (an mbox's recovery file of tens of MB to remove, its index to
+/// write), or not yet have seen its client's connection close; a client reconnecting at once should
+/// not be taken for a concurrent session.
+pub const SESSION_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------------------------------
 // Delivery-agent locks for mbox files.

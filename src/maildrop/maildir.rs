@@ -30,7 +30,7 @@ use crate::proto::body::OctetCounter;
 
 use super::cache::{self, Cache, DirStamps, Stamp};
 use super::{Maildrop, MaildropError, MessageInfo, Tidy};
-use crate::lock::{SessionLock, TryLock};
+use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
 
 /// The lock file, in the maildrop's top directory so that it is never listed as a message.
 const LOCK_FILE: &str = ".poplar.lock";
@@ -62,7 +62,7 @@ impl Maildir {
     /// Locks the maildrop at `path` and lists its messages. A maildrop that does not exist yet (a new
     /// user with no mail) is empty; nothing is created except the lock file in an existing maildrop.
     pub fn open(path: &Path) -> Result<Maildir, MaildropError> {
-        let lock = match SessionLock::try_acquire(&path.join(LOCK_FILE)) {
+        let lock = match SessionLock::acquire_within(&path.join(LOCK_FILE), SESSION_LOCK_WAIT) {
             Ok(TryLock::Acquired(lock)) => lock,
             Ok(TryLock::Busy) => {
                 return Err(MaildropError::InUse {
@@ -711,6 +711,20 @@ mod tests {
         ));
         drop(Box::new(again).expunge(&[]).unwrap());
         Maildir::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_login_waits_briefly_for_a_session_that_is_ending() {
+        let dir = maildir();
+        let first = Maildir::open(dir.path()).unwrap();
+        let ending = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        let started = std::time::Instant::now();
+        Maildir::open(dir.path()).expect("the session lock is waited for");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+        ending.join().unwrap();
     }
 
     #[test]

@@ -30,13 +30,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use md5::{Digest, Md5};
 use nix::libc;
 
 use super::{Maildrop, MaildropError, MessageInfo, Tidy};
-use crate::lock::{DELIVERY_LOCK_WAIT, DeliveryLock, SessionLock, TryLock};
+use crate::lock::{DELIVERY_LOCK_WAIT, DeliveryLock, SESSION_LOCK_WAIT, SessionLock, TryLock};
 use scan::{MIN_FRAGMENT, ScannedMessage, Scanner};
 use stamp::Stamp;
 pub use uidl::UidlSource;
@@ -45,10 +44,6 @@ pub use uidl::UidlSource;
 const READ_CHUNK: usize = 1 << 20;
 /// A `From ` line longer than this is not re-read to check it (the offsets are still checked).
 const MAX_FROM_LINE_CHECK: u64 = 64 * 1024;
-/// How long a login waits for the session lock before `[IN-USE]`: the session before may have answered
-/// QUIT and still be tidying up after its UPDATE (removing a recovery file of tens of MB, writing the
-/// index), which a client reconnecting at once should not see as a concurrent session.
-const SESSION_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Mbox {
     path: PathBuf,
