@@ -152,7 +152,7 @@ fn poplib_expected(fx: &Fixture, first: &str) -> String {
     }
     s += &format!("uidl1 +OK 1 {}\n", fx.uid("alice", MESSAGES[0].1));
     s += "top Subject: five|X-Two: 2||b1\n";
-    s += "capa AUTH-RESP-CODE IMPLEMENTATION PIPELINING RESP-CODES TOP UIDL USER\n";
+    s += "capa AUTH-RESP-CODE IMPLEMENTATION PIPELINING RESP-CODES SASL TOP UIDL USER\n";
     s += "dele +OK\nquit +OK\n";
     s
 }

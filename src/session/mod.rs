@@ -224,6 +224,10 @@ impl<'a> Session<'a> {
         };
         match &mut self.state {
             State::Authorization { .. } | State::Sasl { .. } => self.authorization(command, out),
+            State::Transaction(_) if matches!(command, Command::Capa) => {
+                write_capability_list(out, self.offer())?;
+                Ok(Step::Continue)
+            }
             State::Transaction(tx) => {
                 let step = transaction::handle(
                     tx,
@@ -307,18 +311,6 @@ impl<'a> Session<'a> {
     pub fn is_finished(&self) -> bool {
         matches!(self.state, State::Finished)
     }
-}
-
-/// The capabilities of RFC 2449 section 6 in TRANSACTION, where the login ones (STLS, SASL) are over.
-fn write_capabilities<W: Write + ?Sized>(out: &mut W, _logged_in: bool) -> io::Result<()> {
-    write_capability_list(
-        out,
-        Offer {
-            user: true,
-            sasl: false,
-            stls: false,
-        },
-    )
 }
 
 /// The capabilities that depend on the state and the connection's security.

@@ -32,17 +32,22 @@ impl Session<'_> {
         Ok(Step::Continue)
     }
 
-    /// CAPA before login. RFC 2449 section 6.2: USER means USER/PASS are usable, so it goes when the
-    /// policy refuses them, and SASL with it (PLAIN and LOGIN carry the password too). STLS only while
-    /// it could be used: RFC 2595 section 4 has the client discard capabilities learned before TLS.
-    pub(super) fn capabilities<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<Step> {
+    /// CAPA's login capabilities. RFC 2449 section 6.2: USER means USER/PASS are usable, so it goes when
+    /// the policy refuses them, and SASL with it (PLAIN and LOGIN carry the password too). STLS only
+    /// until TLS is up: RFC 2595 section 4 has the client discard capabilities learned before TLS.
+    /// The same in TRANSACTION: RFC 2449 section 5, "Capabilities available in the AUTHORIZATION state
+    /// MUST be announced in both states" (the commands themselves are then refused).
+    pub(super) fn offer(&self) -> Offer {
         let plaintext = self.plaintext_allowed();
-        let offer = Offer {
+        Offer {
             user: plaintext,
             sasl: plaintext,
             stls: self.services.stls && !self.tls,
-        };
-        write_capability_list(out, offer)?;
+        }
+    }
+
+    pub(super) fn capabilities<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<Step> {
+        write_capability_list(out, self.offer())?;
         Ok(Step::Continue)
     }
 

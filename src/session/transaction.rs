@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 
 use super::table::Missing;
-use super::{Outcome, Services, Stats, Step, Transaction, UpdateGuard, write_capabilities};
+use super::{Outcome, Services, Stats, Step, Transaction, UpdateGuard};
 use crate::maildrop::Tidy;
 use crate::proto::body::{Encoder, Limit};
 use crate::proto::command::{Command, MsgNum};
@@ -70,7 +70,7 @@ pub(super) fn handle<W: Write + ?Sized>(
                 format_args!("maildrop has {count} messages ({octets} octets)"),
             )?;
         }
-        Command::Capa => write_capabilities(out, true)?,
+        // CAPA is the session's: its capabilities depend on the connection (see `Session::offer`).
         Command::Quit => {
             *after_update = update(tx, stats, services, out)?;
             return Ok(Step::Quit);
