@@ -150,7 +150,8 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
     let secs = |d: std::time::Duration| d.as_secs().to_string();
     let mut out = vec![("inetd", yes_no(config.inetd))];
-    if config.listen.is_empty() {
+    // As `server::listeners`: the port 110 default only when no listener of either kind is given.
+    if config.listen.is_empty() && config.listen_tls.is_empty() {
         out.push(("listen", format!("[::]:{DEFAULT_PORT}")));
         out.push(("listen", format!("0.0.0.0:{DEFAULT_PORT}")));
     }
@@ -175,7 +176,8 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     out.extend(config.run_as.iter().map(|u| ("user", u.clone())));
     out.push(("system-users", yes_no(config.system_users)));
     out.push(("max-per-ip", config.max_per_ip.to_string()));
-    out.push(("login-timeout", secs(config.login_timeout)));
+    // As `server::frontend`: AUTHORIZATION never lasts longer than an idle logged-in session.
+    out.push(("login-timeout", secs(config.effective_login_timeout())));
     out.push(("max-auth-attempts", config.max_auth_attempts.to_string()));
     out.extend(
         config
@@ -281,6 +283,19 @@ mod tests {
             "{text}"
         );
         assert!(render(&Config::default()).contains("listen = [::]:110\nlisten = 0.0.0.0:110\n"));
+    }
+
+    /// What the output says is what the server does: a TLS-only server gets no port 110 listeners
+    /// when its output is read back, and the login deadline is the one in force.
+    #[test]
+    fn effective_settings_are_what_the_server_uses() {
+        let mut tls_only = Config::default();
+        tls_only.set("listen-tls", Some("127.0.0.1:995")).unwrap();
+        let text = render(&tls_only);
+        assert!(!text.contains("\nlisten = "), "{text}");
+        let mut short = Config::default();
+        short.set("timeout", Some("60")).unwrap();
+        assert!(render(&short).contains("\nlogin-timeout = 60\n"));
     }
 
     #[test]

@@ -65,6 +65,32 @@ impl Origins {
     }
 }
 
+/// Whether `args` ask for inetd mode, by `-i`/`--inetd` or by an `inetd = yes` line in the file that
+/// `-c`/`--config` names: looked for line by line, even in a file with errors elsewhere, so that an
+/// error in it is reported as inetd mode reports errors (to syslog, not to the client's socket).
+pub fn asks_for_inetd(args: &[OsString]) -> bool {
+    let mut args = args.iter().filter_map(|a| a.to_str());
+    while let Some(arg) = args.next() {
+        let file = match arg {
+            "-i" | "--inetd" => return true,
+            "-c" | "--config" => args.next(),
+            other => other.strip_prefix("--config="),
+        };
+        let text = file.and_then(|f| std::fs::read(f).ok()).unwrap_or_default();
+        let set_in_file = String::from_utf8_lossy(&text).lines().any(|line| {
+            line.trim().split_once('=').is_some_and(|(name, value)| {
+                name.trim() == "inetd"
+                    && ["yes", "true", "on", "1"]
+                        .contains(&value.trim().to_ascii_lowercase().as_str())
+            })
+        });
+        if set_in_file {
+            return true;
+        }
+    }
+    false
+}
+
 /// Parses argv (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, ConfigError> {
     let mut settings: Vec<(String, Option<String>)> = Vec::new();
@@ -83,12 +109,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
             "config" => config_file = Some(PathBuf::from(value_of(&name, inline, &mut args)?)),
             _ => match config::arity(&name) {
                 None => return Err(cli_error(&name, "unknown option (see --help)".to_string())),
-                Some(Arity::Flag) => {
-                    if inline.is_some() {
-                        return Err(cli_error(&name, "takes no value".to_string()));
-                    }
-                    settings.push((name, None));
-                }
+                // `--apop` is `--apop=yes`; `--apop=no` turns off what a file turned on.
+                Some(Arity::Flag) => settings.push((name, inline)),
                 Some(Arity::Value) => {
                     let value = value_of(&name, inline, &mut args)?;
                     settings.push((name, Some(value)));
@@ -101,8 +123,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
     if let Some(path) = config_file {
         load_file(&mut config, &path, &mut origins)?;
     }
-    if settings.iter().any(|(name, _)| name == "listen") {
-        config.listen.clear();
+    // Listeners on the command line replace the file's of the same kind, as any other setting does.
+    for (option, addrs) in [
+        ("listen", &mut config.listen),
+        ("listen-tls", &mut config.listen_tls),
+    ] {
+        if settings.iter().any(|(name, _)| name == option) {
+            addrs.clear();
+        }
     }
     for (name, value) in &settings {
         config
@@ -110,6 +138,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
             .map_err(|problem| cli_error(name, problem))?;
         origins.0.push((name.clone(), Origin::CommandLine));
     }
+    config
+        .conflicts()
+        .map_err(|(option, problem)| ConfigError {
+            origin: origins.of(option),
+            option: option.to_string(),
+            problem,
+        })?;
     Ok(if check {
         Invocation::CheckConfig(Box::new(config), origins)
     } else {
@@ -122,10 +157,21 @@ fn load_file(
     path: &std::path::Path,
     origins: &mut Origins,
 ) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
         origin: Origin::CommandLine,
         option: "config".to_string(),
         problem: format!("{}: {}", path.display(), e),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        ConfigError {
+            origin: Origin::File {
+                path: path.to_path_buf(),
+                line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
+            },
+            option: String::new(),
+            problem: "not UTF-8 text".to_string(),
+        }
     })?;
     let settings = config::parse_file_text(path, &text)?;
     for s in &settings {
@@ -233,7 +279,44 @@ mod tests {
             run(&["-x"]).unwrap_err(),
             "unknown argument \"-x\" (see --help)"
         );
-        assert_eq!(run(&["--apop=yes"]).unwrap_err(), "--apop: takes no value");
+        assert_eq!(
+            run(&["--apop=maybe"]).unwrap_err(),
+            "--apop: expected yes or no, not \"maybe\""
+        );
+    }
+
+    #[test]
+    fn settings_that_cannot_go_together_are_refused_where_they_were_set() {
+        let refused = [
+            (
+                &["--tls", "--passwd", "/p"][..],
+                "--tls: applies only with --inetd",
+            ),
+            (
+                &["-l", "127.0.0.1:1", "--listen-tls", "127.0.0.1:1"],
+                "--listen-tls: 127.0.0.1:1 is given twice",
+            ),
+            (
+                &["-l", "127.0.0.1:1", "-l", "127.0.0.1:1"],
+                "--listen: 127.0.0.1:1 is given twice",
+            ),
+        ];
+        for (args, expected) in refused {
+            let e = run(args).unwrap_err();
+            assert!(e.starts_with(expected), "{args:?}: {e}");
+        }
+        assert!(run(&["--tls", "--inetd"]).is_ok());
+        assert!(run(&["-l", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"]).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poplar.conf");
+        std::fs::write(&path, "system-users = yes\nuser = nobody\n").unwrap();
+        let p = path.to_str().unwrap();
+        let e = run(&["-c", p]).unwrap_err();
+        assert!(e.starts_with(&format!("{p}:2: user: ")), "{e}");
+        // --check-config refuses what the run refuses.
+        let checked = parse(["--check-config", "-c", p].map(OsString::from));
+        assert_eq!(checked.unwrap_err().to_string(), e);
+        assert!(run(&["-c", p, "--inetd"]).is_ok());
     }
 
     #[test]
@@ -272,6 +355,36 @@ mod tests {
     }
 
     #[test]
+    fn file_encoding_problems_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poplar.conf");
+        let p = path.to_str().unwrap();
+        std::fs::write(&path, b"timeout = 9\n# caf\xe9\n").unwrap();
+        assert_eq!(
+            run(&["-c", p]).unwrap_err(),
+            format!("{p}:2: not UTF-8 text")
+        );
+        std::fs::write(&path, "\u{feff}timeout = 9\r\napop = yes\r\n").unwrap();
+        let c = run(&["-c", p]).unwrap();
+        assert_eq!((c.timeout, c.apop), (Duration::from_secs(9), true));
+    }
+
+    #[test]
+    fn inetd_mode_is_seen_on_the_command_line_or_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poplar.conf");
+        let p = path.to_str().unwrap();
+        let asks =
+            |args: &[&str]| asks_for_inetd(&args.iter().map(OsString::from).collect::<Vec<_>>());
+        assert!(asks(&["-i"]) && asks(&["--inetd", "--timeout", "soon"]));
+        // Even when the file has an error after the line.
+        std::fs::write(&path, "inetd = yes\ntimeout = soon\n").unwrap();
+        assert!(asks(&["-c", p]) && asks(&[&format!("--config={p}")]));
+        std::fs::write(&path, "inetd = no\n").unwrap();
+        assert!(!asks(&["-c", p]) && !asks(&["--timeout", "9"]));
+    }
+
+    #[test]
     fn command_line_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("poplar.conf");
@@ -286,6 +399,10 @@ mod tests {
         let c = run(&["-c", p, "--listen", "127.0.0.1:12", "--timeout", "8"]).unwrap();
         assert_eq!(c.listen, vec!["127.0.0.1:12".parse().unwrap()]);
         assert_eq!(c.timeout, Duration::from_secs(8));
+        std::fs::write(&path, "listen-tls = 127.0.0.1:10\napop = yes\n").unwrap();
+        let c = run(&["-c", p, "--listen-tls", "127.0.0.1:12", "--apop=no"]).unwrap();
+        assert_eq!(c.listen_tls, vec!["127.0.0.1:12".parse().unwrap()]);
+        assert!(!c.apop);
         std::fs::write(&path, "timeout = never\n").unwrap();
         assert_eq!(
             run(&["-c", p]).unwrap_err(),

@@ -191,6 +191,37 @@ impl Config {
         Ok(())
     }
 
+    /// The login deadline in force: AUTHORIZATION is never allowed longer than an idle logged-in session.
+    pub fn effective_login_timeout(&self) -> Duration {
+        self.login_timeout.min(self.timeout)
+    }
+
+    /// Settings that cannot go together, as (the option to blame, the problem): checked once every
+    /// setting is in, by the run, the reload and `--check-config` alike.
+    pub fn conflicts(&self) -> Result<(), (&'static str, String)> {
+        if self.system_users && self.run_as.is_some() && !self.inetd {
+            // Each system account owns its maildrop; a process that is one user for all cannot open them.
+            let problem = "--system-users and --user exclude each other in standalone mode";
+            return Err(("user", problem.to_string()));
+        }
+        if self.tls && !self.inetd {
+            // Standalone, it would listen in plaintext where the administrator asked for TLS.
+            let problem = "applies only with --inetd; a standalone server takes listen-tls";
+            return Err(("tls", problem.to_string()));
+        }
+        let listeners: Vec<(&'static str, &SocketAddr)> =
+            (self.listen.iter().map(|a| ("listen", a)))
+                .chain(self.listen_tls.iter().map(|a| ("listen-tls", a)))
+                .collect();
+        for (i, (option, addr)) in listeners.iter().enumerate() {
+            // Port 0 asks for any free port: each such listener gets its own.
+            if addr.port() != 0 && listeners[..i].iter().any(|(_, earlier)| earlier == addr) {
+                return Err((option, format!("{addr} is given twice")));
+            }
+        }
+        Ok(())
+    }
+
     /// Warnings about legal but unwise settings, for the log at start-up.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
@@ -345,6 +376,9 @@ impl fmt::Display for ConfigError {
         match &self.origin {
             Origin::CommandLine if self.option.is_empty() => f.write_str(&self.problem),
             Origin::CommandLine => write!(f, "--{}: {}", self.option, self.problem),
+            Origin::File { path, line } if self.option.is_empty() => {
+                write!(f, "{}:{}: {}", path.display(), line, self.problem)
+            }
             Origin::File { path, line } => {
                 write!(
                     f,
@@ -373,6 +407,8 @@ pub struct FileSetting {
 /// runs to the end of the line (trimmed), so paths may contain spaces.
 pub fn parse_file_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, ConfigError> {
     let mut settings = Vec::new();
+    // A byte-order mark (some Windows editors write one) is not part of the first option's name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let trimmed = raw.trim();

@@ -7,7 +7,7 @@ use poplar::{check, inetd, logging, server};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let inetd_mode = args.iter().any(|a| a == "-i" || a == "--inetd");
+    let inetd_mode = cli::asks_for_inetd(&args);
     let config = match cli::parse(args.clone()) {
         Ok(Invocation::Run(config)) => config,
         Ok(Invocation::CheckConfig(config, origins)) => {

@@ -105,8 +105,7 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
     let mut services = Services::new(user_databases(config)?, config.mail.clone());
     services.auth_failure_delay = config.auth_failure_delay;
     services.max_auth_attempts = config.max_auth_attempts;
-    // AUTHORIZATION is never allowed longer than an idle logged-in session.
-    services.login_timeout = config.login_timeout.min(config.timeout);
+    services.login_timeout = config.effective_login_timeout();
     services.timeout = config.timeout;
     services.maildrop = crate::maildrop::Options {
         mbox_uidl: config.mbox_uidl,
@@ -134,12 +133,7 @@ fn user_databases(config: &Config) -> Result<Arc<dyn Authenticator>, StartError>
         sources.push(Arc::new(passwd));
     }
     if config.system_users {
-        if config.run_as.is_some() && !config.inetd {
-            // Each system account owns its maildrop; a process that is one user for all cannot open them.
-            return Err(StartError::config(
-                "--system-users and --user exclude each other in standalone mode",
-            ));
-        }
+        // (With --user in standalone mode, refused by `Config::conflicts`.)
         let (passwd, shadow) = (Path::new(system::PASSWD), Path::new(system::SHADOW));
         let users = SystemUsers::open(passwd, shadow).map_err(StartError::config)?;
         log::debug!("system accounts: {} may log in", users.user_count());
