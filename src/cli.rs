@@ -35,7 +35,7 @@ usage: poplar [options]
       --login-timeout SECS  deadline from the greeting to a login (default 600, at most --timeout)
       --user NAME           standalone: become NAME after binding; inetd as root: the account for users without ids
       --system-users        also accept the host's accounts (/etc/passwd, /etc/shadow)
-      --log-level LEVEL     error, warn, info (default), debug or trace
+      --log-level LEVEL     off, error, warn, info (default), debug or trace
       --shutdown-grace SECS after SIGTERM, how long sessions may go on (default 30)
       --tls-cert FILE       certificate chain (PEM, server certificate first): enables STLS
       --tls-key FILE        its private key (PEM); both are reloaded on SIGHUP

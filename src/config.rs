@@ -351,7 +351,7 @@ fn parse_level(value: &str) -> Result<LevelFilter, String> {
         "debug" => Ok(LevelFilter::Debug),
         "trace" => Ok(LevelFilter::Trace),
         _ => Err(format!(
-            "\"{value}\" is not one of error, warn, info, debug, trace"
+            "\"{value}\" is not one of off, error, warn, info, debug, trace"
         )),
     }
 }

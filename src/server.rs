@@ -302,7 +302,13 @@ fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
             frontend.services.identity = Arc::clone(&live.frontend.services.identity);
             live.replace(started, &new, frontend)
         }
-        Err(e) => log::error!("reload: {e}; keeping the running configuration"),
+        Err(e) => {
+            // After --user the process reads as that account, not as root as it did at start-up.
+            let account = started.run_as.as_deref().map_or(String::new(), |user| {
+                format!(" (files are read as {user} since start-up)")
+            });
+            log::error!("reload: {e}{account}; keeping the running configuration")
+        }
     }
 }
 
