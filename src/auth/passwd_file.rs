@@ -127,9 +127,13 @@ impl PasswdFile {
                     );
                     *table = new;
                 }
+                // A file that does not parse is not read again until it changes (and logged once);
+                // one that could not be read is tried again at the next login.
                 Err(err) => {
                     log::warn!("{err}; keeping the previous user table");
-                    table.stamp = stamp;
+                    if err.line.is_some() {
+                        table.stamp = stamp;
+                    }
                 }
             }
         }

@@ -175,6 +175,15 @@ impl Session<'_> {
                     Some(e.resp_code()),
                     format_args!("{}", e.client_text()),
                 )?;
+                // Still in AUTHORIZATION: back to the start-up identity, or the next USER/PASS would
+                // read the passwd-file (and anything else) as this account. A thread that cannot go
+                // back (a process that became the user for good) ends the session here.
+                if let Err(why) = self.services.identity.restore() {
+                    log::debug!("peer={}: session ends: {why}", self.peer);
+                    self.state = State::Finished;
+                    self.stats.outcome = Some(super::Outcome::Error);
+                    return Ok(Step::Quit);
+                }
                 return Ok(Step::Continue);
             }
         };

@@ -337,6 +337,55 @@ impl Identity for Refuse {
     }
 }
 
+/// Records each identity change, and can refuse to go back.
+#[derive(Default)]
+struct Recorded {
+    calls: std::sync::Mutex<Vec<String>>,
+    restore_fails: bool,
+}
+
+impl Identity for Recorded {
+    fn assume(&self, account: &Account) -> Result<(), String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("assume {}", account.name));
+        Ok(())
+    }
+    fn restore(&self) -> Result<(), String> {
+        self.calls.lock().unwrap().push("restore".to_string());
+        if self.restore_fails {
+            Err("cannot go back".to_string())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn a_maildrop_that_does_not_open_gives_back_the_identity() {
+    for restore_fails in [false, true] {
+        let mut f = fixture(&[MSG1]);
+        let _holder = {
+            let mut s = Session::new(&f.services, "peer", None);
+            script(&mut s, &["USER alice", "PASS secret"]);
+            s
+        };
+        let recorded = Arc::new(Recorded {
+            restore_fails,
+            ..Recorded::default()
+        });
+        f.services.identity = recorded.clone();
+        let mut s = Session::new(&f.services, "peer", None);
+        let (out, step) = script(&mut s, &["USER alice", "PASS secret"]);
+        assert!(out.ends_with("-ERR [IN-USE] maildrop already locked by another session\r\n"));
+        assert_eq!(*recorded.calls.lock().unwrap(), ["assume alice", "restore"]);
+        // Still in AUTHORIZATION when the start-up identity is back; ended when it cannot be.
+        assert_eq!(s.is_finished(), restore_fails);
+        assert_eq!(step == Step::Quit, restore_fails);
+    }
+}
+
 #[test]
 fn identity_failure_ends_the_session_unopened() {
     let mut f = fixture(&[MSG1]);
