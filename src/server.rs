@@ -529,6 +529,14 @@ fn session(
         acceptor,
         implicit: implicit_tls,
     });
+    if implicit_tls && tls.is_none() {
+        // A reload dropped the certificate while the port 995 socket stays bound until a restart: a
+        // client there expects TLS and must never be served, let alone asked for a password, in clear.
+        log::error!(
+            "peer={peer}: implicit TLS listener without a certificate since a reload; closed"
+        );
+        return;
+    }
     let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
 }

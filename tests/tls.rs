@@ -7,7 +7,7 @@
 mod common;
 mod tls_support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -270,6 +270,42 @@ fn sighup_reloads_the_certificate_without_dropping_sessions() {
     );
     let mut still = implicit(addr, &renewed.ca);
     assert_eq!(still.cmd("QUIT"), "+OK poplar signing off");
+}
+
+/// A reload whose configuration no longer has a certificate cannot unbind the port 995 socket (that
+/// waits for a restart): its connections are closed, never served in clear.
+#[test]
+fn a_reload_without_the_certificate_closes_the_implicit_tls_port() {
+    let fx = standard();
+    let certs = Certs::new(fx.root(), "a");
+    let conf = fx.root().join("poplar.conf");
+    let with_tls = format!(
+        "tls-cert = {}\ntls-key = {}\nlisten-tls = 127.0.0.1:0\n",
+        certs.chain.display(),
+        certs.key.display()
+    );
+    std::fs::write(&conf, with_tls).unwrap();
+    let srv = Server::start(&fx, &["-c", conf.to_str().unwrap()]);
+    let addr = tls_addr(&srv);
+    implicit(addr, &certs.ca);
+    std::fs::write(&conf, "# no TLS any more\n").unwrap();
+    hup(&srv);
+    srv.wait_log(
+        &["reload: configuration and passwd-file re-read"],
+        Duration::from_secs(10),
+    )
+    .expect("reloaded");
+    let mut sock = tcp(addr);
+    let mut got = Vec::new();
+    sock.read_to_end(&mut got).expect("closed, not timed out");
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        srv.wait_log(
+            &["implicit TLS listener without a certificate"],
+            Duration::from_secs(5)
+        )
+        .is_some()
+    );
 }
 
 fn hup(srv: &Server) {
