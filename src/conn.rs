@@ -107,16 +107,19 @@ fn run(
     peer: &str,
     tls: Option<Tls<'_>>,
 ) -> io::Result<Outcome> {
+    let login_deadline = Instant::now() + services.login_timeout;
+    // Every read until login ends by then, those of a TLS handshake (implicit, or after STLS) included:
+    // a client sending its hello a byte at a time gets no fresh timeout for each.
+    reader.get_mut().set_read_deadline(login_deadline);
     if let Some(Tls {
         acceptor,
         implicit: true,
     }) = tls
     {
-        // The handshake runs here, in the session's thread, bounded by the stream's timeouts.
+        // The handshake runs here, in the session's thread.
         reader.get_mut().start_tls(acceptor)?;
         session.tls_established();
     }
-    let login_deadline = Instant::now() + services.login_timeout;
     session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
     flush(pending, reader.get_mut())?;
     // A trusted proxy's header was consumed before the session began, so one here comes from an address
@@ -189,15 +192,15 @@ fn linger(reader: &mut BufReader<Stream>) {
         if left.is_zero() {
             return;
         }
-        reader.get_mut().set_read_timeout(left);
+        reader.get_mut().set_read_deadline(deadline);
         if !matches!(reader.fill_buf(), Ok(b) if !b.is_empty()) {
             return;
         }
     }
 }
 
-/// The buffered reader with every wait for input bounded by `deadline`: before each read from the
-/// network, the stream's read timeout is set to the time left.
+/// The buffered reader with every wait for input bounded by `deadline`, which the stream enforces on
+/// each of its reads (under TLS, a line may take many).
 struct Deadline<'a> {
     reader: &'a mut BufReader<Stream>,
     deadline: Instant,
@@ -213,12 +216,10 @@ impl Read for Deadline<'_> {
 
 impl BufRead for Deadline<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.reader.buffer().is_empty() {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
-            }
-            self.reader.get_mut().set_read_timeout(left);
+        // Set even when input is buffered: a TLS handshake after STLS reads under the last one set.
+        self.reader.get_mut().set_read_deadline(self.deadline);
+        if self.reader.buffer().is_empty() && self.deadline <= Instant::now() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
         }
         self.reader.fill_buf()
     }

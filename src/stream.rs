@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -46,6 +46,10 @@ enum Layer {
 struct Timed {
     transport: Transport,
     read_timeout: Duration,
+    /// When set, each read waits only for what is left of it, and fails once it has passed, instead of
+    /// `read_timeout`: TLS reads a record in as many reads as the client cares to send it in, and a
+    /// client trickling one byte at a time must not stretch the login or autologout timers.
+    read_deadline: Option<Instant>,
     write_timeout: Duration,
     /// The socket's SO_SNDTIMEO holds `write_timeout`, so a send needs no poll before it.
     socket_send_timeout: bool,
@@ -75,6 +79,7 @@ impl Stream {
             layer: Layer::Plain(Timed {
                 transport,
                 read_timeout,
+                read_deadline: None,
                 write_timeout,
                 socket_send_timeout,
                 socket_read_timeout: None,
@@ -86,6 +91,15 @@ impl Stream {
     pub fn set_read_timeout(&mut self, timeout: Duration) {
         if let Some(timed) = self.timed_mut() {
             timed.read_timeout = timeout;
+            timed.read_deadline = None;
+        }
+    }
+
+    /// Bounds every read from now on, the TLS layer's own reads included, by `deadline`: reads then
+    /// fail with `TimedOut` once it has passed.
+    pub fn set_read_deadline(&mut self, deadline: Instant) {
+        if let Some(timed) = self.timed_mut() {
+            timed.read_deadline = Some(deadline);
         }
     }
 
@@ -237,8 +251,17 @@ impl Write for Stream {
 
 impl Read for Timed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.socket_read_timeout_set() {
-            wait(self.input_fd(), PollFlags::POLLIN, self.read_timeout)?;
+        let timeout = match self.read_deadline {
+            None => self.read_timeout,
+            Some(deadline) => match deadline.saturating_duration_since(Instant::now()) {
+                left if left.is_zero() => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+                }
+                left => left,
+            },
+        };
+        if !self.socket_read_timeout_set(timeout) {
+            wait(self.input_fd(), PollFlags::POLLIN, timeout)?;
         }
         socket_timed_out(match &mut self.transport {
             Transport::Tcp(s) => s.read(buf),
@@ -248,13 +271,12 @@ impl Read for Timed {
 }
 
 impl Timed {
-    /// Sets a TCP socket's SO_RCVTIMEO to `read_timeout` unless it is already that, within the slack.
+    /// Sets a TCP socket's SO_RCVTIMEO to `wanted` unless it is already that, within the slack.
     /// False when the read must poll instead: not a socket, a zero timeout, or the option refused.
-    fn socket_read_timeout_set(&mut self) -> bool {
+    fn socket_read_timeout_set(&mut self, wanted: Duration) -> bool {
         let Transport::Tcp(socket) = &self.transport else {
             return false;
         };
-        let wanted = self.read_timeout;
         if self
             .socket_read_timeout
             .is_some_and(|set| set >= wanted && set - wanted <= READ_TIMEOUT_SLACK)

@@ -609,3 +609,51 @@ fn a_silent_client_cannot_hold_a_handshake_open() {
         started.elapsed()
     );
 }
+
+/// A client that sends its TLS records a byte at a time, each byte well within the timeout, still
+/// meets the login deadline: during the handshake on the TLS port, after STLS, and while sending a
+/// command inside TLS (a record of a `USER` line, trickled).
+#[test]
+fn a_trickling_client_cannot_stretch_the_login_deadline() {
+    let (_fx, certs, srv) = tls_server(&["--login-timeout", "2"]);
+    // The start of a ClientHello record: handshake type, version, a length of 512 octets to come.
+    let hello: Vec<u8> = [0x16, 0x03, 0x01, 0x02, 0x00]
+        .into_iter()
+        .chain(std::iter::repeat_n(0x01, 512))
+        .collect();
+    let trickle = |mut sock: std::net::TcpStream, bytes: &[u8]| {
+        let started = Instant::now();
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        for &b in bytes.iter().take(40) {
+            if sock.write_all(&[b]).is_err() {
+                break;
+            }
+            // Closed by the server: a read returns 0 or fails other than by our own timeout.
+            match sock.read(&mut buf) {
+                Ok(0) => break,
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => break,
+                _ => {}
+            }
+        }
+        started.elapsed()
+    };
+    let on_tls_port = trickle(tcp(tls_addr(&srv)), &hello);
+    assert!(on_tls_port < Duration::from_secs(5), "{on_tls_port:?}");
+    let mut sock = tcp(srv.addr);
+    assert!(plain_line(&mut sock).starts_with("+OK"));
+    sock.write_all(b"STLS\r\n").unwrap();
+    assert!(plain_line(&mut sock).starts_with("+OK"));
+    let after_stls = trickle(sock, &hello);
+    assert!(after_stls < Duration::from_secs(5), "{after_stls:?}");
+    // Inside TLS, before login: an application-data record promising 512 octets, trickled.
+    let mut t = stls(srv.addr, &certs.ca);
+    assert!(!capa(&mut t).is_empty());
+    let record: Vec<u8> = [0x17, 0x03, 0x03, 0x02, 0x00]
+        .into_iter()
+        .chain(std::iter::repeat_n(0x01, 512))
+        .collect();
+    let inside = trickle(t.socket().try_clone().unwrap(), &record);
+    assert!(inside < Duration::from_secs(5), "{inside:?}");
+}

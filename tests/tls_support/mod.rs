@@ -203,6 +203,11 @@ impl<S: Read + Write> TlsClient<S> {
         }
     }
 
+    /// The socket under the TLS layer, to write raw bytes past it.
+    pub fn socket(&mut self) -> &mut S {
+        &mut self.reader.get_mut().sock
+    }
+
     /// The peer certificate's DER, to tell two certificates apart.
     pub fn peer_cert(&self) -> Vec<u8> {
         self.reader.get_ref().conn.peer_certificates().unwrap()[0].to_vec()
