@@ -146,6 +146,13 @@ impl PasswdFile {
     }
 }
 
+/// Whether a failed check of `stored` must also pay for the dummy hash: a plaintext secret is compared
+/// in microseconds while an unknown user costs a SHA-512 crypt, which with `--auth-failure-delay 0`
+/// would tell existing names from unknown ones. Hashed secrets pay their own hash.
+fn needs_hash_work(stored: &Stored) -> bool {
+    stored.plaintext().is_some()
+}
+
 impl Authenticator for PasswdFile {
     fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
         self.refresh();
@@ -154,6 +161,9 @@ impl Authenticator for PasswdFile {
             Some(entry) if !matches!(entry.stored, Stored::Locked) => {
                 if entry.stored.verify(password.expose()) {
                     return Ok(entry.account.clone());
+                }
+                if needs_hash_work(&entry.stored) {
+                    black_box(self.dummy.verify(password.expose()));
                 }
             }
             // Unknown and locked users do the work of a wrong password, so timing reveals nothing.
@@ -297,6 +307,12 @@ mod tests {
         fs::write(&path, text).unwrap();
         let db = PasswdFile::open(&path).unwrap();
         (dir, path, db)
+    }
+
+    #[test]
+    fn a_wrong_plaintext_password_pays_the_hash_an_unknown_user_pays() {
+        assert!(needs_hash_work(&Stored::Plain(b"secret".to_vec())));
+        assert!(!needs_hash_work(&Stored::Crypt(DUMMY_HASH.to_string())));
     }
 
     fn login(db: &PasswdFile, user: &str, password: &str) -> Option<Account> {
