@@ -14,10 +14,7 @@ use crate::config::{Config, ConfigError, DEFAULT_PORT, Origin};
 /// with notes and warnings as `#` comments, so the output is itself a valid configuration file. The first
 /// problem is returned as `file:line: option: problem` (or `--option: problem`).
 pub fn run(config: &Config, origins: &Origins) -> Result<String, ConfigError> {
-    let mut notes = Vec::new();
-    check_passwd(config, origins, &mut notes)?;
-    check_tls(config, origins)?;
-    check_user(config, origins)?;
+    let mut notes = validate(config, origins)?;
     notes.extend(
         config
             .warnings()
@@ -32,6 +29,16 @@ pub fn run(config: &Config, origins: &Origins) -> Result<String, ConfigError> {
         let _ = writeln!(out, "{name} = {value}");
     }
     Ok(out)
+}
+
+/// The checks alone: what the server needs at start-up. Also run when the server failed to start or
+/// to reload, to name the file, line and option of the cause. Returns notes for the output.
+pub fn validate(config: &Config, origins: &Origins) -> Result<Vec<String>, ConfigError> {
+    let mut notes = Vec::new();
+    check_passwd(config, origins, &mut notes)?;
+    check_tls(config, origins)?;
+    check_user(config, origins)?;
+    Ok(notes)
 }
 
 fn problem(origins: &Origins, option: &str, problem: String) -> ConfigError {

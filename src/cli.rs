@@ -9,7 +9,8 @@ use crate::config::{self, Arity, Config, ConfigError, Origin};
 /// What the user asked for.
 #[derive(Debug)]
 pub enum Invocation {
-    Run(Box<Config>),
+    /// Serve, with where each setting came from (to explain a failure to start).
+    Run(Box<Config>, Origins),
     /// `--check-config`: validate, print the effective settings, exit.
     CheckConfig(Box<Config>, Origins),
     Help,
@@ -148,7 +149,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
     Ok(if check {
         Invocation::CheckConfig(Box::new(config), origins)
     } else {
-        Invocation::Run(Box::new(config))
+        Invocation::Run(Box::new(config), origins)
     })
 }
 
@@ -239,7 +240,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse(args.iter().map(OsString::from)) {
-            Ok(Invocation::Run(c)) => Ok(*c),
+            Ok(Invocation::Run(c, _)) => Ok(*c),
             Ok(other) => Err(format!("{other:?}")),
             Err(e) => Err(e.to_string()),
         }

@@ -8,8 +8,8 @@ use poplar::{check, inetd, logging, server};
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let inetd_mode = cli::asks_for_inetd(&args);
-    let config = match cli::parse(args.clone()) {
-        Ok(Invocation::Run(config)) => config,
+    let (config, origins) = match cli::parse(args.clone()) {
+        Ok(Invocation::Run(config, origins)) => (config, origins),
         Ok(Invocation::CheckConfig(config, origins)) => {
             return match check::run(&config, &origins) {
                 Ok(text) => {
@@ -52,7 +52,10 @@ fn main() -> ExitCode {
         warn_about(&config);
         // SIGHUP parses the same command line again, re-reading the configuration file it names.
         let reload = || match cli::parse(args.clone()) {
-            Ok(Invocation::Run(config)) => Ok(*config),
+            Ok(Invocation::Run(config, origins)) => match check::validate(&config, &origins) {
+                Ok(_) => Ok(*config),
+                Err(e) => Err(e.to_string()),
+            },
             Ok(_) => Err("the command line no longer asks to run".to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -61,10 +64,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if !config.inetd {
-                eprintln!("poplar: {e}");
+            // A start-up failure the checks of --check-config explain is a configuration problem:
+            // reported as they report it, naming the file, line and option, with status 2.
+            // (inetd mode has logged the failure itself; the explanation is added.)
+            let (explained, status) = match check::validate(&config, &origins) {
+                Err(problem) => (Some(problem.to_string()), 2),
+                Ok(_) => (None, e.status),
+            };
+            match (config.inetd, explained) {
+                (true, Some(problem)) => log::error!("{problem}"),
+                (true, None) => {}
+                (false, explained) => eprintln!("poplar: {}", explained.unwrap_or(e.message)),
             }
-            ExitCode::from(e.status)
+            ExitCode::from(status)
         }
     }
 }

@@ -59,6 +59,9 @@ fn check_config_prints_effective_settings_or_the_first_problem() {
             "poplar: {conf_s}:1: passwd: /nonexistent/passwd: No such file or directory (os error 2)\n"
         )
     );
+    // Starting with it fails the same way, named the same way (it was the bare OS error).
+    let (status, _, serve_err) = run(&["-c", conf_s, "--listen", "127.0.0.1:0"]);
+    assert_eq!((status, serve_err), (2, err));
     std::fs::write(&conf, "timeout = 900\nmax-sessions = lots\n").unwrap();
     let (status, _, err) = run(&["--check-config", "-c", conf_s]);
     assert_eq!(

@@ -654,9 +654,10 @@ fn privilege_options_are_checked_at_start() {
         "--listen",
         "127.0.0.1:0",
     ]);
-    assert_eq!(code, 1, "{err}");
+    // A configuration problem (status 2), named as --check-config names it.
+    assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("no user no-such-user-here in /etc/passwd"),
+        err.contains("--user: no such account \"no-such-user-here\""),
         "{err}"
     );
 }

@@ -409,15 +409,12 @@ fn bad_certificate_or_key_stops_start_up() {
     let (code, _, stderr) = run(&["--listen-tls", "127.0.0.1:0", "--passwd", &passwd]);
     assert_eq!(
         (code, stderr.trim()),
-        (
-            2,
-            "poplar: TLS set-up: --listen-tls needs --tls-cert and --tls-key"
-        )
+        (2, "poplar: --listen-tls: needs tls-cert and tls-key")
     );
     let (code, _, stderr) = run(&["--tls-cert", &s(&certs.chain), "--passwd", &passwd]);
     assert_eq!(
         (code, stderr.trim()),
-        (2, "poplar: TLS set-up: --tls-cert needs --tls-key")
+        (2, "poplar: --tls-cert: set without tls-key")
     );
 }
 
