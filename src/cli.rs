@@ -107,6 +107,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
             "help" => return Ok(Invocation::Help),
             "version" => return Ok(Invocation::Version),
             "check-config" => check = true,
+            "config" if config_file.is_some() => {
+                return Err(cli_error(
+                    &name,
+                    "given twice; one file is read".to_string(),
+                ));
+            }
             "config" => config_file = Some(PathBuf::from(value_of(&name, inline, &mut args)?)),
             _ => match config::arity(&name) {
                 None => return Err(cli_error(&name, "unknown option (see --help)".to_string())),
@@ -307,6 +313,10 @@ mod tests {
             assert!(e.starts_with(expected), "{args:?}: {e}");
         }
         assert!(run(&["--tls", "--inetd"]).is_ok());
+        assert_eq!(
+            run(&["-c", "/a", "-c", "/b"]).unwrap_err(),
+            "--config: given twice; one file is read"
+        );
         assert!(run(&["-l", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"]).is_ok());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("poplar.conf");

@@ -225,6 +225,9 @@ impl Config {
     /// Warnings about legal but unwise settings, for the log at start-up.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        if self.inetd && !(self.listen.is_empty() && self.listen_tls.is_empty()) {
+            warnings.push("listen and listen-tls have no effect with inetd".to_string());
+        }
         if self.timeout.as_secs() < DEFAULT_TIMEOUT_SECS {
             warnings.push(format!(
                 "timeout {}s is below RFC 1939's 10-minute minimum for the autologout timer",
@@ -567,5 +570,17 @@ mod tests {
         assert!(c.warnings().is_empty());
         c.set("timeout", Some("5")).unwrap();
         assert_eq!(c.warnings().len(), 1);
+    }
+
+    #[test]
+    fn listeners_under_inetd_warn() {
+        let mut c = Config::default();
+        c.set("listen", Some("127.0.0.1:110")).unwrap();
+        assert!(c.warnings().is_empty());
+        c.set("inetd", None).unwrap();
+        assert_eq!(
+            c.warnings(),
+            ["listen and listen-tls have no effect with inetd"]
+        );
     }
 }
