@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Sessions per client address.
 #[derive(Debug)]
 pub struct PerIp {
-    max: usize,
+    /// A reload may change it; sessions already admitted stay.
+    max: AtomicUsize,
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -22,7 +24,7 @@ pub struct Ticket {
 impl PerIp {
     pub fn new(max: usize) -> Arc<PerIp> {
         Arc::new(PerIp {
-            max,
+            max: AtomicUsize::new(max),
             counts: Mutex::new(HashMap::new()),
         })
     }
@@ -33,7 +35,7 @@ impl PerIp {
         let ip = ip.to_canonical();
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(ip).or_insert(0);
-        if *count >= self.max {
+        if *count >= self.max() {
             return None;
         }
         *count += 1;
@@ -45,7 +47,12 @@ impl PerIp {
 
     /// The cap.
     pub fn max(&self) -> usize {
-        self.max
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// A new cap for the sessions admitted from now on (SIGHUP).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     /// Sessions now running from `ip`.

@@ -124,7 +124,7 @@ fn run(
     flush(pending, reader.get_mut())?;
     // A trusted proxy's header was consumed before the session began, so one here comes from an address
     // not in --proxy-from: it would make us log and limit the wrong client. Refuse it.
-    if proxy::looks_like_header(reader.fill_buf()?) {
+    if proxy::looks_like_header(fill_buf_retrying(reader)?) {
         log::warn!("peer={peer}: PROXY protocol header from an address not in proxy-from; closing");
         linger(reader);
         return Ok(Outcome::Error);
@@ -226,6 +226,19 @@ impl BufRead for Deadline<'_> {
 
     fn consume(&mut self, amount: usize) {
         self.reader.consume(amount);
+    }
+}
+
+/// `fill_buf`, again after a signal interrupted it (a process-wide signal may land on a session thread,
+/// and a socket with SO_RCVTIMEO returns EINTR even under SA_RESTART), as every other read here does.
+fn fill_buf_retrying(reader: &mut BufReader<Stream>) -> io::Result<&[u8]> {
+    loop {
+        match reader.fill_buf() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Borrowed again to return it: the loop's borrow ends with each iteration.
+            Ok(_) => return reader.fill_buf(),
+            Err(e) => return Err(e),
+        }
     }
 }
 

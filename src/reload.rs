@@ -4,21 +4,19 @@
 //! fixed when the server started (the sockets it bound, the account it runs as) are reported as needing
 //! a restart. Reading the files is the caller's job; this file only swaps what was read.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::server::Frontend;
+use crate::session::UpdateGate;
 
 /// The settings the accept loop reads for every new connection.
 pub struct Live {
     pub frontend: Arc<Frontend>,
     pub max_sessions: usize,
+    pub max_per_ip: usize,
     pub shutdown_grace: Duration,
-    /// Frontends replaced by a reload, alive while sessions that began before it still run: shutdown must
-    /// see their sessions inside UPDATE too.
-    retired: Vec<Weak<Frontend>>,
 }
 
 impl Live {
@@ -26,8 +24,8 @@ impl Live {
         Live {
             frontend,
             max_sessions: config.max_sessions,
+            max_per_ip: config.max_per_ip,
             shutdown_grace: config.shutdown_grace,
-            retired: Vec::new(),
         }
     }
 
@@ -38,28 +36,16 @@ impl Live {
             log::warn!("reload: {setting} changed; ignored until a restart");
         }
         log::set_max_level(new.log_level);
-        self.retired.retain(|f| f.strong_count() > 0);
-        self.retired.push(Arc::downgrade(&self.frontend));
         self.frontend = Arc::new(frontend);
         self.max_sessions = new.max_sessions;
+        self.max_per_ip = new.max_per_ip;
         self.shutdown_grace = new.shutdown_grace;
         log::info!("reload: configuration and passwd-file re-read; new sessions use them");
     }
 
-    /// Sessions inside UPDATE, whichever configuration they started with.
-    pub fn updates_in_progress(&self) -> usize {
-        let current = self
-            .frontend
-            .services
-            .updates_in_progress
-            .load(Ordering::SeqCst);
-        let retired: usize = self
-            .retired
-            .iter()
-            .filter_map(Weak::upgrade)
-            .map(|f| f.services.updates_in_progress.load(Ordering::SeqCst))
-            .sum();
-        current + retired
+    /// The UPDATE gate every configuration's sessions share (see `UpdateGate`).
+    pub fn updates(&self) -> &UpdateGate {
+        &self.frontend.services.updates
     }
 }
 

@@ -256,7 +256,10 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     let mut live = Live::new(config, frontend);
     loop {
         match accept_loop(&listeners, &signals, &live, &active, &per_ip)? {
-            Event::Reload => reload_into(&mut live, config, reload),
+            Event::Reload => {
+                reload_into(&mut live, config, reload);
+                per_ip.set_max(live.max_per_ip);
+            }
             Event::Stop(signal) => {
                 log::info!("{signal}: shutting down, no new sessions");
                 break;
@@ -300,6 +303,8 @@ fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
             ensure_descriptors(new.max_sessions);
             // The privileges were settled at start-up and stay: a reload must not lose the per-thread switch.
             frontend.services.identity = Arc::clone(&live.frontend.services.identity);
+            // One UPDATE gate for all: shutdown must see the sessions of every configuration.
+            frontend.services.updates = Arc::clone(&live.frontend.services.updates);
             live.replace(started, &new, frontend)
         }
         Err(e) => {
@@ -601,8 +606,9 @@ fn wait_for_sessions(live: &Live, active: &AtomicUsize) {
     let deadline = Instant::now() + live.shutdown_grace;
     loop {
         let sessions = active.load(Ordering::SeqCst);
-        let updating = live.updates_in_progress();
-        if sessions == 0 || (Instant::now() >= deadline && updating == 0) {
+        // Past the grace period the gate closes as soon as no UPDATE is running: a QUIT after that is
+        // refused, never begun and cut off by the exit.
+        if sessions == 0 || (Instant::now() >= deadline && live.updates().close_if_idle()) {
             log::info!("shutdown ({sessions} sessions cut off)");
             return;
         }

@@ -98,7 +98,7 @@ fn sighup_rereads_the_configuration_for_new_sessions_without_dropping_old_ones()
 
     std::fs::write(
         &conf,
-        format!("{base}hostname = two.example\napop = yes\nlisten = 127.0.0.1:1\n"),
+        format!("{base}hostname = two.example\napop = yes\nlisten = 127.0.0.1:1\nmax-per-ip = 2\n"),
     )
     .unwrap();
     signal(&server, Signal::SIGHUP);
@@ -112,11 +112,19 @@ fn sighup_rereads_the_configuration_for_new_sessions_without_dropping_old_ones()
             .wait_log(&["reload: listen changed; ignored until a restart"], WAIT)
             .is_some()
     );
-    let greeting = server.connect().greeting();
+    let mut second = server.connect();
+    let greeting = second.greeting();
     assert!(
         greeting.contains("@two.example>"),
         "new sessions use the new settings: {greeting}"
     );
+    // max-per-ip too (it was kept from start-up): the old session and `second` are two.
+    let mut third = server.connect();
+    assert_eq!(
+        third.read_line(),
+        "-ERR [SYS/TEMP] too many sessions from your address, try again later"
+    );
+    drop(second);
     assert!(
         old.cmd("STAT").starts_with("+OK 5 "),
         "the old session goes on"

@@ -38,8 +38,9 @@ pub struct Services {
     pub login_timeout: Duration,
     /// The autologout timer of TRANSACTION, and the send timeout.
     pub timeout: Duration,
-    /// Sessions inside UPDATE: shutdown waits for these, whatever its grace period.
-    pub updates_in_progress: AtomicUsize,
+    /// Sessions inside UPDATE: shutdown waits for these, whatever its grace period, and then closes
+    /// the gate. Shared by every configuration a reload makes.
+    pub updates: Arc<UpdateGate>,
     /// STLS is offered (RFC 2595): a certificate is configured and the front end can start TLS.
     pub stls: bool,
     /// Refuse passwords sent in the clear: USER/PASS and AUTH PLAIN/LOGIN wait until TLS is up.
@@ -59,7 +60,7 @@ impl Services {
             identity: Arc::new(SameIdentity),
             login_timeout: timeout,
             timeout,
-            updates_in_progress: AtomicUsize::new(0),
+            updates: Arc::new(UpdateGate::default()),
             stls: false,
             no_plaintext: false,
         }
@@ -359,19 +360,46 @@ pub fn printable(bytes: &[u8]) -> String {
     s
 }
 
-/// Counts sessions inside UPDATE while alive.
-struct UpdateGuard<'a>(&'a AtomicUsize);
+/// The sessions inside UPDATE, and whether another may begin: shutdown closes the gate, in the same
+/// atomic step that sees none inside, so no UPDATE is begun that the exit would cut off.
+#[derive(Debug, Default)]
+pub struct UpdateGate(AtomicUsize);
 
-impl<'a> UpdateGuard<'a> {
-    fn enter(counter: &'a AtomicUsize) -> UpdateGuard<'a> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        UpdateGuard(counter)
+/// The gate's closed flag, above any count of sessions.
+const GATE_CLOSED: usize = 1 << (usize::BITS - 1);
+
+impl UpdateGate {
+    /// Counts a session in, unless the gate is closed.
+    fn enter(&self) -> Option<UpdateGuard<'_>> {
+        if self.0.fetch_add(1, Ordering::SeqCst) & GATE_CLOSED != 0 {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(UpdateGuard(self))
+    }
+
+    /// Sessions inside UPDATE now.
+    pub fn in_progress(&self) -> usize {
+        self.0.load(Ordering::SeqCst) & !GATE_CLOSED
+    }
+
+    /// Closes the gate if no session is inside; true when it is closed.
+    pub fn close_if_idle(&self) -> bool {
+        let now = self.0.load(Ordering::SeqCst);
+        now & GATE_CLOSED != 0
+            || self
+                .0
+                .compare_exchange(0, GATE_CLOSED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
     }
 }
 
+/// A session inside UPDATE, counted while alive.
+struct UpdateGuard<'a>(&'a UpdateGate);
+
 impl Drop for UpdateGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -490,3 +490,36 @@ fn retr_sends_exact_bytes_whatever_the_order_of_message_sizes() {
         assert!(sent == encoded(expected), "RETR {msg}: body differs");
     }
 }
+
+#[test]
+fn the_update_gate_closes_only_when_no_update_runs() {
+    let gate = UpdateGate::default();
+    let inside = gate.enter().expect("open");
+    assert_eq!(gate.in_progress(), 1);
+    assert!(!gate.close_if_idle());
+    drop(inside);
+    assert!(gate.close_if_idle() && gate.close_if_idle());
+    assert!(gate.enter().is_none());
+    assert_eq!(gate.in_progress(), 0);
+}
+
+#[test]
+fn quit_after_shutdown_closed_the_gate_deletes_nothing() {
+    let f = fixture(&[MSG1]);
+    let mut s = Session::new(&f.services, "peer", None);
+    script(&mut s, &["USER alice", "PASS secret", "DELE 1"]);
+    assert!(f.services.updates.close_if_idle());
+    let (out, step) = script(&mut s, &["QUIT"]);
+    assert_eq!(
+        (out.as_str(), step),
+        (
+            "-ERR [SYS/TEMP] server shutting down, nothing deleted\r\n",
+            Step::Quit
+        )
+    );
+    drop(s);
+    let services = Services::new(f.services.auth.clone(), f.services.mail.clone());
+    let mut again = Session::new(&services, "peer", None);
+    let (out, _) = script(&mut again, &["USER alice", "PASS secret"]);
+    assert!(out.ends_with("has 1 messages (28 octets)\r\n"), "{out}");
+}

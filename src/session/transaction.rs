@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 
 use super::table::Missing;
-use super::{Outcome, Services, Stats, Step, Transaction, UpdateGuard};
+use super::{Outcome, Services, Stats, Step, Transaction};
 use crate::maildrop::Tidy;
 use crate::proto::body::{Encoder, Limit};
 use crate::proto::command::{Command, MsgNum};
@@ -200,12 +200,20 @@ fn update<W: Write + ?Sized>(
 ) -> io::Result<Option<Tidy>> {
     let deleted = tx.table.deleted_indexes();
     let (left, _) = tx.table.totals();
+    let Some(guard) = services.updates.enter() else {
+        // The server is exiting and waits for no further UPDATE: none is begun, nothing deleted.
+        stats.outcome = Some(Outcome::UpdateFailed);
+        reply::err(
+            out,
+            Some(RespCode::SysTemp),
+            format_args!("server shutting down, nothing deleted"),
+        )?;
+        return Ok(None);
+    };
     // Swap in an empty maildrop: `expunge` consumes the real one, which cannot be used after UPDATE.
     let maildrop = std::mem::replace(&mut tx.maildrop, Box::new(crate::maildrop::Empty));
-    let result = {
-        let _guard = UpdateGuard::enter(&services.updates_in_progress);
-        maildrop.expunge(&deleted)
-    };
+    let result = maildrop.expunge(&deleted);
+    drop(guard);
     match result {
         Ok(tidy) => {
             stats.outcome = Some(Outcome::Quit);
