@@ -228,7 +228,10 @@ impl Maildrop for Maildir {
         }
         // Read no further than the size just taken: the reader then ends without one more `read`
         // system call to find the end of the file.
-        Ok(Box::new(file.take(meta.len())))
+        Ok(Box::new(ToSize {
+            file,
+            left: meta.len(),
+        }))
     }
 
     /// Unlinks every deleted message, even after a failure, and reports the first real failure: a
@@ -256,6 +259,35 @@ impl Maildrop for Maildir {
         }
         sync_dirs(&self.root, unlinked);
         first_err.map_or(Ok(Tidy::nothing()), Err)
+    }
+}
+
+/// A message file read to the size `fstat` gave when it was opened. Ending short of it is an error,
+/// not the end of the message: a file truncated while it is served must not go out as a whole message
+/// with its terminator (the client then sees the connection end without one).
+struct ToSize {
+    file: File,
+    left: u64,
+}
+
+impl Read for ToSize {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        match self.file.read(&mut buf[..want])? {
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "message file shorter than when it was opened",
+            )),
+            n => {
+                self.left -= n as u64;
+                Ok(n)
+            }
+        }
     }
 }
 
@@ -745,6 +777,30 @@ mod tests {
             matches!(&err, MaildropError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
         );
         assert!(md.open_message(2).is_err());
+    }
+
+    #[test]
+    fn a_message_truncated_while_read_is_an_error_not_its_end() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "cur/x:2,", &[b'a'; 10_000], 1);
+        let mut md = Maildir::open(root).unwrap();
+        let mut reader = md.open_message(0).unwrap();
+        let mut head = [0u8; 100];
+        reader.read_exact(&mut head).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("cur/x:2,"))
+            .unwrap()
+            .set_len(5_000)
+            .unwrap();
+        let mut rest = Vec::new();
+        let err = reader.read_to_end(&mut rest).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(rest.len(), 4_900);
+        drop(reader);
+        // Read whole, it ends at its size, with no read past it.
+        assert_eq!(read_all(&mut md, 0).len(), 5_000);
     }
 
     #[test]
