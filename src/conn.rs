@@ -67,18 +67,9 @@ pub fn serve_tls(
     let mut pending = Vec::new();
     let outcome = match run(&mut session, services, &mut reader, &mut pending, peer, tls) {
         Ok(outcome) => outcome,
-        Err(e) if is_timeout(&e) => {
-            // Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes
-            // the connection without entering UPDATE.
-            let text: &[u8] = if session.logged_in() {
-                b"-ERR autologout timer expired, closing\r\n"
-            } else {
-                b"-ERR login timer expired, closing\r\n"
-            };
-            let stream = reader.get_mut();
-            let _ = stream.write_all(text).and_then(|()| stream.flush());
-            Outcome::Timeout
-        }
+        // A send that timed out (the client stopped reading): nothing more is written, mid-response as
+        // it may be. The timers for commands are answered in `run`.
+        Err(e) if is_timeout(&e) => Outcome::Timeout,
         Err(e) => {
             log::debug!("peer={peer}: {e}");
             match e.kind() {
@@ -137,7 +128,23 @@ fn run(
         } else {
             login_deadline
         };
-        let line_read = line::read_line(&mut Deadline { reader, deadline }, &mut line, limit)?;
+        let line_read = match line::read_line(&mut Deadline { reader, deadline }, &mut line, limit)
+        {
+            Err(e) if is_timeout(&e) => {
+                // Between commands, no response under way. Best effort: the client may be gone. RFC 1939
+                // section 3: on autologout the server closes the connection without entering UPDATE.
+                let text: &[u8] = if session.logged_in() {
+                    b"-ERR autologout timer expired, closing\r\n"
+                } else {
+                    b"-ERR login timer expired, closing\r\n"
+                };
+                let stream = reader.get_mut();
+                let _ = flush(pending, stream).and_then(|()| stream.write_all(text));
+                let _ = stream.flush();
+                return Ok(Outcome::Timeout);
+            }
+            read => read?,
+        };
         let handling_started = Instant::now();
         let step = match line_read {
             Line::Eof => {
@@ -173,7 +180,9 @@ fn run(
             flush(pending, reader.get_mut())?;
             return Ok(Outcome::Closed);
         }
-        if reader.buffer().is_empty() {
+        // Replies wait only while the client's next command is already here whole (pipelining); a part
+        // of one may take any time to complete, and must not hold back the replies before it.
+        if memchr::memchr(b'\n', reader.buffer()).is_none() {
             flush(pending, reader.get_mut())?;
         }
     }

@@ -63,6 +63,20 @@ fn capa_in_both_states(backend: Backend) {
     assert_eq!(capa_lines(&mut c), expected, "TRANSACTION state");
 }
 
+/// A reply is not held back while only part of the next command has arrived: the rest may take any
+/// time, and the client waits for the reply before it sends more.
+#[test]
+fn a_partial_next_command_does_not_hold_back_a_reply() {
+    let fx = standard_on(Backend::Maildir);
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("alice", "secret");
+    c.send(b"STAT\r\nNO");
+    c.set_read_timeout(Duration::from_secs(3));
+    assert!(c.read_line().starts_with("+OK 5 "));
+    c.send(b"OP\r\n");
+    assert!(c.read_line().starts_with("+OK"));
+}
+
 fn stat_and_list(backend: Backend) {
     let fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
