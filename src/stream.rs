@@ -69,12 +69,14 @@ const KERNEL_TICK: Duration = Duration::from_millis(10);
 impl Stream {
     pub fn new(transport: Transport, read_timeout: Duration, write_timeout: Duration) -> Stream {
         // A zero timeout cannot be set (it would mean "never"); such a stream keeps the poll.
-        let socket_send_timeout = match &transport {
-            Transport::Tcp(s) => {
-                !write_timeout.is_zero() && s.set_write_timeout(Some(write_timeout)).is_ok()
-            }
-            Transport::Stdio { .. } => false,
-        };
+        // Under inetd fd 1 is usually the client's socket: it gets the same SO_SNDTIMEO (a pipe refuses it).
+        let socket_send_timeout = !write_timeout.is_zero()
+            && match &transport {
+                Transport::Tcp(s) => s.set_write_timeout(Some(write_timeout)).is_ok(),
+                Transport::Stdio { output, .. } => socket2::SockRef::from(output)
+                    .set_write_timeout(Some(write_timeout))
+                    .is_ok(),
+            };
         Stream {
             layer: Layer::Plain(Timed {
                 transport,
@@ -322,9 +324,18 @@ fn socket_timed_out(result: io::Result<usize>) -> io::Result<usize> {
     }
 }
 
+/// What a blocking write may hand a pipe after `poll` said it is writable: POSIX promises room for at
+/// least this much, and a larger write would sleep, past any timeout, until all of it fits.
+const POLLED_WRITE: usize = nix::libc::PIPE_BUF;
+
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.wait_writable()?;
+        let buf = if self.socket_send_timeout {
+            buf
+        } else {
+            &buf[..buf.len().min(POLLED_WRITE)]
+        };
         socket_timed_out(match &mut self.transport {
             Transport::Tcp(s) => s.write(buf),
             Transport::Stdio { output, .. } => output.write(buf),
@@ -332,7 +343,14 @@ impl Write for Timed {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.wait_writable()?;
+        if !self.socket_send_timeout {
+            // One polled write at a time, of the first slice with anything in it.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.write(first);
+        }
         socket_timed_out(match &mut self.transport {
             Transport::Tcp(s) => s.write_vectored(bufs),
             Transport::Stdio { output, .. } => output.write_vectored(bufs),

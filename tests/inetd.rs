@@ -95,3 +95,43 @@ fn timeout_in_inetd_mode() {
     assert!(proc_.wait_exit(Duration::from_secs(5)).is_some());
     assert_eq!(fx.files("alice").len(), 5);
 }
+
+/// A client that stops reading in the middle of a large RETR: the send timeout ends the process, on a
+/// pipe too (a blocking write larger than the room `poll` promised slept until it all fit).
+#[test]
+fn a_client_that_stops_reading_is_timed_out_on_a_pipe() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut fx = common::Fixture::new();
+    fx.user("alice", "pw");
+    let line = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678\n";
+    let big: Vec<u8> = line.iter().copied().cycle().take(8 << 20).collect();
+    fx.msg("alice", "new", "1600000000.M1P1.host", &big);
+    let mut child = Command::new(common::BIN)
+        .args(["--inetd", "--timeout", "2", "--passwd"])
+        .arg(fx.passwd())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(b"USER alice\r\nPASS pw\r\nRETR 1\r\n")
+        .unwrap();
+    // stdout is never read: its pipe fills.
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still writing after {:?}", started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
