@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-use socket2::{Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 /// `SD_LISTEN_FDS_START`: the first passed descriptor.
 const FIRST_FD: RawFd = 3;
@@ -76,6 +76,12 @@ fn adopt(fd: RawFd) -> Result<TcpListener, String> {
             ));
         }
     }
+    // A Unix socket (ListenStream=/path) would fail every accept as a TCP listener.
+    if !matches!(socket.domain(), Ok(Domain::IPV4 | Domain::IPV6)) {
+        return Err(problem(
+            "is not a TCP socket (use ListenStream=ADDRESS:PORT or a port)",
+        ));
+    }
     socket
         .set_nonblocking(true)
         .map_err(|e| problem(&e.to_string()))?;
@@ -85,6 +91,17 @@ fn adopt(fd: RawFd) -> Result<TcpListener, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_listening_tcp_sockets_are_adopted() {
+        use std::os::fd::IntoRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let unix = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+        let e = adopt(unix.into_raw_fd()).unwrap_err();
+        assert!(e.contains("is not a TCP socket"), "{e}");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(adopt(tcp.into_raw_fd()).is_ok());
+    }
 
     #[test]
     fn listen_pid_and_fds() {

@@ -168,7 +168,9 @@ fn send<W: Write + ?Sized>(
                     "user={} message {msg}: read failed after +OK: {e}",
                     tx.account.name
                 );
-                return Err(e);
+                // The storage failed, not the client: whatever its kind (a file cut short reads as an
+                // unexpected end), the session ends as an error, not as a client that went away.
+                return Err(io::Error::other(e));
             }
         };
         let more = encoder.encode_chunk(&chunk[..n], encoded);
