@@ -412,6 +412,17 @@ pub fn parse_file_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, Conf
     let mut settings = Vec::new();
     // A byte-order mark (some Windows editors write one) is not part of the first option's name.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.contains('\r') && !text.contains('\n') && text.trim_end_matches('\r').contains('\r') {
+        // Old Mac line ends: the whole file would read as one line, its values run together.
+        return Err(ConfigError {
+            origin: Origin::File {
+                path: path.to_path_buf(),
+                line: 1,
+            },
+            option: String::new(),
+            problem: "lines end in CR alone; use LF (or CRLF)".to_string(),
+        });
+    }
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let trimmed = raw.trim();
@@ -570,6 +581,17 @@ mod tests {
         assert!(c.warnings().is_empty());
         c.set("timeout", Some("5")).unwrap();
         assert_eq!(c.warnings().len(), 1);
+    }
+
+    #[test]
+    fn cr_only_line_ends_are_named() {
+        let path = Path::new("mac.conf");
+        let e = parse_file_text(path, "passwd = p\rtimeout = 700\r").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "mac.conf:1: lines end in CR alone; use LF (or CRLF)"
+        );
+        assert!(parse_file_text(path, "passwd = p\r\ntimeout = 700\r\n").is_ok());
     }
 
     #[test]
