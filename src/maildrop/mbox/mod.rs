@@ -556,6 +556,10 @@ impl Maildrop for Mbox {
         if let Some(last) = ranges.last_mut() {
             last.1 += self.tail_to_cut(file, deleted)?;
         }
+        // The index describes the mbox before the removal; until the tidying writes one of what is
+        // left, there must be none (a crash in between would otherwise leave offsets that later mail
+        // can happen to line up with). Removed before step 1, whose fsync of the directory makes it last.
+        index::remove(&self.path);
         // The rescan runs in a second thread while the recovery file is written.
         let prepared = expunge::prepare(&self.path, file, &ranges, || {
             self.verify_unchanged(file, &mut lock)

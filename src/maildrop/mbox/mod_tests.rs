@@ -531,6 +531,19 @@ fn after_update_the_tidying_waits_for_the_reply_and_keeps_the_session_lock() {
 }
 
 #[test]
+fn an_update_that_never_tidies_leaves_no_index_of_the_mbox_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    drop(Mbox::open(&path).unwrap());
+    let index = index::index_path(&path);
+    assert!(index.exists());
+    let tidy = Box::new(Mbox::open(&path).unwrap()).expunge(&[0]).unwrap();
+    // The process dies after the removal, before the tidying writes the index of what is left.
+    assert!(!index.exists());
+    std::mem::forget(tidy);
+}
+
+#[test]
 fn a_recovery_file_left_by_an_untidied_update_is_cleaned_up() {
     // The process died after UPDATE's reply, before the tidying: the next session finds a recovery
     // file of a complete expunge, and mail delivered since, and keeps everything.
