@@ -21,20 +21,26 @@
 //!    `offset..N`, which is what step 1 saved; `N..O` still holds the old bytes until step 3. No write
 //!    extends the file: the disk cannot fill up (but a file size limit applies to the write position,
 //!    hence the check above).
-//! 3. fsync the mbox; only then truncate it to N, and fsync again.
-//! 4. Remove the recovery file and fsync the directory. This may wait until UPDATE's reply has left
-//!    (but not past the session lock): a recovery file left behind describes a truncated mbox, which
-//!    recovery only cleans up.
+//! 3. fsync the mbox; create the mark `MBOX.poplar-recovery-compacted` and fsync the directory; only
+//!    then truncate the mbox to N, and fsync again.
+//! 4. Remove the recovery file, then the mark, and fsync the directory. This may wait until UPDATE's
+//!    reply has left (but not past the session lock): a recovery file left behind describes a
+//!    truncated mbox, which recovery only cleans up. (A mark left alone is removed by the next
+//!    recovery or step 1.)
 //!
 //! Recovery (any open of the mbox that finds a recovery file, under the same locks):
 //! - The recovery file is short or its checksum is wrong: the crash came during step 1 and the mbox is
 //!   untouched. Remove it.
-//! - The mbox is at least O octets long and `N..O` still hashes as saved: not truncated, so somewhere
-//!   in step 2 or 3. Roll back: write the saved `offset..N` back; `N..O` was never written, so the
-//!   file is the old one up to O. Mail an agent appended after the crash lies past O and stays.
-//!   Rolling back is idempotent, so a crash during recovery is recovered the same way.
-//! - Otherwise the truncation happened, which we do only after the compaction is on disk: the expunge is
-//!   complete (mail appended afterwards lies past N and stays). fsync, remove the recovery file.
+//! - No mark: the truncation cannot have happened, so somewhere in step 2 or 3. Roll back: write the
+//!   saved `offset..N` back; `N..O` was never written, so the file is the old one up to O, with
+//!   whatever another program changed there since the crash (a flag rewritten in place). Mail an agent
+//!   appended after the crash lies past O and stays. Rolling back is idempotent, so a crash during
+//!   recovery is recovered the same way. (A file now shorter than N was cut by another program: nothing
+//!   is done, and the recovery file stays for the administrator.)
+//! - A mark, and the mbox is at least O octets long and `N..O` still hashes as saved: not truncated
+//!   yet; roll back likewise.
+//! - A mark otherwise: the truncation happened, the compaction being on disk: the expunge is complete
+//!   (mail appended afterwards lies past N and stays). fsync, remove the recovery file.
 //!
 //! The hash is keyed because after the truncation an agent may append mail, chosen by its sender, over
 //! `N..O`: with a plain checksum a sender could make it match and have us "roll back" over the compacted
@@ -48,7 +54,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::panic;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -67,6 +73,15 @@ const HELPER_STACK: usize = 64 * 1024;
 pub fn recovery_path(mbox: &Path) -> PathBuf {
     let mut name = mbox.as_os_str().to_owned();
     name.push(".poplar-recovery");
+    PathBuf::from(name)
+}
+
+/// `MBOX.poplar-recovery-compacted`: made, and its directory fsynced, once the compaction is on disk
+/// and before the truncation. Without it the truncation cannot have happened, so recovery rolls back
+/// whatever another program did to the mbox after the crash (see `recover`).
+pub fn compacted_mark_path(mbox: &Path) -> PathBuf {
+    let mut name = mbox.as_os_str().to_owned();
+    name.push(".poplar-recovery-compacted");
     PathBuf::from(name)
 }
 
@@ -174,6 +189,9 @@ fn prepare_with<'f, E: Send>(
         return Err(io::Error::new(io::ErrorKind::FileTooLarge, why).into());
     }
     let rpath = recovery_path(path);
+    // A mark left by a crash after an earlier expunge's recovery file was removed must not speak for
+    // this one; step 1's fsync of the directory makes its removal last.
+    remove_mark(path)?;
     // Someone else's recovery file is left alone: nothing below runs.
     let out = recovery::create(&rpath)?;
     let ran = thread::scope(|s| {
@@ -227,6 +245,7 @@ fn prepare_with<'f, E: Send>(
 pub struct Committed {
     /// `None`: there was nothing to delete, and no recovery file.
     recovery: Option<PathBuf>,
+    mbox: PathBuf,
 }
 
 impl Committed {
@@ -239,6 +258,8 @@ impl Committed {
         };
         fs::remove_file(&rpath)?;
         crash::point()?;
+        // The mark goes only after the recovery file: a recovery file without it is rolled back.
+        remove_mark(&self.mbox)?;
         sync_dir(&rpath)
     }
 }
@@ -247,12 +268,16 @@ impl Prepared<'_> {
     /// Steps 2 and 3. `keep_alive` is called between chunks of work (to refresh the dotlock).
     pub fn commit(self, keep_alive: &mut dyn FnMut()) -> io::Result<Committed> {
         let Some(plan) = &self.plan else {
-            return Ok(Committed { recovery: None });
+            return Ok(Committed {
+                recovery: None,
+                mbox: self.path.clone(),
+            });
         };
         let rpath = recovery_path(&self.path);
-        match rewrite(self.file, plan, keep_alive, self.chunk) {
+        match rewrite(self.file, &self.path, plan, keep_alive, self.chunk) {
             Ok(()) => Ok(Committed {
                 recovery: Some(rpath),
+                mbox: self.path.clone(),
             }),
             Err(e) if crash::is_simulated(&e) => Err(e),
             Err(e) => {
@@ -286,7 +311,13 @@ fn file_size_limit() -> Option<u64> {
 /// Steps 2 and 3. The file is read in windows of `chunk` octets and the kept octets gathered into
 /// writes of `chunk` octets, so deleting every other small message costs a few large system calls per
 /// MB, not one read and one write per message.
-fn rewrite(file: &File, plan: &Plan, keep_alive: &mut dyn FnMut(), chunk: usize) -> io::Result<()> {
+fn rewrite(
+    file: &File,
+    path: &Path,
+    plan: &Plan,
+    keep_alive: &mut dyn FnMut(),
+    chunk: usize,
+) -> io::Result<()> {
     let mut window = Window {
         buf: vec![0u8; chunk],
         start: 0,
@@ -319,6 +350,16 @@ fn rewrite(file: &File, plan: &Plan, keep_alive: &mut dyn FnMut(), chunk: usize)
     crash::point()?;
     debug_assert_eq!(to, plan.new_size);
     file.sync_all()?;
+    crash::point()?;
+    let mark = compacted_mark_path(path);
+    // Created anew (step 1 removed any old one), never through a symlink; it holds nothing.
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&mark)?;
+    sync_dir(&mark)?;
     crash::point()?;
     file.set_len(plan.new_size)?;
     crash::point()?;
@@ -357,12 +398,27 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     let rpath = recovery_path(path);
     let saved = match File::open(&rpath) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recovery::Clean),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A mark whose recovery file was removed (a crash in between) means nothing any more.
+            remove_mark(path)?;
+            return Ok(Recovery::Clean);
+        }
         Err(e) => return Err(e),
     };
+    let marked = compacted_mark_path(path).exists();
     let outcome = match recovery::read(saved)? {
         None => Recovery::DiscardedIncomplete,
-        Some(saved) if !saved.truncated(file)? => {
+        Some(saved) if !marked && saved.shortened(file)? => {
+            return Err(io::Error::other(format!(
+                "{}: shortened by another program after an interrupted expunge; \
+                 recovery file left for the administrator",
+                path.display()
+            )));
+        }
+        // Not marked: the truncation never happened, and the compaction wrote only below N. Whatever
+        // another program did to the file since (a flag rewritten in place past N), restoring the
+        // saved bytes gives the old mbox with its changes.
+        Some(saved) if !marked || !saved.truncated(file)? => {
             saved.roll_back(file)?;
             file.sync_all()?;
             Recovery::RolledBack
@@ -374,9 +430,18 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     };
     crash::point()?;
     fs::remove_file(&rpath)?;
+    remove_mark(path)?;
     sync_dir(&rpath)?;
     log::warn!("{}: interrupted expunge found: {outcome:?}", path.display());
     Ok(outcome)
+}
+
+/// Removes the compaction mark of the mbox at `path`, if there is one.
+fn remove_mark(path: &Path) -> io::Result<()> {
+    match fs::remove_file(compacted_mark_path(path)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Test-only crash injection: `crash::point()` fails with a recognisable error at the n-th call on this

@@ -175,6 +175,7 @@ fn recovers_from_a_crash_at_every_step(version: Version) {
                     late.len()
                 );
                 assert!(!recovery_path(&fx.path).exists());
+                assert!(!compacted_mark_path(&fx.path).exists());
             }
             assert!(finished);
         }
@@ -444,6 +445,57 @@ fn version_3_saves_only_what_the_compaction_overwrites() {
         !saved.windows(tail.len()).any(|w| w == tail),
         "N..O is not copied"
     );
+}
+
+/// After a crash before the truncation, another program rewrites a byte of the old tail in place (a
+/// mail reader's flag update) before the next login: the expunge is still rolled back, to the old mbox
+/// with that change, never taken for complete (which kept the half-compacted file).
+#[test]
+fn a_tail_changed_after_a_crash_before_the_truncation_is_rolled_back() {
+    let (all, ranges, _) = case(&[0, 2], "");
+    let new_size = all.len() - removed(&ranges);
+    let mut rolled_back = 0;
+    for n in 0.. {
+        let fx = fixture(&all);
+        crash::arm(Some(n));
+        let result = run(&fx, &ranges, 7, Version::V3);
+        crash::arm(None);
+        if result.is_ok() || compacted_mark_path(&fx.path).exists() {
+            break;
+        }
+        // A same-size change at the end of the file, inside `N..O`.
+        let at = all.len() - 2;
+        assert!(at >= new_size);
+        let mut changed = all.clone();
+        changed[at] = b'!';
+        fx.file.write_all_at(b"!", at as u64).unwrap();
+        let outcome = recover(&fx.path, &fx.file).unwrap();
+        assert_ne!(outcome, Recovery::Completed, "crash at {n}");
+        rolled_back += usize::from(outcome == Recovery::RolledBack);
+        assert_eq!(
+            fs::read(&fx.path).unwrap(),
+            changed,
+            "crash at {n}: {outcome:?}"
+        );
+    }
+    assert!(rolled_back > 0, "no crash point fell inside the compaction");
+    // Shortened by another program instead: the recovery file stays for the administrator.
+    for n in 0.. {
+        let fx = fixture(&all);
+        crash::arm(Some(n));
+        let result = run(&fx, &ranges, 7, Version::V3);
+        crash::arm(None);
+        assert!(result.is_err(), "no crash inside the compaction found");
+        let compacting =
+            fs::read(&fx.path).unwrap() != all && !compacted_mark_path(&fx.path).exists();
+        if !compacting {
+            continue;
+        }
+        fx.file.set_len(new_size as u64 - 1).unwrap();
+        assert!(recover(&fx.path, &fx.file).is_err());
+        assert!(recovery_path(&fx.path).exists());
+        break;
+    }
 }
 
 /// Mail appended after the truncation that repeats the old `N..O` octet for octet cannot be told from

@@ -99,6 +99,12 @@ pub struct Saved {
 }
 
 impl Saved {
+    /// Whether the mbox is now shorter than the expunge would have left it: a program other than
+    /// poplar shortened it after the crash, and nothing can say what it holds.
+    pub fn shortened(&self, mbox: &File) -> io::Result<bool> {
+        Ok(mbox.metadata()?.len() < self.plan.new_size)
+    }
+
     /// Where the saved bytes begin in the recovery file.
     fn start(&self) -> u64 {
         HEADER_LEN + 16 * self.plan.deleted.len() as u64
