@@ -187,7 +187,12 @@ fn procmail_deliveries_during_update_are_kept() {
         })
     };
     thread::sleep(Duration::from_millis(20));
-    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let reply = c.cmd("QUIT");
+    assert!(
+        reply.starts_with("+OK"),
+        "{reply}: {:?}",
+        server.stderr_lines()
+    );
     agent.join().unwrap();
     let now = fs::read_to_string(&path).unwrap();
     for i in 0..deliveries {
