@@ -112,11 +112,24 @@ pub struct DeliveryLock {
 impl DeliveryLock {
     /// Takes the write lock on `file` (an open of the mbox at `path`) then the dotlock `PATH.lock`,
     /// waiting at most `wait` in all. Fails with `ErrorKind::TimedOut` when an agent holds them longer.
+    ///
+    /// The fcntl lock is not held while waiting for the dotlock: agents that take the dotlock first
+    /// and then wait for the fcntl lock (procmail does) would otherwise wait for us while we wait for
+    /// them, until our deadline (seen under load: every UPDATE in the window refused).
     pub fn acquire(path: &Path, file: &File, wait: Duration) -> io::Result<DeliveryLock> {
         let deadline = Instant::now() + wait;
-        let ofd = OfdLock::acquire(file, deadline)?;
-        let dot = DotLock::acquire(&dotlock_path(path), deadline)?;
-        Ok(DeliveryLock { dot, _ofd: ofd })
+        let dotlock = dotlock_path(path);
+        loop {
+            let ofd = OfdLock::acquire(file, deadline)?;
+            if let Some(dot) = DotLock::attempt(&dotlock)? {
+                return Ok(DeliveryLock { dot, _ofd: ofd });
+            }
+            drop(ofd);
+            if Instant::now() >= deadline {
+                return Err(timed_out("mbox dotlock held by another program"));
+            }
+            thread::sleep(RETRY_INTERVAL);
+        }
     }
 
     /// Keeps the dotlock fresh during a long operation; cheap when called often.
@@ -199,23 +212,18 @@ struct DotLock {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl DotLock {
-    fn acquire(path: &Path, deadline: Instant) -> io::Result<DotLock> {
-        loop {
-            if let Some(lock) = DotLock::try_create(path)? {
-                return Ok(lock);
-            }
-            if is_stale(path) || holder_is_dead(path) {
-                log::warn!("{}: removing stale dotlock", path.display());
-                match fs::remove_file(path) {
-                    Ok(()) => continue,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(timed_out("mbox dotlock held by another program"));
-            }
-            thread::sleep(RETRY_INTERVAL);
+    /// The dotlock if it can be had now: free, or stale and removed; `None` while a live holder has it.
+    fn attempt(path: &Path) -> io::Result<Option<DotLock>> {
+        if let Some(lock) = DotLock::try_create(path)? {
+            return Ok(Some(lock));
+        }
+        if !(is_stale(path) || holder_is_dead(path)) {
+            return Ok(None);
+        }
+        log::warn!("{}: removing stale dotlock", path.display());
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => DotLock::try_create(path),
         }
     }
 
@@ -351,6 +359,41 @@ mod tests {
     }
 
     /// A delivery agent's classic (per-process) fcntl lock blocks us: OFD and classic locks conflict.
+    /// An agent that takes the dotlock first and then waits for the fcntl lock (procmail's order) and
+    /// us taking them the other way round: neither waits for the other until a deadline.
+    #[test]
+    fn an_agent_taking_the_locks_in_the_other_order_is_not_deadlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = mbox(&dir);
+        let dot = dotlock_path(&path);
+        let agent_has_dotlock = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let agent = {
+            let (path, dot, barrier) = (path.clone(), dot.clone(), agent_has_dotlock.clone());
+            std::thread::spawn(move || {
+                let held = DotLock::attempt(&dot).unwrap().expect("free");
+                barrier.wait();
+                // Give the other side time to take the fcntl lock first.
+                std::thread::sleep(Duration::from_millis(200));
+                let own = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .unwrap();
+                let fcntl = OfdLock::acquire(&own, Instant::now() + Duration::from_secs(3));
+                drop(held);
+                fcntl.is_ok()
+            })
+        };
+        agent_has_dotlock.wait();
+        let ours = DeliveryLock::acquire(&path, &file, Duration::from_secs(3));
+        assert!(ours.is_ok(), "{:?}", ours.err());
+        drop(ours);
+        assert!(
+            agent.join().unwrap(),
+            "the agent got the fcntl lock in time"
+        );
+    }
+
     #[test]
     fn classic_fcntl_lock_blocks_us() {
         let dir = tempfile::tempdir().unwrap();
