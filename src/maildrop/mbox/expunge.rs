@@ -54,7 +54,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::panic;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -243,9 +243,8 @@ fn prepare_with<'f, E: Send>(
 /// An expunge that is complete on disk, with its recovery file still there: `finish` removes it.
 #[must_use = "the recovery file stays until `finish`"]
 pub struct Committed {
-    /// `None`: there was nothing to delete, and no recovery file.
-    recovery: Option<PathBuf>,
-    mbox: PathBuf,
+    /// The mbox; `None`: there was nothing to delete, and no recovery file.
+    mbox: Option<PathBuf>,
 }
 
 impl Committed {
@@ -253,13 +252,14 @@ impl Committed {
     /// mbox, which recovery only cleans up. So it may wait until the client has its reply (removing
     /// 50 MB takes ~12 ms), but not past the session lock, which keeps another expunge from starting.
     pub fn finish(self) -> io::Result<()> {
-        let Some(rpath) = self.recovery else {
+        let Some(mbox) = self.mbox else {
             return Ok(());
         };
+        let rpath = recovery_path(&mbox);
         fs::remove_file(&rpath)?;
         crash::point()?;
         // The mark goes only after the recovery file: a recovery file without it is rolled back.
-        remove_mark(&self.mbox)?;
+        remove_mark(&mbox)?;
         sync_dir(&rpath)
     }
 }
@@ -268,16 +268,11 @@ impl Prepared<'_> {
     /// Steps 2 and 3. `keep_alive` is called between chunks of work (to refresh the dotlock).
     pub fn commit(self, keep_alive: &mut dyn FnMut()) -> io::Result<Committed> {
         let Some(plan) = &self.plan else {
-            return Ok(Committed {
-                recovery: None,
-                mbox: self.path.clone(),
-            });
+            return Ok(Committed { mbox: None });
         };
-        let rpath = recovery_path(&self.path);
         match rewrite(self.file, &self.path, plan, keep_alive, self.chunk) {
             Ok(()) => Ok(Committed {
-                recovery: Some(rpath),
-                mbox: self.path.clone(),
+                mbox: Some(self.path.clone()),
             }),
             Err(e) if crash::is_simulated(&e) => Err(e),
             Err(e) => {
@@ -351,14 +346,9 @@ fn rewrite(
     debug_assert_eq!(to, plan.new_size);
     file.sync_all()?;
     crash::point()?;
+    // Created exclusively like the recovery file (step 1 removed any old mark); it holds nothing.
     let mark = compacted_mark_path(path);
-    // Created anew (step 1 removed any old one), never through a symlink; it holds nothing.
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&mark)?;
+    recovery::create(&mark)?;
     sync_dir(&mark)?;
     crash::point()?;
     file.set_len(plan.new_size)?;

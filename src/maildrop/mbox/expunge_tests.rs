@@ -447,6 +447,31 @@ fn version_3_saves_only_what_the_compaction_overwrites() {
     );
 }
 
+/// The mark cannot be made (as on a full disk, where even an empty file needs a directory entry): the
+/// expunge fails before the truncation and is rolled back at once, the mbox as it was.
+#[test]
+fn a_mark_that_cannot_be_made_leaves_the_old_mbox() {
+    let (all, ranges, _) = case(&[0, 2], "");
+    let fx = fixture(&all);
+    crash::arm(None);
+    let prepared = prepare_with(
+        &fx.path,
+        &fx.file,
+        &ranges,
+        || Ok::<(), io::Error>(()),
+        7,
+        Version::V3,
+    )
+    .map_err(|e| match e {
+        Refused::Check(e) | Refused::Io(e) => e,
+    })
+    .unwrap();
+    fs::create_dir(compacted_mark_path(&fx.path)).unwrap();
+    assert!(prepared.commit(&mut || {}).is_err());
+    assert_eq!(fs::read(&fx.path).unwrap(), all);
+    assert!(!recovery_path(&fx.path).exists());
+}
+
 /// After a crash before the truncation, another program rewrites a byte of the old tail in place (a
 /// mail reader's flag update) before the next login: the expunge is still rolled back, to the old mbox
 /// with that change, never taken for complete (which kept the half-compacted file).
