@@ -189,12 +189,7 @@ impl Mbox {
     fn tail_to_cut(&self, file: &File, deleted: &[usize]) -> Result<u64, MaildropError> {
         let io_err = |e| MaildropError::io(&self.path, e);
         let size = file.metadata().map_err(io_err)?.len();
-        if size < self.scanned_size {
-            return Err(self.changed(format!(
-                "mbox shrank from {} to {size} octets",
-                self.scanned_size
-            )));
-        }
+        self.not_shrunk(size)?;
         let last_goes = deleted.last().is_some_and(|&i| i + 1 == self.scanned.len());
         if !last_goes || size == self.scanned_size {
             return Ok(0);
@@ -208,6 +203,17 @@ impl Mbox {
             Err(self
                 .changed("what was appended during the session does not begin with a From line"))
         }
+    }
+
+    /// The mbox, now `size` octets, still holds all that was scanned.
+    fn not_shrunk(&self, size: u64) -> Result<(), MaildropError> {
+        if size < self.scanned_size {
+            return Err(self.changed(format!(
+                "mbox shrank from {} to {size} octets",
+                self.scanned_size
+            )));
+        }
+        Ok(())
     }
 
     /// Under the delivery locks: `path` still names the file we opened. Some programs rewrite an mbox
@@ -259,13 +265,7 @@ impl Mbox {
             log::debug!("{}: unchanged since scanned", self.path.display());
             return Ok(());
         }
-        let size = meta.len();
-        if size < self.scanned_size {
-            return Err(self.changed(format!(
-                "mbox shrank from {} to {size} octets",
-                self.scanned_size
-            )));
-        }
+        self.not_shrunk(meta.len())?;
         let (again, _) = scan_file(
             &self.path,
             file,
