@@ -15,7 +15,6 @@ use crate::session::UpdateGate;
 pub struct Live {
     pub frontend: Arc<Frontend>,
     pub max_sessions: usize,
-    pub max_per_ip: usize,
     pub shutdown_grace: Duration,
 }
 
@@ -24,7 +23,6 @@ impl Live {
         Live {
             frontend,
             max_sessions: config.max_sessions,
-            max_per_ip: config.max_per_ip,
             shutdown_grace: config.shutdown_grace,
         }
     }
@@ -38,7 +36,6 @@ impl Live {
         log::set_max_level(new.log_level);
         self.frontend = Arc::new(frontend);
         self.max_sessions = new.max_sessions;
-        self.max_per_ip = new.max_per_ip;
         self.shutdown_grace = new.shutdown_grace;
         log::info!("reload: configuration and passwd-file re-read; new sessions use them");
     }

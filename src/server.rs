@@ -256,10 +256,7 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     let mut live = Live::new(config, frontend);
     loop {
         match accept_loop(&listeners, &signals, &live, &active, &per_ip)? {
-            Event::Reload => {
-                reload_into(&mut live, config, reload);
-                per_ip.set_max(live.max_per_ip);
-            }
+            Event::Reload => reload_into(&mut live, &per_ip, config, reload),
             Event::Stop(signal) => {
                 log::info!("{signal}: shutting down, no new sessions");
                 break;
@@ -297,7 +294,7 @@ fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
 
 /// SIGHUP: a configuration or passwd-file that does not load is logged and the running one kept, so a
 /// typo cannot take the server down.
-fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
+fn reload_into(live: &mut Live, per_ip: &PerIp, started: &Config, reload: Reload<'_>) {
     match reload().and_then(|new| frontend(&new).map(|f| (new, f)).map_err(|e| e.message)) {
         Ok((new, mut frontend)) => {
             ensure_descriptors(new.max_sessions);
@@ -305,6 +302,7 @@ fn reload_into(live: &mut Live, started: &Config, reload: Reload<'_>) {
             frontend.services.identity = Arc::clone(&live.frontend.services.identity);
             // One UPDATE gate for all: shutdown must see the sessions of every configuration.
             frontend.services.updates = Arc::clone(&live.frontend.services.updates);
+            per_ip.set_max(new.max_per_ip);
             live.replace(started, &new, frontend)
         }
         Err(e) => {
