@@ -45,6 +45,7 @@ enum Layer {
 #[derive(Debug)]
 struct Timed {
     transport: Transport,
+    /// Each read's wait until a deadline is set (the session sets one before its first read).
     read_timeout: Duration,
     /// When set, each read waits only for what is left of it, and fails once it has passed, instead of
     /// `read_timeout`: TLS reads a record in as many reads as the client cares to send it in, and a
@@ -86,14 +87,6 @@ impl Stream {
                 socket_send_timeout,
                 socket_read_timeout: None,
             }),
-        }
-    }
-
-    /// Changes the inactivity timeout (the pre-login and the autologout timers may differ).
-    pub fn set_read_timeout(&mut self, timeout: Duration) {
-        if let Some(timed) = self.timed_mut() {
-            timed.read_timeout = timeout;
-            timed.read_deadline = None;
         }
     }
 
@@ -396,8 +389,8 @@ mod tests {
         let mut stream = Stream::new(Transport::Tcp(ours), t, t);
         let mut buf = [0u8; 8];
         for timeout in [t, Duration::from_millis(95), Duration::from_millis(250)] {
-            stream.set_read_timeout(timeout);
             let started = std::time::Instant::now();
+            stream.set_read_deadline(started + timeout);
             let err = stream.read(&mut buf).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::TimedOut);
             let waited = started.elapsed();
