@@ -79,11 +79,9 @@ pub fn asks_for_inetd(args: &[OsString]) -> bool {
         };
         let text = file.and_then(|f| std::fs::read(f).ok()).unwrap_or_default();
         let set_in_file = String::from_utf8_lossy(&text).lines().any(|line| {
-            line.trim().split_once('=').is_some_and(|(name, value)| {
-                name.trim() == "inetd"
-                    && ["yes", "true", "on", "1"]
-                        .contains(&value.trim().to_ascii_lowercase().as_str())
-            })
+            line.trim()
+                .split_once('=')
+                .is_some_and(|(name, value)| name.trim() == "inetd" && config::is_yes(value.trim()))
         });
         if set_in_file {
             return true;

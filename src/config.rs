@@ -250,6 +250,11 @@ fn nonempty(value: &str) -> Result<&str, String> {
     }
 }
 
+/// Whether `value` turns a yes/no setting on (`yes`, `true`, `on`, `1`, in any case).
+pub fn is_yes(value: &str) -> bool {
+    boolean(Some(value)) == Ok(true)
+}
+
 fn boolean(value: Option<&str>) -> Result<bool, String> {
     match value.map(str::to_ascii_lowercase).as_deref() {
         None | Some("yes" | "true" | "on" | "1") => Ok(true),

@@ -376,26 +376,29 @@ mod tests {
         }
     }
 
-    /// A file only root may read (owner root, mode 0600), in a directory kept while the guard lives.
-    fn root_only_file() -> (tempfile::TempDir, PathBuf) {
+    /// A file only root may read (owner root, mode 0600), in a directory kept while the guard lives;
+    /// `None` when the tests do not run as root (the tests that need it are then skipped).
+    fn root_only_file() -> Option<(tempfile::TempDir, PathBuf)> {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return None;
+        }
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("secret");
         std::fs::write(&file, "x").unwrap();
         std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
         std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
-        (dir, file)
+        Some((dir, file))
     }
 
     /// Needs root (CI runs as root); skipped otherwise. The switch happens in a scratch thread, so the
     /// test process keeps its own identity.
     #[test]
     fn thread_switch_is_per_thread() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
+        let Some((_dir, file)) = root_only_file() else {
             return;
-        }
-        let (_dir, file) = root_only_file();
+        };
         let ids = Ids {
             uid: 12345,
             gid: 12346,
@@ -436,11 +439,9 @@ mod tests {
     /// again and its groups are the start-up ones. Needs root; skipped otherwise.
     #[test]
     fn restore_gives_the_thread_back_its_start_up_identity() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
+        let Some((_dir, file)) = root_only_file() else {
             return;
-        }
-        let (_dir, file) = root_only_file();
+        };
         let privileges = Privileges::standalone(None).unwrap();
         let Privileges::Thread { base, .. } = &privileges else {
             panic!("root without --user serves with per-thread identities");
