@@ -24,6 +24,8 @@ use crate::auth::Authenticator;
 use crate::auth::chain::Chain;
 use crate::auth::passwd_file::PasswdFile;
 use crate::auth::system::{self, SystemUsers};
+use crate::check;
+use crate::cli::Origins;
 use crate::config::{self, Config, DEFAULT_PORT};
 use crate::conn;
 use crate::privs::Privileges;
@@ -189,12 +191,13 @@ struct Listener {
     implicit_tls: bool,
 }
 
-/// Re-reads the configuration (the same files and command line as at start-up), for SIGHUP.
-pub type Reload<'a> = &'a dyn Fn() -> Result<Config, String>;
+/// Re-reads the configuration (the same files and command line as at start-up), for SIGHUP, with where
+/// each setting came from.
+pub type Reload<'a> = &'a dyn Fn() -> Result<(Config, Origins), String>;
 
 /// Runs the standalone server until SIGTERM or SIGINT; SIGHUP re-reads only the passwd-file.
 pub fn run(config: &Config) -> Result<(), StartError> {
-    let same = || Ok(config.clone());
+    let same = || Ok((config.clone(), Origins::default()));
     serve(config, &same)
 }
 
@@ -295,7 +298,14 @@ fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
 /// SIGHUP: a configuration or passwd-file that does not load is logged and the running one kept, so a
 /// typo cannot take the server down.
 fn reload_into(live: &mut Live, per_ip: &PerIp, started: &Config, reload: Reload<'_>) {
-    match reload().and_then(|new| frontend(&new).map(|f| (new, f)).map_err(|e| e.message)) {
+    // As at start-up, a failure that --check-config's checks explain is reported as they word it.
+    let loaded = reload().and_then(|(new, origins)| match frontend(&new) {
+        Ok(f) => Ok((new, f)),
+        Err(e) => {
+            Err(check::validate(&new, &origins).map_or_else(|p| p.to_string(), |_| e.message))
+        }
+    });
+    match loaded {
         Ok((new, mut frontend)) => {
             ensure_descriptors(new.max_sessions);
             // The privileges were settled at start-up and stay: a reload must not lose the per-thread switch.
