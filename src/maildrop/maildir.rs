@@ -29,7 +29,7 @@ use nix::sys::stat::Mode;
 use crate::proto::body::OctetCounter;
 
 use super::cache::{self, Cache, DirStamps, Stamp};
-use super::{Maildrop, MaildropError, MessageInfo, Tidy};
+use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
 
 /// The lock file, in the maildrop's top directory so that it is never listed as a message.
@@ -228,10 +228,7 @@ impl Maildrop for Maildir {
         }
         // Read no further than the size just taken: the reader then ends without one more `read`
         // system call to find the end of the file.
-        Ok(Box::new(ToSize {
-            file,
-            left: meta.len(),
-        }))
+        Ok(Box::new(FileRange::new(file, 0, meta.len())))
     }
 
     /// Unlinks every deleted message, even after a failure, and reports the first real failure: a
@@ -259,35 +256,6 @@ impl Maildrop for Maildir {
         }
         sync_dirs(&self.root, unlinked);
         first_err.map_or(Ok(Tidy::nothing()), Err)
-    }
-}
-
-/// A message file read to the size `fstat` gave when it was opened. Ending short of it is an error,
-/// not the end of the message: a file truncated while it is served must not go out as a whole message
-/// with its terminator (the client then sees the connection end without one).
-struct ToSize {
-    file: File,
-    left: u64,
-}
-
-impl Read for ToSize {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        match self.file.read(&mut buf[..want])? {
-            0 => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "message file shorter than when it was opened",
-            )),
-            n => {
-                self.left -= n as u64;
-                Ok(n)
-            }
-        }
     }
 }
 

@@ -6,10 +6,11 @@ pub mod location;
 pub mod maildir;
 pub mod mbox;
 
+use std::borrow::Borrow;
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::libc;
@@ -163,6 +164,52 @@ fn replace_file(temp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(temp);
     }
     written
+}
+
+/// The octets `pos..end` of a message's file, read with pread (no shared file position to disturb).
+/// The file ending before `end` is an error, not the end of the message: one cut short while it is
+/// served must not go out as a whole message with its terminator.
+pub(crate) struct FileRange<F> {
+    file: F,
+    pos: u64,
+    end: u64,
+}
+
+impl<F: Borrow<File>> FileRange<F> {
+    pub(crate) fn new(file: F, pos: u64, end: u64) -> FileRange<F> {
+        FileRange { file, pos, end }
+    }
+}
+
+impl<F: Borrow<File>> Read for FileRange<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min((self.end - self.pos).try_into().unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        match read_some_at(self.file.borrow(), &mut buf[..want], self.pos)? {
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "message file shorter than when it was opened",
+            )),
+            n => {
+                self.pos += n as u64;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// `pread`, again after EINTR.
+pub(crate) fn read_some_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        match file.read_at(buf, offset) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }
 
 /// Opens and locks the maildrop at `path` in `format`.

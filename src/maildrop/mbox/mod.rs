@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use md5::{Digest, Md5};
 use nix::libc;
 
-use super::{Maildrop, MaildropError, MessageInfo, Tidy};
+use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy, read_some_at};
 use crate::lock::{DELIVERY_LOCK_WAIT, DeliveryLock, SESSION_LOCK_WAIT, SessionLock, TryLock};
 use scan::{MIN_FRAGMENT, ScannedMessage, Scanner};
 use stamp::Stamp;
@@ -447,15 +447,6 @@ fn scan_range(
     Ok((scanner.finish(), read_pos))
 }
 
-fn read_some_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    loop {
-        match file.read_at(buf, offset) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
-}
-
 fn not_mbox(path: &Path) -> MaildropError {
     let e = io::Error::new(
         io::ErrorKind::InvalidData,
@@ -468,11 +459,7 @@ fn not_mbox(path: &Path) -> MaildropError {
 fn header_md5(file: &File, m: &ScannedMessage) -> io::Result<[u8; 16]> {
     let mut md5 = Md5::new();
     io::copy(
-        &mut RangeReader {
-            file,
-            pos: m.from_offset,
-            end: m.header_end,
-        },
+        &mut FileRange::new(file, m.from_offset, m.header_end),
         &mut Md5Writer(&mut md5),
     )?;
     Ok(md5.finalize().into())
@@ -490,33 +477,6 @@ impl io::Write for Md5Writer<'_> {
     }
 }
 
-/// The bytes `pos..end` of a file, read with pread: no shared file position to disturb.
-struct RangeReader<'a> {
-    file: &'a File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for RangeReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf
-            .len()
-            .min((self.end - self.pos).try_into().unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = read_some_at(self.file, &mut buf[..want], self.pos)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "mbox truncated while reading a message",
-            ));
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
 impl Maildrop for Mbox {
     fn messages(&self) -> &[MessageInfo] {
         &self.messages
@@ -531,11 +491,7 @@ impl Maildrop for Mbox {
             self.unsaved_index = None;
             return Err(e);
         }
-        Ok(Box::new(RangeReader {
-            file,
-            pos: m.data_offset,
-            end: m.data_end,
-        }))
+        Ok(Box::new(FileRange::new(file, m.data_offset, m.data_end)))
     }
 
     fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
