@@ -341,21 +341,11 @@ impl Scanner {
 
     /// Consumes `bytes`; counts their line ends into the message when they are message data.
     fn advance(&mut self, bytes: &[u8], data: bool) {
-        if bytes.is_empty() {
-            return;
-        }
-        if data {
-            let cur = self.current.as_mut().expect("data belongs to a message");
+        if data && !bytes.is_empty() {
             let (lf, crlf) = count_line_ends_with(&self.crlf, bytes, self.prev[1]);
-            cur.lf += lf;
-            cur.crlf += crlf;
+            self.count_line_ends(lf, crlf);
         }
-        self.prev = match bytes {
-            [.., a, b] => [*a, *b],
-            [b] => [self.prev[1], *b],
-            [] => self.prev,
-        };
-        self.pos += bytes.len() as u64;
+        self.step_over(bytes);
     }
 
     /// [`advance`](Self::advance) for message data that is one whole line: its only LF is its last
@@ -366,14 +356,24 @@ impl Scanner {
             [.., cr, _] => *cr,
             _ => self.prev[1],
         };
+        self.count_line_ends(1, u64::from(before_lf == b'\r'));
+        self.step_over(line);
+    }
+
+    fn count_line_ends(&mut self, lf: u64, crlf: u64) {
         let cur = self.current.as_mut().expect("data belongs to a message");
-        cur.lf += 1;
-        cur.crlf += u64::from(before_lf == b'\r');
-        self.prev = match line {
+        cur.lf += lf;
+        cur.crlf += crlf;
+    }
+
+    /// Moves past `bytes`, remembering the last two consumed.
+    fn step_over(&mut self, bytes: &[u8]) {
+        self.prev = match bytes {
             [.., a, b] => [*a, *b],
-            _ => [self.prev[1], b'\n'],
+            [b] => [self.prev[1], *b],
+            [] => self.prev,
         };
-        self.pos += line.len() as u64;
+        self.pos += bytes.len() as u64;
     }
 
     fn begin_message(&mut self) {
