@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -132,8 +133,9 @@ impl DeliveryLock {
         }
     }
 
-    /// Keeps the dotlock fresh during a long operation; cheap when called often.
-    pub fn refresh(&mut self) -> io::Result<()> {
+    /// Keeps the dotlock fresh during a long operation; cheap when called often. Takes `&self` so that
+    /// the threads of one operation (UPDATE's rescan and its copy to the recovery file) can share it.
+    pub fn refresh(&self) -> io::Result<()> {
         self.dot.refresh()
     }
 }
@@ -205,7 +207,7 @@ struct DotLock {
     path: PathBuf,
     /// Our lock file, kept open to refresh its mtime and to recognise it (inode) before removing it.
     file: File,
-    touched: Instant,
+    touched: Mutex<Instant>,
 }
 
 /// Makes temporary names unique between the threads of one process.
@@ -248,7 +250,7 @@ impl DotLock {
             (Ok(true), _) => Ok(Some(DotLock {
                 path: path.to_path_buf(),
                 file,
-                touched: Instant::now(),
+                touched: Mutex::new(Instant::now()),
             })),
             (_, Err(e)) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
             (Err(e), _) => Err(e),
@@ -256,10 +258,12 @@ impl DotLock {
         }
     }
 
-    fn refresh(&mut self) -> io::Result<()> {
-        if self.touched.elapsed() >= DOTLOCK_REFRESH {
+    fn refresh(&self) -> io::Result<()> {
+        // A poisoned lock only means a panic elsewhere while it was held; the instant is still usable.
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        if touched.elapsed() >= DOTLOCK_REFRESH {
             self.file.set_modified(SystemTime::now())?;
-            self.touched = Instant::now();
+            *touched = Instant::now();
         }
         Ok(())
     }
@@ -460,7 +464,7 @@ mod tests {
         let mut held = DeliveryLock::acquire(&path, &file, SHORT).unwrap();
         let old = SystemTime::now() - Duration::from_secs(600);
         held.dot.file.set_modified(old).unwrap();
-        held.dot.touched -= DOTLOCK_REFRESH;
+        *held.dot.touched.get_mut().unwrap() -= DOTLOCK_REFRESH;
         held.refresh().unwrap();
         assert!(
             fs::metadata(dotlock_path(&path))

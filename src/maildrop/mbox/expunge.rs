@@ -131,7 +131,7 @@ pub fn expunge(
     deleted: &[(u64, u64)],
     keep_alive: &mut dyn FnMut(),
 ) -> io::Result<()> {
-    prepare(path, file, deleted, || Ok::<(), io::Error>(()))
+    prepare(path, file, deleted, || Ok::<(), io::Error>(()), keep_alive)
         .map_err(|e| match e {
             Refused::Check(e) | Refused::Io(e) => e,
         })?
@@ -141,14 +141,24 @@ pub fn expunge(
 
 /// Step 1 for removing the byte ranges `deleted` (ascending, disjoint, non-empty, within the file)
 /// from the mbox `file` at `path`, with `check` run alongside in another thread; the mbox is not
-/// touched unless both succeed.
+/// touched unless both succeed. `keep_alive` is called, in this thread, between chunks of the copy
+/// to the recovery file (to refresh the dotlock: the copy can outlast a rescan, or need none).
 pub fn prepare<'f, E: Send>(
     path: &Path,
     file: &'f File,
     deleted: &[(u64, u64)],
     check: impl FnOnce() -> Result<(), E> + Send,
+    keep_alive: &mut dyn FnMut(),
 ) -> Result<Prepared<'f>, Refused<E>> {
-    prepare_with(path, file, deleted, check, COPY_CHUNK, Version::V3)
+    prepare_with(
+        path,
+        file,
+        deleted,
+        check,
+        keep_alive,
+        COPY_CHUNK,
+        Version::V3,
+    )
 }
 
 fn prepare_with<'f, E: Send>(
@@ -156,6 +166,7 @@ fn prepare_with<'f, E: Send>(
     file: &'f File,
     deleted: &[(u64, u64)],
     check: impl FnOnce() -> Result<(), E> + Send,
+    keep_alive: &mut dyn FnMut(),
     chunk: usize,
     version: Version,
 ) -> Result<Prepared<'f>, Refused<E>> {
@@ -213,7 +224,7 @@ fn prepare_with<'f, E: Send>(
                 .join()
                 .unwrap_or_else(|panicked| panic::resume_unwind(panicked))
         };
-        let written = recovery::write(&out, file, &plan, version, chunk, tail_hash);
+        let written = recovery::write(&out, file, &plan, version, chunk, tail_hash, keep_alive);
         Ok::<_, io::Error>((written, checker.join()))
     });
     // The file gets its checksum only once the check passed: a crash before leaves it incomplete, so

@@ -65,6 +65,7 @@ fn run(fx: &Fixture, ranges: &[(u64, u64)], chunk: usize, version: Version) -> i
         &fx.file,
         ranges,
         || Ok::<(), io::Error>(()),
+        &mut || {},
         chunk,
         version,
     )
@@ -363,10 +364,16 @@ fn a_failed_check_leaves_the_mbox_untouched() {
     let fx = fixture(&all);
     let caller = thread::current().id();
     crash::arm(None);
-    let refused = prepare(&fx.path, &fx.file, &ranges, || {
-        assert_ne!(thread::current().id(), caller);
-        Err("changed")
-    });
+    let refused = prepare(
+        &fx.path,
+        &fx.file,
+        &ranges,
+        || {
+            assert_ne!(thread::current().id(), caller);
+            Err("changed")
+        },
+        &mut || {},
+    );
     assert!(matches!(refused, Err(Refused::Check("changed"))));
     assert_eq!(fs::read(&fx.path).unwrap(), all);
     assert!(!recovery_path(&fx.path).exists());
@@ -385,6 +392,7 @@ fn a_crash_while_the_check_fails_leaves_no_valid_recovery_file() {
             &fx.file,
             &ranges,
             || Err("changed"),
+            &mut || {},
             7,
             Version::V3,
         );
@@ -410,9 +418,13 @@ fn a_panicking_check_leaves_the_mbox_untouched() {
     let fx = fixture(&all);
     crash::arm(None);
     let outcome = panic::catch_unwind(|| {
-        let _ = prepare(&fx.path, &fx.file, &ranges, || -> Result<(), ()> {
-            panic!("check failed badly")
-        });
+        let _ = prepare(
+            &fx.path,
+            &fx.file,
+            &ranges,
+            || -> Result<(), ()> { panic!("check failed badly") },
+            &mut || {},
+        );
     });
     assert!(outcome.is_err());
     assert_eq!(fs::read(&fx.path).unwrap(), all);
@@ -459,6 +471,7 @@ fn a_mark_that_cannot_be_made_leaves_the_old_mbox() {
         &fx.file,
         &ranges,
         || Ok::<(), io::Error>(()),
+        &mut || {},
         7,
         Version::V3,
     )
@@ -554,4 +567,31 @@ fn appended_copy_of_the_old_tail_rolls_back_to_the_old_mbox() {
         );
         break;
     }
+}
+
+/// Step 1's copy to the recovery file keeps the caller's locks alive chunk by chunk: with the stamp
+/// there is no rescan to do it, and the copy of a large tail can outlast the dotlock's stale age.
+#[test]
+fn the_copy_to_the_recovery_file_keeps_the_locks_alive() {
+    let (all, ranges, _) = case(&[0, 2], "");
+    let fx = fixture(&all);
+    crash::arm(None);
+    let mut calls = 0;
+    let chunk = 7;
+    let prepared = prepare_with(
+        &fx.path,
+        &fx.file,
+        &ranges,
+        || Ok::<(), io::Error>(()),
+        &mut || calls += 1,
+        chunk,
+        Version::V3,
+    )
+    .map_err(|e| match e {
+        Refused::Check(e) | Refused::Io(e) => e,
+    })
+    .unwrap();
+    let copied = all.len() - removed(&ranges) - ranges[0].0 as usize;
+    assert!(calls >= copied / chunk, "{calls} calls for {copied} octets");
+    prepared.commit(&mut || {}).unwrap().finish().unwrap();
 }

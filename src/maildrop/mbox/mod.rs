@@ -103,14 +103,14 @@ impl Mbox {
             unsaved_index: None,
             _session: session,
         };
-        let Some((file, mut lock)) = mbox.open_locked()? else {
+        let Some((file, lock)) = mbox.open_locked()? else {
             return Ok(mbox);
         };
         expunge::recover(path, &file).map_err(io_err)?;
-        let (scanned, size, stale) = match scan_from_index(path, &file, want_x_uidl, &mut lock)? {
+        let (scanned, size, stale) = match scan_from_index(path, &file, want_x_uidl, &lock)? {
             Some(indexed) => indexed,
             None => {
-                let (scanned, size, stamp) = mbox.scan_whole(&file, &mut lock)?;
+                let (scanned, size, stamp) = mbox.scan_whole(&file, &lock)?;
                 mbox.stamp = stamp;
                 (scanned, size, true)
             }
@@ -239,7 +239,7 @@ impl Mbox {
     fn scan_whole(
         &self,
         file: &File,
-        lock: &mut DeliveryLock,
+        lock: &DeliveryLock,
     ) -> Result<(Vec<ScannedMessage>, u64, Option<Stamp>), MaildropError> {
         let clock = self._session.as_ref().map(SessionLock::touch);
         let before = file
@@ -256,7 +256,7 @@ impl Mbox {
 
     /// Under the delivery locks: the mbox is unchanged since the scan (see `stamp`), or the part we
     /// scanned scans the same again, in the same file.
-    fn verify_unchanged(&self, file: &File, lock: &mut DeliveryLock) -> Result<(), MaildropError> {
+    fn verify_unchanged(&self, file: &File, lock: &DeliveryLock) -> Result<(), MaildropError> {
         self.check_same_file(file)?;
         let meta = file
             .metadata()
@@ -340,7 +340,7 @@ fn scan_from_index(
     path: &Path,
     file: &File,
     want_x_uidl: bool,
-    lock: &mut DeliveryLock,
+    lock: &DeliveryLock,
 ) -> Result<Option<(Vec<ScannedMessage>, u64, bool)>, MaildropError> {
     let Some((key, mut messages)) = indexed_prefix(path, file, want_x_uidl)? else {
         return Ok(None);
@@ -407,7 +407,7 @@ fn scan_file(
     file: &File,
     limit: Option<u64>,
     want_x_uidl: bool,
-    lock: &mut DeliveryLock,
+    lock: &DeliveryLock,
     chunk: usize,
 ) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
     scan_range(path, file, 0, limit, want_x_uidl, lock, chunk)
@@ -420,7 +420,7 @@ fn scan_range(
     start: u64,
     limit: Option<u64>,
     want_x_uidl: bool,
-    lock: &mut DeliveryLock,
+    lock: &DeliveryLock,
     chunk: usize,
 ) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
     let io_err = |e| MaildropError::io(path, e);
@@ -507,8 +507,7 @@ impl Maildrop for Mbox {
         let io_err = |e| MaildropError::io(&self.path, e);
         let mut ranges = deleted_ranges(&self.scanned, deleted)
             .ok_or_else(|| self.changed("bad deletion list"))?;
-        let mut lock =
-            DeliveryLock::acquire(&self.path, file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
+        let lock = DeliveryLock::acquire(&self.path, file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
         if let Some(last) = ranges.last_mut() {
             last.1 += self.tail_to_cut(file, deleted)?;
         }
@@ -517,20 +516,23 @@ impl Maildrop for Mbox {
         // can happen to line up with). Removed before step 1, whose fsync of the directory makes it last.
         index::remove(&self.path);
         // The rescan runs in a second thread while the recovery file is written.
-        let prepared = expunge::prepare(&self.path, file, &ranges, || {
-            self.verify_unchanged(file, &mut lock)
-        })
+        let mut keep_alive = || {
+            if let Err(e) = lock.refresh() {
+                log::warn!("{}: cannot refresh dotlock: {e}", self.path.display());
+            }
+        };
+        let prepared = expunge::prepare(
+            &self.path,
+            file,
+            &ranges,
+            || self.verify_unchanged(file, &lock),
+            &mut keep_alive,
+        )
         .map_err(|refused| match refused {
             expunge::Refused::Check(changed) => changed,
             expunge::Refused::Io(e) => io_err(e),
         })?;
-        let committed = prepared
-            .commit(&mut || {
-                if let Err(e) = lock.refresh() {
-                    log::warn!("{}: cannot refresh dotlock: {e}", self.path.display());
-                }
-            })
-            .map_err(io_err)?;
+        let committed = prepared.commit(&mut keep_alive).map_err(io_err)?;
         // Still under the delivery locks: the index's key must describe the file as we left it.
         let meta = file.metadata().ok();
         drop(lock);

@@ -297,17 +297,17 @@ fn file_read_loop_handles_every_chunk_size() {
     );
     let path = mbox_in(&dir, &content);
     let file = File::options().read(true).write(true).open(&path).unwrap();
-    let mut lock = DeliveryLock::acquire(&path, &file, DELIVERY_LOCK_WAIT).unwrap();
+    let lock = DeliveryLock::acquire(&path, &file, DELIVERY_LOCK_WAIT).unwrap();
     let whole = scan::scan_all(content.as_bytes(), true).unwrap();
     for chunk in (1..=64).chain([255, 256, 257, 1000]) {
-        let (got, size) = scan_file(&path, &file, None, true, &mut lock, chunk).unwrap();
+        let (got, size) = scan_file(&path, &file, None, true, &lock, chunk).unwrap();
         assert_eq!(
             (got, size),
             (whole.clone(), content.len() as u64),
             "chunk {chunk}"
         );
         let limit = MBOX.len() as u64;
-        let (prefix, size) = scan_file(&path, &file, Some(limit), true, &mut lock, chunk).unwrap();
+        let (prefix, size) = scan_file(&path, &file, Some(limit), true, &lock, chunk).unwrap();
         assert_eq!(
             (prefix, size),
             (scan::scan_all(MBOX.as_bytes(), true).unwrap(), limit),

@@ -172,6 +172,7 @@ pub fn write(
     version: Version,
     chunk: usize,
     tail_hash: impl FnOnce() -> io::Result<TailHash>,
+    keep_alive: &mut dyn FnMut(),
 ) -> io::Result<[u8; SUM_LEN as usize]> {
     let (magic, saved_end) = match version {
         Version::V2 => (MAGIC_V2, plan.size),
@@ -195,6 +196,7 @@ pub fn write(
         &mut vec![0u8; chunk],
         |_, bytes| {
             put(bytes)?;
+            keep_alive();
             crash::point()
         },
     )?;
