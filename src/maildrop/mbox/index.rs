@@ -11,7 +11,10 @@
 //!   are right: a torn or stray file is ignored;
 //! - it was made for the same file (device and inode) and the same `mbox-uidl` setting;
 //! - the mbox is not shorter than when indexed; if it has the same size, it also has the same
-//!   modification time (an unchanged size with a new mtime is a rewrite, not a delivery);
+//!   modification time and change time (an unchanged size with a new mtime is a rewrite, not a
+//!   delivery, and mail readers set the mtime back after a rewrite, but no program can set the ctime);
+//!   the ctime counts only if the key recorded it as settled, earlier than the session lock file's
+//!   ctime set just before (see `stamp`): a same-size rewrite in the same clock tick keeps it;
 //! - the `From ` lines of up to [`SAMPLES`] messages spread over the file, and always of the last one,
 //!   are still where the index says, after an empty line, with the same digest.
 //!
@@ -33,10 +36,14 @@ use nix::libc;
 use super::scan::ScannedMessage;
 
 /// Version 2: a last message ending in a bare CR counts one octet fewer (version 1 counted two for
-/// its missing line end, while RETR adds only the LF): version 1 indexes are scanned anew.
-const MAGIC: &[u8; 20] = b"poplar-mbox-index 2\n";
-/// The header after the magic: eight little-endian u64 (see [`Key`] and the message count).
-const HEADER_LEN: usize = MAGIC.len() + 8 * 8;
+/// its missing line end, while RETR adds only the LF). Version 3: the key holds the mbox's ctime.
+/// Older indexes are scanned anew.
+const MAGIC: &[u8; 20] = b"poplar-mbox-index 3\n";
+/// The header after the magic: ten little-endian u64 (see [`Key`] and the message count).
+const HEADER_LEN: usize = MAGIC.len() + 10 * 8;
+/// Flag bits in the header.
+const FLAG_X_UIDL: u64 = 1;
+const FLAG_CTIME: u64 = 2;
 /// Per message: seven u64, the MD5, the hashed flag, the X-UIDL length (`NO_X_UIDL` for none).
 const RECORD_LEN: usize = 7 * 8 + 16 + 1 + 2;
 const NO_X_UIDL: u16 = u16::MAX;
@@ -56,12 +63,26 @@ pub struct Key {
     pub size: u64,
     pub mtime: i64,
     pub mtime_nsec: i64,
+    /// The mbox's change time (seconds, nanoseconds) when the index was written, if it was already
+    /// earlier than a clock file's set to now just before (see `stamp`): then any later change of the
+    /// mbox, even one that keeps its size and sets its mtime back, has another ctime.
+    pub ctime: Option<(i64, i64)>,
     pub want_x_uidl: bool,
 }
 
 impl Key {
-    /// The key for `messages` of the mbox whose metadata is `meta`.
-    pub fn new(meta: &fs::Metadata, messages: &[ScannedMessage], want_x_uidl: bool) -> Key {
+    /// The key for `messages` of the mbox whose metadata is `meta`; `clock`: the metadata of a file
+    /// beside the mbox whose times were set to now just before `meta` was read.
+    pub fn new(
+        meta: &fs::Metadata,
+        clock: Option<&fs::Metadata>,
+        messages: &[ScannedMessage],
+        want_x_uidl: bool,
+    ) -> Key {
+        let settled = clock.is_some_and(|clock| {
+            clock.dev() == meta.dev()
+                && (meta.ctime(), meta.ctime_nsec()) < (clock.ctime(), clock.ctime_nsec())
+        });
         Key {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -69,6 +90,7 @@ impl Key {
             size: meta.size(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime: settled.then(|| (meta.ctime(), meta.ctime_nsec())),
             want_x_uidl,
         }
     }
@@ -78,7 +100,9 @@ impl Key {
     pub fn admits(&self, meta: &fs::Metadata, want_x_uidl: bool) -> bool {
         let same_file =
             self.dev == meta.dev() && self.ino == meta.ino() && self.want_x_uidl == want_x_uidl;
-        let untouched = meta.mtime() == self.mtime && meta.mtime_nsec() == self.mtime_nsec;
+        let untouched = meta.mtime() == self.mtime
+            && meta.mtime_nsec() == self.mtime_nsec
+            && self.ctime == Some((meta.ctime(), meta.ctime_nsec()));
         same_file
             && meta.size() >= self.covered
             && (meta.size() > self.size || (meta.size() == self.size && untouched))
@@ -150,6 +174,9 @@ pub fn remove(mbox: &Path) {
 pub fn encode(key: &Key, messages: &[ScannedMessage]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + messages.len() * (RECORD_LEN + 2) + 8);
     out.extend_from_slice(MAGIC);
+    let (ctime, ctime_nsec) = key.ctime.unwrap_or_default();
+    let flags = if key.want_x_uidl { FLAG_X_UIDL } else { 0 }
+        | if key.ctime.is_some() { FLAG_CTIME } else { 0 };
     let header = [
         key.dev,
         key.ino,
@@ -157,7 +184,9 @@ pub fn encode(key: &Key, messages: &[ScannedMessage]) -> Vec<u8> {
         key.size,
         key.mtime as u64,
         key.mtime_nsec as u64,
-        u64::from(key.want_x_uidl),
+        ctime as u64,
+        ctime_nsec as u64,
+        flags,
         messages.len() as u64,
     ];
     header
@@ -198,7 +227,22 @@ pub fn decode(bytes: &[u8]) -> Option<(Key, Vec<ScannedMessage>)> {
         return None;
     }
     let mut r = Reader(body.strip_prefix(MAGIC)?);
-    let [dev, ino, covered, size, mtime, mtime_nsec, flags, count] = [(); 8].map(|()| r.u64());
+    let [
+        dev,
+        ino,
+        covered,
+        size,
+        mtime,
+        mtime_nsec,
+        ctime,
+        ctime_nsec,
+        flags,
+        count,
+    ] = [(); 10].map(|()| r.u64());
+    let flags = flags?;
+    if flags & !(FLAG_X_UIDL | FLAG_CTIME) != 0 {
+        return None;
+    }
     let key = Key {
         dev: dev?,
         ino: ino?,
@@ -206,11 +250,12 @@ pub fn decode(bytes: &[u8]) -> Option<(Key, Vec<ScannedMessage>)> {
         size: size?,
         mtime: mtime? as i64,
         mtime_nsec: mtime_nsec? as i64,
-        want_x_uidl: match flags? {
-            0 => false,
-            1 => true,
-            _ => return None,
+        ctime: match (flags & FLAG_CTIME != 0, ctime?, ctime_nsec?) {
+            (true, sec, nsec) => Some((sec as i64, nsec as i64)),
+            (false, 0, 0) => None,
+            (false, _, _) => return None,
         },
+        want_x_uidl: flags & FLAG_X_UIDL != 0,
     };
     let count = usize::try_from(count?)
         .ok()

@@ -13,6 +13,7 @@ fn key(messages: &[ScannedMessage]) -> Key {
         size: covered + 5,
         mtime: -3,
         mtime_nsec: 4,
+        ctime: Some((-5, 6)),
         want_x_uidl: true,
     }
 }

@@ -118,9 +118,16 @@ impl Mbox {
         // Under the delivery locks, so the key's size and mtime are those of what was scanned. The
         // index itself is written when the session ends (see `Drop`): the client is not kept waiting
         // for it, and an UPDATE that removes messages writes its own instead.
+        // The clock first, so that a same-size rewrite later in this tick is not taken for no change.
         let key = if stale {
+            let clock = mbox._session.as_ref().and_then(|s| s.touch().ok());
             let meta = file.metadata().map_err(io_err)?;
-            Some(index::Key::new(&meta, &scanned, want_x_uidl))
+            Some(index::Key::new(
+                &meta,
+                clock.as_ref(),
+                &scanned,
+                want_x_uidl,
+            ))
         } else {
             None
         };
@@ -534,9 +541,12 @@ impl Maildrop for Mbox {
         })?;
         let committed = prepared.commit(&mut keep_alive).map_err(io_err)?;
         // Still under the delivery locks: the index's key must describe the file as we left it.
+        let clock = self._session.as_ref().and_then(|s| s.touch().ok());
         let meta = file.metadata().ok();
         drop(lock);
-        Ok(Tidy::later(move || (*self).tidy(committed, meta, &ranges)))
+        Ok(Tidy::later(move || {
+            (*self).tidy(committed, meta, clock, &ranges)
+        }))
     }
 }
 
@@ -563,6 +573,7 @@ impl Mbox {
         self,
         committed: expunge::Committed,
         meta: Option<fs::Metadata>,
+        clock: Option<fs::Metadata>,
         ranges: &[(u64, u64)],
     ) {
         if let Err(e) = committed.finish() {
@@ -575,7 +586,7 @@ impl Mbox {
         let saved = match meta {
             Some(meta) if !kept.is_empty() => index::save(
                 &self.path,
-                &index::Key::new(&meta, &kept, self.want_x_uidl),
+                &index::Key::new(&meta, clock.as_ref(), &kept, self.want_x_uidl),
                 &kept,
             ),
             _ => Err(io::ErrorKind::NotFound.into()),

@@ -683,3 +683,26 @@ fn a_stamped_update_crashed_at_any_step_loses_nothing() {
         "{crashed} crashed, {finished} finished"
     );
 }
+
+#[test]
+fn a_same_size_rewrite_with_the_mtime_set_back_is_not_served_from_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    settle(&path);
+    let first = view(&path, UidlSource::Popa3d);
+    // Unchanged: served from the index, which need not be written again.
+    let mbox = Mbox::open(&path).unwrap();
+    assert!(mbox.unsaved_index.is_none(), "served from the index");
+    drop(mbox);
+    // What a mail reader may do: rewrite in place, same size, and set the mtime back. Here a line
+    // break more in message 1 (one octet more as sent) and another hashed Received: header.
+    rewrite_keeping_times(
+        &path,
+        MBOX.find("Subject: one").unwrap() as u64,
+        b"Subject:\none",
+    );
+    rewrite_keeping_times(&path, MBOX.find("id 1").unwrap() as u64, b"id 9");
+    let indexed = view(&path, UidlSource::Popa3d);
+    assert_ne!(indexed.1[0], first.1[0]);
+    assert_eq!(indexed, scanned_view(&path, UidlSource::Popa3d));
+}
