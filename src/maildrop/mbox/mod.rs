@@ -173,11 +173,17 @@ impl Mbox {
     }
 
     /// Spot check before serving a message: the file is not shorter than scanned and the message's
-    /// `From ` line is still where it was, after an empty line.
-    fn check_message(&self, file: &File, m: &ScannedMessage) -> Result<(), MaildropError> {
+    /// `From ` line is still where it was, after an empty line, and so is the next one's, where the
+    /// message ends: an edit that moved only the messages between two of the index's samples (one
+    /// message a line longer, the next a line shorter) must not have RETR send other bytes than LIST
+    /// counted, or a piece of the next message.
+    fn check_message(&self, file: &File, index: usize) -> Result<(), MaildropError> {
         let io_err = |e| MaildropError::io(&self.path, e);
-        let intact = file.metadata().map_err(io_err)?.len() >= self.scanned_size
-            && from_line_intact(file, m).map_err(io_err)?;
+        let m = &self.scanned[index];
+        let mut intact = file.metadata().map_err(io_err)?.len() >= self.scanned_size;
+        for m in std::iter::once(m).chain(self.scanned.get(index + 1)) {
+            intact = intact && from_line_intact(file, m).map_err(io_err)?;
+        }
         if intact {
             Ok(())
         } else {
@@ -493,7 +499,7 @@ impl Maildrop for Mbox {
         let (Some(file), Some(m)) = (self.file.as_ref(), self.scanned.get(index)) else {
             return Err(self.changed(format!("no message with index {index}")));
         };
-        if let Err(e) = self.check_message(file, m) {
+        if let Err(e) = self.check_message(file, index) {
             // Nor may the index of what this session scanned be written.
             self.unsaved_index = None;
             return Err(e);

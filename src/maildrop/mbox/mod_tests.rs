@@ -706,3 +706,49 @@ fn a_same_size_rewrite_with_the_mtime_set_back_is_not_served_from_the_index() {
     assert_ne!(indexed.1[0], first.1[0]);
     assert_eq!(indexed, scanned_view(&path, UidlSource::Popa3d));
 }
+
+#[test]
+fn an_edit_that_moved_only_unsampled_messages_is_not_served() {
+    // 40 messages: the index checks the From lines of every other one, and the last.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..40 {
+        let status = if i == 3 { "RO" } else { "O" };
+        text += &format!(
+            "From u{i}@example.org Thu Jan  1 00:00:{i:02} 2026\n\
+             Received: by mx id {i}\nStatus: {status}\n\nbody {i}\n\n"
+        );
+    }
+    let path = mbox_in(&dir, &text);
+    drop(Mbox::open(&path).unwrap());
+    assert!(index::index_path(&path).exists());
+    // A mail reader marks message 3 read and message 4 unread, in place: message 4's From line (not
+    // a sample) moves by one octet, every other stays. Then mail is delivered.
+    let edited = text
+        .replacen("id 2\nStatus: O\n", "id 2\nStatus: RO\n", 1)
+        .replacen("id 3\nStatus: RO\n", "id 3\nStatus: O\n", 1);
+    assert_eq!(edited.len(), text.len());
+    write_over(&path, &edited);
+    append_to(
+        &path,
+        "From new@example.org Thu Jan  1 00:01:00 2026\n\nnew\n",
+    );
+    let mut mbox = Mbox::open(&path).unwrap();
+    let listed = mbox.messages()[2].octets;
+    let fresh = scan::scan_all(edited.as_bytes(), false).unwrap();
+    // Served, it must be what LIST counted; else refused, and the index goes.
+    match read_all(&mut mbox, 2) {
+        Ok(body) => {
+            assert_eq!(listed, fresh[2].octets, "LIST");
+            let m = &fresh[2];
+            assert_eq!(
+                body,
+                &edited.as_bytes()[m.data_offset as usize..m.data_end as usize]
+            );
+        }
+        Err(e) => {
+            assert!(matches!(e, MaildropError::Changed { .. }), "{e}");
+            assert!(!index::index_path(&path).exists());
+        }
+    }
+}
