@@ -170,8 +170,12 @@ fn load(passwd_path: &Path, shadow_path: &Path) -> Result<Table, String> {
     warn_bad(passwd_path, &bad);
     let (shadows, bad) = unix_files::parse_shadow(&shadow);
     warn_bad(shadow_path, &bad);
-    let mut shadows: HashMap<String, ShadowEntry> =
-        shadows.into_iter().map(|s| (s.name.clone(), s)).collect();
+    // The first line for a name wins here too, as getspnam(3) finds it: collecting into the map would
+    // keep the last, so a locked first line followed by an old hash would let the old password in.
+    let mut shadows = shadows.into_iter().fold(HashMap::new(), |mut map, s| {
+        map.entry(s.name.clone()).or_insert(s);
+        map
+    });
     let mut users = HashMap::new();
     for entry in accounts {
         // The first line for a name wins, as getpwnam(3) finds it.

@@ -155,6 +155,24 @@ fn rereads_when_either_file_changes() {
     assert!(!db.knows(b"a"));
 }
 
+/// A name on two lines of /etc/shadow: the first decides, as getspnam(3) reads it, whatever follows.
+#[test]
+fn the_first_shadow_line_of_a_name_wins() {
+    let f = files(
+        "a:x:1000:1000::/home/a:/bin/sh\nb:x:1001:1001::/home/b:/bin/sh\n",
+        &format!(
+            "a:!{SHA512}:19000:0:99999:7:::\na:{SHA512}:19000:0:99999:7:::\n\
+             b:{SHA256}:19000:0:99999:7:::\nb:{MD5}:19000:0:99999:7::1:\n"
+        ),
+    );
+    let db = SystemUsers::open(&f.passwd, &f.shadow).unwrap();
+    assert!(!ok(&db, "a", "tanstaaf"), "the first line locks a");
+    assert!(
+        ok(&db, "b", "tanstaaf"),
+        "the first line's hash and dates for b"
+    );
+}
+
 #[test]
 fn shadow_may_be_missing_but_passwd_may_not() {
     let f = files(
