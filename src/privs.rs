@@ -123,7 +123,8 @@ impl Privileges {
     ) -> Result<Ids, String> {
         match (account.uid, account.gid, fallback) {
             (Some(uid), Some(gid), _) => {
-                let groups = std::fs::read_to_string(group_file)
+                // Bytes: a group line that is not UTF-8 is skipped, not a reason to refuse every login.
+                let groups = std::fs::read(group_file)
                     .map(|text| unix_files::groups_of(&text, &account.name, gid))
                     .map_err(|e| format!("{}: {e}", group_file.display()))?;
                 Ok(Ids { uid, gid, groups })
@@ -175,8 +176,7 @@ impl Identity for Privileges {
 
 /// `name`'s ids from the passwd and group files, as initgroups(3) would set them.
 pub fn lookup(name: &str, passwd: &Path, group: &Path) -> Result<Ids, String> {
-    let read =
-        |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
     let (entries, _) = unix_files::parse_passwd(&read(passwd)?);
     let entry = entries
         .into_iter()
@@ -362,6 +362,16 @@ mod tests {
         assert!(
             p.ids_for(&account(Some(1), Some(2)), &dir.path().join("none"), None)
                 .is_err()
+        );
+        // A group name that is not UTF-8 (Latin-1, from an old host) used to fail every login.
+        std::fs::write(&g, b"\xe9quipe:x:60:alice\nstaff:x:50:alice\n").unwrap();
+        assert_eq!(
+            p.ids_for(&account(Some(1), Some(2)), &g, None),
+            Ok(Ids {
+                uid: 1,
+                gid: 2,
+                groups: vec![2, 60, 50],
+            })
         );
     }
 

@@ -145,7 +145,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// Reads a file and its stamp from one descriptor; `Ok(None)` when it does not exist.
-fn read(path: &Path) -> Result<Option<(String, Stamp)>, String> {
+fn read(path: &Path) -> Result<Option<(Vec<u8>, Stamp)>, String> {
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -155,8 +155,9 @@ fn read(path: &Path) -> Result<Option<(String, Stamp)>, String> {
         .metadata()
         .map(|m| Stamp::of(&m))
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)
+    // Bytes, not a String: one line that is not UTF-8 must not make the whole file unreadable.
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Some((text, stamp)))
 }
@@ -165,7 +166,7 @@ fn load(passwd_path: &Path, shadow_path: &Path) -> Result<Table, String> {
     let (passwd, passwd_stamp) =
         read(passwd_path)?.ok_or_else(|| format!("{}: no such file", passwd_path.display()))?;
     let (shadow, shadow_stamp) =
-        read(shadow_path)?.map_or((String::new(), None), |(t, s)| (t, Some(s)));
+        read(shadow_path)?.map_or((Vec::new(), None), |(t, s)| (t, Some(s)));
     let (accounts, bad) = unix_files::parse_passwd(&passwd);
     warn_bad(passwd_path, &bad);
     let (shadows, bad) = unix_files::parse_shadow(&shadow);

@@ -1,8 +1,11 @@
 //! The formats of `/etc/passwd`, `/etc/shadow` and `/etc/group` (passwd(5), shadow(5), group(5)), read
 //! directly rather than through getpwnam(3): the static musl binary has no NSS, and PAM is not wanted.
 //! Pure: text in, records out. Reading the files and deciding who may log in is `system`'s job; the
-//! supplementary groups are `privs`'s.
+//! supplementary groups are `privs`'s. The text is bytes, not UTF-8: these files are older than UTF-8,
+//! and a Latin-1 gecos or group name must cost at most its own line, never the whole file.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// One `/etc/passwd` line: `name:password:uid:gid:gecos:home:shell`.
@@ -39,31 +42,32 @@ impl std::fmt::Debug for ShadowEntry {
 /// hand-edited typo, which must not lock every other user out.
 pub type BadLines = Vec<usize>;
 
-/// Parses `/etc/passwd` text; malformed lines are skipped and reported.
-pub fn parse_passwd(text: &str) -> (Vec<PasswdEntry>, BadLines) {
+/// Parses `/etc/passwd` text; malformed lines are skipped and reported. The gecos and shell fields are
+/// not used, so any bytes may be in them; the name and password must be UTF-8.
+pub fn parse_passwd(text: &[u8]) -> (Vec<PasswdEntry>, BadLines) {
     parse_lines(text, |f| {
         if f.len() < 7 || f[0].is_empty() {
             return None;
         }
         Some(PasswdEntry {
-            name: f[0].to_string(),
-            password: f[1].to_string(),
+            name: utf8(f[0])?,
+            password: utf8(f[1])?,
             uid: id(f[2])?,
             gid: id(f[3])?,
-            home: PathBuf::from(f[5]),
+            home: PathBuf::from(OsStr::from_bytes(f[5])),
         })
     })
 }
 
 /// Parses `/etc/shadow` text; malformed lines are skipped and reported.
-pub fn parse_shadow(text: &str) -> (Vec<ShadowEntry>, BadLines) {
+pub fn parse_shadow(text: &[u8]) -> (Vec<ShadowEntry>, BadLines) {
     parse_lines(text, |f| {
         if f.len() < 8 || f[0].is_empty() {
             return None;
         }
         Some(ShadowEntry {
-            name: f[0].to_string(),
-            password: f[1].to_string(),
+            name: utf8(f[0])?,
+            password: utf8(f[1])?,
             last_change: days(f[2])?,
             max_days: days(f[4])?,
             inactive_days: days(f[6])?,
@@ -74,15 +78,16 @@ pub fn parse_shadow(text: &str) -> (Vec<ShadowEntry>, BadLines) {
 
 /// The supplementary groups of `user` as initgroups(3) sets them: the primary group first, then every
 /// group of `/etc/group` text that lists `user` as a member, each once.
-pub fn groups_of(group_text: &str, user: &str, primary: u32) -> Vec<u32> {
+pub fn groups_of(group_text: &[u8], user: &str, primary: u32) -> Vec<u32> {
     let mut groups = vec![primary];
-    for line in group_text.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 4 || line.starts_with(['#', '+', '-']) {
+    for line in lines(group_text) {
+        let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+        if f.len() < 4 || matches!(line.first(), Some(b'#' | b'+' | b'-')) {
             continue;
         }
         let Some(gid) = id(f[2]) else { continue };
-        if f[3].split(',').any(|member| member == user) && !groups.contains(&gid) {
+        let mut members = f[3].split(|&b| b == b',');
+        if members.any(|member| member == user.as_bytes()) && !groups.contains(&gid) {
             groups.push(gid);
         }
     }
@@ -123,14 +128,14 @@ pub fn locked(password: &str) -> bool {
     password.is_empty() || password.starts_with(['!', '*'])
 }
 
-fn parse_lines<T>(text: &str, parse: impl Fn(&[&str]) -> Option<T>) -> (Vec<T>, BadLines) {
+fn parse_lines<T>(text: &[u8], parse: impl Fn(&[&[u8]]) -> Option<T>) -> (Vec<T>, BadLines) {
     let mut entries = Vec::new();
     let mut bad = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
+    for (index, line) in lines(text).enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) || line.starts_with(b"#") {
             continue;
         }
-        let fields: Vec<&str> = line.split(':').collect();
+        let fields: Vec<&[u8]> = line.split(|&b| b == b':').collect();
         match parse(&fields) {
             Some(entry) => entries.push(entry),
             None => bad.push(index + 1),
@@ -139,24 +144,37 @@ fn parse_lines<T>(text: &str, parse: impl Fn(&[&str]) -> Option<T>) -> (Vec<T>, 
     (entries, bad)
 }
 
+/// The lines of `text`, split at LF, a CR before it removed. The empty line after a final LF is skipped
+/// as blank by every caller.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// A field poplar uses as text; `None` (a malformed line) when it is not UTF-8.
+fn utf8(field: &[u8]) -> Option<String> {
+    std::str::from_utf8(field).ok().map(str::to_string)
+}
+
 /// A uid or gid: decimal digits only.
-fn id(field: &str) -> Option<u32> {
-    if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
+fn id(field: &[u8]) -> Option<u32> {
+    if field.is_empty() || !field.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    field.parse().ok()
+    std::str::from_utf8(field).ok()?.parse().ok()
 }
 
 /// An optional day count; `Some(None)` when empty, `None` when malformed. shadow(5) allows -1 for "unset".
-fn days(field: &str) -> Option<Option<i64>> {
+fn days(field: &[u8]) -> Option<Option<i64>> {
     if field.is_empty() {
         return Some(None);
     }
-    let digits = field.strip_prefix('-').unwrap_or(field);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = field.strip_prefix(b"-").unwrap_or(field);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    field
+    std::str::from_utf8(field)
+        .ok()?
         .parse()
         .ok()
         .map(|d: i64| if d < 0 { None } else { Some(d) })
@@ -170,7 +188,7 @@ mod tests {
     fn passwd_lines() {
         let text = "root:x:0:0:root:/root:/bin/bash\n# comment\n\nalice:x:1000:1000:Alice,,,:/home/alice:/bin/sh\n\
                     +@nis::::::\nbad:x:1x:2:g:/h:/s\nshort:x:1:2\n:x:1:2:g:/h:/s\nbob:$6$s$h:1001:100::/home/bob:";
-        let (entries, bad) = parse_passwd(text);
+        let (entries, bad) = parse_passwd(text.as_bytes());
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["root", "alice", "bob"]);
         assert_eq!(bad, [5, 6, 7, 8]);
@@ -191,7 +209,7 @@ mod tests {
     fn shadow_lines() {
         let text = "root:*:19000:0:99999:7:::\nalice:$y$j9T$s$h:19500:0:90:7:14:20000:\nbad:x:abc:0:1:1:::\nshort:x:1\n\
                     neg:!:-1::-1::-1:-1:";
-        let (entries, bad) = parse_shadow(text);
+        let (entries, bad) = parse_shadow(text.as_bytes());
         assert_eq!(bad, [3, 4]);
         assert_eq!(entries.len(), 3);
         let alice = &entries[1];
@@ -261,9 +279,31 @@ mod tests {
     fn groups_like_initgroups() {
         let text = "root:x:0:\nmail:x:8:alice,bob\nusers:x:100:\nstaff:x:50:bob,alice\n+nis:::\nbad:x:z:alice\n\
                     alicex:x:60:alicex\nsudo:x:27:alice";
+        let text = text.as_bytes();
         assert_eq!(groups_of(text, "alice", 1000), [1000, 8, 50, 27]);
         assert_eq!(groups_of(text, "bob", 8), [8, 50]);
         assert_eq!(groups_of(text, "carol", 100), [100]);
+    }
+
+    /// Not UTF-8: a Latin-1 gecos or group name is no reason to skip a line; a name or hash is.
+    #[test]
+    fn bytes_that_are_not_utf8() {
+        let passwd =
+            b"ren:x:1000:1000:Ren\xe9:/home/ren:/bin/sh\nj\xf6rg:x:1001:1001::/h:/bin/sh\n\
+                       bob:x:1002:1002::/home/b\xf6b:/bin/sh\n";
+        let (entries, bad) = parse_passwd(passwd);
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!((names, bad), (vec!["ren", "bob"], vec![2]));
+        assert_eq!(
+            entries[1].home.as_os_str().as_bytes(),
+            b"/home/b\xf6b",
+            "a home is any bytes"
+        );
+        let shadow = b"ren:$6$s$h:19000:0:99999:7:::\nj\xf6rg:$6$s$h:19000:0:99999:7:::\nx:$6$\xff:1:0:1:1:::\n";
+        let (entries, bad) = parse_shadow(shadow);
+        assert_eq!((entries.len(), bad), (1, vec![2, 3]));
+        let group = b"\xe9quipe:x:70:ren\nmail:x:8:j\xf6rg,ren\n";
+        assert_eq!(groups_of(group, "ren", 1000), [1000, 70, 8]);
     }
 
     #[test]

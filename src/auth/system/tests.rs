@@ -173,6 +173,16 @@ fn the_first_shadow_line_of_a_name_wins() {
     );
 }
 
+/// One line that is not UTF-8 (a Latin-1 gecos, as old hosts have) costs nothing; it used to make the
+/// whole of /etc/passwd unreadable, so that poplar refused to start.
+#[test]
+fn a_latin1_gecos_is_no_reason_to_refuse_the_file() {
+    let f = files("", &format!("a:{SHA512}:19000:0:99999:7:::\n"));
+    fs::write(&f.passwd, b"a:x:1000:1000:Ren\xe9:/home/a:/bin/sh\n").unwrap();
+    let db = SystemUsers::open(&f.passwd, &f.shadow).unwrap();
+    assert!(ok(&db, "a", "tanstaaf"));
+}
+
 #[test]
 fn shadow_may_be_missing_but_passwd_may_not() {
     let f = files(
