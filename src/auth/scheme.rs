@@ -13,7 +13,8 @@ pub enum Stored {
     Plain(Vec<u8>),
     /// A crypt(3) string: `$y$...`, `$6$...`, `$5$...`, `$2b$...`, `$1$...`.
     Crypt(String),
-    /// The account cannot log in (`!`, `*`, empty, unknown scheme).
+    /// The account cannot log in (`!`, `*`, empty). An unknown scheme is not this but an error of
+    /// [`Stored::parse`], which refuses the whole file.
     Locked,
 }
 
