@@ -26,7 +26,7 @@ impl Stored {
     /// Parses a passwd-file password field.
     ///
     /// A field without `{SCHEME}` is Dovecot's default passwd-file scheme, CRYPT; of crypt(3) we
-    /// accept only the SHA-crypt and bcrypt forms. Errors name the scheme, never the secret.
+    /// accept the forms of `CRYPT_PREFIXES`. Errors name the scheme, never the secret.
     pub fn parse(field: &str) -> Result<Stored, String> {
         // Like shadow(5), a leading '!' or '*' disables the account without losing its password.
         if field.is_empty() || field.starts_with(['!', '*']) {
