@@ -152,9 +152,11 @@ impl Maildir {
 /// Messages, their files and the files' stamps, in delivery order.
 type Listing = (Vec<MessageInfo>, Vec<PathBuf>, Vec<Stamp>);
 
-/// The stamps of `root/new` and `root/cur`; zero for a missing one.
+/// The stamps of `root/new` and `root/cur`; zero for a missing one. A symlink is followed, as `list`
+/// follows it: deliveries change the directory it points to, never the link, so the link's own stamp
+/// would vouch for a listing forever.
 fn dir_stamps(root: &Path) -> Result<DirStamps, MaildropError> {
-    let stamp = |sub: &str| match fs::symlink_metadata(root.join(sub)) {
+    let stamp = |sub: &str| match fs::metadata(root.join(sub)) {
         Ok(meta) => Ok(Stamp::of(&meta)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Stamp::default()),
         Err(e) => Err(MaildropError::io(&root.join(sub), e)),
@@ -926,6 +928,35 @@ mod tests {
                 .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(100))
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn a_delivery_into_a_symlinked_subdirectory_is_listed() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("Maildir");
+        for sub in ["cur", "tmp"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        // `new/` lives elsewhere, as with a spool the delivery agent writes to.
+        let spool = parent.path().join("spool-new");
+        fs::create_dir(&spool).unwrap();
+        std::os::unix::fs::symlink(&spool, root.join("new")).unwrap();
+        // The link itself dated back, as one made long ago: settled, so a listing is vouched for.
+        let old = nix::sys::time::TimeSpec::new(100, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &root.join("new"),
+            &old,
+            &old,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        put(&root, "new/a", b"a\n", 1);
+        settle(&root);
+        drop(Maildir::open(&root).unwrap());
+        // A delivery through the link changes the directory it points to, not the link.
+        put(&root, "new/b", b"b\n", 2);
+        assert_eq!(uids(&Maildir::open(&root).unwrap()), ["a", "b"]);
     }
 
     #[test]
