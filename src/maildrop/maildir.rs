@@ -75,7 +75,12 @@ impl Maildir {
             }
             Err(e) => return Err(MaildropError::io(path, e)),
         };
-        // Before listing: a change made while we list must show as a change next time.
+        // Before listing: a change made while we list must show as a change next time. And the clock
+        // before the stamps: they may vouch for the listing only if they were settled when it began; a
+        // login that took longer than `SETTLE_SECS` (counting a large backlog) would otherwise record
+        // the stamp of a directory changed just before it listed, which a delivery in the same clock
+        // tick, missed by the listing, leaves as it is.
+        let began = unix_now();
         let dirs = dir_stamps(path)?;
         let cache = Cache::load(path);
         if cache.dirs.is_some_and(|cached| cached == dirs) {
@@ -116,10 +121,7 @@ impl Maildir {
         }
         // Rewritten only when it no longer matches the maildrop: new messages counted, old ones gone, or
         // directories changed (renamed files have new names).
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let settled = Some(dirs).filter(|d| d.settled(now));
+        let settled = Some(dirs).filter(|d| d.settled(began));
         if counted > 0 || cache.len() != messages.len() || cache.dirs != settled {
             let entries = paths
                 .iter()
@@ -147,6 +149,13 @@ impl Maildir {
             _lock: lock,
         }
     }
+}
+
+/// Seconds since the epoch, as `DirStamps::settled` takes them.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Messages, their files and the files' stamps, in delivery order.
@@ -956,6 +965,62 @@ mod tests {
         drop(Maildir::open(&root).unwrap());
         // A delivery through the link changes the directory it points to, not the link.
         put(&root, "new/b", b"b\n", 2);
+        assert_eq!(uids(&Maildir::open(&root).unwrap()), ["a", "b"]);
+    }
+
+    /// Takes (or with `F_UNLCK` gives up) a lease on `file`; false where the file system has none.
+    fn lease(file: &File, kind: nix::libc::c_int) -> bool {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        use std::os::fd::AsRawFd;
+        // SAFETY: ignoring a signal installs no handler. SIGIO tells the holder that its lease is being
+        // broken; by default it would end the tests, and nothing else here uses it.
+        unsafe { signal(Signal::SIGIO, SigHandler::SigIgn) }.unwrap();
+        // SAFETY: fcntl with integer arguments on a descriptor that `file` keeps open.
+        unsafe { nix::libc::fcntl(file.as_raw_fd(), nix::libc::F_SETLEASE, kind) == 0 }
+    }
+
+    #[test]
+    fn a_listing_vouches_only_for_directories_settled_when_it_began() {
+        let dir = maildir();
+        let root = dir.path().to_path_buf();
+        put(&root, "new/a", b"a\n", 1);
+        // A delivery a moment ago.
+        let changed = SystemTime::now();
+        for sub in MESSAGE_DIRS {
+            File::open(root.join(sub))
+                .unwrap()
+                .set_modified(changed)
+                .unwrap();
+        }
+        // The login takes longer than SETTLE_SECS: counting `a` waits for a write lease on it to be
+        // given up (a file server's, say), after the directories were listed.
+        let held = File::options()
+            .write(true)
+            .open(root.join("new/a"))
+            .unwrap();
+        if !lease(&held, nix::libc::F_WRLCK) {
+            eprintln!("skipped: no leases on this file system");
+            return;
+        }
+        let login = {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let md = Maildir::open(&root).unwrap();
+                uids(&md).iter().map(|u| u.to_string()).collect::<Vec<_>>()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        // Another delivery in the same clock tick as the first (file system clocks are coarse), after
+        // the listing read new/: its stamp is unchanged.
+        put(&root, "tmp/b", b"b\n", 2);
+        fs::rename(root.join("tmp/b"), root.join("new/b")).unwrap();
+        File::open(root.join("new"))
+            .unwrap()
+            .set_modified(changed)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2_200));
+        assert!(lease(&held, nix::libc::F_UNLCK));
+        assert_eq!(login.join().unwrap(), ["a"]);
         assert_eq!(uids(&Maildir::open(&root).unwrap()), ["a", "b"]);
     }
 
