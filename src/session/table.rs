@@ -17,13 +17,15 @@ pub enum Missing {
 pub struct Table {
     deleted: Vec<bool>,
     live_count: usize,
-    live_octets: u64,
-    initial_octets: u64,
+    /// Wider than a size: sizes come from file names too (a Maildir's `,W=`), and a few absurd ones
+    /// must not overflow the sum (a panic in a debug build, a wrapped total in a release one).
+    live_octets: u128,
+    initial_octets: u128,
 }
 
 impl Table {
     pub fn new(messages: &[MessageInfo]) -> Table {
-        let octets = messages.iter().map(|m| m.octets).sum();
+        let octets = messages.iter().map(|m| u128::from(m.octets)).sum();
         Table {
             deleted: vec![false; messages.len()],
             live_count: messages.len(),
@@ -32,9 +34,10 @@ impl Table {
         }
     }
 
-    /// (messages, octets) not marked as deleted, for STAT.
+    /// (messages, octets) not marked as deleted, for STAT; octets beyond a `u64` are reported as its largest.
     pub fn totals(&self) -> (usize, u64) {
-        (self.live_count, self.live_octets)
+        let octets = u64::try_from(self.live_octets).unwrap_or(u64::MAX);
+        (self.live_count, octets)
     }
 
     /// The index of a message that exists and is not deleted.
@@ -54,7 +57,7 @@ impl Table {
         let index = self.live(msg)?;
         self.deleted[index] = true;
         self.live_count -= 1;
-        self.live_octets -= messages[index].octets;
+        self.live_octets -= u128::from(messages[index].octets);
         Ok(())
     }
 
@@ -108,5 +111,16 @@ mod tests {
         t.reset();
         assert_eq!(t.totals(), (3, 60));
         assert!(t.deleted_indexes().is_empty());
+    }
+
+    #[test]
+    fn totals_of_absurd_sizes_do_not_overflow() {
+        let m = infos(&[u64::MAX, 1, u64::MAX]);
+        let mut t = Table::new(&m);
+        assert_eq!(t.totals(), (3, u64::MAX));
+        t.delete(MsgNum::new(1).unwrap(), &m).unwrap();
+        assert_eq!(t.totals(), (2, u64::MAX));
+        t.delete(MsgNum::new(3).unwrap(), &m).unwrap();
+        assert_eq!(t.totals(), (1, 1));
     }
 }
