@@ -114,8 +114,14 @@ fn run(
     session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
     flush(pending, reader.get_mut())?;
     // A trusted proxy's header was consumed before the session began, so one here comes from an address
-    // not in --proxy-from: it would make us log and limit the wrong client. Refuse it.
-    if proxy::looks_like_header(fill_buf_retrying(reader)?) {
+    // not in --proxy-from: it would make us log and limit the wrong client. Refuse it. This first wait
+    // for input is under the login timer too, and a client silent until it expires is told so.
+    let header = match fill_buf_retrying(reader) {
+        Ok(first) => proxy::looks_like_header(first),
+        Err(e) if is_timeout(&e) => return Ok(expire(session, pending, reader.get_mut())),
+        Err(e) => return Err(e),
+    };
+    if header {
         log::warn!("peer={peer}: PROXY protocol header from an address not in proxy-from; closing");
         linger(reader);
         return Ok(Outcome::Error);
@@ -130,19 +136,7 @@ fn run(
         };
         let line_read = match line::read_line(&mut Deadline { reader, deadline }, &mut line, limit)
         {
-            Err(e) if is_timeout(&e) => {
-                // Between commands, no response under way. Best effort: the client may be gone. RFC 1939
-                // section 3: on autologout the server closes the connection without entering UPDATE.
-                let text: &[u8] = if session.logged_in() {
-                    b"-ERR autologout timer expired, closing\r\n"
-                } else {
-                    b"-ERR login timer expired, closing\r\n"
-                };
-                let stream = reader.get_mut();
-                let _ = flush(pending, stream).and_then(|()| stream.write_all(text));
-                let _ = stream.flush();
-                return Ok(Outcome::Timeout);
-            }
+            Err(e) if is_timeout(&e) => return Ok(expire(session, pending, reader.get_mut())),
             read => read?,
         };
         let handling_started = Instant::now();
@@ -186,6 +180,20 @@ fn run(
             flush(pending, reader.get_mut())?;
         }
     }
+}
+
+/// The login or autologout timer ran out between commands, no response under way: says so and ends.
+/// Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes the
+/// connection without entering UPDATE.
+fn expire(session: &Session<'_>, pending: &mut Vec<u8>, stream: &mut Stream) -> Outcome {
+    let text: &[u8] = if session.logged_in() {
+        b"-ERR autologout timer expired, closing\r\n"
+    } else {
+        b"-ERR login timer expired, closing\r\n"
+    };
+    let _ = flush(pending, stream).and_then(|()| stream.write_all(text));
+    let _ = stream.flush();
+    Outcome::Timeout
 }
 
 /// Before closing on a client that is refused unanswered: reads (briefly, boundedly) what it already

@@ -415,6 +415,25 @@ fn login_deadline_beats_trickling() {
     );
 }
 
+/// A client that never sends a byte after the greeting is told why it is dropped, as one that sent
+/// part of a command is: its first read waits under the same login timer.
+#[test]
+fn a_silent_client_gets_the_login_timer_line() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &["--login-timeout", "1", "--timeout", "30"]);
+    let mut silent = srv.connect();
+    silent.greeting();
+    let started = Instant::now();
+    let rest = silent.read_to_close(Duration::from_secs(5));
+    assert_eq!(show(&rest), "-ERR login timer expired, closing\\r\\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(1 + 4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// A client that stops reading in the middle of a large RETR is dropped after the send timeout.
 #[test]
 fn stalled_reader_is_dropped() {
