@@ -222,10 +222,12 @@ fn value_of(
 ) -> Result<String, ConfigError> {
     match inline {
         Some(value) => Ok(value),
-        None => args
-            .next()
-            .and_then(|v| v.into_string().ok())
-            .ok_or_else(|| cli_error(name, "missing value".to_string())),
+        None => match args.next() {
+            Some(value) => value
+                .into_string()
+                .map_err(|v| cli_error(name, format!("value {v:?} is not UTF-8"))),
+            None => Err(cli_error(name, "missing value".to_string())),
+        },
     }
 }
 
@@ -326,6 +328,17 @@ mod tests {
         let checked = parse(["--check-config", "-c", p].map(OsString::from));
         assert_eq!(checked.unwrap_err().to_string(), e);
         assert!(run(&["-c", p, "--inetd"]).is_ok());
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_named_as_such() {
+        use std::os::unix::ffi::OsStringExt;
+        let args = [
+            OsString::from("--passwd"),
+            OsString::from_vec(b"/etc/p\xe4sswd".to_vec()),
+        ];
+        let e = parse(args).unwrap_err().to_string();
+        assert_eq!(e, "--passwd: value \"/etc/p\\xE4sswd\" is not UTF-8");
     }
 
     #[test]
