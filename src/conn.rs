@@ -170,8 +170,10 @@ fn run(
             }
         }
         if session.is_finished() {
-            // Ended without QUIT (too many failed logins): the session has set its own outcome.
+            // Ended without QUIT (too many failed logins): the session has set its own outcome. What a
+            // pipelining client sent behind the last password is read first, or the close is a reset.
             flush(pending, reader.get_mut())?;
+            linger(reader);
             return Ok(Outcome::Closed);
         }
         // Replies wait only while the client's next command is already here whole (pipelining); a part

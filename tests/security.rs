@@ -695,3 +695,27 @@ fn help_lists_the_security_options() {
         assert!(out.contains(option), "{option} not in --help");
     }
 }
+
+/// The last failed login closes the connection in order even when the client sent more behind the
+/// password: closed with its input unread, the socket would reset, and a reset can cost the client the
+/// `-ERR` still in flight.
+#[test]
+fn the_close_after_the_last_failed_login_is_orderly() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "Right-Pass");
+    let srv = Server::start(
+        &fx,
+        &["--max-auth-attempts", "1", "--auth-failure-delay", "1"],
+    );
+    let mut c = srv.connect();
+    c.greeting();
+    c.send(b"USER alice\r\nPASS wrong\r\n");
+    // A pipelining client's next command, there while the server waits out the failure delay.
+    std::thread::sleep(Duration::from_millis(50));
+    let _ = c.writer().write_all(b"NOOP\r\n");
+    let rest = c.read_to_close(Duration::from_secs(5));
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        "+OK send PASS\r\n-ERR [AUTH] invalid user name or password\r\n"
+    );
+}
