@@ -299,7 +299,14 @@ fn parse_cidrs(value: &str) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
                     .filter(|p| *p <= max)
                     .ok_or_else(|| format!("bad prefix length in \"{part}\""))?,
             };
-            Ok((addr, prefix))
+            // Peers are compared as IPv4 when they are IPv4-mapped (see `in_networks`), so a mapped
+            // network is kept as the IPv4 one it names, or it would never match.
+            match addr {
+                std::net::IpAddr::V6(v6) if prefix >= 96 => Ok(v6
+                    .to_ipv4_mapped()
+                    .map_or((addr, prefix), |v4| (std::net::IpAddr::V4(v4), prefix - 96))),
+                _ => Ok((addr, prefix)),
+            }
         })
         .collect()
 }
@@ -542,6 +549,12 @@ mod tests {
         assert!(in_networks(ip("fd12::1"), &nets));
         assert!(!in_networks(ip("fe80::1"), &nets));
         assert!(parse_cidrs("10.0.0.0/33").is_err());
+        // Written IPv4-mapped, as some configurations of dual-stack hosts do.
+        let mapped = parse_cidrs("::ffff:10.0.0.5, ::ffff:192.168.0.0/112").unwrap();
+        assert!(in_networks(ip("10.0.0.5"), &mapped));
+        assert!(in_networks(ip("::ffff:10.0.0.5"), &mapped));
+        assert!(in_networks(ip("192.168.7.1"), &mapped));
+        assert!(!in_networks(ip("10.0.0.6"), &mapped));
         assert!(parse_cidrs("example.org").is_err());
     }
 

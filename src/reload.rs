@@ -50,6 +50,14 @@ impl Live {
 /// dropped, once.
 pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
+    // A standalone server stays one; `inetd` (and `tls`, which only inetd mode reads) would take effect
+    // at the next start, in another mode.
+    if started.inetd != new.inetd {
+        changed.push("inetd");
+    }
+    if started.tls != new.tls {
+        changed.push("tls");
+    }
     if started.listen != new.listen {
         changed.push("listen");
     }
@@ -76,6 +84,8 @@ mod tests {
             ("listen", "127.0.0.1:1110", &["listen"]),
             ("listen-tls", "127.0.0.1:1995", &["listen-tls"]),
             ("user", "nobody", &["user"]),
+            ("inetd", "yes", &["inetd"]),
+            ("tls", "yes", &["tls"]),
         ];
         for (name, value, want) in table {
             let mut new = Config::default();
