@@ -15,6 +15,10 @@ use crate::proto::reply::{self, RespCode};
 /// glibc's 128 KiB trim threshold: at 64 KiB, freeing both after each RETR returned them to the kernel
 /// (an `madvise`, its TLB shootdowns and page faults on the next RETR), measured at one per message.
 const READ_CHUNK: usize = 56 * 1024;
+/// The smallest read: the listed size sizes the buffer, but a Maildir's comes from the file name's
+/// `,W=` when there is one, which any program may write; a file far larger than its name says must not
+/// be read a few octets per system call.
+const MIN_READ_CHUNK: usize = 4 * 1024;
 
 /// RETR's read and encode buffers, allocated by the first RETR or TOP and kept for the next ones: a
 /// download of a whole maildrop then costs no allocation and no zeroing per message. A session that
@@ -112,6 +116,15 @@ fn uidl_all<W: Write + ?Sized>(tx: &Transaction, out: &mut W) -> io::Result<()> 
     out.write_all(b".\r\n")
 }
 
+/// The read size for a message listed at `octets`: sized to the message, plus one octet so that a
+/// message read whole is seen to end on the next read, within `MIN_READ_CHUNK..=READ_CHUNK`.
+fn read_size(octets: u64) -> usize {
+    usize::try_from(octets)
+        .unwrap_or(READ_CHUNK)
+        .saturating_add(1)
+        .clamp(MIN_READ_CHUNK, READ_CHUNK)
+}
+
 /// RETR and TOP: stream the stored message through the body encoder. A storage error before the first
 /// byte is an `-ERR`; one after `+OK` cannot be reported in-band, so it ends the connection.
 fn send<W: Write + ?Sized>(
@@ -142,12 +155,7 @@ fn send<W: Write + ?Sized>(
         Limit::Top(_) => reply::ok(out, format_args!("top of message {msg} follows"))?,
     }
     let mut encoder = Encoder::new(limit);
-    // Sized to the message, plus one octet so that a message read whole is seen to end on the next read.
-    let want = READ_CHUNK.min(
-        usize::try_from(octets)
-            .unwrap_or(READ_CHUNK)
-            .saturating_add(1),
-    );
+    let want = read_size(octets);
     let RetrBuffers { chunk, encoded } = &mut tx.buffers;
     if chunk.len() < want {
         chunk.resize(want, 0);
@@ -239,5 +247,20 @@ fn update<W: Write + ?Sized>(
             )?;
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_sized_to_the_message_within_bounds() {
+        assert_eq!(read_size(50_000), 50_001);
+        assert_eq!(read_size(10 << 20), READ_CHUNK);
+        assert_eq!(read_size(u64::MAX), READ_CHUNK);
+        // A size from a file name (`,W=1`) may be far from the truth: never reads of a few octets.
+        assert_eq!(read_size(1), MIN_READ_CHUNK);
+        assert_eq!(read_size(0), MIN_READ_CHUNK);
     }
 }
