@@ -66,28 +66,37 @@ impl Origins {
     }
 }
 
-/// Whether `args` ask for inetd mode, by `-i`/`--inetd` or by an `inetd = yes` line in the file that
-/// `-c`/`--config` names: looked for line by line, even in a file with errors elsewhere, so that an
-/// error in it is reported as inetd mode reports errors (to syslog, not to the client's socket).
+/// Whether `args` ask for inetd mode, by `-i`/`--inetd` (or `--inetd=VALUE`, which anything but a
+/// plain no counts as, and which overrides the file as the run does) or by an `inetd = yes` line in the
+/// file that `-c`/`--config` names: looked for line by line, even in a file with errors elsewhere, so
+/// that an error in it is reported as inetd mode reports errors (to syslog, not to the client's socket).
 pub fn asks_for_inetd(args: &[OsString]) -> bool {
+    let mut on_command_line = None;
+    let mut set_in_file = false;
     let mut args = args.iter().filter_map(|a| a.to_str());
     while let Some(arg) = args.next() {
         let file = match arg {
-            "-i" | "--inetd" => return true,
+            "-i" | "--inetd" => {
+                on_command_line = Some(true);
+                continue;
+            }
             "-c" | "--config" => args.next(),
-            other => other.strip_prefix("--config="),
+            other => {
+                if let Some(value) = other.strip_prefix("--inetd=") {
+                    on_command_line = Some(!config::is_no(value));
+                    continue;
+                }
+                other.strip_prefix("--config=")
+            }
         };
         let text = file.and_then(|f| std::fs::read(f).ok()).unwrap_or_default();
-        let set_in_file = String::from_utf8_lossy(&text).lines().any(|line| {
+        set_in_file |= String::from_utf8_lossy(&text).lines().any(|line| {
             line.trim()
                 .split_once('=')
                 .is_some_and(|(name, value)| name.trim() == "inetd" && config::is_yes(value.trim()))
         });
-        if set_in_file {
-            return true;
-        }
     }
-    false
+    on_command_line.unwrap_or(set_in_file)
 }
 
 /// Parses argv (without the program name).
@@ -404,6 +413,12 @@ mod tests {
         assert!(asks(&["-c", p]) && asks(&[&format!("--config={p}")]));
         std::fs::write(&path, "inetd = no\n").unwrap();
         assert!(!asks(&["-c", p]) && !asks(&["--timeout", "9"]));
+        // `--inetd=yes` is `--inetd`; a value that is not a plain no errs on the side of syslog.
+        assert!(asks(&["--inetd=yes", "--timeout", "soon"]) && asks(&["--inetd=maybe"]));
+        assert!(!asks(&["--inetd=no"]) && !asks(&["-i", "--inetd=off"]));
+        // The command line overrides the file, as it does for the run.
+        std::fs::write(&path, "inetd = yes\n").unwrap();
+        assert!(!asks(&["-c", p, "--inetd=no"]) && !asks(&["--inetd=0", "-c", p]));
     }
 
     #[test]

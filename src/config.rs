@@ -255,6 +255,11 @@ pub fn is_yes(value: &str) -> bool {
     boolean(Some(value)) == Ok(true)
 }
 
+/// Whether `value` turns a yes/no setting off (`no`, `false`, `off`, `0`, in any case).
+pub fn is_no(value: &str) -> bool {
+    boolean(Some(value)) == Ok(false)
+}
+
 fn boolean(value: Option<&str>) -> Result<bool, String> {
     match value.map(str::to_ascii_lowercase).as_deref() {
         None | Some("yes" | "true" | "on" | "1") => Ok(true),
