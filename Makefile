@@ -38,6 +38,9 @@ MANPAGE     := man/poplar.8
 EXAMPLES    := inetd.conf xinetd.pop3 poplar.socket poplar@.service poplar.service poplar-standalone.socket \
                poplar.conf
 DEMO_ADDR   := 127.0.0.1:1110
+# The man page and the examples name the binary and the examples where the default PREFIX puts them;
+# installed, they name where this PREFIX does.
+PATHS_SED   := -e 's|/usr/local/share/doc/poplar|$(DOCDIR)|g' -e 's|/usr/local/sbin|$(SBINDIR)|g'
 
 .PHONY: all build test lint-man run static check-static install uninstall clean bench fuzz
 
@@ -215,9 +218,10 @@ endif
 install: $(INSTALL_DEPS)
 	$(INSTALL) -d "$(DESTDIR)$(SBINDIR)" "$(DESTDIR)$(MAN8DIR)" "$(DESTDIR)$(DOCDIR)"
 	$(INSTALL) -m 0755 $(BIN) "$(DESTDIR)$(SBINDIR)/poplar"
-	$(INSTALL) -m 0644 $(MANPAGE) "$(DESTDIR)$(MAN8DIR)/poplar.8"
+	sed $(PATHS_SED) $(MANPAGE) > "$(DESTDIR)$(MAN8DIR)/poplar.8"
+	chmod 0644 "$(DESTDIR)$(MAN8DIR)/poplar.8"
 	for f in $(EXAMPLES); do
-		sed 's|/usr/local/sbin|$(SBINDIR)|g' "man/examples/$$f" > "$(DESTDIR)$(DOCDIR)/$$f"
+		sed $(PATHS_SED) "man/examples/$$f" > "$(DESTDIR)$(DOCDIR)/$$f"
 		chmod 0644 "$(DESTDIR)$(DOCDIR)/$$f"
 	done
 

@@ -80,6 +80,10 @@ fn install_honours_destdir_and_prefix_and_uninstall_removes_everything() {
         "{unit}"
     );
     assert!(!unit.contains("/usr/local"), "{unit}");
+    let man = std::fs::read_to_string(root.join("share/man/man8/poplar.8")).unwrap();
+    assert!(man.contains(".It Pa /opt/poplar/sbin/poplar\n"));
+    assert!(man.contains(".It Pa /opt/poplar/share/doc/poplar/\n"));
+    assert!(!man.contains("/usr/local"));
 
     make("uninstall", dest.path(), "/opt/poplar");
     assert_eq!(files_under(dest.path()), Vec::<PathBuf>::new());
