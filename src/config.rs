@@ -228,6 +228,14 @@ impl Config {
         if self.inetd && !(self.listen.is_empty() && self.listen_tls.is_empty()) {
             warnings.push("listen and listen-tls have no effect with inetd".to_string());
         }
+        if self.no_plaintext == Some(true) && self.tls_cert.is_none() {
+            warnings.push(if self.apop {
+                "no-plaintext without tls-cert: no TLS, so only APOP can log in".to_string()
+            } else {
+                "no-plaintext without tls-cert: no TLS and no APOP, so nobody can log in"
+                    .to_string()
+            });
+        }
         if self.timeout.as_secs() < DEFAULT_TIMEOUT_SECS {
             warnings.push(format!(
                 "timeout {}s is below RFC 1939's 10-minute minimum for the autologout timer",
@@ -615,6 +623,23 @@ mod tests {
             "mac.conf:1: lines end in CR alone; use LF (or CRLF)"
         );
         assert!(parse_file_text(path, "passwd = p\r\ntimeout = 700\r\n").is_ok());
+    }
+
+    #[test]
+    fn no_plaintext_without_a_certificate_warns() {
+        let mut c = Config::default();
+        c.set("no-plaintext", None).unwrap();
+        assert_eq!(
+            c.warnings(),
+            ["no-plaintext without tls-cert: no TLS and no APOP, so nobody can log in"]
+        );
+        c.set("apop", None).unwrap();
+        assert_eq!(
+            c.warnings(),
+            ["no-plaintext without tls-cert: no TLS, so only APOP can log in"]
+        );
+        c.set("tls-cert", Some("/etc/ssl/pop3.pem")).unwrap();
+        assert!(c.warnings().is_empty());
     }
 
     #[test]
