@@ -58,6 +58,16 @@ impl SessionLock {
 }
 
 impl SessionLock {
+    /// Whether `path` still names the file this lock is held on (not one renamed away, or replaced).
+    pub fn is_at(&self, path: &Path) -> io::Result<bool> {
+        let (held, named) = (self.lock.metadata()?, fs::symlink_metadata(path));
+        match named {
+            Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sets the lock file's times to now and returns its metadata (see `touch`).
     pub fn touch(&self) -> io::Result<fs::Metadata> {
         touch(&self.lock)

@@ -245,6 +245,21 @@ impl Maildrop for Maildir {
     /// Unlinks every deleted message, even after a failure, and reports the first real failure: a
     /// message left behind is downloaded again next time, which is better than deleting too little.
     fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
+        // Files are removed by path: if the maildrop was moved away during the session (and another,
+        // maybe a restored copy, put in its place), they would be another maildrop's, one whose lock
+        // this session does not hold.
+        if let Some(lock) = self._lock.as_ref().filter(|_| !deleted.is_empty()) {
+            let lock_path = self.root.join(LOCK_FILE);
+            if !lock
+                .is_at(&lock_path)
+                .map_err(|e| MaildropError::io(&lock_path, e))?
+            {
+                return Err(MaildropError::Changed {
+                    path: self.root.clone(),
+                    reason: "maildrop moved or replaced during the session".to_string(),
+                });
+            }
+        }
         let mut first_err = None;
         let mut unlinked = [false; MESSAGE_DIRS.len()];
         for &index in deleted {
@@ -813,6 +828,13 @@ mod tests {
         }
         put(&root, "cur/y:2,S", b"someone else\n", 2);
         assert_eq!(read_all(&mut md, 1), b"second\n");
+        // Nor does UPDATE remove the other maildrop's files: it removes nothing.
+        assert!(matches!(
+            Box::new(md).expunge(&[1]),
+            Err(MaildropError::Changed { .. })
+        ));
+        assert!(root.join("cur/y:2,S").exists());
+        assert!(parent.path().join("moved/cur/y:2,S").exists());
     }
 
     #[test]
