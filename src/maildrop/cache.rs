@@ -21,10 +21,12 @@
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+
+use nix::libc;
 
 /// In the maildrop's top directory, beside the lock file, so that it is never listed as a message.
 pub const CACHE_FILE: &str = ".poplar.cache";
@@ -99,8 +101,20 @@ impl Cache {
         // Sized from the file first: a Vec grown from nothing read a 100-message cache (7 KB) in ten
         // reads of doubling size, a 100,000-message one (8 MB) in twenty-one; now one read, and one more
         // that finds the end.
-        let read = File::open(&path).and_then(|f| {
-            let len = f.metadata()?.len().min(MAX_CACHE_BYTES);
+        // Not through a symlink, and not a FIFO (an open of one would wait for a writer for ever).
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path);
+        let read = opened.and_then(|f| {
+            let meta = f.metadata()?;
+            if !meta.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not a regular file",
+                ));
+            }
+            let len = meta.len().min(MAX_CACHE_BYTES);
             bytes.reserve_exact(usize::try_from(len).unwrap_or(0));
             f.take(MAX_CACHE_BYTES).read_to_end(&mut bytes)
         });
@@ -473,6 +487,38 @@ mod tests {
         assert_eq!(Cache::load(dir.path()).get(b"m", stamp(7)), Some(70));
         fs::write(dir.path().join(CACHE_FILE), b"garbage").unwrap();
         assert!(Cache::load(dir.path()).is_empty());
+    }
+
+    /// Only a regular file is read: a symlink (to a cache written elsewhere) is not followed, and a FIFO
+    /// (whose open would wait for a writer) neither blocks the login nor is read.
+    #[test]
+    fn only_a_regular_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let entries: [(&[u8], Stamp, u64); 1] = [(b"cur/m:2,", stamp(7), 70)];
+        save(elsewhere.path(), None, entries.into_iter()).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path().join(CACHE_FILE),
+            dir.path().join(CACHE_FILE),
+        )
+        .unwrap();
+        assert!(Cache::load(dir.path()).is_empty());
+        fs::remove_file(dir.path().join(CACHE_FILE)).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join(CACHE_FILE),
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
+        let (done, wait) = std::sync::mpsc::channel();
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || done.send(Cache::load(&root).is_empty()));
+        let loaded = wait.recv_timeout(std::time::Duration::from_secs(5));
+        // Unblock a load stuck in open(2), so the test ends either way.
+        let _ = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(dir.path().join(CACHE_FILE));
+        assert_eq!(loaded, Ok(true), "a FIFO blocked the load");
     }
 
     #[test]
