@@ -392,6 +392,24 @@ fn line_length_limit_is_255_octets_with_crlf() {
     assert!(err(&r) && !r.contains("[AUTH]"), "256-octet line -> {r}");
 }
 
+/// RFC 2449 section 4 "increases the length restrictions on commands and parameters imposed by RFC
+/// 1939" (whose arguments were at most 40 characters): "Servers which support the CAPA command MUST
+/// support commands up to 255 octets". A user name that is a long e-mail address logs in.
+#[test]
+fn user_names_longer_than_40_octets() {
+    let name = "firstname.lastname@departement.example.org";
+    assert!(name.len() > 40);
+    let mut fx = common::Fixture::new();
+    fx.user(name, "secret");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    let r = c.cmd(&format!("USER {name}"));
+    assert!(ok(&r), "USER of {} octets -> {r}", name.len());
+    let r = c.cmd("PASS secret");
+    assert!(ok(&r), "PASS -> {r}");
+}
+
 #[test]
 fn ipv6_loopback_listener() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {

@@ -104,8 +104,6 @@ pub enum ParseError {
     /// Not a decimal number, zero, or too large.
     BadMessageNumber,
     BadLineCount,
-    /// RFC 2449 section 4: arguments are at most 40 octets (PASS excepted).
-    ArgumentTooLong,
 }
 
 impl fmt::Display for ParseError {
@@ -117,13 +115,9 @@ impl fmt::Display for ParseError {
             ParseError::TooManyArguments(keyword) => write!(f, "too many arguments for {keyword}"),
             ParseError::BadMessageNumber => f.write_str("invalid message number"),
             ParseError::BadLineCount => f.write_str("invalid line count"),
-            ParseError::ArgumentTooLong => f.write_str("argument too long"),
         }
     }
 }
-
-/// RFC 2449 section 4: "The maximum length of ... an argument is 40 characters (octets)."
-pub const MAX_ARGUMENT: usize = 40;
 
 const MSG: &str = "message number";
 
@@ -132,6 +126,11 @@ const MSG: &str = "message number";
 /// RFC 1939 says "Keywords and arguments are each separated by a single SPACE character"; clients in the
 /// wild send doubled spaces, tabs and trailing blanks, and nothing is gained by refusing them, so runs of
 /// SP/TAB separate arguments. PASS alone is read strictly, because its argument is the rest of the line.
+///
+/// No argument has a length limit of its own: RFC 1939's 40 characters are gone since RFC 2449 section 4,
+/// which "increases the length restrictions on commands and parameters imposed by RFC 1939" and says
+/// "Servers which support the CAPA command MUST support commands up to 255 octets". The line reader's
+/// 255 octets bound every argument (a user name that is a long e-mail address must get through).
 pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
     if line.iter().all(|&b| is_blank(b)) {
         return Err(ParseError::Empty);
@@ -154,16 +153,15 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
             digest: args.required("digest")?,
         },
         b"AUTH" => {
-            let mechanism = args.optional()?;
-            // RFC 5034 section 4: the initial response is not bound by the 40-octet argument limit.
-            let initial = mechanism.and_then(|_| args.next_unbounded());
+            let mechanism = args.optional();
+            let initial = mechanism.and_then(|_| args.optional());
             Command::Auth { mechanism, initial }
         }
         b"STLS" => Command::Stls,
         b"CAPA" => Command::Capa,
         b"QUIT" => Command::Quit,
         b"STAT" => Command::Stat,
-        b"LIST" => Command::List(args.optional()?.map(msg_num).transpose()?),
+        b"LIST" => Command::List(args.optional().map(msg_num).transpose()?),
         b"RETR" => Command::Retr(msg_num(args.required(MSG)?)?),
         b"DELE" => Command::Dele(msg_num(args.required(MSG)?)?),
         b"NOOP" => Command::Noop,
@@ -172,10 +170,10 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
             msg: msg_num(args.required(MSG)?)?,
             lines: line_count(args.required("line count")?)?,
         },
-        b"UIDL" => Command::Uidl(args.optional()?.map(msg_num).transpose()?),
+        b"UIDL" => Command::Uidl(args.optional().map(msg_num).transpose()?),
         _ => return Err(ParseError::UnknownCommand),
     };
-    if args.next_unbounded().is_some() {
+    if args.optional().is_some() {
         return Err(ParseError::TooManyArguments(command.keyword()));
     }
     Ok(command)
@@ -201,7 +199,7 @@ struct Args<'a> {
 }
 
 impl<'a> Args<'a> {
-    fn next_unbounded(&mut self) -> Option<&'a [u8]> {
+    fn optional(&mut self) -> Option<&'a [u8]> {
         let start = self.rest.iter().position(|&b| !is_blank(b))?;
         let rest = &self.rest[start..];
         let end = rest.iter().position(|&b| is_blank(b)).unwrap_or(rest.len());
@@ -209,15 +207,8 @@ impl<'a> Args<'a> {
         Some(&rest[..end])
     }
 
-    fn optional(&mut self) -> Result<Option<&'a [u8]>, ParseError> {
-        match self.next_unbounded() {
-            Some(arg) if arg.len() > MAX_ARGUMENT => Err(ParseError::ArgumentTooLong),
-            arg => Ok(arg),
-        }
-    }
-
     fn required(&mut self, what: &'static str) -> Result<&'a [u8], ParseError> {
-        self.optional()?.ok_or(ParseError::MissingArgument(what))
+        self.optional().ok_or(ParseError::MissingArgument(what))
     }
 }
 
@@ -384,14 +375,28 @@ mod tests {
         }
     }
 
+    /// RFC 2449 section 4 lifts RFC 1939's 40-character argument limit: a command line of up to 255
+    /// octets is accepted whatever the length of its arguments.
     #[test]
     fn long_arguments() {
-        let name = [b'a'; MAX_ARGUMENT];
-        let line = [&b"USER "[..], &name].concat();
-        assert_eq!(parse(&line), Ok(Command::User(&name)));
-        let too_long = [&line[..], b"a"].concat();
-        assert_eq!(parse(&too_long), Err(ParseError::ArgumentTooLong));
-        // The password and the AUTH initial response are exempt.
+        for len in [40, 41, 64, 200] {
+            let name = vec![b'a'; len];
+            let line = [&b"USER "[..], &name].concat();
+            assert_eq!(parse(&line), Ok(Command::User(&name)), "{len} octets");
+        }
+        let name = [b'n'; 60];
+        let digest = [b'd'; 32];
+        assert_eq!(
+            parse(&[&b"APOP "[..], &name, b" ", &digest].concat()),
+            Ok(Command::Apop {
+                name: &name,
+                digest: &digest
+            })
+        );
+        assert_eq!(
+            parse(&[&b"LIST "[..], &[b'0'; 60], b"1"].concat()),
+            Ok(Command::List(Some(m(1))))
+        );
         let password = [b'p'; 200];
         assert_eq!(
             parse(&[&b"PASS "[..], &password].concat()),
@@ -450,7 +455,7 @@ mod tests {
             (b"UIDL 0", BadMessageNumber),
             (
                 b"RETR 11111111111111111111111111111111111111111",
-                ArgumentTooLong,
+                BadMessageNumber,
             ),
         ];
         for (line, expected) in cases {
@@ -478,7 +483,6 @@ mod tests {
             ),
             (ParseError::BadMessageNumber, "invalid message number"),
             (ParseError::BadLineCount, "invalid line count"),
-            (ParseError::ArgumentTooLong, "argument too long"),
         ];
         for (error, text) in cases {
             assert_eq!(error.to_string(), text);
