@@ -38,19 +38,29 @@ pub fn timestamp(pid: u32, counter: u64, unix_time: u64, random: u64, host: &str
 }
 
 /// Appends `host` restricted to letters, digits, '-' and '.', so the msg-id stays one token with no
-/// spaces, angle brackets or other RFC 822 specials in it; anything else becomes '-'.
+/// spaces, angle brackets or other RFC 822 specials in it; anything else becomes '-'. A run of dots
+/// becomes one: an RFC 822 domain is `sub-domain *("." sub-domain)`, with no empty sub-domain.
 fn push_safe_host(out: &mut String, host: &str) {
     let trimmed = host.trim_matches(|c: char| c == '.' || c.is_whitespace());
     if trimmed.is_empty() {
         out.push_str("localhost");
         return;
     }
+    let mut after_dot = false;
     for c in trimmed.chars().take(MAX_HOST_LEN) {
+        if c == '.' && after_dot {
+            continue;
+        }
+        after_dot = c == '.';
         out.push(if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
             c
         } else {
             '-'
         });
+    }
+    // Cut at the length limit just after a dot: no empty last sub-domain either.
+    if out.ends_with('.') {
+        out.pop();
     }
 }
 
@@ -99,6 +109,11 @@ mod tests {
                 "<1.0.0.0000000000000000@host.example>",
             ),
             ((1, 0, 0, 0, "hôte"), "<1.0.0.0000000000000000@h-te>"),
+            // RFC 822's domain has no empty sub-domain: a run of dots is one dot.
+            (
+                (1, 0, 0, 0, "mail..example...org."),
+                "<1.0.0.0000000000000000@mail.example.org>",
+            ),
         ];
         for ((pid, counter, time, random, host), want) in cases {
             assert_eq!(
@@ -112,12 +127,20 @@ mod tests {
     #[test]
     fn timestamp_is_one_msg_id() {
         let long_host = "x".repeat(1000);
-        for host in ["h", "bad host>\r\n<", long_host.as_str()] {
+        let cut_at_a_dot = format!("{}.b", "a".repeat(MAX_HOST_LEN - 1));
+        for host in [
+            "h",
+            "bad host>\r\n<",
+            "a..b",
+            long_host.as_str(),
+            cut_at_a_dot.as_str(),
+        ] {
             let ts = timestamp(u32::MAX, u64::MAX, u64::MAX, u64::MAX, host);
             assert!(ts.starts_with('<') && ts.ends_with('>'), "{ts}");
             let inner = &ts[1..ts.len() - 1];
             assert!(!inner.contains(['<', '>', ' ', '\r', '\n']), "{ts}");
             assert_eq!(inner.matches('@').count(), 1, "{ts}");
+            assert!(!inner.contains("..") && !inner.ends_with('.'), "{ts}");
             assert!(
                 ts.len() < 400,
                 "greeting must fit the RFC 2449 512-octet line: {}",
