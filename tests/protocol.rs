@@ -410,6 +410,25 @@ fn user_names_longer_than_40_octets() {
     assert!(ok(&r), "PASS -> {r}");
 }
 
+/// RFC 2449 section 6.4: with RESP-CODES announced, "any response text issued by this server which begins
+/// with an open square bracket ("[") is an extended response code". The login reply names the user, and
+/// a user name may begin with '['.
+#[test]
+fn a_user_name_never_reads_as_a_response_code() {
+    let mut fx = common::Fixture::new();
+    fx.user("[IN-USE]x", "secret");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(ok(&c.cmd("USER [IN-USE]x")));
+    let r = c.cmd("PASS secret");
+    assert!(ok(&r) && !r.starts_with("+OK ["), "PASS -> {r}");
+    assert!(
+        r.contains("[IN-USE]x"),
+        "the reply still names the user: {r}"
+    );
+}
+
 #[test]
 fn ipv6_loopback_listener() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {

@@ -194,13 +194,26 @@ impl Session<'_> {
             account.name,
             self.peer
         );
-        reply::ok(
-            out,
-            format_args!(
-                "{}'s maildrop has {count} messages ({octets} octets)",
-                account.name
-            ),
-        )?;
+        // RFC 2449 section 6.4: with RESP-CODES announced, "any response text issued by this server which
+        // begins with an open square bracket ("[") is an extended response code", so a user name that
+        // begins with one must not lead the text.
+        if account.name.starts_with('[') {
+            reply::ok(
+                out,
+                format_args!(
+                    "maildrop of {} has {count} messages ({octets} octets)",
+                    account.name
+                ),
+            )?;
+        } else {
+            reply::ok(
+                out,
+                format_args!(
+                    "{}'s maildrop has {count} messages ({octets} octets)",
+                    account.name
+                ),
+            )?;
+        }
         self.stats.user = Some(account.name.clone());
         self.state = State::Transaction(Box::new(Transaction {
             account,
