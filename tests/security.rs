@@ -304,6 +304,7 @@ fn path_escaping_user_names_are_refused() {
         "1600000000.M1P1.host",
         b"Subject: secret\n\nnot yours\n",
     );
+    let long = "a".repeat(65);
     let names = [
         "../victim",
         "x/../../home/victim",
@@ -312,6 +313,8 @@ fn path_escaping_user_names_are_refused() {
         ".hidden",
         "a\x01b",
         "del\x7fname",
+        // Over 64 octets: RFC 2449 lets a command carry it, the mail location refuses it.
+        &long,
     ];
     let text: String = names.iter().map(|n| format!("{n}:{{PLAIN}}pw\n")).collect();
     fs::write(fx.passwd(), text).unwrap();
@@ -335,14 +338,6 @@ fn path_escaping_user_names_are_refused() {
         "nothing was created on the way"
     );
     assert_eq!(fx.files("victim").len(), 1);
-    // Over-long names cannot even reach the user database: the command parser refuses them first
-    // (RFC 2449's 40-octet argument limit; location.rs checks again, up to 64).
-    let mut c = srv.connect();
-    c.greeting();
-    assert!(
-        c.cmd(&format!("USER {}", "a".repeat(65)))
-            .starts_with("-ERR")
-    );
 }
 
 #[test]
