@@ -143,6 +143,8 @@ fn run(
         let step = match line_read {
             Line::Eof => {
                 flush(pending, reader.get_mut())?;
+                // Under TLS the client's close_notify: answered with ours (RFC 8446 section 6.1).
+                reader.get_mut().close();
                 return Ok(Outcome::Closed);
             }
             Line::TooLong => session.line_too_long(&mut Corked::new(pending, reader.get_mut()))?,
@@ -173,6 +175,7 @@ fn run(
             // Ended without QUIT (too many failed logins): the session has set its own outcome. What a
             // pipelining client sent behind the last password is read first, or the close is a reset.
             flush(pending, reader.get_mut())?;
+            reader.get_mut().close();
             linger(reader);
             return Ok(Outcome::Closed);
         }
@@ -193,8 +196,13 @@ fn expire(session: &Session<'_>, pending: &mut Vec<u8>, stream: &mut Stream) -> 
     } else {
         b"-ERR login timer expired, closing\r\n"
     };
-    let _ = flush(pending, stream).and_then(|()| stream.write_all(text));
-    let _ = stream.flush();
+    if flush(pending, stream)
+        .and_then(|()| stream.write_all(text))
+        .is_ok()
+    {
+        // Flushes the reply too; under TLS the close_notify after it tells the client nothing was cut.
+        stream.close();
+    }
     Outcome::Timeout
 }
 

@@ -654,3 +654,37 @@ fn a_trickling_client_cannot_stretch_the_login_deadline() {
     let inside = trickle(t.socket().try_clone().unwrap(), &record);
     assert!(inside < Duration::from_secs(5), "{inside:?}");
 }
+
+/// Reads what is left of a TLS session: true when it ended with the server's close_notify (a clean
+/// end), false when the connection just closed under it (a truncation attack looks the same).
+fn ends_with_close_notify(c: &mut TlsClient<std::net::TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).is_ok()
+}
+
+/// Every end the server chooses is announced with a close_notify, not only QUIT's: the session closed
+/// after the failed logins allowed, by the login timer, and after the client's own close_notify.
+#[test]
+fn the_server_closes_every_tls_session_with_close_notify() {
+    let (_fx, certs, srv) = tls_server(&["--max-auth-attempts", "1", "--login-timeout", "1"]);
+    let addr = tls_addr(&srv);
+    let mut c = implicit(addr, &certs.ca);
+    assert_eq!(c.cmd("USER alice"), "+OK send PASS");
+    assert!(c.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
+    assert!(
+        ends_with_close_notify(&mut c),
+        "after the last failed login"
+    );
+    let mut c = implicit(addr, &certs.ca);
+    assert_eq!(c.line(), "-ERR login timer expired, closing");
+    assert!(ends_with_close_notify(&mut c), "after the login timer");
+    let mut c = implicit(addr, &certs.ca);
+    c.close_notify();
+    assert!(
+        ends_with_close_notify(&mut c),
+        "after the client's close_notify"
+    );
+    let mut c = implicit(addr, &certs.ca);
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(ends_with_close_notify(&mut c), "after QUIT");
+}

@@ -203,6 +203,18 @@ impl<S: Read + Write> TlsClient<S> {
         }
     }
 
+    /// Reads to the end of the session: `Ok` only when it ended with the server's close_notify.
+    pub fn read_to_end(&mut self, rest: &mut Vec<u8>) -> std::io::Result<usize> {
+        self.reader.read_to_end(rest)
+    }
+
+    /// Sends a close_notify: the client is done writing.
+    pub fn close_notify(&mut self) {
+        let s = self.reader.get_mut();
+        s.conn.send_close_notify();
+        s.flush().expect("TLS flush");
+    }
+
     /// The socket under the TLS layer, to write raw bytes past it.
     pub fn socket(&mut self) -> &mut S {
         &mut self.reader.get_mut().sock
