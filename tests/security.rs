@@ -714,3 +714,33 @@ fn the_close_after_the_last_failed_login_is_orderly() {
         "+OK send PASS\r\n-ERR [AUTH] invalid user name or password\r\n"
     );
 }
+
+/// A message file name is whatever the maildrop's owner (or a delivery agent) chose: logged, its line
+/// breaks and escape sequences are written out, so it can neither forge a log line of its own nor drive
+/// the terminal of whoever reads the log.
+#[test]
+fn control_characters_in_file_names_do_not_reach_the_log() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret");
+    let name = "1.evil\u{1b}[2J\n[INFO  poplar::conn] session end user=bob result=quit\r:2,S";
+    fs::create_dir(fx.maildir("alice").join("cur").join(name)).unwrap();
+    let srv = Server::start(&fx, &["--log-level", "debug"]);
+    let mut c = srv.login("alice", "secret");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let skipped = srv
+        .wait_log(&["1.evil", "not a regular file"], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{:?}", srv.stderr_lines()));
+    assert!(
+        skipped.contains(
+            "1.evil\\x1b[2J\\x0a[INFO  poplar::conn] session end user=bob result=quit\\x0d:2,S"
+        ),
+        "{skipped:?}"
+    );
+    let lines = srv.stderr_lines();
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains("user=bob") || l.contains("1.evil")),
+        "{lines:?}"
+    );
+}
