@@ -38,6 +38,7 @@ pub fn validate(config: &Config, origins: &Origins) -> Result<Vec<String>, Confi
     check_passwd(config, origins, &mut notes)?;
     check_tls(config, origins)?;
     check_user(config, origins)?;
+    check_mail_group(config, origins)?;
     Ok(notes)
 }
 
@@ -150,6 +151,15 @@ fn check_user(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
     }
 }
 
+fn check_mail_group(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
+    match &config.mail_group {
+        Some(name) => crate::privs::group_id(name)
+            .map(drop)
+            .map_err(|e| problem(origins, "mail-group", e)),
+        None => Ok(()),
+    }
+}
+
 /// Every setting with the value the server would use, in `SETTINGS` order. Defaults are written out
 /// (the listen addresses too), unset optional paths are left out. Nothing here is a secret: the
 /// passwords live in the passwd-file, which is named, never printed.
@@ -181,6 +191,7 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
         config.log_level.to_string().to_ascii_lowercase(),
     ));
     out.extend(config.run_as.iter().map(|u| ("user", u.clone())));
+    out.extend(config.mail_group.iter().map(|g| ("mail-group", g.clone())));
     out.push(("system-users", yes_no(config.system_users)));
     out.push(("max-per-ip", config.max_per_ip.to_string()));
     // As `server::frontend`: AUTHORIZATION never lasts longer than an idle logged-in session.
@@ -249,6 +260,7 @@ mod tests {
             ("auth-failure-delay", "3"),
             ("log-level", "debug"),
             ("user", "nobody"),
+            ("mail-group", "mail"),
             ("system-users", "yes"),
             ("max-per-ip", "4"),
             ("login-timeout", "30"),

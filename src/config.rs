@@ -60,6 +60,9 @@ pub struct Config {
     // Security (privileges, system accounts, limits).
     /// Standalone: the account to switch to after binding the listeners.
     pub run_as: Option<String>,
+    /// A group every session also gets when the server changes identities as root (an mbox spool such
+    /// as Debian's /var/mail is writable by group mail only, and the dotlocks are created there).
+    pub mail_group: Option<String>,
     pub system_users: bool,
     pub max_per_ip: usize,
     pub login_timeout: Duration,
@@ -93,6 +96,7 @@ impl Default for Config {
             auth_failure_delay: Duration::from_secs(DEFAULT_AUTH_FAILURE_DELAY_SECS),
             log_level: LevelFilter::Info,
             run_as: None,
+            mail_group: None,
             system_users: false,
             max_per_ip: DEFAULT_MAX_PER_IP,
             login_timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
@@ -129,6 +133,7 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
     ("auth-failure-delay", Arity::Value, "SECS"),
     ("log-level", Arity::Value, "LEVEL"),
     ("user", Arity::Value, "NAME"),
+    ("mail-group", Arity::Value, "GROUP"),
     ("system-users", Arity::Flag, ""),
     ("max-per-ip", Arity::Value, "N"),
     ("login-timeout", Arity::Value, "SECS"),
@@ -169,6 +174,7 @@ impl Config {
             }
             "log-level" => self.log_level = parse_level(required(value)?)?,
             "user" => self.run_as = Some(nonempty(required(value)?)?.to_string()),
+            "mail-group" => self.mail_group = Some(nonempty(required(value)?)?.to_string()),
             "system-users" => self.system_users = boolean(value)?,
             "max-per-ip" => self.max_per_ip = number(required(value)?, 1, 1_000_000)? as usize,
             "login-timeout" => {

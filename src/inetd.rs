@@ -24,7 +24,8 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     server::ignore_fatal_signals();
     let frontend = match server::frontend(config).and_then(|mut frontend| {
         // As root: switch to the account after login (see `privs`); nothing is parsed as root but logins.
-        let privileges = Privileges::inetd(config.run_as.as_deref()).map_err(StartError::config)?;
+        let privileges = Privileges::inetd(config.run_as.as_deref(), config.mail_group.as_deref())
+            .map_err(StartError::config)?;
         frontend.services.identity = Arc::new(privileges);
         Ok(frontend)
     }) {

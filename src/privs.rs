@@ -53,10 +53,16 @@ pub enum Privileges {
     Process {
         fallback: Option<Ids>,
         group_file: PathBuf,
+        /// `mail-group`: added to every account's groups.
+        mail_group: Option<u32>,
     },
     /// Standalone as root: the session thread's file-system identity only. `base` is the identity the
     /// threads start with, which a thread takes back before it serves another session.
-    Thread { group_file: PathBuf, base: Ids },
+    Thread {
+        group_file: PathBuf,
+        base: Ids,
+        mail_group: Option<u32>,
+    },
 }
 
 /// Whether the process runs with root's effective uid.
@@ -66,26 +72,37 @@ pub fn is_root() -> bool {
 
 impl Privileges {
     /// inetd mode: switch per login when started as root; `--user` names the account for accounts
-    /// without ids.
-    pub fn inetd(run_as: Option<&str>) -> Result<Privileges, String> {
+    /// without ids. `mail_group` (a name or a gid) is added to every account's groups.
+    pub fn inetd(run_as: Option<&str>, mail_group: Option<&str>) -> Result<Privileges, String> {
         if !is_root() {
+            not_root(mail_group);
             return Ok(Privileges::Unchanged);
         }
+        let mail_group = mail_group.map(group_id).transpose()?;
         let fallback = run_as
             .map(|name| lookup(name, Path::new(PASSWD), Path::new(GROUP)))
-            .transpose()?;
+            .transpose()?
+            .map(|ids| ids.with_group(mail_group));
         Ok(Privileges::Process {
             fallback,
             group_file: PathBuf::from(GROUP),
+            mail_group,
         })
     }
 
     /// Standalone mode, called after the listeners are bound and before the first accept: with `--user`
     /// the process drops to that account now; as root without it, sessions switch per thread.
-    pub fn standalone(run_as: Option<&str>) -> Result<Privileges, String> {
+    pub fn standalone(
+        run_as: Option<&str>,
+        mail_group: Option<&str>,
+    ) -> Result<Privileges, String> {
+        if !is_root() {
+            not_root(mail_group);
+        }
+        let mail_group = mail_group.filter(|_| is_root()).map(group_id).transpose()?;
         match (run_as, is_root()) {
             (Some(name), true) => {
-                let ids = lookup(name, Path::new(PASSWD), Path::new(GROUP))?;
+                let ids = lookup(name, Path::new(PASSWD), Path::new(GROUP))?.with_group(mail_group);
                 switch_process(&ids).map_err(|e| format!("--user {name}: {e}"))?;
                 log::info!(
                     "running as {name} (uid {}, gid {}, groups {:?})",
@@ -109,6 +126,7 @@ impl Privileges {
                     gid: unistd::getegid().as_raw(),
                     groups: thread_groups().map_err(|e| format!("getgroups: {e}"))?,
                 },
+                mail_group,
             }),
             (None, false) => Ok(Privileges::Unchanged),
         }
@@ -120,6 +138,7 @@ impl Privileges {
         account: &Account,
         group_file: &Path,
         fallback: Option<&Ids>,
+        mail_group: Option<u32>,
     ) -> Result<Ids, String> {
         match (account.uid, account.gid, fallback) {
             (Some(uid), Some(gid), _) => {
@@ -127,7 +146,7 @@ impl Privileges {
                 let groups = std::fs::read(group_file)
                     .map(|text| unix_files::groups_of(&text, &account.name, gid))
                     .map_err(|e| format!("{}: {e}", group_file.display()))?;
-                Ok(Ids { uid, gid, groups })
+                Ok(Ids { uid, gid, groups }.with_group(mail_group))
             }
             (None, None, Some(ids)) => Ok(ids.clone()),
             _ => Err(
@@ -146,10 +165,16 @@ impl Identity for Privileges {
             Privileges::Process {
                 fallback,
                 group_file,
-            } => (self.ids_for(account, group_file, fallback.as_ref())?, false),
-            Privileges::Thread { group_file, .. } => {
-                (self.ids_for(account, group_file, None)?, true)
-            }
+                mail_group,
+            } => (
+                self.ids_for(account, group_file, fallback.as_ref(), *mail_group)?,
+                false,
+            ),
+            Privileges::Thread {
+                group_file,
+                mail_group,
+                ..
+            } => (self.ids_for(account, group_file, None, *mail_group)?, true),
         };
         if ids.uid == 0 {
             log::warn!(
@@ -171,6 +196,39 @@ impl Identity for Privileges {
             // inetd's switch is for good, and its one session ends the process.
             Privileges::Process { .. } => Err("the process switched for good".to_string()),
         }
+    }
+}
+
+impl Ids {
+    /// With `group` among the supplementary groups too (once).
+    fn with_group(mut self, group: Option<u32>) -> Ids {
+        if let Some(group) = group.filter(|g| !self.groups.contains(g)) {
+            self.groups.push(group);
+        }
+        self
+    }
+}
+
+/// `mail-group`'s gid: a group name from the group file, or a number.
+pub fn group_id(name: &str) -> Result<u32, String> {
+    group_id_in(name, Path::new(GROUP))
+}
+
+fn group_id_in(name: &str, group_file: &Path) -> Result<u32, String> {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        return name
+            .parse()
+            .map_err(|_| format!("group id {name} out of range"));
+    }
+    let text = std::fs::read(group_file).map_err(|e| format!("{}: {e}", group_file.display()))?;
+    unix_files::gid_of(&text, name)
+        .ok_or_else(|| format!("no group \"{name}\" in {}", group_file.display()))
+}
+
+/// Not root, the process's own groups are all a session has: `mail-group` cannot add one.
+fn not_root(mail_group: Option<&str>) {
+    if let Some(group) = mail_group {
+        log::warn!("mail-group {group} ignored: only root can give sessions a group");
     }
 }
 
@@ -304,6 +362,41 @@ mod tests {
         assert!(lookup("vmail", &dir.path().join("none"), &g).is_err());
     }
 
+    /// `mail-group` joins every account's groups once, whatever else they have; it is named or numbered.
+    #[test]
+    fn the_mail_group_joins_every_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("group");
+        std::fs::write(&g, "mail:x:8:bob\nstaff:x:50:alice,bob\n").unwrap();
+        assert_eq!(group_id_in("mail", &g), Ok(8));
+        assert_eq!(group_id_in("12", &g), Ok(12));
+        assert!(
+            group_id_in("wheel", &g)
+                .unwrap_err()
+                .contains("no group \"wheel\"")
+        );
+        let p = Privileges::Process {
+            fallback: None,
+            group_file: g.clone(),
+            mail_group: Some(8),
+        };
+        let groups = |name: &str, gid: u32| {
+            let mut acc = account(Some(1000), Some(gid));
+            acc.name = name.to_string();
+            p.ids_for(&acc, &g, None, Some(8)).unwrap().groups
+        };
+        assert_eq!(groups("alice", 1000), [1000, 50, 8]);
+        assert_eq!(groups("bob", 1000), [1000, 8, 50], "a member already: once");
+        assert_eq!(groups("carol", 8), [8], "the primary group: once");
+        let fallback = Ids {
+            uid: 7,
+            gid: 7,
+            groups: vec![7],
+        }
+        .with_group(Some(8));
+        assert_eq!(fallback.groups, [7, 8]);
+    }
+
     #[test]
     fn accounts_without_ids_need_a_fallback() {
         let dir = tempfile::tempdir().unwrap();
@@ -312,6 +405,7 @@ mod tests {
         let p = Privileges::Process {
             fallback: None,
             group_file: g.clone(),
+            mail_group: None,
         };
         let fallback = Ids {
             uid: 7,
@@ -349,24 +443,29 @@ mod tests {
             ),
         ];
         for (acc, fb, want) in cases {
-            assert_eq!(p.ids_for(&acc, &g, fb), want, "{acc:?}");
+            assert_eq!(p.ids_for(&acc, &g, fb, None), want, "{acc:?}");
         }
         for acc in [
             account(None, None),
             account(Some(1), None),
             account(None, Some(1)),
         ] {
-            let err = p.ids_for(&acc, &g, None).unwrap_err();
+            let err = p.ids_for(&acc, &g, None, None).unwrap_err();
             assert!(err.contains("never opened as root"), "{err}");
         }
         assert!(
-            p.ids_for(&account(Some(1), Some(2)), &dir.path().join("none"), None)
-                .is_err()
+            p.ids_for(
+                &account(Some(1), Some(2)),
+                &dir.path().join("none"),
+                None,
+                None
+            )
+            .is_err()
         );
         // A group name that is not UTF-8 (Latin-1, from an old host) used to fail every login.
         std::fs::write(&g, b"\xe9quipe:x:60:alice\nstaff:x:50:alice\n").unwrap();
         assert_eq!(
-            p.ids_for(&account(Some(1), Some(2)), &g, None),
+            p.ids_for(&account(Some(1), Some(2)), &g, None, None),
             Ok(Ids {
                 uid: 1,
                 gid: 2,
@@ -452,7 +551,7 @@ mod tests {
         let Some((_dir, file)) = root_only_file() else {
             return;
         };
-        let privileges = Privileges::standalone(None).unwrap();
+        let privileges = Privileges::standalone(None, None).unwrap();
         let Privileges::Thread { base, .. } = &privileges else {
             panic!("root without --user serves with per-thread identities");
         };

@@ -67,6 +67,9 @@ pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str>
     if started.run_as != new.run_as {
         changed.push("user");
     }
+    if started.mail_group != new.mail_group {
+        changed.push("mail-group");
+    }
     changed
 }
 
@@ -84,6 +87,7 @@ mod tests {
             ("listen", "127.0.0.1:1110", &["listen"]),
             ("listen-tls", "127.0.0.1:1995", &["listen-tls"]),
             ("user", "nobody", &["user"]),
+            ("mail-group", "mail", &["mail-group"]),
             ("inetd", "yes", &["inetd"]),
             ("tls", "yes", &["tls"]),
         ];

@@ -229,8 +229,8 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     };
     ensure_descriptors(config.max_sessions);
     // After binding (port 110 needs root), before the first accept: see `privs` for the model.
-    let privileges =
-        Privileges::standalone(config.run_as.as_deref()).map_err(StartError::runtime)?;
+    let privileges = Privileges::standalone(config.run_as.as_deref(), config.mail_group.as_deref())
+        .map_err(StartError::runtime)?;
     log::debug!("privileges: {privileges:?}");
     frontend.services.identity = Arc::new(privileges);
     let frontend = Arc::new(frontend);

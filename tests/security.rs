@@ -744,3 +744,50 @@ fn control_characters_in_file_names_do_not_reach_the_log() {
         "{lines:?}"
     );
 }
+
+/// Root: a spool directory writable by one group only (Debian's /var/mail is root:mail 2775) takes
+/// the dotlocks; without `--mail-group` a session, with the account's groups alone, cannot create
+/// them, and with it the whole exchange works and the lock is gone afterwards.
+#[test]
+fn mail_group_lets_sessions_lock_a_group_spool() {
+    needs_root!();
+    let fx = Fixture::new();
+    let spool = fx.root().join("spool");
+    fs::create_dir(&spool).unwrap();
+    // A group no account belongs to, given by number.
+    chown(&spool, Some(0), Some(23456)).unwrap();
+    fs::set_permissions(&spool, fs::Permissions::from_mode(0o2775)).unwrap();
+    fs::set_permissions(fx.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mbox = spool.join("alice");
+    fs::write(
+        &mbox,
+        "From a@example.org Thu Jan  1 00:00:00 2026\nSubject: one\n\nfirst\n\n\
+         From b@example.org Thu Jan  1 00:00:01 2026\nSubject: two\n\nsecond\n",
+    )
+    .unwrap();
+    chown(&mbox, Some(12345), Some(12345)).unwrap();
+    fs::set_permissions(&mbox, fs::Permissions::from_mode(0o600)).unwrap();
+    passwd(
+        &fx,
+        &[("alice", "pw", "12345", "12345", &fx.root().join("home"))],
+    );
+    let location = format!("mbox:{}/%u", spool.display());
+    let args = ["--mail", location.as_str(), "--auth-failure-delay", "0"];
+    {
+        let srv = Server::start(&fx, &args);
+        let mut c = srv.connect();
+        c.greeting();
+        assert!(c.cmd("USER alice").starts_with("+OK"));
+        let reply = c.cmd("PASS pw");
+        assert!(reply.starts_with("-ERR [SYS/PERM]"), "{reply}");
+    }
+    let srv = Server::start(&fx, &[&args[..], &["--mail-group", "23456"]].concat());
+    let mut c = srv.login("alice", "pw");
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(
+        fs::read_to_string(&mbox).unwrap(),
+        "From b@example.org Thu Jan  1 00:00:01 2026\nSubject: two\n\nsecond\n"
+    );
+    assert!(!spool.join("alice.lock").exists());
+}

@@ -76,6 +76,16 @@ pub fn parse_shadow(text: &[u8]) -> (Vec<ShadowEntry>, BadLines) {
     })
 }
 
+/// The gid of the group `name` in `/etc/group` text: the first line that names it, as getgrnam(3) finds.
+pub fn gid_of(group_text: &[u8], name: &str) -> Option<u32> {
+    lines(group_text).find_map(|line| {
+        let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+        (f.len() >= 4 && f[0] == name.as_bytes())
+            .then(|| id(f[2]))
+            .flatten()
+    })
+}
+
 /// The supplementary groups of `user` as initgroups(3) sets them: the primary group first, then every
 /// group of `/etc/group` text that lists `user` as a member, each once.
 pub fn groups_of(group_text: &[u8], user: &str, primary: u32) -> Vec<u32> {
@@ -283,6 +293,15 @@ mod tests {
         assert_eq!(groups_of(text, "alice", 1000), [1000, 8, 50, 27]);
         assert_eq!(groups_of(text, "bob", 8), [8, 50]);
         assert_eq!(groups_of(text, "carol", 100), [100]);
+        assert_eq!(gid_of(text, "mail"), Some(8));
+        assert_eq!(gid_of(text, "sudo"), Some(27));
+        assert_eq!(gid_of(text, "bad"), None);
+        assert_eq!(gid_of(text, "nobody"), None);
+        assert_eq!(
+            gid_of(b"mail:x:8:\nmail:x:12:\n", "mail"),
+            Some(8),
+            "the first wins"
+        );
     }
 
     /// Not UTF-8: a Latin-1 gecos or group name is no reason to skip a line; a name or hash is.
