@@ -36,6 +36,8 @@ use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
 const LOCK_FILE: &str = ".poplar.lock";
 /// Where messages live. `new/` is listed first so that a file moved to `cur/` while we list is still seen.
 const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
+/// Passes over `new/` and `cur/` at most while they change under the listing (see `list`).
+const LIST_PASSES: usize = 4;
 /// Read size when a message's octets must be counted.
 const CHUNK: usize = 64 * 1024;
 /// RFC 1939 section 7: "The unique-id of a message ... consists of one to 70 characters in the range 0x21 to 0x7E".
@@ -294,10 +296,44 @@ struct Found {
 }
 
 /// The regular, non-hidden files of `new/` and `cur/` in delivery order, one per base name.
+///
+/// `readdir` may skip a file renamed while its directory is read: on ext4 a flag change in `cur/` (an
+/// IMAP server marking a message seen) moves the entry to another place in the hash order, and a
+/// listing can pass both places at the wrong moments. So a pass during which `new/` or `cur/` changed
+/// is repeated (up to `LIST_PASSES` in all), and a file an earlier pass found and the last one did not
+/// is kept if it is still there: a message is left out only if it is really gone.
 fn list(root: &Path) -> Result<Vec<Found>, MaildropError> {
     let mut found = Vec::new();
-    for sub in MESSAGE_DIRS {
-        list_dir(root, &root.join(sub), &mut found)?;
+    let mut earlier = Vec::new();
+    for pass in 1..=LIST_PASSES {
+        let before = dir_stamps(root)?;
+        for sub in MESSAGE_DIRS {
+            list_dir(root, &root.join(sub), &mut found)?;
+        }
+        if pass == LIST_PASSES || dir_stamps(root)? == before {
+            break;
+        }
+        earlier.append(&mut found);
+    }
+    if !earlier.is_empty() {
+        let seen: std::collections::HashSet<Box<[u8]>> =
+            found.iter().map(|f| f.base.clone()).collect();
+        earlier.retain(|f| !seen.contains(&f.base));
+        earlier.sort_unstable_by(|a, b| a.base.cmp(&b.base));
+        earlier.dedup_by(|dup, kept| dup.base == kept.base);
+        for mut file in earlier {
+            match with_relocation(root, &mut file.path, |p| fs::symlink_metadata(p)) {
+                Ok(meta) if meta.file_type().is_file() => {
+                    log::debug!("{}: missed by a listing, found again", file.path.display());
+                    file.stamp = Stamp::of(&meta);
+                    found.push(file);
+                }
+                Ok(_) => {}
+                Err(MaildropError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     // A file renamed from `new/` to `cur/` while we listed appears twice; keep one. Base names are
     // unique in a sound maildrop, and unique-ids must be (RFC 1939 section 7), so any other twin goes too.
@@ -771,6 +807,50 @@ mod tests {
             matches!(&err, MaildropError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
         );
         assert!(md.open_message(2).is_err());
+    }
+
+    #[test]
+    fn flag_changes_during_the_listing_hide_no_message() {
+        // An IMAP server flagging messages (renames inside cur/) while we list: on ext4 a plain
+        // readdir pass skips some of them now and then.
+        const COUNT: usize = 600;
+        let dir = maildir();
+        let root = dir.path().to_path_buf();
+        for i in 0..COUNT {
+            put(&root, &format!("cur/m{i}:2,S"), b"x\n", i as u64);
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let flags = ["S", "RS", "FS", ""];
+                // Until the listings are done; bounded too, should a listing fail and never say so.
+                let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                let mut n = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && n < 50_000_000
+                    && std::time::Instant::now() < deadline
+                {
+                    let i = n.wrapping_mul(7919) % COUNT;
+                    for (j, from) in flags.iter().enumerate() {
+                        let to = flags[(j + 1) % flags.len()];
+                        let old = root.join(format!("cur/m{i}:2,{from}"));
+                        if fs::rename(&old, root.join(format!("cur/m{i}:2,{to}"))).is_ok() {
+                            break;
+                        }
+                    }
+                    n += 1;
+                }
+            });
+            let mut short = Vec::new();
+            for _ in 0..40 {
+                let listed = list(&root).unwrap().len();
+                if listed != COUNT {
+                    short.push(listed);
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(short.is_empty(), "listings short of {COUNT}: {short:?}");
+        });
     }
 
     #[test]
