@@ -251,8 +251,19 @@ impl DotLock {
             .create_new(true)
             .mode(0o644)
             .open(&temp)?;
-        // Some tools read the holder's pid from the lock; an empty lock is also fine.
-        let _ = io::Write::write_all(&mut file, format!("{}\n", std::process::id()).as_bytes());
+        // Our pid lets the next poplar remove the lock at once should we die holding it; an empty lock
+        // (procmail's kind) only goes stale with age. On a full disk the write fails: the lock is still
+        // taken, so that mail can be read while the disk is full, and the risk is said.
+        if let Err(e) =
+            io::Write::write_all(&mut file, format!("{}\n", std::process::id()).as_bytes())
+        {
+            log::warn!(
+                "{}: cannot write our pid into the dotlock ({e}): should poplar die holding it, it \
+                 would look live for {} minutes",
+                path.display(),
+                DOTLOCK_STALE.as_secs() / 60
+            );
+        }
         let linked = fs::hard_link(&temp, path);
         let ours = file.metadata().map(|m| m.nlink() == 2);
         let _ = fs::remove_file(&temp);
