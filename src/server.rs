@@ -652,7 +652,7 @@ impl SignalPipe {
             SaFlags::SA_RESTART,
             SigSet::empty(),
         );
-        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        for signal in crate::workers::HANDLED_SIGNALS {
             // SAFETY: the handler only calls write(2) on a descriptor it loads atomically.
             unsafe { sigaction(signal, &action) }?;
         }

@@ -15,6 +15,8 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
 use std::time::Duration;
 
+use nix::sys::signal::{SigSet, Signal};
+
 /// Work for a thread; returns whether the thread may then take another job.
 pub type Job = Box<dyn FnOnce() -> bool + Send + 'static>;
 
@@ -49,7 +51,17 @@ pub fn run(mut job: Job, name: &str, stack: usize) -> std::io::Result<()> {
         .map(drop)
 }
 
+/// The signals the server handles (see `server`); a session thread blocks them all, so the kernel
+/// gives them to the main thread, which waits for them. A session thread that took one would see a
+/// read or write on its socket fail with EINTR (a socket timeout makes the call unrestartable even
+/// under SA_RESTART), which rustls passes up from a flush, ending the session.
+pub const HANDLED_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
 fn serve(mut job: Job) {
+    let handled: SigSet = HANDLED_SIGNALS.into_iter().collect();
+    if let Err(e) = handled.thread_block() {
+        log::debug!("session thread: cannot block the handled signals: {e}");
+    }
     // The thread's mailbox for its whole life: a sending end goes into the list each time it waits.
     let (to, from) = mpsc::sync_channel(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -120,6 +132,25 @@ mod tests {
     }
 
     // One test drives the shared list, so that no other test's threads park in between.
+    /// A session thread leaves the server's signals to the main thread.
+    #[test]
+    fn session_threads_block_the_handled_signals() {
+        let (report, seen) = channel();
+        run(
+            Box::new(move || {
+                let mask = SigSet::thread_get_mask().unwrap();
+                report
+                    .send(HANDLED_SIGNALS.iter().all(|&s| mask.contains(s)))
+                    .unwrap();
+                false
+            }),
+            "mask-test",
+            256 * 1024,
+        )
+        .unwrap();
+        assert_eq!(seen.recv_timeout(Duration::from_secs(10)), Ok(true));
+    }
+
     #[test]
     fn a_thread_serves_again_only_after_a_clean_job() {
         let (report, seen) = channel();
