@@ -565,20 +565,33 @@ fn big_listing(
     table: &mut Table,
     fresh: Option<&dyn Fn() -> io::Result<()>>,
 ) -> io::Result<()> {
-    let mut firsts = vec![scenarios::list_time(server, spec)?];
+    let (secs, mut ids) = scenarios::list_time(server, spec)?;
+    let mut firsts = vec![secs];
     if let Some(fresh) = fresh {
         for _ in 1..FIRST_LOGINS {
             fresh()?;
-            firsts.push(scenarios::list_time(server, spec)?);
+            let (secs, fresh_ids) = scenarios::list_time(server, spec)?;
+            firsts.push(secs);
+            ids = fresh_ids;
         }
     }
     let first = scenarios::median(firsts);
     table.record(&row::big_first(format, spec.count), server.kind, first);
-    let again: io::Result<Vec<f64>> = (0..3).map(|_| scenarios::list_time(server, spec)).collect();
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        let (secs, later) = scenarios::list_time(server, spec)?;
+        // Unique-ids persist across sessions (RFC 1939): a later login must list the same ones.
+        if later != ids {
+            return Err(io::Error::other(format!(
+                "bigdrop {format}: a later UIDL listed other unique-ids than the first"
+            )));
+        }
+        again.push(secs);
+    }
     table.record(
         &row::big_later(format, spec.count),
         server.kind,
-        scenarios::median(again?),
+        scenarios::median(again),
     );
     Ok(())
 }

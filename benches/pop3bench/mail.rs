@@ -89,6 +89,11 @@ impl Expected {
         }
     }
 
+    /// What STAT must answer: (messages, octets).
+    pub fn stat(&self) -> (u64, u64) {
+        (self.octets.len() as u64, self.octets.iter().sum())
+    }
+
     pub fn payload(&self) -> u64 {
         self.bodies.iter().map(|b| b.len() as u64).sum()
     }

@@ -6,7 +6,7 @@ use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, bad};
+use crate::client::{Client, Uids, bad};
 use crate::machine;
 use crate::mail::{Expected, Spec};
 use crate::targets::Server;
@@ -115,15 +115,17 @@ where
         .collect()
 }
 
-/// login: connect, USER, PASS, STAT, QUIT, against each of `servers` in turn. Logins per second.
+/// login: connect, USER, PASS, STAT (checked against the maildrop: a server must have looked at
+/// it), QUIT, against each of `servers` in turn. Logins per second.
 pub fn login(
     servers: &[&Server],
     spec: &Spec,
     clients: usize,
     effort: Effort,
 ) -> io::Result<Vec<io::Result<Rate>>> {
+    let want = Expected::of(spec).stat();
     sessions(servers, spec, clients, effort, |client| {
-        client.stat()?;
+        client.stat_is(want)?;
         Ok(1)
     })
 }
@@ -208,21 +210,24 @@ pub fn idle(server: &Server, spec: &Spec, n: usize) -> io::Result<f64> {
     Ok((after as f64 - before as f64) / n as f64)
 }
 
-/// bigdrop: seconds from connect to the end of a full UIDL listing; checks the message count.
-pub fn list_time(server: &Server, spec: &Spec) -> io::Result<f64> {
+/// bigdrop: seconds from connect to the end of a full UIDL listing, and the ids listed; checks the
+/// message count, the numbering and form of every line, and (after the timing) that no id repeats.
+pub fn list_time(server: &Server, spec: &Spec) -> io::Result<(f64, Uids)> {
     let account = server.account(spec, 0);
     let start = Instant::now();
     let mut client = logged_in(server, &account)?;
-    let n = client.uidl()?;
+    let ids = client.uidl()?;
     let secs = start.elapsed().as_secs_f64();
     client.quit()?;
-    if n != spec.count {
+    if ids.len() != spec.count {
         return Err(bad(format!(
-            "UIDL listed {n} messages, want {}",
+            "UIDL listed {} messages, want {}",
+            ids.len(),
             spec.count
         )));
     }
-    Ok(secs)
+    ids.check_unique()?;
+    Ok((secs, ids))
 }
 
 /// expunge: DELE every odd-numbered message, then QUIT; seconds from QUIT to its reply. Checks that
