@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::mail::Expected;
+use crate::mail::{self, Expected, Spec};
 
 pub struct Client {
     reader: BufReader<TcpStream>,
@@ -216,6 +216,29 @@ impl Client {
         Ok(msgs.len())
     }
 
+    /// After DELE of every odd-numbered message of `spec`'s maildrop and QUIT: exactly the
+    /// even-numbered ones are left, in order (LIST gives each one's size), and a spread of them (every
+    /// 97th and the last) is intact octet for octet.
+    pub fn check_kept(&mut self, spec: &Spec) -> io::Result<()> {
+        // Message i (0-based) of what is left is message 2i+1 (0-based) of the maildrop written.
+        let kept: Vec<Vec<u8>> = (0..spec.count / 2)
+            .map(|i| mail::message(2 * i + 1, spec.size))
+            .collect();
+        let left = Expected {
+            octets: kept.iter().map(|m| mail::octets(m)).collect(),
+            bodies: Vec::new(),
+        };
+        self.list(&left)
+            .map_err(|e| bad(format!("after expunge: {e}")))?;
+        let mut buf = Vec::new();
+        let sample = (0..kept.len()).step_by(97).chain(kept.len().checked_sub(1));
+        for i in sample {
+            self.retr(i + 1, &mail::encode(&kept[i]), &mut buf)
+                .map_err(|e| bad(format!("after expunge: {e}")))?;
+        }
+        Ok(())
+    }
+
     pub fn quit(mut self) -> io::Result<()> {
         self.command("QUIT\r\n")
     }
@@ -266,7 +289,7 @@ impl Uids {
 #[allow(dead_code, unused_imports)]
 mod tests {
     use super::*;
-    use crate::mail::{Spec, encode, message};
+    use crate::mail::{encode, message, octets};
     use std::net::TcpListener;
 
     const SPEC: Spec = Spec {
@@ -480,5 +503,86 @@ mod tests {
         assert!(err.to_string().contains("message 3 repeats"), "{err}");
         let err = client(answer("-ERR no\r\n")).uidl().unwrap_err();
         assert!(err.to_string().contains("UIDL: -ERR no"), "{err}");
+    }
+
+    /// A server of the messages `kept` (0-based numbers of `BIG`'s messages), as after an expunge.
+    fn after_expunge(kept: Vec<usize>) -> SocketAddr {
+        fake(move |cmd| {
+            if cmd == "LIST" || cmd.starts_with("RETR") {
+                after_expunge_answer(cmd, &kept).concat()
+            } else {
+                b"+OK\r\n".to_vec()
+            }
+        })
+    }
+
+    const BIG: Spec = Spec {
+        prefix: "b",
+        count: 1000,
+        size: 300,
+        users: 1,
+    };
+
+    #[test]
+    fn an_expunge_must_leave_exactly_the_even_numbered_messages() {
+        let even: Vec<usize> = (0..BIG.count).filter(|n| n % 2 == 1).collect();
+        client(after_expunge(even.clone()))
+            .check_kept(&BIG)
+            .expect("the right half");
+        // The first half kept instead: as many messages, the wrong ones.
+        let err = client(after_expunge((0..BIG.count / 2).collect()))
+            .check_kept(&BIG)
+            .unwrap_err();
+        assert!(err.to_string().contains("after expunge: LIST"), "{err}");
+        // One message too many left.
+        let mut more = even.clone();
+        more.push(0);
+        let err = client(after_expunge(more)).check_kept(&BIG).unwrap_err();
+        assert!(err.to_string().contains("after expunge: LIST"), "{err}");
+        // The sizes right but a kept message's content not: caught by the RETR sample.
+        let err = client(fake(move |cmd| {
+            if cmd.starts_with("RETR 98") {
+                let mut r = b"+OK\r\n".to_vec();
+                let mut body = encode(&message(2 * 97 + 1, BIG.size));
+                body[10] ^= 1;
+                r.extend(body);
+                r.extend(b".\r\n");
+                r
+            } else if cmd == "LIST" || cmd.starts_with("RETR") {
+                after_expunge_answer(cmd, &even).concat()
+            } else {
+                b"+OK\r\n".to_vec()
+            }
+        }))
+        .check_kept(&BIG)
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("after expunge: RETR 98: octet"),
+            "{err}"
+        );
+    }
+
+    /// `after_expunge`'s answer to `cmd`, for a fake server that changes some of them.
+    fn after_expunge_answer(cmd: &str, kept: &[usize]) -> Vec<Vec<u8>> {
+        let (verb, arg) = cmd.split_once(' ').unwrap_or((cmd, ""));
+        match verb {
+            "LIST" => {
+                let mut r = vec![b"+OK\r\n".to_vec()];
+                for (i, &n) in kept.iter().enumerate() {
+                    let o = octets(&message(n, BIG.size));
+                    r.push(format!("{} {o}\r\n", i + 1).into_bytes());
+                }
+                r.push(b".\r\n".to_vec());
+                r
+            }
+            _ => {
+                let i: usize = arg.parse().expect("number");
+                vec![
+                    b"+OK\r\n".to_vec(),
+                    encode(&message(kept[i - 1], BIG.size)),
+                    b".\r\n".to_vec(),
+                ]
+            }
+        }
     }
 }
