@@ -232,7 +232,7 @@ fn run(opts: &Options) -> io::Result<()> {
     for kind in kinds {
         match Target::set_up(opts, kind) {
             Ok(target) => targets.push(target),
-            Err(e) => table.note(format!("{}: stopped: {e}", kind.name())),
+            Err(e) => table.fail(kind, format!("stopped: {e}")),
         }
     }
     // Every server's Maildir scenarios: login and retr alternate run by run among all of them and the
@@ -245,7 +245,7 @@ fn run(opts: &Options) -> io::Result<()> {
                 eprintln!("pop3bench: {} on {}", target.kind.name(), server.addr);
                 servers.push(server);
             }
-            Err(e) => table.note(format!("{}: stopped: {e}", target.kind.name())),
+            Err(e) => table.fail(target.kind, format!("stopped: {e}")),
         }
     }
     if let (Some(first), true) = (targets.first(), opts.wants("login") || opts.wants("retr")) {
@@ -279,7 +279,7 @@ fn run(opts: &Options) -> io::Result<()> {
     if opts.wants("bigdrop") || opts.wants("expunge") {
         for target in &targets {
             if let Err(e) = target.run_mbox_scenarios(opts, &mut table) {
-                table.note(format!("{}: stopped: {e}", target.kind.name()));
+                table.fail(target.kind, format!("stopped: {e}"));
             }
         }
     }
@@ -293,6 +293,13 @@ fn run(opts: &Options) -> io::Result<()> {
     };
     print!("{}", goals::render(&goals::check(&table, &scope), &scope));
     print!("{}", goals::reader_context(&table));
+    if table.failed(Kind::Poplar) {
+        // A check poplar failed (a wrong octet, a wrong count, a crash) fails the bench, whatever
+        // the figures of the other scenarios.
+        return Err(io::Error::other(
+            "poplar failed a check of this run (see the notes above)",
+        ));
+    }
     Ok(())
 }
 
@@ -352,10 +359,10 @@ impl Target {
     fn run_mbox_scenarios(&self, opts: &Options, table: &mut Table) -> io::Result<()> {
         let server = self.start(opts, Format::Mbox)?;
         if let Err(e) = probe(&server) {
-            table.note(format!(
-                "{}: mbox scenarios skipped: mbox maildrops unsupported ({e})",
-                self.kind.name()
-            ));
+            table.fail(
+                self.kind,
+                format!("mbox scenarios skipped: mbox maildrops unsupported ({e})"),
+            );
             return Ok(());
         }
         mbox_scenarios(opts, &server, self.dir.path(), table)
@@ -463,7 +470,7 @@ fn record_rates(
             for (server, rate) in servers.iter().zip(rates) {
                 match rate {
                     Ok(rate) => record(table, server.kind, &rate),
-                    Err(e) => table.note(format!("{}: {what}: {e}", server.kind.name())),
+                    Err(e) => table.fail(server.kind, format!("{what}: {e}")),
                 }
             }
         }
@@ -476,7 +483,7 @@ fn own_maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) {
     let kind = server.kind;
     let attempt = |table: &mut Table, what: &str, r: io::Result<()>| {
         if let Err(e) = r {
-            table.note(format!("{}: {what}: {e}", kind.name()));
+            table.fail(kind, format!("{what}: {e}"));
         }
     };
     if opts.wants("idle") {

@@ -32,6 +32,8 @@ pub enum Verdict {
     NotMet,
     NotMeasured(String),
     Skipped(String),
+    /// poplar has no figure because it failed a check or a scenario of the run: counted as not met.
+    Failed,
 }
 
 /// One goal's outcome: `goal` says what is asked, `figures` what the run measured.
@@ -192,8 +194,8 @@ fn relative(
     let (p, o) = (table.get(label, Kind::Poplar), table.get(label, other));
     let (p, o) = match (p, o) {
         (Some(p), Some(o)) if o > 0.0 => (p, o),
-        (None, _) => return outcome(String::new(), no_figure(Kind::Poplar)),
-        _ => return outcome(String::new(), no_figure(other)),
+        (None, _) => return outcome(String::new(), no_figure(table, Kind::Poplar)),
+        _ => return outcome(String::new(), no_figure(table, other)),
     };
     let r = p / o;
     let figures = format!(
@@ -212,7 +214,7 @@ fn absolute(table: &Table, goal: &str, label: &str, bound: Bound, unit: &str) ->
             format!("poplar {} {unit}", number(Some(p))),
             verdict(bound.holds(p)),
         ),
-        None => (String::new(), no_figure(Kind::Poplar)),
+        None => (String::new(), no_figure(table, Kind::Poplar)),
     };
     Check {
         goal: goal.to_string(),
@@ -225,8 +227,14 @@ fn verdict(met: bool) -> Verdict {
     if met { Verdict::Met } else { Verdict::NotMet }
 }
 
-fn no_figure(kind: Kind) -> Verdict {
-    Verdict::NotMeasured(format!("no {} figure", kind.name()))
+/// The verdict of a goal without `kind`'s figure: failed if poplar has none because it failed in
+/// this run (a broken server must not turn its goals into "not measured"), else not measured.
+fn no_figure(table: &Table, kind: Kind) -> Verdict {
+    if kind == Kind::Poplar && table.failed(kind) {
+        Verdict::Failed
+    } else {
+        Verdict::NotMeasured(format!("no {} figure", kind.name()))
+    }
 }
 
 /// The goals block printed at the end of a run.
@@ -245,6 +253,7 @@ pub fn render(checks: &[Check], scope: &Scope) -> String {
             Verdict::NotMet => "not met".to_string(),
             Verdict::NotMeasured(why) => format!("not measured ({why})"),
             Verdict::Skipped(why) => format!("skipped ({why})"),
+            Verdict::Failed => "not met: poplar FAILED in this run (see the notes)".to_string(),
         };
         if c.figures.is_empty() {
             let _ = writeln!(out, "  {}: {verdict}", c.goal);
@@ -254,7 +263,7 @@ pub fn render(checks: &[Check], scope: &Scope) -> String {
     }
     let measured = checks
         .iter()
-        .filter(|c| matches!(c.verdict, Verdict::Met | Verdict::NotMet))
+        .filter(|c| matches!(c.verdict, Verdict::Met | Verdict::NotMet | Verdict::Failed))
         .count();
     let met = checks.iter().filter(|c| c.verdict == Verdict::Met).count();
     let _ = writeln!(out, "  {met} of {measured} measured goals met");
@@ -435,6 +444,37 @@ mod tests {
             checks[4].verdict,
             Verdict::NotMeasured("no poplar figure".to_string())
         );
+    }
+
+    #[test]
+    fn a_poplar_failure_fails_its_goals_instead_of_leaving_them_unmeasured() {
+        // retr ran, but poplar sent a wrong octet: no poplar figure for it.
+        let mut t = Table::default();
+        t.record(&row::login(8), Kind::Poplar, 3000.0);
+        t.record(&row::login(8), Kind::Trivial, 5000.0);
+        t.record(&row::retr(row::RETR_50K, 4), Kind::Trivial, 1500.0);
+        t.fail(Kind::Poplar, "retr: RETR 7: octet 12 differs".to_string());
+        let scenarios = all();
+        let s = scope(&scenarios, &[]);
+        let checks = check(&t, &s);
+        assert_eq!(checks[1].verdict, Verdict::Met);
+        assert_eq!(checks[3].verdict, Verdict::Failed);
+        let text = render(&checks, &s);
+        assert!(
+            text.contains("poplar >= 0.7 x trivial: not met: poplar FAILED"),
+            "{text}"
+        );
+        assert!(text.ends_with("  1 of 3 measured goals met\n"), "{text}");
+        // A peer's failure leaves its goals unmeasured, as before.
+        let mut t = Table::default();
+        t.record(&row::login(8), Kind::Poplar, 3000.0);
+        t.fail(Kind::Dovecot, "login: STAT: got (0, 0)".to_string());
+        let checks = check(&t, &scope(&all(), BOTH));
+        assert_eq!(
+            checks[0].verdict,
+            Verdict::NotMeasured("no dovecot figure".to_string())
+        );
+        assert!(!t.failed(Kind::Poplar));
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub mod row {
 pub struct Table {
     rows: Vec<(String, Vec<(Kind, f64)>)>,
     notes: Vec<String>,
+    /// The servers that failed a check or a scenario (each also has a note).
+    failed: Vec<Kind>,
 }
 
 impl Table {
@@ -59,6 +61,19 @@ impl Table {
     pub fn note(&mut self, text: String) {
         eprintln!("pop3bench: {text}");
         self.notes.push(text);
+    }
+
+    /// `kind` failed a check or could not run a scenario: noted, and remembered (a failure of
+    /// poplar's fails its goals and the run).
+    pub fn fail(&mut self, kind: Kind, text: String) {
+        self.note(format!("{}: {text}", kind.name()));
+        if !self.failed.contains(&kind) {
+            self.failed.push(kind);
+        }
+    }
+
+    pub fn failed(&self, kind: Kind) -> bool {
+        self.failed.contains(&kind)
     }
 
     /// `kind`'s figure in the row `label`, if it was measured.
