@@ -58,10 +58,7 @@ pub fn run(mut job: Job, name: &str, stack: usize) -> std::io::Result<()> {
 pub const HANDLED_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 fn serve(mut job: Job) {
-    let handled: SigSet = HANDLED_SIGNALS.into_iter().collect();
-    if let Err(e) = handled.thread_block() {
-        log::debug!("session thread: cannot block the handled signals: {e}");
-    }
+    block_handled_signals();
     // The thread's mailbox for its whole life: a sending end goes into the list each time it waits.
     let (to, from) = mpsc::sync_channel(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -75,6 +72,17 @@ fn serve(mut job: Job) {
             Some(next) => job = next,
             None => return,
         }
+    }
+}
+
+/// Not inlined: its signal set (128 octets) must not stay in `serve`'s frame, under every session's
+/// stack: that pushed the deepest point of a login onto one more page of each thread's stack (idle
+/// sessions measured 21.1 KiB each instead of 17.9).
+#[inline(never)]
+fn block_handled_signals() {
+    let handled: SigSet = HANDLED_SIGNALS.into_iter().collect();
+    if let Err(e) = handled.thread_block() {
+        log::debug!("session thread: cannot block the handled signals: {e}");
     }
 }
 
