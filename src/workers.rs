@@ -139,26 +139,23 @@ mod tests {
         false
     }
 
-    // One test drives the shared list, so that no other test's threads park in between.
-    /// A session thread leaves the server's signals to the main thread.
+    /// A session thread leaves the server's signals to the main thread. (On a thread of its own, through
+    /// `serve`, not `run`: the shared list of parked threads belongs to the test below.)
     #[test]
     fn session_threads_block_the_handled_signals() {
         let (report, seen) = channel();
-        run(
-            Box::new(move || {
-                let mask = SigSet::thread_get_mask().unwrap();
-                report
-                    .send(HANDLED_SIGNALS.iter().all(|&s| mask.contains(s)))
-                    .unwrap();
-                false
-            }),
-            "mask-test",
-            256 * 1024,
-        )
-        .unwrap();
+        let job: Job = Box::new(move || {
+            let mask = SigSet::thread_get_mask().unwrap();
+            report
+                .send(HANDLED_SIGNALS.iter().all(|&s| mask.contains(s)))
+                .unwrap();
+            false // the thread ends: it never parks
+        });
+        thread::spawn(move || serve(job)).join().unwrap();
         assert_eq!(seen.recv_timeout(Duration::from_secs(10)), Ok(true));
     }
 
+    // One test drives the shared list, so that no other test's threads park in between.
     #[test]
     fn a_thread_serves_again_only_after_a_clean_job() {
         let (report, seen) = channel();
