@@ -385,7 +385,8 @@ pub fn run_inetd() -> io::Result<()> {
     Ok(())
 }
 
-/// The `trivial` role: a thread-per-connection server answering the benchmark's dialogue from memory
+/// The `trivial` role: a thread-per-connection server (threads kept for the next connection, as poplar
+/// keeps them) answering the benchmark's dialogue from memory
 /// (any user and password; the drop is chosen by the user name's prefix), TCP_NODELAY, replies flushed
 /// when the client has nothing more buffered. The ceiling for login and RETR.
 pub fn run_trivial(drops: &'static [(Spec, Expected)]) -> io::Result<()> {
@@ -395,11 +396,16 @@ pub fn run_trivial(drops: &'static [(Spec, Expected)]) -> io::Result<()> {
     eprintln!("listening on {}", listener.local_addr()?);
     for stream in listener.incoming() {
         let stream = stream?;
-        std::thread::Builder::new()
-            .stack_size(64 * 1024)
-            .spawn(move || {
+        // On poplar's own pool (src/workers.rs): a thread that served a session waits for the next, as
+        // poplar's do, so that the ceiling does not pay a thread start per login that poplar does not.
+        poplar::workers::run(
+            Box::new(move || {
                 let _ = trivial_session(stream, drops, read_root);
-            })?;
+                true
+            }),
+            "trivial",
+            64 * 1024,
+        )?;
     }
     Ok(())
 }
