@@ -267,7 +267,7 @@ impl Committed {
             return Ok(());
         };
         let rpath = recovery_path(&mbox);
-        fs::remove_file(&rpath)?;
+        remove_recovery_file(&rpath)?;
         crash::point()?;
         // The mark goes only after the recovery file: a recovery file without it is rolled back.
         remove_mark(&mbox)?;
@@ -430,15 +430,27 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
         }
     };
     crash::point()?;
-    fs::remove_file(&rpath)?;
+    remove_recovery_file(&rpath)?;
     remove_mark(path)?;
     sync_dir(&rpath)?;
     log::warn!("{}: interrupted expunge found: {outcome:?}", path.display());
     Ok(outcome)
 }
 
+/// Removes the recovery file at `rpath` and puts its removal on disk before anything else happens to
+/// the directory. The mark, which goes next, must not be gone on disk while the recovery file is still
+/// there: without a directory fsync in between, the two unlinks may reach the disk in either order,
+/// and a crash could leave the recovery file of a truncated mbox without its mark, which recovery
+/// would "roll back" over the new mbox, mixing the two.
+fn remove_recovery_file(rpath: &Path) -> io::Result<()> {
+    fs::remove_file(rpath)?;
+    crash::note("recovery file removed");
+    sync_dir(rpath)
+}
+
 /// Removes the compaction mark of the mbox at `path`, if there is one.
 fn remove_mark(path: &Path) -> io::Result<()> {
+    crash::note("mark removed");
     match fs::remove_file(compacted_mark_path(path)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -457,6 +469,8 @@ pub(super) mod crash {
     pub fn is_simulated(_: &io::Error) -> bool {
         false
     }
+    #[inline(always)]
+    pub fn note(_: &'static str) {}
 }
 
 #[cfg(test)]
@@ -487,6 +501,21 @@ pub(crate) mod crash {
 
     pub fn arm(n: Option<usize>) {
         CRASH_IN.with(|c| c.set(n));
+    }
+
+    thread_local! {
+        /// The directory operations done on this thread, in order, for the tests of their ordering.
+        static NOTES: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Records a directory operation (see `notes`).
+    pub fn note(what: &'static str) {
+        NOTES.with(|n| n.borrow_mut().push(what));
+    }
+
+    /// The operations recorded since the last call, which clears them.
+    pub fn notes() -> Vec<&'static str> {
+        NOTES.with(|n| n.take())
     }
 }
 

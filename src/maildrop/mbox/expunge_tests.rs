@@ -595,3 +595,73 @@ fn the_copy_to_the_recovery_file_keeps_the_locks_alive() {
     assert!(calls >= copied / chunk, "{calls} calls for {copied} octets");
     prepared.commit(&mut || {}).unwrap().finish().unwrap();
 }
+
+/// Whether, in `notes`, every removal of the recovery file reached the disk (a directory fsync) before
+/// the mark was removed: otherwise the mark's removal may reach the disk alone.
+fn recovery_file_gone_before_mark(notes: &[&str]) -> bool {
+    let mut unsynced = false;
+    for &note in notes {
+        match note {
+            "recovery file removed" => unsynced = true,
+            "directory synced" => unsynced = false,
+            "mark removed" if unsynced => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Step 4 and a recovery that completes remove the recovery file, then the mark. Unlinks in one
+/// directory may reach the disk in any order until it is fsynced: if the mark's did and the recovery
+/// file's did not, the next login would find the recovery file of a truncated mbox without its mark,
+/// and "roll back" the saved bytes over the new mbox.
+#[test]
+fn the_recovery_file_is_gone_on_disk_before_the_mark() {
+    let (all, ranges, _) = case(&[1], "");
+    for n in 0.. {
+        let fx = fixture(&all);
+        crash::notes();
+        crash::arm(Some(n));
+        let result = run(&fx, &ranges, 7, Version::V3);
+        crash::arm(None);
+        if result.is_err() {
+            recover(&fx.path, &fx.file).unwrap();
+        }
+        let notes = crash::notes();
+        assert!(
+            recovery_file_gone_before_mark(&notes),
+            "crash at {n}: {notes:?}"
+        );
+        if result.is_ok() {
+            break;
+        }
+    }
+}
+
+/// What an unsynced order costs: the recovery file of a truncated mbox, without its mark, mixes the
+/// old bytes into the new mbox.
+#[test]
+fn a_recovery_file_without_its_mark_after_the_truncation_would_mix_the_mboxes() {
+    let (all, ranges, expected) = case(&[1], "");
+    let fx = fixture(&all);
+    // Crash right after step 3: the recovery file and the mark are there, the mbox is the new one.
+    let saved = fx.path.with_extension("saved");
+    for n in 0.. {
+        let fx2 = fixture(&all);
+        crash::arm(Some(n));
+        let result = run(&fx2, &ranges, 7, Version::V3);
+        crash::arm(None);
+        assert!(result.is_err(), "no crash point after the truncation");
+        if fs::read(&fx2.path).unwrap() == expected && recovery_path(&fx2.path).exists() {
+            fs::copy(recovery_path(&fx2.path), &saved).unwrap();
+            break;
+        }
+    }
+    fs::write(&fx.path, &expected).unwrap();
+    // The mark's removal reached the disk, the recovery file's did not.
+    fs::copy(&saved, recovery_path(&fx.path)).unwrap();
+    let outcome = recover(&fx.path, &fx.file).unwrap();
+    let now = fs::read(&fx.path).unwrap();
+    assert_eq!(outcome, Recovery::RolledBack);
+    assert!(now != expected && now != all, "a mix of the two mboxes");
+}

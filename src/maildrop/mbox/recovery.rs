@@ -388,7 +388,9 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()?;
+    crash::note("directory synced");
+    Ok(())
 }
 
 /// Starts writing `file`'s `offset..offset + len` to disk without waiting for it, so that the fsync
