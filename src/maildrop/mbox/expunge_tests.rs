@@ -5,7 +5,7 @@
 use super::*;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::panic;
 use std::thread;
 
@@ -664,4 +664,65 @@ fn a_recovery_file_without_its_mark_after_the_truncation_would_mix_the_mboxes() 
     let now = fs::read(&fx.path).unwrap();
     assert_eq!(outcome, Recovery::RolledBack);
     assert!(now != expected && now != all, "a mix of the two mboxes");
+}
+
+/// The recovery file is applied only if it is one a session of this mbox wrote: a regular file, not
+/// a symlink (which anyone who may create files in a shared spool could plant, pointing anywhere), of
+/// the mbox's owner or ours, writable by nobody else. Anything else is left for the administrator,
+/// and the mbox is not touched.
+#[test]
+fn a_recovery_file_that_is_not_ours_is_not_applied() {
+    let (all, ranges, _) = case(&[0, 2], "");
+    // A crash in the middle of the compaction: the recovery file is complete and valid.
+    let new_size = (all.len() - removed(&ranges)) as u64;
+    let writing = 2 + (new_size - ranges[0].0).div_ceil(7) as usize;
+    for planted in ["symlink", "group-writable"] {
+        let fx = fixture(&all);
+        crash::arm(Some(writing + 4));
+        assert!(run(&fx, &ranges, 7, Version::V3).is_err());
+        crash::arm(None);
+        let half_done = fs::read(&fx.path).unwrap();
+        assert_ne!(half_done, all);
+        let rpath = recovery_path(&fx.path);
+        match planted {
+            "symlink" => {
+                let elsewhere = fx.path.with_extension("elsewhere");
+                fs::rename(&rpath, &elsewhere).unwrap();
+                std::os::unix::fs::symlink(&elsewhere, &rpath).unwrap();
+            }
+            _ => fs::set_permissions(&rpath, fs::Permissions::from_mode(0o620)).unwrap(),
+        }
+        assert!(recover(&fx.path, &fx.file).is_err(), "{planted}");
+        assert_eq!(fs::read(&fx.path).unwrap(), half_done, "{planted}");
+        assert!(
+            fs::symlink_metadata(&rpath).is_ok(),
+            "{planted}: left alone"
+        );
+    }
+}
+
+/// A FIFO at the recovery file's name must not block recovery, which holds the delivery locks.
+#[test]
+fn a_fifo_for_a_recovery_file_does_not_hang_recovery() {
+    let (all, _, _) = case(&[0], "");
+    let fx = fixture(&all);
+    nix::unistd::mkfifo(
+        &recovery_path(&fx.path),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fx.path.clone();
+    let file = fx.file.try_clone().unwrap();
+    thread::spawn(move || tx.send(recover(&path, &file).is_err()).unwrap());
+    let refused = rx.recv_timeout(std::time::Duration::from_secs(5));
+    if refused.is_err() {
+        // Unblock the thread stuck in open(2) so the test process can end.
+        let _ = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(recovery_path(&fx.path));
+    }
+    assert_eq!(refused, Ok(true), "recovery hung on a FIFO or applied it");
+    assert_eq!(fs::read(&fx.path).unwrap(), all);
 }
