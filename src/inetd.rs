@@ -88,11 +88,27 @@ fn unsafe_stderr() -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(2) }
 }
 
-/// Private duplicates of fd 0 and 1, so the session owns its descriptors like any other stream.
+/// Private duplicates of fd 0 and 1, so the session owns its descriptors like any other stream, in
+/// blocking mode: a launcher may hand over a non-blocking socket (systemd clears O_NONBLOCK, others need
+/// not), and the stream's reads and writes rely on blocking (a socket's SO_SNDTIMEO bounds a blocked
+/// send; on a non-blocking one the first full send buffer would read as the send timer expiring).
 fn stdio() -> std::io::Result<(File, File)> {
     let input = std::io::stdin().as_fd().try_clone_to_owned()?;
     let output = std::io::stdout().as_fd().try_clone_to_owned()?;
+    set_blocking(input.as_fd())?;
+    set_blocking(output.as_fd())?;
     Ok((File::from(input), File::from(output)))
+}
+
+/// Clears O_NONBLOCK, which belongs to the open file description: the launcher's copy has been handed
+/// over to this process, as systemd does before it starts an `Accept=yes` service.
+fn set_blocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    if flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
 }
 
 fn is_socket(fd: BorrowedFd<'_>) -> bool {

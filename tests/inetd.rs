@@ -135,3 +135,48 @@ fn a_client_that_stops_reading_is_timed_out_on_a_pipe() {
         started.elapsed()
     );
 }
+
+/// A launcher may hand over the client's socket in non-blocking mode (systemd clears O_NONBLOCK, others
+/// need not): a RETR larger than the socket buffer must still be sent in full, not cut off at the first
+/// EAGAIN as if the send timer had expired.
+#[test]
+fn a_non_blocking_socket_on_stdin_and_stdout_is_served_in_full() {
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::process::{Command, Stdio};
+    let mut fx = common::Fixture::new();
+    fx.user("alice", "pw");
+    let line = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678\n";
+    let big: Vec<u8> = line.iter().copied().cycle().take(4 << 20).collect();
+    fx.msg("alice", "new", "1600000000.M1P1.host", &big);
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    // O_NONBLOCK belongs to the open file description, which the child's fd 0 and 1 share.
+    theirs.set_nonblocking(true).unwrap();
+    let stdin = OwnedFd::from(theirs.try_clone().unwrap());
+    let mut child = Command::new(common::BIN)
+        .args(["--inetd", "--passwd"])
+        .arg(fx.passwd())
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ours.write_all(b"USER alice\r\nPASS pw\r\nRETR 1\r\nQUIT\r\n")
+        .unwrap();
+    // Let the server fill the socket buffer before anything is read.
+    std::thread::sleep(Duration::from_millis(500));
+    ours.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = ours.read_to_end(&mut all);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        all.len() > big.len() && text.contains("\r\n.\r\n+OK poplar signing off"),
+        "{} octets, ending {:?}",
+        all.len(),
+        &text[text.len().saturating_sub(80)..]
+    );
+}
