@@ -180,3 +180,20 @@ fn a_non_blocking_socket_on_stdin_and_stdout_is_served_in_full() {
         &text[text.len().saturating_sub(80)..]
     );
 }
+
+/// A SIGHUP (`pkill -HUP poplar`, meant for a standalone server's reload) does not end an inetd session:
+/// there is nothing to reload in a one-session process, and its default action would kill it mid-UPDATE.
+#[test]
+fn sighup_does_not_end_an_inetd_session() {
+    let fx = standard();
+    let (mut proc_, mut c) = Inetd::start(&fx, &[]);
+    c.greeting();
+    c.login("alice", "secret");
+    let pid = nix::unistd::Pid::from_raw(proc_.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(c.cmd("DELE 1").starts_with("+OK "));
+    assert!(c.cmd("QUIT").starts_with("+OK "));
+    assert!(proc_.wait_exit(Duration::from_secs(5)).is_some());
+    assert_eq!(fx.files("alice").len(), 4);
+}
