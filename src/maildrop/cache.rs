@@ -21,12 +21,10 @@
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-use nix::libc;
 
 /// In the maildrop's top directory, beside the lock file, so that it is never listed as a message.
 pub const CACHE_FILE: &str = ".poplar.cache";
@@ -101,29 +99,20 @@ impl Cache {
         // Sized from the file first: a Vec grown from nothing read a 100-message cache (7 KB) in ten
         // reads of doubling size, a 100,000-message one (8 MB) in twenty-one; now one read, and one more
         // that finds the end.
-        // Not through a symlink, and not a FIFO (an open of one would wait for a writer for ever).
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path);
-        let read = opened.and_then(|f| {
-            let meta = f.metadata()?;
-            if !meta.is_file() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "not a regular file",
-                ));
-            }
+        let read = super::open_kept_file(&path).and_then(|opened| {
+            let Some((f, meta)) = opened else {
+                return Ok(None);
+            };
             let len = meta.len().min(MAX_CACHE_BYTES);
             bytes.reserve_exact(usize::try_from(len).unwrap_or(0));
-            f.take(MAX_CACHE_BYTES).read_to_end(&mut bytes)
+            f.take(MAX_CACHE_BYTES).read_to_end(&mut bytes).map(Some)
         });
         match read {
-            Ok(_) => parse(&bytes).unwrap_or_else(|| {
+            Ok(Some(_)) => parse(&bytes).unwrap_or_else(|| {
                 log::debug!("{}: corrupt, rebuilt", path.display());
                 Cache::default()
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Cache::default(),
+            Ok(None) => Cache::default(),
             Err(e) => {
                 log::debug!("{}: {e}; rebuilt", path.display());
                 Cache::default()
@@ -514,9 +503,10 @@ mod tests {
         std::thread::spawn(move || done.send(Cache::load(&root).is_empty()));
         let loaded = wait.recv_timeout(std::time::Duration::from_secs(5));
         // Unblock a load stuck in open(2), so the test ends either way.
-        let _ = OpenOptions::new()
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = fs::OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_NONBLOCK)
+            .custom_flags(nix::libc::O_NONBLOCK)
             .open(dir.path().join(CACHE_FILE));
         assert_eq!(loaded, Ok(true), "a FIFO blocked the load");
     }

@@ -166,6 +166,41 @@ fn replace_file(temp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
     written
 }
 
+/// Opens for reading a file poplar keeps beside a maildrop (a cache, an index, a recovery file): never
+/// through a symlink, never waiting on a FIFO (whose open waits for a writer, here with the maildrop's
+/// locks held). `Ok(None)` when there is none; an `InvalidData` error when something else than a regular
+/// file has its name.
+fn open_kept_file(path: &Path) -> io::Result<Option<(File, fs::Metadata)>> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular()),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    Ok(Some((file, meta)))
+}
+
+fn not_regular() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "not a regular file")
+}
+
+/// Whether a kept file (see `open_kept_file`) is one a session of this maildrop wrote: owned by the
+/// server's user or by `owner`, the maildrop's, and writable by no one else. In a shared spool (mode
+/// 2775) anyone who may create files there could have put one in its place.
+fn written_by_us(meta: &fs::Metadata, owner: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ours = meta.uid() == nix::unistd::geteuid().as_raw() || meta.uid() == owner;
+    ours && meta.mode() & 0o022 == 0
+}
+
 /// The octets `pos..end` of a message's file, read with pread (no shared file position to disturb).
 /// The file ending before `end` is an error, not the end of the message: one cut short while it is
 /// served must not go out as a whole message with its terminator.

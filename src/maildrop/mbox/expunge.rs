@@ -52,9 +52,9 @@
 //!
 //! A rollback means the deleted messages come back: right, since the client never got UPDATE's `+OK`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::panic;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -397,29 +397,22 @@ impl Window {
 /// The caller holds the delivery locks.
 pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     let rpath = recovery_path(path);
-    // Not following a symlink, not blocking on a FIFO (the caller holds the delivery locks).
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&rpath);
-    let saved = match opened {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let saved = match crate::maildrop::open_kept_file(&rpath) {
+        Ok(Some((saved, meta)))
+            if crate::maildrop::written_by_us(&meta, file.metadata()?.uid()) =>
+        {
+            saved
+        }
+        // Only a file a session of this mbox wrote is applied: its checksum is no secret.
+        Ok(Some(_)) => return Err(not_ours(&rpath)),
+        Ok(None) => {
             // A mark whose recovery file was removed (a crash in between) means nothing any more.
             remove_mark(path)?;
             return Ok(Recovery::Clean);
         }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_ours(&rpath)),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(not_ours(&rpath)),
         Err(e) => return Err(e),
     };
-    // Only a file a session of this mbox wrote is applied: in a shared spool (mode 2775) anyone who may
-    // create files there could put one in its place, and its checksum is no secret.
-    let meta = saved.metadata()?;
-    let owner_ok =
-        meta.uid() == nix::unistd::geteuid().as_raw() || meta.uid() == file.metadata()?.uid();
-    if !meta.is_file() || !owner_ok || meta.mode() & 0o022 != 0 {
-        return Err(not_ours(&rpath));
-    }
     let marked = compacted_mark_path(path).exists();
     let outcome = match recovery::read(saved)? {
         None => Recovery::DiscardedIncomplete,

@@ -26,12 +26,10 @@
 //!
 //! Size: about 80 octets per message (8 MB for 100,000 messages).
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-use nix::libc;
 
 use super::scan::ScannedMessage;
 
@@ -126,21 +124,14 @@ fn temp_path(mbox: &Path) -> PathBuf {
 /// or fails any check of its own (the checks against the mbox are the caller's).
 pub fn load(mbox: &Path, mbox_owner: u32) -> Option<(Key, Vec<ScannedMessage>)> {
     let path = index_path(mbox);
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path);
-    let mut file = match opened {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+    let (mut file, meta) = match crate::maildrop::open_kept_file(&path) {
+        Ok(opened) => opened?,
         Err(e) => {
             log::debug!("{}: {e}; scanning the mbox", path.display());
             return None;
         }
     };
-    let meta = file.metadata().ok()?;
-    let owner_ok = meta.uid() == nix::unistd::geteuid().as_raw() || meta.uid() == mbox_owner;
-    if !meta.is_file() || !owner_ok || meta.mode() & 0o022 != 0 || meta.len() > MAX_INDEX_BYTES {
+    if !crate::maildrop::written_by_us(&meta, mbox_owner) || meta.len() > MAX_INDEX_BYTES {
         log::debug!("{}: not a file we wrote; ignored", path.display());
         return None;
     }
