@@ -60,12 +60,7 @@ impl SessionLock {
 impl SessionLock {
     /// Whether `path` still names the file this lock is held on (not one renamed away, or replaced).
     pub fn is_at(&self, path: &Path) -> io::Result<bool> {
-        let (held, named) = (self.lock.metadata()?, fs::symlink_metadata(path));
-        match named {
-            Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
+        names(path, &self.lock)
     }
 
     /// Sets the lock file's times to now and returns its metadata (see `touch`).
@@ -313,14 +308,21 @@ fn holder_is_dead(path: &Path) -> bool {
     }
 }
 
+/// Whether `path` (not followed if a symlink) names the file `held` is open on: false when it names
+/// nothing or another file.
+fn names(path: &Path, held: &File) -> io::Result<bool> {
+    let held = held.metadata()?;
+    match fs::symlink_metadata(path) {
+        Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 impl Drop for DotLock {
     fn drop(&mut self) {
         // Another program may have judged our lock stale and replaced it: remove only our own inode.
-        let ours = match (fs::symlink_metadata(&self.path), self.file.metadata()) {
-            (Ok(on_disk), Ok(held)) => on_disk.dev() == held.dev() && on_disk.ino() == held.ino(),
-            _ => false,
-        };
-        if ours {
+        if names(&self.path, &self.file).unwrap_or(false) {
             let _ = fs::remove_file(&self.path);
         }
     }
