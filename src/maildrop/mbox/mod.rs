@@ -180,10 +180,14 @@ impl Mbox {
     fn check_message(&self, file: &File, index: usize) -> Result<(), MaildropError> {
         let io_err = |e| MaildropError::io(&self.path, e);
         let m = &self.scanned[index];
-        let mut intact = file.metadata().map_err(io_err)?.len() >= self.scanned_size;
-        for m in std::iter::once(m).chain(self.scanned.get(index + 1)) {
-            intact = intact && from_line_intact(file, m).map_err(io_err)?;
-        }
+        let next_intact = |next: &ScannedMessage| from_line_intact(file, next);
+        let intact = file.metadata().map_err(io_err)?.len() >= self.scanned_size
+            && from_line_intact(file, m).map_err(io_err)?
+            && self
+                .scanned
+                .get(index + 1)
+                .map_or(Ok(true), next_intact)
+                .map_err(io_err)?;
         if intact {
             Ok(())
         } else {
@@ -332,9 +336,16 @@ fn open_file(path: &Path) -> Result<Option<File>, MaildropError> {
 /// with the same digest (lines over `MAX_FROM_LINE_CHECK` octets are only checked to begin there).
 fn from_line_intact(file: &File, m: &ScannedMessage) -> io::Result<bool> {
     let start = m.from_offset.saturating_sub(2);
-    let len = (m.data_offset - start).min(MAX_FROM_LINE_CHECK + 2);
-    let mut line = vec![0u8; len as usize];
-    match file.read_exact_at(&mut line, start) {
+    let len = (m.data_offset - start).min(MAX_FROM_LINE_CHECK + 2) as usize;
+    // Checked at every RETR and TOP, twice: a From line of usual length is read onto the stack.
+    let (mut short, mut long) = ([0u8; 256], Vec::new());
+    let line = if len <= short.len() {
+        &mut short[..len]
+    } else {
+        long.resize(len, 0);
+        &mut long[..]
+    };
+    match file.read_exact_at(line, start) {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
         other => other?,
     }
