@@ -88,7 +88,7 @@ impl Maildir {
         if cache.dirs.is_some_and(|cached| cached == dirs) {
             return Ok(Maildir::listed(path, from_cache(path, &cache), Some(lock)));
         }
-        let found = list(path)?;
+        let found = list(path, dirs)?;
         let mut messages = Vec::with_capacity(found.len());
         let mut paths = Vec::with_capacity(found.len());
         let mut stamps = Vec::with_capacity(found.len());
@@ -301,19 +301,21 @@ struct Found {
 /// IMAP server marking a message seen) moves the entry to another place in the hash order, and a
 /// listing can pass both places at the wrong moments. So a pass during which `new/` or `cur/` changed
 /// is repeated (up to `LIST_PASSES` in all), and a file an earlier pass found and the last one did not
-/// is kept if it is still there: a message is left out only if it is really gone.
-fn list(root: &Path) -> Result<Vec<Found>, MaildropError> {
+/// is kept if it is still there: a message is left out only if it is really gone. `before`: the
+/// directories' stamps taken just before (the login has them already).
+fn list(root: &Path, mut before: DirStamps) -> Result<Vec<Found>, MaildropError> {
     let mut found = Vec::new();
     let mut earlier = Vec::new();
     for pass in 1..=LIST_PASSES {
-        let before = dir_stamps(root)?;
         for sub in MESSAGE_DIRS {
             list_dir(root, &root.join(sub), &mut found)?;
         }
-        if pass == LIST_PASSES || dir_stamps(root)? == before {
+        let after = dir_stamps(root)?;
+        if pass == LIST_PASSES || after == before {
             break;
         }
         earlier.append(&mut found);
+        before = after;
     }
     if !earlier.is_empty() {
         let seen: std::collections::HashSet<Box<[u8]>> =
@@ -843,7 +845,7 @@ mod tests {
             });
             let mut short = Vec::new();
             for _ in 0..40 {
-                let listed = list(&root).unwrap().len();
+                let listed = list(&root, dir_stamps(&root).unwrap()).unwrap().len();
                 if listed != COUNT {
                     short.push(listed);
                 }
