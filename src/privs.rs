@@ -96,11 +96,12 @@ impl Privileges {
         run_as: Option<&str>,
         mail_group: Option<&str>,
     ) -> Result<Privileges, String> {
-        if !is_root() {
+        let root = is_root();
+        if !root {
             not_root(mail_group);
         }
-        let mail_group = mail_group.filter(|_| is_root()).map(group_id).transpose()?;
-        match (run_as, is_root()) {
+        let mail_group = mail_group.filter(|_| root).map(group_id).transpose()?;
+        match (run_as, root) {
             (Some(name), true) => {
                 let ids = lookup(name, Path::new(PASSWD), Path::new(GROUP))?.with_group(mail_group);
                 switch_process(&ids).map_err(|e| format!("--user {name}: {e}"))?;
