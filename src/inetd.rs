@@ -22,7 +22,9 @@ use crate::stream::{Stream, Transport};
 pub fn run(config: &Config) -> Result<(), StartError> {
     silence_stderr();
     server::ignore_fatal_signals();
-    ignore_reload_signal();
+    // SIGHUP reloads a standalone server; a one-session process has nothing to reload, and the default
+    // action would end its session, in UPDATE too, whenever `pkill -HUP poplar` meant the standalone one.
+    server::ignore_signals(&[nix::sys::signal::Signal::SIGHUP]);
     let frontend = match server::frontend(config).and_then(|mut frontend| {
         // As root: switch to the account after login (see `privs`); nothing is parsed as root but logins.
         let privileges = Privileges::inetd(config.run_as.as_deref(), config.mail_group.as_deref())
@@ -87,17 +89,6 @@ fn unsafe_stderr() -> OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: fd 2 exists for the whole process; the OwnedFd is forgotten, never dropped.
     unsafe { OwnedFd::from_raw_fd(2) }
-}
-
-/// SIGHUP reloads a standalone server; a one-session process has nothing to reload, and the default
-/// action would end its session, in UPDATE too, whenever `pkill -HUP poplar` meant the standalone one.
-fn ignore_reload_signal() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    // SAFETY: SIG_IGN installs no code.
-    if let Err(e) = unsafe { sigaction(Signal::SIGHUP, &ignore) } {
-        log::warn!("cannot ignore SIGHUP: {e}");
-    }
 }
 
 /// Private duplicates of fd 0 and 1, so the session owns its descriptors like any other stream, in

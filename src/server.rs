@@ -175,8 +175,13 @@ pub fn apop_timestamp(host: &str) -> String {
 /// failing system call returns an error to that session instead: SIGPIPE (a client gone mid-write gives
 /// EPIPE) and SIGXFSZ (a file size limit, `ulimit -f`, gives EFBIG during an mbox UPDATE, which rolls back).
 pub fn ignore_fatal_signals() {
+    ignore_signals(&[Signal::SIGPIPE, Signal::SIGXFSZ]);
+}
+
+/// Sets `signals` to be ignored, process-wide.
+pub fn ignore_signals(signals: &[Signal]) {
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    for signal in [Signal::SIGPIPE, Signal::SIGXFSZ] {
+    for &signal in signals {
         // SAFETY: SIG_IGN installs no code.
         if let Err(e) = unsafe { sigaction(signal, &ignore) } {
             log::warn!("cannot ignore {signal}: {e}");
