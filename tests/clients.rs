@@ -1,7 +1,10 @@
-//! Real POP3 clients against the real binary: Python's poplib, curl, fetchmail and mpop. Each test fails if
+//! Real POP3 clients against the real binary: Python's poplib, curl, fetchmail and mpop (the last two also
+//! over STLS and implicit TLS, checking the certificate). Each test fails if
 //! its tool is missing (CI installs them). Delivered bytes are compared with the fixture's messages.
 
 mod common;
+#[cfg(feature = "tls")]
+mod tls_support;
 
 use common::{Backend, Fixture, MESSAGES, Server, crlf, standard, standard_on};
 use std::fs;
@@ -254,14 +257,25 @@ fn curl_retrieves_and_lists(backend: Backend) {
 
 /// Runs fetchmail once against `srv`, delivering each message to its own file in `out`.
 fn fetchmail(srv: &Server, work: &Path, out: &Path, keep: bool) -> (i32, String) {
+    // No TLS: sslproto '' stops fetchmail from trying STLS.
+    fetchmail_with(srv.addr.port(), "sslproto ''", work, out, keep)
+}
+
+/// fetchmail with `transport` (its TLS keywords) on 127.0.0.1:`port`.
+fn fetchmail_with(
+    port: u16,
+    transport: &str,
+    work: &Path,
+    out: &Path,
+    keep: bool,
+) -> (i32, String) {
     let rc = work.join("fetchmailrc");
     let text = format!(
         "set no syslog\nset idfile \"{idfile}\"\n\
          poll 127.0.0.1 protocol pop3 port {port} auth password\n\
-         \tuser \"alice\" password \"secret\" sslproto '' fetchall\n\
+         \tuser \"alice\" password \"secret\" {transport} fetchall\n\
          \tmda \"cat > {out}/msg.$$\"\n",
         idfile = work.join("fetchids").display(),
-        port = srv.addr.port(),
         out = out.display(),
     );
     fs::write(&rc, text).unwrap();
@@ -322,16 +336,17 @@ fn fetchmail_keep_then_delete(backend: Backend) {
 
 /// Runs mpop once against `srv` with Maildir delivery into `out`.
 fn mpop(srv: &Server, work: &Path, out: &Path, keep: bool) -> (i32, String) {
+    mpop_with(srv.addr.port(), &["--tls=off"], work, out, keep)
+}
+
+/// mpop with `transport` (its TLS options) on 127.0.0.1:`port`.
+fn mpop_with(port: u16, transport: &[&str], work: &Path, out: &Path, keep: bool) -> (i32, String) {
     let mut cmd = Command::new("mpop");
     cmd.env("HOME", work)
         .arg("--host=127.0.0.1")
-        .arg(format!("--port={}", srv.addr.port()))
-        .args([
-            "--auth=user",
-            "--tls=off",
-            "--user=alice",
-            "--passwordeval=echo secret",
-        ])
+        .arg(format!("--port={port}"))
+        .args(transport)
+        .args(["--auth=user", "--user=alice", "--passwordeval=echo secret"])
         .args([
             "--received-header=off",
             "--only-new=off",
@@ -350,10 +365,7 @@ fn mpop_keep_then_delete(backend: Backend) {
     let srv = Server::start(&fx, &[]);
     let work = tempfile::tempdir().unwrap();
     for (name, keep) in [("md1", true), ("md2", false)] {
-        let out = work.path().join(name);
-        for sub in ["new", "cur", "tmp"] {
-            fs::create_dir_all(out.join(sub)).unwrap();
-        }
+        let out = out_maildir(work.path(), name);
         let (code, log) = mpop(&srv, work.path(), &out, keep);
         assert_eq!(code, 0, "mpop keep={keep}: {log}");
         let got = sorted(files_in(&out).iter().map(|m| strip_received(m)).collect());
@@ -397,6 +409,141 @@ fn mpop_serverinfo_sees_capabilities() {
         assert!(out.contains(cap), "{cap} not in {out}");
     }
 }
+
+/// A server with a certificate (localhost, 127.0.0.1) and an implicit-TLS listener beside the plain one;
+/// so configured it refuses passwords in the clear, so a client that logs in used TLS. Returns the
+/// certificates, a second CA that did not sign the server's, the server and the implicit-TLS port.
+#[cfg(feature = "tls")]
+fn tls_server(fx: &Fixture) -> (tls_support::Certs, tls_support::Certs, Server, u16) {
+    let certs = tls_support::Certs::new(fx.root(), "a");
+    let stranger = tls_support::Certs::new(fx.root(), "b");
+    let mut args = certs.args();
+    args.extend(["--listen-tls".to_string(), "127.0.0.1:0".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let srv = Server::start(fx, &args);
+    let tls_port = tls_support::tls_addr(&srv).port();
+    (certs, stranger, srv, tls_port)
+}
+
+/// A Maildir for a client to deliver into, under `work`.
+fn out_maildir(work: &Path, name: &str) -> std::path::PathBuf {
+    let out = work.join(name);
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(out.join(sub)).unwrap();
+    }
+    out
+}
+
+/// mpop verifying the server's certificate: refused with a CA that did not sign it (nothing fetched,
+/// nothing deleted), then STLS keeping the mail, then implicit TLS deleting it.
+#[cfg(feature = "tls")]
+fn mpop_over_tls(backend: Backend) {
+    let fx = standard_on(backend);
+    let (certs, stranger, srv, tls_port) = tls_server(&fx);
+    let work = tempfile::tempdir().unwrap();
+    let trust = |ca: &Path| format!("--tls-trust-file={}", ca.display());
+    let stls = ["--tls=on", "--tls-starttls=on"];
+
+    let out = out_maildir(work.path(), "refused");
+    let untrusted = trust(&stranger.ca);
+    let (code, log) = mpop_with(
+        srv.addr.port(),
+        &[&stls[..], &[untrusted.as_str()]].concat(),
+        work.path(),
+        &out,
+        false,
+    );
+    assert_ne!(
+        code, 0,
+        "mpop trusted a certificate its CA did not sign: {log}"
+    );
+    assert!(log.contains("certificate verification failed"), "{log}");
+    assert!(files_in(&out).is_empty(), "fetched over an untrusted TLS");
+    assert_eq!(fx.files("alice").len(), 5, "nothing deleted");
+
+    let trusted = trust(&certs.ca);
+    let runs = [
+        ("stls", srv.addr.port(), &stls[..], true),
+        (
+            "implicit",
+            tls_port,
+            &["--tls=on", "--tls-starttls=off"][..],
+            false,
+        ),
+    ];
+    for (name, port, transport, keep) in runs {
+        let out = out_maildir(work.path(), name);
+        let args = [transport, &[trusted.as_str()]].concat();
+        let (code, log) = mpop_with(port, &args, work.path(), &out, keep);
+        assert_eq!(code, 0, "mpop {name}: {log}");
+        let got = sorted(files_in(&out).iter().map(|m| strip_received(m)).collect());
+        assert_eq!(show_all(&got), show_all(&expected_lf()), "mpop {name}");
+        assert_eq!(
+            fx.files("alice").len(),
+            if keep { 5 } else { 0 },
+            "mpop {name}"
+        );
+    }
+}
+
+/// fetchmail checking the certificate (sslcertck): refused with a CA that did not sign it, then STLS
+/// (sslproto without ssl) keeping the mail, then implicit TLS (ssl) deleting it.
+#[cfg(feature = "tls")]
+fn fetchmail_over_tls(backend: Backend) {
+    let fx = standard_on(backend);
+    let (certs, stranger, srv, tls_port) = tls_server(&fx);
+    let work = tempfile::tempdir().unwrap();
+    let check = |ca: &Path| {
+        format!(
+            "sslcertck sslcertfile \"{}\" sslcommonname localhost",
+            ca.display()
+        )
+    };
+    let stls = |ca: &Path| format!("sslproto 'TLS1.2+' {}", check(ca));
+
+    let out = work.path().join("refused");
+    fs::create_dir(&out).unwrap();
+    let (code, log) = fetchmail_with(
+        srv.addr.port(),
+        &stls(&stranger.ca),
+        work.path(),
+        &out,
+        false,
+    );
+    assert_ne!(
+        code, 0,
+        "fetchmail trusted a certificate its CA did not sign: {log}"
+    );
+    assert!(log.contains("certificate verif"), "{log}");
+    assert!(files_in(&out).is_empty(), "fetched over an untrusted TLS");
+    assert_eq!(fx.files("alice").len(), 5, "nothing deleted");
+
+    let runs = [
+        ("stls", srv.addr.port(), stls(&certs.ca), true),
+        (
+            "implicit",
+            tls_port,
+            format!("ssl {}", check(&certs.ca)),
+            false,
+        ),
+    ];
+    for (name, port, transport, keep) in runs {
+        let out = work.path().join(name);
+        fs::create_dir(&out).unwrap();
+        let (code, log) = fetchmail_with(port, &transport, work.path(), &out, keep);
+        assert_eq!(code, 0, "fetchmail {name}: {log}");
+        let got = sorted(files_in(&out).iter().map(|m| strip_received(m)).collect());
+        assert_eq!(show_all(&got), show_all(&expected_lf()), "fetchmail {name}");
+        assert_eq!(
+            fx.files("alice").len(),
+            if keep { 5 } else { 0 },
+            "fetchmail {name}"
+        );
+    }
+}
+
+#[cfg(feature = "tls")]
+common::both_backends!(mpop_over_tls, fetchmail_over_tls);
 
 common::both_backends!(
     python_poplib_user_pass,
