@@ -163,6 +163,12 @@ fn run(
             Step::Quit => {
                 flush(pending, reader.get_mut())?;
                 reader.get_mut().close();
+                // The maildrop's lock goes before the client sees the end, as it did when the session
+                // was dropped first, so a client that reconnects at once does not find it held; and
+                // nothing stays held while the close lingers.
+                session.tidy();
+                // A pipelining client may have sent commands behind QUIT.
+                linger(reader);
                 return Ok(Outcome::Quit);
             }
             Step::StartTls => {
@@ -206,11 +212,15 @@ fn expire(session: &Session<'_>, pending: &mut Vec<u8>, stream: &mut Stream) -> 
     Outcome::Timeout
 }
 
-/// Before closing on a client that is refused unanswered: reads (briefly, boundedly) what it already
-/// sent, because closing a socket with unread input makes the kernel send a reset instead of an orderly
-/// end, and the client then sees an error instead of the close.
+/// Before closing on a client that may have sent more than was read (commands behind QUIT or the last
+/// failed login, or whatever follows a refused PROXY header): ends our side of the connection, then reads
+/// (briefly, boundedly) what the client still sends, because closing a socket with unread input makes
+/// the kernel send a reset instead of an orderly end, and a client that gets the reset before it has read
+/// the last reply may lose that reply. Ending our side first lets the client see the end at once, so the
+/// wait costs it nothing; most clients then close too, which ends the wait.
 fn linger(reader: &mut BufReader<Stream>) {
     const LINGER: Duration = Duration::from_millis(200);
+    reader.get_mut().shutdown_write();
     let deadline = Instant::now() + LINGER;
     for _ in 0..16 {
         let n = reader.buffer().len();

@@ -160,6 +160,23 @@ impl Stream {
             let _ = tls.flush();
         }
     }
+
+    /// Ends the sending side (a TCP FIN): the client sees the end of the connection while we may still
+    /// read what it sent. Best effort; a pipe under inetd has no such thing and is closed at exit.
+    pub fn shutdown_write(&self) {
+        let timed = match &self.layer {
+            Layer::Plain(timed) => timed,
+            #[cfg(feature = "tls")]
+            Layer::Tls(tls) => &tls.sock,
+            Layer::Closed => return,
+        };
+        let _ = match &timed.transport {
+            Transport::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Transport::Stdio { output, .. } => {
+                socket2::SockRef::from(output).shutdown(std::net::Shutdown::Write)
+            }
+        };
+    }
 }
 
 fn closed() -> io::Error {

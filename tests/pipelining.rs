@@ -172,6 +172,33 @@ fn concurrent_sessions_do_not_interfere(backend: Backend) {
     }
 }
 
+/// QUIT with more commands behind it in the same write: the reply arrives whole and the connection ends
+/// in order. Closed with that input unread, the socket would reset, and a reset can cost the client the
+/// reply still in its receive queue.
+fn quit_with_input_behind_it_closes_in_order(backend: Backend) {
+    let fx = standard_on(backend);
+    let srv = Server::start(&fx, &[]);
+    // More than the server's 4 KB input buffer takes in one read: the rest waits in the kernel.
+    let long_tail = "NOOP\r\n".repeat(2000);
+    for tail in ["NOOP\r\nNOOP\r\n", long_tail.as_str()] {
+        let mut c = srv.connect();
+        c.greeting();
+        c.send(format!("QUIT\r\n{tail}").as_bytes());
+        // The reply, and the server's close, reach us before we read anything.
+        thread::sleep(Duration::from_millis(300));
+        let rest = c.read_to_close(Duration::from_secs(5));
+        assert_eq!(String::from_utf8_lossy(&rest), "+OK poplar signing off\r\n");
+        let mut c = srv.login("alice", "secret");
+        c.send(format!("QUIT\r\n{tail}").as_bytes());
+        thread::sleep(Duration::from_millis(300));
+        let rest = c.read_to_close(Duration::from_secs(5));
+        assert_eq!(
+            String::from_utf8_lossy(&rest),
+            "+OK poplar signing off (5 messages left)\r\n"
+        );
+    }
+}
+
 common::both_backends!(
     batch_responses_in_order,
     many_pipelined_retrs,
@@ -179,4 +206,5 @@ common::both_backends!(
     commands_split_across_writes,
     overlong_line_inside_a_batch,
     concurrent_sessions_do_not_interfere,
+    quit_with_input_behind_it_closes_in_order,
 );

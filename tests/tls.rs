@@ -688,3 +688,18 @@ fn the_server_closes_every_tls_session_with_close_notify() {
     assert!(c.cmd("QUIT").starts_with("+OK"));
     assert!(ends_with_close_notify(&mut c), "after QUIT");
 }
+
+/// QUIT with more commands behind it, more than the server reads before it answers: the server reads
+/// them through TLS after its close_notify, and the client gets the reply and a clean end.
+#[test]
+fn quit_with_input_behind_it_ends_with_close_notify() {
+    let (_fx, certs, srv) = tls_server(&[]);
+    let mut c = implicit(tls_addr(&srv), &certs.ca);
+    c.send(format!("QUIT\r\n{}", "NOOP\r\n".repeat(5000)).as_bytes());
+    // The reply, and the server's close, reach us before we read anything.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut rest = Vec::new();
+    let ended = c.read_to_end(&mut rest);
+    assert_eq!(String::from_utf8_lossy(&rest), "+OK poplar signing off\r\n");
+    assert!(ended.is_ok(), "{ended:?}");
+}

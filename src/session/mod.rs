@@ -302,6 +302,12 @@ impl<'a> Session<'a> {
         stats
     }
 
+    /// Does now what UPDATE left for after its reply (see [`Tidy`]), the release of the maildrop's lock
+    /// among it, instead of when the session is dropped: the caller has sent the reply.
+    pub fn tidy(&mut self) {
+        drop(self.after_update.take());
+    }
+
     /// True once the session entered TRANSACTION (for choosing the autologout timer).
     pub fn logged_in(&self) -> bool {
         matches!(self.state, State::Transaction(_))
