@@ -108,7 +108,7 @@ fn run(
     }) = tls
     {
         // The handshake runs here, in the session's thread.
-        reader.get_mut().start_tls(acceptor)?;
+        handshake(reader.get_mut(), acceptor, peer)?;
         session.tls_established();
     }
     session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
@@ -172,7 +172,7 @@ fn run(
                 return Ok(Outcome::Quit);
             }
             Step::StartTls => {
-                start_tls(reader, pending, tls)?;
+                start_tls(reader, pending, tls, peer)?;
                 session.tls_established();
                 continue;
             }
@@ -290,6 +290,7 @@ fn start_tls(
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
     tls: Option<Tls<'_>>,
+    peer: &str,
 ) -> io::Result<()> {
     flush(pending, reader.get_mut())?;
     let injected = reader.buffer().len();
@@ -301,7 +302,16 @@ fn start_tls(
     let acceptor = tls
         .map(|t| t.acceptor)
         .ok_or_else(|| io::Error::other("STLS without a certificate"))?;
-    reader.get_mut().start_tls(acceptor)
+    handshake(reader.get_mut(), acceptor, peer)
+}
+
+/// The TLS handshake, its failure logged at info: it is what an admin looks for when a client cannot
+/// connect (no cipher suite or protocol version in common, a plaintext client on the TLS port, a client
+/// that rejects the certificate), and the session-end line after it only says `result=error`.
+fn handshake(stream: &mut Stream, acceptor: &Acceptor, peer: &str) -> io::Result<()> {
+    stream
+        .start_tls(acceptor)
+        .inspect_err(|e| log::info!("peer={peer}: {e}"))
 }
 
 fn flush(pending: &mut Vec<u8>, stream: &mut Stream) -> io::Result<()> {

@@ -126,7 +126,7 @@ impl Stream {
             return Err(io::Error::other("TLS already active"));
         };
         let handshake_error =
-            |e: io::Error| io::Error::new(e.kind(), format!("TLS handshake: {e}"));
+            |e: io::Error| io::Error::new(e.kind(), format!("TLS handshake failed: {e}"));
         let mut conn =
             rustls::ServerConnection::new(acceptor.server_config()).map_err(io::Error::other)?;
         while conn.is_handshaking() {

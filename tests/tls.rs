@@ -703,3 +703,35 @@ fn quit_with_input_behind_it_ends_with_close_notify() {
     assert_eq!(String::from_utf8_lossy(&rest), "+OK poplar signing off\r\n");
     assert!(ended.is_ok(), "{ended:?}");
 }
+
+/// A failed handshake is logged at info, with the client's address and rustls's reason, whether on the
+/// TLS port or after STLS: it is what an admin needs when a client cannot connect.
+#[test]
+fn a_failed_handshake_is_logged_at_info_with_its_reason() {
+    let (fx, certs, srv) = tls_server(&[]);
+    let logged = |sock: &std::net::TcpStream, reason: &str| {
+        let peer = format!("peer={}: ", sock.local_addr().unwrap());
+        srv.wait_log(
+            &[&peer, "TLS handshake failed: ", reason],
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("no {peer}{reason} line: {:?}", srv.stderr_lines()))
+    };
+    // A plaintext client on the TLS port.
+    let mut plain = tcp(tls_addr(&srv));
+    plain.write_all(b"CAPA\r\n").unwrap();
+    let _ = plain.read_to_end(&mut Vec::new());
+    let line = logged(&plain, "received corrupt message");
+    assert!(line.starts_with("[INFO  poplar::conn] peer="), "{line}");
+    // A client that does not trust the certificate, after STLS.
+    let mut sock = tcp(srv.addr);
+    assert!(plain_line(&mut sock).starts_with("+OK "));
+    sock.write_all(b"STLS\r\n").unwrap();
+    assert_eq!(plain_line(&mut sock), "+OK begin TLS negotiation");
+    let probe = sock.try_clone().unwrap();
+    let other = Certs::new(fx.root(), "other");
+    assert!(TlsClient::handshake(sock, &other.ca).is_err());
+    let line = logged(&probe, "UnknownCA");
+    assert!(line.starts_with("[INFO  poplar::conn] peer="), "{line}");
+    drop(certs);
+}
