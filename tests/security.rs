@@ -410,6 +410,56 @@ fn login_deadline_beats_trickling() {
     );
 }
 
+/// A client that sends an endless line with no LF before login: the line reader keeps at most the RFC
+/// 2449 limit of it and discards the rest, so memory stays bounded, and the login timer still ends the
+/// session on time.
+#[test]
+fn an_endless_line_before_login_meets_the_login_timer() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &["--login-timeout", "2", "--timeout", "30"]);
+    let mut c = srv.connect();
+    c.greeting();
+    let before = peak_rss_kib(srv.pid());
+    let started = Instant::now();
+    let mut writer = c.writer();
+    let sender = thread::spawn(move || {
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut sent = 0usize;
+        // Until the server closes (a write fails), at most 10 s or 4 GiB: on loopback it is still
+        // sending when the login timer runs out.
+        for _ in 0..1 << 16 {
+            if started.elapsed() > Duration::from_secs(10) || writer.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let line = c.read_line();
+    let ended = started.elapsed();
+    let sent = sender.join().unwrap();
+    assert_eq!(line, "-ERR login timer expired, closing");
+    assert!(ended < Duration::from_secs(2 + 3), "{ended:?}");
+    // Enough sent that keeping it would show, and the server's peak memory did not grow with it.
+    assert!(sent >= 16 << 20, "only {sent} octets sent");
+    let grown = peak_rss_kib(srv.pid()).saturating_sub(before);
+    assert!(
+        grown < 8 << 10,
+        "peak RSS grew {grown} KiB after {sent} octets"
+    );
+}
+
+/// The process's peak resident set size (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/PID/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// A client that never sends a byte after the greeting is told why it is dropped, as one that sent
 /// part of a command is: its first read waits under the same login timer.
 #[test]
