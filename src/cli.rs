@@ -111,6 +111,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
             .into_string()
             .map_err(|a| cli_error("", format!("argument {a:?} is not UTF-8")))?;
         let (name, inline) = split_option(&arg)?;
+        if inline.is_some() && ["help", "version", "check-config"].contains(&name.as_str()) {
+            // `--check-config=no` would otherwise check all the same, and not start the server.
+            return Err(cli_error(&name, "takes no value".to_string()));
+        }
         match name.as_str() {
             "help" => return Ok(Invocation::Help),
             "version" => return Ok(Invocation::Version),
@@ -203,7 +207,10 @@ fn load_file(
 
 /// `-l X`, `--listen X`, `--listen=X` → ("listen", inline value if any).
 fn split_option(arg: &str) -> Result<(String, Option<String>), ConfigError> {
-    if let Some(long) = arg.strip_prefix("--") {
+    if let Some(long) = arg
+        .strip_prefix("--")
+        .filter(|l| !l.is_empty() && !l.starts_with('='))
+    {
         return Ok(match long.split_once('=') {
             Some((name, value)) => (name.to_string(), Some(value.to_string())),
             None => (long.to_string(), None),
@@ -300,6 +307,20 @@ mod tests {
             run(&["--apop=maybe"]).unwrap_err(),
             "--apop: expected yes or no, not \"maybe\""
         );
+        // An argument with no option name is named whole.
+        for arg in ["--", "--=9"] {
+            let e = run(&[arg]).unwrap_err();
+            assert_eq!(e, format!("unknown argument \"{arg}\" (see --help)"));
+        }
+    }
+
+    #[test]
+    fn options_without_values_refuse_one() {
+        for arg in ["--check-config=no", "--help=no", "--version=yes"] {
+            let e = parse([OsString::from(arg)]).unwrap_err().to_string();
+            let name = arg.split_once('=').unwrap().0;
+            assert_eq!(e, format!("{name}: takes no value"));
+        }
     }
 
     #[test]
