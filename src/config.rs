@@ -283,10 +283,13 @@ fn boolean(value: Option<&str>) -> Result<bool, String> {
 }
 
 fn number(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    // A negative or overlong integer is a number all the same: it is out of range, not "not a number".
+    let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
+    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
     match value.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        Ok(_) => Err(format!("{value} is out of range ({min}..={max})")),
-        Err(_) => Err(format!("not a number: \"{value}\"")),
+        Err(_) if !integer => Err(format!("not a number: \"{value}\"")),
+        _ => Err(format!("{value} is out of range ({min}..={max})")),
     }
 }
 
@@ -519,6 +522,18 @@ mod tests {
             "not a number: \"abc\""
         );
         assert!(c.set("timeout", Some("0")).is_err());
+        for value in ["-1", "99999999999999999999999", "+86401"] {
+            assert_eq!(
+                c.set("timeout", Some(value)).unwrap_err(),
+                format!("{value} is out of range (1..=86400)")
+            );
+        }
+        for value in ["", "-", "30s", "1e3", " 5"] {
+            assert_eq!(
+                c.set("timeout", Some(value)).unwrap_err(),
+                format!("not a number: \"{value}\"")
+            );
+        }
         assert!(c.set("apop", None).is_ok() && c.apop);
         assert!(c.set("apop", Some("off")).is_ok() && !c.apop);
         assert!(c.set("apop", Some("maybe")).is_err());
