@@ -475,6 +475,9 @@ pub fn parse_file_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, Conf
             return Err(error(trimmed, "expected `option = value`"));
         };
         let (name, value) = (name.trim(), value.trim());
+        if name.is_empty() {
+            return Err(error("", "no option name before `=`"));
+        }
         if arity(name).is_none() {
             return Err(error(name, "unknown option"));
         }
@@ -569,6 +572,11 @@ mod tests {
         );
         let e = parse_file_text(path, "\nbogus = 1\n").unwrap_err();
         assert_eq!(e.to_string(), "/etc/poplar.conf:2: bogus: unknown option");
+        let e = parse_file_text(path, "timeout = 700\n = 600\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/poplar.conf:2: no option name before `=`"
+        );
     }
 
     #[test]
