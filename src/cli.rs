@@ -65,6 +65,15 @@ impl Origins {
             .find(|(name, _)| name == option)
             .map_or(Origin::CommandLine, |(_, o)| o.clone())
     }
+
+    /// Where the `index`th value of a repeatable option (`listen`, `listen-tls`) was given.
+    pub fn nth(&self, option: &str, index: usize) -> Origin {
+        self.0
+            .iter()
+            .filter(|(name, _)| name == option)
+            .nth(index)
+            .map_or(Origin::CommandLine, |(_, o)| o.clone())
+    }
 }
 
 /// Whether `args` ask for inetd mode, by `-i`/`--inetd` (or `--inetd=VALUE`, which anything but a
@@ -149,6 +158,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
     ] {
         if settings.iter().any(|(name, _)| name == option) {
             addrs.clear();
+            // So that the origins of the option's values stay one for one with its addresses.
+            origins.0.retain(|(name, _)| name != option);
         }
     }
     for (name, value) in &settings {

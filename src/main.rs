@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use poplar::cli::{self, Invocation};
+use poplar::config::ConfigError;
 use poplar::{check, inetd, logging, server};
 
 fn main() -> ExitCode {
@@ -64,9 +65,18 @@ fn main() -> ExitCode {
             // A start-up failure the checks of --check-config explain is a configuration problem:
             // reported as they report it, naming the file, line and option, with status 2.
             // (inetd mode has logged the failure itself; the explanation is added.)
-            let (explained, status) = match check::validate(&config, &origins) {
-                Err(problem) => (Some(problem.to_string()), 2),
-                Ok(_) => (None, e.status),
+            let (explained, status) = match (check::validate(&config, &origins), e.listener) {
+                (Err(problem), _) => (Some(problem.to_string()), 2),
+                // An address that cannot be bound is a runtime failure, named where it was given.
+                (Ok(_), Some((option, index))) => {
+                    let named = ConfigError {
+                        origin: origins.nth(option, index),
+                        option: option.to_string(),
+                        problem: e.message.clone(),
+                    };
+                    (Some(named.to_string()), e.status)
+                }
+                (Ok(_), None) => (None, e.status),
             };
             match (config.inetd, explained) {
                 (true, Some(problem)) => log::error!("{problem}"),

@@ -57,6 +57,9 @@ const KEEPALIVE_RETRIES: u32 = 6;
 pub struct StartError {
     pub status: u8,
     pub message: String,
+    /// A listener that could not be bound: its option and its place among that option's addresses, so
+    /// that the message can name the file and line that gave the address.
+    pub listener: Option<(&'static str, usize)>,
 }
 
 impl StartError {
@@ -64,19 +67,33 @@ impl StartError {
         StartError {
             status: 2,
             message: message.into(),
+            listener: None,
         }
     }
     pub fn runtime(message: impl Into<String>) -> StartError {
         StartError {
             status: 1,
             message: message.into(),
+            listener: None,
+        }
+    }
+
+    /// `index`th address of `option` (`listen`, `listen-tls`) could not be bound; a runtime failure.
+    fn bind(option: &'static str, index: usize, addr: SocketAddr, e: io::Error) -> StartError {
+        StartError {
+            status: 1,
+            message: format!("{addr}: {e}"),
+            listener: Some((option, index)),
         }
     }
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        match self.listener {
+            Some((option, _)) => write!(f, "{option} {}", self.message),
+            None => f.write_str(&self.message),
+        }
     }
 }
 
@@ -290,8 +307,8 @@ fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
                 }),
         );
     }
-    for a in &config.listen_tls {
-        let socket = bind(*a).map_err(|e| StartError::runtime(format!("listen-tls {a}: {e}")))?;
+    for (i, a) in config.listen_tls.iter().enumerate() {
+        let socket = bind(*a).map_err(|e| StartError::bind("listen-tls", i, *a, e))?;
         listeners.push(Listener {
             socket,
             implicit_tls: true,
@@ -388,7 +405,8 @@ fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
     if !addrs.is_empty() {
         return addrs
             .iter()
-            .map(|a| bind(*a).map_err(|e| StartError::runtime(format!("listen {a}: {e}"))))
+            .enumerate()
+            .map(|(i, a)| bind(*a).map_err(|e| StartError::bind("listen", i, *a, e)))
             .collect();
     }
     let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PORT));

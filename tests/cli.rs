@@ -144,6 +144,35 @@ fn cannot_bind_exits_1() {
 }
 
 #[test]
+fn an_address_that_cannot_be_bound_is_named_where_it_was_given() {
+    let fx = standard();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cfg = fx.root().join("poplar.conf");
+    let c = cfg.to_str().unwrap();
+    let in_use = "Address already in use (os error 98)";
+    fs::write(
+        &cfg,
+        format!(
+            "passwd = {}\nlisten = 127.0.0.1:0\nlisten = {addr}\n",
+            fx.passwd().display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["-c", c]);
+    assert_eq!(
+        (code, err),
+        (1, format!("poplar: {c}:3: listen: {addr}: {in_use}\n"))
+    );
+    // Given on the command line, the address replaces the file's and is named as an option.
+    let (code, _, err) = run(&["-c", c, "-l", "127.0.0.1:0", "--listen", &addr]);
+    assert_eq!(
+        (code, err),
+        (1, format!("poplar: --listen: {addr}: {in_use}\n"))
+    );
+}
+
+#[test]
 fn config_file_settings_and_command_line_override() {
     let fx = standard();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
