@@ -77,8 +77,8 @@ impl Origins {
 }
 
 /// Whether `args` ask for inetd mode, by `-i`/`--inetd` (or `--inetd=VALUE`, which anything but a
-/// plain no counts as, and which overrides the file as the run does) or by an `inetd = yes` line in the
-/// file that `-c`/`--config` names: looked for line by line, even in a file with errors elsewhere, so
+/// plain no counts as, and which overrides the file as the run does) or by the last `inetd` line of the
+/// file that `-c`/`--config` names saying yes: looked for line by line, even in a file with errors, so
 /// that an error in it is reported as inetd mode reports errors (to syslog, not to the client's socket).
 pub fn asks_for_inetd(args: &[OsString]) -> bool {
     let mut on_command_line = None;
@@ -100,11 +100,15 @@ pub fn asks_for_inetd(args: &[OsString]) -> bool {
             }
         };
         let text = file.and_then(|f| std::fs::read(f).ok()).unwrap_or_default();
-        set_in_file |= String::from_utf8_lossy(&text).lines().any(|line| {
-            line.trim()
-                .split_once('=')
-                .is_some_and(|(name, value)| name.trim() == "inetd" && config::is_yes(value.trim()))
-        });
+        // Of several `inetd` lines the last counts, as it does for the run.
+        let last = String::from_utf8_lossy(&text)
+            .lines()
+            .rev()
+            .find_map(|line| {
+                let (name, value) = line.trim().split_once('=')?;
+                (name.trim() == "inetd").then(|| config::is_yes(value.trim()))
+            });
+        set_in_file = last.unwrap_or(set_in_file);
     }
     on_command_line.unwrap_or(set_in_file)
 }
@@ -446,6 +450,11 @@ mod tests {
         assert!(asks(&["-c", p]) && asks(&[&format!("--config={p}")]));
         std::fs::write(&path, "inetd = no\n").unwrap();
         assert!(!asks(&["-c", p]) && !asks(&["--timeout", "9"]));
+        // The last line counts, as it does for the run: this file asks for standalone mode.
+        std::fs::write(&path, "inetd = yes\ninetd = no\ntimeout = soon\n").unwrap();
+        assert!(!asks(&["-c", p]));
+        std::fs::write(&path, "inetd = no\ninetd = on\n").unwrap();
+        assert!(asks(&["-c", p]));
         // `--inetd=yes` is `--inetd`; a value that is not a plain no errs on the side of syslog.
         assert!(asks(&["--inetd=yes", "--timeout", "soon"]) && asks(&["--inetd=maybe"]));
         assert!(!asks(&["--inetd=no"]) && !asks(&["-i", "--inetd=off"]));
