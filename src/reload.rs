@@ -97,4 +97,36 @@ mod tests {
             assert_eq!(restart_only_changes(&started, &new), *want, "{name}");
         }
     }
+
+    /// poplar(8)'s SIGHUP entry lists every setting a reload leaves for a restart.
+    #[test]
+    fn the_manual_lists_the_settings_that_need_a_restart() {
+        let man = include_str!("../man/poplar.8");
+        let sighup = man
+            .split_once(".It Dv SIGHUP\n")
+            .and_then(|(_, rest)| rest.split_once("\n.It ").or(rest.split_once("\n.El")))
+            .expect("a SIGHUP entry")
+            .0;
+        let mut new = Config::default();
+        for (name, value) in [
+            ("inetd", "yes"),
+            ("tls", "yes"),
+            ("listen", "127.0.0.1:1110"),
+            ("listen-tls", "127.0.0.1:1995"),
+            ("user", "nobody"),
+            ("mail-group", "mail"),
+        ] {
+            new.set(name, Some(value)).unwrap();
+        }
+        let restart_only = restart_only_changes(&Config::default(), &new);
+        assert_eq!(restart_only.len(), 6);
+        for name in restart_only {
+            assert!(
+                sighup
+                    .lines()
+                    .any(|l| l.starts_with(&format!(".Cm {name}"))),
+                "{name} missing from the SIGHUP entry:\n{sighup}"
+            );
+        }
+    }
 }
