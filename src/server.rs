@@ -335,7 +335,11 @@ fn reload_into(live: &mut Live, per_ip: &PerIp, started: &Config, reload: Reload
             // One UPDATE gate for all: shutdown must see the sessions of every configuration.
             frontend.services.updates = Arc::clone(&live.frontend.services.updates);
             per_ip.set_max(new.max_per_ip);
-            live.replace(started, &new, frontend)
+            live.replace(started, &new, frontend);
+            // As at start-up: a reload can bring the same unwise settings in.
+            for warning in new.warnings() {
+                log::warn!("reload: {warning}");
+            }
         }
         Err(e) => {
             // After --user the process reads as that account, not as root as it did at start-up.

@@ -98,13 +98,19 @@ fn sighup_rereads_the_configuration_for_new_sessions_without_dropping_old_ones()
 
     std::fs::write(
         &conf,
-        format!("{base}hostname = two.example\napop = yes\nlisten = 127.0.0.1:1\nmax-per-ip = 2\n"),
+        format!("{base}hostname = two.example\napop = yes\nlisten = 127.0.0.1:1\nmax-per-ip = 2\ntimeout = 5\n"),
     )
     .unwrap();
     signal(&server, Signal::SIGHUP);
     assert!(
         server
             .wait_log(&["reload: configuration and passwd-file re-read"], WAIT)
+            .is_some()
+    );
+    // The warnings of start-up are given for a reloaded configuration too.
+    assert!(
+        server
+            .wait_log(&["reload: timeout 5s is below RFC 1939's"], WAIT)
             .is_some()
     );
     assert!(
