@@ -8,7 +8,8 @@ use poplar::{check, inetd, logging, server};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let inetd_mode = cli::asks_for_inetd(&args);
+    // --check-config is run from a terminal: its errors go there, for an inetd configuration too.
+    let inetd_mode = cli::asks_for_inetd(&args) && !args.iter().any(|a| a == "--check-config");
     let (config, origins) = match cli::parse(args.clone()) {
         Ok(Invocation::Run(config, origins)) => (config, origins),
         Ok(Invocation::CheckConfig(config, origins)) => {

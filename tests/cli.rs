@@ -114,6 +114,20 @@ fn config_file_bad_values() {
 }
 
 #[test]
+fn check_config_reports_on_the_terminal_for_an_inetd_configuration() {
+    let fx = standard();
+    let cfg = fx.root().join("poplar.conf");
+    let c = cfg.to_str().unwrap();
+    let text = format!("inetd = yes\npasswd = {}\n", fx.passwd().display());
+    fs::write(&cfg, format!("{text}timeout = soon\n")).unwrap();
+    usage_error(&["--check-config", "-c", c], &[&format!("{c}:3: timeout")]);
+    usage_error(
+        &["--check-config", "--inetd", "--timeout", "soon"],
+        &["--timeout"],
+    );
+}
+
+#[test]
 fn missing_config_file() {
     let (code, _, err) = run(&["--config", "/nonexistent/poplar.conf"]);
     assert_ne!(code, 0);
