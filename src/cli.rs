@@ -99,7 +99,7 @@ pub fn asks_for_inetd(args: &[OsString]) -> bool {
                 other.strip_prefix("--config=")
             }
         };
-        let text = file.and_then(|f| std::fs::read(f).ok()).unwrap_or_default();
+        let text = file.and_then(|f| read_config(f).ok()).unwrap_or_default();
         // Of several `inetd` lines the last counts, as it does for the run.
         let last = String::from_utf8_lossy(&text)
             .lines()
@@ -191,7 +191,7 @@ fn load_file(
     path: &std::path::Path,
     origins: &mut Origins,
 ) -> Result<(), ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+    let bytes = read_config(path).map_err(|e| ConfigError {
         origin: Origin::CommandLine,
         option: "config".to_string(),
         problem: format!("{}: {}", path.display(), e),
@@ -218,6 +218,24 @@ fn load_file(
         ));
     }
     config::apply_file(config, path, &settings)
+}
+
+/// A configuration file holds a few dozen lines; this many octets is surely some other file.
+const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
+
+/// The file's bytes, refusing one larger than `MAX_CONFIG_SIZE`: a `-c` naming a log, a mailbox or
+/// /dev/zero by mistake would otherwise be read whole into memory before the first line is judged.
+fn read_config(path: impl AsRef<std::path::Path>) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_SIZE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_SIZE {
+        let problem = format!("larger than {MAX_CONFIG_SIZE} octets, not a configuration file");
+        return Err(std::io::Error::other(problem));
+    }
+    Ok(bytes)
 }
 
 /// `-l X`, `--listen X`, `--listen=X` → ("listen", inline value if any).
@@ -431,6 +449,11 @@ mod tests {
         assert_eq!(
             run(&["-c", p]).unwrap_err(),
             format!("{p}:2: not UTF-8 text")
+        );
+        let e = run(&["-c", "/dev/zero"]).unwrap_err();
+        assert_eq!(
+            e,
+            "--config: /dev/zero: larger than 1048576 octets, not a configuration file"
         );
         std::fs::write(&path, "\u{feff}timeout = 9\r\napop = yes\r\n").unwrap();
         let c = run(&["-c", p]).unwrap();
