@@ -735,3 +735,86 @@ fn a_failed_handshake_is_logged_at_info_with_its_reason() {
     assert!(line.starts_with("[INFO  poplar::conn] peer="), "{line}");
     drop(certs);
 }
+
+/// Every way a session can end gives back its places under `--max-sessions` and `--max-per-ip`: closed
+/// at once, QUIT, a failed TLS handshake on either port, a bad or missing PROXY header, the login
+/// deadline, a reset after login. Afterwards the two places of each cap are free again.
+#[test]
+fn every_session_end_gives_back_its_admission_places() {
+    use std::net::{SocketAddr, TcpStream};
+    let (_fx, _certs, srv) = tls_server(&[
+        "--max-sessions",
+        "2",
+        "--max-per-ip",
+        "2",
+        "--login-timeout",
+        "1",
+        "--no-plaintext=no",
+        "--proxy-from",
+        "127.0.0.2",
+    ]);
+    let (plain, tls) = (srv.addr, tls_addr(&srv));
+    // From 127.0.0.2, the load balancer of --proxy-from (all of 127/8 is loopback on Linux).
+    let from_balancer = || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let local: SocketAddr = "127.0.0.2:0".parse().unwrap();
+        s.bind(&local.into()).unwrap();
+        s.connect_timeout(&plain.into(), Duration::from_secs(5))
+            .unwrap();
+        let s = TcpStream::from(s);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    // Reads until the server closes (or the read timeout), ignoring what it says.
+    let drain = |mut s: TcpStream| {
+        let _ = s.read_to_end(&mut Vec::new());
+    };
+    // A session that ended a moment ago may still hold its place, so a greeting can be a refusal here;
+    // the steps after the greeting are skipped then.
+    let greeted = || {
+        let mut s = tcp(plain);
+        plain_line(&mut s).starts_with("+OK").then_some(s)
+    };
+    for _ in 0..3 {
+        drop(tcp(plain));
+        if let Some(mut s) = greeted() {
+            let _ = s.write_all(b"QUIT\r\n");
+            drain(s);
+        }
+        let mut s = tcp(tls);
+        let _ = s.write_all(b"not a TLS record\r\n");
+        drain(s);
+        drop(tcp(tls));
+        if let Some(mut s) = greeted() {
+            let _ = s.write_all(b"STLS\r\n");
+            plain_line(&mut s);
+            let _ = s.write_all(b"\x16\x03\x01\x00\x05xxxxx");
+            drain(s);
+        }
+        let mut s = from_balancer();
+        let _ = s.write_all(b"PROXY NONSENSE\r\n");
+        drain(s);
+        drain(from_balancer()); // no header: the deadline ends it
+        drain(tcp(plain)); // no login: the deadline ends it
+        if let Some(mut s) = greeted() {
+            let _ = s.write_all(b"USER alice\r\nPASS secret\r\n");
+            plain_line(&mut s);
+            plain_line(&mut s);
+            // SO_LINGER 0: the close is a reset.
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+    }
+    // The last ends may take a moment to reach the accounting; a leak never frees the places.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (mut a, mut b) = (tcp(plain), tcp(plain));
+        let both = plain_line(&mut a).starts_with("+OK") && plain_line(&mut b).starts_with("+OK");
+        if both {
+            break;
+        }
+        assert!(Instant::now() < deadline, "admission places leaked");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
