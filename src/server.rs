@@ -279,8 +279,9 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     }
     let active = Arc::new(AtomicUsize::new(0));
     let mut live = Live::new(config, frontend);
+    let mut reserve = Reserve::open();
     loop {
-        match accept_loop(&listeners, &signals, &live, &active, &per_ip)? {
+        match accept_loop(&listeners, &signals, &live, &active, &per_ip, &mut reserve)? {
             Event::Reload => reload_into(&mut live, &per_ip, config, reload),
             Event::Stop(signal) => {
                 log::info!("{signal}: shutting down, no new sessions");
@@ -444,6 +445,7 @@ fn accept_loop(
     live: &Live,
     active: &Arc<AtomicUsize>,
     per_ip: &Arc<PerIp>,
+    reserve: &mut Reserve,
 ) -> Result<Event, StartError> {
     loop {
         let mut fds: Vec<PollFd<'_>> = listeners
@@ -466,7 +468,14 @@ fn accept_loop(
             }
         }
         for (listener, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
-            accept_one(listener, &live.frontend, active, live.max_sessions, per_ip);
+            accept_one(
+                listener,
+                &live.frontend,
+                active,
+                live.max_sessions,
+                per_ip,
+                reserve,
+            );
         }
     }
 }
@@ -477,6 +486,7 @@ fn accept_one(
     active: &Arc<AtomicUsize>,
     max_sessions: usize,
     per_ip: &Arc<PerIp>,
+    reserve: &mut Reserve,
 ) {
     let implicit_tls = listener.implicit_tls;
     let (mut stream, peer) = match listener.socket.accept() {
@@ -486,8 +496,9 @@ fn accept_one(
         {
             return;
         }
+        Err(e) if reserve.refuse_one(listener, &e) => return,
         Err(e) => {
-            // EMFILE and friends: back off briefly instead of spinning on a full descriptor table.
+            // EMFILE with no reserve, ENOBUFS and friends: back off briefly instead of spinning.
             log::error!("accept: {e}");
             thread::sleep(Duration::from_millis(100));
             return;
@@ -523,6 +534,40 @@ fn accept_one(
     });
     if let Err(e) = workers::run(job, "session", SESSION_STACK) {
         log::error!("peer={peer}: cannot start a session thread: {e}");
+    }
+}
+
+/// One descriptor kept open for the moment the table is full (EMFILE, or ENFILE system-wide): closing it
+/// makes room to accept the next client and tell it so, where it would otherwise wait unanswered in the
+/// kernel's queue until it gave up, and the accept loop would retry it ten times a second.
+struct Reserve(Option<std::fs::File>);
+
+impl Reserve {
+    fn open() -> Reserve {
+        Reserve(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// After `accept` failed with `error`: when the descriptors ran out, accepts one client with the
+    /// reserve's descriptor, refuses it with `[SYS/TEMP]` and takes the reserve back. False when `error`
+    /// is another, or no reserve could be had (a session took the descriptor it freed last time).
+    fn refuse_one(&mut self, listener: &Listener, error: &io::Error) -> bool {
+        if !matches!(
+            error.raw_os_error(),
+            Some(nix::libc::EMFILE | nix::libc::ENFILE)
+        ) {
+            return false;
+        }
+        if self.0.take().or_else(|| Reserve::open().0).is_none() {
+            return false;
+        }
+        if let Ok((mut stream, peer)) = listener.socket.accept() {
+            log::warn!("peer={peer}: refused, {error}");
+            if !listener.implicit_tls {
+                let _ = stream.write_all(b"-ERR [SYS/TEMP] server busy, try again later\r\n");
+            }
+        }
+        *self = Reserve::open();
+        true
     }
 }
 

@@ -425,3 +425,44 @@ fn raises_the_open_files_limit_that_max_sessions_needs() {
         srv.stderr_lines()
     );
 }
+
+/// Out of file descriptors, a client is refused at once with `[SYS/TEMP]` rather than left unanswered in
+/// the kernel's queue until it gives up; once sessions end, their descriptors serve new logins.
+#[test]
+fn refuses_clients_at_once_when_out_of_descriptors() {
+    let fx = standard();
+    // Soft and hard: the server cannot raise it.
+    let srv = Server::start_with_ulimits(&fx, &["--max-per-ip", "100"], &["-n 32"]);
+    let mut held = Vec::new();
+    let refusal = loop {
+        assert!(held.len() < 40, "32 descriptors never ran out");
+        let mut sock = TcpStream::connect_timeout(&srv.addr, WAIT).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = sock
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("client {} got no answer: {e}", held.len() + 1));
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !line.starts_with("+OK") {
+            break line;
+        }
+        held.push(sock);
+    };
+    assert_eq!(refusal, "-ERR [SYS/TEMP] server busy, try again later\r\n");
+    assert!(
+        srv.wait_log(&["refused", "Too many open files"], WAIT)
+            .is_some()
+    );
+    drop(held);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut c = srv.connect();
+        if c.read_line().starts_with("+OK") {
+            c.login("alice", "secret");
+            assert!(c.cmd("STAT").starts_with("+OK 5 "));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no descriptors came back");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
