@@ -181,6 +181,7 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     );
     out.push(("mail", config.mail.to_string()));
     out.push(("mbox-uidl", config.mbox_uidl.name().to_string()));
+    out.push(("maildir-uidl", config.maildir_uidl.name().to_string()));
     out.extend(config.hostname.iter().map(|h| ("hostname", h.clone())));
     out.push(("apop", yes_no(config.apop)));
     out.push(("timeout", secs(config.timeout)));
@@ -253,6 +254,7 @@ mod tests {
             ("passwd", "/etc/poplar/passwd"),
             ("mail", "mbox:/var/mail/%u"),
             ("mbox-uidl", "x-uidl"),
+            ("maildir-uidl", "dovecot"),
             ("hostname", "mail.example.org"),
             ("apop", "yes"),
             ("timeout", "700"),

@@ -26,6 +26,7 @@ usage: poplar [options]
       --passwd FILE         passwd-file of users (user:{SCHEME}secret:uid:gid:gecos:home:shell)
       --mail LOCATION       maildrop template (default maildir:%h/Maildir; %u user, %h home, %% percent)
       --mbox-uidl SOURCE    mbox unique-ids: popa3d (default, as popa3d gives) or x-uidl (X-UIDL: headers)
+      --maildir-uidl SOURCE Maildir unique-ids: name (default, the file name) or dovecot (dovecot-uidlist)
       --hostname NAME       host name for the APOP timestamp (default: the system's)
       --apop                offer APOP (needs {PLAIN} secrets)
       --timeout SECS        autologout timer (default 600, RFC 1939's minimum)

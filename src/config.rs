@@ -9,6 +9,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::maildrop::location::Location;
+use crate::maildrop::maildir_uidl::MaildirUidl;
 use crate::maildrop::mbox::UidlSource;
 
 /// RFC 1939 section 3: "the autologout timer MUST be of at least 10 minutes' duration." Lower values are
@@ -51,6 +52,8 @@ pub struct Config {
     pub mail: Location,
     /// mbox unique-ids: popa3d's (default) or `X-UIDL:` headers where present.
     pub mbox_uidl: UidlSource,
+    /// Maildir unique-ids: base names (default) or Dovecot's, from `dovecot-uidlist`.
+    pub maildir_uidl: MaildirUidl,
     pub hostname: Option<String>,
     pub apop: bool,
     pub timeout: Duration,
@@ -89,6 +92,7 @@ impl Default for Config {
             passwd: None,
             mail: DEFAULT_MAIL.parse().expect("default mail location parses"),
             mbox_uidl: UidlSource::default(),
+            maildir_uidl: MaildirUidl::default(),
             hostname: None,
             apop: false,
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
@@ -126,6 +130,7 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
     ("passwd", Arity::Value, "FILE"),
     ("mail", Arity::Value, "LOCATION"),
     ("mbox-uidl", Arity::Value, "popa3d|x-uidl"),
+    ("maildir-uidl", Arity::Value, "name|dovecot"),
     ("hostname", Arity::Value, "NAME"),
     ("apop", Arity::Flag, ""),
     ("timeout", Arity::Value, "SECS"),
@@ -166,6 +171,7 @@ impl Config {
             "passwd" => self.passwd = Some(PathBuf::from(nonempty(required(value)?)?)),
             "mail" => self.mail = required(value)?.parse()?,
             "mbox-uidl" => self.mbox_uidl = parse_mbox_uidl(required(value)?)?,
+            "maildir-uidl" => self.maildir_uidl = parse_maildir_uidl(required(value)?)?,
             "hostname" => self.hostname = Some(parse_hostname(required(value)?)?),
             "timeout" => self.timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?),
             "max-sessions" => self.max_sessions = number(required(value)?, 1, 1_000_000)? as usize,
@@ -367,6 +373,16 @@ fn parse_mbox_uidl(value: &str) -> Result<UidlSource, String> {
         "popa3d" => Ok(UidlSource::Popa3d),
         "x-uidl" => Ok(UidlSource::XUidl),
         _ => Err(format!("\"{value}\" is not popa3d or x-uidl")),
+    }
+}
+
+/// `name`: the file's base name, as Courier and Dovecot's `%f` give; `dovecot`: the ids Dovecot's POP3
+/// server announced (its default `%08Xu%08Xv`, or a saved one), read from `dovecot-uidlist`.
+fn parse_maildir_uidl(value: &str) -> Result<MaildirUidl, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "name" => Ok(MaildirUidl::Name),
+        "dovecot" => Ok(MaildirUidl::Dovecot),
+        _ => Err(format!("\"{value}\" is not name or dovecot")),
     }
 }
 
@@ -633,6 +649,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.mbox_uidl, UidlSource::XUidl);
+    }
+
+    #[test]
+    fn maildir_uidl_values() {
+        let table: &[(&str, Option<MaildirUidl>)] = &[
+            ("name", Some(MaildirUidl::Name)),
+            ("dovecot", Some(MaildirUidl::Dovecot)),
+            ("Dovecot", Some(MaildirUidl::Dovecot)),
+            ("courier", None),
+            ("", None),
+        ];
+        for (value, expected) in table {
+            let mut c = Config::default();
+            assert_eq!(c.maildir_uidl, MaildirUidl::Name, "the default");
+            match expected {
+                Some(source) => {
+                    c.set("maildir-uidl", Some(value)).unwrap();
+                    assert_eq!(c.maildir_uidl, *source, "{value:?}");
+                }
+                None => assert!(c.set("maildir-uidl", Some(value)).is_err(), "{value:?}"),
+            }
+        }
+        assert_eq!(
+            Config::default().set("maildir-uidl", None).unwrap_err(),
+            "missing value"
+        );
+        let path = Path::new("/etc/poplar.conf");
+        let mut c = Config::default();
+        apply_file(
+            &mut c,
+            path,
+            &parse_file_text(path, "maildir-uidl = dovecot\n").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.maildir_uidl, MaildirUidl::Dovecot);
     }
 
     #[test]

@@ -84,6 +84,7 @@ mod tests {
             ("timeout", "900", &[]),
             ("max-sessions", "5", &[]),
             ("mail", "mbox:/var/mail/%u", &[]),
+            ("maildir-uidl", "dovecot", &[]),
             ("listen", "127.0.0.1:1110", &["listen"]),
             ("listen-tls", "127.0.0.1:1995", &["listen-tls"]),
             ("user", "nobody", &["user"]),

@@ -128,6 +128,7 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
     services.timeout = config.timeout;
     services.maildrop = crate::maildrop::Options {
         mbox_uidl: config.mbox_uidl,
+        maildir_uidl: config.maildir_uidl,
     };
     services.stls = tls.is_some();
     // Passwords stay off the wire by default as soon as TLS can protect them.

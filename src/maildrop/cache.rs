@@ -3,7 +3,8 @@
 //! and the listing itself (each message's file name in `new/` or `cur/`, in delivery order) with the
 //! stamps of those two directories, so a login that finds them unchanged need not list them at all.
 //! Owns the file format, its checks and its atomic replacement; `maildir.rs` decides what to look up.
-//! Unique-ids need no cache: they are the base name, or its MD5, computed from the listing alone.
+//! Unique-ids need no cache: they are the base name, or its MD5, computed from the listing alone (or,
+//! with `maildir-uidl = dovecot`, read from `dovecot-uidlist` at every login; see `maildir_uidl.rs`).
 //!
 //! The cache is never trusted blindly. An entry is used only when the file it describes has the same
 //! base name, inode, size and modification time (to the nanosecond) as when it was counted, so a message

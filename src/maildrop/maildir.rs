@@ -29,6 +29,7 @@ use nix::sys::stat::Mode;
 use crate::proto::body::OctetCounter;
 
 use super::cache::{self, Cache, DirStamps, Stamp};
+use super::maildir_uidl::{self, MaildirUidl};
 use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
 
@@ -61,9 +62,34 @@ pub struct Maildir {
 }
 
 impl Maildir {
-    /// Locks the maildrop at `path` and lists its messages. A maildrop that does not exist yet (a new
-    /// user with no mail) is empty; nothing is created except the lock file in an existing maildrop.
+    /// Locks the maildrop at `path` and lists its messages, with base-name unique-ids.
     pub fn open(path: &Path) -> Result<Maildir, MaildropError> {
+        Maildir::open_with(path, MaildirUidl::Name)
+    }
+
+    /// Locks the maildrop at `path` and lists its messages, with unique-ids from `uidl`. A maildrop
+    /// that does not exist yet (a new user with no mail) is empty; nothing is created except the lock
+    /// file in an existing maildrop.
+    pub fn open_with(path: &Path, uidl: MaildirUidl) -> Result<Maildir, MaildropError> {
+        let mut md = Maildir::open_listed(path)?;
+        if uidl == MaildirUidl::Dovecot && !md.messages.is_empty() {
+            md.dovecot_ids();
+        }
+        Ok(md)
+    }
+
+    /// Replaces base-name unique-ids with those `dovecot-uidlist` gives, read afresh: the size cache
+    /// holds no ids, so a file Dovecot changed since the last login is always seen.
+    fn dovecot_ids(&mut self) {
+        let Some(list) = maildir_uidl::load(&self.root) else {
+            return;
+        };
+        let bases: Vec<&[u8]> = self.paths.iter().map(|p| base_name(p)).collect();
+        maildir_uidl::apply(&list, &mut self.messages, &bases);
+    }
+
+    /// The locking and listing of `open_with`, with base-name unique-ids.
+    fn open_listed(path: &Path) -> Result<Maildir, MaildropError> {
         let lock = match SessionLock::acquire_within(&path.join(LOCK_FILE), SESSION_LOCK_WAIT) {
             Ok(TryLock::Acquired(lock)) => lock,
             Ok(TryLock::Busy) => {
@@ -493,7 +519,7 @@ fn base_name(path: &Path) -> &[u8] {
     base_of(path.file_name().map_or(&[][..], |n| n.as_bytes()))
 }
 
-fn base_of(name: &[u8]) -> &[u8] {
+pub(crate) fn base_of(name: &[u8]) -> &[u8] {
     memchr::memchr(b':', name).map_or(name, |i| &name[..i])
 }
 
@@ -1155,6 +1181,51 @@ mod tests {
             .map(|u| u.to_string())
             .collect();
         assert_eq!(cached, listed);
+    }
+
+    #[test]
+    fn dovecot_ids_follow_the_uidlist_through_the_cache() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/a", b"a\n", 1);
+        put(root, "cur/b:2,S", b"b\n", 2);
+        put(root, "cur/c:2,", b"c\n", 3);
+        let uidlist = root.join(maildir_uidl::UIDLIST_FILE);
+        fs::write(&uidlist, "3 V16 N3 Gx\n1 :a\n2 Psaved :b:2,S\n").unwrap();
+        let dovecot = |root: &Path| -> Vec<String> {
+            let md = Maildir::open_with(root, MaildirUidl::Dovecot).unwrap();
+            uids(&md).iter().map(|u| u.to_string()).collect()
+        };
+        assert_eq!(dovecot(root), ["0000000100000010", "saved", "c"]);
+        assert_eq!(uids(&Maildir::open(root).unwrap()), ["a", "b", "c"]);
+        settle(root);
+        drop(Maildir::open(root).unwrap());
+        assert!(
+            Cache::load(root).dirs.is_some(),
+            "the next login uses the cache"
+        );
+        // The directories did not change, the uidlist did: the change is seen all the same.
+        fs::write(&uidlist, "3 V16 N4\n1 :a\n2 Psaved :b\n3 :c\n").unwrap();
+        assert_eq!(
+            dovecot(root),
+            ["0000000100000010", "saved", "0000000300000010"]
+        );
+        assert_eq!(uids(&Maildir::open(root).unwrap()), ["a", "b", "c"]);
+        // A broken or missing file leaves base-name ids, never an error.
+        fs::write(&uidlist, "garbage\n1 :a\n").unwrap();
+        assert_eq!(dovecot(root), ["a", "b", "c"]);
+        // Nor one anybody could have written.
+        fs::write(&uidlist, "3 V16 N4\n1 :a\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&uidlist, fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(dovecot(root), ["a", "b", "c"]);
+        fs::remove_file(&uidlist).unwrap();
+        assert_eq!(dovecot(root), ["a", "b", "c"]);
+        // Not through a symlink.
+        let elsewhere = root.join("elsewhere");
+        fs::write(&elsewhere, "3 V16 N4\n1 :a\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &uidlist).unwrap();
+        assert_eq!(dovecot(root), ["a", "b", "c"]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod location;
 pub mod maildir;
+pub mod maildir_uidl;
 pub mod mbox;
 
 use std::borrow::Borrow;
@@ -144,6 +145,8 @@ impl std::error::Error for MaildropError {}
 pub struct Options {
     /// mbox only: where unique-ids come from (`mbox-uidl`).
     pub mbox_uidl: mbox::UidlSource,
+    /// Maildir only: where unique-ids come from (`maildir-uidl`).
+    pub maildir_uidl: maildir_uidl::MaildirUidl,
 }
 
 /// Writes `bytes` to `dest` through `temp` (mode 0600) and a rename, so a reader sees the old file or
@@ -254,7 +257,10 @@ pub fn open(
     options: &Options,
 ) -> Result<Box<dyn Maildrop>, MaildropError> {
     match format {
-        Format::Maildir => Ok(Box::new(maildir::Maildir::open(path)?)),
+        Format::Maildir => Ok(Box::new(maildir::Maildir::open_with(
+            path,
+            options.maildir_uidl,
+        )?)),
         Format::Mbox => Ok(Box::new(mbox::Mbox::open_with(path, options.mbox_uidl)?)),
     }
 }

@@ -1,0 +1,130 @@
+//! `maildir-uidl = dovecot`: the UIDL Dovecot's POP3 server announced, read from a hand-written
+//! `dovecot-uidlist`, through the real binary; the option on the command line, in a file, on SIGHUP and
+//! in `--check-config`.
+
+mod common;
+
+use common::{Fixture, Server, listing, run};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::fs;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// The header's UIDVALIDITY, and as Dovecot's `%08Xv` prints it.
+const VALIDITY: u32 = 1_700_000_000;
+
+/// A Maildir of five messages and a uidlist naming four of them, one on a malformed line.
+fn fixture() -> Fixture {
+    let mut fx = Fixture::new();
+    fx.user("dana", "pw");
+    fx.msg(
+        "dana",
+        "cur",
+        "1700000001.M1P1.host,S=8:2,S",
+        b"S: 1\n\na\n",
+    );
+    fx.msg(
+        "dana",
+        "cur",
+        "1700000002.M2P1.host,S=8:2,S",
+        b"S: 2\n\nb\n",
+    );
+    fx.msg("dana", "cur", "1700000003.M3P1.host:2,", b"S: 3\n\nc\n");
+    fx.msg("dana", "new", "1700000004.M4P1.host", b"S: 4\n\nd\n");
+    fx.msg("dana", "new", "1700000005.M5P1.host", b"S: 5\n\ne\n");
+    // Filenames as Dovecot writes them (base names; an old line may carry flags). Message 4 is not
+    // listed: delivered after Dovecot last looked.
+    let uidlist = format!(
+        "3 V{VALIDITY} N300 G3085f01b7f11094c501100008c4a11c1\n\
+         17 W8 :1700000001.M1P1.host,S=8\n\
+         18 P0000004865f1dc1a W8 :1700000002.M2P1.host,S=8:2,S\n\
+         19 P :1700000003.M3P1.host\n\
+         2x0 :1700000005.M5P1.host\n"
+    );
+    fs::write(fx.maildir("dana").join("dovecot-uidlist"), uidlist).unwrap();
+    fx
+}
+
+fn uids(srv: &Server) -> Vec<String> {
+    let mut c = srv.login("dana", "pw");
+    let got = listing(&c.multi("UIDL"))
+        .into_iter()
+        .map(|(_, u)| u)
+        .collect();
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    got
+}
+
+#[test]
+fn dovecot_uidlist_gives_dovecots_uidls() {
+    let fx = fixture();
+    let names = [
+        "1700000001.M1P1.host,S=8",
+        "1700000002.M2P1.host,S=8",
+        "1700000003.M3P1.host",
+        "1700000004.M4P1.host",
+        "1700000005.M5P1.host",
+    ];
+    let srv = Server::start(&fx, &[]);
+    assert_eq!(uids(&srv), names, "the default is the base name");
+    drop(srv);
+    let srv = Server::start(&fx, &["--maildir-uidl", "dovecot"]);
+    let want = [
+        format!("{:08X}{VALIDITY:08X}", 17),
+        "0000004865f1dc1a".to_string(),
+        names[2].to_string(),
+        names[3].to_string(),
+        names[4].to_string(),
+    ];
+    assert_eq!(uids(&srv), want);
+    assert!(
+        srv.wait_log(
+            &["dovecot-uidlist: 1 malformed line(s), the first line 5"],
+            WAIT
+        )
+        .is_some(),
+        "{:?}",
+        srv.stderr_lines()
+    );
+    // A second login (sizes from the cache) gives the same, and UIDL n agrees with the listing.
+    let mut c = srv.login("dana", "pw");
+    assert_eq!(c.cmd("UIDL 1"), format!("+OK 1 {}", want[0]));
+    assert_eq!(c.cmd("UIDL 2"), "+OK 2 0000004865f1dc1a");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+}
+
+#[test]
+fn maildir_uidl_in_a_file_on_reload_and_in_check_config() {
+    let fx = fixture();
+    let conf = fx.root().join("poplar.conf");
+    let base = format!(
+        "passwd = {}\nlisten = 127.0.0.1:0\nauth-failure-delay = 0\n",
+        fx.passwd().display()
+    );
+    fs::write(&conf, format!("{base}maildir-uidl = name\n")).unwrap();
+    let srv = Server::spawn(&["-c".to_string(), conf.display().to_string()]);
+    assert_eq!(uids(&srv)[0], "1700000001.M1P1.host,S=8");
+    fs::write(&conf, format!("{base}maildir-uidl = dovecot\n")).unwrap();
+    kill(Pid::from_raw(srv.pid() as i32), Signal::SIGHUP).expect("kill");
+    assert!(
+        srv.wait_log(&["reload: configuration and passwd-file re-read"], WAIT)
+            .is_some()
+    );
+    assert_eq!(uids(&srv)[0], format!("{:08X}{VALIDITY:08X}", 17));
+
+    let (status, out, err) = run(&["--check-config", "-c", conf.to_str().unwrap()]);
+    assert_eq!((status, err.as_str()), (0, ""), "{out}");
+    assert!(out.lines().any(|l| l == "maildir-uidl = dovecot"), "{out}");
+    let (status, _, err) = run(&[
+        "--check-config",
+        "--maildir-uidl",
+        "courier",
+        "--passwd",
+        fx.passwd().to_str().unwrap(),
+    ]);
+    assert!(
+        status != 0 && err.contains("maildir-uidl"),
+        "{status} {err}"
+    );
+}
