@@ -88,6 +88,11 @@ impl Uidlist {
     pub fn get(&self, base: &[u8]) -> Option<&str> {
         self.ids.get(base).map(|id| &**id)
     }
+
+    /// Every (base name, UIDL) the file gives, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &str)> {
+        self.ids.iter().map(|(base, id)| (&**base, &**id))
+    }
 }
 
 /// Parses a whole `dovecot-uidlist`. Pure. A bad header spoils the file; a bad record only its line.
