@@ -234,8 +234,10 @@ pub fn load(root: &Path) -> Option<Uidlist> {
     };
     let (file, meta) = match super::open_kept_file(&path) {
         Ok(Some(opened)) => opened,
+        // Normal for a user whose mail Dovecot never served (an account made after the migration):
+        // not worth a warning at every login.
         Ok(None) => {
-            warn(&"missing");
+            log::debug!("{}: missing; unique-ids from file names", path.display());
             return None;
         }
         Err(e) => {
