@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -12,8 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, Flock, FlockArg, fcntl};
+use nix::fcntl::{FcntlArg, Flock, FlockArg, OFlag, fcntl, openat};
 use nix::sys::signal::kill;
+use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 /// An exclusive `flock` held for the session; released when dropped (or by the kernel if the process dies).
@@ -37,6 +39,18 @@ impl SessionLock {
             .truncate(false)
             .mode(0o600)
             .open(path)?;
+        SessionLock::try_lock(file)
+    }
+
+    /// `try_acquire` for the file `name` in the directory `dir`: the lock is then the one in that
+    /// directory, whatever its path names by now.
+    pub fn try_acquire_at(dir: impl AsFd, name: &Path) -> io::Result<TryLock> {
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC;
+        let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
+        SessionLock::try_lock(File::from(fd))
+    }
+
+    fn try_lock(file: File) -> io::Result<TryLock> {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(TryLock::Acquired(SessionLock { lock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(TryLock::Busy),
@@ -47,22 +61,30 @@ impl SessionLock {
     /// `try_acquire`, retried for up to `wait` while the lock is busy: a session that just answered
     /// QUIT may still hold it for the work it does after its reply.
     pub fn acquire_within(path: &Path, wait: Duration) -> io::Result<TryLock> {
-        let started = Instant::now();
-        loop {
-            match SessionLock::try_acquire(path)? {
-                TryLock::Busy if started.elapsed() < wait => thread::sleep(SESSION_LOCK_RETRY),
-                other => return Ok(other),
-            }
+        retry_within(wait, || SessionLock::try_acquire(path))
+    }
+
+    /// `try_acquire_at`, retried as `acquire_within` does.
+    pub fn acquire_within_at(dir: impl AsFd, name: &Path, wait: Duration) -> io::Result<TryLock> {
+        retry_within(wait, || SessionLock::try_acquire_at(dir.as_fd(), name))
+    }
+}
+
+/// Runs `attempt` until it does not find the lock busy or `wait` has passed.
+fn retry_within(
+    wait: Duration,
+    mut attempt: impl FnMut() -> io::Result<TryLock>,
+) -> io::Result<TryLock> {
+    let started = Instant::now();
+    loop {
+        match attempt()? {
+            TryLock::Busy if started.elapsed() < wait => thread::sleep(SESSION_LOCK_RETRY),
+            other => return Ok(other),
         }
     }
 }
 
 impl SessionLock {
-    /// Whether `path` still names the file this lock is held on (not one renamed away, or replaced).
-    pub fn is_at(&self, path: &Path) -> io::Result<bool> {
-        names(path, &self.lock)
-    }
-
     /// Sets the lock file's times to now and returns its metadata (see `touch`).
     pub fn touch(&self) -> io::Result<fs::Metadata> {
         touch(&self.lock)

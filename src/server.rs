@@ -354,10 +354,11 @@ fn reload_into(live: &mut Live, per_ip: &PerIp, started: &Config, reload: Reload
 }
 
 /// Descriptors one session may hold at once, counted from the code and rounded up: its connection,
-/// the maildrop's session lock, the maildrop (an mbox, or a Maildir's directory), a message, and during
-/// an mbox UPDATE the delivery locks, the recovery file and a directory to sync. Traced with strace at
-/// the peak of an mbox UPDATE (1,000 of 2,000 messages deleted): 7, the connection, the session lock,
-/// the mbox and a duplicate of it, the dotlock's temporary file, the recovery file and the directory.
+/// the maildrop's session lock, the maildrop (an mbox, or a Maildir's `new/` and `cur/`), a message,
+/// and during an mbox UPDATE the delivery locks, the recovery file and a directory to sync. Traced with
+/// strace at the peak of an mbox UPDATE (1,000 of 2,000 messages deleted): 7, the connection, the
+/// session lock, the mbox and a duplicate of it, the dotlock's temporary file, the recovery file and the
+/// directory.
 const DESCRIPTORS_PER_SESSION: u64 = 8;
 /// Descriptors beside the sessions': listeners, the signal pipe, the log, files read at login.
 const DESCRIPTORS_SPARE: u64 = 64;

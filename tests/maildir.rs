@@ -237,6 +237,44 @@ fn message_moved_by_another_agent_during_session() {
 }
 
 #[test]
+fn maildir_renamed_away_during_session_is_the_one_expunged() {
+    let mut fx = Fixture::new();
+    fx.user("max", "pw");
+    let names = [
+        "1600000000.M1P1.host",
+        "1600000001.M2P1.host:2,S",
+        "1600000002.M3P1.host",
+    ];
+    fx.msg("max", "new", names[0], b"Subject: a\n\n1\n");
+    fx.msg("max", "cur", names[1], b"Subject: b\n\n2\n");
+    fx.msg("max", "new", names[2], b"Subject: c\n\n3\n");
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("max", "pw");
+    // The Maildir is renamed away and another one, holding files of the same names, is put at its path.
+    let maildir = fx.maildir("max");
+    let moved = maildir.with_file_name("Maildir.old");
+    std::fs::rename(&maildir, &moved).unwrap();
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for (sub, name) in [("new", names[0]), ("cur", names[1]), ("new", "other")] {
+        std::fs::write(maildir.join(sub).join(name), b"Subject: x\n\nkeep\n").unwrap();
+    }
+    assert!(c.cmd("DELE 1").starts_with("+OK "));
+    assert!(c.cmd("DELE 2").starts_with("+OK "));
+    let r = c.cmd("QUIT");
+    assert!(r.starts_with("+OK "), "{r}");
+    assert_eq!(fx.files("max"), [names[0], names[1], "other"]);
+    let mut left: Vec<String> = ["new", "cur"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(moved.join(sub)).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [names[2]]);
+}
+
+#[test]
 fn uidl_character_set_and_length() {
     let mut fx = Fixture::new();
     fx.user("nat", "pw");

@@ -11,20 +11,26 @@
 //! `new/x` to `cur/x:2,S` or changing the flags after `:2,`. The part of the name before the first
 //! `:` (the "base name") never changes, so every file operation that finds its file gone looks it
 //! up again by base name before giving up.
+//!
+//! Messages are never reached through the maildrop's path: at login the lock, `new/` and `cur/` are
+//! opened under one handle of its directory, and every listing, look-up, read and unlink goes through
+//! the handles of `new/` and `cur/`. So a session lists, reads and expunges the maildrop it locked,
+//! even if its path is renamed and names another directory meanwhile. (The size cache is still found
+//! by path; it checks itself against what it describes.)
 
-use std::cell::OnceCell;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::Mode;
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::proto::body::OctetCounter;
 
@@ -51,12 +57,8 @@ pub struct Maildir {
     paths: Vec<PathBuf>,
     /// `stamps[i]`: message `i`'s file when listed or cached, to catch a file changed in place.
     stamps: Vec<Stamp>,
-    /// The maildrop's directory, opened by the first RETR or TOP (`None` inside if it could not be):
-    /// messages are then opened by their name under it, `cur/NAME`, with `openat`. That walks two path
-    /// components instead of the whole path, and musl's `openat`, unlike its `open`, sets O_CLOEXEC
-    /// without a second system call: one fewer per RETR in the static build. Once open, it is the
-    /// directory read from, should its path be moved.
-    dir: OnceCell<Option<OwnedFd>>,
+    /// `new/` and `cur/` as opened at login: what the session lists, reads and unlinks in.
+    dirs: Dirs,
     /// `None` only when the maildrop does not exist yet: there is nothing to protect.
     _lock: Option<SessionLock>,
 }
@@ -90,31 +92,52 @@ impl Maildir {
 
     /// The locking and listing of `open_with`, with base-name unique-ids.
     fn open_listed(path: &Path) -> Result<Maildir, MaildropError> {
-        let lock = match SessionLock::acquire_within(&path.join(LOCK_FILE), SESSION_LOCK_WAIT) {
-            Ok(TryLock::Acquired(lock)) => lock,
-            Ok(TryLock::Busy) => {
-                return Err(MaildropError::InUse {
-                    path: path.to_path_buf(),
-                });
+        // The lock and the message directories are opened under one handle of the maildrop, so they
+        // belong to the same one even if its path is renamed meanwhile. `O_PATH`: only search
+        // permission is needed, as for a path. The path itself may lead through symlinks (a home
+        // directory elsewhere), so it is followed.
+        let top = match nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(top) => top,
+            // The maildrop is missing: no mail yet.
+            Err(nix::errno::Errno::ENOENT) => {
+                return Ok(Maildir::listed(
+                    path,
+                    Listing::default(),
+                    Dirs::none(),
+                    None,
+                ));
             }
-            // The lock file's directory, the maildrop itself, is missing: no mail yet.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !path.exists() => {
-                return Ok(Maildir::listed(path, Listing::default(), None));
-            }
-            Err(e) => return Err(MaildropError::io(path, e)),
+            Err(e) => return Err(MaildropError::io(path, e.into())),
         };
+        let lock =
+            match SessionLock::acquire_within_at(&top, Path::new(LOCK_FILE), SESSION_LOCK_WAIT) {
+                Ok(TryLock::Acquired(lock)) => lock,
+                Ok(TryLock::Busy) => {
+                    return Err(MaildropError::InUse {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) => return Err(MaildropError::io(&path.join(LOCK_FILE), e)),
+            };
+        let dirs = Dirs::open(&top, path)?;
+        drop(top);
         // Before listing: a change made while we list must show as a change next time. And the clock
         // before the stamps: they may vouch for the listing only if they were settled when it began; a
         // login that took longer than `SETTLE_SECS` (counting a large backlog) would otherwise record
         // the stamp of a directory changed just before it listed, which a delivery in the same clock
         // tick, missed by the listing, leaves as it is.
         let began = unix_now();
-        let dirs = dir_stamps(path)?;
+        let listed = dirs.stamps(path)?;
         let cache = Cache::load(path);
-        if cache.dirs.is_some_and(|cached| cached == dirs) {
-            return Ok(Maildir::listed(path, from_cache(path, &cache), Some(lock)));
+        if cache.dirs.is_some_and(|cached| cached == listed) {
+            let listing = from_cache(path, &cache);
+            return Ok(Maildir::listed(path, listing, dirs, Some(lock)));
         }
-        let found = list(path, dirs)?;
+        let found = list(path, &dirs, listed)?;
         let mut messages = Vec::with_capacity(found.len());
         let mut paths = Vec::with_capacity(found.len());
         let mut stamps = Vec::with_capacity(found.len());
@@ -128,7 +151,8 @@ impl Maildir {
                     // The read buffer is allocated only when some message must really be read.
                     buf.resize(CHUNK, 0);
                     counted += 1;
-                    match with_relocation(path, &mut file.path, |p| count_file(p, &mut buf)) {
+                    let count = |dir: &File, name: &OsStr| count_at(dir, name, &mut buf);
+                    match with_relocation(path, &dirs, &mut file.path, count) {
                         Ok(n) => n,
                         // Deleted by another program since we listed it: it is simply not in this session.
                         Err(MaildropError::Io { source, .. })
@@ -149,7 +173,7 @@ impl Maildir {
         }
         // Rewritten only when it no longer matches the maildrop: new messages counted, old ones gone, or
         // directories changed (renamed files have new names).
-        let settled = Some(dirs).filter(|d| d.settled(began));
+        let settled = Some(listed).filter(|d| d.settled(began));
         if counted > 0 || cache.len() != messages.len() || cache.dirs != settled {
             let entries = paths
                 .iter()
@@ -160,12 +184,14 @@ impl Maildir {
                 log::debug!("{}: cannot save the size cache: {e}", path.display());
             }
         }
-        Ok(Maildir::listed(path, (messages, paths, stamps), Some(lock)))
+        let listing = (messages, paths, stamps);
+        Ok(Maildir::listed(path, listing, dirs, Some(lock)))
     }
 
     fn listed(
         root: &Path,
         (messages, paths, stamps): Listing,
+        dirs: Dirs,
         lock: Option<SessionLock>,
     ) -> Maildir {
         Maildir {
@@ -173,8 +199,70 @@ impl Maildir {
             messages,
             paths,
             stamps,
-            dir: OnceCell::new(),
+            dirs,
             _lock: lock,
+        }
+    }
+}
+
+/// Handles of `new/` and `cur/` (in `MESSAGE_DIRS` order), `None` for one that is missing.
+///
+/// Read-only directory handles, so that `fsync` works on them; not `O_NOFOLLOW`: `new/` or `cur/` may
+/// be a symlink to a spool elsewhere, and the listing has always followed it. Two descriptors per
+/// session, held from login to the end: idle sessions cost two entries in the descriptor table each,
+/// and a RETR opens a message with one `openat` of its name, with no path walk (musl's `openat`, unlike
+/// its `open`, also sets O_CLOEXEC without a second system call).
+struct Dirs([Option<File>; MESSAGE_DIRS.len()]);
+
+impl Dirs {
+    fn none() -> Dirs {
+        Dirs([None, None])
+    }
+
+    /// Opens `new/` and `cur/` under `top`, the handle of the maildrop at `root`.
+    fn open(top: &OwnedFd, root: &Path) -> Result<Dirs, MaildropError> {
+        let open = |sub: &str| {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            match openat(top, sub, flags, Mode::empty()) {
+                Ok(fd) => Ok(Some(File::from(fd))),
+                // A maildrop without `new/` or `cur/` simply has no messages there.
+                Err(nix::errno::Errno::ENOENT) => Ok(None),
+                Err(e) => Err(MaildropError::io(&root.join(sub), e.into())),
+            }
+        };
+        Ok(Dirs([open(MESSAGE_DIRS[0])?, open(MESSAGE_DIRS[1])?]))
+    }
+
+    /// The stamps of `new/` and `cur/`; zero for a missing one. A symlink was followed when they were
+    /// opened: deliveries change the directory it points to, never the link, so the link's own stamp
+    /// would vouch for a listing forever.
+    fn stamps(&self, root: &Path) -> Result<DirStamps, MaildropError> {
+        let stamp = |i: usize| match &self.0[i] {
+            Some(dir) => dir
+                .metadata()
+                .map(|meta| Stamp::of(&meta))
+                .map_err(|e| MaildropError::io(&root.join(MESSAGE_DIRS[i]), e)),
+            None => Ok(Stamp::default()),
+        };
+        Ok(DirStamps {
+            new: stamp(0)?,
+            cur: stamp(1)?,
+        })
+    }
+
+    /// The directory handle and file name of a message's `path`, `root/new/NAME` or `root/cur/NAME`.
+    fn at<'p>(&self, root: &Path, path: &'p Path) -> io::Result<(&File, &'p OsStr)> {
+        let rel = below(root, path).map_or(&[][..], |p| p.as_os_str().as_bytes());
+        let (sub, name) =
+            memchr::memchr(b'/', rel).map_or((rel, &[][..]), |i| (&rel[..i], &rel[i + 1..]));
+        let index = MESSAGE_DIRS.iter().position(|d| d.as_bytes() == sub);
+        match index.and_then(|i| self.0[i].as_ref()) {
+            Some(dir) if !name.is_empty() => Ok((dir, OsStr::from_bytes(name))),
+            // In a directory missing at login: not one of this session's files.
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not in new/ or cur/",
+            )),
         }
     }
 }
@@ -188,21 +276,6 @@ fn unix_now() -> i64 {
 
 /// Messages, their files and the files' stamps, in delivery order.
 type Listing = (Vec<MessageInfo>, Vec<PathBuf>, Vec<Stamp>);
-
-/// The stamps of `root/new` and `root/cur`; zero for a missing one. A symlink is followed, as `list`
-/// follows it: deliveries change the directory it points to, never the link, so the link's own stamp
-/// would vouch for a listing forever.
-fn dir_stamps(root: &Path) -> Result<DirStamps, MaildropError> {
-    let stamp = |sub: &str| match fs::metadata(root.join(sub)) {
-        Ok(meta) => Ok(Stamp::of(&meta)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Stamp::default()),
-        Err(e) => Err(MaildropError::io(&root.join(sub), e)),
-    };
-    Ok(DirStamps {
-        new: stamp(MESSAGE_DIRS[0])?,
-        cur: stamp(MESSAGE_DIRS[1])?,
-    })
-}
 
 /// The listing as cached: messages, paths and stamps, in the cached (delivery) order.
 fn from_cache(root: &Path, cache: &Cache) -> Listing {
@@ -252,9 +325,7 @@ impl Maildrop for Maildir {
             .paths
             .get_mut(index)
             .ok_or_else(|| no_such_message(&self.root, index))?;
-        let root = &self.root;
-        let dir = self.dir.get_or_init(|| open_dir(root)).as_ref();
-        let file = with_relocation(root, path, |p| open_under(dir, root, p))?;
+        let file = with_relocation(&self.root, &self.dirs, path, open_at)?;
         let meta = file.metadata().map_err(|e| MaildropError::io(path, e))?;
         // Maildir messages never change once delivered; one that did may have another size than listed.
         // It is served as it is now, and the cache goes, so the next login counts and lists afresh.
@@ -273,21 +344,8 @@ impl Maildrop for Maildir {
     /// Unlinks every deleted message, even after a failure, and reports the first real failure: a
     /// message left behind is downloaded again next time, which is better than deleting too little.
     fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
-        // Files are removed by path: if the maildrop was moved away during the session (and another,
-        // maybe a restored copy, put in its place), they would be another maildrop's, one whose lock
-        // this session does not hold.
-        if let Some(lock) = self._lock.as_ref().filter(|_| !deleted.is_empty()) {
-            let lock_path = self.root.join(LOCK_FILE);
-            if !lock
-                .is_at(&lock_path)
-                .map_err(|e| MaildropError::io(&lock_path, e))?
-            {
-                return Err(MaildropError::Changed {
-                    path: self.root.clone(),
-                    reason: "maildrop moved or replaced during the session".to_string(),
-                });
-            }
-        }
+        // Unlinked under the handles of `new/` and `cur/` opened at login: the files of the maildrop
+        // this session listed and locked, even if its path was renamed and now names another one.
         let mut first_err = None;
         let mut unlinked = [false; MESSAGE_DIRS.len()];
         for &index in deleted {
@@ -295,7 +353,9 @@ impl Maildrop for Maildir {
                 first_err.get_or_insert(no_such_message(&self.root, index));
                 continue;
             };
-            match with_relocation(&self.root, path, |p| fs::remove_file(p)) {
+            let unlink =
+                |dir: &File, name: &OsStr| Ok(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?);
+            match with_relocation(&self.root, &self.dirs, path, unlink) {
                 Ok(()) => mark_dir(&self.root, path, &mut unlinked),
                 Err(MaildropError::Io { source, .. })
                     if source.kind() == io::ErrorKind::NotFound =>
@@ -308,7 +368,7 @@ impl Maildrop for Maildir {
                 }
             }
         }
-        sync_dirs(&self.root, unlinked);
+        self.dirs.sync(&self.root, unlinked);
         first_err.map_or(Ok(Tidy::nothing()), Err)
     }
 }
@@ -329,14 +389,14 @@ struct Found {
 /// is repeated (up to `LIST_PASSES` in all), and a file an earlier pass found and the last one did not
 /// is kept if it is still there: a message is left out only if it is really gone. `before`: the
 /// directories' stamps taken just before (the login has them already).
-fn list(root: &Path, mut before: DirStamps) -> Result<Vec<Found>, MaildropError> {
+fn list(root: &Path, dirs: &Dirs, mut before: DirStamps) -> Result<Vec<Found>, MaildropError> {
     let mut found = Vec::new();
     let mut earlier = Vec::new();
     for pass in 1..=LIST_PASSES {
-        for sub in MESSAGE_DIRS {
-            list_dir(root, &root.join(sub), &mut found)?;
+        for i in 0..MESSAGE_DIRS.len() {
+            list_dir(root, dirs, i, &mut found)?;
         }
-        let after = dir_stamps(root)?;
+        let after = dirs.stamps(root)?;
         if pass == LIST_PASSES || after == before {
             break;
         }
@@ -350,10 +410,10 @@ fn list(root: &Path, mut before: DirStamps) -> Result<Vec<Found>, MaildropError>
         earlier.sort_unstable_by(|a, b| a.base.cmp(&b.base));
         earlier.dedup_by(|dup, kept| dup.base == kept.base);
         for mut file in earlier {
-            match with_relocation(root, &mut file.path, |p| fs::symlink_metadata(p)) {
-                Ok(meta) if meta.file_type().is_file() => {
+            match with_relocation(root, dirs, &mut file.path, stat_at) {
+                Ok(st) if is_file(&st) => {
                     log::debug!("{}: missed by a listing, found again", file.path.display());
-                    file.stamp = Stamp::of(&meta);
+                    file.stamp = stamp_of(&st);
                     found.push(file);
                 }
                 Ok(_) => {}
@@ -386,30 +446,39 @@ fn list(root: &Path, mut before: DirStamps) -> Result<Vec<Found>, MaildropError>
     Ok(found)
 }
 
-fn list_dir(root: &Path, dir: &Path, found: &mut Vec<Found>) -> Result<(), MaildropError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        // A maildrop without `new/` or `cur/` simply has no messages there.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(MaildropError::io(dir, e)),
+/// Lists directory `i` of `MESSAGE_DIRS` into `found`.
+fn list_dir(
+    root: &Path,
+    dirs: &Dirs,
+    i: usize,
+    found: &mut Vec<Found>,
+) -> Result<(), MaildropError> {
+    let Some(dir) = &dirs.0[i] else {
+        return Ok(());
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| MaildropError::io(dir, e))?;
-        if entry.file_name().as_bytes().starts_with(b".") {
+    let sub = root.join(MESSAGE_DIRS[i]);
+    // A new open of the directory for each pass: `readdir` starts at its beginning.
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut entries = Dir::openat(dir, ".", flags, Mode::empty())
+        .map_err(|e| MaildropError::io(&sub, e.into()))?;
+    for entry in entries.iter() {
+        let entry = entry.map_err(|e| MaildropError::io(&sub, e.into()))?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name.as_bytes().starts_with(b".") {
             continue;
         }
-        let mut path = entry.path();
+        let mut path = sub.join(name);
         // Not following symlinks: a symlink is not a message, and following one could read outside the
-        // maildrop. `DirEntry::metadata` is `fstatat` on the open directory, without a path walk.
-        let meta = match entry.metadata() {
+        // maildrop. `fstatat` on the directory's handle, without a path walk.
+        let meta = match stat_at(dir, name) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                with_relocation(root, &mut path, |p| fs::symlink_metadata(p))
+                with_relocation(root, dirs, &mut path, stat_at)
             }
             other => other.map_err(|e| MaildropError::io(&path, e)),
         };
         match meta {
-            Ok(meta) if meta.file_type().is_file() => {
-                let stamp = Stamp::of(&meta);
+            Ok(st) if is_file(&st) => {
+                let stamp = stamp_of(&st);
                 let base = base_name(&path).into();
                 found.push(Found { stamp, path, base });
             }
@@ -421,39 +490,63 @@ fn list_dir(root: &Path, dir: &Path, found: &mut Vec<Found>) -> Result<(), Maild
     Ok(())
 }
 
-/// Runs `op` on `path`; if the file is gone, finds it again by base name in `new/` or `cur/`, stores
-/// the new path in `path` and retries once. A file gone for good gives an `Io` error of kind `NotFound`.
+/// A file's stamp from `fstatat`, as `Stamp::of` takes it from `fs::Metadata`.
+fn stamp_of(st: &FileStat) -> Stamp {
+    Stamp {
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        mtime: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec,
+    }
+}
+
+fn is_file(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+}
+
+/// `name` in `dir`, not followed if a symlink.
+fn stat_at(dir: &File, name: &OsStr) -> io::Result<FileStat> {
+    Ok(fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?)
+}
+
+/// Runs `op` on the directory and name of `path`; if the file is gone, finds it again by base name in
+/// `new/` or `cur/`, stores the new path in `path` and retries once. A file gone for good gives an `Io`
+/// error of kind `NotFound`.
 fn with_relocation<T>(
     root: &Path,
+    dirs: &Dirs,
     path: &mut PathBuf,
-    mut op: impl FnMut(&Path) -> io::Result<T>,
+    mut op: impl FnMut(&File, &OsStr) -> io::Result<T>,
 ) -> Result<T, MaildropError> {
-    match op(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match relocate(root, base_name(path)) {
-            Ok(Some(moved)) => {
-                log::debug!("{}: renamed to {}", path.display(), moved.display());
-                *path = moved;
-                op(path).map_err(|e| MaildropError::io(path, e))
+    let mut run = |path: &Path| dirs.at(root, path).and_then(|(dir, name)| op(dir, name));
+    match run(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match relocate(root, dirs, base_name(path)) {
+                Ok(Some(moved)) => {
+                    log::debug!("{}: renamed to {}", path.display(), moved.display());
+                    *path = moved;
+                    run(path).map_err(|e| MaildropError::io(path, e))
+                }
+                Ok(None) => Err(MaildropError::io(path, e)),
+                Err(e) => Err(MaildropError::io(root, e)),
             }
-            Ok(None) => Err(MaildropError::io(path, e)),
-            Err(e) => Err(MaildropError::io(root, e)),
-        },
+        }
         other => other.map_err(|e| MaildropError::io(path, e)),
     }
 }
 
-/// The file in `new/` or `cur/` whose base name is `base`, if any.
-fn relocate(root: &Path, base: &[u8]) -> io::Result<Option<PathBuf>> {
-    for sub in MESSAGE_DIRS {
-        let entries = match fs::read_dir(root.join(sub)) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
+/// The file in `new/` or `cur/` whose base name is `base`, if any, as `root/new/NAME` or `root/cur/NAME`.
+fn relocate(root: &Path, dirs: &Dirs, base: &[u8]) -> io::Result<Option<PathBuf>> {
+    for (sub, dir) in MESSAGE_DIRS.iter().zip(&dirs.0) {
+        let Some(dir) = dir else { continue };
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut entries = Dir::openat(dir, ".", flags, Mode::empty())?;
+        for entry in entries.iter() {
             let entry = entry?;
-            if base_of(entry.file_name().as_bytes()) == base {
-                return Ok(Some(entry.path()));
+            // Compared in place: only the name found is copied.
+            let name = entry.file_name().to_bytes();
+            if base_of(name) == base {
+                return Ok(Some(root.join(sub).join(OsStr::from_bytes(name))));
             }
         }
     }
@@ -461,34 +554,13 @@ fn relocate(root: &Path, base: &[u8]) -> io::Result<Option<PathBuf>> {
 }
 
 /// Opens a message for reading. `O_NOFOLLOW`: a file swapped for a symlink after listing is refused.
-fn open_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
+fn open_at(dir: &File, name: &OsStr) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(File::from(openat(dir, name, flags, Mode::empty())?))
 }
 
-/// Opens the message at `path` through `dir`, the maildrop's directory at `root`, when there is one.
-fn open_under(dir: Option<&OwnedFd>, root: &Path, path: &Path) -> io::Result<File> {
-    match (dir, below(root, path)) {
-        (Some(dir), Some(name)) => {
-            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-            Ok(File::from(openat(dir, name, flags, Mode::empty())?))
-        }
-        _ => open_file(path),
-    }
-}
-
-/// The maildrop's directory as a handle to open messages under (`O_PATH`: it is never read).
-fn open_dir(root: &Path) -> Option<OwnedFd> {
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    nix::fcntl::open(root, flags, Mode::empty())
-        .map_err(|e| log::debug!("{}: {e}; messages opened by path", root.display()))
-        .ok()
-}
-
-fn count_file(path: &Path, buf: &mut [u8]) -> io::Result<u64> {
-    count_octets(&mut open_file(path)?, buf)
+fn count_at(dir: &File, name: &OsStr, buf: &mut [u8]) -> io::Result<u64> {
+    count_octets(&mut open_at(dir, name)?, buf)
 }
 
 /// Octets as RETR sends them (RFC 1939 section 3: "lines end with a CRLF pair"): every byte, plus one
@@ -573,13 +645,18 @@ fn mark_dir(root: &Path, path: &Path, unlinked: &mut [bool; MESSAGE_DIRS.len()])
     }
 }
 
-/// Makes the unlinks durable. A deletion lost in a crash only means a message is downloaded again, so
-/// failures are logged, not reported; but the sync costs little.
-fn sync_dirs(root: &Path, unlinked: [bool; MESSAGE_DIRS.len()]) {
-    for (sub, _) in MESSAGE_DIRS.iter().zip(unlinked).filter(|(_, u)| *u) {
-        let dir = root.join(sub);
-        if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
-            log::debug!("{}: fsync: {e}", dir.display());
+impl Dirs {
+    /// Makes the unlinks in the directories marked in `unlinked` durable. A deletion lost in a crash
+    /// only means a message is downloaded again, so failures are logged, not reported; but the sync
+    /// costs little.
+    fn sync(&self, root: &Path, unlinked: [bool; MESSAGE_DIRS.len()]) {
+        for (i, dir) in self.0.iter().enumerate() {
+            let Some(dir) = dir.as_ref().filter(|_| unlinked[i]) else {
+                continue;
+            };
+            if let Err(e) = dir.sync_all() {
+                log::debug!("{}: fsync: {e}", root.join(MESSAGE_DIRS[i]).display());
+            }
         }
     }
 }
@@ -587,6 +664,7 @@ fn sync_dirs(root: &Path, unlinked: [bool; MESSAGE_DIRS.len()]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::time::{Duration, SystemTime};
 
     /// A maildrop with `new/`, `cur/` and `tmp/` in a temporary directory.
@@ -628,6 +706,13 @@ mod tests {
         ] {
             assert_eq!(below(root, Path::new(other)), None, "{other}");
         }
+    }
+
+    /// `new/` and `cur/` of the maildrop at `root`, as a login opens them.
+    fn dirs_of(root: &Path) -> Dirs {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let top = nix::fcntl::open(root, flags, Mode::empty()).unwrap();
+        Dirs::open(&top, root).unwrap()
     }
 
     fn uids(md: &Maildir) -> Vec<&str> {
@@ -871,7 +956,10 @@ mod tests {
             });
             let mut short = Vec::new();
             for _ in 0..40 {
-                let listed = list(&root, dir_stamps(&root).unwrap()).unwrap().len();
+                let dirs = dirs_of(&root);
+                let listed = list(&root, &dirs, dirs.stamps(&root).unwrap())
+                    .unwrap()
+                    .len();
                 if listed != COUNT {
                     short.push(listed);
                 }
@@ -918,31 +1006,47 @@ mod tests {
         assert!(md.open_message(0).is_err());
     }
 
+    /// The message files left in `new/` and `cur/` of `root`, sorted.
+    fn left(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = MESSAGE_DIRS
+            .iter()
+            .flat_map(|sub| fs::read_dir(root.join(sub)).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn messages_come_from_the_locked_directory_after_its_path_moves() {
+    fn the_maildrop_moved_away_is_the_one_read_and_expunged() {
         let parent = tempfile::tempdir().unwrap();
         let root = parent.path().join("Maildir");
+        let moved = parent.path().join("moved");
+        let names = ["cur/x:2,S", "cur/y:2,S", "new/z", "cur/w:2,"];
         for sub in ["new", "cur", "tmp"] {
             fs::create_dir_all(root.join(sub)).unwrap();
         }
-        put(&root, "cur/x:2,S", b"first\n", 1);
-        put(&root, "cur/y:2,S", b"second\n", 2);
+        for (i, name) in names.iter().enumerate() {
+            put(&root, name, name.as_bytes(), i as u64 + 1);
+        }
         let mut md = Maildir::open(&root).unwrap();
-        assert_eq!(read_all(&mut md, 0), b"first\n");
-        // Another maildrop now sits at the path; this session holds the lock of the one it opened.
-        fs::rename(&root, parent.path().join("moved")).unwrap();
+        // Another maildrop (a restored copy, say) now sits at the path, with the same names; this
+        // session holds the lock of the one it opened.
+        fs::rename(&root, &moved).unwrap();
         for sub in ["new", "cur", "tmp"] {
             fs::create_dir_all(root.join(sub)).unwrap();
         }
-        put(&root, "cur/y:2,S", b"someone else\n", 2);
-        assert_eq!(read_all(&mut md, 1), b"second\n");
-        // Nor does UPDATE remove the other maildrop's files: it removes nothing.
-        assert!(matches!(
-            Box::new(md).expunge(&[1]),
-            Err(MaildropError::Changed { .. })
-        ));
-        assert!(root.join("cur/y:2,S").exists());
-        assert!(parent.path().join("moved/cur/y:2,S").exists());
+        for name in names {
+            put(&root, name, b"someone else\n", 9);
+        }
+        // In the moved maildrop an IMAP client flags y and moves z to cur/.
+        fs::rename(moved.join("cur/y:2,S"), moved.join("cur/y:2,RS")).unwrap();
+        fs::rename(moved.join("new/z"), moved.join("cur/z:2,S")).unwrap();
+        assert_eq!(read_all(&mut md, 0), b"cur/x:2,S");
+        assert_eq!(read_all(&mut md, 1), b"cur/y:2,S");
+        drop(Box::new(md).expunge(&[0, 1, 2]).unwrap());
+        assert_eq!(left(&moved), ["w:2,"]);
+        assert_eq!(left(&root), ["w:2,", "x:2,S", "y:2,S", "z"]);
     }
 
     #[test]
