@@ -127,7 +127,6 @@ fn run(
         return Ok(Outcome::Error);
     }
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
-    let mut stack_released = false;
     loop {
         let limit = session.line_limit();
         let deadline = if session.logged_in() {
@@ -177,12 +176,6 @@ fn run(
                 session.tls_established();
                 continue;
             }
-        }
-        if !stack_released && session.logged_in() {
-            // The login's deepest frames (the maildrop's listing) have returned; a session that now
-            // idles need not keep the stack pages they touched.
-            crate::workers::release_stack_below_caller();
-            stack_released = true;
         }
         if session.is_finished() {
             // Ended without QUIT (too many failed logins): the session has set its own outcome. What a

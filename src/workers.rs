@@ -8,7 +8,6 @@
 //! first (`Identity::restore`), and a thread that could not, or whose job panicked, ends. At most
 //! `MAX_PARKED` threads wait, each at most `PARK_TIME`.
 
-use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +58,6 @@ pub fn run(mut job: Job, name: &str, stack: usize) -> std::io::Result<()> {
 pub const HANDLED_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 fn serve(mut job: Job) {
-    POOLED.set(true);
     block_handled_signals();
     // The thread's mailbox for its whole life: a sending end goes into the list each time it waits.
     let (to, from) = mpsc::sync_channel(1);
@@ -70,8 +68,6 @@ fn serve(mut job: Job) {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
         }
-        // A waiting thread keeps none of the stack its last session went through.
-        release_stack_below_caller();
         match park(id, &to, &from) {
             Some(next) => job = next,
             None => return,
@@ -87,61 +83,6 @@ fn block_handled_signals() {
     let handled: SigSet = HANDLED_SIGNALS.into_iter().collect();
     if let Err(e) = handled.thread_block() {
         log::debug!("session thread: cannot block the handled signals: {e}");
-    }
-}
-
-thread_local! {
-    /// Set on the pool's threads, whose stacks `release_stack_below_caller` may trim.
-    static POOLED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Gives back to the kernel the pages of this thread's stack below the caller's frame: what a login or
-/// a large command went through and will not need while the session idles. A thread's stack pages stay
-/// resident once touched, so without this an idle session kept the deepest point of its login (the
-/// maildrop's listing under the login's frames: 4 pages), and every change that deepened a login by a
-/// few hundred octets could cost each idle session 4 KiB more. Only on the pool's threads, whose stacks
-/// are their own mappings; elsewhere (inetd's main thread) nothing is done.
-///
-/// Below the caller's frame nothing is live: the pages are only unmapped from memory, and a later call
-/// that reaches them finds them zeroed, as a fresh stack's.
-#[inline(never)]
-pub fn release_stack_below_caller() {
-    use nix::libc;
-    if !POOLED.get() {
-        return;
-    }
-    // Kept below the marker: the rest of this function's frame and the C library's `madvise` wrapper
-    // live there (a few hundred octets; the red zone of the x86-64 ABI is 128).
-    const KEPT_BELOW: usize = 1024;
-    let marker = 0u8;
-    let here = std::hint::black_box(&marker) as *const u8 as usize;
-    // SAFETY: `pthread_getattr_np` fills `attr` for the calling thread, which is destroyed after
-    // `pthread_attr_getstack` read the stack's bounds from it. `madvise(MADV_DONTNEED)` is given
-    // whole pages of this thread's stack mapping between its lowest address and a page below this
-    // frame, none of which holds live data (stacks grow down, and every frame in use is above
-    // `here`); at worst it fails, which changes nothing.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return;
-        }
-        let mut low: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let got = libc::pthread_attr_getstack(&attr, &mut low, &mut size);
-        libc::pthread_attr_destroy(&mut attr);
-        let low = low as usize;
-        if got != 0 || here <= low || here >= low.saturating_add(size) {
-            return;
-        }
-        let page = match usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)) {
-            Ok(page) if page.is_power_of_two() => page,
-            _ => return,
-        };
-        let start = low.next_multiple_of(page);
-        let end = here.saturating_sub(KEPT_BELOW) & !(page - 1);
-        if end > start {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-        }
     }
 }
 
@@ -178,80 +119,6 @@ fn lock() -> std::sync::MutexGuard<'static, Vec<(u64, SyncSender<Job>)>> {
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
-
-    /// Resident KiB of the mapping holding `addr`, from /proc/self/smaps.
-    fn resident_kib(addr: usize) -> usize {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut inside = false;
-        for line in smaps.lines() {
-            let range = line.split_whitespace().next().unwrap_or("");
-            if let Some((a, b)) = range.split_once('-') {
-                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-                {
-                    inside = (a..b).contains(&addr);
-                    continue;
-                }
-            }
-            if inside && let Some(kib) = line.strip_prefix("Rss:") {
-                return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
-            }
-        }
-        panic!("no mapping holds {addr:#x}");
-    }
-
-    /// Touches `depth` octets of stack below the caller.
-    #[inline(never)]
-    fn go_deep(depth: usize) {
-        let mut page = [0u8; 4096];
-        std::hint::black_box(&mut page);
-        if depth > 4096 {
-            go_deep(depth - 4096);
-        }
-    }
-
-    #[test]
-    fn a_pool_thread_gives_back_the_stack_below_its_caller_and_keeps_the_rest() {
-        let (before, after, kept) = thread::Builder::new()
-            .stack_size(512 * 1024)
-            .spawn(|| {
-                POOLED.set(true);
-                let frame = [0x5au8; 2048];
-                let here = std::hint::black_box(&frame).as_ptr() as usize;
-                go_deep(256 * 1024);
-                let before = resident_kib(here);
-                release_stack_below_caller();
-                let after = resident_kib(here);
-                (
-                    before,
-                    after,
-                    std::hint::black_box(&frame).iter().all(|&b| b == 0x5a),
-                )
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        assert!(kept, "the caller's frame was clobbered");
-        assert!(
-            before >= 256,
-            "{before} KiB resident after going 256 KiB deep"
-        );
-        assert!(after <= 32, "{after} KiB still resident after the release");
-    }
-
-    #[test]
-    fn other_threads_keep_their_stack() {
-        let (before, after) = thread::spawn(|| {
-            let marker = 0u8;
-            let here = std::hint::black_box(&marker) as *const u8 as usize;
-            go_deep(64 * 1024);
-            let before = resident_kib(here);
-            release_stack_below_caller();
-            (before, resident_kib(here))
-        })
-        .join()
-        .unwrap();
-        assert_eq!(before, after);
-    }
 
     /// Which thread ran each job, reported on a channel.
     fn job(report: mpsc::Sender<thread::ThreadId>, again: bool) -> Job {
