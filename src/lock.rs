@@ -2,6 +2,7 @@
 //! agents' locks (an fcntl lock on the mbox plus a `PATH.lock` dotlock). Which file to lock is the
 //! backends' business; this module only knows how.
 
+use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
@@ -44,7 +45,7 @@ impl SessionLock {
 
     /// `try_acquire` for the file `name` in the directory `dir`: the lock is then the one in that
     /// directory, whatever its path names by now.
-    pub fn try_acquire_at(dir: impl AsFd, name: &Path) -> io::Result<TryLock> {
+    pub fn try_acquire_at(dir: impl AsFd, name: &CStr) -> io::Result<TryLock> {
         let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC;
         let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
         SessionLock::try_lock(File::from(fd))
@@ -65,7 +66,7 @@ impl SessionLock {
     }
 
     /// `try_acquire_at`, retried as `acquire_within` does.
-    pub fn acquire_within_at(dir: impl AsFd, name: &Path, wait: Duration) -> io::Result<TryLock> {
+    pub fn acquire_within_at(dir: impl AsFd, name: &CStr, wait: Duration) -> io::Result<TryLock> {
         retry_within(wait, || SessionLock::try_acquire_at(dir.as_fd(), name))
     }
 }

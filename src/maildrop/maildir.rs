@@ -18,7 +18,7 @@
 //! even if its path is renamed and names another directory meanwhile. (The size cache is still found
 //! by path; it checks itself against what it describes.)
 
-use std::ffi::OsStr;
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
@@ -41,6 +41,8 @@ use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
 
 /// The lock file, in the maildrop's top directory so that it is never listed as a message.
 const LOCK_FILE: &str = ".poplar.lock";
+/// `LOCK_FILE` as `openat` takes it (see `Dirs::open` for why not the `&str`).
+const LOCK_FILE_C: &CStr = c".poplar.lock";
 /// Where messages live. `new/` is listed first so that a file moved to `cur/` while we list is still seen.
 const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
 /// Passes over `new/` and `cur/` at most while they change under the listing (see `list`).
@@ -82,6 +84,9 @@ impl Maildir {
 
     /// Replaces base-name unique-ids with those `dovecot-uidlist` gives, read afresh: the size cache
     /// holds no ids, so a file Dovecot changed since the last login is always seen.
+    ///
+    /// Never inlined: its frame stays off the stack of sessions that do not call it.
+    #[inline(never)]
     fn dovecot_ids(&mut self) {
         let Some(list) = maildir_uidl::load(&self.root) else {
             return;
@@ -96,8 +101,14 @@ impl Maildir {
         // belong to the same one even if its path is renamed meanwhile. `O_PATH`: only search
         // permission is needed, as for a path. The path itself may lead through symlinks (a home
         // directory elsewhere), so it is followed.
+        // A C string of our own: nix would copy the path into a 1 KiB buffer in this frame, which is
+        // on the stack under every call of the login's listing (see `Dirs::open`).
+        let c_path =
+            CString::new(path.as_os_str().as_bytes()).map_err(|_| MaildropError::BadPath {
+                reason: format!("{}: a NUL in the path", path.display()),
+            })?;
         let top = match nix::fcntl::open(
-            path,
+            c_path.as_c_str(),
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         ) {
@@ -113,16 +124,15 @@ impl Maildir {
             }
             Err(e) => return Err(MaildropError::io(path, e.into())),
         };
-        let lock =
-            match SessionLock::acquire_within_at(&top, Path::new(LOCK_FILE), SESSION_LOCK_WAIT) {
-                Ok(TryLock::Acquired(lock)) => lock,
-                Ok(TryLock::Busy) => {
-                    return Err(MaildropError::InUse {
-                        path: path.to_path_buf(),
-                    });
-                }
-                Err(e) => return Err(MaildropError::io(&path.join(LOCK_FILE), e)),
-            };
+        let lock = match SessionLock::acquire_within_at(&top, LOCK_FILE_C, SESSION_LOCK_WAIT) {
+            Ok(TryLock::Acquired(lock)) => lock,
+            Ok(TryLock::Busy) => {
+                return Err(MaildropError::InUse {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(MaildropError::io(&path.join(LOCK_FILE), e)),
+        };
         let dirs = Dirs::open(&top, path)?;
         drop(top);
         // Before listing: a change made while we list must show as a change next time. And the clock
@@ -137,7 +147,22 @@ impl Maildir {
             let listing = from_cache(path, &cache);
             return Ok(Maildir::listed(path, listing, dirs, Some(lock)));
         }
-        let found = list(path, &dirs, listed)?;
+        let listing = Maildir::list_afresh(path, &dirs, listed, began, &cache)?;
+        Ok(Maildir::listed(path, listing, dirs, Some(lock)))
+    }
+
+    /// Lists the maildrop's directories (the cache did not vouch for the last listing), counts the
+    /// messages the cache does not know and saves the cache when it changed. Not inlined: its frame is
+    /// then on the stack only while it runs, not under the rest of the login.
+    #[inline(never)]
+    fn list_afresh(
+        path: &Path,
+        dirs: &Dirs,
+        listed: DirStamps,
+        began: i64,
+        cache: &Cache,
+    ) -> Result<Listing, MaildropError> {
+        let found = list(path, dirs, listed)?;
         let mut messages = Vec::with_capacity(found.len());
         let mut paths = Vec::with_capacity(found.len());
         let mut stamps = Vec::with_capacity(found.len());
@@ -152,7 +177,7 @@ impl Maildir {
                     buf.resize(CHUNK, 0);
                     counted += 1;
                     let count = |dir: &File, name: &OsStr| count_at(dir, name, &mut buf);
-                    match with_relocation(path, &dirs, &mut file.path, count) {
+                    match with_relocation(path, dirs, &mut file.path, count) {
                         Ok(n) => n,
                         // Deleted by another program since we listed it: it is simply not in this session.
                         Err(MaildropError::Io { source, .. })
@@ -184,8 +209,7 @@ impl Maildir {
                 log::debug!("{}: cannot save the size cache: {e}", path.display());
             }
         }
-        let listing = (messages, paths, stamps);
-        Ok(Maildir::listed(path, listing, dirs, Some(lock)))
+        Ok((messages, paths, stamps))
     }
 
     fn listed(
@@ -221,16 +245,20 @@ impl Dirs {
 
     /// Opens `new/` and `cur/` under `top`, the handle of the maildrop at `root`.
     fn open(top: &OwnedFd, root: &Path) -> Result<Dirs, MaildropError> {
-        let open = |sub: &str| {
+        // The names as C strings: nix copies a `&str` into a 1 KiB stack buffer to add the NUL. Inlined
+        // into the login's frames, such buffers sat under every call the listing makes, and the deepest
+        // stack page a login touches stays resident for the whole session, idle or not.
+        const NAMES: [&CStr; MESSAGE_DIRS.len()] = [c"new", c"cur"];
+        let open = |i: usize| {
             let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-            match openat(top, sub, flags, Mode::empty()) {
+            match openat(top, NAMES[i], flags, Mode::empty()) {
                 Ok(fd) => Ok(Some(File::from(fd))),
                 // A maildrop without `new/` or `cur/` simply has no messages there.
                 Err(nix::errno::Errno::ENOENT) => Ok(None),
-                Err(e) => Err(MaildropError::io(&root.join(sub), e.into())),
+                Err(e) => Err(MaildropError::io(&root.join(MESSAGE_DIRS[i]), e.into())),
             }
         };
-        Ok(Dirs([open(MESSAGE_DIRS[0])?, open(MESSAGE_DIRS[1])?]))
+        Ok(Dirs([open(0)?, open(1)?]))
     }
 
     /// The stamps of `new/` and `cur/`; zero for a missing one. A symlink was followed when they were
@@ -470,7 +498,9 @@ fn list_dir(
         let mut path = sub.join(name);
         // Not following symlinks: a symlink is not a message, and following one could read outside the
         // maildrop. `fstatat` on the directory's handle, without a path walk.
-        let meta = match stat_at(dir, name) {
+        // The entry's own C string: a `&OsStr` would be copied into nix's 1 KiB stack buffer, at the
+        // deepest point of a login (see `Dirs::open`).
+        let meta = match stat_at(dir, entry.file_name()) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 with_relocation(root, dirs, &mut path, stat_at)
             }
@@ -505,7 +535,7 @@ fn is_file(st: &FileStat) -> bool {
 }
 
 /// `name` in `dir`, not followed if a symlink.
-fn stat_at(dir: &File, name: &OsStr) -> io::Result<FileStat> {
+fn stat_at<P: ?Sized + nix::NixPath>(dir: &File, name: &P) -> io::Result<FileStat> {
     Ok(fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?)
 }
 
