@@ -616,74 +616,69 @@ mod tests {
         assert!(parse_cidrs("example.org").is_err());
     }
 
-    #[test]
-    fn mbox_uidl_values() {
-        let table: &[(&str, Option<UidlSource>)] = &[
-            ("popa3d", Some(UidlSource::Popa3d)),
-            ("x-uidl", Some(UidlSource::XUidl)),
-            ("X-UIDL", Some(UidlSource::XUidl)),
-            ("xuidl", None),
-            ("", None),
-        ];
+    /// A `key` that takes one of a few words: the default, each value of `table` (`None`: refused), a
+    /// missing value, and `key = file_value` in a file giving `from_file`.
+    fn check_choice<T: PartialEq + std::fmt::Debug + Copy>(
+        key: &str,
+        get: fn(&Config) -> T,
+        default: T,
+        table: &[(&str, Option<T>)],
+        (file_value, from_file): (&str, T),
+    ) {
         for (value, expected) in table {
             let mut c = Config::default();
-            assert_eq!(c.mbox_uidl, UidlSource::Popa3d, "the default");
+            assert_eq!(get(&c), default, "the default");
             match expected {
-                Some(source) => {
-                    c.set("mbox-uidl", Some(value)).unwrap();
-                    assert_eq!(c.mbox_uidl, *source, "{value:?}");
+                Some(choice) => {
+                    c.set(key, Some(value)).unwrap();
+                    assert_eq!(get(&c), *choice, "{value:?}");
                 }
-                None => assert!(c.set("mbox-uidl", Some(value)).is_err(), "{value:?}"),
+                None => assert!(c.set(key, Some(value)).is_err(), "{value:?}"),
             }
         }
         assert_eq!(
-            Config::default().set("mbox-uidl", None).unwrap_err(),
+            Config::default().set(key, None).unwrap_err(),
             "missing value"
         );
         let path = Path::new("/etc/poplar.conf");
         let mut c = Config::default();
-        apply_file(
-            &mut c,
-            path,
-            &parse_file_text(path, "mbox-uidl = x-uidl\n").unwrap(),
-        )
-        .unwrap();
-        assert_eq!(c.mbox_uidl, UidlSource::XUidl);
+        let text = format!("{key} = {file_value}\n");
+        apply_file(&mut c, path, &parse_file_text(path, &text).unwrap()).unwrap();
+        assert_eq!(get(&c), from_file);
+    }
+
+    #[test]
+    fn mbox_uidl_values() {
+        check_choice(
+            "mbox-uidl",
+            |c| c.mbox_uidl,
+            UidlSource::Popa3d,
+            &[
+                ("popa3d", Some(UidlSource::Popa3d)),
+                ("x-uidl", Some(UidlSource::XUidl)),
+                ("X-UIDL", Some(UidlSource::XUidl)),
+                ("xuidl", None),
+                ("", None),
+            ],
+            ("x-uidl", UidlSource::XUidl),
+        );
     }
 
     #[test]
     fn maildir_uidl_values() {
-        let table: &[(&str, Option<MaildirUidl>)] = &[
-            ("name", Some(MaildirUidl::Name)),
-            ("dovecot", Some(MaildirUidl::Dovecot)),
-            ("Dovecot", Some(MaildirUidl::Dovecot)),
-            ("courier", None),
-            ("", None),
-        ];
-        for (value, expected) in table {
-            let mut c = Config::default();
-            assert_eq!(c.maildir_uidl, MaildirUidl::Name, "the default");
-            match expected {
-                Some(source) => {
-                    c.set("maildir-uidl", Some(value)).unwrap();
-                    assert_eq!(c.maildir_uidl, *source, "{value:?}");
-                }
-                None => assert!(c.set("maildir-uidl", Some(value)).is_err(), "{value:?}"),
-            }
-        }
-        assert_eq!(
-            Config::default().set("maildir-uidl", None).unwrap_err(),
-            "missing value"
+        check_choice(
+            "maildir-uidl",
+            |c| c.maildir_uidl,
+            MaildirUidl::Name,
+            &[
+                ("name", Some(MaildirUidl::Name)),
+                ("dovecot", Some(MaildirUidl::Dovecot)),
+                ("Dovecot", Some(MaildirUidl::Dovecot)),
+                ("courier", None),
+                ("", None),
+            ],
+            ("dovecot", MaildirUidl::Dovecot),
         );
-        let path = Path::new("/etc/poplar.conf");
-        let mut c = Config::default();
-        apply_file(
-            &mut c,
-            path,
-            &parse_file_text(path, "maildir-uidl = dovecot\n").unwrap(),
-        )
-        .unwrap();
-        assert_eq!(c.maildir_uidl, MaildirUidl::Dovecot);
     }
 
     #[test]
