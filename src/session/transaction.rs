@@ -243,7 +243,9 @@ fn update<W: Write + ?Sized>(
             reply::err(
                 out,
                 Some(code),
-                format_args!("some deleted messages not removed: {}", e.client_text()),
+                // "Not all": an mbox's UPDATE removes all or none, a Maildir's keeps going past a
+                // failure, and the client is told neither more nor less than that.
+                format_args!("deleted messages not all removed: {}", e.client_text()),
             )?;
             Ok(None)
         }
