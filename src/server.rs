@@ -519,23 +519,58 @@ fn accept_one(
         return;
     }
     active.fetch_add(1, Ordering::SeqCst);
-    let guard = ActiveGuard(Arc::clone(active));
-    let frontend = Arc::clone(frontend);
-    let per_ip = Arc::clone(per_ip);
-    let job = Box::new(move || {
-        let _guard = guard;
-        session(stream, peer, &frontend, implicit_tls, &per_ip);
+    let job = Box::new(SessionJob {
+        _active: ActiveGuard(Arc::clone(active)),
+        stream,
+        peer,
+        frontend: Arc::clone(frontend),
+        implicit_tls,
+        per_ip: Arc::clone(per_ip),
+    });
+    if let Err(e) = workers::run(job, "session", SESSION_STACK) {
+        log::error!("peer={peer}: cannot start a session thread: {e}");
+    }
+}
+
+/// An accepted connection waiting for its session thread.
+struct SessionJob {
+    /// Holds the connection's place under --max-sessions until the job is done or dropped.
+    _active: ActiveGuard,
+    stream: TcpStream,
+    peer: SocketAddr,
+    frontend: Arc<Frontend>,
+    implicit_tls: bool,
+    per_ip: Arc<PerIp>,
+}
+
+impl workers::Work for SessionJob {
+    fn serve(self: Box<Self>) -> bool {
+        let job = *self;
+        session(
+            job.stream,
+            job.peer,
+            &job.frontend,
+            job.implicit_tls,
+            &job.per_ip,
+        );
         // The thread serves another session only with its start-up identity back.
-        match frontend.services.identity.restore() {
+        match job.frontend.services.identity.restore() {
             Ok(()) => true,
             Err(e) => {
                 log::warn!("session thread ends, its identity not restored: {e}");
                 false
             }
         }
-    });
-    if let Err(e) = workers::run(job, "session", SESSION_STACK) {
-        log::error!("peer={peer}: cannot start a session thread: {e}");
+    }
+
+    /// No thread for it (out of memory, or the user's process limit): the client is told, as when the
+    /// server is full, instead of seeing the connection close unanswered.
+    fn refuse(mut self: Box<Self>) {
+        if !self.implicit_tls {
+            let _ = self
+                .stream
+                .write_all(b"-ERR [SYS/TEMP] server busy, try again later\r\n");
+        }
     }
 }
 

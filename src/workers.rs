@@ -9,16 +9,32 @@
 //! `MAX_PARKED` threads wait, each at most `PARK_TIME`.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
 
-/// Work for a thread; returns whether the thread may then take another job.
-pub type Job = Box<dyn FnOnce() -> bool + Send + 'static>;
+/// Work for a session thread.
+pub trait Work: Send + 'static {
+    /// Runs on a session thread; returns whether the thread may then take another job.
+    fn serve(self: Box<Self>) -> bool;
+
+    /// Called instead of `serve`, on the caller's thread, when no thread could be had for the work
+    /// (`thread::Builder::spawn` failed: out of memory, or a process limit). By default nothing.
+    fn refuse(self: Box<Self>) {}
+}
+
+/// A closure is work that is never refused in words: dropping it is all.
+impl<F: FnOnce() -> bool + Send + 'static> Work for F {
+    fn serve(self: Box<Self>) -> bool {
+        (*self)()
+    }
+}
+
+pub type Job = Box<dyn Work>;
 
 /// Threads kept waiting at most: enough for a burst of logins, few enough that an idle server holds
 /// little (each keeps its touched stack pages).
@@ -32,7 +48,8 @@ const PARK_TIME: Duration = Duration::from_secs(60);
 static PARKED: Mutex<Vec<(u64, SyncSender<Job>)>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-/// Runs `job` on a waiting thread, or on a new one named `name` with `stack` bytes of stack.
+/// Runs `job` on a waiting thread, or on a new one named `name` with `stack` bytes of stack. When no
+/// thread can be started, the job is refused (`Work::refuse`) and the error returned.
 pub fn run(mut job: Job, name: &str, stack: usize) -> std::io::Result<()> {
     loop {
         let waiting = lock().pop();
@@ -44,11 +61,35 @@ pub fn run(mut job: Job, name: &str, stack: usize) -> std::io::Result<()> {
             Err(TrySendError::Disconnected(back) | TrySendError::Full(back)) => job = back,
         }
     }
-    thread::Builder::new()
+    start(job, name, stack)
+}
+
+/// Starts a new thread for `job`; if it cannot be started, refuses the job and returns the error.
+fn start(job: Job, name: &str, stack: usize) -> std::io::Result<()> {
+    // The job goes through a slot the new thread empties: when `spawn` fails, it drops its closure and
+    // the job is still here, to be refused (a client told so, not just closed on).
+    let slot = Arc::new(Mutex::new(Some(job)));
+    let theirs = Arc::clone(&slot);
+    let started = thread::Builder::new()
         .name(name.to_string())
         .stack_size(stack)
-        .spawn(move || serve(job))
-        .map(drop)
+        .spawn(move || {
+            let job = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(theirs);
+            if let Some(job) = job {
+                serve(job);
+            }
+        });
+    match started {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let job = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(job) = job {
+                job.refuse();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The signals the server handles (see `server`); a session thread blocks them all, so the kernel
@@ -64,7 +105,7 @@ fn serve(mut job: Job) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     loop {
         // A panicking job has ended its session; the thread's state is not trusted after it.
-        match panic::catch_unwind(AssertUnwindSafe(job)) {
+        match panic::catch_unwind(AssertUnwindSafe(move || job.serve())) {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
         }
@@ -153,6 +194,30 @@ mod tests {
         });
         thread::spawn(move || serve(job)).join().unwrap();
         assert_eq!(seen.recv_timeout(Duration::from_secs(10)), Ok(true));
+    }
+
+    /// Work that records whether it was served or refused.
+    struct Recorded(mpsc::Sender<&'static str>);
+
+    impl Work for Recorded {
+        fn serve(self: Box<Self>) -> bool {
+            self.0.send("served").unwrap();
+            false
+        }
+        fn refuse(self: Box<Self>) {
+            self.0.send("refused").unwrap();
+        }
+    }
+
+    #[test]
+    fn work_no_thread_can_be_started_for_is_refused() {
+        let (report, seen) = channel();
+        // A stack larger than any address space: the thread cannot be made.
+        let huge = 1usize << 56;
+        assert!(start(Box::new(Recorded(report.clone())), "t", huge).is_err());
+        assert_eq!(seen.try_recv(), Ok("refused"));
+        start(Box::new(Recorded(report)), "t", 64 * 1024).unwrap();
+        assert_eq!(seen.recv_timeout(Duration::from_secs(5)), Ok("served"));
     }
 
     // One test drives the shared list, so that no other test's threads park in between.

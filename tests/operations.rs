@@ -428,6 +428,53 @@ fn raises_the_open_files_limit_that_max_sessions_needs() {
 
 /// Out of file descriptors, a client is refused at once with `[SYS/TEMP]` rather than left unanswered in
 /// the kernel's queue until it gives up; once sessions end, their descriptors serve new logins.
+/// No session thread can be started (the process limit of the user the server runs as): the client is
+/// told `[SYS/TEMP]` instead of seeing the connection close unanswered, and the server goes on. Root
+/// only: the server must switch to another user for the limit to count.
+#[test]
+fn refuses_clients_at_once_when_no_thread_can_be_started() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run the server as nobody");
+        return;
+    }
+    let fx = standard();
+    let srv =
+        Server::start_with_ulimits(&fx, &["--user", "nobody", "--max-per-ip", "100"], &["-u 8"]);
+    let mut held = Vec::new();
+    let refusal = loop {
+        assert!(held.len() < 40, "8 processes never ran out");
+        let mut sock = TcpStream::connect_timeout(&srv.addr, WAIT).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = sock
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("client {} got no answer: {e}", held.len() + 1));
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !line.starts_with("+OK") {
+            break line;
+        }
+        held.push(sock);
+    };
+    assert_eq!(refusal, "-ERR [SYS/TEMP] server busy, try again later\r\n");
+    assert!(
+        srv.wait_log(&["cannot start a session thread"], WAIT)
+            .is_some()
+    );
+    drop(held);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut c = srv.connect();
+        if c.read_line().starts_with("+OK") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no thread could be started again"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn refuses_clients_at_once_when_out_of_descriptors() {
     let fx = standard();
