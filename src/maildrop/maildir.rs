@@ -36,7 +36,7 @@ use crate::proto::body::OctetCounter;
 
 use super::cache::{self, Cache, DirStamps, Stamp};
 use super::maildir_uidl::{self, MaildirUidl};
-use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
+use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy, is_valid_uid};
 use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
 
 /// The lock file, in the maildrop's top directory so that it is never listed as a message.
@@ -49,8 +49,6 @@ const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
 const LIST_PASSES: usize = 4;
 /// Read size when a message's octets must be counted.
 const CHUNK: usize = 64 * 1024;
-/// RFC 1939 section 7: "The unique-id of a message ... consists of one to 70 characters in the range 0x21 to 0x7E".
-const MAX_UID: usize = 70;
 
 pub struct Maildir {
     root: PathBuf,
@@ -642,9 +640,7 @@ fn virtual_size(base: &[u8]) -> Option<u64> {
 /// The base name when it is a valid unique-id (RFC 1939 section 7), which keeps UIDL equal to what
 /// other Maildir POP3 servers announce; otherwise its MD5 in hex, which is valid and as stable.
 fn uid_of(base: &[u8]) -> Box<str> {
-    let valid =
-        (1..=MAX_UID).contains(&base.len()) && base.iter().all(|b| (0x21..=0x7e).contains(b));
-    if valid {
+    if is_valid_uid(base) {
         // All ASCII, so always UTF-8.
         if let Ok(text) = std::str::from_utf8(base) {
             return text.into();
@@ -694,6 +690,7 @@ impl Dirs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::maildrop::MAX_UID;
     use std::fs;
     use std::time::{Duration, SystemTime};
 

@@ -52,8 +52,6 @@ pub const UIDLIST_FILE: &str = "dovecot-uidlist";
 /// A larger file is not read. Records take 60 to 120 octets, so this is over half a million messages;
 /// it bounds what a damaged or hostile file costs a login.
 const MAX_UIDLIST_BYTES: u64 = 64 * 1024 * 1024;
-/// RFC 1939 section 7: "The unique-id of a message ... consists of one to 70 characters in the range 0x21 to 0x7E".
-const MAX_UID: usize = 70;
 
 /// What a `dovecot-uidlist` says: base name → the UIDL Dovecot announced for it.
 #[derive(Debug, Default)]
@@ -202,11 +200,8 @@ fn number(digits: &[u8]) -> Option<u32> {
 
 /// The `P` value when it is a valid unique-id, else `%08Xu%08Xv`.
 fn dovecot_id(pop3: Option<&[u8]>, uid: u32, validity: u32) -> Box<str> {
-    let valid = |id: &&[u8]| {
-        (1..=MAX_UID).contains(&id.len()) && id.iter().all(|b| (0x21..=0x7e).contains(b))
-    };
     match pop3
-        .filter(valid)
+        .filter(|id| super::is_valid_uid(id))
         .and_then(|id| std::str::from_utf8(id).ok())
     {
         Some(id) => id.into(),

@@ -19,6 +19,16 @@ use nix::libc;
 use crate::proto::reply::RespCode;
 use location::Format;
 
+/// RFC 1939 section 7: "The unique-id of a message ... consists of one to 70 characters in the range
+/// 0x21 to 0x7E".
+pub const MAX_UID: usize = 70;
+
+/// Whether `id` may be announced as a unique-id as it is (RFC 1939 section 7). Every source of ids
+/// (mbox `X-UIDL:`, Maildir base names, `dovecot-uidlist`) is judged by this one rule.
+pub fn is_valid_uid(id: &[u8]) -> bool {
+    (1..=MAX_UID).contains(&id.len()) && id.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
 /// One message as the session lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {

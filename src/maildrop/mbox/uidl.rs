@@ -21,6 +21,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::scan::ScannedMessage;
+use crate::maildrop::{MAX_UID, is_valid_uid};
 
 /// Where unique-ids come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,9 +42,6 @@ impl UidlSource {
         }
     }
 }
-
-/// RFC 1939 section 7: "The unique-id of a message ... consists of one to 70 characters in the range 0x21 to 0x7E".
-pub const MAX_UID: usize = 70;
 
 /// popa3d's unique-id for a message with this header MD5.
 pub fn popa3d_id(md5: &[u8; 16]) -> String {
@@ -105,11 +103,6 @@ impl Taken {
     }
 }
 
-/// Whether an `X-UIDL:` value can be a unique-id as it is.
-pub fn valid_uid(uid: &str) -> bool {
-    (1..=MAX_UID).contains(&uid.len()) && uid.bytes().all(|b| (0x21..=0x7e).contains(&b))
-}
-
 /// The unique-ids of `messages`, in order. `header_md5(m)` is the MD5 of `m`'s bytes from its `From `
 /// line to the end of its header (`from_offset..header_end`); it is called only when ids collide.
 pub fn assign<E>(
@@ -124,8 +117,10 @@ pub fn assign<E>(
     for m in messages {
         let number = popa3d_number(&m.popa3d_md5);
         let id: Box<str> = match (source, m.x_uidl.as_deref()) {
-            (UidlSource::XUidl, Some(x)) if valid_uid(x) && !taken.contains(x) => x.into(),
-            (UidlSource::XUidl, Some(x)) if valid_uid(x) => {
+            (UidlSource::XUidl, Some(x)) if is_valid_uid(x.as_bytes()) && !taken.contains(x) => {
+                x.into()
+            }
+            (UidlSource::XUidl, Some(x)) if is_valid_uid(x.as_bytes()) => {
                 suffixed(&taken, &mut next, x, number, header_md5(m)?)
             }
             // The common case: one lookup, and the id's form known without looking at it.
@@ -217,7 +212,7 @@ mod tests {
         );
         let set: HashSet<_> = got.iter().collect();
         assert_eq!(set.len(), got.len());
-        assert!(got.iter().all(|id| valid_uid(id)));
+        assert!(got.iter().all(|id| is_valid_uid(id.as_bytes())));
         assert_eq!(got, ids(&mbox, UidlSource::Popa3d));
     }
 
