@@ -508,10 +508,11 @@ fn accept_one(
     };
     if active.load(Ordering::SeqCst) >= max_sessions {
         log::warn!("peer={peer}: refused, {max_sessions} sessions already running");
-        if !implicit_tls {
-            // A TLS client would take a plaintext line for a broken handshake; it just sees the close.
-            let _ = stream.write_all(b"-ERR [SYS/TEMP] too many sessions, try again later\r\n");
-        }
+        refuse(
+            &mut stream,
+            implicit_tls,
+            b"-ERR [SYS/TEMP] too many sessions, try again later\r\n",
+        );
         return;
     }
     if let Err(e) = prepare(&stream) {
@@ -566,11 +567,19 @@ impl workers::Work for SessionJob {
     /// No thread for it (out of memory, or the user's process limit): the client is told, as when the
     /// server is full, instead of seeing the connection close unanswered.
     fn refuse(mut self: Box<Self>) {
-        if !self.implicit_tls {
-            let _ = self
-                .stream
-                .write_all(b"-ERR [SYS/TEMP] server busy, try again later\r\n");
-        }
+        refuse(&mut self.stream, self.implicit_tls, BUSY);
+    }
+}
+
+/// What a client refused for want of descriptors or threads is told.
+const BUSY: &[u8] = b"-ERR [SYS/TEMP] server busy, try again later\r\n";
+
+/// Tells a client refused before its session began why (the caller closes the connection).
+/// Not on an implicit-TLS listener: its client would take a plaintext line for a broken handshake, and
+/// just sees the close.
+fn refuse(stream: &mut TcpStream, implicit_tls: bool, line: &[u8]) {
+    if !implicit_tls {
+        let _ = stream.write_all(line);
     }
 }
 
@@ -599,9 +608,7 @@ impl Reserve {
         }
         if let Ok((mut stream, peer)) = listener.socket.accept() {
             log::warn!("peer={peer}: refused, {error}");
-            if !listener.implicit_tls {
-                let _ = stream.write_all(b"-ERR [SYS/TEMP] server busy, try again later\r\n");
-            }
+            refuse(&mut stream, listener.implicit_tls, BUSY);
         }
         *self = Reserve::open();
         true

@@ -426,8 +426,39 @@ fn raises_the_open_files_limit_that_max_sessions_needs() {
     );
 }
 
-/// Out of file descriptors, a client is refused at once with `[SYS/TEMP]` rather than left unanswered in
-/// the kernel's queue until it gives up; once sessions end, their descriptors serve new logins.
+/// Connects to `srv` until a client is greeted with something else than `+OK` (within 40 clients, or
+/// `limit` never ran out); returns that greeting and the connections still held.
+fn connect_until_refused(srv: &Server, limit: &str) -> (String, Vec<TcpStream>) {
+    let mut held = Vec::new();
+    loop {
+        assert!(held.len() < 40, "{limit} never ran out");
+        let mut sock = TcpStream::connect_timeout(&srv.addr, WAIT).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = sock
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("client {} got no answer: {e}", held.len() + 1));
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !line.starts_with("+OK") {
+            return (line, held);
+        }
+        held.push(sock);
+    }
+}
+
+/// A client greeted with `+OK` again, within `WAIT`, once what ran out came back.
+fn greeted_again(srv: &Server, what: &str) -> common::Client {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut c = srv.connect();
+        if c.read_line().starts_with("+OK") {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// No session thread can be started (the process limit of the user the server runs as): the client is
 /// told `[SYS/TEMP]` instead of seeing the connection close unanswered, and the server goes on. Root
 /// only: the server must switch to another user for the limit to count.
@@ -440,76 +471,31 @@ fn refuses_clients_at_once_when_no_thread_can_be_started() {
     let fx = standard();
     let srv =
         Server::start_with_ulimits(&fx, &["--user", "nobody", "--max-per-ip", "100"], &["-u 8"]);
-    let mut held = Vec::new();
-    let refusal = loop {
-        assert!(held.len() < 40, "8 processes never ran out");
-        let mut sock = TcpStream::connect_timeout(&srv.addr, WAIT).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut buf = [0u8; 256];
-        let n = sock
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("client {} got no answer: {e}", held.len() + 1));
-        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !line.starts_with("+OK") {
-            break line;
-        }
-        held.push(sock);
-    };
+    let (refusal, held) = connect_until_refused(&srv, "8 processes");
     assert_eq!(refusal, "-ERR [SYS/TEMP] server busy, try again later\r\n");
     assert!(
         srv.wait_log(&["cannot start a session thread"], WAIT)
             .is_some()
     );
     drop(held);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut c = srv.connect();
-        if c.read_line().starts_with("+OK") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no thread could be started again"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    greeted_again(&srv, "no thread could be started again");
 }
 
+/// Out of file descriptors, a client is refused at once with `[SYS/TEMP]` rather than left unanswered in
+/// the kernel's queue until it gives up; once sessions end, their descriptors serve new logins.
 #[test]
 fn refuses_clients_at_once_when_out_of_descriptors() {
     let fx = standard();
     // Soft and hard: the server cannot raise it.
     let srv = Server::start_with_ulimits(&fx, &["--max-per-ip", "100"], &["-n 32"]);
-    let mut held = Vec::new();
-    let refusal = loop {
-        assert!(held.len() < 40, "32 descriptors never ran out");
-        let mut sock = TcpStream::connect_timeout(&srv.addr, WAIT).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut buf = [0u8; 256];
-        let n = sock
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("client {} got no answer: {e}", held.len() + 1));
-        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !line.starts_with("+OK") {
-            break line;
-        }
-        held.push(sock);
-    };
+    let (refusal, held) = connect_until_refused(&srv, "32 descriptors");
     assert_eq!(refusal, "-ERR [SYS/TEMP] server busy, try again later\r\n");
     assert!(
         srv.wait_log(&["refused", "Too many open files"], WAIT)
             .is_some()
     );
     drop(held);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut c = srv.connect();
-        if c.read_line().starts_with("+OK") {
-            c.login("alice", "secret");
-            assert!(c.cmd("STAT").starts_with("+OK 5 "));
-            break;
-        }
-        assert!(Instant::now() < deadline, "no descriptors came back");
-        thread::sleep(Duration::from_millis(50));
-    }
+    let mut c = greeted_again(&srv, "no descriptors came back");
+    c.login("alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
 }
