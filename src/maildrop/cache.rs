@@ -54,6 +54,16 @@ impl Stamp {
             mtime_nsec: meta.mtime_nsec(),
         }
     }
+
+    /// The same from `fstatat`'s answer (a Maildir listing stats names under its directory handles).
+    pub fn of_stat(st: &nix::sys::stat::FileStat) -> Stamp {
+        Stamp {
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+        }
+    }
 }
 
 /// The stamps of `new/` and `cur/` (all zero for a missing one).

@@ -439,7 +439,7 @@ fn list(root: &Path, dirs: &Dirs, mut before: DirStamps) -> Result<Vec<Found>, M
             match with_relocation(root, dirs, &mut file.path, stat_at) {
                 Ok(st) if is_file(&st) => {
                     log::debug!("{}: missed by a listing, found again", file.path.display());
-                    file.stamp = stamp_of(&st);
+                    file.stamp = Stamp::of_stat(&st);
                     found.push(file);
                 }
                 Ok(_) => {}
@@ -483,10 +483,7 @@ fn list_dir(
         return Ok(());
     };
     let sub = root.join(MESSAGE_DIRS[i]);
-    // A new open of the directory for each pass: `readdir` starts at its beginning.
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let mut entries = Dir::openat(dir, ".", flags, Mode::empty())
-        .map_err(|e| MaildropError::io(&sub, e.into()))?;
+    let mut entries = read_dir(dir).map_err(|e| MaildropError::io(&sub, e))?;
     for entry in entries.iter() {
         let entry = entry.map_err(|e| MaildropError::io(&sub, e.into()))?;
         let name = OsStr::from_bytes(entry.file_name().to_bytes());
@@ -506,7 +503,7 @@ fn list_dir(
         };
         match meta {
             Ok(st) if is_file(&st) => {
-                let stamp = stamp_of(&st);
+                let stamp = Stamp::of_stat(&st);
                 let base = base_name(&path).into();
                 found.push(Found { stamp, path, base });
             }
@@ -518,14 +515,11 @@ fn list_dir(
     Ok(())
 }
 
-/// A file's stamp from `fstatat`, as `Stamp::of` takes it from `fs::Metadata`.
-fn stamp_of(st: &FileStat) -> Stamp {
-    Stamp {
-        ino: st.st_ino,
-        size: st.st_size as u64,
-        mtime: st.st_mtime,
-        mtime_nsec: st.st_mtime_nsec,
-    }
+/// The entries of `dir` from the start: a new open of it for each reading, since a `Dir` keeps its
+/// place, and the handle every pass and look-up shares cannot be rewound without one.
+fn read_dir(dir: &File) -> io::Result<Dir> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    Ok(Dir::openat(dir, c".", flags, Mode::empty())?)
 }
 
 fn is_file(st: &FileStat) -> bool {
@@ -567,8 +561,7 @@ fn with_relocation<T>(
 fn relocate(root: &Path, dirs: &Dirs, base: &[u8]) -> io::Result<Option<PathBuf>> {
     for (sub, dir) in MESSAGE_DIRS.iter().zip(&dirs.0) {
         let Some(dir) = dir else { continue };
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let mut entries = Dir::openat(dir, ".", flags, Mode::empty())?;
+        let mut entries = read_dir(dir)?;
         for entry in entries.iter() {
             let entry = entry?;
             // Compared in place: only the name found is copied.
