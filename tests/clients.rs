@@ -434,112 +434,103 @@ fn out_maildir(work: &Path, name: &str) -> std::path::PathBuf {
     out
 }
 
-/// mpop verifying the server's certificate: refused with a CA that did not sign it (nothing fetched,
-/// nothing deleted), then STLS keeping the mail, then implicit TLS deleting it.
+/// How a client reaches TLS in `client_over_tls`.
 #[cfg(feature = "tls")]
-fn mpop_over_tls(backend: Backend) {
+#[derive(Clone, Copy)]
+enum Tls {
+    /// STLS on the plain port.
+    Stls,
+    /// Implicit TLS on the TLS port.
+    Implicit,
+}
+
+/// Drives a real client that checks the server's certificate: with a CA that did not sign it, the client
+/// must fail saying `refusal`, fetching and deleting nothing; then STLS keeping the mail, then implicit
+/// TLS deleting it, each delivering every message. `fetch(port, tls, ca, work, out, keep)` runs the
+/// client once and returns its exit code and output.
+#[cfg(feature = "tls")]
+fn client_over_tls(
+    backend: Backend,
+    client: &str,
+    refusal: &str,
+    fetch: impl Fn(u16, Tls, &Path, &Path, &Path, bool) -> (i32, String),
+) {
     let fx = standard_on(backend);
     let (certs, stranger, srv, tls_port) = tls_server(&fx);
     let work = tempfile::tempdir().unwrap();
-    let trust = |ca: &Path| format!("--tls-trust-file={}", ca.display());
-    let stls = ["--tls=on", "--tls-starttls=on"];
 
     let out = out_maildir(work.path(), "refused");
-    let untrusted = trust(&stranger.ca);
-    let (code, log) = mpop_with(
+    let (code, log) = fetch(
         srv.addr.port(),
-        &[&stls[..], &[untrusted.as_str()]].concat(),
+        Tls::Stls,
+        &stranger.ca,
         work.path(),
         &out,
         false,
     );
     assert_ne!(
         code, 0,
-        "mpop trusted a certificate its CA did not sign: {log}"
+        "{client} trusted a certificate its CA did not sign: {log}"
     );
-    assert!(log.contains("certificate verification failed"), "{log}");
+    assert!(log.contains(refusal), "{log}");
     assert!(files_in(&out).is_empty(), "fetched over an untrusted TLS");
     assert_eq!(fx.files("alice").len(), 5, "nothing deleted");
 
-    let trusted = trust(&certs.ca);
     let runs = [
-        ("stls", srv.addr.port(), &stls[..], true),
-        (
-            "implicit",
-            tls_port,
-            &["--tls=on", "--tls-starttls=off"][..],
-            false,
-        ),
+        ("stls", srv.addr.port(), Tls::Stls, true),
+        ("implicit", tls_port, Tls::Implicit, false),
     ];
-    for (name, port, transport, keep) in runs {
+    for (name, port, tls, keep) in runs {
         let out = out_maildir(work.path(), name);
-        let args = [transport, &[trusted.as_str()]].concat();
-        let (code, log) = mpop_with(port, &args, work.path(), &out, keep);
-        assert_eq!(code, 0, "mpop {name}: {log}");
+        let (code, log) = fetch(port, tls, &certs.ca, work.path(), &out, keep);
+        assert_eq!(code, 0, "{client} {name}: {log}");
         let got = sorted(files_in(&out).iter().map(|m| strip_received(m)).collect());
-        assert_eq!(show_all(&got), show_all(&expected_lf()), "mpop {name}");
+        assert_eq!(show_all(&got), show_all(&expected_lf()), "{client} {name}");
         assert_eq!(
             fx.files("alice").len(),
             if keep { 5 } else { 0 },
-            "mpop {name}"
+            "{client} {name}"
         );
     }
 }
 
-/// fetchmail checking the certificate (sslcertck): refused with a CA that did not sign it, then STLS
-/// (sslproto without ssl) keeping the mail, then implicit TLS (ssl) deleting it.
+/// mpop verifying the server's certificate (`--tls-trust-file`).
+#[cfg(feature = "tls")]
+fn mpop_over_tls(backend: Backend) {
+    client_over_tls(
+        backend,
+        "mpop",
+        "certificate verification failed",
+        |port, tls, ca, work, out, keep| {
+            let starttls = match tls {
+                Tls::Stls => "--tls-starttls=on",
+                Tls::Implicit => "--tls-starttls=off",
+            };
+            let trust = format!("--tls-trust-file={}", ca.display());
+            mpop_with(port, &["--tls=on", starttls, &trust], work, out, keep)
+        },
+    );
+}
+
+/// fetchmail checking the certificate (`sslcertck`): STLS is `sslproto` without `ssl`.
 #[cfg(feature = "tls")]
 fn fetchmail_over_tls(backend: Backend) {
-    let fx = standard_on(backend);
-    let (certs, stranger, srv, tls_port) = tls_server(&fx);
-    let work = tempfile::tempdir().unwrap();
-    let check = |ca: &Path| {
-        format!(
-            "sslcertck sslcertfile \"{}\" sslcommonname localhost",
-            ca.display()
-        )
-    };
-    let stls = |ca: &Path| format!("sslproto 'TLS1.2+' {}", check(ca));
-
-    let out = work.path().join("refused");
-    fs::create_dir(&out).unwrap();
-    let (code, log) = fetchmail_with(
-        srv.addr.port(),
-        &stls(&stranger.ca),
-        work.path(),
-        &out,
-        false,
+    client_over_tls(
+        backend,
+        "fetchmail",
+        "certificate verif",
+        |port, tls, ca, work, out, keep| {
+            let way = match tls {
+                Tls::Stls => "sslproto 'TLS1.2+'",
+                Tls::Implicit => "ssl",
+            };
+            let transport = format!(
+                "{way} sslcertck sslcertfile \"{}\" sslcommonname localhost",
+                ca.display()
+            );
+            fetchmail_with(port, &transport, work, out, keep)
+        },
     );
-    assert_ne!(
-        code, 0,
-        "fetchmail trusted a certificate its CA did not sign: {log}"
-    );
-    assert!(log.contains("certificate verif"), "{log}");
-    assert!(files_in(&out).is_empty(), "fetched over an untrusted TLS");
-    assert_eq!(fx.files("alice").len(), 5, "nothing deleted");
-
-    let runs = [
-        ("stls", srv.addr.port(), stls(&certs.ca), true),
-        (
-            "implicit",
-            tls_port,
-            format!("ssl {}", check(&certs.ca)),
-            false,
-        ),
-    ];
-    for (name, port, transport, keep) in runs {
-        let out = work.path().join(name);
-        fs::create_dir(&out).unwrap();
-        let (code, log) = fetchmail_with(port, &transport, work.path(), &out, keep);
-        assert_eq!(code, 0, "fetchmail {name}: {log}");
-        let got = sorted(files_in(&out).iter().map(|m| strip_received(m)).collect());
-        assert_eq!(show_all(&got), show_all(&expected_lf()), "fetchmail {name}");
-        assert_eq!(
-            fx.files("alice").len(),
-            if keep { 5 } else { 0 },
-            "fetchmail {name}"
-        );
-    }
 }
 
 #[cfg(feature = "tls")]
