@@ -96,17 +96,24 @@ fn timeout_in_inetd_mode() {
     assert_eq!(fx.files("alice").len(), 5);
 }
 
+/// A Maildir fixture whose user alice (password `pw`) has one message of `size` octets of 80-octet
+/// lines; returns the fixture and the message.
+fn alice_with_one_message_of(size: usize) -> (common::Fixture, Vec<u8>) {
+    let mut fx = common::Fixture::new();
+    fx.user("alice", "pw");
+    let line = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678\n";
+    let big: Vec<u8> = line.iter().copied().cycle().take(size).collect();
+    fx.msg("alice", "new", "1600000000.M1P1.host", &big);
+    (fx, big)
+}
+
 /// A client that stops reading in the middle of a large RETR: the send timeout ends the process, on a
 /// pipe too (a blocking write larger than the room `poll` promised slept until it all fit).
 #[test]
 fn a_client_that_stops_reading_is_timed_out_on_a_pipe() {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut fx = common::Fixture::new();
-    fx.user("alice", "pw");
-    let line = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678\n";
-    let big: Vec<u8> = line.iter().copied().cycle().take(8 << 20).collect();
-    fx.msg("alice", "new", "1600000000.M1P1.host", &big);
+    let (fx, _) = alice_with_one_message_of(8 << 20);
     let mut child = Command::new(common::BIN)
         .args(["--inetd", "--timeout", "2", "--passwd"])
         .arg(fx.passwd())
@@ -145,11 +152,7 @@ fn a_non_blocking_socket_on_stdin_and_stdout_is_served_in_full() {
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixStream;
     use std::process::{Command, Stdio};
-    let mut fx = common::Fixture::new();
-    fx.user("alice", "pw");
-    let line = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678\n";
-    let big: Vec<u8> = line.iter().copied().cycle().take(4 << 20).collect();
-    fx.msg("alice", "new", "1600000000.M1P1.host", &big);
+    let (fx, big) = alice_with_one_message_of(4 << 20);
     let (mut ours, theirs) = UnixStream::pair().unwrap();
     // O_NONBLOCK belongs to the open file description, which the child's fd 0 and 1 share.
     theirs.set_nonblocking(true).unwrap();
