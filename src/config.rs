@@ -194,7 +194,7 @@ impl Config {
             "listen-tls" => self.listen_tls.push(parse_listen(required(value)?)?),
             "tls" => self.tls = boolean(value)?,
             "no-plaintext" => self.no_plaintext = Some(boolean(value)?),
-            "proxy-from" => self.proxy_from = parse_cidrs(required(value)?)?,
+            "proxy-from" => self.proxy_from = parse_cidrs(nonempty(required(value)?)?)?,
             "shutdown-grace" => {
                 self.shutdown_grace = Duration::from_secs(number(required(value)?, 0, 86_400)?)
             }
@@ -305,13 +305,16 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// `10.0.0.0/8,::1` → networks; a bare address is a single host.
+/// `10.0.0.0/8,::1` → networks; a bare address is a single host. An empty item (`a,,b`, a trailing
+/// comma) is refused like any other empty value: it is a network left out, not a list to shorten.
 fn parse_cidrs(value: &str) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
     value
         .split(',')
         .map(str::trim)
-        .filter(|part| !part.is_empty())
         .map(|part| {
+            if part.is_empty() {
+                return Err(format!("empty network in \"{value}\""));
+            }
             let (addr, prefix) = part
                 .split_once('/')
                 .map_or((part, None), |(a, p)| (a, Some(p)));
@@ -614,6 +617,25 @@ mod tests {
         assert!(in_networks(ip("192.168.7.1"), &mapped));
         assert!(!in_networks(ip("10.0.0.6"), &mapped));
         assert!(parse_cidrs("example.org").is_err());
+        assert_eq!(
+            parse_cidrs("10.0.0.1,,::1").unwrap_err(),
+            "empty network in \"10.0.0.1,,::1\""
+        );
+        assert!(parse_cidrs("10.0.0.1,").is_err());
+    }
+
+    /// Like every other option, `proxy-from` with nothing after the `=` is a mistake, not an empty list:
+    /// no option treats an empty value as "unset".
+    #[test]
+    fn empty_proxy_from_is_an_error() {
+        let path = Path::new("/etc/poplar.conf");
+        let settings = parse_file_text(path, "proxy-from =\n").unwrap();
+        let e = apply_file(&mut Config::default(), path, &settings).unwrap_err();
+        assert_eq!(e.to_string(), "/etc/poplar.conf:1: proxy-from: empty value");
+        assert_eq!(
+            Config::default().set("proxy-from", Some(",")).unwrap_err(),
+            "empty network in \",\""
+        );
     }
 
     /// A `key` that takes one of a few words: the default, each value of `table` (`None`: refused), a
