@@ -304,6 +304,8 @@ mod tests {
                 &[LOGIN_PASSWORD_PROMPT],
                 ok("alice:secret"),
             ),
+            // RFC 5034's `=`, a zero-length initial response: an empty user name, refused at once.
+            (Login, Some("="), &[], &[], Err(SaslError::Malformed)),
             (
                 Login,
                 None,

@@ -313,6 +313,16 @@ mod tests {
             ),
             (&["AUTH LOGIN", "YWxpY2U=", "d3Jvbmc="], failed, delay),
             (
+                &["AUTH LOGIN =", "NOOP"],
+                "-ERR NOOP is not valid before login\r\n",
+                Step::Continue,
+            ),
+            (
+                &["AUTH LOGIN ="],
+                "-ERR malformed SASL message\r\n",
+                Step::Continue,
+            ),
+            (
                 &["AUTH LOGIN", "*"],
                 "-ERR authentication cancelled\r\n",
                 Step::Continue,
