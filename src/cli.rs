@@ -82,32 +82,49 @@ impl Origins {
 /// file that `-c`/`--config` names saying yes: looked for line by line, even in a file with errors, so
 /// that an error in it is reported as inetd mode reports errors (to syslog, not to the client's socket).
 pub fn asks_for_inetd(args: &[OsString]) -> bool {
+    asks_for(args, "inetd")
+}
+
+/// Whether `args` ask for `--tls`, found as [`asks_for_inetd`] finds inetd mode: when the settings do
+/// not parse, whether the client on fd 0 expects a TLS handshake rather than a POP3 line.
+pub fn asks_for_tls(args: &[OsString]) -> bool {
+    asks_for(args, "tls")
+}
+
+/// Whether the yes/no setting `flag` is on, by a quick look that survives errors elsewhere in `args`
+/// or the configuration file.
+fn asks_for(args: &[OsString], flag: &str) -> bool {
     let mut on_command_line = None;
     let mut set_in_file = false;
     let mut args = args.iter().filter_map(|a| a.to_str());
     while let Some(arg) = args.next() {
+        let long = match arg {
+            "-i" => Some("inetd"),
+            other => other.strip_prefix("--"),
+        };
+        if long == Some(flag) {
+            on_command_line = Some(true);
+            continue;
+        }
+        let value = long
+            .and_then(|l| l.strip_prefix(flag))
+            .and_then(|l| l.strip_prefix('='));
+        if let Some(value) = value {
+            on_command_line = Some(!config::is_no(value));
+            continue;
+        }
         let file = match arg {
-            "-i" | "--inetd" => {
-                on_command_line = Some(true);
-                continue;
-            }
             "-c" | "--config" => args.next(),
-            other => {
-                if let Some(value) = other.strip_prefix("--inetd=") {
-                    on_command_line = Some(!config::is_no(value));
-                    continue;
-                }
-                other.strip_prefix("--config=")
-            }
+            other => other.strip_prefix("--config="),
         };
         let text = file.and_then(|f| read_config(f).ok()).unwrap_or_default();
-        // Of several `inetd` lines the last counts, as it does for the run.
+        // Of several lines the last counts, as it does for the run.
         let last = String::from_utf8_lossy(&text)
             .lines()
             .rev()
             .find_map(|line| {
                 let (name, value) = line.trim().split_once('=')?;
-                (name.trim() == "inetd").then(|| config::is_yes(value.trim()))
+                (name.trim() == flag).then(|| config::is_yes(value.trim()))
             });
         set_in_file = last.unwrap_or(set_in_file);
     }
@@ -485,6 +502,23 @@ mod tests {
         // The command line overrides the file, as it does for the run.
         std::fs::write(&path, "inetd = yes\n").unwrap();
         assert!(!asks(&["-c", p, "--inetd=no"]) && !asks(&["--inetd=0", "-c", p]));
+    }
+
+    #[test]
+    fn tls_is_seen_on_the_command_line_or_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("poplar.conf");
+        let p = path.to_str().unwrap();
+        let asks =
+            |args: &[&str]| asks_for_tls(&args.iter().map(OsString::from).collect::<Vec<_>>());
+        assert!(asks(&["-i", "--tls", "--timeout", "soon"]) && asks(&["--tls=yes"]));
+        // Neither -i nor the options that only start with "tls" are --tls.
+        assert!(!asks(&["-i", "--tls-cert", "c.pem", "--tls-key=k.pem"]));
+        assert!(!asks(&["--tls=no"]));
+        std::fs::write(&path, "inetd = yes\ntls = yes\ntimeout = soon\n").unwrap();
+        assert!(asks(&["-c", p]) && !asks(&["-c", p, "--tls=off"]));
+        std::fs::write(&path, "tls-cert = c.pem\n").unwrap();
+        assert!(!asks(&["-c", p]));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The inetd front end: one session on fd 0/1, for inetd, xinetd and systemd `Accept=yes`. Those hand the
 //! client socket over as fd 0, 1 and 2, so nothing but protocol bytes may be written to stdout or stderr:
-//! logs go to syslog, and fd 2 is pointed at /dev/null before anything could print there. With `--tls`
-//! the connection starts with a TLS handshake (RFC 8314 implicit TLS, port 995).
+//! logs go to syslog, and fd 2, when it is the client's, is pointed at /dev/null before anything could
+//! print there. With `--tls` the connection starts with a TLS handshake (RFC 8314 implicit TLS, port 995).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -20,7 +20,9 @@ use crate::stream::{Stream, Transport};
 
 /// Serves the one connection on stdin/stdout.
 pub fn run(config: &Config) -> Result<(), StartError> {
-    silence_stderr();
+    if !stderr_is_private() {
+        silence_stderr();
+    }
     server::ignore_fatal_signals();
     // SIGHUP reloads a standalone server; a one-session process has nothing to reload, and the default
     // action would end its session, in UPDATE too, whenever `pkill -HUP poplar` meant the standalone one.
@@ -35,11 +37,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         Ok(frontend) => frontend,
         Err(e) => {
             log::error!("{e}");
-            // The only thing the client may see: a protocol line (RFC 3206: a permanent server problem).
-            // A TLS client would read it as a broken handshake; it is for the plaintext case.
-            if !config.tls {
-                let _ = std::io::stdout().write_all(b"-ERR [SYS/PERM] server misconfigured\r\n");
-            }
+            refuse_client(config.tls);
             return Err(e);
         }
     };
@@ -73,6 +71,40 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
     Ok(())
+}
+
+/// What the client is told when the server cannot start: the only thing it may see is a protocol line
+/// (RFC 3206 SYS/PERM: a server problem that needs the administrator, not a retry). A TLS client
+/// (`tls`) expects a handshake and would read the line as a broken one, so it is for plaintext only.
+pub fn refuse_client(tls: bool) {
+    if !tls {
+        let mut out = std::io::stdout().lock();
+        let _ = out
+            .write_all(b"-ERR [SYS/PERM] server misconfigured\r\n")
+            .and_then(|()| out.flush());
+    }
+}
+
+/// Whether fd 2 is somewhere a person or a log collector reads rather than the client's connection, so
+/// that start-up errors may go there as well as to syslog. inetd and xinetd make fd 2 the client's
+/// socket, and systemd's `Accept=yes` makes it a socket too; a launcher that hands over pipes may give
+/// fd 2 the same pipe as fd 1. A terminal is private even when fd 0 and 1 are the same terminal: that is
+/// someone trying `poplar --inetd` by hand.
+pub fn stderr_is_private() -> bool {
+    use nix::sys::stat::{SFlag, fstat};
+    use std::io::IsTerminal;
+    let stderr = std::io::stderr();
+    if stderr.is_terminal() {
+        return true;
+    }
+    let Ok(err) = fstat(stderr.as_fd()) else {
+        return false; // closed: nowhere to print
+    };
+    let socket = SFlag::from_bits_truncate(err.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK;
+    let same = |fd: BorrowedFd<'_>| {
+        fstat(fd).is_ok_and(|s| (s.st_dev, s.st_ino) == (err.st_dev, err.st_ino))
+    };
+    !socket && !same(std::io::stdin().as_fd()) && !same(std::io::stdout().as_fd())
 }
 
 /// Points fd 2 at /dev/null: a panic message or a stray `eprintln!` must never reach the client.

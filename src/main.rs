@@ -10,6 +10,8 @@ fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     // --check-config is run from a terminal: its errors go there, for an inetd configuration too.
     let inetd_mode = cli::asks_for_inetd(&args) && !args.iter().any(|a| a == "--check-config");
+    // Looked at before inetd mode may point fd 2 at /dev/null.
+    let private_stderr = inetd_mode && inetd::stderr_is_private();
     let (config, origins) = match cli::parse(args.clone()) {
         Ok(Invocation::Run(config, origins)) => (config, origins),
         Ok(Invocation::CheckConfig(config, origins)) => {
@@ -34,10 +36,12 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             if inetd_mode {
-                // stderr is the client's socket under inetd.
+                // Under inetd stderr is the client's socket: syslog always, stderr only when private.
                 logging::init_syslog(log::LevelFilter::Error);
                 log::error!("{e}");
-            } else {
+                inetd::refuse_client(cli::asks_for_tls(&args));
+            }
+            if !inetd_mode || private_stderr {
                 eprintln!("poplar: {e}");
             }
             return ExitCode::from(2);
@@ -79,10 +83,11 @@ fn main() -> ExitCode {
                 }
                 (Ok(_), None) => (None, e.status),
             };
-            match (config.inetd, explained) {
-                (true, Some(problem)) => log::error!("{problem}"),
-                (true, None) => {}
-                (false, explained) => eprintln!("poplar: {}", explained.unwrap_or(e.message)),
+            if let (true, Some(problem)) = (config.inetd, &explained) {
+                log::error!("{problem}");
+            }
+            if !config.inetd || private_stderr {
+                eprintln!("poplar: {}", explained.unwrap_or(e.message));
             }
             ExitCode::from(status)
         }

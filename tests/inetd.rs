@@ -200,3 +200,91 @@ fn sighup_does_not_end_an_inetd_session() {
     assert!(proc_.wait_exit(Duration::from_secs(5)).is_some());
     assert_eq!(fx.files("alice").len(), 4);
 }
+
+const MISCONFIGURED: &str = "-ERR [SYS/PERM] server misconfigured\r\n";
+
+/// `poplar --inetd <args>` with a socket pair as fd 0/1 and `stderr` as fd 2 (`None`: the socket too, as
+/// inetd hands it over). Returns what the client read before the close and the exit code.
+fn failed_start(args: &[&str], stderr: Option<std::process::Stdio>) -> (String, Option<i32>) {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::process::{Command, Stdio};
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let stderr =
+        stderr.unwrap_or_else(|| Stdio::from(OwnedFd::from(theirs.try_clone().expect("clone"))));
+    let child = Command::new(common::BIN)
+        .arg("--inetd")
+        .args(args)
+        .stdin(Stdio::from(OwnedFd::from(
+            theirs.try_clone().expect("clone"),
+        )))
+        .stdout(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn poplar --inetd");
+    let mut proc_ = Inetd { child };
+    let mut c = common::Client::from_unix(ours);
+    let got = c.read_to_close(Duration::from_secs(10));
+    let code = proc_.wait_exit(Duration::from_secs(5));
+    (String::from_utf8_lossy(&got).into_owned(), code)
+}
+
+/// Run by hand with a bad option or configuration, inetd mode says why on stderr (a terminal, a file, a
+/// pipe of its own), not only in syslog; the client gets one protocol line rather than a silent close.
+#[test]
+fn a_start_up_error_goes_to_a_private_stderr_too() {
+    let fx = standard();
+    let missing = fx.root().join("no-such-passwd");
+    let missing = missing.to_str().unwrap();
+    for (args, problem) in [
+        (
+            &["--timeout", "soon"][..],
+            "poplar: --timeout: not a number",
+        ),
+        (&["--passwd", missing], "poplar: --passwd: "),
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        let (client, code) = failed_start(args, Some(writer.into()));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut { reader }, &mut err).unwrap();
+        assert_eq!(
+            (client.as_str(), code),
+            (MISCONFIGURED, Some(2)),
+            "{args:?}"
+        );
+        assert!(
+            err.starts_with(problem) && err.ends_with('\n'),
+            "{args:?}: {err:?}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+    }
+}
+
+/// When stderr is the client's socket (inetd) or the very pipe the client reads (a launcher handing over
+/// pipes), the client sees the protocol line and nothing else; with --tls it sees nothing at all, since
+/// it expects a handshake.
+#[test]
+fn a_start_up_error_shows_the_client_only_a_protocol_line() {
+    assert_eq!(
+        failed_start(&["--timeout", "soon"], None),
+        (MISCONFIGURED.to_string(), Some(2))
+    );
+    assert_eq!(
+        failed_start(&["--tls", "--timeout", "soon"], None),
+        (String::new(), Some(2))
+    );
+    // fd 1 and 2 one pipe: what is written to either reaches the client.
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let child = std::process::Command::new(common::BIN)
+        .args(["--inetd", "--timeout", "soon"])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer.try_clone().expect("clone"))
+        .stderr(writer)
+        .spawn()
+        .expect("spawn poplar --inetd");
+    // Read once it has exited: the pipe holds what it wrote, then the end of file.
+    assert_eq!(Inetd { child }.wait_exit(Duration::from_secs(10)), Some(2));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut out).unwrap();
+    assert_eq!(out, MISCONFIGURED);
+}
