@@ -1,6 +1,6 @@
-//! Real POP3 clients against the real binary: Python's poplib, curl, fetchmail and mpop (the last two also
-//! over STLS and implicit TLS, checking the certificate). Each test fails if
-//! its tool is missing (CI installs them). Delivered bytes are compared with the fixture's messages.
+//! Real POP3 clients against the real binary: Python's poplib, curl, fetchmail, mpop and getmail (fetchmail
+//! and mpop also over STLS and implicit TLS, getmail over implicit TLS, checking the certificate). Each test
+//! fails if its tool is missing (CI installs them). Delivered bytes are compared with the fixture's messages.
 
 mod common;
 #[cfg(feature = "tls")]
@@ -384,6 +384,103 @@ fn mpop_keep_then_delete(backend: Backend) {
     }
 }
 
+/// What getmail puts above every message it delivers: the envelope sender (unknown to a POP3 retriever)
+/// and recipient, then a `Received:` field. Returns the rest, which must be the message as stored.
+fn strip_getmail(msg: &[u8]) -> Vec<u8> {
+    let head = b"Return-Path: <unknown>\nDelivered-To: unknown\n";
+    let rest = msg
+        .strip_prefix(head.as_slice())
+        .unwrap_or_else(|| panic!("getmail's header fields missing: {}", common::show(msg)));
+    strip_received(rest)
+}
+
+/// Runs getmail once on 127.0.0.1:`port` with `retriever` (its `type` and any other retriever lines),
+/// delivering into the Maildir `out`; its state (the oldmail file of UIDLs seen) stays in `work`.
+fn getmail_with(
+    port: u16,
+    retriever: &str,
+    work: &Path,
+    out: &Path,
+    read_all: bool,
+    delete: bool,
+) -> (i32, String) {
+    let dir = work.join("getmail");
+    fs::create_dir_all(&dir).unwrap();
+    // getmail refuses to deliver as root; as root (CI) its delivery process becomes `nobody`, which must
+    // reach and write the destination Maildir.
+    let user = if nix::unistd::geteuid().is_root() {
+        fs::set_permissions(work, fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["", "new", "cur", "tmp"] {
+            fs::set_permissions(out.join(sub), fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        "user = nobody\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "[retriever]\n{retriever}server = 127.0.0.1\nport = {port}\n\
+         username = alice\npassword = secret\ntimeout = 20\n\n\
+         [destination]\ntype = Maildir\npath = {out}/\n{user}\n\
+         [options]\nverbose = 2\nread_all = {read_all}\ndelete = {delete}\n",
+        out = out.display(),
+    );
+    fs::write(dir.join("getmailrc"), text).unwrap();
+    let (code, stdout, err) = tool(
+        Command::new("getmail")
+            .env("HOME", work)
+            .arg("--getmaildir")
+            .arg(&dir)
+            .args(["--rcfile", "getmailrc"]),
+    );
+    (code, format!("{}{err}", String::from_utf8_lossy(&stdout)))
+}
+
+/// getmail's messages in `out`, its header fields removed, sorted.
+fn getmail_delivered(out: &Path) -> Vec<String> {
+    show_all(&sorted(
+        files_in(out).iter().map(|m| strip_getmail(m)).collect(),
+    ))
+}
+
+/// getmail as cron runs it: leave mail on the server and fetch only what is new (UIDL), then delete.
+fn getmail_only_new_then_delete(backend: Backend) {
+    let mut fx = standard_on(backend);
+    let srv = Server::start(&fx, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let plain = "type = SimplePOP3Retriever\n";
+    let port = srv.addr.port();
+
+    let out = out_maildir(work.path(), "first");
+    let (code, log) = getmail_with(port, plain, work.path(), &out, false, false);
+    assert_eq!(code, 0, "getmail: {log}");
+    assert_eq!(getmail_delivered(&out), show_all(&expected_lf()), "{log}");
+    assert_eq!(fx.files("alice").len(), 5, "delete = false keeps the mail");
+
+    let out = out_maildir(work.path(), "again");
+    let (code, log) = getmail_with(port, plain, work.path(), &out, false, false);
+    assert_eq!(code, 0, "getmail again: {log}");
+    assert!(files_in(&out).is_empty(), "fetched again: {log}");
+    assert!(
+        log.contains("0 messages (0 bytes) retrieved, 5 skipped"),
+        "{log}"
+    );
+
+    let six = b"Subject: six\n\narrived between runs\n";
+    fx.msg("alice", "new", "1600000005.M6P100.host", six);
+    let out = out_maildir(work.path(), "third");
+    let (code, log) = getmail_with(port, plain, work.path(), &out, false, false);
+    assert_eq!(code, 0, "getmail third: {log}");
+    assert_eq!(getmail_delivered(&out), show_all(&[lf(six)]), "{log}");
+
+    let out = out_maildir(work.path(), "all");
+    let (code, log) = getmail_with(port, plain, work.path(), &out, true, true);
+    assert_eq!(code, 0, "getmail delete: {log}");
+    let mut all = expected_lf();
+    all.push(lf(six));
+    assert_eq!(getmail_delivered(&out), show_all(&sorted(all)), "{log}");
+    assert_eq!(srv.login("alice", "secret").cmd("STAT"), "+OK 0 0");
+}
+
 #[test]
 fn mpop_serverinfo_sees_capabilities() {
     let fx = standard();
@@ -445,29 +542,30 @@ enum Tls {
 }
 
 /// Drives a real client that checks the server's certificate: with a CA that did not sign it, the client
-/// must fail saying `refusal`, fetching and deleting nothing; then STLS keeping the mail, then implicit
-/// TLS deleting it, each delivering every message. `fetch(port, tls, ca, work, out, keep)` runs the
-/// client once and returns its exit code and output.
+/// must fail saying `refusal`, fetching and deleting nothing; then a run keeping the mail over the first of
+/// `ways`, then one deleting it over the last, each delivering every message (`unwrap` undoes what the
+/// client adds to a message). `fetch(port, tls, ca, work, out, keep)` runs the client once and returns its
+/// exit code and output.
 #[cfg(feature = "tls")]
 fn client_over_tls(
     backend: Backend,
     client: &str,
     refusal: &str,
+    ways: &[Tls],
+    unwrap: fn(&[u8]) -> Vec<u8>,
     fetch: impl Fn(u16, Tls, &Path, &Path, &Path, bool) -> (i32, String),
 ) {
     let fx = standard_on(backend);
     let (certs, stranger, srv, tls_port) = tls_server(&fx);
     let work = tempfile::tempdir().unwrap();
+    let port = |tls| match tls {
+        Tls::Stls => srv.addr.port(),
+        Tls::Implicit => tls_port,
+    };
+    let (first, last) = (ways[0], ways[ways.len() - 1]);
 
     let out = out_maildir(work.path(), "refused");
-    let (code, log) = fetch(
-        srv.addr.port(),
-        Tls::Stls,
-        &stranger.ca,
-        work.path(),
-        &out,
-        false,
-    );
+    let (code, log) = fetch(port(first), first, &stranger.ca, work.path(), &out, false);
     assert_ne!(
         code, 0,
         "{client} trusted a certificate its CA did not sign: {log}"
@@ -476,15 +574,11 @@ fn client_over_tls(
     assert!(files_in(&out).is_empty(), "fetched over an untrusted TLS");
     assert_eq!(fx.files("alice").len(), 5, "nothing deleted");
 
-    let runs = [
-        ("stls", srv.addr.port(), Tls::Stls, true),
-        ("implicit", tls_port, Tls::Implicit, false),
-    ];
-    for (name, port, tls, keep) in runs {
+    for (name, tls, keep) in [("keep", first, true), ("delete", last, false)] {
         let out = out_maildir(work.path(), name);
-        let (code, log) = fetch(port, tls, &certs.ca, work.path(), &out, keep);
+        let (code, log) = fetch(port(tls), tls, &certs.ca, work.path(), &out, keep);
         assert_eq!(code, 0, "{client} {name}: {log}");
-        let got = sorted(files_in(&out).iter().map(|m| strip_received(m)).collect());
+        let got = sorted(files_in(&out).iter().map(|m| unwrap(m)).collect());
         assert_eq!(show_all(&got), show_all(&expected_lf()), "{client} {name}");
         assert_eq!(
             fx.files("alice").len(),
@@ -501,6 +595,8 @@ fn mpop_over_tls(backend: Backend) {
         backend,
         "mpop",
         "certificate verification failed",
+        &[Tls::Stls, Tls::Implicit],
+        strip_received,
         |port, tls, ca, work, out, keep| {
             let starttls = match tls {
                 Tls::Stls => "--tls-starttls=on",
@@ -519,6 +615,8 @@ fn fetchmail_over_tls(backend: Backend) {
         backend,
         "fetchmail",
         "certificate verif",
+        &[Tls::Stls, Tls::Implicit],
+        strip_received,
         |port, tls, ca, work, out, keep| {
             let way = match tls {
                 Tls::Stls => "sslproto 'TLS1.2+'",
@@ -533,8 +631,28 @@ fn fetchmail_over_tls(backend: Backend) {
     );
 }
 
+/// getmail's SimplePOP3SSLRetriever checking the certificate (`ca_certs`) and that it names the server.
+/// getmail 6.18 has no STLS for POP3, so implicit TLS only.
 #[cfg(feature = "tls")]
-common::both_backends!(mpop_over_tls, fetchmail_over_tls);
+fn getmail_over_tls(backend: Backend) {
+    client_over_tls(
+        backend,
+        "getmail",
+        "certificate verify failed",
+        &[Tls::Implicit],
+        strip_getmail,
+        |port, _, ca, work, out, keep| {
+            let retriever = format!(
+                "type = SimplePOP3SSLRetriever\nca_certs = {}\n",
+                ca.display()
+            );
+            getmail_with(port, &retriever, work, out, true, !keep)
+        },
+    );
+}
+
+#[cfg(feature = "tls")]
+common::both_backends!(mpop_over_tls, fetchmail_over_tls, getmail_over_tls);
 
 common::both_backends!(
     python_poplib_user_pass,
@@ -542,4 +660,5 @@ common::both_backends!(
     curl_retrieves_and_lists,
     fetchmail_keep_then_delete,
     mpop_keep_then_delete,
+    getmail_only_new_then_delete,
 );
