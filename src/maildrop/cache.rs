@@ -177,13 +177,49 @@ pub fn remove(root: &Path) {
     }
 }
 
-/// Replaces the cache of the maildrop at `root` with `entries` (base name, stamp, octets): written to
-/// a temporary file and renamed over the old one, so a reader sees the old cache or the new, whole.
-/// No fsync: a cache lost or torn by a crash fails its checks and is rebuilt, which costs one slow login.
-pub fn save<'a>(
+/// A message's name under the maildrop, `new/NAME` or `cur/NAME`, in its two parts: the Maildir
+/// backend keeps them apart, and joining them for the cache would cost an allocation per message.
+#[derive(Debug, Clone, Copy)]
+pub struct Name<'a> {
+    pub dir: &'a [u8],
+    pub file: &'a [u8],
+}
+
+impl Name<'_> {
+    /// `new/NAME` or `cur/NAME`: one file, no newline.
+    fn is_valid(&self) -> bool {
+        let f = self.file;
+        (self.dir == b"new" || self.dir == b"cur")
+            && !f.is_empty()
+            && !f.contains(&b'/')
+            && !f.contains(&b'\n')
+    }
+}
+
+/// A whole name, split at its first '/' (one without is left with an empty, invalid, `dir`).
+impl<'a> From<&'a [u8]> for Name<'a> {
+    fn from(name: &'a [u8]) -> Name<'a> {
+        match memchr::memchr(b'/', name) {
+            Some(i) => Name {
+                dir: &name[..i],
+                file: &name[i + 1..],
+            },
+            None => Name {
+                dir: &[],
+                file: name,
+            },
+        }
+    }
+}
+
+/// Replaces the cache of the maildrop at `root` with `entries` (name under the maildrop, stamp,
+/// octets): written to a temporary file and renamed over the old one, so a reader sees the old cache or
+/// the new, whole. No fsync: a cache lost or torn by a crash fails its checks and is rebuilt, which
+/// costs one slow login.
+pub fn save<'a, N: Into<Name<'a>>>(
     root: &Path,
     dirs: Option<DirStamps>,
-    entries: impl Iterator<Item = (&'a [u8], Stamp, u64)>,
+    entries: impl Iterator<Item = (N, Stamp, u64)>,
 ) -> io::Result<()> {
     let text = format(dirs, entries);
     super::replace_file(&root.join(TEMP_FILE), &root.join(CACHE_FILE), &text)
@@ -192,14 +228,15 @@ pub fn save<'a>(
 /// The file for `entries` (name under the maildrop, stamp, octets). Names holding a newline cannot be
 /// written in this line format and are left out: they are simply counted again, and the directory
 /// stamps are not recorded, so that the next login lists the directories and finds them.
-pub fn format<'a>(
+pub fn format<'a, N: Into<Name<'a>>>(
     mut dirs: Option<DirStamps>,
-    entries: impl Iterator<Item = (&'a [u8], Stamp, u64)>,
+    entries: impl Iterator<Item = (N, Stamp, u64)>,
 ) -> Vec<u8> {
     let mut body = Vec::new();
     let mut count = 0u64;
     for (name, s, octets) in entries {
-        if !valid_name(name) {
+        let name = name.into();
+        if !name.is_valid() {
             dirs = None;
             continue;
         }
@@ -210,7 +247,9 @@ pub fn format<'a>(
             "{} {} {} {} {octets} ",
             s.ino, s.size, s.mtime, s.mtime_nsec
         );
-        out.extend_from_slice(name);
+        out.extend_from_slice(name.dir);
+        out.push(b'/');
+        out.extend_from_slice(name.file);
         out.push(b'\n');
         count += 1;
     }
@@ -303,10 +342,7 @@ fn parse_dirs(line: &[u8]) -> Option<Option<DirStamps>> {
 
 /// `new/NAME` or `cur/NAME`: one file, no newline.
 fn valid_name(name: &[u8]) -> bool {
-    let file = name
-        .strip_prefix(b"new/")
-        .or_else(|| name.strip_prefix(b"cur/"));
-    file.is_some_and(|f| !f.is_empty() && !f.contains(&b'/') && !f.contains(&b'\n'))
+    Name::from(name).is_valid()
 }
 
 /// Digits only, with a leading '-' allowed (an mtime before 1970); `parse` alone takes '+'.
@@ -381,7 +417,7 @@ mod tests {
             ]
         );
         assert!(
-            parse(&format(None, std::iter::empty()))
+            parse(&format(None, std::iter::empty::<(&[u8], Stamp, u64)>()))
                 .expect("valid")
                 .is_empty()
         );
@@ -423,6 +459,41 @@ mod tests {
         assert_eq!(cache.get(b"ok", stamp(2)), Some(2));
         // The listing is incomplete: the next login must list the directories.
         assert_eq!(cache.dirs, None);
+    }
+
+    #[test]
+    fn names_in_two_parts_are_written_as_whole_ones() {
+        let name = |dir: &'static [u8], file: &'static [u8]| Name { dir, file };
+        let parts = [
+            (name(b"new", b"ok"), stamp(1), 1),
+            (name(b"cur", b"1.M2P3.host:2,S"), stamp(2), 2),
+        ];
+        let whole: [(&[u8], Stamp, u64); 2] = [
+            (b"new/ok", stamp(1), 1),
+            (b"cur/1.M2P3.host:2,S", stamp(2), 2),
+        ];
+        assert_eq!(
+            format(None, parts.into_iter()),
+            format(None, whole.into_iter())
+        );
+        // The rules of whole names hold for each part.
+        let dirs = DirStamps {
+            new: stamp(8),
+            cur: stamp(9),
+        };
+        for bad in [
+            name(b"tmp", b"x"),
+            name(b"", b"new"),
+            name(b"new", b""),
+            name(b"new", b"a/b"),
+            name(b"cur", b"a\nb"),
+            name(b"new/", b"x"),
+        ] {
+            let entries = [(bad, stamp(1), 1), (name(b"new", b"ok"), stamp(2), 2)];
+            let cache = parse(&format(Some(dirs), entries.into_iter())).unwrap();
+            assert_eq!(cache.len(), 1, "{bad:?}");
+            assert_eq!(cache.dirs, None, "{bad:?}");
+        }
     }
 
     #[test]

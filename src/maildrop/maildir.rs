@@ -53,8 +53,8 @@ const CHUNK: usize = 64 * 1024;
 pub struct Maildir {
     root: PathBuf,
     messages: Vec<MessageInfo>,
-    /// `paths[i]` is message `i`'s file (`root/new/…` or `root/cur/…`), updated when found renamed.
-    paths: Vec<PathBuf>,
+    /// `files[i]` is message `i`'s file, updated when found renamed.
+    files: Vec<MessageFile>,
     /// `stamps[i]`: message `i`'s file when listed or cached, to catch a file changed in place.
     stamps: Vec<Stamp>,
     /// `new/` and `cur/` as opened at login: what the session lists, reads and unlinks in.
@@ -89,7 +89,7 @@ impl Maildir {
         let Some(list) = maildir_uidl::load(&self.root) else {
             return;
         };
-        let bases: Vec<&[u8]> = self.paths.iter().map(|p| base_name(p)).collect();
+        let bases: Vec<&[u8]> = self.files.iter().map(MessageFile::base).collect();
         maildir_uidl::apply(&list, &mut self.messages, &bases);
     }
 
@@ -142,7 +142,7 @@ impl Maildir {
         let listed = dirs.stamps(path)?;
         let cache = Cache::load(path);
         if cache.dirs.is_some_and(|cached| cached == listed) {
-            let listing = from_cache(path, &cache);
+            let listing = from_cache(&cache);
             return Ok(Maildir::listed(path, listing, dirs, Some(lock)));
         }
         let listing = Maildir::list_afresh(path, &dirs, listed, began, &cache)?;
@@ -162,20 +162,20 @@ impl Maildir {
     ) -> Result<Listing, MaildropError> {
         let found = list(path, dirs, listed)?;
         let mut messages = Vec::with_capacity(found.len());
-        let mut paths = Vec::with_capacity(found.len());
+        let mut files = Vec::with_capacity(found.len());
         let mut stamps = Vec::with_capacity(found.len());
         let mut buf = Vec::new();
         let mut counted = 0usize;
-        for mut file in found {
-            let base = &file.base;
-            let octets = match virtual_size(base).or_else(|| cache.get(base, file.stamp)) {
+        for mut found in found {
+            let base = found.base();
+            let octets = match virtual_size(base).or_else(|| cache.get(base, found.stamp)) {
                 Some(n) => n,
                 None => {
                     // The read buffer is allocated only when some message must really be read.
                     buf.resize(CHUNK, 0);
                     counted += 1;
                     let count = |dir: &File, name: &OsStr| count_at(dir, name, &mut buf);
-                    match with_relocation(path, dirs, &mut file.path, count) {
+                    match with_relocation(path, dirs, &mut found.file, count) {
                         Ok(n) => n,
                         // Deleted by another program since we listed it: it is simply not in this session.
                         Err(MaildropError::Io { source, .. })
@@ -189,37 +189,37 @@ impl Maildir {
             };
             messages.push(MessageInfo {
                 octets,
-                uid: uid_of(&file.base),
+                uid: uid_of(found.base()),
             });
-            paths.push(file.path);
-            stamps.push(file.stamp);
+            files.push(found.file);
+            stamps.push(found.stamp);
         }
         // Rewritten only when it no longer matches the maildrop: new messages counted, old ones gone, or
         // directories changed (renamed files have new names).
         let settled = Some(listed).filter(|d| d.settled(began));
         if counted > 0 || cache.len() != messages.len() || cache.dirs != settled {
-            let entries = paths
+            let entries = files
                 .iter()
                 .zip(&stamps)
                 .zip(&messages)
-                .map(|((p, s), m)| (name_under(path, p), *s, m.octets));
+                .map(|((f, s), m)| (f.cache_name(), *s, m.octets));
             if let Err(e) = cache::save(path, settled, entries) {
                 log::debug!("{}: cannot save the size cache: {e}", path.display());
             }
         }
-        Ok((messages, paths, stamps))
+        Ok((messages, files, stamps))
     }
 
     fn listed(
         root: &Path,
-        (messages, paths, stamps): Listing,
+        (messages, files, stamps): Listing,
         dirs: Dirs,
         lock: Option<SessionLock>,
     ) -> Maildir {
         Maildir {
             root: root.to_path_buf(),
             messages,
-            paths,
+            files,
             stamps,
             dirs,
             _lock: lock,
@@ -276,16 +276,12 @@ impl Dirs {
         })
     }
 
-    /// The directory handle and file name of a message's `path`, `root/new/NAME` or `root/cur/NAME`.
-    fn at<'p>(&self, root: &Path, path: &'p Path) -> io::Result<(&File, &'p OsStr)> {
-        let rel = below(root, path).map_or(&[][..], |p| p.as_os_str().as_bytes());
-        let (sub, name) =
-            memchr::memchr(b'/', rel).map_or((rel, &[][..]), |i| (&rel[..i], &rel[i + 1..]));
-        let index = MESSAGE_DIRS.iter().position(|d| d.as_bytes() == sub);
-        match index.and_then(|i| self.0[i].as_ref()) {
-            Some(dir) if !name.is_empty() => Ok((dir, OsStr::from_bytes(name))),
+    /// The directory handle and file name of a message's `file`.
+    fn at<'f>(&self, file: &'f MessageFile) -> io::Result<(&File, &'f OsStr)> {
+        match &self.0[file.dir] {
+            Some(dir) => Ok((dir, OsStr::from_bytes(&file.name))),
             // In a directory missing at login: not one of this session's files.
-            _ => Err(io::Error::new(
+            None => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 "not in new/ or cur/",
             )),
@@ -301,44 +297,66 @@ fn unix_now() -> i64 {
 }
 
 /// Messages, their files and the files' stamps, in delivery order.
-type Listing = (Vec<MessageInfo>, Vec<PathBuf>, Vec<Stamp>);
+type Listing = (Vec<MessageInfo>, Vec<MessageFile>, Vec<Stamp>);
 
-/// The listing as cached: messages, paths and stamps, in the cached (delivery) order.
-fn from_cache(root: &Path, cache: &Cache) -> Listing {
+/// The listing as cached: messages, files and stamps, in the cached (delivery) order.
+fn from_cache(cache: &Cache) -> Listing {
     let mut messages = Vec::with_capacity(cache.len());
-    let mut paths = Vec::with_capacity(cache.len());
+    let mut files = Vec::with_capacity(cache.len());
     let mut stamps = Vec::with_capacity(cache.len());
     for (name, entry) in cache.entries() {
-        // `name` is `new/NAME` or `cur/NAME`: its base name without a Path's component parsing.
-        let file_name = memchr::memrchr(b'/', name).map_or(name, |i| &name[i + 1..]);
+        // `Cache::load` keeps only `new/NAME` and `cur/NAME` entries, so none is skipped here.
+        let Some(file) = MessageFile::from_cache_name(name) else {
+            continue;
+        };
         messages.push(MessageInfo {
             octets: entry.octets,
-            uid: uid_of(base_of(file_name)),
+            uid: uid_of(file.base()),
         });
-        let path = root.join(OsStr::from_bytes(name));
-        paths.push(path);
+        files.push(file);
         stamps.push(entry.stamp);
     }
-    (messages, paths, stamps)
+    (messages, files, stamps)
 }
 
-/// `new/NAME` or `cur/NAME`: `path` below `root`, as the cache records it.
-fn name_under<'a>(root: &Path, path: &'a Path) -> &'a [u8] {
-    below(root, path).map_or(&[][..], |p| p.as_os_str().as_bytes())
+/// A message's file: which of `MESSAGE_DIRS` holds it, and its name there. The path is rebuilt only
+/// for messages in logs and errors: a session on a 100,000-message maildrop keeps one of these per
+/// message, and the maildrop's path and `cur/` in each of them cost more than the names themselves.
+struct MessageFile {
+    /// An index into `MESSAGE_DIRS` (and `Dirs`).
+    dir: usize,
+    name: Box<[u8]>,
 }
 
-/// `path` relative to `root`, for a path made by joining a relative one onto `root` (every listed path
-/// is). Compared as octets: `Path::strip_prefix` parses both paths into components, ~1 % of the server's
-/// CPU time in the RETR benchmark, where it ran once per message.
-fn below<'a>(root: &Path, path: &'a Path) -> Option<&'a Path> {
-    let root = root.as_os_str().as_bytes();
-    let rest = path.as_os_str().as_bytes().strip_prefix(root)?;
-    let rest = if root.ends_with(b"/") {
-        rest
-    } else {
-        rest.strip_prefix(b"/")?
-    };
-    (!rest.is_empty() && !rest.starts_with(b"/")).then(|| Path::new(OsStr::from_bytes(rest)))
+impl MessageFile {
+    /// The file of a cache entry, `new/NAME` or `cur/NAME`.
+    fn from_cache_name(name: &[u8]) -> Option<MessageFile> {
+        let (sub, file) = name.split_at(memchr::memchr(b'/', name)?);
+        let dir = MESSAGE_DIRS.iter().position(|d| d.as_bytes() == sub)?;
+        Some(MessageFile {
+            dir,
+            name: file[1..].into(),
+        })
+    }
+
+    /// `new/NAME` or `cur/NAME`, as the cache records it.
+    fn cache_name(&self) -> cache::Name<'_> {
+        cache::Name {
+            dir: MESSAGE_DIRS[self.dir].as_bytes(),
+            file: &self.name,
+        }
+    }
+
+    /// The part of the name that never changes after delivery; see `base_of`.
+    fn base(&self) -> &[u8] {
+        base_of(&self.name)
+    }
+
+    /// `root/new/NAME` or `root/cur/NAME`, for logs and errors.
+    fn path(&self, root: &Path) -> PathBuf {
+        root.join(MESSAGE_DIRS[self.dir])
+            .join(OsStr::from_bytes(&self.name))
+    }
 }
 
 impl Maildrop for Maildir {
@@ -347,18 +365,20 @@ impl Maildrop for Maildir {
     }
 
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
-        let path = self
-            .paths
+        let message = self
+            .files
             .get_mut(index)
             .ok_or_else(|| no_such_message(&self.root, index))?;
-        let file = with_relocation(&self.root, &self.dirs, path, open_at)?;
-        let meta = file.metadata().map_err(|e| MaildropError::io(path, e))?;
+        let file = with_relocation(&self.root, &self.dirs, message, open_at)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| MaildropError::io(&message.path(&self.root), e))?;
         // Maildir messages never change once delivered; one that did may have another size than listed.
         // It is served as it is now, and the cache goes, so the next login counts and lists afresh.
         if Stamp::of(&meta) != self.stamps[index] {
             log::debug!(
                 "{}: changed since it was listed; size cache dropped",
-                path.display()
+                message.path(&self.root).display()
             );
             cache::remove(&self.root);
         }
@@ -375,18 +395,22 @@ impl Maildrop for Maildir {
         let mut first_err = None;
         let mut unlinked = [false; MESSAGE_DIRS.len()];
         for &index in deleted {
-            let Some(path) = self.paths.get_mut(index) else {
+            let Some(file) = self.files.get_mut(index) else {
                 first_err.get_or_insert(no_such_message(&self.root, index));
                 continue;
             };
             let unlink =
                 |dir: &File, name: &OsStr| Ok(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?);
-            match with_relocation(&self.root, &self.dirs, path, unlink) {
-                Ok(()) => mark_dir(&self.root, path, &mut unlinked),
+            match with_relocation(&self.root, &self.dirs, file, unlink) {
+                // Only the directories that lost a file are synced.
+                Ok(()) => unlinked[file.dir] = true,
                 Err(MaildropError::Io { source, .. })
                     if source.kind() == io::ErrorKind::NotFound =>
                 {
-                    log::debug!("{}: already gone, counted as deleted", path.display());
+                    log::debug!(
+                        "{}: already gone, counted as deleted",
+                        file.path(&self.root).display()
+                    );
                 }
                 Err(e) => {
                     log::debug!("expunge: {e}");
@@ -402,9 +426,27 @@ impl Maildrop for Maildir {
 /// One listed file before it is sized.
 struct Found {
     stamp: Stamp,
-    path: PathBuf,
-    /// `base_name(&path)`, kept because sorting a large maildrop compares it millions of times.
-    base: Box<[u8]>,
+    file: MessageFile,
+    /// The length of `file`'s base name: sorting a large maildrop compares base names millions of
+    /// times, and finding each one's `:` at every comparison made the sorts of a 100,000-message
+    /// listing about three times slower. Relocation cannot change it: a file is found again by its
+    /// base name.
+    base_len: usize,
+}
+
+impl Found {
+    fn new(stamp: Stamp, file: MessageFile) -> Found {
+        let base_len = file.base().len();
+        Found {
+            stamp,
+            file,
+            base_len,
+        }
+    }
+
+    fn base(&self) -> &[u8] {
+        &self.file.name[..self.base_len]
+    }
 }
 
 /// The regular, non-hidden files of `new/` and `cur/` in delivery order, one per base name.
@@ -430,17 +472,19 @@ fn list(root: &Path, dirs: &Dirs, mut before: DirStamps) -> Result<Vec<Found>, M
         before = after;
     }
     if !earlier.is_empty() {
-        let seen: std::collections::HashSet<Box<[u8]>> =
-            found.iter().map(|f| f.base.clone()).collect();
-        earlier.retain(|f| !seen.contains(&f.base));
-        earlier.sort_unstable_by(|a, b| a.base.cmp(&b.base));
-        earlier.dedup_by(|dup, kept| dup.base == kept.base);
-        for mut file in earlier {
-            match with_relocation(root, dirs, &mut file.path, stat_at) {
+        let seen: std::collections::HashSet<&[u8]> = found.iter().map(|f| f.base()).collect();
+        earlier.retain(|f| !seen.contains(f.base()));
+        earlier.sort_unstable_by(|a, b| a.base().cmp(b.base()));
+        earlier.dedup_by(|dup, kept| dup.base() == kept.base());
+        for mut missed in earlier {
+            match with_relocation(root, dirs, &mut missed.file, stat_at) {
                 Ok(st) if is_file(&st) => {
-                    log::debug!("{}: missed by a listing, found again", file.path.display());
-                    file.stamp = Stamp::of_stat(&st);
-                    found.push(file);
+                    log::debug!(
+                        "{}: missed by a listing, found again",
+                        missed.file.path(root).display()
+                    );
+                    missed.stamp = Stamp::of_stat(&st);
+                    found.push(missed);
                 }
                 Ok(_) => {}
                 Err(MaildropError::Io { source, .. })
@@ -451,14 +495,14 @@ fn list(root: &Path, dirs: &Dirs, mut before: DirStamps) -> Result<Vec<Found>, M
     }
     // A file renamed from `new/` to `cur/` while we listed appears twice; keep one. Base names are
     // unique in a sound maildrop, and unique-ids must be (RFC 1939 section 7), so any other twin goes too.
-    found.sort_unstable_by(|a, b| a.base.cmp(&b.base));
+    found.sort_unstable_by(|a, b| a.base().cmp(b.base()));
     found.dedup_by(|dup, kept| {
-        let same = dup.base == kept.base;
+        let same = dup.base() == kept.base();
         if same {
             log::debug!(
                 "{}: same base name as {}, listed once",
-                dup.path.display(),
-                kept.path.display()
+                dup.file.path(root).display(),
+                kept.file.path(root).display()
             );
         }
         same
@@ -468,7 +512,7 @@ fn list(root: &Path, dirs: &Dirs, mut before: DirStamps) -> Result<Vec<Found>, M
     // `tmp/` and kept by every later rename, so it orders deliveries from any agent and stays put when
     // an IMAP client moves or flags a message. Within one second the base name breaks ties, so message
     // numbers are the same on every listing.
-    found.sort_unstable_by(|a, b| (a.stamp.mtime, &a.base).cmp(&(b.stamp.mtime, &b.base)));
+    found.sort_unstable_by(|a, b| (a.stamp.mtime, a.base()).cmp(&(b.stamp.mtime, b.base())));
     Ok(found)
 }
 
@@ -490,24 +534,26 @@ fn list_dir(
         if name.as_bytes().starts_with(b".") {
             continue;
         }
-        let mut path = sub.join(name);
+        let mut file = MessageFile {
+            dir: i,
+            name: name.as_bytes().into(),
+        };
         // Not following symlinks: a symlink is not a message, and following one could read outside the
         // maildrop. `fstatat` on the directory's handle, without a path walk.
         // The entry's own C string: a `&OsStr` would be copied into nix's 1 KiB stack buffer, at the
         // deepest point of a login (see `Dirs::open`).
         let meta = match stat_at(dir, entry.file_name()) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                with_relocation(root, dirs, &mut path, stat_at)
+                with_relocation(root, dirs, &mut file, stat_at)
             }
-            other => other.map_err(|e| MaildropError::io(&path, e)),
+            other => other.map_err(|e| MaildropError::io(&sub.join(name), e)),
         };
         match meta {
             Ok(st) if is_file(&st) => {
                 let stamp = Stamp::of_stat(&st);
-                let base = base_name(&path).into();
-                found.push(Found { stamp, path, base });
+                found.push(Found::new(stamp, file));
             }
-            Ok(_) => log::debug!("{}: not a regular file, skipped", path.display()),
+            Ok(_) => log::debug!("{}: not a regular file, skipped", file.path(root).display()),
             Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -531,35 +577,37 @@ fn stat_at<P: ?Sized + nix::NixPath>(dir: &File, name: &P) -> io::Result<FileSta
     Ok(fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?)
 }
 
-/// Runs `op` on the directory and name of `path`; if the file is gone, finds it again by base name in
-/// `new/` or `cur/`, stores the new path in `path` and retries once. A file gone for good gives an `Io`
-/// error of kind `NotFound`.
+/// Runs `op` on the directory and name of `file`; if the file is gone, finds it again by base name in
+/// `new/` or `cur/`, stores its new place in `file` and retries once. A file gone for good gives an
+/// `Io` error of kind `NotFound`.
 fn with_relocation<T>(
     root: &Path,
     dirs: &Dirs,
-    path: &mut PathBuf,
+    file: &mut MessageFile,
     mut op: impl FnMut(&File, &OsStr) -> io::Result<T>,
 ) -> Result<T, MaildropError> {
-    let mut run = |path: &Path| dirs.at(root, path).and_then(|(dir, name)| op(dir, name));
-    match run(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            match relocate(root, dirs, base_name(path)) {
-                Ok(Some(moved)) => {
-                    log::debug!("{}: renamed to {}", path.display(), moved.display());
-                    *path = moved;
-                    run(path).map_err(|e| MaildropError::io(path, e))
-                }
-                Ok(None) => Err(MaildropError::io(path, e)),
-                Err(e) => Err(MaildropError::io(root, e)),
+    let mut run = |file: &MessageFile| dirs.at(file).and_then(|(dir, name)| op(dir, name));
+    match run(file) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match relocate(dirs, file.base()) {
+            Ok(Some(moved)) => {
+                log::debug!(
+                    "{}: renamed to {}",
+                    file.path(root).display(),
+                    moved.path(root).display()
+                );
+                *file = moved;
+                run(file).map_err(|e| MaildropError::io(&file.path(root), e))
             }
-        }
-        other => other.map_err(|e| MaildropError::io(path, e)),
+            Ok(None) => Err(MaildropError::io(&file.path(root), e)),
+            Err(e) => Err(MaildropError::io(root, e)),
+        },
+        other => other.map_err(|e| MaildropError::io(&file.path(root), e)),
     }
 }
 
-/// The file in `new/` or `cur/` whose base name is `base`, if any, as `root/new/NAME` or `root/cur/NAME`.
-fn relocate(root: &Path, dirs: &Dirs, base: &[u8]) -> io::Result<Option<PathBuf>> {
-    for (sub, dir) in MESSAGE_DIRS.iter().zip(&dirs.0) {
+/// The file in `new/` or `cur/` whose base name is `base`, if any.
+fn relocate(dirs: &Dirs, base: &[u8]) -> io::Result<Option<MessageFile>> {
+    for (i, dir) in dirs.0.iter().enumerate() {
         let Some(dir) = dir else { continue };
         let mut entries = read_dir(dir)?;
         for entry in entries.iter() {
@@ -567,7 +615,10 @@ fn relocate(root: &Path, dirs: &Dirs, base: &[u8]) -> io::Result<Option<PathBuf>
             // Compared in place: only the name found is copied.
             let name = entry.file_name().to_bytes();
             if base_of(name) == base {
-                return Ok(Some(root.join(sub).join(OsStr::from_bytes(name))));
+                return Ok(Some(MessageFile {
+                    dir: i,
+                    name: name.into(),
+                }));
             }
         }
     }
@@ -608,10 +659,6 @@ pub fn name_info(name: &[u8]) -> (Box<str>, Option<u64>) {
 }
 
 /// The part of a file name before the Maildir info separator `:`; it never changes after delivery.
-fn base_name(path: &Path) -> &[u8] {
-    base_of(path.file_name().map_or(&[][..], |n| n.as_bytes()))
-}
-
 pub(crate) fn base_of(name: &[u8]) -> &[u8] {
     memchr::memchr(b':', name).map_or(name, |i| &name[..i])
 }
@@ -655,15 +702,6 @@ fn no_such_message(root: &Path, index: usize) -> MaildropError {
     MaildropError::io(root, io::Error::new(io::ErrorKind::InvalidInput, msg))
 }
 
-/// Notes which of `new/` and `cur/` lost a file, so that only those are synced.
-fn mark_dir(root: &Path, path: &Path, unlinked: &mut [bool; MESSAGE_DIRS.len()]) {
-    for (i, sub) in MESSAGE_DIRS.iter().enumerate() {
-        if path.parent() == Some(root.join(sub).as_path()) {
-            unlinked[i] = true;
-        }
-    }
-}
-
 impl Dirs {
     /// Makes the unlinks in the directories marked in `unlinked` durable. A deletion lost in a crash
     /// only means a message is downloaded again, so failures are logged, not reported; but the sync
@@ -703,29 +741,6 @@ mod tests {
         let file = File::options().write(true).open(&path).unwrap();
         file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
             .unwrap();
-    }
-
-    #[test]
-    fn below_is_the_relative_part_of_a_joined_path() {
-        for root in ["/srv/mail/u", "/srv/mail/u/", "mail", "/"] {
-            let root = Path::new(root);
-            for rel in ["cur/1.M2P3.host:2,S", "new/x"] {
-                let path = root.join(rel);
-                let got = below(root, &path);
-                assert_eq!(got, Some(Path::new(rel)), "{root:?} {rel}");
-                assert_eq!(got, path.strip_prefix(root).ok());
-            }
-        }
-        let root = Path::new("/srv/mail/u");
-        for other in [
-            "/srv/mail/u",
-            "/srv/mail/u/",
-            "/srv/mail/uv/cur/x",
-            "/srv/mail",
-            "cur/x",
-        ] {
-            assert_eq!(below(root, Path::new(other)), None, "{other}");
-        }
     }
 
     /// `new/` and `cur/` of the maildrop at `root`, as a login opens them.
@@ -943,6 +958,37 @@ mod tests {
     }
 
     #[test]
+    fn message_files_round_trip_through_cache_names() {
+        for name in [&b"new/x"[..], b"cur/1.M2P3.host,S=5:2,S", b"cur/a b:2,"] {
+            let file = MessageFile::from_cache_name(name).unwrap();
+            let written = file.cache_name();
+            assert_eq!([written.dir, b"/", written.file].concat(), name);
+        }
+        assert_eq!(
+            MessageFile::from_cache_name(b"cur/x:2,S").unwrap().base(),
+            b"x"
+        );
+        for bad in [&b"tmp/x"[..], b"x", b"newx", b"/x", b""] {
+            assert!(MessageFile::from_cache_name(bad).is_none());
+        }
+    }
+
+    #[test]
+    fn a_message_moved_to_cur_is_found_there_and_stays_found() {
+        let dir = maildir();
+        let root = dir.path();
+        put(root, "new/x", b"hello\n", 1);
+        let mut md = Maildir::open(root).unwrap();
+        assert_eq!(md.files[0].path(root), root.join("new/x"));
+        fs::rename(root.join("new/x"), root.join("cur/x:2,S")).unwrap();
+        assert_eq!(read_all(&mut md, 0), b"hello\n");
+        assert_eq!(md.files[0].path(root), root.join("cur/x:2,S"));
+        // Found in cur/: UPDATE unlinks it there.
+        drop(Box::new(md).expunge(&[0]).unwrap());
+        assert!(left(root).is_empty());
+    }
+
+    #[test]
     fn flag_changes_during_the_listing_hide_no_message() {
         // An IMAP server flagging messages (renames inside cur/) while we list: on ext4 a plain
         // readdir pass skips some of them now and then.
@@ -1106,6 +1152,10 @@ mod tests {
         assert!(Box::new(md).expunge(&[0, 7, 1]).is_err());
         let md = Maildir::open(root).unwrap();
         assert!(md.messages().is_empty());
+    }
+
+    fn base_name(path: &Path) -> &[u8] {
+        base_of(path.file_name().unwrap().as_bytes())
     }
 
     /// Rewrites the cache entry of `base` to claim `octets`, with a valid checksum.
@@ -1377,9 +1427,9 @@ mod tests {
         fs::rename(root.join("cur/b:2,S"), root.join("cur/b:2,RS")).unwrap();
         settle(root);
         let mut md = Maildir::open(root).unwrap();
-        assert_eq!(md.paths[1], root.join("cur/b:2,S"));
+        assert_eq!(md.files[1].path(root), root.join("cur/b:2,S"));
         assert_eq!(read_all(&mut md, 1), b"bb\n");
-        assert_eq!(md.paths[1], root.join("cur/b:2,RS"));
+        assert_eq!(md.files[1].path(root), root.join("cur/b:2,RS"));
         drop(md);
         // A delivery changes new/: listed again (the forged entry keeps its matching stamp).
         put(root, "new/c", b"c\n", 3);
