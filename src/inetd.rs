@@ -15,7 +15,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::conn;
 use crate::privs::Privileges;
-use crate::server::{self, StartError};
+use crate::server;
+use crate::startup::{self, StartError};
 use crate::stream::{Stream, Transport};
 
 /// Serves the one connection on stdin/stdout.
@@ -27,7 +28,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     // SIGHUP reloads a standalone server; a one-session process has nothing to reload, and the default
     // action would end its session, in UPDATE too, whenever `pkill -HUP poplar` meant the standalone one.
     server::ignore_signals(&[nix::sys::signal::Signal::SIGHUP]);
-    let frontend = match server::frontend(config).and_then(|mut frontend| {
+    let frontend = match startup::frontend(config).and_then(|mut frontend| {
         // As root: switch to the account after login (see `privs`); nothing is parsed as root but logins.
         let privileges = Privileges::inetd(config.run_as.as_deref(), config.mail_group.as_deref())
             .map_err(StartError::config)?;
@@ -45,7 +46,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         stdio().map_err(|e| StartError::runtime(format!("stdin/stdout: {e}")))?;
     let peer = match peer_addr(input.as_fd()) {
         // Behind a load balancer in --proxy-from, the client is the one its PROXY header names.
-        Some(addr) => match server::client_address(&mut input, addr, &frontend) {
+        Some(addr) => match startup::client_address(&mut input, addr, &frontend) {
             Some(client) => client.to_string(),
             None => return Ok(()),
         },
@@ -55,9 +56,9 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         // Only when fd 0 is a socket; a pipe (a test harness) has neither option.
         let sock = SockRef::from(&input);
         let _ = sock.set_tcp_nodelay(true);
-        let _ = server::keepalive(&sock);
+        let _ = startup::keepalive(&sock);
     }
-    let timestamp = frontend.apop_host.as_deref().map(server::apop_timestamp);
+    let timestamp = frontend.apop_host.as_deref().map(startup::apop_timestamp);
     // Until login the read deadline is the login timer; conn switches to the autologout timer after it.
     let stream = Stream::new(
         Transport::Stdio { input, output },

@@ -16,6 +16,8 @@
 //! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts, and TLS over either.
 //! - [`tls`]: the certificate and key (PEM), checked at start-up and reloaded on SIGHUP (feature `tls`).
 //! - [`server`], [`inetd`]: the two front ends.
+//! - [`startup`]: what both front ends share: the session services built from the configuration (user
+//!   database, TLS certificate, APOP host), the start-up error, keepalive, the client behind a PROXY header.
 //! - [`workers`]: session threads kept after a clean session for the next one.
 //! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
 //! - [`reload`]: what SIGHUP swaps: the settings and user database new sessions start with.
@@ -43,6 +45,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod startup;
 pub mod stream;
 pub mod tls;
 pub mod workers;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::server::Frontend;
 use crate::session::UpdateGate;
+use crate::startup::Frontend;
 
 /// The settings the accept loop reads for every new connection.
 pub struct Live {
