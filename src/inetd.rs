@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::conn;
 use crate::privs::Privileges;
-use crate::server;
+use crate::signals;
 use crate::startup::{self, StartError};
 use crate::stream::{Stream, Transport};
 
@@ -24,10 +24,10 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     if !stderr_is_private() {
         silence_stderr();
     }
-    server::ignore_fatal_signals();
+    signals::ignore_fatal_signals();
     // SIGHUP reloads a standalone server; a one-session process has nothing to reload, and the default
     // action would end its session, in UPDATE too, whenever `pkill -HUP poplar` meant the standalone one.
-    server::ignore_signals(&[nix::sys::signal::Signal::SIGHUP]);
+    signals::ignore_signals(&[nix::sys::signal::Signal::SIGHUP]);
     let frontend = match startup::frontend(config).and_then(|mut frontend| {
         // As root: switch to the account after login (see `privs`); nothing is parsed as root but logins.
         let privileges = Privileges::inetd(config.run_as.as_deref(), config.mail_group.as_deref())

@@ -18,6 +18,8 @@
 //! - [`server`], [`inetd`]: the two front ends.
 //! - [`startup`]: what both front ends share: the session services built from the configuration (user
 //!   database, TLS certificate, APOP host), the start-up error, keepalive, the client behind a PROXY header.
+//! - [`signals`]: the signals both front ends ignore, and the self-pipe that turns SIGTERM, SIGINT and
+//!   SIGHUP into events for the standalone server's accept loop.
 //! - [`workers`]: session threads kept after a clean session for the next one.
 //! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
 //! - [`reload`]: what SIGHUP swaps: the settings and user database new sessions start with.
@@ -45,6 +47,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod startup;
 pub mod stream;
 pub mod tls;

@@ -5,15 +5,15 @@
 
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::signal::Signal;
 use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::admission::{PerIp, Ticket};
@@ -23,6 +23,7 @@ use crate::config::{Config, DEFAULT_PORT};
 use crate::conn;
 use crate::privs::Privileges;
 use crate::reload::Live;
+use crate::signals::{self, SignalPipe};
 use crate::startup::{Frontend, StartError, apop_timestamp, client_address, frontend, keepalive};
 use crate::stream::{Stream, Transport};
 use crate::workers;
@@ -37,24 +38,6 @@ pub const SESSION_STACK: usize = 128 * 1024;
 
 /// Kernel accept queue: the classic SOMAXCONN, enough for bursts of fetchmail cron jobs.
 const BACKLOG: i32 = 1024;
-
-/// Signals whose default action would kill every session for one session's trouble are ignored, so the
-/// failing system call returns an error to that session instead: SIGPIPE (a client gone mid-write gives
-/// EPIPE) and SIGXFSZ (a file size limit, `ulimit -f`, gives EFBIG during an mbox UPDATE, which rolls back).
-pub fn ignore_fatal_signals() {
-    ignore_signals(&[Signal::SIGPIPE, Signal::SIGXFSZ]);
-}
-
-/// Sets `signals` to be ignored, process-wide.
-pub fn ignore_signals(signals: &[Signal]) {
-    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    for &signal in signals {
-        // SAFETY: SIG_IGN installs no code.
-        if let Err(e) = unsafe { sigaction(signal, &ignore) } {
-            log::warn!("cannot ignore {signal}: {e}");
-        }
-    }
-}
 
 /// A listening socket; `implicit_tls` ones (`--listen-tls`, RFC 8314) start every connection with a
 /// TLS handshake.
@@ -76,7 +59,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
 /// Runs the standalone server until SIGTERM or SIGINT; SIGHUP calls `reload` and puts the result into
 /// effect for new sessions.
 pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
-    ignore_fatal_signals();
+    signals::ignore_fatal_signals();
     let activated = crate::activation::listeners().map_err(StartError::runtime)?;
     let mut frontend = frontend(config)?;
     let listeners = match activated {
@@ -555,53 +538,5 @@ fn wait_for_sessions(live: &Live, active: &AtomicUsize) {
             return;
         }
         thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The self-pipe trick: signal handlers only write a byte, which wakes the accept loop's `poll`. SIGTERM
-/// and SIGINT stop the server; SIGHUP asks for a reload.
-struct SignalPipe {
-    read: OwnedFd,
-    _write: OwnedFd,
-}
-
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(signal: nix::libc::c_int) {
-    let fd = SIGNAL_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let byte = signal as u8;
-        // SAFETY: write(2) is async-signal-safe; the fd stays open for the life of the process.
-        unsafe { nix::libc::write(fd, (&raw const byte).cast(), 1) };
-    }
-}
-
-impl SignalPipe {
-    fn install() -> nix::Result<SignalPipe> {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        SIGNAL_FD.store(write.as_raw_fd(), Ordering::Relaxed);
-        let action = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        for signal in crate::workers::HANDLED_SIGNALS {
-            // SAFETY: the handler only calls write(2) on a descriptor it loads atomically.
-            unsafe { sigaction(signal, &action) }?;
-        }
-        Ok(SignalPipe {
-            read,
-            _write: write,
-        })
-    }
-
-    /// The signal that arrived, if any.
-    fn take(&self) -> Option<Signal> {
-        let mut byte = [0u8; 1];
-        match nix::unistd::read(&self.read, &mut byte) {
-            Ok(1) => Signal::try_from(i32::from(byte[0])).ok(),
-            _ => None,
-        }
     }
 }

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
+
+use crate::signals::HANDLED_SIGNALS;
 
 /// Work for a session thread.
 pub trait Work: Send + 'static {
@@ -91,12 +93,6 @@ fn start(job: Job, name: &str, stack: usize) -> std::io::Result<()> {
         }
     }
 }
-
-/// The signals the server handles (see `server`); a session thread blocks them all, so the kernel
-/// gives them to the main thread, which waits for them. A session thread that took one would see a
-/// read or write on its socket fail with EINTR (a socket timeout makes the call unrestartable even
-/// under SA_RESTART), which rustls passes up from a flush, ending the session.
-pub const HANDLED_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 fn serve(mut job: Job) {
     block_handled_signals();
