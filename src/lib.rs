@@ -21,6 +21,7 @@
 //! - [`signals`]: the signals both front ends ignore, and the self-pipe that turns SIGTERM, SIGINT and
 //!   SIGHUP into events for the standalone server's accept loop.
 //! - [`workers`]: session threads kept after a clean session for the next one.
+//! - [`listen`]: the standalone server's listening sockets, bound from the settings or passed by systemd.
 //! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
 //! - [`reload`]: what SIGHUP swaps: the settings and user database new sessions start with.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
@@ -38,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod inetd;
+pub mod listen;
 pub mod lock;
 pub mod logging;
 pub mod maildrop;

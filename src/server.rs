@@ -1,10 +1,10 @@
-//! The standalone front end: listeners built with socket2 or handed over by systemd socket activation, an
-//! accept loop that gives each connection its own OS thread, the session cap, reloading on SIGHUP (the
-//! configuration, the passwd-file and the TLS certificate), and orderly shutdown on SIGTERM/SIGINT. What
-//! it shares with the inetd front end is in `startup`.
+//! The standalone front end: an accept loop over the listening sockets (`listen`) that gives each
+//! connection its own OS thread, the session cap and the descriptors it needs, reloading on SIGHUP (the
+//! configuration, the passwd-file and the TLS certificate), and orderly shutdown on SIGTERM/SIGINT
+//! (`signals`). What it shares with the inetd front end is in `startup`.
 
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::SockRef;
 
 use crate::admission::{PerIp, Ticket};
 use crate::check;
 use crate::cli::Origins;
-use crate::config::{Config, DEFAULT_PORT};
+use crate::config::Config;
 use crate::conn;
+use crate::listen::{self, Listener};
 use crate::privs::Privileges;
 use crate::reload::Live;
 use crate::signals::{self, SignalPipe};
@@ -35,16 +36,6 @@ use crate::workers;
 /// stack would save no memory, only address space, so the reserve stays 8 times the high-water mark
 /// (TLS handshakes run on this stack too).
 pub const SESSION_STACK: usize = 128 * 1024;
-
-/// Kernel accept queue: the classic SOMAXCONN, enough for bursts of fetchmail cron jobs.
-const BACKLOG: i32 = 1024;
-
-/// A listening socket; `implicit_tls` ones (`--listen-tls`, RFC 8314) start every connection with a
-/// TLS handshake.
-struct Listener {
-    socket: TcpListener,
-    implicit_tls: bool,
-}
 
 /// Re-reads the configuration (the same files and command line as at start-up), for SIGHUP, with where
 /// each setting came from.
@@ -63,24 +54,8 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     let activated = crate::activation::listeners().map_err(StartError::runtime)?;
     let mut frontend = frontend(config)?;
     let listeners = match activated {
-        Some(listeners) => {
-            if !config.listen.is_empty() || !config.listen_tls.is_empty() {
-                log::warn!(
-                    "socket activation: using the {} passed sockets, not the listen settings",
-                    listeners.len()
-                );
-            }
-            // Passed sockets speak POP3 in the clear (with STLS when a certificate is set); for port 995
-            // under systemd use `--inetd --tls` with Accept=yes.
-            listeners
-                .into_iter()
-                .map(|socket| Listener {
-                    socket,
-                    implicit_tls: false,
-                })
-                .collect()
-        }
-        None => self::listeners(config)?,
+        Some(sockets) => listen::adopted(sockets, config),
+        None => listen::listeners(config)?,
     };
     ensure_descriptors(config.max_sessions);
     // After binding (port 110 needs root), before the first accept: see `privs` for the model.
@@ -125,30 +100,6 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     drop(listeners);
     wait_for_sessions(&live, &active);
     Ok(())
-}
-
-/// The `--listen` sockets, then the `--listen-tls` ones. The port 110 default applies only when neither is
-/// given, so a TLS-only server is `--listen-tls [::]:995` alone.
-fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
-    let mut listeners = Vec::new();
-    if !config.listen.is_empty() || config.listen_tls.is_empty() {
-        listeners.extend(
-            bind_all(&config.listen)?
-                .into_iter()
-                .map(|socket| Listener {
-                    socket,
-                    implicit_tls: false,
-                }),
-        );
-    }
-    for (i, a) in config.listen_tls.iter().enumerate() {
-        let socket = bind(*a).map_err(|e| StartError::bind("listen-tls", i, *a, e))?;
-        listeners.push(Listener {
-            socket,
-            implicit_tls: true,
-        });
-    }
-    Ok(listeners)
 }
 
 /// SIGHUP: a configuration or passwd-file that does not load is logged and the running one kept, so a
@@ -237,40 +188,6 @@ enum Event {
     Reload,
     /// SIGTERM or SIGINT.
     Stop(Signal),
-}
-
-/// Binds the configured addresses, or port 110 on all IPv6 and IPv4 addresses by default.
-fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
-    if !addrs.is_empty() {
-        return addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| bind(*a).map_err(|e| StartError::bind("listen", i, *a, e)))
-            .collect();
-    }
-    let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PORT));
-    let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, DEFAULT_PORT));
-    let mut listeners = Vec::new();
-    match bind(v6) {
-        Ok(l) => listeners.push(l),
-        // A host without IPv6 still serves IPv4.
-        Err(e) => log::warn!("listen {v6}: {e}; serving IPv4 only"),
-    }
-    listeners.push(bind(v4).map_err(|e| StartError::runtime(format!("listen {v4}: {e}")))?);
-    Ok(listeners)
-}
-
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        // IPv4 gets its own listener, so the IPv6 one must not claim v4-mapped addresses too.
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 fn accept_loop(
