@@ -2,7 +2,7 @@
 //! in `.poplar.cache` at the top of the maildrop, so a second login does not read every message again;
 //! and the listing itself (each message's file name in `new/` or `cur/`, in delivery order) with the
 //! stamps of those two directories, so a login that finds them unchanged need not list them at all.
-//! Owns the file format, its checks and its atomic replacement; `maildir.rs` decides what to look up.
+//! Owns the file format, its checks and its atomic replacement; `maildir/mod.rs` decides what to look up.
 //! Unique-ids need no cache: they are the base name, or its MD5, computed from the listing alone (or,
 //! with `maildir-uidl = dovecot`, read from `dovecot-uidlist` at every login; see `maildir_uidl.rs`).
 //!
@@ -16,7 +16,7 @@
 //! its modification time. A stamp is recorded only once it is [`SETTLE_SECS`] old, because file systems
 //! keep coarse clocks (ext4 ticks with the scheduler) and a delivery in the same tick as our listing would
 //! leave the stamp unchanged. A message rewritten in place (which Maildir forbids) keeps its directory's
-//! stamp; `maildir.rs` catches it when the message is opened and drops the cache.
+//! stamp; `maildir/mod.rs` catches it when the message is opened and drops the cache.
 //!
 //! Parsing and formatting are pure; `load` and `save` do the I/O.
 

@@ -2,7 +2,7 @@
 //! and Dovecot's `%f` give), or the ids Dovecot's POP3 server announced, read from the Maildir's
 //! `dovecot-uidlist`, so that clients that leave mail on the server do not download it all again after
 //! a move from Dovecot. Owns the setting, the file's parser (pure), reading the file, and keeping the
-//! ids unique; `maildir.rs` decides when to ask.
+//! ids unique; `maildir/mod.rs` decides when to ask.
 //!
 //! The file, as Dovecot's `maildir-uidlist.c` reads it: a header line, then one line per message.
 //!

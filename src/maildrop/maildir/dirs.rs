@@ -1,0 +1,220 @@
+//! The handles of a maildrop's `new/` and `cur/`, opened once at login, and the message files in them:
+//! every look-up, open and unlink of a message goes through these handles, and a file another program
+//! renamed is found again here by its base name. Not the listing (`list.rs`) nor the naming rules
+//! (`names.rs`).
+
+use std::ffi::{CStr, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
+
+use super::names::base_of;
+use crate::maildrop::MaildropError;
+use crate::maildrop::cache::{self, DirStamps, Stamp};
+
+/// Where messages live. `new/` is listed first so that a file moved to `cur/` while we list is still seen.
+pub(super) const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
+
+/// Handles of `new/` and `cur/` (in `MESSAGE_DIRS` order), `None` for one that is missing.
+///
+/// Read-only directory handles, so that `fsync` works on them; not `O_NOFOLLOW`: `new/` or `cur/` may
+/// be a symlink to a spool elsewhere, and the listing has always followed it. Two descriptors per
+/// session, held from login to the end: idle sessions cost two entries in the descriptor table each,
+/// and a RETR opens a message with one `openat` of its name, with no path walk (musl's `openat`, unlike
+/// its `open`, also sets O_CLOEXEC without a second system call).
+pub(super) struct Dirs(pub(super) [Option<File>; MESSAGE_DIRS.len()]);
+
+impl Dirs {
+    pub(super) fn none() -> Dirs {
+        Dirs([None, None])
+    }
+
+    /// Opens `new/` and `cur/` under `top`, the handle of the maildrop at `root`.
+    pub(super) fn open(top: &OwnedFd, root: &Path) -> Result<Dirs, MaildropError> {
+        // The names as C strings: nix copies a `&str` into a 1 KiB stack buffer to add the NUL. Inlined
+        // into the login's frames, such buffers sat under every call the listing makes, and the deepest
+        // stack page a login touches stays resident for the whole session, idle or not.
+        const NAMES: [&CStr; MESSAGE_DIRS.len()] = [c"new", c"cur"];
+        let open = |i: usize| {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            match openat(top, NAMES[i], flags, Mode::empty()) {
+                Ok(fd) => Ok(Some(File::from(fd))),
+                // A maildrop without `new/` or `cur/` simply has no messages there.
+                Err(nix::errno::Errno::ENOENT) => Ok(None),
+                Err(e) => Err(MaildropError::io(&root.join(MESSAGE_DIRS[i]), e.into())),
+            }
+        };
+        Ok(Dirs([open(0)?, open(1)?]))
+    }
+
+    /// The stamps of `new/` and `cur/`; zero for a missing one. A symlink was followed when they were
+    /// opened: deliveries change the directory it points to, never the link, so the link's own stamp
+    /// would vouch for a listing forever.
+    pub(super) fn stamps(&self, root: &Path) -> Result<DirStamps, MaildropError> {
+        let stamp = |i: usize| match &self.0[i] {
+            Some(dir) => dir
+                .metadata()
+                .map(|meta| Stamp::of(&meta))
+                .map_err(|e| MaildropError::io(&root.join(MESSAGE_DIRS[i]), e)),
+            None => Ok(Stamp::default()),
+        };
+        Ok(DirStamps {
+            new: stamp(0)?,
+            cur: stamp(1)?,
+        })
+    }
+
+    /// The directory handle and file name of a message's `file`.
+    fn at<'f>(&self, file: &'f MessageFile) -> io::Result<(&File, &'f OsStr)> {
+        match &self.0[file.dir] {
+            Some(dir) => Ok((dir, OsStr::from_bytes(&file.name))),
+            // In a directory missing at login: not one of this session's files.
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not in new/ or cur/",
+            )),
+        }
+    }
+
+    /// Makes the unlinks in the directories marked in `unlinked` durable. A deletion lost in a crash
+    /// only means a message is downloaded again, so failures are logged, not reported; but the sync
+    /// costs little.
+    pub(super) fn sync(&self, root: &Path, unlinked: [bool; MESSAGE_DIRS.len()]) {
+        for (i, dir) in self.0.iter().enumerate() {
+            let Some(dir) = dir.as_ref().filter(|_| unlinked[i]) else {
+                continue;
+            };
+            if let Err(e) = dir.sync_all() {
+                log::debug!("{}: fsync: {e}", root.join(MESSAGE_DIRS[i]).display());
+            }
+        }
+    }
+}
+
+/// A message's file: which of `MESSAGE_DIRS` holds it, and its name there. The path is rebuilt only
+/// for messages in logs and errors: a session on a 100,000-message maildrop keeps one of these per
+/// message, and the maildrop's path and `cur/` in each of them cost more than the names themselves.
+pub(super) struct MessageFile {
+    /// An index into `MESSAGE_DIRS` (and `Dirs`).
+    pub(super) dir: usize,
+    pub(super) name: Box<[u8]>,
+}
+
+impl MessageFile {
+    /// The file of a cache entry, `new/NAME` or `cur/NAME`.
+    pub(super) fn from_cache_name(name: &[u8]) -> Option<MessageFile> {
+        let (sub, file) = name.split_at(memchr::memchr(b'/', name)?);
+        let dir = MESSAGE_DIRS.iter().position(|d| d.as_bytes() == sub)?;
+        Some(MessageFile {
+            dir,
+            name: file[1..].into(),
+        })
+    }
+
+    /// `new/NAME` or `cur/NAME`, as the cache records it.
+    pub(super) fn cache_name(&self) -> cache::Name<'_> {
+        cache::Name {
+            dir: MESSAGE_DIRS[self.dir].as_bytes(),
+            file: &self.name,
+        }
+    }
+
+    /// The part of the name that never changes after delivery; see `base_of`.
+    pub(super) fn base(&self) -> &[u8] {
+        base_of(&self.name)
+    }
+
+    /// `root/new/NAME` or `root/cur/NAME`, for logs and errors.
+    pub(super) fn path(&self, root: &Path) -> PathBuf {
+        root.join(MESSAGE_DIRS[self.dir])
+            .join(OsStr::from_bytes(&self.name))
+    }
+}
+
+/// The entries of `dir` from the start: a new open of it for each reading, since a `Dir` keeps its
+/// place, and the handle every pass and look-up shares cannot be rewound without one.
+pub(super) fn read_dir(dir: &File) -> io::Result<Dir> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    Ok(Dir::openat(dir, c".", flags, Mode::empty())?)
+}
+
+/// Runs `op` on the directory and name of `file`; if the file is gone, finds it again by base name in
+/// `new/` or `cur/`, stores its new place in `file` and retries once. A file gone for good gives an
+/// `Io` error of kind `NotFound`.
+pub(super) fn with_relocation<T>(
+    root: &Path,
+    dirs: &Dirs,
+    file: &mut MessageFile,
+    mut op: impl FnMut(&File, &OsStr) -> io::Result<T>,
+) -> Result<T, MaildropError> {
+    let mut run = |file: &MessageFile| dirs.at(file).and_then(|(dir, name)| op(dir, name));
+    match run(file) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match relocate(dirs, file.base()) {
+            Ok(Some(moved)) => {
+                log::debug!(
+                    "{}: renamed to {}",
+                    file.path(root).display(),
+                    moved.path(root).display()
+                );
+                *file = moved;
+                run(file).map_err(|e| MaildropError::io(&file.path(root), e))
+            }
+            Ok(None) => Err(MaildropError::io(&file.path(root), e)),
+            Err(e) => Err(MaildropError::io(root, e)),
+        },
+        other => other.map_err(|e| MaildropError::io(&file.path(root), e)),
+    }
+}
+
+/// The file in `new/` or `cur/` whose base name is `base`, if any.
+fn relocate(dirs: &Dirs, base: &[u8]) -> io::Result<Option<MessageFile>> {
+    for (i, dir) in dirs.0.iter().enumerate() {
+        let Some(dir) = dir else { continue };
+        let mut entries = read_dir(dir)?;
+        for entry in entries.iter() {
+            let entry = entry?;
+            // Compared in place: only the name found is copied.
+            let name = entry.file_name().to_bytes();
+            if base_of(name) == base {
+                return Ok(Some(MessageFile {
+                    dir: i,
+                    name: name.into(),
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Opens a message for reading. `O_NOFOLLOW`: a file swapped for a symlink after listing is refused.
+pub(super) fn open_at(dir: &File, name: &OsStr) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(File::from(openat(dir, name, flags, Mode::empty())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_files_round_trip_through_cache_names() {
+        for name in [&b"new/x"[..], b"cur/1.M2P3.host,S=5:2,S", b"cur/a b:2,"] {
+            let file = MessageFile::from_cache_name(name).unwrap();
+            let written = file.cache_name();
+            assert_eq!([written.dir, b"/", written.file].concat(), name);
+        }
+        assert_eq!(
+            MessageFile::from_cache_name(b"cur/x:2,S").unwrap().base(),
+            b"x"
+        );
+        for bad in [&b"tmp/x"[..], b"x", b"newx", b"/x", b""] {
+            assert!(MessageFile::from_cache_name(bad).is_none());
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The Maildir backend: messages from `new/` and `cur/` (never `tmp/`), in delivery order, under an
+//! exclusive `flock` on a lock file in the maildrop. Owns listing, sizing and naming messages, opening
+//! them and unlinking the deleted ones; the wire encoding of bodies is `proto::body`'s job.
+//!
+//! Message sizes are remembered in the size cache (`cache.rs`), so only messages new since the last
+//! session are read at login; and when neither `new/` nor `cur/` changed since the cache was written
+//! (their stamps, see `cache.rs`), the listing comes from the cache too, without a `readdir` or a `stat`.
+//! Each message is then checked when it is opened: a file changed in place drops the cache.
+//!
+//! Other programs (an IMAP server, a mail reader) may rename files while we hold our lock: moving
+//! `new/x` to `cur/x:2,S` or changing the flags after `:2,`. The part of the name before the first
+//! `:` (the "base name") never changes, so every file operation that finds its file gone looks it
+//! up again by base name before giving up.
+//!
+//! Messages are never reached through the maildrop's path: at login the lock, `new/` and `cur/` are
+//! opened under one handle of its directory, and every listing, look-up, read and unlink goes through
+//! the handles of `new/` and `cur/`. So a session lists, reads and expunges the maildrop it locked,
+//! even if its path is renamed and names another directory meanwhile. (The size cache is still found
+//! by path; it checks itself against what it describes.)
+//!
+//! The naming rules are `names`'s, the listing `list`'s, the handles of `new/` and `cur/` and the
+//! relocation of renamed files `dirs`'s.
+
+mod dirs;
+mod list;
+mod names;
+#[cfg(test)]
+mod testing;
+
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use crate::proto::body::OctetCounter;
+
+use super::cache::{self, Cache, DirStamps, Stamp};
+use super::maildir_uidl::{self, MaildirUidl};
+use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
+use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
+use dirs::{Dirs, MESSAGE_DIRS, MessageFile, open_at, with_relocation};
+use list::list;
+pub(crate) use names::base_of;
+pub use names::name_info;
+use names::{uid_of, virtual_size};
+
+/// The lock file, in the maildrop's top directory so that it is never listed as a message.
+const LOCK_FILE: &str = ".poplar.lock";
+/// `LOCK_FILE` as `openat` takes it (see `Dirs::open` for why not the `&str`).
+const LOCK_FILE_C: &CStr = c".poplar.lock";
+/// Read size when a message's octets must be counted.
+const CHUNK: usize = 64 * 1024;
+
+pub struct Maildir {
+    root: PathBuf,
+    messages: Vec<MessageInfo>,
+    /// `files[i]` is message `i`'s file, updated when found renamed.
+    files: Vec<MessageFile>,
+    /// `stamps[i]`: message `i`'s file when listed or cached, to catch a file changed in place.
+    stamps: Vec<Stamp>,
+    /// `new/` and `cur/` as opened at login: what the session lists, reads and unlinks in.
+    dirs: Dirs,
+    /// `None` only when the maildrop does not exist yet: there is nothing to protect.
+    _lock: Option<SessionLock>,
+}
+
+impl Maildir {
+    /// Locks the maildrop at `path` and lists its messages, with base-name unique-ids.
+    pub fn open(path: &Path) -> Result<Maildir, MaildropError> {
+        Maildir::open_with(path, MaildirUidl::Name)
+    }
+
+    /// Locks the maildrop at `path` and lists its messages, with unique-ids from `uidl`. A maildrop
+    /// that does not exist yet (a new user with no mail) is empty; nothing is created except the lock
+    /// file in an existing maildrop.
+    pub fn open_with(path: &Path, uidl: MaildirUidl) -> Result<Maildir, MaildropError> {
+        let mut md = Maildir::open_listed(path)?;
+        if uidl == MaildirUidl::Dovecot && !md.messages.is_empty() {
+            md.dovecot_ids();
+        }
+        Ok(md)
+    }
+
+    /// Replaces base-name unique-ids with those `dovecot-uidlist` gives, read afresh: the size cache
+    /// holds no ids, so a file Dovecot changed since the last login is always seen.
+    ///
+    /// Never inlined: its frame stays off the stack of sessions that do not call it.
+    #[inline(never)]
+    fn dovecot_ids(&mut self) {
+        let Some(list) = maildir_uidl::load(&self.root) else {
+            return;
+        };
+        let bases: Vec<&[u8]> = self.files.iter().map(MessageFile::base).collect();
+        maildir_uidl::apply(&list, &mut self.messages, &bases);
+    }
+
+    /// The locking and listing of `open_with`, with base-name unique-ids.
+    fn open_listed(path: &Path) -> Result<Maildir, MaildropError> {
+        // The lock and the message directories are opened under one handle of the maildrop, so they
+        // belong to the same one even if its path is renamed meanwhile. `O_PATH`: only search
+        // permission is needed, as for a path. The path itself may lead through symlinks (a home
+        // directory elsewhere), so it is followed.
+        // A C string of our own: nix would copy the path into a 1 KiB buffer in this frame, which is
+        // on the stack under every call of the login's listing (see `Dirs::open`).
+        let c_path =
+            CString::new(path.as_os_str().as_bytes()).map_err(|_| MaildropError::BadPath {
+                reason: format!("{}: a NUL in the path", path.display()),
+            })?;
+        let top = match nix::fcntl::open(
+            c_path.as_c_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(top) => top,
+            // The maildrop is missing: no mail yet.
+            Err(nix::errno::Errno::ENOENT) => {
+                return Ok(Maildir::listed(
+                    path,
+                    Listing::default(),
+                    Dirs::none(),
+                    None,
+                ));
+            }
+            Err(e) => return Err(MaildropError::io(path, e.into())),
+        };
+        let lock = match SessionLock::acquire_within_at(&top, LOCK_FILE_C, SESSION_LOCK_WAIT) {
+            Ok(TryLock::Acquired(lock)) => lock,
+            Ok(TryLock::Busy) => {
+                return Err(MaildropError::InUse {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(MaildropError::io(&path.join(LOCK_FILE), e)),
+        };
+        let dirs = Dirs::open(&top, path)?;
+        drop(top);
+        // Before listing: a change made while we list must show as a change next time. And the clock
+        // before the stamps: they may vouch for the listing only if they were settled when it began; a
+        // login that took longer than `SETTLE_SECS` (counting a large backlog) would otherwise record
+        // the stamp of a directory changed just before it listed, which a delivery in the same clock
+        // tick, missed by the listing, leaves as it is.
+        let began = unix_now();
+        let listed = dirs.stamps(path)?;
+        let cache = Cache::load(path);
+        if cache.dirs.is_some_and(|cached| cached == listed) {
+            let listing = from_cache(&cache);
+            return Ok(Maildir::listed(path, listing, dirs, Some(lock)));
+        }
+        let listing = Maildir::list_afresh(path, &dirs, listed, began, &cache)?;
+        Ok(Maildir::listed(path, listing, dirs, Some(lock)))
+    }
+
+    /// Lists the maildrop's directories (the cache did not vouch for the last listing), counts the
+    /// messages the cache does not know and saves the cache when it changed. Not inlined: its frame is
+    /// then on the stack only while it runs, not under the rest of the login.
+    #[inline(never)]
+    fn list_afresh(
+        path: &Path,
+        dirs: &Dirs,
+        listed: DirStamps,
+        began: i64,
+        cache: &Cache,
+    ) -> Result<Listing, MaildropError> {
+        let found = list(path, dirs, listed)?;
+        let mut messages = Vec::with_capacity(found.len());
+        let mut files = Vec::with_capacity(found.len());
+        let mut stamps = Vec::with_capacity(found.len());
+        let mut buf = Vec::new();
+        let mut counted = 0usize;
+        for mut found in found {
+            let base = found.base();
+            let octets = match virtual_size(base).or_else(|| cache.get(base, found.stamp)) {
+                Some(n) => n,
+                None => {
+                    // The read buffer is allocated only when some message must really be read.
+                    buf.resize(CHUNK, 0);
+                    counted += 1;
+                    let count = |dir: &File, name: &OsStr| count_at(dir, name, &mut buf);
+                    match with_relocation(path, dirs, &mut found.file, count) {
+                        Ok(n) => n,
+                        // Deleted by another program since we listed it: it is simply not in this session.
+                        Err(MaildropError::Io { source, .. })
+                            if source.kind() == io::ErrorKind::NotFound =>
+                        {
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            messages.push(MessageInfo {
+                octets,
+                uid: uid_of(found.base()),
+            });
+            files.push(found.file);
+            stamps.push(found.stamp);
+        }
+        // Rewritten only when it no longer matches the maildrop: new messages counted, old ones gone, or
+        // directories changed (renamed files have new names).
+        let settled = Some(listed).filter(|d| d.settled(began));
+        if counted > 0 || cache.len() != messages.len() || cache.dirs != settled {
+            let entries = files
+                .iter()
+                .zip(&stamps)
+                .zip(&messages)
+                .map(|((f, s), m)| (f.cache_name(), *s, m.octets));
+            if let Err(e) = cache::save(path, settled, entries) {
+                log::debug!("{}: cannot save the size cache: {e}", path.display());
+            }
+        }
+        Ok((messages, files, stamps))
+    }
+
+    fn listed(
+        root: &Path,
+        (messages, files, stamps): Listing,
+        dirs: Dirs,
+        lock: Option<SessionLock>,
+    ) -> Maildir {
+        Maildir {
+            root: root.to_path_buf(),
+            messages,
+            files,
+            stamps,
+            dirs,
+            _lock: lock,
+        }
+    }
+}
+
+/// Seconds since the epoch, as `DirStamps::settled` takes them.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Messages, their files and the files' stamps, in delivery order.
+type Listing = (Vec<MessageInfo>, Vec<MessageFile>, Vec<Stamp>);
+
+/// The listing as cached: messages, files and stamps, in the cached (delivery) order.
+fn from_cache(cache: &Cache) -> Listing {
+    let mut messages = Vec::with_capacity(cache.len());
+    let mut files = Vec::with_capacity(cache.len());
+    let mut stamps = Vec::with_capacity(cache.len());
+    for (name, entry) in cache.entries() {
+        // `Cache::load` keeps only `new/NAME` and `cur/NAME` entries, so none is skipped here.
+        let Some(file) = MessageFile::from_cache_name(name) else {
+            continue;
+        };
+        messages.push(MessageInfo {
+            octets: entry.octets,
+            uid: uid_of(file.base()),
+        });
+        files.push(file);
+        stamps.push(entry.stamp);
+    }
+    (messages, files, stamps)
+}
+
+impl Maildrop for Maildir {
+    fn messages(&self) -> &[MessageInfo] {
+        &self.messages
+    }
+
+    fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
+        let message = self
+            .files
+            .get_mut(index)
+            .ok_or_else(|| no_such_message(&self.root, index))?;
+        let file = with_relocation(&self.root, &self.dirs, message, open_at)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| MaildropError::io(&message.path(&self.root), e))?;
+        // Maildir messages never change once delivered; one that did may have another size than listed.
+        // It is served as it is now, and the cache goes, so the next login counts and lists afresh.
+        if Stamp::of(&meta) != self.stamps[index] {
+            log::debug!(
+                "{}: changed since it was listed; size cache dropped",
+                message.path(&self.root).display()
+            );
+            cache::remove(&self.root);
+        }
+        // Read no further than the size just taken: the reader then ends without one more `read`
+        // system call to find the end of the file.
+        Ok(Box::new(FileRange::new(file, 0, meta.len())))
+    }
+
+    /// Unlinks every deleted message, even after a failure, and reports the first real failure: a
+    /// message left behind is downloaded again next time, which is better than deleting too little.
+    fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
+        // Unlinked under the handles of `new/` and `cur/` opened at login: the files of the maildrop
+        // this session listed and locked, even if its path was renamed and now names another one.
+        let mut first_err = None;
+        let mut unlinked = [false; MESSAGE_DIRS.len()];
+        for &index in deleted {
+            let Some(file) = self.files.get_mut(index) else {
+                first_err.get_or_insert(no_such_message(&self.root, index));
+                continue;
+            };
+            let unlink =
+                |dir: &File, name: &OsStr| Ok(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?);
+            match with_relocation(&self.root, &self.dirs, file, unlink) {
+                // Only the directories that lost a file are synced.
+                Ok(()) => unlinked[file.dir] = true,
+                Err(MaildropError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
+                    log::debug!(
+                        "{}: already gone, counted as deleted",
+                        file.path(&self.root).display()
+                    );
+                }
+                Err(e) => {
+                    log::debug!("expunge: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.dirs.sync(&self.root, unlinked);
+        first_err.map_or(Ok(Tidy::nothing()), Err)
+    }
+}
+
+fn count_at(dir: &File, name: &OsStr, buf: &mut [u8]) -> io::Result<u64> {
+    count_octets(&mut open_at(dir, name)?, buf)
+}
+
+/// Octets as RETR sends them (RFC 1939 section 3: "lines end with a CRLF pair"): every byte, plus one
+/// for each LF without a CR before it, plus the CRLF added to a last line without one. Byte-stuffing is
+/// not counted: RFC 1939 section 5 sizes the message, not its transmission. This is the rule of
+/// `proto::body`'s encoder, kept here so listing does not depend on the codec.
+fn count_octets(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u64> {
+    // The encoder's own counter, so LIST can never disagree with what RETR sends.
+    let mut counter = OctetCounter::new();
+    loop {
+        match r.read(buf) {
+            Ok(0) => return Ok(counter.finish()),
+            Ok(n) => counter.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn no_such_message(root: &Path, index: usize) -> MaildropError {
+    let msg = format!("no message at index {index}");
+    MaildropError::io(root, io::Error::new(io::ErrorKind::InvalidInput, msg))
+}
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

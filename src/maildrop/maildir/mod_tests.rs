@@ -1,0 +1,591 @@
+//! Tests for the Maildir backend on real directories: opening, listing, sizing, reading, relocation,
+//! expunge, the size cache and Dovecot unique-ids.
+
+use super::testing::{maildir, put};
+use super::*;
+use crate::maildrop::MAX_UID;
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+fn uids(md: &Maildir) -> Vec<&str> {
+    md.messages().iter().map(|m| &*m.uid).collect()
+}
+
+fn read_all(md: &mut Maildir, index: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    md.open_message(index)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn counts_octets_in_any_chunk_size() {
+    let cases: [(&[u8], u64); 9] = [
+        (b"", 0),
+        (b"\n", 2),
+        (b"a\nb\n", 6),
+        (b"a\r\nb\r\n", 6),
+        (b"a\nb", 6),
+        (b"a\r\nb", 6),
+        (b"a\r\n\n", 5),
+        // A lone final CR is a cut-short CRLF: the encoder adds only the LF.
+        (b"\r", 2),
+        (b"\n\n\r\n\r\r\n", 9),
+    ];
+    for (input, want) in cases {
+        for size in [1, 2, 3, CHUNK] {
+            let mut buf = vec![0; size];
+            let got = count_octets(&mut &input[..], &mut buf).unwrap();
+            assert_eq!(got, want, "{input:?} in chunks of {size}");
+        }
+    }
+}
+
+#[test]
+fn lists_in_delivery_order() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/b", b"", 100);
+    put(root, "cur/a:2,S", b"", 200);
+    put(root, "new/c", b"", 100);
+    put(root, "cur/0:2,", b"", 300);
+    let md = Maildir::open(root).unwrap();
+    assert_eq!(uids(&md), ["b", "c", "a", "0"]);
+}
+
+#[test]
+fn sizes_messages() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/1.lf", b"a\nb\n", 1);
+    put(root, "new/2.crlf", b"a\r\nb\r\n", 2);
+    put(root, "new/3.open", b"a\nb", 3);
+    put(root, "new/4.dovecot,S=4,W=1000", b"a\nb\n", 4);
+    put(root, "cur/5.bad,W=1k:2,S", b"abc\n", 5);
+    put(root, "new/6.empty", b"", 6);
+    let md = Maildir::open(root).unwrap();
+    let octets: Vec<u64> = md.messages().iter().map(|m| m.octets).collect();
+    assert_eq!(octets, [6, 6, 6, 1000, 5, 0]);
+    assert_eq!(uids(&md)[4], "5.bad,W=1k");
+}
+
+#[test]
+fn ignores_tmp_hidden_and_special_files() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/m1", b"x\n", 1);
+    put(root, "tmp/m2", b"x\n", 2);
+    put(root, "new/.m3", b"x\n", 3);
+    put(root, "cur/.m4:2,S", b"x\n", 4);
+    fs::create_dir(root.join("cur/subdir")).unwrap();
+    std::os::unix::fs::symlink(root.join("new/m1"), root.join("cur/link")).unwrap();
+    put(root, "m5", b"x\n", 5);
+    let md = Maildir::open(root).unwrap();
+    assert_eq!(uids(&md), ["m1"]);
+}
+
+#[test]
+fn missing_maildrop_is_empty_and_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Maildir");
+    let md = Maildir::open(&root).unwrap();
+    assert!(md.messages().is_empty());
+    assert!(!root.exists());
+    drop(Box::new(md).expunge(&[]).unwrap());
+    assert!(!root.exists());
+}
+
+#[test]
+fn missing_subdirectories_are_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("cur")).unwrap();
+    put(dir.path(), "cur/m:2,", b"x\n", 1);
+    let md = Maildir::open(dir.path()).unwrap();
+    assert_eq!(uids(&md), ["m"]);
+    assert!(!dir.path().join("new").exists());
+}
+
+#[test]
+fn a_file_where_the_maildrop_should_be_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Maildir");
+    fs::write(&root, b"").unwrap();
+    assert!(matches!(
+        Maildir::open(&root),
+        Err(MaildropError::Io { .. })
+    ));
+}
+
+#[test]
+fn second_open_is_in_use_until_the_first_is_dropped() {
+    let dir = maildir();
+    let first = Maildir::open(dir.path()).unwrap();
+    assert!(matches!(
+        Maildir::open(dir.path()),
+        Err(MaildropError::InUse { .. })
+    ));
+    drop(first);
+    let again = Maildir::open(dir.path()).unwrap();
+    assert!(matches!(
+        Maildir::open(dir.path()),
+        Err(MaildropError::InUse { .. })
+    ));
+    drop(Box::new(again).expunge(&[]).unwrap());
+    Maildir::open(dir.path()).unwrap();
+}
+
+#[test]
+fn a_login_waits_briefly_for_a_session_that_is_ending() {
+    let dir = maildir();
+    let first = Maildir::open(dir.path()).unwrap();
+    let ending = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(first);
+    });
+    let started = std::time::Instant::now();
+    Maildir::open(dir.path()).expect("the session lock is waited for");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    ending.join().unwrap();
+}
+
+#[test]
+fn opens_messages_even_after_a_rename() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/x", b"hello\n", 1);
+    put(root, "cur/y:2,", b"world\n", 2);
+    let mut md = Maildir::open(root).unwrap();
+    fs::rename(root.join("new/x"), root.join("cur/x:2,S")).unwrap();
+    fs::rename(root.join("cur/y:2,"), root.join("cur/y:2,RS")).unwrap();
+    assert_eq!(read_all(&mut md, 0), b"hello\n");
+    assert_eq!(read_all(&mut md, 1), b"world\n");
+    assert_eq!(read_all(&mut md, 0), b"hello\n");
+    fs::remove_file(root.join("cur/x:2,S")).unwrap();
+    let err = md.open_message(0).err().unwrap();
+    assert!(
+        matches!(&err, MaildropError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    );
+    assert!(md.open_message(2).is_err());
+}
+
+#[test]
+fn a_message_moved_to_cur_is_found_there_and_stays_found() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/x", b"hello\n", 1);
+    let mut md = Maildir::open(root).unwrap();
+    assert_eq!(md.files[0].path(root), root.join("new/x"));
+    fs::rename(root.join("new/x"), root.join("cur/x:2,S")).unwrap();
+    assert_eq!(read_all(&mut md, 0), b"hello\n");
+    assert_eq!(md.files[0].path(root), root.join("cur/x:2,S"));
+    // Found in cur/: UPDATE unlinks it there.
+    drop(Box::new(md).expunge(&[0]).unwrap());
+    assert!(left(root).is_empty());
+}
+
+#[test]
+fn a_message_truncated_while_read_is_an_error_not_its_end() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "cur/x:2,", &[b'a'; 10_000], 1);
+    let mut md = Maildir::open(root).unwrap();
+    let mut reader = md.open_message(0).unwrap();
+    let mut head = [0u8; 100];
+    reader.read_exact(&mut head).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(root.join("cur/x:2,"))
+        .unwrap()
+        .set_len(5_000)
+        .unwrap();
+    let mut rest = Vec::new();
+    let err = reader.read_to_end(&mut rest).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    assert_eq!(rest.len(), 4_900);
+    drop(reader);
+    // Read whole, it ends at its size, with no read past it.
+    assert_eq!(read_all(&mut md, 0).len(), 5_000);
+}
+
+#[test]
+fn a_message_swapped_for_a_symlink_is_refused() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "cur/x:2,S", b"hello\n", 1);
+    fs::write(dir.path().join("secret"), b"not mail\n").unwrap();
+    let mut md = Maildir::open(root).unwrap();
+    assert_eq!(read_all(&mut md, 0), b"hello\n");
+    fs::remove_file(root.join("cur/x:2,S")).unwrap();
+    std::os::unix::fs::symlink(root.join("secret"), root.join("cur/x:2,S")).unwrap();
+    assert!(md.open_message(0).is_err());
+}
+
+/// The message files left in `new/` and `cur/` of `root`, sorted.
+fn left(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = MESSAGE_DIRS
+        .iter()
+        .flat_map(|sub| fs::read_dir(root.join(sub)).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_maildrop_moved_away_is_the_one_read_and_expunged() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("Maildir");
+    let moved = parent.path().join("moved");
+    let names = ["cur/x:2,S", "cur/y:2,S", "new/z", "cur/w:2,"];
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    for (i, name) in names.iter().enumerate() {
+        put(&root, name, name.as_bytes(), i as u64 + 1);
+    }
+    let mut md = Maildir::open(&root).unwrap();
+    // Another maildrop (a restored copy, say) now sits at the path, with the same names; this
+    // session holds the lock of the one it opened.
+    fs::rename(&root, &moved).unwrap();
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    for name in names {
+        put(&root, name, b"someone else\n", 9);
+    }
+    // In the moved maildrop an IMAP client flags y and moves z to cur/.
+    fs::rename(moved.join("cur/y:2,S"), moved.join("cur/y:2,RS")).unwrap();
+    fs::rename(moved.join("new/z"), moved.join("cur/z:2,S")).unwrap();
+    assert_eq!(read_all(&mut md, 0), b"cur/x:2,S");
+    assert_eq!(read_all(&mut md, 1), b"cur/y:2,S");
+    drop(Box::new(md).expunge(&[0, 1, 2]).unwrap());
+    assert_eq!(left(&moved), ["w:2,"]);
+    assert_eq!(left(&root), ["w:2,", "x:2,S", "y:2,S", "z"]);
+}
+
+#[test]
+fn expunges_exactly_the_deleted_messages() {
+    let dir = maildir();
+    let root = dir.path();
+    for (i, name) in ["new/a", "new/b", "cur/c:2,S", "cur/d:2,", "new/e"]
+        .iter()
+        .enumerate()
+    {
+        put(root, name, b"x\n", i as u64 + 1);
+    }
+    let md = Maildir::open(root).unwrap();
+    assert_eq!(uids(&md), ["a", "b", "c", "d", "e"]);
+    put(root, "new/late", b"x\n", 0);
+    fs::rename(root.join("new/b"), root.join("cur/b:2,S")).unwrap();
+    fs::remove_file(root.join("new/e")).unwrap();
+    drop(Box::new(md).expunge(&[1, 2, 4]).unwrap());
+    let md = Maildir::open(root).unwrap();
+    assert_eq!(uids(&md), ["late", "a", "d"]);
+}
+
+#[test]
+fn expunge_keeps_going_and_reports_the_first_error() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/a", b"x\n", 1);
+    put(root, "new/b", b"x\n", 2);
+    let md = Maildir::open(root).unwrap();
+    assert!(Box::new(md).expunge(&[0, 7, 1]).is_err());
+    let md = Maildir::open(root).unwrap();
+    assert!(md.messages().is_empty());
+}
+
+fn base_name(path: &Path) -> &[u8] {
+    base_of(path.file_name().unwrap().as_bytes())
+}
+
+/// Rewrites the cache entry of `base` to claim `octets`, with a valid checksum.
+fn forge_cache(root: &Path, base: &[u8], octets: u64) {
+    let text = fs::read(root.join(cache::CACHE_FILE)).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let mut entries = Vec::new();
+    for line in text.lines().skip(2).filter(|l| !l.starts_with("end ")) {
+        let f: Vec<&str> = line.splitn(6, ' ').collect();
+        let n = |i: usize| f[i].parse::<i64>().unwrap();
+        let stamp = Stamp {
+            ino: n(0) as u64,
+            size: n(1) as u64,
+            mtime: n(2),
+            mtime_nsec: n(3),
+        };
+        let o = if base_name(Path::new(f[5])) == base {
+            octets
+        } else {
+            n(4) as u64
+        };
+        entries.push((f[5].as_bytes().to_vec(), stamp, o));
+    }
+    let dirs = Cache::load(root).dirs;
+    cache::save(root, dirs, entries.iter().map(|(b, s, o)| (&b[..], *s, *o))).unwrap();
+}
+
+fn sizes(root: &Path) -> Vec<u64> {
+    Maildir::open(root)
+        .unwrap()
+        .messages()
+        .iter()
+        .map(|m| m.octets)
+        .collect()
+}
+
+#[test]
+fn second_open_uses_the_size_cache() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/a", b"a\n", 1);
+    put(root, "cur/b:2,S", b"bb\n", 2);
+    assert_eq!(sizes(root), [3, 4]);
+    assert!(root.join(cache::CACHE_FILE).exists());
+    // A forged entry with a matching stamp is served: proof that the file was not read again.
+    forge_cache(root, b"a", 99);
+    assert_eq!(sizes(root), [99, 4]);
+    // A flag change (rename) keeps the inode, size and mtime: still a hit.
+    fs::rename(root.join("cur/b:2,S"), root.join("cur/b:2,RS")).unwrap();
+    forge_cache(root, b"b", 77);
+    assert_eq!(sizes(root), [99, 77]);
+}
+
+#[test]
+fn a_changed_or_damaged_cache_is_never_served() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/a", b"a\n", 1);
+    put(root, "new/b", b"b\n", 2);
+    assert_eq!(sizes(root), [3, 3]);
+    forge_cache(root, b"a", 99);
+    // The message rewritten (new size, new mtime): counted again.
+    put(root, "new/a", b"a\nlonger\n", 1);
+    assert_eq!(sizes(root), [11, 3]);
+    // A message replaced by another file with the same name, size and mtime: a new inode (both
+    // files exist at once, so the number cannot be reused).
+    forge_cache(root, b"b", 99);
+    put(root, "tmp/b", b"c\n", 2);
+    fs::rename(root.join("tmp/b"), root.join("new/b")).unwrap();
+    assert_eq!(sizes(root), [11, 3]);
+    // Garbage in the cache file: rebuilt.
+    forge_cache(root, b"b", 99);
+    let mut text = fs::read(root.join(cache::CACHE_FILE)).unwrap();
+    let last = text.len() - 2;
+    text[last] ^= 1;
+    fs::write(root.join(cache::CACHE_FILE), text).unwrap();
+    assert_eq!(sizes(root), [11, 3]);
+    // Messages gone: the cache shrinks with the maildrop.
+    fs::remove_file(root.join("new/a")).unwrap();
+    assert_eq!(sizes(root), [3]);
+    let text = fs::read_to_string(root.join(cache::CACHE_FILE)).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
+
+/// Dates `new/` and `cur/` back, as if the last delivery were long ago.
+fn settle(root: &Path) {
+    for sub in MESSAGE_DIRS {
+        File::open(root.join(sub))
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(100))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_delivery_into_a_symlinked_subdirectory_is_listed() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("Maildir");
+    for sub in ["cur", "tmp"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    // `new/` lives elsewhere, as with a spool the delivery agent writes to.
+    let spool = parent.path().join("spool-new");
+    fs::create_dir(&spool).unwrap();
+    std::os::unix::fs::symlink(&spool, root.join("new")).unwrap();
+    // The link itself dated back, as one made long ago: settled, so a listing is vouched for.
+    let old = nix::sys::time::TimeSpec::new(100, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &root.join("new"),
+        &old,
+        &old,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    put(&root, "new/a", b"a\n", 1);
+    settle(&root);
+    drop(Maildir::open(&root).unwrap());
+    // A delivery through the link changes the directory it points to, not the link.
+    put(&root, "new/b", b"b\n", 2);
+    assert_eq!(uids(&Maildir::open(&root).unwrap()), ["a", "b"]);
+}
+
+/// Takes (or with `F_UNLCK` gives up) a lease on `file`; false where the file system has none.
+fn lease(file: &File, kind: nix::libc::c_int) -> bool {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    use std::os::fd::AsRawFd;
+    // SAFETY: ignoring a signal installs no handler. SIGIO tells the holder that its lease is being
+    // broken; by default it would end the tests, and nothing else here uses it.
+    unsafe { signal(Signal::SIGIO, SigHandler::SigIgn) }.unwrap();
+    // SAFETY: fcntl with integer arguments on a descriptor that `file` keeps open.
+    unsafe { nix::libc::fcntl(file.as_raw_fd(), nix::libc::F_SETLEASE, kind) == 0 }
+}
+
+#[test]
+fn a_listing_vouches_only_for_directories_settled_when_it_began() {
+    let dir = maildir();
+    let root = dir.path().to_path_buf();
+    put(&root, "new/a", b"a\n", 1);
+    // A delivery a moment ago.
+    let changed = SystemTime::now();
+    for sub in MESSAGE_DIRS {
+        File::open(root.join(sub))
+            .unwrap()
+            .set_modified(changed)
+            .unwrap();
+    }
+    // The login takes longer than SETTLE_SECS: counting `a` waits for a write lease on it to be
+    // given up (a file server's, say), after the directories were listed.
+    let held = File::options()
+        .write(true)
+        .open(root.join("new/a"))
+        .unwrap();
+    if !lease(&held, nix::libc::F_WRLCK) {
+        eprintln!("skipped: no leases on this file system");
+        return;
+    }
+    let login = {
+        let root = root.clone();
+        std::thread::spawn(move || {
+            let md = Maildir::open(&root).unwrap();
+            uids(&md).iter().map(|u| u.to_string()).collect::<Vec<_>>()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Another delivery in the same clock tick as the first (file system clocks are coarse), after
+    // the listing read new/: its stamp is unchanged.
+    put(&root, "tmp/b", b"b\n", 2);
+    fs::rename(root.join("tmp/b"), root.join("new/b")).unwrap();
+    File::open(root.join("new"))
+        .unwrap()
+        .set_modified(changed)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2_200));
+    assert!(lease(&held, nix::libc::F_UNLCK));
+    assert_eq!(login.join().unwrap(), ["a"]);
+    assert_eq!(uids(&Maildir::open(&root).unwrap()), ["a", "b"]);
+}
+
+#[test]
+fn unique_ids_from_the_cache_are_those_of_the_listing() {
+    let dir = maildir();
+    let root = dir.path();
+    let long = "x".repeat(MAX_UID + 1);
+    put(root, "new/a", b"a\n", 1);
+    put(root, "cur/b:2,S", b"b\n", 2);
+    put(root, &format!("cur/{long}:2,S"), b"c\n", 3);
+    put(root, "cur/with space:2,", b"d\n", 4);
+    let listed: Vec<String> = uids(&Maildir::open(root).unwrap())
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    assert_eq!(&listed[..2], ["a", "b"]);
+    assert_eq!(listed[2].len(), 32, "an over-long base name gives its MD5");
+    assert_eq!(listed[3].len(), 32, "a space gives the MD5");
+    settle(root);
+    drop(Maildir::open(root).unwrap());
+    assert!(
+        Cache::load(root).dirs.is_some(),
+        "the next login lists from the cache"
+    );
+    let cached: Vec<String> = uids(&Maildir::open(root).unwrap())
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    assert_eq!(cached, listed);
+}
+
+#[test]
+fn dovecot_ids_follow_the_uidlist_through_the_cache() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/a", b"a\n", 1);
+    put(root, "cur/b:2,S", b"b\n", 2);
+    put(root, "cur/c:2,", b"c\n", 3);
+    let uidlist = root.join(maildir_uidl::UIDLIST_FILE);
+    fs::write(&uidlist, "3 V16 N3 Gx\n1 :a\n2 Psaved :b:2,S\n").unwrap();
+    let dovecot = |root: &Path| -> Vec<String> {
+        let md = Maildir::open_with(root, MaildirUidl::Dovecot).unwrap();
+        uids(&md).iter().map(|u| u.to_string()).collect()
+    };
+    assert_eq!(dovecot(root), ["0000000100000010", "saved", "c"]);
+    assert_eq!(uids(&Maildir::open(root).unwrap()), ["a", "b", "c"]);
+    settle(root);
+    drop(Maildir::open(root).unwrap());
+    assert!(
+        Cache::load(root).dirs.is_some(),
+        "the next login uses the cache"
+    );
+    // The directories did not change, the uidlist did: the change is seen all the same.
+    fs::write(&uidlist, "3 V16 N4\n1 :a\n2 Psaved :b\n3 :c\n").unwrap();
+    assert_eq!(
+        dovecot(root),
+        ["0000000100000010", "saved", "0000000300000010"]
+    );
+    assert_eq!(uids(&Maildir::open(root).unwrap()), ["a", "b", "c"]);
+    // A broken or missing file leaves base-name ids, never an error.
+    fs::write(&uidlist, "garbage\n1 :a\n").unwrap();
+    assert_eq!(dovecot(root), ["a", "b", "c"]);
+    // Nor one anybody could have written.
+    fs::write(&uidlist, "3 V16 N4\n1 :a\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&uidlist, fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(dovecot(root), ["a", "b", "c"]);
+    fs::remove_file(&uidlist).unwrap();
+    assert_eq!(dovecot(root), ["a", "b", "c"]);
+    // Not through a symlink.
+    let elsewhere = root.join("elsewhere");
+    fs::write(&elsewhere, "3 V16 N4\n1 :a\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &uidlist).unwrap();
+    assert_eq!(dovecot(root), ["a", "b", "c"]);
+}
+
+#[test]
+fn unchanged_directories_are_not_listed_again() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/a", b"a\n", 1);
+    put(root, "cur/b:2,S", b"bb\n", 2);
+    assert_eq!(sizes(root), [3, 4]);
+    // Directories changed less than SETTLE_SECS ago are not vouched for.
+    assert_eq!(Cache::load(root).dirs, None);
+    settle(root);
+    assert_eq!(sizes(root), [3, 4]);
+    assert!(Cache::load(root).dirs.is_some());
+    // A file renamed behind the directory's back keeps its cached name: proof that nothing was listed.
+    // Opening it finds it by its base name.
+    forge_cache(root, b"a", 99);
+    fs::rename(root.join("cur/b:2,S"), root.join("cur/b:2,RS")).unwrap();
+    settle(root);
+    let mut md = Maildir::open(root).unwrap();
+    assert_eq!(md.files[1].path(root), root.join("cur/b:2,S"));
+    assert_eq!(read_all(&mut md, 1), b"bb\n");
+    assert_eq!(md.files[1].path(root), root.join("cur/b:2,RS"));
+    drop(md);
+    // A delivery changes new/: listed again (the forged entry keeps its matching stamp).
+    put(root, "new/c", b"c\n", 3);
+    assert_eq!(sizes(root), [99, 4, 3]);
+    settle(root);
+    assert_eq!(sizes(root), [99, 4, 3]);
+    // A message changed in place (Maildir forbids it) leaves the directories alone: it is listed
+    // from the cache, served as it is now, and its opening drops the cache.
+    put(root, "new/c", b"c\nlonger\n", 3);
+    let mut md = Maildir::open(root).unwrap();
+    assert_eq!(md.messages()[2].octets, 3);
+    assert_eq!(read_all(&mut md, 2), b"c\nlonger\n");
+    drop(md);
+    assert!(!root.join(cache::CACHE_FILE).exists());
+    assert_eq!(sizes(root), [3, 4, 11]);
+}
