@@ -1,7 +1,8 @@
 //! The mbox index: what the scanner found in an mbox (each message's offsets, octets and unique-id
 //! material), kept in `MBOX.poplar.index` beside the mbox, so that a later login scans only the mail
 //! appended since instead of the whole file. Owns the file format, its checks, its atomic replacement,
-//! and the decision whether an index still describes the mbox; `mod.rs` decides when to use and save it.
+//! and the decision whether an index still describes the mbox; `read.rs` decides when to use it,
+//! `mod.rs` when to save it.
 //!
 //! # Never trusted blindly
 //!

@@ -1,7 +1,8 @@
 //! The mbox backend: one file holding every message, shared with the delivery agents that append to it.
-//! Owns opening and scanning the file under the agents' locks, serving message bytes from it, and
-//! checking it is unchanged before UPDATE; the format rules are `scan`'s, unique-ids `uidl`'s, the
-//! crash-safe rewrite `expunge`'s.
+//! Owns the session's view of it: opening the file under the agents' locks, serving message bytes
+//! from it, and UPDATE. Reading the file into the scanner is `read`'s, the checks that it still holds
+//! what was scanned `verify`'s, the format rules `scan`'s, unique-ids `uidl`'s, the crash-safe
+//! rewrite `expunge`'s.
 //!
 //! Locks (see `crate::lock`):
 //! - Session lock: an exclusive `flock` on `MBOX.poplar.lock`, not on the mbox itself. A `flock` on the
@@ -20,30 +21,27 @@
 pub mod expunge;
 pub mod index;
 pub mod polyhash;
+mod read;
 mod recovery;
 pub mod scan;
 mod stamp;
 pub mod sum;
 pub mod uidl;
+mod verify;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
 use nix::libc;
 
-use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy, read_some_at};
+use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{DELIVERY_LOCK_WAIT, DeliveryLock, SESSION_LOCK_WAIT, SessionLock, TryLock};
-use scan::{MIN_FRAGMENT, ScannedMessage, Scanner};
+use read::{header_md5, scan_from_index};
+use scan::ScannedMessage;
 use stamp::Stamp;
 pub use uidl::UidlSource;
-
-/// Read size while scanning: large sequential reads.
-const READ_CHUNK: usize = 1 << 20;
-/// A `From ` line longer than this is not re-read to check it (the offsets are still checked).
-const MAX_FROM_LINE_CHECK: u64 = 64 * 1024;
 
 pub struct Mbox {
     path: PathBuf,
@@ -171,132 +169,6 @@ impl Mbox {
             reason: reason.into(),
         }
     }
-
-    /// Spot check before serving a message: the file is not shorter than scanned and the message's
-    /// `From ` line is still where it was, after an empty line, and so is the next one's, where the
-    /// message ends: an edit that moved only the messages between two of the index's samples (one
-    /// message a line longer, the next a line shorter) must not have RETR send other bytes than LIST
-    /// counted, or a piece of the next message.
-    fn check_message(&self, file: &File, index: usize) -> Result<(), MaildropError> {
-        let io_err = |e| MaildropError::io(&self.path, e);
-        let m = &self.scanned[index];
-        let next_intact = |next: &ScannedMessage| from_line_intact(file, next);
-        let intact = file.metadata().map_err(io_err)?.len() >= self.scanned_size
-            && from_line_intact(file, m).map_err(io_err)?
-            && self
-                .scanned
-                .get(index + 1)
-                .map_or(Ok(true), next_intact)
-                .map_err(io_err)?;
-        if intact {
-            Ok(())
-        } else {
-            // The index, if any, describes what is no longer there: the next login scans everything.
-            index::remove(&self.path);
-            Err(self.changed(format!("message at offset {} moved", m.from_offset)))
-        }
-    }
-
-    /// Under the delivery locks, before UPDATE cuts anything: the mbox is not shorter than scanned,
-    /// and if the last scanned message goes while mail was appended after it, how far past the scanned
-    /// end its cut must reach: over the empty lines an agent wrote before the appended mail's `From `
-    /// line (one LF when the mbox's last line had none, two for a separating empty line). Cutting
-    /// only to the scanned end would leave them to the kept message before, or at the start of the
-    /// file, which then is no mbox. Anything else there is refused: it is not known whose it is.
-    fn tail_to_cut(&self, file: &File, deleted: &[usize]) -> Result<u64, MaildropError> {
-        let io_err = |e| MaildropError::io(&self.path, e);
-        let size = file.metadata().map_err(io_err)?.len();
-        self.not_shrunk(size)?;
-        let last_goes = deleted.last().is_some_and(|&i| i + 1 == self.scanned.len());
-        if !last_goes || size == self.scanned_size {
-            return Ok(0);
-        }
-        let mut head = [0u8; 64];
-        let n = read_some_at(file, &mut head, self.scanned_size).map_err(io_err)?;
-        let empty_lines = head[..n].iter().take_while(|&&b| b == b'\n').count();
-        if head[empty_lines..n].starts_with(b"From ") {
-            Ok(empty_lines as u64)
-        } else {
-            Err(self
-                .changed("what was appended during the session does not begin with a From line"))
-        }
-    }
-
-    /// The mbox, now `size` octets, still holds all that was scanned.
-    fn not_shrunk(&self, size: u64) -> Result<(), MaildropError> {
-        if size < self.scanned_size {
-            return Err(self.changed(format!(
-                "mbox shrank from {} to {size} octets",
-                self.scanned_size
-            )));
-        }
-        Ok(())
-    }
-
-    /// Under the delivery locks: `path` still names the file we opened. Some programs rewrite an mbox
-    /// into a new file and rename it over the old one (mailutils does, to add its X-UID headers); our
-    /// descriptor then holds the old, unlinked file, and "expunging" it would change nothing real.
-    fn check_same_file(&self, file: &File) -> Result<(), MaildropError> {
-        let io_err = |e| MaildropError::io(&self.path, e);
-        let (named, held) = (
-            fs::symlink_metadata(&self.path),
-            file.metadata().map_err(io_err)?,
-        );
-        match named {
-            Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => Ok(()),
-            Ok(_) => Err(self.changed("mbox replaced by another file (renamed over it)")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.changed("mbox removed")),
-            Err(e) => Err(io_err(e)),
-        }
-    }
-
-    /// Scans all of the mbox, under the delivery locks; with the messages and the octets scanned, the
-    /// stamp that lets UPDATE skip scanning it again, if it counts. The session lock's file is touched
-    /// first, then the mbox's metadata read, both before the scan (see `stamp`).
-    fn scan_whole(
-        &self,
-        file: &File,
-        lock: &DeliveryLock,
-    ) -> Result<(Vec<ScannedMessage>, u64, Option<Stamp>), MaildropError> {
-        let clock = self._session.as_ref().map(SessionLock::touch);
-        let before = file
-            .metadata()
-            .map_err(|e| MaildropError::io(&self.path, e))?;
-        let (scanned, size) =
-            scan_file(&self.path, file, None, self.want_x_uidl, lock, READ_CHUNK)?;
-        let stamp = match clock {
-            Some(Ok(clock)) if size == before.len() => Stamp::taken(&before, &clock),
-            _ => None,
-        };
-        Ok((scanned, size, stamp))
-    }
-
-    /// Under the delivery locks: the mbox is unchanged since the scan (see `stamp`), or the part we
-    /// scanned scans the same again, in the same file.
-    fn verify_unchanged(&self, file: &File, lock: &DeliveryLock) -> Result<(), MaildropError> {
-        self.check_same_file(file)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| MaildropError::io(&self.path, e))?;
-        if self.stamp.is_some_and(|stamp| stamp.matches(&meta)) {
-            log::debug!("{}: unchanged since scanned", self.path.display());
-            return Ok(());
-        }
-        self.not_shrunk(meta.len())?;
-        let (again, _) = scan_file(
-            &self.path,
-            file,
-            Some(self.scanned_size),
-            self.want_x_uidl,
-            lock,
-            READ_CHUNK,
-        )?;
-        if again != self.scanned {
-            index::remove(&self.path);
-            return Err(self.changed("mbox rewritten by another program during the session"));
-        }
-        Ok(())
-    }
 }
 
 /// Opens the mbox read-write (the fcntl write lock needs it), not following a symlink and not
@@ -329,175 +201,6 @@ fn open_file(path: &Path) -> Result<Option<File>, MaildropError> {
             io::Error::new(io::ErrorKind::InvalidData, "not a regular file"),
         )),
         Err(e) => Err(MaildropError::io(path, e)),
-    }
-}
-
-/// `From ` line checks: the line is still at `m.from_offset`, after an empty line (or at the start),
-/// with the same digest (lines over `MAX_FROM_LINE_CHECK` octets are only checked to begin there).
-fn from_line_intact(file: &File, m: &ScannedMessage) -> io::Result<bool> {
-    let start = m.from_offset.saturating_sub(2);
-    let len = (m.data_offset - start).min(MAX_FROM_LINE_CHECK + 2) as usize;
-    // Checked at every RETR and TOP, twice: a From line of usual length is read onto the stack.
-    let (mut short, mut long) = ([0u8; 256], Vec::new());
-    let line = if len <= short.len() {
-        &mut short[..len]
-    } else {
-        long.resize(len, 0);
-        &mut long[..]
-    };
-    match file.read_exact_at(line, start) {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-        other => other?,
-    }
-    let (before, from_line) = line.split_at((m.from_offset - start) as usize);
-    let separated = m.from_offset == 0 || before == b"\n\n";
-    let same = m.data_offset - m.from_offset > MAX_FROM_LINE_CHECK
-        || scan::from_line_digest(from_line) == m.from_digest;
-    Ok(separated && same && from_line.starts_with(b"From "))
-}
-
-/// The messages from the mbox's index where it still describes the file (see `index`): then only the
-/// last indexed message and what follows it are read. Returns the messages, the octets scanned, and
-/// whether the index must be written again (mail was appended); `None` when the index cannot be used
-/// and the whole mbox must be scanned.
-fn scan_from_index(
-    path: &Path,
-    file: &File,
-    want_x_uidl: bool,
-    lock: &DeliveryLock,
-) -> Result<Option<(Vec<ScannedMessage>, u64, bool)>, MaildropError> {
-    let Some((key, mut messages)) = indexed_prefix(path, file, want_x_uidl)? else {
-        return Ok(None);
-    };
-    let last = messages.pop().expect("an index holds at least one message");
-    match scan_range(
-        path,
-        file,
-        last.from_offset,
-        None,
-        want_x_uidl,
-        lock,
-        READ_CHUNK,
-    ) {
-        Ok((tail, size))
-            if tail
-                .first()
-                .is_some_and(|t| t.from_digest == last.from_digest) =>
-        {
-            let stale = size != key.size || tail.len() != 1 || tail[0] != last;
-            messages.extend(tail);
-            Ok(Some((messages, size, stale)))
-        }
-        Ok(_) | Err(_) => {
-            log::debug!(
-                "{}: the last indexed message moved; scanning it all",
-                path.display()
-            );
-            Ok(None)
-        }
-    }
-}
-
-/// The index's key and messages when it passes every check against the mbox but the last rescan.
-fn indexed_prefix(
-    path: &Path,
-    file: &File,
-    want_x_uidl: bool,
-) -> Result<Option<(index::Key, Vec<ScannedMessage>)>, MaildropError> {
-    let meta = file.metadata().map_err(|e| MaildropError::io(path, e))?;
-    let Some((key, messages)) = index::load(path, meta.uid()) else {
-        return Ok(None);
-    };
-    let mut intact = key.admits(&meta, want_x_uidl);
-    for i in index::sample_indexes(messages.len()) {
-        if !intact {
-            break;
-        }
-        intact = from_line_intact(file, &messages[i]).map_err(|e| MaildropError::io(path, e))?;
-    }
-    if !intact {
-        log::debug!(
-            "{}: index out of date; scanning the whole mbox",
-            path.display()
-        );
-        return Ok(None);
-    }
-    Ok(Some((key, messages)))
-}
-
-/// Scans `file` from the start to its end, or to `limit`. Returns the messages and the octets scanned.
-fn scan_file(
-    path: &Path,
-    file: &File,
-    limit: Option<u64>,
-    want_x_uidl: bool,
-    lock: &DeliveryLock,
-    chunk: usize,
-) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
-    scan_range(path, file, 0, limit, want_x_uidl, lock, chunk)
-}
-
-/// Scans `file` from `start`, where a `From ` line must begin, to its end or to `limit`.
-fn scan_range(
-    path: &Path,
-    file: &File,
-    start: u64,
-    limit: Option<u64>,
-    want_x_uidl: bool,
-    lock: &DeliveryLock,
-    chunk: usize,
-) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
-    let io_err = |e| MaildropError::io(path, e);
-    let mut scanner = Scanner::starting_at(start, want_x_uidl);
-    // The scanner leaves fewer than MIN_FRAGMENT octets unconsumed, so this buffer never grows.
-    let mut buf = vec![0u8; chunk + MIN_FRAGMENT];
-    let (mut kept, mut read_pos) = (0usize, start);
-    let limit = limit.unwrap_or(u64::MAX);
-    loop {
-        let room = chunk.min((limit - read_pos).try_into().unwrap_or(usize::MAX));
-        let n = read_some_at(file, &mut buf[kept..kept + room], read_pos).map_err(io_err)?;
-        read_pos += n as u64;
-        let eof = n == 0;
-        let used = scanner
-            .feed(&buf[..kept + n], eof)
-            .map_err(|_| not_mbox(path))?;
-        buf.copy_within(used..kept + n, 0);
-        kept = kept + n - used;
-        if eof {
-            break;
-        }
-        lock.refresh().map_err(io_err)?;
-    }
-    Ok((scanner.finish(), read_pos))
-}
-
-fn not_mbox(path: &Path) -> MaildropError {
-    let e = io::Error::new(
-        io::ErrorKind::InvalidData,
-        "not an mbox: it does not begin with a \"From \" line",
-    );
-    MaildropError::io(path, e)
-}
-
-/// MD5 of a message's `From ` line and header, for the unique-id suffix (see `uidl`).
-fn header_md5(file: &File, m: &ScannedMessage) -> io::Result<[u8; 16]> {
-    let mut md5 = Md5::new();
-    io::copy(
-        &mut FileRange::new(file, m.from_offset, m.header_end),
-        &mut Md5Writer(&mut md5),
-    )?;
-    Ok(md5.finalize().into())
-}
-
-struct Md5Writer<'a>(&'a mut Md5);
-
-impl io::Write for Md5Writer<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -1,9 +1,12 @@
 //! Tests for the mbox backend on real files: listing, reading, locking, expunge with checks.
 
+use super::read::scan_file;
 use super::stamp::testing::{rewrite_keeping_times, settle};
 use super::*;
+use md5::{Digest, Md5};
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 
 const MBOX: &str = "From a@example.org Thu Jan  1 00:00:00 2026\n\
 Received: by mx id 1\n\

@@ -1,0 +1,189 @@
+//! Reading an mbox into the scanner, under the delivery locks: the whole file, or only what follows
+//! the last message of an index that still describes it; and a message's header, when its unique-id
+//! needs a digest of it. The format rules are `scan`'s; whether the file still holds what was scanned
+//! is `verify`'s.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use md5::{Digest, Md5};
+
+use super::scan::{MIN_FRAGMENT, ScannedMessage, Scanner};
+use super::stamp::Stamp;
+use super::verify::from_line_intact;
+use super::{Mbox, index};
+use crate::lock::{DeliveryLock, SessionLock};
+use crate::maildrop::{FileRange, MaildropError, read_some_at};
+
+/// Read size while scanning: large sequential reads.
+pub(super) const READ_CHUNK: usize = 1 << 20;
+
+impl Mbox {
+    /// Scans all of the mbox, under the delivery locks; with the messages and the octets scanned, the
+    /// stamp that lets UPDATE skip scanning it again, if it counts. The session lock's file is touched
+    /// first, then the mbox's metadata read, both before the scan (see `stamp`).
+    pub(super) fn scan_whole(
+        &self,
+        file: &File,
+        lock: &DeliveryLock,
+    ) -> Result<(Vec<ScannedMessage>, u64, Option<Stamp>), MaildropError> {
+        let clock = self._session.as_ref().map(SessionLock::touch);
+        let before = file
+            .metadata()
+            .map_err(|e| MaildropError::io(&self.path, e))?;
+        let (scanned, size) =
+            scan_file(&self.path, file, None, self.want_x_uidl, lock, READ_CHUNK)?;
+        let stamp = match clock {
+            Some(Ok(clock)) if size == before.len() => Stamp::taken(&before, &clock),
+            _ => None,
+        };
+        Ok((scanned, size, stamp))
+    }
+}
+
+/// The messages from the mbox's index where it still describes the file (see `index`): then only the
+/// last indexed message and what follows it are read. Returns the messages, the octets scanned, and
+/// whether the index must be written again (mail was appended); `None` when the index cannot be used
+/// and the whole mbox must be scanned.
+pub(super) fn scan_from_index(
+    path: &Path,
+    file: &File,
+    want_x_uidl: bool,
+    lock: &DeliveryLock,
+) -> Result<Option<(Vec<ScannedMessage>, u64, bool)>, MaildropError> {
+    let Some((key, mut messages)) = indexed_prefix(path, file, want_x_uidl)? else {
+        return Ok(None);
+    };
+    let last = messages.pop().expect("an index holds at least one message");
+    match scan_range(
+        path,
+        file,
+        last.from_offset,
+        None,
+        want_x_uidl,
+        lock,
+        READ_CHUNK,
+    ) {
+        Ok((tail, size))
+            if tail
+                .first()
+                .is_some_and(|t| t.from_digest == last.from_digest) =>
+        {
+            let stale = size != key.size || tail.len() != 1 || tail[0] != last;
+            messages.extend(tail);
+            Ok(Some((messages, size, stale)))
+        }
+        Ok(_) | Err(_) => {
+            log::debug!(
+                "{}: the last indexed message moved; scanning it all",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The index's key and messages when it passes every check against the mbox but the last rescan.
+fn indexed_prefix(
+    path: &Path,
+    file: &File,
+    want_x_uidl: bool,
+) -> Result<Option<(index::Key, Vec<ScannedMessage>)>, MaildropError> {
+    let meta = file.metadata().map_err(|e| MaildropError::io(path, e))?;
+    let Some((key, messages)) = index::load(path, meta.uid()) else {
+        return Ok(None);
+    };
+    let mut intact = key.admits(&meta, want_x_uidl);
+    for i in index::sample_indexes(messages.len()) {
+        if !intact {
+            break;
+        }
+        intact = from_line_intact(file, &messages[i]).map_err(|e| MaildropError::io(path, e))?;
+    }
+    if !intact {
+        log::debug!(
+            "{}: index out of date; scanning the whole mbox",
+            path.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some((key, messages)))
+}
+
+/// Scans `file` from the start to its end, or to `limit`. Returns the messages and the octets scanned.
+pub(super) fn scan_file(
+    path: &Path,
+    file: &File,
+    limit: Option<u64>,
+    want_x_uidl: bool,
+    lock: &DeliveryLock,
+    chunk: usize,
+) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
+    scan_range(path, file, 0, limit, want_x_uidl, lock, chunk)
+}
+
+/// Scans `file` from `start`, where a `From ` line must begin, to its end or to `limit`.
+fn scan_range(
+    path: &Path,
+    file: &File,
+    start: u64,
+    limit: Option<u64>,
+    want_x_uidl: bool,
+    lock: &DeliveryLock,
+    chunk: usize,
+) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
+    let io_err = |e| MaildropError::io(path, e);
+    let mut scanner = Scanner::starting_at(start, want_x_uidl);
+    // The scanner leaves fewer than MIN_FRAGMENT octets unconsumed, so this buffer never grows.
+    let mut buf = vec![0u8; chunk + MIN_FRAGMENT];
+    let (mut kept, mut read_pos) = (0usize, start);
+    let limit = limit.unwrap_or(u64::MAX);
+    loop {
+        let room = chunk.min((limit - read_pos).try_into().unwrap_or(usize::MAX));
+        let n = read_some_at(file, &mut buf[kept..kept + room], read_pos).map_err(io_err)?;
+        read_pos += n as u64;
+        let eof = n == 0;
+        let used = scanner
+            .feed(&buf[..kept + n], eof)
+            .map_err(|_| not_mbox(path))?;
+        buf.copy_within(used..kept + n, 0);
+        kept = kept + n - used;
+        if eof {
+            break;
+        }
+        lock.refresh().map_err(io_err)?;
+    }
+    Ok((scanner.finish(), read_pos))
+}
+
+fn not_mbox(path: &Path) -> MaildropError {
+    let e = io::Error::new(
+        io::ErrorKind::InvalidData,
+        "not an mbox: it does not begin with a \"From \" line",
+    );
+    MaildropError::io(path, e)
+}
+
+/// MD5 of a message's `From ` line and header, for the unique-id suffix (see `uidl`).
+pub(super) fn header_md5(file: &File, m: &ScannedMessage) -> io::Result<[u8; 16]> {
+    let mut md5 = Md5::new();
+    io::copy(
+        &mut FileRange::new(file, m.from_offset, m.header_end),
+        &mut Md5Writer(&mut md5),
+    )?;
+    Ok(md5.finalize().into())
+}
+
+struct Md5Writer<'a>(&'a mut Md5);
+
+impl io::Write for Md5Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
