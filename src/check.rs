@@ -195,6 +195,7 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     out.extend(config.mail_group.iter().map(|g| ("mail-group", g.clone())));
     out.push(("system-users", yes_no(config.system_users)));
     out.push(("max-per-ip", config.max_per_ip.to_string()));
+    out.push(("ipv6-prefix", config.ipv6_prefix.to_string()));
     // As `startup::frontend`: AUTHORIZATION never lasts longer than an idle logged-in session.
     out.push(("login-timeout", secs(config.effective_login_timeout())));
     out.push(("max-auth-attempts", config.max_auth_attempts.to_string()));
@@ -265,6 +266,7 @@ mod tests {
             ("mail-group", "mail"),
             ("system-users", "yes"),
             ("max-per-ip", "4"),
+            ("ipv6-prefix", "56"),
             ("login-timeout", "30"),
             ("max-auth-attempts", "2"),
             ("tls-cert", "/c.pem"),

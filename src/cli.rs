@@ -34,6 +34,7 @@ usage: poplar [options]
       --auth-failure-delay SECS   delay before answering a failed login (default 2)
       --max-auth-attempts N failed logins per connection before it is closed (default 3)
       --max-per-ip N        concurrent sessions from one client address, standalone (default 10)
+      --ipv6-prefix LEN     an IPv6 client's address for --max-per-ip: its /LEN network (default 64)
       --login-timeout SECS  deadline from the greeting to a login (default 600, at most --timeout)
       --user NAME           standalone: become NAME after binding; inetd as root: the account for users without ids
       --mail-group GROUP    as root: a group every session also gets (mail, for Debian's /var/mail)

@@ -28,6 +28,10 @@ pub const DEFAULT_AUTH_FAILURE_DELAY_SECS: u64 = 2;
 /// accounts, few enough that one host cannot take every session slot.
 pub const DEFAULT_MAX_PER_IP: usize = 10;
 
+/// The IPv6 network `--max-per-ip` counts as one client: a /64 is what one subscriber or LAN is given
+/// (RFC 6177 recommends more), so counting each address would let one client take every session slot.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
 /// Failed logins allowed on one connection before it is closed (as popa3d's AUTH_FAILED_LIMIT idea):
 /// a real user mistypes once or twice; a guesser must reconnect and pay the connection cost again.
 pub const DEFAULT_MAX_AUTH_ATTEMPTS: u32 = 3;
@@ -68,6 +72,7 @@ pub struct Config {
     pub mail_group: Option<String>,
     pub system_users: bool,
     pub max_per_ip: usize,
+    pub ipv6_prefix: u8,
     pub login_timeout: Duration,
     pub max_auth_attempts: u32,
     // TLS (RFC 2595 STLS, RFC 8314 implicit TLS).
@@ -103,6 +108,7 @@ impl Default for Config {
             mail_group: None,
             system_users: false,
             max_per_ip: DEFAULT_MAX_PER_IP,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
             login_timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             max_auth_attempts: DEFAULT_MAX_AUTH_ATTEMPTS,
             tls_cert: None,
@@ -141,6 +147,7 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
     ("mail-group", Arity::Value, "GROUP"),
     ("system-users", Arity::Flag, ""),
     ("max-per-ip", Arity::Value, "N"),
+    ("ipv6-prefix", Arity::Value, "LEN"),
     ("login-timeout", Arity::Value, "SECS"),
     ("max-auth-attempts", Arity::Value, "N"),
     ("tls-cert", Arity::Value, "FILE"),
@@ -183,6 +190,7 @@ impl Config {
             "mail-group" => self.mail_group = Some(nonempty(required(value)?)?.to_string()),
             "system-users" => self.system_users = boolean(value)?,
             "max-per-ip" => self.max_per_ip = number(required(value)?, 1, 1_000_000)? as usize,
+            "ipv6-prefix" => self.ipv6_prefix = number(required(value)?, 1, 128)? as u8,
             "login-timeout" => {
                 self.login_timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?)
             }

@@ -4,7 +4,7 @@
 //! (`signals`). What it shares with the inetd front end is in `startup`.
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,7 +65,7 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     frontend.services.identity = Arc::new(privileges);
     let frontend = Arc::new(frontend);
     // One table for the life of the server: a reload must not forget who is connected.
-    let per_ip = PerIp::new(config.max_per_ip);
+    let per_ip = PerIp::new(config.max_per_ip, config.ipv6_prefix);
     let signals =
         SignalPipe::install().map_err(|e| StartError::runtime(format!("signal set-up: {e}")))?;
     log::info!(
@@ -119,7 +119,7 @@ fn reload_into(live: &mut Live, per_ip: &PerIp, started: &Config, reload: Reload
             frontend.services.identity = Arc::clone(&live.frontend.services.identity);
             // One UPDATE gate for all: shutdown must see the sessions of every configuration.
             frontend.services.updates = Arc::clone(&live.frontend.services.updates);
-            per_ip.set_max(new.max_per_ip);
+            per_ip.set_limits(new.max_per_ip, new.ipv6_prefix);
             live.replace(started, &new, frontend);
             // As at start-up: a reload can bring the same unwise settings in.
             for warning in new.warnings() {
@@ -421,8 +421,12 @@ fn admit_address(
 ) -> Option<Ticket> {
     let ticket = per_ip.enter(peer.ip());
     if ticket.is_none() {
+        let from = match per_ip.client(peer.ip()) {
+            IpAddr::V6(network) => format!("{network}/{}", per_ip.ipv6_prefix()),
+            v4 => v4.to_string(),
+        };
         log::warn!(
-            "peer={peer}: refused, {} sessions from this address already running",
+            "peer={peer}: refused, {} sessions from {from} already running",
             per_ip.max()
         );
         if !implicit_tls {

@@ -192,3 +192,42 @@ fn a_trusted_peer_must_send_a_valid_header() {
             .is_some()
     );
 }
+
+/// Connects through the load balancer as `client` (PROXY v1, TCP6) and returns the first line: the
+/// greeting, or the refusal of `--max-per-ip`. The connection is kept open in `held`.
+fn greeted_as(server: &Server, client: &str, held: &mut Vec<Client>) -> String {
+    let mut c = Client::connect(server.addr);
+    c.send(format!("PROXY TCP6 {client} 2001:db8::110 40000 110\r\n").as_bytes());
+    let line = c.read_line();
+    held.push(c);
+    line
+}
+
+/// `--max-per-ip` counts an IPv6 client by its /64 (`--ipv6-prefix`): other addresses of the same network
+/// share its places, another network has its own, and with a prefix of 128 each address counts alone.
+#[test]
+fn max_per_ip_counts_an_ipv6_client_by_its_network() {
+    let fx = standard();
+    let refused = "-ERR [SYS/TEMP] too many sessions from your address, try again later";
+    for (prefix, second_of_the_64) in [(None, refused), (Some("128"), "+OK")] {
+        let mut args = vec!["--proxy-from", "127.0.0.1", "--max-per-ip", "1"];
+        args.extend(prefix.iter().flat_map(|p| ["--ipv6-prefix", p]));
+        let server = Server::start(&fx, &args);
+        let mut held = Vec::new();
+        assert!(greeted_as(&server, "2001:db8:0:1::5", &mut held).starts_with("+OK"));
+        let second = greeted_as(&server, "2001:db8:0:1:ffff::6", &mut held);
+        assert!(
+            second.starts_with(second_of_the_64),
+            "prefix {prefix:?}: {second}"
+        );
+        assert!(greeted_as(&server, "2001:db8:0:2::5", &mut held).starts_with("+OK"));
+        if prefix.is_none() {
+            assert!(
+                server
+                    .wait_log(&["refused, 1 sessions from 2001:db8:0:1::/64"], WAIT)
+                    .is_some(),
+                "the log names the network"
+            );
+        }
+    }
+}
