@@ -90,6 +90,9 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// The session from greeting to close. The loop stays whole: the order of reading a line, answering it
+/// and flushing only when no next command is buffered is what makes PIPELINING correct, and it reads best
+/// in one place.
 fn run(
     session: &mut Session<'_>,
     services: &Services,
@@ -102,38 +105,14 @@ fn run(
     // Every read until login ends by then, those of a TLS handshake (implicit, or after STLS) included:
     // a client sending its hello a byte at a time gets no fresh timeout for each.
     reader.get_mut().set_read_deadline(login_deadline);
-    if let Some(Tls {
-        acceptor,
-        implicit: true,
-    }) = tls
-    {
-        // The handshake runs here, in the session's thread.
-        handshake(reader.get_mut(), acceptor, peer)?;
-        session.tls_established();
-    }
-    session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
-    flush(pending, reader.get_mut())?;
-    // A trusted proxy's header was consumed before the session began, so one here comes from an address
-    // not in --proxy-from: it would make us log and limit the wrong client. Refuse it. This first wait
-    // for input is under the login timer too, and a client silent until it expires is told so.
-    let header = match fill_buf_retrying(reader) {
-        Ok(first) => proxy::looks_like_header(first),
-        Err(e) if is_timeout(&e) => return Ok(expire(session, pending, reader.get_mut())),
-        Err(e) => return Err(e),
-    };
-    if header {
-        log::warn!("peer={peer}: PROXY protocol header from an address not in proxy-from; closing");
-        linger(reader);
-        return Ok(Outcome::Error);
+    greet(session, reader, pending, peer, tls)?;
+    if let Some(outcome) = refuse_stray_proxy_header(session, reader, pending, peer)? {
+        return Ok(outcome);
     }
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     loop {
         let limit = session.line_limit();
-        let deadline = if session.logged_in() {
-            Instant::now() + services.timeout
-        } else {
-            login_deadline
-        };
+        let deadline = next_line_deadline(session, services, login_deadline);
         let line_read = match line::read_line(&mut Deadline { reader, deadline }, &mut line, limit)
         {
             Err(e) if is_timeout(&e) => return Ok(expire(session, pending, reader.get_mut())),
@@ -141,12 +120,7 @@ fn run(
         };
         let handling_started = Instant::now();
         let step = match line_read {
-            Line::Eof => {
-                flush(pending, reader.get_mut())?;
-                // Under TLS the client's close_notify: answered with ours (RFC 8446 section 6.1).
-                reader.get_mut().close();
-                return Ok(Outcome::Closed);
-            }
+            Line::Eof => return client_closed(reader, pending),
             Line::TooLong => session.line_too_long(&mut Corked::new(pending, reader.get_mut()))?,
             Line::Complete => {
                 session.handle_line(&line, &mut Corked::new(pending, reader.get_mut()))?
@@ -160,17 +134,7 @@ fn run(
             Step::Delay(delay) => {
                 std::thread::sleep(delay.saturating_sub(handling_started.elapsed()))
             }
-            Step::Quit => {
-                flush(pending, reader.get_mut())?;
-                reader.get_mut().close();
-                // The maildrop's lock goes before the client sees the end, as it did when the session
-                // was dropped first, so a client that reconnects at once does not find it held; and
-                // nothing stays held while the close lingers.
-                session.tidy();
-                // A pipelining client may have sent commands behind QUIT.
-                linger(reader);
-                return Ok(Outcome::Quit);
-            }
+            Step::Quit => return quit(session, reader, pending),
             Step::StartTls => {
                 start_tls(reader, pending, tls, peer)?;
                 session.tls_established();
@@ -178,12 +142,7 @@ fn run(
             }
         }
         if session.is_finished() {
-            // Ended without QUIT (too many failed logins): the session has set its own outcome. What a
-            // pipelining client sent behind the last password is read first, or the close is a reset.
-            flush(pending, reader.get_mut())?;
-            reader.get_mut().close();
-            linger(reader);
-            return Ok(Outcome::Closed);
+            return close_after_last_failure(reader, pending);
         }
         // Replies wait only while the client's next command is already here whole (pipelining); a part
         // of one may take any time to complete, and must not hold back the replies before it.
@@ -191,6 +150,102 @@ fn run(
             flush(pending, reader.get_mut())?;
         }
     }
+}
+
+/// When the next command line must be complete: the login timer until TRANSACTION, then the autologout
+/// timer counted afresh from the last reply.
+fn next_line_deadline(
+    session: &Session<'_>,
+    services: &Services,
+    login_deadline: Instant,
+) -> Instant {
+    if session.logged_in() {
+        Instant::now() + services.timeout
+    } else {
+        login_deadline
+    }
+}
+
+/// The greeting, after the handshake on an implicit-TLS connection, sent at once.
+fn greet(
+    session: &mut Session<'_>,
+    reader: &mut BufReader<Stream>,
+    pending: &mut Vec<u8>,
+    peer: &str,
+    tls: Option<Tls<'_>>,
+) -> io::Result<()> {
+    if let Some(Tls {
+        acceptor,
+        implicit: true,
+    }) = tls
+    {
+        // The handshake runs here, in the session's thread.
+        handshake(reader.get_mut(), acceptor, peer)?;
+        session.tls_established();
+    }
+    session.greeting(&mut Corked::new(pending, reader.get_mut()))?;
+    flush(pending, reader.get_mut())
+}
+
+/// A trusted proxy's header was consumed before the session began, so one here comes from an address
+/// not in --proxy-from: it would make us log and limit the wrong client. Refuse it. This first wait
+/// for input is under the login timer too, and a client silent until it expires is told so. Returns how
+/// the session ended, or `None` to go on.
+fn refuse_stray_proxy_header(
+    session: &Session<'_>,
+    reader: &mut BufReader<Stream>,
+    pending: &mut Vec<u8>,
+    peer: &str,
+) -> io::Result<Option<Outcome>> {
+    let header = match fill_buf_retrying(reader) {
+        Ok(first) => proxy::looks_like_header(first),
+        Err(e) if is_timeout(&e) => return Ok(Some(expire(session, pending, reader.get_mut()))),
+        Err(e) => return Err(e),
+    };
+    if header {
+        log::warn!("peer={peer}: PROXY protocol header from an address not in proxy-from; closing");
+        linger(reader);
+        return Ok(Some(Outcome::Error));
+    }
+    Ok(None)
+}
+
+/// The client closed its side: the replies still pending go out, then ours closes.
+fn client_closed(reader: &mut BufReader<Stream>, pending: &mut Vec<u8>) -> io::Result<Outcome> {
+    flush(pending, reader.get_mut())?;
+    // Under TLS the client's close_notify: answered with ours (RFC 8446 section 6.1).
+    reader.get_mut().close();
+    Ok(Outcome::Closed)
+}
+
+/// The session asked to close (QUIT, or an end it chose and has answered): the last reply goes out, then
+/// ours closes. An outcome the session set itself takes precedence over `Quit` in [`Session::finish`].
+fn quit(
+    session: &mut Session<'_>,
+    reader: &mut BufReader<Stream>,
+    pending: &mut Vec<u8>,
+) -> io::Result<Outcome> {
+    flush(pending, reader.get_mut())?;
+    reader.get_mut().close();
+    // The maildrop's lock goes before the client sees the end, as it did when the session
+    // was dropped first, so a client that reconnects at once does not find it held; and
+    // nothing stays held while the close lingers.
+    session.tidy();
+    // A pipelining client may have sent commands behind QUIT.
+    linger(reader);
+    Ok(Outcome::Quit)
+}
+
+/// Ended without QUIT (too many failed logins): the session has set its own outcome. What a
+/// pipelining client sent behind the last password is read first, or the close is a reset.
+fn close_after_last_failure(
+    reader: &mut BufReader<Stream>,
+    pending: &mut Vec<u8>,
+) -> io::Result<Outcome> {
+    flush(pending, reader.get_mut())?;
+    reader.get_mut().close();
+    linger(reader);
+    Ok(Outcome::Closed)
 }
 
 /// The login or autologout timer ran out between commands, no response under way: says so and ends.
