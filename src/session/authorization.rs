@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use super::{Session, State, Step, Transaction, printable, transaction_only};
 use crate::auth::{Account, AuthError, Secret};
-use crate::maildrop::{self, MaildropError};
+use crate::maildrop::{self, Maildrop, MaildropError};
 use crate::proto::command::Command;
 use crate::proto::reply::{self, RespCode};
 use crate::session::table::Table;
@@ -143,50 +143,76 @@ impl Session<'_> {
             });
         if path.is_ok() {
             if let Err(why) = self.services.identity.assume(&account) {
-                // Half a switch cannot be trusted: the session ends here, the maildrop unopened.
-                log::error!(
-                    "user={} peer={}: cannot take on the account's identity: {why}",
-                    account.name,
-                    self.peer
-                );
-                reply::err(
-                    out,
-                    Some(RespCode::SysPerm),
-                    format_args!("cannot access the maildrop, closing"),
-                )?;
-                self.state = State::Finished;
-                self.stats.outcome = Some(super::Outcome::Error);
-                return Ok(Step::Quit);
+                return self.identity_refused(&account.name, &why, out);
             }
         }
         let opened =
             path.and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop));
-        let maildrop = match opened {
-            Ok(maildrop) => maildrop,
-            Err(e) => {
-                match &e {
-                    MaildropError::InUse { .. } => {
-                        log::info!("user={} peer={}: {e}", account.name, self.peer)
-                    }
-                    _ => log::error!("user={} peer={}: {e}", account.name, self.peer),
-                }
-                reply::err(
-                    out,
-                    Some(e.resp_code()),
-                    format_args!("{}", e.client_text()),
-                )?;
-                // Still in AUTHORIZATION: back to the start-up identity, or the next USER/PASS would
-                // read the passwd-file (and anything else) as this account. A thread that cannot go
-                // back (a process that became the user for good) ends the session here.
-                if let Err(why) = self.services.identity.restore() {
-                    log::debug!("peer={}: session ends: {why}", self.peer);
-                    self.state = State::Finished;
-                    self.stats.outcome = Some(super::Outcome::Error);
-                    return Ok(Step::Quit);
-                }
-                return Ok(Step::Continue);
-            }
-        };
+        match opened {
+            Ok(maildrop) => self.enter_transaction(account, maildrop, out),
+            Err(e) => self.maildrop_refused(&account.name, &e, out),
+        }
+    }
+
+    /// Half a switch cannot be trusted: the session ends here, the maildrop unopened.
+    fn identity_refused<W: Write + ?Sized>(
+        &mut self,
+        user: &str,
+        why: &str,
+        out: &mut W,
+    ) -> io::Result<Step> {
+        log::error!(
+            "user={user} peer={}: cannot take on the account's identity: {why}",
+            self.peer
+        );
+        reply::err(
+            out,
+            Some(RespCode::SysPerm),
+            format_args!("cannot access the maildrop, closing"),
+        )?;
+        Ok(self.end_in_error())
+    }
+
+    /// The maildrop could not be opened or locked: the client is told why, in its response code.
+    fn maildrop_refused<W: Write + ?Sized>(
+        &mut self,
+        user: &str,
+        e: &MaildropError,
+        out: &mut W,
+    ) -> io::Result<Step> {
+        match e {
+            MaildropError::InUse { .. } => log::info!("user={user} peer={}: {e}", self.peer),
+            _ => log::error!("user={user} peer={}: {e}", self.peer),
+        }
+        reply::err(
+            out,
+            Some(e.resp_code()),
+            format_args!("{}", e.client_text()),
+        )?;
+        // Still in AUTHORIZATION: back to the start-up identity, or the next USER/PASS would
+        // read the passwd-file (and anything else) as this account. A thread that cannot go
+        // back (a process that became the user for good) ends the session here.
+        if let Err(why) = self.services.identity.restore() {
+            log::debug!("peer={}: session ends: {why}", self.peer);
+            return Ok(self.end_in_error());
+        }
+        Ok(Step::Continue)
+    }
+
+    /// The session ends without UPDATE, its outcome an error.
+    fn end_in_error(&mut self) -> Step {
+        self.state = State::Finished;
+        self.stats.outcome = Some(super::Outcome::Error);
+        Step::Quit
+    }
+
+    /// The maildrop is open and locked: the client hears its totals, and the session is in TRANSACTION.
+    fn enter_transaction<W: Write + ?Sized>(
+        &mut self,
+        account: Account,
+        maildrop: Box<dyn Maildrop>,
+        out: &mut W,
+    ) -> io::Result<Step> {
         let table = Table::new(maildrop.messages());
         let (count, octets) = table.totals();
         log::info!(
