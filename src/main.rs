@@ -1,9 +1,11 @@
 //! argv → `Config` → front end. Prints `poplar: <error>` once and exits non-zero; nothing else.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use poplar::cli::{self, Invocation};
-use poplar::config::ConfigError;
+use poplar::cli::{self, Invocation, Origins};
+use poplar::config::{Config, ConfigError};
+use poplar::startup::StartError;
 use poplar::{check, inetd, logging, server};
 
 fn main() -> ExitCode {
@@ -14,18 +16,7 @@ fn main() -> ExitCode {
     let private_stderr = inetd_mode && inetd::stderr_is_private();
     let (config, origins) = match cli::parse(args.clone()) {
         Ok(Invocation::Run(config, origins)) => (config, origins),
-        Ok(Invocation::CheckConfig(config, origins)) => {
-            return match check::run(&config, &origins) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("poplar: {e}");
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Ok(Invocation::CheckConfig(config, origins)) => return check_config(&config, &origins),
         Ok(Invocation::Help) => {
             print!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
@@ -34,67 +25,100 @@ fn main() -> ExitCode {
             println!("poplar {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            if inetd_mode {
-                // Under inetd stderr is the client's socket: syslog always, stderr only when private.
-                logging::init_syslog(log::LevelFilter::Error);
-                log::error!("{e}");
-                inetd::refuse_client(cli::asks_for_tls(&args));
-            }
-            if !inetd_mode || private_stderr {
-                eprintln!("poplar: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(e) => return refuse_command_line(&e, &args, inetd_mode, private_stderr),
     };
-    let result = if config.inetd {
-        logging::init_syslog(config.log_level);
-        install_panic_logger();
-        warn_about(&config);
-        inetd::run(&config)
-    } else {
-        logging::init_stderr(config.log_level);
-        install_panic_logger();
-        warn_about(&config);
-        // SIGHUP parses the same command line again, re-reading the configuration file it names.
-        let reload = || match cli::parse(args.clone()) {
-            Ok(Invocation::Run(config, origins)) => Ok((*config, origins)),
-            Ok(_) => Err("the command line no longer asks to run".to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        server::serve(&config, &reload)
-    };
-    match result {
+    match start(&config, &args) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report_start_error(&config, &origins, e, private_stderr),
+    }
+}
+
+/// `--check-config`: the effective settings on stdout, or the first problem on stderr with status 2.
+fn check_config(config: &Config, origins: &Origins) -> ExitCode {
+    match check::run(config, origins) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            // A start-up failure the checks of --check-config explain is a configuration problem:
-            // reported as they report it, naming the file, line and option, with status 2.
-            // (inetd mode has logged the failure itself; the explanation is added.)
-            let (explained, status) = match (check::validate(&config, &origins), e.listener) {
-                (Err(problem), _) => (Some(problem.to_string()), 2),
-                // An address that cannot be bound is a runtime failure, named where it was given.
-                (Ok(_), Some((option, index))) => {
-                    let named = ConfigError {
-                        origin: origins.nth(option, index),
-                        option: option.to_string(),
-                        problem: e.message.clone(),
-                    };
-                    (Some(named.to_string()), e.status)
-                }
-                (Ok(_), None) => (None, e.status),
-            };
-            if let (true, Some(problem)) = (config.inetd, &explained) {
-                log::error!("{problem}");
-            }
-            if !config.inetd || private_stderr {
-                eprintln!("poplar: {}", explained.unwrap_or(e.message));
-            }
-            ExitCode::from(status)
+            eprintln!("poplar: {e}");
+            ExitCode::from(2)
         }
     }
 }
 
-fn warn_about(config: &poplar::config::Config) {
+/// A command line that does not parse: status 2, and under inetd a refusal the client can read.
+fn refuse_command_line(
+    e: &ConfigError,
+    args: &[OsString],
+    inetd_mode: bool,
+    private_stderr: bool,
+) -> ExitCode {
+    if inetd_mode {
+        // Under inetd stderr is the client's socket: syslog always, stderr only when private.
+        logging::init_syslog(log::LevelFilter::Error);
+        log::error!("{e}");
+        inetd::refuse_client(cli::asks_for_tls(args));
+    }
+    if !inetd_mode || private_stderr {
+        eprintln!("poplar: {e}");
+    }
+    ExitCode::from(2)
+}
+
+/// The front end the configuration asks for, its logging set up first; returns when it ends.
+fn start(config: &Config, args: &[OsString]) -> Result<(), StartError> {
+    if config.inetd {
+        logging::init_syslog(config.log_level);
+        install_panic_logger();
+        warn_about(config);
+        inetd::run(config)
+    } else {
+        logging::init_stderr(config.log_level);
+        install_panic_logger();
+        warn_about(config);
+        // SIGHUP parses the same command line again, re-reading the configuration file it names.
+        let reload = || match cli::parse(args.to_vec()) {
+            Ok(Invocation::Run(config, origins)) => Ok((*config, origins)),
+            Ok(_) => Err("the command line no longer asks to run".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        server::serve(config, &reload)
+    }
+}
+
+/// A start-up failure the checks of --check-config explain is a configuration problem: reported as
+/// they report it, naming the file, line and option, with status 2. (inetd mode has logged the
+/// failure itself; the explanation is added.)
+fn report_start_error(
+    config: &Config,
+    origins: &Origins,
+    e: StartError,
+    private_stderr: bool,
+) -> ExitCode {
+    let (explained, status) = match (check::validate(config, origins), e.listener) {
+        (Err(problem), _) => (Some(problem.to_string()), 2),
+        // An address that cannot be bound is a runtime failure, named where it was given.
+        (Ok(_), Some((option, index))) => {
+            let named = ConfigError {
+                origin: origins.nth(option, index),
+                option: option.to_string(),
+                problem: e.message.clone(),
+            };
+            (Some(named.to_string()), e.status)
+        }
+        (Ok(_), None) => (None, e.status),
+    };
+    if let (true, Some(problem)) = (config.inetd, &explained) {
+        log::error!("{problem}");
+    }
+    if !config.inetd || private_stderr {
+        eprintln!("poplar: {}", explained.unwrap_or(e.message));
+    }
+    ExitCode::from(status)
+}
+
+fn warn_about(config: &Config) {
     for warning in config.warnings() {
         log::warn!("{warning}");
     }
