@@ -134,6 +134,54 @@ fn asks_for(args: &[OsString], flag: &str) -> bool {
 
 /// Parses argv (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, ConfigError> {
+    let argv = match read_argv(args)? {
+        Argv::Help => return Ok(Invocation::Help),
+        Argv::Version => return Ok(Invocation::Version),
+        Argv::Settings(argv) => argv,
+    };
+    let mut config = Config::default();
+    let mut origins = Origins::default();
+    if let Some(path) = &argv.config_file {
+        load_file(&mut config, path, &mut origins)?;
+    }
+    drop_file_listeners(&mut config, &mut origins, &argv.settings);
+    for (name, value) in &argv.settings {
+        config
+            .set(name, value.as_deref())
+            .map_err(|problem| cli_error(name, problem))?;
+        origins.0.push((name.clone(), Origin::CommandLine));
+    }
+    config
+        .conflicts()
+        .map_err(|(option, problem)| ConfigError {
+            origin: origins.of(option),
+            option: option.to_string(),
+            problem,
+        })?;
+    Ok(if argv.check {
+        Invocation::CheckConfig(Box::new(config), origins)
+    } else {
+        Invocation::Run(Box::new(config), origins)
+    })
+}
+
+/// What the command line asks for, before any file is read.
+enum Argv {
+    Help,
+    Version,
+    Settings(CommandLine),
+}
+
+/// The command line's own settings, in order, and the file it names.
+struct CommandLine {
+    settings: Vec<(String, Option<String>)>,
+    config_file: Option<PathBuf>,
+    check: bool,
+}
+
+/// Reads argv into settings, checking each option's name and arity; the first `--help` or
+/// `--version` wins over everything after it.
+fn read_argv(args: impl IntoIterator<Item = OsString>) -> Result<Argv, ConfigError> {
     let mut settings: Vec<(String, Option<String>)> = Vec::new();
     let mut config_file: Option<PathBuf> = None;
     let mut check = false;
@@ -148,8 +196,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
             return Err(cli_error(&name, "takes no value".to_string()));
         }
         match name.as_str() {
-            "help" => return Ok(Invocation::Help),
-            "version" => return Ok(Invocation::Version),
+            "help" => return Ok(Argv::Help),
+            "version" => return Ok(Argv::Version),
             "check-config" => check = true,
             "config" if config_file.is_some() => {
                 return Err(cli_error(
@@ -169,12 +217,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
             },
         }
     }
-    let mut config = Config::default();
-    let mut origins = Origins::default();
-    if let Some(path) = config_file {
-        load_file(&mut config, &path, &mut origins)?;
-    }
-    // Listeners on the command line replace the file's of the same kind, as any other setting does.
+    Ok(Argv::Settings(CommandLine {
+        settings,
+        config_file,
+        check,
+    }))
+}
+
+/// Listeners on the command line replace the file's of the same kind, as any other setting does.
+fn drop_file_listeners(
+    config: &mut Config,
+    origins: &mut Origins,
+    settings: &[(String, Option<String>)],
+) {
     for (option, addrs) in [
         ("listen", &mut config.listen),
         ("listen-tls", &mut config.listen_tls),
@@ -185,24 +240,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Con
             origins.0.retain(|(name, _)| name != option);
         }
     }
-    for (name, value) in &settings {
-        config
-            .set(name, value.as_deref())
-            .map_err(|problem| cli_error(name, problem))?;
-        origins.0.push((name.clone(), Origin::CommandLine));
-    }
-    config
-        .conflicts()
-        .map_err(|(option, problem)| ConfigError {
-            origin: origins.of(option),
-            option: option.to_string(),
-            problem,
-        })?;
-    Ok(if check {
-        Invocation::CheckConfig(Box::new(config), origins)
-    } else {
-        Invocation::Run(Box::new(config), origins)
-    })
 }
 
 fn load_file(
