@@ -163,6 +163,8 @@ fn check_mail_group(config: &Config, origins: &Origins) -> Result<(), ConfigErro
 /// Every setting with the value the server would use, in `SETTINGS` order. Defaults are written out
 /// (the listen addresses too), unset optional paths are left out. Nothing here is a secret: the
 /// passwords live in the passwd-file, which is named, never printed.
+///
+/// Long because it is a flat table, one entry per setting, best read whole against `SETTINGS`.
 pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
     let secs = |d: std::time::Duration| d.as_secs().to_string();
