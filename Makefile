@@ -50,12 +50,14 @@ build:
 	$(CARGO) build --release
 
 # --all-targets builds and runs the unit tests and every tests/*.rs (which start target/debug/poplar).
-# The crate has no doctests. check-static builds the musl binary once (a release LTO build). The last
-# line sums every test binary's result, so the run ends with one total ("total: N passed, N failed")
-# rather than the last binary's count.
+# The crate has no doctests. check-static builds the musl binary once (a release LTO build). Then the
+# build without the `tls` feature: its unit tests and tests/no_tls.rs, in a target directory of its own
+# so that target/debug/poplar stays the full build. The last line sums every test binary's result, so
+# the run ends with one total ("total: N passed, N failed") rather than the last binary's count.
 test: lint-man check-static
 	mkdir -p target
 	$(CARGO) test --all-targets 2>&1 | tee target/test.log
+	CARGO_TARGET_DIR=target/no-tls $(CARGO) test --no-default-features --lib --test no_tls 2>&1 | tee -a target/test.log
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test.log
 
 # The fuzz targets live in fuzz/, a workspace of their own. cargo-fuzz passes nightly-only compiler flags;

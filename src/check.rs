@@ -89,6 +89,22 @@ fn check_passwd(
 /// A certificate needs its key and the other way round; TLS listeners and implicit TLS need both; both
 /// files must be readable by the user the server starts as.
 fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
+    // Said first in a build without TLS: the files are beside the point when they cannot be used.
+    if !cfg!(feature = "tls") {
+        let given = [
+            ("tls-cert", config.tls_cert.is_some()),
+            ("tls-key", config.tls_key.is_some()),
+            ("listen-tls", !config.listen_tls.is_empty()),
+            ("tls", config.tls),
+        ];
+        if let Some((option, _)) = given.iter().find(|(_, set)| *set) {
+            return Err(problem(
+                origins,
+                option,
+                crate::tls::TlsError::NotBuilt.to_string(),
+            ));
+        }
+    }
     let needs_cert = if !config.listen_tls.is_empty() {
         Some("listen-tls")
     } else if config.tls {
@@ -355,23 +371,34 @@ mod tests {
         );
         assert!(!out.contains("wonderland"), "a password was printed: {out}");
         c.tls_cert = Some(dir.path().join("missing.pem"));
-        assert_eq!(
-            run(&c, &none).unwrap_err().to_string(),
-            "--tls-cert: set without tls-key"
-        );
-        c.tls_key = Some(passwd.clone());
-        let e = run(&c, &none).unwrap_err().to_string();
-        assert!(
-            e.starts_with("--tls-cert: ") && e.contains("missing.pem: No such file"),
-            "{e}"
-        );
+        if cfg!(feature = "tls") {
+            assert_eq!(
+                run(&c, &none).unwrap_err().to_string(),
+                "--tls-cert: set without tls-key"
+            );
+            c.tls_key = Some(passwd.clone());
+            let e = run(&c, &none).unwrap_err().to_string();
+            assert!(
+                e.starts_with("--tls-cert: ") && e.contains("missing.pem: No such file"),
+                "{e}"
+            );
+            c.tls_cert = None;
+            c.tls_key = None;
+            c.tls = true;
+            assert_eq!(
+                run(&c, &none).unwrap_err().to_string(),
+                "--tls: needs tls-cert and tls-key"
+            );
+        } else {
+            // Without TLS built in, that is said first, of whichever TLS option is set.
+            assert_eq!(
+                run(&c, &none).unwrap_err().to_string(),
+                "--tls-cert: TLS options given, but poplar was built without TLS support (cargo \
+                 feature `tls`)"
+            );
+        }
         c.tls_cert = None;
         c.tls_key = None;
-        c.tls = true;
-        assert_eq!(
-            run(&c, &none).unwrap_err().to_string(),
-            "--tls: needs tls-cert and tls-key"
-        );
         c.tls = false;
         c.run_as = Some("no-such-account-here".to_string());
         assert_eq!(

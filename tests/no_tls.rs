@@ -10,10 +10,14 @@ use common::{Server, run, standard};
 fn tls_options_say_the_build_has_no_tls() {
     let fx = standard();
     let passwd = fx.passwd().display().to_string();
-    for extra in [
-        &["--tls-cert", "/etc/cert.pem", "--tls-key", "/etc/key.pem"][..],
-        &["--listen-tls", "127.0.0.1:0"],
-        &["--inetd", "--tls"],
+    // Named before the files are looked at: /etc/cert.pem need not exist for the answer to be this one.
+    for (extra, option) in [
+        (
+            &["--tls-cert", "/etc/cert.pem", "--tls-key", "/etc/key.pem"][..],
+            "tls-cert",
+        ),
+        (&["--listen-tls", "127.0.0.1:0"], "listen-tls"),
+        (&["--inetd", "--tls"], "tls"),
     ] {
         let mut args = vec!["--listen", "127.0.0.1:0", "--passwd", &passwd];
         args.extend_from_slice(extra);
@@ -22,9 +26,16 @@ fn tls_options_say_the_build_has_no_tls() {
         if !args.contains(&"--inetd") {
             assert_eq!(
                 stderr.trim(),
-                "poplar: TLS options given, but poplar was built without TLS support (cargo feature `tls`)"
+                format!(
+                    "poplar: --{option}: TLS options given, but poplar was built without TLS support (cargo feature `tls`)"
+                )
             );
         }
+        let mut check = vec!["--check-config", "--passwd", &passwd];
+        check.extend_from_slice(extra);
+        let (code, _, stderr) = run(&check);
+        assert_eq!(code, 2, "{check:?}");
+        assert!(stderr.contains("built without TLS support"), "{stderr}");
     }
 }
 

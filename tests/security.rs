@@ -357,7 +357,7 @@ fn per_address_cap() {
     assert!(third.closed_within(Duration::from_secs(5)));
     assert!(
         srv.wait_log(
-            &["refused, 2 sessions from this address"],
+            &["refused, 2 sessions from 127.0.0.1 already running"],
             Duration::from_secs(5)
         )
         .is_some()
