@@ -4,7 +4,7 @@
 //! (`signals`). What it shares with the inetd front end is in `startup`.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -420,11 +420,7 @@ fn admit_address(
     implicit_tls: bool,
 ) -> Option<Ticket> {
     let ticket = per_ip.enter(peer.ip());
-    if ticket.is_none() {
-        let from = match per_ip.client(peer.ip()) {
-            IpAddr::V6(network) => format!("{network}/{}", per_ip.ipv6_prefix()),
-            v4 => v4.to_string(),
-        };
+    if let Err(from) = &ticket {
         log::warn!(
             "peer={peer}: refused, {} sessions from {from} already running",
             per_ip.max()
@@ -435,7 +431,7 @@ fn admit_address(
             );
         }
     }
-    ticket
+    ticket.ok()
 }
 
 /// Decrements the session count when a session thread ends, even by panic.
