@@ -266,3 +266,30 @@ fn short_options() {
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("STAT").starts_with("+OK 5 "));
 }
+
+/// The example configuration shipped in man/examples (installed in share/doc/poplar) passes
+/// --check-config as it is, with only its passwd-file pointed at one that exists: every setting in it
+/// is a real option with a valid value.
+#[test]
+fn the_example_configuration_checks_out() {
+    let fx = standard();
+    let example = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/man/examples/poplar.conf"
+    ))
+    .unwrap();
+    assert!(example.contains("passwd = /etc/poplar/passwd\n"));
+    let conf = fx.root().join("poplar.conf");
+    let passwd = format!("passwd = {}\n", fx.passwd().display());
+    fs::write(
+        &conf,
+        example.replace("passwd = /etc/poplar/passwd\n", &passwd),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["--check-config", "-c", conf.to_str().unwrap()]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(
+        out.contains("max-per-ip = 10") && out.contains("ipv6-prefix = 64"),
+        "{out}"
+    );
+}
