@@ -27,6 +27,7 @@
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
 //! - [`check`]: `--check-config`, validating the settings and printing the effective ones.
 //! - [`admission`]: the per-address session cap.
+//! - [`capabilities`]: the three Linux capabilities a root server keeps, and the dropping of the rest.
 //! - [`privs`]: privilege changes (setuid, setgroups; per-thread file-system ids) and the privilege model.
 //! - [`logging`]: env_logger on stderr, or syslog (facility mail) when stderr is the client's socket.
 //! - [`proxy`]: the PROXY protocol v1/v2 header a load balancer puts before the client's bytes; pure.
@@ -34,6 +35,7 @@
 pub mod activation;
 pub mod admission;
 pub mod auth;
+pub mod capabilities;
 pub mod check;
 pub mod cli;
 pub mod config;

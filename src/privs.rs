@@ -19,6 +19,9 @@
 //! - not root: nothing changes; the process can open only what its own uid can, whatever uid an account
 //!   names, so refusing such accounts would protect nothing.
 //!
+//! Running as root in either mode, the process keeps only the capabilities switching needs
+//! (`capabilities`): CAP_SETUID, CAP_SETGID and CAP_DAC_READ_SEARCH.
+//!
 //! An account whose uid is 0 (only possible by writing it into a passwd-file: `--system-users` never lets
 //! root log in) is served as root, with a warning on every login.
 
@@ -78,6 +81,7 @@ impl Privileges {
             not_root(mail_group);
             return Ok(Privileges::Unchanged);
         }
+        crate::capabilities::keep_only_needed()?;
         let mail_group = mail_group.map(group_id).transpose()?;
         let fallback = run_as
             .map(|name| lookup(name, Path::new(PASSWD), Path::new(GROUP)))
@@ -120,15 +124,18 @@ impl Privileges {
                 }
                 Ok(Privileges::Unchanged)
             }
-            (None, true) => Ok(Privileges::Thread {
-                group_file: PathBuf::from(GROUP),
-                base: Ids {
-                    uid: unistd::geteuid().as_raw(),
-                    gid: unistd::getegid().as_raw(),
-                    groups: thread_groups().map_err(|e| format!("getgroups: {e}"))?,
-                },
-                mail_group,
-            }),
+            (None, true) => {
+                crate::capabilities::keep_only_needed()?;
+                Ok(Privileges::Thread {
+                    group_file: PathBuf::from(GROUP),
+                    base: Ids {
+                        uid: unistd::geteuid().as_raw(),
+                        gid: unistd::getegid().as_raw(),
+                        groups: thread_groups().map_err(|e| format!("getgroups: {e}"))?,
+                    },
+                    mail_group,
+                })
+            }
             (None, false) => Ok(Privileges::Unchanged),
         }
     }
@@ -552,28 +559,34 @@ mod tests {
         let Some((_dir, file)) = root_only_file() else {
             return;
         };
-        let privileges = Privileges::standalone(None, None).unwrap();
-        let Privileges::Thread { base, .. } = &privileges else {
-            panic!("root without --user serves with per-thread identities");
-        };
-        let base = base.clone();
         let account = account(Some(12345), Some(12346));
-        let seen = std::thread::scope(|s| {
-            s.spawn(|| {
-                privileges.assume(&account).unwrap();
-                let denied = std::fs::read(&file).map_err(|e| e.kind());
-                privileges.restore().unwrap();
-                let fsuid = unistd::setfsuid(Uid::from_raw(0)).as_raw();
-                (
-                    denied,
-                    std::fs::read(&file).is_ok(),
-                    fsuid,
-                    thread_groups().unwrap(),
-                )
-            })
-            .join()
-            .unwrap()
-        });
+        // In a thread of its own, as the server's main thread: it drops capabilities, and the session
+        // thread started after inherits what it kept.
+        let (base, seen) = std::thread::spawn(move || {
+            let privileges = Privileges::standalone(None, None).unwrap();
+            let Privileges::Thread { base, .. } = &privileges else {
+                panic!("root without --user serves with per-thread identities");
+            };
+            let seen = std::thread::scope(|s| {
+                s.spawn(|| {
+                    privileges.assume(&account).unwrap();
+                    let denied = std::fs::read(&file).map_err(|e| e.kind());
+                    privileges.restore().unwrap();
+                    let fsuid = unistd::setfsuid(Uid::from_raw(0)).as_raw();
+                    (
+                        denied,
+                        std::fs::read(&file).is_ok(),
+                        fsuid,
+                        thread_groups().unwrap(),
+                    )
+                })
+                .join()
+                .unwrap()
+            });
+            (base.clone(), seen)
+        })
+        .join()
+        .unwrap();
         assert_eq!(seen.0, Err(std::io::ErrorKind::PermissionDenied));
         assert!(seen.1, "the root-only file is readable again");
         assert_eq!(seen.2, base.uid);

@@ -99,6 +99,72 @@ fn inetd_as_root_becomes_the_account() {
     assert_eq!(inetd.wait_exit(Duration::from_secs(5)), Some(0));
 }
 
+/// The capability sets (`CapPrm:`, `CapEff:`, `CapBnd:`) of every thread of process `pid`.
+fn capabilities(pid: u32) -> Vec<(u64, u64, u64)> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mask =
+        |status: &str, key: &str| u64::from_str_radix(&status_field(status, key), 16).unwrap();
+    tasks
+        .filter_map(|t| fs::read_to_string(t.unwrap().path().join("status")).ok())
+        .map(|s| {
+            (
+                mask(&s, "CapPrm:"),
+                mask(&s, "CapEff:"),
+                mask(&s, "CapBnd:"),
+            )
+        })
+        .collect()
+}
+
+/// CAP_DAC_READ_SEARCH, CAP_SETGID and CAP_SETUID: what a root server keeps.
+const KEPT_CAPABILITIES: u64 = 1 << 2 | 1 << 6 | 1 << 7;
+
+/// Root: both modes keep only the three capabilities switching identities needs, in every thread, and
+/// the bounding set goes with them; a standalone session thread serving an account also loses
+/// CAP_DAC_READ_SEARCH from its effective set. (The test runs as root with every capability.)
+#[test]
+fn a_root_server_keeps_three_capabilities() {
+    needs_root!();
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    passwd(&fx, &[("alice", "pw", "12345", "12346", &fx.home("alice"))]);
+    own(&fx, "alice", 12345, 12346);
+
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("alice", "pw");
+    let threads = capabilities(srv.pid());
+    assert!(
+        threads.len() >= 2,
+        "the main thread and a session's: {threads:x?}"
+    );
+    for &(permitted, effective, bounding) in &threads {
+        assert_eq!(permitted, KEPT_CAPABILITIES, "{threads:x?}");
+        assert_eq!(bounding, KEPT_CAPABILITIES, "{threads:x?}");
+        assert_eq!(effective & !KEPT_CAPABILITIES, 0, "{threads:x?}");
+    }
+    assert!(
+        threads.iter().any(|t| t.1 == KEPT_CAPABILITIES & !(1 << 2)),
+        "a session thread as alice cannot read past permissions: {threads:x?}"
+    );
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+
+    let (mut inetd, mut c) = Inetd::start(&fx, &[]);
+    c.greeting();
+    let before_login = capabilities(inetd.child.id());
+    assert_eq!(
+        before_login,
+        [(KEPT_CAPABILITIES, KEPT_CAPABILITIES, KEPT_CAPABILITIES)]
+    );
+    c.login("alice", "pw");
+    assert_eq!(
+        capabilities(inetd.child.id())[0].0,
+        0,
+        "none at all as alice"
+    );
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(inetd.wait_exit(Duration::from_secs(5)), Some(0));
+}
+
 /// Root: an inetd account without uid/gid is refused rather than served as root.
 #[test]
 fn inetd_as_root_refuses_accounts_without_ids() {
