@@ -437,23 +437,38 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (option, problem) = (OneLine(&self.option), OneLine(&self.problem));
         match &self.origin {
-            Origin::CommandLine if self.option.is_empty() => f.write_str(&self.problem),
-            Origin::CommandLine => write!(f, "--{}: {}", self.option, self.problem),
-            Origin::File { path, line } if self.option.is_empty() => {
-                write!(f, "{}:{}: {}", path.display(), line, self.problem)
-            }
+            Origin::CommandLine if self.option.is_empty() => write!(f, "{problem}"),
+            Origin::CommandLine => write!(f, "--{option}: {problem}"),
             Origin::File { path, line } => {
-                write!(
-                    f,
-                    "{}:{}: {}: {}",
-                    path.display(),
-                    line,
-                    self.option,
-                    self.problem
-                )
+                let path = path.display().to_string();
+                let path = OneLine(&path);
+                if self.option.is_empty() {
+                    write!(f, "{path}:{line}: {problem}")
+                } else {
+                    write!(f, "{path}:{line}: {option}: {problem}")
+                }
             }
         }
+    }
+}
+
+/// Text quoted from a file or the command line (a name, a value, a path) shown with its control
+/// characters escaped: a stray CR in a configuration line must not break the one-line error message
+/// into two, on a terminal or in the log.
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -541,6 +556,22 @@ pub fn apply_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_stay_on_one_line() {
+        let path = Path::new("/etc/poplar/poplar.conf");
+        let e = parse_file_text(path, "(\r(\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/poplar/poplar.conf:1: (\\r(: expected `option = value`"
+        );
+        let settings = parse_file_text(path, "timeout = 1\r2\n").unwrap();
+        let e = apply_file(&mut Config::default(), path, &settings).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/poplar/poplar.conf:1: timeout: not a number: \"1\\r2\""
+        );
+    }
 
     #[test]
     fn setter_accepts_and_rejects() {
