@@ -457,7 +457,7 @@ impl fmt::Display for ConfigError {
 /// Text quoted from a file or the command line (a name, a value, a path) shown with its control
 /// characters escaped: a stray CR in a configuration line must not break the one-line error message
 /// into two, on a terminal or in the log.
-struct OneLine<'a>(&'a str);
+pub(crate) struct OneLine<'a>(pub(crate) &'a str);
 
 impl fmt::Display for OneLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

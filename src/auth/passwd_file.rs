@@ -32,9 +32,12 @@ pub struct PasswdError {
 
 impl fmt::Display for PasswdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A user name or field quoted from the file may hold control characters: shown escaped, so the
+        // message stays one line in the log.
+        let problem = crate::config::OneLine(&self.problem);
         match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.problem),
-            None => write!(f, "{}: {}", self.path.display(), self.problem),
+            Some(line) => write!(f, "{}:{}: {problem}", self.path.display(), line),
+            None => write!(f, "{}: {problem}", self.path.display()),
         }
     }
 }
@@ -405,6 +408,16 @@ mod tests {
             err.to_string(),
             format!(
                 "{}:3: user b: unsupported password scheme SSHA",
+                path.display()
+            )
+        );
+        // A control character in a quoted user name is shown escaped: the message stays one line.
+        fs::write(&path, "a\rb\x02\n").unwrap();
+        let err = PasswdFile::open(&path).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:1: user a\\rb\\u{{2}}: missing password field",
                 path.display()
             )
         );
