@@ -425,11 +425,11 @@ fn admit_address(
             "peer={peer}: refused, {} sessions from {from} already running",
             per_ip.max()
         );
-        if !implicit_tls {
-            let _ = stream.write_all(
-                b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n",
-            );
-        }
+        refuse(
+            stream,
+            implicit_tls,
+            b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n",
+        );
     }
     ticket.ok()
 }
