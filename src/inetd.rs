@@ -19,9 +19,10 @@ use crate::signals;
 use crate::startup::{self, StartError};
 use crate::stream::{Stream, Transport};
 
-/// Serves the one connection on stdin/stdout.
-pub fn run(config: &Config) -> Result<(), StartError> {
-    if !stderr_is_private() {
+/// Serves the one connection on stdin/stdout. `private_stderr`: what [`stderr_is_private`] said before
+/// anything was printed.
+pub fn run(config: &Config, private_stderr: bool) -> Result<(), StartError> {
+    if !private_stderr {
         silence_stderr();
     }
     signals::ignore_fatal_signals();

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         }
         Err(e) => return refuse_command_line(&e, &args, inetd_mode, private_stderr),
     };
-    match start(&config, &args) {
+    match start(&config, &args, private_stderr) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report_start_error(&config, &origins, e, private_stderr),
     }
@@ -67,12 +67,12 @@ fn refuse_command_line(
 }
 
 /// The front end the configuration asks for, its logging set up first; returns when it ends.
-fn start(config: &Config, args: &[OsString]) -> Result<(), StartError> {
+fn start(config: &Config, args: &[OsString], private_stderr: bool) -> Result<(), StartError> {
     if config.inetd {
         logging::init_syslog(config.log_level);
         install_panic_logger();
         warn_about(config);
-        inetd::run(config)
+        inetd::run(config, private_stderr)
     } else {
         logging::init_stderr(config.log_level);
         install_panic_logger();
