@@ -7,8 +7,8 @@ use crate::maildrop::MAX_UID;
 use std::fs;
 use std::time::{Duration, SystemTime};
 
-fn uids(md: &Maildir) -> Vec<&str> {
-    md.messages().iter().map(|m| &*m.uid).collect()
+fn uids(md: &Maildir) -> Vec<String> {
+    md.messages().iter().map(|m| m.uid.to_string()).collect()
 }
 
 fn read_all(md: &mut Maildir, index: usize) -> Vec<u8> {
@@ -141,12 +141,12 @@ fn a_login_waits_briefly_for_a_session_that_is_ending() {
     let dir = maildir();
     let first = Maildir::open(dir.path()).unwrap();
     let ending = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
         drop(first);
     });
     let started = std::time::Instant::now();
     Maildir::open(dir.path()).expect("the session lock is waited for");
-    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    assert!(started.elapsed() >= Duration::from_millis(150));
     ending.join().unwrap();
 }
 
@@ -222,6 +222,14 @@ fn a_message_swapped_for_a_symlink_is_refused() {
     assert!(md.open_message(0).is_err());
 }
 
+/// Creates `new/`, `cur/` and `tmp/` under `root` (and `root` itself), for a maildrop at a path of
+/// the test's choosing (`maildir()` makes one at a temporary directory's top).
+fn make_maildir(root: &Path) {
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+}
+
 /// The message files left in `new/` and `cur/` of `root`, sorted.
 fn left(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = MESSAGE_DIRS
@@ -239,9 +247,7 @@ fn the_maildrop_moved_away_is_the_one_read_and_expunged() {
     let root = parent.path().join("Maildir");
     let moved = parent.path().join("moved");
     let names = ["cur/x:2,S", "cur/y:2,S", "new/z", "cur/w:2,"];
-    for sub in ["new", "cur", "tmp"] {
-        fs::create_dir_all(root.join(sub)).unwrap();
-    }
+    make_maildir(&root);
     for (i, name) in names.iter().enumerate() {
         put(&root, name, name.as_bytes(), i as u64 + 1);
     }
@@ -249,9 +255,7 @@ fn the_maildrop_moved_away_is_the_one_read_and_expunged() {
     // Another maildrop (a restored copy, say) now sits at the path, with the same names; this
     // session holds the lock of the one it opened.
     fs::rename(&root, &moved).unwrap();
-    for sub in ["new", "cur", "tmp"] {
-        fs::create_dir_all(root.join(sub)).unwrap();
-    }
+    make_maildir(&root);
     for name in names {
         put(&root, name, b"someone else\n", 9);
     }
@@ -385,10 +389,15 @@ fn a_changed_or_damaged_cache_is_never_served() {
 
 /// Dates `new/` and `cur/` back, as if the last delivery were long ago.
 fn settle(root: &Path) {
+    date_dirs(root, SystemTime::UNIX_EPOCH + Duration::from_secs(100));
+}
+
+/// Sets the mtime of `new/` and `cur/`, as a delivery at `when` would.
+fn date_dirs(root: &Path, when: SystemTime) {
     for sub in MESSAGE_DIRS {
         File::open(root.join(sub))
             .unwrap()
-            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(100))
+            .set_modified(when)
             .unwrap();
     }
 }
@@ -440,12 +449,7 @@ fn a_listing_vouches_only_for_directories_settled_when_it_began() {
     put(&root, "new/a", b"a\n", 1);
     // A delivery a moment ago.
     let changed = SystemTime::now();
-    for sub in MESSAGE_DIRS {
-        File::open(root.join(sub))
-            .unwrap()
-            .set_modified(changed)
-            .unwrap();
-    }
+    date_dirs(&root, changed);
     // The login takes longer than SETTLE_SECS: counting `a` waits for a write lease on it to be
     // given up (a file server's, say), after the directories were listed.
     let held = File::options()
@@ -458,10 +462,7 @@ fn a_listing_vouches_only_for_directories_settled_when_it_began() {
     }
     let login = {
         let root = root.clone();
-        std::thread::spawn(move || {
-            let md = Maildir::open(&root).unwrap();
-            uids(&md).iter().map(|u| u.to_string()).collect::<Vec<_>>()
-        })
+        std::thread::spawn(move || uids(&Maildir::open(&root).unwrap()))
     };
     std::thread::sleep(Duration::from_millis(300));
     // Another delivery in the same clock tick as the first (file system clocks are coarse), after
@@ -487,10 +488,7 @@ fn unique_ids_from_the_cache_are_those_of_the_listing() {
     put(root, "cur/b:2,S", b"b\n", 2);
     put(root, &format!("cur/{long}:2,S"), b"c\n", 3);
     put(root, "cur/with space:2,", b"d\n", 4);
-    let listed: Vec<String> = uids(&Maildir::open(root).unwrap())
-        .iter()
-        .map(|u| u.to_string())
-        .collect();
+    let listed = uids(&Maildir::open(root).unwrap());
     assert_eq!(&listed[..2], ["a", "b"]);
     assert_eq!(listed[2].len(), 32, "an over-long base name gives its MD5");
     assert_eq!(listed[3].len(), 32, "a space gives the MD5");
@@ -500,10 +498,7 @@ fn unique_ids_from_the_cache_are_those_of_the_listing() {
         Cache::load(root).dirs.is_some(),
         "the next login lists from the cache"
     );
-    let cached: Vec<String> = uids(&Maildir::open(root).unwrap())
-        .iter()
-        .map(|u| u.to_string())
-        .collect();
+    let cached = uids(&Maildir::open(root).unwrap());
     assert_eq!(cached, listed);
 }
 
@@ -516,10 +511,7 @@ fn dovecot_ids_follow_the_uidlist_through_the_cache() {
     put(root, "cur/c:2,", b"c\n", 3);
     let uidlist = root.join(maildir_uidl::UIDLIST_FILE);
     fs::write(&uidlist, "3 V16 N3 Gx\n1 :a\n2 Psaved :b:2,S\n").unwrap();
-    let dovecot = |root: &Path| -> Vec<String> {
-        let md = Maildir::open_with(root, MaildirUidl::Dovecot).unwrap();
-        uids(&md).iter().map(|u| u.to_string()).collect()
-    };
+    let dovecot = |root: &Path| uids(&Maildir::open_with(root, MaildirUidl::Dovecot).unwrap());
     assert_eq!(dovecot(root), ["0000000100000010", "saved", "c"]);
     assert_eq!(uids(&Maildir::open(root).unwrap()), ["a", "b", "c"]);
     settle(root);
