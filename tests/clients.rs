@@ -447,18 +447,26 @@ fn getmail_only_new_then_delete(backend: Backend) {
     let mut fx = standard_on(backend);
     let srv = Server::start(&fx, &[]);
     let work = tempfile::tempdir().unwrap();
-    let plain = "type = SimplePOP3Retriever\n";
-    let port = srv.addr.port();
+    // One run into a fresh Maildir `name`, which must succeed; returns that Maildir and the log.
+    let getmail = |name: &str, read_all: bool, delete: bool| {
+        let out = out_maildir(work.path(), name);
+        let (code, log) = getmail_with(
+            srv.addr.port(),
+            "type = SimplePOP3Retriever\n",
+            work.path(),
+            &out,
+            read_all,
+            delete,
+        );
+        assert_eq!(code, 0, "getmail {name}: {log}");
+        (out, log)
+    };
 
-    let out = out_maildir(work.path(), "first");
-    let (code, log) = getmail_with(port, plain, work.path(), &out, false, false);
-    assert_eq!(code, 0, "getmail: {log}");
+    let (out, log) = getmail("first", false, false);
     assert_eq!(getmail_delivered(&out), show_all(&expected_lf()), "{log}");
     assert_eq!(fx.files("alice").len(), 5, "delete = false keeps the mail");
 
-    let out = out_maildir(work.path(), "again");
-    let (code, log) = getmail_with(port, plain, work.path(), &out, false, false);
-    assert_eq!(code, 0, "getmail again: {log}");
+    let (out, log) = getmail("again", false, false);
     assert!(files_in(&out).is_empty(), "fetched again: {log}");
     assert!(
         log.contains("0 messages (0 bytes) retrieved, 5 skipped"),
@@ -467,14 +475,10 @@ fn getmail_only_new_then_delete(backend: Backend) {
 
     let six = b"Subject: six\n\narrived between runs\n";
     fx.msg("alice", "new", "1600000005.M6P100.host", six);
-    let out = out_maildir(work.path(), "third");
-    let (code, log) = getmail_with(port, plain, work.path(), &out, false, false);
-    assert_eq!(code, 0, "getmail third: {log}");
+    let (out, log) = getmail("third", false, false);
     assert_eq!(getmail_delivered(&out), show_all(&[lf(six)]), "{log}");
 
-    let out = out_maildir(work.path(), "all");
-    let (code, log) = getmail_with(port, plain, work.path(), &out, true, true);
-    assert_eq!(code, 0, "getmail delete: {log}");
+    let (out, log) = getmail("all", true, true);
     let mut all = expected_lf();
     all.push(lf(six));
     assert_eq!(getmail_delivered(&out), show_all(&sorted(all)), "{log}");
