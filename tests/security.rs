@@ -54,7 +54,7 @@ fn own(fx: &Fixture, user: &str, uid: u32, gid: u32) {
     }
 }
 
-/// `Uid:`, `Gid:` or `Groups:` of a /proc status file, values joined by one space.
+/// A field of a /proc status file (`Uid:`, `Groups:`, `CapEff:`, `VmHWM:`...), values joined by one space.
 fn status_field(status: &str, key: &str) -> String {
     let line = status
         .lines()
@@ -519,11 +519,8 @@ fn an_endless_line_before_login_meets_the_login_timer() {
 /// The process's peak resident set size (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/PID/status");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    let field = status_field(&status, "VmHWM:"); // "1234 kB"
+    field.split(' ').next().unwrap().parse().unwrap()
 }
 
 /// A client that never sends a byte after the greeting is told why it is dropped, as one that sent
