@@ -5,8 +5,7 @@
 mod common;
 
 use common::{Fixture, Server, listing, run};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::fs;
 use std::time::Duration;
 
@@ -97,16 +96,11 @@ fn dovecot_uidlist_gives_dovecots_uidls() {
 #[test]
 fn maildir_uidl_in_a_file_on_reload_and_in_check_config() {
     let fx = fixture();
-    let conf = fx.root().join("poplar.conf");
-    let base = format!(
-        "passwd = {}\nlisten = 127.0.0.1:0\nauth-failure-delay = 0\n",
-        fx.passwd().display()
-    );
-    fs::write(&conf, format!("{base}maildir-uidl = name\n")).unwrap();
-    let srv = Server::spawn(&["-c".to_string(), conf.display().to_string()]);
+    let conf = fx.config("maildir-uidl = name\n");
+    let srv = Server::with_config(&conf);
     assert_eq!(uids(&srv)[0], "1700000001.M1P1.host,S=8");
-    fs::write(&conf, format!("{base}maildir-uidl = dovecot\n")).unwrap();
-    kill(Pid::from_raw(srv.pid() as i32), Signal::SIGHUP).expect("kill");
+    fx.config("maildir-uidl = dovecot\n");
+    srv.signal(Signal::SIGHUP);
     assert!(
         srv.wait_log(&["reload: configuration and passwd-file re-read"], WAIT)
             .is_some()

@@ -14,10 +14,6 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn signal(server: &Server, sig: Signal) {
-    kill(Pid::from_raw(server.pid() as i32), sig).expect("kill");
-}
-
 #[test]
 fn check_config_prints_effective_settings_or_the_first_problem() {
     let fx = standard();
@@ -83,25 +79,18 @@ fn check_config_prints_effective_settings_or_the_first_problem() {
 #[test]
 fn sighup_rereads_the_configuration_for_new_sessions_without_dropping_old_ones() {
     let fx = standard();
-    let conf = fx.root().join("poplar.conf");
-    let base = format!(
-        "passwd = {}\nlisten = 127.0.0.1:0\nauth-failure-delay = 0\n",
-        fx.passwd().display()
-    );
-    std::fs::write(&conf, format!("{base}hostname = one.example\n")).unwrap();
-    let server = Server::spawn(&["-c".to_string(), conf.display().to_string()]);
+    let conf = fx.config("hostname = one.example\n");
+    let server = Server::with_config(&conf);
     let mut old = server.login("alice", "secret");
     assert!(
         !server.connect().greeting().contains('<'),
         "APOP is off at first"
     );
 
-    std::fs::write(
-        &conf,
-        format!("{base}hostname = two.example\napop = yes\nlisten = 127.0.0.1:1\nmax-per-ip = 2\ntimeout = 5\n"),
-    )
-    .unwrap();
-    signal(&server, Signal::SIGHUP);
+    fx.config(
+        "hostname = two.example\napop = yes\nlisten = 127.0.0.1:1\nmax-per-ip = 2\ntimeout = 5\n",
+    );
+    server.signal(Signal::SIGHUP);
     assert!(
         server
             .wait_log(&["reload: configuration and passwd-file re-read"], WAIT)
@@ -138,7 +127,7 @@ fn sighup_rereads_the_configuration_for_new_sessions_without_dropping_old_ones()
 
     // A configuration that no longer loads is refused and the running one kept.
     std::fs::write(&conf, "timeout = soon\n").unwrap();
-    signal(&server, Signal::SIGHUP);
+    server.signal(Signal::SIGHUP);
     assert!(
         server
             .wait_log(
@@ -162,7 +151,7 @@ fn sigterm_stops_accepting_and_waits_for_running_sessions() {
     let fx = standard();
     let mut server = Server::start(&fx, &["--shutdown-grace", "30"]);
     let mut c = server.login("alice", "secret");
-    signal(&server, Signal::SIGTERM);
+    server.signal(Signal::SIGTERM);
     assert!(
         server
             .wait_log(&["SIGTERM: shutting down, no new sessions"], WAIT)
@@ -203,7 +192,7 @@ fn shutdown_grace_bounds_the_wait_for_idle_sessions() {
     let mut c = server.login("alice", "secret");
     assert!(c.cmd("DELE 1").starts_with("+OK"));
     let started = Instant::now();
-    signal(&server, Signal::SIGINT);
+    server.signal(Signal::SIGINT);
     assert_eq!(server.wait_exit(WAIT), Some(0));
     let took = started.elapsed();
     assert!(

@@ -103,6 +103,18 @@ impl Fixture {
         &self.passwd
     }
 
+    /// Writes `poplar.conf` in the fixture's root: this passwd-file, an ephemeral loopback port, no
+    /// failed-login delay, then the lines `extra`. Returns its path; a second call replaces the file.
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let conf = self.dir.path().join("poplar.conf");
+        let text = format!(
+            "passwd = {}\nlisten = 127.0.0.1:0\nauth-failure-delay = 0\n{extra}",
+            self.passwd.display()
+        );
+        fs::write(&conf, text).expect("write poplar.conf");
+        conf
+    }
+
     pub fn home(&self, user: &str) -> PathBuf {
         self.dir.path().join("home").join(user)
     }

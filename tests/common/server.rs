@@ -2,10 +2,13 @@
 //! `--inetd` mode over a socket pair, or run once to completion for command-line checks.
 
 use super::{BIN, Client, Fixture};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -62,6 +65,11 @@ impl Server {
         let mut cmd = Command::new("bash");
         cmd.args(["-c", &script, "bash", BIN]).args(&args);
         Server::spawn_command(cmd)
+    }
+
+    /// Starts the binary with `-c conf` and nothing else (see `Fixture::config`).
+    pub fn with_config(conf: &Path) -> Server {
+        Server::spawn(&["-c".to_string(), conf.display().to_string()])
     }
 
     /// Starts the binary with exactly `args`, waiting for its `listening on ADDR` line.
@@ -141,6 +149,11 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `sig` to the process (SIGHUP to reload, SIGTERM or SIGINT to stop).
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).expect("kill");
     }
 
     /// Waits (bounded) for the process to exit on its own; returns the exit code, None if still running.
