@@ -141,7 +141,8 @@ fn sighup_rereads_the_configuration_for_new_sessions_without_dropping_old_ones()
             .is_some()
     );
     // `second`'s place comes back once its session thread has seen the close, which may take a moment.
-    let (_, greeting) = greeted_again(&server, "the place of the closed session never came back");
+    let (_, greeting) =
+        server.greeted_again(WAIT, "the place of the closed session never came back");
     assert!(greeting.contains("@two.example>"), "{greeting}");
     assert!(old.cmd("QUIT").starts_with("+OK"));
 }
@@ -437,20 +438,6 @@ fn connect_until_refused(srv: &Server, limit: &str) -> (String, Vec<TcpStream>) 
     }
 }
 
-/// A client greeted with `+OK` again, within `WAIT`, once what ran out came back.
-fn greeted_again(srv: &Server, what: &str) -> (common::Client, String) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut c = srv.connect();
-        let greeting = c.read_line();
-        if greeting.starts_with("+OK") {
-            return (c, greeting);
-        }
-        assert!(Instant::now() < deadline, "{what}");
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// No session thread can be started (the process limit of the user the server runs as): the client is
 /// told `[SYS/TEMP]` instead of seeing the connection close unanswered, and the server goes on. Root
 /// only: the server must switch to another user for the limit to count.
@@ -470,7 +457,7 @@ fn refuses_clients_at_once_when_no_thread_can_be_started() {
             .is_some()
     );
     drop(held);
-    greeted_again(&srv, "no thread could be started again");
+    srv.greeted_again(WAIT, "no thread could be started again");
 }
 
 /// Out of file descriptors, a client is refused at once with `[SYS/TEMP]` rather than left unanswered in
@@ -487,7 +474,7 @@ fn refuses_clients_at_once_when_out_of_descriptors() {
             .is_some()
     );
     drop(held);
-    let (mut c, _) = greeted_again(&srv, "no descriptors came back");
+    let (mut c, _) = srv.greeted_again(WAIT, "no descriptors came back");
     c.login("alice", "secret");
     assert!(c.cmd("STAT").starts_with("+OK 5 "));
 }

@@ -431,15 +431,7 @@ fn per_address_cap() {
     assert!(first.cmd("QUIT").starts_with("+OK"));
     assert!(first.closed_within(Duration::from_secs(5)));
     // The slot is free again once the session has ended (the thread may take a moment).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut c = srv.connect();
-        if c.read_line().starts_with("+OK") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slot never freed");
-        thread::sleep(Duration::from_millis(50));
-    }
+    srv.greeted_again(Duration::from_secs(5), "slot never freed");
     assert!(
         second.cmd("NOOP").starts_with("-ERR"),
         "the second session is still served"

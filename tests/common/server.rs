@@ -127,6 +127,22 @@ impl Server {
         c
     }
 
+    /// Connects until a client is greeted with `+OK`, once a place that ran out (a session cap, threads,
+    /// descriptors) has come back; panics saying `what` if none has within `within`. Returns the client
+    /// and its greeting.
+    pub fn greeted_again(&self, within: Duration, what: &str) -> (Client, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut c = self.connect();
+            let greeting = c.read_line();
+            if greeting.starts_with("+OK") {
+                return (c, greeting);
+            }
+            assert!(Instant::now() < deadline, "{what}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Every line written on stderr so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
