@@ -180,20 +180,19 @@ fn quit_with_input_behind_it_closes_in_order(backend: Backend) {
     let srv = Server::start(&fx, &[]);
     // More than the server's 4 KB input buffer takes in one read: the rest waits in the kernel.
     let long_tail = "NOOP\r\n".repeat(2000);
-    for tail in ["NOOP\r\nNOOP\r\n", long_tail.as_str()] {
-        let mut c = srv.connect();
-        c.greeting();
+    // Everything `c` receives after sending QUIT and `tail`.
+    let quit = |mut c: common::Client, tail: &str| {
         c.send(format!("QUIT\r\n{tail}").as_bytes());
         // The reply, and the server's close, reach us before we read anything.
         thread::sleep(Duration::from_millis(300));
-        let rest = c.read_to_close(Duration::from_secs(5));
-        assert_eq!(String::from_utf8_lossy(&rest), "+OK poplar signing off\r\n");
-        let mut c = srv.login("alice", "secret");
-        c.send(format!("QUIT\r\n{tail}").as_bytes());
-        thread::sleep(Duration::from_millis(300));
-        let rest = c.read_to_close(Duration::from_secs(5));
+        String::from_utf8_lossy(&c.read_to_close(Duration::from_secs(5))).into_owned()
+    };
+    for tail in ["NOOP\r\nNOOP\r\n", long_tail.as_str()] {
+        let mut c = srv.connect();
+        c.greeting();
+        assert_eq!(quit(c, tail), "+OK poplar signing off\r\n");
         assert_eq!(
-            String::from_utf8_lossy(&rest),
+            quit(srv.login("alice", "secret"), tail),
             "+OK poplar signing off (5 messages left)\r\n"
         );
     }
