@@ -245,8 +245,7 @@ fn a_start_up_error_goes_to_a_private_stderr_too() {
     ] {
         let (reader, writer) = std::io::pipe().expect("pipe");
         let (client, code) = failed_start(args, Some(writer.into()));
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut { reader }, &mut err).unwrap();
+        let err = std::io::read_to_string(reader).unwrap();
         assert_eq!(
             (client.as_str(), code),
             (MISCONFIGURED, Some(2)),
@@ -274,7 +273,7 @@ fn a_start_up_error_shows_the_client_only_a_protocol_line() {
         (String::new(), Some(2))
     );
     // fd 1 and 2 one pipe: what is written to either reaches the client.
-    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let (reader, writer) = std::io::pipe().expect("pipe");
     let child = std::process::Command::new(common::BIN)
         .args(["--inetd", "--timeout", "soon"])
         .stdin(std::process::Stdio::null())
@@ -284,7 +283,5 @@ fn a_start_up_error_shows_the_client_only_a_protocol_line() {
         .expect("spawn poplar --inetd");
     // Read once it has exited: the pipe holds what it wrote, then the end of file.
     assert_eq!(Inetd { child }.wait_exit(Duration::from_secs(10)), Some(2));
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut reader, &mut out).unwrap();
-    assert_eq!(out, MISCONFIGURED);
+    assert_eq!(std::io::read_to_string(reader).unwrap(), MISCONFIGURED);
 }
