@@ -206,24 +206,7 @@ const MISCONFIGURED: &str = "-ERR [SYS/PERM] server misconfigured\r\n";
 /// `poplar --inetd <args>` with a socket pair as fd 0/1 and `stderr` as fd 2 (`None`: the socket too, as
 /// inetd hands it over). Returns what the client read before the close and the exit code.
 fn failed_start(args: &[&str], stderr: Option<std::process::Stdio>) -> (String, Option<i32>) {
-    use std::os::fd::OwnedFd;
-    use std::os::unix::net::UnixStream;
-    use std::process::{Command, Stdio};
-    let (ours, theirs) = UnixStream::pair().expect("socketpair");
-    let stderr =
-        stderr.unwrap_or_else(|| Stdio::from(OwnedFd::from(theirs.try_clone().expect("clone"))));
-    let child = Command::new(common::BIN)
-        .arg("--inetd")
-        .args(args)
-        .stdin(Stdio::from(OwnedFd::from(
-            theirs.try_clone().expect("clone"),
-        )))
-        .stdout(Stdio::from(OwnedFd::from(theirs)))
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn poplar --inetd");
-    let mut proc_ = Inetd { child };
-    let mut c = common::Client::from_unix(ours);
+    let (mut proc_, mut c) = Inetd::spawn_args(args, stderr);
     let got = c.read_to_close(Duration::from_secs(10));
     let code = proc_.wait_exit(Duration::from_secs(5));
     (String::from_utf8_lossy(&got).into_owned(), code)

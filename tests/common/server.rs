@@ -4,6 +4,7 @@
 use super::{BIN, Client, Fixture};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -258,25 +259,31 @@ impl Inetd {
     }
 
     fn spawn(fx: &Fixture, extra: &[&str], stderr_on_socket: bool) -> (Inetd, Client) {
+        let mut args: Vec<OsString> = vec!["--passwd".into(), fx.passwd().into()];
+        args.extend(["--hostname".into(), "test.example".into()]);
+        if !extra.contains(&"--mail") {
+            args.extend(fx.mail_args().iter().map(OsString::from));
+        }
+        args.extend(extra.iter().map(OsString::from));
+        let stderr = if stderr_on_socket {
+            None
+        } else {
+            Some(Stdio::null())
+        };
+        Inetd::spawn_args(&args, stderr)
+    }
+
+    /// Spawns `poplar --inetd <args>` and nothing more, with stdin and stdout one end of a socket pair
+    /// and stderr `stderr` (`None`: the socket too); returns the process and a client on the other end.
+    pub fn spawn_args(args: &[impl AsRef<OsStr>], stderr: Option<Stdio>) -> (Inetd, Client) {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         let stdin: OwnedFd = theirs.try_clone().expect("clone").into();
-        let stderr = if stderr_on_socket {
-            Stdio::from(OwnedFd::from(theirs.try_clone().expect("clone")))
-        } else {
-            Stdio::null()
-        };
+        let stderr = stderr
+            .unwrap_or_else(|| Stdio::from(OwnedFd::from(theirs.try_clone().expect("clone"))));
         let stdout: OwnedFd = theirs.into();
         let child = Command::new(BIN)
             .arg("--inetd")
-            .arg("--passwd")
-            .arg(fx.passwd())
-            .args(["--hostname", "test.example"])
-            .args(if extra.contains(&"--mail") {
-                &[]
-            } else {
-                fx.mail_args()
-            })
-            .args(extra)
+            .args(args)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
             .stderr(stderr)
