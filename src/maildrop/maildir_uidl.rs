@@ -20,7 +20,7 @@
 //! `dovecot-uidlist.lock` dotlock), so one read sees one whole version. It is read at every login in
 //! this mode, so a file Dovecot changed is always seen; nothing of it is cached.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
@@ -279,34 +279,26 @@ pub fn load(root: &Path) -> Option<Uidlist> {
 /// maildrop's contents, not on the order of the listing.
 pub fn apply(list: &Uidlist, messages: &mut [MessageInfo], bases: &[&[u8]]) {
     let wanted: Vec<Option<&str>> = bases.iter().map(|b| list.get(b)).collect();
-    let mut uses: HashMap<&str, usize> = HashMap::with_capacity(messages.len());
+    // Claims on each Dovecot id: the messages that want it, and a message whose base-name id it is
+    // while that message does not take it itself. An id is given only where it has one claim.
+    // Keyed by the list's strings, so the messages stay free to be given their ids below.
+    let mut claims: HashMap<&str, usize> = HashMap::with_capacity(messages.len());
     for id in wanted.iter().flatten() {
-        *uses.entry(id).or_default() += 1;
+        *claims.entry(id).or_default() += 1;
     }
-    // Dovecot ids that are the base-name id of a message not taking that id itself: looked up from the
-    // messages' side, so no set of all 100,000 names is built.
-    let taken: HashSet<&str> = wanted
-        .iter()
-        .zip(messages.iter())
-        .filter(|(want, m)| **want != Some(&*m.uid) && uses.contains_key(&*m.uid))
-        .map(|(_, m)| &*m.uid)
-        .collect();
-    let given: Vec<bool> = wanted
-        .iter()
-        .zip(messages.iter())
-        .map(|(want, m)| {
-            want.is_some_and(|id| {
-                let unique = uses[id] == 1 && !taken.contains(id);
-                if !unique {
-                    log::debug!("dovecot-uidlist: {id} is not unique; {} kept", m.uid);
-                }
-                unique
-            })
-        })
-        .collect();
-    for ((m, want), given) in messages.iter_mut().zip(&wanted).zip(given) {
-        if let (Some(id), true) = (want, given) {
-            m.uid = (*id).into();
+    for (want, m) in wanted.iter().zip(messages.iter()) {
+        if *want != Some(&*m.uid)
+            && let Some(n) = claims.get_mut(&*m.uid)
+        {
+            *n += 1;
+        }
+    }
+    for (m, want) in messages.iter_mut().zip(&wanted) {
+        let Some(id) = *want else { continue };
+        if claims[id] == 1 {
+            m.uid = id.into();
+        } else {
+            log::debug!("dovecot-uidlist: {id} is not unique; {} kept", m.uid);
         }
     }
 }
@@ -314,6 +306,7 @@ pub fn apply(list: &Uidlist, messages: &mut [MessageInfo], bases: &[&[u8]]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn ids(text: &str) -> Vec<(String, String)> {
         let list = parse(text.as_bytes()).unwrap();
@@ -422,11 +415,18 @@ mod tests {
         assert!(parse(b"1 5 6 junk").is_ok());
     }
 
-    fn info(uid: &str) -> MessageInfo {
-        MessageInfo {
-            octets: 1,
-            uid: uid.into(),
-        }
+    /// The ids `apply` gives messages with these base names, in the order given.
+    fn applied(list: &Uidlist, bases: &[&str]) -> Vec<String> {
+        let mut messages: Vec<MessageInfo> = bases
+            .iter()
+            .map(|b| MessageInfo {
+                octets: 1,
+                uid: (*b).into(),
+            })
+            .collect();
+        let base_bytes: Vec<&[u8]> = bases.iter().map(|b| b.as_bytes()).collect();
+        apply(list, &mut messages, &base_bytes);
+        messages.into_iter().map(|m| m.uid.into()).collect()
     }
 
     #[test]
@@ -440,11 +440,8 @@ mod tests {
                     6 Pown :own\n\
                     7 :f\n";
         let list = parse(text.as_bytes()).unwrap();
-        let bases = ["a", "b", "c", "e", "d", "d2", "own", "f", "x"];
-        let mut messages: Vec<MessageInfo> = bases.iter().map(|b| info(b)).collect();
-        let base_bytes: Vec<&[u8]> = bases.iter().map(|b| b.as_bytes()).collect();
-        apply(&list, &mut messages, &base_bytes);
-        let got: Vec<&str> = messages.iter().map(|m| &*m.uid).collect();
+        let mut bases = ["a", "b", "c", "e", "d", "d2", "own", "f", "x"];
+        let got = applied(&list, &bases);
         // a, b: a shared id; c: `e` is message e's base name; d and d2 want each other's names.
         assert_eq!(
             got,
@@ -460,13 +457,12 @@ mod tests {
                 "x"
             ]
         );
-        let unique: HashSet<&str> = got.iter().copied().collect();
+        let unique: HashSet<&String> = got.iter().collect();
         assert_eq!(unique.len(), got.len());
         // The same maildrop listed in another order gives each message the same id.
-        let mut reversed: Vec<MessageInfo> = bases.iter().rev().map(|b| info(b)).collect();
-        let rev_bytes: Vec<&[u8]> = bases.iter().rev().map(|b| b.as_bytes()).collect();
-        apply(&list, &mut reversed, &rev_bytes);
-        let back: Vec<&str> = reversed.iter().rev().map(|m| &*m.uid).collect();
+        bases.reverse();
+        let mut back = applied(&list, &bases);
+        back.reverse();
         assert_eq!(back, got);
     }
 }
