@@ -158,7 +158,7 @@ impl Mbox {
             match self.check_same_file(&file) {
                 Err(MaildropError::Changed { .. }) if attempts > 1 => attempts -= 1,
                 Err(e) => return Err(e),
-                Ok(()) => return Ok(Some((file, lock))),
+                Ok(_) => return Ok(Some((file, lock))),
             }
         }
     }

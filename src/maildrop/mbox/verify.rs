@@ -79,14 +79,15 @@ impl Mbox {
     /// Under the delivery locks: `path` still names the file we opened. Some programs rewrite an mbox
     /// into a new file and rename it over the old one (mailutils does, to add its X-UID headers); our
     /// descriptor then holds the old, unlinked file, and "expunging" it would change nothing real.
-    pub(super) fn check_same_file(&self, file: &File) -> Result<(), MaildropError> {
+    /// Returns the held file's metadata, which the caller may need too: one `fstat`, not two.
+    pub(super) fn check_same_file(&self, file: &File) -> Result<fs::Metadata, MaildropError> {
         let io_err = |e| MaildropError::io(&self.path, e);
         let (named, held) = (
             fs::symlink_metadata(&self.path),
             file.metadata().map_err(io_err)?,
         );
         match named {
-            Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => Ok(()),
+            Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => Ok(held),
             Ok(_) => Err(self.changed("mbox replaced by another file (renamed over it)")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.changed("mbox removed")),
             Err(e) => Err(io_err(e)),
@@ -100,10 +101,7 @@ impl Mbox {
         file: &File,
         lock: &DeliveryLock,
     ) -> Result<(), MaildropError> {
-        self.check_same_file(file)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| MaildropError::io(&self.path, e))?;
+        let meta = self.check_same_file(file)?;
         if self.stamp.is_some_and(|stamp| stamp.matches(&meta)) {
             log::debug!("{}: unchanged since scanned", self.path.display());
             return Ok(());
