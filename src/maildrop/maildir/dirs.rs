@@ -109,11 +109,10 @@ pub(super) struct MessageFile {
 impl MessageFile {
     /// The file of a cache entry, `new/NAME` or `cur/NAME`.
     pub(super) fn from_cache_name(name: &[u8]) -> Option<MessageFile> {
-        let (sub, file) = name.split_at(memchr::memchr(b'/', name)?);
-        let dir = MESSAGE_DIRS.iter().position(|d| d.as_bytes() == sub)?;
+        let cache::Name { dir, file } = cache::Name::from(name);
         Some(MessageFile {
-            dir,
-            name: file[1..].into(),
+            dir: MESSAGE_DIRS.iter().position(|d| d.as_bytes() == dir)?,
+            name: file.into(),
         })
     }
 
