@@ -568,6 +568,27 @@ mod tests {
         assert!(Cache::load(dir.path()).is_empty());
     }
 
+    /// A save that cannot be completed (here: the temporary name is taken by a directory, as a full disk
+    /// or a quota fails the write) leaves the last cache whole and no temporary file of ours behind.
+    #[test]
+    fn a_failed_save_leaves_the_old_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: [(&[u8], Stamp, u64); 1] = [(b"cur/m:2,", stamp(7), 70)];
+        save(dir.path(), None, old.into_iter()).unwrap();
+        fs::create_dir(dir.path().join(TEMP_FILE)).unwrap();
+        let new: [(&[u8], Stamp, u64); 1] = [(b"new/n", stamp(8), 80)];
+        assert!(save(dir.path(), None, new.into_iter()).is_err());
+        let cache = Cache::load(dir.path());
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get(b"m", stamp(7)), Some(70));
+        // The rename fails after the write: the written temporary file is not left behind.
+        fs::remove_dir(dir.path().join(TEMP_FILE)).unwrap();
+        fs::remove_file(dir.path().join(CACHE_FILE)).unwrap();
+        fs::create_dir_all(dir.path().join(CACHE_FILE).join("x")).unwrap();
+        assert!(save(dir.path(), None, new.into_iter()).is_err());
+        assert!(!dir.path().join(TEMP_FILE).exists());
+    }
+
     /// Only a regular file is read: a symlink (to a cache written elsewhere) is not followed, and a FIFO
     /// (whose open would wait for a writer) neither blocks the login nor is read.
     #[test]
