@@ -287,10 +287,10 @@ pub fn apply(list: &Uidlist, messages: &mut [MessageInfo], bases: &[&[u8]]) {
         *claims.entry(id).or_default() += 1;
     }
     for (want, m) in wanted.iter().zip(messages.iter()) {
-        if *want != Some(&*m.uid)
-            && let Some(n) = claims.get_mut(&*m.uid)
-        {
-            *n += 1;
+        if *want != Some(&*m.uid) {
+            if let Some(n) = claims.get_mut(&*m.uid) {
+                *n += 1;
+            }
         }
     }
     for (m, want) in messages.iter_mut().zip(&wanted) {

@@ -274,9 +274,10 @@ impl Drop for Mbox {
     /// The session is over: writes the index of the scanned messages if it is due. Before the session
     /// lock is released (the field is dropped after this), so no other session sees it half done.
     fn drop(&mut self) {
-        if let Some(key) = self.unsaved_index.take()
-            && let Err(e) = index::save(&self.path, &key, &self.scanned)
-        {
+        let Some(key) = self.unsaved_index.take() else {
+            return;
+        };
+        if let Err(e) = index::save(&self.path, &key, &self.scanned) {
             log::debug!(
                 "{}: cannot save the index: {e}",
                 index::index_path(&self.path).display()
