@@ -36,7 +36,7 @@ STATIC_BIN  := target/$(MUSL_TARGET)/static/poplar
 MANPAGE     := man/poplar.8
 # Installed into $(DOCDIR), with /usr/local/sbin in them replaced by $(SBINDIR).
 EXAMPLES    := inetd.conf xinetd.pop3 poplar.socket poplar@.service poplar.service poplar-standalone.socket \
-               poplar.conf
+               poplar.conf fail2ban-filter.conf fail2ban-jail.conf
 DEMO_ADDR   := 127.0.0.1:1110
 # The man page and the examples name the binary and the examples where the default PREFIX puts them;
 # installed, they name where this PREFIX does.

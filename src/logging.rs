@@ -3,18 +3,38 @@
 
 use std::borrow::Cow;
 use std::ffi::CStr;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use nix::syslog::{Facility, LogFlags, Priority, Severity};
 
-/// Standalone: human-readable lines on stderr. The logger itself passes everything and `log`'s global
-/// maximum does the filtering, so that a SIGHUP can raise the level as well as lower it.
+/// Standalone: human-readable lines on stderr, `[TIME LEVEL MODULE] MESSAGE`. The logger itself passes
+/// everything and `log`'s global maximum does the filtering, so that a SIGHUP can raise the level as
+/// well as lower it.
+///
+/// TIME (UTC, to the second) is left out when stderr is the journal, which dates each line itself; a log
+/// file or a terminal needs it, and so does fail2ban reading such a file.
 pub fn init_stderr(level: LevelFilter) {
+    let dated = !stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
     let logger = env_logger::Builder::new()
         .filter_level(LevelFilter::Trace)
         .target(env_logger::Target::Stderr)
-        .format_timestamp_secs()
+        .format(move |out, record| {
+            let module = record.module_path().unwrap_or_default();
+            if dated {
+                let time = Utc(SystemTime::now());
+                writeln!(
+                    out,
+                    "[{time} {:<5} {module}] {}",
+                    record.level(),
+                    record.args()
+                )
+            } else {
+                writeln!(out, "[{:<5} {module}] {}", record.level(), record.args())
+            }
+        })
         .build();
     if log::set_boxed_logger(Box::new(Stderr(logger))).is_ok() {
         log::set_max_level(level);
@@ -49,6 +69,55 @@ impl Log for Stderr {
     fn flush(&self) {
         self.0.flush()
     }
+}
+
+/// Whether stderr is the systemd journal: systemd sets `JOURNAL_STREAM` to `DEVICE:INODE` of the
+/// stream it connects to the journal, and a process whose stderr is that stream may leave the dating to
+/// it (systemd.exec(5)). The variable alone is not enough: a child may inherit it with stderr redirected.
+fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (
+        dev.parse::<nix::libc::dev_t>(),
+        ino.parse::<nix::libc::ino_t>(),
+    ) else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+}
+
+/// A time as RFC 3339 in UTC to the second, `2026-11-27T10:09:00Z`.
+struct Utc(SystemTime);
+
+impl fmt::Display for Utc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let (year, month, day) = civil_from_days(secs / 86_400);
+        let time = secs % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            time / 3600,
+            time / 60 % 60,
+            time % 60
+        )
+    }
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`, for days
+/// since the epoch, which are never negative here).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of the era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of the era, 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year from March 1st, 0..=365
+    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = era * 400 + yoe + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// A message with its control characters (CR, LF, ESC, NUL, DEL, the C1 range) written as `\xNN` or
@@ -117,7 +186,36 @@ impl Log for Syslog {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::{Utc, escape_controls, stderr_is_journal};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        let table = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (951_868_799, "2000-02-29T23:59:59Z"),
+            (1_709_251_199, "2024-02-29T23:59:59Z"),
+            (1_798_368_540, "2026-12-27T10:49:00Z"),
+            (4_107_542_400, "2100-03-01T00:00:00Z"),
+            (253_402_300_799, "9999-12-31T23:59:59Z"),
+        ];
+        for (secs, want) in table {
+            let time = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(Utc(time).to_string(), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn only_a_journal_stream_naming_stderr_is_the_journal() {
+        let st = nix::sys::stat::fstat(std::io::stderr()).unwrap();
+        let ours = format!("{}:{}", st.st_dev, st.st_ino);
+        assert!(stderr_is_journal(Some(&ours)));
+        let other = format!("{}:{}", st.st_dev, st.st_ino + 1);
+        for value in [None, Some(""), Some("8:"), Some("x:y"), Some(&other[..])] {
+            assert!(!stderr_is_journal(value), "{value:?}");
+        }
+    }
 
     #[test]
     fn control_characters_are_escaped() {

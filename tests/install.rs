@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const EXAMPLES: [&str; 7] = [
+const EXAMPLES: [&str; 9] = [
     "inetd.conf",
     "xinetd.pop3",
     "poplar.socket",
@@ -12,6 +12,8 @@ const EXAMPLES: [&str; 7] = [
     "poplar.service",
     "poplar-standalone.socket",
     "poplar.conf",
+    "fail2ban-filter.conf",
+    "fail2ban-jail.conf",
 ];
 
 fn make(target: &str, destdir: &Path, prefix: &str) {

@@ -722,7 +722,7 @@ fn a_failed_handshake_is_logged_at_info_with_its_reason() {
     plain.write_all(b"CAPA\r\n").unwrap();
     let _ = plain.read_to_end(&mut Vec::new());
     let line = logged(&plain, "received corrupt message");
-    assert!(line.starts_with("[INFO  poplar::conn] peer="), "{line}");
+    assert!(line.contains(" INFO  poplar::conn] peer="), "{line}");
     // A client that does not trust the certificate, after STLS.
     let mut sock = tcp(srv.addr);
     assert!(plain_line(&mut sock).starts_with("+OK "));
@@ -732,7 +732,7 @@ fn a_failed_handshake_is_logged_at_info_with_its_reason() {
     let other = Certs::new(fx.root(), "other");
     assert!(TlsClient::handshake(sock, &other.ca).is_err());
     let line = logged(&probe, "UnknownCA");
-    assert!(line.starts_with("[INFO  poplar::conn] peer="), "{line}");
+    assert!(line.contains(" INFO  poplar::conn] peer="), "{line}");
 }
 
 /// Every way a session can end gives back its places under `--max-sessions` and `--max-per-ip`: closed

@@ -68,6 +68,26 @@ impl Server {
         Server::spawn_command(cmd)
     }
 
+    /// Like `start`, as systemd starts a service with `StandardError=journal`: `JOURNAL_STREAM` names
+    /// the device and inode of its stderr (here the pipe the test reads).
+    pub fn start_in_journal(fx: &Fixture, extra: &[&str]) -> Server {
+        let mut cmd = Command::new("bash");
+        let script = r#"JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) && export JOURNAL_STREAM && exec "$@""#;
+        cmd.args([
+            "-c",
+            script,
+            "bash",
+            BIN,
+            "--listen",
+            "127.0.0.1:0",
+            "--passwd",
+        ])
+        .arg(fx.passwd())
+        .args(fx.mail_args())
+        .args(extra);
+        Server::spawn_command(cmd)
+    }
+
     /// Starts the binary with `-c conf` and nothing else (see `Fixture::config`).
     pub fn with_config(conf: &Path) -> Server {
         Server::spawn(&["-c".to_string(), conf.display().to_string()])
