@@ -24,7 +24,8 @@ usage: poplar [options]
   -l, --listen ADDR:PORT    listen address, repeatable (default: port 110 on all IPv6 and IPv4 addresses)
   -c, --config FILE         read `option = value` settings from FILE; the command line overrides them
       --passwd FILE         passwd-file of users (user:{SCHEME}secret:uid:gid:gecos:home:shell)
-      --mail LOCATION       maildrop template (default maildir:%h/Maildir; %u user, %h home, %% percent)
+      --mail LOCATION       maildrop template (default maildir:%h/Maildir; %u user, %n and %d its
+                            parts before and after '@', %h home, %% percent)
       --mbox-uidl SOURCE    mbox unique-ids: popa3d (default, as popa3d gives) or x-uidl (X-UIDL: headers)
       --maildir-uidl SOURCE Maildir unique-ids: name (default, the file name) or dovecot (dovecot-uidlist)
       --hostname NAME       host name for the APOP timestamp (default: the system's)

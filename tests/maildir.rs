@@ -40,6 +40,44 @@ fn mail_location_template() {
     assert_eq!(c.multi("RETR 1"), wire(b"Subject: spool\n\nx\n"));
 }
 
+/// Virtual domains laid out `DOMAIN/USER/` (as Postfix's virtual mailboxes often are): `%d` and `%n`
+/// split `user@domain`; a name with no domain cannot stand for a domain's whole directory.
+#[test]
+fn mail_location_by_domain_and_local_part() {
+    let mut fx = Fixture::new();
+    fx.user("erin@example.org", "pw").user("example.org", "pw");
+    let vmail = fx.root().join("vmail");
+    let drop = vmail.join("example.org").join("erin");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(drop.join(sub)).unwrap();
+    }
+    std::fs::write(
+        drop.join("new").join("1600000000.M1P1.host"),
+        b"Subject: virtual\n\nx\n",
+    )
+    .unwrap();
+    let location = format!("maildir:{}/%d/%n", vmail.display());
+    let srv = Server::start(&fx, &["--mail", &location, "--auth-failure-delay", "0"]);
+    let mut c = srv.login("erin@example.org", "pw");
+    assert_eq!(c.multi("RETR 1"), wire(b"Subject: virtual\n\nx\n"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(c.cmd("USER example.org").starts_with("+OK"));
+    let reply = c.cmd("PASS pw");
+    assert!(reply.starts_with("-ERR [SYS/PERM]"), "{reply}");
+    assert!(
+        srv.wait_log(
+            &["user name has no domain after '@' (needed for %d)"],
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "{:?}",
+        srv.stderr_lines()
+    );
+}
+
 #[test]
 fn tmp_is_ignored_and_order_is_by_mtime() {
     let mut fx = Fixture::new();

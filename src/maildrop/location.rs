@@ -1,4 +1,5 @@
-//! Mail-location templates: `maildir:%h/Maildir`, `mbox:/var/mail/%u`. Pure: no file-system access.
+//! Mail-location templates: `maildir:%h/Maildir`, `mbox:/var/mail/%u`, `maildir:/var/vmail/%d/%n`. Pure:
+//! no file-system access.
 //! Owns parsing a template and expanding it for one user; opening what it names is the backends' job.
 
 use std::ffi::OsString;
@@ -14,7 +15,8 @@ pub enum Format {
     Mbox,
 }
 
-/// A parsed `FORMAT:PATH` template; `%u` user name, `%h` home, `%%` a percent sign.
+/// A parsed `FORMAT:PATH` template; `%u` user name, `%n` and `%d` its parts before and after the first
+/// `@` (as Dovecot splits `user@domain`), `%h` home, `%%` a percent sign.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub format: Format,
@@ -28,17 +30,20 @@ impl Location {
     }
 
     /// The maildrop path of one user. Rejects user names that could escape the template (`/`, `..`,
-    /// control characters, over [`MAX_USER_NAME`] octets) before any file-system access, and `%h` when
-    /// the account has no home.
+    /// control characters, over [`MAX_USER_NAME`] octets) before any file-system access, `%h` when
+    /// the account has no home, and `%n` or `%d` when that part of the name is empty or hidden: the
+    /// path would then name the directory above, or another domain's.
     pub fn expand(&self, user: &str, home: Option<&Path>) -> Result<PathBuf, String> {
         check_user(user)?;
         let mut out = Vec::with_capacity(self.template.len() + user.len() + 32);
         let mut rest = self.template.as_bytes();
-        // `from_str` accepted only `%u`, `%h` and `%%`, so every `%` here is followed by one of them.
+        // `from_str` accepted only `%u`, `%n`, `%d`, `%h` and `%%`, so every `%` here is followed by one.
         while let Some(i) = memchr::memchr(b'%', rest) {
             out.extend_from_slice(&rest[..i]);
             match rest.get(i + 1) {
                 Some(b'u') => out.extend_from_slice(user.as_bytes()),
+                Some(b'n') => out.extend_from_slice(local_part(user)?.as_bytes()),
+                Some(b'd') => out.extend_from_slice(domain(user)?.as_bytes()),
                 Some(b'h') => out.extend_from_slice(checked_home(home)?.as_os_str().as_bytes()),
                 _ => out.push(b'%'),
             }
@@ -90,7 +95,8 @@ impl fmt::Display for Location {
     }
 }
 
-/// Every `%` must start `%u`, `%h` or `%%`: an unknown escape is a typo better caught at start-up.
+/// Every `%` must start `%u`, `%n`, `%d`, `%h` or `%%`: an unknown escape is a typo better caught at
+/// start-up.
 fn check_escapes(template: &str) -> Result<(), String> {
     let mut chars = template.chars();
     while let Some(c) = chars.next() {
@@ -98,9 +104,9 @@ fn check_escapes(template: &str) -> Result<(), String> {
             continue;
         }
         match chars.next() {
-            Some('u' | 'h' | '%') => {}
-            Some(other) => return Err(format!("unknown escape %{other} (use %u, %h or %%)")),
-            None => return Err("unknown escape % at the end (use %u, %h or %%)".to_string()),
+            Some('u' | 'n' | 'd' | 'h' | '%') => {}
+            Some(other) => return Err(format!("unknown escape %{other} (use {ESCAPES})")),
+            None => return Err(format!("unknown escape % at the end (use {ESCAPES})")),
         }
     }
     Ok(())
@@ -126,6 +132,33 @@ fn check_user(user: &str) -> Result<(), String> {
         return Err("user name starts with '.'".to_string());
     }
     Ok(())
+}
+
+const ESCAPES: &str = "%u, %n, %d, %h or %%";
+
+/// `%n`: the user name before its first `@`, or all of it. Never empty (`@example.org` is refused);
+/// `check_user` already refused a name that begins with a dot.
+fn local_part(user: &str) -> Result<&str, String> {
+    match user.split_once('@') {
+        Some(("", _)) => Err("user name has nothing before '@' (needed for %n)".to_string()),
+        Some((local, _)) => Ok(local),
+        None => Ok(user),
+    }
+}
+
+/// `%d`: the user name after its first `@`. Required, non-empty and not hidden, so that `/%d/%n`
+/// cannot name a path outside the domain's directory (`bob@..`) or one domain's directory as another
+/// user's maildrop (`example.org` with no `@`).
+fn domain(user: &str) -> Result<&str, String> {
+    match user.split_once('@') {
+        None | Some((_, "")) => {
+            Err("user name has no domain after '@' (needed for %d)".to_string())
+        }
+        Some((_, domain)) if domain.starts_with('.') => {
+            Err("domain of the user name starts with '.'".to_string())
+        }
+        Some((_, domain)) => Ok(domain),
+    }
 }
 
 /// The home for `%h`: it must exist and be absolute, or the path would be relative to the working directory.
@@ -181,10 +214,13 @@ mod tests {
             ),
             ("maildir:", "empty path"),
             ("mbox", "empty path"),
-            ("mbox:/var/mail/%x", "unknown escape %x (use %u, %h or %%)"),
+            (
+                "mbox:/var/mail/%x",
+                "unknown escape %x (use %u, %n, %d, %h or %%)",
+            ),
             (
                 "mbox:/var/mail/%",
-                "unknown escape % at the end (use %u, %h or %%)",
+                "unknown escape % at the end (use %u, %n, %d, %h or %%)",
             ),
             ("maildir:Maildir", "path must be absolute or start with %h"),
             (
@@ -221,6 +257,15 @@ mod tests {
             ),
             ("maildir:/m/%%u", "bob", None, "/m/%u"),
             ("maildir:/m/plain", "bob", None, "/m/plain"),
+            (
+                "maildir:/v/%d/%n",
+                "bob@example.org",
+                None,
+                "/v/example.org/bob",
+            ),
+            ("maildir:/v/%d/%n/%u", "b@x@y", None, "/v/x@y/b/b@x@y"),
+            ("mbox:/var/mail/%n", "bob", None, "/var/mail/bob"),
+            ("mbox:/var/mail/%n", "bob@x", None, "/var/mail/bob"),
         ];
         for (template, user, home, want) in cases {
             let loc: Location = template.parse().unwrap();
@@ -262,6 +307,51 @@ mod tests {
                 loc.expand(user, home),
                 Err(want.to_string()),
                 "{user:?} {home:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_users_whose_parts_would_leave_the_domain_directory() {
+        let cases = [
+            (
+                "maildir:/v/%d/%n",
+                "example.org",
+                "user name has no domain after '@' (needed for %d)",
+            ),
+            (
+                "maildir:/v/%d/%n",
+                "bob@",
+                "user name has no domain after '@' (needed for %d)",
+            ),
+            (
+                "maildir:/v/%d/%n",
+                "bob@..",
+                "domain of the user name starts with '.'",
+            ),
+            (
+                "maildir:/v/%d/%n",
+                "bob@.x",
+                "domain of the user name starts with '.'",
+            ),
+            (
+                "maildir:/v/%d/%n",
+                "@example.org",
+                "user name has nothing before '@' (needed for %n)",
+            ),
+            (
+                "maildir:/v/%n",
+                "@example.org",
+                "user name has nothing before '@' (needed for %n)",
+            ),
+            ("maildir:/v/%d", "bob@a/b", "user name contains '/'"),
+        ];
+        for (template, user, want) in cases {
+            let loc: Location = template.parse().unwrap();
+            assert_eq!(
+                loc.expand(user, None),
+                Err(want.to_string()),
+                "{template} {user}"
             );
         }
     }
