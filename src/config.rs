@@ -315,7 +315,7 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
 
 /// `10.0.0.0/8,::1` → networks; a bare address is a single host. An empty item (`a,,b`, a trailing
 /// comma) is refused like any other empty value: it is a network left out, not a list to shorten.
-fn parse_cidrs(value: &str) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
+pub(crate) fn parse_cidrs(value: &str) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
     value
         .split(',')
         .map(str::trim)

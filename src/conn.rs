@@ -47,22 +47,31 @@ const DIRECT_WRITE: usize = 8 * 1024;
 pub fn serve(
     stream: Stream,
     services: &Services,
-    peer: &str,
+    client: Client<'_>,
     apop_timestamp: Option<String>,
 ) -> (Stats, Duration) {
-    serve_tls(stream, services, peer, apop_timestamp, None)
+    serve_tls(stream, services, client, apop_timestamp, None)
+}
+
+/// Who the session serves: `peer` for the logs, `ip` for `allow_nets` (`None` without one: inetd on a
+/// pipe).
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub peer: &'a str,
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// [`serve`] with TLS available (STLS) or required from the first byte (implicit TLS).
 pub fn serve_tls(
     stream: Stream,
     services: &Services,
-    peer: &str,
+    client: Client<'_>,
     apop_timestamp: Option<String>,
     tls: Option<Tls<'_>>,
 ) -> (Stats, Duration) {
     let started = Instant::now();
-    let mut session = Session::new(services, peer, apop_timestamp);
+    let peer = client.peer;
+    let mut session = Session::new(services, peer, apop_timestamp).with_client(client.ip);
     let mut reader = BufReader::with_capacity(INPUT_BUFFER, stream);
     let mut pending = Vec::new();
     let outcome = match run(&mut session, services, &mut reader, &mut pending, peer, tls) {

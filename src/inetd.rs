@@ -45,13 +45,13 @@ pub fn run(config: &Config, private_stderr: bool) -> Result<(), StartError> {
     };
     let (mut input, output) =
         stdio().map_err(|e| StartError::runtime(format!("stdin/stdout: {e}")))?;
-    let peer = match peer_addr(input.as_fd()) {
+    let (peer, ip) = match peer_addr(input.as_fd()) {
         // Behind a load balancer in --proxy-from, the client is the one its PROXY header names.
         Some(addr) => match startup::client_address(&mut input, addr, &frontend) {
-            Some(client) => client.to_string(),
+            Some(client) => (client.to_string(), Some(client.ip())),
             None => return Ok(()),
         },
-        None => peer_name(input.as_fd()),
+        None => (peer_name(input.as_fd()), None),
     };
     if is_socket(input.as_fd()) {
         // Only when fd 0 is a socket; a pipe (a test harness) has neither option.
@@ -70,7 +70,8 @@ pub fn run(config: &Config, private_stderr: bool) -> Result<(), StartError> {
         acceptor,
         implicit: config.tls,
     });
-    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
+    let client = conn::Client { peer: &peer, ip };
+    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, client, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
     Ok(())
 }

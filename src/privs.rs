@@ -342,6 +342,7 @@ mod tests {
             uid,
             gid,
             home: None,
+            policy: Default::default(),
         }
     }
 

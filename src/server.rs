@@ -387,6 +387,7 @@ fn session(
     let Some(_ticket) = admit_address(&mut stream, peer, per_ip, implicit_tls) else {
         return;
     };
+    let ip = peer.ip();
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
     // Until login the read deadline is the login timer; conn switches to the autologout timer after it.
@@ -407,7 +408,11 @@ fn session(
         );
         return;
     }
-    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, &peer, timestamp, tls);
+    let client = conn::Client {
+        peer: &peer,
+        ip: Some(ip),
+    };
+    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, client, timestamp, tls);
     conn::log_session_end(&peer, &stats, elapsed);
 }
 

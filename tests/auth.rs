@@ -308,3 +308,112 @@ fn apop_timestamps_unique_over_many_connections() {
         );
     }
 }
+
+/// Dovecot's `allow_nets=` extra field: the login is refused, like a wrong password, from an address
+/// outside the networks, here the client's address from a PROXY header.
+#[test]
+fn allow_nets_admits_only_its_networks() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret").user("bob", "bobpw");
+    fx.extra("alice", "allow_nets=192.0.2.0/24,2001:db8::/32")
+        .extra("bob", "userdb_quota_rule=*:storage=1G allow_nets=127.0.0.1");
+    let srv = Server::start(
+        &fx,
+        &["--proxy-from", "127.0.0.1", "--auth-failure-delay", "0"],
+    );
+    let pass = |header: &str, user: &str, password: &str| {
+        let mut c = common::Client::connect(srv.addr);
+        c.send(header.as_bytes());
+        c.greeting();
+        assert!(c.cmd(&format!("USER {user}")).starts_with("+OK"));
+        c.cmd(&format!("PASS {password}"))
+    };
+    let inside = "PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\n";
+    let outside = "PROXY TCP4 198.51.100.1 127.0.0.1 50523 110\r\n";
+    let keeps_loopback = "PROXY UNKNOWN\r\n";
+    assert!(pass(inside, "alice", "secret").starts_with("+OK"));
+    assert!(pass("PROXY TCP6 2001:db8::5 ::1 4000 110\r\n", "alice", "secret").starts_with("+OK"));
+    assert_eq!(
+        pass(outside, "alice", "secret"),
+        "-ERR [AUTH] invalid user name or password"
+    );
+    assert_eq!(
+        pass(keeps_loopback, "alice", "secret"),
+        "-ERR [AUTH] invalid user name or password"
+    );
+    assert!(pass(keeps_loopback, "bob", "bobpw").starts_with("+OK"));
+    assert!(pass(inside, "bob", "bobpw").starts_with("-ERR [AUTH]"));
+    let why = srv.wait_log(
+        &["user=alice peer=198.51.100.1:50523: login from outside the user's allow_nets"],
+        Duration::from_secs(10),
+    );
+    assert!(why.is_some(), "{:?}", srv.stderr_lines());
+    assert!(
+        srv.wait_log(
+            &["login failed user=alice peer=198.51.100.1:50523 attempt=1"],
+            Duration::from_secs(10)
+        )
+        .is_some()
+    );
+}
+
+/// `allow_nets=local` under inetd: a session on a socket pair has no IP address.
+#[test]
+fn allow_nets_local_is_a_session_without_an_address() {
+    let mut fx = Fixture::new();
+    fx.user("frank", "pw").user("gina", "pw");
+    fx.extra("frank", "allow_nets=local")
+        .extra("gina", "allow_nets=127.0.0.0/8");
+    let (_inetd, mut c) = common::Inetd::start(&fx, &NO_DELAY);
+    c.greeting();
+    assert!(c.cmd("USER gina").starts_with("+OK"));
+    assert_eq!(
+        c.cmd("PASS pw"),
+        "-ERR [AUTH] invalid user name or password"
+    );
+    c.login("frank", "pw");
+}
+
+/// `nologin`: the right password is refused, with `reason=` as the text; a wrong one does not learn it.
+#[test]
+fn nologin_refuses_the_right_password_with_its_reason() {
+    let mut fx = Fixture::new();
+    fx.user("carol", "pw").user("dave", "pw");
+    fx.extra("carol", "nologin reason=Moved_to_IMAP")
+        .extra("dave", "nologin");
+    let srv = Server::start(&fx, &NO_DELAY);
+    let replies = try_logins(&srv, &[("carol", "pw"), ("carol", "wrong"), ("dave", "pw")]);
+    assert_eq!(
+        replies,
+        [
+            "-ERR [AUTH] Moved_to_IMAP",
+            "-ERR [AUTH] invalid user name or password",
+            "-ERR [AUTH] login disabled for this account",
+        ]
+    );
+}
+
+/// `userdb_mail=`: one user's maildrop somewhere else than `--mail` says.
+#[test]
+fn userdb_mail_gives_a_user_a_location_of_its_own() {
+    let mut fx = Fixture::new();
+    fx.user("erin", "pw");
+    fx.msg("erin", "new", "1.a.host", b"Subject: usual place\n\nx\n");
+    let elsewhere = fx.root().join("elsewhere").join("erin");
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(elsewhere.join(sub)).unwrap();
+    }
+    fs::write(
+        elsewhere.join("new").join("2.b.host"),
+        b"Subject: elsewhere\n\ny\n",
+    )
+    .unwrap();
+    let field = format!("userdb_mail=maildir:{}/elsewhere/%u", fx.root().display());
+    fx.extra("erin", &field);
+    let srv = Server::start(&fx, &NO_DELAY);
+    let mut c = srv.login("erin", "pw");
+    assert_eq!(
+        c.multi("RETR 1"),
+        common::wire(b"Subject: elsewhere\n\ny\n")
+    );
+}

@@ -70,6 +70,7 @@ mod tests {
                     uid: Some(self.uid),
                     gid: None,
                     home: None,
+                    policy: Default::default(),
                 })
             } else {
                 Err(AuthError::BadCredentials)

@@ -12,7 +12,10 @@ pub mod system;
 pub mod unix_files;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
+
+use crate::maildrop::location::Location;
 
 pub use secret::Secret;
 
@@ -24,6 +27,37 @@ pub struct Account {
     pub gid: Option<u32>,
     /// The home directory, for `%h` in mail locations.
     pub home: Option<PathBuf>,
+    /// What the user database asks of a login beyond the password.
+    pub policy: Policy,
+}
+
+/// A passwd-file line's extra fields (Dovecot's names) that poplar applies. Checked after the password,
+/// so they tell nothing to someone who does not have it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `allow_nets=`: the networks the user may log in from; `None` for anywhere.
+    pub allow_nets: Option<Nets>,
+    /// `nologin`: logins are refused even with the right password, with `reason=` as the reply's text.
+    pub nologin: Option<String>,
+    /// `userdb_mail=`: the user's mail location, instead of the server's.
+    pub mail: Option<Location>,
+}
+
+/// The networks of `allow_nets=`: addresses and prefix lengths, and `local` for a session that has no
+/// IP address (inetd on a pipe or a Unix socket).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nets {
+    pub networks: Vec<(IpAddr, u8)>,
+    pub local: bool,
+}
+
+impl Nets {
+    pub fn allows(&self, client: Option<IpAddr>) -> bool {
+        match client {
+            Some(ip) => crate::config::in_networks(ip, &self.networks),
+            None => self.local,
+        }
+    }
 }
 
 /// Why authentication failed. The client sees only `[AUTH]` or `[SYS/TEMP]`; the log sees the detail.

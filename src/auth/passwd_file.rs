@@ -12,7 +12,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use super::scheme::Stored;
 use super::secret::constant_time_eq;
-use super::{Account, AuthError, Authenticator, Secret, apop};
+use super::{Account, AuthError, Authenticator, Nets, Policy, Secret, apop};
 
 /// What an unknown or locked user is checked against, so that they cost what a wrong password costs:
 /// a SHA512-CRYPT hash with the default 5000 rounds, as `doveadm pw -s SHA512-CRYPT` and `mkpasswd`
@@ -257,7 +257,8 @@ fn parse_table(text: &[u8]) -> Result<HashMap<String, Entry>, (usize, String)> {
 }
 
 /// `user:password:uid:gid:gecos:home:shell:extra_fields`; fields after the password may be missing,
-/// and empty uid, gid or home mean none. Gecos, shell and extra fields are not used by a POP3 server.
+/// and empty uid, gid or home mean none. Gecos and shell are not used by a POP3 server; of the extra
+/// fields, see [`parse_extra`].
 fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
     let mut fields = line.splitn(8, ':');
     let name = fields.next().unwrap_or_default();
@@ -272,12 +273,17 @@ fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
     let gid = parse_id(fields.next(), "gid", name)?;
     let _gecos = fields.next();
     let home = fields.next().filter(|h| !h.is_empty()).map(PathBuf::from);
-    let account = Account {
+    let _shell = fields.next();
+    let mut account = Account {
         name: name.to_string(),
         uid,
         gid,
         home,
+        policy: Policy::default(),
     };
+    if let Some(extra) = fields.next() {
+        parse_extra(extra, &mut account).map_err(|e| format!("user {name}: {e}"))?;
+    }
     Ok(Entry {
         account,
         stored,
@@ -285,14 +291,70 @@ fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
     })
 }
 
+/// Dovecot's extra fields, space-separated `key=value` (or a bare `key`). Applied: `allow_nets`,
+/// `nologin` with `reason`, and the userdb fields `userdb_mail`, `userdb_home`, `userdb_uid` and
+/// `userdb_gid`, which override the line's own. Refused, since ignoring them would let a login in
+/// that Dovecot would have kept out or sent elsewhere: `allow_real_nets`, `proxy`, `proxy_maybe` and
+/// `host`. Anything else (`userdb_quota_rule`, `nodelay`, ...) means nothing to a POP3 server that
+/// never writes mail, and is ignored.
+fn parse_extra(extra: &str, account: &mut Account) -> Result<(), String> {
+    let mut reason = None;
+    let mut nologin = false;
+    for field in extra.split_whitespace() {
+        let (key, value) = field.split_once('=').unwrap_or((field, ""));
+        match key {
+            "allow_nets" => account.policy.allow_nets = Some(parse_nets(value)?),
+            "nologin" => nologin = true,
+            "reason" => reason = Some(value.to_string()),
+            "userdb_mail" => {
+                let location = value.parse().map_err(|e| format!("userdb_mail: {e}"))?;
+                account.policy.mail = Some(location);
+            }
+            "userdb_home" => {
+                account.home = Some(PathBuf::from(value)).filter(|_| !value.is_empty())
+            }
+            "userdb_uid" => account.uid = id(value, "userdb_uid")?,
+            "userdb_gid" => account.gid = id(value, "userdb_gid")?,
+            "allow_real_nets" | "proxy" | "proxy_maybe" | "host" => {
+                return Err(format!("extra field {key} is not supported"));
+            }
+            _ => {}
+        }
+    }
+    if nologin {
+        account.policy.nologin = Some(reason.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// `allow_nets=`: comma-separated addresses or CIDR networks, and `local`.
+fn parse_nets(value: &str) -> Result<Nets, String> {
+    let mut nets = Nets::default();
+    for item in value.split(',') {
+        if item == "local" {
+            nets.local = true;
+        } else {
+            let parsed =
+                crate::config::parse_cidrs(item).map_err(|e| format!("allow_nets: {e}"))?;
+            nets.networks.extend(parsed);
+        }
+    }
+    Ok(nets)
+}
+
 fn parse_id(field: Option<&str>, what: &str, name: &str) -> Result<Option<u32>, String> {
-    let Some(id) = field.filter(|f| !f.is_empty()) else {
+    id(field.unwrap_or_default(), what).map_err(|e| format!("user {name}: {e}"))
+}
+
+/// A uid or gid field; empty for none.
+fn id(field: &str, what: &str) -> Result<Option<u32>, String> {
+    if field.is_empty() {
         return Ok(None);
-    };
-    match id.parse() {
+    }
+    match field.parse() {
         // `str::parse` also takes a leading '+', which no uid in a passwd file has.
-        Ok(n) if !id.starts_with('+') => Ok(Some(n)),
-        _ => Err(format!("user {name}: bad {what} {id:?}: not a number")),
+        Ok(n) if !field.starts_with('+') => Ok(Some(n)),
+        _ => Err(format!("bad {what} {field:?}: not a number")),
     }
 }
 
@@ -329,6 +391,7 @@ mod tests {
             uid,
             gid,
             home: home.map(PathBuf::from),
+            policy: Default::default(),
         }
     }
 
@@ -354,6 +417,82 @@ mod tests {
         assert_eq!(users["alice"].stored, Stored::Plain(b"a".to_vec()));
         assert_eq!(users["locked"].stored, Stored::Locked);
         assert_eq!(users["empty"].stored, Stored::Locked);
+    }
+
+    #[test]
+    fn applies_dovecot_extra_fields() {
+        let text = "a:{PLAIN}x::::::allow_nets=192.0.2.0/24,2001:db8::/32,local\n\
+                    b:{PLAIN}x::::::nologin reason=Moved_to_IMAP\n\
+                    c:{PLAIN}x::::::nologin=y\n\
+                    d:{PLAIN}x:1:2::/h/d::userdb_mail=mbox:/var/mail/%u userdb_home=/h/dd userdb_uid=3 userdb_gid=4\n\
+                    e:{PLAIN}x::::::userdb_quota_rule=*:storage=1G nodelay  nopassword\n";
+        let users = parse_table(text.as_bytes()).unwrap();
+        let nets = users["a"].account.policy.allow_nets.clone().unwrap();
+        assert!(nets.local);
+        assert_eq!(nets.networks.len(), 2);
+        assert!(nets.allows(Some("192.0.2.7".parse().unwrap())));
+        assert!(nets.allows(Some("::ffff:192.0.2.7".parse().unwrap())));
+        assert!(nets.allows(Some("2001:db8::1".parse().unwrap())));
+        assert!(!nets.allows(Some("198.51.100.1".parse().unwrap())));
+        assert!(nets.allows(None));
+        assert_eq!(
+            users["b"].account.policy.nologin.as_deref(),
+            Some("Moved_to_IMAP")
+        );
+        assert_eq!(users["c"].account.policy.nologin.as_deref(), Some(""));
+        let d = &users["d"].account;
+        assert_eq!(
+            d.policy.mail.as_ref().map(ToString::to_string).as_deref(),
+            Some("mbox:/var/mail/%u")
+        );
+        assert_eq!((d.uid, d.gid), (Some(3), Some(4)));
+        assert_eq!(d.home.as_deref(), Some(Path::new("/h/dd")));
+        // Fields that mean nothing to a POP3 server leave the account as the line has it.
+        assert_eq!(users["e"].account, account("e", None, None, None));
+        let only_local = parse_table(b"f:{PLAIN}x::::::allow_nets=local").unwrap();
+        let nets = only_local["f"].account.policy.allow_nets.clone().unwrap();
+        assert!(nets.allows(None) && !nets.allows(Some("127.0.0.1".parse().unwrap())));
+    }
+
+    #[test]
+    fn refuses_extra_fields_it_cannot_honour() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "proxy host=10.0.0.2",
+                "user a: extra field proxy is not supported",
+            ),
+            (
+                "proxy_maybe",
+                "user a: extra field proxy_maybe is not supported",
+            ),
+            ("host=10.0.0.2", "user a: extra field host is not supported"),
+            (
+                "allow_real_nets=10.0.0.0/8",
+                "user a: extra field allow_real_nets is not supported",
+            ),
+            (
+                "allow_nets=10.0.0.0/33",
+                "user a: allow_nets: bad prefix length in \"10.0.0.0/33\"",
+            ),
+            ("allow_nets=", "user a: allow_nets: empty network in \"\""),
+            (
+                "allow_nets=nowhere",
+                "user a: allow_nets: \"nowhere\" is not an address or CIDR",
+            ),
+            (
+                "userdb_mail=imap:/x",
+                "user a: userdb_mail: unknown mailbox format \"imap\" (expected maildir: or mbox:)",
+            ),
+            ("userdb_uid=x", "user a: bad userdb_uid \"x\": not a number"),
+        ];
+        for (extra, want) in cases {
+            let line = format!("a:{{PLAIN}}x::::::{extra}");
+            assert_eq!(
+                parse_table(line.as_bytes()).err(),
+                Some((1, want.to_string())),
+                "{extra}"
+            );
+        }
     }
 
     #[test]

@@ -220,6 +220,7 @@ fn user(entry: PasswdEntry, shadow: Option<ShadowEntry>) -> User {
         uid: Some(entry.uid),
         gid: Some(entry.gid),
         home: Some(entry.home),
+        policy: Default::default(),
     };
     User {
         account,

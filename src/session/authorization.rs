@@ -83,7 +83,10 @@ impl Session<'_> {
     ) -> io::Result<Step> {
         self.state = State::Authorization { user: None };
         match result {
-            Ok(account) => self.open_maildrop(account, out),
+            Ok(account) => match self.policy_refusal(&account) {
+                Some(text) => self.credentials_refused(user, format_args!("{text}"), out),
+                None => self.open_maildrop(account, out),
+            },
             Err(AuthError::BadCredentials) => {
                 // The same answer and delay whether the name or the password was wrong (RFC 3206 [AUTH]).
                 self.credentials_refused(user, format_args!("invalid user name or password"), out)
@@ -98,6 +101,34 @@ impl Session<'_> {
                 Ok(Step::Continue)
             }
         }
+    }
+
+    /// Why the user database's policy for `account` refuses this login, as the client's text; the reason
+    /// is logged here, and the refusal then counts like a wrong password (the client could be guessing
+    /// from the wrong network, and fail2ban should hear of it).
+    fn policy_refusal(&self, account: &Account) -> Option<String> {
+        let policy = &account.policy;
+        if let Some(nets) = &policy.allow_nets {
+            if !nets.allows(self.client) {
+                log::info!(
+                    "user={} peer={}: login from outside the user's allow_nets",
+                    account.name,
+                    self.peer
+                );
+                return Some("invalid user name or password".to_string());
+            }
+        }
+        let reason = policy.nologin.as_deref()?;
+        log::info!(
+            "user={} peer={}: login refused, nologin",
+            account.name,
+            self.peer
+        );
+        Some(if reason.is_empty() {
+            "login disabled for this account".to_string()
+        } else {
+            printable(reason.as_bytes())
+        })
     }
 
     /// Credentials refused: counted toward `max-auth-attempts`, logged, answered `-ERR [AUTH]` with
@@ -135,7 +166,7 @@ impl Session<'_> {
         account: Account,
         out: &mut W,
     ) -> io::Result<Step> {
-        let mail = &self.services.mail;
+        let mail = account.policy.mail.as_ref().unwrap_or(&self.services.mail);
         let path = mail
             .expand(&account.name, account.home.as_deref())
             .map_err(|reason| MaildropError::BadPath {

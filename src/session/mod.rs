@@ -11,6 +11,7 @@ mod transaction;
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -173,6 +174,9 @@ struct Transaction {
 pub struct Session<'a> {
     services: &'a Services,
     peer: &'a str,
+    /// The client's IP address (behind `--proxy-from`, the one its PROXY header names); `None` when the
+    /// session has none (inetd on a pipe). For `allow_nets`.
+    client: Option<IpAddr>,
     /// The APOP timestamp sent in the greeting, when APOP is offered.
     apop_timestamp: Option<String>,
     state: State,
@@ -194,6 +198,7 @@ impl<'a> Session<'a> {
         Session {
             services,
             peer,
+            client: None,
             apop_timestamp,
             state: State::Authorization { user: None },
             stats: Stats::default(),
@@ -201,6 +206,12 @@ impl<'a> Session<'a> {
             tls: false,
             after_update: None,
         }
+    }
+
+    /// The session of a client at `client` (see the field).
+    pub fn with_client(mut self, client: Option<IpAddr>) -> Session<'a> {
+        self.client = client;
+        self
     }
 
     /// RFC 1939 section 4: the greeting; with APOP, the timestamp ends it (clients look for the `<`).

@@ -19,6 +19,7 @@ impl Authenticator for OneUser {
                 uid: None,
                 gid: None,
                 home: Some(self.home.clone()),
+                policy: Default::default(),
             })
         } else {
             Err(AuthError::BadCredentials)

@@ -128,6 +128,26 @@ impl Fixture {
         self.user_with(user, &format!("{{PLAIN}}{password}"))
     }
 
+    /// Appends Dovecot extra fields (`allow_nets=... nologin`) to `user`'s passwd-file line.
+    pub fn extra(&mut self, user: &str, fields: &str) -> &mut Self {
+        let text = fs::read_to_string(&self.passwd).expect("read passwd");
+        let mut found = false;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with(&format!("{user}:")) {
+                    found = true;
+                    format!("{line}{fields}\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        assert!(found, "no passwd line for {user}");
+        fs::write(&self.passwd, lines.concat()).expect("write passwd");
+        self
+    }
+
     /// Adds `user` with the given passwd-file password field (scheme and secret), a home directory and an
     /// empty Maildir (new, cur, tmp).
     pub fn user_with(&mut self, user: &str, password_field: &str) -> &mut Self {

@@ -131,6 +131,7 @@ fn account_fields() {
         uid: Some(1002),
         gid: Some(102),
         home: Some("/home/sha256".into()),
+        policy: Default::default(),
     };
     assert_eq!(account, want);
     assert!(db.knows(b"star") && db.knows(b"root") && !db.knows(b"ghost") && !db.knows(b"nobody"));
