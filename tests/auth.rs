@@ -262,6 +262,13 @@ fn apop_good() {
     let r = c.cmd(&format!("APOP alice {digest}"));
     assert!(ok(&r), "{r}");
     assert!(c.cmd("STAT").starts_with("+OK 5 "));
+    let login = srv.wait_log(&["login user=alice"], Duration::from_secs(10));
+    assert!(
+        login
+            .as_deref()
+            .is_some_and(|l| l.ends_with(" method=APOP tls=no")),
+        "{login:?}"
+    );
 }
 
 #[test]

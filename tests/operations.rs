@@ -251,7 +251,10 @@ fn log_lines_are_as_documented_and_hold_no_password() {
     assert!(
         server
             .wait_log(
-                &[&format!("login user=alice peer={peer} messages=5 octets=")],
+                &[
+                    &format!("login user=alice peer={peer} messages=5 octets="),
+                    " method=USER tls=no",
+                ],
                 WAIT
             )
             .is_some()

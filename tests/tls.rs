@@ -542,6 +542,25 @@ p.quit()
         stdout.contains("auth +OK alice's maildrop has 5 messages"),
         "{stdout}"
     );
+    // The login lines say how each login authenticated, and that TLS protected it.
+    let logins: Vec<String> = srv
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("login user=alice"))
+        .collect();
+    let methods: Vec<&str> = logins
+        .iter()
+        .map(|l| &l[l.find(" method=").expect("method field") + 1..])
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "method=USER tls=yes",
+            "method=USER tls=yes",
+            "method=AUTH-PLAIN tls=yes"
+        ],
+        "{logins:?}"
+    );
 }
 
 #[test]

@@ -59,6 +59,7 @@ impl Session<'_> {
             return refuse(out, "send USER first");
         };
         let result = self.services.auth.login(&user, &Secret::new(password));
+        self.method = "USER";
         self.complete_login(&user, result, out)
     }
 
@@ -72,6 +73,7 @@ impl Session<'_> {
             return refuse(out, "APOP not enabled");
         };
         let result = self.services.auth.apop(name, timestamp.as_bytes(), digest);
+        self.method = "APOP";
         self.complete_login(name, result, out)
     }
 
@@ -247,9 +249,11 @@ impl Session<'_> {
         let table = Table::new(maildrop.messages());
         let (count, octets) = table.totals();
         log::info!(
-            "login user={} peer={} messages={count} octets={octets}",
+            "login user={} peer={} messages={count} octets={octets} method={} tls={}",
             account.name,
-            self.peer
+            self.peer,
+            self.method,
+            if self.tls { "yes" } else { "no" }
         );
         // RFC 2449 section 6.4: with RESP-CODES announced, "any response text issued by this server which
         // begins with an open square bracket ("[") is an extended response code", so a user name that

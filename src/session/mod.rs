@@ -185,6 +185,9 @@ pub struct Session<'a> {
     failures: u32,
     /// The connection is TLS-protected (implicit TLS, or after STLS).
     tls: bool,
+    /// How the login in progress authenticates (`USER`, `APOP`, `AUTH-PLAIN`, `AUTH-LOGIN`), for the
+    /// login's log line.
+    method: &'static str,
     /// What UPDATE left to do: done when the session is dropped, after the reply has left.
     after_update: Option<Tidy>,
 }
@@ -204,6 +207,7 @@ impl<'a> Session<'a> {
             stats: Stats::default(),
             failures: 0,
             tls: false,
+            method: "",
             after_update: None,
         }
     }

@@ -91,6 +91,10 @@ impl Session<'_> {
             State::Authorization { user } => user.take(),
             _ => None,
         };
+        self.method = match mechanism {
+            Mechanism::Plain => "AUTH-PLAIN",
+            Mechanism::Login => "AUTH-LOGIN",
+        };
         self.sasl_progress(sasl::start(mechanism, initial), user, out)
     }
 
