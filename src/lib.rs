@@ -23,6 +23,7 @@
 //! - [`workers`]: session threads kept after a clean session for the next one.
 //! - [`listen`]: the standalone server's listening sockets, bound from the settings or passed by systemd.
 //! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
+//! - [`notify`]: systemd's readiness protocol (`NOTIFY_SOCKET`): ready, reloading, stopping.
 //! - [`reload`]: what SIGHUP swaps: the settings and user database new sessions start with.
 //! - [`cli`], [`config`]: argv and `key = value` files, sharing one setter, into a typed `Config`.
 //! - [`check`]: `--check-config`, validating the settings and printing the effective ones.
@@ -45,6 +46,7 @@ pub mod listen;
 pub mod lock;
 pub mod logging;
 pub mod maildrop;
+pub mod notify;
 pub mod privs;
 pub mod proto;
 pub mod proxy;

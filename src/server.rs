@@ -22,6 +22,7 @@ use crate::cli::Origins;
 use crate::config::Config;
 use crate::conn;
 use crate::listen::{self, Listener};
+use crate::notify::{Notifier, State, notify};
 use crate::privs::Privileges;
 use crate::reload::Live;
 use crate::signals::{self, SignalPipe};
@@ -52,6 +53,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
 pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     signals::ignore_fatal_signals();
     let activated = crate::activation::listeners().map_err(StartError::runtime)?;
+    let notifier = Notifier::from_env();
     let mut frontend = frontend(config)?;
     let listeners = match activated {
         Some(sockets) => listen::adopted(sockets, config),
@@ -88,11 +90,17 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     let active = Arc::new(AtomicUsize::new(0));
     let mut live = Live::new(config, frontend);
     let mut reserve = Reserve::open();
+    notify(notifier.as_ref(), State::Ready);
     loop {
         match accept_loop(&listeners, &signals, &live, &active, &per_ip, &mut reserve)? {
-            Event::Reload => reload_into(&mut live, &per_ip, config, reload),
+            Event::Reload => {
+                notify(notifier.as_ref(), State::Reloading);
+                reload_into(&mut live, &per_ip, config, reload);
+                notify(notifier.as_ref(), State::Ready);
+            }
             Event::Stop(signal) => {
                 log::info!("{signal}: shutting down, no new sessions");
+                notify(notifier.as_ref(), State::Stopping);
                 break;
             }
         }

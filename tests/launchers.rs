@@ -1,6 +1,7 @@
 //! poplar under the launchers administrators use, on loopback ports: xinetd (one process per connection,
 //! `--inetd`), `systemd-socket-activate --accept --inetd` (the same as systemd's `Accept=yes`), and the standalone
-//! server handed its listening socket by `systemd-socket-activate` (LISTEN_FDS, as `Accept=no`).
+//! server handed its listening socket by `systemd-socket-activate` (LISTEN_FDS, as `Accept=no`), and the
+//! standalone server reporting to systemd under `Type=notify` (NOTIFY_SOCKET, the test as the manager).
 //! Needs the Debian packages xinetd and systemd; xinetd wants root to run a service as a `user` (CI is root).
 
 mod common;
@@ -231,4 +232,46 @@ fn socket_activation_meant_for_another_process_is_ignored() {
             .is_some_and(|l| l.contains("listening on 127.0.0.1:")),
         "{lines:?}"
     );
+}
+
+/// `Type=notify`: the standalone server tells the service manager (here the test, on the socket
+/// `NOTIFY_SOCKET` names, a path or an abstract `@name`) when it listens, reloads and stops.
+#[test]
+fn standalone_server_reports_ready_reloading_and_stopping() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let fx = standard();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let abstract_name = format!("poplar-test-notify-{}", std::process::id());
+    let managers = [
+        (
+            UnixDatagram::bind(&path).unwrap(),
+            path.display().to_string(),
+        ),
+        (
+            UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(&abstract_name).unwrap())
+                .unwrap(),
+            format!("@{abstract_name}"),
+        ),
+    ];
+    for (manager, value) in managers {
+        manager
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let next = || {
+            let mut buf = [0; 256];
+            let n = manager.recv(&mut buf).expect("a notification within 10 s");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let mut srv = common::Server::start_with_env(&fx, &[], &[("NOTIFY_SOCKET", &value)]);
+        assert_eq!(next(), "READY=1", "{value}");
+        // Ready means listening: a client is served at once.
+        srv.login("alice", "secret");
+        srv.signal(nix::sys::signal::Signal::SIGHUP);
+        assert_eq!(next(), "RELOADING=1", "{value}");
+        assert_eq!(next(), "READY=1", "{value}");
+        assert_eq!(srv.terminate(Duration::from_secs(10)), Some(0));
+        assert_eq!(next(), "STOPPING=1", "{value}");
+    }
 }

@@ -88,6 +88,17 @@ impl Server {
         Server::spawn_command(cmd)
     }
 
+    /// Like `start`, with `vars` added to the environment (systemd's `NOTIFY_SOCKET`, say).
+    pub fn start_with_env(fx: &Fixture, extra: &[&str], vars: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--listen", "127.0.0.1:0", "--passwd"])
+            .arg(fx.passwd())
+            .args(fx.mail_args())
+            .args(extra)
+            .envs(vars.iter().copied());
+        Server::spawn_command(cmd)
+    }
+
     /// Starts the binary with `-c conf` and nothing else (see `Fixture::config`).
     pub fn with_config(conf: &Path) -> Server {
         Server::spawn(&["-c".to_string(), conf.display().to_string()])
