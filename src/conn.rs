@@ -373,9 +373,13 @@ fn start_tls(
 /// connect (no cipher suite or protocol version in common, a plaintext client on the TLS port, a client
 /// that rejects the certificate), and the session-end line after it only says `result=error`.
 fn handshake(stream: &mut Stream, acceptor: &Acceptor, peer: &str) -> io::Result<()> {
-    stream
+    let done = stream
         .start_tls(acceptor)
-        .inspect_err(|e| log::info!("peer={peer}: {e}"))
+        .inspect_err(|e| log::info!("peer={peer}: {e}"));
+    // The handshake is the deepest a session's stack goes; the session then waits, mostly idle, far
+    // above it. Those pages would otherwise stay in memory for the thread's life.
+    crate::stack::trim();
+    done
 }
 
 fn flush(pending: &mut Vec<u8>, stream: &mut Stream) -> io::Result<()> {

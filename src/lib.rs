@@ -21,6 +21,7 @@
 //! - [`signals`]: the signals both front ends ignore, and the self-pipe that turns SIGTERM, SIGINT and
 //!   SIGHUP into events for the standalone server's accept loop.
 //! - [`workers`]: session threads kept after a clean session for the next one.
+//! - [`stack`]: a session thread's stack bounds, and the giving back of the pages a TLS handshake touched.
 //! - [`listen`]: the standalone server's listening sockets, bound from the settings or passed by systemd.
 //! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
 //! - [`notify`]: systemd's readiness protocol (`NOTIFY_SOCKET`): ready, reloading, stopping.
@@ -54,6 +55,7 @@ pub mod reload;
 pub mod server;
 pub mod session;
 pub mod signals;
+pub mod stack;
 pub mod startup;
 pub mod stream;
 pub mod tls;

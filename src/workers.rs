@@ -96,6 +96,7 @@ fn start(job: Job, name: &str, stack: usize) -> std::io::Result<()> {
 
 fn serve(mut job: Job) {
     block_handled_signals();
+    crate::stack::record();
     // The thread's mailbox for its whole life: a sending end goes into the list each time it waits.
     let (to, from) = mpsc::sync_channel(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
