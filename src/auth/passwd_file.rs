@@ -268,7 +268,7 @@ fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
     let password = fields
         .next()
         .ok_or_else(|| format!("user {name}: missing password field"))?;
-    let stored = Stored::parse(password).map_err(|e| format!("user {name}: {e}"))?;
+    let mut stored = Stored::parse(password).map_err(|e| format!("user {name}: {e}"))?;
     let uid = parse_id(fields.next(), "uid", name)?;
     let gid = parse_id(fields.next(), "gid", name)?;
     let _gecos = fields.next();
@@ -282,7 +282,7 @@ fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
         policy: Policy::default(),
     };
     if let Some(extra) = fields.next() {
-        parse_extra(extra, &mut account).map_err(|e| format!("user {name}: {e}"))?;
+        parse_extra(extra, &mut account, &mut stored).map_err(|e| format!("user {name}: {e}"))?;
     }
     Ok(Entry {
         account,
@@ -293,11 +293,12 @@ fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
 
 /// Dovecot's extra fields, space-separated `key=value` (or a bare `key`). Applied: `allow_nets`,
 /// `nologin` with `reason`, and the userdb fields `userdb_mail`, `userdb_home`, `userdb_uid` and
-/// `userdb_gid`, which override the line's own. Refused, since ignoring them would let a login in
-/// that Dovecot would have kept out or sent elsewhere: `allow_real_nets`, `proxy`, `proxy_maybe` and
-/// `host`. Anything else (`userdb_quota_rule`, `nodelay`, ...) means nothing to a POP3 server that
-/// never writes mail, and is ignored.
-fn parse_extra(extra: &str, account: &mut Account) -> Result<(), String> {
+/// `userdb_gid`, which override the line's own; `fail`, with which Dovecot fails the lookup, locks
+/// the line's password. Refused, since ignoring them would let a login in that Dovecot would have kept
+/// out or sent elsewhere: `allow_real_nets`, `proxy`, `proxy_maybe` and `host`. Anything else
+/// (`userdb_quota_rule`, `nodelay`, ...) means nothing to a POP3 server that never writes mail, and is
+/// ignored.
+fn parse_extra(extra: &str, account: &mut Account, stored: &mut Stored) -> Result<(), String> {
     let mut reason = None;
     let mut nologin = false;
     for field in extra.split_whitespace() {
@@ -305,6 +306,7 @@ fn parse_extra(extra: &str, account: &mut Account) -> Result<(), String> {
         match key {
             "allow_nets" => account.policy.allow_nets = Some(parse_nets(value)?),
             "nologin" => nologin = true,
+            "fail" => *stored = Stored::Locked,
             "reason" => reason = Some(value.to_string()),
             "userdb_mail" => {
                 let location = value.parse().map_err(|e| format!("userdb_mail: {e}"))?;
@@ -449,6 +451,10 @@ mod tests {
         assert_eq!(d.home.as_deref(), Some(Path::new("/h/dd")));
         // Fields that mean nothing to a POP3 server leave the account as the line has it.
         assert_eq!(users["e"].account, account("e", None, None, None));
+        // Dovecot's `fail` fails the passdb lookup, whatever the password: the line is locked.
+        let failing = parse_table(b"g:{PLAIN}x::::::nodelay fail\nh:{PLAIN}x::::::fail=y").unwrap();
+        assert_eq!(failing["g"].stored, Stored::Locked);
+        assert_eq!(failing["h"].stored, Stored::Locked);
         let only_local = parse_table(b"f:{PLAIN}x::::::allow_nets=local").unwrap();
         let nets = only_local["f"].account.policy.allow_nets.clone().unwrap();
         assert!(nets.allows(None) && !nets.allows(Some("127.0.0.1".parse().unwrap())));
