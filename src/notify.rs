@@ -7,6 +7,12 @@
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a notification may wait for room in the manager's queue. systemd reads its queue as it
+/// runs; one still full after this is not being read, and a lost `READY=1` then shows as a start that
+/// timed out, as it would have anyway.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The state changes poplar reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +62,21 @@ impl Notifier {
             log::warn!("NOTIFY_SOCKET {value:?} is not a socket path or @name; not notifying");
             return None;
         };
-        match UnixDatagram::unbound() {
-            Ok(socket) => Some(Notifier { socket, address }),
+        match Notifier::new(address) {
+            Ok(notifier) => Some(notifier),
             Err(e) => {
                 log::warn!("NOTIFY_SOCKET: cannot make a socket: {e}; not notifying");
                 None
             }
         }
+    }
+
+    /// A socket for `address`. Blocking, as `sd_notify` sends, but only for [`SEND_TIMEOUT`]: the
+    /// sends come from the accept loop, which a manager that stopped reading must not stop.
+    fn new(address: Address) -> io::Result<Notifier> {
+        let socket = UnixDatagram::unbound()?;
+        socket.set_write_timeout(Some(SEND_TIMEOUT))?;
+        Ok(Notifier { socket, address })
     }
 
     /// Reports `state`. A failure is logged and otherwise ignored: the server runs the same whether
@@ -125,15 +139,40 @@ mod tests {
         }
     }
 
+    /// A service manager that does not read (its queue full) must not stop the server: the send gives
+    /// up, is logged, and the accept loop goes on.
+    #[test]
+    fn a_manager_that_does_not_read_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _manager = UnixDatagram::bind(&path).unwrap();
+        let filler = UnixDatagram::unbound().unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let mut queued = 0;
+        while filler.send_to(b"X=1", &path).is_ok() {
+            queued += 1;
+            assert!(queued < 100_000, "the queue never filled");
+        }
+        let notifier = Notifier::new(Address::Path(path)).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            notifier.notify(State::Stopping);
+            let _ = done.send(());
+        });
+        assert!(
+            finished
+                .recv_timeout(SEND_TIMEOUT + std::time::Duration::from_secs(5))
+                .is_ok(),
+            "notify still blocked after {queued} queued datagrams"
+        );
+    }
+
     #[test]
     fn each_state_is_one_datagram_to_the_socket() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let manager = UnixDatagram::bind(&path).unwrap();
-        let notifier = Notifier {
-            socket: UnixDatagram::unbound().unwrap(),
-            address: Address::Path(path),
-        };
+        let notifier = Notifier::new(Address::Path(path)).unwrap();
         let mut buf = [0; 64];
         for (state, want) in [
             (State::Ready, "READY=1"),
