@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use nix::sys::socket::{SockaddrStorage, getpeername};
+use nix::sys::socket::{SockaddrStorage, getpeername, getsockname};
 use socket2::SockRef;
 
 use std::sync::Arc;
@@ -51,7 +51,10 @@ pub fn run(config: &Config, private_stderr: bool) -> Result<(), StartError> {
             Some(client) => (client.to_string(), Some(client.ip())),
             None => return Ok(()),
         },
-        None => (peer_name(input.as_fd()), None),
+        None => (
+            peer_name(input.as_fd()),
+            unknown_peer_ip(is_inet(input.as_fd())),
+        ),
     };
     if is_socket(input.as_fd()) {
         // Only when fd 0 is a socket; a pipe (a test harness) has neither option.
@@ -150,7 +153,7 @@ fn set_blocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 }
 
 fn is_socket(fd: BorrowedFd<'_>) -> bool {
-    nix::sys::socket::getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)).is_ok()
+    getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)).is_ok()
 }
 
 /// The client's IP address and port, when fd 0 is a TCP socket.
@@ -163,6 +166,20 @@ fn peer_addr(fd: BorrowedFd<'_>) -> Option<std::net::SocketAddr> {
     }
 }
 
+/// Whether fd 0 is an IPv4 or IPv6 socket (whether or not its peer can still be named).
+fn is_inet(fd: BorrowedFd<'_>) -> bool {
+    getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        .is_ok_and(|addr| addr.as_sockaddr_in().is_some() || addr.as_sockaddr_in6().is_some())
+}
+
+/// The IP address `allow_nets` sees when the client's cannot be read. A pipe or a Unix socket has
+/// none: that is `allow_nets=local`. A TCP socket whose peer is gone (reset before poplar asked) is
+/// not local, so it gets the unspecified address, which only a network of everything (`0.0.0.0/0`)
+/// admits.
+fn unknown_peer_ip(inet_socket: bool) -> Option<std::net::IpAddr> {
+    inet_socket.then_some(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
 /// The client's address for the logs, or a placeholder when fd 0 is not a socket.
 fn peer_name(fd: BorrowedFd<'_>) -> String {
     match getpeername::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)) {
@@ -172,5 +189,29 @@ fn peer_name(fd: BorrowedFd<'_>) -> String {
             .or_else(|| addr.as_sockaddr_in6().map(|a| a.to_string()))
             .unwrap_or_else(|| "local".to_string()),
         Err(_) => "stdin".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tcp_session_without_a_peer_is_not_local() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (unix, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (pipe, _write) = nix::unistd::pipe().unwrap();
+        assert!(is_inet(tcp.as_fd()));
+        assert!(!is_inet(unix.as_fd()) && !is_inet(pipe.as_fd()));
+        // allow_nets=local admits only the sessions that have no address at all.
+        assert_eq!(unknown_peer_ip(false), None);
+        let unknown = unknown_peer_ip(true).expect("an address for a TCP session");
+        let local_only = crate::auth::Nets {
+            networks: vec![],
+            local: true,
+        };
+        assert!(!local_only.allows(Some(unknown)));
+        assert!(local_only.allows(unknown_peer_ip(false)));
     }
 }
