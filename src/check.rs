@@ -69,6 +69,7 @@ fn check_passwd(
     match PasswdFile::open(path) {
         Ok(users) => {
             notes.push(format!("{}: {} users", path.display(), users.user_count()));
+            notes.extend(unusable_accounts(config, path, &users));
             Ok(())
         }
         Err(e) => Err(match e.line {
@@ -84,6 +85,42 @@ fn check_passwd(
             ),
         }),
     }
+}
+
+/// Shown at most, so that a file of thousands of users with the same mistake stays readable.
+const MAX_ACCOUNT_WARNINGS: usize = 10;
+
+/// Warnings for the accounts that can never log in as configured: their mail location does not expand
+/// for them (`%d` for a name without a domain, `%h` without a home, a name no path may hold), or, as
+/// root without `--user`, they lack the uid and gid a session switches to.
+fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<String> {
+    let needs_ids = config.run_as.is_none() && nix::unistd::geteuid().is_root();
+    let mut warnings: Vec<String> = users
+        .accounts()
+        .into_iter()
+        .filter_map(|(line, account)| {
+            let location = account.policy.mail.as_ref().unwrap_or(&config.mail);
+            let why = match location.expand(&account.name, account.home.as_deref()) {
+                Err(why) => format!("its mail location {location} does not fit: {why}"),
+                Ok(_) if needs_ids && (account.uid.is_none() || account.gid.is_none()) => {
+                    "no uid and gid, which a server started as root without --user needs"
+                        .to_string()
+                }
+                Ok(_) => return None,
+            };
+            Some(format!(
+                "warning: {}:{line}: user {} cannot log in: {why}",
+                path.display(),
+                crate::config::OneLine(&account.name)
+            ))
+        })
+        .collect();
+    if warnings.len() > MAX_ACCOUNT_WARNINGS {
+        let more = warnings.len() - MAX_ACCOUNT_WARNINGS;
+        warnings.truncate(MAX_ACCOUNT_WARNINGS);
+        warnings.push(format!("warning: and {more} more users who cannot log in"));
+    }
+    warnings
 }
 
 /// A certificate needs its key and the other way round; TLS listeners and implicit TLS need both; both

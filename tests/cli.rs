@@ -293,3 +293,60 @@ fn the_example_configuration_checks_out() {
         "{out}"
     );
 }
+
+/// --check-config names the accounts that can never log in as configured, by file and line, and still
+/// passes: the mail location does not expand for them, or (as root without --user) they have no ids.
+#[test]
+fn check_config_warns_of_accounts_that_cannot_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    fs::write(
+        &passwd,
+        "alice@example.org:{PLAIN}a:1000:1000::::\n\
+         bob:{PLAIN}b:1000:1000::::\n\
+         carol@example.org:{PLAIN}c:1000:1000::::userdb_mail=maildir:%h/Maildir\n\
+         dave@example.org:{PLAIN}d::::::\n",
+    )
+    .unwrap();
+    let p = passwd.to_str().unwrap();
+    let (code, out, err) = run(&[
+        "--check-config",
+        "--passwd",
+        p,
+        "--mail",
+        "maildir:/srv/vmail/%d/%n",
+    ]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("cannot log in"))
+        .collect();
+    let mut want = vec![
+        format!(
+            "# warning: {p}:2: user bob cannot log in: its mail location maildir:/srv/vmail/%d/%n does \
+             not fit: user name has no domain after '@' (needed for %d)"
+        ),
+        format!(
+            "# warning: {p}:3: user carol@example.org cannot log in: its mail location \
+             maildir:%h/Maildir does not fit: the account has no home directory (needed for %h)"
+        ),
+    ];
+    if nix::unistd::geteuid().is_root() {
+        want.push(format!(
+            "# warning: {p}:4: user dave@example.org cannot log in: no uid and gid, which a server \
+             started as root without --user needs"
+        ));
+    }
+    assert_eq!(warnings, want, "{out}");
+    // With --user, accounts without ids are served as that account.
+    let (_, out, _) = run(&[
+        "--check-config",
+        "--passwd",
+        p,
+        "--mail",
+        "maildir:/srv/vmail/%d/%n",
+        "--user",
+        "nobody",
+    ]);
+    assert!(!out.contains("user dave@example.org cannot"), "{out}");
+}

@@ -103,6 +103,18 @@ impl PasswdFile {
         self.read().users.len()
     }
 
+    /// Every account with its line number, in file order, for `--check-config`.
+    pub fn accounts(&self) -> Vec<(usize, Account)> {
+        let mut accounts: Vec<_> = self
+            .read()
+            .users
+            .values()
+            .map(|e| (e.line, e.account.clone()))
+            .collect();
+        accounts.sort_by_key(|(line, _)| *line);
+        accounts
+    }
+
     /// Re-reads the file if it changed since it was loaded. A file that no longer loads is reported
     /// once per change and the previous table kept: a typo while editing must not lock everyone out.
     fn refresh(&self) {
