@@ -91,8 +91,9 @@ fn check_passwd(
 const MAX_ACCOUNT_WARNINGS: usize = 10;
 
 /// Warnings for the accounts that can never log in as configured: their mail location does not expand
-/// for them (`%d` for a name without a domain, `%h` without a home, a name no path may hold), or, as
-/// root without `--user`, they lack the uid and gid a session switches to.
+/// for them (`%d` for a name without a domain, `%h` without a home, a name no path may hold), their
+/// name has capitals under `lowercase-users`, or, as root without `--user`, they lack the uid and gid a
+/// session switches to.
 fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<String> {
     let needs_ids = config.run_as.is_none() && nix::unistd::geteuid().is_root();
     let mut warnings: Vec<String> = users
@@ -102,6 +103,13 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
             let location = account.policy.mail.as_ref().unwrap_or(&config.mail);
             let why = match location.expand(&account.name, account.home.as_deref()) {
                 Err(why) => format!("its mail location {location} does not fit: {why}"),
+                Ok(_)
+                    if config.lowercase_users
+                        && account.name.bytes().any(|b| b.is_ascii_uppercase()) =>
+                {
+                    "its name has capitals, and lowercase-users looks every name up in lowercase"
+                        .to_string()
+                }
                 Ok(_) if needs_ids && (account.uid.is_none() || account.gid.is_none()) => {
                     "no uid and gid, which a server started as root without --user needs"
                         .to_string()
@@ -239,6 +247,7 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     out.push(("maildir-uidl", config.maildir_uidl.name().to_string()));
     out.extend(config.hostname.iter().map(|h| ("hostname", h.clone())));
     out.push(("apop", yes_no(config.apop)));
+    out.push(("lowercase-users", yes_no(config.lowercase_users)));
     out.push(("timeout", secs(config.timeout)));
     out.push(("max-sessions", config.max_sessions.to_string()));
     out.push(("auth-failure-delay", secs(config.auth_failure_delay)));

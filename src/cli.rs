@@ -30,6 +30,7 @@ usage: poplar [options]
       --maildir-uidl SOURCE Maildir unique-ids: name (default, the file name) or dovecot (dovecot-uidlist)
       --hostname NAME       host name for the APOP timestamp (default: the system's)
       --apop                offer APOP (needs {PLAIN} secrets)
+      --lowercase-users     look user names up in lowercase (Alice@Example.org logs in as alice@example.org)
       --timeout SECS        autologout timer (default 600, RFC 1939's minimum)
       --max-sessions N      concurrent sessions in standalone mode (default 100)
       --auth-failure-delay SECS   delay before answering a failed login (default 2)

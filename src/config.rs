@@ -60,6 +60,8 @@ pub struct Config {
     pub maildir_uidl: MaildirUidl,
     pub hostname: Option<String>,
     pub apop: bool,
+    /// User names are looked up in ASCII lowercase, whatever case the client sent.
+    pub lowercase_users: bool,
     pub timeout: Duration,
     pub max_sessions: usize,
     pub auth_failure_delay: Duration,
@@ -100,6 +102,7 @@ impl Default for Config {
             maildir_uidl: MaildirUidl::default(),
             hostname: None,
             apop: false,
+            lowercase_users: false,
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             max_sessions: DEFAULT_MAX_SESSIONS,
             auth_failure_delay: Duration::from_secs(DEFAULT_AUTH_FAILURE_DELAY_SECS),
@@ -139,6 +142,7 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
     ("maildir-uidl", Arity::Value, "name|dovecot"),
     ("hostname", Arity::Value, "NAME"),
     ("apop", Arity::Flag, ""),
+    ("lowercase-users", Arity::Flag, ""),
     ("timeout", Arity::Value, "SECS"),
     ("max-sessions", Arity::Value, "N"),
     ("auth-failure-delay", Arity::Value, "SECS"),
@@ -174,6 +178,7 @@ impl Config {
         match name {
             "inetd" => self.inetd = boolean(value)?,
             "apop" => self.apop = boolean(value)?,
+            "lowercase-users" => self.lowercase_users = boolean(value)?,
             "listen" => self.listen.push(parse_listen(required(value)?)?),
             "passwd" => self.passwd = Some(PathBuf::from(nonempty(required(value)?)?)),
             "mail" => self.mail = required(value)?.parse()?,

@@ -16,6 +16,7 @@ use socket2::{SockRef, TcpKeepalive};
 
 use crate::auth::Authenticator;
 use crate::auth::chain::Chain;
+use crate::auth::lowercase::Lowercase;
 use crate::auth::passwd_file::PasswdFile;
 use crate::auth::system::{self, SystemUsers};
 use crate::config::{self, Config};
@@ -135,13 +136,19 @@ fn user_databases(config: &Config) -> Result<Arc<dyn Authenticator>, StartError>
         log::debug!("system accounts: {} may log in", users.user_count());
         sources.push(Arc::new(users));
     }
-    match sources.len() {
-        0 => Err(StartError::config(
-            "no user database: set --passwd FILE or --system-users",
-        )),
-        1 => Ok(sources.remove(0)),
-        _ => Ok(Arc::new(Chain::new(sources))),
+    let users: Arc<dyn Authenticator> = match sources.len() {
+        0 => {
+            return Err(StartError::config(
+                "no user database: set --passwd FILE or --system-users",
+            ));
+        }
+        1 => sources.remove(0),
+        _ => Arc::new(Chain::new(sources)),
+    };
+    if config.lowercase_users {
+        return Ok(Arc::new(Lowercase(users)));
     }
+    Ok(users)
 }
 
 fn system_hostname() -> String {

@@ -424,3 +424,45 @@ fn userdb_mail_gives_a_user_a_location_of_its_own() {
         common::wire(b"Subject: elsewhere\n\ny\n")
     );
 }
+
+/// `--lowercase-users`: a name typed with capitals finds its lowercase entry by every way of logging
+/// in, and the session goes on under the database's spelling; without the option it does not.
+#[test]
+fn lowercase_users_finds_a_name_typed_with_capitals() {
+    let fx = standard();
+    let srv = Server::start(
+        &fx,
+        &["--lowercase-users", "--apop", NO_DELAY[0], NO_DELAY[1]],
+    );
+    let mut c = srv.connect();
+    c.greeting();
+    c.login("Alice", "secret");
+    assert!(c.cmd("STAT").starts_with("+OK 5 "));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(
+        srv.wait_log(&["login user=alice peer="], Duration::from_secs(10))
+            .is_some_and(|l| l.contains("method=USER"))
+    );
+    let mut c = srv.connect();
+    let greeting = c.greeting();
+    let digest = md5_hex(format!("{}secret", apop_timestamp(&greeting)).as_bytes());
+    let r = c.cmd(&format!("APOP ALICE {digest}"));
+    assert!(ok(&r), "{r}");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    // AUTH PLAIN with "\0ALICE\0secret".
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(ok(&c.cmd("AUTH PLAIN AEFMSUNFAHNlY3JldA==")));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    // Passwords keep their case.
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(ok(&c.cmd("USER Alice")));
+    assert!(c.cmd("PASS SECRET").starts_with("-ERR [AUTH]"));
+
+    let plain = Server::start(&fx, &NO_DELAY);
+    let mut c = plain.connect();
+    c.greeting();
+    assert!(ok(&c.cmd("USER Alice")));
+    assert!(c.cmd("PASS secret").starts_with("-ERR [AUTH]"));
+}

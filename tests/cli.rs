@@ -350,3 +350,33 @@ fn check_config_warns_of_accounts_that_cannot_log_in() {
     ]);
     assert!(!out.contains("user dave@example.org cannot"), "{out}");
 }
+
+/// With --lowercase-users, a passwd-file name with capitals can never be reached: --check-config says so.
+#[test]
+fn check_config_warns_of_capitals_under_lowercase_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    fs::write(
+        &passwd,
+        "alice:{PLAIN}a:1000:1000::/home/alice::\nBob:{PLAIN}b:1000:1000::/home/bob::\n",
+    )
+    .unwrap();
+    let p = passwd.to_str().unwrap();
+    let (code, out, err) = run(&["--check-config", "--passwd", p, "--lowercase-users"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("cannot log in"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "# warning: {p}:2: user Bob cannot log in: its name has capitals, and lowercase-users looks \
+             every name up in lowercase"
+        )],
+        "{out}"
+    );
+    assert!(out.contains("\nlowercase-users = yes\n"), "{out}");
+    let (_, out, _) = run(&["--check-config", "--passwd", p]);
+    assert!(!out.contains("cannot log in"), "{out}");
+}

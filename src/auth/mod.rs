@@ -1,9 +1,11 @@
 //! Who the user is: the `Authenticator` trait, the account it yields, and the secrets it handles.
-//! Each user database lives in its own file (`passwd_file`, `system`, and `chain` to consult several);
+//! Each user database lives in its own file (`passwd_file`, `system`, `chain` to consult several, and
+//! `lowercase` to look names up in lowercase);
 //! password schemes in `scheme` and `md5_crypt`, APOP in `apop`, the `/etc` file formats in `unix_files`.
 
 pub mod apop;
 pub mod chain;
+pub mod lowercase;
 pub mod md5_crypt;
 pub mod passwd_file;
 pub mod scheme;
