@@ -307,8 +307,9 @@ fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
 /// `nologin` with `reason`, and the userdb fields `userdb_mail`, `userdb_home`, `userdb_uid` and
 /// `userdb_gid`, which override the line's own; `fail`, with which Dovecot fails the lookup, locks
 /// the line's password. Refused, since ignoring them would let a login in that Dovecot would have kept
-/// out or sent elsewhere: `allow_real_nets`, `proxy`, `proxy_maybe`, `host`, and `user` (with which
-/// Dovecot goes on as another user, that user's mail included). Anything else
+/// out or sent elsewhere: `allow_real_nets`, `proxy`, `proxy_maybe`, `host`, and `user` or its userdb
+/// form `userdb_user` (with which Dovecot goes on as another user, that user's mail included).
+/// Anything else
 /// (`userdb_quota_rule`, `nodelay`, ...) means nothing to a POP3 server that never writes mail, and is
 /// ignored.
 fn parse_extra(extra: &str, account: &mut Account, stored: &mut Stored) -> Result<(), String> {
@@ -330,7 +331,7 @@ fn parse_extra(extra: &str, account: &mut Account, stored: &mut Stored) -> Resul
             }
             "userdb_uid" => account.uid = id(value, "userdb_uid")?,
             "userdb_gid" => account.gid = id(value, "userdb_gid")?,
-            "allow_real_nets" | "proxy" | "proxy_maybe" | "host" | "user" => {
+            "allow_real_nets" | "proxy" | "proxy_maybe" | "host" | "user" | "userdb_user" => {
                 return Err(format!("extra field {key} is not supported"));
             }
             _ => {}
@@ -486,6 +487,10 @@ mod tests {
             ),
             ("host=10.0.0.2", "user a: extra field host is not supported"),
             ("user=b", "user a: extra field user is not supported"),
+            (
+                "userdb_user=b",
+                "user a: extra field userdb_user is not supported",
+            ),
             (
                 "allow_real_nets=10.0.0.0/8",
                 "user a: extra field allow_real_nets is not supported",
