@@ -92,8 +92,8 @@ const MAX_ACCOUNT_WARNINGS: usize = 10;
 
 /// Warnings for the accounts that can never log in as configured: their mail location does not expand
 /// for them (`%d` for a name without a domain, `%h` without a home, a name no path may hold), their
-/// name has capitals under `lowercase-users`, or, as root without `--user`, they lack the uid and gid a
-/// session switches to.
+/// name has capitals under `lowercase-users`, allow_nets lets them in only as `local` in standalone
+/// mode, or, as root without `--user`, they lack the uid and gid a session switches to.
 fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<String> {
     let needs_ids = config.run_as.is_none() && nix::unistd::geteuid().is_root();
     let mut warnings: Vec<String> = users
@@ -109,6 +109,17 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
                 {
                     "its name has capitals, and lowercase-users looks every name up in lowercase"
                         .to_string()
+                }
+                // Standalone sessions are TCP, and even a PROXY LOCAL header keeps an address.
+                Ok(_)
+                    if !config.inetd
+                        && account
+                            .policy
+                            .allow_nets
+                            .as_ref()
+                            .is_some_and(|nets| nets.networks.is_empty()) =>
+                {
+                    "allow_nets admits only local sessions, which only --inetd serves".to_string()
                 }
                 Ok(_) if needs_ids && (account.uid.is_none() || account.gid.is_none()) => {
                     "no uid and gid, which a server started as root without --user needs"

@@ -380,3 +380,34 @@ fn check_config_warns_of_capitals_under_lowercase_users() {
     let (_, out, _) = run(&["--check-config", "--passwd", p]);
     assert!(!out.contains("cannot log in"), "{out}");
 }
+
+/// A standalone server serves TCP clients only, each with an address, so an account that allow_nets
+/// lets in only as `local` can never log in there: --check-config says so, but not for --inetd.
+#[test]
+fn check_config_warns_of_local_only_accounts_in_standalone_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    fs::write(
+        &passwd,
+        "alice:{PLAIN}a:1000:1000::/home/alice::allow_nets=local,192.0.2.0/24\n\
+         frank:{PLAIN}f:1000:1000::/home/frank::allow_nets=local\n",
+    )
+    .unwrap();
+    let p = passwd.to_str().unwrap();
+    let (code, out, err) = run(&["--check-config", "--passwd", p]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("cannot log in"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "# warning: {p}:2: user frank cannot log in: allow_nets admits only local sessions, which \
+             only --inetd serves"
+        )],
+        "{out}"
+    );
+    let (_, out, _) = run(&["--check-config", "--passwd", p, "--inetd"]);
+    assert!(!out.contains("cannot log in"), "{out}");
+}
