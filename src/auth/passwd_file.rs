@@ -307,11 +307,10 @@ fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
 /// `nologin` with `reason`, and the userdb fields `userdb_mail`, `userdb_home`, `userdb_uid` and
 /// `userdb_gid`, which override the line's own; `fail`, with which Dovecot fails the lookup, locks
 /// the line's password. Refused, since ignoring them would let a login in that Dovecot would have kept
-/// out or sent elsewhere: `allow_real_nets`, `proxy`, `proxy_maybe`, `host`, and `user` or its userdb
-/// form `userdb_user` (with which Dovecot goes on as another user, that user's mail included).
-/// Anything else
-/// (`userdb_quota_rule`, `nodelay`, ...) means nothing to a POP3 server that never writes mail, and is
-/// ignored.
+/// out or sent elsewhere: `allow_real_nets`, `proxy`, `proxy_maybe`, `host`, `user` or its userdb
+/// form `userdb_user` (with which Dovecot goes on as another user, that user's mail included), and
+/// `userdb_chroot` (Dovecot's mail paths are then inside it). Anything else (`userdb_quota_rule`,
+/// `nodelay`, ...) means nothing to a POP3 server that never writes mail, and is ignored.
 fn parse_extra(extra: &str, account: &mut Account, stored: &mut Stored) -> Result<(), String> {
     let mut reason = None;
     let mut nologin = false;
@@ -331,7 +330,8 @@ fn parse_extra(extra: &str, account: &mut Account, stored: &mut Stored) -> Resul
             }
             "userdb_uid" => account.uid = id(value, "userdb_uid")?,
             "userdb_gid" => account.gid = id(value, "userdb_gid")?,
-            "allow_real_nets" | "proxy" | "proxy_maybe" | "host" | "user" | "userdb_user" => {
+            "allow_real_nets" | "proxy" | "proxy_maybe" | "host" | "user" | "userdb_user"
+            | "userdb_chroot" => {
                 return Err(format!("extra field {key} is not supported"));
             }
             _ => {}
@@ -490,6 +490,10 @@ mod tests {
             (
                 "userdb_user=b",
                 "user a: extra field userdb_user is not supported",
+            ),
+            (
+                "userdb_chroot=/srv/jail",
+                "user a: extra field userdb_chroot is not supported",
             ),
             (
                 "allow_real_nets=10.0.0.0/8",
