@@ -91,21 +91,20 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     let mut live = Live::new(config, frontend);
     let mut reserve = Reserve::open();
     notify(notifier.as_ref(), State::Ready);
-    loop {
+    let signal = loop {
         match accept_loop(&listeners, &signals, &live, &active, &per_ip, &mut reserve)? {
             Event::Reload => {
                 notify(notifier.as_ref(), State::Reloading);
                 reload_into(&mut live, &per_ip, config, reload);
                 notify(notifier.as_ref(), State::Ready);
             }
-            Event::Stop(signal) => {
-                log::info!("{signal}: shutting down, no new sessions");
-                notify(notifier.as_ref(), State::Stopping);
-                break;
-            }
+            Event::Stop(signal) => break signal,
         }
-    }
+    };
+    // Closed before the line says so: a client that reads it and connects must find no listener.
     drop(listeners);
+    log::info!("{signal}: shutting down, no new sessions");
+    notify(notifier.as_ref(), State::Stopping);
     wait_for_sessions(&live, &active);
     Ok(())
 }
