@@ -333,6 +333,7 @@ mod tests {
             ("maildir-uidl", "dovecot"),
             ("hostname", "mail.example.org"),
             ("apop", "yes"),
+            ("lowercase-users", "yes"),
             ("timeout", "700"),
             ("max-sessions", "7"),
             ("auth-failure-delay", "3"),

@@ -294,33 +294,33 @@ fn the_example_configuration_checks_out() {
     );
 }
 
+/// `--check-config --passwd FILE ARGS` on a passwd-file of `text`, which must pass: the file's path and
+/// the "cannot log in" warnings printed.
+fn account_warnings(dir: &tempfile::TempDir, text: &str, args: &[&str]) -> (String, Vec<String>) {
+    let passwd = dir.path().join("passwd");
+    fs::write(&passwd, text).unwrap();
+    let p = passwd.to_str().unwrap();
+    let (code, out, err) = run(&[&["--check-config", "--passwd", p][..], args].concat());
+    assert_eq!(code, 0, "stderr: {err}");
+    let warnings = out
+        .lines()
+        .filter(|l| l.contains("cannot log in"))
+        .map(str::to_string)
+        .collect();
+    (p.to_string(), warnings)
+}
+
 /// --check-config names the accounts that can never log in as configured, by file and line, and still
 /// passes: the mail location does not expand for them, or (as root without --user) they have no ids.
 #[test]
 fn check_config_warns_of_accounts_that_cannot_log_in() {
     let dir = tempfile::tempdir().unwrap();
-    let passwd = dir.path().join("passwd");
-    fs::write(
-        &passwd,
-        "alice@example.org:{PLAIN}a:1000:1000::::\n\
-         bob:{PLAIN}b:1000:1000::::\n\
-         carol@example.org:{PLAIN}c:1000:1000::::userdb_mail=maildir:%h/Maildir\n\
-         dave@example.org:{PLAIN}d::::::\n",
-    )
-    .unwrap();
-    let p = passwd.to_str().unwrap();
-    let (code, out, err) = run(&[
-        "--check-config",
-        "--passwd",
-        p,
-        "--mail",
-        "maildir:/srv/vmail/%d/%n",
-    ]);
-    assert_eq!(code, 0, "stderr: {err}");
-    let warnings: Vec<&str> = out
-        .lines()
-        .filter(|l| l.contains("cannot log in"))
-        .collect();
+    let text = "alice@example.org:{PLAIN}a:1000:1000::::\n\
+                bob:{PLAIN}b:1000:1000::::\n\
+                carol@example.org:{PLAIN}c:1000:1000::::userdb_mail=maildir:%h/Maildir\n\
+                dave@example.org:{PLAIN}d::::::\n";
+    let vmail = ["--mail", "maildir:/srv/vmail/%d/%n"];
+    let (p, warnings) = account_warnings(&dir, text, &vmail);
     let mut want = vec![
         format!(
             "# warning: {p}:2: user bob cannot log in: its mail location maildir:/srv/vmail/%d/%n does \
@@ -337,48 +337,26 @@ fn check_config_warns_of_accounts_that_cannot_log_in() {
              started as root without --user needs"
         ));
     }
-    assert_eq!(warnings, want, "{out}");
+    assert_eq!(warnings, want);
     // With --user, accounts without ids are served as that account.
-    let (_, out, _) = run(&[
-        "--check-config",
-        "--passwd",
-        p,
-        "--mail",
-        "maildir:/srv/vmail/%d/%n",
-        "--user",
-        "nobody",
-    ]);
-    assert!(!out.contains("user dave@example.org cannot"), "{out}");
+    let (_, warnings) = account_warnings(&dir, text, &[&vmail[..], &["--user", "nobody"]].concat());
+    assert!(!warnings.iter().any(|w| w.contains("dave")), "{warnings:?}");
 }
 
 /// With --lowercase-users, a passwd-file name with capitals can never be reached: --check-config says so.
 #[test]
 fn check_config_warns_of_capitals_under_lowercase_users() {
     let dir = tempfile::tempdir().unwrap();
-    let passwd = dir.path().join("passwd");
-    fs::write(
-        &passwd,
-        "alice:{PLAIN}a:1000:1000::/home/alice::\nBob:{PLAIN}b:1000:1000::/home/bob::\n",
-    )
-    .unwrap();
-    let p = passwd.to_str().unwrap();
-    let (code, out, err) = run(&["--check-config", "--passwd", p, "--lowercase-users"]);
-    assert_eq!(code, 0, "stderr: {err}");
-    let warnings: Vec<&str> = out
-        .lines()
-        .filter(|l| l.contains("cannot log in"))
-        .collect();
+    let text = "alice:{PLAIN}a:1000:1000::/home/alice::\nBob:{PLAIN}b:1000:1000::/home/bob::\n";
+    let (p, warnings) = account_warnings(&dir, text, &["--lowercase-users"]);
     assert_eq!(
         warnings,
         [format!(
             "# warning: {p}:2: user Bob cannot log in: its name has capitals, and lowercase-users looks \
              every name up in lowercase"
-        )],
-        "{out}"
+        )]
     );
-    assert!(out.contains("\nlowercase-users = yes\n"), "{out}");
-    let (_, out, _) = run(&["--check-config", "--passwd", p]);
-    assert!(!out.contains("cannot log in"), "{out}");
+    assert_eq!(account_warnings(&dir, text, &[]).1, Vec::<String>::new());
 }
 
 /// A standalone server serves TCP clients only, each with an address, so an account that allow_nets
@@ -386,28 +364,18 @@ fn check_config_warns_of_capitals_under_lowercase_users() {
 #[test]
 fn check_config_warns_of_local_only_accounts_in_standalone_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let passwd = dir.path().join("passwd");
-    fs::write(
-        &passwd,
-        "alice:{PLAIN}a:1000:1000::/home/alice::allow_nets=local,192.0.2.0/24\n\
-         frank:{PLAIN}f:1000:1000::/home/frank::allow_nets=local\n",
-    )
-    .unwrap();
-    let p = passwd.to_str().unwrap();
-    let (code, out, err) = run(&["--check-config", "--passwd", p]);
-    assert_eq!(code, 0, "stderr: {err}");
-    let warnings: Vec<&str> = out
-        .lines()
-        .filter(|l| l.contains("cannot log in"))
-        .collect();
+    let text = "alice:{PLAIN}a:1000:1000::/home/alice::allow_nets=local,192.0.2.0/24\n\
+                frank:{PLAIN}f:1000:1000::/home/frank::allow_nets=local\n";
+    let (p, warnings) = account_warnings(&dir, text, &[]);
     assert_eq!(
         warnings,
         [format!(
             "# warning: {p}:2: user frank cannot log in: allow_nets admits only local sessions, which \
              only --inetd serves"
-        )],
-        "{out}"
+        )]
     );
-    let (_, out, _) = run(&["--check-config", "--passwd", p, "--inetd"]);
-    assert!(!out.contains("cannot log in"), "{out}");
+    assert_eq!(
+        account_warnings(&dir, text, &["--inetd"]).1,
+        Vec::<String>::new()
+    );
 }
