@@ -100,7 +100,7 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
         .accounts()
         .into_iter()
         .filter_map(|(line, account)| {
-            let location = account.policy.mail.as_ref().unwrap_or(&config.mail);
+            let location = account.policy.mail_location(&config.mail);
             let why = match location.expand(&account.name, account.home.as_deref()) {
                 Err(why) => format!("its mail location {location} does not fit: {why}"),
                 Ok(_)

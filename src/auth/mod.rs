@@ -45,6 +45,13 @@ pub struct Policy {
     pub mail: Option<Location>,
 }
 
+impl Policy {
+    /// Where this user's mail is: `userdb_mail=`, or else the server's location (`server`).
+    pub fn mail_location<'a>(&'a self, server: &'a Location) -> &'a Location {
+        self.mail.as_ref().unwrap_or(server)
+    }
+}
+
 /// The networks of `allow_nets=`: addresses and prefix lengths, and `local` for a session that has no
 /// IP address (inetd on a pipe or a Unix socket).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

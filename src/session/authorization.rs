@@ -168,7 +168,7 @@ impl Session<'_> {
         account: Account,
         out: &mut W,
     ) -> io::Result<Step> {
-        let mail = account.policy.mail.as_ref().unwrap_or(&self.services.mail);
+        let mail = account.policy.mail_location(&self.services.mail);
         let path = mail
             .expand(&account.name, account.home.as_deref())
             .map_err(|reason| MaildropError::BadPath {
