@@ -93,9 +93,12 @@ const MAX_ACCOUNT_WARNINGS: usize = 10;
 /// Warnings for the accounts that can never log in as configured: their mail location does not expand
 /// for them (`%d` for a name without a domain, `%h` without a home, a name no path may hold), their
 /// name has capitals under `lowercase-users`, allow_nets lets them in only as `local` in standalone
-/// mode, or, as root without `--user`, they lack the uid and gid a session switches to.
+/// mode, or, as root, they lack the uid and gid a session switches to (`privs::cannot_switch_to`).
 fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<String> {
-    let needs_ids = config.run_as.is_none() && nix::unistd::geteuid().is_root();
+    // As root, sessions take on their accounts' ids, except in standalone mode with --user (the whole
+    // server is that account); under inetd, --user is the account for those without ids.
+    let switches = crate::privs::is_root() && (config.inetd || config.run_as.is_none());
+    let has_fallback = config.inetd && config.run_as.is_some();
     let mut warnings: Vec<String> = users
         .accounts()
         .into_iter()
@@ -121,9 +124,13 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
                 {
                     "allow_nets admits only local sessions, which only --inetd serves".to_string()
                 }
-                Ok(_) if needs_ids && (account.uid.is_none() || account.gid.is_none()) => {
-                    "no uid and gid, which a server started as root without --user needs"
-                        .to_string()
+                Ok(_) if switches && crate::privs::cannot_switch_to(&account, has_fallback) => {
+                    if has_fallback {
+                        "only one of uid and gid, which a server started as root refuses"
+                    } else {
+                        "no uid and gid, which a server started as root without --user needs"
+                    }
+                    .to_string()
                 }
                 Ok(_) => return None,
             };

@@ -148,22 +148,46 @@ impl Privileges {
         fallback: Option<&Ids>,
         mail_group: Option<u32>,
     ) -> Result<Ids, String> {
-        match (account.uid, account.gid, fallback) {
-            (Some(uid), Some(gid), _) => {
+        match ids_source(account, fallback) {
+            Some(IdsSource::Own { uid, gid }) => {
                 // Bytes: a group line that is not UTF-8 is skipped, not a reason to refuse every login.
                 let groups = std::fs::read(group_file)
                     .map(|text| unix_files::groups_of(&text, &account.name, gid))
                     .map_err(|e| format!("{}: {e}", group_file.display()))?;
                 Ok(Ids { uid, gid, groups }.with_group(mail_group))
             }
-            (None, None, Some(ids)) => Ok(ids.clone()),
-            _ => Err(
+            Some(IdsSource::Fallback(ids)) => Ok(ids.clone()),
+            None => Err(
                 "the account has no uid and gid, and its maildrop is never opened as root \
                       (give them in the passwd-file, or --user for virtual accounts under inetd)"
                     .to_string(),
             ),
         }
     }
+}
+
+/// Where a session switching to `account` gets its uid and gid.
+enum IdsSource<'a, T> {
+    /// Both given by the user database.
+    Own { uid: u32, gid: u32 },
+    /// Neither given: the fallback account's (`--user` under inetd).
+    Fallback(&'a T),
+}
+
+/// The rule of [`Privileges::ids_for`], with `T` anything standing for the fallback account: its own
+/// uid and gid, both; or neither and the fallback's; `None` if the account cannot be served.
+fn ids_source<'a, T>(account: &Account, fallback: Option<&'a T>) -> Option<IdsSource<'a, T>> {
+    match (account.uid, account.gid, fallback) {
+        (Some(uid), Some(gid), _) => Some(IdsSource::Own { uid, gid }),
+        (None, None, Some(ids)) => Some(IdsSource::Fallback(ids)),
+        _ => None,
+    }
+}
+
+/// Whether a server that switches identities (started as root, sessions as their accounts) can never
+/// serve `account`, with or without a fallback account: `--check-config`'s question, by the same rule.
+pub fn cannot_switch_to(account: &Account, has_fallback: bool) -> bool {
+    ids_source(account, has_fallback.then_some(&())).is_none()
 }
 
 impl Identity for Privileges {
@@ -404,6 +428,38 @@ mod tests {
         }
         .with_group(Some(8));
         assert_eq!(fallback.groups, [7, 8]);
+    }
+
+    #[test]
+    fn check_config_asks_the_rule_ids_for_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("group");
+        std::fs::write(&g, "").unwrap();
+        let p = Privileges::Process {
+            fallback: None,
+            group_file: g.clone(),
+            mail_group: None,
+        };
+        let fallback = Ids {
+            uid: 7,
+            gid: 8,
+            groups: vec![8],
+        };
+        for (uid, gid) in [
+            (None, None),
+            (Some(1), None),
+            (None, Some(1)),
+            (Some(1), Some(2)),
+        ] {
+            for fb in [None, Some(&fallback)] {
+                let acc = account(uid, gid);
+                assert_eq!(
+                    cannot_switch_to(&acc, fb.is_some()),
+                    p.ids_for(&acc, &g, fb, None).is_err(),
+                    "{acc:?} {fb:?}"
+                );
+            }
+        }
     }
 
     #[test]
