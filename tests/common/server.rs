@@ -54,49 +54,45 @@ impl Server {
 
     /// Like `start`, under `ulimit` settings, each the arguments of one `ulimit` ("-f 64", "-Sn 256").
     pub fn start_with_ulimits(fx: &Fixture, extra: &[&str], ulimits: &[&str]) -> Server {
-        let mut args: Vec<String> =
-            vec!["--listen".into(), "127.0.0.1:0".into(), "--passwd".into()];
-        args.push(fx.passwd().display().to_string());
-        args.extend(fx.mail_args().iter().chain(extra).map(|s| s.to_string()));
         let script: String = ulimits
             .iter()
             .map(|u| format!("ulimit {u} && "))
             .chain(["exec \"$@\"".to_string()])
             .collect();
-        let mut cmd = Command::new("bash");
-        cmd.args(["-c", &script, "bash", BIN]).args(&args);
-        Server::spawn_command(cmd)
+        Server::spawn_command(Server::in_shell(&script, fx, extra))
     }
 
     /// Like `start`, as systemd starts a service with `StandardError=journal`: `JOURNAL_STREAM` names
     /// the device and inode of its stderr (here the pipe the test reads).
     pub fn start_in_journal(fx: &Fixture, extra: &[&str]) -> Server {
-        let mut cmd = Command::new("bash");
         let script = r#"JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) && export JOURNAL_STREAM && exec "$@""#;
-        cmd.args([
-            "-c",
-            script,
-            "bash",
-            BIN,
-            "--listen",
-            "127.0.0.1:0",
-            "--passwd",
-        ])
-        .arg(fx.passwd())
-        .args(fx.mail_args())
-        .args(extra);
-        Server::spawn_command(cmd)
+        Server::spawn_command(Server::in_shell(script, fx, extra))
     }
 
     /// Like `start`, with `vars` added to the environment (systemd's `NOTIFY_SOCKET`, say).
     pub fn start_with_env(fx: &Fixture, extra: &[&str], vars: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.args(["--listen", "127.0.0.1:0", "--passwd"])
-            .arg(fx.passwd())
-            .args(fx.mail_args())
-            .args(extra)
+        cmd.args(Server::plain_args(fx, extra))
             .envs(vars.iter().copied());
         Server::spawn_command(cmd)
+    }
+
+    /// `--listen 127.0.0.1:0 --passwd <fixture>`, the fixture's mail location and `extra`: the
+    /// arguments of the variants of `start` that prepare the process (no default `--hostname`).
+    fn plain_args(fx: &Fixture, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> =
+            vec!["--listen".into(), "127.0.0.1:0".into(), "--passwd".into()];
+        args.push(fx.passwd().display().to_string());
+        args.extend(fx.mail_args().iter().chain(extra).map(|s| s.to_string()));
+        args
+    }
+
+    /// The binary with `plain_args`, run by bash's `script`, which ends with `exec "$@"`.
+    fn in_shell(script: &str, fx: &Fixture, extra: &[&str]) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", script, "bash", BIN])
+            .args(Server::plain_args(fx, extra));
+        cmd
     }
 
     /// Starts the binary with `-c conf` and nothing else (see `Fixture::config`).
