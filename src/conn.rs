@@ -42,17 +42,6 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// what is pending in one `writev`, instead of being copied into the pending output first.
 const DIRECT_WRITE: usize = 8 * 1024;
 
-/// Runs one session to its end and returns its counters. I/O errors end the session; they never delete
-/// anything, because only QUIT reaches UPDATE.
-pub fn serve(
-    stream: Stream,
-    services: &Services,
-    client: Client<'_>,
-    apop_timestamp: Option<String>,
-) -> (Stats, Duration) {
-    serve_tls(stream, services, client, apop_timestamp, None)
-}
-
 /// Who the session serves: `peer` for the logs, `ip` for `allow_nets` (`None` without one: inetd on a
 /// pipe).
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +50,9 @@ pub struct Client<'a> {
     pub ip: Option<std::net::IpAddr>,
 }
 
-/// [`serve`] with TLS available (STLS) or required from the first byte (implicit TLS).
+/// Runs one session to its end and returns its counters, with TLS available (STLS), required from the
+/// first byte (implicit TLS), or, `tls` being `None`, not offered. I/O errors end the session; they
+/// never delete anything, because only QUIT reaches UPDATE.
 pub fn serve_tls(
     stream: Stream,
     services: &Services,
