@@ -22,18 +22,13 @@ pub fn init_stderr(level: LevelFilter) {
         .filter_level(LevelFilter::Trace)
         .target(env_logger::Target::Stderr)
         .format(move |out, record| {
-            let module = record.module_path().unwrap_or_default();
             if dated {
-                let time = Utc(SystemTime::now());
-                writeln!(
-                    out,
-                    "[{time} {:<5} {module}] {}",
-                    record.level(),
-                    record.args()
-                )
+                write!(out, "[{} ", Utc(SystemTime::now()))?;
             } else {
-                writeln!(out, "[{:<5} {module}] {}", record.level(), record.args())
+                out.write_all(b"[")?;
             }
+            let module = record.module_path().unwrap_or_default();
+            writeln!(out, "{:<5} {module}] {}", record.level(), record.args())
         })
         .build();
     if log::set_boxed_logger(Box::new(Stderr(logger))).is_ok() {
