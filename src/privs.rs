@@ -430,11 +430,11 @@ mod tests {
         assert_eq!(fallback.groups, [7, 8]);
     }
 
-    #[test]
-    fn check_config_asks_the_rule_ids_for_follows() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A per-process switcher reading the group file `group` (written in `dir`), and the fallback
+    /// account the tests hand to `ids_for`.
+    fn process_switch(dir: &tempfile::TempDir, group: &str) -> (Privileges, PathBuf, Ids) {
         let g = dir.path().join("group");
-        std::fs::write(&g, "").unwrap();
+        std::fs::write(&g, group).unwrap();
         let p = Privileges::Process {
             fallback: None,
             group_file: g.clone(),
@@ -445,6 +445,13 @@ mod tests {
             gid: 8,
             groups: vec![8],
         };
+        (p, g, fallback)
+    }
+
+    #[test]
+    fn check_config_asks_the_rule_ids_for_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, g, fallback) = process_switch(&dir, "");
         for (uid, gid) in [
             (None, None),
             (Some(1), None),
@@ -465,18 +472,7 @@ mod tests {
     #[test]
     fn accounts_without_ids_need_a_fallback() {
         let dir = tempfile::tempdir().unwrap();
-        let g = dir.path().join("group");
-        std::fs::write(&g, "staff:x:50:alice\n").unwrap();
-        let p = Privileges::Process {
-            fallback: None,
-            group_file: g.clone(),
-            mail_group: None,
-        };
-        let fallback = Ids {
-            uid: 7,
-            gid: 8,
-            groups: vec![8],
-        };
+        let (p, g, fallback) = process_switch(&dir, "staff:x:50:alice\n");
         let cases = [
             (
                 account(Some(1), Some(2)),
