@@ -82,7 +82,15 @@ impl Notifier {
     /// Reports `state`. A failure is logged and otherwise ignored: the server runs the same whether
     /// or not the service manager heard.
     pub fn notify(&self, state: State) {
-        if let Err(e) = self.send(state.message().as_bytes()) {
+        let mut message = String::from(state.message());
+        if state == State::Reloading {
+            // sd_notify(3): RELOADING=1 goes with the CLOCK_MONOTONIC time the reload began, which
+            // systemd's Type=notify-reload needs to tell this reload's READY=1 from an earlier one's.
+            if let Some(usec) = monotonic_usec() {
+                message.push_str(&format!("\nMONOTONIC_USEC={usec}"));
+            }
+        }
+        if let Err(e) = self.send(message.as_bytes()) {
             log::warn!("NOTIFY_SOCKET: cannot send {}: {e}", state.message());
         }
     }
@@ -97,6 +105,14 @@ impl Notifier {
             }
         }
     }
+}
+
+/// CLOCK_MONOTONIC in microseconds, the clock systemd compares MONOTONIC_USEC= with.
+fn monotonic_usec() -> Option<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    let secs = u64::try_from(now.tv_sec()).ok()?;
+    let micros = u64::try_from(now.tv_nsec() / 1000).ok()?;
+    secs.checked_mul(1_000_000)?.checked_add(micros)
 }
 
 /// `NOTIFY_SOCKET`'s value: an absolute path, or `@` and an abstract name (systemd's forms).
@@ -174,14 +190,21 @@ mod tests {
         let manager = UnixDatagram::bind(&path).unwrap();
         let notifier = Notifier::new(Address::Path(path)).unwrap();
         let mut buf = [0; 64];
-        for (state, want) in [
-            (State::Ready, "READY=1"),
-            (State::Reloading, "RELOADING=1"),
-            (State::Stopping, "STOPPING=1"),
-        ] {
+        for (state, want) in [(State::Ready, "READY=1"), (State::Stopping, "STOPPING=1")] {
             notifier.notify(state);
             let n = manager.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], want.as_bytes());
         }
+        // RELOADING=1 carries the monotonic time the reload began, taken between `before` and `after`.
+        let before = monotonic_usec().unwrap();
+        notifier.notify(State::Reloading);
+        let after = monotonic_usec().unwrap();
+        let n = manager.recv(&mut buf).unwrap();
+        let message = std::str::from_utf8(&buf[..n]).unwrap();
+        let usec = message
+            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{message:?}"));
+        assert!(before <= usec && usec <= after, "{before} {usec} {after}");
     }
 }
