@@ -71,7 +71,9 @@ pub fn serve_tls(
         // it may be. The timers for commands are answered in `run`.
         Err(e) if is_timeout(&e) => Outcome::Timeout,
         Err(e) => {
-            log::debug!("peer={peer}: {e}");
+            if !is_logged(&e) {
+                log::debug!("peer={peer}: {e}");
+            }
             match e.kind() {
                 io::ErrorKind::UnexpectedEof
                 | io::ErrorKind::ConnectionReset
@@ -81,6 +83,23 @@ pub fn serve_tls(
         }
     };
     (session.finish(outcome), started.elapsed())
+}
+
+/// An error already logged where it happened, at the level it deserved: the session's end does not
+/// log it a second time.
+#[derive(Debug)]
+struct Logged(io::Error);
+
+impl std::fmt::Display for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Logged {}
+
+fn is_logged(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Logged>())
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -364,9 +383,10 @@ fn start_tls(
 /// connect (no cipher suite or protocol version in common, a plaintext client on the TLS port, a client
 /// that rejects the certificate), and the session-end line after it only says `result=error`.
 fn handshake(stream: &mut Stream, acceptor: &Acceptor, peer: &str) -> io::Result<()> {
-    let done = stream
-        .start_tls(acceptor)
-        .inspect_err(|e| log::info!("peer={peer}: {e}"));
+    let done = stream.start_tls(acceptor).map_err(|e| {
+        log::info!("peer={peer}: {e}");
+        io::Error::new(e.kind(), Logged(e))
+    });
     // The handshake is the deepest a session's stack goes; the session then waits, mostly idle, far
     // above it. Those pages would otherwise stay in memory for the thread's life.
     crate::stack::trim();

@@ -754,6 +754,25 @@ fn a_failed_handshake_is_logged_at_info_with_its_reason() {
     assert!(line.contains(" INFO  poplar::conn] peer="), "{line}");
 }
 
+/// At debug level too, a failed handshake is logged once: the session's end does not repeat it.
+#[test]
+fn a_failed_handshake_is_logged_once_at_debug_level() {
+    let (_fx, _certs, srv) = tls_server(&["--log-level", "debug"]);
+    let mut plain = tcp(tls_addr(&srv));
+    plain.write_all(b"CAPA\r\n").unwrap();
+    let _ = plain.read_to_end(&mut Vec::new());
+    let peer = format!("peer={} ", plain.local_addr().unwrap());
+    // The session's end line comes after anything the session logged.
+    srv.wait_log(&[&peer, "result=error"], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no session end: {:?}", srv.stderr_lines()));
+    let failures = srv
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .collect::<Vec<_>>();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+}
+
 /// Every way a session can end gives back its places under `--max-sessions` and `--max-per-ip`: closed
 /// at once, QUIT, a failed TLS handshake on either port, a bad or missing PROXY header, the login
 /// deadline, a reset after login. Afterwards the two places of each cap are free again.
