@@ -38,7 +38,7 @@ pub fn validate(config: &Config, origins: &Origins) -> Result<Vec<String>, Confi
     check_passwd(config, origins, &mut notes)?;
     check_tls(config, origins)?;
     check_user(config, origins)?;
-    check_mail_group(config, origins)?;
+    check_mail_group(config, origins, crate::privs::is_root(), &mut notes)?;
     Ok(notes)
 }
 
@@ -230,13 +230,26 @@ fn check_user(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
     }
 }
 
-fn check_mail_group(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
-    match &config.mail_group {
-        Some(name) => crate::privs::group_id(name)
-            .map(drop)
-            .map_err(|e| problem(origins, "mail-group", e)),
-        None => Ok(()),
+/// The group must exist; started other than as root (`root` false) the server ignores it, which the
+/// check says as the start would.
+fn check_mail_group(
+    config: &Config,
+    origins: &Origins,
+    root: bool,
+    notes: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let Some(name) = &config.mail_group else {
+        return Ok(());
+    };
+    crate::privs::group_id(name).map_err(|e| problem(origins, "mail-group", e))?;
+    if !root {
+        notes.push(format!(
+            "warning: {} (this check runs as uid {})",
+            crate::privs::mail_group_ignored(name),
+            nix::unistd::geteuid()
+        ));
     }
+    Ok(())
 }
 
 /// Every setting with the value the server would use, in `SETTINGS` order. Defaults are written out
@@ -402,6 +415,29 @@ mod tests {
         let mut short = Config::default();
         short.set("timeout", Some("60")).unwrap();
         assert!(render(&short).contains("\nlogin-timeout = 60\n"));
+    }
+
+    /// Not root, the server ignores mail-group and says so at start; the check says the same.
+    #[test]
+    fn mail_group_is_noted_as_ignored_when_not_root() {
+        let mut c = Config {
+            mail_group: Some("0".to_string()),
+            ..Config::default()
+        };
+        let none = Origins::default();
+        let mut notes = Vec::new();
+        check_mail_group(&c, &none, true, &mut notes).unwrap();
+        assert_eq!(notes, Vec::<String>::new());
+        check_mail_group(&c, &none, false, &mut notes).unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0]
+                .starts_with("warning: mail-group 0 ignored: only root can give sessions a group"),
+            "{notes:?}"
+        );
+        c.mail_group = Some("no-such-group-here".to_string());
+        let e = check_mail_group(&c, &none, false, &mut notes).unwrap_err();
+        assert!(e.to_string().contains("no group"), "{e}");
     }
 
     #[test]

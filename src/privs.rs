@@ -260,8 +260,13 @@ fn group_id_in(name: &str, group_file: &Path) -> Result<u32, String> {
 /// Not root, the process's own groups are all a session has: `mail-group` cannot add one.
 fn not_root(mail_group: Option<&str>) {
     if let Some(group) = mail_group {
-        log::warn!("mail-group {group} ignored: only root can give sessions a group");
+        log::warn!("{}", mail_group_ignored(group));
     }
+}
+
+/// What the start logs, and `--check-config` notes, when mail-group is set but the server is not root.
+pub fn mail_group_ignored(group: &str) -> String {
+    format!("mail-group {group} ignored: only root can give sessions a group")
 }
 
 /// `name`'s ids from the passwd and group files, as initgroups(3) would set them.
