@@ -10,7 +10,7 @@ use std::fs;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-/// The header's UIDVALIDITY, and as Dovecot's `%08Xv` prints it.
+/// The header's UIDVALIDITY (Dovecot's `%08Xv` prints it in lower-case hex).
 const VALIDITY: u32 = 1_700_000_000;
 
 /// A Maildir of five messages and a uidlist naming four of them, one on a malformed line.
@@ -70,7 +70,7 @@ fn dovecot_uidlist_gives_dovecots_uidls() {
     drop(srv);
     let srv = Server::start(&fx, &["--maildir-uidl", "dovecot"]);
     let want = [
-        format!("{:08X}{VALIDITY:08X}", 17),
+        format!("{:08x}{VALIDITY:08x}", 17),
         "0000004865f1dc1a".to_string(),
         names[2].to_string(),
         names[3].to_string(),
@@ -105,7 +105,7 @@ fn maildir_uidl_in_a_file_on_reload_and_in_check_config() {
         srv.wait_log(&["reload: configuration and passwd-file re-read"], WAIT)
             .is_some()
     );
-    assert_eq!(uids(&srv)[0], format!("{:08X}{VALIDITY:08X}", 17));
+    assert_eq!(uids(&srv)[0], format!("{:08x}{VALIDITY:08x}", 17));
 
     let (status, out, err) = run(&["--check-config", "-c", conf.to_str().unwrap()]);
     assert_eq!((status, err.as_str()), (0, ""), "{out}");

@@ -14,7 +14,8 @@
 //!
 //! A record matches the message whose base name (the file name before `:`) is its filename's. Dovecot's
 //! default `pop3_uidl_format = %08Xu%08Xv` is the record's UID and the header's UIDVALIDITY as 8
-//! upper-case hex digits each; a `P` value, where valid, is used instead, as Dovecot does.
+//! lower-case hex digits each (var-expand.c's `X` prints with `%llx`); a `P` value, where valid, is
+//! used instead, as Dovecot does.
 //!
 //! The file is only read, never written or locked: Dovecot replaces it by a rename (under its
 //! `dovecot-uidlist.lock` dotlock), so one read sees one whole version. It is read at every login in
@@ -209,9 +210,11 @@ fn dovecot_id(pop3: Option<&[u8]>, uid: u32, validity: u32) -> Box<str> {
     }
 }
 
-/// `%08X%08X`, without the formatting machinery: this runs for nearly every message at every login.
+/// `%08x%08x`, without the formatting machinery: this runs for nearly every message at every login.
+/// Lower case: Dovecot's `X` modifier (`m_str_hex` in `src/lib/var-expand.c`) prints with `%llx`, and
+/// clients compare unique-ids octet by octet.
 fn hex_id(uid: u32, validity: u32) -> Box<str> {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = (u64::from(uid) << 32) | u64::from(validity);
     let digits: [u8; 16] = core::array::from_fn(|i| HEX[((n >> (60 - 4 * i)) & 0xf) as usize]);
     std::str::from_utf8(&digits).expect("hex digits").into()
@@ -337,10 +340,10 @@ mod tests {
         assert_eq!(
             ids(text),
             pairs(&[
-                ("1275660000.M1P2.host,S=10", "000000014C0907B0"),
-                ("1275660001.M2P2.host,S=1200", "000000024C0907B0"),
+                ("1275660000.M1P2.host,S=10", "000000014c0907b0"),
+                ("1275660001.M2P2.host,S=1200", "000000024c0907b0"),
                 ("1275660002.M3P2.host", "0123abcd"),
-                ("1275660004.M5P2.host", "0000012D4C0907B0"),
+                ("1275660004.M5P2.host", "0000012d4c0907b0"),
                 ("1275660005.M6P2.host", "first"),
             ])
         );
@@ -352,8 +355,8 @@ mod tests {
         assert_eq!(
             ids(text),
             pairs(&[
-                ("1275660000.M1P2.host", "000000074C0907B0"),
-                ("x", "000000084C0907B0")
+                ("1275660000.M1P2.host", "000000074c0907b0"),
+                ("x", "000000084c0907b0")
             ])
         );
     }
