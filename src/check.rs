@@ -276,6 +276,10 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     out.push(("mail", config.mail.to_string()));
     out.push(("mbox-uidl", config.mbox_uidl.name().to_string()));
     out.push(("maildir-uidl", config.maildir_uidl.name().to_string()));
+    out.push((
+        "dovecot-uidl-format",
+        config.dovecot_uidl_format.to_string(),
+    ));
     out.extend(config.hostname.iter().map(|h| ("hostname", h.clone())));
     out.push(("apop", yes_no(config.apop)));
     out.push(("lowercase-users", yes_no(config.lowercase_users)));
@@ -351,6 +355,7 @@ mod tests {
             ("mail", "mbox:/var/mail/%u"),
             ("mbox-uidl", "x-uidl"),
             ("maildir-uidl", "dovecot"),
+            ("dovecot-uidl-format", "%v.%u"),
             ("hostname", "mail.example.org"),
             ("apop", "yes"),
             ("lowercase-users", "yes"),

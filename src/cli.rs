@@ -28,6 +28,8 @@ usage: poplar [options]
                             parts before and after '@', %h home, %% percent)
       --mbox-uidl SOURCE    mbox unique-ids: popa3d (default, as popa3d gives) or x-uidl (X-UIDL: headers)
       --maildir-uidl SOURCE Maildir unique-ids: name (default, the file name) or dovecot (dovecot-uidlist)
+      --dovecot-uidl-format FORMAT  Dovecot's pop3_uidl_format, for --maildir-uidl dovecot
+                            (default %08Xu%08Xv; %u UID, %v UIDVALIDITY, %f file name, %g GUID)
       --hostname NAME       host name for the APOP timestamp (default: the system's)
       --apop                offer APOP (needs {PLAIN} secrets)
       --lowercase-users     look user names up in lowercase (Alice@Example.org logs in as alice@example.org)

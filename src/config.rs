@@ -11,6 +11,7 @@ use log::LevelFilter;
 use crate::maildrop::location::Location;
 use crate::maildrop::maildir_uidl::MaildirUidl;
 use crate::maildrop::mbox::UidlSource;
+use crate::maildrop::uidl_format::UidlFormat;
 
 /// RFC 1939 section 3: "the autologout timer MUST be of at least 10 minutes' duration." Lower values are
 /// accepted with a warning because operators (and tests) sometimes need them.
@@ -58,6 +59,8 @@ pub struct Config {
     pub mbox_uidl: UidlSource,
     /// Maildir unique-ids: base names (default) or Dovecot's, from `dovecot-uidlist`.
     pub maildir_uidl: MaildirUidl,
+    /// With `maildir_uidl` Dovecot: the `pop3_uidl_format` Dovecot's POP3 server used.
+    pub dovecot_uidl_format: UidlFormat,
     pub hostname: Option<String>,
     pub apop: bool,
     /// User names are looked up in ASCII lowercase, whatever case the client sent.
@@ -100,6 +103,7 @@ impl Default for Config {
             mail: DEFAULT_MAIL.parse().expect("default mail location parses"),
             mbox_uidl: UidlSource::default(),
             maildir_uidl: MaildirUidl::default(),
+            dovecot_uidl_format: UidlFormat::default(),
             hostname: None,
             apop: false,
             lowercase_users: false,
@@ -140,6 +144,7 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
     ("mail", Arity::Value, "LOCATION"),
     ("mbox-uidl", Arity::Value, "popa3d|x-uidl"),
     ("maildir-uidl", Arity::Value, "name|dovecot"),
+    ("dovecot-uidl-format", Arity::Value, "FORMAT"),
     ("hostname", Arity::Value, "NAME"),
     ("apop", Arity::Flag, ""),
     ("lowercase-users", Arity::Flag, ""),
@@ -184,6 +189,10 @@ impl Config {
             "mail" => self.mail = required(value)?.parse()?,
             "mbox-uidl" => self.mbox_uidl = parse_mbox_uidl(required(value)?)?,
             "maildir-uidl" => self.maildir_uidl = parse_maildir_uidl(required(value)?)?,
+            "dovecot-uidl-format" => {
+                self.dovecot_uidl_format =
+                    UidlFormat::parse(nonempty(required(value)?)?).map_err(|e| e.to_string())?
+            }
             "hostname" => self.hostname = Some(parse_hostname(required(value)?)?),
             "timeout" => self.timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?),
             "max-sessions" => self.max_sessions = number(required(value)?, 1, 1_000_000)? as usize,
@@ -260,6 +269,11 @@ impl Config {
                 "no-plaintext without tls-cert: no TLS and no APOP, so nobody can log in"
                     .to_string()
             });
+        }
+        if self.maildir_uidl != MaildirUidl::Dovecot && !self.dovecot_uidl_format.is_default() {
+            warnings.push(
+                "dovecot-uidl-format has no effect without maildir-uidl = dovecot".to_string(),
+            );
         }
         if self.timeout.as_secs() < DEFAULT_TIMEOUT_SECS {
             warnings.push(format!(
@@ -745,6 +759,36 @@ mod tests {
             ],
             ("dovecot", MaildirUidl::Dovecot),
         );
+    }
+
+    #[test]
+    fn dovecot_uidl_format_values() {
+        let mut c = Config::default();
+        assert_eq!(c.dovecot_uidl_format.to_string(), "%08Xu%08Xv");
+        c.set("dovecot-uidl-format", Some("%v.%u")).unwrap();
+        assert_eq!(c.dovecot_uidl_format.to_string(), "%v.%u");
+        assert_eq!(
+            c.set("dovecot-uidl-format", Some("%08Xm")).unwrap_err(),
+            "%m (the header's MD5) would mean reading every message at every login; not supported"
+        );
+        assert_eq!(
+            c.set("dovecot-uidl-format", Some("")).unwrap_err(),
+            "empty value"
+        );
+        let path = Path::new("/etc/poplar.conf");
+        let settings = parse_file_text(path, "dovecot-uidl-format = %u%y\n").unwrap();
+        let e = apply_file(&mut Config::default(), path, &settings).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/poplar.conf:1: dovecot-uidl-format: unknown variable %y (expected u, v, f, g or %)"
+        );
+        // Set without Dovecot's ids, it changes nothing: said once at start-up.
+        assert_eq!(
+            c.warnings(),
+            ["dovecot-uidl-format has no effect without maildir-uidl = dovecot"]
+        );
+        c.set("maildir-uidl", Some("dovecot")).unwrap();
+        assert!(c.warnings().is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   `Write`; never touches a socket or a clock.
 //! - [`auth`]: who the user is: the passwd-file, system accounts, password schemes, APOP, `Secret`.
 //! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates,
-//!   the Maildir size cache, Maildir unique-ids from Dovecot's `dovecot-uidlist`.
+//!   the Maildir size cache, Maildir unique-ids from Dovecot's `dovecot-uidlist` in its `pop3_uidl_format`.
 //! - [`lock`]: session `flock`s and the mbox delivery-agent locks, as RAII guards.
 //! - [`conn`]: the one loop that reads the network: bounded lines, timeouts, flush-when-idle (PIPELINING).
 //! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts, and TLS over either.

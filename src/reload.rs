@@ -85,6 +85,7 @@ mod tests {
             ("max-sessions", "5", &[]),
             ("mail", "mbox:/var/mail/%u", &[]),
             ("maildir-uidl", "dovecot", &[]),
+            ("dovecot-uidl-format", "%v.%u", &[]),
             ("listen", "127.0.0.1:1110", &["listen"]),
             ("listen-tls", "127.0.0.1:1995", &["listen-tls"]),
             ("user", "nobody", &["user"]),

@@ -106,6 +106,7 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
     services.maildrop = crate::maildrop::Options {
         mbox_uidl: config.mbox_uidl,
         maildir_uidl: config.maildir_uidl,
+        dovecot_uidl_format: config.dovecot_uidl_format.clone(),
     };
     services.stls = tls.is_some();
     // Passwords stay off the wire by default as soon as TLS can protect them.

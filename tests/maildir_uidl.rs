@@ -1,6 +1,6 @@
 //! `maildir-uidl = dovecot`: the UIDL Dovecot's POP3 server announced, read from a hand-written
 //! `dovecot-uidlist`, through the real binary; the option on the command line, in a file, on SIGHUP and
-//! in `--check-config`.
+//! in `--check-config`; and `dovecot-uidl-format`, Dovecot's `pop3_uidl_format`.
 
 mod common;
 
@@ -36,7 +36,7 @@ fn fixture() -> Fixture {
     // listed: delivered after Dovecot last looked.
     let uidlist = format!(
         "3 V{VALIDITY} N300 G3085f01b7f11094c501100008c4a11c1\n\
-         17 W8 :1700000001.M1P1.host,S=8\n\
+         17 G0123456789abcdef0123456789abcdef W8 :1700000001.M1P1.host,S=8\n\
          18 P0000004865f1dc1a W8 :1700000002.M2P1.host,S=8:2,S\n\
          19 P :1700000003.M3P1.host\n\
          2x0 :1700000005.M5P1.host\n"
@@ -120,5 +120,74 @@ fn maildir_uidl_in_a_file_on_reload_and_in_check_config() {
     assert!(
         status != 0 && err.contains("maildir-uidl"),
         "{status} {err}"
+    );
+}
+
+/// Courier's style, `%v.%u`: the header's UIDVALIDITY and the record's UID in decimal. A saved `P`
+/// UIDL still wins, and messages the file does not list (or lists on a malformed line) keep their
+/// base names, as with the default format.
+#[test]
+fn another_pop3_uidl_format() {
+    let fx = fixture();
+    let srv = Server::start(
+        &fx,
+        &[
+            "--maildir-uidl",
+            "dovecot",
+            "--dovecot-uidl-format",
+            "%v.%u",
+        ],
+    );
+    let want = [
+        format!("{VALIDITY}.17"),
+        "0000004865f1dc1a".to_string(),
+        "1700000003.M3P1.host".to_string(),
+        "1700000004.M4P1.host".to_string(),
+        "1700000005.M5P1.host".to_string(),
+    ];
+    assert_eq!(uids(&srv), want);
+    let mut c = srv.login("dana", "pw");
+    assert_eq!(c.cmd("UIDL 1"), format!("+OK 1 {VALIDITY}.17"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    drop(srv);
+
+    // In a file, the GUID: the record's G field.
+    let conf = fx.config("maildir-uidl = dovecot\ndovecot-uidl-format = %g\n");
+    let srv = Server::with_config(&conf);
+    assert_eq!(uids(&srv)[0], "0123456789abcdef0123456789abcdef");
+    let (status, out, err) = run(&["--check-config", "-c", conf.to_str().unwrap()]);
+    assert_eq!((status, err.as_str()), (0, ""), "{out}");
+    assert!(
+        out.lines().any(|l| l == "dovecot-uidl-format = %g"),
+        "{out}"
+    );
+}
+
+/// `%m`, the header's MD5, would mean reading every message at every login: refused at start-up, on
+/// the command line and in a file, with the usual exit status of a bad setting.
+#[test]
+fn a_header_md5_format_is_refused_at_start_up() {
+    let fx = fixture();
+    let passwd = fx.passwd().to_str().unwrap().to_string();
+    let problem =
+        "%m (the header's MD5) would mean reading every message at every login; not supported";
+    let (status, _, err) = run(&[
+        "--passwd",
+        &passwd,
+        "--maildir-uidl",
+        "dovecot",
+        "--dovecot-uidl-format",
+        "%08Xm",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(status, 2, "{err}");
+    assert_eq!(err, format!("poplar: --dovecot-uidl-format: {problem}\n"));
+    let conf = fx.config("maildir-uidl = dovecot\ndovecot-uidl-format = %m\n");
+    let (status, _, err) = run(&["--check-config", "-c", conf.to_str().unwrap()]);
+    assert_eq!(status, 2, "{err}");
+    assert!(
+        err.contains(&format!(":5: dovecot-uidl-format: {problem}")),
+        "{err}"
     );
 }

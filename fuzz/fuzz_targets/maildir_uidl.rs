@@ -1,6 +1,7 @@
-//! `dovecot-uidlist` text → UIDLs: never panics; every UIDL is valid for RFC 1939 section 7 (1 to 70
-//! characters in 0x21..=0x7E); the final line end does not matter; and the UIDLs given to a maildrop of
-//! the listed messages plus one more per listed UIDL (a file named as that UIDL) are unique.
+//! `dovecot-uidlist` text → UIDLs, in a `dovecot-uidl-format` the first byte picks: never panics; every
+//! UIDL is valid for RFC 1939 section 7 (1 to 70 characters in 0x21..=0x7E); the final line end does not
+//! matter; and the UIDLs given to a maildrop of the listed messages plus one more per listed UIDL (a file
+//! named as that UIDL) are unique.
 #![no_main]
 
 use std::collections::HashSet;
@@ -9,9 +10,17 @@ use libfuzzer_sys::fuzz_target;
 use poplar::maildrop::MessageInfo;
 use poplar::maildrop::maildir::name_info;
 use poplar::maildrop::maildir_uidl::{apply, parse};
+use poplar::maildrop::uidl_format::UidlFormat;
 
-fuzz_target!(|text: &[u8]| {
-    let Ok(list) = parse(text) else {
+/// The default, Courier's, the GUID, and offsets, widths and modifiers on the file name.
+const FORMATS: &[&str] = &["%08Xu%08Xv", "%v.%u", "%g", "%f-%3.-2Lg", "%05.3Xf%u", "%-4.2Uf%u"];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, text)) = data.split_first() else {
+        return;
+    };
+    let format = UidlFormat::parse(FORMATS[usize::from(pick) % FORMATS.len()]).expect("parses");
+    let Ok(list) = parse(text, &format) else {
         return;
     };
     let valid =
@@ -26,7 +35,7 @@ fuzz_target!(|text: &[u8]| {
     if !text.ends_with(b"\n") {
         let mut ended = text.to_vec();
         ended.push(b'\n');
-        let again = parse(&ended).expect("same header");
+        let again = parse(&ended, &format).expect("same header");
         let mut a: Vec<_> = list.iter().collect();
         let mut b: Vec<_> = again.iter().collect();
         a.sort();

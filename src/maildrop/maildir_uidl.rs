@@ -12,10 +12,11 @@
 //! - version 1 (older Dovecot, Courier's `courierimapuiddb`): `1 <uidvalidity> <nextuid>`, records
 //!   `<uid> <filename>`.
 //!
-//! A record matches the message whose base name (the file name before `:`) is its filename's. Dovecot's
-//! default `pop3_uidl_format = %08Xu%08Xv` is the record's UID and the header's UIDVALIDITY as 8
-//! lower-case hex digits each (var-expand.c's `X` prints with `%llx`); a `P` value, where valid, is
-//! used instead, as Dovecot does.
+//! A record matches the message whose base name (the file name before `:`) is its filename's. Its id
+//! is `pop3_uidl_format` (`dovecot-uidl-format`, see `uidl_format.rs`) expanded with the record's UID,
+//! the header's UIDVALIDITY, the base name and the record's `G` field; Dovecot's default
+//! `%08Xu%08Xv` is the UID and the UIDVALIDITY as 8 lower-case hex digits each (var-expand.c's `X`
+//! prints with `%llx`). A `P` value, where valid, is used instead, as Dovecot does.
 //!
 //! The file is only read, never written or locked: Dovecot replaces it by a rename (under its
 //! `dovecot-uidlist.lock` dotlock), so one read sees one whole version. It is read at every login in
@@ -27,6 +28,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::MessageInfo;
+use super::uidl_format::{UidlFormat, Vars};
 
 /// Where Maildir unique-ids come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,6 +62,8 @@ pub struct Uidlist {
     ids: HashMap<Box<[u8]>, Box<str>>,
     /// Line numbers (1-based) of records that could not be read; their messages keep base-name ids.
     pub malformed: Vec<usize>,
+    /// Records whose id from the format is not a valid unique-id; their messages keep base-name ids.
+    pub invalid: usize,
 }
 
 /// A header that cannot be read: nothing in the file can be used.
@@ -94,8 +98,9 @@ impl Uidlist {
     }
 }
 
-/// Parses a whole `dovecot-uidlist`. Pure. A bad header spoils the file; a bad record only its line.
-pub fn parse(text: &[u8]) -> Result<Uidlist, HeaderError> {
+/// Parses a whole `dovecot-uidlist`, giving each record its id in `format`. Pure. A bad header spoils
+/// the file; a bad record only its line.
+pub fn parse(text: &[u8], format: &UidlFormat) -> Result<Uidlist, HeaderError> {
     let text = text.strip_suffix(b"\n").unwrap_or(text);
     if text.is_empty() {
         return Err(HeaderError::Empty);
@@ -118,10 +123,15 @@ pub fn parse(text: &[u8]) -> Result<Uidlist, HeaderError> {
                         list.ids.remove(base);
                     }
                     // A later record of the same file replaces an earlier one, as in Dovecot.
-                    pop3 => {
-                        list.ids
-                            .insert(base.into(), dovecot_id(pop3, rec.uid, validity));
-                    }
+                    pop3 => match dovecot_id(pop3, &rec, base, validity, format) {
+                        Some(id) => {
+                            list.ids.insert(base.into(), id);
+                        }
+                        None => {
+                            list.invalid += 1;
+                            list.ids.remove(base);
+                        }
+                    },
                 }
             }
             _ => list.malformed.push(i + 2),
@@ -161,6 +171,8 @@ struct Record<'a> {
     uid: u32,
     /// The `P` field's value, if the line has one.
     pop3: Option<&'a [u8]>,
+    /// The `G` field's value (the message's GUID), empty if the line has none.
+    guid: &'a [u8],
     filename: &'a [u8],
 }
 
@@ -168,13 +180,15 @@ fn record(line: &[u8], version: u8) -> Option<Record<'_>> {
     let digits = line.iter().take_while(|b| b.is_ascii_digit()).count();
     let uid = number(&line[..digits]).filter(|&u| u != 0 && u != u32::MAX)?;
     let mut rest = line[digits..].strip_prefix(b" ")?.trim_ascii_start();
-    let mut pop3 = None;
+    let (mut pop3, mut guid) = (None, None);
     if version == 3 {
         // Extension fields up to the `:` that starts the file name.
         while let Some(&key) = rest.first().filter(|&&b| b != b':') {
             let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
-            if key == b'P' && pop3.is_none() {
-                pop3 = Some(&rest[1..end]);
+            match key {
+                b'P' if pop3.is_none() => pop3 = Some(&rest[1..end]),
+                b'G' if guid.is_none() => guid = Some(&rest[1..end]),
+                _ => {}
             }
             rest = rest[end..].trim_ascii_start();
         }
@@ -187,6 +201,7 @@ fn record(line: &[u8], version: u8) -> Option<Record<'_>> {
     Some(Record {
         uid,
         pop3,
+        guid: guid.unwrap_or_default(),
         filename,
     })
 }
@@ -199,15 +214,35 @@ fn number(digits: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// The `P` value when it is a valid unique-id, else `%08Xu%08Xv`.
-fn dovecot_id(pop3: Option<&[u8]>, uid: u32, validity: u32) -> Box<str> {
-    match pop3
+/// The `P` value when it is a valid unique-id, else the format's id for the record; `None` when that
+/// is not a valid unique-id (too long, or a file name or GUID with characters ids may not have).
+fn dovecot_id(
+    pop3: Option<&[u8]>,
+    rec: &Record<'_>,
+    base: &[u8],
+    validity: u32,
+    format: &UidlFormat,
+) -> Option<Box<str>> {
+    if let Some(id) = pop3
         .filter(|id| super::is_valid_uid(id))
         .and_then(|id| std::str::from_utf8(id).ok())
     {
-        Some(id) => id.into(),
-        None => hex_id(uid, validity),
+        return Some(id.into());
     }
+    if format.is_default() {
+        return Some(hex_id(rec.uid, validity));
+    }
+    let vars = Vars {
+        uid: rec.uid,
+        validity,
+        filename: base,
+        guid: rec.guid,
+    };
+    let id = format.expand(&vars);
+    if !super::is_valid_uid(&id) {
+        return None;
+    }
+    String::from_utf8(id).ok().map(String::into_boxed_str)
 }
 
 /// `%08x%08x`, without the formatting machinery: this runs for nearly every message at every login.
@@ -222,7 +257,7 @@ fn hex_id(uid: u32, validity: u32) -> Box<str> {
 
 /// Reads and parses `root/dovecot-uidlist`. Any problem is one warning naming the file, and the
 /// messages it spoils keep their base-name ids: the client never sees an error for it.
-pub fn load(root: &Path) -> Option<Uidlist> {
+pub fn load(root: &Path, format: &UidlFormat) -> Option<Uidlist> {
     let path = root.join(UIDLIST_FILE);
     let warn = |problem: &dyn fmt::Display| {
         log::warn!(
@@ -257,13 +292,20 @@ pub fn load(root: &Path) -> Option<Uidlist> {
         warn(&e);
         return None;
     }
-    match parse(&text) {
+    match parse(&text, format) {
         Ok(list) => {
             if let Some(first) = list.malformed.first() {
                 log::warn!(
                     "{}: {} malformed line(s), the first line {first}; unique-ids from file names for those messages",
                     path.display(),
                     list.malformed.len()
+                );
+            }
+            if list.invalid > 0 {
+                log::warn!(
+                    "{}: dovecot-uidl-format {format} gives {} record(s) an id that is not a valid unique-id; unique-ids from file names for those messages",
+                    path.display(),
+                    list.invalid
                 );
             }
             Some(list)
@@ -312,7 +354,7 @@ mod tests {
     use std::collections::HashSet;
 
     fn ids(text: &str) -> Vec<(String, String)> {
-        let list = parse(text.as_bytes()).unwrap();
+        let list = parse(text.as_bytes(), &UidlFormat::default()).unwrap();
         let mut v: Vec<(String, String)> = list
             .ids
             .iter()
@@ -376,7 +418,7 @@ mod tests {
                     4294967295 :i\n\
                     99999999999 :j\n\
                     6  Pp   :k";
-        let list = parse(text.as_bytes()).unwrap();
+        let list = parse(text.as_bytes(), &UidlFormat::default()).unwrap();
         assert_eq!(list.malformed, [3, 4, 5, 6, 7, 8, 10, 11, 12]);
         assert_eq!(
             ids(text),
@@ -392,6 +434,62 @@ mod tests {
     fn a_later_record_of_the_same_file_wins() {
         let text = "3 V16 N9\n1 :a\n2 Pnew :a:2,S\n3 :b\n4 P :b\n";
         assert_eq!(ids(text), pairs(&[("a", "new")]));
+    }
+
+    /// Another `pop3_uidl_format`: the record's UID and the header's UIDVALIDITY, the base name, the
+    /// record's G field (the base name without one, as `maildir_mail_get_special` falls back), and a
+    /// saved `P` UIDL still first, as `pop3_get_uid` looks up `MAIL_FETCH_UIDL_BACKEND` first.
+    #[test]
+    fn records_in_another_format() {
+        let text = "3 V1700000000 N30 G3085f01b7f11094c501100008c4a11c1\n\
+                    26 G0123456789abcdef0123456789abcdef :1700000001.M1P1.host,S=8\n\
+                    27 W9 :1700000002.M2P1.host:2,S\n\
+                    28 Psaved G00 :1700000003.M3P1.host\n\
+                    29 G :1700000004.M4P1.host\n";
+        let ids = |format: &str| {
+            let list = parse(text.as_bytes(), &UidlFormat::parse(format).unwrap()).unwrap();
+            let mut v: Vec<(String, String)> = list
+                .iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.to_string()))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids("%v.%u"),
+            ["1700000000.26", "1700000000.27", "saved", "1700000000.29"]
+        );
+        assert_eq!(
+            ids("%g"),
+            [
+                "0123456789abcdef0123456789abcdef",
+                "1700000002.M2P1.host",
+                "saved",
+                "1700000004.M4P1.host"
+            ]
+        );
+        assert_eq!(
+            ids("%f-%u"),
+            [
+                "1700000001.M1P1.host,S=8-26",
+                "1700000002.M2P1.host-27",
+                "saved",
+                "1700000004.M4P1.host-29"
+            ]
+        );
+    }
+
+    /// An id over 70 characters is not given: the message keeps its base-name id, and it is counted
+    /// for the warning.
+    #[test]
+    fn an_invalid_id_from_the_format_is_not_given() {
+        let long = "x".repeat(70);
+        let text = format!("3 V1 N9\n1 :{long}\n2 :short\n3 Pkept :{long}2\n");
+        let list = parse(text.as_bytes(), &UidlFormat::parse("%f.%u.%v").unwrap()).unwrap();
+        assert_eq!(list.invalid, 1);
+        assert_eq!(list.get(long.as_bytes()), None);
+        assert_eq!(list.get(b"short"), Some("short.2.1"));
+        assert_eq!(list.get(format!("{long}2").as_bytes()), Some("kept"));
     }
 
     #[test]
@@ -411,11 +509,15 @@ mod tests {
             ("1 a 5\n", HeaderError::Fields),
         ];
         for (text, want) in table {
-            assert_eq!(parse(text.as_bytes()).unwrap_err(), *want, "{text:?}");
+            assert_eq!(
+                parse(text.as_bytes(), &UidlFormat::default()).unwrap_err(),
+                *want,
+                "{text:?}"
+            );
         }
         // Unknown header fields, extra spaces and the order do not matter.
-        assert!(parse(b"3  G00 X N2  V4294967295 \n").is_ok());
-        assert!(parse(b"1 5 6 junk").is_ok());
+        assert!(parse(b"3  G00 X N2  V4294967295 \n", &UidlFormat::default()).is_ok());
+        assert!(parse(b"1 5 6 junk", &UidlFormat::default()).is_ok());
     }
 
     /// The ids `apply` gives messages with these base names, in the order given.
@@ -442,7 +544,7 @@ mod tests {
                     5 Pd :d2\n\
                     6 Pown :own\n\
                     7 :f\n";
-        let list = parse(text.as_bytes()).unwrap();
+        let list = parse(text.as_bytes(), &UidlFormat::default()).unwrap();
         let mut bases = ["a", "b", "c", "e", "d", "d2", "own", "f", "x"];
         let got = applied(&list, &bases);
         // a, b: a shared id; c: `e` is message e's base name; d and d2 want each other's names.

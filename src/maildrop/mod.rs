@@ -6,6 +6,7 @@ pub mod location;
 pub mod maildir;
 pub mod maildir_uidl;
 pub mod mbox;
+pub mod uidl_format;
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -151,12 +152,14 @@ impl fmt::Display for MaildropError {
 impl std::error::Error for MaildropError {}
 
 /// Settings that change how a backend reads a maildrop (from the configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Options {
     /// mbox only: where unique-ids come from (`mbox-uidl`).
     pub mbox_uidl: mbox::UidlSource,
     /// Maildir only: where unique-ids come from (`maildir-uidl`).
     pub maildir_uidl: maildir_uidl::MaildirUidl,
+    /// Maildir only: the `pop3_uidl_format` of Dovecot's ids (`dovecot-uidl-format`).
+    pub dovecot_uidl_format: uidl_format::UidlFormat,
 }
 
 /// Writes `bytes` to `dest` through `temp` (mode 0600) and a rename, so a reader sees the old file or
@@ -270,6 +273,7 @@ pub fn open(
         Format::Maildir => Ok(Box::new(maildir::Maildir::open_with(
             path,
             options.maildir_uidl,
+            &options.dovecot_uidl_format,
         )?)),
         Format::Mbox => Ok(Box::new(mbox::Mbox::open_with(path, options.mbox_uidl)?)),
     }

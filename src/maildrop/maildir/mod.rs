@@ -42,6 +42,7 @@ use crate::proto::body::OctetCounter;
 
 use super::cache::{self, Cache, DirStamps, Stamp};
 use super::maildir_uidl::{self, MaildirUidl};
+use super::uidl_format::UidlFormat;
 use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
 use dirs::{Dirs, MESSAGE_DIRS, MessageFile, open_at, with_relocation};
@@ -73,16 +74,20 @@ pub struct Maildir {
 impl Maildir {
     /// Locks the maildrop at `path` and lists its messages, with base-name unique-ids.
     pub fn open(path: &Path) -> Result<Maildir, MaildropError> {
-        Maildir::open_with(path, MaildirUidl::Name)
+        Maildir::open_with(path, MaildirUidl::Name, &UidlFormat::default())
     }
 
-    /// Locks the maildrop at `path` and lists its messages, with unique-ids from `uidl`. A maildrop
-    /// that does not exist yet (a new user with no mail) is empty; nothing is created except the lock
-    /// file in an existing maildrop.
-    pub fn open_with(path: &Path, uidl: MaildirUidl) -> Result<Maildir, MaildropError> {
+    /// Locks the maildrop at `path` and lists its messages, with unique-ids from `uidl` (and, for
+    /// Dovecot's, in `format`). A maildrop that does not exist yet (a new user with no mail) is empty;
+    /// nothing is created except the lock file in an existing maildrop.
+    pub fn open_with(
+        path: &Path,
+        uidl: MaildirUidl,
+        format: &UidlFormat,
+    ) -> Result<Maildir, MaildropError> {
         let mut md = Maildir::open_listed(path)?;
         if uidl == MaildirUidl::Dovecot && !md.messages.is_empty() {
-            md.dovecot_ids();
+            md.dovecot_ids(format);
         }
         Ok(md)
     }
@@ -92,8 +97,8 @@ impl Maildir {
     ///
     /// Never inlined: its frame stays off the stack of sessions that do not call it.
     #[inline(never)]
-    fn dovecot_ids(&mut self) {
-        let Some(list) = maildir_uidl::load(&self.root) else {
+    fn dovecot_ids(&mut self, format: &UidlFormat) {
+        let Some(list) = maildir_uidl::load(&self.root, format) else {
             return;
         };
         let bases: Vec<&[u8]> = self.files.iter().map(MessageFile::base).collect();

@@ -4,6 +4,7 @@
 use super::testing::{maildir, put};
 use super::*;
 use crate::maildrop::MAX_UID;
+use crate::maildrop::uidl_format::UidlFormat;
 use std::fs;
 use std::time::{Duration, SystemTime};
 
@@ -511,7 +512,9 @@ fn dovecot_ids_follow_the_uidlist_through_the_cache() {
     put(root, "cur/c:2,", b"c\n", 3);
     let uidlist = root.join(maildir_uidl::UIDLIST_FILE);
     fs::write(&uidlist, "3 V16 N3 Gx\n1 :a\n2 Psaved :b:2,S\n").unwrap();
-    let dovecot = |root: &Path| uids(&Maildir::open_with(root, MaildirUidl::Dovecot).unwrap());
+    let dovecot = |root: &Path| {
+        uids(&Maildir::open_with(root, MaildirUidl::Dovecot, &UidlFormat::default()).unwrap())
+    };
     assert_eq!(dovecot(root), ["0000000100000010", "saved", "c"]);
     assert_eq!(uids(&Maildir::open(root).unwrap()), ["a", "b", "c"]);
     settle(root);

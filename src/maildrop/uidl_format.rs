@@ -1,0 +1,480 @@
+//! Dovecot 2.3's `pop3_uidl_format` (`dovecot-uidl-format`): the format string, parsed once when the
+//! configuration is read, and its expansion for one `dovecot-uidlist` record. Pure. Which record a
+//! message has, and whether its id is used, is `maildir_uidl.rs`'s business.
+//!
+//! What Dovecot accepts and how it expands it, as its source has it:
+//!
+//! - `mail_storage_settings_check` (`src/lib-storage/mail-storage-settings.c`) accepts a `%` followed
+//!   only by the one-letter variables `v u m f g` or `%` (so no `%{long}` names), and wants at least one
+//!   of the five.
+//! - `pop3_get_uid` (`src/pop3/pop3-commands.c`) gives `v` the UIDVALIDITY and `u` the UID in decimal,
+//!   `f` the storage id and `g` the GUID; `maildir_mail_get_special`
+//!   (`src/lib-storage/index/maildir/maildir-mail.c`) makes the storage id the file name up to its
+//!   first `:`, and the GUID the record's `G` field, or that base name when it has none.
+//! - `var_expand_with_funcs` (`src/lib/var-expand.c`) reads `%[-][0]width[.[0][-]width]` and up to ten
+//!   modifiers before the letter, applies the modifiers in order, then the offset, then the width:
+//!   zero-padded (`%08`) it pads and never cuts; otherwise it cuts. `X` reads the value as a decimal
+//!   number (0 if it is not one) and prints it in lower-case hex (`%llx`); `L` and `U` change the
+//!   case of ASCII letters.
+//!
+//! `m`, the MD5 of the header, would mean reading every message at every login (and Dovecot's Maildir
+//! does not give it either: its UIDL fails with "Header MD5 not found"), so it is refused here, as are
+//! the rarer modifiers (`E R H N M D T`).
+
+use std::fmt;
+
+/// Dovecot's default `pop3_uidl_format`.
+pub const DEFAULT: &str = "%08Xu%08Xv";
+
+/// `var_expand`'s `MAX_MODIFIER_COUNT`: a further modifier letter is read as the variable.
+const MAX_MODIFIERS: usize = 10;
+/// Any longer zero padding makes every id longer than RFC 1939's 70 characters.
+const MAX_PADDING: i64 = super::MAX_UID as i64;
+/// Offsets and cut widths beyond this select the same as this; it keeps the arithmetic small.
+const MAX_NUMBER: i64 = 100_000;
+
+/// A parsed `dovecot-uidl-format`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UidlFormat {
+    text: Box<str>,
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(Box<[u8]>),
+    Field(Field),
+}
+
+/// One `%...x`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field {
+    var: Var,
+    modifiers: Vec<Modifier>,
+    offset: i64,
+    width: i64,
+    zero_padding: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var {
+    Uid,
+    Validity,
+    FileName,
+    Guid,
+    /// `%%`: a `%`, to which the modifiers apply all the same.
+    Percent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Modifier {
+    Lower,
+    Upper,
+    Hex,
+}
+
+/// What a record gives the variables.
+#[derive(Debug, Clone, Copy)]
+pub struct Vars<'a> {
+    pub uid: u32,
+    pub validity: u32,
+    /// The file's base name (`%f`).
+    pub filename: &'a [u8],
+    /// The record's `G` field, empty when it has none (`%g` is then the base name).
+    pub guid: &'a [u8],
+}
+
+/// A format poplar cannot reproduce, or that Dovecot would not have accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// `%m`, the header's MD5.
+    Md5,
+    /// `%{name}`: Dovecot 2.3 refuses long names here.
+    LongName,
+    /// A letter that is not a variable of `pop3_uidl_format`.
+    Unknown(char),
+    /// A width or modifiers with no variable after them.
+    Unfinished,
+    Modifier(char),
+    /// Zero padding past 70 characters.
+    Padding(i64),
+    /// None of `%u`, `%f`, `%g`: every message would get the same id.
+    NoMessageVariable,
+    /// Literal text outside `0x21..=0x7E`: no id would be valid.
+    NotPrintable,
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::Md5 => f.write_str(
+                "%m (the header's MD5) would mean reading every message at every login; not supported",
+            ),
+            FormatError::LongName => {
+                f.write_str("%{name} is not accepted by Dovecot 2.3; use %u, %v, %f or %g")
+            }
+            FormatError::Unknown(c) => write!(f, "unknown variable %{c} (expected u, v, f, g or %)"),
+            FormatError::Unfinished => f.write_str("a % with no variable after it"),
+            FormatError::Modifier(c) => {
+                write!(f, "modifier {c} is not supported (only L, U and X)")
+            }
+            FormatError::Padding(n) => write!(f, "padding to {n} makes every id over 70 characters"),
+            FormatError::NoMessageVariable => {
+                f.write_str("none of %u, %f, %g: every message would get the same id")
+            }
+            FormatError::NotPrintable => f.write_str(
+                "a space or control character: unique-ids are printable ASCII (RFC 1939)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+impl Default for UidlFormat {
+    fn default() -> UidlFormat {
+        UidlFormat::parse(DEFAULT).expect("the default format parses")
+    }
+}
+
+impl fmt::Display for UidlFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl UidlFormat {
+    /// Parses a format as `var_expand_with_funcs` reads it, refusing what Dovecot 2.3's settings check
+    /// refuses and what poplar cannot reproduce.
+    pub fn parse(text: &str) -> Result<UidlFormat, FormatError> {
+        let bytes = text.as_bytes();
+        let mut pieces = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let Some(len) = memchr::memchr(b'%', &bytes[i..]) else {
+                pieces.push(Piece::Literal(bytes[i..].into()));
+                break;
+            };
+            if len > 0 {
+                pieces.push(Piece::Literal(bytes[i..i + len].into()));
+            }
+            i += len + 1;
+            // A lone `%` at the very end: the settings check passes it and the expansion drops it.
+            if i == bytes.len() {
+                break;
+            }
+            let (field, next) = field(text, i)?;
+            pieces.push(Piece::Field(field));
+            i = next;
+        }
+        let vars = || {
+            pieces.iter().filter_map(|p| match p {
+                Piece::Field(f) => Some(f.var),
+                Piece::Literal(_) => None,
+            })
+        };
+        if !vars().any(|v| matches!(v, Var::Uid | Var::FileName | Var::Guid)) {
+            return Err(FormatError::NoMessageVariable);
+        }
+        let printable = |b: &u8| (0x21..=0x7e).contains(b);
+        if !pieces.iter().all(|p| match p {
+            Piece::Literal(text) => text.iter().all(printable),
+            Piece::Field(_) => true,
+        }) {
+            return Err(FormatError::NotPrintable);
+        }
+        Ok(UidlFormat {
+            text: text.into(),
+            pieces,
+        })
+    }
+
+    /// Whether this is Dovecot's default, which `maildir_uidl.rs` expands without this machinery.
+    pub fn is_default(&self) -> bool {
+        &*self.text == DEFAULT
+    }
+
+    /// The id Dovecot gives a message with these variables, as octets; whether it is a valid
+    /// unique-id is the caller's question.
+    pub fn expand(&self, vars: &Vars<'_>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(text) => out.extend_from_slice(text),
+                Piece::Field(field) => field.expand(vars, &mut out),
+            }
+        }
+        out
+    }
+}
+
+/// Reads the field after the `%` at `start - 1`: the field and where the text goes on.
+fn field(text: &str, start: usize) -> Result<(Field, usize), FormatError> {
+    let bytes = text.as_bytes();
+    let mut i = start;
+    let at = |i: usize| bytes.get(i).copied();
+    let number = |i: &mut usize| {
+        let mut n: i64 = 0;
+        while let Some(d @ b'0'..=b'9') = at(*i) {
+            n = (n * 10 + i64::from(d - b'0')).min(MAX_NUMBER);
+            *i += 1;
+        }
+        n
+    };
+    let (mut offset, mut zero_padding) = (0, false);
+    let mut sign = 1;
+    if at(i) == Some(b'-') {
+        sign = -1;
+        i += 1;
+    }
+    if at(i) == Some(b'0') {
+        zero_padding = true;
+        i += 1;
+    }
+    // Without a `.` the sign is dropped, as var_expand drops it.
+    let mut width = number(&mut i);
+    if at(i) == Some(b'.') {
+        i += 1;
+        offset = sign * width;
+        zero_padding = at(i) == Some(b'0');
+        if zero_padding {
+            i += 1;
+        }
+        sign = 1;
+        if at(i) == Some(b'-') {
+            sign = -1;
+            i += 1;
+        }
+        width = sign * number(&mut i);
+    }
+    let mut modifiers = Vec::new();
+    while modifiers.len() < MAX_MODIFIERS {
+        match at(i) {
+            Some(b'L') => modifiers.push(Modifier::Lower),
+            Some(b'U') => modifiers.push(Modifier::Upper),
+            Some(b'X') => modifiers.push(Modifier::Hex),
+            Some(c @ (b'E' | b'R' | b'H' | b'N' | b'M' | b'D' | b'T')) => {
+                return Err(FormatError::Modifier(char::from(c)));
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    let var = match at(i) {
+        None => return Err(FormatError::Unfinished),
+        Some(b'u') => Var::Uid,
+        Some(b'v') => Var::Validity,
+        Some(b'f') => Var::FileName,
+        Some(b'g') => Var::Guid,
+        Some(b'%') => Var::Percent,
+        Some(b'm') => return Err(FormatError::Md5),
+        Some(b'{') => return Err(FormatError::LongName),
+        Some(_) => {
+            let c = text[i..].chars().next().unwrap_or('?');
+            return Err(FormatError::Unknown(c));
+        }
+    };
+    if zero_padding && width > MAX_PADDING {
+        return Err(FormatError::Padding(width));
+    }
+    let field = Field {
+        var,
+        modifiers,
+        offset,
+        width,
+        zero_padding,
+    };
+    Ok((field, i + 1))
+}
+
+impl Field {
+    fn expand(&self, vars: &Vars<'_>, out: &mut Vec<u8>) {
+        let mut value: Vec<u8> = match self.var {
+            Var::Uid => vars.uid.to_string().into_bytes(),
+            Var::Validity => vars.validity.to_string().into_bytes(),
+            Var::FileName => vars.filename.to_vec(),
+            Var::Guid if vars.guid.is_empty() => vars.filename.to_vec(),
+            Var::Guid => vars.guid.to_vec(),
+            Var::Percent => b"%".to_vec(),
+        };
+        for modifier in &self.modifiers {
+            match modifier {
+                Modifier::Lower => value.make_ascii_lowercase(),
+                Modifier::Upper => value.make_ascii_uppercase(),
+                Modifier::Hex => value = format!("{:x}", decimal(&value)).into_bytes(),
+            }
+        }
+        // The offset: from the end when negative, and only when the value is longer.
+        let len = value.len() as i64;
+        let value = if self.offset < 0 {
+            let from = if len > -self.offset {
+                len + self.offset
+            } else {
+                0
+            };
+            &value[from as usize..]
+        } else {
+            &value[self.offset.min(len) as usize..]
+        };
+        let len = value.len() as i64;
+        if self.width == 0 {
+            out.extend_from_slice(value);
+        } else if !self.zero_padding {
+            // A negative width leaves that many off the end; var_expand hands a negative result to
+            // an unsigned length, which keeps the whole value.
+            let keep = if self.width < 0 {
+                len + self.width
+            } else {
+                self.width
+            };
+            let keep = if keep < 0 { len } else { keep.min(len) };
+            out.extend_from_slice(&value[..keep as usize]);
+        } else {
+            for _ in len..self.width {
+                out.push(b'0');
+            }
+            out.extend_from_slice(value);
+        }
+    }
+}
+
+/// `str_to_ullong`: the whole value as a decimal number, 0 when it is not one or does not fit.
+fn decimal(value: &[u8]) -> u64 {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAME: &str = "1700000001.M1P1.host,S=8";
+    const GUID: &str = "0123456789abcdef0123456789abcdef";
+
+    fn expand(format: &str, guid: &str) -> String {
+        let vars = Vars {
+            uid: 26,
+            validity: 1_700_000_000,
+            filename: NAME.as_bytes(),
+            guid: guid.as_bytes(),
+        };
+        let format = UidlFormat::parse(format).unwrap_or_else(|e| panic!("{format}: {e}"));
+        String::from_utf8(format.expand(&vars)).unwrap()
+    }
+
+    /// Each expected id is what Debian's dovecot 2.3.19.1 (`/usr/lib/dovecot/pop3`) answered to UIDL
+    /// for a record `26 G0123...cdef :1700000001.M1P1.host,S=8` under `V1700000000`, one run per
+    /// format, and agrees with `var_expand_with_funcs` and `m_str_hex` in `src/lib/var-expand.c` and
+    /// `pop3_get_uid` in `src/pop3/pop3-commands.c`.
+    #[test]
+    fn expands_as_dovecot_does() {
+        let table = [
+            // The default: X prints lower-case hex (`%llx`), zero-padded to 8.
+            ("%08Xu%08Xv", "0000001a6553f100"),
+            // Courier's and Cyrus's style; literal text between the variables.
+            ("%v.%u", "1700000000.26"),
+            ("%v-%u", "1700000000-26"),
+            // The file name up to the first `:`; the GUID from the record's G field.
+            ("%f", NAME),
+            ("%g", GUID),
+            // Modifiers apply in order: X then U gives upper case, U then X lower.
+            ("%08XUu%08XUv", "0000001A6553F100"),
+            ("%UXu", "1a"),
+            // X of a value that is not a decimal number is 0.
+            ("%Xf", "0"),
+            (
+                "%Lg%Uf",
+                "0123456789abcdef0123456789abcdef1700000001.M1P1.HOST,S=8",
+            ),
+            // Without a zero, a width cuts; a sign without `.` is dropped.
+            ("%8u|%3f|%-5u", "26|170|26"),
+            // offset.width: from the start, from the end (negative), and a negative width.
+            ("%3.2f", "00"),
+            ("%-2.1g", "e"),
+            ("%05.3f", "000"),
+            ("%.-3f", "1700000001.M1P1.host,"),
+            ("%0.-3f", "1700000001.M1P1.host,"),
+            // `%%` is a `%`; a lone `%` at the end is dropped; ten modifiers at most.
+            ("%%u%u", "%u26"),
+            ("%u%", "26"),
+            ("%10LLLLLLLLLLu", "26"),
+        ];
+        for (format, want) in table {
+            assert_eq!(expand(format, GUID), want, "{format}");
+        }
+    }
+
+    /// `maildir_mail_get_special`: without a G field the GUID is the base file name.
+    #[test]
+    fn guid_falls_back_to_the_base_name() {
+        assert_eq!(expand("%g", ""), NAME);
+        assert_eq!(expand("%g.%u", ""), format!("{NAME}.26"));
+    }
+
+    /// `src/lib/test-var-expand.c`'s `test_var_expand_ranges`, on a file name of `value1234`.
+    #[test]
+    fn dovecots_own_range_examples() {
+        let vars = Vars {
+            uid: 1,
+            validity: 1,
+            filename: b"value1234",
+            guid: b"",
+        };
+        for (format, want) in [
+            ("%f", "value1234"),
+            ("%3f", "val"),
+            ("%3.2f", "ue"),
+            ("%3.-2f", "ue12"),
+            ("%-3.2f", "23"),
+            ("%0.-1f", "value123"),
+            ("%-4.-1f", "123"),
+        ] {
+            let got = UidlFormat::parse(format).unwrap().expand(&vars);
+            assert_eq!(String::from_utf8(got).unwrap(), want, "{format}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_dovecot_or_poplar_cannot_use() {
+        let table = [
+            ("%m", FormatError::Md5),
+            ("%08Xm%u", FormatError::Md5),
+            ("%{uid}", FormatError::LongName),
+            ("%u%{filename}", FormatError::LongName),
+            ("%u%x", FormatError::Unknown('x')),
+            ("%u%é", FormatError::Unknown('é')),
+            ("%u%08", FormatError::Unfinished),
+            ("%u%X", FormatError::Unfinished),
+            ("%Hu", FormatError::Modifier('H')),
+            ("%Mu", FormatError::Modifier('M')),
+            ("%11LLLLLLLLLLLu", FormatError::Unknown('L')),
+            ("%080u", FormatError::Padding(80)),
+            ("%v", FormatError::NoMessageVariable),
+            ("abc", FormatError::NoMessageVariable),
+            ("%%", FormatError::NoMessageVariable),
+            ("", FormatError::NoMessageVariable),
+            ("%u %v", FormatError::NotPrintable),
+            ("%u\t", FormatError::NotPrintable),
+        ];
+        for (format, want) in table {
+            assert_eq!(UidlFormat::parse(format), Err(want), "{format:?}");
+        }
+        assert_eq!(
+            FormatError::Md5.to_string(),
+            "%m (the header's MD5) would mean reading every message at every login; not supported"
+        );
+    }
+
+    #[test]
+    fn the_default() {
+        let format = UidlFormat::default();
+        assert!(format.is_default());
+        assert_eq!(format.to_string(), DEFAULT);
+        assert!(!UidlFormat::parse("%v.%u").unwrap().is_default());
+    }
+}
