@@ -3,7 +3,7 @@
 //! a wrong password is never retried elsewhere. Every source does its work on every attempt, so the time
 //! taken does not tell which source (if any) knows the name.
 
-use super::{Account, AuthError, Authenticator, Secret};
+use super::{Account, AuthError, Authenticator, ScramLookup, Secret};
 use std::sync::Arc;
 
 /// Sources in order of precedence.
@@ -46,11 +46,31 @@ impl Authenticator for Chain {
     fn knows(&self, user: &[u8]) -> bool {
         self.sources.iter().any(|s| s.knows(user))
     }
+
+    /// As `decide`; when no source knows the name, the first source's answer, the stand-in keys, which
+    /// are the same whichever source made them.
+    fn scram(&self, user: &[u8]) -> ScramLookup {
+        let mut first = None;
+        let mut decided = None;
+        for source in &self.sources {
+            let knows = source.knows(user);
+            let lookup = source.scram(user);
+            if decided.is_none() && knows {
+                decided = Some(lookup);
+            } else if first.is_none() {
+                first = Some(lookup);
+            }
+        }
+        decided
+            .or(first)
+            .unwrap_or_else(|| ScramLookup::unusable(user))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::scram::Keys;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// One user with one password; counts the attempts it was asked to judge.
@@ -82,6 +102,16 @@ mod tests {
         }
         fn knows(&self, user: &[u8]) -> bool {
             user == self.name.as_bytes()
+        }
+        fn scram(&self, user: &[u8]) -> ScramLookup {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            if !self.knows(user) {
+                return ScramLookup::unusable(user);
+            }
+            ScramLookup {
+                keys: Keys::from_password(self.password.as_bytes(), b"salt", 1),
+                account: self.login(user, &Secret::new(self.password.as_bytes())),
+            }
         }
     }
 
@@ -121,6 +151,14 @@ mod tests {
             assert_eq!(source.attempts.load(Ordering::SeqCst), cases.len());
         }
         assert!(chain.apop(b"alice", b"<t@h>", b"00").is_err());
+        // SCRAM too: the first source that knows the name gives the keys and the account.
+        let alice = chain.scram(b"alice");
+        assert_eq!(alice.keys, Keys::from_password(b"file-pw", b"salt", 1));
+        assert_eq!(alice.account.unwrap().uid, Some(1));
+        assert_eq!(chain.scram(b"bob").account.unwrap().uid, Some(3));
+        let carol = chain.scram(b"carol");
+        assert!(carol.account.is_err());
+        assert_eq!(carol.keys, Keys::stand_in(b"carol"));
         assert!(chain.knows(b"bob") && !chain.knows(b"carol"));
     }
 }

@@ -3,7 +3,7 @@
 //! wrapper around the user databases, so every way of logging in (USER/PASS, APOP, SASL) gets it and
 //! the account's own name, as the database spells it, is what the session uses from then on.
 
-use super::{Account, AuthError, Authenticator, Secret};
+use super::{Account, AuthError, Authenticator, ScramLookup, Secret};
 use std::sync::Arc;
 
 pub struct Lowercase(pub Arc<dyn Authenticator>);
@@ -19,6 +19,10 @@ impl Authenticator for Lowercase {
 
     fn knows(&self, user: &[u8]) -> bool {
         self.0.knows(&user.to_ascii_lowercase())
+    }
+
+    fn scram(&self, user: &[u8]) -> ScramLookup {
+        self.0.scram(&user.to_ascii_lowercase())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Who the user is: the `Authenticator` trait, the account it yields, and the secrets it handles.
 //! Each user database lives in its own file (`passwd_file`, `system`, `chain` to consult several, and
 //! `lowercase` to look names up in lowercase);
-//! password schemes in `scheme` and `md5_crypt`, APOP in `apop`, the `/etc` file formats in `unix_files`.
+//! password schemes in `scheme` and `md5_crypt`, APOP in `apop`, SCRAM-SHA-256's keys in `scram`, the `/etc`
+//! file formats in `unix_files`.
 
 pub mod apop;
 pub mod chain;
@@ -9,6 +10,7 @@ pub mod lowercase;
 pub mod md5_crypt;
 pub mod passwd_file;
 pub mod scheme;
+pub mod scram;
 pub mod secret;
 pub mod system;
 pub mod unix_files;
@@ -100,5 +102,30 @@ pub trait Authenticator: Send + Sync {
     /// knows a name decides for it (see `chain`). A source that cannot tell answers `true`.
     fn knows(&self, _user: &[u8]) -> bool {
         true
+    }
+    /// SASL SCRAM-SHA-256: the keys to check the client's proof against, and the account a valid proof
+    /// opens. A user who cannot do SCRAM gets [`ScramLookup::unusable`]: the exchange runs to its end
+    /// and fails like a wrong password. That is the default, for sources with no usable secrets.
+    fn scram(&self, user: &[u8]) -> ScramLookup {
+        ScramLookup::unusable(user)
+    }
+}
+
+/// What a SCRAM exchange needs of the user database, asked before the client has proved anything.
+#[derive(Debug)]
+pub struct ScramLookup {
+    pub keys: scram::Keys,
+    /// The account, given only to a client whose proof matches `keys`; an error for users who cannot
+    /// do SCRAM, reported only after the proof, as a wrong password would be.
+    pub account: Result<Account, AuthError>,
+}
+
+impl ScramLookup {
+    /// Stand-in keys (see [`scram::Keys::stand_in`]) and no account.
+    pub fn unusable(user: &[u8]) -> ScramLookup {
+        ScramLookup {
+            keys: scram::Keys::stand_in(user),
+            account: Err(AuthError::BadCredentials),
+        }
     }
 }

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use super::scheme::Stored;
+use super::scram::{self, Keys};
 use super::secret::constant_time_eq;
-use super::{Account, AuthError, Authenticator, Nets, Policy, Secret, apop};
+use super::{Account, AuthError, Authenticator, Nets, Policy, ScramLookup, Secret, apop};
 
 /// What an unknown or locked user is checked against, so that they cost what a wrong password costs:
 /// a SHA512-CRYPT hash with the default 5000 rounds, as `doveadm pw -s SHA512-CRYPT` and `mkpasswd`
@@ -210,6 +211,31 @@ impl Authenticator for PasswdFile {
     fn knows(&self, user: &[u8]) -> bool {
         self.refresh();
         lookup(&self.read(), user).is_some()
+    }
+
+    /// A {PLAIN} user's keys are computed now, under the derived salt; a {SCRAM-SHA-256} user's are
+    /// stored, and the stand-in keys are computed too so that both cost one PBKDF2. Everyone else
+    /// (unknown, locked, crypt hashes) gets the stand-in keys and no account.
+    fn scram(&self, user: &[u8]) -> ScramLookup {
+        self.refresh();
+        let table = self.read();
+        let Some(entry) = lookup(&table, user) else {
+            return ScramLookup::unusable(user);
+        };
+        let keys = match &entry.stored {
+            Stored::Plain(password) => {
+                Keys::from_password(password, &scram::derived_salt(user), scram::ITERATIONS)
+            }
+            Stored::Scram(keys) => {
+                black_box(Keys::stand_in(user));
+                keys.clone()
+            }
+            Stored::Crypt(_) | Stored::Locked => return ScramLookup::unusable(user),
+        };
+        ScramLookup {
+            keys,
+            account: Ok(entry.account.clone()),
+        }
     }
 }
 
@@ -589,6 +615,19 @@ mod tests {
                 path.display()
             )
         );
+        fs::write(
+            &path,
+            "a:{PLAIN}x\nb:{SCRAM-SHA-256}4096,c2FsdA==,a2V5,a2V5\n",
+        )
+        .unwrap();
+        let err = PasswdFile::open(&path).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2: user b: bad SCRAM-SHA-256 value: StoredKey must be 32 octets in base64",
+                path.display()
+            )
+        );
         let missing = PasswdFile::open(&dir.path().join("nope")).err().unwrap();
         assert_eq!(missing.line, None);
         assert!(
@@ -676,6 +715,38 @@ mod tests {
             account("mrose", Some(7), None, None)
         );
         assert!(db.apop(b"mrose", b"<other@host>", RFC_DIGEST).is_err());
+    }
+
+    /// The RFC 7677 example user, password "pencil", as `doveadm pw -s SCRAM-SHA-256` would write it.
+    const SCRAM_PENCIL: &str = "{SCRAM-SHA-256}4096,W22ZaJ0SNY7soEsUEjb6gQ==,WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+
+    #[test]
+    fn scram_lookups() {
+        let text = format!(
+            "plain:{{PLAIN}}pencil:7\nstored:{SCRAM_PENCIL}:8\nhashed:{DUMMY_HASH}\n\
+             locked:{{PLAIN}}pencil::::::fail\n"
+        );
+        let (_dir, _path, db) = fixture(&text);
+        let plain = db.scram(b"plain");
+        let salt = scram::derived_salt(b"plain");
+        assert_eq!(plain.keys, Keys::from_password(b"pencil", &salt, 4096));
+        assert_eq!(plain.account.unwrap().uid, Some(7));
+        let stored = db.scram(b"stored");
+        assert_eq!(stored.keys, Keys::parse(&SCRAM_PENCIL[15..]).unwrap());
+        assert_eq!(stored.account.unwrap().uid, Some(8));
+        // Users who cannot do SCRAM get keys like a {PLAIN} user's, the same on every attempt.
+        for user in [&b"hashed"[..], b"locked", b"nobody", b"\xff"] {
+            let lookup = db.scram(user);
+            assert!(matches!(lookup.account, Err(AuthError::BadCredentials)));
+            assert_eq!(lookup.keys, Keys::stand_in(user));
+            assert_eq!((lookup.keys.iterations, lookup.keys.salt.len()), (4096, 16));
+        }
+        // A {SCRAM-SHA-256} user logs in with the password too, but has no plaintext for APOP.
+        assert_eq!(login(&db, "stored", "pencil").unwrap().uid, Some(8));
+        assert!(login(&db, "stored", "pencil ").is_none());
+        let digest = apop::digest(RFC_TIMESTAMP, b"pencil");
+        assert!(db.apop(b"stored", RFC_TIMESTAMP, &digest).is_err());
+        assert!(db.apop(b"plain", RFC_TIMESTAMP, &digest).is_ok());
     }
 
     #[test]

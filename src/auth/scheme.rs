@@ -1,10 +1,11 @@
 //! Password schemes of Dovecot's passwd-file: `{PLAIN}`, `{SHA512-CRYPT}`, `{SHA256-CRYPT}`, `{BLF-CRYPT}`,
-//! `{MD5-CRYPT}`, and the crypt(3) strings of `/etc/shadow` (yescrypt, SHA-crypt, bcrypt, MD5-crypt).
+//! `{MD5-CRYPT}`, `{SCRAM-SHA-256}`, and the crypt(3) strings of `/etc/shadow` (yescrypt, SHA-crypt, bcrypt, MD5-crypt).
 //! Parsing the password field and verifying a password against it; the file formats are `passwd_file`'s
 //! and `system`'s.
 
 use sha_crypt::{PasswordVerifier, ShaCrypt};
 
+use super::scram;
 use super::secret::constant_time_eq;
 
 /// A stored credential, parsed from `{SCHEME}secret`.
@@ -13,6 +14,9 @@ pub enum Stored {
     Plain(Vec<u8>),
     /// A crypt(3) string: `$y$...`, `$6$...`, `$5$...`, `$2b$...`, `$1$...`.
     Crypt(String),
+    /// Dovecot's `{SCRAM-SHA-256}`: the SCRAM keys, from which the password cannot be recovered but
+    /// against which it can be checked (and a SCRAM proof too).
+    Scram(scram::Keys),
     /// The account cannot log in (`!`, `*`, empty). An unknown scheme is not this but an error of
     /// [`Stored::parse`], which refuses the whole file.
     Locked,
@@ -47,6 +51,9 @@ impl Stored {
             "SHA256-CRYPT" => crypt_with(secret, scheme, &["$5$"]),
             "BLF-CRYPT" => crypt_with(secret, scheme, &["$2y$", "$2b$", "$2a$"]),
             "MD5-CRYPT" => crypt_with(secret, scheme, &["$1$"]),
+            "SCRAM-SHA-256" => scram::Keys::parse(secret)
+                .map(Stored::Scram)
+                .map_err(|e| format!("bad {scheme} value: {e}")),
             _ => Err(format!("unsupported password scheme {scheme}")),
         }
     }
@@ -71,6 +78,7 @@ impl Stored {
             Stored::Crypt(hash) => ShaCrypt::default()
                 .verify_password(password, hash.as_str())
                 .is_ok(),
+            Stored::Scram(keys) => keys.verify_password(password),
             Stored::Locked => false,
         }
     }
@@ -107,6 +115,7 @@ impl std::fmt::Debug for Stored {
         f.write_str(match self {
             Stored::Plain(_) => "Plain(..)",
             Stored::Crypt(_) => "Crypt(..)",
+            Stored::Scram(_) => "Scram(..)",
             Stored::Locked => "Locked",
         })
     }
@@ -300,6 +309,31 @@ mod tests {
             assert!(!stored.verify(b""), "{hash}");
             assert!(!stored.verify(b"hash"), "{hash}");
         }
+    }
+
+    /// `doveadm pw -s SCRAM-SHA-256` writes `{SCRAM-SHA-256}4096,<salt>,<StoredKey>,<ServerKey>`; here the
+    /// RFC 7677 example user's, password "pencil".
+    const SCRAM_PENCIL: &str = "{SCRAM-SHA-256}4096,W22ZaJ0SNY7soEsUEjb6gQ==,WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+
+    #[test]
+    fn scram_values_verify_passwords_but_give_no_plaintext() {
+        let stored = Stored::parse(SCRAM_PENCIL).unwrap();
+        assert!(matches!(&stored, Stored::Scram(k) if k.iterations == 4096));
+        assert_eq!(
+            Stored::parse(&SCRAM_PENCIL.replace("SCRAM-SHA-256", "scram-sha-256")),
+            Ok(stored.clone())
+        );
+        assert!(stored.verify(b"pencil"));
+        assert!(!stored.verify(b"pencil2") && !stored.verify(b""));
+        assert_eq!(stored.plaintext(), None, "no APOP for a SCRAM user");
+        assert_eq!(format!("{stored:?}"), "Scram(..)");
+        assert_eq!(
+            Stored::parse("{SCRAM-SHA-256}4096,hunter2"),
+            Err(
+                "bad SCRAM-SHA-256 value: expected <iterations>,<salt>,<StoredKey>,<ServerKey>"
+                    .into()
+            )
+        );
     }
 
     #[test]
