@@ -6,9 +6,11 @@
 //!
 //! - [`proto`]: the pure codec. Line framing, command parsing, status lines and response codes, the
 //!   multi-line body encoder. No I/O beyond a caller-supplied `BufRead`/`Write`.
-//! - [`session`]: the RFC 1939 state machine (AUTHORIZATION → TRANSACTION → UPDATE). Writes replies into a
-//!   `Write`; never touches a socket or a clock.
-//! - [`auth`]: who the user is: the passwd-file, system accounts, password schemes, APOP, `Secret`.
+//! - [`session`]: the RFC 1939 state machine (AUTHORIZATION → TRANSACTION → UPDATE), with the SASL
+//!   mechanisms of AUTH (PLAIN, LOGIN, SCRAM-SHA-256). Writes replies into a `Write`; never touches a
+//!   socket or a clock.
+//! - [`auth`]: who the user is: the passwd-file, system accounts, password schemes, APOP, SCRAM's keys,
+//!   `Secret`.
 //! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates,
 //!   the Maildir size cache, Maildir unique-ids from Dovecot's `dovecot-uidlist` in its `pop3_uidl_format`.
 //! - [`lock`]: session `flock`s and the mbox delivery-agent locks, as RAII guards.

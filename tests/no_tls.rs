@@ -47,7 +47,7 @@ fn sasl_and_capa_without_tls() {
     c.greeting();
     let capa = String::from_utf8(c.multi("CAPA")).unwrap();
     assert!(
-        capa.contains("SASL PLAIN LOGIN\r\n") && !capa.contains("STLS"),
+        capa.contains("SASL PLAIN LOGIN SCRAM-SHA-256\r\n") && !capa.contains("STLS"),
         "{capa}"
     );
     assert_eq!(

@@ -47,7 +47,7 @@ fn capa_in_both_states(backend: Backend) {
         "TOP",
         "UIDL",
         "USER",
-        "SASL PLAIN LOGIN",
+        "SASL PLAIN LOGIN SCRAM-SHA-256",
         "PIPELINING",
         "RESP-CODES",
         "AUTH-RESP-CODE",

@@ -46,15 +46,17 @@ fn capa_before_and_after_stls() {
     c.greeting();
     let before = String::from_utf8(c.multi("CAPA")).unwrap();
     assert!(before.contains("\r\nSTLS\r\n"), "{before}");
-    // A certificate makes --no-plaintext the default: no USER, no SASL before TLS.
+    // A certificate makes --no-plaintext the default: no USER, no PLAIN or LOGIN before TLS; SCRAM,
+    // which sends no password, stays.
     assert!(
-        !before.contains("USER") && !before.contains("SASL"),
+        !before.contains("USER") && before.contains("\r\nSASL SCRAM-SHA-256\r\n"),
         "{before}"
     );
     let mut t = stls(srv.addr, &certs.ca);
     let after = capa(&mut t);
     assert!(
-        after.contains(&"USER".to_string()) && after.contains(&"SASL PLAIN LOGIN".to_string()),
+        after.contains(&"USER".to_string())
+            && after.contains(&"SASL PLAIN LOGIN SCRAM-SHA-256".to_string()),
         "{after:?}"
     );
     assert!(!after.contains(&"STLS".to_string()), "{after:?}");
@@ -127,7 +129,7 @@ fn no_plaintext_can_be_turned_off_in_the_config_file() {
     c.greeting();
     let capa = String::from_utf8(c.multi("CAPA")).unwrap();
     assert!(
-        capa.contains("USER\r\nSASL PLAIN LOGIN\r\nSTLS\r\n"),
+        capa.contains("USER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\nSTLS\r\n"),
         "{capa}"
     );
     c.login("alice", "secret");
@@ -177,7 +179,7 @@ fn auth_plain_and_login_over_tls() {
         assert!(last.starts_with(expected), "{lines:?} -> {last}");
     }
     let mut t = implicit(addr, &certs.ca);
-    assert_eq!(t.multi("AUTH"), ["PLAIN", "LOGIN"]);
+    assert_eq!(t.multi("AUTH"), ["PLAIN", "LOGIN", "SCRAM-SHA-256"]);
     // A failed AUTH costs the failure delay, like a failed PASS.
     let started = Instant::now();
     assert!(
@@ -505,7 +507,7 @@ p = poplib.POP3("localhost", port, timeout=10)
 assert "STLS" in p.capa() and "USER" not in p.capa()
 p.stls(context=ctx)
 caps = p.capa()
-assert "STLS" not in caps and caps["SASL"] == ["PLAIN", "LOGIN"], caps
+assert "STLS" not in caps and caps["SASL"] == ["PLAIN", "LOGIN", "SCRAM-SHA-256"], caps
 p.user("alice"); p.pass_("secret")
 print("stls", p.stat())
 p.quit()

@@ -5,6 +5,7 @@
 
 mod authorization;
 pub mod sasl;
+pub mod scram;
 mod stls_auth;
 pub mod table;
 mod transaction;
@@ -44,7 +45,8 @@ pub struct Services {
     pub updates: Arc<UpdateGate>,
     /// STLS is offered (RFC 2595): a certificate is configured and the front end can start TLS.
     pub stls: bool,
-    /// Refuse passwords sent in the clear: USER/PASS and AUTH PLAIN/LOGIN wait until TLS is up.
+    /// Refuse passwords sent in the clear: USER/PASS and AUTH PLAIN/LOGIN wait until TLS is up (AUTH
+    /// SCRAM-SHA-256 does not send the password, and APOP only a digest).
     pub no_plaintext: bool,
 }
 
@@ -185,8 +187,8 @@ pub struct Session<'a> {
     failures: u32,
     /// The connection is TLS-protected (implicit TLS, or after STLS).
     tls: bool,
-    /// How the login in progress authenticates (`USER`, `APOP`, `AUTH-PLAIN`, `AUTH-LOGIN`), for the
-    /// login's log line.
+    /// How the login in progress authenticates (`USER`, `APOP`, `AUTH-PLAIN`, `AUTH-LOGIN`,
+    /// `AUTH-SCRAM-SHA-256`), for the login's log line.
     method: &'static str,
     /// What UPDATE left to do: done when the session is dropped, after the reply has left.
     after_update: Option<Tidy>,
@@ -340,7 +342,8 @@ impl<'a> Session<'a> {
 struct Offer {
     /// RFC 2449 section 6.2: USER means USER/PASS may be used.
     user: bool,
-    sasl: bool,
+    /// The SASL mechanisms that send the password (PLAIN, LOGIN) may be used; SCRAM always may.
+    sasl_plaintext: bool,
     stls: bool,
 }
 
@@ -351,9 +354,8 @@ fn write_capability_list<W: Write + ?Sized>(out: &mut W, offer: Offer) -> io::Re
     if offer.user {
         out.write_all(b"USER\r\n")?;
     }
-    if offer.sasl {
-        write!(out, "SASL {}\r\n", sasl::MECHANISMS.join(" "))?;
-    }
+    let mechanisms: Vec<&str> = sasl::mechanisms(offer.sasl_plaintext).collect();
+    write!(out, "SASL {}\r\n", mechanisms.join(" "))?;
     if offer.stls {
         out.write_all(b"STLS\r\n")?;
     }

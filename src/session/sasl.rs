@@ -1,13 +1,15 @@
-//! The SASL mechanisms behind AUTH (RFC 5034): PLAIN (RFC 4616) and LOGIN, as a pure state machine over
-//! the base64 lines of an exchange. No I/O and no user database: a finished exchange yields the
-//! credentials it carried, and the session checks them exactly as it checks USER/PASS.
+//! The SASL mechanisms behind AUTH (RFC 5034): PLAIN (RFC 4616), LOGIN and SCRAM-SHA-256 (RFC 7677), as a
+//! pure state machine over the base64 lines of an exchange. No I/O and no user database: a finished
+//! PLAIN or LOGIN exchange yields the credentials it carried, and the session checks them exactly as it
+//! checks USER/PASS; SCRAM asks the session for the user's keys half-way (its messages are in `scram.rs`).
 
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::auth::Secret;
+use super::scram;
+use crate::auth::{Account, AuthError, ScramLookup, Secret};
 
 /// The longest client response line while an exchange is in progress, CRLF included. RFC 5034 keeps the
 /// AUTH command itself within RFC 2449's 255 octets (a client whose initial response would not fit must
@@ -16,8 +18,15 @@ use crate::auth::Secret;
 /// that leaves room and still bounds what an unauthenticated client can make us buffer.
 pub const MAX_RESPONSE_LINE: usize = 2048;
 
-/// The mechanisms offered, as CAPA's SASL line and a bare AUTH list them.
-pub const MECHANISMS: [&str; 2] = ["PLAIN", "LOGIN"];
+/// The mechanisms offered, in the order CAPA's SASL line and a bare AUTH list them. PLAIN and LOGIN
+/// carry the password itself and are offered only where passwords may be sent; SCRAM never sends it
+/// (nor anything a listener could replay), so it is offered in the clear too.
+pub fn mechanisms(plaintext_allowed: bool) -> impl Iterator<Item = &'static str> {
+    Mechanism::ALL
+        .into_iter()
+        .filter(move |m| plaintext_allowed || !m.sends_password())
+        .map(Mechanism::name)
+}
 
 /// base64("Username:") and base64("Password:"): the LOGIN prompts that Outlook and friends expect.
 pub const LOGIN_USER_PROMPT: &str = "VXNlcm5hbWU6";
@@ -27,18 +36,30 @@ pub const LOGIN_PASSWORD_PROMPT: &str = "UGFzc3dvcmQ6";
 pub enum Mechanism {
     Plain,
     Login,
+    ScramSha256,
 }
 
 impl Mechanism {
+    pub const ALL: [Mechanism; 3] = [Mechanism::Plain, Mechanism::Login, Mechanism::ScramSha256];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+        }
+    }
+
     /// RFC 5034 section 4: mechanism names are case-insensitive.
     pub fn from_name(name: &[u8]) -> Option<Mechanism> {
-        if name.eq_ignore_ascii_case(b"PLAIN") {
-            Some(Mechanism::Plain)
-        } else if name.eq_ignore_ascii_case(b"LOGIN") {
-            Some(Mechanism::Login)
-        } else {
-            None
-        }
+        Mechanism::ALL
+            .into_iter()
+            .find(|m| name.eq_ignore_ascii_case(m.name().as_bytes()))
+    }
+
+    /// PLAIN and LOGIN send the password as it is: the plaintext policy applies to them.
+    pub fn sends_password(self) -> bool {
+        matches!(self, Mechanism::Plain | Mechanism::Login)
     }
 }
 
@@ -58,14 +79,35 @@ pub enum Exchange {
     LoginPassword {
         user: Vec<u8>,
     },
+    /// SCRAM without an initial response: the server sent an empty challenge.
+    ScramFirst,
+    /// SCRAM: the server-first message was sent.
+    ScramFinal(Box<scram::Pending>),
+    /// SCRAM: the proof matched and the server-final message was sent as a last challenge, to which
+    /// the client answers with an empty line before it is logged in: RFC 4422 section 3.6's way of
+    /// sending "additional data with success" that needs no syntax in the +OK, the way Dovecot does
+    /// it, and what GNU SASL's client (mpop) and others expect.
+    ScramEnd {
+        user: Vec<u8>,
+        account: Box<Account>,
+    },
 }
 
 /// The outcome of a step that did not fail.
 #[derive(Debug)]
 pub enum Progress {
     /// Send `+ <challenge>` and pass the next line to [`Exchange::respond`].
-    Challenge(Exchange, &'static str),
+    Challenge(Exchange, String),
+    /// PLAIN and LOGIN: check these credentials.
     Done(Credentials),
+    /// SCRAM: look the user up ([`crate::auth::Authenticator::scram`]) and pass the answer to
+    /// [`server_first`].
+    Lookup(scram::ClientFirst),
+    /// SCRAM: the exchange is over, and this is the login's result (the proof was checked).
+    Verdict {
+        user: Vec<u8>,
+        result: Result<Account, AuthError>,
+    },
 }
 
 /// Why an exchange ended without credentials. `Display` is the text after `-ERR `.
@@ -82,6 +124,14 @@ pub enum SaslError {
     AuthzidMismatch {
         authcid: Vec<u8>,
     },
+    /// SCRAM's `p=`: no -PLUS mechanism is offered.
+    ChannelBinding,
+    /// SCRAM's `m=`, which RFC 5802 section 5.1 says must fail the authentication.
+    MandatoryExtension,
+    /// SCRAM's client-final `c=` is not the base64 of the client-first's gs2 header.
+    ChannelBindingMismatch,
+    /// SCRAM's client-final `r=` is not the nonce of the server-first message.
+    NonceMismatch,
 }
 
 impl fmt::Display for SaslError {
@@ -93,6 +143,10 @@ impl fmt::Display for SaslError {
             SaslError::AuthzidMismatch { .. } => {
                 "authorization identity must be empty or the user name"
             }
+            SaslError::ChannelBinding => "channel binding not supported",
+            SaslError::MandatoryExtension => "unsupported mandatory SCRAM extension",
+            SaslError::ChannelBindingMismatch => "channel binding does not match the gs2 header",
+            SaslError::NonceMismatch => "nonce does not match the server's",
         })
     }
 }
@@ -106,12 +160,30 @@ pub fn start(mechanism: Mechanism, initial: Option<&[u8]>) -> Result<Progress, S
         Some(text) => Some(decode(text)?),
     };
     match (mechanism, initial) {
-        (Mechanism::Plain, None) => Ok(Progress::Challenge(Exchange::Plain, "")),
+        (Mechanism::Plain, None) => Ok(Progress::Challenge(Exchange::Plain, String::new())),
         (Mechanism::Plain, Some(message)) => plain(&message),
-        (Mechanism::Login, None) => Ok(Progress::Challenge(Exchange::LoginUser, LOGIN_USER_PROMPT)),
+        (Mechanism::Login, None) => Ok(Progress::Challenge(
+            Exchange::LoginUser,
+            LOGIN_USER_PROMPT.to_string(),
+        )),
         // Not in LOGIN's original design, but sent by some clients (and harmless): the user name.
         (Mechanism::Login, Some(user)) => login_user(user),
+        (Mechanism::ScramSha256, None) => {
+            Ok(Progress::Challenge(Exchange::ScramFirst, String::new()))
+        }
+        (Mechanism::ScramSha256, Some(message)) => scram_first(&message),
     }
+}
+
+/// SCRAM, after [`Progress::Lookup`]: the server-first challenge for the user's keys. `server_nonce`:
+/// fresh, unpredictable, printable and without ',' (RFC 5802 section 5.1).
+pub fn server_first(
+    client: scram::ClientFirst,
+    lookup: ScramLookup,
+    server_nonce: &str,
+) -> Progress {
+    let (pending, challenge) = client.server_first(lookup, server_nonce);
+    Progress::Challenge(Exchange::ScramFinal(Box::new(pending)), challenge)
 }
 
 impl Exchange {
@@ -128,8 +200,37 @@ impl Exchange {
                 user,
                 password: Secret::new(decoded),
             })),
+            Exchange::ScramFirst => scram_first(&decoded),
+            Exchange::ScramFinal(pending) => {
+                let user = pending.user().to_vec();
+                Ok(match pending.client_final(&decoded)? {
+                    scram::Outcome::Proved {
+                        account,
+                        server_final,
+                    } => Progress::Challenge(
+                        Exchange::ScramEnd {
+                            user,
+                            account: Box::new(account),
+                        },
+                        server_final,
+                    ),
+                    scram::Outcome::Refused(e) => Progress::Verdict {
+                        user,
+                        result: Err(e),
+                    },
+                })
+            }
+            Exchange::ScramEnd { user, account } if decoded.is_empty() => Ok(Progress::Verdict {
+                user,
+                result: Ok(*account),
+            }),
+            Exchange::ScramEnd { .. } => Err(SaslError::Malformed),
         }
     }
+}
+
+fn scram_first(message: &[u8]) -> Result<Progress, SaslError> {
+    scram::client_first(message).map(Progress::Lookup)
 }
 
 fn decode(text: &[u8]) -> Result<Vec<u8>, SaslError> {
@@ -142,7 +243,7 @@ fn login_user(user: Vec<u8>) -> Result<Progress, SaslError> {
     }
     Ok(Progress::Challenge(
         Exchange::LoginPassword { user },
-        LOGIN_PASSWORD_PROMPT,
+        LOGIN_PASSWORD_PROMPT.to_string(),
     ))
 }
 
@@ -179,7 +280,7 @@ mod tests {
         mechanism: Mechanism,
         initial: Option<&str>,
         responses: &[&str],
-    ) -> (Vec<&'static str>, Result<String, SaslError>) {
+    ) -> (Vec<String>, Result<String, SaslError>) {
         let mut challenges = Vec::new();
         let mut responses = responses.iter();
         let mut progress = start(mechanism, initial.map(str::as_bytes));
@@ -200,6 +301,7 @@ mod tests {
                     let line = responses.next().expect("exchange wants another response");
                     progress = exchange.respond(line.as_bytes());
                 }
+                Ok(other) => panic!("not a PLAIN or LOGIN step: {other:?}"),
             }
         }
     }
@@ -338,7 +440,7 @@ mod tests {
         for (i, (mechanism, initial, responses, challenges, expected)) in cases.iter().enumerate() {
             let (got_challenges, got) = run(*mechanism, *initial, responses);
             assert_eq!(&got, expected, "case {i}");
-            assert_eq!(&got_challenges, challenges, "case {i}");
+            assert_eq!(got_challenges, *challenges, "case {i}");
         }
     }
 
@@ -355,6 +457,12 @@ mod tests {
     fn mechanism_names_are_case_insensitive() {
         assert_eq!(Mechanism::from_name(b"plain"), Some(Mechanism::Plain));
         assert_eq!(Mechanism::from_name(b"LoGiN"), Some(Mechanism::Login));
+        assert_eq!(
+            Mechanism::from_name(b"scram-sha-256"),
+            Some(Mechanism::ScramSha256)
+        );
+        assert_eq!(Mechanism::from_name(b"SCRAM-SHA-256-PLUS"), None);
+        assert_eq!(Mechanism::from_name(b"SCRAM-SHA-1"), None);
         assert_eq!(Mechanism::from_name(b"CRAM-MD5"), None);
         assert_eq!(Mechanism::from_name(b""), None);
     }

@@ -4,6 +4,9 @@
 
 use std::io::{self, Write};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use super::authorization::refuse;
 use super::sasl::{self, Mechanism, Progress, SaslError};
 use super::{Offer, Session, State, Step, write_capability_list};
@@ -33,7 +36,8 @@ impl Session<'_> {
     }
 
     /// CAPA's login capabilities. RFC 2449 section 6.2: USER means USER/PASS are usable, so it goes when
-    /// the policy refuses them, and SASL with it (PLAIN and LOGIN carry the password too). STLS only
+    /// the policy refuses them, and SASL PLAIN and LOGIN with it (they carry the password too; SCRAM
+    /// stays, as it does not). STLS only
     /// until TLS is up: RFC 2595 section 4 has the client discard capabilities learned before TLS.
     /// The same in TRANSACTION: RFC 2449 section 5, "Capabilities available in the AUTHORIZATION state
     /// MUST be announced in both states" (the commands themselves are then refused).
@@ -41,7 +45,7 @@ impl Session<'_> {
         let plaintext = self.plaintext_allowed();
         Offer {
             user: plaintext,
-            sasl: plaintext,
+            sasl_plaintext: plaintext,
             stls: self.services.stls && !self.tls,
         }
     }
@@ -73,10 +77,8 @@ impl Session<'_> {
     ) -> io::Result<Step> {
         let Some(name) = mechanism else {
             reply::ok(out, format_args!("SASL mechanisms follow"))?;
-            if self.plaintext_allowed() {
-                for m in sasl::MECHANISMS {
-                    write!(out, "{m}\r\n")?;
-                }
+            for m in sasl::mechanisms(self.plaintext_allowed()) {
+                write!(out, "{m}\r\n")?;
             }
             out.write_all(b".\r\n")?;
             return Ok(Step::Continue);
@@ -84,7 +86,7 @@ impl Session<'_> {
         let Some(mechanism) = Mechanism::from_name(name) else {
             return refuse(out, "unsupported SASL mechanism");
         };
-        if !self.plaintext_allowed() {
+        if mechanism.sends_password() && !self.plaintext_allowed() {
             return self.refuse_plaintext(out);
         }
         let user = match &mut self.state {
@@ -94,6 +96,7 @@ impl Session<'_> {
         self.method = match mechanism {
             Mechanism::Plain => "AUTH-PLAIN",
             Mechanism::Login => "AUTH-LOGIN",
+            Mechanism::ScramSha256 => "AUTH-SCRAM-SHA-256",
         };
         self.sasl_progress(sasl::start(mechanism, initial), user, out)
     }
@@ -131,6 +134,26 @@ impl Session<'_> {
                 let result = self.services.auth.login(&credentials.user, &password);
                 self.complete_login(&credentials.user, result, out)?
             }
+            Ok(Progress::Lookup(client)) => match server_nonce() {
+                Ok(nonce) => {
+                    let lookup = self.services.auth.scram(&client.user);
+                    let progress = sasl::server_first(client, lookup, &nonce);
+                    return self.sasl_progress(Ok(progress), user, out);
+                }
+                Err(e) => {
+                    log::error!("peer={}: getrandom: {e}", self.peer);
+                    reply::err(
+                        out,
+                        Some(RespCode::SysTemp),
+                        format_args!("authentication unavailable, try later"),
+                    )?;
+                    Step::Continue
+                }
+            },
+            // SCRAM's end: a wrong proof fails here, after the client-final, like a wrong password.
+            Ok(Progress::Verdict { user: name, result }) => {
+                self.complete_login(&name, result, out)?
+            }
             // Proxy authorization is a credentials problem: counted, answered and delayed like a wrong
             // password.
             Err(ref e @ SaslError::AuthzidMismatch { ref authcid }) => {
@@ -144,6 +167,14 @@ impl Session<'_> {
         }
         Ok(step)
     }
+}
+
+/// RFC 5802 section 5.1: the server's part of the nonce, fresh and unpredictable on every exchange:
+/// 18 random octets, 24 base64 characters, none of them ','.
+fn server_nonce() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes)?;
+    Ok(STANDARD.encode(bytes))
 }
 
 #[cfg(test)]
@@ -210,7 +241,9 @@ mod tests {
         let mut s = Session::new(&f.services, "peer", None);
         let before = capa(&mut s);
         assert!(
-            !before.contains("USER") && !before.contains("SASL") && before.contains("STLS"),
+            !before.contains("USER")
+                && before.contains("\r\nSASL SCRAM-SHA-256\r\n")
+                && before.contains("STLS"),
             "{before}"
         );
         for line in [
@@ -223,12 +256,17 @@ mod tests {
         }
         assert_eq!(
             script(&mut s, &["AUTH"]).0,
-            "+OK SASL mechanisms follow\r\n.\r\n"
+            "+OK SASL mechanisms follow\r\nSCRAM-SHA-256\r\n.\r\n"
+        );
+        // SCRAM never sends the password: it may be used in the clear.
+        assert_eq!(
+            script(&mut s, &["AUTH SCRAM-SHA-256", "*"]).0,
+            "+ \r\n-ERR authentication cancelled\r\n"
         );
         s.tls_established();
         let after = capa(&mut s);
         assert!(
-            after.contains("USER\r\nSASL PLAIN LOGIN\r\n") && !after.contains("STLS"),
+            after.contains("USER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\n") && !after.contains("STLS"),
             "{after}"
         );
         let (out, _) = script(&mut s, &["USER alice", "PASS secret"]);
@@ -259,7 +297,7 @@ mod tests {
         let cases: &[(&[&str], &str, Step)] = &[
             (
                 &["AUTH"],
-                "+OK SASL mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n",
+                "+OK SASL mechanisms follow\r\nPLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n",
                 Step::Continue,
             ),
             (
@@ -418,5 +456,186 @@ mod tests {
         s.line_too_long(&mut out).unwrap();
         assert_eq!(out, b"-ERR SASL response too long (limit 2048 octets)\r\n");
         assert_eq!(s.line_limit(), MAX_COMMAND_LINE);
+    }
+
+    #[test]
+    fn scram_logins() {
+        let delay = Step::Delay(std::time::Duration::from_millis(7));
+        let logged_in = "+OK alice's maildrop has 1 messages (28 octets)\r\n";
+        let failed = "-ERR [AUTH] invalid user name or password\r\n";
+        // user, password, initial response, the outcome after client-final (and the empty response).
+        let cases = [
+            ("alice", "secret", false, logged_in, Step::Continue),
+            ("alice", "secret", true, logged_in, Step::Continue),
+            ("alice", "wrong", false, failed, delay),
+            ("nobody", "secret", true, failed, delay),
+        ];
+        for (user, password, initial, want, want_step) in cases {
+            let f = fixture(&[MSG1]);
+            let mut s = Session::new(&f.services, "peer", None);
+            let client = scram_client::Client::new(user, password, "n,,");
+            let server_first = if initial {
+                script(&mut s, &[&format!("AUTH SCRAM-SHA-256 {}", client.first())]).0
+            } else {
+                assert_eq!(script(&mut s, &["AUTH SCRAM-SHA-256"]).0, "+ \r\n");
+                script(&mut s, &[&client.first()]).0
+            };
+            let (client_final, server_signature) = client.last(&server_first);
+            let (out, step) = script(&mut s, &[&client_final]);
+            if want == logged_in {
+                assert_eq!(out, format!("+ {server_signature}\r\n"), "{user}");
+                let (out, step) = script(&mut s, &[""]);
+                assert_eq!((out.as_str(), step), (want, want_step), "{user}");
+                assert!(s.logged_in());
+            } else {
+                assert_eq!((out.as_str(), step), (want, want_step), "{user} {password}");
+                assert!(!s.logged_in());
+            }
+        }
+    }
+
+    /// Unknown users get a server-first like a real one: the same shape, a salt that does not change.
+    #[test]
+    fn scram_server_first_for_unknown_users() {
+        let f = fixture(&[MSG1]);
+        let salt_of = |user: &str| {
+            let mut s = Session::new(&f.services, "peer", None);
+            let client = scram_client::Client::new(user, "x", "n,,");
+            let out = script(&mut s, &[&format!("AUTH SCRAM-SHA-256 {}", client.first())]).0;
+            let first = scram_client::server_first(&out);
+            let fields: Vec<&str> = first.split(',').collect();
+            assert_eq!(fields.len(), 3, "{first}");
+            assert_eq!(fields[0].len(), "r=".len() + 20 + 24, "{first}");
+            assert_eq!(fields[2], "i=4096");
+            fields[1].to_string()
+        };
+        assert_eq!(salt_of("nobody"), salt_of("nobody"));
+        assert_ne!(salt_of("nobody"), salt_of("somebody"));
+        assert_eq!(salt_of("alice"), "s=c2FsdA==");
+    }
+
+    #[test]
+    fn scram_breaking_off() {
+        let f = fixture(&[MSG1]);
+        let client = scram_client::Client::new("alice", "secret", "n,,");
+        let first = format!("AUTH SCRAM-SHA-256 {}", client.first());
+        let cancelled = "-ERR authentication cancelled\r\n";
+        let cases: &[(&[&str], &str)] = &[
+            (&["AUTH SCRAM-SHA-256", "*"], cancelled),
+            (&[&first, "*"], cancelled),
+            // "p=tls-unique,,n=alice,r=x" and "n,,m=x,n=alice,r=x"
+            (
+                &["AUTH SCRAM-SHA-256 cD10bHMtdW5pcXVlLCxuPWFsaWNlLHI9eA=="],
+                "-ERR channel binding not supported\r\n",
+            ),
+            (
+                &["AUTH SCRAM-SHA-256 biwsbT14LG49YWxpY2Uscj14"],
+                "-ERR unsupported mandatory SCRAM extension\r\n",
+            ),
+            // "n,a=bob,n=alice,r=x": acting as another user counts as a failed login, as with PLAIN.
+            (
+                &["AUTH SCRAM-SHA-256 bixhPWJvYixuPWFsaWNlLHI9eA=="],
+                "-ERR [AUTH] authorization identity must be empty or the user name\r\n",
+            ),
+            (&["AUTH SCRAM-SHA-256 ="], "-ERR malformed SASL message\r\n"),
+            (&[&first, "@@@"], "-ERR invalid base64 in SASL response\r\n"),
+            (&[&first, "Yz1iaXdz"], "-ERR malformed SASL message\r\n"),
+        ];
+        for (lines, want) in cases {
+            let mut s = Session::new(&f.services, "peer", None);
+            script(&mut s, &["USER alice"]);
+            let (out, _) = script(&mut s, lines);
+            assert!(out.ends_with(want), "{lines:?}: {out}");
+            // RFC 5034: as if AUTH had not been issued.
+            assert_eq!(
+                script(&mut s, &["PASS secret"]).0.get(..3),
+                Some("+OK"),
+                "{lines:?}"
+            );
+        }
+        // After the server-final: only an empty response completes the login.
+        for (last, want) in [
+            ("*", "-ERR authentication cancelled\r\n"),
+            ("eA==", "-ERR malformed SASL message\r\n"),
+        ] {
+            let mut s = Session::new(&f.services, "peer", None);
+            let out = script(&mut s, &[&first]).0;
+            let (client_final, _) = client.last(&out);
+            script(&mut s, &[&client_final]);
+            assert_eq!(script(&mut s, &[last]).0, want);
+            assert!(!s.logged_in());
+        }
+    }
+
+    /// A SCRAM client for these tests, computing its proof with `auth::scram`'s functions.
+    mod scram_client {
+        use crate::auth::scram;
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+
+        pub struct Client {
+            bare: String,
+            gs2: &'static str,
+            password: &'static str,
+        }
+
+        /// The decoded server-first message of a `+ ` line.
+        pub fn server_first(line: &str) -> String {
+            let b64 = line
+                .strip_prefix("+ ")
+                .and_then(|l| l.strip_suffix("\r\n"))
+                .unwrap();
+            String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap()
+        }
+
+        impl Client {
+            pub fn new(user: &str, password: &'static str, gs2: &'static str) -> Client {
+                Client {
+                    bare: format!("n={user},r=fyko+d2lbbFgONRv9qkx"),
+                    gs2,
+                    password,
+                }
+            }
+
+            pub fn first(&self) -> String {
+                STANDARD.encode(format!("{}{}", self.gs2, self.bare))
+            }
+
+            /// The client-final for the server's `+ ` line, and the server-final it expects.
+            pub fn last(&self, line: &str) -> (String, String) {
+                let first = server_first(line);
+                let mut nonce = "";
+                let mut salt = Vec::new();
+                let mut iterations = 0;
+                for field in first.split(',') {
+                    match field.split_at(2) {
+                        ("r=", v) => nonce = v,
+                        ("s=", v) => salt = STANDARD.decode(v).unwrap(),
+                        ("i=", v) => iterations = v.parse().unwrap(),
+                        _ => panic!("{first}"),
+                    }
+                }
+                assert!(nonce.starts_with("fyko+d2lbbFgONRv9qkx"), "{first}");
+                let without_proof = format!("c={},r={nonce}", STANDARD.encode(self.gs2));
+                let auth = format!("{},{first},{without_proof}", self.bare);
+                let salted = scram::salted_password(self.password.as_bytes(), &salt, iterations);
+                let client_key = scram::hmac(&salted, b"Client Key");
+                let signature = scram::hmac(&scram::sha256(&client_key), auth.as_bytes());
+                let proof: Vec<u8> = client_key
+                    .iter()
+                    .zip(signature)
+                    .map(|(k, s)| k ^ s)
+                    .collect();
+                let server_key = scram::hmac(&salted, b"Server Key");
+                let v = format!(
+                    "v={}",
+                    STANDARD.encode(scram::hmac(&server_key, auth.as_bytes()))
+                );
+                (
+                    STANDARD.encode(format!("{without_proof},p={}", STANDARD.encode(proof))),
+                    STANDARD.encode(v),
+                )
+            }
+        }
     }
 }

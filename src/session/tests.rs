@@ -5,28 +5,45 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::auth::{Account, AuthError, Authenticator, Secret};
+use crate::auth::scram::Keys;
+use crate::auth::{Account, AuthError, Authenticator, ScramLookup, Secret};
 
+/// alice, password "secret"; for SCRAM with the salt "salt" and 4096 iterations.
 struct OneUser {
     home: std::path::PathBuf,
+}
+
+impl OneUser {
+    fn alice(&self) -> Account {
+        Account {
+            name: "alice".into(),
+            uid: None,
+            gid: None,
+            home: Some(self.home.clone()),
+            policy: Default::default(),
+        }
+    }
 }
 
 impl Authenticator for OneUser {
     fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
         if user == b"alice" && *password.expose() == b"secret".as_slice() {
-            Ok(Account {
-                name: "alice".into(),
-                uid: None,
-                gid: None,
-                home: Some(self.home.clone()),
-                policy: Default::default(),
-            })
+            Ok(self.alice())
         } else {
             Err(AuthError::BadCredentials)
         }
     }
     fn apop(&self, _user: &[u8], _timestamp: &[u8], _digest: &[u8]) -> Result<Account, AuthError> {
         Err(AuthError::BadCredentials)
+    }
+    fn scram(&self, user: &[u8]) -> ScramLookup {
+        if user != b"alice" {
+            return ScramLookup::unusable(user);
+        }
+        ScramLookup {
+            keys: Keys::from_password(b"secret", b"salt", 4096),
+            account: Ok(self.alice()),
+        }
     }
 }
 
@@ -240,7 +257,7 @@ fn capa_in_both_states() {
             env!("CARGO_PKG_VERSION")
         )
     };
-    assert_eq!(before, capa("SASL PLAIN LOGIN\r\n"));
+    assert_eq!(before, capa("SASL PLAIN LOGIN SCRAM-SHA-256\r\n"));
     script(&mut s, &["USER alice", "PASS secret"]);
     let (after, _) = script(&mut s, &["CAPA"]);
     // RFC 2449 section 5: "Capabilities available in the AUTHORIZATION state MUST be announced in both
