@@ -49,7 +49,7 @@ usage: poplar [options]
       --tls-key FILE        its private key (PEM); both are reloaded on SIGHUP
       --listen-tls ADDR:PORT  implicit TLS listener, repeatable (usually port 995)
       --tls                 with --inetd: start with a TLS handshake (port 995)
-      --no-plaintext        refuse USER/PASS/AUTH before TLS (default: on with a certificate)
+      --no-plaintext        refuse USER/PASS, AUTH PLAIN/LOGIN before TLS (default: on with a certificate)
       --proxy-from CIDR[,CIDR...]  load balancers whose PROXY protocol v1/v2 header names the client
       --check-config        check the settings, passwd-file and certificates; print the effective settings
   -h, --help                this text

@@ -263,10 +263,13 @@ impl Config {
             warnings.push("listen and listen-tls have no effect with inetd".to_string());
         }
         if self.no_plaintext == Some(true) && self.tls_cert.is_none() {
+            // AUTH SCRAM-SHA-256 still works in the clear, for users with a {PLAIN} or
+            // {SCRAM-SHA-256} password.
             warnings.push(if self.apop {
-                "no-plaintext without tls-cert: no TLS, so only APOP can log in".to_string()
+                "no-plaintext without tls-cert: no TLS, so only APOP and AUTH SCRAM-SHA-256 can log in"
+                    .to_string()
             } else {
-                "no-plaintext without tls-cert: no TLS and no APOP, so nobody can log in"
+                "no-plaintext without tls-cert: no TLS, so only AUTH SCRAM-SHA-256 can log in"
                     .to_string()
             });
         }
@@ -816,12 +819,14 @@ mod tests {
         c.set("no-plaintext", None).unwrap();
         assert_eq!(
             c.warnings(),
-            ["no-plaintext without tls-cert: no TLS and no APOP, so nobody can log in"]
+            ["no-plaintext without tls-cert: no TLS, so only AUTH SCRAM-SHA-256 can log in"]
         );
         c.set("apop", None).unwrap();
         assert_eq!(
             c.warnings(),
-            ["no-plaintext without tls-cert: no TLS, so only APOP can log in"]
+            [
+                "no-plaintext without tls-cert: no TLS, so only APOP and AUTH SCRAM-SHA-256 can log in"
+            ]
         );
         c.set("tls-cert", Some("/etc/ssl/pop3.pem")).unwrap();
         assert!(c.warnings().is_empty());
