@@ -336,17 +336,23 @@ fn fetchmail_keep_then_delete(backend: Backend) {
 
 /// Runs mpop once against `srv` with Maildir delivery into `out`.
 fn mpop(srv: &Server, work: &Path, out: &Path, keep: bool) -> (i32, String) {
-    mpop_with(srv.addr.port(), &["--tls=off"], work, out, keep)
+    mpop_with(
+        srv.addr.port(),
+        &["--tls=off", "--auth=user"],
+        work,
+        out,
+        keep,
+    )
 }
 
-/// mpop with `transport` (its TLS options) on 127.0.0.1:`port`.
-fn mpop_with(port: u16, transport: &[&str], work: &Path, out: &Path, keep: bool) -> (i32, String) {
+/// mpop with `options` (its TLS options and `--auth`) on 127.0.0.1:`port`, as alice.
+fn mpop_with(port: u16, options: &[&str], work: &Path, out: &Path, keep: bool) -> (i32, String) {
     let mut cmd = Command::new("mpop");
     cmd.env("HOME", work)
         .arg("--host=127.0.0.1")
         .arg(format!("--port={port}"))
-        .args(transport)
-        .args(["--auth=user", "--user=alice", "--passwordeval=echo secret"])
+        .args(options)
+        .args(["--user=alice", "--passwordeval=echo secret"])
         .args([
             "--received-header=off",
             "--only-new=off",
@@ -382,6 +388,28 @@ fn mpop_keep_then_delete(backend: Backend) {
             fx.files("alice")
         );
     }
+}
+
+/// mpop logging in with AUTH SCRAM-SHA-256 (GNU SASL's client) over a clear connection, on a server
+/// that refuses passwords there: SCRAM does not send one, so it is still offered.
+fn mpop_scram_sha_256(backend: Backend) {
+    let fx = standard_on(backend);
+    let srv = Server::start(&fx, &["--no-plaintext"]);
+    let work = tempfile::tempdir().unwrap();
+    let out = out_maildir(work.path(), "md");
+    let options = ["--tls=off", "--auth=scram-sha-256"];
+    let (code, log) = mpop_with(srv.addr.port(), &options, work.path(), &out, true);
+    assert_eq!(code, 0, "mpop: {log}");
+    let got = sorted(files_in(&out).iter().map(|m| strip_received(m)).collect());
+    assert_eq!(show_all(&got), show_all(&expected_lf()));
+    let login = srv.wait_log(&["login user=alice"], Duration::from_secs(10));
+    assert!(
+        login
+            .as_deref()
+            .is_some_and(|l| l.contains("method=AUTH-SCRAM-SHA-256")),
+        "{:?}",
+        srv.stderr_lines()
+    );
 }
 
 /// What getmail puts above every message it delivers: the envelope sender (unknown to a POP3 retriever)
@@ -637,7 +665,8 @@ fn mpop_over_tls(backend: Backend) {
                 Tls::Implicit => "--tls-starttls=off",
             };
             let trust = format!("--tls-trust-file={}", ca.display());
-            mpop_with(port, &["--tls=on", starttls, &trust], work, out, keep)
+            let options = ["--tls=on", starttls, &trust, "--auth=user"];
+            mpop_with(port, &options, work, out, keep)
         },
     );
 }
@@ -694,5 +723,6 @@ common::both_backends!(
     curl_retrieves_and_lists,
     fetchmail_keep_then_delete,
     mpop_keep_then_delete,
+    mpop_scram_sha_256,
     getmail_only_new_then_delete,
 );

@@ -94,8 +94,8 @@ fn each_refused_login_is_found_with_the_client_address_and_nothing_else() {
     );
     let mut c = server.connect();
     c.greeting();
-    // A wrong password, an unknown user, a failed APOP, and a failed AUTH PLAIN whose user name
-    // tries to forge a peer field of its own.
+    // A wrong password, an unknown user, a failed APOP, a failed AUTH PLAIN whose user name tries to
+    // forge a peer field of its own, and a failed AUTH SCRAM-SHA-256.
     assert!(c.cmd("USER alice").starts_with("+OK"));
     assert!(c.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
     assert!(c.cmd("USER nosuch").starts_with("+OK"));
@@ -105,10 +105,24 @@ fn each_refused_login_is_found_with_the_client_address_and_nothing_else() {
     let forged = base64::engine::general_purpose::STANDARD.encode(b"\0x peer=10.9.8.7:5\0wrong");
     let plain = c.cmd(&format!("AUTH PLAIN {forged}"));
     assert!(plain.starts_with("-ERR [AUTH]"), "{plain}");
+    // A failed AUTH SCRAM-SHA-256: the proof is wrong, whatever the password.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let server_first = c.cmd(&format!(
+        "AUTH SCRAM-SHA-256 {}",
+        b64.encode("n,,n=alice,r=abc")
+    ));
+    let server_first = b64
+        .decode(server_first.strip_prefix("+ ").unwrap())
+        .unwrap();
+    let nonce = String::from_utf8(server_first).unwrap();
+    let nonce = nonce.split(',').next().unwrap();
+    let client_final = format!("c=biws,{nonce},p={}", b64.encode([0u8; 32]));
+    let scram = c.cmd(&b64.encode(client_final));
+    assert!(scram.starts_with("-ERR [AUTH]"), "{scram}");
     // And a login that succeeds, which must not count.
     c.login("alice", "secret");
     assert!(c.cmd("QUIT").starts_with("+OK"));
-    let found = server.wait_log(&["attempt=4"], Duration::from_secs(10));
+    let found = server.wait_log(&["attempt=5"], Duration::from_secs(10));
     assert!(found.is_some(), "{:?}", server.stderr_lines());
     assert!(
         server
@@ -117,7 +131,7 @@ fn each_refused_login_is_found_with_the_client_address_and_nothing_else() {
     );
 
     for (lines, dated) in log_forms(&server) {
-        assert_eq!(banned(&lines, "", dated), vec!["127.0.0.1"; 4], "{lines:?}");
+        assert_eq!(banned(&lines, "", dated), vec!["127.0.0.1"; 5], "{lines:?}");
     }
 }
 

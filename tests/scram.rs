@@ -1,0 +1,189 @@
+//! AUTH SCRAM-SHA-256 against the real binary, the client written in Python from RFC 5802 with hashlib
+//! and hmac (an implementation independent of the server's): {PLAIN} and {SCRAM-SHA-256} users, a wrong
+//! password, unknown users whose server-first message must look like a real user's. Fails if python3
+//! is missing (CI installs it).
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::{Server, standard};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// `hash PASSWORD SALT_B64`: prints the `{SCRAM-SHA-256}` passwd-file value, as doveadm pw writes it.
+/// `login HOST PORT USER PASSWORD`: one SCRAM-SHA-256 login, then STAT and QUIT; prints what it saw.
+const CLIENT: &str = r#"
+import base64, hashlib, hmac, os, socket, sys
+b64 = lambda b: base64.b64encode(b).decode()
+def keys(password, salt, iterations):
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    return salted, client_key, hashlib.sha256(client_key).digest(), hmac.new(salted, b"Server Key", "sha256").digest()
+if sys.argv[1] == "hash":
+    salt = base64.b64decode(sys.argv[3])
+    _, _, stored_key, server_key = keys(sys.argv[2], salt, 4096)
+    print("{SCRAM-SHA-256}4096,%s,%s,%s" % (b64(salt), b64(stored_key), b64(server_key)))
+    sys.exit(0)
+host, port, user, password = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+s = socket.create_connection((host, port), timeout=10)
+f = s.makefile("rb")
+def line():
+    l = f.readline(4096)
+    if not l.endswith(b"\r\n"):
+        sys.exit("no line: %r" % l)
+    return l[:-2].decode()
+def send(text):
+    s.sendall(text.encode() + b"\r\n")
+line()
+client_nonce = b64(os.urandom(18))
+bare = "n=%s,r=%s" % (user.replace("=", "=3D").replace(",", "=2C"), client_nonce)
+send("AUTH SCRAM-SHA-256 " + b64(("n,," + bare).encode()))
+reply = line()
+if not reply.startswith("+ "):
+    print("first", reply)
+    sys.exit(0)
+first = base64.b64decode(reply[2:]).decode()
+attrs = dict(a.split("=", 1) for a in first.split(","))
+assert attrs["r"].startswith(client_nonce) and len(attrs["r"]) > len(client_nonce), first
+print("server-first", "r=<client nonce>%s,s=%s,i=%s" % (attrs["r"][len(client_nonce):], attrs["s"], attrs["i"]))
+salted, client_key, stored_key, server_key = keys(password, base64.b64decode(attrs["s"]), int(attrs["i"]))
+without_proof = "c=biws,r=" + attrs["r"]
+auth = ",".join([bare, first, without_proof]).encode()
+signature = hmac.new(stored_key, auth, "sha256").digest()
+proof = bytes(a ^ b for a, b in zip(client_key, signature))
+send(b64((without_proof + ",p=" + b64(proof)).encode()))
+reply = line()
+if not reply.startswith("+ "):
+    print("final", reply)
+    sys.exit(0)
+expected = "v=" + b64(hmac.new(server_key, auth, "sha256").digest())
+print("server-final", "ok" if base64.b64decode(reply[2:]).decode() == expected else "WRONG " + reply)
+send("")
+print("login", line())
+send("STAT")
+print("stat", line())
+send("QUIT")
+print("quit", line())
+"#;
+
+/// Runs the Python client with `args`, within 30 s; returns its output lines.
+fn python(args: &[&str]) -> Vec<String> {
+    let mut child = Command::new("python3")
+        .args(["-c", CLIENT])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run python3 (is it installed?)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("python3 {args:?} did not finish within 30 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The output is a few lines, far below a pipe's buffer: it was all written before the exit.
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "python3 {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_string).collect()
+}
+
+fn scram_login(srv: &Server, user: &str, password: &str) -> Vec<String> {
+    let port = srv.addr.port().to_string();
+    python(&["login", "127.0.0.1", &port, user, password])
+}
+
+/// The `s=` and `i=` of a printed server-first line, and the length of the server's nonce.
+fn shape(server_first: &str) -> (usize, String, String) {
+    let rest = server_first
+        .strip_prefix("server-first r=<client nonce>")
+        .unwrap_or_else(|| panic!("{server_first}"));
+    let fields: Vec<&str> = rest.split(',').collect();
+    assert_eq!(fields.len(), 3, "{server_first}");
+    (fields[0].len(), fields[1].into(), fields[2].into())
+}
+
+const KNOWN_SALT: &[u8] = b"sixteen octets!!";
+
+#[test]
+fn plain_and_stored_users_log_in_and_others_fail_alike() {
+    let mut fx = standard();
+    let salt = STANDARD.encode(KNOWN_SALT);
+    let stored = python(&["hash", "carol's pw", &salt]);
+    fx.user_with("carol", &stored[0]);
+    let srv = Server::start(&fx, &["--apop", "--auth-failure-delay", "0"]);
+
+    // A {PLAIN} user: the salt is derived, 16 octets, and 4096 iterations.
+    let alice = scram_login(&srv, "alice", "secret");
+    let (nonce_len, alice_salt, iterations) = shape(&alice[0]);
+    assert!(nonce_len >= 24, "{alice:?}");
+    assert_eq!(STANDARD.decode(&alice_salt[2..]).unwrap().len(), 16);
+    assert_eq!(iterations, "i=4096");
+    assert_eq!(alice[1], "server-final ok");
+    assert!(alice[2].starts_with("login +OK alice's maildrop has 5 messages"));
+    assert!(alice[3].starts_with("stat +OK 5 "), "{alice:?}");
+    assert!(alice[4].starts_with("quit +OK"), "{alice:?}");
+    // The same salt the next time: it is not drawn per attempt.
+    assert_eq!(
+        shape(&scram_login(&srv, "alice", "secret")[0]).1,
+        alice_salt
+    );
+
+    // A {SCRAM-SHA-256} user: the stored salt; and USER/PASS work for it, APOP does not.
+    let carol = scram_login(&srv, "carol", "carol's pw");
+    assert_eq!(
+        shape(&carol[0]),
+        (nonce_len, format!("s={salt}"), iterations.clone())
+    );
+    assert_eq!(carol[1], "server-final ok");
+    assert!(carol[2].starts_with("login +OK carol's maildrop has 0 messages"));
+    let mut c = srv.login("carol", "carol's pw");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let mut c = srv.connect();
+    let greeting = c.greeting();
+    let timestamp = &greeting[greeting.find('<').unwrap()..];
+    let digest = common::md5_hex(format!("{timestamp}carol's pw").as_bytes());
+    assert!(
+        c.cmd(&format!("APOP carol {digest}"))
+            .starts_with("-ERR [AUTH]")
+    );
+
+    // A wrong password fails after the client-final, like a wrong PASS.
+    let wrong = scram_login(&srv, "alice", "wrong");
+    assert_eq!(shape(&wrong[0]).1, alice_salt);
+    assert_eq!(wrong[1], "final -ERR [AUTH] invalid user name or password");
+
+    // Unknown users: a server-first message of the same shape, its salt stable across attempts.
+    let nobody = scram_login(&srv, "nobody", "secret");
+    let (len, nobody_salt, i) = shape(&nobody[0]);
+    assert_eq!(
+        (len, nobody_salt.len(), i),
+        (nonce_len, alice_salt.len(), iterations)
+    );
+    assert_ne!(nobody_salt, alice_salt);
+    assert_eq!(nobody[1], "final -ERR [AUTH] invalid user name or password");
+    assert_eq!(shape(&scram_login(&srv, "nobody", "x")[0]).1, nobody_salt);
+
+    let within = Duration::from_secs(10);
+    for needles in [
+        &["login user=alice", "method=AUTH-SCRAM-SHA-256"][..],
+        &["login user=carol", "method=AUTH-SCRAM-SHA-256"],
+        &["login failed user=alice peer=127.0.0.1:", "attempt=1"],
+        &["login failed user=nobody peer=127.0.0.1:", "attempt=1"],
+    ] {
+        assert!(
+            srv.wait_log(needles, within).is_some(),
+            "{needles:?}: {:?}",
+            srv.stderr_lines()
+        );
+    }
+}
