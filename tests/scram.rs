@@ -187,3 +187,41 @@ fn plain_and_stored_users_log_in_and_others_fail_alike() {
         );
     }
 }
+
+/// After a good proof, the same checks as any login: `allow_nets` and `nologin` refuse it (once the
+/// server-final is sent, at the client's empty response), and `lowercase-users` finds the name.
+#[test]
+fn policy_and_lowercase_users_apply_after_the_proof() {
+    let mut fx = standard();
+    fx.user("dave", "dave pw").user("erin", "erin pw");
+    fx.extra("dave", "allow_nets=192.0.2.0/24")
+        .extra("erin", "nologin reason=Moved_to_IMAP");
+    let srv = Server::start(&fx, &["--lowercase-users", "--auth-failure-delay", "0"]);
+    let cases = [
+        (
+            "dave",
+            "dave pw",
+            "login -ERR [AUTH] invalid user name or password",
+        ),
+        ("erin", "erin pw", "login -ERR [AUTH] Moved_to_IMAP"),
+        (
+            "Alice",
+            "secret",
+            "login +OK alice's maildrop has 5 messages",
+        ),
+    ];
+    for (user, password, want) in cases {
+        let lines = scram_login(&srv, user, password);
+        assert_eq!(lines[1], "server-final ok", "{user}: {lines:?}");
+        assert!(lines[2].starts_with(want), "{user}: {lines:?}");
+    }
+    assert!(
+        srv.wait_log(
+            &["user=dave", "outside the user's allow_nets"],
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "{:?}",
+        srv.stderr_lines()
+    );
+}
