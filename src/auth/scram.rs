@@ -112,7 +112,8 @@ impl std::fmt::Debug for Keys {
 
 /// The salt of a user without a stored one: HMAC-SHA-256 of the name under a key drawn once per process,
 /// cut to [`SALT_LEN`]. Stable across attempts (a salt that changed would mark the name as unknown), not
-/// computable by a client, and the same for a name whichever user database answers.
+/// computable by a client, and the same for a name whichever user database answers. Under inetd a
+/// process serves one session, so there the salt is new on each connection (the man page says so).
 pub fn derived_salt(user: &[u8]) -> Vec<u8> {
     static KEY: OnceLock<[u8; KEY_LEN]> = OnceLock::new();
     let key = KEY.get_or_init(|| {
