@@ -188,6 +188,26 @@ fn plain_and_stored_users_log_in_and_others_fail_alike() {
     }
 }
 
+/// The derived salts are keyed by the passwd-file's contents, not drawn per process: a restart (under
+/// inetd, every connection is a new process) gives the same ones, for known and unknown names alike, so
+/// they stay as stable as a stored salt; a changed file gives new ones.
+#[test]
+fn derived_salts_outlive_the_process_while_the_file_is_unchanged() {
+    let mut fx = standard();
+    let salts = |fx: &common::Fixture| {
+        let mut srv = Server::start(fx, &["--auth-failure-delay", "0"]);
+        let salts = ["alice", "nobody"].map(|user| shape(&scram_login(&srv, user, "x")[0]).1);
+        assert_eq!(srv.terminate(Duration::from_secs(10)), Some(0));
+        salts
+    };
+    let first = salts(&fx);
+    assert_eq!(salts(&fx), first, "after a restart");
+    fx.user("frank", "frank pw");
+    let changed = salts(&fx);
+    assert_ne!(changed[0], first[0], "after the file changed");
+    assert_ne!(changed[1], first[1], "after the file changed");
+}
+
 /// After a good proof, the same checks as any login: `allow_nets` and `nologin` refuse it (once the
 /// server-final is sent, at the client's empty response), and `lowercase-users` finds the name.
 #[test]

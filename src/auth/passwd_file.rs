@@ -92,9 +92,11 @@ impl Stamp {
 impl PasswdFile {
     /// Reads and checks the whole file; any bad line is an error naming its line.
     pub fn open(path: &Path) -> Result<PasswdFile, PasswdError> {
+        let (table, text) = load(path)?;
+        super::scram::key_salts_with(&text);
         Ok(PasswdFile {
             path: path.to_path_buf(),
-            table: RwLock::new(load(path)?),
+            table: RwLock::new(table),
             dummy: Stored::Crypt(DUMMY_HASH.to_string()),
         })
     }
@@ -135,7 +137,8 @@ impl PasswdFile {
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
         if table.stamp != stamp {
             match load(&self.path) {
-                Ok(new) => {
+                // The SCRAM salt key stays the first load's until the server restarts.
+                Ok((new, _)) => {
                     log::info!(
                         "{}: re-read, {} users",
                         self.path.display(),
@@ -255,7 +258,8 @@ fn lookup<'t>(table: &'t Table, user: &[u8]) -> Option<&'t Entry> {
 }
 
 /// Reads the file and its stamp from the same open descriptor, so the stamp describes what was read.
-fn load(path: &Path) -> Result<Table, PasswdError> {
+/// Returns the text too, which keys the SCRAM salts at the first load.
+fn load(path: &Path) -> Result<(Table, Vec<u8>), PasswdError> {
     let error = |line, problem| PasswdError {
         path: path.to_path_buf(),
         line,
@@ -267,7 +271,7 @@ fn load(path: &Path) -> Result<Table, PasswdError> {
     file.read_to_end(&mut text)
         .map_err(|e| error(None, e.to_string()))?;
     let users = parse_table(&text).map_err(|(line, problem)| error(Some(line), problem))?;
-    Ok(Table { users, stamp })
+    Ok((Table { users, stamp }, text))
 }
 
 /// Parses the whole file; the error carries the 1-based line number. Pure: no I/O.

@@ -110,13 +110,29 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-/// The salt of a user without a stored one: HMAC-SHA-256 of the name under a key drawn once per process,
-/// cut to [`SALT_LEN`]. Stable across attempts (a salt that changed would mark the name as unknown), not
-/// computable by a client, and the same for a name whichever user database answers. Under inetd a
-/// process serves one session, so there the salt is new on each connection (the man page says so).
+/// The key of the derived salts, once set: from the passwd-file's contents ([`key_salts_with`]), or
+/// drawn at random when the first salt is needed before any was given (no passwd-file).
+static SALT_KEY: OnceLock<[u8; KEY_LEN]> = OnceLock::new();
+
+/// Keys the derived salts with `material`, the passwd-file's contents as first loaded, unless a key is
+/// already set. Every process that reads the same file then derives the same salts: under inetd each
+/// connection is a process of its own, and a salt drawn per process would change with every connection
+/// while a stored `{SCRAM-SHA-256}` salt does not, telling users with stored keys from the others. The
+/// file holds the passwords, so a client that could compute the key would not need it.
+pub fn key_salts_with(material: &[u8]) {
+    let _ = SALT_KEY.set(salt_key(material));
+}
+
+/// The salt key `material` gives.
+fn salt_key(material: &[u8]) -> [u8; KEY_LEN] {
+    hmac(b"poplar SCRAM-SHA-256 salt key", material)
+}
+
+/// The salt of a user without a stored one: HMAC-SHA-256 of the name under the salt key, cut to
+/// [`SALT_LEN`]. Stable across attempts (a salt that changed would mark the name as unknown), not
+/// computable by a client, and the same for a name whichever user database answers.
 pub fn derived_salt(user: &[u8]) -> Vec<u8> {
-    static KEY: OnceLock<[u8; KEY_LEN]> = OnceLock::new();
-    let key = KEY.get_or_init(|| {
+    let key = SALT_KEY.get_or_init(|| {
         let mut key = [0u8; KEY_LEN];
         // Without the OS's randomness the salts would be predictable, not wrong: a client could then
         // precompute a dictionary for a name, as it can for any stored salt it has seen once.
@@ -125,6 +141,10 @@ pub fn derived_salt(user: &[u8]) -> Vec<u8> {
         }
         key
     });
+    salt_under(key, user)
+}
+
+fn salt_under(key: &[u8; KEY_LEN], user: &[u8]) -> Vec<u8> {
     hmac(key, user)[..SALT_LEN].to_vec()
 }
 
@@ -211,6 +231,18 @@ mod tests {
             (stand_in.iterations, stand_in.salt.len()),
             (ITERATIONS, SALT_LEN)
         );
+    }
+
+    /// The same file contents give the same salts (in every process), other contents other ones.
+    #[test]
+    fn salt_keys_follow_the_material() {
+        let file = b"alice:{PLAIN}secret\n";
+        let key = salt_key(file);
+        assert_eq!(key, salt_key(file));
+        assert_ne!(key, salt_key(b"alice:{PLAIN}secret2\n"));
+        assert_eq!(salt_under(&key, b"alice"), salt_under(&key, b"alice"));
+        assert_ne!(salt_under(&key, b"alice"), salt_under(&key, b"bob"));
+        assert_eq!(salt_under(&key, b"alice").len(), SALT_LEN);
     }
 
     #[test]
