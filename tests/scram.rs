@@ -208,8 +208,9 @@ fn derived_salts_outlive_the_process_while_the_file_is_unchanged() {
     assert_ne!(changed[1], first[1], "after the file changed");
 }
 
-/// After a good proof, the same checks as any login: `allow_nets` and `nologin` refuse it (once the
-/// server-final is sent, at the client's empty response), and `lowercase-users` finds the name.
+/// After a good proof, the same checks as any login, made before the server-final is sent (which
+/// would tell the client its password was right): `allow_nets` refuses it exactly as a wrong password
+/// is refused, `nologin` with its reason, and `lowercase-users` finds the name.
 #[test]
 fn policy_and_lowercase_users_apply_after_the_proof() {
     let mut fx = standard();
@@ -217,24 +218,22 @@ fn policy_and_lowercase_users_apply_after_the_proof() {
     fx.extra("dave", "allow_nets=192.0.2.0/24")
         .extra("erin", "nologin reason=Moved_to_IMAP");
     let srv = Server::start(&fx, &["--lowercase-users", "--auth-failure-delay", "0"]);
+    let refused = "final -ERR [AUTH] invalid user name or password";
     let cases = [
-        (
-            "dave",
-            "dave pw",
-            "login -ERR [AUTH] invalid user name or password",
-        ),
-        ("erin", "erin pw", "login -ERR [AUTH] Moved_to_IMAP"),
-        (
-            "Alice",
-            "secret",
-            "login +OK alice's maildrop has 5 messages",
-        ),
+        ("dave", "dave pw", refused),
+        ("dave", "wrong", refused),
+        ("erin", "erin pw", "final -ERR [AUTH] Moved_to_IMAP"),
+        ("Alice", "secret", "server-final ok"),
     ];
     for (user, password, want) in cases {
         let lines = scram_login(&srv, user, password);
-        assert_eq!(lines[1], "server-final ok", "{user}: {lines:?}");
-        assert!(lines[2].starts_with(want), "{user}: {lines:?}");
+        assert_eq!(lines[1], want, "{user}: {lines:?}");
     }
+    let alice = scram_login(&srv, "ALICE", "secret");
+    assert!(
+        alice[2].starts_with("login +OK alice's maildrop has 5 messages"),
+        "{alice:?}"
+    );
     assert!(
         srv.wait_log(
             &["user=dave", "outside the user's allow_nets"],

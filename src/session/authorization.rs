@@ -108,7 +108,7 @@ impl Session<'_> {
     /// Why the user database's policy for `account` refuses this login, as the client's text; the reason
     /// is logged here, and the refusal then counts like a wrong password (the client could be guessing
     /// from the wrong network, and fail2ban should hear of it).
-    fn policy_refusal(&self, account: &Account) -> Option<String> {
+    pub(super) fn policy_refusal(&self, account: &Account) -> Option<String> {
         let policy = &account.policy;
         if let Some(nets) = &policy.allow_nets {
             if !nets.allows(self.client) {

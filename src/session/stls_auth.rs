@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::authorization::refuse;
-use super::sasl::{self, Mechanism, Progress, SaslError};
+use super::sasl::{self, Exchange, Mechanism, Progress, SaslError};
 use super::{Offer, Session, State, Step, write_capability_list};
 use crate::auth::Secret;
 use crate::proto::reply::{self, RespCode};
@@ -123,11 +123,26 @@ impl Session<'_> {
         out: &mut W,
     ) -> io::Result<Step> {
         let step = match progress {
+            // The server-final message would tell the client that its password is right: a login
+            // the user database's policy refuses is refused before it, as a wrong password would be.
+            Ok(Progress::Challenge(
+                Exchange::ScramEnd {
+                    user: name,
+                    account,
+                },
+                challenge,
+            )) => match self.policy_refusal(&account) {
+                Some(text) => self.credentials_refused(&name, format_args!("{text}"), out)?,
+                None => {
+                    let exchange = Exchange::ScramEnd {
+                        user: name,
+                        account,
+                    };
+                    return self.challenge(exchange, &challenge, user, out);
+                }
+            },
             Ok(Progress::Challenge(exchange, challenge)) => {
-                // RFC 5034 section 4: a challenge is "+" SP and the base64 text (empty for PLAIN).
-                write!(out, "+ {challenge}\r\n")?;
-                self.state = State::Sasl { exchange, user };
-                return Ok(Step::Continue);
+                return self.challenge(exchange, &challenge, user, out);
             }
             Ok(Progress::Done(credentials)) => {
                 let password = Secret::new(credentials.password.expose().as_slice());
@@ -166,6 +181,20 @@ impl Session<'_> {
             *slot = user;
         }
         Ok(step)
+    }
+
+    /// RFC 5034 section 4: a challenge is "+" SP and the base64 text (empty for PLAIN); the next line
+    /// is the client's response.
+    fn challenge<W: Write + ?Sized>(
+        &mut self,
+        exchange: Exchange,
+        challenge: &str,
+        user: Option<Vec<u8>>,
+        out: &mut W,
+    ) -> io::Result<Step> {
+        write!(out, "+ {challenge}\r\n")?;
+        self.state = State::Sasl { exchange, user };
+        Ok(Step::Continue)
     }
 }
 
