@@ -244,3 +244,57 @@ fn policy_and_lowercase_users_apply_after_the_proof() {
         srv.stderr_lines()
     );
 }
+
+/// A passwd-file user with a crypt hash, as `openssl passwd -6 -salt abcdefgh secret` prints it.
+const CRYPT_SECRET: &str = "{SHA512-CRYPT}$6$abcdefgh$ltjgWl6579NluT/Vi1nwEvcil.G5Nbc4NiXZaNGStk8PSwGfQv72N2CKPPrVACtLtip/cZ/1GM/O6IND4WQhG.";
+
+/// SCRAM-SHA-256 is offered only while some user could log in with it: clients that pick the strongest
+/// mechanism listed (mpop does) would otherwise fail, where PLAIN works, for every user whose password
+/// is a crypt hash. The offer follows the passwd-file when it is re-read.
+#[test]
+fn scram_is_offered_only_when_a_user_can_use_it() {
+    let mut fx = common::Fixture::new();
+    fx.user_with("frank", CRYPT_SECRET);
+    let offer = |srv: &Server| {
+        let mut c = srv.connect();
+        c.greeting();
+        let capa = String::from_utf8(c.multi("CAPA")).unwrap();
+        let sasl = capa
+            .lines()
+            .find(|l| l.starts_with("SASL"))
+            .map(str::to_string);
+        let list = String::from_utf8(c.multi("AUTH")).unwrap();
+        let auth = c.cmd("AUTH SCRAM-SHA-256");
+        (sasl, list, auth)
+    };
+    // Without TLS and with passwords refused in the clear, no mechanism is left: no SASL line.
+    let strict = Server::start(&fx, &["--no-plaintext"]);
+    assert_eq!(
+        offer(&strict),
+        (
+            None,
+            ".\r\n".to_string(),
+            "-ERR unsupported SASL mechanism".to_string()
+        )
+    );
+    let srv = Server::start(&fx, &["--auth-failure-delay", "0"]);
+    assert_eq!(
+        offer(&srv),
+        (
+            Some("SASL PLAIN LOGIN".to_string()),
+            "PLAIN\r\nLOGIN\r\n.\r\n".to_string(),
+            "-ERR unsupported SASL mechanism".to_string()
+        )
+    );
+    let mut c = srv.login("frank", "secret");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    fx.user("alice", "secret");
+    assert_eq!(
+        offer(&srv),
+        (
+            Some("SASL PLAIN LOGIN SCRAM-SHA-256".to_string()),
+            "PLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n".to_string(),
+            "+ ".to_string()
+        )
+    );
+}

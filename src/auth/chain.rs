@@ -47,6 +47,10 @@ impl Authenticator for Chain {
         self.sources.iter().any(|s| s.knows(user))
     }
 
+    fn has_scram_users(&self) -> bool {
+        self.sources.iter().any(|s| s.has_scram_users())
+    }
+
     /// As `decide`; when no source knows the name, the first source's answer, the stand-in keys, which
     /// are the same whichever source made them.
     fn scram(&self, user: &[u8]) -> ScramLookup {
@@ -113,6 +117,9 @@ mod tests {
                 account: self.login(user, &Secret::new(self.password.as_bytes())),
             }
         }
+        fn has_scram_users(&self) -> bool {
+            true
+        }
     }
 
     fn one(name: &'static str, password: &'static str, uid: u32) -> Arc<One> {
@@ -160,5 +167,7 @@ mod tests {
         assert!(carol.account.is_err());
         assert_eq!(carol.keys, Keys::stand_in(b"carol"));
         assert!(chain.knows(b"bob") && !chain.knows(b"carol"));
+        assert!(chain.has_scram_users());
+        assert!(!Chain::new(vec![]).has_scram_users());
     }
 }

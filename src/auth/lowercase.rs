@@ -24,6 +24,10 @@ impl Authenticator for Lowercase {
     fn scram(&self, user: &[u8]) -> ScramLookup {
         self.0.scram(&user.to_ascii_lowercase())
     }
+
+    fn has_scram_users(&self) -> bool {
+        self.0.has_scram_users()
+    }
 }
 
 #[cfg(test)]

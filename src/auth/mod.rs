@@ -109,6 +109,11 @@ pub trait Authenticator: Send + Sync {
     fn scram(&self, user: &[u8]) -> ScramLookup {
         ScramLookup::unusable(user)
     }
+    /// Whether some user of this source could log in with SCRAM-SHA-256. Where none can, it is not
+    /// offered: clients that pick the strongest mechanism listed would fail where PLAIN works.
+    fn has_scram_users(&self) -> bool {
+        false
+    }
 }
 
 /// What a SCRAM exchange needs of the user database, asked before the client has proved anything.

@@ -58,6 +58,8 @@ struct Table {
     users: HashMap<String, Entry>,
     /// The file as last read (or last failed to read), to notice when it changes.
     stamp: Stamp,
+    /// Some user has a `{PLAIN}` or `{SCRAM-SHA-256}` password, and so could use SCRAM-SHA-256.
+    scram_users: bool,
 }
 
 struct Entry {
@@ -216,6 +218,11 @@ impl Authenticator for PasswdFile {
         lookup(&self.read(), user).is_some()
     }
 
+    fn has_scram_users(&self) -> bool {
+        self.refresh();
+        self.read().scram_users
+    }
+
     /// A {PLAIN} user's keys are computed now, under the derived salt; a {SCRAM-SHA-256} user's are
     /// stored, and the stand-in keys are computed too so that both cost one PBKDF2. Everyone else
     /// (unknown, locked, crypt hashes) gets the stand-in keys and no account.
@@ -271,7 +278,13 @@ fn load(path: &Path) -> Result<(Table, Vec<u8>), PasswdError> {
     file.read_to_end(&mut text)
         .map_err(|e| error(None, e.to_string()))?;
     let users = parse_table(&text).map_err(|(line, problem)| error(Some(line), problem))?;
-    Ok((Table { users, stamp }, text))
+    let scram_users = users.values().any(|e| e.stored.has_scram_keys());
+    let table = Table {
+        users,
+        stamp,
+        scram_users,
+    };
+    Ok((table, text))
 }
 
 /// Parses the whole file; the error carries the 1-based line number. Pure: no I/O.
@@ -731,6 +744,7 @@ mod tests {
              locked:{{PLAIN}}pencil::::::fail\n"
         );
         let (_dir, _path, db) = fixture(&text);
+        assert!(db.has_scram_users());
         let plain = db.scram(b"plain");
         let salt = scram::derived_salt(b"plain");
         assert_eq!(plain.keys, Keys::from_password(b"pencil", &salt, 4096));
@@ -751,6 +765,11 @@ mod tests {
         let digest = apop::digest(RFC_TIMESTAMP, b"pencil");
         assert!(db.apop(b"stored", RFC_TIMESTAMP, &digest).is_err());
         assert!(db.apop(b"plain", RFC_TIMESTAMP, &digest).is_ok());
+        // Crypt hashes and locked users only: nobody could use SCRAM.
+        let (_dir, _path, db) = fixture(&format!(
+            "hashed:{DUMMY_HASH}\nlocked:{{PLAIN}}pencil::::::fail\nbang:!\n"
+        ));
+        assert!(!db.has_scram_users());
     }
 
     #[test]

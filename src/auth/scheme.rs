@@ -90,6 +90,12 @@ impl Stored {
             _ => None,
         }
     }
+
+    /// Whether SCRAM-SHA-256 keys can be had for this credential: stored, or computed from the
+    /// plaintext.
+    pub fn has_scram_keys(&self) -> bool {
+        matches!(self, Stored::Plain(_) | Stored::Scram(_))
+    }
 }
 
 /// `{CRYPT}` or a bare field: any crypt(3) form we can verify.

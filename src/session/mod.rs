@@ -192,6 +192,10 @@ pub struct Session<'a> {
     method: &'static str,
     /// What UPDATE left to do: done when the session is dropped, after the reply has left.
     after_update: Option<Tidy>,
+    /// SCRAM-SHA-256 is offered: some user could use it. Asked of the user database once, at the
+    /// start: in TRANSACTION the thread may have the account's file-system identity, as which the
+    /// passwd-file should not be read.
+    scram: bool,
 }
 
 impl<'a> Session<'a> {
@@ -211,6 +215,7 @@ impl<'a> Session<'a> {
             tls: false,
             method: "",
             after_update: None,
+            scram: services.auth.has_scram_users(),
         }
     }
 
@@ -342,8 +347,10 @@ impl<'a> Session<'a> {
 struct Offer {
     /// RFC 2449 section 6.2: USER means USER/PASS may be used.
     user: bool,
-    /// The SASL mechanisms that send the password (PLAIN, LOGIN) may be used; SCRAM always may.
+    /// The SASL mechanisms that send the password (PLAIN, LOGIN) may be used.
     sasl_plaintext: bool,
+    /// SCRAM-SHA-256 is offered: some user can log in with it.
+    scram: bool,
     stls: bool,
 }
 
@@ -354,8 +361,14 @@ fn write_capability_list<W: Write + ?Sized>(out: &mut W, offer: Offer) -> io::Re
     if offer.user {
         out.write_all(b"USER\r\n")?;
     }
-    let mechanisms: Vec<&str> = sasl::mechanisms(offer.sasl_plaintext).collect();
-    write!(out, "SASL {}\r\n", mechanisms.join(" "))?;
+    let mechanisms: Vec<&str> = sasl::mechanisms(offer.sasl_plaintext, offer.scram)
+        .map(sasl::Mechanism::name)
+        .collect();
+    // RFC 2449 section 6.3 lists at least one mechanism: none (no TLS for passwords, no SCRAM
+    // users), no SASL line.
+    if !mechanisms.is_empty() {
+        write!(out, "SASL {}\r\n", mechanisms.join(" "))?;
+    }
     if offer.stls {
         out.write_all(b"STLS\r\n")?;
     }

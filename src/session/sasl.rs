@@ -20,12 +20,13 @@ pub const MAX_RESPONSE_LINE: usize = 2048;
 
 /// The mechanisms offered, in the order CAPA's SASL line and a bare AUTH list them. PLAIN and LOGIN
 /// carry the password itself and are offered only where passwords may be sent; SCRAM never sends it
-/// (nor anything a listener could replay), so it is offered in the clear too.
-pub fn mechanisms(plaintext_allowed: bool) -> impl Iterator<Item = &'static str> {
-    Mechanism::ALL
-        .into_iter()
-        .filter(move |m| plaintext_allowed || !m.sends_password())
-        .map(Mechanism::name)
+/// (nor anything a listener could replay), so it is offered in the clear too, but only where some
+/// user can use it (`scram`).
+pub fn mechanisms(plaintext_allowed: bool, scram: bool) -> impl Iterator<Item = Mechanism> {
+    Mechanism::ALL.into_iter().filter(move |m| match m {
+        Mechanism::ScramSha256 => scram,
+        _ => plaintext_allowed,
+    })
 }
 
 /// base64("Username:") and base64("Password:"): the LOGIN prompts that Outlook and friends expect.

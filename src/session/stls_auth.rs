@@ -46,6 +46,7 @@ impl Session<'_> {
         Offer {
             user: plaintext,
             sasl_plaintext: plaintext,
+            scram: self.scram,
             stls: self.services.stls && !self.tls,
         }
     }
@@ -77,13 +78,16 @@ impl Session<'_> {
     ) -> io::Result<Step> {
         let Some(name) = mechanism else {
             reply::ok(out, format_args!("SASL mechanisms follow"))?;
-            for m in sasl::mechanisms(self.plaintext_allowed()) {
-                write!(out, "{m}\r\n")?;
+            let offer = self.offer();
+            for m in sasl::mechanisms(offer.sasl_plaintext, offer.scram) {
+                write!(out, "{}\r\n", m.name())?;
             }
             out.write_all(b".\r\n")?;
             return Ok(Step::Continue);
         };
-        let Some(mechanism) = Mechanism::from_name(name) else {
+        let Some(mechanism) =
+            Mechanism::from_name(name).filter(|&m| m != Mechanism::ScramSha256 || self.scram)
+        else {
             return refuse(out, "unsupported SASL mechanism");
         };
         if mechanism.sends_password() && !self.plaintext_allowed() {

@@ -45,6 +45,9 @@ impl Authenticator for OneUser {
             account: Ok(self.alice()),
         }
     }
+    fn has_scram_users(&self) -> bool {
+        true
+    }
 }
 
 pub(super) struct Fixture {
