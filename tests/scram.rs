@@ -248,11 +248,11 @@ fn policy_and_lowercase_users_apply_after_the_proof() {
 /// A passwd-file user with a crypt hash, as `openssl passwd -6 -salt abcdefgh secret` prints it.
 const CRYPT_SECRET: &str = "{SHA512-CRYPT}$6$abcdefgh$ltjgWl6579NluT/Vi1nwEvcil.G5Nbc4NiXZaNGStk8PSwGfQv72N2CKPPrVACtLtip/cZ/1GM/O6IND4WQhG.";
 
-/// SCRAM-SHA-256 is offered only while some user could log in with it: clients that pick the strongest
-/// mechanism listed (mpop does) would otherwise fail, where PLAIN works, for every user whose password
-/// is a crypt hash. The offer follows the passwd-file when it is re-read.
+/// SCRAM-SHA-256 is offered only while every user who can log in could do so with it: clients that pick
+/// the strongest mechanism listed (mpop does) would otherwise fail, where PLAIN works, for a user whose
+/// password is a crypt hash. The offer follows the passwd-file when it is re-read.
 #[test]
-fn scram_is_offered_only_when_a_user_can_use_it() {
+fn scram_is_offered_only_when_every_user_can_use_it() {
     let mut fx = common::Fixture::new();
     fx.user_with("frank", CRYPT_SECRET);
     let offer = |srv: &Server| {
@@ -288,7 +288,15 @@ fn scram_is_offered_only_when_a_user_can_use_it() {
     );
     let mut c = srv.login("frank", "secret");
     assert!(c.cmd("QUIT").starts_with("+OK"));
+    // A {PLAIN} user beside the crypt hash: still not offered, or frank's mpop would pick it and fail.
     fx.user("alice", "secret");
+    assert_eq!(
+        offer(&srv).0,
+        Some("SASL PLAIN LOGIN".to_string()),
+        "offered with a crypt hash in the file"
+    );
+    // Once every user who can log in could use it (frank locked), it is.
+    fx.extra("frank", "fail");
     assert_eq!(
         offer(&srv),
         (

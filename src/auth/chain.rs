@@ -47,8 +47,8 @@ impl Authenticator for Chain {
         self.sources.iter().any(|s| s.knows(user))
     }
 
-    fn has_scram_users(&self) -> bool {
-        self.sources.iter().any(|s| s.has_scram_users())
+    fn scram_for_every_user(&self) -> bool {
+        !self.sources.is_empty() && self.sources.iter().all(|s| s.scram_for_every_user())
     }
 
     /// As `decide`; when no source knows the name, the first source's answer, the stand-in keys, which
@@ -117,7 +117,7 @@ mod tests {
                 account: self.login(user, &Secret::new(self.password.as_bytes())),
             }
         }
-        fn has_scram_users(&self) -> bool {
+        fn scram_for_every_user(&self) -> bool {
             true
         }
     }
@@ -167,7 +167,7 @@ mod tests {
         assert!(carol.account.is_err());
         assert_eq!(carol.keys, Keys::stand_in(b"carol"));
         assert!(chain.knows(b"bob") && !chain.knows(b"carol"));
-        assert!(chain.has_scram_users());
-        assert!(!Chain::new(vec![]).has_scram_users());
+        assert!(chain.scram_for_every_user());
+        assert!(!Chain::new(vec![]).scram_for_every_user());
     }
 }

@@ -25,8 +25,8 @@ impl Authenticator for Lowercase {
         self.0.scram(&user.to_ascii_lowercase())
     }
 
-    fn has_scram_users(&self) -> bool {
-        self.0.has_scram_users()
+    fn scram_for_every_user(&self) -> bool {
+        self.0.scram_for_every_user()
     }
 }
 

@@ -109,9 +109,10 @@ pub trait Authenticator: Send + Sync {
     fn scram(&self, user: &[u8]) -> ScramLookup {
         ScramLookup::unusable(user)
     }
-    /// Whether some user of this source could log in with SCRAM-SHA-256. Where none can, it is not
-    /// offered: clients that pick the strongest mechanism listed would fail where PLAIN works.
-    fn has_scram_users(&self) -> bool {
+    /// Whether every user of this source who can log in at all could do so with SCRAM-SHA-256 (and
+    /// there is one). Otherwise it is not offered: a client that picks the strongest mechanism listed,
+    /// as mpop does, would fail for a user with a crypt hash where PLAIN works.
+    fn scram_for_every_user(&self) -> bool {
         false
     }
 }

@@ -58,8 +58,9 @@ struct Table {
     users: HashMap<String, Entry>,
     /// The file as last read (or last failed to read), to notice when it changes.
     stamp: Stamp,
-    /// Some user has a `{PLAIN}` or `{SCRAM-SHA-256}` password, and so could use SCRAM-SHA-256.
-    scram_users: bool,
+    /// Every user who can log in has a `{PLAIN}` or `{SCRAM-SHA-256}` password, and so could use
+    /// SCRAM-SHA-256 (and there is one).
+    scram_for_every_user: bool,
 }
 
 struct Entry {
@@ -218,9 +219,9 @@ impl Authenticator for PasswdFile {
         lookup(&self.read(), user).is_some()
     }
 
-    fn has_scram_users(&self) -> bool {
+    fn scram_for_every_user(&self) -> bool {
         self.refresh();
-        self.read().scram_users
+        self.read().scram_for_every_user
     }
 
     /// A {PLAIN} user's keys are computed now, under the derived salt; a {SCRAM-SHA-256} user's are
@@ -278,11 +279,16 @@ fn load(path: &Path) -> Result<(Table, Vec<u8>), PasswdError> {
     file.read_to_end(&mut text)
         .map_err(|e| error(None, e.to_string()))?;
     let users = parse_table(&text).map_err(|(line, problem)| error(Some(line), problem))?;
-    let scram_users = users.values().any(|e| e.stored.has_scram_keys());
+    let mut can_log_in = users
+        .values()
+        .filter(|e| !matches!(e.stored, Stored::Locked))
+        .peekable();
+    let scram_for_every_user =
+        can_log_in.peek().is_some() && can_log_in.all(|e| e.stored.has_scram_keys());
     let table = Table {
         users,
         stamp,
-        scram_users,
+        scram_for_every_user,
     };
     Ok((table, text))
 }
@@ -744,7 +750,7 @@ mod tests {
              locked:{{PLAIN}}pencil::::::fail\n"
         );
         let (_dir, _path, db) = fixture(&text);
-        assert!(db.has_scram_users());
+        assert!(!db.scram_for_every_user(), "a crypt hash among them");
         let plain = db.scram(b"plain");
         let salt = scram::derived_salt(b"plain");
         assert_eq!(plain.keys, Keys::from_password(b"pencil", &salt, 4096));
@@ -769,7 +775,14 @@ mod tests {
         let (_dir, _path, db) = fixture(&format!(
             "hashed:{DUMMY_HASH}\nlocked:{{PLAIN}}pencil::::::fail\nbang:!\n"
         ));
-        assert!(!db.has_scram_users());
+        assert!(!db.scram_for_every_user());
+        // Every user who can log in could (the locked ones do not count); none at all is not enough.
+        let (_dir, _path, db) = fixture(&format!(
+            "plain:{{PLAIN}}pencil\nstored:{SCRAM_PENCIL}\nlocked:{DUMMY_HASH}::::::fail\nbang:!\n"
+        ));
+        assert!(db.scram_for_every_user());
+        let (_dir, _path, db) = fixture("bang:!\n");
+        assert!(!db.scram_for_every_user());
     }
 
     #[test]

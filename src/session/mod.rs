@@ -215,7 +215,7 @@ impl<'a> Session<'a> {
             tls: false,
             method: "",
             after_update: None,
-            scram: services.auth.has_scram_users(),
+            scram: services.auth.scram_for_every_user(),
         }
     }
 

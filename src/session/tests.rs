@@ -45,7 +45,7 @@ impl Authenticator for OneUser {
             account: Ok(self.alice()),
         }
     }
-    fn has_scram_users(&self) -> bool {
+    fn scram_for_every_user(&self) -> bool {
         true
     }
 }
