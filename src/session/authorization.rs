@@ -141,6 +141,18 @@ impl Session<'_> {
         text: fmt::Arguments<'_>,
         out: &mut W,
     ) -> io::Result<Step> {
+        self.failed_attempt(user, Some(RespCode::Auth), text, out)
+    }
+
+    /// A login attempt that failed, whatever the reason: counted, logged, answered with `code` and
+    /// `text`, and delayed, as [`Session::credentials_refused`] is.
+    pub(super) fn failed_attempt<W: Write + ?Sized>(
+        &mut self,
+        user: &[u8],
+        code: Option<RespCode>,
+        text: fmt::Arguments<'_>,
+        out: &mut W,
+    ) -> io::Result<Step> {
         self.failures += 1;
         let last = self.failures >= self.services.max_auth_attempts;
         log::info!(
@@ -150,7 +162,7 @@ impl Session<'_> {
             self.failures,
             if last { ", closing" } else { "" }
         );
-        reply::err(out, Some(RespCode::Auth), text)?;
+        reply::err(out, code, text)?;
         if last {
             self.state = State::Finished;
             self.stats.outcome = Some(super::Outcome::AuthFailures);

@@ -116,7 +116,21 @@ impl Session<'_> {
         else {
             return refuse(out, "no SASL exchange in progress");
         };
-        self.sasl_progress(exchange.respond(line), user, out)
+        // After the server-first, a key derivation was made for the name (a PBKDF2): an exchange broken
+        // off there counts as a failed login, so that one connection cannot have them made without
+        // limit, as it cannot have passwords checked without limit.
+        let derived_for = match &exchange {
+            Exchange::ScramFinal(pending) => Some(pending.user().to_vec()),
+            _ => None,
+        };
+        match (exchange.respond(line), derived_for) {
+            (Err(e), Some(name)) if !matches!(e, SaslError::AuthzidMismatch { .. }) => {
+                let step = self.failed_attempt(&name, None, format_args!("{e}"), out)?;
+                self.restore_user(user);
+                Ok(step)
+            }
+            (progress, _) => self.sasl_progress(progress, user, out),
+        }
     }
 
     /// `user`: the USER given before AUTH, kept through the exchange and back in place when it fails.
@@ -180,11 +194,16 @@ impl Session<'_> {
             }
             Err(e) => refuse(out, &e.to_string())?,
         };
-        // Still in AUTHORIZATION after a failure: as if AUTH had not been issued.
+        self.restore_user(user);
+        Ok(step)
+    }
+
+    /// Still in AUTHORIZATION after a failure: as if AUTH had not been issued, with the USER given
+    /// before it back in place.
+    fn restore_user(&mut self, user: Option<Vec<u8>>) {
         if let State::Authorization { user: slot @ None } = &mut self.state {
             *slot = user;
         }
-        Ok(step)
     }
 
     /// RFC 5034 section 4: a challenge is "+" SP and the base64 text (empty for PLAIN); the next line
@@ -579,6 +598,10 @@ mod tests {
             script(&mut s, &["USER alice"]);
             let (out, _) = script(&mut s, lines);
             assert!(out.ends_with(want), "{lines:?}: {out}");
+            // Broken off after the server-first (a key derivation made), or acting as another user:
+            // a failed login. Before it, nothing was spent: not counted.
+            let counted = lines.len() == 2 && lines[0] == first || want.contains("[AUTH]");
+            assert_eq!(s.failures, u32::from(counted), "{lines:?}");
             // RFC 5034: as if AUTH had not been issued.
             assert_eq!(
                 script(&mut s, &["PASS secret"]).0.get(..3),
