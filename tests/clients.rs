@@ -8,48 +8,14 @@ mod tls_support;
 
 use common::{Backend, Fixture, MESSAGES, Server, crlf, standard, standard_on};
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-/// Runs a client tool with a deadline; returns (exit code, stdout, stderr). Panics if the tool is missing.
+/// Runs a client tool within 30 s; returns (exit code, stdout, stderr).
 fn tool(cmd: &mut Command) -> (i32, Vec<u8>, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let err_t = thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within 30 s");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let out = out_t.join().unwrap();
-    let err = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
-    (status.code().unwrap_or(-1), out, err)
+    common::run_tool(cmd, Duration::from_secs(30))
 }
 
 /// A message as a Unix mail tool stores it: LF line endings, final newline added.

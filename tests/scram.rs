@@ -8,9 +8,8 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::{Server, standard};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// `hash PASSWORD SALT_B64`: prints the `{SCRAM-SHA-256}` passwd-file value, as doveadm pw writes it.
 /// `login HOST PORT USER PASSWORD`: one SCRAM-SHA-256 login, then STAT and QUIT; prints what it saw.
@@ -70,30 +69,12 @@ print("quit", line())
 
 /// Runs the Python client with `args`, within 30 s; returns its output lines.
 fn python(args: &[&str]) -> Vec<String> {
-    let mut child = Command::new("python3")
-        .args(["-c", CLIENT])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run python3 (is it installed?)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("python3 {args:?} did not finish within 30 s");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    // The output is a few lines, far below a pipe's buffer: it was all written before the exit.
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "python3 {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, out, err) = common::run_tool(
+        Command::new("python3").args(["-c", CLIENT]).args(args),
+        Duration::from_secs(30),
     );
+    let stdout = String::from_utf8(out).unwrap();
+    assert_eq!(code, 0, "python3 {args:?}: {stdout}{err}");
     stdout.lines().map(str::to_string).collect()
 }
 

@@ -9,7 +9,7 @@ pub mod mbox;
 mod server;
 
 pub use client::Client;
-pub use server::{Inetd, Server, run};
+pub use server::{Inetd, Server, run, run_tool};
 
 use std::fs;
 use std::io::Write;

@@ -346,29 +346,42 @@ fn wait_for_exit(child: &mut Child, within: Duration) -> Option<i32> {
 
 /// Runs the binary with `args` and no stdin; returns (exit code, stdout, stderr). Bounded by a deadline.
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
+    let (code, out, err) = run_tool(Command::new(BIN).args(args), Duration::from_secs(10));
+    (code, String::from_utf8_lossy(&out).into_owned(), err)
+}
+
+/// Runs `cmd` with no stdin, within `within`; returns (exit code, stdout, stderr). Both outputs are
+/// read while it runs, so a tool that writes much cannot block on a full pipe. Panics if the tool is
+/// missing or does not finish in time.
+pub fn run_tool(cmd: &mut Command, within: Duration) -> (i32, Vec<u8>, String) {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn poplar");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            break;
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = pipe.read_to_end(&mut b);
+            b
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("poplar {args:?} did not exit within 10 s");
+            panic!("{cmd:?} did not finish within {within:?}");
         }
         thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    };
+    let out = out.join().unwrap();
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    (status.code().unwrap_or(-1), out, err)
 }
