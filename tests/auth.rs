@@ -11,8 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 const SHA512: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
 const SHA256: &str = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
 
-/// For tests where failed logins are incidental: no failure delay (`failures_are_delayed` keeps the default).
-const NO_DELAY: [&str; 2] = ["--auth-failure-delay", "0"];
+/// For tests where failed logins are incidental: no failure delay (`failures_are_delayed` keeps the
+/// default), and no cap of 10 sessions per address: `try_logins` opens a round of connections right
+/// after another, and the server may not yet have seen the last round's clients go.
+const QUICK: [&str; 4] = ["--auth-failure-delay", "0", "--max-per-ip", "100"];
 
 /// Tries every (user, password) pair on its own connection, concurrently (each failure costs the server's
 /// failure delay); returns the PASS replies in order.
@@ -44,7 +46,7 @@ fn password_schemes() {
         .user_with("bare6", SHA512)
         .user_with("bare5", SHA256)
         .user_with("bare2b", &bcrypt);
-    let srv = Server::start(&fx, &NO_DELAY);
+    let srv = Server::start(&fx, &QUICK);
     let users = ["s512", "s256", "blf", "bare6", "bare5", "bare2b"];
     let good: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
     for (r, user) in try_logins(&srv, &good).iter().zip(users) {
@@ -62,7 +64,7 @@ fn locked_accounts() {
     fx.user_with("bang", "!{PLAIN}secret")
         .user_with("star", "*")
         .user_with("empty", "");
-    let srv = Server::start(&fx, &NO_DELAY);
+    let srv = Server::start(&fx, &QUICK);
     let pairs = [
         ("bang", "secret"),
         ("bang", "!{PLAIN}secret"),
@@ -80,7 +82,7 @@ fn unsafe_user_names_are_refused() {
     fx.user("alice", "secret").user(".dot", "secret");
     let long = "u".repeat(65);
     fx.user(&long, "secret");
-    let srv = Server::start(&fx, &NO_DELAY);
+    let srv = Server::start(&fx, &QUICK);
     let users = [".dot", long.as_str(), "../alice", "alice/..", "ali\x01ce"];
     let pairs: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
     for (r, user) in try_logins(&srv, &pairs).iter().zip(users) {
@@ -135,7 +137,7 @@ fn apop_only_for_plain_users() {
     let mut fx = Fixture::new();
     fx.user("plain", "secret")
         .user_with("hashed", &format!("{{SHA512-CRYPT}}{SHA512}"));
-    let srv = Server::start(&fx, &["--apop", NO_DELAY[0], NO_DELAY[1]]);
+    let srv = Server::start(&fx, &[&["--apop"][..], &QUICK].concat());
     for (user, expect_ok) in [("plain", true), ("hashed", false)] {
         let mut c = srv.connect();
         let g = c.greeting();
@@ -157,7 +159,7 @@ fn apop_only_for_plain_users() {
 fn passwd_file_is_reread_when_it_changes() {
     let mut fx = Fixture::new();
     fx.user("alice", "secret");
-    let srv = Server::start(&fx, &NO_DELAY);
+    let srv = Server::start(&fx, &QUICK);
     assert!(try_login(&srv, "alice", "secret").starts_with("+OK "));
     assert!(try_login(&srv, "newbie", "fresh").starts_with("-ERR [AUTH] "));
     fx.user("newbie", "fresh");
@@ -208,7 +210,7 @@ fn greeting_with_apop_has_unique_timestamps() {
 #[test]
 fn user_pass_good_and_bad() {
     let fx = standard();
-    let srv = Server::start(&fx, &NO_DELAY);
+    let srv = Server::start(&fx, &QUICK);
     let mut c = srv.connect();
     c.greeting();
     let known = c.cmd("USER alice");
@@ -274,7 +276,7 @@ fn apop_good() {
 #[test]
 fn apop_bad() {
     let fx = standard();
-    let srv = Server::start(&fx, &["--apop", NO_DELAY[0], NO_DELAY[1]]);
+    let srv = Server::start(&fx, &[&["--apop"][..], &QUICK].concat());
     let mut c = srv.connect();
     let g = c.greeting();
     let digest = md5_hex(format!("{}wrong", apop_timestamp(&g)).as_bytes());
@@ -371,7 +373,7 @@ fn allow_nets_local_is_a_session_without_an_address() {
     fx.user("frank", "pw").user("gina", "pw");
     fx.extra("frank", "allow_nets=local")
         .extra("gina", "allow_nets=127.0.0.0/8");
-    let (_inetd, mut c) = common::Inetd::start(&fx, &NO_DELAY);
+    let (_inetd, mut c) = common::Inetd::start(&fx, &QUICK);
     c.greeting();
     assert!(c.cmd("USER gina").starts_with("+OK"));
     assert_eq!(
@@ -388,7 +390,7 @@ fn nologin_refuses_the_right_password_with_its_reason() {
     fx.user("carol", "pw").user("dave", "pw");
     fx.extra("carol", "nologin reason=Moved_to_IMAP")
         .extra("dave", "nologin");
-    let srv = Server::start(&fx, &NO_DELAY);
+    let srv = Server::start(&fx, &QUICK);
     let replies = try_logins(&srv, &[("carol", "pw"), ("carol", "wrong"), ("dave", "pw")]);
     assert_eq!(
         replies,
@@ -417,7 +419,7 @@ fn userdb_mail_gives_a_user_a_location_of_its_own() {
     .unwrap();
     let field = format!("userdb_mail=maildir:{}/elsewhere/%u", fx.root().display());
     fx.extra("erin", &field);
-    let srv = Server::start(&fx, &NO_DELAY);
+    let srv = Server::start(&fx, &QUICK);
     let mut c = srv.login("erin", "pw");
     assert_eq!(
         c.multi("RETR 1"),
@@ -432,7 +434,7 @@ fn lowercase_users_finds_a_name_typed_with_capitals() {
     let fx = standard();
     let srv = Server::start(
         &fx,
-        &["--lowercase-users", "--apop", NO_DELAY[0], NO_DELAY[1]],
+        &[&["--lowercase-users", "--apop"][..], &QUICK].concat(),
     );
     let mut c = srv.connect();
     c.greeting();
@@ -460,7 +462,7 @@ fn lowercase_users_finds_a_name_typed_with_capitals() {
     assert!(ok(&c.cmd("USER Alice")));
     assert!(c.cmd("PASS SECRET").starts_with("-ERR [AUTH]"));
 
-    let plain = Server::start(&fx, &NO_DELAY);
+    let plain = Server::start(&fx, &QUICK);
     let mut c = plain.connect();
     c.greeting();
     assert!(ok(&c.cmd("USER Alice")));
