@@ -69,6 +69,7 @@ fn check_passwd(
     match PasswdFile::open(path) {
         Ok(users) => {
             notes.push(format!("{}: {} users", path.display(), users.user_count()));
+            notes.push(scram_offer(config, &users).to_string());
             notes.extend(unusable_accounts(config, path, &users));
             Ok(())
         }
@@ -84,6 +85,19 @@ fn check_passwd(
                 format!("{}: {}", e.path.display(), e.problem),
             ),
         }),
+    }
+}
+
+/// Whether AUTH SCRAM-SHA-256 will be offered, and if not why: an admin who wants it must know what keeps
+/// it away (the rule is `Authenticator::scram_for_every_user`'s).
+fn scram_offer(config: &Config, users: &PasswdFile) -> &'static str {
+    use crate::auth::Authenticator;
+    if config.system_users {
+        "AUTH SCRAM-SHA-256 not offered: system-users is on, and system accounts cannot use it"
+    } else if users.scram_for_every_user() {
+        "AUTH SCRAM-SHA-256 offered: every user who can log in has a {PLAIN} or {SCRAM-SHA-256} password"
+    } else {
+        "AUTH SCRAM-SHA-256 not offered: a user who can log in has a crypt hash, or no user can log in"
     }
 }
 
@@ -475,6 +489,29 @@ mod tests {
             out.contains(&format!("# {}: 1 users\n", passwd.display())),
             "{out}"
         );
+        assert!(out.contains("# AUTH SCRAM-SHA-256 offered: "), "{out}");
+        c.system_users = true;
+        let out = run(&c, &none).unwrap();
+        assert!(
+            out.contains("# AUTH SCRAM-SHA-256 not offered: system-users is on"),
+            "{out}"
+        );
+        c.system_users = false;
+        // A crypt hash beside the {PLAIN} password: a client picking SCRAM would fail for that user.
+        std::fs::write(
+            &passwd,
+            "alice:{PLAIN}wonderland::::/home/alice::\n\
+             bob:{SHA512-CRYPT}$6$abcdefgh$ltjgWl6579NluT/Vi1nwEvcil.G5Nbc4NiXZaNGStk8PSwGfQv72N2CKPPrVACtLtip/cZ/1GM/O6IND4WQhG.::::/home/bob::\n",
+        )
+        .unwrap();
+        let out = run(&c, &none).unwrap();
+        assert!(
+            out.contains(
+                "# AUTH SCRAM-SHA-256 not offered: a user who can log in has a crypt hash"
+            ),
+            "{out}"
+        );
+        std::fs::write(&passwd, "alice:{PLAIN}wonderland::::/home/alice::\n").unwrap();
         assert!(!out.contains("wonderland"), "a password was printed: {out}");
         c.tls_cert = Some(dir.path().join("missing.pem"));
         if cfg!(feature = "tls") {
