@@ -6,7 +6,9 @@
 //!
 //! - `mail_storage_settings_check` (`src/lib-storage/mail-storage-settings.c`) accepts a `%` followed
 //!   only by the one-letter variables `v u m f g` or `%` (so no `%{long}` names), and wants at least one
-//!   of the five.
+//!   of the five. It and `parse_uidl_keymask` (`src/pop3/pop3-client.c`, which decides which values
+//!   `pop3_get_uid` looks up) scan the format in their own way, not quite as it is expanded; see
+//!   `dovecot_scan`.
 //! - `pop3_get_uid` (`src/pop3/pop3-commands.c`) gives `v` the UIDVALIDITY and `u` the UID in decimal,
 //!   `f` the storage id and `g` the GUID; `maildir_mail_get_special`
 //!   (`src/lib-storage/index/maildir/maildir-mail.c`) makes the storage id the file name up to its
@@ -64,6 +66,9 @@ enum Var {
     Guid,
     /// `%%`: a `%`, to which the modifiers apply all the same.
     Percent,
+    /// A `%u`, `%f` or `%g` Dovecot's scan of the format missed (see `dovecot_scan`): Dovecot never
+    /// looks the value up, and expands the variable as empty.
+    Unset,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +171,14 @@ impl UidlFormat {
             let (field, next) = field(text, i)?;
             pieces.push(Piece::Field(field));
             i = next;
+        }
+        let seen = dovecot_scan(text)?;
+        for piece in &mut pieces {
+            if let Piece::Field(f) = piece {
+                if matches!(f.var, Var::Uid | Var::FileName | Var::Guid) && !seen.contains(&f.var) {
+                    f.var = Var::Unset;
+                }
+            }
         }
         let vars = || {
             pieces.iter().filter_map(|p| match p {
@@ -287,6 +300,52 @@ fn field(text: &str, start: usize) -> Result<(Field, usize), FormatError> {
     Ok((field, i + 1))
 }
 
+/// The variables Dovecot looks up for this format, as its settings check
+/// (`mail_storage_settings_check`) and `parse_uidl_keymask` (`src/pop3/pop3-client.c`) find them:
+/// each `%` not at the end is followed by `var_get_key` (digits, `-` and one `.` skipped, then any
+/// number of modifiers), and the scan goes on one character past the `%`, not past the field. So
+/// the `%` that closes `%-%` or `%X%` is taken for the start of another field, and the letter after
+/// it for a variable: one the check refuses refuses the format, and a `%u`, `%f` or `%g` seen only
+/// by the expansion is empty in Dovecot's ids.
+fn dovecot_scan(text: &str) -> Result<Vec<Var>, FormatError> {
+    let bytes = text.as_bytes();
+    let skip = |mut i: usize, set: &dyn Fn(u8) -> bool| {
+        while bytes.get(i).is_some_and(|&b| set(b)) {
+            i += 1;
+        }
+        i
+    };
+    let mut seen = Vec::new();
+    let mut p = 0;
+    while p < bytes.len() {
+        if bytes[p] == b'%' && p + 1 < bytes.len() {
+            p += 1;
+            let mut k = skip(p, &|b| b.is_ascii_digit() || b == b'-');
+            if bytes.get(k) == Some(&b'.') {
+                k = skip(k + 1, &|b| b.is_ascii_digit() || b == b'-');
+            }
+            k = skip(k, &|b| b"LUEXRHNMDT".contains(&b));
+            match bytes.get(k) {
+                Some(b'u') => seen.push(Var::Uid),
+                Some(b'f') => seen.push(Var::FileName),
+                Some(b'g') => seen.push(Var::Guid),
+                Some(b'v' | b'%') => {}
+                Some(b'm') => return Err(FormatError::Md5),
+                Some(b'{') => return Err(FormatError::LongName),
+                None => return Err(FormatError::Unfinished),
+                // Only ASCII was skipped since the `%`: `k` is on a character boundary.
+                Some(_) => {
+                    return Err(FormatError::Unknown(
+                        text[k..].chars().next().unwrap_or('?'),
+                    ));
+                }
+            }
+        }
+        p += 1;
+    }
+    Ok(seen)
+}
+
 impl Field {
     fn expand(&self, vars: &Vars<'_>, out: &mut Vec<u8>) {
         let mut value: Vec<u8> = match self.var {
@@ -296,6 +355,7 @@ impl Field {
             Var::Guid if vars.guid.is_empty() => vars.filename.to_vec(),
             Var::Guid => vars.guid.to_vec(),
             Var::Percent => b"%".to_vec(),
+            Var::Unset => Vec::new(),
         };
         for modifier in &self.modifiers {
             match modifier {
@@ -406,6 +466,36 @@ mod tests {
         ];
         for (format, want) in table {
             assert_eq!(expand(format, GUID), want, "{format}");
+        }
+    }
+
+    /// Dovecot's settings check and `parse_uidl_keymask` (`src/pop3/pop3-client.c`) find variables
+    /// their own way: past each `%` they skip one character only, so a field that ends in `%` after a
+    /// width or modifier (`%-%`, `%5%`, `%X%`) has its closing `%` read as the start of another. A
+    /// `%u`, `%f` or `%g` that scan misses is empty in Dovecot's ids; a letter it takes for a variable
+    /// makes Dovecot refuse the format. Expected ids are Debian's dovecot 2.3.19.1 answers.
+    #[test]
+    fn variables_as_dovecots_scan_finds_them() {
+        for (format, want) in [
+            ("%-%%v.%u", "%1700000000.26".to_string()),
+            ("%-%%f.%u", "%.26".to_string()),
+            ("%-%%g.%u", "%.26".to_string()),
+            ("%5%%u.%g", format!("%.{GUID}")),
+            // A variable the scan finds anywhere is set everywhere.
+            ("%X%%u.%u", "026.26".to_string()),
+            ("%u.%0%", "26.%".to_string()),
+        ] {
+            assert_eq!(expand(format, GUID), want, "{format}");
+        }
+        for (format, want) in [
+            ("%-%%u.%v", FormatError::NoMessageVariable),
+            ("%.%%f", FormatError::NoMessageVariable),
+            ("uu06%7%a%u", FormatError::Unknown('a')),
+            ("L%7fU-%0%7", FormatError::Unfinished),
+            ("%5%m%u", FormatError::Md5),
+            ("%5%{uid}%u", FormatError::LongName),
+        ] {
+            assert_eq!(UidlFormat::parse(format), Err(want), "{format:?}");
         }
     }
 
