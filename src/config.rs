@@ -778,6 +778,9 @@ mod tests {
             c.set("dovecot-uidl-format", Some("")).unwrap_err(),
             "empty value"
         );
+        // As copied from dovecot.conf, whose parser drops the quotes: not quotes in every id.
+        assert!(c.set("dovecot-uidl-format", Some("\"%v.%u\"")).is_err());
+        assert_eq!(c.dovecot_uidl_format.to_string(), "%v.%u");
         let path = Path::new("/etc/poplar.conf");
         let settings = parse_file_text(path, "dovecot-uidl-format = %u%y\n").unwrap();
         let e = apply_file(&mut Config::default(), path, &settings).unwrap_err();

@@ -107,6 +107,8 @@ pub enum FormatError {
     NoMessageVariable,
     /// Literal text outside `0x21..=0x7E`: no id would be valid.
     NotPrintable,
+    /// In quotes, as in `dovecot.conf`, whose parser drops them.
+    Quoted,
 }
 
 impl fmt::Display for FormatError {
@@ -127,6 +129,9 @@ impl fmt::Display for FormatError {
             FormatError::NoMessageVariable => {
                 f.write_str("none of %u, %f, %g: every message would get the same id")
             }
+            FormatError::Quoted => f.write_str(
+                "in quotes: Dovecot's configuration drops them; give the format without them",
+            ),
             FormatError::NotPrintable => f.write_str(
                 "a space or control character: unique-ids are printable ASCII (RFC 1939)",
             ),
@@ -153,6 +158,13 @@ impl UidlFormat {
     /// refuses and what poplar cannot reproduce.
     pub fn parse(text: &str) -> Result<UidlFormat, FormatError> {
         let bytes = text.as_bytes();
+        // `pop3_uidl_format = "%v.%u"` in dovecot.conf is `%v.%u`; copied as it is, the quotes would
+        // go into every id, and every message kept on the server would be downloaded again.
+        if let [q @ (b'"' | b'\''), .., last] = bytes {
+            if q == last {
+                return Err(FormatError::Quoted);
+            }
+        }
         let mut pieces = Vec::new();
         let mut i = 0;
         while i < bytes.len() {
@@ -548,6 +560,8 @@ mod tests {
             ("abc", FormatError::NoMessageVariable),
             ("%%", FormatError::NoMessageVariable),
             ("", FormatError::NoMessageVariable),
+            ("\"%v.%u\"", FormatError::Quoted),
+            ("'%08Xu%08Xv'", FormatError::Quoted),
             ("%u %v", FormatError::NotPrintable),
             ("%u\t", FormatError::NotPrintable),
         ];
