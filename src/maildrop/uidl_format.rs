@@ -133,7 +133,7 @@ impl fmt::Display for FormatError {
                 "in quotes: Dovecot's configuration drops them; give the format without them",
             ),
             FormatError::NotPrintable => f.write_str(
-                "a space or control character: unique-ids are printable ASCII (RFC 1939)",
+                "a space, control or non-ASCII character: unique-ids are printable ASCII (RFC 1939)",
             ),
         }
     }
@@ -568,6 +568,11 @@ mod tests {
         for (format, want) in table {
             assert_eq!(UidlFormat::parse(format), Err(want), "{format:?}");
         }
+        // UTF-8 in the literal text: said as what it is, not as a space or a control character.
+        assert_eq!(
+            UidlFormat::parse("%u·%v").unwrap_err().to_string(),
+            "a space, control or non-ASCII character: unique-ids are printable ASCII (RFC 1939)"
+        );
         assert_eq!(
             FormatError::Md5.to_string(),
             "%m (the header's MD5) would mean reading every message at every login; not supported"
