@@ -103,6 +103,8 @@ pub enum FormatError {
     Modifier(char),
     /// Zero padding past 70 characters.
     Padding(i64),
+    /// A width or offset past 2147483647, where Dovecot's arithmetic overflows.
+    Number,
     /// None of `%u`, `%f`, `%g`: every message would get the same id.
     NoMessageVariable,
     /// Literal text outside `0x21..=0x7E`: no id would be valid.
@@ -129,6 +131,9 @@ impl fmt::Display for FormatError {
             FormatError::NoMessageVariable => {
                 f.write_str("none of %u, %f, %g: every message would get the same id")
             }
+            FormatError::Number => f.write_str(
+                "a width or offset over 2147483647, where Dovecot's own arithmetic overflows",
+            ),
             FormatError::Quoted => f.write_str(
                 "in quotes: Dovecot's configuration drops them; give the format without them",
             ),
@@ -241,10 +246,15 @@ fn field(text: &str, start: usize) -> Result<(Field, usize), FormatError> {
     let number = |i: &mut usize| {
         let mut n: i64 = 0;
         while let Some(d @ b'0'..=b'9') = at(*i) {
-            n = (n * 10 + i64::from(d - b'0')).min(MAX_NUMBER);
+            n = n * 10 + i64::from(d - b'0');
+            // var_expand adds the digits up in an `int`; past it, Dovecot's ids are whatever the
+            // overflow made of the number.
+            if n > i64::from(i32::MAX) {
+                return Err(FormatError::Number);
+            }
             *i += 1;
         }
-        n
+        Ok(n.min(MAX_NUMBER))
     };
     let (mut offset, mut zero_padding) = (0, false);
     let mut sign = 1;
@@ -257,7 +267,7 @@ fn field(text: &str, start: usize) -> Result<(Field, usize), FormatError> {
         i += 1;
     }
     // Without a `.` the sign is dropped, as var_expand drops it.
-    let mut width = number(&mut i);
+    let mut width = number(&mut i)?;
     if at(i) == Some(b'.') {
         i += 1;
         offset = sign * width;
@@ -270,7 +280,7 @@ fn field(text: &str, start: usize) -> Result<(Field, usize), FormatError> {
             sign = -1;
             i += 1;
         }
-        width = sign * number(&mut i);
+        width = sign * number(&mut i)?;
     }
     let mut modifiers = Vec::new();
     while modifiers.len() < MAX_MODIFIERS {
@@ -556,6 +566,10 @@ mod tests {
             ("%Mu", FormatError::Modifier('M')),
             ("%11LLLLLLLLLLLu", FormatError::Unknown('L')),
             ("%080u", FormatError::Padding(80)),
+            // Past Dovecot's `int`: 2.3.19.1 cuts %4294967297f to one character.
+            ("%4294967297f", FormatError::Number),
+            ("%u%.2147483648f", FormatError::Number),
+            ("%-99999999999999999999.3f%u", FormatError::Number),
             ("%v", FormatError::NoMessageVariable),
             ("abc", FormatError::NoMessageVariable),
             ("%%", FormatError::NoMessageVariable),
