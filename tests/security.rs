@@ -270,12 +270,17 @@ fn a_kept_session_thread_takes_back_the_server_identity() {
     );
     assert!(alice.cmd("QUIT").starts_with("+OK"));
     drop(alice);
-    // Bounded wait for the thread to finish its session and park.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Bounded wait for the thread to finish its session and park. Its fs uid comes back before it
+    // parks, so a thread that is still running (on its way to the list of waiting threads) is waited
+    // for too: Bob's session would otherwise go to a new thread.
+    let deadline = Instant::now() + Duration::from_secs(10);
     let kept = loop {
         let threads = thread_fs_ids(srv.pid());
         let others: Vec<(u32, u32)> = threads.into_iter().filter(|t| t.0 != main_tid).collect();
-        if others.iter().all(|t| t.1 == 0) && !others.is_empty() {
+        let parked = others
+            .iter()
+            .all(|t| t.1 == 0 && thread_asleep(srv.pid(), t.0));
+        if parked && !others.is_empty() {
             break others;
         }
         assert!(
@@ -316,6 +321,12 @@ fn thread_fs_ids(pid: u32) -> Vec<(u32, u32)> {
             Some((tid, fs_uid))
         })
         .collect()
+}
+
+/// Whether thread `tid` of `pid` is blocked (`State: S`), not running or runnable.
+fn thread_asleep(pid: u32, tid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .is_ok_and(|status| status_field(&status, "State:").starts_with('S'))
 }
 
 /// The fs uid (4th field of `Uid:`) of every thread of `pid`.
