@@ -16,21 +16,35 @@ impl Chain {
         Chain { sources }
     }
 
-    /// Runs `attempt` on every source and keeps the answer of the first that knows `user`.
+    /// Runs `attempt` on every source; returns the answer of the first that knows `user`, and the first
+    /// answer of a source that did not decide (what an unknown name gets where a stand-in is needed).
+    fn ask_all<T>(
+        &self,
+        user: &[u8],
+        attempt: impl Fn(&dyn Authenticator) -> T,
+    ) -> (Option<T>, Option<T>) {
+        let (mut decided, mut other) = (None, None);
+        for source in &self.sources {
+            let knows = source.knows(user);
+            let answer = attempt(source.as_ref());
+            if decided.is_none() && knows {
+                decided = Some(answer);
+            } else if other.is_none() {
+                other = Some(answer);
+            }
+        }
+        (decided, other)
+    }
+
+    /// The answer of the first source that knows `user`; a name none knows is refused.
     fn decide(
         &self,
         user: &[u8],
         attempt: impl Fn(&dyn Authenticator) -> Result<Account, AuthError>,
     ) -> Result<Account, AuthError> {
-        let mut decided: Option<Result<Account, AuthError>> = None;
-        for source in &self.sources {
-            let knows = source.knows(user);
-            let result = attempt(source.as_ref());
-            if decided.is_none() && knows {
-                decided = Some(result);
-            }
-        }
-        decided.unwrap_or(Err(AuthError::BadCredentials))
+        self.ask_all(user, attempt)
+            .0
+            .unwrap_or(Err(AuthError::BadCredentials))
     }
 }
 
@@ -51,22 +65,12 @@ impl Authenticator for Chain {
         !self.sources.is_empty() && self.sources.iter().all(|s| s.scram_for_every_user())
     }
 
-    /// As `decide`; when no source knows the name, the first source's answer, the stand-in keys, which
-    /// are the same whichever source made them.
+    /// As `decide`; when no source knows the name, another source's answer: the stand-in keys, the same
+    /// whichever source made them, with no key derivation more than for a known name.
     fn scram(&self, user: &[u8]) -> ScramLookup {
-        let mut first = None;
-        let mut decided = None;
-        for source in &self.sources {
-            let knows = source.knows(user);
-            let lookup = source.scram(user);
-            if decided.is_none() && knows {
-                decided = Some(lookup);
-            } else if first.is_none() {
-                first = Some(lookup);
-            }
-        }
+        let (decided, other) = self.ask_all(user, |s| s.scram(user));
         decided
-            .or(first)
+            .or(other)
             .unwrap_or_else(|| ScramLookup::unusable(user))
     }
 }
