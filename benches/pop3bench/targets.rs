@@ -215,12 +215,18 @@ pub fn ensure_package(probe: &str, package: &str) -> io::Result<()> {
         return Ok(());
     }
     eprintln!("pop3bench: installing {package} with apt-get");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends", package])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status()?
-        .success();
+    let apt_get = |args: &[&str]| -> io::Result<bool> {
+        Ok(Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()?
+            .success())
+    };
+    let install = ["install", "-y", "-q", "--no-install-recommends", package];
+    // A machine's package lists may be older than the mirror (the .deb they name is gone): refresh them
+    // once and try again.
+    let ok = apt_get(&install)? || (apt_get(&["update", "-q"])? && apt_get(&install)?);
     if ok && Path::new(probe).exists() {
         Ok(())
     } else {
@@ -290,9 +296,16 @@ pub fn popa3d_setup(root: &Path) -> io::Result<PathBuf> {
             Err(bad(String::from_utf8_lossy(&out.stderr).trim().to_string()))
         }
     };
-    run(Command::new("apt-get")
-        .args(["download", "-q", "popa3d"])
-        .current_dir(&unpack))?;
+    let download = || {
+        run(Command::new("apt-get")
+            .args(["download", "-q", "popa3d"])
+            .current_dir(&unpack))
+    };
+    // As for `ensure_package`: stale package lists are refreshed once.
+    download().or_else(|_| {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        download()
+    })?;
     let deb = fs::read_dir(&unpack)?
         .flatten()
         .map(|e| e.path())
