@@ -20,6 +20,12 @@ use nix::libc;
 use crate::proto::reply::RespCode;
 use location::Format;
 
+/// Stack of the helper threads a session starts to share its work on a large maildrop (the mbox scan of
+/// a first login, Maildir counting, steps of an mbox expunge), so the session thread's own stays as small
+/// as it is. Helpers keep their buffers on the heap: 32 KiB is enough even for a debug build printing a
+/// panic's backtrace; this is twice that.
+pub const HELPER_STACK: usize = 64 * 1024;
+
 /// RFC 1939 section 7: "The unique-id of a message ... consists of one to 70 characters in the range
 /// 0x21 to 0x7E".
 pub const MAX_UID: usize = 70;

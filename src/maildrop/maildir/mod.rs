@@ -46,7 +46,7 @@ use super::uidl_format::UidlFormat;
 use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
 use dirs::{Dirs, MESSAGE_DIRS, MessageFile, open_at, with_relocation};
-use list::list;
+use list::{Found, list};
 pub(crate) use names::base_of;
 pub use names::name_info;
 use names::{uid_of, virtual_size};
@@ -172,33 +172,19 @@ impl Maildir {
         began: i64,
         cache: &Cache,
     ) -> Result<Listing, MaildropError> {
-        let found = list(path, dirs, listed)?;
+        let mut found = list(path, dirs, listed)?;
+        let mut sizes: Vec<Option<u64>> = found
+            .iter()
+            .map(|f| virtual_size(f.base()).or_else(|| cache.get(f.base(), f.stamp)))
+            .collect();
+        let counted = sizes.iter().filter(|s| s.is_none()).count();
+        count_sizes(path, dirs, &mut found, &mut sizes, counted)?;
         let mut messages = Vec::with_capacity(found.len());
         let mut files = Vec::with_capacity(found.len());
         let mut stamps = Vec::with_capacity(found.len());
-        let mut buf = Vec::new();
-        let mut counted = 0usize;
-        for mut found in found {
-            let base = found.base();
-            let octets = match virtual_size(base).or_else(|| cache.get(base, found.stamp)) {
-                Some(n) => n,
-                None => {
-                    // The read buffer is allocated only when some message must really be read.
-                    buf.resize(CHUNK, 0);
-                    counted += 1;
-                    let count = |dir: &File, name: &OsStr| count_at(dir, name, &mut buf);
-                    match with_relocation(path, dirs, &mut found.file, count) {
-                        Ok(n) => n,
-                        // Deleted by another program since we listed it: it is simply not in this session.
-                        Err(MaildropError::Io { source, .. })
-                            if source.kind() == io::ErrorKind::NotFound =>
-                        {
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            };
+        for (found, size) in found.into_iter().zip(sizes) {
+            // Deleted by another program since we listed it: it is simply not in this session.
+            let Some(octets) = size else { continue };
             messages.push(MessageInfo {
                 octets,
                 uid: uid_of(found.base()),
@@ -237,6 +223,72 @@ impl Maildir {
             _lock: lock,
         }
     }
+}
+
+/// From this many messages to count on, a login counts them in two threads at once: a first login to a
+/// large maildrop (mail moved in from elsewhere) reads every message, and the system calls of two files
+/// at once run on two cores.
+const COUNT_SPLIT_MIN: usize = 1000;
+
+/// Counts the octets of each listed message whose size is `None` (`missing` of them), into `sizes`; one
+/// that is gone by then stays `None`.
+fn count_sizes(
+    root: &Path,
+    dirs: &Dirs,
+    found: &mut [Found],
+    sizes: &mut [Option<u64>],
+    missing: usize,
+) -> Result<(), MaildropError> {
+    if missing < COUNT_SPLIT_MIN {
+        return count_into(root, dirs, found, sizes);
+    }
+    // The cut that leaves half of the messages to count on each side.
+    let mut left = missing / 2;
+    let cut = sizes
+        .iter()
+        .position(|s| {
+            left = left.saturating_sub(usize::from(s.is_none()));
+            left == 0
+        })
+        .map_or(sizes.len(), |i| i + 1);
+    let (found_head, found_tail) = found.split_at_mut(cut);
+    let (sizes_head, sizes_tail) = sizes.split_at_mut(cut);
+    std::thread::scope(|s| {
+        let tail = std::thread::Builder::new()
+            .name("maildir-count".into())
+            .stack_size(crate::maildrop::HELPER_STACK)
+            .spawn_scoped(s, || count_into(root, dirs, found_tail, sizes_tail))
+            .map_err(|e| MaildropError::io(root, e))?;
+        let head = count_into(root, dirs, found_head, sizes_head);
+        let tail = tail
+            .join()
+            .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked));
+        head.and(tail)
+    })
+}
+
+/// Counts, one after the other, the messages of `found` whose entry in `sizes` is `None`.
+fn count_into(
+    root: &Path,
+    dirs: &Dirs,
+    found: &mut [Found],
+    sizes: &mut [Option<u64>],
+) -> Result<(), MaildropError> {
+    // The read buffer is allocated only when some message must really be read.
+    let mut buf = Vec::new();
+    for (found, size) in found.iter_mut().zip(sizes) {
+        if size.is_some() {
+            continue;
+        }
+        buf.resize(CHUNK, 0);
+        let count = |dir: &File, name: &OsStr| count_at(dir, name, &mut buf);
+        match with_relocation(root, dirs, &mut found.file, count) {
+            Ok(n) => *size = Some(n),
+            Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Seconds since the epoch, as `DirStamps::settled` takes them.

@@ -44,6 +44,52 @@ fn counts_octets_in_any_chunk_size() {
     }
 }
 
+/// A maildrop with more messages to count than `COUNT_SPLIT_MIN` is counted in two threads: every
+/// size must be what one thread counts, in delivery order, whichever thread counted it; a message
+/// the cache or its name already sizes is not read.
+#[test]
+fn many_messages_counted_in_two_threads_are_each_sized() {
+    let dir = maildir();
+    let root = dir.path();
+    let total = COUNT_SPLIT_MIN * 2 + 7;
+    let mut expected = Vec::new();
+    for i in 0..total {
+        let body = "line\n".repeat(i % 50) + &"x".repeat(i % 13);
+        let octets = count_octets(&mut body.as_bytes(), &mut [0; 7]).unwrap();
+        // Every tenth message names its size as sent (`,W=`), and that size is taken as it is.
+        let (name, octets) = if i % 10 == 0 {
+            (format!("{i:05}.m,W=4242"), 4242)
+        } else {
+            (format!("{i:05}.m"), octets)
+        };
+        let sub = if i % 3 == 0 { "cur" } else { "new" };
+        let name = if sub == "cur" {
+            format!("{name}:2,S")
+        } else {
+            name
+        };
+        put(
+            root,
+            &format!("{sub}/{name}"),
+            body.as_bytes(),
+            1000 + i as u64,
+        );
+        expected.push((
+            format!("{i:05}.m{}", if i % 10 == 0 { ",W=4242" } else { "" }),
+            octets,
+        ));
+    }
+    for round in ["counted", "cached"] {
+        let md = Maildir::open(root).unwrap();
+        let got: Vec<(String, u64)> = md
+            .messages()
+            .iter()
+            .map(|m| (m.uid.to_string(), m.octets))
+            .collect();
+        assert!(got == expected, "{round}: sizes or order differ");
+    }
+}
+
 #[test]
 fn lists_in_delivery_order() {
     let dir = maildir();

@@ -60,14 +60,11 @@ use std::path::{Path, PathBuf};
 use std::thread;
 
 use super::recovery::{self, Plan, Version, read_full_at, sync_dir};
+use crate::maildrop::HELPER_STACK;
 use nix::libc;
 
 /// Copy buffer size: large sequential I/O, small enough to stay in cache.
 pub const COPY_CHUNK: usize = 1 << 20;
-/// Stack of the threads that run the caller's check and hash `N..O` during step 1, so the session
-/// thread's own stays as small as it is. Both keep their buffers on the heap: 32 KiB is enough even
-/// for a debug build printing a panic's backtrace; this is twice that.
-const HELPER_STACK: usize = 64 * 1024;
 
 /// `MBOX.poplar-recovery`, next to the mbox: on the same file system, found by whoever opens the mbox.
 pub fn recovery_path(mbox: &Path) -> PathBuf {

@@ -1,6 +1,6 @@
 //! Tests for the mbox backend on real files: listing, reading, locking, expunge with checks.
 
-use super::read::scan_file;
+use super::read::{BOUNDARY_SEARCH, SPLIT_MIN, boundary_after, scan_file};
 use super::stamp::testing::{rewrite_keeping_times, settle};
 use super::*;
 use md5::{Digest, Md5};
@@ -318,6 +318,126 @@ fn file_read_loop_handles_every_chunk_size() {
         );
     }
 }
+
+/// An mbox over `SPLIT_MIN`, of messages of many sizes and awkward lines, so that the cut near its
+/// middle can fall anywhere.
+fn large_mbox(messages: usize) -> String {
+    let mut out = String::new();
+    for i in 0..messages {
+        out.push_str(&format!("From sender{i} Thu Jan  1 00:00:00 2026\n"));
+        out.push_str(&format!("Subject: {i}\nMessage-ID: <{i}@x>\n\n"));
+        for line in 0..(i * 7919 % 40) {
+            match (line + 1) % 5 {
+                0 => out.push_str("From inside a body, not after an empty line\n"),
+                1 => out.push_str(">From quoted\n\n"),
+                2 => out.push_str("crlf line\r\n"),
+                _ => out.push_str(&"x".repeat(i % 97 + 1)),
+            }
+            out.push('\n');
+        }
+        // The empty line that separates messages, and sometimes one more that belongs to the body.
+        out.push('\n');
+        if i % 3 == 0 {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn a_large_mbox_scanned_in_two_halves_gives_one_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = large_mbox(20_000);
+    assert!(
+        content.len() as u64 >= SPLIT_MIN,
+        "{} octets",
+        content.len()
+    );
+    let path = mbox_in(&dir, &content);
+    let file = File::options().read(true).write(true).open(&path).unwrap();
+    let lock = DeliveryLock::acquire(&path, &file, DELIVERY_LOCK_WAIT).unwrap();
+    let len = content.len() as u64;
+    let split = boundary_after(&file, len / 2, len).unwrap();
+    assert!(
+        split.is_some(),
+        "no message boundary found after the middle"
+    );
+    let whole = scan::scan_all(content.as_bytes(), true).unwrap();
+    assert_eq!(whole.len(), 20_000);
+    let (got, size) = scan_file(&path, &file, None, true, &lock, read::READ_CHUNK).unwrap();
+    assert_eq!(size, len);
+    assert!(got == whole, "the halves differ from one scan");
+    // With a limit (a prefix), as an index's rescan asks.
+    let limit = split.unwrap() + 1000;
+    let (prefix, size) = scan_file(&path, &file, Some(limit), true, &lock, 4096).unwrap();
+    assert_eq!(size, limit);
+    assert!(prefix == scan::scan_all(&content.as_bytes()[..limit as usize], true).unwrap());
+}
+
+#[test]
+fn a_large_mbox_with_no_boundary_near_its_middle_is_scanned_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "y".repeat(79) + "\n";
+    let big = body.repeat((3 * BOUNDARY_SEARCH as usize) / body.len());
+    let content = format!("{MBOX}\nFrom big\nSubject: big\n\n{big}\nFrom last\nS: 1\n\nz\n");
+    assert!(content.len() as u64 >= SPLIT_MIN);
+    let path = mbox_in(&dir, &content);
+    let file = File::options().read(true).write(true).open(&path).unwrap();
+    let lock = DeliveryLock::acquire(&path, &file, DELIVERY_LOCK_WAIT).unwrap();
+    let len = content.len() as u64;
+    assert_eq!(boundary_after(&file, len / 2, len).unwrap(), None);
+    let (got, size) = scan_file(&path, &file, None, true, &lock, read::READ_CHUNK).unwrap();
+    assert_eq!(
+        (got, size),
+        (scan::scan_all(content.as_bytes(), true).unwrap(), len)
+    );
+}
+
+/// The boundary search reads in windows: a `\n\nFrom ` across two of them, or with its empty line just
+/// before where the search starts, is found all the same; one that begins too early is not.
+#[test]
+fn boundary_search_finds_separators_across_its_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    const WINDOW: usize = 64 * 1024;
+    for sep_at in [
+        0,
+        1,
+        2,
+        3,
+        WINDOW - 8,
+        WINDOW - 7,
+        WINDOW - 4,
+        WINDOW - 2,
+        WINDOW - 1,
+        WINDOW,
+        3 * WINDOW - 5,
+    ] {
+        for from in [3usize, 4, 5, 10] {
+            let mut bytes = vec![b'a'; from + sep_at + 20];
+            let at = from - 2 + sep_at;
+            bytes[at..at + SEPARATOR_LEN].copy_from_slice(b"\n\nFrom ");
+            let path = dir.path().join("b");
+            fs::write(&path, &bytes).unwrap();
+            let file = File::open(&path).unwrap();
+            let found = boundary_after(&file, from as u64, bytes.len() as u64).unwrap();
+            assert_eq!(found, Some(at as u64 + 2), "separator at {at}, from {from}");
+            // Ending the search before the `From ` line finds nothing.
+            let found = boundary_after(&file, from as u64, at as u64 + 2).unwrap();
+            assert_eq!(found, None, "separator at {at}, from {from}, cut short");
+        }
+    }
+    let path = dir.path().join("early");
+    fs::write(&path, b"\n\nFrom x\naaaaaaaaaa").unwrap();
+    let file = File::open(&path).unwrap();
+    assert_eq!(
+        boundary_after(&file, 3, 19).unwrap(),
+        None,
+        "begins before `from`"
+    );
+    assert_eq!(boundary_after(&file, 2, 19).unwrap(), Some(2));
+}
+
+const SEPARATOR_LEN: usize = 7;
 
 #[test]
 fn mbox_renamed_over_during_the_session_is_not_expunged() {

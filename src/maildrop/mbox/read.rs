@@ -10,7 +10,9 @@ use std::path::Path;
 
 use md5::{Digest, Md5};
 
-use super::scan::{MIN_FRAGMENT, ScannedMessage, Scanner};
+use memchr::memmem;
+
+use super::scan::{MIN_FRAGMENT, SEPARATOR, ScannedMessage, Scanner};
 use super::stamp::Stamp;
 use super::verify::from_line_intact;
 use super::{Mbox, index};
@@ -124,8 +126,97 @@ pub(super) fn scan_file(
     scan_range(path, file, 0, limit, want_x_uidl, lock, chunk)
 }
 
-/// Scans `file` from `start`, where a `From ` line must begin, to its end or to `limit`.
+/// Scans `file` from `start`, where a `From ` line must begin, to its end or to `limit`. A large range
+/// is cut in two at a message boundary near its middle and the halves scanned at once, the second in a
+/// helper thread: a first login to a large mbox waits for the scan, and the scan is CPU-bound (MD5 of
+/// headers, searches through bodies) once the file is in the page cache.
 fn scan_range(
+    path: &Path,
+    file: &File,
+    start: u64,
+    limit: Option<u64>,
+    want_x_uidl: bool,
+    lock: &DeliveryLock,
+    chunk: usize,
+) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
+    let io_err = |e| MaildropError::io(path, e);
+    // Under the delivery locks the file does not grow, so its size now is where the scan ends.
+    let end = match limit {
+        Some(limit) => limit,
+        None => file.metadata().map_err(io_err)?.len(),
+    };
+    let split = if end.saturating_sub(start) >= SPLIT_MIN {
+        boundary_after(file, start + (end - start) / 2, end).map_err(io_err)?
+    } else {
+        None
+    };
+    let Some(split) = split else {
+        return scan_piece(path, file, start, limit, want_x_uidl, lock, chunk);
+    };
+    let (head, tail) = std::thread::scope(|s| {
+        let tail = std::thread::Builder::new()
+            .name("mbox-scan".into())
+            .stack_size(crate::maildrop::HELPER_STACK)
+            .spawn_scoped(s, || {
+                scan_piece(path, file, split, limit, want_x_uidl, lock, chunk)
+            })
+            .map_err(io_err)?;
+        let head = scan_piece(path, file, start, Some(split), want_x_uidl, lock, chunk);
+        let tail = tail
+            .join()
+            .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked));
+        Ok::<_, MaildropError>((head, tail))
+    })?;
+    let ((mut messages, head_end), (tail, size)) = (head?, tail?);
+    // The head stops where the tail's first `From ` line begins, so the two join as one scan would
+    // have; unless a writer that ignores the locks changed the file meanwhile: then one scan decides.
+    if head_end != split || tail.first().map(|m| m.from_offset) != Some(split) {
+        log::debug!(
+            "{}: changed during the scan; scanning it again",
+            path.display()
+        );
+        return scan_piece(path, file, start, limit, want_x_uidl, lock, chunk);
+    }
+    messages.extend(tail);
+    Ok((messages, size))
+}
+
+/// Ranges at least this large are scanned in two halves at once (see `scan_range`): below it, starting
+/// a thread costs about as much as it saves.
+pub(super) const SPLIT_MIN: u64 = 8 << 20;
+/// How far past the middle a message boundary is looked for before the range is scanned whole.
+pub(super) const BOUNDARY_SEARCH: u64 = 4 << 20;
+
+/// The offset of the first `From ` line that begins a message at or after `from` (it follows an empty
+/// line: see `scan`), if one begins before `end` and within `BOUNDARY_SEARCH` of `from`.
+pub(super) fn boundary_after(file: &File, from: u64, end: u64) -> io::Result<Option<u64>> {
+    const WINDOW: usize = 64 * 1024;
+    let finder = memmem::Finder::new(SEPARATOR);
+    let stop = end.min(from.saturating_add(BOUNDARY_SEARCH));
+    // The window starts two octets early, so that `\n\n` just before `from` counts too, and each
+    // next window overlaps the last by the separator's length less one.
+    let mut at = from.saturating_sub(2);
+    let mut buf = vec![0u8; WINDOW];
+    while at < stop {
+        let want = usize::try_from(stop - at).unwrap_or(WINDOW).min(WINDOW);
+        let n = read_some_at(file, &mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = finder.find(&buf[..n]) {
+            let split = at + i as u64 + 2;
+            return Ok((split >= from && split < end).then_some(split));
+        }
+        if at + (n as u64) >= stop {
+            break;
+        }
+        at += n.saturating_sub(SEPARATOR.len() - 1).max(1) as u64;
+    }
+    Ok(None)
+}
+
+/// Scans `file` from `start`, where a `From ` line must begin, to its end or to `limit`, in one thread.
+fn scan_piece(
     path: &Path,
     file: &File,
     start: u64,

@@ -65,7 +65,7 @@ pub struct NotMbox;
 /// the first at least this long (enough for the longest header name we look for and an `X-UIDL:`).
 pub const MIN_FRAGMENT: usize = 256;
 /// `\n\nFrom `: an empty line, then a `From ` line.
-const SEPARATOR: &[u8] = b"\n\nFrom ";
+pub const SEPARATOR: &[u8] = b"\n\nFrom ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

@@ -314,3 +314,26 @@ fn counts_line_ends_across_windows() {
         assert_eq!(count_line_ends(bytes, *prev), *expected, "{bytes:?}");
     }
 }
+
+/// The backend may scan a large mbox in two pieces cut where a `\n\nFrom ` line begins (see
+/// `read::scan_range`): the first piece ends there as if the file did, the second starts there. Every
+/// such cut must give exactly what one scan gives.
+#[test]
+fn a_scan_cut_at_any_message_boundary_joins_up() {
+    let finder = memmem::Finder::new(SEPARATOR);
+    let mut cuts_tried = 0;
+    for seed in 1..300 {
+        let input = generated_mbox(seed, 200);
+        let whole = scan_all(&input, true).unwrap();
+        for at in finder.find_iter(&input) {
+            let split = at + 2;
+            let mut joined = scan_all(&input[..split], true).unwrap();
+            let mut tail = Scanner::starting_at(split as u64, true);
+            assert_eq!(tail.feed(&input[split..], true), Ok(input.len() - split));
+            joined.extend(tail.finish());
+            assert_eq!(joined, whole, "seed {seed}, cut at {split}");
+            cuts_tried += 1;
+        }
+    }
+    assert!(cuts_tried > 500, "only {cuts_tried} cuts tried");
+}
