@@ -277,10 +277,24 @@ fn run(opts: &Options) -> io::Result<()> {
     }
     drop(servers);
     if opts.wants("bigdrop") || opts.wants("expunge") {
+        let mut mbox_servers = Vec::new();
         for target in &targets {
-            if let Err(e) = target.run_mbox_scenarios(opts, &mut table) {
-                table.fail(target.kind, format!("stopped: {e}"));
+            match target.start_mbox(opts, &mut table) {
+                Ok(Some(server)) => mbox_servers.push((server, target.dir.path())),
+                Ok(None) => {}
+                Err(e) => table.fail(target.kind, format!("stopped: {e}")),
             }
+        }
+        if opts.wants("bigdrop") {
+            let spec = opts.big_mbox();
+            mbox_servers.retain(|(server, root)| {
+                let r = big_mbox_listing(server, root, &spec, &mut table);
+                r.map_err(|e| table.fail(server.kind, format!("stopped: {e}")))
+                    .is_ok()
+            });
+        }
+        if opts.wants("expunge") {
+            alternated_expunge(opts, &mbox_servers, &mut table);
         }
     }
     println!();
@@ -355,17 +369,18 @@ impl Target {
         }
     }
 
-    /// bigdrop and expunge on mbox, against a server started for them.
-    fn run_mbox_scenarios(&self, opts: &Options, table: &mut Table) -> io::Result<()> {
+    /// A server on this target's mbox fixtures, for bigdrop and expunge; `None` (noted) when it serves
+    /// no mbox maildrops.
+    fn start_mbox(&self, opts: &Options, table: &mut Table) -> io::Result<Option<Server>> {
         let server = self.start(opts, Format::Mbox)?;
         if let Err(e) = probe(&server) {
             table.fail(
                 self.kind,
                 format!("mbox scenarios skipped: mbox maildrops unsupported ({e})"),
             );
-            return Ok(());
+            return Ok(None);
         }
-        mbox_scenarios(opts, &server, self.dir.path(), table)
+        Ok(Some(server))
     }
 }
 
@@ -500,43 +515,62 @@ fn own_maildir_scenarios(opts: &Options, server: &Server, table: &mut Table) {
     }
 }
 
-fn mbox_scenarios(
-    opts: &Options,
+/// bigdrop on mbox: first and later logins to the big mbox of `root`'s first user.
+fn big_mbox_listing(
     server: &Server,
     root: &Path,
+    spec: &Spec,
     table: &mut Table,
 ) -> io::Result<()> {
-    if opts.wants("bigdrop") {
-        let spec = opts.big_mbox();
-        server.fill_spool(&spec)?;
-        // Mail delivered a moment ago, not this very second: popa3d waits out the second in which its
-        // spool was written (measured: 1.1 s first logins right after a refill, 0.1 s later).
-        thread::sleep(SETTLE);
-        let fresh = || {
-            refill_mbox(server, root, &spec)?;
-            nix::unistd::sync();
-            thread::sleep(SETTLE);
-            Ok(())
-        };
-        big_listing(server, &spec, "mbox", table, Some(&fresh))?;
-    }
-    if opts.wants("expunge") {
-        let spec = opts.expunge_mbox();
-        server.fill_spool(&spec)?;
-        // The fixtures just written (and those of earlier scenarios, up to 30 s old) are still dirty in
-        // the page cache: the first fsync of an expunge would write them out too, by however much each
-        // server's fixtures amount to. Each run starts with nothing else to write.
+    server.fill_spool(spec)?;
+    // Mail delivered a moment ago, not this very second: popa3d waits out the second in which its
+    // spool was written (measured: 1.1 s first logins right after a refill, 0.1 s later).
+    thread::sleep(SETTLE);
+    let fresh = || {
+        refill_mbox(server, root, spec)?;
         nix::unistd::sync();
-        let mut times = vec![scenarios::expunge(server, &spec)?];
-        for _ in 1..EXPUNGE_RUNS {
-            refill_mbox(server, root, &spec)?;
-            nix::unistd::sync();
-            times.push(scenarios::expunge(server, &spec)?);
+        thread::sleep(SETTLE);
+        Ok(())
+    };
+    big_listing(server, spec, "mbox", table, Some(&fresh))
+}
+
+/// expunge against every server in `servers`, run by run in turn (as login and retr alternate), each
+/// run on a fresh copy of the mbox: an expunge's fsyncs wait for whatever else the file system has to
+/// write, which drifts over a run, so runs minutes apart would compare the machine, not the servers.
+fn alternated_expunge(opts: &Options, servers: &[(Server, &Path)], table: &mut Table) {
+    let spec = opts.expunge_mbox();
+    let mut times: Vec<Option<Vec<f64>>> = vec![Some(Vec::new()); servers.len()];
+    for run in 0..EXPUNGE_RUNS {
+        for ((server, root), times) in servers.iter().zip(&mut times) {
+            let Some(done) = times else { continue };
+            let timed = || {
+                if run == 0 {
+                    server.fill_spool(&spec)?;
+                } else {
+                    refill_mbox(server, root, &spec)?;
+                }
+                // The fixtures just written (and those of earlier scenarios) are still dirty in the
+                // page cache: the first fsync of an expunge would write them out too, by however
+                // much each server's fixtures amount to. Each run starts with nothing else to write.
+                nix::unistd::sync();
+                scenarios::expunge(server, &spec)
+            };
+            match timed() {
+                Ok(secs) => done.push(secs),
+                Err(e) => {
+                    table.fail(server.kind, format!("expunge: {e}"));
+                    *times = None;
+                }
+            }
         }
-        let secs = scenarios::median(times);
-        table.record(&row::expunge(spec.count), server.kind, secs);
     }
-    Ok(())
+    for ((server, _), times) in servers.iter().zip(times) {
+        if let Some(times) = times {
+            let secs = scenarios::median(times);
+            table.record(&row::expunge(spec.count), server.kind, secs);
+        }
+    }
 }
 
 /// Each expunge destroys its mbox, so the figure is the median of this many runs on fresh copies.
