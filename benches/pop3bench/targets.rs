@@ -109,7 +109,10 @@ fn learn_addr(child: &mut Child, log: &Path) -> io::Result<SocketAddr> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         let text = fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text.lines().find_map(|l| l.split("listening on ").nth(1)) {
+        // Whole lines only: stderr is unbuffered, and a line may be read while half written (seen:
+        // "bad address" from a popa3d spawner's line cut after `listening on 127.0`).
+        let mut whole_lines = text.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+        if let Some(addr) = whole_lines.find_map(|l| l.split("listening on ").nth(1)) {
             return addr
                 .trim()
                 .parse()
