@@ -287,12 +287,7 @@ fn run(opts: &Options) -> io::Result<()> {
             }
         }
         if opts.wants("bigdrop") {
-            let spec = opts.big_mbox();
-            mbox_servers.retain(|(server, root)| {
-                let r = big_mbox_listing(server, root, &spec, &mut table);
-                r.map_err(|e| table.fail(server.kind, format!("stopped: {e}")))
-                    .is_ok()
-            });
+            alternated_big_mbox(opts, &mut mbox_servers, &mut table);
         }
         if opts.wants("expunge") {
             alternated_expunge(opts, &mbox_servers, &mut table);
@@ -522,29 +517,60 @@ fn own_maildir_scenarios(
         thread::sleep(
             (fixtures_written + MAILDIR_SETTLE).saturating_duration_since(Instant::now()),
         );
-        let r = big_listing(server, &spec, "Maildir", table, None);
+        let r = big_listing(server, &spec, "Maildir", table);
         attempt(table, "bigdrop Maildir", r);
     }
 }
 
-/// bigdrop on mbox: first and later logins to the big mbox of `root`'s first user.
-fn big_mbox_listing(
-    server: &Server,
-    root: &Path,
-    spec: &Spec,
-    table: &mut Table,
-) -> io::Result<()> {
-    server.fill_spool(spec)?;
-    // Mail delivered a moment ago, not this very second: popa3d waits out the second in which its
-    // spool was written (measured: 1.1 s first logins right after a refill, 0.1 s later).
-    thread::sleep(SETTLE);
-    let fresh = || {
-        refill_mbox(server, root, spec)?;
-        nix::unistd::sync();
-        thread::sleep(SETTLE);
-        Ok(())
-    };
-    big_listing(server, spec, "mbox", table, Some(&fresh))
+/// bigdrop on mbox against every server in `servers`: first logins run by run in turn (as login and
+/// retr alternate), each on a freshly written copy with no index of it; then each server's later
+/// logins. A server that fails leaves `servers` (its expunge would not mean much).
+fn alternated_big_mbox(opts: &Options, servers: &mut Vec<(Server, &Path)>, table: &mut Table) {
+    let spec = opts.big_mbox();
+    let mut firsts: Vec<Option<(Vec<f64>, client::Uids)>> =
+        servers.iter().map(|_| Some(Default::default())).collect();
+    for run in 0..FIRST_LOGINS {
+        for ((server, root), done) in servers.iter().zip(&mut firsts) {
+            let Some((times, ids)) = done else { continue };
+            let first = || {
+                if run == 0 {
+                    server.fill_spool(&spec)?;
+                } else {
+                    refill_mbox(server, root, &spec)?;
+                }
+                nix::unistd::sync();
+                // Mail delivered a moment ago, not this very second: popa3d waits out the second in
+                // which its spool was written (measured: 1.1 s first logins right after a refill,
+                // 0.1 s later).
+                thread::sleep(SETTLE);
+                scenarios::list_time(server, &spec)
+            };
+            match first() {
+                Ok((secs, listed)) => {
+                    times.push(secs);
+                    *ids = listed;
+                }
+                Err(e) => {
+                    table.fail(server.kind, format!("stopped: bigdrop mbox: {e}"));
+                    *done = None;
+                }
+            }
+        }
+    }
+    let mut kept = Vec::with_capacity(servers.len());
+    for ((server, root), done) in servers.drain(..).zip(firsts) {
+        let Some((times, ids)) = done else { continue };
+        table.record(
+            &row::big_first("mbox", spec.count),
+            server.kind,
+            scenarios::median(times),
+        );
+        match later_listings(&server, &spec, "mbox", &ids, table) {
+            Ok(()) => kept.push((server, root)),
+            Err(e) => table.fail(server.kind, format!("stopped: bigdrop mbox: {e}")),
+        }
+    }
+    *servers = kept;
 }
 
 /// expunge against every server in `servers`, run by run in turn (as login and retr alternate), each
@@ -610,34 +636,26 @@ fn refill_mbox(server: &Server, root: &Path, spec: &Spec) -> io::Result<()> {
     give_to_users(&home)
 }
 
-/// First login to the end of UIDL, then the median of three more. `format` names the maildrop's. With
-/// `fresh`, which writes the maildrop anew with no server's index of it, the first login is the median
-/// of `FIRST_LOGINS`, each on a fresh copy: one sample of a 0.1 s operation is at the mercy of the
-/// machine's moods, and a server that keeps no index (popa3d) gives a first login on every login.
-fn big_listing(
+/// First login to the end of UIDL, then the median of three more. `format` names the maildrop's.
+fn big_listing(server: &Server, spec: &Spec, format: &str, table: &mut Table) -> io::Result<()> {
+    let (secs, ids) = scenarios::list_time(server, spec)?;
+    table.record(&row::big_first(format, spec.count), server.kind, secs);
+    later_listings(server, spec, format, &ids, table)
+}
+
+/// The median of three logins to the end of UIDL after the first, which listed `ids`.
+fn later_listings(
     server: &Server,
     spec: &Spec,
     format: &str,
+    ids: &client::Uids,
     table: &mut Table,
-    fresh: Option<&dyn Fn() -> io::Result<()>>,
 ) -> io::Result<()> {
-    let (secs, mut ids) = scenarios::list_time(server, spec)?;
-    let mut firsts = vec![secs];
-    if let Some(fresh) = fresh {
-        for _ in 1..FIRST_LOGINS {
-            fresh()?;
-            let (secs, fresh_ids) = scenarios::list_time(server, spec)?;
-            firsts.push(secs);
-            ids = fresh_ids;
-        }
-    }
-    let first = scenarios::median(firsts);
-    table.record(&row::big_first(format, spec.count), server.kind, first);
     let mut again = Vec::new();
     for _ in 0..3 {
         let (secs, later) = scenarios::list_time(server, spec)?;
         // Unique-ids persist across sessions (RFC 1939): a later login must list the same ones.
-        if later != ids {
+        if &later != ids {
             return Err(io::Error::other(format!(
                 "bigdrop {format}: a later UIDL listed other unique-ids than the first"
             )));
