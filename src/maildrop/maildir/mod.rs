@@ -253,18 +253,20 @@ fn count_sizes(
         .map_or(sizes.len(), |i| i + 1);
     let (found_head, found_tail) = found.split_at_mut(cut);
     let (sizes_head, sizes_tail) = sizes.split_at_mut(cut);
-    std::thread::scope(|s| {
+    let split = std::thread::scope(|s| {
         let tail = std::thread::Builder::new()
             .name("maildir-count".into())
             .stack_size(crate::maildrop::HELPER_STACK)
-            .spawn_scoped(s, || count_into(root, dirs, found_tail, sizes_tail))
-            .map_err(|e| MaildropError::io(root, e))?;
+            .spawn_scoped(s, || count_into(root, dirs, found_tail, sizes_tail));
+        // No thread to be had (a process or memory limit): this thread counts them all.
+        let Ok(tail) = tail else { return None };
         let head = count_into(root, dirs, found_head, sizes_head);
         let tail = tail
             .join()
             .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked));
-        head.and(tail)
-    })
+        Some(head.and(tail))
+    });
+    split.unwrap_or_else(|| count_into(root, dirs, found, sizes))
 }
 
 /// Counts, one after the other, the messages of `found` whose entry in `sizes` is `None`.

@@ -153,20 +153,24 @@ fn scan_range(
     let Some(split) = split else {
         return scan_piece(path, file, start, limit, want_x_uidl, lock, chunk);
     };
-    let (head, tail) = std::thread::scope(|s| {
+    let halves = std::thread::scope(|s| {
         let tail = std::thread::Builder::new()
             .name("mbox-scan".into())
             .stack_size(crate::maildrop::HELPER_STACK)
             .spawn_scoped(s, || {
                 scan_piece(path, file, split, limit, want_x_uidl, lock, chunk)
-            })
-            .map_err(io_err)?;
+            });
+        // No thread to be had (a process or memory limit): one scan, as for a small mbox.
+        let tail = tail.ok()?;
         let head = scan_piece(path, file, start, Some(split), want_x_uidl, lock, chunk);
         let tail = tail
             .join()
             .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked));
-        Ok::<_, MaildropError>((head, tail))
-    })?;
+        Some((head, tail))
+    });
+    let Some((head, tail)) = halves else {
+        return scan_piece(path, file, start, limit, want_x_uidl, lock, chunk);
+    };
     let ((mut messages, head_end), (tail, size)) = (head?, tail?);
     // The head stops where the tail's first `From ` line begins, so the two join as one scan would
     // have; unless a writer that ignores the locks changed the file meanwhile: then one scan decides.
