@@ -59,15 +59,14 @@ pub(super) fn scan_from_index(
         return Ok(None);
     };
     let last = messages.pop().expect("an index holds at least one message");
-    match scan_range(
+    let scan = Scan {
         path,
         file,
-        last.from_offset,
-        None,
         want_x_uidl,
         lock,
-        READ_CHUNK,
-    ) {
+        chunk: READ_CHUNK,
+    };
+    match scan.range(last.from_offset, None) {
         Ok((tail, size))
             if tail
                 .first()
@@ -123,69 +122,119 @@ pub(super) fn scan_file(
     lock: &DeliveryLock,
     chunk: usize,
 ) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
-    scan_range(path, file, 0, limit, want_x_uidl, lock, chunk)
+    let scan = Scan {
+        path,
+        file,
+        want_x_uidl,
+        lock,
+        chunk,
+    };
+    scan.range(0, limit)
 }
 
-/// Scans `file` from `start`, where a `From ` line must begin, to its end or to `limit`. A large range
-/// is cut in two at a message boundary near its middle and the halves scanned at once, the second in a
-/// helper thread: a first login to a large mbox waits for the scan, and the scan is CPU-bound (MD5 of
-/// headers, searches through bodies) once the file is in the page cache.
-fn scan_range(
-    path: &Path,
-    file: &File,
-    start: u64,
-    limit: Option<u64>,
+/// One scan of an mbox: what its pieces share.
+#[derive(Clone, Copy)]
+struct Scan<'a> {
+    path: &'a Path,
+    file: &'a File,
     want_x_uidl: bool,
-    lock: &DeliveryLock,
+    /// The delivery locks, kept fresh while the scan reads.
+    lock: &'a DeliveryLock,
+    /// Read size.
     chunk: usize,
-) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
-    let io_err = |e| MaildropError::io(path, e);
-    // Under the delivery locks the file does not grow, so its size now is where the scan ends.
-    let end = match limit {
-        Some(limit) => limit,
-        None => file.metadata().map_err(io_err)?.len(),
-    };
-    let split = if end.saturating_sub(start) >= SPLIT_MIN {
-        boundary_after(file, start + (end - start) / 2, end).map_err(io_err)?
-    } else {
-        None
-    };
-    let Some(split) = split else {
-        return scan_piece(path, file, start, limit, want_x_uidl, lock, chunk);
-    };
-    let halves = std::thread::scope(|s| {
-        let tail = std::thread::Builder::new()
-            .name("mbox-scan".into())
-            .stack_size(crate::maildrop::HELPER_STACK)
-            .spawn_scoped(s, || {
-                scan_piece(path, file, split, limit, want_x_uidl, lock, chunk)
-            });
-        // No thread to be had (a process or memory limit): one scan, as for a small mbox.
-        let tail = tail.ok()?;
-        let head = scan_piece(path, file, start, Some(split), want_x_uidl, lock, chunk);
-        let tail = tail
-            .join()
-            .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked));
-        Some((head, tail))
-    });
-    let Some((head, tail)) = halves else {
-        return scan_piece(path, file, start, limit, want_x_uidl, lock, chunk);
-    };
-    let ((mut messages, head_end), (tail, size)) = (head?, tail?);
-    // The head stops where the tail's first `From ` line begins, so the two join as one scan would
-    // have; unless a writer that ignores the locks changed the file meanwhile: then one scan decides.
-    if head_end != split || tail.first().map(|m| m.from_offset) != Some(split) {
-        log::debug!(
-            "{}: changed during the scan; scanning it again",
-            path.display()
-        );
-        return scan_piece(path, file, start, limit, want_x_uidl, lock, chunk);
-    }
-    messages.extend(tail);
-    Ok((messages, size))
 }
 
-/// Ranges at least this large are scanned in two halves at once (see `scan_range`): below it, starting
+impl Scan<'_> {
+    /// Scans from `start`, where a `From ` line must begin, to the end of the file or to `limit`. A
+    /// large range is cut in two at a message boundary near its middle and the halves scanned at once,
+    /// the second in a helper thread: a first login to a large mbox waits for the scan, and the scan
+    /// is CPU-bound (MD5 of headers, searches through bodies) once the file is in the page cache.
+    fn range(
+        self,
+        start: u64,
+        limit: Option<u64>,
+    ) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
+        let io_err = |e| MaildropError::io(self.path, e);
+        // Under the delivery locks the file does not grow, so its size now is where the scan ends.
+        let end = match limit {
+            Some(limit) => limit,
+            None => self.file.metadata().map_err(io_err)?.len(),
+        };
+        let split = if end.saturating_sub(start) >= SPLIT_MIN {
+            boundary_after(self.file, start + (end - start) / 2, end).map_err(io_err)?
+        } else {
+            None
+        };
+        let Some(split) = split else {
+            return self.piece(start, limit);
+        };
+        let halves = std::thread::scope(|s| {
+            let tail = std::thread::Builder::new()
+                .name("mbox-scan".into())
+                .stack_size(crate::maildrop::HELPER_STACK)
+                .spawn_scoped(s, || self.piece(split, limit));
+            // No thread to be had (a process or memory limit): one scan, as for a small mbox.
+            let tail = tail.ok()?;
+            let head = self.piece(start, Some(split));
+            let tail = tail
+                .join()
+                .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked));
+            Some((head, tail))
+        });
+        let Some((head, tail)) = halves else {
+            return self.piece(start, limit);
+        };
+        let ((mut messages, head_end), (tail, size)) = (head?, tail?);
+        // The head stops where the tail's first `From ` line begins, so the two join as one scan
+        // would have; unless a writer that ignores the locks changed the file meanwhile: then one
+        // scan decides.
+        if head_end != split || tail.first().map(|m| m.from_offset) != Some(split) {
+            log::debug!(
+                "{}: changed during the scan; scanning it again",
+                self.path.display()
+            );
+            return self.piece(start, limit);
+        }
+        messages.extend(tail);
+        Ok((messages, size))
+    }
+
+    /// Scans from `start`, where a `From ` line must begin, to the end of the file or to `limit`, in
+    /// this thread.
+    fn piece(
+        self,
+        start: u64,
+        limit: Option<u64>,
+    ) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
+        let io_err = |e| MaildropError::io(self.path, e);
+        let mut scanner = Scanner::starting_at(start, self.want_x_uidl);
+        // The scanner leaves fewer than MIN_FRAGMENT octets unconsumed, so this buffer never grows.
+        let mut buf = vec![0u8; self.chunk + MIN_FRAGMENT];
+        let (mut kept, mut read_pos) = (0usize, start);
+        let limit = limit.unwrap_or(u64::MAX);
+        loop {
+            let room = self
+                .chunk
+                .min((limit - read_pos).try_into().unwrap_or(usize::MAX));
+            let n =
+                read_some_at(self.file, &mut buf[kept..kept + room], read_pos).map_err(io_err)?;
+            read_pos += n as u64;
+            let eof = n == 0;
+            let used = scanner
+                .feed(&buf[..kept + n], eof)
+                .map_err(|_| not_mbox(self.path))?;
+            buf.copy_within(used..kept + n, 0);
+            kept = kept + n - used;
+            if eof {
+                break;
+            }
+            self.lock.refresh().map_err(io_err)?;
+        }
+        Ok((scanner.finish(), read_pos))
+    }
+}
+
+/// Ranges at least this large are scanned in two halves at once (see `Scan::range`): below it, starting
 /// a thread costs about as much as it saves.
 pub(super) const SPLIT_MIN: u64 = 8 << 20;
 /// How far past the middle a message boundary is looked for before the range is scanned whole.
@@ -217,40 +266,6 @@ pub(super) fn boundary_after(file: &File, from: u64, end: u64) -> io::Result<Opt
         at += n.saturating_sub(SEPARATOR.len() - 1).max(1) as u64;
     }
     Ok(None)
-}
-
-/// Scans `file` from `start`, where a `From ` line must begin, to its end or to `limit`, in one thread.
-fn scan_piece(
-    path: &Path,
-    file: &File,
-    start: u64,
-    limit: Option<u64>,
-    want_x_uidl: bool,
-    lock: &DeliveryLock,
-    chunk: usize,
-) -> Result<(Vec<ScannedMessage>, u64), MaildropError> {
-    let io_err = |e| MaildropError::io(path, e);
-    let mut scanner = Scanner::starting_at(start, want_x_uidl);
-    // The scanner leaves fewer than MIN_FRAGMENT octets unconsumed, so this buffer never grows.
-    let mut buf = vec![0u8; chunk + MIN_FRAGMENT];
-    let (mut kept, mut read_pos) = (0usize, start);
-    let limit = limit.unwrap_or(u64::MAX);
-    loop {
-        let room = chunk.min((limit - read_pos).try_into().unwrap_or(usize::MAX));
-        let n = read_some_at(file, &mut buf[kept..kept + room], read_pos).map_err(io_err)?;
-        read_pos += n as u64;
-        let eof = n == 0;
-        let used = scanner
-            .feed(&buf[..kept + n], eof)
-            .map_err(|_| not_mbox(path))?;
-        buf.copy_within(used..kept + n, 0);
-        kept = kept + n - used;
-        if eof {
-            break;
-        }
-        lock.refresh().map_err(io_err)?;
-    }
-    Ok((scanner.finish(), read_pos))
 }
 
 fn not_mbox(path: &Path) -> MaildropError {

@@ -316,7 +316,7 @@ fn counts_line_ends_across_windows() {
 }
 
 /// The backend may scan a large mbox in two pieces cut where a `\n\nFrom ` line begins (see
-/// `read::scan_range`): the first piece ends there as if the file did, the second starts there. Every
+/// `read::Scan::range`): the first piece ends there as if the file did, the second starts there. Every
 /// such cut must give exactly what one scan gives.
 #[test]
 fn a_scan_cut_at_any_message_boundary_joins_up() {
