@@ -533,12 +533,7 @@ fn alternated_big_mbox(opts: &Options, servers: &mut Vec<(Server, &Path)>, table
         for ((server, root), done) in servers.iter().zip(&mut firsts) {
             let Some((times, ids)) = done else { continue };
             let first = || {
-                if run == 0 {
-                    server.fill_spool(&spec)?;
-                } else {
-                    refill_mbox(server, root, &spec)?;
-                }
-                nix::unistd::sync();
+                fresh_mbox(server, root, &spec, run)?;
                 // Mail delivered a moment ago, not this very second: popa3d waits out the second in
                 // which its spool was written (measured: 1.1 s first logins right after a refill,
                 // 0.1 s later).
@@ -583,15 +578,7 @@ fn alternated_expunge(opts: &Options, servers: &[(Server, &Path)], table: &mut T
         for ((server, root), times) in servers.iter().zip(&mut times) {
             let Some(done) = times else { continue };
             let timed = || {
-                if run == 0 {
-                    server.fill_spool(&spec)?;
-                } else {
-                    refill_mbox(server, root, &spec)?;
-                }
-                // The fixtures just written (and those of earlier scenarios) are still dirty in the
-                // page cache: the first fsync of an expunge would write them out too, by however
-                // much each server's fixtures amount to. Each run starts with nothing else to write.
-                nix::unistd::sync();
+                fresh_mbox(server, root, &spec, run)?;
                 scenarios::expunge(server, &spec)
             };
             match timed() {
@@ -620,6 +607,21 @@ const FIRST_LOGINS: usize = 3;
 const MAILDIR_SETTLE: Duration = Duration::from_millis(3100);
 /// How old a freshly written mbox is when the first login comes.
 const SETTLE: Duration = Duration::from_millis(1100);
+
+/// `spec`'s mbox for run `run` of a scenario: written for the first run, afresh for the others, then
+/// synced. Fixtures just written (and those of earlier scenarios) are still dirty in the page cache:
+/// an expunge's first fsync would write them out too, by however much each server's fixtures amount
+/// to, and a first login would compete with their writeback. Each run starts with nothing else to
+/// write.
+fn fresh_mbox(server: &Server, root: &Path, spec: &Spec, run: usize) -> io::Result<()> {
+    if run == 0 {
+        server.fill_spool(spec)?;
+    } else {
+        refill_mbox(server, root, spec)?;
+    }
+    nix::unistd::sync();
+    Ok(())
+}
 
 /// Writes `spec`'s mbox afresh for its first user, as before the first run: the spool for popa3d;
 /// otherwise the inbox, with poplar's index and Dovecot's index directory gone and the files the
