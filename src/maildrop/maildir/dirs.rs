@@ -192,9 +192,20 @@ fn relocate(dirs: &Dirs, base: &[u8]) -> io::Result<Option<MessageFile>> {
 }
 
 /// Opens a message for reading. `O_NOFOLLOW`: a file swapped for a symlink after listing is refused.
+///
+/// `O_NOATIME`: reading a message is no reason to write its inode. Under `relatime` the first read
+/// after delivery updates the access time, a journal transaction per message, so a first login to a
+/// large maildrop (every message read to be counted) would dirty every inode in it; no Maildir reader
+/// takes anything from a message's access time (flags live in its name). The kernel allows the flag
+/// only to the file's owner (or `CAP_FOWNER`): for anyone else (a shared maildrop read through group
+/// permissions) the open is made again without it.
 pub(super) fn open_at(dir: &File, name: &OsStr) -> io::Result<File> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    Ok(File::from(openat(dir, name, flags, Mode::empty())?))
+    match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(nix::errno::Errno::EPERM) => Ok(File::from(openat(dir, name, flags, Mode::empty())?)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

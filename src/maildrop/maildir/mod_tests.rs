@@ -90,6 +90,41 @@ fn many_messages_counted_in_two_threads_are_each_sized() {
     }
 }
 
+/// Counting at login and reading at RETR leave a message's access time as it was (`O_NOATIME`), where
+/// a plain read under `relatime` would update it (checked on a control file first: on a file system
+/// mounted `noatime` there is nothing to tell apart, and the test says so and checks nothing more).
+#[test]
+fn reading_messages_leaves_their_access_time() {
+    use std::fs::FileTimes;
+    use std::os::unix::fs::MetadataExt;
+    let dir = maildir();
+    let root = dir.path();
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let set_old_atime = |path: &Path| {
+        let file = File::options().write(true).open(path).unwrap();
+        // Access before modification: `relatime` updates the access time at the next read.
+        let times = FileTimes::new()
+            .set_accessed(long_ago)
+            .set_modified(long_ago + Duration::from_secs(100));
+        file.set_times(times).unwrap();
+    };
+    let control = root.join("control");
+    fs::write(&control, b"x").unwrap();
+    set_old_atime(&control);
+    fs::read(&control).unwrap();
+    if fs::metadata(&control).unwrap().atime() == 1_000_000 {
+        eprintln!("reading_messages_leaves_their_access_time: reads update no access time here");
+        return;
+    }
+    put(root, "new/m1", b"Subject: a\n\nbody\n", 1_000_100);
+    let path = root.join("new/m1");
+    set_old_atime(&path);
+    let mut md = Maildir::open(root).unwrap();
+    assert_eq!(md.messages()[0].octets, 20, "counted");
+    assert_eq!(read_all(&mut md, 0), b"Subject: a\n\nbody\n");
+    assert_eq!(fs::metadata(&path).unwrap().atime(), 1_000_000);
+}
+
 #[test]
 fn lists_in_delivery_order() {
     let dir = maildir();
