@@ -227,4 +227,45 @@ mod tests {
             assert!(MessageFile::from_cache_name(bad).is_none());
         }
     }
+
+    /// A message its reader does not own (a maildrop shared through group or other permissions) still
+    /// opens: the kernel refuses `O_NOATIME` to others, and the open is made again without it. Needs
+    /// root, to make a file owned by someone else than the reading thread.
+    #[test]
+    fn a_message_of_another_owner_opens_without_noatime() {
+        use nix::unistd::{Uid, setfsuid};
+        if !Uid::effective().is_root() {
+            eprintln!("a_message_of_another_owner_opens_without_noatime: needs root, skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m"), b"hello\n").unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let handle = File::open(dir.path()).unwrap();
+        // In a thread of its own: the file-system uid is per thread. Leaving uid 0 drops CAP_FOWNER,
+        // which would otherwise allow `O_NOATIME` on any file.
+        let opened = std::thread::spawn(move || {
+            setfsuid(Uid::from_raw(65534));
+            let direct = openat(
+                &handle,
+                c"m",
+                OFlag::O_RDONLY | OFlag::O_NOATIME,
+                Mode::empty(),
+            );
+            let ours = open_at(&handle, OsStr::new("m")).map(|f| f.metadata().unwrap().len());
+            (direct.err(), ours.map_err(|e| e.to_string()))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            opened.0,
+            Some(nix::errno::Errno::EPERM),
+            "the premise: O_NOATIME refused"
+        );
+        assert_eq!(opened.1, Ok(6));
+    }
 }
