@@ -140,25 +140,23 @@ impl Session<'_> {
         user: Option<Vec<u8>>,
         out: &mut W,
     ) -> io::Result<Step> {
-        let step = match progress {
-            // The server-final message would tell the client that its password is right: a login
-            // the user database's policy refuses is refused before it, as a wrong password would be.
-            Ok(Progress::Challenge(
-                Exchange::ScramEnd {
-                    user: name,
-                    account,
-                },
-                challenge,
-            )) => match self.policy_refusal(&account) {
-                Some(text) => self.credentials_refused(&name, format_args!("{text}"), out)?,
-                None => {
-                    let exchange = Exchange::ScramEnd {
-                        user: name,
-                        account,
-                    };
-                    return self.challenge(exchange, &challenge, user, out);
-                }
+        // The server-final message would tell the client that its password is right: a login the user
+        // database's policy refuses is refused before it, as a wrong password would be.
+        if let Ok(Progress::Challenge(
+            Exchange::ScramEnd {
+                user: name,
+                account,
             },
+            _,
+        )) = &progress
+        {
+            if let Some(text) = self.policy_refusal(account) {
+                let step = self.credentials_refused(name, format_args!("{text}"), out)?;
+                self.restore_user(user);
+                return Ok(step);
+            }
+        }
+        let step = match progress {
             Ok(Progress::Challenge(exchange, challenge)) => {
                 return self.challenge(exchange, &challenge, user, out);
             }
