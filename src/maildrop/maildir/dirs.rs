@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::dir::Dir;
 use nix::fcntl::{OFlag, openat};
@@ -28,11 +29,16 @@ pub(super) const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
 /// session, held from login to the end: idle sessions cost two entries in the descriptor table each,
 /// and a RETR opens a message with one `openat` of its name, with no path walk (musl's `openat`, unlike
 /// its `open`, also sets O_CLOEXEC without a second system call).
-pub(super) struct Dirs(pub(super) [Option<File>; MESSAGE_DIRS.len()]);
+pub(super) struct Dirs(
+    pub(super) [Option<File>; MESSAGE_DIRS.len()],
+    /// Whether messages are opened with `O_NOATIME` (see `open_message`): cleared once the kernel
+    /// refused it, so that a maildrop this session does not own costs one `openat` per message, not two.
+    AtomicBool,
+);
 
 impl Dirs {
     pub(super) fn none() -> Dirs {
-        Dirs([None, None])
+        Dirs([None, None], AtomicBool::new(true))
     }
 
     /// Opens `new/` and `cur/` under `top`, the handle of the maildrop at `root`.
@@ -50,7 +56,7 @@ impl Dirs {
                 Err(e) => Err(MaildropError::io(&root.join(MESSAGE_DIRS[i]), e.into())),
             }
         };
-        Ok(Dirs([open(0)?, open(1)?]))
+        Ok(Dirs([open(0)?, open(1)?], AtomicBool::new(true)))
     }
 
     /// The stamps of `new/` and `cur/`; zero for a missing one. A symlink was followed when they were
@@ -191,20 +197,26 @@ fn relocate(dirs: &Dirs, base: &[u8]) -> io::Result<Option<MessageFile>> {
     Ok(None)
 }
 
-/// Opens a message for reading. `O_NOFOLLOW`: a file swapped for a symlink after listing is refused.
-///
-/// `O_NOATIME`: reading a message is no reason to write its inode. Under `relatime` the first read
-/// after delivery updates the access time, a journal transaction per message, so a first login to a
-/// large maildrop (every message read to be counted) would dirty every inode in it; no Maildir reader
-/// takes anything from a message's access time (flags live in its name). The kernel allows the flag
-/// only to the file's owner (or `CAP_FOWNER`): for anyone else (a shared maildrop read through group
-/// permissions) the open is made again without it.
-pub(super) fn open_at(dir: &File, name: &OsStr) -> io::Result<File> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(nix::errno::Errno::EPERM) => Ok(File::from(openat(dir, name, flags, Mode::empty())?)),
-        Err(e) => Err(e.into()),
+impl Dirs {
+    /// Opens message `name` in `dir` (one of these directories) for reading. `O_NOFOLLOW`: a file
+    /// swapped for a symlink after listing is refused.
+    ///
+    /// `O_NOATIME`: reading a message is no reason to write its inode. Under `relatime` the first read
+    /// after delivery updates the access time, a journal transaction per message, so a first login to
+    /// a large maildrop (every message read to be counted) would dirty every inode in it; no Maildir
+    /// reader takes anything from a message's access time (flags live in its name). The kernel allows
+    /// the flag only to the file's owner (or `CAP_FOWNER`): for anyone else (a shared maildrop read
+    /// through group permissions) the open is made again without it, and so are the session's later
+    /// ones from the start.
+    pub(super) fn open_message(&self, dir: &File, name: &OsStr) -> io::Result<File> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        if self.1.load(Ordering::Relaxed) {
+            match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
+                Err(nix::errno::Errno::EPERM) => self.1.store(false, Ordering::Relaxed),
+                other => return Ok(File::from(other?)),
+            }
+        }
+        Ok(File::from(openat(dir, name, flags, Mode::empty())?))
     }
 }
 
@@ -256,8 +268,15 @@ mod tests {
                 OFlag::O_RDONLY | OFlag::O_NOATIME,
                 Mode::empty(),
             );
-            let ours = open_at(&handle, OsStr::new("m")).map(|f| f.metadata().unwrap().len());
-            (direct.err(), ours.map_err(|e| e.to_string()))
+            let dirs = Dirs::none();
+            let ours = || {
+                dirs.open_message(&handle, OsStr::new("m"))
+                    .map(|f| f.metadata().unwrap().len())
+                    .map_err(|e| e.to_string())
+            };
+            // Refused, then not asked for again.
+            let (first, second) = (ours(), ours());
+            (direct.err(), first, second, dirs.1.load(Ordering::Relaxed))
         })
         .join()
         .unwrap();
@@ -266,6 +285,7 @@ mod tests {
             Some(nix::errno::Errno::EPERM),
             "the premise: O_NOATIME refused"
         );
-        assert_eq!(opened.1, Ok(6));
+        assert_eq!((opened.1, opened.2), (Ok(6), Ok(6)));
+        assert!(!opened.3, "O_NOATIME still asked for after a refusal");
     }
 }

@@ -45,7 +45,7 @@ use super::maildir_uidl::{self, MaildirUidl};
 use super::uidl_format::UidlFormat;
 use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
-use dirs::{Dirs, MESSAGE_DIRS, MessageFile, open_at, with_relocation};
+use dirs::{Dirs, MESSAGE_DIRS, MessageFile, with_relocation};
 use list::{Found, list};
 pub(crate) use names::base_of;
 pub use names::name_info;
@@ -283,7 +283,8 @@ fn count_into(
             continue;
         }
         buf.resize(CHUNK, 0);
-        let count = |dir: &File, name: &OsStr| count_at(dir, name, &mut buf);
+        let count =
+            |dir: &File, name: &OsStr| count_octets(&mut dirs.open_message(dir, name)?, &mut buf);
         match with_relocation(root, dirs, &mut found.file, count) {
             Ok(n) => *size = Some(n),
             Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
@@ -333,7 +334,8 @@ impl Maildrop for Maildir {
             .files
             .get_mut(index)
             .ok_or_else(|| no_such_message(&self.root, index))?;
-        let file = with_relocation(&self.root, &self.dirs, message, open_at)?;
+        let open = |dir: &File, name: &OsStr| self.dirs.open_message(dir, name);
+        let file = with_relocation(&self.root, &self.dirs, message, open)?;
         let meta = file
             .metadata()
             .map_err(|e| MaildropError::io(&message.path(&self.root), e))?;
@@ -385,10 +387,6 @@ impl Maildrop for Maildir {
         self.dirs.sync(&self.root, unlinked);
         first_err.map_or(Ok(Tidy::nothing()), Err)
     }
-}
-
-fn count_at(dir: &File, name: &OsStr, buf: &mut [u8]) -> io::Result<u64> {
-    count_octets(&mut open_at(dir, name)?, buf)
 }
 
 /// Octets as RETR sends them (RFC 1939 section 3: "lines end with a CRLF pair"): every byte, plus one
