@@ -242,15 +242,7 @@ fn count_sizes(
     if missing < COUNT_SPLIT_MIN {
         return count_into(root, dirs, found, sizes);
     }
-    // The cut that leaves half of the messages to count on each side.
-    let mut left = missing / 2;
-    let cut = sizes
-        .iter()
-        .position(|s| {
-            left = left.saturating_sub(usize::from(s.is_none()));
-            left == 0
-        })
-        .map_or(sizes.len(), |i| i + 1);
+    let cut = half_to_count(sizes, missing);
     let (found_head, found_tail) = found.split_at_mut(cut);
     let (sizes_head, sizes_tail) = sizes.split_at_mut(cut);
     let split = std::thread::scope(|s| {
@@ -267,6 +259,17 @@ fn count_sizes(
         Some(head.and(tail))
     });
     split.unwrap_or_else(|| count_into(root, dirs, found, sizes))
+}
+
+/// Where to cut `sizes` (`missing` of them `None`) so that each side has half of the messages to
+/// count: at the first of the second half.
+fn half_to_count(sizes: &[Option<u64>], missing: usize) -> usize {
+    sizes
+        .iter()
+        .enumerate()
+        .filter(|(_, size)| size.is_none())
+        .nth(missing / 2)
+        .map_or(sizes.len(), |(i, _)| i)
 }
 
 /// Counts, one after the other, the messages of `found` whose entry in `sizes` is `None`.

@@ -125,6 +125,18 @@ fn reading_messages_leaves_their_access_time() {
     assert_eq!(fs::metadata(&path).unwrap().atime(), 1_000_000);
 }
 
+/// The two threads get half of the messages to count each, wherever the cached ones lie.
+#[test]
+fn counting_is_cut_in_half() {
+    let (known, unknown) = (Some(5), None);
+    let sizes = [known, unknown, unknown, known, known, unknown, unknown];
+    let cut = half_to_count(&sizes, 4);
+    assert_eq!(cut, 5);
+    let missing = |part: &[Option<u64>]| part.iter().filter(|s| s.is_none()).count();
+    assert_eq!((missing(&sizes[..cut]), missing(&sizes[cut..])), (2, 2));
+    assert_eq!(half_to_count(&[unknown, unknown, unknown], 3), 1);
+}
+
 #[test]
 fn lists_in_delivery_order() {
     let dir = maildir();
