@@ -7,6 +7,7 @@ use md5::{Digest, Md5};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::Ordering;
 
 const MBOX: &str = "From a@example.org Thu Jan  1 00:00:00 2026\n\
 Received: by mx id 1\n\
@@ -364,9 +365,15 @@ fn a_large_mbox_scanned_in_two_halves_gives_one_scan() {
     );
     let whole = scan::scan_all(content.as_bytes(), true).unwrap();
     assert_eq!(whole.len(), 20_000);
+    // Other tests may join halves meanwhile, but none can make the count go down.
+    let joined = read::JOINED_HALVES.load(Ordering::Relaxed);
     let (got, size) = scan_file(&path, &file, None, true, &lock, read::READ_CHUNK).unwrap();
     assert_eq!(size, len);
     assert!(got == whole, "the halves differ from one scan");
+    assert!(
+        read::JOINED_HALVES.load(Ordering::Relaxed) > joined,
+        "the scan was not shared with a helper thread"
+    );
     // With a limit (a prefix), as an index's rescan asks.
     let limit = split.unwrap() + 1000;
     let (prefix, size) = scan_file(&path, &file, Some(limit), true, &lock, 4096).unwrap();

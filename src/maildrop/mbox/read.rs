@@ -196,6 +196,8 @@ impl Scan<'_> {
             return self.piece(start, limit);
         }
         messages.extend(tail);
+        #[cfg(test)]
+        JOINED_HALVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok((messages, size))
     }
 
@@ -239,6 +241,11 @@ impl Scan<'_> {
 /// and UIDL listing, took 0.08-0.09 s in one thread), too little to start a thread for at every login
 /// that scans.
 pub(super) const SPLIT_MIN: u64 = 8 << 20;
+/// Scans whose two halves were scanned at once and joined: a test checks that a large scan really is
+/// shared (its results alone cannot tell, one scan giving the same).
+#[cfg(test)]
+pub(super) static JOINED_HALVES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 /// How far past the middle a message boundary is looked for before the range is scanned whole.
 pub(super) const BOUNDARY_SEARCH: u64 = 4 << 20;
 
