@@ -354,8 +354,10 @@ fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
 
 /// Dovecot's extra fields, space-separated `key=value` (or a bare `key`). Applied: `allow_nets`,
 /// `nologin` with `reason`, and the userdb fields `userdb_mail`, `userdb_home`, `userdb_uid` and
-/// `userdb_gid`, which override the line's own; `fail`, with which Dovecot fails the lookup, locks
-/// the line's password. Refused, since ignoring them would let a login in that Dovecot would have kept
+/// `userdb_gid`, which override the line's own; `fail`, with which Dovecot fails the lookup, and
+/// `noauthenticate`, with which the line never authenticates by itself, lock the line's password.
+/// `nopassword` (Dovecot: any password) is not honoured: the line's password decides, which keeps out
+/// no one Dovecot lets in with that password, and an empty one locks the line. Refused, since ignoring them would let a login in that Dovecot would have kept
 /// out or sent elsewhere: `allow_real_nets`, `proxy`, `proxy_maybe`, `host`, `user` or its userdb
 /// form `userdb_user` (with which Dovecot goes on as another user, that user's mail included), and
 /// `userdb_chroot` (Dovecot's mail paths are then inside it). Anything else (`userdb_quota_rule`,
@@ -368,7 +370,9 @@ fn parse_extra(extra: &str, account: &mut Account, stored: &mut Stored) -> Resul
         match key {
             "allow_nets" => account.policy.allow_nets = Some(parse_nets(value)?),
             "nologin" => nologin = true,
-            "fail" => *stored = Stored::Locked,
+            // With `noauthenticate` the line only adds fields to a login another passdb accepted;
+            // there is no other passdb after a passwd-file that knows the name here.
+            "fail" | "noauthenticate" => *stored = Stored::Locked,
             "reason" => reason = Some(value.to_string()),
             "userdb_mail" => {
                 let location = value.parse().map_err(|e| format!("userdb_mail: {e}"))?;

@@ -94,6 +94,11 @@ fn applies_dovecot_extra_fields() {
     let failing = parse_table(b"g:{PLAIN}x::::::nodelay fail\nh:{PLAIN}x::::::fail=y").unwrap();
     assert_eq!(failing["g"].stored, Stored::Locked);
     assert_eq!(failing["h"].stored, Stored::Locked);
+    // `noauthenticate`: the line adds fields to another passdb's login and never authenticates itself.
+    let only_fields = parse_table(b"n:{PLAIN}x::::::noauthenticate userdb_uid=7").unwrap();
+    assert_eq!(only_fields["n"].stored, Stored::Locked);
+    // `nopassword` is not honoured: the password still decides.
+    assert_eq!(users["e"].stored, Stored::Plain(b"x".to_vec()));
     let only_local = parse_table(b"f:{PLAIN}x::::::allow_nets=local").unwrap();
     let nets = only_local["f"].account.policy.allow_nets.clone().unwrap();
     assert!(nets.allows(None) && !nets.allows(Some("127.0.0.1".parse().unwrap())));
