@@ -1,11 +1,12 @@
 //! `make run`, the README's first command: it must give a working demo server whoever runs it (as root,
 //! poplar refuses to open a maildrop as root, so the demo account needs real ids), and Ctrl-C must stop it
-//! and remove its temporary folder. Runs the Makefile recipe with this build's binary on a free port.
+//! and remove its temporary folder. Runs the Makefile recipe with this build's binary on port 0, and learns
+//! the port the server bound from its `listening on` line.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -15,25 +16,10 @@ use std::time::Duration;
 
 use common::{BIN, Client};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn make_run_serves_the_demo_user_and_cleans_up() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut make = Command::new("make")
-        .args([
-            "-s",
-            "run",
-            &format!("BIN={BIN}"),
-            &format!("DEMO_ADDR={addr}"),
-        ])
+        .args(["-s", "run", &format!("BIN={BIN}"), "DEMO_ADDR=127.0.0.1:0"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -53,19 +39,22 @@ fn make_run_serves_the_demo_user_and_cleans_up() {
             }
         });
     }
-    let mut folder = None;
+    let (mut folder, mut addr) = (None, None);
     let mut seen = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) {
         if let Some(rest) = line.split("removes ").nth(1) {
             folder = Some(PathBuf::from(rest.trim_end_matches('.')));
         }
-        let listening = line.contains("listening on");
-        seen.push(line);
-        if listening {
+        if let Some(bound) = line.split("listening on ").nth(1) {
+            addr = bound.trim().parse::<SocketAddr>().ok();
+            seen.push(line);
             break;
         }
+        seen.push(line);
     }
     let folder = folder.unwrap_or_else(|| panic!("no demo folder announced: {seen:#?}"));
+    let addr = addr.unwrap_or_else(|| panic!("no listening address announced: {seen:#?}"));
+    assert_ne!(addr.port(), 0, "{seen:#?}");
     assert!(folder.is_dir(), "{folder:?}");
 
     let mut client = Client::connect(addr);
