@@ -274,17 +274,23 @@ impl<'a> Session<'a> {
 
     /// A command line over the RFC 2449 limit was discarded.
     pub fn line_too_long<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<Step> {
-        if let State::Sasl { user, .. } = &mut self.state {
-            // An over-long response ends the exchange, as a malformed one would.
-            self.state = State::Authorization { user: user.take() };
-            reply::err(
-                out,
-                None,
-                format_args!(
-                    "SASL response too long (limit {} octets)",
-                    sasl::MAX_RESPONSE_LINE
-                ),
-            )?;
+        if let State::Sasl { user, exchange } = &mut self.state {
+            // An over-long response ends the exchange, as a malformed one would: after SCRAM's
+            // server-first, as a failed login (see `sasl_response`).
+            let derived_for = exchange.derived_for();
+            let user = user.take();
+            self.state = State::Authorization { user: None };
+            let text = format_args!(
+                "SASL response too long (limit {} octets)",
+                sasl::MAX_RESPONSE_LINE
+            );
+            if let Some(name) = derived_for {
+                let step = self.failed_attempt(&name, None, text, out)?;
+                self.restore_user(user);
+                return Ok(step);
+            }
+            self.state = State::Authorization { user };
+            reply::err(out, None, text)?;
             return Ok(Step::Continue);
         }
         reply::err(

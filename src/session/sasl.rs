@@ -188,6 +188,15 @@ pub fn server_first(
 }
 
 impl Exchange {
+    /// The user a key derivation (a PBKDF2) was made for, once SCRAM's server-first was sent: an
+    /// exchange broken off from here on counts as a failed login.
+    pub fn derived_for(&self) -> Option<Vec<u8>> {
+        match self {
+            Exchange::ScramFinal(pending) => Some(pending.user().to_vec()),
+            _ => None,
+        }
+    }
+
     /// Consumes one client response line (CRLF removed).
     pub fn respond(self, line: &[u8]) -> Result<Progress, SaslError> {
         if line == b"*" {

@@ -119,10 +119,7 @@ impl Session<'_> {
         // After the server-first, a key derivation was made for the name (a PBKDF2): an exchange broken
         // off there counts as a failed login, so that one connection cannot have them made without
         // limit, as it cannot have passwords checked without limit.
-        let derived_for = match &exchange {
-            Exchange::ScramFinal(pending) => Some(pending.user().to_vec()),
-            _ => None,
-        };
+        let derived_for = exchange.derived_for();
         match (exchange.respond(line), derived_for) {
             (Err(e), Some(name)) if !matches!(e, SaslError::AuthzidMismatch { .. }) => {
                 let step = self.failed_attempt(&name, None, format_args!("{e}"), out)?;
@@ -198,7 +195,7 @@ impl Session<'_> {
 
     /// Still in AUTHORIZATION after a failure: as if AUTH had not been issued, with the USER given
     /// before it back in place.
-    fn restore_user(&mut self, user: Option<Vec<u8>>) {
+    pub(super) fn restore_user(&mut self, user: Option<Vec<u8>>) {
         if let State::Authorization { user: slot @ None } = &mut self.state {
             *slot = user;
         }
@@ -619,6 +616,39 @@ mod tests {
             assert_eq!(script(&mut s, &[last]).0, want);
             assert!(!s.logged_in());
         }
+    }
+
+    /// A response over the SASL line limit after SCRAM's server-first counts as a failed login, as
+    /// any other broken-off exchange there does: otherwise one connection could have key derivations
+    /// made without limit. Before the server-first, nothing was spent and nothing is counted.
+    #[test]
+    fn an_over_long_scram_response_counts_as_a_failed_login() {
+        let mut f = fixture(&[MSG1]);
+        f.services.max_auth_attempts = 2;
+        let client = scram_client::Client::new("alice", "secret", "n,,");
+        let first = format!("AUTH SCRAM-SHA-256 {}", client.first());
+        let too_long = "-ERR SASL response too long (limit 2048 octets)\r\n";
+        let mut s = Session::new(&f.services, "peer", None);
+        script(&mut s, &["USER alice", "AUTH SCRAM-SHA-256"]);
+        let mut out = Vec::new();
+        assert_eq!(s.line_too_long(&mut out).unwrap(), Step::Continue);
+        assert_eq!(out, too_long.as_bytes());
+        assert_eq!(s.failures, 0);
+        for attempt in 1..=2 {
+            assert!(script(&mut s, &[&first]).0.starts_with("+ "));
+            let mut out = Vec::new();
+            let step = s.line_too_long(&mut out).unwrap();
+            assert_eq!(out, too_long.as_bytes());
+            assert!(matches!(step, Step::Delay(_)), "{step:?}");
+            assert_eq!(s.failures, attempt);
+        }
+        // Two failures allowed: the second ends the session.
+        assert!(s.is_finished());
+        // With attempts left, the USER given before AUTH is back in place.
+        let mut s = Session::new(&f.services, "peer", None);
+        script(&mut s, &["USER alice", &first]);
+        s.line_too_long(&mut Vec::new()).unwrap();
+        assert_eq!(script(&mut s, &["PASS secret"]).0.get(..3), Some("+OK"));
     }
 
     /// A SCRAM client for these tests, computing its proof with `auth::scram`'s functions.
