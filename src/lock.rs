@@ -19,6 +19,13 @@ use nix::sys::signal::kill;
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
+/// How a session lock file is opened: not through a symlink, not waiting on a FIFO (whose open waits
+/// for a writer, for ever), and never becoming the daemon's controlling terminal (a user's symlink to a
+/// pseudo-terminal they hold would otherwise let them send the server SIGINT with a keystroke).
+const LOCK_FILE_FLAGS: OFlag = OFlag::O_NOFOLLOW
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY);
+
 /// An exclusive `flock` held for the session; released when dropped (or by the kernel if the process dies).
 pub struct SessionLock {
     lock: Flock<File>,
@@ -32,6 +39,9 @@ pub enum TryLock {
 
 impl SessionLock {
     /// Takes an exclusive non-blocking `flock` on `path`, creating it (mode 0600) if needed.
+    ///
+    /// The lock file lies where the maildrop's owner may write: what has its name is opened as
+    /// `LOCK_FILE_FLAGS` says, and must be a regular file.
     pub fn try_acquire(path: &Path) -> io::Result<TryLock> {
         let file = OpenOptions::new()
             .read(true)
@@ -39,6 +49,7 @@ impl SessionLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(LOCK_FILE_FLAGS.bits())
             .open(path)?;
         SessionLock::try_lock(file)
     }
@@ -46,12 +57,18 @@ impl SessionLock {
     /// `try_acquire` for the file `name` in the directory `dir`: the lock is then the one in that
     /// directory, whatever its path names by now.
     pub fn try_acquire_at(dir: impl AsFd, name: &CStr) -> io::Result<TryLock> {
-        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC;
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC | LOCK_FILE_FLAGS;
         let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
         SessionLock::try_lock(File::from(fd))
     }
 
     fn try_lock(file: File) -> io::Result<TryLock> {
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "session lock file is not a regular file",
+            ));
+        }
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(TryLock::Acquired(SessionLock { lock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(TryLock::Busy),
@@ -322,12 +339,36 @@ fn is_stale(path: &Path) -> bool {
 /// Locks holding no pid (procmail writes none) only go stale by age. On a mail spool shared over NFS
 /// this assumes pids name local processes, as liblockfile does.
 fn holder_is_dead(path: &Path) -> bool {
-    let Ok(text) = fs::read_to_string(path) else {
+    // The dotlock lies where others may write (a user's own mbox directory): opened as the session
+    // lock is, and only its first octets read, which is all a pid takes.
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(LOCK_FILE_FLAGS.bits())
+        .open(path)
+    else {
         return false;
+    };
+    let mut head = [0u8; 32];
+    let text = match file.metadata() {
+        Ok(meta) if meta.is_file() => match read_some(&file, &mut head) {
+            Ok(n) => std::str::from_utf8(&head[..n]).unwrap_or(""),
+            Err(_) => return false,
+        },
+        _ => return false,
     };
     match text.trim().parse::<i32>() {
         Ok(pid) if pid > 0 => kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH),
         _ => false,
+    }
+}
+
+/// One `read` of up to `buf.len()` octets, again after EINTR.
+fn read_some(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match io::Read::read(&mut file, buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
     }
 }
 
@@ -524,5 +565,36 @@ mod tests {
         fs::write(dotlock_path(&path), b"theirs").unwrap();
         drop(held);
         assert_eq!(fs::read(dotlock_path(&path)).unwrap(), b"theirs");
+    }
+
+    /// The dotlock's name is in a directory others may write to: a FIFO there is not waited on for
+    /// its pid, a symlink is not followed (to a dead pid elsewhere, it would break a live lock), and a
+    /// regular file gives its pid.
+    #[test]
+    fn a_dotlock_is_read_for_its_pid_only_when_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            child.wait().unwrap();
+            child.id()
+        };
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, format!("{dead}\n")).unwrap();
+        let plain = dir.path().join("plain.lock");
+        fs::write(&plain, format!("{dead}\n")).unwrap();
+        assert!(holder_is_dead(&plain));
+        let link = dir.path().join("link.lock");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        assert!(!holder_is_dead(&link));
+        let fifo = dir.path().join("fifo.lock");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let probed = fifo.clone();
+        std::thread::spawn(move || tx.send(holder_is_dead(&probed)));
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        if got.is_err() {
+            let _ = OpenOptions::new().write(true).open(&fifo);
+        }
+        assert_eq!(got.ok(), Some(false), "a FIFO dotlock was waited on");
     }
 }

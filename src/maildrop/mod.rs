@@ -195,7 +195,7 @@ fn replace_file(temp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
 fn open_kept_file(path: &Path) -> io::Result<Option<(File, fs::Metadata)>> {
     let opened = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path);
     let file = match opened {
         Ok(file) => file,

@@ -16,6 +16,12 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
 
 use super::names::base_of;
+
+/// How long an open of a message waits for a lease on it to be given up: the kernel breaks a lease
+/// whose holder does not answer after `/proc/sys/fs/lease-break-time` seconds (45 by default).
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often the open is tried again meanwhile.
+const LEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 use crate::maildrop::MaildropError;
 use crate::maildrop::cache::{self, DirStamps, Stamp};
 
@@ -199,7 +205,28 @@ fn relocate(dirs: &Dirs, base: &[u8]) -> io::Result<Option<MessageFile>> {
 
 impl Dirs {
     /// Opens message `name` in `dir` (one of these directories) for reading. `O_NOFOLLOW`: a file
-    /// swapped for a symlink after listing is refused.
+    /// swapped for a symlink after listing is refused. `O_NONBLOCK`: one swapped for a FIFO does not
+    /// hold the session (and its lock) for ever waiting for a writer; reading a regular file is the
+    /// same with it. `O_NOCTTY`: nothing opened here becomes the daemon's controlling terminal.
+    ///
+    /// With `O_NONBLOCK` an open that meets another's write lease (a file server's) fails with
+    /// EWOULDBLOCK instead of waiting for the lease to be given up; the kernel has asked the holder
+    /// all the same, so the open is tried again for up to `LEASE_WAIT`, as a blocking open would wait.
+    pub(super) fn open_message(&self, dir: &File, name: &OsStr) -> io::Result<File> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.open_message_once(dir, name) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::EWOULDBLOCK) => {
+                    if started.elapsed() >= LEASE_WAIT {
+                        return Err(e);
+                    }
+                    std::thread::sleep(LEASE_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
     ///
     /// `O_NOATIME`: reading a message is no reason to write its inode. Under `relatime` the first read
     /// after delivery updates the access time, a journal transaction per message, so a first login to
@@ -208,8 +235,12 @@ impl Dirs {
     /// the flag only to the file's owner (or `CAP_FOWNER`): for anyone else (a shared maildrop read
     /// through group permissions) the open is made again without it, and so are the session's later
     /// ones from the start.
-    pub(super) fn open_message(&self, dir: &File, name: &OsStr) -> io::Result<File> {
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    fn open_message_once(&self, dir: &File, name: &OsStr) -> io::Result<File> {
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
         if self.1.load(Ordering::Relaxed) {
             match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
                 Err(nix::errno::Errno::EPERM) => self.1.store(false, Ordering::Relaxed),

@@ -342,6 +342,12 @@ impl Maildrop for Maildir {
         let meta = file
             .metadata()
             .map_err(|e| MaildropError::io(&message.path(&self.root), e))?;
+        if !meta.is_file() {
+            return Err(MaildropError::Changed {
+                path: message.path(&self.root),
+                reason: "no longer a regular file".into(),
+            });
+        }
         // Maildir messages never change once delivered; one that did may have another size than listed.
         // It is served as it is now, and the cache goes, so the next login counts and lists afresh.
         if Stamp::of(&meta) != self.stamps[index] {

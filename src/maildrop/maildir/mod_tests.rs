@@ -316,6 +316,63 @@ fn a_message_swapped_for_a_symlink_is_refused() {
     assert!(md.open_message(0).is_err());
 }
 
+/// A message swapped for a FIFO after listing: RETR fails at once instead of waiting for ever (with
+/// the session lock held) for a writer that never comes.
+#[test]
+fn a_message_swapped_for_a_fifo_is_refused_without_waiting() {
+    let dir = maildir();
+    let root = dir.path().to_path_buf();
+    put(&root, "cur/x:2,S", b"hello\n", 1);
+    let md = Maildir::open(&root).unwrap();
+    fs::remove_file(root.join("cur/x:2,S")).unwrap();
+    let fifo = root.join("cur/x:2,S");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut md = md;
+        let _ = tx.send(md.open_message(0).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(5));
+    if got.is_err() {
+        // Let the stuck open go (a writer arrives) before failing.
+        let _ = fs::OpenOptions::new().write(true).open(&fifo);
+    }
+    let refused = got.expect("the open of a FIFO waited for a writer");
+    assert!(refused.is_err(), "a FIFO was served as a message");
+}
+
+/// The session lock file is the maildrop owner's to name: a symlink (to a terminal, say) or a FIFO
+/// in its place makes the login fail at once, and is neither followed nor waited on.
+#[test]
+fn a_lock_file_that_is_a_symlink_or_a_fifo_is_refused() {
+    for kind in ["symlink", "fifo"] {
+        let dir = maildir();
+        let root = dir.path().to_path_buf();
+        let lock = root.join(LOCK_FILE);
+        if kind == "symlink" {
+            fs::write(root.join("elsewhere"), b"").unwrap();
+            std::os::unix::fs::symlink(root.join("elsewhere"), &lock).unwrap();
+        } else {
+            nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opening = root.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                Maildir::open(&opening)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        if got.is_err() {
+            let _ = fs::OpenOptions::new().write(true).open(&lock);
+        }
+        let opened = got.unwrap_or_else(|_| panic!("{kind}: the login waited on the lock file"));
+        assert!(opened.is_err(), "{kind}: taken as the session lock");
+    }
+}
+
 /// Creates `new/`, `cur/` and `tmp/` under `root` (and `root` itself), for a maildrop at a path of
 /// the test's choosing (`maildir()` makes one at a temporary directory's top).
 fn make_maildir(root: &Path) {

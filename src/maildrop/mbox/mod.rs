@@ -177,7 +177,7 @@ fn open_file(path: &Path) -> Result<Option<File>, MaildropError> {
     let opened = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path);
     let file = match opened {
         Ok(file) => file,

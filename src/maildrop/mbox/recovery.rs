@@ -388,7 +388,12 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()?;
+    // A directory or nothing: what else has the name is neither waited on nor made a terminal.
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOCTTY)
+        .open(dir)?
+        .sync_all()?;
     crash::note("directory synced");
     Ok(())
 }
