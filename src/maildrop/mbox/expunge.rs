@@ -48,7 +48,9 @@
 //! any mail chosen without it (below 10^-12 for 100 MB). Appended octets identical to the old `N..O`
 //! cannot be told apart by any means, but then rolling back gives the old mbox, that copy included.
 //! Recovery files of versions 1 and 2 saved all of `offset..O` and compared `N..O` octet for octet;
-//! they are still applied that way.
+//! they are still applied that way. The poplars that wrote versions 1 to 3 made no mark: for their
+//! files the mbox alone decides, as in the last two cases without the mark (a file version 4 comes with
+//! the rule above).
 //!
 //! A rollback means the deleted messages come back: right, since the client never got UPDATE's `+OK`.
 
@@ -154,7 +156,7 @@ pub fn prepare<'f, E: Send>(
         check,
         keep_alive,
         COPY_CHUNK,
-        Version::V3,
+        Version::V4,
     )
 }
 
@@ -209,15 +211,15 @@ fn prepare_with<'f, E: Send>(
                 .stack_size(HELPER_STACK)
         };
         let checker = helper("mbox-check").spawn_scoped(s, check)?;
-        // Only version 3 records a hash of `N..O`.
-        let hasher = (version == Version::V3)
+        // Versions 3 and 4 record a hash of `N..O`.
+        let hasher = (version != Version::V2)
             .then(|| {
                 helper("mbox-hash").spawn_scoped(s, || recovery::hash_tail(file, &plan, chunk))
             })
             .transpose()?;
         let tail_hash = || {
             hasher
-                .expect("version 3 has a hasher")
+                .expect("versions 3 and 4 have a hasher")
                 .join()
                 .unwrap_or_else(|panicked| panic::resume_unwind(panicked))
         };
@@ -410,27 +412,31 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
         Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(not_ours(&rpath)),
         Err(e) => return Err(e),
     };
-    let marked = compacted_mark_path(path).exists();
+    let mark = compacted_mark_path(path).exists();
     let outcome = match recovery::read(saved)? {
         None => Recovery::DiscardedIncomplete,
-        Some(saved) if !marked && saved.shortened(file)? => {
-            return Err(io::Error::other(format!(
-                "{}: shortened by another program after an interrupted expunge; \
-                 recovery file left for the administrator",
-                path.display()
-            )));
-        }
-        // Not marked: the truncation never happened, and the compaction wrote only below N. Whatever
-        // another program did to the file since (a flag rewritten in place past N), restoring the
-        // saved bytes gives the old mbox with its changes.
-        Some(saved) if !marked || !saved.truncated(file)? => {
-            saved.roll_back(file)?;
-            file.sync_all()?;
-            Recovery::RolledBack
-        }
-        Some(_) => {
-            file.sync_all()?;
-            Recovery::Completed
+        Some(saved) => {
+            // A file of version 1 to 3 was written by a poplar that made no mark: without one the
+            // truncation may have happened all the same, and the mbox alone decides, as it did then.
+            let marked = mark || !saved.writer_marks();
+            if !marked && saved.shortened(file)? {
+                return Err(io::Error::other(format!(
+                    "{}: shortened by another program after an interrupted expunge; \
+                     recovery file left for the administrator",
+                    path.display()
+                )));
+            }
+            // Not marked: the truncation never happened, and the compaction wrote only below N.
+            // Whatever another program did to the file since (a flag rewritten in place past N),
+            // restoring the saved bytes gives the old mbox with its changes.
+            if !marked || !saved.truncated(file)? {
+                saved.roll_back(file)?;
+                file.sync_all()?;
+                Recovery::RolledBack
+            } else {
+                file.sync_all()?;
+                Recovery::Completed
+            }
         }
     };
     crash::point()?;

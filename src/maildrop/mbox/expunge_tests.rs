@@ -1,6 +1,6 @@
 //! Tests for the crash-safe expunge: results byte for byte, metadata kept, the check run alongside
 //! step 1, and a simulated crash at every step followed by recovery (with and without mail delivered
-//! after the crash), for recovery files of version 3 and of the older versions.
+//! after the crash), for recovery files of version 4 and of the older versions.
 
 use super::*;
 use std::fs::OpenOptions;
@@ -102,7 +102,7 @@ fn removes_exactly_the_deleted_messages() {
             let fx = fixture(&all);
             let before = fs::metadata(&fx.path).unwrap();
             crash::arm(None);
-            run(&fx, &ranges, 5, Version::V3).unwrap();
+            run(&fx, &ranges, 5, Version::V4).unwrap();
             assert_eq!(fs::read(&fx.path).unwrap(), expected, "deleted {gone:?}");
             let after = fs::metadata(&fx.path).unwrap();
             assert_eq!(
@@ -195,6 +195,11 @@ fn recovers_from_a_crash_at_every_step(version: Version) {
 }
 
 #[test]
+fn recovers_from_a_crash_at_every_step_version_4() {
+    recovers_from_a_crash_at_every_step(Version::V4);
+}
+
+#[test]
 fn recovers_from_a_crash_at_every_step_version_3() {
     recovers_from_a_crash_at_every_step(Version::V3);
 }
@@ -205,14 +210,61 @@ fn recovers_from_a_crash_at_every_step_version_2() {
     recovers_from_a_crash_at_every_step(Version::V2);
 }
 
+/// A file of version 2 or 3 comes from a poplar that made no mark: one left by a crash after its
+/// truncation (the reply sent, the recovery file not yet removed) has no mark beside it, and mail
+/// may have been delivered since. Recovery must then complete, not roll back over the new mbox; the
+/// mark's absence proves nothing for such a file. For version 4 it does, and such a state cannot arise.
+#[test]
+fn a_file_of_an_older_version_without_a_mark_after_the_truncation_completes() {
+    for version in [Version::V2, Version::V3] {
+        for gone in DELETIONS {
+            let (all, ranges, expected) = case(gone, "");
+            let mut truncated_seen = false;
+            for n in 0.. {
+                let fx = fixture(&all);
+                crash::arm(Some(n));
+                let result = run(&fx, &ranges, 7, version);
+                crash::arm(None);
+                if result.is_ok() {
+                    break;
+                }
+                if fs::metadata(&fx.path).unwrap().len() == all.len() as u64 {
+                    assert!(recover(&fx.path, &fx.file).is_ok());
+                    continue;
+                }
+                // Truncated: as the older poplar would have left it, with no mark; then a delivery.
+                truncated_seen = true;
+                let _ = fs::remove_file(compacted_mark_path(&fx.path));
+                OpenOptions::new()
+                    .append(true)
+                    .open(&fx.path)
+                    .unwrap()
+                    .write_all(LATE.as_bytes())
+                    .unwrap();
+                let outcome = recover(&fx.path, &fx.file).unwrap();
+                assert_eq!(
+                    fs::read(&fx.path).unwrap(),
+                    [expected.as_slice(), LATE.as_bytes()].concat(),
+                    "{version:?} gone {gone:?} crash at {n}: {outcome:?}"
+                );
+                assert!(!recovery_path(&fx.path).exists());
+            }
+            assert!(
+                truncated_seen,
+                "{version:?} gone {gone:?}: no crash after the truncation"
+            );
+        }
+    }
+}
+
 /// A crash during recovery is recovered by the next recovery.
 #[test]
 fn recovery_survives_its_own_crash() {
     let (all, ranges, _) = case(&[0, 2], "");
     // Crash points while writing the recovery file: the header, each 7-octet chunk of the saved bytes
-    // (`offset..N` in version 3, `offset..O` before), the end.
+    // (`offset..N` in versions 3 and 4, `offset..O` before), the end.
     let new_size = (all.len() - removed(&ranges)) as u64;
-    for (version, saved_end) in [(Version::V3, new_size), (Version::V2, all.len() as u64)] {
+    for (version, saved_end) in [(Version::V4, new_size), (Version::V2, all.len() as u64)] {
         let writing = 2 + (saved_end - ranges[0].0).div_ceil(7) as usize;
         // Crash the expunge in the middle of its rewrite: the recovery file is complete, the mbox half
         // done.
@@ -256,7 +308,7 @@ fn corrupt_or_short_recovery_file_is_discarded() {
         |r| r[60] ^= 1,
         |r| r[16] ^= 1,
         |r| r[3] ^= 1,
-        // Version 3's keys and hash.
+        // The keys and hash (versions 3 and 4).
         |r| {
             let n = r.len();
             r[n - 40] ^= 1;
@@ -265,7 +317,7 @@ fn corrupt_or_short_recovery_file_is_discarded() {
     for damage in variants {
         let fx = fixture(&all);
         crash::arm(Some(2)); // after the header, the saved bytes and the fsync: the file is complete
-        assert!(run(&fx, &ranges, 1 << 20, Version::V3).is_err());
+        assert!(run(&fx, &ranges, 1 << 20, Version::V4).is_err());
         crash::arm(None);
         assert_eq!(
             fs::read(&fx.path).unwrap(),
@@ -394,7 +446,7 @@ fn a_crash_while_the_check_fails_leaves_no_valid_recovery_file() {
             || Err("changed"),
             &mut || {},
             7,
-            Version::V3,
+            Version::V4,
         );
         crash::arm(None);
         if matches!(refused, Err(Refused::Check("changed"))) {
@@ -431,13 +483,13 @@ fn a_panicking_check_leaves_the_mbox_untouched() {
     assert!(!recovery_path(&fx.path).exists());
 }
 
-/// Version 3 saves `offset..N` and a hash of `N..O`, not `N..O` itself.
+/// Version 4 (as 3) saves `offset..N` and a hash of `N..O`, not `N..O` itself.
 #[test]
-fn version_3_saves_only_what_the_compaction_overwrites() {
+fn version_4_saves_only_what_the_compaction_overwrites() {
     let (all, ranges, _) = case(&[1], "");
     let fx = fixture(&all);
     crash::arm(Some(2)); // the recovery file is complete
-    assert!(run(&fx, &ranges, 1 << 20, Version::V3).is_err());
+    assert!(run(&fx, &ranges, 1 << 20, Version::V4).is_err());
     crash::arm(None);
     let saved = fs::read(recovery_path(&fx.path)).unwrap();
     let new_size = (all.len() - removed(&ranges)) as u64;
@@ -473,7 +525,7 @@ fn a_mark_that_cannot_be_made_leaves_the_old_mbox() {
         || Ok::<(), io::Error>(()),
         &mut || {},
         7,
-        Version::V3,
+        Version::V4,
     )
     .map_err(|e| match e {
         Refused::Check(e) | Refused::Io(e) => e,
@@ -496,7 +548,7 @@ fn a_tail_changed_after_a_crash_before_the_truncation_is_rolled_back() {
     for n in 0.. {
         let fx = fixture(&all);
         crash::arm(Some(n));
-        let result = run(&fx, &ranges, 7, Version::V3);
+        let result = run(&fx, &ranges, 7, Version::V4);
         crash::arm(None);
         if result.is_ok() || compacted_mark_path(&fx.path).exists() {
             break;
@@ -521,7 +573,7 @@ fn a_tail_changed_after_a_crash_before_the_truncation_is_rolled_back() {
     for n in 0.. {
         let fx = fixture(&all);
         crash::arm(Some(n));
-        let result = run(&fx, &ranges, 7, Version::V3);
+        let result = run(&fx, &ranges, 7, Version::V4);
         crash::arm(None);
         assert!(result.is_err(), "no crash inside the compaction found");
         let compacting =
@@ -545,7 +597,7 @@ fn appended_copy_of_the_old_tail_rolls_back_to_the_old_mbox() {
     for n in 0.. {
         let fx = fixture(&all);
         crash::arm(Some(n));
-        let result = run(&fx, &ranges, 1 << 20, Version::V3);
+        let result = run(&fx, &ranges, 1 << 20, Version::V4);
         crash::arm(None);
         assert!(result.is_err(), "no crash point after the truncation");
         if fs::read(&fx.path).unwrap() != expected {
@@ -585,7 +637,7 @@ fn the_copy_to_the_recovery_file_keeps_the_locks_alive() {
         || Ok::<(), io::Error>(()),
         &mut || calls += 1,
         chunk,
-        Version::V3,
+        Version::V4,
     )
     .map_err(|e| match e {
         Refused::Check(e) | Refused::Io(e) => e,
@@ -622,7 +674,7 @@ fn the_recovery_file_is_gone_on_disk_before_the_mark() {
         let fx = fixture(&all);
         crash::notes();
         crash::arm(Some(n));
-        let result = run(&fx, &ranges, 7, Version::V3);
+        let result = run(&fx, &ranges, 7, Version::V4);
         crash::arm(None);
         if result.is_err() {
             recover(&fx.path, &fx.file).unwrap();
@@ -649,7 +701,7 @@ fn a_recovery_file_without_its_mark_after_the_truncation_would_mix_the_mboxes() 
     for n in 0.. {
         let fx2 = fixture(&all);
         crash::arm(Some(n));
-        let result = run(&fx2, &ranges, 7, Version::V3);
+        let result = run(&fx2, &ranges, 7, Version::V4);
         crash::arm(None);
         assert!(result.is_err(), "no crash point after the truncation");
         if fs::read(&fx2.path).unwrap() == expected && recovery_path(&fx2.path).exists() {
@@ -679,7 +731,7 @@ fn a_recovery_file_that_is_not_ours_is_not_applied() {
     for planted in ["symlink", "group-writable"] {
         let fx = fixture(&all);
         crash::arm(Some(writing + 4));
-        assert!(run(&fx, &ranges, 7, Version::V3).is_err());
+        assert!(run(&fx, &ranges, 7, Version::V4).is_err());
         crash::arm(None);
         let half_done = fs::read(&fx.path).unwrap();
         assert_ne!(half_done, all);

@@ -4,11 +4,14 @@
 //! Layout; numbers are 64-bit little-endian:
 //! - the magic (16 octets, `sum::MAGIC_V*`); O, `offset`, N and the count of deleted ranges; each
 //!   deleted range as its start and end;
-//! - the saved bytes: the mbox's `offset..N` (version 3) or `offset..O` (versions 1 and 2);
-//! - version 3 only: the 4 keys of `polyhash`, then the hash of the mbox's `N..O` under them;
+//! - the saved bytes: the mbox's `offset..N` (versions 3 and 4) or `offset..O` (versions 1 and 2);
+//! - versions 3 and 4 only: the 4 keys of `polyhash`, then the hash of the mbox's `N..O` under them;
 //! - the checksum (`sum`) of everything before it, 16 octets.
 //!
-//! Version 3 is written; 1 and 2 are still read and applied, for files left by an older poplar.
+//! Version 4 is written. Its layout is version 3's; the new number says that its writer makes the
+//! mark `MBOX.poplar-recovery-compacted` before the truncation (see `expunge`), which the poplars that
+//! wrote versions 1 to 3 did not: their files are still read and applied, by the rule they were
+//! written for.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -20,19 +23,22 @@ use nix::libc;
 
 use super::expunge::{COPY_CHUNK, crash};
 use super::polyhash::{self, LANES, PolyHash};
-use super::sum::{MAGIC_V2, MAGIC_V3, Sum};
+use super::sum::{MAGIC_V2, MAGIC_V3, MAGIC_V4, Sum};
 
 const HEADER_LEN: u64 = 16 + 4 * 8;
 const SUM_LEN: u64 = 16;
-/// Version 3's keys and hash.
+/// Versions 3 and 4: the keys and the hash.
 const TAIL_HASH_LEN: u64 = 2 * 8 * LANES as u64;
 
-/// The version to write: always 3, but the tests also write version 2 to check it is still applied.
+/// The version to write: always 4, but the tests also write versions 2 and 3, as the poplars before
+/// the mark wrote them, to check that they are still applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     #[cfg_attr(not(test), allow(dead_code))]
     V2,
+    #[cfg_attr(not(test), allow(dead_code))]
     V3,
+    V4,
 }
 
 /// The expunge to do, as recorded in the recovery file.
@@ -84,7 +90,7 @@ impl Plan {
 enum Tail {
     /// Versions 1 and 2: the saved bytes run to O, and `N..O` is compared with their end.
     Copied,
-    /// Version 3: `N..O` gave `hash` under `keys`.
+    /// Versions 3 and 4: `N..O` gave `hash` under `keys`.
     Hashed {
         keys: [u64; LANES],
         hash: [u64; LANES],
@@ -96,9 +102,17 @@ pub struct Saved {
     file: File,
     plan: Plan,
     tail: Tail,
+    /// Version 4: its writer made the mark before truncating.
+    marks: bool,
 }
 
 impl Saved {
+    /// Whether the file's writer made the mark `MBOX.poplar-recovery-compacted` before truncating the
+    /// mbox (version 4), so that its absence proves the truncation did not happen.
+    pub fn writer_marks(&self) -> bool {
+        self.marks
+    }
+
     /// Whether the mbox is now shorter than the expunge would have left it: a program other than
     /// poplar shortened it after the crash, and nothing can say what it holds.
     pub fn shortened(&self, mbox: &File) -> io::Result<bool> {
@@ -161,7 +175,7 @@ pub fn create(path: &Path) -> io::Result<File> {
 }
 
 /// Writes all of the recovery file `out` for `plan` but its checksum, from the mbox, and puts that on
-/// disk; returns the checksum, for `seal`. Version 3 takes the hash of `N..O` from `tail_hash` (see
+/// disk; returns the checksum, for `seal`. Versions 3 and 4 take the hash of `N..O` from `tail_hash` (see
 /// `hash_tail`), called once the saved bytes are written, so that it can be computed meanwhile. Until
 /// then the file is incomplete: a crash leaves a file that recovery discards. Nothing else may write
 /// the mbox meanwhile (the caller holds the locks).
@@ -177,6 +191,7 @@ pub fn write(
     let (magic, saved_end) = match version {
         Version::V2 => (MAGIC_V2, plan.size),
         Version::V3 => (MAGIC_V3, plan.new_size),
+        Version::V4 => (MAGIC_V4, plan.new_size),
     };
     let mut sum = Sum::for_magic(magic).expect("known magic");
     let mut written = 0u64;
@@ -200,7 +215,7 @@ pub fn write(
             crash::point()
         },
     )?;
-    if version == Version::V3 {
+    if version != Version::V2 {
         let TailHash { keys, hash } = tail_hash()?;
         let words: Vec<u8> = keys
             .iter()
@@ -213,7 +228,7 @@ pub fn write(
     Ok(sum.finish())
 }
 
-/// Version 3's record of the mbox's `N..O`: the keys and the hash under them.
+/// Versions 3 and 4: the record of the mbox's `N..O`: the keys and the hash under them.
 pub struct TailHash {
     keys: [u64; LANES],
     hash: [u64; LANES],
@@ -286,7 +301,8 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
     let Some(mut sum) = Sum::for_magic(&head[..16]) else {
         return Ok(None);
     };
-    let hashed = &head[..16] == MAGIC_V3;
+    let hashed = &head[..16] == MAGIC_V3 || &head[..16] == MAGIC_V4;
+    let marks = &head[..16] == MAGIC_V4;
     let word =
         |i: usize| u64::from_le_bytes(head[16 + 8 * i..24 + 8 * i].try_into().expect("8 octets"));
     let (size, offset, new_size, count) = (word(0), word(1), word(2), word(3));
@@ -352,6 +368,7 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
             deleted,
         },
         tail,
+        marks,
     }))
 }
 

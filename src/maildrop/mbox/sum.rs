@@ -12,6 +12,7 @@ use md5::{Digest, Md5};
 pub const MAGIC_V1: &[u8; 16] = b"poplar-mbox-rcv1";
 pub const MAGIC_V2: &[u8; 16] = b"poplar-mbox-rcv2";
 pub const MAGIC_V3: &[u8; 16] = b"poplar-mbox-rcv3";
+pub const MAGIC_V4: &[u8; 16] = b"poplar-mbox-rcv4";
 
 /// A running checksum of either version; both give 16 octets.
 pub enum Sum {
@@ -24,7 +25,9 @@ impl Sum {
     pub fn for_magic(magic: &[u8]) -> Option<Sum> {
         match magic {
             m if m == MAGIC_V1 => Some(Sum::Md5(Box::default())),
-            m if m == MAGIC_V2 || m == MAGIC_V3 => Some(Sum::Words(Words::default())),
+            m if m == MAGIC_V2 || m == MAGIC_V3 || m == MAGIC_V4 => {
+                Some(Sum::Words(Words::default()))
+            }
             _ => None,
         }
     }
@@ -125,7 +128,7 @@ mod tests {
     #[test]
     fn any_split_gives_the_same_sum_and_any_change_another() {
         let data: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(37)).collect();
-        for magic in [MAGIC_V1, MAGIC_V2, MAGIC_V3] {
+        for magic in [MAGIC_V1, MAGIC_V2, MAGIC_V3, MAGIC_V4] {
             let whole = sum(magic, &[&data]);
             for cut in 0..data.len() {
                 for cut2 in cut..data.len() {
@@ -147,6 +150,6 @@ mod tests {
             sum(MAGIC_V1, &[b"abc"]),
             <[u8; 16]>::from(Md5::digest(b"abc"))
         );
-        assert!(Sum::for_magic(b"poplar-mbox-rcv4").is_none());
+        assert!(Sum::for_magic(b"poplar-mbox-rcv5").is_none());
     }
 }
