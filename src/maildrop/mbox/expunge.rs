@@ -42,6 +42,11 @@
 //! - A mark otherwise: the truncation happened, the compaction being on disk: the expunge is complete
 //!   (mail appended afterwards lies past N and stays). fsync, remove the recovery file.
 //!
+//! The mark counts, like the recovery file, only as a regular file of the mbox's owner or ours that no
+//! one else may write; anything else with its name (where others may create files) is left, with the
+//! mbox, for the administrator, unless the mbox is still the old size with the old tail (then the
+//! rollback needs no mark).
+//!
 //! The hash is keyed because after the truncation an agent may append mail, chosen by its sender, over
 //! `N..O`: with a plain checksum a sender could make it match and have us "roll back" over the compacted
 //! mbox, mangling it. The sender cannot see the key, and `polyhash` bounds the chance of a match for
@@ -412,32 +417,25 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
         Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(not_ours(&rpath)),
         Err(e) => return Err(e),
     };
-    let mark = compacted_mark_path(path).exists();
     let outcome = match recovery::read(saved)? {
         None => Recovery::DiscardedIncomplete,
-        Some(saved) => {
-            // A file of version 1 to 3 was written by a poplar that made no mark: without one the
-            // truncation may have happened all the same, and the mbox alone decides, as it did then.
-            let marked = mark || !saved.writer_marks();
-            if !marked && saved.shortened(file)? {
-                return Err(io::Error::other(format!(
-                    "{}: shortened by another program after an interrupted expunge; \
-                     recovery file left for the administrator",
-                    path.display()
-                )));
-            }
-            // Not marked: the truncation never happened, and the compaction wrote only below N.
-            // Whatever another program did to the file since (a flag rewritten in place past N),
-            // restoring the saved bytes gives the old mbox with its changes.
-            if !marked || !saved.truncated(file)? {
-                saved.roll_back(file)?;
-                file.sync_all()?;
-                Recovery::RolledBack
-            } else {
-                file.sync_all()?;
-                Recovery::Completed
-            }
+        // Still the old size with the old tail: the truncation did not happen, mark or none. Roll back.
+        Some(saved) if !saved.truncated(file)? => roll_back(&saved, file)?,
+        // A file of version 1 to 3 was written by a poplar that made no mark: the mbox alone decides,
+        // as it did then.
+        Some(saved) if !saved.writer_marks() => complete(file)?,
+        Some(_) if marked(path, file)? => complete(file)?,
+        Some(saved) if saved.shortened(file)? => {
+            return Err(io::Error::other(format!(
+                "{}: shortened by another program after an interrupted expunge; \
+                 recovery file left for the administrator",
+                path.display()
+            )));
         }
+        // Not marked: the truncation never happened, and the compaction wrote only below N. Whatever
+        // another program did to the file since (a flag rewritten in place past N), restoring the
+        // saved bytes gives the old mbox with its changes.
+        Some(saved) => roll_back(&saved, file)?,
     };
     crash::point()?;
     remove_recovery_file(&rpath)?;
@@ -445,6 +443,35 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     sync_dir(&rpath)?;
     log::warn!("{}: interrupted expunge found: {outcome:?}", path.display());
     Ok(outcome)
+}
+
+fn roll_back(saved: &recovery::Saved, file: &File) -> io::Result<Recovery> {
+    saved.roll_back(file)?;
+    file.sync_all()?;
+    Ok(Recovery::RolledBack)
+}
+
+fn complete(file: &File) -> io::Result<Recovery> {
+    file.sync_all()?;
+    Ok(Recovery::Completed)
+}
+
+/// Whether the mark of the mbox `file` at `path` is there. Like the recovery file, it counts only as a
+/// regular file of the mbox's owner or ours that no one else may write: in a spool where others may
+/// create files, a planted mark would turn the rollback of an expunge cut short in its compaction
+/// into "complete" once the tail no longer hashes as saved. Anything else with its name is left, with
+/// the mbox, for the administrator.
+fn marked(path: &Path, file: &File) -> io::Result<bool> {
+    let mark = compacted_mark_path(path);
+    match crate::maildrop::open_kept_file(&mark) {
+        Ok(Some((_, meta))) if crate::maildrop::written_by_us(&meta, file.metadata()?.uid()) => {
+            Ok(true)
+        }
+        Ok(Some(_)) => Err(not_ours(&mark)),
+        Ok(None) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(not_ours(&mark)),
+        Err(e) => Err(e),
+    }
 }
 
 /// A recovery file that no session of its mbox wrote: left, with the mbox, for the administrator.

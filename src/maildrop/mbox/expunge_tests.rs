@@ -753,6 +753,43 @@ fn a_recovery_file_that_is_not_ours_is_not_applied() {
     }
 }
 
+/// A mark that no session of the mbox made (planted in a spool where others may create files) is not
+/// taken as one: with it, an expunge cut short in its compaction whose tail another program changed
+/// would be called complete. Recovery leaves everything for the administrator instead.
+#[test]
+fn a_mark_that_is_not_ours_is_not_taken() {
+    let (all, ranges, _) = case(&[0, 2], "");
+    let new_size = (all.len() - removed(&ranges)) as u64;
+    let writing = 2 + (new_size - ranges[0].0).div_ceil(7) as usize;
+    for planted in ["symlink", "group-writable"] {
+        let fx = fixture(&all);
+        crash::arm(Some(writing + 4));
+        assert!(run(&fx, &ranges, 7, Version::V4).is_err());
+        crash::arm(None);
+        let half_done = fs::read(&fx.path).unwrap();
+        assert_ne!(half_done, all);
+        let mark = compacted_mark_path(&fx.path);
+        assert!(!mark.exists());
+        match planted {
+            "symlink" => {
+                let elsewhere = fx.path.with_extension("elsewhere");
+                fs::write(&elsewhere, b"").unwrap();
+                std::os::unix::fs::symlink(&elsewhere, &mark).unwrap();
+            }
+            _ => {
+                fs::write(&mark, b"").unwrap();
+                fs::set_permissions(&mark, fs::Permissions::from_mode(0o620)).unwrap();
+            }
+        }
+        // Another program changes the old tail in place: with the mark believed, "complete".
+        fx.file.write_all_at(b"!", all.len() as u64 - 2).unwrap();
+        let changed = fs::read(&fx.path).unwrap();
+        assert!(recover(&fx.path, &fx.file).is_err(), "{planted}");
+        assert_eq!(fs::read(&fx.path).unwrap(), changed, "{planted}");
+        assert!(recovery_path(&fx.path).exists(), "{planted}: left alone");
+    }
+}
+
 /// A FIFO at the recovery file's name must not block recovery, which holds the delivery locks.
 #[test]
 fn a_fifo_for_a_recovery_file_does_not_hang_recovery() {
