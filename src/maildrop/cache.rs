@@ -103,8 +103,9 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Reads the cache of the maildrop at `root`; missing, unreadable or corrupt gives an empty cache.
-    pub fn load(root: &Path) -> Cache {
+    /// Reads the cache of the maildrop at `root`, whose owner is `owner`; missing, unreadable, corrupt
+    /// or possibly written by someone else (see `written_by_us`) gives an empty cache.
+    pub fn load(root: &Path, owner: u32) -> Cache {
         let path = root.join(CACHE_FILE);
         let mut bytes = Vec::new();
         // Sized from the file first: a Vec grown from nothing read a 100-message cache (7 KB) in ten
@@ -114,6 +115,13 @@ impl Cache {
             let Some((f, meta)) = opened else {
                 return Ok(None);
             };
+            // Its checksum is no secret: where others may create files, one of theirs would be
+            // served as the listing.
+            if !super::written_by_us(&meta, owner) {
+                return Err(io::Error::other(
+                    "not a file of the maildrop's owner, writable by no one else",
+                ));
+            }
             let len = meta.len().min(MAX_CACHE_BYTES);
             bytes.reserve_exact(usize::try_from(len).unwrap_or(0));
             f.take(MAX_CACHE_BYTES).read_to_end(&mut bytes).map(Some)
@@ -556,16 +564,21 @@ mod tests {
         }
     }
 
+    /// `Cache::load` for a maildrop of the tests' own user.
+    fn load(root: &Path) -> Cache {
+        Cache::load(root, nix::unistd::geteuid().as_raw())
+    }
+
     #[test]
     fn saves_atomically_and_loads() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(Cache::load(dir.path()).is_empty());
+        assert!(load(dir.path()).is_empty());
         let entries: [(&[u8], Stamp, u64); 1] = [(b"cur/m:2,", stamp(7), 70)];
         save(dir.path(), None, entries.into_iter()).unwrap();
         assert!(!dir.path().join(TEMP_FILE).exists());
-        assert_eq!(Cache::load(dir.path()).get(b"m", stamp(7)), Some(70));
+        assert_eq!(load(dir.path()).get(b"m", stamp(7)), Some(70));
         fs::write(dir.path().join(CACHE_FILE), b"garbage").unwrap();
-        assert!(Cache::load(dir.path()).is_empty());
+        assert!(load(dir.path()).is_empty());
     }
 
     /// A save that cannot be completed (here: the temporary name is taken by a directory, as a full disk
@@ -578,7 +591,7 @@ mod tests {
         fs::create_dir(dir.path().join(TEMP_FILE)).unwrap();
         let new: [(&[u8], Stamp, u64); 1] = [(b"new/n", stamp(8), 80)];
         assert!(save(dir.path(), None, new.into_iter()).is_err());
-        let cache = Cache::load(dir.path());
+        let cache = load(dir.path());
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.get(b"m", stamp(7)), Some(70));
         // The rename fails after the write: the written temporary file is not left behind.
@@ -587,6 +600,30 @@ mod tests {
         fs::create_dir_all(dir.path().join(CACHE_FILE).join("x")).unwrap();
         assert!(save(dir.path(), None, new.into_iter()).is_err());
         assert!(!dir.path().join(TEMP_FILE).exists());
+    }
+
+    /// A cache that others may write (a maildrop whose directory others may create files in) is not
+    /// read: its checksum is no secret, and its sizes and names would be served as they are.
+    #[test]
+    fn a_cache_others_may_write_is_not_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let entries: [(&[u8], Stamp, u64); 1] = [(b"cur/m:2,", stamp(7), 70)];
+        save(dir.path(), None, entries.into_iter()).unwrap();
+        assert_eq!(load(dir.path()).len(), 1);
+        let cache = dir.path().join(CACHE_FILE);
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o620)).unwrap();
+        assert!(load(dir.path()).is_empty());
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o600)).unwrap();
+        // Owned by neither the maildrop's owner nor us.
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(Cache::load(dir.path(), me).len() == 1);
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&cache, Some(65534), None).unwrap();
+            assert_eq!(Cache::load(dir.path(), 65534).len(), 1, "the owner's own");
+            // Root reads as root: a file of 65534 is not ours, nor the owner's when that is 1234.
+            assert!(Cache::load(dir.path(), 1234).is_empty());
+        }
     }
 
     /// Only a regular file is read: a symlink (to a cache written elsewhere) is not followed, and a FIFO
@@ -602,7 +639,7 @@ mod tests {
             dir.path().join(CACHE_FILE),
         )
         .unwrap();
-        assert!(Cache::load(dir.path()).is_empty());
+        assert!(load(dir.path()).is_empty());
         fs::remove_file(dir.path().join(CACHE_FILE)).unwrap();
         nix::unistd::mkfifo(
             &dir.path().join(CACHE_FILE),
@@ -611,7 +648,7 @@ mod tests {
         .unwrap();
         let (done, wait) = std::sync::mpsc::channel();
         let root = dir.path().to_path_buf();
-        std::thread::spawn(move || done.send(Cache::load(&root).is_empty()));
+        std::thread::spawn(move || done.send(load(&root).is_empty()));
         let loaded = wait.recv_timeout(std::time::Duration::from_secs(5));
         // Unblock a load stuck in open(2), so the test ends either way.
         use std::os::unix::fs::OpenOptionsExt;

@@ -144,6 +144,9 @@ impl Maildir {
             Err(e) => return Err(MaildropError::io(&path.join(LOCK_FILE), e)),
         };
         let dirs = Dirs::open(&top, path)?;
+        let owner = nix::sys::stat::fstat(&top)
+            .map_err(|e| MaildropError::io(path, e.into()))?
+            .st_uid;
         drop(top);
         // Before listing: a change made while we list must show as a change next time. And the clock
         // before the stamps: they may vouch for the listing only if they were settled when it began; a
@@ -152,7 +155,7 @@ impl Maildir {
         // tick, missed by the listing, leaves as it is.
         let began = unix_now();
         let listed = dirs.stamps(path)?;
-        let cache = Cache::load(path);
+        let cache = Cache::load(path, owner);
         if cache.dirs.is_some_and(|cached| cached == listed) {
             let listing = from_cache(&cache);
             return Ok(Maildir::listed(path, listing, dirs, Some(lock)));

@@ -477,7 +477,7 @@ fn forge_cache(root: &Path, base: &[u8], octets: u64) {
         };
         entries.push((f[5].as_bytes().to_vec(), stamp, o));
     }
-    let dirs = Cache::load(root).dirs;
+    let dirs = Cache::load(root, nix::unistd::geteuid().as_raw()).dirs;
     cache::save(root, dirs, entries.iter().map(|(b, s, o)| (&b[..], *s, *o))).unwrap();
 }
 
@@ -646,7 +646,9 @@ fn unique_ids_from_the_cache_are_those_of_the_listing() {
     settle(root);
     drop(Maildir::open(root).unwrap());
     assert!(
-        Cache::load(root).dirs.is_some(),
+        Cache::load(root, nix::unistd::geteuid().as_raw())
+            .dirs
+            .is_some(),
         "the next login lists from the cache"
     );
     let cached = uids(&Maildir::open(root).unwrap());
@@ -670,7 +672,9 @@ fn dovecot_ids_follow_the_uidlist_through_the_cache() {
     settle(root);
     drop(Maildir::open(root).unwrap());
     assert!(
-        Cache::load(root).dirs.is_some(),
+        Cache::load(root, nix::unistd::geteuid().as_raw())
+            .dirs
+            .is_some(),
         "the next login uses the cache"
     );
     // The directories did not change, the uidlist did: the change is seen all the same.
@@ -705,10 +709,17 @@ fn unchanged_directories_are_not_listed_again() {
     put(root, "cur/b:2,S", b"bb\n", 2);
     assert_eq!(sizes(root), [3, 4]);
     // Directories changed less than SETTLE_SECS ago are not vouched for.
-    assert_eq!(Cache::load(root).dirs, None);
+    assert_eq!(
+        Cache::load(root, nix::unistd::geteuid().as_raw()).dirs,
+        None
+    );
     settle(root);
     assert_eq!(sizes(root), [3, 4]);
-    assert!(Cache::load(root).dirs.is_some());
+    assert!(
+        Cache::load(root, nix::unistd::geteuid().as_raw())
+            .dirs
+            .is_some()
+    );
     // A file renamed behind the directory's back keeps its cached name: proof that nothing was listed.
     // Opening it finds it by its base name.
     forge_cache(root, b"a", 99);
