@@ -76,6 +76,21 @@ fn run(fx: &Fixture, ranges: &[(u64, u64)], chunk: usize, version: Version) -> i
     .finish()
 }
 
+/// A fresh mbox of `all` and an expunge of `ranges` in it that crashes at its `n`-th crash point
+/// (or ends, when it has fewer), writing a recovery file of `version`.
+fn crashed_at(
+    all: &[u8],
+    ranges: &[(u64, u64)],
+    n: usize,
+    version: Version,
+) -> (Fixture, io::Result<()>) {
+    let fx = fixture(all);
+    crash::arm(Some(n));
+    let result = run(&fx, ranges, 7, version);
+    crash::arm(None);
+    (fx, result)
+}
+
 /// O - N: the octets the expunge removes.
 fn removed(ranges: &[(u64, u64)]) -> usize {
     ranges.iter().map(|(a, b)| (b - a) as usize).sum()
@@ -134,10 +149,7 @@ fn recovers_from_a_crash_at_every_step(version: Version) {
         for late in [&b""[..], LATE.as_bytes(), &exact, &longer] {
             let mut finished = false;
             for n in 0.. {
-                let fx = fixture(&all);
-                crash::arm(Some(n));
-                let result = run(&fx, &ranges, 7, version);
-                crash::arm(None);
+                let (fx, result) = crashed_at(&all, &ranges, n, version);
                 if result.is_ok() {
                     assert_eq!(fs::read(&fx.path).unwrap(), expected);
                     finished = true;
@@ -221,10 +233,7 @@ fn a_file_of_an_older_version_without_a_mark_after_the_truncation_completes() {
             let (all, ranges, expected) = case(gone, "");
             let mut truncated_seen = false;
             for n in 0.. {
-                let fx = fixture(&all);
-                crash::arm(Some(n));
-                let result = run(&fx, &ranges, 7, version);
-                crash::arm(None);
+                let (fx, result) = crashed_at(&all, &ranges, n, version);
                 if result.is_ok() {
                     break;
                 }
@@ -718,23 +727,28 @@ fn a_recovery_file_without_its_mark_after_the_truncation_would_mix_the_mboxes() 
     assert!(now != expected && now != all, "a mix of the two mboxes");
 }
 
+/// The mbox of messages a to d with a and c deleted, after a crash in the middle of the compaction:
+/// its recovery file complete and valid, no mark yet.
+fn half_compacted() -> Fixture {
+    let (all, ranges, _) = case(&[0, 2], "");
+    let new_size = (all.len() - removed(&ranges)) as u64;
+    let writing = 2 + (new_size - ranges[0].0).div_ceil(7) as usize;
+    let (fx, result) = crashed_at(&all, &ranges, writing + 4, Version::V4);
+    assert!(result.is_err());
+    assert_ne!(fs::read(&fx.path).unwrap(), all, "the compaction had begun");
+    assert!(!compacted_mark_path(&fx.path).exists());
+    fx
+}
+
 /// The recovery file is applied only if it is one a session of this mbox wrote: a regular file, not
 /// a symlink (which anyone who may create files in a shared spool could plant, pointing anywhere), of
 /// the mbox's owner or ours, writable by nobody else. Anything else is left for the administrator,
 /// and the mbox is not touched.
 #[test]
 fn a_recovery_file_that_is_not_ours_is_not_applied() {
-    let (all, ranges, _) = case(&[0, 2], "");
-    // A crash in the middle of the compaction: the recovery file is complete and valid.
-    let new_size = (all.len() - removed(&ranges)) as u64;
-    let writing = 2 + (new_size - ranges[0].0).div_ceil(7) as usize;
     for planted in ["symlink", "group-writable"] {
-        let fx = fixture(&all);
-        crash::arm(Some(writing + 4));
-        assert!(run(&fx, &ranges, 7, Version::V4).is_err());
-        crash::arm(None);
+        let fx = half_compacted();
         let half_done = fs::read(&fx.path).unwrap();
-        assert_ne!(half_done, all);
         let rpath = recovery_path(&fx.path);
         match planted {
             "symlink" => {
@@ -758,18 +772,9 @@ fn a_recovery_file_that_is_not_ours_is_not_applied() {
 /// would be called complete. Recovery leaves everything for the administrator instead.
 #[test]
 fn a_mark_that_is_not_ours_is_not_taken() {
-    let (all, ranges, _) = case(&[0, 2], "");
-    let new_size = (all.len() - removed(&ranges)) as u64;
-    let writing = 2 + (new_size - ranges[0].0).div_ceil(7) as usize;
     for planted in ["symlink", "group-writable"] {
-        let fx = fixture(&all);
-        crash::arm(Some(writing + 4));
-        assert!(run(&fx, &ranges, 7, Version::V4).is_err());
-        crash::arm(None);
-        let half_done = fs::read(&fx.path).unwrap();
-        assert_ne!(half_done, all);
+        let fx = half_compacted();
         let mark = compacted_mark_path(&fx.path);
-        assert!(!mark.exists());
         match planted {
             "symlink" => {
                 let elsewhere = fx.path.with_extension("elsewhere");
@@ -782,7 +787,8 @@ fn a_mark_that_is_not_ours_is_not_taken() {
             }
         }
         // Another program changes the old tail in place: with the mark believed, "complete".
-        fx.file.write_all_at(b"!", all.len() as u64 - 2).unwrap();
+        let len = fx.file.metadata().unwrap().len();
+        fx.file.write_all_at(b"!", len - 2).unwrap();
         let changed = fs::read(&fx.path).unwrap();
         assert!(recover(&fx.path, &fx.file).is_err(), "{planted}");
         assert_eq!(fs::read(&fx.path).unwrap(), changed, "{planted}");
