@@ -29,6 +29,9 @@
 //!    recovery or step 1.)
 //!
 //! Recovery (any open of the mbox that finds a recovery file, under the same locks):
+//! - The mbox is another file than the recovery file names (version 4 records its inode): a program
+//!   rewrote it into a new file since the crash. Nothing is written into that one; the recovery file
+//!   stays for the administrator.
 //! - The recovery file is short or its checksum is wrong: the crash came during step 1 and the mbox is
 //!   untouched. Remove it.
 //! - No mark: the truncation cannot have happened, so somewhere in step 2 or 3. Roll back: write the
@@ -419,6 +422,14 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     };
     let outcome = match recovery::read(saved)? {
         None => Recovery::DiscardedIncomplete,
+        // Neither the old bytes nor the truncation belong in another file.
+        Some(saved) if saved.replaced(file)? => {
+            return Err(io::Error::other(format!(
+                "{}: another file since an interrupted expunge (rewritten by another program); \
+                 recovery file left for the administrator",
+                path.display()
+            )));
+        }
         // Still the old size with the old tail: the truncation did not happen, mark or none. Roll back.
         Some(saved) if !saved.truncated(file)? => roll_back(&saved, file)?,
         // A file of version 1 to 3 was written by a poplar that made no mark: the mbox alone decides,

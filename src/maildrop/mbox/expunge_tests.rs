@@ -492,7 +492,7 @@ fn a_panicking_check_leaves_the_mbox_untouched() {
     assert!(!recovery_path(&fx.path).exists());
 }
 
-/// Version 4 (as 3) saves `offset..N` and a hash of `N..O`, not `N..O` itself.
+/// Version 4 (as 3) saves `offset..N` and a hash of `N..O`, not `N..O` itself; and the mbox's inode.
 #[test]
 fn version_4_saves_only_what_the_compaction_overwrites() {
     let (all, ranges, _) = case(&[1], "");
@@ -505,14 +505,17 @@ fn version_4_saves_only_what_the_compaction_overwrites() {
     let header = 16 + 4 * 8 + 16 * ranges.len() as u64;
     let mode = fs::metadata(recovery_path(&fx.path)).unwrap().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // Header, `offset..N`, keys and hash (64), the mbox's inode (8), the checksum (16).
     assert_eq!(
         saved.len() as u64,
-        header + (new_size - ranges[0].0) + 64 + 16
+        header + (new_size - ranges[0].0) + 64 + 8 + 16
     );
     assert_eq!(
         saved[header as usize..(header + new_size - ranges[0].0) as usize],
         all[ranges[0].0 as usize..new_size as usize]
     );
+    let inode = &saved[saved.len() - 16 - 8..saved.len() - 16];
+    assert_eq!(inode, fx.file.metadata().unwrap().ino().to_le_bytes());
     let tail = &all[new_size as usize..];
     assert!(
         !saved.windows(tail.len()).any(|w| w == tail),
@@ -704,27 +707,22 @@ fn the_recovery_file_is_gone_on_disk_before_the_mark() {
 #[test]
 fn a_recovery_file_without_its_mark_after_the_truncation_would_mix_the_mboxes() {
     let (all, ranges, expected) = case(&[1], "");
-    let fx = fixture(&all);
     // Crash right after step 3: the recovery file and the mark are there, the mbox is the new one.
-    let saved = fx.path.with_extension("saved");
     for n in 0.. {
-        let fx2 = fixture(&all);
-        crash::arm(Some(n));
-        let result = run(&fx2, &ranges, 7, Version::V4);
-        crash::arm(None);
+        let (fx, result) = crashed_at(&all, &ranges, n, Version::V4);
         assert!(result.is_err(), "no crash point after the truncation");
-        if fs::read(&fx2.path).unwrap() == expected && recovery_path(&fx2.path).exists() {
-            fs::copy(recovery_path(&fx2.path), &saved).unwrap();
-            break;
+        if fs::read(&fx.path).unwrap() != expected || !recovery_path(&fx.path).exists() {
+            assert!(recover(&fx.path, &fx.file).is_ok());
+            continue;
         }
+        // The mark's removal reached the disk, the recovery file's did not.
+        fs::remove_file(compacted_mark_path(&fx.path)).unwrap();
+        let outcome = recover(&fx.path, &fx.file).unwrap();
+        let now = fs::read(&fx.path).unwrap();
+        assert_eq!(outcome, Recovery::RolledBack);
+        assert!(now != expected && now != all, "a mix of the two mboxes");
+        break;
     }
-    fs::write(&fx.path, &expected).unwrap();
-    // The mark's removal reached the disk, the recovery file's did not.
-    fs::copy(&saved, recovery_path(&fx.path)).unwrap();
-    let outcome = recover(&fx.path, &fx.file).unwrap();
-    let now = fs::read(&fx.path).unwrap();
-    assert_eq!(outcome, Recovery::RolledBack);
-    assert!(now != expected && now != all, "a mix of the two mboxes");
 }
 
 /// The mbox of messages a to d with a and c deleted, after a crash in the middle of the compaction:
@@ -794,6 +792,29 @@ fn a_mark_that_is_not_ours_is_not_taken() {
         assert_eq!(fs::read(&fx.path).unwrap(), changed, "{planted}");
         assert!(recovery_path(&fx.path).exists(), "{planted}: left alone");
     }
+}
+
+/// After a crash in the compaction, a program that rewrites mailboxes into a new file and renames it
+/// over puts another file in the mbox's place: the saved bytes are not written into it (they would
+/// land at offsets of the old layout), and the recovery file stays for the administrator.
+#[test]
+fn a_recovery_file_is_not_applied_to_a_file_put_in_the_mbox_s_place() {
+    let fx = half_compacted();
+    let rewritten = [fs::read(&fx.path).unwrap(), LATE.as_bytes().to_vec()].concat();
+    let temp = fx.path.with_extension("new");
+    fs::write(&temp, &rewritten).unwrap();
+    fs::rename(&temp, &fx.path).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fx.path)
+        .unwrap();
+    assert!(recover(&fx.path, &file).is_err());
+    assert_eq!(fs::read(&fx.path).unwrap(), rewritten);
+    assert!(recovery_path(&fx.path).exists());
+    // The one it was made for is still recovered: rolled back to the old mbox.
+    let fx = half_compacted();
+    assert_eq!(recover(&fx.path, &fx.file).unwrap(), Recovery::RolledBack);
 }
 
 /// A FIFO at the recovery file's name must not block recovery, which holds the delivery locks.

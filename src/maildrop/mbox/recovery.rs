@@ -6,17 +6,19 @@
 //!   deleted range as its start and end;
 //! - the saved bytes: the mbox's `offset..N` (versions 3 and 4) or `offset..O` (versions 1 and 2);
 //! - versions 3 and 4 only: the 4 keys of `polyhash`, then the hash of the mbox's `N..O` under them;
+//! - version 4 only: the mbox's inode number;
 //! - the checksum (`sum`) of everything before it, 16 octets.
 //!
-//! Version 4 is written. Its layout is version 3's; the new number says that its writer makes the
-//! mark `MBOX.poplar-recovery-compacted` before the truncation (see `expunge`), which the poplars that
-//! wrote versions 1 to 3 did not: their files are still read and applied, by the rule they were
-//! written for.
+//! Version 4 is written. Its writer makes the mark `MBOX.poplar-recovery-compacted` before the
+//! truncation (see `expunge`), which the poplars that wrote versions 1 to 3 did not: their files are
+//! still read and applied, by the rule they were written for. Version 4 also names the mbox's inode, so
+//! that a file put in the mbox's place since (a mail reader that rewrites a mailbox into a new file and
+//! renames it over) is never written into.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::libc;
@@ -29,6 +31,8 @@ const HEADER_LEN: u64 = 16 + 4 * 8;
 const SUM_LEN: u64 = 16;
 /// Versions 3 and 4: the keys and the hash.
 const TAIL_HASH_LEN: u64 = 2 * 8 * LANES as u64;
+/// Version 4: the mbox's inode number.
+const INODE_LEN: u64 = 8;
 
 /// The version to write: always 4, but the tests also write versions 2 and 3, as the poplars before
 /// the mark wrote them, to check that they are still applied.
@@ -104,6 +108,8 @@ pub struct Saved {
     tail: Tail,
     /// Version 4: its writer made the mark before truncating.
     marks: bool,
+    /// Version 4: the mbox's inode number.
+    inode: Option<u64>,
 }
 
 impl Saved {
@@ -111,6 +117,15 @@ impl Saved {
     /// mbox (version 4), so that its absence proves the truncation did not happen.
     pub fn writer_marks(&self) -> bool {
         self.marks
+    }
+
+    /// Whether `mbox` is another file than the one the expunge worked on (version 4 knows): one put in
+    /// its place since, by a program that writes a mailbox anew and renames it over.
+    pub fn replaced(&self, mbox: &File) -> io::Result<bool> {
+        let Some(ino) = self.inode else {
+            return Ok(false);
+        };
+        Ok(ino != mbox.metadata()?.ino())
     }
 
     /// Whether the mbox is now shorter than the expunge would have left it: a program other than
@@ -224,6 +239,9 @@ pub fn write(
             .collect();
         put(&words)?;
     }
+    if version == Version::V4 {
+        put(&mbox.metadata()?.ino().to_le_bytes())?;
+    }
     out.sync_data()?;
     Ok(sum.finish())
 }
@@ -306,10 +324,10 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
     let word =
         |i: usize| u64::from_le_bytes(head[16 + 8 * i..24 + 8 * i].try_into().expect("8 octets"));
     let (size, offset, new_size, count) = (word(0), word(1), word(2), word(3));
-    let (saved_end, extra) = if hashed {
-        (new_size, TAIL_HASH_LEN)
-    } else {
-        (size, 0)
+    let (saved_end, extra) = match (hashed, marks) {
+        (true, true) => (new_size, TAIL_HASH_LEN + INODE_LEN),
+        (true, false) => (new_size, TAIL_HASH_LEN),
+        _ => (size, 0),
     };
     let expected = count
         .checked_mul(16)
@@ -343,7 +361,7 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
     saved.read_exact_at(&mut words, HEADER_LEN)?;
     let tail = if hashed {
         let mut words = [0u8; TAIL_HASH_LEN as usize];
-        saved.read_exact_at(&mut words, len - SUM_LEN - TAIL_HASH_LEN)?;
+        saved.read_exact_at(&mut words, len - SUM_LEN - extra)?;
         let word = |i: usize| u64::from_le_bytes(words[8 * i..8 * i + 8].try_into().expect("8"));
         Tail::Hashed {
             keys: std::array::from_fn(word),
@@ -351,6 +369,13 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
         }
     } else {
         Tail::Copied
+    };
+    let inode = if marks {
+        let mut word = [0u8; INODE_LEN as usize];
+        saved.read_exact_at(&mut word, len - SUM_LEN - INODE_LEN)?;
+        Some(u64::from_le_bytes(word))
+    } else {
+        None
     };
     let deleted = words
         .chunks_exact(16)
@@ -369,6 +394,7 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
         },
         tail,
         marks,
+        inode,
     }))
 }
 
