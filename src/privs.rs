@@ -140,13 +140,15 @@ impl Privileges {
         }
     }
 
-    /// The ids an account is served with, or why it cannot be served.
+    /// The ids an account is served with, or why it cannot be served; `mail_group` among them only
+    /// for an `mbox`.
     fn ids_for(
         &self,
         account: &Account,
         group_file: &Path,
         fallback: Option<&Ids>,
         mail_group: Option<u32>,
+        mbox: bool,
     ) -> Result<Ids, String> {
         match ids_source(account, fallback) {
             Some(IdsSource::Own { uid, gid }) => {
@@ -154,8 +156,11 @@ impl Privileges {
                 let groups = std::fs::read(group_file)
                     .map(|text| unix_files::groups_of(&text, &account.name, gid))
                     .map_err(|e| format!("{}: {e}", group_file.display()))?;
-                Ok(Ids { uid, gid, groups }.with_group(mail_group))
+                Ok(Ids { uid, gid, groups }.with_group(mail_group.filter(|_| mbox)))
             }
+            // The fallback was given the group when it was looked up: taken back for a Maildir (and
+            // with it the same group if /etc/group gave it too: less, never more).
+            Some(IdsSource::Fallback(ids)) if !mbox => Ok(ids.without_group(mail_group)),
             Some(IdsSource::Fallback(ids)) => Ok(ids.clone()),
             None => Err(
                 "the account has no uid and gid, and its maildrop is never opened as root \
@@ -191,7 +196,11 @@ pub fn cannot_switch_to(account: &Account, has_fallback: bool) -> bool {
 }
 
 impl Identity for Privileges {
-    fn assume(&self, account: &Account) -> Result<(), String> {
+    /// `mail-group` only for an mbox: the group may write to every file and directory it owns in the
+    /// spool (`/var/mail`), and a Maildir's `new/` and `cur/` are followed through symlinks the
+    /// maildrop's owner makes, so a Maildir session holding it could list, read and unlink other
+    /// users' spools.
+    fn assume(&self, account: &Account, mbox: bool) -> Result<(), String> {
         let (ids, per_thread) = match self {
             Privileges::Unchanged => return Ok(()),
             Privileges::Process {
@@ -199,14 +208,17 @@ impl Identity for Privileges {
                 group_file,
                 mail_group,
             } => (
-                self.ids_for(account, group_file, fallback.as_ref(), *mail_group)?,
+                self.ids_for(account, group_file, fallback.as_ref(), *mail_group, mbox)?,
                 false,
             ),
             Privileges::Thread {
                 group_file,
                 mail_group,
                 ..
-            } => (self.ids_for(account, group_file, None, *mail_group)?, true),
+            } => (
+                self.ids_for(account, group_file, None, *mail_group, mbox)?,
+                true,
+            ),
         };
         if ids.uid == 0 {
             log::warn!(
@@ -232,6 +244,13 @@ impl Identity for Privileges {
 }
 
 impl Ids {
+    /// Without `group` among the supplementary groups.
+    fn without_group(&self, group: Option<u32>) -> Ids {
+        let mut ids = self.clone();
+        ids.groups.retain(|&g| Some(g) != group);
+        ids
+    }
+
     /// With `group` among the supplementary groups too (once).
     fn with_group(mut self, group: Option<u32>) -> Ids {
         if let Some(group) = group.filter(|g| !self.groups.contains(g)) {
@@ -421,7 +440,7 @@ mod tests {
         let groups = |name: &str, gid: u32| {
             let mut acc = account(Some(1000), Some(gid));
             acc.name = name.to_string();
-            p.ids_for(&acc, &g, None, Some(8)).unwrap().groups
+            p.ids_for(&acc, &g, None, Some(8), true).unwrap().groups
         };
         assert_eq!(groups("alice", 1000), [1000, 50, 8]);
         assert_eq!(groups("bob", 1000), [1000, 8, 50], "a member already: once");
@@ -433,6 +452,27 @@ mod tests {
         }
         .with_group(Some(8));
         assert_eq!(fallback.groups, [7, 8]);
+        // Not for a Maildir: its directories are followed through the owner's symlinks, and the
+        // group could reach every spool in /var/mail. The fallback gives it back too.
+        let mut acc = account(Some(1000), Some(1000));
+        acc.name = "alice".to_string();
+        assert_eq!(
+            p.ids_for(&acc, &g, None, Some(8), false).unwrap().groups,
+            [1000, 50]
+        );
+        let unknown = account(None, None);
+        assert_eq!(
+            p.ids_for(&unknown, &g, Some(&fallback), Some(8), false)
+                .unwrap()
+                .groups,
+            [7]
+        );
+        assert_eq!(
+            p.ids_for(&unknown, &g, Some(&fallback), Some(8), true)
+                .unwrap()
+                .groups,
+            [7, 8]
+        );
     }
 
     /// A per-process switcher reading the group file `group` (written in `dir`), and the fallback
@@ -467,7 +507,7 @@ mod tests {
                 let acc = account(uid, gid);
                 assert_eq!(
                     cannot_switch_to(&acc, fb.is_some()),
-                    p.ids_for(&acc, &g, fb, None).is_err(),
+                    p.ids_for(&acc, &g, fb, None, true).is_err(),
                     "{acc:?} {fb:?}"
                 );
             }
@@ -509,14 +549,14 @@ mod tests {
             ),
         ];
         for (acc, fb, want) in cases {
-            assert_eq!(p.ids_for(&acc, &g, fb, None), want, "{acc:?}");
+            assert_eq!(p.ids_for(&acc, &g, fb, None, true), want, "{acc:?}");
         }
         for acc in [
             account(None, None),
             account(Some(1), None),
             account(None, Some(1)),
         ] {
-            let err = p.ids_for(&acc, &g, None, None).unwrap_err();
+            let err = p.ids_for(&acc, &g, None, None, true).unwrap_err();
             assert!(err.contains("never opened as root"), "{err}");
         }
         assert!(
@@ -524,14 +564,15 @@ mod tests {
                 &account(Some(1), Some(2)),
                 &dir.path().join("none"),
                 None,
-                None
+                None,
+                true
             )
             .is_err()
         );
         // A group name that is not UTF-8 (Latin-1, from an old host) used to fail every login.
         std::fs::write(&g, b"\xe9quipe:x:60:alice\nstaff:x:50:alice\n").unwrap();
         assert_eq!(
-            p.ids_for(&account(Some(1), Some(2)), &g, None, None),
+            p.ids_for(&account(Some(1), Some(2)), &g, None, None, true),
             Ok(Ids {
                 uid: 1,
                 gid: 2,
@@ -547,7 +588,7 @@ mod tests {
             account(Some(0), Some(0)),
             account(Some(12345), Some(1)),
         ] {
-            assert_eq!(Privileges::Unchanged.assume(&acc), Ok(()));
+            assert_eq!(Privileges::Unchanged.assume(&acc, true), Ok(()));
         }
     }
 
@@ -627,7 +668,7 @@ mod tests {
             };
             let seen = std::thread::scope(|s| {
                 s.spawn(|| {
-                    privileges.assume(&account).unwrap();
+                    privileges.assume(&account, true).unwrap();
                     let denied = std::fs::read(&file).map_err(|e| e.kind());
                     privileges.restore().unwrap();
                     let fsuid = unistd::setfsuid(Uid::from_raw(0)).as_raw();

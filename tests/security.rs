@@ -906,3 +906,61 @@ fn mail_group_lets_sessions_lock_a_group_spool() {
     );
     assert!(!spool.join("alice.lock").exists());
 }
+
+/// Root: `--mail-group` is for an mbox spool. A Maildir user who makes their `cur/` a symlink to that
+/// spool must not reach it through a session holding the group: not list another user's mbox there as
+/// a message, read it, or unlink it.
+#[test]
+fn mail_group_is_not_given_to_maildir_sessions() {
+    needs_root!();
+    let fx = Fixture::new();
+    let spool = fx.root().join("spool");
+    fs::create_dir(&spool).unwrap();
+    chown(&spool, Some(0), Some(23456)).unwrap();
+    fs::set_permissions(&spool, fs::Permissions::from_mode(0o2770)).unwrap();
+    fs::set_permissions(fx.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bobs = spool.join("bob");
+    fs::write(
+        &bobs,
+        "From x Thu Jan  1 00:00:00 2026\nSubject: bob's\n\nsecret\n",
+    )
+    .unwrap();
+    chown(&bobs, Some(12346), Some(23456)).unwrap();
+    fs::set_permissions(&bobs, fs::Permissions::from_mode(0o660)).unwrap();
+    let home = fx.root().join("home").join("alice");
+    let maildir = home.join("Maildir");
+    for sub in ["new", "tmp"] {
+        fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    std::os::unix::fs::symlink(&spool, maildir.join("cur")).unwrap();
+    for path in [&home, &maildir, &maildir.join("new"), &maildir.join("tmp")] {
+        chown(path, Some(12345), Some(12345)).unwrap();
+    }
+    passwd(&fx, &[("alice", "pw", "12345", "12345", &home)]);
+    let args = [
+        "--mail",
+        "maildir:%h/Maildir",
+        "--auth-failure-delay",
+        "0",
+        "--mail-group",
+        "23456",
+    ];
+    let srv = Server::start(&fx, &args);
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    let reply = c.cmd("PASS pw");
+    if reply.starts_with("+OK") {
+        let stat = c.cmd("STAT");
+        assert!(
+            stat.starts_with("+OK 0 "),
+            "the spool listed as mail: {stat}"
+        );
+        assert!(c.cmd("DELE 1").starts_with("-ERR"));
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+    }
+    assert_eq!(
+        fs::read_to_string(&bobs).unwrap(),
+        "From x Thu Jan  1 00:00:00 2026\nSubject: bob's\n\nsecret\n"
+    );
+}

@@ -187,7 +187,8 @@ impl Session<'_> {
                 reason: format!("user {}: {reason}", account.name),
             });
         if path.is_ok() {
-            if let Err(why) = self.services.identity.assume(&account) {
+            let mbox = mail.format == maildrop::location::Format::Mbox;
+            if let Err(why) = self.services.identity.assume(&account, mbox) {
                 return self.identity_refused(&account.name, &why, out);
             }
         }

@@ -73,7 +73,8 @@ impl Services {
 /// Takes on a logged-in account's operating-system identity before its maildrop is opened. The session
 /// only asks; the system calls live in `privs`. An error ends the session with `[SYS/PERM]`.
 pub trait Identity: Send + Sync {
-    fn assume(&self, account: &Account) -> Result<(), String>;
+    /// `mbox`: the maildrop is an mbox, the one kind `mail-group` (a spool's group) is given for.
+    fn assume(&self, account: &Account, mbox: bool) -> Result<(), String>;
     /// Undoes `assume` for the calling thread, verified, so that the thread may serve another session;
     /// an error means it must not.
     fn restore(&self) -> Result<(), String> {
@@ -85,7 +86,7 @@ pub trait Identity: Send + Sync {
 pub struct SameIdentity;
 
 impl Identity for SameIdentity {
-    fn assume(&self, _account: &Account) -> Result<(), String> {
+    fn assume(&self, _account: &Account, _mbox: bool) -> Result<(), String> {
         Ok(())
     }
 }

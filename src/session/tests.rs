@@ -353,7 +353,7 @@ fn failure_delay_is_capped() {
 struct Refuse;
 
 impl Identity for Refuse {
-    fn assume(&self, account: &Account) -> Result<(), String> {
+    fn assume(&self, account: &Account, _mbox: bool) -> Result<(), String> {
         Err(format!("no ids for {}", account.name))
     }
 }
@@ -366,11 +366,12 @@ struct Recorded {
 }
 
 impl Identity for Recorded {
-    fn assume(&self, account: &Account) -> Result<(), String> {
+    fn assume(&self, account: &Account, mbox: bool) -> Result<(), String> {
+        let kind = if mbox { "mbox" } else { "maildir" };
         self.calls
             .lock()
             .unwrap()
-            .push(format!("assume {}", account.name));
+            .push(format!("assume {} {kind}", account.name));
         Ok(())
     }
     fn restore(&self) -> Result<(), String> {
@@ -400,7 +401,11 @@ fn a_maildrop_that_does_not_open_gives_back_the_identity() {
         let mut s = Session::new(&f.services, "peer", None);
         let (out, step) = script(&mut s, &["USER alice", "PASS secret"]);
         assert!(out.ends_with("-ERR [IN-USE] maildrop already locked by another session\r\n"));
-        assert_eq!(*recorded.calls.lock().unwrap(), ["assume alice", "restore"]);
+        // The fixture's maildrop is a Maildir: no mail-group for it.
+        assert_eq!(
+            *recorded.calls.lock().unwrap(),
+            ["assume alice maildir", "restore"]
+        );
         // Still in AUTHORIZATION when the start-up identity is back; ended when it cannot be.
         assert_eq!(s.is_finished(), restore_fails);
         assert_eq!(step == Step::Quit, restore_fails);
