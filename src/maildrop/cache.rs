@@ -617,7 +617,7 @@ mod tests {
         fs::set_permissions(&cache, fs::Permissions::from_mode(0o600)).unwrap();
         // Owned by neither the maildrop's owner nor us.
         let me = nix::unistd::geteuid().as_raw();
-        assert!(Cache::load(dir.path(), me).len() == 1);
+        assert_eq!(Cache::load(dir.path(), me).len(), 1);
         if nix::unistd::geteuid().is_root() {
             std::os::unix::fs::chown(&cache, Some(65534), None).unwrap();
             assert_eq!(Cache::load(dir.path(), 65534).len(), 1, "the owner's own");

@@ -213,11 +213,13 @@ impl Dirs {
     /// EWOULDBLOCK instead of waiting for the lease to be given up; the kernel has asked the holder
     /// all the same, so the open is tried again for up to `LEASE_WAIT`, as a blocking open would wait.
     pub(super) fn open_message(&self, dir: &File, name: &OsStr) -> io::Result<File> {
-        let started = std::time::Instant::now();
+        // The clock is read only once a lease is met: RETR opens a message per command.
+        let mut waiting_since = None;
         loop {
             match self.open_message_once(dir, name) {
                 Err(e) if e.raw_os_error() == Some(nix::libc::EWOULDBLOCK) => {
-                    if started.elapsed() >= LEASE_WAIT {
+                    let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= LEASE_WAIT {
                         return Err(e);
                     }
                     std::thread::sleep(LEASE_RETRY);
