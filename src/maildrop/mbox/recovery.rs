@@ -106,9 +106,7 @@ pub struct Saved {
     file: File,
     plan: Plan,
     tail: Tail,
-    /// Version 4: its writer made the mark before truncating.
-    marks: bool,
-    /// Version 4: the mbox's inode number.
+    /// Version 4 (whose writer makes the mark before truncating): the mbox's inode number.
     inode: Option<u64>,
 }
 
@@ -116,7 +114,7 @@ impl Saved {
     /// Whether the file's writer made the mark `MBOX.poplar-recovery-compacted` before truncating the
     /// mbox (version 4), so that its absence proves the truncation did not happen.
     pub fn writer_marks(&self) -> bool {
-        self.marks
+        self.inode.is_some()
     }
 
     /// Whether `mbox` is another file than the one the expunge worked on (version 4 knows): one put in
@@ -393,7 +391,6 @@ pub fn read(saved: File) -> io::Result<Option<Saved>> {
             deleted,
         },
         tail,
-        marks,
         inode,
     }))
 }
