@@ -9,7 +9,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{PermissionsExt, chown};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -860,6 +860,24 @@ fn control_characters_in_file_names_do_not_reach_the_log() {
     );
 }
 
+/// A spool directory `spool` under the fixture, owned by root and group 23456 (a group no account
+/// belongs to, given by number) with `mode`; the fixture's root made searchable by the accounts.
+fn group_spool(fx: &Fixture, mode: u32) -> PathBuf {
+    let spool = fx.root().join("spool");
+    fs::create_dir(&spool).unwrap();
+    chown(&spool, Some(0), Some(23456)).unwrap();
+    fs::set_permissions(&spool, fs::Permissions::from_mode(mode)).unwrap();
+    fs::set_permissions(fx.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    spool
+}
+
+/// Writes `content` to `path`, owned by `(uid, gid)` with `mode`.
+fn owned_file(path: &Path, content: &str, (uid, gid): (u32, u32), mode: u32) {
+    fs::write(path, content).unwrap();
+    chown(path, Some(uid), Some(gid)).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
 /// Root: a spool directory writable by one group only (Debian's /var/mail is root:mail 2775) takes
 /// the dotlocks; without `--mail-group` a session, with the account's groups alone, cannot create
 /// them, and with it the whole exchange works and the lock is gone afterwards.
@@ -867,21 +885,15 @@ fn control_characters_in_file_names_do_not_reach_the_log() {
 fn mail_group_lets_sessions_lock_a_group_spool() {
     needs_root!();
     let fx = Fixture::new();
-    let spool = fx.root().join("spool");
-    fs::create_dir(&spool).unwrap();
-    // A group no account belongs to, given by number.
-    chown(&spool, Some(0), Some(23456)).unwrap();
-    fs::set_permissions(&spool, fs::Permissions::from_mode(0o2775)).unwrap();
-    fs::set_permissions(fx.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = group_spool(&fx, 0o2775);
     let mbox = spool.join("alice");
-    fs::write(
+    owned_file(
         &mbox,
         "From a@example.org Thu Jan  1 00:00:00 2026\nSubject: one\n\nfirst\n\n\
          From b@example.org Thu Jan  1 00:00:01 2026\nSubject: two\n\nsecond\n",
-    )
-    .unwrap();
-    chown(&mbox, Some(12345), Some(12345)).unwrap();
-    fs::set_permissions(&mbox, fs::Permissions::from_mode(0o600)).unwrap();
+        (12345, 12345),
+        0o600,
+    );
     passwd(
         &fx,
         &[("alice", "pw", "12345", "12345", &fx.root().join("home"))],
@@ -914,19 +926,10 @@ fn mail_group_lets_sessions_lock_a_group_spool() {
 fn mail_group_is_not_given_to_maildir_sessions() {
     needs_root!();
     let fx = Fixture::new();
-    let spool = fx.root().join("spool");
-    fs::create_dir(&spool).unwrap();
-    chown(&spool, Some(0), Some(23456)).unwrap();
-    fs::set_permissions(&spool, fs::Permissions::from_mode(0o2770)).unwrap();
-    fs::set_permissions(fx.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = group_spool(&fx, 0o2770);
     let bobs = spool.join("bob");
-    fs::write(
-        &bobs,
-        "From x Thu Jan  1 00:00:00 2026\nSubject: bob's\n\nsecret\n",
-    )
-    .unwrap();
-    chown(&bobs, Some(12346), Some(23456)).unwrap();
-    fs::set_permissions(&bobs, fs::Permissions::from_mode(0o660)).unwrap();
+    let secret = "From x Thu Jan  1 00:00:00 2026\nSubject: bob's\n\nsecret\n";
+    owned_file(&bobs, secret, (12346, 23456), 0o660);
     let home = fx.root().join("home").join("alice");
     let maildir = home.join("Maildir");
     for sub in ["new", "tmp"] {
@@ -959,8 +962,5 @@ fn mail_group_is_not_given_to_maildir_sessions() {
         assert!(c.cmd("DELE 1").starts_with("-ERR"));
         assert!(c.cmd("QUIT").starts_with("+OK"));
     }
-    assert_eq!(
-        fs::read_to_string(&bobs).unwrap(),
-        "From x Thu Jan  1 00:00:00 2026\nSubject: bob's\n\nsecret\n"
-    );
+    assert_eq!(fs::read_to_string(&bobs).unwrap(), secret);
 }
