@@ -377,8 +377,8 @@ impl Maildrop for Maildir {
                 first_err.get_or_insert(no_such_message(&self.root, index));
                 continue;
             };
-            let unlink =
-                |dir: &File, name: &OsStr| Ok(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?);
+            let listed = self.stamps.get(index).copied();
+            let unlink = |dir: &File, name: &OsStr| unlink_listed(dir, name, listed, &self.root);
             match with_relocation(&self.root, &self.dirs, file, unlink) {
                 // Only the directories that lost a file are synced.
                 Ok(()) => unlinked[file.dir] = true,
@@ -399,6 +399,26 @@ impl Maildrop for Maildir {
         self.dirs.sync(&self.root, unlinked);
         first_err.map_or(Ok(Tidy::nothing()), Err)
     }
+}
+
+/// Unlinks `name` in `dir` if it is still the file listed, by its stamp (inode, size, modification
+/// time): renames (a flag changed, `new/` to `cur/`) keep all three, while another file with the name
+/// (one that took it after the listed one went, even on its freed inode, or a copy with the same base
+/// name found by relocation) is another message, which the client never saw. That one is left, and
+/// the listed message counted as gone (`NotFound`). So is a message changed in place (which Maildir
+/// forbids): the cache goes too, as when RETR finds one, so that the next login lists it afresh.
+fn unlink_listed(dir: &File, name: &OsStr, listed: Option<Stamp>, root: &Path) -> io::Result<()> {
+    use nix::fcntl::AtFlags;
+    let now = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if listed.is_some_and(|stamp| stamp != Stamp::of_stat(&now)) {
+        log::info!(
+            "{}: not the file listed (replaced or changed since); left",
+            name.to_string_lossy()
+        );
+        cache::remove(root);
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    Ok(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?)
 }
 
 /// Octets as RETR sends them (RFC 1939 section 3: "lines end with a CRLF pair"): every byte, plus one

@@ -440,6 +440,32 @@ fn expunges_exactly_the_deleted_messages() {
     assert_eq!(uids(&md), ["late", "a", "d"]);
 }
 
+/// UPDATE unlinks the file the session listed, not whatever has its name by then: a file that took
+/// the name (after the listed one went), or another file with the same base name that relocation finds
+/// (a copy in cur/ of a message listed in new/), is another message the client never saw, and stays.
+/// A rename keeps the file, and the renamed message is deleted.
+#[test]
+fn expunge_unlinks_only_the_files_it_listed() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/a", b"a\n", 1);
+    put(root, "new/b", b"b\n", 2);
+    put(root, "new/c", b"c\n", 3);
+    let md = Maildir::open(root).unwrap();
+    // a: gone, and another file under its name.
+    fs::remove_file(root.join("new/a")).unwrap();
+    fs::write(root.join("tmp/a"), b"another a\n").unwrap();
+    fs::rename(root.join("tmp/a"), root.join("new/a")).unwrap();
+    // b: gone from new/, and a copy (another file) in cur/.
+    fs::copy(root.join("new/b"), root.join("cur/b:2,S")).unwrap();
+    fs::remove_file(root.join("new/b")).unwrap();
+    // c: renamed, the same file.
+    fs::rename(root.join("new/c"), root.join("cur/c:2,S")).unwrap();
+    drop(Box::new(md).expunge(&[0, 1, 2]).unwrap());
+    assert_eq!(left(root), ["a", "b:2,S"]);
+    assert_eq!(fs::read(root.join("new/a")).unwrap(), b"another a\n");
+}
+
 #[test]
 fn expunge_keeps_going_and_reports_the_first_error() {
     let dir = maildir();
