@@ -378,10 +378,20 @@ impl Maildrop for Maildir {
                 continue;
             };
             let listed = self.stamps.get(index).copied();
-            let unlink = |dir: &File, name: &OsStr| unlink_listed(dir, name, listed, &self.root);
+            let unlink = |dir: &File, name: &OsStr| unlink_listed(dir, name, listed);
             match with_relocation(&self.root, &self.dirs, file, unlink) {
                 // Only the directories that lost a file are synced.
-                Ok(()) => unlinked[file.dir] = true,
+                Ok(true) => unlinked[file.dir] = true,
+                // Another file has its name now (or the message changed in place, which Maildir
+                // forbids): left, and the cache goes, as when RETR finds one, so that the next login
+                // lists afresh.
+                Ok(false) => {
+                    log::info!(
+                        "{}: not the file listed (replaced or changed since); left",
+                        file.path(&self.root).display()
+                    );
+                    cache::remove(&self.root);
+                }
                 Err(MaildropError::Io { source, .. })
                     if source.kind() == io::ErrorKind::NotFound =>
                 {
@@ -402,23 +412,18 @@ impl Maildrop for Maildir {
 }
 
 /// Unlinks `name` in `dir` if it is still the file listed, by its stamp (inode, size, modification
-/// time): renames (a flag changed, `new/` to `cur/`) keep all three, while another file with the name
-/// (one that took it after the listed one went, even on its freed inode, or a copy with the same base
-/// name found by relocation) is another message, which the client never saw. That one is left, and
-/// the listed message counted as gone (`NotFound`). So is a message changed in place (which Maildir
-/// forbids): the cache goes too, as when RETR finds one, so that the next login lists it afresh.
-fn unlink_listed(dir: &File, name: &OsStr, listed: Option<Stamp>, root: &Path) -> io::Result<()> {
+/// time), and says whether it did. Renames (a flag changed, `new/` to `cur/`) keep all three, while
+/// another file with the name (one that took it after the listed one went, even on its freed inode,
+/// or a copy with the same base name found by relocation) is another message, which the client never
+/// saw: that one stays.
+fn unlink_listed(dir: &File, name: &OsStr, listed: Option<Stamp>) -> io::Result<bool> {
     use nix::fcntl::AtFlags;
     let now = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if listed.is_some_and(|stamp| stamp != Stamp::of_stat(&now)) {
-        log::info!(
-            "{}: not the file listed (replaced or changed since); left",
-            name.to_string_lossy()
-        );
-        cache::remove(root);
-        return Err(io::ErrorKind::NotFound.into());
+        return Ok(false);
     }
-    Ok(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?)
+    unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?;
+    Ok(true)
 }
 
 /// Octets as RETR sends them (RFC 1939 section 3: "lines end with a CRLF pair"): every byte, plus one
