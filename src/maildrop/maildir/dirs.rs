@@ -16,14 +16,14 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
 
 use super::names::base_of;
+use crate::maildrop::MaildropError;
+use crate::maildrop::cache::{self, DirStamps, Stamp};
 
 /// How long an open of a message waits for a lease on it to be given up: the kernel breaks a lease
 /// whose holder does not answer after `/proc/sys/fs/lease-break-time` seconds (45 by default).
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often the open is tried again meanwhile.
 const LEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
-use crate::maildrop::MaildropError;
-use crate::maildrop::cache::{self, DirStamps, Stamp};
 
 /// Where messages live. `new/` is listed first so that a file moved to `cur/` while we list is still seen.
 pub(super) const MESSAGE_DIRS: [&str; 2] = ["new", "cur"];
@@ -106,6 +106,54 @@ impl Dirs {
                 log::debug!("{}: fsync: {e}", root.join(MESSAGE_DIRS[i]).display());
             }
         }
+    }
+
+    /// Opens message `name` in `dir` (one of these directories) for reading. `O_NOFOLLOW`: a file
+    /// swapped for a symlink after listing is refused. `O_NONBLOCK`: one swapped for a FIFO does not
+    /// hold the session (and its lock) for ever waiting for a writer; reading a regular file is the
+    /// same with it. `O_NOCTTY`: nothing opened here becomes the daemon's controlling terminal.
+    ///
+    /// With `O_NONBLOCK` an open that meets another's write lease (a file server's) fails with
+    /// EWOULDBLOCK instead of waiting for the lease to be given up; the kernel has asked the holder
+    /// all the same, so the open is tried again for up to `LEASE_WAIT`, as a blocking open would wait.
+    pub(super) fn open_message(&self, dir: &File, name: &OsStr) -> io::Result<File> {
+        // The clock is read only once a lease is met: RETR opens a message per command.
+        let mut waiting_since = None;
+        loop {
+            match self.open_message_once(dir, name) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::EWOULDBLOCK) => {
+                    let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= LEASE_WAIT {
+                        return Err(e);
+                    }
+                    std::thread::sleep(LEASE_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of `open_message`, with its flags and `O_NOATIME`: reading a message is no reason to
+    /// write its inode. Under `relatime` the first read
+    /// after delivery updates the access time, a journal transaction per message, so a first login to
+    /// a large maildrop (every message read to be counted) would dirty every inode in it; no Maildir
+    /// reader takes anything from a message's access time (flags live in its name). The kernel allows
+    /// the flag only to the file's owner (or `CAP_FOWNER`): for anyone else (a shared maildrop read
+    /// through group permissions) the open is made again without it, and so are the session's later
+    /// ones from the start.
+    fn open_message_once(&self, dir: &File, name: &OsStr) -> io::Result<File> {
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        if self.1.load(Ordering::Relaxed) {
+            match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
+                Err(nix::errno::Errno::EPERM) => self.1.store(false, Ordering::Relaxed),
+                other => return Ok(File::from(other?)),
+            }
+        }
+        Ok(File::from(openat(dir, name, flags, Mode::empty())?))
     }
 }
 
@@ -201,56 +249,6 @@ fn relocate(dirs: &Dirs, base: &[u8]) -> io::Result<Option<MessageFile>> {
         }
     }
     Ok(None)
-}
-
-impl Dirs {
-    /// Opens message `name` in `dir` (one of these directories) for reading. `O_NOFOLLOW`: a file
-    /// swapped for a symlink after listing is refused. `O_NONBLOCK`: one swapped for a FIFO does not
-    /// hold the session (and its lock) for ever waiting for a writer; reading a regular file is the
-    /// same with it. `O_NOCTTY`: nothing opened here becomes the daemon's controlling terminal.
-    ///
-    /// With `O_NONBLOCK` an open that meets another's write lease (a file server's) fails with
-    /// EWOULDBLOCK instead of waiting for the lease to be given up; the kernel has asked the holder
-    /// all the same, so the open is tried again for up to `LEASE_WAIT`, as a blocking open would wait.
-    pub(super) fn open_message(&self, dir: &File, name: &OsStr) -> io::Result<File> {
-        // The clock is read only once a lease is met: RETR opens a message per command.
-        let mut waiting_since = None;
-        loop {
-            match self.open_message_once(dir, name) {
-                Err(e) if e.raw_os_error() == Some(nix::libc::EWOULDBLOCK) => {
-                    let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
-                    if since.elapsed() >= LEASE_WAIT {
-                        return Err(e);
-                    }
-                    std::thread::sleep(LEASE_RETRY);
-                }
-                other => return other,
-            }
-        }
-    }
-
-    ///
-    /// `O_NOATIME`: reading a message is no reason to write its inode. Under `relatime` the first read
-    /// after delivery updates the access time, a journal transaction per message, so a first login to
-    /// a large maildrop (every message read to be counted) would dirty every inode in it; no Maildir
-    /// reader takes anything from a message's access time (flags live in its name). The kernel allows
-    /// the flag only to the file's owner (or `CAP_FOWNER`): for anyone else (a shared maildrop read
-    /// through group permissions) the open is made again without it, and so are the session's later
-    /// ones from the start.
-    fn open_message_once(&self, dir: &File, name: &OsStr) -> io::Result<File> {
-        let flags = OFlag::O_RDONLY
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_NOCTTY
-            | OFlag::O_CLOEXEC;
-        if self.1.load(Ordering::Relaxed) {
-            match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
-                Err(nix::errno::Errno::EPERM) => self.1.store(false, Ordering::Relaxed),
-                other => return Ok(File::from(other?)),
-            }
-        }
-        Ok(File::from(openat(dir, name, flags, Mode::empty())?))
-    }
 }
 
 #[cfg(test)]
