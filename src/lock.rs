@@ -339,6 +339,7 @@ fn is_stale(path: &Path) -> bool {
 /// Locks holding no pid (procmail writes none) only go stale by age. On a mail spool shared over NFS
 /// this assumes pids name local processes, as liblockfile does.
 fn holder_is_dead(path: &Path) -> bool {
+    use std::io::Read;
     // The dotlock lies where others may write (a user's own mbox directory): opened as the session
     // lock is, and only its first octets read, which is all a pid takes.
     let Ok(file) = OpenOptions::new()
@@ -348,27 +349,20 @@ fn holder_is_dead(path: &Path) -> bool {
     else {
         return false;
     };
-    let mut head = [0u8; 32];
-    let text = match file.metadata() {
-        Ok(meta) if meta.is_file() => match read_some(&file, &mut head) {
-            Ok(n) => std::str::from_utf8(&head[..n]).unwrap_or(""),
-            Err(_) => return false,
-        },
-        _ => return false,
-    };
-    match text.trim().parse::<i32>() {
+    if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+        return false;
+    }
+    let mut head = Vec::with_capacity(32);
+    if io::Read::take(&file, 32).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    match std::str::from_utf8(&head)
+        .unwrap_or("")
+        .trim()
+        .parse::<i32>()
+    {
         Ok(pid) if pid > 0 => kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH),
         _ => false,
-    }
-}
-
-/// One `read` of up to `buf.len()` octets, again after EINTR.
-fn read_some(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match io::Read::read(&mut file, buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
     }
 }
 
