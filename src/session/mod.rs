@@ -286,9 +286,7 @@ impl<'a> Session<'a> {
                 sasl::MAX_RESPONSE_LINE
             );
             if let Some(name) = derived_for {
-                let step = self.failed_attempt(&name, None, text, out)?;
-                self.restore_user(user);
-                return Ok(step);
+                return self.derivation_wasted(&name, user, text, out);
             }
             self.state = State::Authorization { user };
             reply::err(out, None, text)?;

@@ -122,12 +122,24 @@ impl Session<'_> {
         let derived_for = exchange.derived_for();
         match (exchange.respond(line), derived_for) {
             (Err(e), Some(name)) if !matches!(e, SaslError::AuthzidMismatch { .. }) => {
-                let step = self.failed_attempt(&name, None, format_args!("{e}"), out)?;
-                self.restore_user(user);
-                Ok(step)
+                self.derivation_wasted(&name, user, format_args!("{e}"), out)
             }
             (progress, _) => self.sasl_progress(progress, user, out),
         }
+    }
+
+    /// An exchange broken off after SCRAM's server-first, a key derivation made for `name`: a failed
+    /// login, with the USER given before AUTH (`user`) back in place if the session goes on.
+    pub(super) fn derivation_wasted<W: Write + ?Sized>(
+        &mut self,
+        name: &[u8],
+        user: Option<Vec<u8>>,
+        text: std::fmt::Arguments<'_>,
+        out: &mut W,
+    ) -> io::Result<Step> {
+        let step = self.failed_attempt(name, None, text, out)?;
+        self.restore_user(user);
+        Ok(step)
     }
 
     /// `user`: the USER given before AUTH, kept through the exchange and back in place when it fails.
@@ -195,7 +207,7 @@ impl Session<'_> {
 
     /// Still in AUTHORIZATION after a failure: as if AUTH had not been issued, with the USER given
     /// before it back in place.
-    pub(super) fn restore_user(&mut self, user: Option<Vec<u8>>) {
+    fn restore_user(&mut self, user: Option<Vec<u8>>) {
         if let State::Authorization { user: slot @ None } = &mut self.state {
             *slot = user;
         }

@@ -424,11 +424,10 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
         None => Recovery::DiscardedIncomplete,
         // Neither the old bytes nor the truncation belong in another file.
         Some(saved) if saved.replaced(file)? => {
-            return Err(io::Error::other(format!(
-                "{}: another file since an interrupted expunge (rewritten by another program); \
-                 recovery file left for the administrator",
-                path.display()
-            )));
+            return Err(left_alone(
+                path,
+                "another file since an interrupted expunge",
+            ));
         }
         // Still the old size with the old tail: the truncation did not happen, mark or none. Roll back.
         Some(saved) if !saved.truncated(file)? => roll_back(&saved, file)?,
@@ -437,11 +436,7 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
         Some(saved) if !saved.writer_marks() => complete(file)?,
         Some(_) if marked(path, file)? => complete(file)?,
         Some(saved) if saved.shortened(file)? => {
-            return Err(io::Error::other(format!(
-                "{}: shortened by another program after an interrupted expunge; \
-                 recovery file left for the administrator",
-                path.display()
-            )));
+            return Err(left_alone(path, "shortened after an interrupted expunge"));
         }
         // Not marked: the truncation never happened, and the compaction wrote only below N. Whatever
         // another program did to the file since (a flag rewritten in place past N), restoring the
@@ -454,6 +449,15 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     sync_dir(&rpath)?;
     log::warn!("{}: interrupted expunge found: {outcome:?}", path.display());
     Ok(outcome)
+}
+
+/// The mbox at `path` was changed by another program after a crash (`what`), so that neither rolling
+/// back nor completing is sure to be right: it is left, with its recovery file, for the administrator.
+fn left_alone(path: &Path, what: &str) -> io::Error {
+    io::Error::other(format!(
+        "{}: {what} (by another program); recovery file left for the administrator",
+        path.display()
+    ))
 }
 
 fn roll_back(saved: &recovery::Saved, file: &File) -> io::Result<Recovery> {
