@@ -1,27 +1,26 @@
 //! The one loop that reads the network: a bounded command line at a time, handed to the session; replies
 //! are corked and flushed only when the client has nothing more buffered (RFC 2449 PIPELINING: a batch of
 //! commands gets its replies in one write instead of one packet each); the login and autologout timers; the
-//! TLS hand-off for implicit TLS and STLS. Also the reading of a PROXY protocol header, which comes before
-//! the session's first byte.
+//! TLS hand-off for implicit TLS and STLS. The corked output is `corked`'s; the reading of a PROXY protocol
+//! header, which comes before the session's first byte, is `proxy_header`'s.
 //!
 //! The timers are deadlines, not idle timeouts, so a client cannot stretch them by trickling one octet at
 //! a time: AUTHORIZATION must end within `login_timeout` of the greeting, and in TRANSACTION each command
 //! line must be complete within `timeout` of the previous reply. Writes have the stream's send timeout.
 
-use std::fmt;
-use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
-use std::net::SocketAddr;
-use std::os::fd::AsFd;
+mod corked;
+mod proxy_header;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-
 use crate::proto::line::{self, Line, MAX_COMMAND_LINE};
-use crate::proxy::{self, Header, Parsed, ProxyError};
+use crate::proxy;
 use crate::session::{Outcome, Services, Session, Stats, Step};
 use crate::stream::Stream;
 use crate::tls::Acceptor;
+use corked::{Corked, flush};
+pub use proxy_header::{ProxyHeaderError, read_proxy_header};
 
 /// TLS for one connection: the server's certificate, and whether the connection starts with a handshake
 /// (RFC 8314 implicit TLS, port 995) or may ask for one with STLS.
@@ -33,14 +32,6 @@ pub struct Tls<'a> {
 
 /// Input buffer: several pipelined commands per read, yet small for idle sessions.
 const INPUT_BUFFER: usize = 4 * 1024;
-
-/// Output is written to the client whenever this much is pending, so RETR of a large message streams
-/// with bounded memory instead of waiting for the end of the response.
-const OUTPUT_HIGH_WATER: usize = 64 * 1024;
-
-/// A write at least this large (a chunk of a message body) goes to the stream at once, together with
-/// what is pending in one `writev`, instead of being copied into the pending output first.
-const DIRECT_WRITE: usize = 8 * 1024;
 
 /// Who the session serves: `peer` for the logs, `ip` for `allow_nets` (`None` without one: inetd on a
 /// pipe).
@@ -393,74 +384,6 @@ fn handshake(stream: &mut Stream, acceptor: &Acceptor, peer: &str) -> io::Result
     done
 }
 
-fn flush(pending: &mut Vec<u8>, stream: &mut Stream) -> io::Result<()> {
-    if !pending.is_empty() {
-        stream.write_all(pending)?;
-        pending.clear();
-    }
-    // Under TLS, the records rustls still holds; a no-op in the clear.
-    stream.flush()?;
-    if pending.capacity() > OUTPUT_HIGH_WATER * 2 {
-        // A large response grew the buffer; give the memory back rather than keep it for an idle session.
-        pending.shrink_to(OUTPUT_HIGH_WATER);
-    }
-    Ok(())
-}
-
-/// Appends replies to the pending output, writing through to the stream above the high-water mark.
-struct Corked<'a> {
-    pending: &'a mut Vec<u8>,
-    stream: &'a mut Stream,
-}
-
-impl<'a> Corked<'a> {
-    fn new(pending: &'a mut Vec<u8>, stream: &'a mut Stream) -> Corked<'a> {
-        Corked { pending, stream }
-    }
-}
-
-impl Write for Corked<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() >= DIRECT_WRITE {
-            return self.write_through(buf);
-        }
-        if self.pending.len() + buf.len() > OUTPUT_HIGH_WATER {
-            flush(self.pending, self.stream)?;
-        }
-        self.pending.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Corked<'_> {
-    /// Writes the pending output and then `buf`, in one system call when the stream takes it all. Returns
-    /// how much of `buf` was written, never 0 for a non-empty `buf` unless the stream failed.
-    fn write_through(&mut self, buf: &[u8]) -> io::Result<usize> {
-        while !self.pending.is_empty() {
-            let n = self
-                .stream
-                .write_vectored(&[IoSlice::new(self.pending), IoSlice::new(buf)])?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            if n < self.pending.len() {
-                self.pending.drain(..n);
-                continue;
-            }
-            let of_buf = n - self.pending.len();
-            self.pending.clear();
-            if of_buf > 0 {
-                return Ok(of_buf);
-            }
-        }
-        self.stream.write(buf)
-    }
-}
-
 /// The session-end log line: key=value, one per session, never a password.
 pub fn log_session_end(peer: &str, stats: &Stats, elapsed: Duration) {
     log::info!(
@@ -476,121 +399,4 @@ pub fn log_session_end(peer: &str, stats: &Stats, elapsed: Duration) {
         elapsed.as_secs_f64(),
         stats.outcome.unwrap_or(Outcome::Closed).as_str(),
     );
-}
-
-/// Why the PROXY protocol header of a trusted peer could not be taken. Either way the connection closes.
-#[derive(Debug)]
-pub enum ProxyHeaderError {
-    Io(io::Error),
-    Invalid(ProxyError),
-}
-
-impl fmt::Display for ProxyHeaderError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProxyHeaderError::Io(e) => write!(f, "reading the PROXY protocol header: {e}"),
-            ProxyHeaderError::Invalid(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for ProxyHeaderError {}
-
-/// Reads the PROXY protocol header that a load balancer in `--proxy-from` must send first, within
-/// `within`, and returns the client it names (or `peer` itself for LOCAL and UNKNOWN headers). It reads
-/// exactly the header and nothing after it: those bytes belong to the POP3 session.
-pub fn read_proxy_header<R: Read + AsFd>(
-    conn: &mut R,
-    peer: SocketAddr,
-    within: Duration,
-) -> Result<SocketAddr, ProxyHeaderError> {
-    let deadline = Instant::now() + within;
-    let mut buf = Vec::with_capacity(proxy::V1_MAX);
-    loop {
-        match proxy::parse(&buf).map_err(ProxyHeaderError::Invalid)? {
-            Parsed::Complete {
-                header: Header::Proxied { source, .. },
-                ..
-            } => return Ok(source),
-            Parsed::Complete {
-                header: Header::Local,
-                ..
-            } => return Ok(peer),
-            Parsed::Incomplete(more) => {
-                let start = buf.len();
-                buf.resize(start + more, 0);
-                let got =
-                    read_before(conn, &mut buf[start..], deadline).map_err(ProxyHeaderError::Io)?;
-                buf.truncate(start + got);
-            }
-        }
-    }
-}
-
-/// One read that waits no later than `deadline`; end of input is an error (the header is incomplete).
-fn read_before<R: Read + AsFd>(
-    conn: &mut R,
-    buf: &mut [u8],
-    deadline: Instant,
-) -> io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
-    match poll(
-        &mut fds,
-        PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
-    ) {
-        Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
-        Ok(_) => {}
-        Err(Errno::EINTR) => return Ok(0),
-        Err(e) => return Err(e.into()),
-    }
-    match conn.read(buf)? {
-        0 => Err(io::ErrorKind::UnexpectedEof.into()),
-        n => Ok(n),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::net::UnixStream;
-
-    fn peer() -> SocketAddr {
-        "127.0.0.1:4000".parse().unwrap()
-    }
-
-    #[test]
-    fn header_is_read_exactly_and_names_the_client() {
-        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
-        theirs
-            .write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 50522 110\r\nUSER alice\r\n")
-            .unwrap();
-        let client = read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap();
-        assert_eq!(client, "192.0.2.7:50522".parse().unwrap());
-        let mut rest = [0u8; 12];
-        ours.read_exact(&mut rest).unwrap();
-        assert_eq!(&rest, b"USER alice\r\n");
-    }
-
-    #[test]
-    fn local_keeps_the_peer_and_bad_or_missing_headers_fail() {
-        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
-        theirs.write_all(b"PROXY UNKNOWN\r\n").unwrap();
-        assert_eq!(
-            read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap(),
-            peer()
-        );
-        theirs.write_all(b"USER alice\r\n").unwrap();
-        let e = read_proxy_header(&mut ours, peer(), Duration::from_secs(5)).unwrap_err();
-        assert!(
-            matches!(e, ProxyHeaderError::Invalid(ProxyError::NotAHeader)),
-            "{e}"
-        );
-        let (mut ours, _theirs) = UnixStream::pair().unwrap();
-        let e = read_proxy_header(&mut ours, peer(), Duration::from_millis(50)).unwrap_err();
-        assert!(
-            matches!(e, ProxyHeaderError::Io(ref io) if io.kind() == io::ErrorKind::TimedOut),
-            "{e}"
-        );
-    }
 }
