@@ -203,9 +203,13 @@ pub(super) fn read_dir(dir: &File) -> io::Result<Dir> {
     Ok(Dir::openat(dir, c".", flags, Mode::empty())?)
 }
 
+/// How many times `with_relocation` follows a file that moved again after it was found: a mail
+/// reader renames a message for each flag it sets, and may set several while we look.
+const RELOCATIONS: usize = 3;
+
 /// Runs `op` on the directory and name of `file`; if the file is gone, finds it again by base name in
-/// `new/` or `cur/`, stores its new place in `file` and retries once. A file gone for good gives an
-/// `Io` error of kind `NotFound`.
+/// `new/` or `cur/`, stores its new place in `file` and retries, following it up to `RELOCATIONS`
+/// times. A file gone for good gives an `Io` error of kind `NotFound`.
 pub(super) fn with_relocation<T>(
     root: &Path,
     dirs: &Dirs,
@@ -213,21 +217,44 @@ pub(super) fn with_relocation<T>(
     mut op: impl FnMut(&File, &OsStr) -> io::Result<T>,
 ) -> Result<T, MaildropError> {
     let mut run = |file: &MessageFile| dirs.at(file).and_then(|(dir, name)| op(dir, name));
-    match run(file) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match relocate(dirs, file.base()) {
-            Ok(Some(moved)) => {
-                log::debug!(
-                    "{}: renamed to {}",
-                    file.path(root).display(),
-                    moved.path(root).display()
-                );
-                *file = moved;
-                run(file).map_err(|e| MaildropError::io(&file.path(root), e))
+    let mut moves = 0;
+    loop {
+        match run(file) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && moves < RELOCATIONS => {
+                match relocate(dirs, file.base()) {
+                    Ok(Some(moved)) => {
+                        log::debug!(
+                            "{}: renamed to {}",
+                            file.path(root).display(),
+                            moved.path(root).display()
+                        );
+                        *file = moved;
+                        moves += 1;
+                    }
+                    Ok(None) => return Err(MaildropError::io(&file.path(root), e)),
+                    Err(e) => return Err(MaildropError::io(root, e)),
+                }
             }
-            Ok(None) => Err(MaildropError::io(&file.path(root), e)),
-            Err(e) => Err(MaildropError::io(root, e)),
-        },
-        other => other.map_err(|e| MaildropError::io(&file.path(root), e)),
+            other => return other.map_err(|e| MaildropError::io(&file.path(root), e)),
+        }
+    }
+}
+
+/// `with_relocation`, searching a second time when the first search found nothing. A file renamed
+/// while its directory is read (a flag set by a mail reader) may be missed by that reading, and a
+/// message then taken for gone would be reported deleted by UPDATE and come back at the next login.
+/// For the listing, which misses nothing by this (the next login lists it), one search is enough.
+pub(super) fn with_second_search<T>(
+    root: &Path,
+    dirs: &Dirs,
+    file: &mut MessageFile,
+    mut op: impl FnMut(&File, &OsStr) -> io::Result<T>,
+) -> Result<T, MaildropError> {
+    match with_relocation(root, dirs, file, &mut op) {
+        Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            with_relocation(root, dirs, file, op)
+        }
+        other => other,
     }
 }
 
@@ -269,6 +296,86 @@ mod tests {
         for bad in [&b"tmp/x"[..], b"x", b"newx", b"/x", b""] {
             assert!(MessageFile::from_cache_name(bad).is_none());
         }
+    }
+
+    /// A maildrop at a temporary path with one message, `cur/NAME`, and the handles of its directories.
+    fn one_message(name: &str) -> (tempfile::TempDir, Dirs, MessageFile) {
+        let top = tempfile::tempdir().unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir(top.path().join(sub)).unwrap();
+        }
+        std::fs::write(top.path().join("cur").join(name), b"hello\n").unwrap();
+        let handle = OwnedFd::from(File::open(top.path()).unwrap());
+        let dirs = Dirs::open(&handle, top.path()).unwrap();
+        let file = MessageFile {
+            dir: 1,
+            name: name.as_bytes().into(),
+        };
+        (top, dirs, file)
+    }
+
+    /// What a mail reader does between our look-up and our system call: renames the message in `cur/`
+    /// to `to` (or out of the maildrop, or back in). The call then finds no file by the old name.
+    fn moved<T>(root: &Path, from: &str, to: &str) -> io::Result<T> {
+        std::fs::rename(root.join(from), root.join(to)).unwrap();
+        Err(io::ErrorKind::NotFound.into())
+    }
+
+    #[test]
+    fn a_message_renamed_again_after_it_was_found_is_followed() {
+        let (top, dirs, mut file) = one_message("1.M1P1.host:2,");
+        let root = top.path();
+        let mut calls = 0;
+        let found = with_relocation(root, &dirs, &mut file, |_, name| {
+            calls += 1;
+            match calls {
+                1 => moved(root, "cur/1.M1P1.host:2,", "cur/1.M1P1.host:2,S"),
+                2 => moved(root, "cur/1.M1P1.host:2,S", "cur/1.M1P1.host:2,RS"),
+                _ => Ok(name.to_owned()),
+            }
+        });
+        assert_eq!(found.unwrap(), OsStr::new("1.M1P1.host:2,RS"));
+        assert_eq!(&*file.name, b"1.M1P1.host:2,RS");
+        // Bounded: a file that keeps moving is given up on.
+        let mut calls = 0;
+        let flags = ["T", "TS", "RTS", "FRTS", "DFRTS"];
+        let chased = with_relocation(root, &dirs, &mut file, |_, name| {
+            let now = name.to_str().unwrap().to_owned();
+            let next = format!("1.M1P1.host:2,{}", flags[calls]);
+            calls += 1;
+            moved::<()>(root, &format!("cur/{now}"), &format!("cur/{next}"))
+        });
+        assert!(
+            matches!(&chased, Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound)
+        );
+        assert_eq!(calls, RELOCATIONS + 1);
+    }
+
+    #[test]
+    fn a_message_missed_by_the_first_search_is_found_by_the_second() {
+        let (top, dirs, mut file) = one_message("2.M1P1.host:2,");
+        let root = top.path();
+        let mut calls = 0;
+        let mut op = |_: &File, name: &OsStr| {
+            calls += 1;
+            match calls {
+                // Out of sight for the first search, as a rename during a directory's reading can be.
+                1 => moved(root, "cur/2.M1P1.host:2,", "aside"),
+                2 => moved(root, "aside", "cur/2.M1P1.host:2,S"),
+                _ => Ok(name.to_owned()),
+            }
+        };
+        let found = with_second_search(root, &dirs, &mut file, &mut op);
+        assert_eq!(found.unwrap(), OsStr::new("2.M1P1.host:2,S"));
+        // One search alone takes it for gone.
+        let (top, dirs, mut file) = one_message("3.M1P1.host:2,");
+        let root = top.path();
+        let gone = with_relocation(root, &dirs, &mut file, |_, _| {
+            moved::<()>(root, "cur/3.M1P1.host:2,", "aside")
+        });
+        assert!(
+            matches!(&gone, Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound)
+        );
     }
 
     /// A message its reader does not own (a maildrop shared through group or other permissions) still

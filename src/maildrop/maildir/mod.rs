@@ -45,7 +45,7 @@ use super::maildir_uidl::{self, MaildirUidl};
 use super::uidl_format::UidlFormat;
 use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
-use dirs::{Dirs, MESSAGE_DIRS, MessageFile, with_relocation};
+use dirs::{Dirs, MESSAGE_DIRS, MessageFile, with_relocation, with_second_search};
 use list::{Found, list};
 pub(crate) use names::base_of;
 pub use names::name_info;
@@ -341,7 +341,7 @@ impl Maildrop for Maildir {
             .get_mut(index)
             .ok_or_else(|| no_such_message(&self.root, index))?;
         let open = |dir: &File, name: &OsStr| self.dirs.open_message(dir, name);
-        let file = with_relocation(&self.root, &self.dirs, message, open)?;
+        let file = with_second_search(&self.root, &self.dirs, message, open)?;
         let meta = file
             .metadata()
             .map_err(|e| MaildropError::io(&message.path(&self.root), e))?;
@@ -379,7 +379,7 @@ impl Maildrop for Maildir {
             };
             let listed = self.stamps.get(index).copied();
             let unlink = |dir: &File, name: &OsStr| unlink_listed(dir, name, listed);
-            match with_relocation(&self.root, &self.dirs, file, unlink) {
+            match with_second_search(&self.root, &self.dirs, file, unlink) {
                 // Only the directories that lost a file are synced.
                 Ok(true) => unlinked[file.dir] = true,
                 // Another file has its name now (or the message changed in place, which Maildir
