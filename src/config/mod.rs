@@ -1,9 +1,12 @@
 //! The typed `Config`, its defaults and limits, and the one setter shared by command-line flags and
-//! `key = value` configuration files. Pure: reading the file is the caller's job.
+//! `key = value` configuration files. Pure: reading the file is the caller's job. The parsers of single
+//! values are in `values`; the file's `key = value` lines and the errors naming their origin in `file`.
 
-use std::fmt;
+mod file;
+mod values;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
@@ -12,6 +15,16 @@ use crate::maildrop::location::Location;
 use crate::maildrop::maildir_uidl::MaildirUidl;
 use crate::maildrop::mbox::UidlSource;
 use crate::maildrop::uidl_format::UidlFormat;
+use values::{
+    boolean, nonempty, number, parse_hostname, parse_level, parse_listen, parse_maildir_uidl,
+    parse_mbox_uidl, required,
+};
+
+// Callers keep naming these `crate::config::...`: the split into files is this module's own business.
+pub(crate) use file::OneLine;
+pub use file::{ConfigError, FileSetting, Origin, apply_file, parse_file_text};
+pub(crate) use values::parse_cidrs;
+pub use values::{in_networks, is_no, is_yes};
 
 /// RFC 1939 section 3: "the autologout timer MUST be of at least 10 minutes' duration." Lower values are
 /// accepted with a warning because operators (and tests) sometimes need them.
@@ -288,312 +301,11 @@ impl Config {
     }
 }
 
-fn required(value: Option<&str>) -> Result<&str, String> {
-    value.ok_or_else(|| "missing value".to_string())
-}
-
-fn nonempty(value: &str) -> Result<&str, String> {
-    if value.is_empty() {
-        Err("empty value".to_string())
-    } else {
-        Ok(value)
-    }
-}
-
-/// Whether `value` turns a yes/no setting on (`yes`, `true`, `on`, `1`, in any case).
-pub fn is_yes(value: &str) -> bool {
-    boolean(Some(value)) == Ok(true)
-}
-
-/// Whether `value` turns a yes/no setting off (`no`, `false`, `off`, `0`, in any case).
-pub fn is_no(value: &str) -> bool {
-    boolean(Some(value)) == Ok(false)
-}
-
-fn boolean(value: Option<&str>) -> Result<bool, String> {
-    match value.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("yes" | "true" | "on" | "1") => Ok(true),
-        Some("no" | "false" | "off" | "0") => Ok(false),
-        Some(other) => Err(format!("expected yes or no, not \"{other}\"")),
-    }
-}
-
-fn number(value: &str, min: u64, max: u64) -> Result<u64, String> {
-    // A negative or overlong integer is a number all the same: it is out of range, not "not a number".
-    let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
-    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
-    match value.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        Err(_) if !integer => Err(format!("not a number: \"{value}\"")),
-        _ => Err(format!("{value} is out of range ({min}..={max})")),
-    }
-}
-
-fn parse_listen(value: &str) -> Result<SocketAddr, String> {
-    value.parse().map_err(|_| {
-        format!("\"{value}\" is not ADDR:PORT (e.g. 0.0.0.0:110, [::]:110, 127.0.0.1:1110)")
-    })
-}
-
-/// `10.0.0.0/8,::1` → networks; a bare address is a single host. An empty item (`a,,b`, a trailing
-/// comma) is refused like any other empty value: it is a network left out, not a list to shorten.
-pub(crate) fn parse_cidrs(value: &str) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .map(|part| {
-            if part.is_empty() {
-                return Err(format!("empty network in \"{value}\""));
-            }
-            let (addr, prefix) = part
-                .split_once('/')
-                .map_or((part, None), |(a, p)| (a, Some(p)));
-            let addr: std::net::IpAddr = addr
-                .parse()
-                .map_err(|_| format!("\"{part}\" is not an address or CIDR"))?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix = match prefix {
-                None => max,
-                Some(p) => p
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= max)
-                    .ok_or_else(|| format!("bad prefix length in \"{part}\""))?,
-            };
-            // Peers are compared as IPv4 when they are IPv4-mapped (see `in_networks`), so a mapped
-            // network is kept as the IPv4 one it names, or it would never match.
-            match addr {
-                std::net::IpAddr::V6(v6) if prefix >= 96 => Ok(v6
-                    .to_ipv4_mapped()
-                    .map_or((addr, prefix), |v4| (std::net::IpAddr::V4(v4), prefix - 96))),
-                _ => Ok((addr, prefix)),
-            }
-        })
-        .collect()
-}
-
-/// Whether `addr` falls in one of `networks` (as parsed from `proxy-from`).
-pub fn in_networks(addr: std::net::IpAddr, networks: &[(std::net::IpAddr, u8)]) -> bool {
-    let addr = match addr {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
-        v4 => v4,
-    };
-    networks.iter().any(|&(net, prefix)| match (addr, net) {
-        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - prefix)
-            };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - prefix)
-            };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    })
-}
-
-/// `popa3d`: popa3d's ids, so its users switch without downloading everything again; `x-uidl`: reuse the
-/// `X-UIDL:` headers qpopper and others wrote into the mbox, popa3d's ids for messages without one.
-fn parse_mbox_uidl(value: &str) -> Result<UidlSource, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "popa3d" => Ok(UidlSource::Popa3d),
-        "x-uidl" => Ok(UidlSource::XUidl),
-        _ => Err(format!("\"{value}\" is not popa3d or x-uidl")),
-    }
-}
-
-/// `name`: the file's base name, as Courier and Dovecot's `%f` give; `dovecot`: the ids Dovecot's POP3
-/// server announced (its default `%08Xu%08Xv`, or a saved one), read from `dovecot-uidlist`.
-fn parse_maildir_uidl(value: &str) -> Result<MaildirUidl, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "name" => Ok(MaildirUidl::Name),
-        "dovecot" => Ok(MaildirUidl::Dovecot),
-        _ => Err(format!("\"{value}\" is not name or dovecot")),
-    }
-}
-
-fn parse_hostname(value: &str) -> Result<String, String> {
-    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
-    if !value.is_empty() && value.len() <= 253 && value.chars().all(valid) {
-        Ok(value.to_string())
-    } else {
-        Err(format!("\"{value}\" is not a host name"))
-    }
-}
-
-fn parse_level(value: &str) -> Result<LevelFilter, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "off" => Ok(LevelFilter::Off),
-        "error" => Ok(LevelFilter::Error),
-        "warn" | "warning" => Ok(LevelFilter::Warn),
-        "info" => Ok(LevelFilter::Info),
-        "debug" => Ok(LevelFilter::Debug),
-        "trace" => Ok(LevelFilter::Trace),
-        _ => Err(format!(
-            "\"{value}\" is not one of off, error, warn, info, debug, trace"
-        )),
-    }
-}
-
-/// Where a setting came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    CommandLine,
-    File { path: PathBuf, line: usize },
-}
-
-/// A bad setting: `FILE:LINE: option: problem` or `--option: problem`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub origin: Origin,
-    pub option: String,
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (option, problem) = (OneLine(&self.option), OneLine(&self.problem));
-        match &self.origin {
-            Origin::CommandLine if self.option.is_empty() => write!(f, "{problem}"),
-            Origin::CommandLine => write!(f, "--{option}: {problem}"),
-            Origin::File { path, line } => {
-                let path = path.display().to_string();
-                let path = OneLine(&path);
-                if self.option.is_empty() {
-                    write!(f, "{path}:{line}: {problem}")
-                } else {
-                    write!(f, "{path}:{line}: {option}: {problem}")
-                }
-            }
-        }
-    }
-}
-
-/// Text quoted from a file or the command line (a name, a value, a path) shown with its control
-/// characters escaped: a stray CR in a configuration line must not break the one-line error message
-/// into two, on a terminal or in the log.
-pub(crate) struct OneLine<'a>(pub(crate) &'a str);
-
-impl fmt::Display for OneLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// One `key = value` line of a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSetting {
-    pub line: usize,
-    pub name: String,
-    pub value: String,
-}
-
-/// Splits configuration text into settings. `#` starts a comment line; blank lines are skipped; a value
-/// runs to the end of the line (trimmed), so paths may contain spaces.
-pub fn parse_file_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, ConfigError> {
-    let mut settings = Vec::new();
-    // A byte-order mark (some Windows editors write one) is not part of the first option's name.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.contains('\r') && !text.contains('\n') && text.trim_end_matches('\r').contains('\r') {
-        // Old Mac line ends: the whole file would read as one line, its values run together.
-        return Err(ConfigError {
-            origin: Origin::File {
-                path: path.to_path_buf(),
-                line: 1,
-            },
-            option: String::new(),
-            problem: "lines end in CR alone; use LF (or CRLF)".to_string(),
-        });
-    }
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let error = |option: &str, problem: &str| ConfigError {
-            origin: Origin::File {
-                path: path.to_path_buf(),
-                line,
-            },
-            option: option.to_string(),
-            problem: problem.to_string(),
-        };
-        let Some((name, value)) = trimmed.split_once('=') else {
-            return Err(error(trimmed, "expected `option = value`"));
-        };
-        let (name, value) = (name.trim(), value.trim());
-        if name.is_empty() {
-            return Err(error("", "no option name before `=`"));
-        }
-        if arity(name).is_none() {
-            return Err(error(name, "unknown option"));
-        }
-        settings.push(FileSetting {
-            line,
-            name: name.to_string(),
-            value: value.to_string(),
-        });
-    }
-    Ok(settings)
-}
-
-/// Applies parsed file settings to `config`, naming the file and line of the first bad one.
-pub fn apply_file(
-    config: &mut Config,
-    path: &Path,
-    settings: &[FileSetting],
-) -> Result<(), ConfigError> {
-    for s in settings {
-        config
-            .set(&s.name, Some(&s.value))
-            .map_err(|problem| ConfigError {
-                origin: Origin::File {
-                    path: path.to_path_buf(),
-                    line: s.line,
-                },
-                option: s.name.clone(),
-                problem,
-            })?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::Path;
 
-    #[test]
-    fn errors_stay_on_one_line() {
-        let path = Path::new("/etc/poplar/poplar.conf");
-        let e = parse_file_text(path, "(\r(\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "/etc/poplar/poplar.conf:1: (\\r(: expected `option = value`"
-        );
-        let settings = parse_file_text(path, "timeout = 1\r2\n").unwrap();
-        let e = apply_file(&mut Config::default(), path, &settings).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "/etc/poplar/poplar.conf:1: timeout: not a number: \"1\\r2\""
-        );
-    }
+    use super::*;
 
     #[test]
     fn setter_accepts_and_rejects() {
@@ -630,137 +342,6 @@ mod tests {
         assert_eq!(
             c.set("frobnicate", Some("1")).unwrap_err(),
             "unknown option"
-        );
-    }
-
-    #[test]
-    fn file_errors_name_file_line_and_option() {
-        let path = Path::new("/etc/poplar.conf");
-        let text = "# comment\n\nlisten = 127.0.0.1:110\ntimeout = soon\n";
-        let settings = parse_file_text(path, text).unwrap();
-        assert_eq!(settings.len(), 2);
-        let mut c = Config::default();
-        let e = apply_file(&mut c, path, &settings).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "/etc/poplar.conf:4: timeout: not a number: \"soon\""
-        );
-        let e = parse_file_text(path, "listen 1\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "/etc/poplar.conf:1: listen 1: expected `option = value`"
-        );
-        let e = parse_file_text(path, "\nbogus = 1\n").unwrap_err();
-        assert_eq!(e.to_string(), "/etc/poplar.conf:2: bogus: unknown option");
-        let e = parse_file_text(path, "timeout = 700\n = 600\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "/etc/poplar.conf:2: no option name before `=`"
-        );
-    }
-
-    #[test]
-    fn cidrs() {
-        let nets = parse_cidrs("10.0.0.0/8, 192.168.1.5,::1,fd00::/8").unwrap();
-        let ip = |s: &str| s.parse().unwrap();
-        assert!(in_networks(ip("10.1.2.3"), &nets));
-        assert!(in_networks(ip("::ffff:10.1.2.3"), &nets));
-        assert!(in_networks(ip("192.168.1.5"), &nets));
-        assert!(!in_networks(ip("192.168.1.6"), &nets));
-        assert!(in_networks(ip("::1"), &nets));
-        assert!(in_networks(ip("fd12::1"), &nets));
-        assert!(!in_networks(ip("fe80::1"), &nets));
-        assert!(parse_cidrs("10.0.0.0/33").is_err());
-        // Written IPv4-mapped, as some configurations of dual-stack hosts do.
-        let mapped = parse_cidrs("::ffff:10.0.0.5, ::ffff:192.168.0.0/112").unwrap();
-        assert!(in_networks(ip("10.0.0.5"), &mapped));
-        assert!(in_networks(ip("::ffff:10.0.0.5"), &mapped));
-        assert!(in_networks(ip("192.168.7.1"), &mapped));
-        assert!(!in_networks(ip("10.0.0.6"), &mapped));
-        assert!(parse_cidrs("example.org").is_err());
-        assert_eq!(
-            parse_cidrs("10.0.0.1,,::1").unwrap_err(),
-            "empty network in \"10.0.0.1,,::1\""
-        );
-        assert!(parse_cidrs("10.0.0.1,").is_err());
-    }
-
-    /// Like every other option, `proxy-from` with nothing after the `=` is a mistake, not an empty list:
-    /// no option treats an empty value as "unset".
-    #[test]
-    fn empty_proxy_from_is_an_error() {
-        let path = Path::new("/etc/poplar.conf");
-        let settings = parse_file_text(path, "proxy-from =\n").unwrap();
-        let e = apply_file(&mut Config::default(), path, &settings).unwrap_err();
-        assert_eq!(e.to_string(), "/etc/poplar.conf:1: proxy-from: empty value");
-        assert_eq!(
-            Config::default().set("proxy-from", Some(",")).unwrap_err(),
-            "empty network in \",\""
-        );
-    }
-
-    /// A `key` that takes one of a few words: the default, each value of `table` (`None`: refused), a
-    /// missing value, and `key = file_value` in a file giving `from_file`.
-    fn check_choice<T: PartialEq + std::fmt::Debug + Copy>(
-        key: &str,
-        get: fn(&Config) -> T,
-        default: T,
-        table: &[(&str, Option<T>)],
-        (file_value, from_file): (&str, T),
-    ) {
-        for (value, expected) in table {
-            let mut c = Config::default();
-            assert_eq!(get(&c), default, "the default");
-            match expected {
-                Some(choice) => {
-                    c.set(key, Some(value)).unwrap();
-                    assert_eq!(get(&c), *choice, "{value:?}");
-                }
-                None => assert!(c.set(key, Some(value)).is_err(), "{value:?}"),
-            }
-        }
-        assert_eq!(
-            Config::default().set(key, None).unwrap_err(),
-            "missing value"
-        );
-        let path = Path::new("/etc/poplar.conf");
-        let mut c = Config::default();
-        let text = format!("{key} = {file_value}\n");
-        apply_file(&mut c, path, &parse_file_text(path, &text).unwrap()).unwrap();
-        assert_eq!(get(&c), from_file);
-    }
-
-    #[test]
-    fn mbox_uidl_values() {
-        check_choice(
-            "mbox-uidl",
-            |c| c.mbox_uidl,
-            UidlSource::Popa3d,
-            &[
-                ("popa3d", Some(UidlSource::Popa3d)),
-                ("x-uidl", Some(UidlSource::XUidl)),
-                ("X-UIDL", Some(UidlSource::XUidl)),
-                ("xuidl", None),
-                ("", None),
-            ],
-            ("x-uidl", UidlSource::XUidl),
-        );
-    }
-
-    #[test]
-    fn maildir_uidl_values() {
-        check_choice(
-            "maildir-uidl",
-            |c| c.maildir_uidl,
-            MaildirUidl::Name,
-            &[
-                ("name", Some(MaildirUidl::Name)),
-                ("dovecot", Some(MaildirUidl::Dovecot)),
-                ("Dovecot", Some(MaildirUidl::Dovecot)),
-                ("courier", None),
-                ("", None),
-            ],
-            ("dovecot", MaildirUidl::Dovecot),
         );
     }
 
@@ -803,17 +384,6 @@ mod tests {
         assert!(c.warnings().is_empty());
         c.set("timeout", Some("5")).unwrap();
         assert_eq!(c.warnings().len(), 1);
-    }
-
-    #[test]
-    fn cr_only_line_ends_are_named() {
-        let path = Path::new("mac.conf");
-        let e = parse_file_text(path, "passwd = p\rtimeout = 700\r").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "mac.conf:1: lines end in CR alone; use LF (or CRLF)"
-        );
-        assert!(parse_file_text(path, "passwd = p\r\ntimeout = 700\r\n").is_ok());
     }
 
     #[test]
