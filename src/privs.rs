@@ -152,10 +152,14 @@ impl Privileges {
     ) -> Result<Ids, String> {
         match ids_source(account, fallback) {
             Some(IdsSource::Own { uid, gid }) => {
-                // Bytes: a group line that is not UTF-8 is skipped, not a reason to refuse every login.
-                let groups = std::fs::read(group_file)
-                    .map(|text| unix_files::groups_of(&text, &account.name, gid))
-                    .map_err(|e| format!("{}: {e}", group_file.display()))?;
+                let groups = match &account.policy.system_groups_user {
+                    // Bytes: a group line that is not UTF-8 is skipped, not a reason to refuse every
+                    // login.
+                    Some(name) => std::fs::read(group_file)
+                        .map(|text| unix_files::groups_of(&text, name, gid))
+                        .map_err(|e| format!("{}: {e}", group_file.display()))?,
+                    None => vec![gid],
+                };
                 Ok(Ids { uid, gid, groups }.with_group(mail_group.filter(|_| mbox)))
             }
             // The fallback was given the group when it was looked up: taken back for a Maildir (and
@@ -384,13 +388,17 @@ mod tests {
         assert_eq!(ours, theirs);
     }
 
+    /// A system account's, with its `/etc/group` memberships.
     fn account(uid: Option<u32>, gid: Option<u32>) -> Account {
         Account {
             name: "alice".into(),
             uid,
             gid,
             home: None,
-            policy: Default::default(),
+            policy: crate::auth::Policy {
+                system_groups_user: Some("alice".into()),
+                ..Default::default()
+            },
         }
     }
 
@@ -419,6 +427,44 @@ mod tests {
         assert!(lookup("vmail", &dir.path().join("none"), &g).is_err());
     }
 
+    /// A passwd-file account is not the system user of the same name: it gets its gid alone (and
+    /// `mail-group` for an mbox), not that user's `/etc/group` memberships, unless its line names a
+    /// system user with `userdb_system_groups_user=` (Dovecot's field). A passwd-file user called
+    /// `postgres` got group ssl-cert, which may read TLS private keys.
+    #[test]
+    fn a_passwd_file_account_gets_no_system_groups_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("group");
+        std::fs::write(
+            &g,
+            "ssl-cert:x:103:postgres
+staff:x:50:alice
+",
+        )
+        .unwrap();
+        let p = Privileges::Process {
+            fallback: None,
+            group_file: g.clone(),
+            mail_group: Some(8),
+        };
+        let mut acc = account(Some(1000), Some(1000));
+        acc.name = "postgres".to_string();
+        acc.policy.system_groups_user = None;
+        assert_eq!(
+            p.ids_for(&acc, &g, None, Some(8), false).unwrap().groups,
+            [1000]
+        );
+        assert_eq!(
+            p.ids_for(&acc, &g, None, Some(8), true).unwrap().groups,
+            [1000, 8]
+        );
+        acc.policy.system_groups_user = Some("alice".to_string());
+        assert_eq!(
+            p.ids_for(&acc, &g, None, Some(8), false).unwrap().groups,
+            [1000, 50]
+        );
+    }
+
     /// `mail-group` joins every account's groups once, whatever else they have; it is named or numbered.
     #[test]
     fn the_mail_group_joins_every_account() {
@@ -440,6 +486,7 @@ mod tests {
         let groups = |name: &str, gid: u32| {
             let mut acc = account(Some(1000), Some(gid));
             acc.name = name.to_string();
+            acc.policy.system_groups_user = Some(name.to_string());
             p.ids_for(&acc, &g, None, Some(8), true).unwrap().groups
         };
         assert_eq!(groups("alice", 1000), [1000, 50, 8]);
@@ -456,6 +503,7 @@ mod tests {
         // group could reach every spool in /var/mail. The fallback gives it back too.
         let mut acc = account(Some(1000), Some(1000));
         acc.name = "alice".to_string();
+        acc.policy.system_groups_user = Some("alice".to_string());
         assert_eq!(
             p.ids_for(&acc, &g, None, Some(8), false).unwrap().groups,
             [1000, 50]

@@ -45,6 +45,11 @@ pub struct Policy {
     pub nologin: Option<String>,
     /// `userdb_mail=`: the user's mail location, instead of the server's.
     pub mail: Option<Location>,
+    /// Whose `/etc/group` memberships the session gets as supplementary groups (Dovecot's
+    /// `system_groups_user`): a system account's own name, or `userdb_system_groups_user=` on a
+    /// passwd-file line. `None`: the account's gid alone. A passwd-file name is not a system user's,
+    /// even when it is spelled the same.
+    pub system_groups_user: Option<String>,
 }
 
 impl Policy {

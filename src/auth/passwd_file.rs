@@ -383,6 +383,10 @@ fn parse_extra(extra: &str, account: &mut Account, stored: &mut Stored) -> Resul
             }
             "userdb_uid" => account.uid = id(value, "userdb_uid")?,
             "userdb_gid" => account.gid = id(value, "userdb_gid")?,
+            "userdb_system_groups_user" => {
+                account.policy.system_groups_user =
+                    Some(value.to_string()).filter(|v| !v.is_empty())
+            }
             "allow_real_nets" | "proxy" | "proxy_maybe" | "host" | "user" | "userdb_user"
             | "userdb_chroot" => {
                 return Err(format!("extra field {key} is not supported"));

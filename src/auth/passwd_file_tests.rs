@@ -65,7 +65,7 @@ fn applies_dovecot_extra_fields() {
     let text = "a:{PLAIN}x::::::allow_nets=192.0.2.0/24,2001:db8::/32,local\n\
                 b:{PLAIN}x::::::nologin reason=Moved_to_IMAP\n\
                 c:{PLAIN}x::::::nologin=y\n\
-                d:{PLAIN}x:1:2::/h/d::userdb_mail=mbox:/var/mail/%u userdb_home=/h/dd userdb_uid=3 userdb_gid=4\n\
+                d:{PLAIN}x:1:2::/h/d::userdb_mail=mbox:/var/mail/%u userdb_home=/h/dd userdb_uid=3 userdb_gid=4 userdb_system_groups_user=vmail\n\
                 e:{PLAIN}x::::::userdb_quota_rule=*:storage=1G nodelay  nopassword\n";
     let users = parse_table(text.as_bytes()).unwrap();
     let nets = users["a"].account.policy.allow_nets.clone().unwrap();
@@ -88,6 +88,8 @@ fn applies_dovecot_extra_fields() {
     );
     assert_eq!((d.uid, d.gid), (Some(3), Some(4)));
     assert_eq!(d.home.as_deref(), Some(Path::new("/h/dd")));
+    assert_eq!(d.policy.system_groups_user.as_deref(), Some("vmail"));
+    assert_eq!(users["a"].account.policy.system_groups_user, None);
     // Fields that mean nothing to a POP3 server leave the account as the line has it.
     assert_eq!(users["e"].account, account("e", None, None, None));
     // Dovecot's `fail` fails the passdb lookup, whatever the password: the line is locked.

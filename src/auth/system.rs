@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::Policy;
 use super::passwd_file::{DUMMY_HASH, Stamp};
 use super::scheme::{CRYPT_PREFIXES, Stored};
 use super::unix_files::{self, PasswdEntry, ShadowEntry};
@@ -216,11 +217,14 @@ fn user(entry: PasswdEntry, shadow: Option<ShadowEntry>) -> User {
         Stored::Crypt(field.to_string())
     };
     let account = Account {
+        policy: Policy {
+            system_groups_user: Some(entry.name.clone()),
+            ..Default::default()
+        },
         name: entry.name,
         uid: Some(entry.uid),
         gid: Some(entry.gid),
         home: Some(entry.home),
-        policy: Default::default(),
     };
     User {
         account,

@@ -131,7 +131,10 @@ fn account_fields() {
         uid: Some(1002),
         gid: Some(102),
         home: Some("/home/sha256".into()),
-        policy: Default::default(),
+        policy: crate::auth::Policy {
+            system_groups_user: Some("sha256".into()),
+            ..Default::default()
+        },
     };
     assert_eq!(account, want);
     assert!(db.knows(b"star") && db.knows(b"root") && !db.knows(b"ghost") && !db.knows(b"nobody"));
