@@ -38,8 +38,10 @@
 //!   saved `offset..N` back; `N..O` was never written, so the file is the old one up to O, with
 //!   whatever another program changed there since the crash (a flag rewritten in place). Mail an agent
 //!   appended after the crash lies past O and stays. Rolling back is idempotent, so a crash during
-//!   recovery is recovered the same way. (A file now shorter than N was cut by another program: nothing
-//!   is done, and the recovery file stays for the administrator.)
+//!   recovery is recovered the same way. (A file now shorter than N was cut by another program, and
+//!   one whose `N..O` changed while its size did too was rewritten by one, say a mail reader saving
+//!   it: the saved bytes would not line up with its layout. Nothing is done, and the recovery file
+//!   stays for the administrator.)
 //! - A mark, and the mbox is at least O octets long and `N..O` still hashes as saved: not truncated
 //!   yet; roll back likewise.
 //! - A mark otherwise: the truncation happened, the compaction being on disk: the expunge is complete
@@ -438,9 +440,15 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
         Some(saved) if saved.shortened(file)? => {
             return Err(left_alone(path, "shortened after an interrupted expunge"));
         }
-        // Not marked: the truncation never happened, and the compaction wrote only below N. Whatever
-        // another program did to the file since (a flag rewritten in place past N), restoring the
-        // saved bytes gives the old mbox with its changes.
+        // Not marked, so the truncation never happened, yet the old tail changed: a program wrote to
+        // the file since the crash. If it also changed its size, it rewrote the file (a mail reader
+        // saving it, messages moved): the saved bytes written back over its layout would mangle it.
+        Some(saved) if saved.resized(file)? => {
+            return Err(left_alone(path, "rewritten after an interrupted expunge"));
+        }
+        // Not marked, and the same size: the compaction wrote only below N, and another program
+        // changed the file in place (a flag rewritten past N). Restoring the saved bytes gives the old
+        // mbox with its changes.
         Some(saved) => roll_back(&saved, file)?,
     };
     crash::point()?;

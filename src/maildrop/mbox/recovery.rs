@@ -132,6 +132,14 @@ impl Saved {
         Ok(mbox.metadata()?.len() < self.plan.new_size)
     }
 
+    /// Whether the mbox is no longer the size it had before the expunge (O). Used once the old tail is
+    /// known changed: a change of the same size is an edit in place (a flag rewritten), while another
+    /// size means a program rewrote the file around the changed tail, and the saved bytes would no
+    /// longer line up with what it wrote.
+    pub fn resized(&self, mbox: &File) -> io::Result<bool> {
+        Ok(mbox.metadata()?.len() != self.plan.size)
+    }
+
     /// Where the saved bytes begin in the recovery file.
     fn start(&self) -> u64 {
         HEADER_LEN + 16 * self.plan.deleted.len() as u64
