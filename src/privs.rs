@@ -204,9 +204,10 @@ impl Identity for Privileges {
     /// spool (`/var/mail`), and a Maildir's `new/` and `cur/` are followed through symlinks the
     /// maildrop's owner makes, so a Maildir session holding it could list, read and unlink other
     /// users' spools.
-    fn assume(&self, account: &Account, mbox: bool) -> Result<(), String> {
-        let (ids, per_thread) = match self {
-            Privileges::Unchanged => return Ok(()),
+    /// With the group, the uid the mbox must belong to is returned (see `Identity::assume`).
+    fn assume(&self, account: &Account, mbox: bool) -> Result<Option<u32>, String> {
+        let (ids, per_thread, mail_group) = match self {
+            Privileges::Unchanged => return Ok(None),
             Privileges::Process {
                 fallback,
                 group_file,
@@ -214,6 +215,7 @@ impl Identity for Privileges {
             } => (
                 self.ids_for(account, group_file, fallback.as_ref(), *mail_group, mbox)?,
                 false,
+                *mail_group,
             ),
             Privileges::Thread {
                 group_file,
@@ -222,6 +224,7 @@ impl Identity for Privileges {
             } => (
                 self.ids_for(account, group_file, None, *mail_group, mbox)?,
                 true,
+                *mail_group,
             ),
         };
         if ids.uid == 0 {
@@ -231,10 +234,11 @@ impl Identity for Privileges {
             );
         }
         if per_thread {
-            switch_thread(&ids)
+            switch_thread(&ids)?;
         } else {
-            switch_process(&ids)
+            switch_process(&ids)?;
         }
+        Ok(required_owner(&ids, mail_group))
     }
 
     fn restore(&self) -> Result<(), String> {
@@ -245,6 +249,14 @@ impl Identity for Privileges {
             Privileges::Process { .. } => Err("the process switched for good".to_string()),
         }
     }
+}
+
+/// The uid an mbox must belong to when the session holds `mail_group`, `None` when it does not: the
+/// ids the session took on, which have the group only for an mbox (see `ids_for`).
+fn required_owner(ids: &Ids, mail_group: Option<u32>) -> Option<u32> {
+    mail_group
+        .filter(|g| ids.groups.contains(g))
+        .map(|_| ids.uid)
 }
 
 impl Ids {
@@ -425,6 +437,23 @@ mod tests {
             Err(format!("no user nobody in {}", p.display()))
         );
         assert!(lookup("vmail", &dir.path().join("none"), &g).is_err());
+    }
+
+    /// An mbox session given `mail-group` must open its own mbox only; other sessions are not asked.
+    #[test]
+    fn the_mail_group_requires_the_account_s_own_mbox() {
+        let with = Ids {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 8],
+        };
+        assert_eq!(required_owner(&with, Some(8)), Some(1000));
+        let without = Ids {
+            groups: vec![1000],
+            ..with.clone()
+        };
+        assert_eq!(required_owner(&without, Some(8)), None, "a Maildir session");
+        assert_eq!(required_owner(&with, None), None, "no mail-group");
     }
 
     /// A passwd-file account is not the system user of the same name: it gets its gid alone (and
@@ -636,7 +665,7 @@ staff:x:50:alice
             account(Some(0), Some(0)),
             account(Some(12345), Some(1)),
         ] {
-            assert_eq!(Privileges::Unchanged.assume(&acc, true), Ok(()));
+            assert_eq!(Privileges::Unchanged.assume(&acc, true), Ok(None));
         }
     }
 

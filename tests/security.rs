@@ -964,3 +964,44 @@ fn mail_group_is_not_given_to_maildir_sessions() {
     }
     assert_eq!(fs::read_to_string(&bobs).unwrap(), secret);
 }
+
+/// Root: with `--mail-group`, an mbox session opens only its account's own mbox under that one name.
+/// Alice's `mbox:%h/mbox` is a hard link to Bob's spool file (which she could make where
+/// `fs.protected_hardlinks` is 0): with the group's rights the session could read and expunge it.
+/// The login is refused with `[SYS/PERM]`, and Bob's mail stays as it was.
+#[test]
+fn mail_group_sessions_refuse_another_user_s_mbox_under_their_name() {
+    needs_root!();
+    let fx = Fixture::new();
+    let spool = group_spool(&fx, 0o2770);
+    let bobs = spool.join("bob");
+    let secret = "From x Thu Jan  1 00:00:00 2026\nSubject: bob's\n\nsecret\n";
+    owned_file(&bobs, secret, (12346, 23456), 0o660);
+    let home = fx.root().join("home").join("alice");
+    fs::create_dir_all(&home).unwrap();
+    chown(&home, Some(12345), Some(12345)).unwrap();
+    fs::hard_link(&bobs, home.join("mbox")).unwrap();
+    passwd(&fx, &[("alice", "pw", "12345", "12345", &home)]);
+    let args = [
+        "--mail",
+        "mbox:%h/mbox",
+        "--auth-failure-delay",
+        "0",
+        "--mail-group",
+        "23456",
+    ];
+    let srv = Server::start(&fx, &args);
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    let reply = c.cmd("PASS pw");
+    assert!(reply.starts_with("-ERR [SYS/PERM]"), "{reply}");
+    assert_eq!(fs::read_to_string(&bobs).unwrap(), secret);
+    // Her own mbox, once the link is gone, opens as usual.
+    fs::remove_file(home.join("mbox")).unwrap();
+    owned_file(&home.join("mbox"), secret, (12345, 12345), 0o600);
+    drop(c);
+    let mut c = srv.login("alice", "pw");
+    assert!(c.cmd("STAT").starts_with("+OK 1 "));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+}

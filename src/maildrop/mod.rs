@@ -274,6 +274,7 @@ pub fn open(
     format: Format,
     path: &Path,
     options: &Options,
+    mbox_owner: Option<u32>,
 ) -> Result<Box<dyn Maildrop>, MaildropError> {
     match format {
         Format::Maildir => Ok(Box::new(maildir::Maildir::open_with(
@@ -281,7 +282,11 @@ pub fn open(
             options.maildir_uidl,
             &options.dovecot_uidl_format,
         )?)),
-        Format::Mbox => Ok(Box::new(mbox::Mbox::open_with(path, options.mbox_uidl)?)),
+        Format::Mbox => Ok(Box::new(mbox::Mbox::open_owned(
+            path,
+            options.mbox_uidl,
+            mbox_owner,
+        )?)),
     }
 }
 

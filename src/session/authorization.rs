@@ -186,14 +186,16 @@ impl Session<'_> {
             .map_err(|reason| MaildropError::BadPath {
                 reason: format!("user {}: {reason}", account.name),
             });
+        let mut owner = None;
         if path.is_ok() {
             let mbox = mail.format == maildrop::location::Format::Mbox;
-            if let Err(why) = self.services.identity.assume(&account, mbox) {
-                return self.identity_refused(&account.name, &why, out);
+            match self.services.identity.assume(&account, mbox) {
+                Ok(required) => owner = required,
+                Err(why) => return self.identity_refused(&account.name, &why, out),
             }
         }
-        let opened =
-            path.and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop));
+        let opened = path
+            .and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop, owner));
         match opened {
             Ok(maildrop) => self.enter_transaction(account, maildrop, out),
             Err(e) => self.maildrop_refused(&account.name, &e, out),

@@ -74,7 +74,10 @@ impl Services {
 /// only asks; the system calls live in `privs`. An error ends the session with `[SYS/PERM]`.
 pub trait Identity: Send + Sync {
     /// `mbox`: the maildrop is an mbox, the one kind `mail-group` (a spool's group) is given for.
-    fn assume(&self, account: &Account, mbox: bool) -> Result<(), String>;
+    /// `Ok(Some(uid))` when the session was given such a group: the mbox it opens must then belong to
+    /// `uid` under that one name, or the group's rights would reach another user's spool through a
+    /// hard link (or a file planted in a spool anyone may write).
+    fn assume(&self, account: &Account, mbox: bool) -> Result<Option<u32>, String>;
     /// Undoes `assume` for the calling thread, verified, so that the thread may serve another session;
     /// an error means it must not.
     fn restore(&self) -> Result<(), String> {
@@ -86,8 +89,8 @@ pub trait Identity: Send + Sync {
 pub struct SameIdentity;
 
 impl Identity for SameIdentity {
-    fn assume(&self, _account: &Account, _mbox: bool) -> Result<(), String> {
-        Ok(())
+    fn assume(&self, _account: &Account, _mbox: bool) -> Result<Option<u32>, String> {
+        Ok(None)
     }
 }
 

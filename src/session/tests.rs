@@ -353,7 +353,7 @@ fn failure_delay_is_capped() {
 struct Refuse;
 
 impl Identity for Refuse {
-    fn assume(&self, account: &Account, _mbox: bool) -> Result<(), String> {
+    fn assume(&self, account: &Account, _mbox: bool) -> Result<Option<u32>, String> {
         Err(format!("no ids for {}", account.name))
     }
 }
@@ -366,13 +366,13 @@ struct Recorded {
 }
 
 impl Identity for Recorded {
-    fn assume(&self, account: &Account, mbox: bool) -> Result<(), String> {
+    fn assume(&self, account: &Account, mbox: bool) -> Result<Option<u32>, String> {
         let kind = if mbox { "mbox" } else { "maildir" };
         self.calls
             .lock()
             .unwrap()
             .push(format!("assume {} {kind}", account.name));
-        Ok(())
+        Ok(None)
     }
     fn restore(&self) -> Result<(), String> {
         self.calls.lock().unwrap().push("restore".to_string());

@@ -31,7 +31,7 @@ mod verify;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::libc;
@@ -52,6 +52,8 @@ pub struct Mbox {
     scanned_size: u64,
     messages: Vec<MessageInfo>,
     want_x_uidl: bool,
+    /// The uid the file must belong to, under one name (see `open_owned`).
+    owner: Option<u32>,
     /// Set when the whole mbox was scanned in this session and the stamp counts: UPDATE need not scan
     /// it again if it still matches.
     stamp: Option<Stamp>,
@@ -76,6 +78,19 @@ impl Mbox {
     /// Opens and scans the mbox at `path`. A missing or empty file is an empty maildrop. An expunge
     /// that a crash interrupted is finished or undone first.
     pub fn open_with(path: &Path, uidl: UidlSource) -> Result<Mbox, MaildropError> {
+        Mbox::open_owned(path, uidl, None)
+    }
+
+    /// `open_with`, for a session that holds a group beyond its account's own (`mail-group`): with
+    /// `owner`, the mbox must belong to that uid and have no other name (a hard link), or it is refused
+    /// before anything is read or written. The group may write every spool in `/var/mail`; without
+    /// this, a user whose mbox path is their own (`mbox:%h/mbox`) could link another user's spool
+    /// there, or plant a file in a spool anyone may create files in, and read and expunge it.
+    pub fn open_owned(
+        path: &Path,
+        uidl: UidlSource,
+        owner: Option<u32>,
+    ) -> Result<Mbox, MaildropError> {
         let io_err = |e| MaildropError::io(path, e);
         let session = match SessionLock::acquire_within(&session_lock_path(path), SESSION_LOCK_WAIT)
         {
@@ -97,6 +112,7 @@ impl Mbox {
             scanned_size: 0,
             messages: Vec::new(),
             want_x_uidl,
+            owner,
             stamp: None,
             unsaved_index: None,
             _session: session,
@@ -150,7 +166,7 @@ impl Mbox {
     fn open_locked(&self) -> Result<Option<(File, DeliveryLock)>, MaildropError> {
         let mut attempts = 3;
         loop {
-            let Some(file) = open_file(&self.path)? else {
+            let Some(file) = open_file(&self.path, self.owner)? else {
                 return Ok(None);
             };
             let lock = DeliveryLock::acquire(&self.path, &file, DELIVERY_LOCK_WAIT)
@@ -172,8 +188,9 @@ impl Mbox {
 }
 
 /// Opens the mbox read-write (the fcntl write lock needs it), not following a symlink and not
-/// blocking on a FIFO; `None` when it does not exist.
-fn open_file(path: &Path) -> Result<Option<File>, MaildropError> {
+/// blocking on a FIFO; `None` when it does not exist. With `owner`, a file of another uid, or with
+/// another name besides this one, is refused (see `Mbox::open_owned`).
+fn open_file(path: &Path, owner: Option<u32>) -> Result<Option<File>, MaildropError> {
     let opened = OpenOptions::new()
         .read(true)
         .write(true)
@@ -195,11 +212,25 @@ fn open_file(path: &Path) -> Result<Option<File>, MaildropError> {
         Err(e) => return Err(MaildropError::io(path, e)),
     };
     match file.metadata() {
-        Ok(meta) if meta.is_file() => Ok(Some(file)),
-        Ok(_) => Err(MaildropError::io(
+        Ok(meta) if !meta.is_file() => Err(MaildropError::io(
             path,
             io::Error::new(io::ErrorKind::InvalidData, "not a regular file"),
         )),
+        Ok(meta) => match owner {
+            Some(uid) if meta.uid() != uid || meta.nlink() != 1 => Err(MaildropError::io(
+                path,
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "owned by uid {} with {} name(s), not the account's (uid {uid}) alone; \
+                         refused with mail-group",
+                        meta.uid(),
+                        meta.nlink()
+                    ),
+                ),
+            )),
+            _ => Ok(Some(file)),
+        },
         Err(e) => Err(MaildropError::io(path, e)),
     }
 }

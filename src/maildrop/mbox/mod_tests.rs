@@ -90,6 +90,35 @@ fn missing_or_empty_mbox_is_empty() {
     }
 }
 
+/// A session holding `mail-group` opens only an mbox of its own uid with no other name: a hard link
+/// to another user's spool (or a file of another uid) is refused before anything is read, and the
+/// file is left as it was.
+#[test]
+fn with_an_owner_only_that_owner_s_singly_named_mbox_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    let ours = fs::metadata(&path).unwrap().uid();
+    let mbox = Mbox::open_owned(&path, UidlSource::default(), Some(ours)).unwrap();
+    assert_eq!(mbox.messages().len(), 3);
+    drop(mbox);
+    let refused = |owner| {
+        let e = Mbox::open_owned(&path, UidlSource::default(), Some(owner))
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(e, MaildropError::Io { ref source, .. } if source.kind() == io::ErrorKind::PermissionDenied),
+            "{e}"
+        );
+    };
+    refused(ours.wrapping_add(1));
+    let link = dir.path().join("linked");
+    fs::hard_link(&path, &link).unwrap();
+    refused(ours);
+    assert_eq!(fs::read(&path).unwrap(), MBOX.as_bytes());
+    // Without the group, the kernel's checks alone decide, as before.
+    assert!(Mbox::open_with(&path, UidlSource::default()).is_ok());
+}
+
 #[test]
 fn refuses_what_is_not_an_mbox() {
     let dir = tempfile::tempdir().unwrap();
