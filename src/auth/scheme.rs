@@ -63,6 +63,9 @@ impl Stored {
     /// A malformed crypt string verifies nothing: the file was checked at load, and a bad hash must
     /// lock the account rather than panic a session.
     pub fn verify(&self, password: &[u8]) -> bool {
+        // SCRAM keys are derived under a permit of their own (`scram::salted_password`); a permit is
+        // never taken while holding one, or the holders could wait on each other for ever.
+        let _permit = matches!(self, Stored::Crypt(_)).then(super::gate::enter);
         match self {
             Stored::Plain(secret) => constant_time_eq(secret, password),
             Stored::Crypt(hash) if hash.starts_with("$2") => {

@@ -150,6 +150,7 @@ fn salt_under(key: &[u8; KEY_LEN], user: &[u8]) -> Vec<u8> {
 
 /// RFC 5802 section 2.2, Hi(): PBKDF2 with HMAC-SHA-256, one block.
 pub fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; KEY_LEN] {
+    let _permit = super::gate::enter();
     pbkdf2::pbkdf2_hmac_array::<Sha256, KEY_LEN>(password, salt, iterations)
 }
 
