@@ -36,6 +36,7 @@ pub fn run(config: &Config, origins: &Origins) -> Result<String, ConfigError> {
 pub fn validate(config: &Config, origins: &Origins) -> Result<Vec<String>, ConfigError> {
     let mut notes = Vec::new();
     check_passwd(config, origins, &mut notes)?;
+    check_scram_salt_key(config, origins)?;
     check_tls(config, origins)?;
     check_user(config, origins)?;
     check_mail_group(config, origins, crate::privs::is_root(), &mut notes)?;
@@ -86,6 +87,16 @@ fn check_passwd(
             ),
         }),
     }
+}
+
+/// The SCRAM salt key file must load as the server would load it (length, permissions).
+fn check_scram_salt_key(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
+    let Some(path) = &config.scram_salt_key else {
+        return Ok(());
+    };
+    crate::auth::SaltKey::load(path)
+        .map(drop)
+        .map_err(|e| problem(origins, "scram-salt-key", e.to_string()))
 }
 
 /// Whether AUTH SCRAM-SHA-256 will be offered, and if not why: an admin who wants it must know what keeps
@@ -268,7 +279,7 @@ fn check_mail_group(
 
 /// Every setting with the value the server would use, in `SETTINGS` order. Defaults are written out
 /// (the listen addresses too), unset optional paths are left out. Nothing here is a secret: the
-/// passwords live in the passwd-file, which is named, never printed.
+/// passwords live in the passwd-file and the SCRAM salt key in its file, which are named, never printed.
 ///
 /// Long because it is a flat table, one entry per setting, best read whole against `SETTINGS`.
 pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
@@ -286,6 +297,12 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
             .passwd
             .iter()
             .map(|p| ("passwd", p.display().to_string())),
+    );
+    out.extend(
+        config
+            .scram_salt_key
+            .iter()
+            .map(|p| ("scram-salt-key", p.display().to_string())),
     );
     out.push(("mail", config.mail.to_string()));
     out.push(("mbox-uidl", config.mbox_uidl.name().to_string()));
@@ -366,6 +383,7 @@ mod tests {
             ("listen", "127.0.0.1:1110"),
             ("listen", "[::1]:1110"),
             ("passwd", "/etc/poplar/passwd"),
+            ("scram-salt-key", "/etc/poplar/scram-salt-key"),
             ("mail", "mbox:/var/mail/%u"),
             ("mbox-uidl", "x-uidl"),
             ("maildir-uidl", "dovecot"),
@@ -457,6 +475,52 @@ mod tests {
         c.mail_group = Some("no-such-group-here".to_string());
         let e = check_mail_group(&c, &none, false, &mut notes).unwrap_err();
         assert!(e.to_string().contains("no group"), "{e}");
+    }
+
+    /// The key file is checked as the server loads it, and named, never printed.
+    #[test]
+    fn the_scram_salt_key_is_checked_and_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, "alice:{PLAIN}wonderland::::/home/alice::\n").unwrap();
+        let key = dir.path().join("scram.key");
+        std::fs::write(&key, "0123456789abcdef").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut c = Config {
+            passwd: Some(passwd),
+            ..Config::default()
+        };
+        c.set("scram-salt-key", Some(key.to_str().unwrap()))
+            .unwrap();
+        let none = Origins::default();
+        assert_eq!(
+            run(&c, &none).unwrap_err().to_string(),
+            format!(
+                "--scram-salt-key: {}: 16 octets, fewer than the 32 a key needs \
+                 (head -c 32 /dev/urandom > FILE makes one)",
+                key.display()
+            )
+        );
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef").unwrap();
+        let out = run(&c, &none).unwrap();
+        assert!(
+            out.contains(&format!("\nscram-salt-key = {}\n", key.display())),
+            "{out}"
+        );
+        assert!(
+            !out.contains("0123456789abcdef"),
+            "the key was printed: {out}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = run(&c, &none).unwrap_err().to_string();
+        assert!(e.ends_with("(mode 0644); chmod 600 it"), "{e}");
+        assert_eq!(
+            Config::default()
+                .set("scram-salt-key", Some(""))
+                .unwrap_err(),
+            "empty value"
+        );
     }
 
     #[test]

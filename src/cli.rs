@@ -24,6 +24,8 @@ usage: poplar [options]
   -l, --listen ADDR:PORT    listen address, repeatable (default: port 110 on all IPv6 and IPv4 addresses)
   -c, --config FILE         read `option = value` settings from FILE; the command line overrides them
       --passwd FILE         passwd-file of users (user:{SCHEME}secret:uid:gid:gecos:home:shell)
+      --scram-salt-key FILE secret (32+ octets, mode 600) keying the SCRAM salts of {PLAIN} and unknown
+                            users; needed for salts that stay the same under inetd
       --mail LOCATION       maildrop template (default maildir:%h/Maildir; %u user, %n and %d its
                             parts before and after '@', %h home, %% percent)
       --mbox-uidl SOURCE    mbox unique-ids: popa3d (default, as popa3d gives) or x-uidl (X-UIDL: headers)

@@ -9,8 +9,8 @@
 //! - [`session`]: the RFC 1939 state machine (AUTHORIZATION → TRANSACTION → UPDATE), with the SASL
 //!   mechanisms of AUTH (PLAIN, LOGIN, SCRAM-SHA-256). Writes replies into a `Write`; never touches a
 //!   socket or a clock.
-//! - [`auth`]: who the user is: the passwd-file, system accounts, password schemes, APOP, SCRAM's keys,
-//!   `Secret`.
+//! - [`auth`]: who the user is: the passwd-file, system accounts, password schemes, APOP, SCRAM's keys
+//!   and the key of its derived salts, `Secret`.
 //! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates,
 //!   the Maildir size cache, Maildir unique-ids from Dovecot's `dovecot-uidlist` in its `pop3_uidl_format`.
 //! - [`lock`]: session `flock`s and the mbox delivery-agent locks, as RAII guards.

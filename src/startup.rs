@@ -1,7 +1,7 @@
 //! What both front ends (`server`, `inetd`) share: the session services built from the configuration
-//! (the user database, the APOP host name, the TLS certificate), the start-up error, and what every
-//! connection goes through before its session (TCP keepalive, the APOP timestamp, the client's address
-//! behind a PROXY protocol load balancer).
+//! (the user database, the SCRAM salt key, the APOP host name, the TLS certificate), the start-up error,
+//! and what every connection goes through before its session (TCP keepalive, the APOP timestamp, the
+//! client's address behind a PROXY protocol load balancer).
 
 use std::fmt;
 use std::io::{self, Read};
@@ -14,11 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use socket2::{SockRef, TcpKeepalive};
 
-use crate::auth::Authenticator;
 use crate::auth::chain::Chain;
 use crate::auth::lowercase::Lowercase;
 use crate::auth::passwd_file::PasswdFile;
 use crate::auth::system::{self, SystemUsers};
+use crate::auth::{Authenticator, SaltKey};
 use crate::config::{self, Config};
 use crate::conn;
 use crate::session::Services;
@@ -108,6 +108,9 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
         maildir_uidl: config.maildir_uidl,
         dovecot_uidl_format: config.dovecot_uidl_format.clone(),
     };
+    if let Some(path) = &config.scram_salt_key {
+        services.salt_key = SaltKey::load(path).map_err(|e| StartError::config(e.to_string()))?;
+    }
     services.stls = tls.is_some();
     // Passwords stay off the wire by default as soon as TLS can protect them.
     services.no_plaintext = config.no_plaintext.unwrap_or(tls.is_some());

@@ -7,7 +7,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{Server, standard};
+use common::{Client, Inetd, Server, standard};
 use std::process::Command;
 use std::time::Duration;
 
@@ -169,24 +169,130 @@ fn plain_and_stored_users_log_in_and_others_fail_alike() {
     }
 }
 
-/// The derived salts are keyed by the passwd-file's contents, not drawn per process: a restart (under
-/// inetd, every connection is a new process) gives the same ones, for known and unknown names alike, so
-/// they stay as stable as a stored salt; a changed file gives new ones.
+/// Writes a `scram-salt-key` file of `contents`, mode 600, in the fixture's root.
+fn salt_key_file(fx: &common::Fixture, name: &str, contents: &[u8]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = fx.root().join(name);
+    std::fs::write(&path, contents).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+/// The `s=` of the server-first message `c` gets for `user` (the exchange is left there).
+fn salt_sent(c: &mut Client, user: &str) -> String {
+    let reply = c.cmd(&format!(
+        "AUTH SCRAM-SHA-256 {}",
+        STANDARD.encode(format!("n,,n={user},r=abcdefgh"))
+    ));
+    let first = STANDARD
+        .decode(
+            reply
+                .strip_prefix("+ ")
+                .unwrap_or_else(|| panic!("{reply}")),
+        )
+        .unwrap();
+    let first = String::from_utf8(first).unwrap();
+    let salt = first.split(',').find(|f| f.starts_with("s="));
+    salt.unwrap_or_else(|| panic!("{first}")).to_string()
+}
+
+/// The salts of alice and nobody from one `--inetd` process run with `extra`.
+fn inetd_salts(fx: &common::Fixture, extra: &[&str]) -> [String; 2] {
+    let (_inetd, mut c) = Inetd::start(fx, extra);
+    c.greeting();
+    let alice = salt_sent(&mut c, "alice");
+    assert!(c.cmd("*").starts_with("-ERR"));
+    [alice, salt_sent(&mut c, "nobody")]
+}
+
+/// With `scram-salt-key`, the derived salts are the key file's: a restart (under inetd, every
+/// connection is a new process) gives the same ones, for known and unknown names alike, so they stay as
+/// stable as a stored salt; they do not follow the passwd-file, and another key gives other ones.
 #[test]
-fn derived_salts_outlive_the_process_while_the_file_is_unchanged() {
+fn derived_salts_outlive_the_process_with_a_salt_key_file() {
     let mut fx = standard();
-    let salts = |fx: &common::Fixture| {
-        let mut srv = Server::start(fx, &["--auth-failure-delay", "0"]);
+    let key = salt_key_file(&fx, "scram.key", &[0x5a; 32]);
+    let salts = |fx: &common::Fixture, key: &str| {
+        let mut srv = Server::start(fx, &["--auth-failure-delay", "0", "--scram-salt-key", key]);
         let salts = ["alice", "nobody"].map(|user| shape(&scram_login(&srv, user, "x")[0]).1);
         assert_eq!(srv.terminate(Duration::from_secs(10)), Some(0));
         salts
     };
-    let first = salts(&fx);
-    assert_eq!(salts(&fx), first, "after a restart");
+    let first = salts(&fx, &key);
+    assert_eq!(salts(&fx, &key), first, "after a restart");
+    let args = ["--auth-failure-delay", "0", "--scram-salt-key", &key];
+    assert_eq!(inetd_salts(&fx, &args), first, "in an inetd process");
+    assert_eq!(inetd_salts(&fx, &args), first, "in another inetd process");
     fx.user("frank", "frank pw");
-    let changed = salts(&fx);
-    assert_ne!(changed[0], first[0], "after the file changed");
-    assert_ne!(changed[1], first[1], "after the file changed");
+    assert_eq!(salts(&fx, &key), first, "after the passwd-file changed");
+    let other = salt_key_file(&fx, "other.key", &[0x5b; 32]);
+    let changed = salts(&fx, &other);
+    assert_ne!(changed[0], first[0], "under another key");
+    assert_ne!(changed[1], first[1], "under another key");
+    // The file is read again on SIGHUP, as the passwd-file is.
+    let srv = Server::start(
+        &fx,
+        &["--auth-failure-delay", "0", "--scram-salt-key", &key],
+    );
+    assert_eq!(shape(&scram_login(&srv, "alice", "x")[0]).1, first[0]);
+    salt_key_file(&fx, "scram.key", &[0x5b; 32]);
+    srv.signal(nix::sys::signal::Signal::SIGHUP);
+    let reloaded = srv.wait_log(
+        &["reload: configuration and passwd-file re-read"],
+        Duration::from_secs(10),
+    );
+    assert!(reloaded.is_some(), "{:?}", srv.stderr_lines());
+    assert_eq!(shape(&scram_login(&srv, "alice", "x")[0]).1, changed[0]);
+    // A key file others could read is refused at start-up, by name.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let passwd = fx.passwd().display().to_string();
+    let (code, _, err) = common::run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--passwd",
+        &passwd,
+        "--scram-salt-key",
+        &other,
+    ]);
+    assert_eq!(
+        (code, err.trim_end()),
+        (
+            2,
+            format!(
+                "poplar: --scram-salt-key: {other}: readable or writable by group or others \
+                 (mode 0644); chmod 600 it"
+            )
+            .as_str()
+        )
+    );
+}
+
+/// The salts sent before any proof cannot be computed from the passwd-file's contents, which a client
+/// can guess (one `{PLAIN}` line is a name and a password): they were once keyed with them, so that each
+/// guess cost two HMACs offline. Without `scram-salt-key` the key is drawn per process, so under inetd
+/// they differ from one connection to the next.
+#[test]
+fn derived_salts_cannot_be_computed_from_the_passwd_file() {
+    use poplar::auth::scram::hmac;
+    let fx = standard();
+    let srv = Server::start(&fx, &["--auth-failure-delay", "0"]);
+    let contents = std::fs::read(fx.passwd()).unwrap();
+    let guessed_key = hmac(b"poplar SCRAM-SHA-256 salt key", &contents);
+    for user in ["alice", "nobody"] {
+        let mut c = srv.connect();
+        c.greeting();
+        let sent = salt_sent(&mut c, user);
+        let guessed = format!(
+            "s={}",
+            STANDARD.encode(&hmac(&guessed_key, user.as_bytes())[..16])
+        );
+        assert_ne!(sent, guessed, "{user}'s salt follows from the passwd-file");
+    }
+    let args = ["--auth-failure-delay", "0"];
+    let (one, two) = (inetd_salts(&fx, &args), inetd_salts(&fx, &args));
+    assert_ne!(one[0], two[0]);
+    assert_ne!(one[1], two[1]);
 }
 
 /// After a good proof, the same checks as any login, made before the server-final is sent (which

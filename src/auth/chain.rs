@@ -3,7 +3,7 @@
 //! a wrong password is never retried elsewhere. Every source does its work on every attempt, so the time
 //! taken does not tell which source (if any) knows the name.
 
-use super::{Account, AuthError, Authenticator, ScramLookup, Secret};
+use super::{Account, AuthError, Authenticator, SaltKey, ScramLookup, Secret};
 use std::sync::Arc;
 
 /// Sources in order of precedence.
@@ -67,11 +67,11 @@ impl Authenticator for Chain {
 
     /// As `decide`; when no source knows the name, another source's answer: the stand-in keys, the same
     /// whichever source made them, with no key derivation more than for a known name.
-    fn scram(&self, user: &[u8]) -> ScramLookup {
-        let (decided, other) = self.ask_all(user, |s| s.scram(user));
+    fn scram(&self, user: &[u8], salts: &SaltKey) -> ScramLookup {
+        let (decided, other) = self.ask_all(user, |s| s.scram(user, salts));
         decided
             .or(other)
-            .unwrap_or_else(|| ScramLookup::unusable(user))
+            .unwrap_or_else(|| ScramLookup::unusable(user, salts))
     }
 }
 
@@ -111,10 +111,10 @@ mod tests {
         fn knows(&self, user: &[u8]) -> bool {
             user == self.name.as_bytes()
         }
-        fn scram(&self, user: &[u8]) -> ScramLookup {
+        fn scram(&self, user: &[u8], salts: &SaltKey) -> ScramLookup {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             if !self.knows(user) {
-                return ScramLookup::unusable(user);
+                return ScramLookup::unusable(user, salts);
             }
             ScramLookup {
                 keys: Keys::from_password(self.password.as_bytes(), b"salt", 1),
@@ -163,13 +163,14 @@ mod tests {
         }
         assert!(chain.apop(b"alice", b"<t@h>", b"00").is_err());
         // SCRAM too: the first source that knows the name gives the keys and the account.
-        let alice = chain.scram(b"alice");
+        let salts = SaltKey::from_contents(&[5; 32]);
+        let alice = chain.scram(b"alice", &salts);
         assert_eq!(alice.keys, Keys::from_password(b"file-pw", b"salt", 1));
         assert_eq!(alice.account.unwrap().uid, Some(1));
-        assert_eq!(chain.scram(b"bob").account.unwrap().uid, Some(3));
-        let carol = chain.scram(b"carol");
+        assert_eq!(chain.scram(b"bob", &salts).account.unwrap().uid, Some(3));
+        let carol = chain.scram(b"carol", &salts);
         assert!(carol.account.is_err());
-        assert_eq!(carol.keys, Keys::stand_in(b"carol"));
+        assert_eq!(carol.keys, Keys::stand_in(b"carol", &salts));
         assert!(chain.knows(b"bob") && !chain.knows(b"carol"));
         assert!(chain.scram_for_every_user());
         assert!(!Chain::new(vec![]).scram_for_every_user());

@@ -3,7 +3,7 @@
 //! wrapper around the user databases, so every way of logging in (USER/PASS, APOP, SASL) gets it and
 //! the account's own name, as the database spells it, is what the session uses from then on.
 
-use super::{Account, AuthError, Authenticator, ScramLookup, Secret};
+use super::{Account, AuthError, Authenticator, SaltKey, ScramLookup, Secret};
 use std::sync::Arc;
 
 pub struct Lowercase(pub Arc<dyn Authenticator>);
@@ -21,8 +21,8 @@ impl Authenticator for Lowercase {
         self.0.knows(&user.to_ascii_lowercase())
     }
 
-    fn scram(&self, user: &[u8]) -> ScramLookup {
-        self.0.scram(&user.to_ascii_lowercase())
+    fn scram(&self, user: &[u8], salts: &SaltKey) -> ScramLookup {
+        self.0.scram(&user.to_ascii_lowercase(), salts)
     }
 
     fn scram_for_every_user(&self) -> bool {

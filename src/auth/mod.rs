@@ -1,8 +1,8 @@
 //! Who the user is: the `Authenticator` trait, the account it yields, and the secrets it handles.
 //! Each user database lives in its own file (`passwd_file`, `system`, `chain` to consult several, and
 //! `lowercase` to look names up in lowercase);
-//! password schemes in `scheme` and `md5_crypt`, APOP in `apop`, SCRAM-SHA-256's keys in `scram`, the `/etc`
-//! file formats in `unix_files`.
+//! password schemes in `scheme` and `md5_crypt`, APOP in `apop`, SCRAM-SHA-256's keys in `scram` and the
+//! secret its derived salts are keyed with in `salt_key`, the `/etc` file formats in `unix_files`.
 
 pub mod apop;
 pub mod chain;
@@ -10,6 +10,7 @@ pub mod gate;
 pub mod lowercase;
 pub mod md5_crypt;
 pub mod passwd_file;
+pub mod salt_key;
 pub mod scheme;
 pub mod scram;
 pub mod secret;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 
 use crate::maildrop::location::Location;
 
+pub use salt_key::SaltKey;
 pub use secret::Secret;
 
 /// An authenticated user, as the maildrop and privilege code need it.
@@ -110,10 +112,11 @@ pub trait Authenticator: Send + Sync {
         true
     }
     /// SASL SCRAM-SHA-256: the keys to check the client's proof against, and the account a valid proof
-    /// opens. A user who cannot do SCRAM gets [`ScramLookup::unusable`]: the exchange runs to its end
-    /// and fails like a wrong password. That is the default, for sources with no usable secrets.
-    fn scram(&self, user: &[u8]) -> ScramLookup {
-        ScramLookup::unusable(user)
+    /// opens. A user without a stored salt has one derived under `salts`. A user who cannot do SCRAM
+    /// gets [`ScramLookup::unusable`]: the exchange runs to its end and fails like a wrong password.
+    /// That is the default, for sources with no usable secrets.
+    fn scram(&self, user: &[u8], salts: &SaltKey) -> ScramLookup {
+        ScramLookup::unusable(user, salts)
     }
     /// Whether every user of this source who can log in at all could do so with SCRAM-SHA-256 (and
     /// there is one). Otherwise it is not offered: a client that picks the strongest mechanism listed,
@@ -134,9 +137,9 @@ pub struct ScramLookup {
 
 impl ScramLookup {
     /// Stand-in keys (see [`scram::Keys::stand_in`]) and no account.
-    pub fn unusable(user: &[u8]) -> ScramLookup {
+    pub fn unusable(user: &[u8], salts: &SaltKey) -> ScramLookup {
         ScramLookup {
-            keys: scram::Keys::stand_in(user),
+            keys: scram::Keys::stand_in(user, salts),
             account: Err(AuthError::BadCredentials),
         }
     }

@@ -13,7 +13,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use super::scheme::Stored;
 use super::scram::{self, Keys};
 use super::secret::constant_time_eq;
-use super::{Account, AuthError, Authenticator, Nets, Policy, ScramLookup, Secret, apop};
+use super::{Account, AuthError, Authenticator, Nets, Policy, SaltKey, ScramLookup, Secret, apop};
 
 /// What an unknown or locked user is checked against, so that they cost what a wrong password costs:
 /// a SHA512-CRYPT hash with the default 5000 rounds, as `doveadm pw -s SHA512-CRYPT` and `mkpasswd`
@@ -95,8 +95,7 @@ impl Stamp {
 impl PasswdFile {
     /// Reads and checks the whole file; any bad line is an error naming its line.
     pub fn open(path: &Path) -> Result<PasswdFile, PasswdError> {
-        let (table, text) = load(path)?;
-        super::scram::key_salts_with(&text);
+        let table = load(path)?;
         Ok(PasswdFile {
             path: path.to_path_buf(),
             table: RwLock::new(table),
@@ -140,8 +139,7 @@ impl PasswdFile {
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
         if table.stamp != stamp {
             match load(&self.path) {
-                // The SCRAM salt key stays the first load's until the server restarts.
-                Ok((new, _)) => {
+                Ok(new) => {
                     log::info!(
                         "{}: re-read, {} users",
                         self.path.display(),
@@ -224,24 +222,24 @@ impl Authenticator for PasswdFile {
         self.read().scram_for_every_user
     }
 
-    /// A {PLAIN} user's keys are computed now, under the derived salt; a {SCRAM-SHA-256} user's are
-    /// stored, and the stand-in keys are computed too so that both cost one PBKDF2. Everyone else
-    /// (unknown, locked, crypt hashes) gets the stand-in keys and no account.
-    fn scram(&self, user: &[u8]) -> ScramLookup {
+    /// A {PLAIN} user's keys are computed now, under the salt derived with `salts`; a {SCRAM-SHA-256}
+    /// user's are stored, and the stand-in keys are computed too so that both cost one PBKDF2. Everyone
+    /// else (unknown, locked, crypt hashes) gets the stand-in keys and no account.
+    fn scram(&self, user: &[u8], salts: &SaltKey) -> ScramLookup {
         self.refresh();
         let table = self.read();
         let Some(entry) = lookup(&table, user) else {
-            return ScramLookup::unusable(user);
+            return ScramLookup::unusable(user, salts);
         };
         let keys = match &entry.stored {
             Stored::Plain(password) => {
-                Keys::from_password(password, &scram::derived_salt(user), scram::ITERATIONS)
+                Keys::from_password(password, &salts.salt(user), scram::ITERATIONS)
             }
             Stored::Scram(keys) => {
-                black_box(Keys::stand_in(user));
+                black_box(Keys::stand_in(user, salts));
                 keys.clone()
             }
-            Stored::Crypt(_) | Stored::Locked => return ScramLookup::unusable(user),
+            Stored::Crypt(_) | Stored::Locked => return ScramLookup::unusable(user, salts),
         };
         ScramLookup {
             keys,
@@ -266,8 +264,7 @@ fn lookup<'t>(table: &'t Table, user: &[u8]) -> Option<&'t Entry> {
 }
 
 /// Reads the file and its stamp from the same open descriptor, so the stamp describes what was read.
-/// Returns the text too, which keys the SCRAM salts at the first load.
-fn load(path: &Path) -> Result<(Table, Vec<u8>), PasswdError> {
+fn load(path: &Path) -> Result<Table, PasswdError> {
     let error = |line, problem| PasswdError {
         path: path.to_path_buf(),
         line,
@@ -285,12 +282,11 @@ fn load(path: &Path) -> Result<(Table, Vec<u8>), PasswdError> {
         .peekable();
     let scram_for_every_user =
         can_log_in.peek().is_some() && can_log_in.all(|e| e.stored.has_scram_keys());
-    let table = Table {
+    Ok(Table {
         users,
         stamp,
         scram_for_every_user,
-    };
-    Ok((table, text))
+    })
 }
 
 /// Parses the whole file; the error carries the 1-based line number. Pure: no I/O.

@@ -334,18 +334,19 @@ fn scram_lookups() {
     );
     let (_dir, _path, db) = fixture(&text);
     assert!(!db.scram_for_every_user(), "a crypt hash among them");
-    let plain = db.scram(b"plain");
-    let salt = scram::derived_salt(b"plain");
+    let salts = SaltKey::from_contents(&[5; 32]);
+    let plain = db.scram(b"plain", &salts);
+    let salt = salts.salt(b"plain");
     assert_eq!(plain.keys, Keys::from_password(b"pencil", &salt, 4096));
     assert_eq!(plain.account.unwrap().uid, Some(7));
-    let stored = db.scram(b"stored");
+    let stored = db.scram(b"stored", &salts);
     assert_eq!(stored.keys, Keys::parse(&SCRAM_PENCIL[15..]).unwrap());
     assert_eq!(stored.account.unwrap().uid, Some(8));
     // Users who cannot do SCRAM get keys like a {PLAIN} user's, the same on every attempt.
     for user in [&b"hashed"[..], b"locked", b"nobody", b"\xff"] {
-        let lookup = db.scram(user);
+        let lookup = db.scram(user, &salts);
         assert!(matches!(lookup.account, Err(AuthError::BadCredentials)));
-        assert_eq!(lookup.keys, Keys::stand_in(user));
+        assert_eq!(lookup.keys, Keys::stand_in(user, &salts));
         assert_eq!((lookup.keys.iterations, lookup.keys.salt.len()), (4096, 16));
     }
     // A {SCRAM-SHA-256} user logs in with the password too, but has no plaintext for APOP.
@@ -366,6 +367,26 @@ fn scram_lookups() {
     assert!(db.scram_for_every_user());
     let (_dir, _path, db) = fixture("bang:!\n");
     assert!(!db.scram_for_every_user());
+}
+
+/// The derived salts do not depend on the passwd-file: a client that guesses its contents (a file of one
+/// `{PLAIN}` line is a name and a password) cannot compute them from the guess, as it could when they were
+/// keyed with the contents, and an edit of the file leaves them as they were.
+#[test]
+fn derived_salts_do_not_depend_on_the_passwd_file() {
+    let text = "plain:{PLAIN}pencil\n";
+    let (_dir, _path, db) = fixture(text);
+    let (_dir2, _path2, edited) = fixture("plain:{PLAIN}pencil\nother:{PLAIN}x\n");
+    // The key a client would compute from its guess of the contents.
+    let guessed = scram::hmac(b"poplar SCRAM-SHA-256 salt key", text.as_bytes());
+    for salts in [SaltKey::per_process(), SaltKey::from_contents(&[5; 32])] {
+        for user in [&b"plain"[..], b"nobody"] {
+            let salt = db.scram(user, &salts).keys.salt;
+            assert_eq!(salt, salts.salt(user));
+            assert_eq!(edited.scram(user, &salts).keys.salt, salt);
+            assert_ne!(salt, scram::hmac(&guessed, user)[..scram::SALT_LEN]);
+        }
+    }
 }
 
 #[test]

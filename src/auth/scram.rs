@@ -5,13 +5,12 @@
 //! Passwords are used as sent, without SASLprep (RFC 4013), as everywhere else in poplar: an ASCII
 //! password is unchanged by it, but a non-ASCII one may not match a client that applies it.
 
-use std::sync::OnceLock;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
+use super::salt_key::SaltKey;
 use super::secret::constant_time_eq;
 
 /// The output of SHA-256, and so the length of every key and signature.
@@ -98,9 +97,9 @@ impl Keys {
     /// The keys offered for a user who cannot do SCRAM (unknown, locked, a crypt hash, a system
     /// account): the same salt on every attempt and the same work as a {PLAIN} user's, so the
     /// server-first message and its timing tell nothing. No proof can succeed with them: the lookup
-    /// that returns them returns no account.
-    pub fn stand_in(user: &[u8]) -> Keys {
-        Keys::from_password(b"no such secret", &derived_salt(user), ITERATIONS)
+    /// that returns them returns no account. The salt is `user`'s under `salts`, as a {PLAIN} user's is.
+    pub fn stand_in(user: &[u8], salts: &SaltKey) -> Keys {
+        Keys::from_password(b"no such secret", &salts.salt(user), ITERATIONS)
     }
 }
 
@@ -108,44 +107,6 @@ impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Keys(i={}, ..)", self.iterations)
     }
-}
-
-/// The key of the derived salts, once set: from the passwd-file's contents ([`key_salts_with`]), or
-/// drawn at random when the first salt is needed before any was given (no passwd-file).
-static SALT_KEY: OnceLock<[u8; KEY_LEN]> = OnceLock::new();
-
-/// Keys the derived salts with `material`, the passwd-file's contents as first loaded, unless a key is
-/// already set. Every process that reads the same file then derives the same salts: under inetd each
-/// connection is a process of its own, and a salt drawn per process would change with every connection
-/// while a stored `{SCRAM-SHA-256}` salt does not, telling users with stored keys from the others. The
-/// file holds the passwords, so a client that could compute the key would not need it.
-pub fn key_salts_with(material: &[u8]) {
-    let _ = SALT_KEY.set(salt_key(material));
-}
-
-/// The salt key `material` gives.
-fn salt_key(material: &[u8]) -> [u8; KEY_LEN] {
-    hmac(b"poplar SCRAM-SHA-256 salt key", material)
-}
-
-/// The salt of a user without a stored one: HMAC-SHA-256 of the name under the salt key, cut to
-/// [`SALT_LEN`]. Stable across attempts (a salt that changed would mark the name as unknown), not
-/// computable by a client, and the same for a name whichever user database answers.
-pub fn derived_salt(user: &[u8]) -> Vec<u8> {
-    let key = SALT_KEY.get_or_init(|| {
-        let mut key = [0u8; KEY_LEN];
-        // Without the OS's randomness the salts would be predictable, not wrong: a client could then
-        // precompute a dictionary for a name, as it can for any stored salt it has seen once.
-        if let Err(e) = getrandom::fill(&mut key) {
-            log::error!("getrandom: {e}; SCRAM salts derived without a secret key");
-        }
-        key
-    });
-    salt_under(key, user)
-}
-
-fn salt_under(key: &[u8; KEY_LEN], user: &[u8]) -> Vec<u8> {
-    hmac(key, user)[..SALT_LEN].to_vec()
 }
 
 /// RFC 5802 section 2.2, Hi(): PBKDF2 with HMAC-SHA-256, one block.
@@ -222,28 +183,17 @@ mod tests {
     }
 
     #[test]
-    fn derived_salts_are_stable_per_name_and_differ_between_names() {
-        assert_eq!(derived_salt(b"alice"), derived_salt(b"alice"));
-        assert_ne!(derived_salt(b"alice"), derived_salt(b"Alice"));
-        assert_eq!(derived_salt(b"").len(), SALT_LEN);
-        let stand_in = Keys::stand_in(b"nobody");
-        assert_eq!(stand_in, Keys::stand_in(b"nobody"));
+    fn stand_in_keys_are_stable_per_name_and_key() {
+        let salts = SaltKey::from_contents(&[7u8; 32]);
+        let stand_in = Keys::stand_in(b"nobody", &salts);
+        assert_eq!(stand_in, Keys::stand_in(b"nobody", &salts));
+        assert_eq!(stand_in.salt, salts.salt(b"nobody"));
         assert_eq!(
             (stand_in.iterations, stand_in.salt.len()),
             (ITERATIONS, SALT_LEN)
         );
-    }
-
-    /// The same file contents give the same salts (in every process), other contents other ones.
-    #[test]
-    fn salt_keys_follow_the_material() {
-        let file = b"alice:{PLAIN}secret\n";
-        let key = salt_key(file);
-        assert_eq!(key, salt_key(file));
-        assert_ne!(key, salt_key(b"alice:{PLAIN}secret2\n"));
-        assert_eq!(salt_under(&key, b"alice"), salt_under(&key, b"alice"));
-        assert_ne!(salt_under(&key, b"alice"), salt_under(&key, b"bob"));
-        assert_eq!(salt_under(&key, b"alice").len(), SALT_LEN);
+        let other = SaltKey::from_contents(&[8u8; 32]);
+        assert_ne!(stand_in.salt, Keys::stand_in(b"nobody", &other).salt);
     }
 
     #[test]

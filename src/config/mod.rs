@@ -67,6 +67,8 @@ pub struct Config {
     /// Empty means the default: port 110 on all IPv6 and IPv4 addresses.
     pub listen: Vec<SocketAddr>,
     pub passwd: Option<PathBuf>,
+    /// The file whose contents key the derived SCRAM salts; without it, a key drawn per process.
+    pub scram_salt_key: Option<PathBuf>,
     pub mail: Location,
     /// mbox unique-ids: popa3d's (default) or `X-UIDL:` headers where present.
     pub mbox_uidl: UidlSource,
@@ -113,6 +115,7 @@ impl Default for Config {
             inetd: false,
             listen: Vec::new(),
             passwd: None,
+            scram_salt_key: None,
             mail: DEFAULT_MAIL.parse().expect("default mail location parses"),
             mbox_uidl: UidlSource::default(),
             maildir_uidl: MaildirUidl::default(),
@@ -154,6 +157,7 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
     ("inetd", Arity::Flag, ""),
     ("listen", Arity::Value, "ADDR:PORT"),
     ("passwd", Arity::Value, "FILE"),
+    ("scram-salt-key", Arity::Value, "FILE"),
     ("mail", Arity::Value, "LOCATION"),
     ("mbox-uidl", Arity::Value, "popa3d|x-uidl"),
     ("maildir-uidl", Arity::Value, "name|dovecot"),
@@ -199,6 +203,9 @@ impl Config {
             "lowercase-users" => self.lowercase_users = boolean(value)?,
             "listen" => self.listen.push(parse_listen(required(value)?)?),
             "passwd" => self.passwd = Some(PathBuf::from(nonempty(required(value)?)?)),
+            "scram-salt-key" => {
+                self.scram_salt_key = Some(PathBuf::from(nonempty(required(value)?)?))
+            }
             "mail" => self.mail = required(value)?.parse()?,
             "mbox-uidl" => self.mbox_uidl = parse_mbox_uidl(required(value)?)?,
             "maildir-uidl" => self.maildir_uidl = parse_maildir_uidl(required(value)?)?,

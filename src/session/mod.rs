@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::auth::{Account, Authenticator};
+use crate::auth::{Account, Authenticator, SaltKey};
 use crate::maildrop::location::Location;
 use crate::maildrop::{Maildrop, Tidy};
 use crate::proto::command::{self, Command};
@@ -48,6 +48,9 @@ pub struct Services {
     /// Refuse passwords sent in the clear: USER/PASS and AUTH PLAIN/LOGIN wait until TLS is up (AUTH
     /// SCRAM-SHA-256 does not send the password, and APOP only a digest).
     pub no_plaintext: bool,
+    /// The key of the SCRAM salts derived for users without a stored one (`scram-salt-key`, or drawn
+    /// once per process).
+    pub salt_key: SaltKey,
 }
 
 impl Services {
@@ -66,6 +69,7 @@ impl Services {
             updates: Arc::new(UpdateGate::default()),
             stls: false,
             no_plaintext: false,
+            salt_key: SaltKey::per_process(),
         }
     }
 }

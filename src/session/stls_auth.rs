@@ -176,7 +176,10 @@ impl Session<'_> {
             }
             Ok(Progress::Lookup(client)) => match server_nonce() {
                 Ok(nonce) => {
-                    let lookup = self.services.auth.scram(&client.user);
+                    let lookup = self
+                        .services
+                        .auth
+                        .scram(&client.user, &self.services.salt_key);
                     let progress = sasl::server_first(client, lookup, &nonce);
                     return self.sasl_progress(Ok(progress), user, out);
                 }

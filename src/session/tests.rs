@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::auth::scram::Keys;
-use crate::auth::{Account, AuthError, Authenticator, ScramLookup, Secret};
+use crate::auth::{Account, AuthError, Authenticator, SaltKey, ScramLookup, Secret};
 
 /// alice, password "secret"; for SCRAM with the salt "salt" and 4096 iterations.
 struct OneUser {
@@ -36,9 +36,9 @@ impl Authenticator for OneUser {
     fn apop(&self, _user: &[u8], _timestamp: &[u8], _digest: &[u8]) -> Result<Account, AuthError> {
         Err(AuthError::BadCredentials)
     }
-    fn scram(&self, user: &[u8]) -> ScramLookup {
+    fn scram(&self, user: &[u8], salts: &SaltKey) -> ScramLookup {
         if user != b"alice" {
-            return ScramLookup::unusable(user);
+            return ScramLookup::unusable(user, salts);
         }
         ScramLookup {
             keys: Keys::from_password(b"secret", b"salt", 4096),
