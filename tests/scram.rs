@@ -295,6 +295,50 @@ fn derived_salts_cannot_be_computed_from_the_passwd_file() {
     assert_ne!(one[1], two[1]);
 }
 
+/// The `secs=` of a session-end line.
+fn session_secs(line: &str) -> f64 {
+    let secs = line.split(' ').find_map(|f| f.strip_prefix("secs="));
+    secs.unwrap_or_else(|| panic!("{line}")).parse().unwrap()
+}
+
+/// A client that sends its client-first and then closes the connection, or stays silent until the
+/// login timer ends it, had a key derivation made for the name: that is a failed login, logged for
+/// fail2ban as any other, and its delay holds the session (and its place) before it ends.
+#[test]
+fn a_connection_ended_after_the_server_first_is_a_failed_login() {
+    let fx = standard();
+    let srv = Server::start(&fx, &["--auth-failure-delay", "1", "--login-timeout", "2"]);
+    let within = Duration::from_secs(10);
+    // The user, how the session ends, and when it ends at the earliest: after the delay (1 s for a
+    // first failure), counted from the close or from the login timer (2 s).
+    let cases = [
+        ("alice", "result=closed", 1.0),
+        ("nobody", "result=timeout", 3.0),
+    ];
+    for (user, result, least) in cases {
+        let mut c = srv.connect();
+        c.greeting();
+        salt_sent(&mut c, user);
+        if result == "result=closed" {
+            drop(c);
+        } else {
+            // Silent until the login timer: its -ERR, then the end.
+            assert!(c.closed_within(Duration::from_secs(10)), "{user}");
+        }
+        let failed = format!("login failed user={user} peer=127.0.0.1:");
+        let end = srv.wait_log(&["session end user=- ", result], within);
+        let lines = srv.stderr_lines();
+        let (Some(end), Some(failed_at)) = (end, lines.iter().position(|l| l.contains(&failed)))
+        else {
+            panic!("{user}: {lines:?}");
+        };
+        assert!(lines[failed_at].ends_with(" attempt=1"), "{lines:?}");
+        let end_at = lines.iter().position(|l| *l == end).unwrap();
+        assert!(failed_at < end_at, "{lines:?}");
+        assert!(session_secs(&end) >= least, "{end}");
+    }
+}
+
 /// After a good proof, the same checks as any login, made before the server-final is sent (which
 /// would tell the client its password was right): `allow_nets` refuses it exactly as a wrong password
 /// is refused, `nologin` with its reason, and `lowercase-users` finds the name.

@@ -73,6 +73,11 @@ pub fn serve_tls(
             }
         }
     };
+    // However it ended, a SCRAM exchange left after its server-first is a failed login, and its delay
+    // is served here, before the caller frees the session's place (the per-address count included).
+    if let Some(delay) = session.ended_mid_exchange() {
+        std::thread::sleep(delay);
+    }
     (session.finish(outcome), started.elapsed())
 }
 

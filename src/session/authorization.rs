@@ -153,6 +153,18 @@ impl Session<'_> {
         text: fmt::Arguments<'_>,
         out: &mut W,
     ) -> io::Result<Step> {
+        let (delay, last) = self.count_failure(user);
+        reply::err(out, code, text)?;
+        if last {
+            self.state = State::Finished;
+            self.stats.outcome = Some(super::Outcome::AuthFailures);
+        }
+        Ok(Step::Delay(delay))
+    }
+
+    /// Counts a failed login for `user` and logs it in the one form fail2ban's filter reads (see
+    /// `man/examples/fail2ban-filter.conf`); returns its delay and whether it was the last one allowed.
+    pub(super) fn count_failure(&mut self, user: &[u8]) -> (std::time::Duration, bool) {
         self.failures += 1;
         let last = self.failures >= self.services.max_auth_attempts;
         log::info!(
@@ -162,15 +174,8 @@ impl Session<'_> {
             self.failures,
             if last { ", closing" } else { "" }
         );
-        reply::err(out, code, text)?;
-        if last {
-            self.state = State::Finished;
-            self.stats.outcome = Some(super::Outcome::AuthFailures);
-        }
-        Ok(Step::Delay(super::failure_delay(
-            self.services.auth_failure_delay,
-            self.failures,
-        )))
+        let delay = super::failure_delay(self.services.auth_failure_delay, self.failures);
+        (delay, last)
     }
 
     /// Resolves the maildrop path (a pure check of the user name, before any file-system access), takes

@@ -329,6 +329,22 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The connection ended without the session choosing to (the client closed it, a timer ran out, an
+    /// error) in the middle of a SCRAM exchange past its server-first: the key derivation made for the
+    /// name counts as a failed login, logged as every other, as it does when the exchange is broken off
+    /// on a connection that goes on (see `sasl_response`). Otherwise a client could have derivations
+    /// made for free by closing after each client-first. Returns the failure's delay, which the caller
+    /// waits before it frees the session's place, as a failed PASS holds it; `None` when nothing was
+    /// spent. The session is over either way.
+    pub fn ended_mid_exchange(&mut self) -> Option<Duration> {
+        let State::Sasl { exchange, .. } = &self.state else {
+            return None;
+        };
+        let name = exchange.derived_for()?;
+        self.state = State::Finished;
+        Some(self.count_failure(&name).0)
+    }
+
     /// Ends the session and returns its counters; `outcome` applies when QUIT did not set one.
     pub fn finish(self, outcome: Outcome) -> Stats {
         let mut stats = self.stats;

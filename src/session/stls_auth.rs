@@ -633,6 +633,58 @@ mod tests {
         }
     }
 
+    /// A connection that ends (closed, timed out, broken) after SCRAM's server-first, a key derivation
+    /// made, is a failed login with its delay, counted once; before the server-first, outside an
+    /// exchange, or after a proof that matched, nothing was spent for nothing and nothing is counted.
+    #[test]
+    fn a_connection_ended_after_the_server_first_counts_as_a_failed_login() {
+        use std::time::Duration;
+        let f = fixture(&[MSG1]);
+        let client = scram_client::Client::new("alice", "secret", "n,,");
+        let first = format!("AUTH SCRAM-SHA-256 {}", client.first());
+        let mut s = Session::new(&f.services, "peer", None);
+        assert!(script(&mut s, &[&first]).0.starts_with("+ "));
+        assert_eq!(s.ended_mid_exchange(), Some(Duration::from_millis(7)));
+        assert_eq!(s.failures, 1);
+        assert!(s.is_finished());
+        assert_eq!(s.ended_mid_exchange(), None, "counted once");
+        // After an earlier failure, the delay grows as it does for a second wrong password.
+        let mut s = Session::new(&f.services, "peer", None);
+        script(
+            &mut s,
+            &[
+                "USER alice",
+                "PASS wrong",
+                "AUTH SCRAM-SHA-256",
+                &client.first(),
+            ],
+        );
+        assert_eq!(s.ended_mid_exchange(), Some(Duration::from_millis(14)));
+        assert_eq!(s.failures, 2);
+        let nothing_spent: &[&[&str]] = &[
+            &[],
+            &["USER alice"],
+            &["AUTH SCRAM-SHA-256"],
+            &["AUTH PLAIN"],
+            &["AUTH LOGIN", "YWxpY2U="],
+            &[&first, "*"],
+        ];
+        for lines in nothing_spent {
+            let mut s = Session::new(&f.services, "peer", None);
+            script(&mut s, lines);
+            let failures = s.failures;
+            assert_eq!(s.ended_mid_exchange(), None, "{lines:?}");
+            assert_eq!(s.failures, failures, "{lines:?}");
+        }
+        // The proof matched and the server-final was sent: the password was right.
+        let mut s = Session::new(&f.services, "peer", None);
+        let out = script(&mut s, &[&first]).0;
+        let (client_final, _) = client.last(&out);
+        assert!(script(&mut s, &[&client_final]).0.starts_with("+ "));
+        assert_eq!(s.ended_mid_exchange(), None);
+        assert_eq!(s.failures, 0);
+    }
+
     /// A response over the SASL line limit after SCRAM's server-first counts as a failed login, as
     /// any other broken-off exchange there does: otherwise one connection could have key derivations
     /// made without limit. Before the server-first, nothing was spent and nothing is counted.
