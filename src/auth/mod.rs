@@ -126,6 +126,35 @@ pub trait Authenticator: Send + Sync {
     }
 }
 
+/// The longest password checked, in octets. SHA-crypt's work grows with the password's length (each
+/// of its 5000 rounds hashes the password again), and a SASL response may be 2048 octets, which leaves
+/// room for a password of some 1500: a client could multiply the cost of every attempt, an unknown
+/// name's dummy hash included. No one types a password this long.
+pub const MAX_PASSWORD_LEN: usize = 512;
+
+/// What a password over [`MAX_PASSWORD_LEN`] is checked as instead: a short wrong password, whose work
+/// it then costs (12 octets: SHA-crypt takes the same time for it as for an 8-octet one; from about 20
+/// octets on, longer). Its outcome is ignored.
+const OVERLONG_STAND_IN: &[u8] = b"over the cap";
+
+/// USER/PASS and SASL PLAIN/LOGIN: [`Authenticator::login`], except that a password over
+/// [`MAX_PASSWORD_LEN`] octets fails as a wrong password does, after the same work (the user database
+/// checks [`OVERLONG_STAND_IN`] for the name) and never hashing the long input. (A
+/// `{SCRAM-SHA-256}` user's password is checked here too: PBKDF2 with it as the key.)
+pub fn check_password(
+    auth: &dyn Authenticator,
+    user: &[u8],
+    password: &Secret<&[u8]>,
+) -> Result<Account, AuthError> {
+    if password.expose().len() <= MAX_PASSWORD_LEN {
+        return auth.login(user, password);
+    }
+    match auth.login(user, &Secret::new(OVERLONG_STAND_IN)) {
+        Ok(_) => Err(AuthError::BadCredentials),
+        Err(e) => Err(e),
+    }
+}
+
 /// What a SCRAM exchange needs of the user database, asked before the client has proved anything.
 #[derive(Debug)]
 pub struct ScramLookup {
@@ -142,5 +171,83 @@ impl ScramLookup {
             keys: scram::Keys::stand_in(user, salts),
             account: Err(AuthError::BadCredentials),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// One user whose password is `password`; remembers the passwords it was asked to check.
+    struct Recording {
+        password: Vec<u8>,
+        checked: Mutex<Vec<Vec<u8>>>,
+        unavailable: bool,
+    }
+
+    impl Authenticator for Recording {
+        fn login(&self, user: &[u8], password: &Secret<&[u8]>) -> Result<Account, AuthError> {
+            self.checked
+                .lock()
+                .unwrap()
+                .push(password.expose().to_vec());
+            if self.unavailable {
+                return Err(AuthError::Unavailable("down".to_string()));
+            }
+            if user == b"alice" && *password.expose() == self.password.as_slice() {
+                return Ok(Account {
+                    name: "alice".to_string(),
+                    uid: None,
+                    gid: None,
+                    home: None,
+                    policy: Policy::default(),
+                });
+            }
+            Err(AuthError::BadCredentials)
+        }
+        fn apop(&self, _: &[u8], _: &[u8], _: &[u8]) -> Result<Account, AuthError> {
+            Err(AuthError::BadCredentials)
+        }
+    }
+
+    fn recording(password: Vec<u8>) -> Recording {
+        Recording {
+            password,
+            checked: Mutex::new(Vec::new()),
+            unavailable: false,
+        }
+    }
+
+    /// Up to the cap a password is checked as given; over it, even the right one fails, and what the
+    /// user database was asked to check is the short stand-in, never the long input.
+    #[test]
+    fn passwords_over_the_cap_fail_without_being_checked() {
+        for len in [1, 8, MAX_PASSWORD_LEN] {
+            let db = recording(vec![b'p'; len]);
+            let right = vec![b'p'; len];
+            assert!(check_password(&db, b"alice", &Secret::new(&right)).is_ok());
+            assert_eq!(*db.checked.lock().unwrap(), [right]);
+        }
+        for len in [MAX_PASSWORD_LEN + 1, 1500, 2048] {
+            let db = recording(vec![b'p'; len]);
+            let right = vec![b'p'; len];
+            let result = check_password(&db, b"alice", &Secret::new(&right));
+            assert!(matches!(result, Err(AuthError::BadCredentials)), "{len}");
+            assert_eq!(*db.checked.lock().unwrap(), [OVERLONG_STAND_IN], "{len}");
+        }
+        // The stand-in is never a way in, even for a user whose password it is.
+        let db = recording(OVERLONG_STAND_IN.to_vec());
+        let long = vec![b'p'; MAX_PASSWORD_LEN + 1];
+        let result = check_password(&db, b"alice", &Secret::new(&long));
+        assert!(matches!(result, Err(AuthError::BadCredentials)));
+        // A database that cannot answer says so, as it would for a short password.
+        let db = Recording {
+            unavailable: true,
+            ..recording(Vec::new())
+        };
+        let result = check_password(&db, b"alice", &Secret::new(&long));
+        assert!(matches!(result, Err(AuthError::Unavailable(_))));
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::{self, Write};
 
 use super::{Session, State, Step, Transaction, printable, transaction_only};
-use crate::auth::{Account, AuthError, Secret};
+use crate::auth::{self, Account, AuthError, Secret};
 use crate::maildrop::{self, Maildrop, MaildropError};
 use crate::proto::command::Command;
 use crate::proto::reply::{self, RespCode};
@@ -58,7 +58,7 @@ impl Session<'_> {
         let Some(user) = user.take() else {
             return refuse(out, "send USER first");
         };
-        let result = self.services.auth.login(&user, &Secret::new(password));
+        let result = auth::check_password(&*self.services.auth, &user, &Secret::new(password));
         self.method = "USER";
         self.complete_login(&user, result, out)
     }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use super::authorization::refuse;
 use super::sasl::{self, Exchange, Mechanism, Progress, SaslError};
 use super::{Offer, Session, State, Step, write_capability_list};
-use crate::auth::Secret;
+use crate::auth::{self, Secret};
 use crate::proto::reply::{self, RespCode};
 
 impl Session<'_> {
@@ -171,7 +171,8 @@ impl Session<'_> {
             }
             Ok(Progress::Done(credentials)) => {
                 let password = Secret::new(credentials.password.expose().as_slice());
-                let result = self.services.auth.login(&credentials.user, &password);
+                let result =
+                    auth::check_password(&*self.services.auth, &credentials.user, &password);
                 self.complete_login(&credentials.user, result, out)?
             }
             Ok(Progress::Lookup(client)) => match server_nonce() {

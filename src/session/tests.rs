@@ -229,6 +229,55 @@ fn bad_credentials_are_delayed_and_uniform() {
     assert_eq!(out, "-ERR send USER first\r\n");
 }
 
+/// A password over `auth::MAX_PASSWORD_LEN` octets fails like a wrong one (the same reply, counted and
+/// delayed), even the user's own; one of exactly that length logs in. Through the passwd-file, by AUTH
+/// PLAIN and LOGIN, whose responses have room for it (a PASS line does not).
+#[test]
+fn a_password_over_the_cap_fails_like_a_wrong_one() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let f = fixture(&[MSG1]);
+    let home = f.dir.path().display();
+    let at_cap = "p".repeat(crate::auth::MAX_PASSWORD_LEN);
+    let over = "q".repeat(crate::auth::MAX_PASSWORD_LEN + 1);
+    let passwd = f.dir.path().join("passwd");
+    std::fs::write(
+        &passwd,
+        format!("ok:{{PLAIN}}{at_cap}::::{home}::\nlong:{{PLAIN}}{over}::::{home}::\n"),
+    )
+    .unwrap();
+    let mut services = Services::new(
+        Arc::new(crate::auth::passwd_file::PasswdFile::open(&passwd).unwrap()),
+        "maildir:%h/Maildir".parse().unwrap(),
+    );
+    services.auth_failure_delay = Duration::from_millis(7);
+    let failed = "-ERR [AUTH] invalid user name or password\r\n";
+    let delay = Step::Delay(Duration::from_millis(7));
+    for (user, password) in [("long", &over), ("nobody", &over), ("ok", &over)] {
+        let plain = b64(format!("\0{user}\0{password}").as_bytes());
+        let login = [
+            "AUTH LOGIN",
+            &b64(user.as_bytes()),
+            &b64(password.as_bytes()),
+        ];
+        for lines in [&["AUTH PLAIN", &plain][..], &login] {
+            let mut s = Session::new(&services, "peer", None);
+            let (out, step) = script(&mut s, lines);
+            assert!(out.ends_with(failed), "{user}: {out}");
+            assert_eq!((step, s.failures), (delay, 1), "{user}");
+        }
+    }
+    let mut s = Session::new(&services, "peer", None);
+    let (out, _) = script(
+        &mut s,
+        &["AUTH PLAIN", &b64(format!("\0ok\0{at_cap}").as_bytes())],
+    );
+    assert!(
+        out.ends_with("+OK ok's maildrop has 1 messages (28 octets)\r\n"),
+        "{out}"
+    );
+}
+
 #[test]
 fn wrong_state_and_unknown_commands() {
     let f = fixture(&[MSG1]);
