@@ -51,6 +51,14 @@ pub trait Maildrop: Send {
     fn messages(&self) -> &[MessageInfo];
     /// The stored bytes of one message (LF or CRLF line ends, no mbox `From ` line), streamed.
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError>;
+    /// After the last octet RETR or TOP reads of the message at `index`, before the terminator goes
+    /// out: whether what was read since `open_message` is still the message listed, or a
+    /// `MaildropError::Changed` saying why not. Holds no lock and costs a few small reads at most: it
+    /// runs at every RETR. The default, Maildir's, is yes: a Maildir message file is never written
+    /// in place, and one replaced by another is found when it is opened.
+    fn check_still_listed(&mut self, _index: usize) -> Result<(), MaildropError> {
+        Ok(())
+    }
     /// UPDATE: removes the messages at `deleted` (0-based, ascending) and nothing else. Consumes the
     /// maildrop: nothing is removed unless the session reached UPDATE. When this returns, the removal
     /// is on disk; the returned `Tidy` holds what is left that the client need not wait for.

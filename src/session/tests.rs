@@ -51,7 +51,7 @@ impl Authenticator for OneUser {
 }
 
 pub(super) struct Fixture {
-    dir: tempfile::TempDir,
+    pub(super) dir: tempfile::TempDir,
     pub(super) services: Services,
 }
 

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 
 use super::table::Missing;
 use super::{Outcome, Services, Stats, Step, Transaction};
-use crate::maildrop::Tidy;
+use crate::maildrop::{MaildropError, Tidy};
 use crate::proto::body::{Encoder, Limit};
 use crate::proto::command::{Command, MsgNum};
 use crate::proto::reply::{self, RespCode};
@@ -126,7 +126,8 @@ fn read_size(octets: u64) -> usize {
 }
 
 /// RETR and TOP: stream the stored message through the body encoder. A storage error before the first
-/// byte is an `-ERR`; one after `+OK` cannot be reported in-band, so it ends the connection.
+/// byte is an `-ERR`; one after `+OK` cannot be reported in-band, so it ends the connection, and so does
+/// a message the maildrop finds changed once it has been read.
 fn send<W: Write + ?Sized>(
     tx: &mut Transaction,
     stats: &mut Stats,
@@ -189,6 +190,23 @@ fn send<W: Write + ?Sized>(
             out.write_all(encoded)?;
             encoded.clear();
         }
+    }
+    // Everything to send has been read, and what has not left yet carries the terminator. No lock was
+    // held while reading (an mbox's would stop delivery for as long as the client takes), so the
+    // storage may have been rewritten meanwhile: the client must then not get the terminator, which
+    // would have it keep what it got as the message. Closing without it is what every client takes
+    // for a failed download (popa3d does the same).
+    drop(reader);
+    if let Err(e) = tx.maildrop.check_still_listed(index) {
+        let what = match e {
+            MaildropError::Changed { .. } => "changed while it was sent",
+            _ => "cannot be checked once read",
+        };
+        log::error!(
+            "user={} message {msg}: {what}, closing without the terminator: {e}",
+            tx.account.name
+        );
+        return Err(io::Error::other(e));
     }
     encoder.finish(encoded)?;
     out.write_all(encoded)?;
@@ -253,16 +271,5 @@ fn update<W: Write + ?Sized>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_are_sized_to_the_message_within_bounds() {
-        assert_eq!(read_size(50_000), 50_001);
-        assert_eq!(read_size(10 << 20), READ_CHUNK);
-        assert_eq!(read_size(u64::MAX), READ_CHUNK);
-        // A size from a file name (`,W=1`) may be far from the truth: never reads of a few octets.
-        assert_eq!(read_size(1), MIN_READ_CHUNK);
-        assert_eq!(read_size(0), MIN_READ_CHUNK);
-    }
-}
+#[path = "transaction_tests.rs"]
+mod tests;

@@ -47,6 +47,27 @@ impl Client {
         Client::from_sock(Sock::Tcp(s))
     }
 
+    /// Connects with a receive buffer of `rcvbuf` octets, set before the connection is made: what the
+    /// server can have sent ahead of our reads is then that and its own send buffer, no more.
+    pub fn connect_small_window(addr: SocketAddr, rcvbuf: usize) -> Client {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrStorage, connect, setsockopt, socket,
+            sockopt,
+        };
+        use std::os::fd::AsRawFd;
+        let family = match addr {
+            SocketAddr::V4(_) => AddressFamily::Inet,
+            SocketAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+        setsockopt(&fd, sockopt::RcvBuf, &rcvbuf).expect("SO_RCVBUF");
+        connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)).expect("connect");
+        let s = TcpStream::from(fd);
+        s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        Client::from_sock(Sock::Tcp(s))
+    }
+
     pub fn from_unix(s: UnixStream) -> Client {
         s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
@@ -128,6 +149,26 @@ impl Client {
             out.extend_from_slice(&line);
             if line == b".\r\n" {
                 return out;
+            }
+            assert!(out.len() < MAX_MULTILINE, "multi-line response too long");
+        }
+    }
+
+    /// The rest of a multi-line response: up to and including ".\r\n" (then `true`), or all that
+    /// arrives before the server closes the connection without it (then `false`).
+    pub fn read_multiline_or_close(&mut self) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        loop {
+            let start = out.len();
+            let n = (&mut self.reader)
+                .take(MAX_MULTILINE as u64)
+                .read_until(b'\n', &mut out)
+                .expect("read line (timeout?)");
+            if n == 0 {
+                return (out, false);
+            }
+            if &out[start..] == b".\r\n" {
+                return (out, true);
             }
             assert!(out.len() < MAX_MULTILINE, "multi-line response too long");
         }

@@ -13,7 +13,9 @@
 //!   server needs no more rights than dotlocking needs (on Debian: group `mail` for `/var/mail`).
 //! - Delivery locks (fcntl OFD lock + `MBOX.lock`): held while the mbox is read to build the
 //!   session's view, then released, so delivery is never blocked for a session; mail that arrives
-//!   later lies past what we scanned and is left alone. Held again for the whole UPDATE.
+//!   later lies past what we scanned and is left alone. Held again for the whole UPDATE. Not held
+//!   while a message is sent either: a mail reader may rewrite the mbox meanwhile, so a message is
+//!   checked when it is opened and again once it has been read, before its terminator goes out.
 //! - popa3d takes the same care: it re-parses the mailbox under lock before rewriting if its mtime
 //!   changed, and gives up if the messages did. We check the ctime instead (`stamp`), which no program
 //!   can set back, and otherwise scan the scanned part again: it must be identical.
@@ -42,6 +44,7 @@ use read::{header_md5, scan_from_index};
 use scan::ScannedMessage;
 use stamp::Stamp;
 pub use uidl::UidlSource;
+use verify::Serving;
 
 pub struct Mbox {
     path: PathBuf,
@@ -59,6 +62,8 @@ pub struct Mbox {
     stamp: Option<Stamp>,
     /// An index of `scanned` to write when the session ends (see `Drop`), keyed under the delivery locks.
     unsaved_index: Option<index::Key>,
+    /// The message last opened to be served, with what the file was then (see `check_sent`).
+    serving: Option<Serving>,
     _session: Option<SessionLock>,
 }
 
@@ -115,6 +120,7 @@ impl Mbox {
             owner,
             stamp: None,
             unsaved_index: None,
+            serving: None,
             _session: session,
         };
         let Some((file, lock)) = mbox.open_locked()? else {
@@ -244,12 +250,27 @@ impl Maildrop for Mbox {
         let (Some(file), Some(m)) = (self.file.as_ref(), self.scanned.get(index)) else {
             return Err(self.changed(format!("no message with index {index}")));
         };
-        if let Err(e) = self.check_message(file, index) {
-            // Nor may the index of what this session scanned be written.
-            self.unsaved_index = None;
-            return Err(e);
+        match self.check_message(file, index) {
+            Ok(serving) => self.serving = Some(serving),
+            Err(e) => {
+                // Nor may the index of what this session scanned be written.
+                self.unsaved_index = None;
+                return Err(e);
+            }
         }
         Ok(Box::new(FileRange::new(file, m.data_offset, m.data_end)))
+    }
+
+    fn check_still_listed(&mut self, index: usize) -> Result<(), MaildropError> {
+        let serving = self.serving.take();
+        let Some(file) = self.file.as_ref().filter(|_| index < self.scanned.len()) else {
+            return Err(self.changed(format!("no message with index {index}")));
+        };
+        let checked = self.check_sent(file, index, serving);
+        if checked.is_err() {
+            self.unsaved_index = None;
+        }
+        checked
     }
 
     fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
