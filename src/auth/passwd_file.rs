@@ -11,14 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use super::scheme::Stored;
+use super::scheme::pick_dummy;
 use super::scram::{self, Keys};
 use super::secret::constant_time_eq;
 use super::{Account, AuthError, Authenticator, Nets, Policy, SaltKey, ScramLookup, Secret, apop};
-
-/// What an unknown or locked user is checked against, so that they cost what a wrong password costs:
-/// a SHA512-CRYPT hash with the default 5000 rounds, as `doveadm pw -s SHA512-CRYPT` and `mkpasswd`
-/// make them (`openssl passwd -6 -salt Ab3/xY.z tanstaaf`).
-pub(super) const DUMMY_HASH: &str = "$6$Ab3/xY.z$dXR7mqLom2U1mzG59z.yPwH.N0SqTMr61ZLZijJT91xGXcWy5oA.jrTV6.PjRBA/LrVFbk8O8DSFcAQUjIOEO1";
 
 /// The secret an APOP digest is computed with when the user has no plaintext one.
 const DUMMY_APOP_SECRET: &[u8] = b"no such secret";
@@ -50,7 +46,6 @@ pub struct PasswdFile {
     path: PathBuf,
     /// Session threads share one `PasswdFile`; a reload swaps the table under the write lock.
     table: RwLock<Table>,
-    dummy: Stored,
 }
 
 /// One loaded version of the file.
@@ -61,6 +56,10 @@ struct Table {
     /// Every user who can log in has a `{PLAIN}` or `{SCRAM-SHA-256}` password, and so could use
     /// SCRAM-SHA-256 (and there is one).
     scram_for_every_user: bool,
+    /// What unknown and locked users, and wrong `{PLAIN}` passwords, are checked against: a hash of
+    /// the kind most users of the file have (`scheme::pick_dummy`), so that they cost what its users'
+    /// wrong passwords cost.
+    dummy: Stored,
 }
 
 struct Entry {
@@ -99,7 +98,6 @@ impl PasswdFile {
         Ok(PasswdFile {
             path: path.to_path_buf(),
             table: RwLock::new(table),
-            dummy: Stored::Crypt(DUMMY_HASH.to_string()),
         })
     }
 
@@ -183,12 +181,12 @@ impl Authenticator for PasswdFile {
                     return Ok(entry.account.clone());
                 }
                 if needs_hash_work(&entry.stored) {
-                    black_box(self.dummy.verify(password.expose()));
+                    black_box(table.dummy.verify(password.expose()));
                 }
             }
             // Unknown and locked users do the work of a wrong password, so timing reveals nothing.
             _ => {
-                black_box(self.dummy.verify(password.expose()));
+                black_box(table.dummy.verify(password.expose()));
             }
         }
         Err(AuthError::BadCredentials)
@@ -282,10 +280,12 @@ fn load(path: &Path) -> Result<Table, PasswdError> {
         .peekable();
     let scram_for_every_user =
         can_log_in.peek().is_some() && can_log_in.all(|e| e.stored.has_scram_keys());
+    let dummy = pick_dummy(users.values().map(|e| &e.stored));
     Ok(Table {
         users,
         stamp,
         scram_for_every_user,
+        dummy,
     })
 }
 

@@ -2,6 +2,7 @@
 //! SCRAM lookups.
 
 use super::*;
+use crate::auth::scheme::DUMMY_HASH;
 
 const SHA256_HELLO: &str = "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5";
 const RFC_TIMESTAMP: &[u8] = b"<1896.697170952@dbc.mtview.ca.us>";
@@ -436,4 +437,32 @@ fn shared_across_threads() {
     for h in handles {
         assert!(h.join().unwrap());
     }
+}
+
+/// Unknown users are checked against a hash of the kind most of the file's users have, not always
+/// SHA512-CRYPT: with bcrypt users, a name that exists cost 58 ms and an unknown one 1.3 ms (a
+/// review, `--auth-failure-delay 0`). A reload picks again; a file of `{PLAIN}` users keeps the
+/// SHA512-CRYPT stand-in.
+#[test]
+fn the_stand_in_hash_is_of_the_file_s_most_common_kind() {
+    let hash = |pw: &str, salt: u8| {
+        bcrypt::hash_with_salt(pw, 4, [salt; 16])
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoB)
+    };
+    let text = format!(
+        "a:{{BLF-CRYPT}}{}\nb:{{BLF-CRYPT}}{}\nc:{{SHA512-CRYPT}}{DUMMY_HASH}\nd:{{PLAIN}}x\n",
+        hash("a", 1),
+        hash("b", 2)
+    );
+    let (_dir, path, db) = fixture(&text);
+    let dummy = |db: &PasswdFile| match &db.read().dummy {
+        Stored::Crypt(h) => h[..7].to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(dummy(&db), "$2b$04$");
+    // A different size: the reload notices the change.
+    fs::write(&path, "d:{PLAIN}x\n").unwrap();
+    db.refresh();
+    assert_eq!(dummy(&db), &DUMMY_HASH[..7]);
 }

@@ -3,10 +3,18 @@
 //! Parsing the password field and verifying a password against it; the file formats are `passwd_file`'s
 //! and `system`'s.
 
+use std::collections::HashMap;
+
 use sha_crypt::{PasswordVerifier, ShaCrypt};
 
 use super::scram;
 use super::secret::constant_time_eq;
+
+/// What an unknown or locked user is checked against when the user database holds no crypt hash (see
+/// [`pick_dummy`]), so that they cost what a wrong password costs: a SHA512-CRYPT hash with the
+/// default 5000 rounds, as `doveadm pw -s SHA512-CRYPT` and `mkpasswd` make them
+/// (`openssl passwd -6 -salt Ab3/xY.z tanstaaf`).
+pub(super) const DUMMY_HASH: &str = "$6$Ab3/xY.z$dXR7mqLom2U1mzG59z.yPwH.N0SqTMr61ZLZijJT91xGXcWy5oA.jrTV6.PjRBA/LrVFbk8O8DSFcAQUjIOEO1";
 
 /// A stored credential, parsed from `{SCHEME}secret`.
 #[derive(Clone, PartialEq, Eq)]
@@ -127,6 +135,40 @@ impl std::fmt::Debug for Stored {
             Stored::Scram(_) => "Scram(..)",
             Stored::Locked => "Locked",
         })
+    }
+}
+
+/// An unknown user must cost what a real one costs, and hash costs differ by scheme and parameters
+/// (yescrypt's `j9T`, bcrypt's `05`, SHA-crypt's rounds). So the dummy is a real hash of the most common
+/// kind in the user database (system accounts or passwd-file; without one, [`DUMMY_HASH`]): verifying against it does the same work, and its result is thrown away.
+pub fn pick_dummy<'a>(stored: impl Iterator<Item = &'a Stored>) -> Stored {
+    let mut kinds: HashMap<String, (usize, &'a str)> = HashMap::new();
+    for s in stored {
+        if let Stored::Crypt(hash) = s {
+            kinds
+                .entry(cost_class(hash))
+                .or_insert((0, hash.as_str()))
+                .0 += 1;
+        }
+    }
+    let most = kinds
+        .into_iter()
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)));
+    Stored::Crypt(most.map_or(DUMMY_HASH, |(_, (_, hash))| hash).to_string())
+}
+
+/// The part of a crypt string that decides its cost: the scheme and its parameters, not the salt.
+pub(super) fn cost_class(hash: &str) -> String {
+    let fields: Vec<&str> = hash.split('$').collect();
+    match fields.get(1).copied() {
+        Some("y" | "2a" | "2b" | "2y") => {
+            fields.iter().take(3).copied().collect::<Vec<_>>().join("$")
+        }
+        Some(scheme @ ("5" | "6")) => match fields.get(2) {
+            Some(rounds) if rounds.starts_with("rounds=") => format!("${scheme}${rounds}"),
+            _ => format!("${scheme}"),
+        },
+        _ => fields.iter().take(2).copied().collect::<Vec<_>>().join("$"),
     }
 }
 

@@ -12,8 +12,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Policy;
-use super::passwd_file::{DUMMY_HASH, Stamp};
-use super::scheme::{CRYPT_PREFIXES, Stored};
+use super::passwd_file::Stamp;
+use super::scheme::{CRYPT_PREFIXES, Stored, pick_dummy};
 use super::unix_files::{self, PasswdEntry, ShadowEntry};
 use super::{Account, AuthError, Authenticator, Secret, apop};
 
@@ -230,40 +230,6 @@ fn user(entry: PasswdEntry, shadow: Option<ShadowEntry>) -> User {
         account,
         stored,
         shadow,
-    }
-}
-
-/// An unknown user must cost what a real one costs, and hash costs differ by scheme and parameters
-/// (yescrypt's `j9T`, bcrypt's `05`, SHA-crypt's rounds). So the dummy is a real hash of the most common
-/// kind in the file: verifying against it does the same work, and its result is thrown away.
-fn pick_dummy<'a>(stored: impl Iterator<Item = &'a Stored>) -> Stored {
-    let mut kinds: HashMap<String, (usize, &'a str)> = HashMap::new();
-    for s in stored {
-        if let Stored::Crypt(hash) = s {
-            kinds
-                .entry(cost_class(hash))
-                .or_insert((0, hash.as_str()))
-                .0 += 1;
-        }
-    }
-    let most = kinds
-        .into_iter()
-        .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)));
-    Stored::Crypt(most.map_or(DUMMY_HASH, |(_, (_, hash))| hash).to_string())
-}
-
-/// The part of a crypt string that decides its cost: the scheme and its parameters, not the salt.
-fn cost_class(hash: &str) -> String {
-    let fields: Vec<&str> = hash.split('$').collect();
-    match fields.get(1).copied() {
-        Some("y" | "2a" | "2b" | "2y") => {
-            fields.iter().take(3).copied().collect::<Vec<_>>().join("$")
-        }
-        Some(scheme @ ("5" | "6")) => match fields.get(2) {
-            Some(rounds) if rounds.starts_with("rounds=") => format!("${scheme}${rounds}"),
-            _ => format!("${scheme}"),
-        },
-        _ => fields.iter().take(2).copied().collect::<Vec<_>>().join("$"),
     }
 }
 

@@ -5,6 +5,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::auth::scheme::{DUMMY_HASH, cost_class};
 
 /// `mkpasswd -m yescrypt tanstaaf` (Debian's default parameters).
 const YESCRYPT: &str = "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3";
