@@ -919,6 +919,35 @@ fn mail_group_lets_sessions_lock_a_group_spool() {
     assert!(!spool.join("alice.lock").exists());
 }
 
+/// Bob's mbox in a group spool (mode 2770, group 23456): the spool, the file, and what it holds.
+fn bobs_spool_file(fx: &Fixture) -> (PathBuf, PathBuf, &'static str) {
+    let spool = group_spool(fx, 0o2770);
+    let bobs = spool.join("bob");
+    let secret = "From x Thu Jan  1 00:00:00 2026\nSubject: bob's\n\nsecret\n";
+    owned_file(&bobs, secret, (12346, 23456), 0o660);
+    (spool, bobs, secret)
+}
+
+/// A server with `--mail location --mail-group 23456` and alice (uid 12345, home `home`) in its
+/// passwd-file; alice's USER and PASS sent: the server, the client and the reply to PASS.
+fn alice_with_mail_group(fx: &Fixture, home: &Path, location: &str) -> (Server, Client, String) {
+    passwd(fx, &[("alice", "pw", "12345", "12345", home)]);
+    let args = [
+        "--mail",
+        location,
+        "--auth-failure-delay",
+        "0",
+        "--mail-group",
+        "23456",
+    ];
+    let srv = Server::start(fx, &args);
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    let reply = c.cmd("PASS pw");
+    (srv, c, reply)
+}
+
 /// Root: `--mail-group` is for an mbox spool. A Maildir user who makes their `cur/` a symlink to that
 /// spool must not reach it through a session holding the group: not list another user's mbox there as
 /// a message, read it, or unlink it.
@@ -926,10 +955,7 @@ fn mail_group_lets_sessions_lock_a_group_spool() {
 fn mail_group_is_not_given_to_maildir_sessions() {
     needs_root!();
     let fx = Fixture::new();
-    let spool = group_spool(&fx, 0o2770);
-    let bobs = spool.join("bob");
-    let secret = "From x Thu Jan  1 00:00:00 2026\nSubject: bob's\n\nsecret\n";
-    owned_file(&bobs, secret, (12346, 23456), 0o660);
+    let (spool, bobs, secret) = bobs_spool_file(&fx);
     let home = fx.root().join("home").join("alice");
     let maildir = home.join("Maildir");
     for sub in ["new", "tmp"] {
@@ -939,20 +965,7 @@ fn mail_group_is_not_given_to_maildir_sessions() {
     for path in [&home, &maildir, &maildir.join("new"), &maildir.join("tmp")] {
         chown(path, Some(12345), Some(12345)).unwrap();
     }
-    passwd(&fx, &[("alice", "pw", "12345", "12345", &home)]);
-    let args = [
-        "--mail",
-        "maildir:%h/Maildir",
-        "--auth-failure-delay",
-        "0",
-        "--mail-group",
-        "23456",
-    ];
-    let srv = Server::start(&fx, &args);
-    let mut c = srv.connect();
-    c.greeting();
-    assert!(c.cmd("USER alice").starts_with("+OK"));
-    let reply = c.cmd("PASS pw");
+    let (_srv, mut c, reply) = alice_with_mail_group(&fx, &home, "maildir:%h/Maildir");
     if reply.starts_with("+OK") {
         let stat = c.cmd("STAT");
         assert!(
@@ -973,28 +986,12 @@ fn mail_group_is_not_given_to_maildir_sessions() {
 fn mail_group_sessions_refuse_another_user_s_mbox_under_their_name() {
     needs_root!();
     let fx = Fixture::new();
-    let spool = group_spool(&fx, 0o2770);
-    let bobs = spool.join("bob");
-    let secret = "From x Thu Jan  1 00:00:00 2026\nSubject: bob's\n\nsecret\n";
-    owned_file(&bobs, secret, (12346, 23456), 0o660);
+    let (_, bobs, secret) = bobs_spool_file(&fx);
     let home = fx.root().join("home").join("alice");
     fs::create_dir_all(&home).unwrap();
     chown(&home, Some(12345), Some(12345)).unwrap();
     fs::hard_link(&bobs, home.join("mbox")).unwrap();
-    passwd(&fx, &[("alice", "pw", "12345", "12345", &home)]);
-    let args = [
-        "--mail",
-        "mbox:%h/mbox",
-        "--auth-failure-delay",
-        "0",
-        "--mail-group",
-        "23456",
-    ];
-    let srv = Server::start(&fx, &args);
-    let mut c = srv.connect();
-    c.greeting();
-    assert!(c.cmd("USER alice").starts_with("+OK"));
-    let reply = c.cmd("PASS pw");
+    let (srv, c, reply) = alice_with_mail_group(&fx, &home, "mbox:%h/mbox");
     assert!(reply.starts_with("-ERR [SYS/PERM]"), "{reply}");
     assert_eq!(fs::read_to_string(&bobs).unwrap(), secret);
     // Her own mbox, once the link is gone, opens as usual.
