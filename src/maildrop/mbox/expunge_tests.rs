@@ -549,6 +549,23 @@ fn a_mark_that_cannot_be_made_leaves_the_old_mbox() {
     assert!(!recovery_path(&fx.path).exists());
 }
 
+/// The mboxes an expunge of `ranges` from `all` (version 4) leaves when cut short at each crash point
+/// before its mark is made, in order, each with the crash point's number.
+fn crashes_before_the_mark(all: &[u8], ranges: &[(u64, u64)]) -> Vec<(usize, Fixture)> {
+    let mut crashed = Vec::new();
+    for n in 0.. {
+        let fx = fixture(all);
+        crash::arm(Some(n));
+        let result = run(&fx, ranges, 7, Version::V4);
+        crash::arm(None);
+        if result.is_ok() || compacted_mark_path(&fx.path).exists() {
+            return crashed;
+        }
+        crashed.push((n, fx));
+    }
+    unreachable!("the crash points are counted up from 0 until the expunge completes")
+}
+
 /// After a crash before the truncation, another program rewrites a byte of the old tail in place (a
 /// mail reader's flag update) before the next login: the expunge is still rolled back, to the old mbox
 /// with that change, never taken for complete (which kept the half-compacted file).
@@ -557,14 +574,7 @@ fn a_tail_changed_after_a_crash_before_the_truncation_is_rolled_back() {
     let (all, ranges, _) = case(&[0, 2], "");
     let new_size = all.len() - removed(&ranges);
     let mut rolled_back = 0;
-    for n in 0.. {
-        let fx = fixture(&all);
-        crash::arm(Some(n));
-        let result = run(&fx, &ranges, 7, Version::V4);
-        crash::arm(None);
-        if result.is_ok() || compacted_mark_path(&fx.path).exists() {
-            break;
-        }
+    for (n, fx) in crashes_before_the_mark(&all, &ranges) {
         // A same-size change at the end of the file, inside `N..O`.
         let at = all.len() - 2;
         assert!(at >= new_size);
@@ -608,14 +618,7 @@ fn a_tail_changed_after_a_crash_before_the_truncation_is_rolled_back() {
 fn a_file_rewritten_after_a_crash_in_the_compaction_is_left_alone() {
     let (all, ranges, _) = case(&[0, 2], "");
     let mut seen = 0;
-    for n in 0.. {
-        let fx = fixture(&all);
-        crash::arm(Some(n));
-        let result = run(&fx, &ranges, 7, Version::V4);
-        crash::arm(None);
-        if result.is_ok() || compacted_mark_path(&fx.path).exists() {
-            break;
-        }
+    for (n, fx) in crashes_before_the_mark(&all, &ranges) {
         let now = fs::read(&fx.path).unwrap();
         if now == all {
             continue; // the crash came before the compaction wrote anything
