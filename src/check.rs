@@ -94,7 +94,7 @@ fn check_scram_salt_key(config: &Config, origins: &Origins) -> Result<(), Config
     let Some(path) = &config.scram_salt_key else {
         return Ok(());
     };
-    crate::auth::SaltKey::load(path)
+    crate::auth::SaltKey::load(path, crate::startup::run_as_uid(config))
         .map(drop)
         .map_err(|e| problem(origins, "scram-salt-key", e.to_string()))
 }

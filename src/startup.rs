@@ -109,7 +109,8 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
         dovecot_uidl_format: config.dovecot_uidl_format.clone(),
     };
     if let Some(path) = &config.scram_salt_key {
-        services.salt_key = SaltKey::load(path).map_err(|e| StartError::config(e.to_string()))?;
+        services.salt_key = SaltKey::load(path, run_as_uid(config))
+            .map_err(|e| StartError::config(e.to_string()))?;
     }
     services.stls = tls.is_some();
     // Passwords stay off the wire by default as soon as TLS can protect them.
@@ -122,6 +123,18 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
         proxy_from: config.proxy_from.clone(),
         proxy_timeout: config.timeout.min(config.login_timeout),
     })
+}
+
+/// The uid of the `--user` account, if one is named and found: the owner a key file may also have.
+pub fn run_as_uid(config: &Config) -> Option<u32> {
+    let name = config.run_as.as_deref()?;
+    let (passwd, group) = (
+        Path::new(crate::privs::PASSWD),
+        Path::new(crate::privs::GROUP),
+    );
+    crate::privs::lookup(name, passwd, group)
+        .ok()
+        .map(|ids| ids.uid)
 }
 
 /// The passwd-file, the system accounts, or both: then the passwd-file is asked first, and a name it

@@ -9,11 +9,13 @@
 //! that data offline, two HMACs each, against the salts it was sent.
 
 use std::fmt;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+use nix::libc;
 
 use super::scram::{KEY_LEN, SALT_LEN, hmac};
 
@@ -57,18 +59,32 @@ impl SaltKey {
     }
 
     /// Reads the key file at `path`. Refused: a file that cannot be read, is not a regular file, is
-    /// readable or writable by group or others (a user who can read it can compute every derived salt,
-    /// one who can write it can choose them), holds fewer than [`MIN_KEY_FILE_LEN`] octets or more than
-    /// [`MAX_KEY_FILE_LEN`]. The checks are made on the descriptor read, so they describe what was read.
-    pub fn load(path: &Path) -> Result<SaltKey, SaltKeyError> {
+    /// owned by another user than root, the server's effective user or `also_owner` (the `--user`
+    /// account, which must be able to read it again on SIGHUP), is readable or writable by group or
+    /// others (a user who can read it can compute every derived salt, one who can write it can choose
+    /// them), holds fewer than [`MIN_KEY_FILE_LEN`] octets or more than [`MAX_KEY_FILE_LEN`]. The checks
+    /// are made on the descriptor read, so they describe what was read; it is opened without blocking,
+    /// so a FIFO by that name cannot hang the server.
+    pub fn load(path: &Path, also_owner: Option<u32>) -> Result<SaltKey, SaltKeyError> {
         let error = |problem: String| SaltKeyError {
             path: path.to_path_buf(),
             problem,
         };
-        let file = File::open(path).map_err(|e| error(e.to_string()))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| error(e.to_string()))?;
         let meta = file.metadata().map_err(|e| error(e.to_string()))?;
         if !meta.is_file() {
             return Err(error("not a regular file".to_string()));
+        }
+        let owner = meta.uid();
+        if owner != 0 && owner != nix::unistd::geteuid().as_raw() && Some(owner) != also_owner {
+            return Err(error(format!(
+                "owned by uid {owner}, not by root or the server's user: its owner could read or \
+                 replace the key"
+            )));
         }
         let mode = meta.mode() & 0o7777;
         if mode & 0o066 != 0 {
@@ -102,10 +118,13 @@ impl SaltKey {
         static KEY: OnceLock<[u8; KEY_LEN]> = OnceLock::new();
         SaltKey(*KEY.get_or_init(|| {
             let mut key = [0u8; KEY_LEN];
-            // Without the OS's randomness the salts would be predictable, not wrong: a client could
-            // then precompute a dictionary for a name, as it can for any stored salt it has seen once.
+            // Without the OS's randomness anyone could compute the salts, as from a guessable key.
+            // Drawn when the services are built, at start-up (and, under inetd, before the session):
+            // no session is cut off by the exit.
             if let Err(e) = getrandom::fill(&mut key) {
-                log::error!("getrandom: {e}; SCRAM salts derived without a secret key");
+                log::error!("getrandom: {e}: no secret key for the SCRAM salts; stopping");
+                eprintln!("poplar: getrandom: {e}: no secret key for the SCRAM salts");
+                std::process::exit(1);
             }
             key
         }))
@@ -149,10 +168,6 @@ mod tests {
             key.salt(b"alice"),
             SaltKey::from_contents(&[8u8; 32]).salt(b"alice")
         );
-        assert_eq!(
-            SaltKey::per_process().salt(b"alice"),
-            SaltKey::per_process().salt(b"alice")
-        );
     }
 
     /// Two processes that read the same key file derive the same salts: two loads stand for them.
@@ -161,8 +176,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret: Vec<u8> = (0..32).map(|i| i * 7 + 3).collect();
         let path = key_file(dir.path(), "key", &secret, 0o600);
-        let first = SaltKey::load(&path).unwrap();
-        let second = SaltKey::load(&path).unwrap();
+        let first = SaltKey::load(&path, None).unwrap();
+        let second = SaltKey::load(&path, None).unwrap();
         assert_eq!(first.salt(b"alice"), second.salt(b"alice"));
         assert_eq!(first.salt(b"nobody"), second.salt(b"nobody"));
         assert_ne!(first.salt(b"alice"), second.salt(b"nobody"));
@@ -173,7 +188,7 @@ mod tests {
             &[secret.as_slice(), b"\n"].concat(),
             0o400,
         );
-        assert_ne!(SaltKey::load(&path).unwrap(), first);
+        assert_ne!(SaltKey::load(&path, None).unwrap(), first);
         // The random key is not the file's.
         assert_ne!(SaltKey::per_process(), first);
         assert_eq!(format!("{first:?}"), "SaltKey(..)");
@@ -210,20 +225,50 @@ mod tests {
             (d.to_path_buf(), "not a regular file"),
         ];
         for (path, want) in cases {
-            let e = SaltKey::load(&path).unwrap_err().to_string();
+            let e = SaltKey::load(&path, None).unwrap_err().to_string();
             let prefix = format!("{}: ", path.display());
             assert!(e.starts_with(&prefix) && e.contains(want), "{e}");
         }
         // Unreadable: root reads it all the same, so this is checked only where it applies.
         if !nix::unistd::geteuid().is_root() {
             let path = key_file(d, "unreadable", &secret, 0o200);
-            let e = SaltKey::load(&path).unwrap_err().to_string();
+            let e = SaltKey::load(&path, None).unwrap_err().to_string();
             assert!(
                 e.starts_with(&format!("{}: Permission denied", path.display())),
                 "{e}"
             );
         }
         // Executable by others is not reading it: accepted.
-        assert!(SaltKey::load(&key_file(d, "x", &secret, 0o701)).is_ok());
+        assert!(SaltKey::load(&key_file(d, "x", &secret, 0o701), None).is_ok());
+        // A FIFO by the name is refused at once, not waited on (bounded: the load runs in a thread).
+        let fifo = d.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (done, loaded) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(SaltKey::load(&fifo, None).map(drop)).unwrap());
+        let e = loaded
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the load of a FIFO blocked")
+            .unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    /// A key file of another user is refused: its owner could read or replace the key. Root's, the
+    /// server's own user's, and the `--user` account's are taken. Needs root, to give a file away.
+    #[test]
+    fn a_key_file_of_another_user_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("a_key_file_of_another_user_is_refused: needs root, skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = key_file(dir.path(), "key", &[7u8; 32], 0o600);
+        assert!(SaltKey::load(&path, None).is_ok(), "root's");
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let e = SaltKey::load(&path, None).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 65534, not by root"), "{e}");
+        assert!(
+            SaltKey::load(&path, Some(65534)).is_ok(),
+            "the --user account's"
+        );
     }
 }
