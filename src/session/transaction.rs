@@ -202,7 +202,8 @@ fn send<W: Write + ?Sized>(
             MaildropError::Changed { .. } => "changed while it was sent",
             _ => "cannot be checked once read",
         };
-        log::error!(
+        // A warning, not an error: another program's doing, and the client tries again.
+        log::warn!(
             "user={} message {msg}: {what}, closing without the terminator: {e}",
             tx.account.name
         );
