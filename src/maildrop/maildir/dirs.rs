@@ -240,18 +240,24 @@ pub(super) fn with_relocation<T>(
     }
 }
 
-/// `with_relocation`, searching a second time when the first search found nothing. A file renamed
-/// while its directory is read (a flag set by a mail reader) may be missed by that reading, and a
-/// message then taken for gone would be reported deleted by UPDATE and come back at the next login.
-/// For the listing, which misses nothing by this (the next login lists it), one search is enough.
+/// `with_relocation`, searching a second time when the first search found nothing, while `budget`
+/// lasts (each second search takes one). A file renamed while its directory is read (a flag set by a
+/// mail reader) may be missed by that reading, and a message then taken for gone would be reported
+/// deleted by UPDATE and come back at the next login. The budget keeps an UPDATE of thousands of
+/// messages another program already removed from reading `new/` and `cur/` twice for each. For the
+/// listing, which misses nothing by this (the next login lists it), one search is enough.
 pub(super) fn with_second_search<T>(
     root: &Path,
     dirs: &Dirs,
     file: &mut MessageFile,
     mut op: impl FnMut(&File, &OsStr) -> io::Result<T>,
+    budget: &mut usize,
 ) -> Result<T, MaildropError> {
     match with_relocation(root, dirs, file, &mut op) {
-        Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+        Err(MaildropError::Io { source, .. })
+            if source.kind() == io::ErrorKind::NotFound && *budget > 0 =>
+        {
+            *budget -= 1;
             with_relocation(root, dirs, file, op)
         }
         other => other,
@@ -365,14 +371,21 @@ mod tests {
                 _ => Ok(name.to_owned()),
             }
         };
-        let found = with_second_search(root, &dirs, &mut file, &mut op);
+        let mut budget = 1;
+        let found = with_second_search(root, &dirs, &mut file, &mut op, &mut budget);
         assert_eq!(found.unwrap(), OsStr::new("2.M1P1.host:2,S"));
-        // One search alone takes it for gone.
+        assert_eq!(budget, 0, "the second search spent the budget");
+        // One search alone (the budget spent) takes it for gone.
         let (top, dirs, mut file) = one_message("3.M1P1.host:2,");
         let root = top.path();
-        let gone = with_relocation(root, &dirs, &mut file, |_, _| {
-            moved::<()>(root, "cur/3.M1P1.host:2,", "aside")
-        });
+        let mut budget = 0;
+        let gone = with_second_search(
+            root,
+            &dirs,
+            &mut file,
+            |_, _| moved::<()>(root, "cur/3.M1P1.host:2,", "aside"),
+            &mut budget,
+        );
         assert!(
             matches!(&gone, Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound)
         );

@@ -58,6 +58,11 @@ const LOCK_FILE_C: &CStr = c".poplar.lock";
 /// Read size when a message's octets must be counted.
 const CHUNK: usize = 64 * 1024;
 
+/// How many messages one UPDATE looks for a second time when the first search of `new/` and `cur/`
+/// did not find them (see `dirs::with_second_search`): the race that covers is a rename during one
+/// directory read, a few at a time, while each search reads both directories whole.
+const SECOND_SEARCHES: usize = 8;
+
 pub struct Maildir {
     root: PathBuf,
     messages: Vec<MessageInfo>,
@@ -341,7 +346,7 @@ impl Maildrop for Maildir {
             .get_mut(index)
             .ok_or_else(|| no_such_message(&self.root, index))?;
         let open = |dir: &File, name: &OsStr| self.dirs.open_message(dir, name);
-        let file = with_second_search(&self.root, &self.dirs, message, open)?;
+        let file = with_second_search(&self.root, &self.dirs, message, open, &mut 1)?;
         let meta = file
             .metadata()
             .map_err(|e| MaildropError::io(&message.path(&self.root), e))?;
@@ -372,6 +377,7 @@ impl Maildrop for Maildir {
         // this session listed and locked, even if its path was renamed and now names another one.
         let mut first_err = None;
         let mut unlinked = [false; MESSAGE_DIRS.len()];
+        let mut second_searches = SECOND_SEARCHES;
         for &index in deleted {
             let Some(file) = self.files.get_mut(index) else {
                 first_err.get_or_insert(no_such_message(&self.root, index));
@@ -379,7 +385,7 @@ impl Maildrop for Maildir {
             };
             let listed = self.stamps.get(index).copied();
             let unlink = |dir: &File, name: &OsStr| unlink_listed(dir, name, listed);
-            match with_second_search(&self.root, &self.dirs, file, unlink) {
+            match with_second_search(&self.root, &self.dirs, file, unlink, &mut second_searches) {
                 // Only the directories that lost a file are synced.
                 Ok(true) => unlinked[file.dir] = true,
                 // Another file has its name now (or the message changed in place, which Maildir
