@@ -36,16 +36,22 @@ use super::scan::ScannedMessage;
 
 /// Version 2: a last message ending in a bare CR counts one octet fewer (version 1 counted two for
 /// its missing line end, while RETR adds only the LF). Version 3: the key holds the mbox's ctime.
-/// Older indexes are scanned anew.
-const MAGIC: &[u8; 20] = b"poplar-mbox-index 3\n";
+/// Version 4: each message's flag octet also says whether its header has an `X-IMAP:` field (the first
+/// message is then an IMAP server's pseudo-message, not listed); a version 3 index does not say, so it
+/// could list that message. Older indexes are scanned anew.
+const MAGIC: &[u8; 20] = b"poplar-mbox-index 4\n";
 /// The header after the magic: ten little-endian u64 (see [`Key`] and the message count).
 const HEADER_LEN: usize = MAGIC.len() + 10 * 8;
 /// Flag bits in the header.
 const FLAG_X_UIDL: u64 = 1;
 const FLAG_CTIME: u64 = 2;
-/// Per message: seven u64, the MD5, the hashed flag, the X-UIDL length (`NO_X_UIDL` for none).
+/// Per message: seven u64, the MD5, the flags (`RECORD_HASHED`, `RECORD_IMAP_STATE`), the X-UIDL
+/// length (`NO_X_UIDL` for none).
 const RECORD_LEN: usize = 7 * 8 + 16 + 1 + 2;
 const NO_X_UIDL: u16 = u16::MAX;
+/// Flag bits of a message record.
+const RECORD_HASHED: u8 = 1;
+const RECORD_IMAP_STATE: u8 = 2;
 /// `From ` lines checked at load, spread evenly over the messages (the last one is always checked).
 pub const SAMPLES: usize = 32;
 /// An index larger than this is not read.
@@ -197,7 +203,10 @@ pub fn encode(key: &Key, messages: &[ScannedMessage]) -> Vec<u8> {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.extend_from_slice(&m.popa3d_md5);
-        out.push(u8::from(m.popa3d_hashed));
+        out.push(
+            if m.popa3d_hashed { RECORD_HASHED } else { 0 }
+                | if m.imap_state { RECORD_IMAP_STATE } else { 0 },
+        );
         // The scanner records at most one header line's worth; a longer one is never a valid id anyway.
         let x_uidl = m
             .x_uidl
@@ -299,11 +308,12 @@ impl Reader<'_> {
             from_digest,
         ] = [(); 7].map(|()| self.u64());
         let popa3d_md5: [u8; 16] = self.take(16)?.try_into().ok()?;
-        let popa3d_hashed = match self.take(1)? {
-            [0] => false,
-            [1] => true,
-            _ => return None,
+        let [record_flags] = *self.take(1)? else {
+            return None;
         };
+        if record_flags & !(RECORD_HASHED | RECORD_IMAP_STATE) != 0 {
+            return None;
+        }
         let len = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
         let x_uidl = match len {
             NO_X_UIDL => None,
@@ -322,8 +332,9 @@ impl Reader<'_> {
             octets: octets?,
             from_digest: from_digest?,
             popa3d_md5,
-            popa3d_hashed,
+            popa3d_hashed: record_flags & RECORD_HASHED != 0,
             x_uidl,
+            imap_state: record_flags & RECORD_IMAP_STATE != 0,
         })
     }
 }

@@ -51,6 +51,10 @@ pub struct Mbox {
     /// `None`: there is no mbox file, an empty maildrop.
     file: Option<File>,
     scanned: Vec<ScannedMessage>,
+    /// How many of `scanned`, from the start, the session does not see: 1 when the first is an IMAP
+    /// server's pseudo-message (see `listed_from`), else 0. The session's message `i` is `scanned[i +
+    /// hidden]`.
+    hidden: usize,
     /// The file's size when scanned: what this session knows about.
     scanned_size: u64,
     messages: Vec<MessageInfo>,
@@ -114,6 +118,7 @@ impl Mbox {
             path: path.to_path_buf(),
             file: None,
             scanned: Vec::new(),
+            hidden: 0,
             scanned_size: 0,
             messages: Vec::new(),
             want_x_uidl,
@@ -152,10 +157,13 @@ impl Mbox {
             None
         };
         drop(lock);
-        let uids = uidl::assign(&scanned, uidl, |m| header_md5(&file, m)).map_err(io_err)?;
+        let hidden = listed_from(&scanned);
+        // The ids of the listed messages only: the same as in that mbox without the pseudo-message.
+        let uids =
+            uidl::assign(&scanned[hidden..], uidl, |m| header_md5(&file, m)).map_err(io_err)?;
         // Only now: a login that fails before this point writes no index (it would be of no messages).
         mbox.unsaved_index = key;
-        mbox.messages = scanned
+        mbox.messages = scanned[hidden..]
             .iter()
             .zip(uids)
             .map(|(m, uid)| MessageInfo {
@@ -163,8 +171,14 @@ impl Mbox {
                 uid,
             })
             .collect();
-        (mbox.scanned, mbox.scanned_size, mbox.file) = (scanned, size, Some(file));
+        (mbox.scanned, mbox.hidden, mbox.scanned_size) = (scanned, hidden, size);
+        mbox.file = Some(file);
         Ok(mbox)
+    }
+
+    /// The index in `scanned` of the session's message `index` (see `hidden`).
+    fn scanned_index(&self, index: usize) -> usize {
+        index.saturating_add(self.hidden)
     }
 
     /// Opens the mbox and takes the delivery locks; `None` when there is no mbox. A program that renames
@@ -247,6 +261,7 @@ impl Maildrop for Mbox {
     }
 
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
+        let index = self.scanned_index(index);
         let (Some(file), Some(m)) = (self.file.as_ref(), self.scanned.get(index)) else {
             return Err(self.changed(format!("no message with index {index}")));
         };
@@ -263,6 +278,7 @@ impl Maildrop for Mbox {
 
     fn check_still_listed(&mut self, index: usize) -> Result<(), MaildropError> {
         let serving = self.serving.take();
+        let index = self.scanned_index(index);
         let Some(file) = self.file.as_ref().filter(|_| index < self.scanned.len()) else {
             return Err(self.changed(format!("no message with index {index}")));
         };
@@ -284,6 +300,9 @@ impl Maildrop for Mbox {
             return Ok(Tidy::later(move || drop(self)));
         };
         let io_err = |e| MaildropError::io(&self.path, e);
+        // From here on, indexes into `scanned`: a hidden pseudo-message is never among them, and stays.
+        let deleted: Vec<usize> = deleted.iter().map(|&i| self.scanned_index(i)).collect();
+        let deleted = &deleted[..];
         let mut ranges = deleted_ranges(&self.scanned, deleted)
             .ok_or_else(|| self.changed("bad deletion list"))?;
         let lock = DeliveryLock::acquire(&self.path, file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
@@ -368,6 +387,22 @@ impl Mbox {
             index::remove(&self.path);
         }
     }
+}
+
+/// How many scanned messages, from the start, the session does not list: the first when its header
+/// has an `X-IMAP:` field. UW-IMAP (c-client: pine, alpine) and Dovecot keep the folder's IMAP state
+/// (UIDVALIDITY, the next UID, keywords) in such a pseudo-message at the top of the mbox, and hide it,
+/// as Dovecot's POP3 does; a POP3 client that deleted it would make every IMAP client resynchronise.
+/// So it is skipped here, once, and everything else maps the session's indexes past it: it is never
+/// listed, served or deleted, and UPDATE, which cuts only deleted messages' byte ranges, keeps it as it
+/// is. It stays in `scanned` (and in the index file), so that the checks of what was scanned and the
+/// offsets of the rest hold as for any message. Dovecot's `X-IMAPbase:` goes in a real message: listed.
+fn listed_from(scanned: &[ScannedMessage]) -> usize {
+    usize::from(
+        scanned
+            .first()
+            .is_some_and(|m| m.from_offset == 0 && m.imap_state),
+    )
 }
 
 /// The messages of `scanned` outside the `removed` byte ranges (ascending, each a run of whole

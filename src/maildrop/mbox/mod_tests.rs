@@ -911,3 +911,105 @@ fn an_edit_that_moved_only_unsampled_messages_is_not_served() {
         }
     }
 }
+
+/// The pseudo-message UW-IMAP (c-client) writes at the top of an mbox for the folder's IMAP state.
+const PSEUDO: &str = "From MAILER-DAEMON Thu Jan  1 00:00:00 2026\n\
+Date: Thu, 1 Jan 2026 00:00:00 +0000\n\
+From: Mail System Internal Data <MAILER-DAEMON@example.org>\n\
+Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n\
+Message-ID: <1767225600@example.org>\n\
+X-IMAP: 1767225600 0000000003 $Forwarded\n\
+Status: RO\n\
+\n\
+This text is part of the internal format of your mail folder, and is not\n\
+a real message.  It is created automatically by the mail system software.\n\
+\n";
+
+/// An mbox that begins with an IMAP server's pseudo-message lists what the same mbox without it
+/// lists (octets and unique-ids, in both `mbox-uidl` modes), and serves the first real message as
+/// message 1; the pseudo-message is not to be had. Dovecot's `X-IMAPbase:` in a real first message
+/// keeps it listed, and so does an `X-IMAP:` field in a message other than the first.
+#[test]
+fn an_imap_pseudo_message_is_not_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = mbox_in(&dir, MBOX);
+    let with = dir.path().join("with-pseudo");
+    for uidl in [UidlSource::Popa3d, UidlSource::XUidl] {
+        for pseudo in [PSEUDO.to_string(), PSEUDO.replace("X-IMAP:", "x-imap:")] {
+            fs::write(&with, format!("{pseudo}{MBOX}")).unwrap();
+            index::remove(&with);
+            let (_, listed, bodies) = view(&with, uidl);
+            assert_eq!(listed, view(&plain, uidl).1, "{uidl:?}");
+            assert_eq!(listed.len(), 3);
+            assert_eq!(bodies, BODIES.map(|b| b.as_bytes().to_vec()));
+            let mut mbox = Mbox::open_with(&with, uidl).unwrap();
+            assert!(mbox.open_message(3).is_err());
+            assert!(mbox.check_still_listed(3).is_err());
+            read_all(&mut mbox, 0).unwrap();
+            mbox.check_still_listed(0).unwrap();
+        }
+    }
+    let base = MBOX.replacen(
+        "Subject: one\n",
+        "Subject: one\nX-IMAPbase: 1767225600 0000000003\n",
+        1,
+    );
+    fs::write(&with, &base).unwrap();
+    let mbox = Mbox::open(&with).unwrap();
+    assert_eq!(mbox.messages().len(), 3, "X-IMAPbase: listed");
+    drop(mbox);
+    let second = MBOX.replacen("Subject: two\n", "Subject: two\nX-IMAP: 1 2\n", 1);
+    fs::write(&with, &second).unwrap();
+    assert_eq!(Mbox::open(&with).unwrap().messages().len(), 3);
+}
+
+/// UPDATE leaves the pseudo-message as it was, byte for byte, whatever is deleted, all included and
+/// with mail delivered meanwhile: the file is the pseudo-message followed by what the same UPDATE
+/// leaves of the mbox without it. A later login, through the index, lists what a full scan lists.
+#[test]
+fn update_keeps_the_imap_pseudo_message() {
+    for deleted in [&[0][..], &[1], &[2], &[0, 2], &[0, 1, 2]] {
+        for late in ["", LATE] {
+            let dir = tempfile::tempdir().unwrap();
+            let plain = mbox_in(&dir, MBOX);
+            let with = dir.path().join("with-pseudo");
+            fs::write(&with, format!("{PSEUDO}{MBOX}")).unwrap();
+            for path in [&plain, &with] {
+                let mbox = Mbox::open(path).unwrap();
+                append_to(path, late);
+                drop(Box::new(mbox).expunge(deleted).unwrap());
+            }
+            let what = format!("{deleted:?} {late:?}");
+            let left = fs::read_to_string(&plain).unwrap();
+            assert_eq!(
+                fs::read_to_string(&with).unwrap(),
+                format!("{PSEUDO}{left}"),
+                "{what}"
+            );
+            assert!(index::index_path(&with).exists(), "{what}");
+            let indexed = view(&with, UidlSource::Popa3d);
+            assert_eq!(indexed.1, view(&plain, UidlSource::Popa3d).1, "{what}");
+            assert_eq!(indexed, scanned_view(&with, UidlSource::Popa3d), "{what}");
+        }
+    }
+}
+
+/// A later login to an mbox with a pseudo-message reads the index (nothing to write again) and
+/// lists what the first did.
+#[test]
+fn a_later_login_to_an_mbox_with_a_pseudo_message_uses_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, &format!("{PSEUDO}{MBOX}"));
+    let first = view(&path, UidlSource::Popa3d);
+    assert!(index::index_path(&path).exists());
+    let mbox = Mbox::open(&path).unwrap();
+    assert!(mbox.unsaved_index.is_none(), "served from the index");
+    assert_eq!(mbox.messages, first.1);
+    drop(mbox);
+    // Mail delivered since: the index is extended, the pseudo-message still hidden.
+    append_to(&path, LATE);
+    let later = view(&path, UidlSource::Popa3d);
+    assert_eq!(later.1.len(), 4);
+    assert_eq!(later.1[..3], first.1[..]);
+    assert_eq!(later, scanned_view(&path, UidlSource::Popa3d));
+}

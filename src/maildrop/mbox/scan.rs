@@ -55,6 +55,10 @@ pub struct ScannedMessage {
     pub popa3d_hashed: bool,
     /// The first `X-UIDL:` header's value, trimmed, when the scanner was asked for it.
     pub x_uidl: Option<Box<str>>,
+    /// The header has an `X-IMAP:` field (any case; not `X-IMAPbase:`): in the first message of the
+    /// file, the pseudo-message in which UW-IMAP (c-client) and Dovecot keep the folder's IMAP state,
+    /// hidden from the session (see `Mbox::open_owned`). Elsewhere it means nothing.
+    pub imap_state: bool,
 }
 
 /// The input is not an mbox.
@@ -93,6 +97,7 @@ struct Current {
     md5: Md5,
     hashed: bool,
     x_uidl: Option<Box<str>>,
+    imap_state: bool,
 }
 
 /// popa3d's choice of header lines for its unique-ids: those an MUA never rewrites. The first
@@ -259,6 +264,8 @@ impl Scanner {
             cur.md5.update(line);
             cur.hashed = true;
         }
+        // The field name must be followed by its colon: `X-IMAPbase:` (Dovecot's, in a real message) is not it.
+        cur.imap_state |= starts_with_ci(line, b"X-IMAP:");
         if want_x_uidl && cur.x_uidl.is_none() && starts_with_ci(line, b"X-UIDL:") {
             // A line too long to see whole holds no valid unique-id (70 octets at most): record it as empty.
             // (Lines of `MIN_FRAGMENT` octets or more are treated so however the input was cut into windows.)
@@ -388,6 +395,7 @@ impl Scanner {
             md5: Md5::new(),
             hashed: false,
             x_uidl: None,
+            imap_state: false,
         });
         self.state = State::FromLine;
     }
@@ -422,6 +430,7 @@ impl Scanner {
             popa3d_md5: cur.md5.finalize().into(),
             popa3d_hashed: cur.hashed,
             x_uidl: cur.x_uidl,
+            imap_state: cur.imap_state,
         });
     }
 }

@@ -337,3 +337,46 @@ fn a_scan_cut_at_any_message_boundary_joins_up() {
     }
     assert!(cuts_tried > 500, "only {cuts_tried} cuts tried");
 }
+
+/// `X-IMAP:` in a message's header, any case, at the start of a line, marks it (UW-IMAP's and Dovecot's
+/// folder-state pseudo-message); `X-IMAPbase:`, a continuation line or the body does not.
+#[test]
+fn an_x_imap_header_field_is_flagged() {
+    let long = "x".repeat(2 * MIN_FRAGMENT);
+    let cases: [(String, bool); 7] = [
+        (
+            "From a\nSubject: s\nX-IMAP: 1767225600 0000000003\n\nbody\n".into(),
+            true,
+        ),
+        ("From a\nx-imap: 1 2\n\n".into(), true),
+        (
+            format!("From a\nReceived: {long}\nX-Imap: 1 2 {long}\n\n"),
+            true,
+        ),
+        (
+            "From a\nX-IMAPbase: 1767225600 0000000003\n\nbody\n".into(),
+            false,
+        ),
+        ("From a\nSubject: s\n X-IMAP: 1 2\n\nbody\n".into(), false),
+        ("From a\nSubject: s\n\nX-IMAP: 1 2\n".into(), false),
+        ("From a\nX-IMAP 1 2\nX-IMAPS: 1\n\n".into(), false),
+    ];
+    for (input, flagged) in &cases {
+        let whole = scan_all(input.as_bytes(), false).unwrap();
+        assert_eq!(whole.len(), 1, "{input:?}");
+        assert_eq!(whole[0].imap_state, *flagged, "{input:?}");
+        for k in 1..=input.len() + 1 {
+            assert_eq!(
+                scan_chunked(input.as_bytes(), k, false).unwrap(),
+                whole,
+                "{input:?} k={k}"
+            );
+        }
+    }
+    // Each message its own: the flag does not carry over to the next.
+    let two = scan_all(b"From a\nX-IMAP: 1 2\n\n\nFrom b\nSubject: s\n\n", false).unwrap();
+    assert_eq!(
+        two.iter().map(|m| m.imap_state).collect::<Vec<_>>(),
+        [true, false]
+    );
+}
