@@ -39,6 +39,7 @@ pub fn validate(config: &Config, origins: &Origins) -> Result<Vec<String>, Confi
     check_scram_salt_key(config, origins)?;
     check_tls(config, origins)?;
     check_user(config, origins)?;
+    notes.extend(fallback_below_first_valid(config));
     check_mail_group(config, origins, crate::privs::is_root(), &mut notes)?;
     Ok(notes)
 }
@@ -118,7 +119,8 @@ const MAX_ACCOUNT_WARNINGS: usize = 10;
 /// Warnings for the accounts that can never log in as configured: their mail location does not expand
 /// for them (`%d` for a name without a domain, `%h` without a home, a name no path may hold), their
 /// name has capitals under `lowercase-users`, allow_nets lets them in only as `local` in standalone
-/// mode, or, as root, they lack the uid and gid a session switches to (`privs::cannot_switch_to`).
+/// mode, or, as root, they lack the uid and gid a session switches to (`privs::cannot_switch_to`) or
+/// theirs are below `first-valid-uid` or `first-valid-gid` (`privs::below_first_valid`).
 fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<String> {
     // As root, sessions take on their accounts' ids, except in standalone mode with --user (the whole
     // server is that account); under inetd, --user is the account for those without ids.
@@ -156,6 +158,9 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
                         "no uid and gid, which a server started as root without --user needs"
                     }
                     .to_string()
+                }
+                Ok(_) if switches => {
+                    crate::privs::below_first_valid(&account, crate::privs::FirstValid::of(config))?
                 }
                 Ok(_) => return None,
             };
@@ -255,6 +260,21 @@ fn check_user(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
     }
 }
 
+/// Under inetd as root, `--user` serves the accounts without uid and gid: below `first-valid-uid` or
+/// `first-valid-gid` (`--user root`), none of them can log in (`privs` refuses it as it would them).
+fn fallback_below_first_valid(config: &Config) -> Option<String> {
+    let name = config.run_as.as_ref().filter(|_| config.inetd)?;
+    if !crate::privs::is_root() {
+        return None;
+    }
+    let passwd = Path::new(crate::privs::PASSWD);
+    let ids = crate::privs::lookup(name, passwd, Path::new(crate::privs::GROUP)).ok()?;
+    let why = crate::privs::FirstValid::of(config).refuses(ids.uid, ids.gid)?;
+    Some(format!(
+        "warning: user {name}: accounts without uid and gid, served as it, cannot log in: {why}"
+    ))
+}
+
 /// The group must exist; started other than as root (`root` false) the server ignores it, which the
 /// check says as the start would.
 fn check_mail_group(
@@ -324,6 +344,8 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     out.extend(config.run_as.iter().map(|u| ("user", u.clone())));
     out.extend(config.mail_group.iter().map(|g| ("mail-group", g.clone())));
     out.push(("system-users", yes_no(config.system_users)));
+    out.push(("first-valid-uid", config.first_valid_uid.to_string()));
+    out.push(("first-valid-gid", config.first_valid_gid.to_string()));
     out.push(("max-per-ip", config.max_per_ip.to_string()));
     out.push(("ipv6-prefix", config.ipv6_prefix.to_string()));
     // As `startup::frontend`: AUTHORIZATION never lasts longer than an idle logged-in session.
@@ -398,6 +420,8 @@ mod tests {
             ("user", "nobody"),
             ("mail-group", "mail"),
             ("system-users", "yes"),
+            ("first-valid-uid", "500"),
+            ("first-valid-gid", "100"),
             ("max-per-ip", "4"),
             ("ipv6-prefix", "56"),
             ("login-timeout", "30"),

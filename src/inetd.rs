@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::conn;
-use crate::privs::Privileges;
+use crate::privs::{FirstValid, Privileges};
 use crate::signals;
 use crate::startup::{self, StartError};
 use crate::stream::{Stream, Transport};
@@ -31,8 +31,12 @@ pub fn run(config: &Config, private_stderr: bool) -> Result<(), StartError> {
     signals::ignore_signals(&[nix::sys::signal::Signal::SIGHUP]);
     let frontend = match startup::frontend(config).and_then(|mut frontend| {
         // As root: switch to the account after login (see `privs`); nothing is parsed as root but logins.
-        let privileges = Privileges::inetd(config.run_as.as_deref(), config.mail_group.as_deref())
-            .map_err(StartError::config)?;
+        let privileges = Privileges::inetd(
+            config.run_as.as_deref(),
+            config.mail_group.as_deref(),
+            FirstValid::of(config),
+        )
+        .map_err(StartError::config)?;
         frontend.services.identity = Arc::new(privileges);
         Ok(frontend)
     }) {

@@ -22,8 +22,14 @@
 //! Running as root in either mode, the process keeps only the capabilities switching needs
 //! (`capabilities`): CAP_SETUID, CAP_SETGID and CAP_DAC_READ_SEARCH.
 //!
-//! An account whose uid is 0 (only possible by writing it into a passwd-file: `--system-users` never lets
-//! root log in) is served as root, with a warning on every login.
+//! Wherever identities change (inetd and standalone as root, not `--user` standalone, where the process
+//! is one account from the start), an account whose uid or gid is below `first-valid-uid` or
+//! `first-valid-gid` ([`FirstValid`], 1 and 1 by default, as Dovecot's `first_valid_uid`) is refused
+//! before anything is switched or opened. A uid 0 account (a passwd-file line with uid 0,
+//! `userdb_uid=0`, or `--user root` as the inetd fallback: `--system-users` never lets root log in)
+//! would otherwise be served as root: owner rights on root's files and CAP_DAC_READ_SEARCH, so a
+//! symlinked `cur/` or mbox path could read any file. With the limits lowered to 0 it is served as
+//! root, with a warning on every login.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +53,40 @@ pub struct Ids {
     pub groups: Vec<u32>,
 }
 
+/// `first-valid-uid` and `first-valid-gid`: the lowest ids a session may take on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstValid {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl FirstValid {
+    /// The limits `config` sets.
+    pub fn of(config: &crate::config::Config) -> FirstValid {
+        FirstValid {
+            uid: config.first_valid_uid,
+            gid: config.first_valid_gid,
+        }
+    }
+
+    /// Why `uid` and `gid` may not be taken on, `None` if they may.
+    pub fn refuses(&self, uid: u32, gid: u32) -> Option<String> {
+        let why = |what: &str, id: u32, limit: u32| {
+            format!(
+                "{what} {id} is below first-valid-{what} {limit} \
+                 (a session with it could read files the account does not own)"
+            )
+        };
+        if uid < self.uid {
+            Some(why("uid", uid, self.uid))
+        } else if gid < self.gid {
+            Some(why("gid", gid, self.gid))
+        } else {
+            None
+        }
+    }
+}
+
 /// How sessions take on their account's identity; chosen once at start-up.
 #[derive(Debug)]
 pub enum Privileges {
@@ -58,6 +98,7 @@ pub enum Privileges {
         group_file: PathBuf,
         /// `mail-group`: added to every account's groups.
         mail_group: Option<u32>,
+        first_valid: FirstValid,
     },
     /// Standalone as root: the session thread's file-system identity only. `base` is the identity the
     /// threads start with, which a thread takes back before it serves another session.
@@ -65,6 +106,7 @@ pub enum Privileges {
         group_file: PathBuf,
         base: Ids,
         mail_group: Option<u32>,
+        first_valid: FirstValid,
     },
 }
 
@@ -75,8 +117,13 @@ pub fn is_root() -> bool {
 
 impl Privileges {
     /// inetd mode: switch per login when started as root; `--user` names the account for accounts
-    /// without ids. `mail_group` (a name or a gid) is added to every account's groups.
-    pub fn inetd(run_as: Option<&str>, mail_group: Option<&str>) -> Result<Privileges, String> {
+    /// without ids. `mail_group` (a name or a gid) is added to every account's groups; accounts with
+    /// ids below `first_valid` are refused.
+    pub fn inetd(
+        run_as: Option<&str>,
+        mail_group: Option<&str>,
+        first_valid: FirstValid,
+    ) -> Result<Privileges, String> {
         if !is_root() {
             not_root(mail_group);
             return Ok(Privileges::Unchanged);
@@ -91,6 +138,7 @@ impl Privileges {
             fallback,
             group_file: PathBuf::from(GROUP),
             mail_group,
+            first_valid,
         })
     }
 
@@ -99,6 +147,7 @@ impl Privileges {
     pub fn standalone(
         run_as: Option<&str>,
         mail_group: Option<&str>,
+        first_valid: FirstValid,
     ) -> Result<Privileges, String> {
         let root = is_root();
         if !root {
@@ -134,10 +183,50 @@ impl Privileges {
                         groups: thread_groups().map_err(|e| format!("getgroups: {e}"))?,
                     },
                     mail_group,
+                    first_valid,
                 })
             }
             (None, false) => Ok(Privileges::Unchanged),
         }
+    }
+
+    /// What `assume` switches to, `None` when nothing changes; or why the account cannot be served,
+    /// decided before any switch (apart from it, so tests can ask without switching the test process).
+    fn switch_for(&self, account: &Account, mbox: bool) -> Result<Option<Switch>, String> {
+        let (ids, per_thread, mail_group, first_valid) = match self {
+            Privileges::Unchanged => return Ok(None),
+            Privileges::Process {
+                fallback,
+                group_file,
+                mail_group,
+                first_valid,
+            } => (
+                self.ids_for(account, group_file, fallback.as_ref(), *mail_group, mbox)?,
+                false,
+                *mail_group,
+                first_valid,
+            ),
+            Privileges::Thread {
+                group_file,
+                mail_group,
+                first_valid,
+                ..
+            } => (
+                self.ids_for(account, group_file, None, *mail_group, mbox)?,
+                true,
+                *mail_group,
+                first_valid,
+            ),
+        };
+        // The fallback account too: `--user root` under inetd would serve every id-less account as root.
+        if let Some(why) = first_valid.refuses(ids.uid, ids.gid) {
+            return Err(why);
+        }
+        Ok(Some(Switch {
+            ids,
+            per_thread,
+            mail_group,
+        }))
     }
 
     /// The ids an account is served with, or why it cannot be served; `mail_group` among them only
@@ -175,6 +264,14 @@ impl Privileges {
     }
 }
 
+/// A switch `assume` is to make: to `ids`, of the thread or of the whole process.
+#[derive(Debug, PartialEq, Eq)]
+struct Switch {
+    ids: Ids,
+    per_thread: bool,
+    mail_group: Option<u32>,
+}
+
 /// Where a session switching to `account` gets its uid and gid.
 enum IdsSource<'a, T> {
     /// Both given by the user database.
@@ -199,6 +296,16 @@ pub fn cannot_switch_to(account: &Account, has_fallback: bool) -> bool {
     ids_source(account, has_fallback.then_some(&())).is_none()
 }
 
+/// Why a server that switches identities refuses `account`'s own uid and gid (`first-valid-uid`,
+/// `first-valid-gid`), `None` if it does not or the account has none: `--check-config`'s question, by
+/// the rule `assume` follows.
+pub fn below_first_valid(account: &Account, first_valid: FirstValid) -> Option<String> {
+    match ids_source::<()>(account, None)? {
+        IdsSource::Own { uid, gid } => first_valid.refuses(uid, gid),
+        IdsSource::Fallback(()) => None,
+    }
+}
+
 impl Identity for Privileges {
     /// `mail-group` only for an mbox: the group may write to every file and directory it owns in the
     /// spool (`/var/mail`), and a Maildir's `new/` and `cur/` are followed through symlinks the
@@ -206,39 +313,22 @@ impl Identity for Privileges {
     /// users' spools.
     /// With the group, the uid the mbox must belong to is returned (see `Identity::assume`).
     fn assume(&self, account: &Account, mbox: bool) -> Result<Option<u32>, String> {
-        let (ids, per_thread, mail_group) = match self {
-            Privileges::Unchanged => return Ok(None),
-            Privileges::Process {
-                fallback,
-                group_file,
-                mail_group,
-            } => (
-                self.ids_for(account, group_file, fallback.as_ref(), *mail_group, mbox)?,
-                false,
-                *mail_group,
-            ),
-            Privileges::Thread {
-                group_file,
-                mail_group,
-                ..
-            } => (
-                self.ids_for(account, group_file, None, *mail_group, mbox)?,
-                true,
-                *mail_group,
-            ),
+        let Some(switch) = self.switch_for(account, mbox)? else {
+            return Ok(None);
         };
+        let ids = &switch.ids;
         if ids.uid == 0 {
             log::warn!(
-                "user={}: uid 0 in the user database: serving this maildrop as root",
+                "user={}: uid 0 and first-valid-uid 0: serving this maildrop as root",
                 account.name
             );
         }
-        if per_thread {
-            switch_thread(&ids)?;
+        if switch.per_thread {
+            switch_thread(ids)?;
         } else {
-            switch_process(&ids)?;
+            switch_process(ids)?;
         }
-        Ok(required_owner(&ids, mail_group))
+        Ok(required_owner(ids, switch.mail_group))
     }
 
     fn restore(&self) -> Result<(), String> {
@@ -387,6 +477,9 @@ fn same_set(a: &[u32], b: &[u32]) -> bool {
 mod tests {
     use super::*;
 
+    /// Limits that let every id through, for the tests that are about something else.
+    const NO_LIMIT: FirstValid = FirstValid { uid: 0, gid: 0 };
+
     #[test]
     fn thread_groups_agree_with_nix() {
         let mut ours = thread_groups().unwrap();
@@ -475,6 +568,7 @@ staff:x:50:alice
             fallback: None,
             group_file: g.clone(),
             mail_group: Some(8),
+            first_valid: NO_LIMIT,
         };
         let mut acc = account(Some(1000), Some(1000));
         acc.name = "postgres".to_string();
@@ -511,6 +605,7 @@ staff:x:50:alice
             fallback: None,
             group_file: g.clone(),
             mail_group: Some(8),
+            first_valid: NO_LIMIT,
         };
         let groups = |name: &str, gid: u32| {
             let mut acc = account(Some(1000), Some(gid));
@@ -561,6 +656,7 @@ staff:x:50:alice
             fallback: None,
             group_file: g.clone(),
             mail_group: None,
+            first_valid: NO_LIMIT,
         };
         let fallback = Ids {
             uid: 7,
@@ -658,6 +754,90 @@ staff:x:50:alice
         );
     }
 
+    /// An account below `first-valid-uid` or `first-valid-gid` (uid 0: root) is refused before any
+    /// switch, by both switchers and for the inetd fallback; at 0 the limits let root through. Asks
+    /// `switch_for`, the decision `assume` acts on, so nothing here switches the test process.
+    #[test]
+    fn accounts_below_the_first_valid_ids_are_refused_before_any_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("group");
+        std::fs::write(&g, "").unwrap();
+        let defaults = FirstValid { uid: 1, gid: 1 };
+        let process = |first_valid, fallback| Privileges::Process {
+            fallback,
+            group_file: g.clone(),
+            mail_group: None,
+            first_valid,
+        };
+        let thread = |first_valid| Privileges::Thread {
+            group_file: g.clone(),
+            base: Ids {
+                uid: 0,
+                gid: 0,
+                groups: vec![0],
+            },
+            mail_group: None,
+            first_valid,
+        };
+        let root = account(Some(0), Some(0));
+        let uid_0 = "uid 0 is below first-valid-uid 1 \
+                     (a session with it could read files the account does not own)";
+        for p in [process(defaults, None), thread(defaults)] {
+            assert_eq!(p.switch_for(&root, false), Err(uid_0.to_string()), "{p:?}");
+            assert_eq!(p.switch_for(&root, true), Err(uid_0.to_string()), "{p:?}");
+        }
+        let limits = FirstValid {
+            uid: 1000,
+            gid: 100,
+        };
+        assert_eq!(
+            process(limits, None).switch_for(&account(Some(1000), Some(99)), false),
+            Err("gid 99 is below first-valid-gid 100 \
+                 (a session with it could read files the account does not own)"
+                .to_string())
+        );
+        assert!(
+            thread(limits)
+                .switch_for(&account(Some(999), Some(100)), false)
+                .unwrap_err()
+                .starts_with("uid 999 is below first-valid-uid 1000 ")
+        );
+        let at_limits = thread(limits).switch_for(&account(Some(1000), Some(100)), false);
+        assert_eq!(at_limits.unwrap().unwrap().ids.uid, 1000);
+        // `--user root` as the inetd fallback serves id-less accounts as root: refused too.
+        let root_ids = Ids {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+        };
+        let p = process(defaults, Some(root_ids.clone()));
+        assert_eq!(
+            p.switch_for(&account(None, None), false),
+            Err(uid_0.to_string())
+        );
+        // Lowered to 0, root is served (with a warning at every login).
+        let p = process(FirstValid { uid: 0, gid: 0 }, Some(root_ids.clone()));
+        assert_eq!(
+            p.switch_for(&root, false).unwrap().unwrap().ids.uid,
+            0,
+            "own ids"
+        );
+        assert_eq!(
+            p.switch_for(&account(None, None), false)
+                .unwrap()
+                .unwrap()
+                .ids,
+            root_ids
+        );
+        // --check-config asks the same rule for passwd-file accounts with their own ids.
+        assert_eq!(below_first_valid(&root, defaults), Some(uid_0.to_string()));
+        assert_eq!(below_first_valid(&account(None, None), defaults), None);
+        assert_eq!(
+            below_first_valid(&account(Some(5), Some(5)), defaults),
+            None
+        );
+    }
+
     #[test]
     fn unchanged_accepts_everyone() {
         for acc in [
@@ -739,7 +919,7 @@ staff:x:50:alice
         // In a thread of its own, as the server's main thread: it drops capabilities, and the session
         // thread started after inherits what it kept.
         let (base, seen) = std::thread::spawn(move || {
-            let privileges = Privileges::standalone(None, None).unwrap();
+            let privileges = Privileges::standalone(None, None, NO_LIMIT).unwrap();
             let Privileges::Thread { base, .. } = &privileges else {
                 panic!("root without --user serves with per-thread identities");
             };

@@ -70,6 +70,12 @@ pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str>
     if started.mail_group != new.mail_group {
         changed.push("mail-group");
     }
+    if started.first_valid_uid != new.first_valid_uid {
+        changed.push("first-valid-uid");
+    }
+    if started.first_valid_gid != new.first_valid_gid {
+        changed.push("first-valid-gid");
+    }
     changed
 }
 
@@ -90,6 +96,8 @@ mod tests {
             ("listen-tls", "127.0.0.1:1995", &["listen-tls"]),
             ("user", "nobody", &["user"]),
             ("mail-group", "mail", &["mail-group"]),
+            ("first-valid-uid", "0", &["first-valid-uid"]),
+            ("first-valid-gid", "0", &["first-valid-gid"]),
             ("inetd", "yes", &["inetd"]),
             ("tls", "yes", &["tls"]),
         ];
@@ -117,11 +125,13 @@ mod tests {
             ("listen-tls", "127.0.0.1:1995"),
             ("user", "nobody"),
             ("mail-group", "mail"),
+            ("first-valid-uid", "0"),
+            ("first-valid-gid", "0"),
         ] {
             new.set(name, Some(value)).unwrap();
         }
         let restart_only = restart_only_changes(&Config::default(), &new);
-        assert_eq!(restart_only.len(), 6);
+        assert_eq!(restart_only.len(), 8);
         for name in restart_only {
             assert!(
                 sighup

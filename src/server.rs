@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::conn;
 use crate::listen::{self, Listener};
 use crate::notify::{Notifier, State, notify};
-use crate::privs::Privileges;
+use crate::privs::{FirstValid, Privileges};
 use crate::reload::Live;
 use crate::signals::{self, SignalPipe};
 use crate::startup::{Frontend, StartError, apop_timestamp, client_address, frontend, keepalive};
@@ -61,8 +61,12 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
     };
     ensure_descriptors(config.max_sessions);
     // After binding (port 110 needs root), before the first accept: see `privs` for the model.
-    let privileges = Privileges::standalone(config.run_as.as_deref(), config.mail_group.as_deref())
-        .map_err(StartError::runtime)?;
+    let privileges = Privileges::standalone(
+        config.run_as.as_deref(),
+        config.mail_group.as_deref(),
+        FirstValid::of(config),
+    )
+    .map_err(StartError::runtime)?;
     log::debug!("privileges: {privileges:?}");
     frontend.services.identity = Arc::new(privileges);
     let frontend = Arc::new(frontend);

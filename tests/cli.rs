@@ -198,10 +198,11 @@ fn config_file_settings_and_command_line_override() {
     );
     fs::write(&cfg, text).unwrap();
     // The file's listen address is taken; the command line's replaces it.
-    let args: Vec<String> = ["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]
+    let mut args: Vec<String> = ["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]
         .iter()
         .map(|s| s.to_string())
         .collect();
+    args.extend(common::root_account_args());
     let srv = Server::spawn(&args);
     let g = srv.connect().greeting();
     assert!(
@@ -258,10 +259,11 @@ fn short_options() {
     let fx = standard();
     let cfg = fx.root().join("short.conf");
     fs::write(&cfg, format!("passwd = {}\n", fx.passwd().display())).unwrap();
-    let args: Vec<String> = ["-c", cfg.to_str().unwrap(), "-l", "127.0.0.1:0"]
+    let mut args: Vec<String> = ["-c", cfg.to_str().unwrap(), "-l", "127.0.0.1:0"]
         .iter()
         .map(|s| s.to_string())
         .collect();
+    args.extend(common::root_account_args());
     let srv = Server::spawn(&args);
     let mut c = srv.login("alice", "secret");
     assert!(c.cmd("STAT").starts_with("+OK 5 "));
@@ -378,4 +380,130 @@ fn check_config_warns_of_local_only_accounts_in_standalone_mode() {
         account_warnings(&dir, text, &["--inetd"]).1,
         Vec::<String>::new()
     );
+}
+
+/// `first-valid-uid` and `first-valid-gid` take 0 to 4294967294 ((uid_t)-1 is no id), as flags and
+/// file keys, and `--check-config` shows them (1 and 1 by default).
+#[test]
+fn first_valid_ids_are_parsed_and_shown() {
+    let fx = standard();
+    let p = fx.passwd().to_str().unwrap().to_string();
+    let (code, out, err) = run(&["--check-config", "--passwd", &p]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\nfirst-valid-uid = 1\nfirst-valid-gid = 1\n"),
+        "{out}"
+    );
+    let (code, out, err) = run(&[
+        "--check-config",
+        "--passwd",
+        &p,
+        "--first-valid-uid",
+        "4294967294",
+        "--first-valid-gid",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\nfirst-valid-uid = 4294967294\nfirst-valid-gid = 0\n"),
+        "{out}"
+    );
+    for flag in ["--first-valid-uid", "--first-valid-gid"] {
+        for (value, problem) in [
+            ("4294967295", "4294967295 is out of range (0..=4294967294)"),
+            ("-1", "-1 is out of range (0..=4294967294)"),
+            ("root", "not a number: \"root\""),
+        ] {
+            usage_error(
+                &["--check-config", "--passwd", &p, flag, value],
+                &[flag, problem],
+            );
+        }
+    }
+    usage_error(
+        &["--check-config", "--first-valid-uid"],
+        &["--first-valid-uid"],
+    );
+    let cfg = fx.root().join("poplar.conf");
+    fs::write(&cfg, format!("passwd = {p}\nfirst-valid-gid = 100\n")).unwrap();
+    let c = cfg.to_str().unwrap();
+    let (code, out, err) = run(&["--check-config", "-c", c]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\nfirst-valid-gid = 100\n"), "{out}");
+    fs::write(
+        &cfg,
+        format!("passwd = {p}\nfirst-valid-gid = 4294967295\n"),
+    )
+    .unwrap();
+    usage_error(
+        &["--check-config", "-c", c],
+        &[&format!("{c}:2: first-valid-gid")],
+    );
+}
+
+/// As root, where sessions change identities, --check-config names the passwd-file accounts whose uid
+/// or gid is below first-valid-uid or first-valid-gid (root's by default); not under standalone
+/// --user, where no session changes identity, nor when not root.
+#[test]
+fn check_config_warns_of_accounts_below_the_first_valid_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "root:{PLAIN}r:0:0::/root::\n\
+                daemon:{PLAIN}d:1:1::/usr/sbin::\n\
+                alice:{PLAIN}a:1000:1000::/home/alice::\n\
+                wheel:{PLAIN}w:1000:0::/home/wheel::\n";
+    let (p, warnings) = account_warnings(&dir, text, &[]);
+    if !nix::unistd::geteuid().is_root() {
+        assert_eq!(warnings, Vec::<String>::new());
+        return;
+    }
+    let warning = |line: u32, user: &str, why: &str| {
+        format!(
+            "# warning: {p}:{line}: user {user} cannot log in: {why} (a session with it could read \
+             files the account does not own)"
+        )
+    };
+    assert_eq!(
+        warnings,
+        [
+            warning(1, "root", "uid 0 is below first-valid-uid 1"),
+            warning(4, "wheel", "gid 0 is below first-valid-gid 1"),
+        ]
+    );
+    let limits = ["--first-valid-uid", "500", "--first-valid-gid", "100"];
+    for args in [&limits[..], &[&limits[..], &["--inetd"]].concat()] {
+        assert_eq!(
+            account_warnings(&dir, text, args).1,
+            [
+                warning(1, "root", "uid 0 is below first-valid-uid 500"),
+                warning(2, "daemon", "uid 1 is below first-valid-uid 500"),
+                warning(4, "wheel", "gid 0 is below first-valid-gid 100"),
+            ]
+        );
+    }
+    let lowered = ["--first-valid-uid", "0", "--first-valid-gid", "0"];
+    assert_eq!(
+        account_warnings(&dir, text, &lowered).1,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        account_warnings(&dir, text, &["--user", "nobody"]).1,
+        Vec::<String>::new()
+    );
+    // Under inetd, `--user root` would serve the accounts without ids as root.
+    let p = dir.path().join("passwd");
+    fs::write(&p, "dave:{PLAIN}d::::/home/dave::\n").unwrap();
+    let p = p.to_str().unwrap();
+    let root = ["--check-config", "--passwd", p, "--inetd", "--user", "root"];
+    let (code, out, err) = run(&root);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "\n# warning: user root: accounts without uid and gid, served as it, cannot log in: \
+             uid 0 is below first-valid-uid 1 ("
+        ),
+        "{out}"
+    );
+    let (code, out, err) = run(&[&root[..], &lowered[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("cannot log in"), "{out}");
 }

@@ -102,7 +102,9 @@ fn poplar_args(fx: &Fixture) -> Vec<String> {
         "0",
     ]
     .map(String::from)
-    .to_vec()
+    .into_iter()
+    .chain(common::root_account_args())
+    .collect()
 }
 
 /// A whole session as a client sees it: greeting, login, STAT, RETR 1, QUIT.

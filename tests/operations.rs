@@ -326,6 +326,7 @@ fn log_level_filters_both_ways() {
             fx.passwd().to_str().unwrap(),
         ])
         .args(["--log-level", "warn", "--timeout", "5"])
+        .args(common::root_account_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

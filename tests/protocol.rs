@@ -428,7 +428,7 @@ fn ipv6_loopback_listener() {
         return;
     }
     let fx = standard();
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--listen",
         "[::1]:0",
         "--passwd",
@@ -437,6 +437,7 @@ fn ipv6_loopback_listener() {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(common::root_account_args());
     let srv = Server::spawn(&args);
     assert!(srv.addr.is_ipv6(), "{}", srv.addr);
     let mut c = srv.login("alice", "secret");

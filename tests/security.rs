@@ -183,6 +183,91 @@ fn inetd_as_root_refuses_accounts_without_ids() {
     assert!(inetd.wait_exit(Duration::from_secs(5)).is_some());
 }
 
+/// Root: an account served as root (uid 0 in the passwd-file, or `--user root` for accounts without
+/// ids under inetd) keeps owner rights on root's files, so by default it is refused after its password,
+/// in both modes, its maildrop unopened and the log naming the user and the limit; with
+/// `--first-valid-uid 0 --first-valid-gid 0` it logs in. Started without `root_account_args`, on purpose.
+#[test]
+fn root_accounts_are_refused_below_first_valid_uid() {
+    needs_root!();
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    fx.msg("alice", "new", "1600000000.M1P1.host", b"Subject: a\n\nx\n");
+    passwd(&fx, &[("alice", "pw", "0", "0", &fx.home("alice"))]);
+    let p = fx.passwd().display().to_string();
+    let base = ["--passwd", &p, "--auth-failure-delay", "0"];
+    let lowered = ["--first-valid-uid", "0", "--first-valid-gid", "0"];
+    let refused = "-ERR [SYS/PERM] cannot access the maildrop, closing";
+    let reason = "uid 0 is below first-valid-uid 1";
+
+    let args: Vec<String> = ["--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(&base)
+        .map(|s| s.to_string())
+        .collect();
+    let srv = Server::spawn(&args);
+    let mut c = srv.connect();
+    c.greeting();
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    assert_eq!(c.cmd("PASS pw"), refused);
+    assert!(c.closed_within(Duration::from_secs(5)));
+    let line = srv.wait_log(&["user=alice", reason], Duration::from_secs(5));
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("ERROR")),
+        "{line:?} in {:?}",
+        srv.stderr_lines()
+    );
+    assert_eq!(fx.files("alice").len(), 1);
+
+    // inetd logs to syslog: the client's answer and the exit are what the test sees.
+    let (mut inetd, mut c) = Inetd::spawn_args(&base, Some(std::process::Stdio::null()));
+    c.greeting();
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    assert_eq!(c.cmd("PASS pw"), refused);
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert!(inetd.wait_exit(Duration::from_secs(5)).is_some());
+
+    // `--user root` serving an account without ids.
+    passwd(&fx, &[("alice", "pw", "", "", &fx.home("alice"))]);
+    let with_root: Vec<&str> = base.iter().copied().chain(["--user", "root"]).collect();
+    let (mut inetd, mut c) = Inetd::spawn_args(&with_root, Some(std::process::Stdio::null()));
+    c.greeting();
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    assert_eq!(c.cmd("PASS pw"), refused);
+    assert!(inetd.wait_exit(Duration::from_secs(5)).is_some());
+
+    // Lowered to 0, root is served: the operator's explicit choice.
+    let (mut inetd, mut c) = Inetd::spawn_args(
+        &[&with_root[..], &lowered[..]].concat(),
+        Some(std::process::Stdio::null()),
+    );
+    c.greeting();
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    assert!(c.cmd("PASS pw").starts_with("+OK"), "fallback root");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(inetd.wait_exit(Duration::from_secs(5)).is_some());
+    passwd(&fx, &[("alice", "pw", "0", "0", &fx.home("alice"))]);
+    let (mut inetd, mut c) = Inetd::spawn_args(
+        &[&base[..], &lowered[..]].concat(),
+        Some(std::process::Stdio::null()),
+    );
+    c.greeting();
+    assert!(c.cmd("USER alice").starts_with("+OK"));
+    assert!(c.cmd("PASS pw").starts_with("+OK"), "inetd");
+    assert!(c.cmd("STAT").starts_with("+OK 1 "));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(inetd.wait_exit(Duration::from_secs(5)).is_some());
+    let args: Vec<String> = args
+        .iter()
+        .cloned()
+        .chain(lowered.map(String::from))
+        .collect();
+    let srv = Server::spawn(&args);
+    let mut c = srv.login("alice", "pw");
+    assert!(c.cmd("STAT").starts_with("+OK 1 "), "standalone");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+}
+
 /// Alice (uid 12345) and Bob (uid 12347), one message each in a Maildir each owns, password "pw"; and
 /// `others`, each (name, uid, whose home), also with password "pw" and the uid as gid.
 fn alice_and_bob(others: &[(&str, &str, &str)]) -> Fixture {

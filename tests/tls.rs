@@ -327,6 +327,7 @@ fn inetd_with_implicit_tls_over_a_socket_pair() {
         .args(["--inetd", "--tls", "--passwd"])
         .arg(fx.passwd())
         .args(certs.args())
+        .args(common::root_account_args())
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(
             theirs.try_clone().unwrap(),
         )))

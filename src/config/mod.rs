@@ -54,6 +54,16 @@ pub const DEFAULT_MAX_AUTH_ATTEMPTS: u32 = 3;
 /// nothing (only QUIT deletes), and a session inside UPDATE is always waited for.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 
+/// The lowest uid and gid a session may take on when the server changes identities, as Dovecot's
+/// `first_valid_uid` and `first_valid_gid`. A session served as root (a passwd-file line with uid 0,
+/// `userdb_uid=0`, or `--user root` under inetd) keeps CAP_DAC_READ_SEARCH and owner rights on root's
+/// files, so a symlinked `cur/` or mbox path would read any file on the host: refused unless lowered.
+pub const DEFAULT_FIRST_VALID_UID: u32 = 1;
+pub const DEFAULT_FIRST_VALID_GID: u32 = 1;
+
+/// The largest uid and gid the limits can be: (uid_t)-1 is "no change" to setresuid(2), never an id.
+pub const MAX_ID: u64 = 4_294_967_294;
+
 /// The default maildrop: a Maildir in the user's home, as Dovecot and qmail-pop3d set-ups use.
 pub const DEFAULT_MAIL: &str = "maildir:%h/Maildir";
 
@@ -91,6 +101,9 @@ pub struct Config {
     /// as Debian's /var/mail is writable by group mail only, and the dotlocks are created there).
     pub mail_group: Option<String>,
     pub system_users: bool,
+    /// When the server changes identities: accounts with a lower uid (gid) are refused.
+    pub first_valid_uid: u32,
+    pub first_valid_gid: u32,
     pub max_per_ip: usize,
     pub ipv6_prefix: u8,
     pub login_timeout: Duration,
@@ -130,6 +143,8 @@ impl Default for Config {
             run_as: None,
             mail_group: None,
             system_users: false,
+            first_valid_uid: DEFAULT_FIRST_VALID_UID,
+            first_valid_gid: DEFAULT_FIRST_VALID_GID,
             max_per_ip: DEFAULT_MAX_PER_IP,
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
             login_timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
@@ -172,6 +187,8 @@ pub const SETTINGS: &[(&str, Arity, &str)] = &[
     ("user", Arity::Value, "NAME"),
     ("mail-group", Arity::Value, "GROUP"),
     ("system-users", Arity::Flag, ""),
+    ("first-valid-uid", Arity::Value, "N"),
+    ("first-valid-gid", Arity::Value, "N"),
     ("max-per-ip", Arity::Value, "N"),
     ("ipv6-prefix", Arity::Value, "LEN"),
     ("login-timeout", Arity::Value, "SECS"),
@@ -223,6 +240,8 @@ impl Config {
             "user" => self.run_as = Some(nonempty(required(value)?)?.to_string()),
             "mail-group" => self.mail_group = Some(nonempty(required(value)?)?.to_string()),
             "system-users" => self.system_users = boolean(value)?,
+            "first-valid-uid" => self.first_valid_uid = number(required(value)?, 0, MAX_ID)? as u32,
+            "first-valid-gid" => self.first_valid_gid = number(required(value)?, 0, MAX_ID)? as u32,
             "max-per-ip" => self.max_per_ip = number(required(value)?, 1, 1_000_000)? as usize,
             "ipv6-prefix" => self.ipv6_prefix = number(required(value)?, 1, 128)? as u8,
             "login-timeout" => {
@@ -350,6 +369,23 @@ mod tests {
             c.set("frobnicate", Some("1")).unwrap_err(),
             "unknown option"
         );
+    }
+
+    #[test]
+    fn first_valid_ids_take_any_id_but_minus_one() {
+        let mut c = Config::default();
+        assert_eq!((c.first_valid_uid, c.first_valid_gid), (1, 1));
+        c.set("first-valid-uid", Some("0")).unwrap();
+        c.set("first-valid-gid", Some("4294967294")).unwrap();
+        assert_eq!((c.first_valid_uid, c.first_valid_gid), (0, 4_294_967_294));
+        for name in ["first-valid-uid", "first-valid-gid"] {
+            assert_eq!(
+                c.set(name, Some("4294967295")).unwrap_err(),
+                "4294967295 is out of range (0..=4294967294)"
+            );
+            assert!(c.set(name, Some("-1")).is_err());
+            assert!(c.set(name, None).is_err());
+        }
     }
 
     #[test]

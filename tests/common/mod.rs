@@ -19,6 +19,20 @@ use std::time::{Duration, SystemTime};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_poplar");
 
+/// `--first-valid-uid 0 --first-valid-gid 0` when the tests run as root (as CI does), nothing otherwise.
+/// The fixture's accounts have the temporary directory owner's uid and gid (`Fixture::user_with`), 0:0
+/// as root, which a server started as root refuses by default; every test that starts the binary on
+/// such accounts adds these, through here only, so that the tests about the limits can start without.
+pub fn root_account_args() -> Vec<String> {
+    if nix::unistd::geteuid().is_root() {
+        ["--first-valid-uid", "0", "--first-valid-gid", "0"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
 /// Long enough for the failed-login delay, short enough that a wedged server fails the test quickly.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on one multi-line response; the fixtures are far smaller.

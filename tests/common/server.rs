@@ -1,7 +1,7 @@
 //! The binary under test: standalone on an ephemeral loopback port with stderr drained and kept, in
 //! `--inetd` mode over a socket pair, or run once to completion for command-line checks.
 
-use super::{BIN, Client, Fixture};
+use super::{BIN, Client, Fixture, root_account_args};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::ffi::{OsStr, OsString};
@@ -44,6 +44,7 @@ impl Server {
             args.extend(fx.mail_args().iter().map(|s| s.to_string()));
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(root_account_args());
         Server::spawn(&args)
     }
 
@@ -84,6 +85,7 @@ impl Server {
             vec!["--listen".into(), "127.0.0.1:0".into(), "--passwd".into()];
         args.push(fx.passwd().display().to_string());
         args.extend(fx.mail_args().iter().chain(extra).map(|s| s.to_string()));
+        args.extend(root_account_args());
         args
     }
 
@@ -97,7 +99,9 @@ impl Server {
 
     /// Starts the binary with `-c conf` and nothing else (see `Fixture::config`).
     pub fn with_config(conf: &Path) -> Server {
-        Server::spawn(&["-c".to_string(), conf.display().to_string()])
+        let mut args = vec!["-c".to_string(), conf.display().to_string()];
+        args.extend(root_account_args());
+        Server::spawn(&args)
     }
 
     /// Starts the binary with exactly `args`, waiting for its `listening on ADDR` line.
@@ -292,6 +296,7 @@ impl Inetd {
             args.extend(fx.mail_args().iter().map(OsString::from));
         }
         args.extend(extra.iter().map(OsString::from));
+        args.extend(root_account_args().into_iter().map(OsString::from));
         let stderr = if stderr_on_socket {
             None
         } else {
