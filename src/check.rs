@@ -246,6 +246,14 @@ fn check_user(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
         return Ok(());
     };
     match nix::unistd::User::from_name(name) {
+        // The standalone server started as root becomes the account, and refuses to below the limits.
+        Ok(Some(user)) if !config.inetd && crate::privs::is_root() => {
+            let first_valid = crate::privs::FirstValid::of(config);
+            match first_valid.refuses(user.uid.as_raw(), user.gid.as_raw()) {
+                Some(why) => Err(problem(origins, "user", why)),
+                None => Ok(()),
+            }
+        }
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(problem(
             origins,

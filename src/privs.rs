@@ -157,6 +157,11 @@ impl Privileges {
         match (run_as, root) {
             (Some(name), true) => {
                 let ids = lookup(name, Path::new(PASSWD), Path::new(GROUP))?.with_group(mail_group);
+                // Every session runs as this account: below the limits, every maildrop would be
+                // opened as root (or its group).
+                if let Some(why) = first_valid.refuses(ids.uid, ids.gid) {
+                    return Err(format!("--user {name}: {why}"));
+                }
                 switch_process(&ids).map_err(|e| format!("--user {name}: {e}"))?;
                 log::info!(
                     "running as {name} (uid {}, gid {}, groups {:?})",
@@ -222,6 +227,11 @@ impl Privileges {
         if let Some(why) = first_valid.refuses(ids.uid, ids.gid) {
             return Err(why);
         }
+        // Supplementary groups below the limit (a `root:x:0:alice` line in /etc/group) go, as Dovecot
+        // drops them; `mail-group` stays, the operator's explicit choice.
+        let mut ids = ids;
+        ids.groups
+            .retain(|&g| g >= first_valid.gid || Some(g) == mail_group || g == ids.gid);
         Ok(Some(Switch {
             ids,
             per_thread,
@@ -757,6 +767,48 @@ staff:x:50:alice
     /// An account below `first-valid-uid` or `first-valid-gid` (uid 0: root) is refused before any
     /// switch, by both switchers and for the inetd fallback; at 0 the limits let root through. Asks
     /// `switch_for`, the decision `assume` acts on, so nothing here switches the test process.
+    /// Supplementary groups below `first-valid-gid` are dropped (a `root:x:0:alice` line would give a
+    /// session group 0), `mail-group` kept whatever its number.
+    #[test]
+    fn groups_below_the_first_valid_gid_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("group");
+        std::fs::write(
+            &g,
+            "root:x:0:alice
+mail:x:8:alice
+staff:x:50:alice
+",
+        )
+        .unwrap();
+        let p = Privileges::Process {
+            fallback: None,
+            group_file: g.clone(),
+            mail_group: Some(8),
+            first_valid: FirstValid { uid: 1, gid: 10 },
+        };
+        let switch = p
+            .switch_for(&account(Some(1000), Some(1000)), true)
+            .unwrap();
+        assert_eq!(switch.unwrap().ids.groups, [1000, 8, 50]);
+    }
+
+    /// Standalone `--user` below the limits is refused at start-up, before the switch: every session
+    /// would run as that account. Needs root (as another user, `--user root` is refused for needing it).
+    #[test]
+    fn standalone_user_below_the_limits_is_refused() {
+        if !is_root() {
+            eprintln!("standalone_user_below_the_limits_is_refused: needs root, skipped");
+            return;
+        }
+        let err =
+            Privileges::standalone(Some("root"), None, FirstValid { uid: 1, gid: 1 }).unwrap_err();
+        assert!(
+            err.contains("--user root: uid 0 is below first-valid-uid 1"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn accounts_below_the_first_valid_ids_are_refused_before_any_switch() {
         let dir = tempfile::tempdir().unwrap();

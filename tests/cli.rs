@@ -507,3 +507,35 @@ fn check_config_warns_of_accounts_below_the_first_valid_ids() {
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("cannot log in"), "{out}");
 }
+
+/// Root: the standalone server with `--user` runs every session as that account, so one below the
+/// limits (`--user root`) is refused at start-up and by `--check-config`, naming the option; with the
+/// limits at 0 the check passes.
+#[test]
+fn standalone_user_below_the_first_valid_ids_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("standalone_user_below_the_first_valid_ids_is_refused: needs root, skipped");
+        return;
+    }
+    let fx = standard();
+    let p = fx.passwd().to_str().unwrap().to_string();
+    let want = "--user: uid 0 is below first-valid-uid 1";
+    let (code, _, err) = run(&["--check-config", "--passwd", &p, "--user", "root"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(want), "{err}");
+    let (code, _, err) = run(&["--passwd", &p, "--user", "root", "--listen", "127.0.0.1:0"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("uid 0 is below first-valid-uid 1"), "{err}");
+    let (code, _, err) = run(&[
+        "--check-config",
+        "--passwd",
+        &p,
+        "--user",
+        "root",
+        "--first-valid-uid",
+        "0",
+        "--first-valid-gid",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
