@@ -261,9 +261,9 @@ impl Maildrop for Mbox {
     }
 
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
-        let index = self.scanned_index(index);
+        let (listed, index) = (index, self.scanned_index(index));
         let (Some(file), Some(m)) = (self.file.as_ref(), self.scanned.get(index)) else {
-            return Err(self.changed(format!("no message with index {index}")));
+            return Err(self.changed(format!("no message with index {listed}")));
         };
         match self.check_message(file, index) {
             Ok(serving) => self.serving = Some(serving),
@@ -278,9 +278,9 @@ impl Maildrop for Mbox {
 
     fn check_still_listed(&mut self, index: usize) -> Result<(), MaildropError> {
         let serving = self.serving.take();
-        let index = self.scanned_index(index);
+        let (listed, index) = (index, self.scanned_index(index));
         let Some(file) = self.file.as_ref().filter(|_| index < self.scanned.len()) else {
-            return Err(self.changed(format!("no message with index {index}")));
+            return Err(self.changed(format!("no message with index {listed}")));
         };
         let checked = self.check_sent(file, index, serving);
         if checked.is_err() {
