@@ -75,27 +75,31 @@ fn the_mail_group_requires_the_account_s_own_mbox() {
     assert_eq!(required_owner(&with, None), None, "no mail-group");
 }
 
+/// An inetd-style switcher (`Privileges::Process`, no fallback) with mail group 8 and `first_valid`,
+/// reading a group file of `text`: the directory holding it, its path, the switcher.
+fn process_with_groups(
+    text: &str,
+    first_valid: FirstValid,
+) -> (tempfile::TempDir, std::path::PathBuf, Privileges) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("group");
+    std::fs::write(&g, text).unwrap();
+    let p = Privileges::Process {
+        fallback: None,
+        group_file: g.clone(),
+        mail_group: Some(8),
+        first_valid,
+    };
+    (dir, g, p)
+}
+
 /// A passwd-file account is not the system user of the same name: it gets its gid alone (and
 /// `mail-group` for an mbox), not that user's `/etc/group` memberships, unless its line names a
 /// system user with `userdb_system_groups_user=` (Dovecot's field). A passwd-file user called
 /// `postgres` got group ssl-cert, which may read TLS private keys.
 #[test]
 fn a_passwd_file_account_gets_no_system_groups_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let g = dir.path().join("group");
-    std::fs::write(
-        &g,
-        "ssl-cert:x:103:postgres
-staff:x:50:alice
-",
-    )
-    .unwrap();
-    let p = Privileges::Process {
-        fallback: None,
-        group_file: g.clone(),
-        mail_group: Some(8),
-        first_valid: NO_LIMIT,
-    };
+    let (_dir, g, p) = process_with_groups("ssl-cert:x:103:postgres\nstaff:x:50:alice\n", NO_LIMIT);
     let mut acc = account(Some(1000), Some(1000));
     acc.name = "postgres".to_string();
     acc.policy.system_groups_user = None;
@@ -280,29 +284,13 @@ fn accounts_without_ids_need_a_fallback() {
     );
 }
 
-/// An account below `first-valid-uid` or `first-valid-gid` (uid 0: root) is refused before any
-/// switch, by both switchers and for the inetd fallback; at 0 the limits let root through. Asks
-/// `switch_for`, the decision `assume` acts on, so nothing here switches the test process.
 /// Supplementary groups below `first-valid-gid` are dropped (a `root:x:0:alice` line would give a
 /// session group 0), `mail-group` kept whatever its number.
 #[test]
 fn groups_below_the_first_valid_gid_are_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let g = dir.path().join("group");
-    std::fs::write(
-        &g,
-        "root:x:0:alice
-mail:x:8:alice
-staff:x:50:alice
-",
-    )
-    .unwrap();
-    let p = Privileges::Process {
-        fallback: None,
-        group_file: g.clone(),
-        mail_group: Some(8),
-        first_valid: FirstValid { uid: 1, gid: 10 },
-    };
+    let limits = FirstValid { uid: 1, gid: 10 };
+    let (_dir, _, p) =
+        process_with_groups("root:x:0:alice\nmail:x:8:alice\nstaff:x:50:alice\n", limits);
     let switch = p
         .switch_for(&account(Some(1000), Some(1000)), true)
         .unwrap();
@@ -325,6 +313,9 @@ fn standalone_user_below_the_limits_is_refused() {
     );
 }
 
+/// An account below `first-valid-uid` or `first-valid-gid` (uid 0: root) is refused before any
+/// switch, by both switchers and for the inetd fallback; at 0 the limits let root through. Asks
+/// `switch_for`, the decision `assume` acts on, so nothing here switches the test process.
 #[test]
 fn accounts_below_the_first_valid_ids_are_refused_before_any_switch() {
     let dir = tempfile::tempdir().unwrap();
