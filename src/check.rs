@@ -246,25 +246,26 @@ fn check_user(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
         return Ok(());
     };
     match nix::unistd::User::from_name(name) {
-        // The standalone server started as root becomes the account, and refuses to below the limits.
-        Ok(Some(user)) if !config.inetd && crate::privs::is_root() => {
-            let first_valid = crate::privs::FirstValid::of(config);
-            match first_valid.refuses(user.uid.as_raw(), user.gid.as_raw()) {
-                Some(why) => Err(problem(origins, "user", why)),
-                None => Ok(()),
-            }
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(problem(
+                origins,
+                "user",
+                format!("no such account \"{name}\""),
+            ));
         }
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(problem(
-            origins,
-            "user",
-            format!("no such account \"{name}\""),
-        )),
-        Err(e) => Err(problem(
-            origins,
-            "user",
-            format!("looking up \"{name}\": {e}"),
-        )),
+        Err(e) => {
+            return Err(problem(
+                origins,
+                "user",
+                format!("looking up \"{name}\": {e}"),
+            ));
+        }
+    }
+    // The standalone server started as root becomes the account, and refuses to below the limits.
+    match user_below_first_valid(config).filter(|_| !config.inetd) {
+        Some(why) => Err(problem(origins, "user", why)),
+        None => Ok(()),
     }
 }
 
@@ -272,15 +273,22 @@ fn check_user(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
 /// `first-valid-gid` (`--user root`), none of them can log in (`privs` refuses it as it would them).
 fn fallback_below_first_valid(config: &Config) -> Option<String> {
     let name = config.run_as.as_ref().filter(|_| config.inetd)?;
-    if !crate::privs::is_root() {
-        return None;
-    }
-    let passwd = Path::new(crate::privs::PASSWD);
-    let ids = crate::privs::lookup(name, passwd, Path::new(crate::privs::GROUP)).ok()?;
-    let why = crate::privs::FirstValid::of(config).refuses(ids.uid, ids.gid)?;
+    let why = user_below_first_valid(config)?;
     Some(format!(
         "warning: user {name}: accounts without uid and gid, served as it, cannot log in: {why}"
     ))
+}
+
+/// Why the `--user` account is below `first-valid-uid` or `first-valid-gid`, started as root (where
+/// identities change); looked up as the server looks it up (`privs::lookup`).
+fn user_below_first_valid(config: &Config) -> Option<String> {
+    let name = config
+        .run_as
+        .as_deref()
+        .filter(|_| crate::privs::is_root())?;
+    let passwd = Path::new(crate::privs::PASSWD);
+    let ids = crate::privs::lookup(name, passwd, Path::new(crate::privs::GROUP)).ok()?;
+    crate::privs::FirstValid::of(config).refuses(ids.uid, ids.gid)
 }
 
 /// The group must exist; started other than as root (`root` false) the server ignores it, which the
