@@ -306,6 +306,8 @@ impl Maildrop for Mbox {
         let mut ranges = deleted_ranges(&self.scanned, deleted)
             .ok_or_else(|| self.changed("bad deletion list"))?;
         let lock = DeliveryLock::acquire(&self.path, file, DELIVERY_LOCK_WAIT).map_err(io_err)?;
+        // Before UPDATE's own reads, which may move the access time on.
+        let before = file.metadata().ok();
         if let Some(last) = ranges.last_mut() {
             last.1 += self.tail_to_cut(file, deleted)?;
         }
@@ -331,6 +333,9 @@ impl Maildrop for Mbox {
             expunge::Refused::Io(e) => io_err(e),
         })?;
         let committed = prepared.commit(&mut keep_alive).map_err(io_err)?;
+        if let Some(before) = before {
+            self.keep_new_mail_state(file, &before);
+        }
         // Still under the delivery locks: the index's key must describe the file as we left it.
         let clock = self._session.as_ref().and_then(|s| s.touch().ok());
         let meta = file.metadata().ok();
@@ -385,6 +390,27 @@ impl Mbox {
         };
         if saved.is_err() {
             index::remove(&self.path);
+        }
+    }
+}
+
+impl Mbox {
+    /// After UPDATE rewrote the mbox (under the delivery locks): shells, biff and mail readers say
+    /// "new mail" when an mbox's modification time is after its access time, and the rewrite moved
+    /// the former on. A mailbox that did not say so before the rewrite (mostly the case: the session
+    /// read it) must not say so after, as mutt and Dovecot also see to: its access time is set to
+    /// the new modification time. One that did keeps saying so. Needs the owner's rights; without
+    /// them the times stay as the rewrite left them.
+    fn keep_new_mail_state(&self, file: &File, before: &fs::Metadata) {
+        use nix::sys::time::TimeSpec;
+        let had_new_mail =
+            (before.mtime(), before.mtime_nsec()) > (before.atime(), before.atime_nsec());
+        let Some(after) = file.metadata().ok().filter(|_| !had_new_mail) else {
+            return;
+        };
+        let mtime = TimeSpec::new(after.mtime(), after.mtime_nsec());
+        if let Err(e) = nix::sys::stat::futimens(file, &mtime, &TimeSpec::UTIME_OMIT) {
+            log::debug!("{}: cannot set the access time: {e}", self.path.display());
         }
     }
 }

@@ -214,6 +214,46 @@ fn deleting_the_last_message_takes_the_empty_lines_before_mail_appended_after_it
     );
 }
 
+/// Sets `path`'s access and modification times to these many seconds ago.
+fn set_times_ago(path: &Path, atime_ago: i64, mtime_ago: i64) {
+    use nix::sys::time::TimeSpec;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |ago: i64| TimeSpec::new(now - ago, 0);
+    let file = fs::File::open(path).unwrap();
+    nix::sys::stat::futimens(&file, &at(atime_ago), &at(mtime_ago)).unwrap();
+}
+
+fn shows_new_mail(path: &Path) -> bool {
+    let meta = fs::metadata(path).unwrap();
+    (meta.mtime(), meta.mtime_nsec()) > (meta.atime(), meta.atime_nsec())
+}
+
+#[test]
+fn update_leaves_an_mbox_that_showed_no_new_mail_showing_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    // Read 50 s after its last change: no new mail, and recent enough that reading it keeps the times.
+    set_times_ago(&path, 50, 100);
+    drop(Box::new(Mbox::open(&path).unwrap()).expunge(&[1]).unwrap());
+    assert!(!shows_new_mail(&path));
+    assert_eq!(view(&path, UidlSource::Popa3d).2.len(), 2);
+}
+
+#[test]
+fn update_leaves_an_mbox_that_showed_new_mail_showing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    set_times_ago(&path, 100, 50);
+    let mbox = Mbox::open(&path).unwrap();
+    // Mounted with relatime, the scan's read moved the access time on: as if mounted noatime.
+    set_times_ago(&path, 100, 50);
+    drop(Box::new(mbox).expunge(&[1]).unwrap());
+    assert!(shows_new_mail(&path));
+}
+
 #[test]
 fn an_mbox_that_shrank_is_not_expunged() {
     let dir = tempfile::tempdir().unwrap();
