@@ -334,7 +334,7 @@ impl Maildrop for Mbox {
         })?;
         let committed = prepared.commit(&mut keep_alive).map_err(io_err)?;
         if let Some(before) = before {
-            self.keep_new_mail_state(file, &before);
+            keep_new_mail_state(&self.path, file, &before);
         }
         // Still under the delivery locks: the index's key must describe the file as we left it.
         let clock = self._session.as_ref().and_then(|s| s.touch().ok());
@@ -394,24 +394,22 @@ impl Mbox {
     }
 }
 
-impl Mbox {
-    /// After UPDATE rewrote the mbox (under the delivery locks): shells, biff and mail readers say
-    /// "new mail" when an mbox's modification time is after its access time, and the rewrite moved
-    /// the former on. A mailbox that did not say so before the rewrite (mostly the case: the session
-    /// read it) must not say so after, as mutt and Dovecot also see to: its access time is set to
-    /// the new modification time. One that did keeps saying so. Needs the owner's rights; without
-    /// them the times stay as the rewrite left them.
-    fn keep_new_mail_state(&self, file: &File, before: &fs::Metadata) {
-        use nix::sys::time::TimeSpec;
-        let had_new_mail =
-            (before.mtime(), before.mtime_nsec()) > (before.atime(), before.atime_nsec());
-        let Some(after) = file.metadata().ok().filter(|_| !had_new_mail) else {
-            return;
-        };
-        let mtime = TimeSpec::new(after.mtime(), after.mtime_nsec());
-        if let Err(e) = nix::sys::stat::futimens(file, &mtime, &TimeSpec::UTIME_OMIT) {
-            log::debug!("{}: cannot set the access time: {e}", self.path.display());
-        }
+/// After UPDATE rewrote the mbox (under the delivery locks): shells, biff and mail readers say
+/// "new mail" when an mbox's modification time is after its access time, and the rewrite moved
+/// the former on. A mailbox that did not say so before the rewrite (mostly the case: the session
+/// read it) must not say so after, as mutt and Dovecot also see to: its access time is set to
+/// the new modification time. One that did keeps saying so. Needs the owner's rights; without
+/// them the times stay as the rewrite left them.
+fn keep_new_mail_state(path: &Path, file: &File, before: &fs::Metadata) {
+    use nix::sys::time::TimeSpec;
+    let had_new_mail =
+        (before.mtime(), before.mtime_nsec()) > (before.atime(), before.atime_nsec());
+    let Some(after) = file.metadata().ok().filter(|_| !had_new_mail) else {
+        return;
+    };
+    let mtime = TimeSpec::new(after.mtime(), after.mtime_nsec());
+    if let Err(e) = nix::sys::stat::futimens(file, &mtime, &TimeSpec::UTIME_OMIT) {
+        log::debug!("{}: cannot set the access time: {e}", path.display());
     }
 }
 
