@@ -3,6 +3,7 @@
 //! renamed is found again here by its base name. Not the listing (`list.rs`) nor the naming rules
 //! (`names.rs`).
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::io;
@@ -83,7 +84,7 @@ impl Dirs {
     }
 
     /// The directory handle and file name of a message's `file`.
-    fn at<'f>(&self, file: &'f MessageFile) -> io::Result<(&File, &'f OsStr)> {
+    pub(super) fn at<'f>(&self, file: &'f MessageFile) -> io::Result<(&File, &'f OsStr)> {
         match &self.0[file.dir] {
             Some(dir) => Ok((dir, OsStr::from_bytes(&file.name))),
             // In a directory missing at login: not one of this session's files.
@@ -196,9 +197,17 @@ impl MessageFile {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread read a directory of messages: what UPDATE's searches cost.
+    pub(super) static DIR_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The entries of `dir` from the start: a new open of it for each reading, since a `Dir` keeps its
 /// place, and the handle every pass and look-up shares cannot be rewound without one.
 pub(super) fn read_dir(dir: &File) -> io::Result<Dir> {
+    #[cfg(test)]
+    DIR_READS.with(|n| n.set(n.get() + 1));
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     Ok(Dir::openat(dir, c".", flags, Mode::empty())?)
 }
@@ -242,10 +251,10 @@ pub(super) fn with_relocation<T>(
 
 /// `with_relocation`, searching a second time when the first search found nothing, while `budget`
 /// lasts (each second search takes one). A file renamed while its directory is read (a flag set by a
-/// mail reader) may be missed by that reading, and a message then taken for gone would be reported
-/// deleted by UPDATE and come back at the next login. The budget keeps an UPDATE of thousands of
-/// messages another program already removed from reading `new/` and `cur/` twice for each. For the
-/// listing, which misses nothing by this (the next login lists it), one search is enough.
+/// mail reader) may be missed by that reading, and a message then taken for gone would fail RETR (or
+/// be reported deleted by UPDATE and come back at the next login: UPDATE has its own way to this,
+/// `relocate_all` and a budget of second searches). For the listing, which misses nothing by this
+/// (the next login lists it), one search is enough.
 pub(super) fn with_second_search<T>(
     root: &Path,
     dirs: &Dirs,
@@ -262,6 +271,39 @@ pub(super) fn with_second_search<T>(
         }
         other => other,
     }
+}
+
+/// For UPDATE: finds in one reading of `new/` and `cur/` the files whose base names are those of
+/// `files[i]` for each `i` in `wanted` (messages no longer where they were listed), and gives each
+/// found its new place. Says, for each of `wanted` in order, whether it was found. Looking for each
+/// alone would read both directories once per message: thousands of times over, when another program
+/// removed thousands of the messages deleted.
+pub(super) fn relocate_all(
+    dirs: &Dirs,
+    files: &mut [MessageFile],
+    wanted: &[usize],
+) -> io::Result<Vec<bool>> {
+    let mut by_base: HashMap<Box<[u8]>, usize> = wanted
+        .iter()
+        .map(|&i| (files[i].base().into(), i))
+        .collect();
+    let mut found = HashSet::new();
+    for (d, dir) in dirs.0.iter().enumerate() {
+        let Some(dir) = dir else { continue };
+        let mut entries = read_dir(dir)?;
+        for entry in entries.iter() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if let Some(i) = by_base.remove(base_of(name)) {
+                files[i] = MessageFile {
+                    dir: d,
+                    name: name.into(),
+                };
+                found.insert(i);
+            }
+        }
+    }
+    Ok(wanted.iter().map(|i| found.contains(i)).collect())
 }
 
 /// The file in `new/` or `cur/` whose base name is `base`, if any.

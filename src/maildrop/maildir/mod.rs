@@ -59,7 +59,7 @@ const LOCK_FILE_C: &CStr = c".poplar.lock";
 const CHUNK: usize = 64 * 1024;
 
 /// How many messages one UPDATE looks for a second time when the first search of `new/` and `cur/`
-/// did not find them (see `dirs::with_second_search`): the race that covers is a rename during one
+/// did not find them (see `Maildir::expunge_moved`): the race that covers is a rename during one
 /// directory read, a few at a time, while each search reads both directories whole.
 const SECOND_SEARCHES: usize = 8;
 
@@ -375,45 +375,94 @@ impl Maildrop for Maildir {
     fn expunge(mut self: Box<Self>, deleted: &[usize]) -> Result<Tidy, MaildropError> {
         // Unlinked under the handles of `new/` and `cur/` opened at login: the files of the maildrop
         // this session listed and locked, even if its path was renamed and now names another one.
-        let mut first_err = None;
-        let mut unlinked = [false; MESSAGE_DIRS.len()];
-        let mut second_searches = SECOND_SEARCHES;
+        let mut outcome = Unlinked::default();
+        let mut moved = Vec::new();
         for &index in deleted {
-            let Some(file) = self.files.get_mut(index) else {
-                first_err.get_or_insert(no_such_message(&self.root, index));
+            let Some(file) = self.files.get(index) else {
+                outcome.failed(no_such_message(&self.root, index));
                 continue;
             };
             let listed = self.stamps.get(index).copied();
-            let unlink = |dir: &File, name: &OsStr| unlink_listed(dir, name, listed);
-            match with_second_search(&self.root, &self.dirs, file, unlink, &mut second_searches) {
-                // Only the directories that lost a file are synced.
-                Ok(true) => unlinked[file.dir] = true,
-                // Another file has its name now (or the message changed in place, which Maildir
-                // forbids): left, and the cache goes, as when RETR finds one, so that the next login
-                // lists afresh.
-                Ok(false) => {
-                    log::info!(
-                        "{}: not the file listed (replaced or changed since); left",
-                        file.path(&self.root).display()
-                    );
-                    cache::remove(&self.root);
-                }
-                Err(MaildropError::Io { source, .. })
-                    if source.kind() == io::ErrorKind::NotFound =>
-                {
-                    log::debug!(
-                        "{}: already gone, counted as deleted",
-                        file.path(&self.root).display()
-                    );
-                }
-                Err(e) => {
-                    log::debug!("expunge: {e}");
-                    first_err.get_or_insert(e);
+            match (self.dirs.at(file)).and_then(|(dir, name)| unlink_listed(dir, name, listed)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => moved.push(index),
+                done => {
+                    let done = done.map_err(|e| MaildropError::io(&file.path(&self.root), e));
+                    outcome.record(&self.root, file, done);
                 }
             }
         }
-        self.dirs.sync(&self.root, unlinked);
-        first_err.map_or(Ok(Tidy::nothing()), Err)
+        if !moved.is_empty() {
+            self.expunge_moved(&moved, &mut outcome);
+        }
+        self.dirs.sync(&self.root, outcome.dirs);
+        outcome.first_err.map_or(Ok(Tidy::nothing()), Err)
+    }
+}
+
+impl Maildir {
+    /// UPDATE's part for the deleted messages no longer where they were listed (renamed by a mail
+    /// reader, or removed): one reading of `new/` and `cur/` finds those renamed, and only those it
+    /// did not find are looked for again, each alone, while `SECOND_SEARCHES` lasts.
+    fn expunge_moved(&mut self, moved: &[usize], outcome: &mut Unlinked) {
+        let found = match dirs::relocate_all(&self.dirs, &mut self.files, moved) {
+            Ok(found) => found,
+            Err(e) => return outcome.failed(MaildropError::io(&self.root, e)),
+        };
+        let mut second_searches = SECOND_SEARCHES;
+        for (&index, found) in moved.iter().zip(found) {
+            let listed = self.stamps.get(index).copied();
+            let unlink = |dir: &File, name: &OsStr| unlink_listed(dir, name, listed);
+            let file = &mut self.files[index];
+            let done = if found || second_searches > 0 {
+                second_searches -= usize::from(!found);
+                with_relocation(&self.root, &self.dirs, file, unlink)
+            } else {
+                Err(MaildropError::io(
+                    &file.path(&self.root),
+                    io::ErrorKind::NotFound.into(),
+                ))
+            };
+            outcome.record(&self.root, file, done);
+        }
+    }
+}
+
+/// What UPDATE's unlinks came to: which directories lost a file (only those are synced), and the
+/// first real failure.
+#[derive(Default)]
+struct Unlinked {
+    dirs: [bool; MESSAGE_DIRS.len()],
+    first_err: Option<MaildropError>,
+}
+
+impl Unlinked {
+    fn failed(&mut self, e: MaildropError) {
+        log::debug!("expunge: {e}");
+        self.first_err.get_or_insert(e);
+    }
+
+    /// Notes the outcome of unlinking `file`: `Ok(true)` unlinked, `Ok(false)` not the file listed.
+    fn record(&mut self, root: &Path, file: &MessageFile, done: Result<bool, MaildropError>) {
+        match done {
+            Ok(true) => self.dirs[file.dir] = true,
+            // Another file has its name now (or the message changed in place, which Maildir
+            // forbids): left, and the cache goes, as when RETR finds one, so that the next login
+            // lists afresh.
+            Ok(false) => {
+                log::info!(
+                    "{}: not the file listed (replaced or changed since); left",
+                    file.path(root).display()
+                );
+                cache::remove(root);
+            }
+            Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                log::debug!(
+                    "{}: already gone, counted as deleted",
+                    file.path(root).display()
+                );
+            }
+            Err(e) => self.failed(e),
+        }
     }
 }
 

@@ -466,6 +466,45 @@ fn expunge_unlinks_only_the_files_it_listed() {
     assert_eq!(fs::read(root.join("new/a")).unwrap(), b"another a\n");
 }
 
+/// Another program removed many of the messages deleted and renamed others: UPDATE reads `new/` and
+/// `cur/` once for them all, and again only for the few `SECOND_SEARCHES`, not once per message.
+#[test]
+fn update_reads_the_directories_a_bounded_number_of_times_for_moved_messages() {
+    let dir = maildir();
+    let root = dir.path();
+    let count = 200;
+    for i in 0..count {
+        put(root, &format!("new/m{i}"), b"x\n", i as u64 + 1);
+    }
+    let md = Maildir::open(root).unwrap();
+    for i in 0..count {
+        match i % 4 {
+            0 => fs::remove_file(root.join(format!("new/m{i}"))).unwrap(),
+            1 => fs::rename(
+                root.join(format!("new/m{i}")),
+                root.join(format!("cur/m{i}:2,S")),
+            )
+            .unwrap(),
+            _ => {}
+        }
+    }
+    // Every other message is deleted: of them, a quarter removed, a quarter renamed.
+    let deleted: Vec<usize> = (0..count).step_by(2).chain((1..count).step_by(4)).collect();
+    let reads_before = dirs::DIR_READS.with(|n| n.get());
+    drop(Box::new(md).expunge(&deleted).unwrap());
+    let reads = dirs::DIR_READS.with(|n| n.get()) - reads_before;
+    assert!(
+        reads <= MESSAGE_DIRS.len() * (1 + SECOND_SEARCHES),
+        "{reads} directory reads"
+    );
+    let mut kept: Vec<String> = (0..count)
+        .filter(|i| i % 4 == 3)
+        .map(|i| format!("m{i}"))
+        .collect();
+    kept.sort();
+    assert_eq!(left(root), kept);
+}
+
 #[test]
 fn expunge_keeps_going_and_reports_the_first_error() {
     let dir = maildir();
