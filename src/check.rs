@@ -72,6 +72,7 @@ fn check_passwd(
         Ok(users) => {
             notes.push(format!("{}: {} users", path.display(), users.user_count()));
             notes.push(scram_offer(config, &users).to_string());
+            notes.extend(salts_per_connection(config, &users));
             notes.extend(unusable_accounts(config, path, &users));
             Ok(())
         }
@@ -111,6 +112,20 @@ fn scram_offer(config: &Config, users: &PasswdFile) -> &'static str {
     } else {
         "AUTH SCRAM-SHA-256 not offered: a user who can log in has a crypt hash, or no user can log in"
     }
+}
+
+/// Under inetd each connection is a new process, and without `scram-salt-key` each draws its own
+/// random salt key: a name's SCRAM salt then changes from one connection to the next, except for a
+/// user whose keys are stored ({SCRAM-SHA-256}), whose salt is stored too. Two AUTH attempts tell
+/// such users from everyone else. Warned here rather than at each connection's start.
+fn salts_per_connection(config: &Config, users: &PasswdFile) -> Option<String> {
+    use crate::auth::Authenticator;
+    let offered = !config.system_users && users.scram_for_every_user();
+    (offered && config.inetd && config.scram_salt_key.is_none()).then(|| {
+        "warning: scram-salt-key: not set under inetd: each connection draws its own salt key, \
+         so SCRAM salts change per connection, except stored {SCRAM-SHA-256} users'"
+            .to_string()
+    })
 }
 
 /// Shown at most, so that a file of thousands of users with the same mistake stays readable.

@@ -189,6 +189,19 @@ fn problems_name_where_the_setting_came_from() {
         "{out}"
     );
     assert!(out.contains("# AUTH SCRAM-SHA-256 offered: "), "{out}");
+    assert!(!out.contains("scram-salt-key: not set"), "{out}");
+    c.inetd = true;
+    let warning = "# warning: scram-salt-key: not set under inetd";
+    assert!(run(&c, &none).unwrap().contains(warning));
+    c.scram_salt_key = Some(dir.path().join("salt.key"));
+    std::fs::write(c.scram_salt_key.as_ref().unwrap(), [7u8; 32]).unwrap();
+    std::fs::set_permissions(
+        c.scram_salt_key.as_ref().unwrap(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    assert!(!run(&c, &none).unwrap().contains(warning));
+    (c.inetd, c.scram_salt_key) = (false, None);
     c.system_users = true;
     let out = run(&c, &none).unwrap();
     assert!(
