@@ -92,11 +92,13 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyError> {
     }
 }
 
-/// Whether the bytes seen so far could be the start of a PROXY header (`PROXY ` or the v2 signature's
-/// first four bytes, a blank line that no POP3 client sends first). `conn` uses it to refuse a header
-/// from an address that may not send one.
+/// Whether the bytes seen so far begin a PROXY header: `PROXY ` whole, or the v2 signature's first
+/// five octets (two empty lines, then a NUL, which no text line holds). `conn` uses it to refuse a
+/// header from an address that may not send one. Anything shorter goes to the command parser, which
+/// answers it: a client whose first packet is `PROX`, or two empty lines, gets `-ERR`, not a closed
+/// connection, and a header cut that short is refused as an unknown command all the same.
 pub fn looks_like_header(buf: &[u8]) -> bool {
-    buf.len() >= 4 && (starts_like(buf, V1_PREFIX) || starts_like(buf, &V2_SIGNATURE))
+    buf.starts_with(V1_PREFIX) || buf.starts_with(&V2_SIGNATURE[..5])
 }
 
 /// `buf` and `prefix` agree on their common length.
@@ -458,9 +460,12 @@ mod tests {
     fn header_detection() {
         let table: &[(&[u8], bool)] = &[
             (b"PROXY TCP4 ", true),
-            (b"PROX", true),
+            (b"PROXY ", true),
+            (b"PROXY", false),
+            (b"PROX", false),
             (b"\r\n\r\n\0\r\nQUIT\n!", true),
-            (b"\r\n\r\n", true),
+            (b"\r\n\r\n\0", true),
+            (b"\r\n\r\n", false),
             (b"PRO", false),
             (b"USER alice\r\n", false),
             (b"\r\nUSER", false),

@@ -140,6 +140,27 @@ fn a_header_from_an_untrusted_address_closes_the_connection() {
     }
 }
 
+/// Only a whole `PROXY ` or the v2 signature's first five octets count as a header: a client whose
+/// first packet merely starts like one (two empty lines, `PROX`) is answered, not cut off.
+#[test]
+fn a_first_packet_that_only_starts_like_a_header_is_answered() {
+    let fx = standard();
+    let server = Server::start(&fx, &[]);
+    for (first, rest, replies) in [(&b"\r\n\r\n"[..], &b""[..], 2), (b"PROX", b"Y\r\n", 1)] {
+        let mut c = Client::connect(server.addr);
+        c.greeting();
+        c.send(first);
+        std::thread::sleep(Duration::from_millis(50));
+        c.send(rest);
+        for _ in 0..replies {
+            let reply = c.read_line();
+            assert!(reply.starts_with("-ERR"), "{reply}");
+        }
+        c.login("alice", "secret");
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+    }
+}
+
 #[test]
 fn a_trusted_peer_must_send_a_valid_header() {
     let fx = standard();
