@@ -231,7 +231,9 @@ fn message_vanishing_during_session() {
     let mut c = srv.login("kim", "pw");
     std::fs::remove_file(gone).unwrap();
     let r = c.cmd("RETR 1");
-    assert!(r.starts_with("-ERR "), "{r}");
+    assert_eq!(r, "-ERR message 1 no longer exists");
+    let r = c.cmd("TOP 1 0");
+    assert_eq!(r, "-ERR message 1 no longer exists");
     assert!(c.cmd("NOOP").starts_with("+OK "), "session continues");
     // Marking the vanished message may be accepted or refused; either way UPDATE must still succeed.
     let _ = c.cmd("DELE 1");

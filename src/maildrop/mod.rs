@@ -132,6 +132,11 @@ impl MaildropError {
         }
     }
 
+    /// The message (or file) is no longer there: another program removed it.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, MaildropError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
     /// A terse reason for the client, without paths.
     pub fn client_text(&self) -> &'static str {
         match self {

@@ -142,6 +142,13 @@ fn send<W: Write + ?Sized>(
     let octets = tx.maildrop.messages()[index].octets;
     let mut reader = match tx.maildrop.open_message(index) {
         Ok(reader) => reader,
+        // Removed by another program (an IMAP client expunged it): nothing is wrong with the system,
+        // and trying again will not bring it back, so no response code (RFC 3206's SYS/TEMP and
+        // SYS/PERM are for problems of the system). The next session does not list it.
+        Err(e) if e.is_gone() => {
+            log::info!("user={} message {msg}: {e}", tx.account.name);
+            return reply::err(out, None, format_args!("message {msg} no longer exists"));
+        }
         Err(e) => {
             log::error!("user={} message {msg}: {e}", tx.account.name);
             return reply::err(
