@@ -266,6 +266,18 @@ fn accept_one(
             return;
         }
     };
+    // An address over --max-per-ip is refused here, before it takes a place under --max-sessions:
+    // counted only on its session thread, a client connecting and closing fast from one address
+    // kept enough places taken to have clients from other addresses refused. The client behind a
+    // trusted proxy is known only from the PROXY header, which the session thread reads.
+    let ticket = if crate::config::in_networks(peer.ip(), &frontend.proxy_from) {
+        None
+    } else {
+        match admit_address(&mut stream, peer, per_ip, implicit_tls) {
+            Some(ticket) => Some(ticket),
+            None => return,
+        }
+    };
     if active.load(Ordering::SeqCst) >= max_sessions {
         log::warn!("peer={peer}: refused, {max_sessions} sessions already running");
         refuse(
@@ -287,6 +299,7 @@ fn accept_one(
         frontend: Arc::clone(frontend),
         implicit_tls,
         per_ip: Arc::clone(per_ip),
+        ticket,
     });
     if let Err(e) = workers::run(job, "session", SESSION_STACK) {
         log::error!("peer={peer}: cannot start a session thread: {e}");
@@ -302,6 +315,8 @@ struct SessionJob {
     frontend: Arc<Frontend>,
     implicit_tls: bool,
     per_ip: Arc<PerIp>,
+    /// The place under --max-per-ip, taken at accept unless the client is behind a trusted proxy.
+    ticket: Option<Ticket>,
 }
 
 impl workers::Work for SessionJob {
@@ -313,6 +328,7 @@ impl workers::Work for SessionJob {
             &job.frontend,
             job.implicit_tls,
             &job.per_ip,
+            job.ticket,
         );
         // The thread serves another session only with its start-up identity back.
         match job.frontend.services.identity.restore() {
@@ -389,13 +405,15 @@ fn session(
     frontend: &Frontend,
     implicit_tls: bool,
     per_ip: &Arc<PerIp>,
+    ticket: Option<Ticket>,
 ) {
     // The PROXY protocol header comes before the TLS handshake: the load balancer writes it in the clear.
     let Some(peer) = client_address(&mut stream, peer, frontend) else {
         return;
     };
-    // Counted by the real client's address, so it is applied after the PROXY header, here.
-    let Some(_ticket) = admit_address(&mut stream, peer, per_ip, implicit_tls) else {
+    // Behind a proxy, counted by the real client's address, so applied after the PROXY header, here.
+    let Some(_ticket) = ticket.or_else(|| admit_address(&mut stream, peer, per_ip, implicit_tls))
+    else {
         return;
     };
     let ip = peer.ip();

@@ -534,6 +534,69 @@ fn per_address_cap() {
     );
 }
 
+/// A client over --max-per-ip is refused at accept, before it counts under --max-sessions: a full
+/// server tells it the per-address reason, and one address connecting and closing as fast as it can
+/// keeps no place that a client from another address needs.
+#[test]
+fn an_address_over_its_cap_takes_no_place_from_others() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &["--max-sessions", "8", "--max-per-ip", "2"]);
+    let mut held = [srv.connect(), srv.connect()];
+    for c in &mut held {
+        c.greeting();
+    }
+    let mut again = srv.connect();
+    assert_eq!(
+        again.read_line(),
+        "-ERR [SYS/TEMP] too many sessions from your address, try again later"
+    );
+    let addr = srv.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut n = 0;
+            while n < 20_000
+                && Instant::now() < deadline
+                && !stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                drop(TcpStream::connect_timeout(&addr, Duration::from_secs(5)));
+                n += 1;
+            }
+            n
+        })
+    };
+    // Each from its own address: a session that ended a moment ago may still hold its place (under
+    // --max-sessions too; the headroom is for that).
+    let mut refused = Vec::new();
+    for i in 0..40u8 {
+        let other = std::net::IpAddr::from([127, 0, 1, i + 1]);
+        let mut c = Client::connect_from(addr, other);
+        let greeting = c.read_line();
+        if !greeting.starts_with("+OK") {
+            refused.push(greeting);
+            continue;
+        }
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+        assert!(c.closed_within(Duration::from_secs(5)));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flooded = flood.join().unwrap();
+    assert!(
+        refused.is_empty(),
+        "{} of 40 refused while 127.0.0.1 made {flooded} connections: {refused:?}",
+        refused.len()
+    );
+    for mut c in held {
+        assert!(
+            c.cmd("NOOP").starts_with("-ERR"),
+            "a held session is still served"
+        );
+    }
+}
+
 /// AUTHORIZATION has a deadline, not an idle timer: trickling one octet at a time does not extend it,
 /// and other clients are served meanwhile.
 #[test]

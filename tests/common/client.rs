@@ -47,6 +47,18 @@ impl Client {
         Client::from_sock(Sock::Tcp(s))
     }
 
+    /// Connects from `local` (any of 127/8 is loopback on Linux): another client address.
+    pub fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Client {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::new(local, 0).into()).unwrap();
+        s.connect_timeout(&addr.into(), Duration::from_secs(5))
+            .expect("connect");
+        let s = TcpStream::from(s);
+        s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        Client::from_sock(Sock::Tcp(s))
+    }
+
     /// Connects with a receive buffer of `rcvbuf` octets, set before the connection is made: what the
     /// server can have sent ahead of our reads is then that and its own send buffer, no more.
     pub fn connect_small_window(addr: SocketAddr, rcvbuf: usize) -> Client {
