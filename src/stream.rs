@@ -52,8 +52,14 @@ struct Timed {
     /// client trickling one byte at a time must not stretch the login or autologout timers.
     read_deadline: Option<Instant>,
     write_timeout: Duration,
-    /// The socket's SO_SNDTIMEO holds `write_timeout`, so a send needs no poll before it.
+    /// When set, each write waits at most what is left of it (and fails once it has passed), if that is
+    /// less than `write_timeout`: the login timer bounds writes too, or a client that sends commands
+    /// and never reads their replies would stay past it, `write_timeout` at each blocked write.
+    write_deadline: Option<Instant>,
+    /// The socket's SO_SNDTIMEO bounds a send, so a send needs no poll before it.
     socket_send_timeout: bool,
+    /// What SO_SNDTIMEO was last set to (`write_timeout`, or less under a write deadline).
+    socket_write_timeout: Duration,
     /// What the socket's SO_RCVTIMEO was last set to, if it was.
     socket_read_timeout: Option<Duration>,
 }
@@ -84,7 +90,9 @@ impl Stream {
                 read_timeout,
                 read_deadline: None,
                 write_timeout,
+                write_deadline: None,
                 socket_send_timeout,
+                socket_write_timeout: write_timeout,
                 socket_read_timeout: None,
             }),
         }
@@ -95,6 +103,14 @@ impl Stream {
     pub fn set_read_deadline(&mut self, deadline: Instant) {
         if let Some(timed) = self.timed_mut() {
             timed.read_deadline = Some(deadline);
+        }
+    }
+
+    /// Bounds every write from now on, the TLS layer's own included, by `deadline` as well as by the
+    /// write timeout; `None` lifts it.
+    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        if let Some(timed) = self.timed_mut() {
+            timed.write_deadline = deadline;
         }
     }
 
@@ -315,12 +331,36 @@ impl Timed {
         true
     }
 
-    /// Before a write: waits for room in the output, unless the socket's own send timeout bounds it.
-    fn wait_writable(&self) -> io::Result<()> {
-        if self.socket_send_timeout {
-            return Ok(());
+    /// Before a write: waits for room in the output, unless the socket's own send timeout bounds it,
+    /// which is first set to what is left of the write deadline when that is less than the timeout.
+    fn wait_writable(&mut self) -> io::Result<()> {
+        let timeout = match self.write_deadline {
+            None => self.write_timeout,
+            Some(deadline) => match deadline.saturating_duration_since(Instant::now()) {
+                left if left.is_zero() => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+                }
+                left => left.min(self.write_timeout),
+            },
+        };
+        if !self.socket_send_timeout {
+            return wait(self.output_fd(), PollFlags::POLLOUT, timeout);
         }
-        wait(self.output_fd(), PollFlags::POLLOUT, self.write_timeout)
+        if timeout != self.socket_write_timeout {
+            let set = match &self.transport {
+                Transport::Tcp(s) => s.set_write_timeout(Some(timeout)),
+                Transport::Stdio { output, .. } => {
+                    socket2::SockRef::from(output).set_write_timeout(Some(timeout))
+                }
+            };
+            if set.is_err() {
+                // Keeps the bound with a poll instead (a write then goes out in pieces it can take).
+                self.socket_send_timeout = false;
+                return wait(self.output_fd(), PollFlags::POLLOUT, timeout);
+            }
+            self.socket_write_timeout = timeout;
+        }
+        Ok(())
     }
 }
 
@@ -341,25 +381,18 @@ const POLLED_WRITE: usize = nix::libc::PIPE_BUF;
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.wait_writable()?;
-        let buf = if self.socket_send_timeout {
-            buf
-        } else {
-            &buf[..buf.len().min(POLLED_WRITE)]
-        };
-        socket_timed_out(match &mut self.transport {
-            Transport::Tcp(s) => s.write(buf),
-            Transport::Stdio { output, .. } => output.write(buf),
-        })
+        self.write_now(buf)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.wait_writable()?;
         if !self.socket_send_timeout {
             // One polled write at a time, of the first slice with anything in it.
             let first = bufs
                 .iter()
                 .find(|b| !b.is_empty())
                 .map_or(&[][..], |b| &b[..]);
-            return self.write(first);
+            return self.write_now(first);
         }
         socket_timed_out(match &mut self.transport {
             Transport::Tcp(s) => s.write_vectored(bufs),
@@ -369,6 +402,21 @@ impl Write for Timed {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Timed {
+    /// The write itself, after `wait_writable`: whole under a send timeout, else what a poll promised.
+    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let buf = if self.socket_send_timeout {
+            buf
+        } else {
+            &buf[..buf.len().min(POLLED_WRITE)]
+        };
+        socket_timed_out(match &mut self.transport {
+            Transport::Tcp(s) => s.write(buf),
+            Transport::Stdio { output, .. } => output.write(buf),
+        })
     }
 }
 
@@ -386,6 +434,34 @@ mod tests {
             Stream::new(Transport::Stdio { input, output }, t, t),
             theirs,
         )
+    }
+
+    /// A peer that never reads: writes stop at the write deadline, well before the write timeout,
+    /// and go on under the timeout alone once the deadline is lifted.
+    #[test]
+    fn writes_stop_at_the_write_deadline() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let input = File::from(std::os::fd::OwnedFd::from(ours.try_clone().unwrap()));
+        let output = File::from(std::os::fd::OwnedFd::from(ours));
+        let long = Duration::from_secs(30);
+        let mut stream = Stream::new(Transport::Stdio { input, output }, long, long);
+        let started = Instant::now();
+        stream.set_write_deadline(Some(started + Duration::from_millis(200)));
+        let chunk = [b'x'; 64 * 1024];
+        let err = (0..1000)
+            .find_map(|_| stream.write_all(&chunk).err())
+            .expect("the peer's buffer filled up");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        stream.set_write_deadline(None);
+        let mut drained = vec![0u8; 1 << 20];
+        let n = (&theirs).read(&mut drained).unwrap();
+        assert!(n > 0);
+        stream.write_all(&chunk[..n.min(chunk.len())]).unwrap();
     }
 
     #[test]

@@ -627,6 +627,37 @@ fn login_deadline_beats_trickling() {
     );
 }
 
+/// A client that pipelines commands before login and never reads the replies blocks the server's
+/// writes: the login timer bounds those too, not the (much longer) send timeout.
+#[test]
+fn login_deadline_bounds_writes_to_a_client_that_never_reads() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &["--login-timeout", "2", "--timeout", "30"]);
+    let c = Client::connect_small_window(srv.addr, 4096);
+    let mut writer = c.writer();
+    let sender = thread::spawn(move || {
+        let chunk = b"CAPA\r\n".repeat(1000);
+        for _ in 0..100 {
+            // Once the server has closed, a write fails: that is the point.
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let end = srv
+        .wait_log(&["session end", "result=timeout"], Duration::from_secs(40))
+        .expect("the session ended by a timer");
+    let secs: f64 = end
+        .split_once("secs=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no secs= in {end}"));
+    assert!(secs < 2.0 + 3.0, "{end}");
+    drop(c);
+    sender.join().unwrap();
+}
+
 /// A client that sends an endless line with no LF before login: the line reader keeps at most the RFC
 /// 2449 limit of it and discards the rest, so memory stays bounded, and the login timer still ends the
 /// session on time.

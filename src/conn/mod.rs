@@ -120,6 +120,10 @@ fn run(
     // Every read until login ends by then, those of a TLS handshake (implicit, or after STLS) included:
     // a client sending its hello a byte at a time gets no fresh timeout for each.
     reader.get_mut().set_read_deadline(login_deadline);
+    // And every write: a client that sends commands but never reads the replies must not stay past
+    // it either, blocked in a write for the send timeout each time.
+    reader.get_mut().set_write_deadline(Some(login_deadline));
+    let mut writes_bounded = true;
     greet(session, reader, pending, peer, tls)?;
     if let Some(outcome) = refuse_stray_proxy_header(session, reader, pending, peer)? {
         return Ok(outcome);
@@ -147,7 +151,14 @@ fn run(
             // own cost (a hash for one user, a plain compare for another, a dummy hash for an unknown
             // name) is then hidden inside the delay, and every failure takes the same time.
             Step::Delay(delay) => {
-                std::thread::sleep(delay.saturating_sub(handling_started.elapsed()))
+                std::thread::sleep(delay.saturating_sub(handling_started.elapsed()));
+                // The delay is ours and may outlast the login timer: its reply still gets a moment.
+                if writes_bounded {
+                    let last_words = Instant::now() + LAST_WORDS;
+                    reader
+                        .get_mut()
+                        .set_write_deadline(Some(login_deadline.max(last_words)));
+                }
             }
             Step::Quit => return quit(session, reader, pending),
             Step::StartTls => {
@@ -155,6 +166,10 @@ fn run(
                 session.tls_established();
                 continue;
             }
+        }
+        if writes_bounded && session.logged_in() {
+            reader.get_mut().set_write_deadline(None);
+            writes_bounded = false;
         }
         if session.is_finished() {
             return close_after_last_failure(reader, pending);
@@ -263,6 +278,9 @@ fn close_after_last_failure(
     Ok(Outcome::Closed)
 }
 
+/// How long the reply to an expired login timer may take to go out.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
 /// The login or autologout timer ran out between commands, no response under way: says so and ends.
 /// Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes the
 /// connection without entering UPDATE.
@@ -270,6 +288,9 @@ fn expire(session: &Session<'_>, pending: &mut Vec<u8>, stream: &mut Stream) -> 
     let text: &[u8] = if session.logged_in() {
         b"-ERR autologout timer expired, closing\r\n"
     } else {
+        // The login timer bounded the writes too, and has run out: the last words get a moment of
+        // their own, enough for a client that reads, too little to hold the session.
+        stream.set_write_deadline(Some(Instant::now() + LAST_WORDS));
         b"-ERR login timer expired, closing\r\n"
     };
     if flush(pending, stream)
