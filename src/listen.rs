@@ -43,23 +43,51 @@ pub fn listeners(config: &Config) -> Result<Vec<Listener>, StartError> {
     Ok(listeners)
 }
 
-/// Sockets handed over by systemd socket activation, used in place of the listen settings.
+/// Sockets handed over by systemd socket activation, used in place of the listen settings. A passed
+/// socket bound where a `--listen-tls` address says (the same port, and the same address or either
+/// one a wildcard) starts every connection with a TLS handshake, as that listener would; the others
+/// speak POP3 in the clear (with STLS when a certificate is set). Served in the clear, a port 995
+/// socket meant for TLS would answer a TLS client with a plaintext greeting it cannot read.
 pub fn adopted(sockets: Vec<TcpListener>, config: &Config) -> Vec<Listener> {
-    if !config.listen.is_empty() || !config.listen_tls.is_empty() {
+    if !config.listen.is_empty() {
         log::warn!(
             "socket activation: using the {} passed sockets, not the listen settings",
             sockets.len()
         );
     }
-    // Passed sockets speak POP3 in the clear (with STLS when a certificate is set); for port 995
-    // under systemd use `--inetd --tls` with Accept=yes.
     sockets
         .into_iter()
-        .map(|socket| Listener {
-            socket,
-            implicit_tls: false,
+        .map(|socket| {
+            let local = socket.local_addr().ok();
+            let implicit_tls =
+                local.is_some_and(|local| config.listen_tls.iter().any(|&a| same_place(a, local)));
+            match local {
+                Some(local) if implicit_tls => {
+                    log::info!("socket activation: {local} is a listen-tls address: implicit TLS")
+                }
+                Some(local) if local.port() == IMPLICIT_TLS_PORT => log::warn!(
+                    "socket activation: {local} served in the clear; name it in listen-tls for \
+                     implicit TLS"
+                ),
+                _ => {}
+            }
+            Listener {
+                socket,
+                implicit_tls,
+            }
         })
         .collect()
+}
+
+/// POP3 over implicit TLS (RFC 8314 section 7.3).
+const IMPLICIT_TLS_PORT: u16 = 995;
+
+/// Whether a socket bound at `bound` is the one a listen setting of `wanted` would have bound.
+fn same_place(wanted: SocketAddr, bound: SocketAddr) -> bool {
+    wanted.port() == bound.port()
+        && (wanted.ip() == bound.ip()
+            || wanted.ip().is_unspecified()
+            || bound.ip().is_unspecified())
 }
 
 /// Binds the configured addresses, or port 110 on all IPv6 and IPv4 addresses by default.
@@ -94,4 +122,26 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listen_tls_address_matches_the_socket_bound_there() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let cases = [
+            ("127.0.0.1:995", "127.0.0.1:995", true),
+            ("0.0.0.0:995", "127.0.0.1:995", true),
+            ("[::]:995", "0.0.0.0:995", true),
+            ("127.0.0.1:995", "[::]:995", true),
+            ("127.0.0.1:995", "127.0.0.2:995", false),
+            ("127.0.0.1:995", "127.0.0.1:110", false),
+            ("[::]:995", "[::]:110", false),
+        ];
+        for (wanted, bound, same) in cases {
+            assert_eq!(same_place(at(wanted), at(bound)), same, "{wanted} {bound}");
+        }
+    }
 }

@@ -5,6 +5,8 @@
 //! Needs the Debian packages xinetd and systemd; xinetd wants root to run a service as a `user` (CI is root).
 
 mod common;
+#[cfg(feature = "tls")]
+mod tls_support;
 
 use common::{BIN, Client, Fixture, MESSAGES, standard};
 use std::io::{BufRead, BufReader};
@@ -203,6 +205,39 @@ fn standalone_server_takes_its_listener_from_socket_activation() {
             .iter()
             .any(|l| l.contains("listening on 0.0.0.0") || l.contains("[::]"))
     );
+}
+
+/// Of two passed sockets, the one at a `--listen-tls` address starts with a TLS handshake (port 995's
+/// way), the other greets in the clear.
+#[cfg(feature = "tls")]
+#[test]
+fn a_passed_socket_at_a_listen_tls_address_speaks_tls() {
+    let fx = standard();
+    let certs = tls_support::Certs::new(fx.root(), "activated");
+    let (plain, tls) = (free_port(), free_port());
+    let mut args: Vec<String> = vec![
+        "-l".into(),
+        plain.to_string(),
+        "-l".into(),
+        tls.to_string(),
+        BIN.into(),
+    ];
+    args.extend(poplar_args(&fx));
+    args.extend(["--listen-tls".into(), tls.to_string()]);
+    args.extend(certs.args());
+    let launcher = Launcher::start(socket_activate(), &args);
+    wait_listening(plain, &launcher);
+    let mut c = Client::connect(plain);
+    assert!(c.greeting().starts_with("+OK"), "in the clear on {plain}");
+    let sock = TcpStream::connect(tls).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut t = tls_support::TlsClient::handshake(sock, &certs.ca)
+        .unwrap_or_else(|e| panic!("no TLS on {tls}: {e}; {:?}", launcher.stderr()));
+    assert!(t.line().starts_with("+OK"));
+    assert_eq!(t.cmd("USER alice"), "+OK send PASS");
+    assert!(t.cmd("PASS secret").starts_with("+OK"));
+    assert!(t.cmd("QUIT").starts_with("+OK"));
 }
 
 #[test]
