@@ -173,8 +173,12 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, ProxyError> {
     if version != 2 || command > 1 {
         return Err(ProxyError::V2Version);
     }
+    // "Other values are unspecified and must not be emitted in version 2 of this protocol and must be
+    // rejected as invalid by receivers": UNSPEC (0x00), or one of three families over a stream (1) or
+    // datagram (2) transport.
     let (family, transport) = (buf[13] >> 4, buf[13] & 0x0f);
-    if family > 3 || transport > 2 {
+    let valid = buf[13] == 0 || ((1..=3).contains(&family) && (1..=2).contains(&transport));
+    if !valid {
         return Err(ProxyError::V2Family);
     }
     let len = V2_FIXED + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
@@ -427,6 +431,9 @@ mod tests {
             (v2_header(0x22, 0x11, &four), ProxyError::V2Version),
             (v2_header(0x21, 0x41, &four), ProxyError::V2Family),
             (v2_header(0x21, 0x13, &four), ProxyError::V2Family),
+            (v2_header(0x21, 0x10, &four), ProxyError::V2Family),
+            (v2_header(0x21, 0x01, &four), ProxyError::V2Family),
+            (v2_header(0x20, 0x02, &four), ProxyError::V2Family),
             (v2_header(0x21, 0x11, &four[..11]), ProxyError::V2Length),
             (v2_header(0x21, 0x21, &four), ProxyError::V2Length),
             (
