@@ -339,6 +339,43 @@ fn standalone_root_sessions_keep_to_their_own_files() {
     assert!(alice.cmd("QUIT").starts_with("+OK") && bob.cmd("QUIT").starts_with("+OK"));
 }
 
+/// Root: a message Alice cannot read (another uid's file of mode 0600 in her Maildir) is left out of
+/// her session with a warning, not deleted, instead of failing her login; once she can read it, it
+/// is listed again.
+#[test]
+fn an_unreadable_message_is_left_out_not_the_whole_maildrop() {
+    needs_root!();
+    let fx = alice_and_bob(&[]);
+    let foreign = fx.maildir("alice").join("new/1600000002.M3P1.host");
+    fs::write(&foreign, b"Subject: not hers to read\n\nx\n").unwrap();
+    fs::set_permissions(&foreign, fs::Permissions::from_mode(0o600)).unwrap();
+    chown(&foreign, Some(12347), Some(12347)).unwrap();
+    // Settled directories, whose listing the size cache may stand for at the next login.
+    for sub in ["new", "cur"] {
+        let dir = fs::File::open(fx.maildir("alice").join(sub)).unwrap();
+        let past = std::time::SystemTime::now() - Duration::from_secs(60);
+        dir.set_modified(past).unwrap();
+    }
+    let srv = Server::start(&fx, &["--auth-failure-delay", "0"]);
+    let mut alice = srv.login("alice", "pw");
+    assert_eq!(alice.cmd("STAT"), "+OK 1 25");
+    assert!(alice.cmd("QUIT").starts_with("+OK"));
+    assert!(
+        srv.wait_log(
+            &["1600000002.M3P1.host", "message left out of this session"],
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{:?}",
+        srv.stderr_lines()
+    );
+    assert!(foreign.exists());
+    chown(&foreign, Some(12345), Some(12345)).unwrap();
+    let mut alice = srv.login("alice", "pw");
+    assert_eq!(alice.cmd("STAT"), "+OK 2 57");
+    assert!(alice.cmd("QUIT").starts_with("+OK"));
+}
+
 /// Root: a session thread kept for the next session (src/workers.rs) first takes back the server's
 /// file-system identity. After Alice's session no thread keeps her fs uid, and Bob's session, on the
 /// thread that was kept, is Bob's.

@@ -3,7 +3,7 @@
 //! renamed is found again here by its base name. Not the listing (`list.rs`) nor the naming rules
 //! (`names.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::io;
@@ -273,21 +273,17 @@ pub(super) fn with_second_search<T>(
     }
 }
 
-/// For UPDATE: finds in one reading of `new/` and `cur/` the files whose base names are those of
-/// `files[i]` for each `i` in `wanted` (messages no longer where they were listed), and gives each
-/// found its new place. Says, for each of `wanted` in order, whether it was found. Looking for each
-/// alone would read both directories once per message: thousands of times over, when another program
-/// removed thousands of the messages deleted.
-pub(super) fn relocate_all(
-    dirs: &Dirs,
-    files: &mut [MessageFile],
-    wanted: &[usize],
-) -> io::Result<Vec<bool>> {
+/// Finds in one reading of `new/` and `cur/` the files whose base names are those of `wanted`
+/// (messages no longer where they were listed), and gives each found its new place. Says, for each of
+/// `wanted` in order, whether it was found. Looking for each alone would read both directories once
+/// per message: thousands of times over, when another program removed thousands of messages.
+pub(super) fn relocate_all(dirs: &Dirs, wanted: &mut [&mut MessageFile]) -> io::Result<Vec<bool>> {
     let mut by_base: HashMap<Box<[u8]>, usize> = wanted
         .iter()
-        .map(|&i| (files[i].base().into(), i))
+        .enumerate()
+        .map(|(i, file)| (file.base().into(), i))
         .collect();
-    let mut found = HashSet::new();
+    let mut found = vec![false; wanted.len()];
     for (d, dir) in dirs.0.iter().enumerate() {
         let Some(dir) = dir else { continue };
         let mut entries = read_dir(dir)?;
@@ -295,15 +291,26 @@ pub(super) fn relocate_all(
             let entry = entry?;
             let name = entry.file_name().to_bytes();
             if let Some(i) = by_base.remove(base_of(name)) {
-                files[i] = MessageFile {
+                *wanted[i] = MessageFile {
                     dir: d,
                     name: name.into(),
                 };
-                found.insert(i);
+                found[i] = true;
             }
         }
     }
-    Ok(wanted.iter().map(|i| found.contains(i)).collect())
+    Ok(found)
+}
+
+/// The elements of `items` at `indexes` (ascending, no repeats), mutably, in that order.
+pub(super) fn pick_mut<'a, T>(items: &'a mut [T], indexes: &[usize]) -> Vec<&'a mut T> {
+    debug_assert!(indexes.windows(2).all(|w| w[0] < w[1]));
+    let mut wanted = indexes.iter().copied().peekable();
+    items
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, item)| wanted.next_if_eq(&i).map(|_| item))
+        .collect()
 }
 
 /// The file in `new/` or `cur/` whose base name is `base`, if any.

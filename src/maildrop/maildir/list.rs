@@ -11,12 +11,16 @@ use std::path::Path;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{FileStat, SFlag, fstatat};
 
-use super::dirs::{Dirs, MESSAGE_DIRS, MessageFile, read_dir, with_relocation};
+use super::dirs::{Dirs, MESSAGE_DIRS, MessageFile, read_dir, relocate_all, with_relocation};
 use crate::maildrop::MaildropError;
 use crate::maildrop::cache::{DirStamps, Stamp};
 
 /// Passes over `new/` and `cur/` at most while they change under the listing (see `list`).
 const LIST_PASSES: usize = 4;
+
+/// Files gone between a directory's reading and their `stat` that one listing looks for by base name
+/// at once (see `list_dir`).
+const LIST_SEARCHES: usize = 8;
 
 /// One listed file before it is sized.
 pub(super) struct Found {
@@ -59,9 +63,10 @@ pub(super) fn list(
 ) -> Result<Vec<Found>, MaildropError> {
     let mut found = Vec::new();
     let mut earlier = Vec::new();
+    let mut searches = LIST_SEARCHES;
     for pass in 1..=LIST_PASSES {
         for i in 0..MESSAGE_DIRS.len() {
-            list_dir(root, dirs, i, &mut found)?;
+            list_dir(root, dirs, i, &mut found, &mut searches)?;
         }
         let after = dirs.stamps(root)?;
         if pass == LIST_PASSES || after == before {
@@ -75,7 +80,14 @@ pub(super) fn list(
         earlier.retain(|f| !seen.contains(f.base()));
         earlier.sort_unstable_by(|a, b| a.base().cmp(b.base()));
         earlier.dedup_by(|dup, kept| dup.base() == kept.base());
-        for mut missed in earlier {
+        // Found again (renamed) in one reading of the directories, not one each: another program
+        // may be removing thousands of messages while we list.
+        let mut files: Vec<&mut MessageFile> = earlier.iter_mut().map(|f| &mut f.file).collect();
+        let again = relocate_all(dirs, &mut files).map_err(|e| MaildropError::io(root, e))?;
+        for (mut missed, again) in earlier.into_iter().zip(again) {
+            if !again {
+                continue;
+            }
             match with_relocation(root, dirs, &mut missed.file, stat_at) {
                 Ok(st) if is_file(&st) => {
                     log::debug!(
@@ -121,6 +133,7 @@ fn list_dir(
     dirs: &Dirs,
     i: usize,
     found: &mut Vec<Found>,
+    searches: &mut usize,
 ) -> Result<(), MaildropError> {
     let Some(dir) = &dirs.0[i] else {
         return Ok(());
@@ -141,8 +154,14 @@ fn list_dir(
         // maildrop. `fstatat` on the directory's handle, without a path walk.
         // The entry's own C string: a `&OsStr` would be copied into nix's 1 KiB stack buffer, at the
         // deepest point of a login (see `Dirs::open`).
+        // Gone between the reading and the `stat`: removed, or renamed, which changed the directory,
+        // so `list` reads it again (and looks for what an earlier pass found and a later did not).
+        // A rename in the clock tick of the stamps taken before may not show, so the first few are
+        // looked for at once; not all: each search reads both directories, and another program
+        // may be removing thousands of messages while we list.
         let meta = match stat_at(dir, entry.file_name()) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && *searches > 0 => {
+                *searches -= 1;
                 with_relocation(root, dirs, &mut file, stat_at)
             }
             other => other.map_err(|e| MaildropError::io(&sub.join(name), e)),

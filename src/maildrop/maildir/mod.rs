@@ -187,6 +187,9 @@ impl Maildir {
             .collect();
         let counted = sizes.iter().filter(|s| s.is_none()).count();
         count_sizes(path, dirs, &mut found, &mut sizes, counted)?;
+        // A message left out (gone, or unreadable for now) must not stay out for as long as the
+        // directories do not change: the cache then does not vouch for this listing.
+        let all_sized = sizes.iter().all(Option::is_some);
         let mut messages = Vec::with_capacity(found.len());
         let mut files = Vec::with_capacity(found.len());
         let mut stamps = Vec::with_capacity(found.len());
@@ -202,7 +205,7 @@ impl Maildir {
         }
         // Rewritten only when it no longer matches the maildrop: new messages counted, old ones gone, or
         // directories changed (renamed files have new names).
-        let settled = Some(listed).filter(|d| d.settled(began));
+        let settled = Some(listed).filter(|d| all_sized && d.settled(began));
         if counted > 0 || cache.len() != messages.len() || cache.dirs != settled {
             let entries = files
                 .iter()
@@ -280,7 +283,8 @@ fn half_to_count(sizes: &[Option<u64>], missing: usize) -> usize {
         .map_or(sizes.len(), |(i, _)| i)
 }
 
-/// Counts, one after the other, the messages of `found` whose entry in `sizes` is `None`.
+/// Counts, one after the other, the messages of `found` whose entry in `sizes` is `None`. One gone
+/// since the listing stays `None`, and so does one that cannot be read (see `unreadable`).
 fn count_into(
     root: &Path,
     dirs: &Dirs,
@@ -289,19 +293,64 @@ fn count_into(
 ) -> Result<(), MaildropError> {
     // The read buffer is allocated only when some message must really be read.
     let mut buf = Vec::new();
-    for (found, size) in found.iter_mut().zip(sizes) {
+    let mut count = |dir: &File, name: &OsStr| {
+        buf.resize(CHUNK, 0);
+        count_octets(&mut dirs.open_message(dir, name)?, &mut buf)
+    };
+    let mut moved = Vec::new();
+    for (i, (found, size)) in found.iter_mut().zip(sizes.iter_mut()).enumerate() {
         if size.is_some() {
             continue;
         }
-        buf.resize(CHUNK, 0);
-        let count =
-            |dir: &File, name: &OsStr| count_octets(&mut dirs.open_message(dir, name)?, &mut buf);
-        match with_relocation(root, dirs, &mut found.file, count) {
+        match dirs
+            .at(&found.file)
+            .and_then(|(dir, name)| count(dir, name))
+        {
             Ok(n) => *size = Some(n),
-            Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => moved.push(i),
+            Err(e) => unreadable(MaildropError::io(&found.file.path(root), e))?,
         }
     }
+    if moved.is_empty() {
+        return Ok(());
+    }
+    // Renamed or removed since the listing (an IMAP client at work): the renamed are found in one
+    // reading of the directories, not one each.
+    let mut files: Vec<&mut MessageFile> = dirs::pick_mut(found, &moved)
+        .into_iter()
+        .map(|f| &mut f.file)
+        .collect();
+    let again = dirs::relocate_all(dirs, &mut files).map_err(|e| MaildropError::io(root, e))?;
+    for ((file, i), again) in files.into_iter().zip(moved).zip(again) {
+        if !again {
+            continue;
+        }
+        match with_relocation(root, dirs, file, &mut count) {
+            Ok(n) => sizes[i] = Some(n),
+            Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => unreadable(e)?,
+        }
+    }
+    Ok(())
+}
+
+/// A listed message that cannot be read at login (another user's file of mode 0600 delivered into
+/// the maildrop, a bad block, a lease never given up) is left out of the session with a warning,
+/// not deleted, and is listed again once it can be read: one such file must not lock its user out
+/// of all their mail. What says the whole maildrop is out of reach (no descriptors or memory left)
+/// still fails the login.
+fn unreadable(e: MaildropError) -> Result<(), MaildropError> {
+    let MaildropError::Io { source, .. } = &e else {
+        return Err(e);
+    };
+    let systemic = matches!(
+        source.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM)
+    );
+    if systemic {
+        return Err(e);
+    }
+    log::warn!("{e}; message left out of this session");
     Ok(())
 }
 
@@ -404,10 +453,14 @@ impl Maildir {
     /// reader, or removed): one reading of `new/` and `cur/` finds those renamed, and only those it
     /// did not find are looked for again, each alone, while `SECOND_SEARCHES` lasts.
     fn expunge_moved(&mut self, moved: &[usize], outcome: &mut Unlinked) {
-        let found = match dirs::relocate_all(&self.dirs, &mut self.files, moved) {
-            Ok(found) => found,
-            Err(e) => return outcome.failed(MaildropError::io(&self.root, e)),
-        };
+        let mut moved = moved.to_vec();
+        moved.sort_unstable();
+        moved.dedup();
+        let found =
+            match dirs::relocate_all(&self.dirs, &mut dirs::pick_mut(&mut self.files, &moved)) {
+                Ok(found) => found,
+                Err(e) => return outcome.failed(MaildropError::io(&self.root, e)),
+            };
         let mut second_searches = SECOND_SEARCHES;
         for (&index, found) in moved.iter().zip(found) {
             let listed = self.stamps.get(index).copied();

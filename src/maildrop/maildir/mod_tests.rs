@@ -505,6 +505,42 @@ fn update_reads_the_directories_a_bounded_number_of_times_for_moved_messages() {
     assert_eq!(left(root), kept);
 }
 
+/// Messages renamed or removed between the listing and their counting at login are found again, or
+/// left out, in one reading of `new/` and `cur/`, not one per message.
+#[test]
+fn counting_finds_messages_moved_since_the_listing_in_one_reading() {
+    let dir = maildir();
+    let root = dir.path();
+    let count = 100;
+    for i in 0..count {
+        put(root, &format!("new/m{i}"), b"x\n", i as u64 + 1);
+    }
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let top = nix::fcntl::open(root, flags, Mode::empty()).unwrap();
+    let dirs = Dirs::open(&top, root).unwrap();
+    let mut found = list(root, &dirs, dirs.stamps(root).unwrap()).unwrap();
+    for i in 0..count {
+        let name = root.join(format!("new/m{i}"));
+        match i % 3 {
+            0 => fs::remove_file(name).unwrap(),
+            1 => fs::rename(name, root.join(format!("cur/m{i}:2,S"))).unwrap(),
+            _ => {}
+        }
+    }
+    let mut sizes = vec![None; found.len()];
+    let reads_before = dirs::DIR_READS.with(|n| n.get());
+    count_sizes(root, &dirs, &mut found, &mut sizes, count).unwrap();
+    let reads = dirs::DIR_READS.with(|n| n.get()) - reads_before;
+    assert_eq!(reads, MESSAGE_DIRS.len());
+    for (f, size) in found.iter().zip(&sizes) {
+        let i: usize = std::str::from_utf8(&f.base()[1..])
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(size.is_some(), i % 3 != 0, "m{i}");
+    }
+}
+
 #[test]
 fn expunge_keeps_going_and_reports_the_first_error() {
     let dir = maildir();
