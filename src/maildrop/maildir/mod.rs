@@ -24,6 +24,7 @@
 mod dirs;
 mod list;
 mod names;
+mod quota;
 #[cfg(test)]
 mod testing;
 
@@ -436,7 +437,8 @@ impl Maildrop for Maildir {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => moved.push(index),
                 done => {
                     let done = done.map_err(|e| MaildropError::io(&file.path(&self.root), e));
-                    outcome.record(&self.root, file, done);
+                    let size = listed.map_or(0, |stamp| stamp.size);
+                    outcome.record(&self.root, file, size, done);
                 }
             }
         }
@@ -444,6 +446,12 @@ impl Maildrop for Maildir {
             self.expunge_moved(&moved, &mut outcome);
         }
         self.dirs.sync(&self.root, outcome.dirs);
+        quota::record_removal(
+            &self.dirs,
+            &self.root,
+            outcome.freed_bytes,
+            outcome.freed_count,
+        );
         outcome.first_err.map_or(Ok(Tidy::nothing()), Err)
     }
 }
@@ -475,7 +483,7 @@ impl Maildir {
                     io::ErrorKind::NotFound.into(),
                 ))
             };
-            outcome.record(&self.root, file, done);
+            outcome.record(&self.root, file, listed.map_or(0, |s| s.size), done);
         }
     }
 }
@@ -486,6 +494,9 @@ impl Maildir {
 struct Unlinked {
     dirs: [bool; MESSAGE_DIRS.len()],
     first_err: Option<MaildropError>,
+    /// What the unlinked files held, for `maildirsize`.
+    freed_bytes: u64,
+    freed_count: u64,
 }
 
 impl Unlinked {
@@ -494,10 +505,21 @@ impl Unlinked {
         self.first_err.get_or_insert(e);
     }
 
-    /// Notes the outcome of unlinking `file`: `Ok(true)` unlinked, `Ok(false)` not the file listed.
-    fn record(&mut self, root: &Path, file: &MessageFile, done: Result<bool, MaildropError>) {
+    /// Notes the outcome of unlinking `file` (`size` octets when listed): `Ok(true)` unlinked,
+    /// `Ok(false)` not the file listed.
+    fn record(
+        &mut self,
+        root: &Path,
+        file: &MessageFile,
+        size: u64,
+        done: Result<bool, MaildropError>,
+    ) {
         match done {
-            Ok(true) => self.dirs[file.dir] = true,
+            Ok(true) => {
+                self.dirs[file.dir] = true;
+                self.freed_bytes += size;
+                self.freed_count += 1;
+            }
             // Another file has its name now (or the message changed in place, which Maildir
             // forbids): left, and the cache goes, as when RETR finds one, so that the next login
             // lists afresh.

@@ -541,6 +541,36 @@ fn counting_finds_messages_moved_since_the_listing_in_one_reading() {
     }
 }
 
+/// UPDATE appends what it removed to a Maildir++ `maildirsize` (only one that exists, and only a
+/// regular file): a quota user who downloads and deletes everything is no longer counted full.
+#[test]
+fn update_records_its_removals_in_maildirsize() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "new/a", b"12345\n", 1);
+    put(root, "cur/b:2,S", b"123\n", 2);
+    put(root, "new/c", b"1\n", 3);
+    let md = Maildir::open(root).unwrap();
+    drop(Box::new(md).expunge(&[]).unwrap());
+    assert!(!root.join("maildirsize").exists(), "created");
+    let head = "1000000S,100C\n12 3\n";
+    fs::write(root.join("maildirsize"), head).unwrap();
+    let md = Maildir::open(root).unwrap();
+    drop(Box::new(md).expunge(&[0, 1]).unwrap());
+    assert_eq!(
+        fs::read_to_string(root.join("maildirsize")).unwrap(),
+        format!("{head}-10 -2\n")
+    );
+    // A symlink in its place is not followed.
+    let elsewhere = tempfile::NamedTempFile::new().unwrap();
+    fs::remove_file(root.join("maildirsize")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), root.join("maildirsize")).unwrap();
+    let md = Maildir::open(root).unwrap();
+    drop(Box::new(md).expunge(&[0]).unwrap());
+    assert_eq!(fs::read(elsewhere.path()).unwrap(), b"");
+    assert!(left(root).is_empty());
+}
+
 #[test]
 fn expunge_keeps_going_and_reports_the_first_error() {
     let dir = maildir();
