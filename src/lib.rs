@@ -12,7 +12,8 @@
 //! - [`auth`]: who the user is: the passwd-file, system accounts, password schemes, APOP, SCRAM's keys
 //!   and the key of its derived salts, `Secret`.
 //! - [`maildrop`]: what the user has: Maildir and mbox behind the `Maildrop` trait, mail-location templates,
-//!   the Maildir size cache, Maildir unique-ids from Dovecot's `dovecot-uidlist` in its `pop3_uidl_format`.
+//!   the Maildir size cache, Maildir unique-ids from Dovecot's `dovecot-uidlist` in its `pop3_uidl_format`,
+//!   and the Maildir++ `maildirsize` that UPDATE appends its removals to.
 //! - [`lock`]: session `flock`s and the mbox delivery-agent locks, as RAII guards.
 //! - [`conn`]: the one loop that reads the network: bounded lines, timeouts, flush-when-idle (PIPELINING).
 //! - [`stream`]: one stream type over TCP and stdin/stdout, with poll-based timeouts, and TLS over either.

@@ -19,7 +19,7 @@
 //! by path; it checks itself against what it describes.)
 //!
 //! The naming rules are `names`'s, the listing `list`'s, the handles of `new/` and `cur/` and the
-//! relocation of renamed files `dirs`'s.
+//! relocation of renamed files `dirs`'s, the Maildir++ quota file `quota`'s.
 
 mod dirs;
 mod list;
