@@ -249,30 +249,6 @@ pub(super) fn with_relocation<T>(
     }
 }
 
-/// `with_relocation`, searching a second time when the first search found nothing, while `budget`
-/// lasts (each second search takes one). A file renamed while its directory is read (a flag set by a
-/// mail reader) may be missed by that reading, and a message then taken for gone would fail RETR (or
-/// be reported deleted by UPDATE and come back at the next login: UPDATE has its own way to this,
-/// `relocate_all` and a budget of second searches). For the listing, which misses nothing by this
-/// (the next login lists it), one search is enough.
-pub(super) fn with_second_search<T>(
-    root: &Path,
-    dirs: &Dirs,
-    file: &mut MessageFile,
-    mut op: impl FnMut(&File, &OsStr) -> io::Result<T>,
-    budget: &mut usize,
-) -> Result<T, MaildropError> {
-    match with_relocation(root, dirs, file, &mut op) {
-        Err(MaildropError::Io { source, .. })
-            if source.kind() == io::ErrorKind::NotFound && *budget > 0 =>
-        {
-            *budget -= 1;
-            with_relocation(root, dirs, file, op)
-        }
-        other => other,
-    }
-}
-
 /// Finds in one reading of `new/` and `cur/` the files whose base names are those of `wanted`
 /// (messages no longer where they were listed), and gives each found its new place. Says, for each of
 /// `wanted` in order, whether it was found. Looking for each alone would read both directories once
@@ -404,40 +380,6 @@ mod tests {
             matches!(&chased, Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound)
         );
         assert_eq!(calls, RELOCATIONS + 1);
-    }
-
-    #[test]
-    fn a_message_missed_by_the_first_search_is_found_by_the_second() {
-        let (top, dirs, mut file) = one_message("2.M1P1.host:2,");
-        let root = top.path();
-        let mut calls = 0;
-        let mut op = |_: &File, name: &OsStr| {
-            calls += 1;
-            match calls {
-                // Out of sight for the first search, as a rename during a directory's reading can be.
-                1 => moved(root, "cur/2.M1P1.host:2,", "aside"),
-                2 => moved(root, "aside", "cur/2.M1P1.host:2,S"),
-                _ => Ok(name.to_owned()),
-            }
-        };
-        let mut budget = 1;
-        let found = with_second_search(root, &dirs, &mut file, &mut op, &mut budget);
-        assert_eq!(found.unwrap(), OsStr::new("2.M1P1.host:2,S"));
-        assert_eq!(budget, 0, "the second search spent the budget");
-        // One search alone (the budget spent) takes it for gone.
-        let (top, dirs, mut file) = one_message("3.M1P1.host:2,");
-        let root = top.path();
-        let mut budget = 0;
-        let gone = with_second_search(
-            root,
-            &dirs,
-            &mut file,
-            |_, _| moved::<()>(root, "cur/3.M1P1.host:2,", "aside"),
-            &mut budget,
-        );
-        assert!(
-            matches!(&gone, Err(MaildropError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound)
-        );
     }
 
     /// A message its reader does not own (a maildrop shared through group or other permissions) still

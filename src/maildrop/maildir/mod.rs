@@ -46,7 +46,7 @@ use super::maildir_uidl::{self, MaildirUidl};
 use super::uidl_format::UidlFormat;
 use super::{FileRange, Maildrop, MaildropError, MessageInfo, Tidy};
 use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
-use dirs::{Dirs, MESSAGE_DIRS, MessageFile, with_relocation, with_second_search};
+use dirs::{Dirs, MESSAGE_DIRS, MessageFile, with_relocation};
 use list::{Found, list};
 pub(crate) use names::base_of;
 pub use names::name_info;
@@ -73,6 +73,8 @@ pub struct Maildir {
     stamps: Vec<Stamp>,
     /// `new/` and `cur/` as opened at login: what the session lists, reads and unlinks in.
     dirs: Dirs,
+    /// Their stamps before the last reading that found every message again (see `search_moved`).
+    searched: Option<DirStamps>,
     /// `None` only when the maildrop does not exist yet: there is nothing to protect.
     _lock: Option<SessionLock>,
 }
@@ -232,6 +234,7 @@ impl Maildir {
             files,
             stamps,
             dirs,
+            searched: None,
             _lock: lock,
         }
     }
@@ -391,12 +394,21 @@ impl Maildrop for Maildir {
     }
 
     fn open_message(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MaildropError> {
-        let message = self
-            .files
-            .get_mut(index)
-            .ok_or_else(|| no_such_message(&self.root, index))?;
-        let open = |dir: &File, name: &OsStr| self.dirs.open_message(dir, name);
-        let file = with_second_search(&self.root, &self.dirs, message, open, &mut 1)?;
+        if index >= self.files.len() {
+            return Err(no_such_message(&self.root, index));
+        }
+        let at_listed_place = (self.dirs.at(&self.files[index]))
+            .and_then(|(dir, name)| self.dirs.open_message(dir, name));
+        let file = match at_listed_place {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.search_moved(index)? => {
+                let open = |dir: &File, name: &OsStr| self.dirs.open_message(dir, name);
+                with_relocation(&self.root, &self.dirs, &mut self.files[index], open)?
+            }
+            opened => {
+                opened.map_err(|e| MaildropError::io(&self.files[index].path(&self.root), e))?
+            }
+        };
+        let message = &self.files[index];
         let meta = file
             .metadata()
             .map_err(|e| MaildropError::io(&message.path(&self.root), e))?;
@@ -485,6 +497,31 @@ impl Maildir {
             };
             outcome.record(&self.root, file, listed.map_or(0, |s| s.size), done);
         }
+    }
+}
+
+impl Maildir {
+    /// RETR or TOP found message `index` gone from where it was listed: finds every listed message
+    /// again in one reading of `new/` and `cur/` (renamed ones get their new names), and says whether
+    /// this one was among them. Not again while the directories stay as they were at the last such
+    /// reading: the messages it did not find are gone, and a session that fetches a folder another
+    /// program just emptied reads the directories once, not twice per message. Read a second time
+    /// when they changed during the reading, which may miss a file renamed meanwhile.
+    fn search_moved(&mut self, index: usize) -> Result<bool, MaildropError> {
+        for _ in 0..2 {
+            let before = self.dirs.stamps(&self.root)?;
+            if self.searched == Some(before) {
+                return Ok(false);
+            }
+            let mut all: Vec<&mut MessageFile> = self.files.iter_mut().collect();
+            let found = dirs::relocate_all(&self.dirs, &mut all)
+                .map_err(|e| MaildropError::io(&self.root, e))?;
+            self.searched = Some(before);
+            if found[index] {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

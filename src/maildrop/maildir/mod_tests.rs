@@ -541,6 +541,47 @@ fn counting_finds_messages_moved_since_the_listing_in_one_reading() {
     }
 }
 
+/// A session fetching messages another program removed (and renamed some of) after the login reads
+/// `new/` and `cur/` once for them all, not once or twice per message; after a later change it
+/// reads them again, and finds a message renamed since.
+#[test]
+fn retr_of_moved_messages_reads_the_directories_once_per_change() {
+    let dir = maildir();
+    let root = dir.path();
+    let count = 60;
+    for i in 0..count {
+        put(root, &format!("new/m{i:02}"), b"x\n", i as u64 + 1);
+    }
+    let mut md = Maildir::open(root).unwrap();
+    for i in 0..count {
+        let name = root.join(format!("new/m{i:02}"));
+        match i % 3 {
+            0 => fs::remove_file(name).unwrap(),
+            1 => fs::rename(name, root.join(format!("cur/m{i:02}:2,S"))).unwrap(),
+            _ => {}
+        }
+    }
+    let reads_before = dirs::DIR_READS.with(|n| n.get());
+    for i in 0..count {
+        let read = md.open_message(i).map(|mut r| {
+            let mut body = Vec::new();
+            r.read_to_end(&mut body).unwrap();
+            body
+        });
+        match read {
+            Ok(body) => assert!(i % 3 != 0 && body == b"x\n", "m{i}"),
+            Err(e) => assert!(i % 3 == 0 && e.is_gone(), "m{i}: {e}"),
+        }
+    }
+    let reads = dirs::DIR_READS.with(|n| n.get()) - reads_before;
+    assert!(reads <= 2 * MESSAGE_DIRS.len(), "{reads} directory reads");
+    // A flag set since: the directories changed, and the message is found under its new name.
+    fs::rename(root.join("new/m02"), root.join("cur/m02:2,S")).unwrap();
+    let mut body = Vec::new();
+    md.open_message(2).unwrap().read_to_end(&mut body).unwrap();
+    assert_eq!(body, b"x\n");
+}
+
 /// UPDATE appends what it removed to a Maildir++ `maildirsize` (only one that exists, and only a
 /// regular file): a quota user who downloads and deletes everything is no longer counted full.
 #[test]
