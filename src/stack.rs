@@ -39,7 +39,7 @@ fn lowest_address() -> Option<usize> {
     }
 }
 
-/// Gives back the pages of the current thread's stack below the caller's frame (less [`MARGIN`]): their
+/// Gives back the pages of the current thread's stack below the caller's frame (less `MARGIN`): their
 /// contents are dead, and a later call that goes as deep finds zeroed pages again. Best effort.
 #[inline(never)]
 pub fn trim() {

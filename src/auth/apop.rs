@@ -26,7 +26,7 @@ pub fn digest(timestamp: &[u8], secret: &[u8]) -> [u8; 32] {
 /// A msg-id style timestamp unique per connection: `<pid.counter.time.random@host>`.
 ///
 /// RFC 1939 section 7: "the timestamp ... MUST be different each time the POP3 server issues a
-/// banner greeting" and has "the syntax of a msg-id [RFC822]". The pid and a per-process counter make
+/// banner greeting" and has "the syntax of a msg-id \[RFC822\]". The pid and a per-process counter make
 /// it unique; the random part makes it unpredictable, so a captured digest cannot be replayed.
 pub fn timestamp(pid: u32, counter: u64, unix_time: u64, random: u64, host: &str) -> String {
     let mut out = String::with_capacity(80 + host.len().min(MAX_HOST_LEN));

@@ -139,7 +139,7 @@ const OVERLONG_STAND_IN: &[u8] = b"over the cap";
 
 /// USER/PASS and SASL PLAIN/LOGIN: [`Authenticator::login`], except that a password over
 /// [`MAX_PASSWORD_LEN`] octets fails as a wrong password does, after the same work (the user database
-/// checks [`OVERLONG_STAND_IN`] for the name) and never hashing the long input. (A
+/// checks `OVERLONG_STAND_IN` for the name) and never hashing the long input. (A
 /// `{SCRAM-SHA-256}` user's password is checked here too: PBKDF2 with it as the key.)
 pub fn check_password(
     auth: &dyn Authenticator,

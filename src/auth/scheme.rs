@@ -149,7 +149,7 @@ impl std::fmt::Debug for Stored {
 
 /// An unknown user must cost what a real one costs, and hash costs differ by scheme and parameters
 /// (yescrypt's `j9T`, bcrypt's `05`, SHA-crypt's rounds). So the dummy is a real hash of the most common
-/// kind in the user database (system accounts or passwd-file; without one, [`DUMMY_HASH`]): verifying against it does the same work, and its result is thrown away.
+/// kind in the user database (system accounts or passwd-file; without one, `DUMMY_HASH`): verifying against it does the same work, and its result is thrown away.
 pub fn pick_dummy<'a>(stored: impl Iterator<Item = &'a Stored>) -> Stored {
     let mut kinds: HashMap<String, (usize, &'a str)> = HashMap::new();
     for s in stored {
