@@ -260,21 +260,16 @@ pub(super) fn relocate_all(dirs: &Dirs, wanted: &mut [&mut MessageFile]) -> io::
         .map(|(i, file)| (file.base().into(), i))
         .collect();
     let mut found = vec![false; wanted.len()];
-    for (d, dir) in dirs.0.iter().enumerate() {
-        let Some(dir) = dir else { continue };
-        let mut entries = read_dir(dir)?;
-        for entry in entries.iter() {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if let Some(i) = by_base.remove(base_of(name)) {
-                *wanted[i] = MessageFile {
-                    dir: d,
-                    name: name.into(),
-                };
-                found[i] = true;
-            }
+    each_entry(dirs, |dir, name| {
+        if let Some(i) = by_base.remove(base_of(name)) {
+            *wanted[i] = MessageFile {
+                dir,
+                name: name.into(),
+            };
+            found[i] = true;
         }
-    }
+        by_base.is_empty()
+    })?;
     Ok(found)
 }
 
@@ -291,22 +286,33 @@ pub(super) fn pick_mut<'a, T>(items: &'a mut [T], indexes: &[usize]) -> Vec<&'a 
 
 /// The file in `new/` or `cur/` whose base name is `base`, if any.
 fn relocate(dirs: &Dirs, base: &[u8]) -> io::Result<Option<MessageFile>> {
+    let mut found = None;
+    each_entry(dirs, |dir, name| {
+        // Compared in place: only the name found is copied.
+        if base_of(name) == base {
+            found = Some(MessageFile {
+                dir,
+                name: name.into(),
+            });
+        }
+        found.is_some()
+    })?;
+    Ok(found)
+}
+
+/// Shows `visit` each entry of `new/`, then of `cur/` (the index into `MESSAGE_DIRS`, the name), until
+/// it returns true.
+fn each_entry(dirs: &Dirs, mut visit: impl FnMut(usize, &[u8]) -> bool) -> io::Result<()> {
     for (i, dir) in dirs.0.iter().enumerate() {
         let Some(dir) = dir else { continue };
         let mut entries = read_dir(dir)?;
         for entry in entries.iter() {
-            let entry = entry?;
-            // Compared in place: only the name found is copied.
-            let name = entry.file_name().to_bytes();
-            if base_of(name) == base {
-                return Ok(Some(MessageFile {
-                    dir: i,
-                    name: name.into(),
-                }));
+            if visit(i, entry?.file_name().to_bytes()) {
+                return Ok(());
             }
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 #[cfg(test)]
