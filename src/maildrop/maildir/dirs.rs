@@ -250,26 +250,56 @@ pub(super) fn with_relocation<T>(
 }
 
 /// Finds in one reading of `new/` and `cur/` the files whose base names are those of `wanted`
-/// (messages no longer where they were listed), and gives each found its new place. Says, for each of
-/// `wanted` in order, whether it was found. Looking for each alone would read both directories once
-/// per message: thousands of times over, when another program removed thousands of messages.
-pub(super) fn relocate_all(dirs: &Dirs, wanted: &mut [&mut MessageFile]) -> io::Result<Vec<bool>> {
-    let mut by_base: HashMap<Box<[u8]>, usize> = wanted
+/// (messages that may no longer be where they were listed), and gives each found elsewhere its new
+/// place. `inodes[i]` is `wanted[i]`'s inode when listed. Says, for each of `wanted` in order,
+/// whether it was found. A file still at its place keeps it, even when another file with its base
+/// name (a twin: a copy put back, a redelivery) comes first in the reading; one that moved goes to
+/// the entry with its inode, else to the first with its base name. Looking for each alone would
+/// read both directories once per message: thousands of times over, when another program removed
+/// thousands of messages.
+pub(super) fn relocate_all(
+    dirs: &Dirs,
+    wanted: &mut [&mut MessageFile],
+    inodes: &[u64],
+) -> io::Result<Vec<bool>> {
+    debug_assert_eq!(wanted.len(), inodes.len());
+    let by_base: HashMap<Box<[u8]>, usize> = wanted
         .iter()
         .enumerate()
         .map(|(i, file)| (file.base().into(), i))
         .collect();
-    let mut found = vec![false; wanted.len()];
-    each_entry(dirs, |dir, name| {
-        if let Some(i) = by_base.remove(base_of(name)) {
-            *wanted[i] = MessageFile {
+    let mut at_place = vec![false; wanted.len()];
+    // The best place elsewhere so far, and whether it has the listed inode.
+    let mut elsewhere: Vec<Option<(MessageFile, bool)>> = (0..wanted.len()).map(|_| None).collect();
+    each_entry(dirs, |dir, ino, name| {
+        let Some(&i) = by_base.get(base_of(name)) else {
+            return false;
+        };
+        let same_inode = ino == inodes[i];
+        if dir == wanted[i].dir && *name == *wanted[i].name {
+            at_place[i] = true;
+        } else if elsewhere[i]
+            .as_ref()
+            .is_none_or(|(_, had)| same_inode && !had)
+        {
+            let file = MessageFile {
                 dir,
                 name: name.into(),
             };
-            found[i] = true;
+            elsewhere[i] = Some((file, same_inode));
         }
-        by_base.is_empty()
+        false
     })?;
+    let found = (wanted.iter_mut().zip(at_place).zip(elsewhere))
+        .map(|((file, at_place), elsewhere)| match elsewhere {
+            _ if at_place => true,
+            Some((moved, _)) => {
+                **file = moved;
+                true
+            }
+            None => false,
+        })
+        .collect();
     Ok(found)
 }
 
@@ -287,7 +317,7 @@ pub(super) fn pick_mut<'a, T>(items: &'a mut [T], indexes: &[usize]) -> Vec<&'a 
 /// The file in `new/` or `cur/` whose base name is `base`, if any.
 fn relocate(dirs: &Dirs, base: &[u8]) -> io::Result<Option<MessageFile>> {
     let mut found = None;
-    each_entry(dirs, |dir, name| {
+    each_entry(dirs, |dir, _, name| {
         // Compared in place: only the name found is copied.
         if base_of(name) == base {
             found = Some(MessageFile {
@@ -300,14 +330,15 @@ fn relocate(dirs: &Dirs, base: &[u8]) -> io::Result<Option<MessageFile>> {
     Ok(found)
 }
 
-/// Shows `visit` each entry of `new/`, then of `cur/` (the index into `MESSAGE_DIRS`, the name), until
-/// it returns true.
-fn each_entry(dirs: &Dirs, mut visit: impl FnMut(usize, &[u8]) -> bool) -> io::Result<()> {
+/// Shows `visit` each entry of `new/`, then of `cur/` (the index into `MESSAGE_DIRS`, the inode, the
+/// name), until it returns true.
+fn each_entry(dirs: &Dirs, mut visit: impl FnMut(usize, u64, &[u8]) -> bool) -> io::Result<()> {
     for (i, dir) in dirs.0.iter().enumerate() {
         let Some(dir) = dir else { continue };
         let mut entries = read_dir(dir)?;
         for entry in entries.iter() {
-            if visit(i, entry?.file_name().to_bytes()) {
+            let entry = entry?;
+            if visit(i, entry.ino(), entry.file_name().to_bytes()) {
                 return Ok(());
             }
         }

@@ -82,8 +82,10 @@ pub(super) fn list(
         earlier.dedup_by(|dup, kept| dup.base() == kept.base());
         // Found again (renamed) in one reading of the directories, not one each: another program
         // may be removing thousands of messages while we list.
+        let inodes: Vec<u64> = earlier.iter().map(|f| f.stamp.ino).collect();
         let mut files: Vec<&mut MessageFile> = earlier.iter_mut().map(|f| &mut f.file).collect();
-        let again = relocate_all(dirs, &mut files).map_err(|e| MaildropError::io(root, e))?;
+        let again =
+            relocate_all(dirs, &mut files, &inodes).map_err(|e| MaildropError::io(root, e))?;
         for (mut missed, again) in earlier.into_iter().zip(again) {
             if !again {
                 continue;

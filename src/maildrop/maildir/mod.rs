@@ -75,6 +75,8 @@ pub struct Maildir {
     dirs: Dirs,
     /// Their stamps before the last reading that found every message again (see `search_moved`).
     searched: Option<DirStamps>,
+    /// The maildrop directory's device and inode at login: `maildirsize` is written only in it.
+    top_id: Option<(u64, u64)>,
     /// `None` only when the maildrop does not exist yet: there is nothing to protect.
     _lock: Option<SessionLock>,
 }
@@ -152,9 +154,9 @@ impl Maildir {
             Err(e) => return Err(MaildropError::io(&path.join(LOCK_FILE), e)),
         };
         let dirs = Dirs::open(&top, path)?;
-        let owner = nix::sys::stat::fstat(&top)
-            .map_err(|e| MaildropError::io(path, e.into()))?
-            .st_uid;
+        let top_stat =
+            nix::sys::stat::fstat(&top).map_err(|e| MaildropError::io(path, e.into()))?;
+        let (owner, top_id) = (top_stat.st_uid, (top_stat.st_dev, top_stat.st_ino));
         drop(top);
         // Before listing: a change made while we list must show as a change next time. And the clock
         // before the stamps: they may vouch for the listing only if they were settled when it began; a
@@ -164,12 +166,14 @@ impl Maildir {
         let began = unix_now();
         let listed = dirs.stamps(path)?;
         let cache = Cache::load(path, owner);
-        if cache.dirs.is_some_and(|cached| cached == listed) {
-            let listing = from_cache(&cache);
-            return Ok(Maildir::listed(path, listing, dirs, Some(lock)));
-        }
-        let listing = Maildir::list_afresh(path, &dirs, listed, began, &cache)?;
-        Ok(Maildir::listed(path, listing, dirs, Some(lock)))
+        let listing = if cache.dirs.is_some_and(|cached| cached == listed) {
+            from_cache(&cache)
+        } else {
+            Maildir::list_afresh(path, &dirs, listed, began, &cache)?
+        };
+        let mut maildir = Maildir::listed(path, listing, dirs, Some(lock));
+        maildir.top_id = Some(top_id);
+        Ok(maildir)
     }
 
     /// Lists the maildrop's directories (the cache did not vouch for the last listing), counts the
@@ -235,6 +239,7 @@ impl Maildir {
             stamps,
             dirs,
             searched: None,
+            top_id: None,
             _lock: lock,
         }
     }
@@ -320,11 +325,13 @@ fn count_into(
     }
     // Renamed or removed since the listing (an IMAP client at work): the renamed are found in one
     // reading of the directories, not one each.
+    let inodes: Vec<u64> = moved.iter().map(|&i| found[i].stamp.ino).collect();
     let mut files: Vec<&mut MessageFile> = dirs::pick_mut(found, &moved)
         .into_iter()
         .map(|f| &mut f.file)
         .collect();
-    let again = dirs::relocate_all(dirs, &mut files).map_err(|e| MaildropError::io(root, e))?;
+    let again =
+        dirs::relocate_all(dirs, &mut files, &inodes).map_err(|e| MaildropError::io(root, e))?;
     for ((file, i), again) in files.into_iter().zip(moved).zip(again) {
         if !again {
             continue;
@@ -459,8 +466,8 @@ impl Maildrop for Maildir {
         }
         self.dirs.sync(&self.root, outcome.dirs);
         quota::record_removal(
-            &self.dirs,
             &self.root,
+            self.top_id,
             outcome.freed_bytes,
             outcome.freed_count,
         );
@@ -476,11 +483,12 @@ impl Maildir {
         let mut moved = moved.to_vec();
         moved.sort_unstable();
         moved.dedup();
-        let found =
-            match dirs::relocate_all(&self.dirs, &mut dirs::pick_mut(&mut self.files, &moved)) {
-                Ok(found) => found,
-                Err(e) => return outcome.failed(MaildropError::io(&self.root, e)),
-            };
+        let inodes: Vec<u64> = moved.iter().map(|&i| self.listed_inode(i)).collect();
+        let mut files = dirs::pick_mut(&mut self.files, &moved);
+        let found = match dirs::relocate_all(&self.dirs, &mut files, &inodes) {
+            Ok(found) => found,
+            Err(e) => return outcome.failed(MaildropError::io(&self.root, e)),
+        };
         let mut second_searches = SECOND_SEARCHES;
         for (&index, found) in moved.iter().zip(found) {
             let listed = self.stamps.get(index).copied();
@@ -501,25 +509,42 @@ impl Maildir {
 }
 
 impl Maildir {
+    /// Message `index`'s inode when listed (0, which no file has, if unknown).
+    fn listed_inode(&self, index: usize) -> u64 {
+        self.stamps.get(index).map_or(0, |stamp| stamp.ino)
+    }
+
     /// RETR or TOP found message `index` gone from where it was listed: finds every listed message
     /// again in one reading of `new/` and `cur/` (renamed ones get their new names), and says whether
     /// this one was among them. Not again while the directories stay as they were at the last such
-    /// reading: the messages it did not find are gone, and a session that fetches a folder another
-    /// program just emptied reads the directories once, not twice per message. Read a second time
-    /// when they changed during the reading, which may miss a file renamed meanwhile.
+    /// reading, if that was settled (see `DirStamps::settled`): the messages it did not find are
+    /// gone, and a session that fetches a folder another program just emptied reads the directories
+    /// once, not twice per message. Read a second time when they changed during the reading (which
+    /// may miss a file renamed meanwhile), or are too recent for a reading to stand for them.
     fn search_moved(&mut self, index: usize) -> Result<bool, MaildropError> {
+        let mut before = self.dirs.stamps(&self.root)?;
+        if self.searched == Some(before) {
+            return Ok(false);
+        }
         for _ in 0..2 {
-            let before = self.dirs.stamps(&self.root)?;
-            if self.searched == Some(before) {
-                return Ok(false);
-            }
+            let inodes: Vec<u64> = (0..self.files.len())
+                .map(|i| self.listed_inode(i))
+                .collect();
             let mut all: Vec<&mut MessageFile> = self.files.iter_mut().collect();
-            let found = dirs::relocate_all(&self.dirs, &mut all)
+            let found = dirs::relocate_all(&self.dirs, &mut all, &inodes)
                 .map_err(|e| MaildropError::io(&self.root, e))?;
-            self.searched = Some(before);
             if found[index] {
                 return Ok(true);
             }
+            // Remembered only when nothing changed during the reading, and the stamps are older
+            // than the clock's tick on any file system: a rename in the tick of the stamps may
+            // leave them as they were.
+            let after = self.dirs.stamps(&self.root)?;
+            if after == before && before.settled(unix_now()) {
+                self.searched = Some(before);
+                return Ok(false);
+            }
+            before = after;
         }
         Ok(false)
     }

@@ -551,6 +551,8 @@ fn retr_of_moved_messages_reads_the_directories_once_per_change() {
     numbered_messages(root, count);
     let mut md = Maildir::open(root).unwrap();
     disturb(root, count, 3);
+    // Settled: older than any file system's clock tick, so a reading may stand for them.
+    date_dirs(root, SystemTime::now() - Duration::from_secs(10));
     let reads_before = dirs::DIR_READS.with(|n| n.get());
     for i in 0..count {
         let read = md.open_message(i).map(|mut r| {
@@ -572,6 +574,32 @@ fn retr_of_moved_messages_reads_the_directories_once_per_change() {
     assert_eq!(body, b"x\n");
 }
 
+/// A search for moved messages moves no message that stayed: one still at its place keeps it, even
+/// with a twin (a file of the same base name in `new/`, read first). One renamed later goes to the
+/// entry with its inode, not to the twin; and with the directories too recent to be trusted, the
+/// rename right after a search is still found.
+#[test]
+fn a_search_for_moved_messages_leaves_messages_that_stayed_and_skips_twins() {
+    let dir = maildir();
+    let root = dir.path();
+    put(root, "cur/x:2,S", b"listed\n", 1);
+    put(root, "new/m1", b"m1\n", 2);
+    let mut md = Maildir::open(root).unwrap();
+    let read = |md: &mut Maildir, i: usize| -> Result<Vec<u8>, MaildropError> {
+        let mut body = Vec::new();
+        md.open_message(i)?.read_to_end(&mut body).unwrap();
+        Ok(body)
+    };
+    fs::write(root.join("new/x"), b"twin\n").unwrap();
+    fs::remove_file(root.join("new/m1")).unwrap();
+    assert!(read(&mut md, 1).is_err_and(|e| e.is_gone()));
+    assert_eq!(read(&mut md, 0).unwrap(), b"listed\n");
+    fs::rename(root.join("cur/x:2,S"), root.join("cur/x:2,RS")).unwrap();
+    assert_eq!(read(&mut md, 0).unwrap(), b"listed\n");
+    drop(Box::new(md).expunge(&[0]).unwrap());
+    assert_eq!(left(root), ["x"]);
+}
+
 /// UPDATE appends what it removed to a Maildir++ `maildirsize` (only one that exists, and only a
 /// regular file): a quota user who downloads and deletes everything is no longer counted full.
 #[test]
@@ -591,6 +619,31 @@ fn update_records_its_removals_in_maildirsize() {
     assert_eq!(
         fs::read_to_string(root.join("maildirsize")).unwrap(),
         format!("{head}-10 -2\n")
+    );
+    // With `new/` a symlink into a spool, the spool's parent is not the maildrop: its file stays.
+    let spool = tempfile::tempdir().unwrap();
+    fs::create_dir(spool.path().join("alice-new")).unwrap();
+    fs::write(spool.path().join("maildirsize"), "other\n").unwrap();
+    put(root, "new/d", b"1234567\n", 4);
+    for name in ["c", "d"] {
+        fs::rename(
+            root.join("new").join(name),
+            spool.path().join("alice-new").join(name),
+        )
+        .unwrap();
+    }
+    fs::remove_dir(root.join("new")).unwrap();
+    std::os::unix::fs::symlink(spool.path().join("alice-new"), root.join("new")).unwrap();
+    let md = Maildir::open(root).unwrap();
+    assert_eq!(uids(&md), ["c", "d"]);
+    drop(Box::new(md).expunge(&[1]).unwrap());
+    assert_eq!(
+        fs::read_to_string(spool.path().join("maildirsize")).unwrap(),
+        "other\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("maildirsize")).unwrap(),
+        format!("{head}-10 -2\n-8 -1\n")
     );
     // A symlink in its place is not followed.
     let elsewhere = tempfile::NamedTempFile::new().unwrap();

@@ -13,20 +13,20 @@ use std::path::Path;
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
 
-use super::dirs::Dirs;
-
-/// Reached from `new/` (or `cur/`): the maildrop this session locked, even if its path was renamed.
-const MAILDIRSIZE: &CStr = c"../maildirsize";
+const MAILDIRSIZE: &CStr = c"maildirsize";
 
 /// Appends the removal of `count` messages of `bytes` octets (their files' sizes, as Maildir++ counts)
-/// to the maildrop's `maildirsize`, if it has one. One `write` of a short line with `O_APPEND`, as
-/// the delivery agents add theirs, so lines never mix. Failures are logged: the next recount mends
-/// the total.
-pub(super) fn record_removal(dirs: &Dirs, root: &Path, bytes: u64, count: u64) {
-    if count == 0 {
+/// to the `maildirsize` of the maildrop at `root`, if it has one and `root` still is the directory
+/// the session locked (`top_id`, its device and inode at login): found by path, as the size cache is,
+/// but never in a maildrop that has taken the place of a renamed one. Not through `new/`: that may be
+/// a symlink into a spool, whose parent is not the maildrop. One `write` of a short line with
+/// `O_APPEND`, as the delivery agents add theirs, so lines never mix. Failures are logged: the next
+/// recount mends the total.
+pub(super) fn record_removal(root: &Path, top_id: Option<(u64, u64)>, bytes: u64, count: u64) {
+    let Some(top_id) = top_id.filter(|_| count > 0) else {
         return;
-    }
-    match append(dirs, &format!("-{bytes} -{count}\n")) {
+    };
+    match append(root, top_id, &format!("-{bytes} -{count}\n")) {
         Ok(true) => log::debug!(
             "{}/maildirsize: removal of {count} messages, {bytes} octets, recorded",
             root.display()
@@ -39,11 +39,17 @@ pub(super) fn record_removal(dirs: &Dirs, root: &Path, bytes: u64, count: u64) {
     }
 }
 
-/// False when there is no `maildirsize` (or no `new/` or `cur/` to find it from).
-fn append(dirs: &Dirs, line: &str) -> io::Result<bool> {
-    let Some(dir) = dirs.0.iter().flatten().next() else {
+/// False when there is no `maildirsize`, or `root` is another directory now.
+fn append(root: &Path, top_id: (u64, u64), line: &str) -> io::Result<bool> {
+    let top = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = nix::sys::stat::fstat(&top)?;
+    if (st.st_dev, st.st_ino) != top_id {
         return Ok(false);
-    };
+    }
     // Not through a symlink, not waiting on a FIFO: only a regular file is written to.
     let flags = OFlag::O_WRONLY
         | OFlag::O_APPEND
@@ -51,7 +57,7 @@ fn append(dirs: &Dirs, line: &str) -> io::Result<bool> {
         | OFlag::O_NONBLOCK
         | OFlag::O_NOCTTY
         | OFlag::O_CLOEXEC;
-    let file = match openat(dir, MAILDIRSIZE, flags, Mode::empty()) {
+    let file = match openat(&top, MAILDIRSIZE, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(nix::errno::Errno::ENOENT) => return Ok(false),
         Err(e) => return Err(e.into()),
