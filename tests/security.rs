@@ -695,6 +695,25 @@ fn login_deadline_bounds_writes_to_a_client_that_never_reads() {
     sender.join().unwrap();
 }
 
+/// A reply that is ready only after the login timer ran out (PASS for a maildrop in use waits a second
+/// for it) still goes out, and the expiry line after it.
+#[test]
+fn a_slow_reply_past_the_login_timer_still_goes_out() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &["--login-timeout", "2", "--timeout", "30"]);
+    let mut first = srv.login("alice", "pw");
+    let mut second = srv.connect();
+    second.greeting();
+    assert!(second.cmd("USER alice").starts_with("+OK"));
+    thread::sleep(Duration::from_millis(1500));
+    let reply = second.cmd("PASS pw");
+    assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+    let rest = second.read_to_close(Duration::from_secs(5));
+    assert_eq!(show(&rest), "-ERR login timer expired, closing\\r\\n");
+    assert!(first.cmd("QUIT").starts_with("+OK"));
+}
+
 /// A client that sends an endless line with no LF before login: the line reader keeps at most the RFC
 /// 2449 limit of it and discards the rest, so memory stays bounded, and the login timer still ends the
 /// session on time.

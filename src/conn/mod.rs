@@ -151,14 +151,7 @@ fn run(
             // own cost (a hash for one user, a plain compare for another, a dummy hash for an unknown
             // name) is then hidden inside the delay, and every failure takes the same time.
             Step::Delay(delay) => {
-                std::thread::sleep(delay.saturating_sub(handling_started.elapsed()));
-                // The delay is ours and may outlast the login timer: its reply still gets a moment.
-                if writes_bounded {
-                    let last_words = Instant::now() + LAST_WORDS;
-                    reader
-                        .get_mut()
-                        .set_write_deadline(Some(login_deadline.max(last_words)));
-                }
+                std::thread::sleep(delay.saturating_sub(handling_started.elapsed()))
             }
             Step::Quit => return quit(session, reader, pending),
             Step::StartTls => {
@@ -170,6 +163,13 @@ fn run(
         if writes_bounded && session.logged_in() {
             reader.get_mut().set_write_deadline(None);
             writes_bounded = false;
+        } else if writes_bounded {
+            // A command may take its time before login (a failed login's delay, the wait for a
+            // maildrop in use): its reply still gets a moment past the login timer.
+            let last_words = Instant::now() + LAST_WORDS;
+            reader
+                .get_mut()
+                .set_write_deadline(Some(login_deadline.max(last_words)));
         }
         if session.is_finished() {
             return close_after_last_failure(reader, pending);
