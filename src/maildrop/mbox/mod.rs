@@ -334,7 +334,10 @@ impl Maildrop for Mbox {
         })?;
         let committed = prepared.commit(&mut keep_alive).map_err(io_err)?;
         if let Some(before) = before {
-            keep_new_mail_state(&self.path, file, &before);
+            // Mail delivered during the session, past what was scanned, is new whatever the
+            // access time says (a RETR after the delivery moved it on).
+            let delivered = before.len() > self.scanned_size;
+            keep_new_mail_state(&self.path, file, &before, delivered);
         }
         // Still under the delivery locks: the index's key must describe the file as we left it.
         let clock = self._session.as_ref().and_then(|s| s.touch().ok());
@@ -398,12 +401,13 @@ impl Mbox {
 /// "new mail" when an mbox's modification time is after its access time, and the rewrite moved
 /// the former on. A mailbox that did not say so before the rewrite (mostly the case: the session
 /// read it) must not say so after, as mutt and Dovecot also see to: its access time is set to
-/// the new modification time. One that did keeps saying so. Needs the owner's rights; without
-/// them the times stay as the rewrite left them.
-fn keep_new_mail_state(path: &Path, file: &File, before: &fs::Metadata) {
+/// the new modification time. One that did keeps saying so, and so does one that received mail
+/// during the session (`delivered`), which the client has not seen. Needs the owner's rights;
+/// without them the times stay as the rewrite left them.
+fn keep_new_mail_state(path: &Path, file: &File, before: &fs::Metadata, delivered: bool) {
     use nix::sys::time::TimeSpec;
     let had_new_mail =
-        (before.mtime(), before.mtime_nsec()) > (before.atime(), before.atime_nsec());
+        delivered || (before.mtime(), before.mtime_nsec()) > (before.atime(), before.atime_nsec());
     let Some(after) = file.metadata().ok().filter(|_| !had_new_mail) else {
         return;
     };

@@ -231,6 +231,20 @@ fn shows_new_mail(path: &Path) -> bool {
     (meta.mtime(), meta.mtime_nsec()) > (meta.atime(), meta.atime_nsec())
 }
 
+/// Mail delivered during the session is new to the user, even after a RETR (under relatime) moved
+/// the access time past it.
+#[test]
+fn update_leaves_mail_delivered_during_the_session_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    let mbox = Mbox::open(&path).unwrap();
+    append_to(&path, LATE);
+    set_times_ago(&path, 50, 100);
+    drop(Box::new(mbox).expunge(&[0]).unwrap());
+    assert!(shows_new_mail(&path));
+    assert_eq!(view(&path, UidlSource::Popa3d).2.len(), 3);
+}
+
 #[test]
 fn update_leaves_an_mbox_that_showed_no_new_mail_showing_none() {
     let dir = tempfile::tempdir().unwrap();
@@ -252,12 +266,12 @@ fn a_rewritten_mbox_that_showed_new_mail_still_shows_it() {
     let file = fs::OpenOptions::new().append(true).open(&path).unwrap();
     let before = file.metadata().unwrap();
     (&file).write_all(LATE.as_bytes()).unwrap();
-    keep_new_mail_state(&path, &file, &before);
+    keep_new_mail_state(&path, &file, &before, false);
     assert!(shows_new_mail(&path));
     set_times_ago(&path, 50, 100);
     let before = file.metadata().unwrap();
     (&file).write_all(LATE.as_bytes()).unwrap();
-    keep_new_mail_state(&path, &file, &before);
+    keep_new_mail_state(&path, &file, &before, false);
     assert!(!shows_new_mail(&path));
 }
 
