@@ -401,18 +401,22 @@ impl Mbox {
 /// "new mail" when an mbox's modification time is after its access time, and the rewrite moved
 /// the former on. A mailbox that did not say so before the rewrite (mostly the case: the session
 /// read it) must not say so after, as mutt and Dovecot also see to: its access time is set to
-/// the new modification time. One that did keeps saying so, and so does one that received mail
-/// during the session (`delivered`), which the client has not seen. Needs the owner's rights;
-/// without them the times stay as the rewrite left them.
+/// the new modification time. One that did must keep saying so, and so must one that received mail
+/// during the session (`delivered`), which the client has not seen: UPDATE's own reads may have
+/// moved its access time up to the rewrite's clock tick (relatime does, after a change of the
+/// inode), so it is set a second before the modification time, as mutt does. Needs the owner's
+/// rights; without them the times stay as the rewrite left them.
 fn keep_new_mail_state(path: &Path, file: &File, before: &fs::Metadata, delivered: bool) {
     use nix::sys::time::TimeSpec;
-    let had_new_mail =
-        delivered || (before.mtime(), before.mtime_nsec()) > (before.atime(), before.atime_nsec());
-    let Some(after) = file.metadata().ok().filter(|_| !had_new_mail) else {
-        return;
+    let new_mail = |m: &fs::Metadata| (m.mtime(), m.mtime_nsec()) > (m.atime(), m.atime_nsec());
+    let had_new_mail = delivered || new_mail(before);
+    let Ok(after) = file.metadata() else { return };
+    let atime = match (had_new_mail, new_mail(&after)) {
+        (true, true) => return,
+        (true, false) => TimeSpec::new(after.mtime() - 1, after.mtime_nsec()),
+        (false, _) => TimeSpec::new(after.mtime(), after.mtime_nsec()),
     };
-    let mtime = TimeSpec::new(after.mtime(), after.mtime_nsec());
-    if let Err(e) = nix::sys::stat::futimens(file, &mtime, &TimeSpec::UTIME_OMIT) {
+    if let Err(e) = nix::sys::stat::futimens(file, &atime, &TimeSpec::UTIME_OMIT) {
         log::debug!("{}: cannot set the access time: {e}", path.display());
     }
 }
