@@ -506,9 +506,7 @@ impl Maildir {
             outcome.record(&self.root, file, listed.map_or(0, |s| s.size), done);
         }
     }
-}
 
-impl Maildir {
     /// Message `index`'s inode when listed (0, which no file has, if unknown).
     fn listed_inode(&self, index: usize) -> u64 {
         self.stamps.get(index).map_or(0, |stamp| stamp.ino)
