@@ -41,14 +41,17 @@ fn make_run_serves_the_demo_user_and_cleans_up() {
     }
     let (mut folder, mut addr) = (None, None);
     let mut seen = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) {
+    // The folder is announced on stdout, the address on stderr: two pipes, read by two threads, whose
+    // lines may come in either order.
+    while folder.is_none() || addr.is_none() {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {
+            break;
+        };
         if let Some(rest) = line.split("removes ").nth(1) {
             folder = Some(PathBuf::from(rest.trim_end_matches('.')));
         }
         if let Some(bound) = line.split("listening on ").nth(1) {
             addr = bound.trim().parse::<SocketAddr>().ok();
-            seen.push(line);
-            break;
         }
         seen.push(line);
     }
