@@ -25,6 +25,7 @@
 //!   SIGHUP into events for the standalone server's accept loop.
 //! - [`workers`]: session threads kept after a clean session for the next one.
 //! - [`stack`]: a session thread's stack bounds, and the giving back of the pages a TLS handshake touched.
+//! - [`pages`]: memory pages given back to the kernel (a stack's below its frames, idle RETR buffers).
 //! - [`listen`]: the standalone server's listening sockets, bound from the settings or passed by systemd.
 //! - [`activation`]: systemd socket activation (`LISTEN_FDS`), listeners the standalone server adopts.
 //! - [`notify`]: systemd's readiness protocol (`NOTIFY_SOCKET`): ready, reloading, stopping.
@@ -51,6 +52,7 @@ pub mod lock;
 pub mod logging;
 pub mod maildrop;
 pub mod notify;
+pub mod pages;
 pub mod privs;
 pub mod proto;
 pub mod proxy;

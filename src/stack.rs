@@ -49,10 +49,8 @@ pub fn trim() {
     }
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
-    // SAFETY: sysconf has no preconditions.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        p if p > 0 => p as usize,
-        _ => return,
+    let Some(page) = crate::pages::size() else {
+        return;
     };
     let low = low.next_multiple_of(page);
     let end = here.saturating_sub(MARGIN) / page * page;

@@ -132,6 +132,14 @@ fn run(
     loop {
         let limit = session.line_limit();
         let deadline = next_line_deadline(session, services, login_deadline);
+        if reader.buffer().is_empty() && session.holds_idle_memory() {
+            match wait_for_input(reader, deadline.min(Instant::now() + QUIET)) {
+                Err(e) if is_timeout(&e) => session.release_idle_memory(),
+                // The line reader retries it.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                waited => waited?,
+            }
+        }
         let line_read = match line::read_line(&mut Deadline { reader, deadline }, &mut line, limit)
         {
             Err(e) if is_timeout(&e) => return Ok(expire(session, pending, reader.get_mut())),
@@ -180,6 +188,21 @@ fn run(
             flush(pending, reader.get_mut())?;
         }
     }
+}
+
+/// How long a client may be quiet before the session gives back the memory it holds only for a
+/// stream of commands (the RETR buffers): a client fetching messages one after the other sends its
+/// next command well within it, one done with its download pays nothing for the rest of its session.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Waits until input is buffered (or the client closed), or `until`.
+fn wait_for_input(reader: &mut BufReader<Stream>, until: Instant) -> io::Result<()> {
+    Deadline {
+        reader,
+        deadline: until,
+    }
+    .fill_buf()
+    .map(drop)
 }
 
 /// When the next command line must be complete: the login timer until TRANSACTION, then the autologout

@@ -358,6 +358,19 @@ impl<'a> Session<'a> {
         drop(self.after_update.take());
     }
 
+    /// True while the session holds memory it needs only while commands keep coming (the RETR
+    /// buffers after a RETR or TOP): the caller calls `release_idle_memory` once the client is quiet.
+    pub fn holds_idle_memory(&self) -> bool {
+        matches!(&self.state, State::Transaction(tx) if tx.buffers.hold_pages())
+    }
+
+    /// Gives back what `holds_idle_memory` spoke of.
+    pub fn release_idle_memory(&mut self) {
+        if let State::Transaction(tx) = &mut self.state {
+            tx.buffers.release_pages();
+        }
+    }
+
     /// True once the session entered TRANSACTION (for choosing the autologout timer).
     pub fn logged_in(&self) -> bool {
         matches!(self.state, State::Transaction(_))
