@@ -337,8 +337,9 @@ pub fn effective(config: &Config) -> Vec<(&'static str, String)> {
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
     let secs = |d: std::time::Duration| d.as_secs().to_string();
     let mut out = vec![("inetd", yes_no(config.inetd))];
-    // As `listen::listeners`: the port 110 default only when no listener of either kind is given.
-    if config.listen.is_empty() && config.listen_tls.is_empty() {
+    // As `listen::listeners`: the port 110 default only when no listener of either kind is given, and
+    // not under inetd, where reading them back would warn that they have no effect.
+    if config.listen.is_empty() && config.listen_tls.is_empty() && !config.inetd {
         out.push(("listen", format!("[::]:{DEFAULT_PORT}")));
         out.push(("listen", format!("0.0.0.0:{DEFAULT_PORT}")));
     }

@@ -190,9 +190,13 @@ fn problems_name_where_the_setting_came_from() {
     );
     assert!(out.contains("# AUTH SCRAM-SHA-256 offered: "), "{out}");
     assert!(!out.contains("scram-salt-key: not set"), "{out}");
+    assert!(out.contains("\nlisten = [::]:110\n"), "{out}");
     c.inetd = true;
     let warning = "# warning: scram-salt-key: not set under inetd";
-    assert!(run(&c, &none).unwrap().contains(warning));
+    let out = run(&c, &none).unwrap();
+    assert!(out.contains(warning));
+    // Read back, default listen lines would warn that they have no effect under inetd.
+    assert!(!out.contains("\nlisten = "), "{out}");
     c.scram_salt_key = Some(dir.path().join("salt.key"));
     std::fs::write(c.scram_salt_key.as_ref().unwrap(), [7u8; 32]).unwrap();
     std::fs::set_permissions(

@@ -260,12 +260,19 @@ fn load_file(
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        // The option of the line, when its name is still readable before the bad octets.
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let option = std::str::from_utf8(&valid[line_start..])
+            .ok()
+            .and_then(|head| head.split_once('='))
+            .map(|(name, _)| name.trim().to_string())
+            .unwrap_or_default();
         ConfigError {
             origin: Origin::File {
                 path: path.to_path_buf(),
                 line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
             },
-            option: String::new(),
+            option,
             problem: "not UTF-8 text".to_string(),
         }
     })?;
@@ -511,6 +518,11 @@ mod tests {
         assert_eq!(
             run(&["-c", p]).unwrap_err(),
             format!("{p}:2: not UTF-8 text")
+        );
+        std::fs::write(&path, b"timeout = 9\nmail = maildir:/caf\xe9\n").unwrap();
+        assert_eq!(
+            run(&["-c", p]).unwrap_err(),
+            format!("{p}:2: mail: not UTF-8 text")
         );
         let e = run(&["-c", "/dev/zero"]).unwrap_err();
         assert_eq!(

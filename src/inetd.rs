@@ -42,7 +42,7 @@ pub fn run(config: &Config, private_stderr: bool) -> Result<(), StartError> {
     }) {
         Ok(frontend) => frontend,
         Err(e) => {
-            log::error!("{e}");
+            // Logged once, by the caller, with the file, line and option when the checks name them.
             refuse_client(config.tls);
             return Err(e);
         }

@@ -88,8 +88,8 @@ fn start(config: &Config, args: &[OsString], private_stderr: bool) -> Result<(),
 }
 
 /// A start-up failure the checks of --check-config explain is a configuration problem: reported as
-/// they report it, naming the file, line and option, with status 2. (inetd mode has logged the
-/// failure itself; the explanation is added.)
+/// they report it, naming the file, line and option, with status 2. Under inetd it is logged (once:
+/// with that explanation when there is one), since stderr is the client's socket.
 fn report_start_error(
     config: &Config,
     origins: &Origins,
@@ -109,8 +109,8 @@ fn report_start_error(
         }
         (Ok(_), None) => (None, e.status),
     };
-    if let (true, Some(problem)) = (config.inetd, &explained) {
-        log::error!("{problem}");
+    if config.inetd {
+        log::error!("{}", explained.as_deref().unwrap_or(&e.message));
     }
     if !config.inetd || private_stderr {
         eprintln!("poplar: {}", explained.unwrap_or(e.message));

@@ -42,7 +42,8 @@ mod tests {
         let end = (buf.as_ptr() as usize + buf.len()) / page * page;
         let mut vec = vec![0u8; (end - start) / page];
         // SAFETY: the range is inside `buf`'s allocation and page-aligned; `vec` has one octet per page.
-        let ok = unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) };
+        let ok =
+            unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) };
         assert_eq!(ok, 0);
         vec.iter().filter(|&&b| b & 1 == 1).count()
     }

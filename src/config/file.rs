@@ -43,13 +43,20 @@ impl fmt::Display for ConfigError {
 
 /// Text quoted from a file or the command line (a name, a value, a path) shown with its control
 /// characters escaped: a stray CR in a configuration line must not break the one-line error message
-/// into two, on a terminal or in the log.
+/// into two, on a terminal or in the log. So are the invisible ones (a byte-order mark in the middle
+/// of a file, zero-width spaces, direction marks), which would make `apop` look like a known option.
 pub(crate) struct OneLine<'a>(pub(crate) &'a str);
+
+/// Characters that print as nothing: Unicode's format characters that text editors leave in
+/// (U+00AD soft hyphen, U+200B-U+200F, U+202A-U+202E, U+2060-U+2064, U+FEFF).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+}
 
 impl fmt::Display for OneLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
-            if c.is_control() {
+            if c.is_control() || is_invisible(c) {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 write!(f, "{c}")?;
@@ -179,6 +186,12 @@ mod tests {
         );
         let e = parse_file_text(path, "\nbogus = 1\n").unwrap_err();
         assert_eq!(e.to_string(), "/etc/poplar.conf:2: bogus: unknown option");
+        // A byte-order mark in the middle of a file: shown, not an invisible part of the name.
+        let e = parse_file_text(path, "timeout = 700\n\u{feff}apop = yes\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/poplar.conf:2: \\u{feff}apop: unknown option"
+        );
         let e = parse_file_text(path, "timeout = 700\n = 600\n").unwrap_err();
         assert_eq!(
             e.to_string(),
