@@ -136,7 +136,19 @@ impl PasswdFile {
         }
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
         if table.stamp != stamp {
-            match load(&self.path) {
+            let loaded = match read_file(&self.path) {
+                Ok(file) if file.half_written() => {
+                    // Not stored as seen: the next login looks again.
+                    log::debug!(
+                        "{}: being written; the previous user table meanwhile",
+                        self.path.display()
+                    );
+                    return;
+                }
+                Ok(file) => table_of(&self.path, &file.text, file.stamp),
+                Err(e) => Err(e),
+            };
+            match loaded {
                 Ok(new) => {
                     log::info!(
                         "{}: re-read, {} users",
@@ -261,19 +273,65 @@ fn lookup<'t>(table: &'t Table, user: &[u8]) -> Option<&'t Entry> {
         .and_then(|name| table.users.get(name))
 }
 
-/// Reads the file and its stamp from the same open descriptor, so the stamp describes what was read.
+/// Reads the file and makes its table.
 fn load(path: &Path) -> Result<Table, PasswdError> {
+    let file = read_file(path)?;
+    table_of(path, &file.text, file.stamp)
+}
+
+/// The file's bytes and its stamp, from one open descriptor, so the stamp describes what was read.
+struct FileRead {
+    text: Vec<u8>,
+    stamp: Stamp,
+    /// The stamp changed while the file was read.
+    changed: bool,
+    modified: std::time::SystemTime,
+}
+
+/// How recent a change must be for a file cut short to be taken for one still being written.
+const WRITING: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl FileRead {
+    /// An editor or script rewriting the file in place (truncate, then write: nano, a shell `>`)
+    /// shows a part of it for a moment, and a part can be a valid file: a user's last line without
+    /// its `nologin` or `allow_nets`, a `userdb_uid=1000` cut to `userdb_uid=1`, a password cut
+    /// short, or no users at all. So a file that changed during the reading, or that was changed in
+    /// the last moments and is empty or does not end its last line, is not taken; once older, it is
+    /// (a finished file may lack its last newline).
+    fn half_written(&self) -> bool {
+        let recent = self.modified.elapsed().map_or(true, |age| age < WRITING);
+        self.changed || (recent && !self.text.ends_with(b"\n"))
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileRead, PasswdError> {
+    let error = |e: std::io::Error| PasswdError {
+        path: path.to_path_buf(),
+        line: None,
+        problem: e.to_string(),
+    };
+    let mut file = File::open(path).map_err(error)?;
+    let meta = file.metadata().map_err(error)?;
+    let stamp = Stamp::of(&meta);
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).map_err(error)?;
+    let after = Stamp::of(&file.metadata().map_err(error)?);
+    Ok(FileRead {
+        text,
+        stamp,
+        changed: after != stamp,
+        modified: meta.modified().map_err(error)?,
+    })
+}
+
+/// The table of passwd-file `text`, read from `path` as it was at `stamp`.
+fn table_of(path: &Path, text: &[u8], stamp: Stamp) -> Result<Table, PasswdError> {
     let error = |line, problem| PasswdError {
         path: path.to_path_buf(),
         line,
         problem,
     };
-    let mut file = File::open(path).map_err(|e| error(None, e.to_string()))?;
-    let stamp = Stamp::of(&file.metadata().map_err(|e| error(None, e.to_string()))?);
-    let mut text = Vec::new();
-    file.read_to_end(&mut text)
-        .map_err(|e| error(None, e.to_string()))?;
-    let users = parse_table(&text).map_err(|(line, problem)| error(Some(line), problem))?;
+    let users = parse_table(text).map_err(|(line, problem)| error(Some(line), problem))?;
     let mut can_log_in = users
         .values()
         .filter(|e| !matches!(e.stored, Stored::Locked))

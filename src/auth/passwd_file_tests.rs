@@ -424,6 +424,34 @@ fn reloads_when_the_file_changes() {
     assert!(login(&db, "c", "five").is_some());
 }
 
+/// A file rewritten in place shows a part of itself for a moment: a part cut mid-line (a user's
+/// `nologin` lost, a password cut short), or nothing, is not taken while it is recent; the previous
+/// table serves meanwhile. Once the file is older, it is taken as it is.
+#[test]
+fn a_file_being_written_is_not_taken_half_way() {
+    let (_dir, path, db) = fixture("alice:{PLAIN}secret::::/home/alice::nologin\n");
+    let barred = |db: &PasswdFile| {
+        login(db, "alice", "secret")
+            .unwrap()
+            .policy
+            .nologin
+            .is_some()
+    };
+    assert!(barred(&db));
+    fs::write(&path, "alice:{PLAIN}sec").unwrap();
+    assert!(login(&db, "alice", "sec").is_none());
+    fs::write(&path, "alice:{PLAIN}secret::::/home/alice::").unwrap();
+    assert!(barred(&db), "nologin lost");
+    fs::write(&path, "").unwrap();
+    assert_eq!(db.user_count(), 1);
+    // Finished, without a final newline: taken once it has not changed for a while.
+    fs::write(&path, "alice:{PLAIN}secret::::/home/alice::").unwrap();
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+    let file = fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(past).unwrap();
+    assert!(!barred(&db));
+}
+
 #[test]
 fn shared_across_threads() {
     let (_dir, _path, db) = fixture("a:{PLAIN}one\n");
