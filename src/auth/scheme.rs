@@ -92,8 +92,9 @@ impl Stored {
 
     /// Verifies a password, in time independent of where the first difference lies.
     ///
-    /// A malformed crypt string verifies nothing: the file was checked at load, and a bad hash must
-    /// lock the account rather than panic a session.
+    /// A malformed crypt string verifies nothing: the file's load checked only its prefix (parsing
+    /// it whole would mean hashing), and a bad hash must lock the account rather than panic a
+    /// session.
     pub fn verify(&self, password: &[u8]) -> bool {
         match self {
             Stored::Plain(secret) => constant_time_eq(secret, password),
