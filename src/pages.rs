@@ -17,17 +17,24 @@ pub fn size() -> Option<usize> {
 /// zeros (its length is kept, and zeros are valid octets). For scratch buffers, whose contents are
 /// dead between uses. The partial pages at either end stay: they may hold another allocation's bytes.
 pub fn release(buf: &mut Vec<u8>) {
-    let Some(page) = size() else { return };
     let start = buf.as_mut_ptr() as usize;
-    let low = start.next_multiple_of(page);
-    let high = (start + buf.capacity()) / page * page;
-    if high <= low {
-        return;
-    }
-    // SAFETY: [low, high) lies inside `buf`'s own allocation, which we hold mutably: nothing else
-    // reads or writes it, and anonymous memory given back reads as zeros, valid for `u8`.
-    unsafe {
-        libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED);
+    // SAFETY: the range is `buf`'s own allocation, which we hold mutably: nothing else reads or
+    // writes it, and anonymous memory given back reads as zeros, valid for `u8`.
+    unsafe { give_back(start, start + buf.capacity()) }
+}
+
+/// Gives back the whole pages between the addresses `start` and `end` (the partial pages at either
+/// end stay).
+///
+/// # Safety
+/// The range must be private anonymous memory (heap, a thread's stack) whose contents nothing will
+/// read again, and that no reference points into: its pages read as zeros when next touched.
+pub unsafe fn give_back(start: usize, end: usize) {
+    let Some(page) = size() else { return };
+    let (low, high) = (start.next_multiple_of(page), end / page * page);
+    if high > low {
+        // SAFETY: as the caller promised, for a range within the one it gave.
+        unsafe { libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED) };
     }
 }
 

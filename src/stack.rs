@@ -49,19 +49,9 @@ pub fn trim() {
     }
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
-    let Some(page) = crate::pages::size() else {
-        return;
-    };
-    let low = low.next_multiple_of(page);
-    let end = here.saturating_sub(MARGIN) / page * page;
-    if end <= low {
-        return;
-    }
-    // SAFETY: [low, end) lies within this thread's own stack, below every live frame (the stack grows
-    // down, and the frames of this call fit in MARGIN): no reference points into it.
-    unsafe {
-        libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
-    }
+    // SAFETY: [low, here - MARGIN) lies within this thread's own stack, below every live frame (the
+    // stack grows down, and the frames of this call fit in MARGIN): no reference points into it.
+    unsafe { crate::pages::give_back(low, here.saturating_sub(MARGIN)) }
 }
 
 #[cfg(test)]
