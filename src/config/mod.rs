@@ -388,6 +388,22 @@ mod tests {
         }
     }
 
+    /// What `--check-config` prints must read back the same: the file format trims values and ends
+    /// them at a line's end, so such paths and names are refused where they are given.
+    #[test]
+    fn values_a_file_cannot_hold_are_refused() {
+        let mut c = Config::default();
+        for bad in ["/etc/pw ", " /etc/pw", "/etc/d\nx/pw", "/etc/\tpw"] {
+            let e = c.set("passwd", Some(bad)).unwrap_err();
+            assert!(
+                e.contains("not a value a configuration file can hold"),
+                "{bad:?}: {e}"
+            );
+        }
+        c.set("passwd", Some("/etc/my passwd")).unwrap();
+        assert!(c.set("user", Some("mail ")).is_err());
+    }
+
     #[test]
     fn dovecot_uidl_format_values() {
         let mut c = Config::default();

@@ -16,6 +16,10 @@ pub(super) fn required(value: Option<&str>) -> Result<&str, String> {
 pub(super) fn nonempty(value: &str) -> Result<&str, String> {
     if value.is_empty() {
         Err("empty value".to_string())
+    } else if value.trim() != value || value.chars().any(char::is_control) {
+        // The configuration file trims values and ends them at a line's end: such a value (given on
+        // the command line) could not be written back, as `--check-config` prints the settings.
+        Err("white space at either end, or a control character: not a value a configuration file can hold".to_string())
     } else {
         Ok(value)
     }
