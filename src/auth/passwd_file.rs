@@ -119,7 +119,8 @@ impl PasswdFile {
     }
 
     /// Re-reads the file if it changed since it was loaded. A file that no longer loads is reported
-    /// once per change and the previous table kept: a typo while editing must not lock everyone out.
+    /// once per change and the previous table kept for the users whose lines did not change: a typo
+    /// while editing must not lock everyone out, nor keep in a user the same edit locked or removed.
     fn refresh(&self) {
         let stamp = match fs::metadata(&self.path) {
             Ok(meta) => Stamp::of(&meta),
@@ -135,36 +136,43 @@ impl PasswdFile {
             return;
         }
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
-        if table.stamp != stamp {
-            let loaded = match read_file(&self.path) {
-                Ok(file) if file.half_written() => {
-                    // Not stored as seen: the next login looks again.
-                    log::debug!(
-                        "{}: being written; the previous user table meanwhile",
-                        self.path.display()
-                    );
-                    return;
-                }
-                Ok(file) => table_of(&self.path, &file.text, file.stamp),
-                Err(e) => Err(e),
-            };
-            match loaded {
-                Ok(new) => {
-                    log::info!(
-                        "{}: re-read, {} users",
-                        self.path.display(),
-                        new.users.len()
-                    );
-                    *table = new;
-                }
-                // A file that does not parse is not read again until it changes (and logged once);
-                // one that could not be read is tried again at the next login.
-                Err(err) => {
-                    log::warn!("{err}; keeping the previous user table");
-                    if err.line.is_some() {
-                        table.stamp = stamp;
-                    }
-                }
+        if table.stamp == stamp {
+            return;
+        }
+        // One that could not be read is tried again at the next login.
+        let file = match read_file(&self.path) {
+            Ok(file) => file,
+            Err(err) => return log::warn!("{err}; keeping the previous user table"),
+        };
+        if file.half_written() {
+            // Not stored as seen: the next login looks again.
+            return log::debug!(
+                "{}: being written; the previous user table meanwhile",
+                self.path.display()
+            );
+        }
+        match table_of(&self.path, &file.text, file.stamp) {
+            Ok(new) => {
+                log::info!(
+                    "{}: re-read, {} users",
+                    self.path.display(),
+                    new.users.len()
+                );
+                *table = new;
+            }
+            // Not read again until it changes (and logged once).
+            Err(err) => {
+                let (users, locked) = restricted(&table.users, &file.text);
+                log::warn!(
+                    "{err}; keeping the previous user table, {locked} of its users locked until the \
+                     file loads (their lines changed, went or are in error)"
+                );
+                *table = Table {
+                    scram_for_every_user: scram_for_every_user(&users),
+                    users,
+                    stamp: file.stamp,
+                    dummy: table.dummy.clone(),
+                };
             }
         }
     }
@@ -332,19 +340,70 @@ fn table_of(path: &Path, text: &[u8], stamp: Stamp) -> Result<Table, PasswdError
         problem,
     };
     let users = parse_table(text).map_err(|(line, problem)| error(Some(line), problem))?;
+    let dummy = pick_dummy(users.values().map(|e| &e.stored));
+    Ok(Table {
+        scram_for_every_user: scram_for_every_user(&users),
+        users,
+        stamp,
+        dummy,
+    })
+}
+
+/// Every user who can log in has a `{PLAIN}` or `{SCRAM-SHA-256}` password (and there is one).
+fn scram_for_every_user(users: &HashMap<String, Entry>) -> bool {
     let mut can_log_in = users
         .values()
         .filter(|e| !matches!(e.stored, Stored::Locked))
         .peekable();
-    let scram_for_every_user =
-        can_log_in.peek().is_some() && can_log_in.all(|e| e.stored.has_scram_keys());
-    let dummy = pick_dummy(users.values().map(|e| &e.stored));
-    Ok(Table {
-        users,
-        stamp,
-        scram_for_every_user,
-        dummy,
-    })
+    can_log_in.peek().is_some() && can_log_in.all(|e| e.stored.has_scram_keys())
+}
+
+/// After an edit that does not load (`text`, a line in error): the previous `users`, of whom only
+/// those whose line is still there, parses and says the same (and is not repeated) keep their
+/// credentials; the others are locked until the file loads. A user the same edit locked, barred or
+/// removed is then kept out, while the rest log in as before. Returns the table and how many users
+/// it locked.
+fn restricted(users: &HashMap<String, Entry>, text: &[u8]) -> (HashMap<String, Entry>, usize) {
+    // Each name's line in the new text: what it parses to, or `None` when it does not parse or the
+    // name has more than one line.
+    let mut lines: HashMap<&[u8], Option<Entry>> = HashMap::new();
+    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.trim_ascii().is_empty() || raw.starts_with(b"#") {
+            continue;
+        }
+        let name = raw.split(|&b| b == b':').next().unwrap_or_default();
+        let parsed = std::str::from_utf8(raw)
+            .ok()
+            .and_then(|line| parse_line(line, index + 1).ok());
+        lines
+            .entry(name)
+            .and_modify(|seen| *seen = None)
+            .or_insert(parsed);
+    }
+    let mut locked = 0;
+    let kept = users
+        .iter()
+        .map(|(name, entry)| {
+            let unchanged = lines.get(name.as_bytes()).is_some_and(|line| {
+                line.as_ref()
+                    .is_some_and(|new| new.account == entry.account && new.stored == entry.stored)
+            });
+            let stored = if unchanged || matches!(entry.stored, Stored::Locked) {
+                entry.stored.clone()
+            } else {
+                locked += 1;
+                Stored::Locked
+            };
+            let entry = Entry {
+                account: entry.account.clone(),
+                stored,
+                line: entry.line,
+            };
+            (name.clone(), entry)
+        })
+        .collect();
+    (kept, locked)
 }
 
 /// Parses the whole file; the error carries the 1-based line number. Pure: no I/O.

@@ -402,14 +402,21 @@ fn reloads_when_the_file_changes() {
     assert!(login(&db, "b", "three").is_some());
     assert_eq!(db.user_count(), 2);
 
-    // A broken edit keeps the previous table, also for later logins.
-    fs::write(&path, "a:{PLAIN}four\n:{PLAIN}oops\n").unwrap();
+    // A broken edit keeps the previous table for the users whose lines it left as they were, also
+    // for later logins; a user it changed or removed is locked until the file loads.
+    fs::write(&path, "a:{PLAIN}two\n:{PLAIN}oops\n").unwrap();
     assert!(login(&db, "a", "two").is_some());
-    assert!(login(&db, "a", "four").is_none());
+    assert!(login(&db, "a", "two").is_some());
+    assert!(login(&db, "b", "three").is_none(), "removed by the edit");
     assert!(
         db.apop(b"b", b"<t@h>", &apop::digest(b"<t@h>", b"three"))
-            .is_ok()
+            .is_err()
     );
+    fs::write(&path, "a:{PLAIN}four\nb:{PLAIN}three\n:{PLAIN}oops\n").unwrap();
+    assert!(login(&db, "a", "two").is_none(), "changed by the edit");
+    assert!(login(&db, "a", "four").is_none(), "not loaded");
+    // b's line is as it was in the table kept, but b was locked by the edit before: still locked.
+    assert!(login(&db, "b", "three").is_none());
 
     // Replaced by rename, as editors and config management do.
     let new = path.with_extension("new");
@@ -450,6 +457,21 @@ fn a_file_being_written_is_not_taken_half_way() {
     let file = fs::File::options().write(true).open(&path).unwrap();
     file.set_modified(past).unwrap();
     assert!(!barred(&db));
+}
+
+/// An edit that locks a user and, in the same go, breaks another line (a scheme poplar does not
+/// know, a duplicate user) still keeps the locked user out; users whose lines it left alone go on.
+#[test]
+fn a_broken_edit_still_locks_what_it_locked() {
+    let (_dir, path, db) = fixture("alice:{PLAIN}secret\ncarol:{PLAIN}pw\n");
+    assert!(login(&db, "alice", "secret").is_some());
+    let text = "alice:{PLAIN}secret::::/h::nologin\ncarol:{PLAIN}pw\nbob:{SSHA512}abcd\n";
+    fs::write(&path, text).unwrap();
+    assert!(login(&db, "alice", "secret").is_none());
+    assert!(login(&db, "carol", "pw").is_some());
+    fs::write(&path, "alice:!\nalice:{PLAIN}secret\ncarol:{PLAIN}pw\n").unwrap();
+    assert!(login(&db, "alice", "secret").is_none(), "a duplicate");
+    assert!(login(&db, "carol", "pw").is_some());
 }
 
 #[test]
