@@ -74,6 +74,13 @@ fn check_passwd(
             notes.push(scram_offer(config, &users).to_string());
             notes.extend(salts_per_connection(config, &users));
             notes.extend(unusable_accounts(config, path, &users));
+            notes.extend(users.malformed_hashes().into_iter().map(|(line, name)| {
+                format!(
+                    "warning: {}:{line}: user {} cannot log in: a malformed crypt hash",
+                    path.display(),
+                    crate::config::OneLine(&name)
+                )
+            }));
             Ok(())
         }
         Err(e) => Err(match e.line {

@@ -225,6 +225,16 @@ fn problems_name_where_the_setting_came_from() {
         out.contains("# AUTH SCRAM-SHA-256 not offered: a user who can log in has a crypt hash"),
         "{out}"
     );
+    std::fs::write(
+        &passwd,
+        "alice:{PLAIN}wonderland::::/home/alice::\nbob:{SHA512-CRYPT}$6$trunc::::/home/bob::\n",
+    )
+    .unwrap();
+    let malformed = run(&c, &none).unwrap();
+    assert!(
+        malformed.contains(":2: user bob cannot log in: a malformed crypt hash"),
+        "{malformed}"
+    );
     std::fs::write(&passwd, "alice:{PLAIN}wonderland::::/home/alice::\n").unwrap();
     assert!(!out.contains("wonderland"), "a password was printed: {out}");
     c.tls_cert = Some(dir.path().join("missing.pem"));

@@ -106,6 +106,22 @@ impl PasswdFile {
         self.read().users.len()
     }
 
+    /// The users whose crypt hash is malformed (see `scheme::crypt_well_formed`), with their line
+    /// numbers, in file order, for `--check-config`: they can never log in.
+    pub fn malformed_hashes(&self) -> Vec<(usize, String)> {
+        let mut found: Vec<_> = self
+            .read()
+            .users
+            .values()
+            .filter(
+                |e| matches!(&e.stored, Stored::Crypt(h) if !super::scheme::crypt_well_formed(h)),
+            )
+            .map(|e| (e.line, e.account.name.clone()))
+            .collect();
+        found.sort();
+        found
+    }
+
     /// Every account with its line number, in file order, for `--check-config`.
     pub fn accounts(&self) -> Vec<(usize, Account)> {
         let mut accounts: Vec<_> = self

@@ -119,6 +119,51 @@ impl Stored {
     }
 }
 
+/// Whether a crypt string has the shape its algorithm writes: for MD5-crypt and SHA-crypt a salt of at
+/// most 8 or 16 characters and a hash of 22, 43 or 86; for bcrypt a two-digit cost and 53 characters;
+/// for yescrypt parameters, salt and a hash of 43. Nothing is hashed (a yescrypt check takes 16 MiB), so a
+/// wrong but well-formed one passes. The load checks only the prefix: a malformed hash locks its
+/// user, which `--check-config` says with this.
+pub fn crypt_well_formed(hash: &str) -> bool {
+    let b64 = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+    };
+    let salt_and_hash = |rest: &str, max_salt: usize, hash_len: usize| {
+        rest.split_once('$')
+            .is_some_and(|(salt, h)| salt.len() <= max_salt && h.len() == hash_len && b64(h))
+    };
+    if let Some(rest) = hash.strip_prefix("$1$") {
+        return salt_and_hash(rest, 8, 22);
+    }
+    for (prefix, hash_len) in [("$5$", 43), ("$6$", 86)] {
+        let Some(rest) = hash.strip_prefix(prefix) else {
+            continue;
+        };
+        let rest = match rest.strip_prefix("rounds=").map(|r| r.split_once('$')) {
+            None => rest,
+            Some(Some((n, rest))) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => rest,
+            Some(_) => return false,
+        };
+        return salt_and_hash(rest, 16, hash_len);
+    }
+    if let Some(rest) = ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .find_map(|p| hash.strip_prefix(p))
+    {
+        return rest.split_once('$').is_some_and(|(cost, h)| {
+            cost.len() == 2 && cost.bytes().all(|b| b.is_ascii_digit()) && h.len() == 53 && b64(h)
+        });
+    }
+    if let Some(rest) = hash.strip_prefix("$y$") {
+        // libxcrypt's yescrypt hashes are 256 bits: 43 characters.
+        let parts: Vec<&str> = rest.split('$').collect();
+        return parts.len() == 3 && parts.iter().all(|p| b64(p)) && parts[2].len() == 43;
+    }
+    false
+}
+
 /// `{CRYPT}` or a bare field: any crypt(3) form we can verify.
 fn crypt(hash: &str, scheme: &str) -> Result<Stored, String> {
     crypt_with(hash, scheme, &CRYPT_PREFIXES)
@@ -202,6 +247,37 @@ mod tests {
     const BCRYPT_2B_TANSTAAF: &str = "$2b$05$YYicO/sIB3d98f.fEMf7X.MU/McUht8yOW1hNKmMeQYSiEQ5wwW4a";
     /// `openssl passwd -1 -salt ab tanstaaf`
     const MD5_TANSTAAF: &str = "$1$ab$iRUW81gpsWMyPO7yHCnGY.";
+
+    #[test]
+    fn crypt_shapes() {
+        let good = [
+            SHA512_HELLO,
+            SHA512_ROUNDS,
+            SHA256_HELLO,
+            SHA512_TANSTAAF,
+            BCRYPT_UU,
+            YESCRYPT_TANSTAAF,
+            BCRYPT_2B_TANSTAAF,
+            MD5_TANSTAAF,
+            DUMMY_HASH,
+        ];
+        for hash in good {
+            assert!(crypt_well_formed(hash), "{hash}");
+            // Cut short, as a half-pasted line is: never well formed.
+            for cut in [hash.len() - 1, hash.len() / 2, 4] {
+                assert!(!crypt_well_formed(&hash[..cut]), "{}", &hash[..cut]);
+            }
+        }
+        for bad in [
+            "$6$trunc",
+            "$6$rounds=x$salt$",
+            "$2a$5$abc",
+            "$y$j9T$salt",
+            "$7$xyz",
+        ] {
+            assert!(!crypt_well_formed(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn parse_table() {
