@@ -92,9 +92,9 @@ impl Stored {
 
     /// Verifies a password, in time independent of where the first difference lies.
     ///
-    /// A malformed crypt string verifies nothing: the file's load checked only its prefix (parsing
-    /// it whole would mean hashing), and a bad hash must lock the account rather than panic a
-    /// session.
+    /// A malformed crypt string verifies nothing: the file's load checked only its prefix
+    /// (`--check-config` names malformed ones, see `crypt_well_formed`), and a bad hash must lock the
+    /// account rather than panic a session.
     pub fn verify(&self, password: &[u8]) -> bool {
         match self {
             Stored::Plain(secret) => constant_time_eq(secret, password),
@@ -122,8 +122,9 @@ impl Stored {
 /// Whether a crypt string has the shape its algorithm writes: for MD5-crypt and SHA-crypt a salt of at
 /// most 8 or 16 characters and a hash of 22, 43 or 86; for bcrypt a two-digit cost and 53 characters;
 /// for yescrypt parameters, salt and a hash of 43. Nothing is hashed (a yescrypt check takes 16 MiB), so a
-/// wrong but well-formed one passes. The load checks only the prefix: a malformed hash locks its
-/// user, which `--check-config` says with this.
+/// wrong but well-formed one passes. The load checks only the prefix (refusing the whole file for
+/// a shape this check does not know would lock everyone out): a malformed hash locks its user,
+/// which `--check-config` says with this.
 pub fn crypt_well_formed(hash: &str) -> bool {
     let b64 = |s: &str| {
         !s.is_empty()
