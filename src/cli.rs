@@ -264,6 +264,7 @@ fn load_file(
         let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let option = std::str::from_utf8(&valid[line_start..])
             .ok()
+            .filter(|head| !head.trim_start().starts_with('#'))
             .and_then(|head| head.split_once('='))
             .map(|(name, _)| name.trim().to_string())
             .unwrap_or_default();
@@ -514,7 +515,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("poplar.conf");
         let p = path.to_str().unwrap();
-        std::fs::write(&path, b"timeout = 9\n# caf\xe9\n").unwrap();
+        std::fs::write(&path, b"timeout = 9\n# note: timeout = 5 for caf\xe9\n").unwrap();
         assert_eq!(
             run(&["-c", p]).unwrap_err(),
             format!("{p}:2: not UTF-8 text")

@@ -323,7 +323,9 @@ impl FileRead {
     /// the last moments and is empty or does not end its last line, is not taken; once older, it is
     /// (a finished file may lack its last newline).
     fn half_written(&self) -> bool {
-        let recent = self.modified.elapsed().map_or(true, |age| age < WRITING);
+        // A time in the future (a clock set back, `touch -d`) is not a write in progress: taken as
+        // old, or such a file would not be read again until the clock caught up.
+        let recent = self.modified.elapsed().is_ok_and(|age| age < WRITING);
         self.changed || (recent && !self.text.ends_with(b"\n"))
     }
 }
@@ -377,8 +379,9 @@ fn scram_for_every_user(users: &HashMap<String, Entry>) -> bool {
 /// After an edit that does not load (`text`, a line in error): the previous `users`, of whom only
 /// those whose line is still there, parses and says the same (and is not repeated) keep their
 /// credentials; the others are locked until the file loads. A user the same edit locked, barred or
-/// removed is then kept out, while the rest log in as before. Returns the table and how many users
-/// it locked.
+/// removed is then kept out, while the rest log in as before. A name the edit added is locked too,
+/// not unknown: an unknown name would fall through to the next user database (`--system-users`),
+/// which the edit may have meant to bar. Returns the table and how many users it locked.
 fn restricted(users: &HashMap<String, Entry>, text: &[u8]) -> (HashMap<String, Entry>, usize) {
     // Each name's line in the new text: what it parses to, or `None` when it does not parse or the
     // name has more than one line.
@@ -398,7 +401,27 @@ fn restricted(users: &HashMap<String, Entry>, text: &[u8]) -> (HashMap<String, E
             .or_insert(parsed);
     }
     let mut locked = 0;
-    let kept = users
+    let added: Vec<(String, Entry)> = lines
+        .keys()
+        .filter_map(|name| std::str::from_utf8(name).ok())
+        .filter(|name| !name.is_empty() && !users.contains_key(*name))
+        .map(|name| {
+            let account = Account {
+                name: name.to_string(),
+                uid: None,
+                gid: None,
+                home: None,
+                policy: Default::default(),
+            };
+            let entry = Entry {
+                account,
+                stored: Stored::Locked,
+                line: 0,
+            };
+            (name.to_string(), entry)
+        })
+        .collect();
+    let kept: HashMap<String, Entry> = users
         .iter()
         .map(|(name, entry)| {
             let unchanged = lines.get(name.as_bytes()).is_some_and(|line| {
@@ -419,7 +442,10 @@ fn restricted(users: &HashMap<String, Entry>, text: &[u8]) -> (HashMap<String, E
             (name.clone(), entry)
         })
         .collect();
-    (kept, locked)
+    locked += added.len();
+    let mut all = kept;
+    all.extend(added);
+    (all, locked)
 }
 
 /// Parses the whole file; the error carries the 1-based line number. Pure: no I/O.

@@ -472,6 +472,24 @@ fn a_broken_edit_still_locks_what_it_locked() {
     fs::write(&path, "alice:!\nalice:{PLAIN}secret\ncarol:{PLAIN}pw\n").unwrap();
     assert!(login(&db, "alice", "secret").is_none(), "a duplicate");
     assert!(login(&db, "carol", "pw").is_some());
+    // A name the broken edit adds is known, and locked: not left to the next user database.
+    assert!(!db.knows(b"dave"));
+    fs::write(&path, "carol:{PLAIN}pw\ndave:!:x::::nologin\n").unwrap();
+    assert!(login(&db, "carol", "pw").is_some());
+    assert!(db.knows(b"dave"));
+    assert!(login(&db, "dave", "").is_none());
+}
+
+/// A file dated in the future (a clock set back) is not "being written": it is taken.
+#[test]
+fn a_file_dated_in_the_future_is_read() {
+    let (_dir, path, db) = fixture("alice:{PLAIN}a\nbob:{PLAIN}b\n");
+    fs::write(&path, "bob:{PLAIN}b").unwrap();
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    let file = fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(future).unwrap();
+    assert!(login(&db, "alice", "a").is_none());
+    assert!(login(&db, "bob", "b").is_some());
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::maildrop::mbox::UidlSource;
 use crate::maildrop::uidl_format::UidlFormat;
 use values::{
     boolean, nonempty, number, parse_hostname, parse_level, parse_listen, parse_maildir_uidl,
-    parse_mbox_uidl, required,
+    parse_mbox_uidl, required, verbatim,
 };
 
 // Callers keep naming these `crate::config::...`: the split into files is this module's own business.
@@ -219,9 +219,9 @@ impl Config {
             "apop" => self.apop = boolean(value)?,
             "lowercase-users" => self.lowercase_users = boolean(value)?,
             "listen" => self.listen.push(parse_listen(required(value)?)?),
-            "passwd" => self.passwd = Some(PathBuf::from(nonempty(required(value)?)?)),
+            "passwd" => self.passwd = Some(PathBuf::from(verbatim(required(value)?)?)),
             "scram-salt-key" => {
-                self.scram_salt_key = Some(PathBuf::from(nonempty(required(value)?)?))
+                self.scram_salt_key = Some(PathBuf::from(verbatim(required(value)?)?))
             }
             "mail" => self.mail = required(value)?.parse()?,
             "mbox-uidl" => self.mbox_uidl = parse_mbox_uidl(required(value)?)?,
@@ -237,8 +237,8 @@ impl Config {
                 self.auth_failure_delay = Duration::from_secs(number(required(value)?, 0, 60)?)
             }
             "log-level" => self.log_level = parse_level(required(value)?)?,
-            "user" => self.run_as = Some(nonempty(required(value)?)?.to_string()),
-            "mail-group" => self.mail_group = Some(nonempty(required(value)?)?.to_string()),
+            "user" => self.run_as = Some(verbatim(required(value)?)?.to_string()),
+            "mail-group" => self.mail_group = Some(verbatim(required(value)?)?.to_string()),
             "system-users" => self.system_users = boolean(value)?,
             "first-valid-uid" => self.first_valid_uid = number(required(value)?, 0, MAX_ID)? as u32,
             "first-valid-gid" => self.first_valid_gid = number(required(value)?, 0, MAX_ID)? as u32,
@@ -250,8 +250,8 @@ impl Config {
             "max-auth-attempts" => {
                 self.max_auth_attempts = number(required(value)?, 1, 100)? as u32
             }
-            "tls-cert" => self.tls_cert = Some(PathBuf::from(nonempty(required(value)?)?)),
-            "tls-key" => self.tls_key = Some(PathBuf::from(nonempty(required(value)?)?)),
+            "tls-cert" => self.tls_cert = Some(PathBuf::from(verbatim(required(value)?)?)),
+            "tls-key" => self.tls_key = Some(PathBuf::from(verbatim(required(value)?)?)),
             "listen-tls" => self.listen_tls.push(parse_listen(required(value)?)?),
             "tls" => self.tls = boolean(value)?,
             "no-plaintext" => self.no_plaintext = Some(boolean(value)?),
@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn values_a_file_cannot_hold_are_refused() {
         let mut c = Config::default();
-        for bad in ["/etc/pw ", " /etc/pw", "/etc/d\nx/pw", "/etc/\tpw"] {
+        for bad in ["/etc/pw ", " /etc/pw", "/etc/d\nx/pw", "/etc/\rpw"] {
             let e = c.set("passwd", Some(bad)).unwrap_err();
             assert!(
                 e.contains("not a value a configuration file can hold"),
@@ -401,7 +401,10 @@ mod tests {
             );
         }
         c.set("passwd", Some("/etc/my passwd")).unwrap();
+        c.set("passwd", Some("/etc/\tpw")).unwrap();
         assert!(c.set("user", Some("mail ")).is_err());
+        // Printed back normalised, not as given: a tab in the list is fine.
+        c.set("proxy-from", Some("10.0.0.1,\t10.0.0.2")).unwrap();
     }
 
     #[test]

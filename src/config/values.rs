@@ -16,13 +16,23 @@ pub(super) fn required(value: Option<&str>) -> Result<&str, String> {
 pub(super) fn nonempty(value: &str) -> Result<&str, String> {
     if value.is_empty() {
         Err("empty value".to_string())
-    } else if value.trim() != value || value.chars().any(char::is_control) {
-        // The configuration file trims values and ends them at a line's end: such a value (given on
-        // the command line) could not be written back, as `--check-config` prints the settings.
-        Err("white space at either end, or a control character: not a value a configuration file can hold".to_string())
     } else {
         Ok(value)
     }
+}
+
+/// A value `--check-config` prints back as it is (a path, a user or group name): not empty, and
+/// without white space at either end or a line break, which a configuration file cannot hold (it
+/// trims values and ends them at a line's end).
+pub(super) fn verbatim(value: &str) -> Result<&str, String> {
+    let value = nonempty(value)?;
+    if value.trim() != value || value.contains(['\n', '\r']) {
+        return Err(
+            "white space at either end, or a line break: not a value a configuration file can hold"
+                .to_string(),
+        );
+    }
+    Ok(value)
 }
 
 /// Whether `value` turns a yes/no setting on (`yes`, `true`, `on`, `1`, in any case).
