@@ -3,6 +3,15 @@
 use super::*;
 use crate::config::{SETTINGS, apply_file, parse_file_text};
 
+/// A SCRAM salt key file in `dir` holding `contents`, of mode 0600 as the server wants it.
+fn key_file(dir: &std::path::Path, contents: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("scram.key");
+    std::fs::write(&key, contents).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    key
+}
+
 fn render(config: &Config) -> String {
     effective(config)
         .iter()
@@ -119,9 +128,7 @@ fn the_scram_salt_key_is_checked_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let passwd = dir.path().join("passwd");
     std::fs::write(&passwd, "alice:{PLAIN}wonderland::::/home/alice::\n").unwrap();
-    let key = dir.path().join("scram.key");
-    std::fs::write(&key, "0123456789abcdef").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key = key_file(dir.path(), b"0123456789abcdef");
     let mut c = Config {
         passwd: Some(passwd),
         ..Config::default()
@@ -197,13 +204,7 @@ fn problems_name_where_the_setting_came_from() {
     assert!(out.contains(warning));
     // Read back, default listen lines would warn that they have no effect under inetd.
     assert!(!out.contains("\nlisten = "), "{out}");
-    c.scram_salt_key = Some(dir.path().join("salt.key"));
-    std::fs::write(c.scram_salt_key.as_ref().unwrap(), [7u8; 32]).unwrap();
-    std::fs::set_permissions(
-        c.scram_salt_key.as_ref().unwrap(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    c.scram_salt_key = Some(key_file(dir.path(), &[7u8; 32]));
     assert!(!run(&c, &none).unwrap().contains(warning));
     (c.inetd, c.scram_salt_key) = (false, None);
     c.system_users = true;

@@ -386,42 +386,20 @@ fn restricted(users: &HashMap<String, Entry>, text: &[u8]) -> (HashMap<String, E
     // Each name's line in the new text: what it parses to, or `None` when it does not parse or the
     // name has more than one line.
     let mut lines: HashMap<&[u8], Option<Entry>> = HashMap::new();
-    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.trim_ascii().is_empty() || raw.starts_with(b"#") {
+    for (line_no, raw) in file_lines(text) {
+        let line = std::str::from_utf8(raw);
+        if line.is_ok_and(is_skipped) {
             continue;
         }
         let name = raw.split(|&b| b == b':').next().unwrap_or_default();
-        let parsed = std::str::from_utf8(raw)
-            .ok()
-            .and_then(|line| parse_line(line, index + 1).ok());
+        let parsed = line.ok().and_then(|line| parse_line(line, line_no).ok());
         lines
             .entry(name)
             .and_modify(|seen| *seen = None)
             .or_insert(parsed);
     }
     let mut locked = 0;
-    let added: Vec<(String, Entry)> = lines
-        .keys()
-        .filter_map(|name| std::str::from_utf8(name).ok())
-        .filter(|name| !name.is_empty() && !users.contains_key(*name))
-        .map(|name| {
-            let account = Account {
-                name: name.to_string(),
-                uid: None,
-                gid: None,
-                home: None,
-                policy: Default::default(),
-            };
-            let entry = Entry {
-                account,
-                stored: Stored::Locked,
-                line: 0,
-            };
-            (name.to_string(), entry)
-        })
-        .collect();
-    let kept: HashMap<String, Entry> = users
+    let mut table: HashMap<String, Entry> = users
         .iter()
         .map(|(name, entry)| {
             let unchanged = lines.get(name.as_bytes()).is_some_and(|line| {
@@ -442,21 +420,47 @@ fn restricted(users: &HashMap<String, Entry>, text: &[u8]) -> (HashMap<String, E
             (name.clone(), entry)
         })
         .collect();
-    locked += added.len();
-    let mut all = kept;
-    all.extend(added);
-    (all, locked)
+    let added = lines
+        .keys()
+        .filter_map(|name| std::str::from_utf8(name).ok());
+    for name in added.filter(|name| !name.is_empty()) {
+        table.entry(name.to_string()).or_insert_with(|| {
+            locked += 1;
+            Entry {
+                account: Account {
+                    name: name.to_string(),
+                    uid: None,
+                    gid: None,
+                    home: None,
+                    policy: Default::default(),
+                },
+                stored: Stored::Locked,
+                line: 0,
+            }
+        });
+    }
+    (table, locked)
+}
+
+/// The lines of passwd-file `text` with their 1-based numbers, a CR before the LF dropped.
+fn file_lines(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    text.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(index, raw)| (index + 1, raw.strip_suffix(b"\r").unwrap_or(raw)))
+}
+
+/// Blank lines and comments hold no user.
+fn is_skipped(line: &str) -> bool {
+    line.trim().is_empty() || line.starts_with('#')
 }
 
 /// Parses the whole file; the error carries the 1-based line number. Pure: no I/O.
 fn parse_table(text: &[u8]) -> Result<HashMap<String, Entry>, (usize, String)> {
     let mut users: HashMap<String, Entry> = HashMap::new();
-    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
-        let line_no = index + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    for (line_no, raw) in file_lines(text) {
         let line =
             std::str::from_utf8(raw).map_err(|_| (line_no, "not valid UTF-8".to_string()))?;
-        if line.trim().is_empty() || line.starts_with('#') {
+        if is_skipped(line) {
             continue;
         }
         let entry = parse_line(line, line_no).map_err(|problem| (line_no, problem))?;

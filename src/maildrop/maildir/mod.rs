@@ -456,8 +456,7 @@ impl Maildrop for Maildir {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => moved.push(index),
                 done => {
                     let done = done.map_err(|e| MaildropError::io(&file.path(&self.root), e));
-                    let size = listed.map_or(0, |stamp| stamp.size);
-                    outcome.record(&self.root, file, size, done);
+                    outcome.record(&self.root, file, listed, done);
                 }
             }
         }
@@ -503,7 +502,7 @@ impl Maildir {
                     io::ErrorKind::NotFound.into(),
                 ))
             };
-            outcome.record(&self.root, file, listed.map_or(0, |s| s.size), done);
+            outcome.record(&self.root, file, listed, done);
         }
     }
 
@@ -565,19 +564,19 @@ impl Unlinked {
         self.first_err.get_or_insert(e);
     }
 
-    /// Notes the outcome of unlinking `file` (`size` octets when listed): `Ok(true)` unlinked,
-    /// `Ok(false)` not the file listed.
+    /// Notes the outcome of unlinking `file` (as `listed`): `Ok(true)` unlinked, `Ok(false)` not the
+    /// file listed.
     fn record(
         &mut self,
         root: &Path,
         file: &MessageFile,
-        size: u64,
+        listed: Option<Stamp>,
         done: Result<bool, MaildropError>,
     ) {
         match done {
             Ok(true) => {
                 self.dirs[file.dir] = true;
-                self.freed_bytes += size;
+                self.freed_bytes += listed.map_or(0, |stamp| stamp.size);
                 self.freed_count += 1;
             }
             // Another file has its name now (or the message changed in place, which Maildir
