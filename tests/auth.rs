@@ -10,6 +10,24 @@ use std::time::{Duration, Instant, SystemTime};
 /// `openssl passwd -6 -salt saltsalt secret` and `openssl passwd -5 -salt saltsalt secret`.
 const SHA512: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
 const SHA256: &str = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
+/// `doveadm pw -s SCHEME -p secret` (Dovecot 2.3): its digest schemes, as a Dovecot passwd-file holds them.
+const DOVEADM_DIGESTS: [(&str, &str); 6] = [
+    (
+        "ssha512",
+        "{SSHA512}SgZl8rwff2N+RkiU2+x+Cb9NqwPDT/TWDYSmzgS+8n894PGA7nBEU5M+XfqW7AT2mkHsoHpcvbEYG/yY5L2Jtk+y2Bw=",
+    ),
+    ("ssha", "{SSHA}41pj1YuAaMGRt8/Xdwun6lA+gXrJTCgL"),
+    (
+        "sha256",
+        "{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=",
+    ),
+    (
+        "sha256hex",
+        "{SHA256.HEX}2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b",
+    ),
+    ("plainmd5", "{PLAIN-MD5}5ebe2294ecd0e0f08eab7690d2a6ee69"),
+    ("smd5", "{SMD5}Lo0PHUrRxXo9Uf1JrG9jP7Vz1pg="),
+];
 
 /// For tests where failed logins are incidental: no failure delay (`failures_are_delayed` keeps the
 /// default), and no cap of 10 sessions per address: `try_logins` opens a round of connections right
@@ -46,14 +64,18 @@ fn password_schemes() {
         .user_with("bare6", SHA512)
         .user_with("bare5", SHA256)
         .user_with("bare2b", &bcrypt);
+    for (user, field) in DOVEADM_DIGESTS {
+        fx.user_with(user, field);
+    }
     let srv = Server::start(&fx, &QUICK);
-    let users = ["s512", "s256", "blf", "bare6", "bare5", "bare2b"];
+    let mut users = vec!["s512", "s256", "blf", "bare6", "bare5", "bare2b"];
+    users.extend(DOVEADM_DIGESTS.map(|(user, _)| user));
     let good: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
-    for (r, user) in try_logins(&srv, &good).iter().zip(users) {
+    for (r, user) in try_logins(&srv, &good).iter().zip(&users) {
         assert!(r.starts_with("+OK "), "{user} good password -> {r}");
     }
     let bad: Vec<(&str, &str)> = users.iter().map(|&u| (u, "Secret")).collect();
-    for (r, user) in try_logins(&srv, &bad).iter().zip(users) {
+    for (r, user) in try_logins(&srv, &bad).iter().zip(&users) {
         assert!(r.starts_with("-ERR [AUTH] "), "{user} bad password -> {r}");
     }
 }

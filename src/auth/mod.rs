@@ -6,6 +6,7 @@
 
 pub mod apop;
 pub mod chain;
+pub mod digest;
 pub mod gate;
 pub mod lowercase;
 pub mod md5_crypt;

@@ -200,11 +200,11 @@ impl PasswdFile {
     }
 }
 
-/// Whether a failed check of `stored` must also pay for the dummy hash: a plaintext secret is compared
-/// in microseconds while an unknown user costs a SHA-512 crypt, which with `--auth-failure-delay 0`
+/// Whether a failed check of `stored` must also pay for the dummy hash: a plaintext secret or a digest
+/// (`{SSHA512}`, ...) is checked in microseconds while an unknown user costs a SHA-512 crypt, which with `--auth-failure-delay 0`
 /// would tell existing names from unknown ones. Hashed secrets pay their own hash.
 fn needs_hash_work(stored: &Stored) -> bool {
-    stored.plaintext().is_some()
+    stored.is_fast()
 }
 
 impl Authenticator for PasswdFile {
@@ -273,7 +273,9 @@ impl Authenticator for PasswdFile {
                 black_box(Keys::stand_in(user, salts));
                 keys.clone()
             }
-            Stored::Crypt(_) | Stored::Locked => return ScramLookup::unusable(user, salts),
+            Stored::Crypt(_) | Stored::Digest(_) | Stored::Locked => {
+                return ScramLookup::unusable(user, salts);
+            }
         };
         ScramLookup {
             keys,

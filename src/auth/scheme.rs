@@ -1,5 +1,6 @@
 //! Password schemes of Dovecot's passwd-file: `{PLAIN}`, `{SHA512-CRYPT}`, `{SHA256-CRYPT}`, `{BLF-CRYPT}`,
-//! `{MD5-CRYPT}`, `{SCRAM-SHA-256}`, and the crypt(3) strings of `/etc/shadow` (yescrypt, SHA-crypt, bcrypt, MD5-crypt).
+//! `{MD5-CRYPT}`, `{SCRAM-SHA-256}`, the digests of `digest` (`{SSHA512}`, `{SHA}`, `{PLAIN-MD5}`, ...), and
+//! the crypt(3) strings of `/etc/shadow` (yescrypt, SHA-crypt, bcrypt, MD5-crypt).
 //! Parsing the password field and verifying a password against it; the file formats are `passwd_file`'s
 //! and `system`'s.
 
@@ -7,6 +8,7 @@ use std::collections::HashMap;
 
 use sha_crypt::{PasswordVerifier, ShaCrypt};
 
+use super::digest::{self, Digest};
 use super::scram;
 use super::secret::constant_time_eq;
 
@@ -25,6 +27,9 @@ pub enum Stored {
     /// Dovecot's `{SCRAM-SHA-256}`: the SCRAM keys, from which the password cannot be recovered but
     /// against which it can be checked (and a SCRAM proof too).
     Scram(scram::Keys),
+    /// One of Dovecot's digest schemes (`{SSHA512}`, `{SHA}`, `{PLAIN-MD5}`, ...): one round of a fast
+    /// hash, salted or not.
+    Digest(Digest),
     /// The account cannot log in (`!`, `*`, empty). An unknown scheme is not this but an error of
     /// [`Stored::parse`], which refuses the whole file.
     Locked,
@@ -74,10 +79,35 @@ impl Stored {
         let Some((scheme, secret)) = rest.split_once('}') else {
             return Err("password field has '{' without a closing '}'".to_string());
         };
-        match scheme.to_ascii_uppercase().as_str() {
+        let unsupported = || format!("unsupported password scheme {scheme}");
+        // `{SHA256.HEX}`, `{PLAIN.b64}`: Dovecot's suffixes naming how the value is written.
+        let (name, encoding) = digest::split_encoding(scheme).ok_or_else(unsupported)?;
+        let name = name.to_ascii_uppercase();
+        // Dovecot's {MD5} is an MD5-crypt string (below), or else a PLAIN-MD5 digest.
+        let md5_crypt = name == "MD5" && encoding.is_none() && secret.starts_with("$1$");
+        if let Some(digest) = Digest::parse(&name, encoding, secret).filter(|_| !md5_crypt) {
+            return digest.map(Stored::Digest);
+        }
+        let plain_family = matches!(name.as_str(), "PLAIN" | "CLEAR" | "CLEARTEXT");
+        let secret = match encoding {
+            None => secret,
+            Some(encoding) if plain_family => {
+                let Some(plain) = digest::decode(secret, encoding) else {
+                    return Err(format!("bad {scheme} value: not {}", encoding.name()));
+                };
+                return Ok(if plain.is_empty() {
+                    Stored::Locked
+                } else {
+                    Stored::Plain(plain)
+                });
+            }
+            Some(_) => return Err(unsupported()),
+        };
+        match name.as_str() {
             // Dovecot refuses empty passwords unless told otherwise; an empty secret locks the account.
             "PLAIN" | "CLEAR" | "CLEARTEXT" if secret.is_empty() => Ok(Stored::Locked),
             "PLAIN" | "CLEAR" | "CLEARTEXT" => Ok(Stored::Plain(secret.as_bytes().to_vec())),
+            "MD5" => crypt_with(secret, scheme, &["$1$"]),
             "CRYPT" => crypt(secret, scheme),
             "SHA512-CRYPT" => crypt_with(secret, scheme, &["$6$"]),
             "SHA256-CRYPT" => crypt_with(secret, scheme, &["$5$"]),
@@ -86,7 +116,7 @@ impl Stored {
             "SCRAM-SHA-256" => scram::Keys::parse(secret)
                 .map(Stored::Scram)
                 .map_err(|e| format!("bad {scheme} value: {e}")),
-            _ => Err(format!("unsupported password scheme {scheme}")),
+            _ => Err(unsupported()),
         }
     }
 
@@ -100,8 +130,15 @@ impl Stored {
             Stored::Plain(secret) => constant_time_eq(secret, password),
             Stored::Crypt(hash) => verify_crypt(hash, password),
             Stored::Scram(keys) => keys.verify_password(password),
+            Stored::Digest(digest) => digest.verify(password),
             Stored::Locked => false,
         }
+    }
+
+    /// Whether a check against this credential takes microseconds where an unknown user's takes a
+    /// crypt hash (see `passwd_file::needs_hash_work`).
+    pub fn is_fast(&self) -> bool {
+        matches!(self, Stored::Plain(_) | Stored::Digest(_))
     }
 
     /// The plaintext secret, for APOP; `None` for hashed or locked credentials.
@@ -189,6 +226,7 @@ impl std::fmt::Debug for Stored {
             Stored::Plain(_) => "Plain(..)",
             Stored::Crypt(_) => "Crypt(..)",
             Stored::Scram(_) => "Scram(..)",
+            Stored::Digest(_) => "Digest(..)",
             Stored::Locked => "Locked",
         })
     }
@@ -309,6 +347,11 @@ mod tests {
             ("$1$s$h", crypt("$1$s$h")),
             ("{MD5-CRYPT}$1$s$h", crypt("$1$s$h")),
             ("{CRYPT}$y$j9T$s$h", crypt("$y$j9T$s$h")),
+            // Dovecot's {MD5}: an MD5-crypt string, else a PLAIN-MD5 digest.
+            ("{MD5}$1$s$h", crypt("$1$s$h")),
+            ("{PLAIN.b64}dGFuc3RhYWY=", plain("tanstaaf")),
+            ("{plain.HEX}74616E7374616166", plain("tanstaaf")),
+            ("{CLEAR.base64}", Ok(Stored::Locked)),
         ];
         for (field, want) in cases {
             assert_eq!(Stored::parse(field), want, "{field:?}");
@@ -318,8 +361,22 @@ mod tests {
     #[test]
     fn parse_errors_name_the_scheme_only() {
         let cases = [
-            ("{MD5}abc", "unsupported password scheme MD5"),
-            ("{SSHA}abc", "unsupported password scheme SSHA"),
+            ("{MD5}abc", "bad MD5 value: not base64"),
+            ("{MD5}$1", "bad MD5 value: not base64"),
+            (
+                "{SSHA}abc=",
+                "bad SSHA value: 2 octets where more than 20 are expected",
+            ),
+            ("{SHA.rot13}abc", "unsupported password scheme SHA.rot13"),
+            ("{PLAIN.hex}7", "bad PLAIN.hex value: not hex"),
+            (
+                "{SHA512-CRYPT.b64}abc",
+                "unsupported password scheme SHA512-CRYPT.b64",
+            ),
+            (
+                "{ARGON2ID}$argon2id$v=19$m=65536",
+                "unsupported password scheme ARGON2ID",
+            ),
             (
                 "{SHA512-CRYPT}$5$s$h",
                 "unsupported password scheme SHA512-CRYPT: expected a hash starting with $6$",
@@ -399,6 +456,20 @@ mod tests {
             assert!(!stored.verify(b"pass Word"), "{field}");
             assert!(!stored.verify(b"pass word "), "{field}");
         }
+    }
+
+    #[test]
+    fn digests_verify_and_give_no_plaintext() {
+        let md5 = Stored::parse("{MD5}b3aa0ba4e1f957e5f3ef356cfc147008").unwrap();
+        let ssha = Stored::parse("{SSHA}5aphq8pBIVknECocErtInDm/kcDFFGpB").unwrap();
+        for stored in [&md5, &ssha] {
+            assert!(matches!(stored, Stored::Digest(_)));
+            assert!(stored.verify(b"tanstaaf") && !stored.verify(b"tanstaa"));
+            assert_eq!(stored.plaintext(), None, "no APOP");
+            assert!(!stored.has_scram_keys());
+            assert!(stored.is_fast());
+        }
+        assert_eq!(format!("{ssha:?}"), "Digest(..)");
     }
 
     #[test]
