@@ -10,8 +10,17 @@ use std::time::{Duration, Instant, SystemTime};
 /// `openssl passwd -6 -salt saltsalt secret` and `openssl passwd -5 -salt saltsalt secret`.
 const SHA512: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
 const SHA256: &str = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
-/// `doveadm pw -s SCHEME -p secret` (Dovecot 2.3): its digest schemes, as a Dovecot passwd-file holds them.
-const DOVEADM_DIGESTS: [(&str, &str); 6] = [
+/// `doveadm pw -s SCHEME -p secret` (Dovecot 2.3): its Argon2 and digest schemes, as a Dovecot passwd-file
+/// holds them.
+const DOVEADM_HASHES: [(&str, &str); 8] = [
+    (
+        "argon2id",
+        "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$l05p99rnPAY+eoic18nZ9Q$4xlWI1BVadp1KtlSyTWht42E7a5/eA6OIUg/FSP1UKo",
+    ),
+    (
+        "argon2i",
+        "{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$OF3I0fxId4IvFFolCWywJg$VSxY9qkM+JkqVeOwWwYoAsTG7FrFEu47IOD+UPr91uQ",
+    ),
     (
         "ssha512",
         "{SSHA512}SgZl8rwff2N+RkiU2+x+Cb9NqwPDT/TWDYSmzgS+8n894PGA7nBEU5M+XfqW7AT2mkHsoHpcvbEYG/yY5L2Jtk+y2Bw=",
@@ -64,12 +73,12 @@ fn password_schemes() {
         .user_with("bare6", SHA512)
         .user_with("bare5", SHA256)
         .user_with("bare2b", &bcrypt);
-    for (user, field) in DOVEADM_DIGESTS {
+    for (user, field) in DOVEADM_HASHES {
         fx.user_with(user, field);
     }
     let srv = Server::start(&fx, &QUICK);
     let mut users = vec!["s512", "s256", "blf", "bare6", "bare5", "bare2b"];
-    users.extend(DOVEADM_DIGESTS.map(|(user, _)| user));
+    users.extend(DOVEADM_HASHES.map(|(user, _)| user));
     let good: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
     for (r, user) in try_logins(&srv, &good).iter().zip(&users) {
         assert!(r.starts_with("+OK "), "{user} good password -> {r}");

@@ -39,6 +39,9 @@ pub enum Stored {
 /// the forms a Debian host's `/etc/shadow` actually holds (DES crypt is refused: 8-octet passwords).
 pub const CRYPT_PREFIXES: [&str; 7] = ["$y$", "$6$", "$5$", "$2y$", "$2b$", "$2a$", "$1$"];
 
+/// Dovecot's `{ARGON2I}` and `{ARGON2ID}` (no crypt(3) of a Linux host makes these).
+const ARGON2_PREFIXES: [&str; 2] = ["$argon2id$", "$argon2i$"];
+
 /// Checks `password` against a crypt string, holding a hashing permit (`gate`) meanwhile. SCRAM keys
 /// are derived under a permit of their own (`scram::salted_password`); a permit is never taken while
 /// holding one, or the holders could wait on each other for ever.
@@ -57,6 +60,11 @@ fn verify_crypt(hash: &str, password: &[u8]) -> bool {
             .is_ok()
     } else if hash.starts_with("$1$") {
         super::md5_crypt::verify(password, hash)
+    } else if hash.starts_with("$argon2") {
+        // Variant, memory, passes and lanes come from the hash.
+        argon2::Argon2::default()
+            .verify_password(password, hash)
+            .is_ok()
     } else {
         // The algorithm ($5$ or $6$) and rounds come from the hash itself, not from the verifier.
         ShaCrypt::default().verify_password(password, hash).is_ok()
@@ -113,6 +121,8 @@ impl Stored {
             "SHA256-CRYPT" => crypt_with(secret, scheme, &["$5$"]),
             "BLF-CRYPT" => crypt_with(secret, scheme, &["$2y$", "$2b$", "$2a$"]),
             "MD5-CRYPT" => crypt_with(secret, scheme, &["$1$"]),
+            // Either names both variants, as libsodium's check in Dovecot takes both.
+            "ARGON2I" | "ARGON2ID" => crypt_with(secret, scheme, &ARGON2_PREFIXES),
             "SCRAM-SHA-256" => scram::Keys::parse(secret)
                 .map(Stored::Scram)
                 .map_err(|e| format!("bad {scheme} value: {e}")),
@@ -194,6 +204,11 @@ pub fn crypt_well_formed(hash: &str) -> bool {
             cost.len() == 2 && cost.bytes().all(|b| b.is_ascii_digit()) && h.len() == 53 && b64(h)
         });
     }
+    if ARGON2_PREFIXES.iter().any(|p| hash.starts_with(p)) {
+        return argon2::PasswordHash::new(hash).is_ok_and(|parsed| {
+            parsed.hash.is_some() && argon2::Params::try_from(&parsed).is_ok()
+        });
+    }
     if let Some(rest) = hash.strip_prefix("$y$") {
         // libxcrypt's yescrypt hashes are 256 bits: 43 characters.
         let parts: Vec<&str> = rest.split('$').collect();
@@ -258,6 +273,10 @@ pub(super) fn cost_class(hash: &str) -> String {
         Some("y" | "2a" | "2b" | "2y") => {
             fields.iter().take(3).copied().collect::<Vec<_>>().join("$")
         }
+        // $argon2id$v=19$m=65536,t=3,p=1$salt$hash
+        Some("argon2i" | "argon2id") => {
+            fields.iter().take(4).copied().collect::<Vec<_>>().join("$")
+        }
         Some(scheme @ ("5" | "6")) => match fields.get(2) {
             Some(rounds) if rounds.starts_with("rounds=") => format!("${scheme}${rounds}"),
             _ => format!("${scheme}"),
@@ -286,6 +305,34 @@ mod tests {
     const BCRYPT_2B_TANSTAAF: &str = "$2b$05$YYicO/sIB3d98f.fEMf7X.MU/McUht8yOW1hNKmMeQYSiEQ5wwW4a";
     /// `openssl passwd -1 -salt ab tanstaaf`
     const MD5_TANSTAAF: &str = "$1$ab$iRUW81gpsWMyPO7yHCnGY.";
+    /// `doveadm pw -s ARGON2ID -p tanstaaf` and `-s ARGON2I` (Dovecot 2.3, libsodium's defaults).
+    const ARGON2ID_TANSTAAF: &str = "$argon2id$v=19$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw";
+    const ARGON2I_TANSTAAF: &str = "$argon2i$v=19$m=32768,t=4,p=1$PRtqD0/yfi1AOeKBiPAk9A$iaIefEysIPC9rF4XYQE/4xOaFlM61NdhDDpLcpQCY1w";
+
+    #[test]
+    fn argon2_strings_of_doveadm_verify() {
+        for hash in [ARGON2ID_TANSTAAF, ARGON2I_TANSTAAF] {
+            // Either scheme name takes either variant; a bare field (crypt(3)) takes neither.
+            for scheme in ["ARGON2ID", "argon2i"] {
+                let stored = Stored::parse(&format!("{{{scheme}}}{hash}")).unwrap();
+                assert_eq!(stored, Stored::Crypt(hash.to_string()));
+                assert!(stored.verify(b"tanstaaf"), "{hash}");
+                assert!(!stored.verify(b"tanstaaF"), "{hash}");
+            }
+            assert!(Stored::parse(hash).is_err());
+        }
+        assert_eq!(
+            cost_class(ARGON2ID_TANSTAAF),
+            "$argon2id$v=19$m=65536,t=3,p=1"
+        );
+        assert_eq!(
+            Stored::parse("{ARGON2ID}$6$s$h"),
+            Err(
+                "unsupported password scheme ARGON2ID: expected a hash starting with $argon2id$ or $argon2i$"
+                    .to_string()
+            )
+        );
+    }
 
     #[test]
     fn crypt_shapes() {
@@ -299,6 +346,8 @@ mod tests {
             BCRYPT_2B_TANSTAAF,
             MD5_TANSTAAF,
             DUMMY_HASH,
+            ARGON2ID_TANSTAAF,
+            ARGON2I_TANSTAAF,
         ];
         for hash in good {
             assert!(crypt_well_formed(hash), "{hash}");
@@ -313,6 +362,9 @@ mod tests {
             "$2a$5$abc",
             "$y$j9T$salt",
             "$7$xyz",
+            "$argon2id$v=19$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA",
+            "$argon2id$v=19$m=1,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw",
+            "$argon2d$v=19$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw",
         ] {
             assert!(!crypt_well_formed(bad), "{bad}");
         }
@@ -374,8 +426,8 @@ mod tests {
                 "unsupported password scheme SHA512-CRYPT.b64",
             ),
             (
-                "{ARGON2ID}$argon2id$v=19$m=65536",
-                "unsupported password scheme ARGON2ID",
+                "{PBKDF2}$1$5.iUrhiHNeeoiHCv$5000$dd87",
+                "unsupported password scheme PBKDF2",
             ),
             (
                 "{SHA512-CRYPT}$5$s$h",
