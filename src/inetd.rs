@@ -78,7 +78,15 @@ pub fn run(config: &Config, private_stderr: bool) -> Result<(), StartError> {
         implicit: config.tls,
     });
     let client = conn::Client { peer: &peer, ip };
-    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, client, timestamp, tls);
+    // One process per connection: its launcher counts it until it exits.
+    let (stats, elapsed) = conn::serve_tls(
+        stream,
+        &frontend.services,
+        client,
+        timestamp,
+        tls,
+        &mut || {},
+    );
     conn::log_session_end(&peer, &stats, elapsed);
     Ok(())
 }

@@ -293,7 +293,7 @@ fn accept_one(
     }
     active.fetch_add(1, Ordering::SeqCst);
     let job = Box::new(SessionJob {
-        _active: ActiveGuard(Arc::clone(active)),
+        active: ActiveGuard(Arc::clone(active)),
         stream,
         peer,
         frontend: Arc::clone(frontend),
@@ -308,8 +308,9 @@ fn accept_one(
 
 /// An accepted connection waiting for its session thread.
 struct SessionJob {
-    /// Holds the connection's place under --max-sessions until the job is done or dropped.
-    _active: ActiveGuard,
+    /// Holds the connection's place under --max-sessions until its session gives it up (see `session`)
+    /// or the job is dropped.
+    active: ActiveGuard,
     stream: TcpStream,
     peer: SocketAddr,
     frontend: Arc<Frontend>,
@@ -328,7 +329,7 @@ impl workers::Work for SessionJob {
             &job.frontend,
             job.implicit_tls,
             &job.per_ip,
-            job.ticket,
+            (job.ticket, job.active),
         );
         // The thread serves another session only with its start-up identity back.
         match job.frontend.services.identity.restore() {
@@ -399,23 +400,26 @@ pub fn prepare(stream: &TcpStream) -> io::Result<()> {
     keepalive(&SockRef::from(stream))
 }
 
+/// `ticket` and `active`: the session's places under --max-per-ip (taken at accept unless the client is behind a
+/// trusted proxy, else here) and --max-sessions, held until the session is done with them.
 fn session(
     mut stream: TcpStream,
     peer: SocketAddr,
     frontend: &Frontend,
     implicit_tls: bool,
     per_ip: &Arc<PerIp>,
-    ticket: Option<Ticket>,
+    (ticket, active): (Option<Ticket>, ActiveGuard),
 ) {
     // The PROXY protocol header comes before the TLS handshake: the load balancer writes it in the clear.
     let Some(peer) = client_address(&mut stream, peer, frontend) else {
         return;
     };
     // Behind a proxy, counted by the real client's address, so applied after the PROXY header, here.
-    let Some(_ticket) = ticket.or_else(|| admit_address(&mut stream, peer, per_ip, implicit_tls))
+    let Some(ticket) = ticket.or_else(|| admit_address(&mut stream, peer, per_ip, implicit_tls))
     else {
         return;
     };
+    let mut place = Some((ticket, active));
     let ip = peer.ip();
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
@@ -441,7 +445,14 @@ fn session(
         peer: &peer,
         ip: Some(ip),
     };
-    let (stats, elapsed) = conn::serve_tls(stream, &frontend.services, client, timestamp, tls);
+    let (stats, elapsed) = conn::serve_tls(
+        stream,
+        &frontend.services,
+        client,
+        timestamp,
+        tls,
+        &mut || drop(place.take()),
+    );
     conn::log_session_end(&peer, &stats, elapsed);
 }
 

@@ -571,6 +571,34 @@ fn per_address_cap() {
     );
 }
 
+/// A client that reconnects as soon as it reads the reply to QUIT finds its place free: the session
+/// gives up its place under --max-per-ip (and --max-sessions) before that reply goes out, not after
+/// the close that follows it. Before, with one place per address, some of these reconnections were
+/// refused.
+#[test]
+fn a_client_reconnecting_after_quit_finds_its_place() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "pw");
+    let srv = Server::start(&fx, &["--max-per-ip", "1", "--max-sessions", "1"]);
+    let (mut refused, mut open) = (Vec::new(), Vec::new());
+    for round in 0..20 {
+        let mut c = srv.connect();
+        let greeting = c.read_line();
+        if !greeting.starts_with("+OK") {
+            refused.push((round, greeting));
+            // Let the last session end before the next round.
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        assert!(c.cmd("USER alice").starts_with("+OK"));
+        assert!(c.cmd("PASS pw").starts_with("+OK"));
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+        // Left open: the client reconnects before it closes this connection.
+        open.push(c);
+    }
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
 /// A client over --max-per-ip is refused at accept, before it counts under --max-sessions: a full
 /// server tells it the per-address reason, and one address connecting and closing as fast as it can
 /// keeps no place that a client from another address needs.

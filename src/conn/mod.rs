@@ -44,19 +44,33 @@ pub struct Client<'a> {
 /// Runs one session to its end and returns its counters, with TLS available (STLS), required from the
 /// first byte (implicit TLS), or, `tls` being `None`, not offered. I/O errors end the session; they
 /// never delete anything, because only QUIT reaches UPDATE.
+///
+/// `give_up_place` frees the session's place under the server's limits (`--max-per-ip`,
+/// `--max-sessions`): called once QUIT has been answered and before that reply goes out, so that a
+/// client reconnecting as soon as it reads it is not refused. A session ending any other way keeps its
+/// place to the end (a failed login's delay included).
 pub fn serve_tls(
     stream: Stream,
     services: &Services,
     client: Client<'_>,
     apop_timestamp: Option<String>,
     tls: Option<Tls<'_>>,
+    give_up_place: &mut dyn FnMut(),
 ) -> (Stats, Duration) {
     let started = Instant::now();
     let peer = client.peer;
     let mut session = Session::new(services, peer, apop_timestamp).with_client(client.ip);
     let mut reader = BufReader::with_capacity(INPUT_BUFFER, stream);
     let mut pending = Vec::new();
-    let outcome = match run(&mut session, services, &mut reader, &mut pending, peer, tls) {
+    let ran = run(
+        &mut session,
+        services,
+        &mut reader,
+        &mut pending,
+        (peer, tls),
+        give_up_place,
+    );
+    let outcome = match ran {
         Ok(outcome) => outcome,
         // A send that timed out (the client stopped reading): nothing more is written, mid-response as
         // it may be. The timers for commands are answered in `run`.
@@ -113,8 +127,8 @@ fn run(
     services: &Services,
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
-    peer: &str,
-    tls: Option<Tls<'_>>,
+    (peer, tls): (&str, Option<Tls<'_>>),
+    give_up_place: &mut dyn FnMut(),
 ) -> io::Result<Outcome> {
     let login_deadline = Instant::now() + services.login_timeout;
     // Every read until login ends by then, those of a TLS handshake (implicit, or after STLS) included:
@@ -161,7 +175,10 @@ fn run(
             Step::Delay(delay) => {
                 std::thread::sleep(delay.saturating_sub(handling_started.elapsed()))
             }
-            Step::Quit => return quit(session, reader, pending),
+            Step::Quit => {
+                give_up_place();
+                return quit(session, reader, pending);
+            }
             Step::StartTls => {
                 start_tls(reader, pending, tls, peer)?;
                 session.tls_established();
