@@ -151,6 +151,17 @@ pub fn init_syslog(level: LevelFilter) {
     }
 }
 
+/// inetd: a failure that stops the server from serving, written to syslog whatever `log-level` says
+/// (`off` included): under inetd nothing else can tell the administrator why every connection is
+/// refused, stderr being the client's socket. `init_syslog` must have run.
+pub fn syslog_fatal(message: &str) {
+    let text = escape_controls(message);
+    let _ = nix::syslog::syslog(
+        Priority::new(Severity::LOG_ERR, Facility::LOG_MAIL),
+        text.as_ref(),
+    );
+}
+
 struct Syslog {
     level: LevelFilter,
 }

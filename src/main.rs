@@ -57,7 +57,7 @@ fn refuse_command_line(
     if inetd_mode {
         // Under inetd stderr is the client's socket: syslog always, stderr only when private.
         logging::init_syslog(log::LevelFilter::Error);
-        log::error!("{e}");
+        logging::syslog_fatal(&e.to_string());
         inetd::refuse_client(cli::asks_for_tls(args));
     }
     if !inetd_mode || private_stderr {
@@ -89,7 +89,7 @@ fn start(config: &Config, args: &[OsString], private_stderr: bool) -> Result<(),
 
 /// A start-up failure the checks of --check-config explain is a configuration problem: reported as
 /// they report it, naming the file, line and option, with status 2. Under inetd it is logged (once:
-/// with that explanation when there is one), since stderr is the client's socket.
+/// with that explanation when there is one; at any `log-level`), since stderr is the client's socket.
 fn report_start_error(
     config: &Config,
     origins: &Origins,
@@ -110,7 +110,7 @@ fn report_start_error(
         (Ok(_), None) => (None, e.status),
     };
     if config.inetd {
-        log::error!("{}", explained.as_deref().unwrap_or(&e.message));
+        logging::syslog_fatal(explained.as_deref().unwrap_or(&e.message));
     }
     if !config.inetd || private_stderr {
         eprintln!("poplar: {}", explained.unwrap_or(e.message));

@@ -244,6 +244,53 @@ fn a_start_up_error_goes_to_a_private_stderr_too() {
     }
 }
 
+/// Under inetd syslog is the administrator's only view of a start-up failure, so it is logged there at
+/// every `log-level`, `off` too. Needs root to stand in for the syslog daemon at /dev/log, and a machine
+/// without one (as CI's); skipped otherwise.
+#[test]
+fn a_start_up_error_reaches_syslog_at_log_level_off() {
+    use std::os::unix::net::UnixDatagram;
+    let dev_log = std::path::Path::new("/dev/log");
+    if !nix::unistd::geteuid().is_root() || dev_log.symlink_metadata().is_ok() {
+        eprintln!("skipped: needs root and no syslog daemon at /dev/log");
+        return;
+    }
+    struct Removed<'a>(&'a std::path::Path);
+    impl Drop for Removed<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let syslog = UnixDatagram::bind(dev_log).expect("bind /dev/log");
+    let _removed = Removed(dev_log);
+    syslog
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let fx = standard();
+    let missing = fx.root().join("no-such-passwd");
+    let args = ["--log-level", "off", "--passwd", missing.to_str().unwrap()];
+    assert_eq!(
+        failed_start(&args, None),
+        (MISCONFIGURED.to_string(), Some(2))
+    );
+    // Other tests' servers may log here meanwhile: looked for among them, for a bounded time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 2048];
+    while std::time::Instant::now() < deadline {
+        let Ok(n) = syslog.recv(&mut buf) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if line.contains("poplar[") && line.contains(missing.to_str().unwrap()) {
+            assert!(line.contains("--passwd"), "{line}");
+            return;
+        }
+        seen.push(line);
+    }
+    panic!("no syslog line names the passwd-file; seen {seen:?}");
+}
+
 /// When stderr is the client's socket (inetd) or the very pipe the client reads (a launcher handing over
 /// pipes), the client sees the protocol line and nothing else; with --tls it sees nothing at all, since
 /// it expects a handshake.
