@@ -216,6 +216,40 @@ fn passwd_file_is_reread_when_it_changes() {
     );
 }
 
+/// A crypt hash cut short loads and locks its user (only its prefix is checked at load): each load
+/// of the file says so in the log, naming the line, at start-up and when a change is read.
+#[test]
+fn a_malformed_hash_is_named_at_each_load() {
+    let mut fx = Fixture::new();
+    fx.user("alice", "secret")
+        .user_with("bob", "{SHA512-CRYPT}$6$cut");
+    let srv = Server::start(&fx, &QUICK);
+    let passwd = fx.passwd().display().to_string();
+    let path = fx.passwd().to_path_buf();
+    let named = |user: &str| {
+        let text = fs::read_to_string(&path).unwrap();
+        let line = 1 + text
+            .lines()
+            .position(|l| l.starts_with(&format!("{user}:")))
+            .unwrap();
+        srv.wait_log(
+            &[&format!(
+                "{passwd}:{line}: user {user} cannot log in: a malformed crypt hash"
+            )],
+            Duration::from_secs(5),
+        )
+        .is_some()
+    };
+    assert!(named("bob"), "{:?}", srv.stderr_lines());
+    assert!(try_login(&srv, "bob", "anything").starts_with("-ERR [AUTH] "));
+    fx.user_with("carol", &format!("{{SHA256-CRYPT}}{}", &SHA256[..20]));
+    let f = fs::File::options().write(true).open(fx.passwd()).unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    assert!(try_login(&srv, "alice", "secret").starts_with("+OK "));
+    assert!(named("carol"), "{:?}", srv.stderr_lines());
+}
+
 fn ok(s: &str) -> bool {
     s.starts_with("+OK ")
 }

@@ -95,6 +95,7 @@ impl PasswdFile {
     /// Reads and checks the whole file; any bad line is an error naming its line.
     pub fn open(path: &Path) -> Result<PasswdFile, PasswdError> {
         let table = load(path)?;
+        warn_of_malformed_hashes(path, &table);
         Ok(PasswdFile {
             path: path.to_path_buf(),
             table: RwLock::new(table),
@@ -109,17 +110,7 @@ impl PasswdFile {
     /// The users whose crypt hash is malformed (see `scheme::crypt_well_formed`), with their line
     /// numbers, in file order, for `--check-config`: they can never log in.
     pub fn malformed_hashes(&self) -> Vec<(usize, String)> {
-        let mut found: Vec<_> = self
-            .read()
-            .users
-            .values()
-            .filter(
-                |e| matches!(&e.stored, Stored::Crypt(h) if !super::scheme::crypt_well_formed(h)),
-            )
-            .map(|e| (e.line, e.account.name.clone()))
-            .collect();
-        found.sort();
-        found
+        malformed_hashes(&self.read())
     }
 
     /// Every account with its line number, in file order, for `--check-config`.
@@ -174,6 +165,7 @@ impl PasswdFile {
                     self.path.display(),
                     new.users.len()
                 );
+                warn_of_malformed_hashes(&self.path, &new);
                 *table = new;
             }
             // Not read again until it changes (and logged once).
@@ -197,6 +189,29 @@ impl PasswdFile {
     /// consistent value.
     fn read(&self) -> RwLockReadGuard<'_, Table> {
         self.table.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The users of `table` whose crypt hash is malformed, with their line numbers, in file order.
+fn malformed_hashes(table: &Table) -> Vec<(usize, String)> {
+    let mut found: Vec<_> = table
+        .users
+        .values()
+        .filter(|e| matches!(&e.stored, Stored::Crypt(h) if !super::scheme::crypt_well_formed(h)))
+        .map(|e| (e.line, e.account.name.clone()))
+        .collect();
+    found.sort();
+    found
+}
+
+/// A malformed hash loads (its shape is checked only this far: see `scheme::crypt_well_formed`) and
+/// locks its user; each load says so, or the user would only find their password refused.
+fn warn_of_malformed_hashes(path: &Path, table: &Table) {
+    for (line, name) in malformed_hashes(table) {
+        log::warn!(
+            "{}:{line}: user {name} cannot log in: a malformed crypt hash",
+            path.display()
+        );
     }
 }
 
