@@ -46,8 +46,8 @@ pub struct Client<'a> {
 /// never delete anything, because only QUIT reaches UPDATE.
 ///
 /// `give_up_place` frees the session's place under the server's limits (`--max-per-ip`,
-/// `--max-sessions`): called once QUIT has been answered and before that reply goes out, so that a
-/// client reconnecting as soon as it reads it is not refused. A session ending any other way keeps its
+/// `--max-sessions`): called once QUIT has been answered, before the reply goes out, so that a client
+/// reconnecting as soon as it reads it is not refused. A session ending any other way keeps its
 /// place to the end (a failed login's delay included).
 pub fn serve_tls(
     stream: Stream,
@@ -175,10 +175,7 @@ fn run(
             Step::Delay(delay) => {
                 std::thread::sleep(delay.saturating_sub(handling_started.elapsed()))
             }
-            Step::Quit => {
-                give_up_place();
-                return quit(session, reader, pending);
-            }
+            Step::Quit => return quit(session, reader, pending, give_up_place),
             Step::StartTls => {
                 start_tls(reader, pending, tls, peer)?;
                 session.tls_established();
@@ -294,7 +291,16 @@ fn quit(
     session: &mut Session<'_>,
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
+    give_up_place: &mut dyn FnMut(),
 ) -> io::Result<Outcome> {
+    // Before the reply goes out: after, a client reconnecting on loopback was seen to be refused,
+    // woken by the write before this thread got on. With no place held, the rest of the output
+    // (at most the pending high water) gets `QUIT_LAST_WORDS` instead of the send timeout, so that a
+    // client that stops reading cannot keep threads outside the limits for long.
+    give_up_place();
+    reader
+        .get_mut()
+        .set_write_deadline(Some(Instant::now() + QUIT_LAST_WORDS));
     flush(pending, reader.get_mut())?;
     reader.get_mut().close();
     // The maildrop's lock goes before the client sees the end, as it did when the session
@@ -320,6 +326,10 @@ fn close_after_last_failure(
 
 /// How long the reply to an expired login timer may take to go out.
 const LAST_WORDS: Duration = Duration::from_secs(1);
+
+/// How long the output still pending at QUIT (its reply, and up to 64 KiB of pipelined replies before
+/// it) may take to go out once the session has given up its place.
+const QUIT_LAST_WORDS: Duration = Duration::from_secs(5);
 
 /// The login or autologout timer ran out between commands, no response under way: says so and ends.
 /// Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes the
