@@ -122,7 +122,10 @@ impl Stored {
             "BLF-CRYPT" => crypt_with(secret, scheme, &["$2y$", "$2b$", "$2a$"]),
             "MD5-CRYPT" => crypt_with(secret, scheme, &["$1$"]),
             // Either names both variants, as libsodium's check in Dovecot takes both.
-            "ARGON2I" | "ARGON2ID" => crypt_with(secret, scheme, &ARGON2_PREFIXES),
+            "ARGON2I" | "ARGON2ID" => {
+                argon2_memory_fits(secret, scheme)?;
+                crypt_with(secret, scheme, &ARGON2_PREFIXES)
+            }
             "SCRAM-SHA-256" => scram::Keys::parse(secret)
                 .map(Stored::Scram)
                 .map_err(|e| format!("bad {scheme} value: {e}")),
@@ -215,6 +218,24 @@ pub fn crypt_well_formed(hash: &str) -> bool {
         return parts.len() == 3 && parts.iter().all(|p| b64(p)) && parts[2].len() == 43;
     }
     false
+}
+
+/// The most memory an Argon2 string may ask for each check, in KiB: 1 GiB, sixteen times Dovecot's
+/// default. More is refused at load: the check allocates it all at once, and an allocation that fails
+/// aborts the whole server.
+const ARGON2_MAX_KIB: u32 = 1024 * 1024;
+
+/// Refuses an Argon2 string asking for more than `ARGON2_MAX_KIB`. One that does not parse is left
+/// to the shape check (`crypt_well_formed`): it loads and locks its user, as other malformed hashes do.
+fn argon2_memory_fits(hash: &str, scheme: &str) -> Result<(), String> {
+    let parsed = argon2::PasswordHash::new(hash).ok();
+    match parsed.and_then(|p| argon2::Params::try_from(&p).ok()) {
+        Some(params) if params.m_cost() > ARGON2_MAX_KIB => Err(format!(
+            "bad {scheme} value: m={} KiB is more memory than the {ARGON2_MAX_KIB} KiB allowed per check",
+            params.m_cost()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `{CRYPT}` or a bare field: any crypt(3) form we can verify.
@@ -325,6 +346,16 @@ mod tests {
             cost_class(ARGON2ID_TANSTAAF),
             "$argon2id$v=19$m=65536,t=3,p=1"
         );
+        let greedy = ARGON2ID_TANSTAAF.replace("m=65536", "m=1048577");
+        assert_eq!(
+            Stored::parse(&format!("{{ARGON2ID}}{greedy}")),
+            Err(
+                "bad ARGON2ID value: m=1048577 KiB is more memory than the 1048576 KiB allowed per check"
+                    .to_string()
+            )
+        );
+        let most = ARGON2ID_TANSTAAF.replace("m=65536", "m=1048576");
+        assert!(Stored::parse(&format!("{{ARGON2ID}}{most}")).is_ok());
         assert_eq!(
             Stored::parse("{ARGON2ID}$6$s$h"),
             Err(
