@@ -51,6 +51,10 @@ const ARGON2_PREFIXES: [&str; 2] = ["$argon2id$", "$argon2i$"];
 /// against 20.9 KiB of memory per idle session).
 #[inline(never)]
 fn verify_crypt(hash: &str, password: &[u8]) -> bool {
+    if memory_per_check(hash).is_some_and(|bytes| bytes > MAX_MEMORY_PER_CHECK) {
+        log::error!("a stored yescrypt or Argon2 hash asks for more than 1 GiB per check: refused");
+        return false;
+    }
     let _permit = super::gate::enter();
     if hash.starts_with("$2") {
         bcrypt::verify(password, hash).unwrap_or(false)
@@ -69,6 +73,29 @@ fn verify_crypt(hash: &str, password: &[u8]) -> bool {
         // The algorithm ($5$ or $6$) and rounds come from the hash itself, not from the verifier.
         ShaCrypt::default().verify_password(password, hash).is_ok()
     }
+}
+
+/// The most memory a check may take: 1 GiB, 64 times Debian's yescrypt and 16 times Dovecot's Argon2.
+/// yescrypt and Argon2 allocate what their hash asks for at once, and an allocation that fails aborts
+/// the whole server; a hash asking for more verifies nothing (and `crypt_well_formed` says so).
+const MAX_MEMORY_PER_CHECK: u64 = 1 << 30;
+
+/// The memory a check of `hash` allocates, in octets, for yescrypt (128 r N) and Argon2 (m KiB);
+/// `None` for other hashes and for ones whose parameters do not parse (which verify nothing).
+fn memory_per_check(hash: &str) -> Option<u64> {
+    if let Some(rest) = hash.strip_prefix("$y$") {
+        let params: yescrypt::Params = rest.split('$').next()?.parse().ok()?;
+        return 128u64
+            .checked_mul(u64::from(params.r()))?
+            .checked_mul(params.n())
+            .or(Some(u64::MAX));
+    }
+    if ARGON2_PREFIXES.iter().any(|p| hash.starts_with(p)) {
+        let parsed = argon2::PasswordHash::new(hash).ok()?;
+        let params = argon2::Params::try_from(&parsed).ok()?;
+        return Some(u64::from(params.m_cost()) * 1024);
+    }
+    None
 }
 
 impl Stored {
@@ -122,10 +149,7 @@ impl Stored {
             "BLF-CRYPT" => crypt_with(secret, scheme, &["$2y$", "$2b$", "$2a$"]),
             "MD5-CRYPT" => crypt_with(secret, scheme, &["$1$"]),
             // Either names both variants, as libsodium's check in Dovecot takes both.
-            "ARGON2I" | "ARGON2ID" => {
-                argon2_memory_fits(secret, scheme)?;
-                crypt_with(secret, scheme, &ARGON2_PREFIXES)
-            }
+            "ARGON2I" | "ARGON2ID" => crypt_with(secret, scheme, &ARGON2_PREFIXES),
             "SCRAM-SHA-256" => scram::Keys::parse(secret)
                 .map(Stored::Scram)
                 .map_err(|e| format!("bad {scheme} value: {e}")),
@@ -176,6 +200,9 @@ impl Stored {
 /// a shape this check does not know would lock everyone out): a malformed hash locks its user,
 /// which `--check-config` says with this.
 pub fn crypt_well_formed(hash: &str) -> bool {
+    if memory_per_check(hash).is_some_and(|bytes| bytes > MAX_MEMORY_PER_CHECK) {
+        return false;
+    }
     let b64 = |s: &str| {
         !s.is_empty()
             && s.bytes()
@@ -218,24 +245,6 @@ pub fn crypt_well_formed(hash: &str) -> bool {
         return parts.len() == 3 && parts.iter().all(|p| b64(p)) && parts[2].len() == 43;
     }
     false
-}
-
-/// The most memory an Argon2 string may ask for each check, in KiB: 1 GiB, sixteen times Dovecot's
-/// default. More is refused at load: the check allocates it all at once, and an allocation that fails
-/// aborts the whole server.
-const ARGON2_MAX_KIB: u32 = 1024 * 1024;
-
-/// Refuses an Argon2 string asking for more than `ARGON2_MAX_KIB`. One that does not parse is left
-/// to the shape check (`crypt_well_formed`): it loads and locks its user, as other malformed hashes do.
-fn argon2_memory_fits(hash: &str, scheme: &str) -> Result<(), String> {
-    let parsed = argon2::PasswordHash::new(hash).ok();
-    match parsed.and_then(|p| argon2::Params::try_from(&p).ok()) {
-        Some(params) if params.m_cost() > ARGON2_MAX_KIB => Err(format!(
-            "bad {scheme} value: m={} KiB is more memory than the {ARGON2_MAX_KIB} KiB allowed per check",
-            params.m_cost()
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// `{CRYPT}` or a bare field: any crypt(3) form we can verify.
@@ -330,6 +339,27 @@ mod tests {
     const ARGON2ID_TANSTAAF: &str = "$argon2id$v=19$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw";
     const ARGON2I_TANSTAAF: &str = "$argon2i$v=19$m=32768,t=4,p=1$PRtqD0/yfi1AOeKBiPAk9A$iaIefEysIPC9rF4XYQE/4xOaFlM61NdhDDpLcpQCY1w";
 
+    /// A hash asking for more than 1 GiB per check verifies nothing and is not well formed (its
+    /// allocation could abort the server); up to 1 GiB it is.
+    #[test]
+    fn hashes_asking_for_more_than_a_gigabyte_verify_nothing() {
+        assert_eq!(memory_per_check(YESCRYPT_TANSTAAF), Some(16 << 20));
+        assert_eq!(memory_per_check(ARGON2ID_TANSTAAF), Some(64 << 20));
+        assert_eq!(memory_per_check(SHA512_HELLO), None);
+        let argon2_most = ARGON2ID_TANSTAAF.replace("m=65536", "m=1048576");
+        let argon2_more = ARGON2ID_TANSTAAF.replace("m=65536", "m=1048577");
+        assert_eq!(memory_per_check(&argon2_most), Some(1 << 30));
+        assert!(crypt_well_formed(&argon2_most));
+        assert!(!crypt_well_formed(&argon2_more));
+        let stored = Stored::parse(&format!("{{ARGON2ID}}{argon2_more}")).unwrap();
+        assert!(!stored.verify(b"tanstaaf"));
+        // Debian's "j9T" is N = 4096 with r = 32; "jIT" is N = 2^21: 128 * 32 * 2^21 octets, 8 GiB.
+        let yescrypt_more = YESCRYPT_TANSTAAF.replace("$j9T$", "$jIT$");
+        assert_eq!(memory_per_check(&yescrypt_more), Some(8 << 30));
+        assert!(!crypt_well_formed(&yescrypt_more));
+        assert!(!Stored::Crypt(yescrypt_more).verify(b"tanstaaf"));
+    }
+
     #[test]
     fn argon2_strings_of_doveadm_verify() {
         for hash in [ARGON2ID_TANSTAAF, ARGON2I_TANSTAAF] {
@@ -346,16 +376,6 @@ mod tests {
             cost_class(ARGON2ID_TANSTAAF),
             "$argon2id$v=19$m=65536,t=3,p=1"
         );
-        let greedy = ARGON2ID_TANSTAAF.replace("m=65536", "m=1048577");
-        assert_eq!(
-            Stored::parse(&format!("{{ARGON2ID}}{greedy}")),
-            Err(
-                "bad ARGON2ID value: m=1048577 KiB is more memory than the 1048576 KiB allowed per check"
-                    .to_string()
-            )
-        );
-        let most = ARGON2ID_TANSTAAF.replace("m=65536", "m=1048576");
-        assert!(Stored::parse(&format!("{{ARGON2ID}}{most}")).is_ok());
         assert_eq!(
             Stored::parse("{ARGON2ID}$6$s$h"),
             Err(
