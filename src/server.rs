@@ -308,8 +308,8 @@ fn accept_one(
 
 /// An accepted connection waiting for its session thread.
 struct SessionJob {
-    /// Holds the connection's place under --max-sessions until its session gives it up (see `session`)
-    /// or the job is dropped.
+    /// Holds the connection's place under --max-sessions until the job is done or dropped: it bounds
+    /// the session threads, a session's last replies and close included, and the shutdown waits for it.
     active: ActiveGuard,
     stream: TcpStream,
     peer: SocketAddr,
@@ -329,8 +329,9 @@ impl workers::Work for SessionJob {
             &job.frontend,
             job.implicit_tls,
             &job.per_ip,
-            (job.ticket, job.active),
+            job.ticket,
         );
+        drop(job.active);
         // The thread serves another session only with its start-up identity back.
         match job.frontend.services.identity.restore() {
             Ok(()) => true,
@@ -400,15 +401,15 @@ pub fn prepare(stream: &TcpStream) -> io::Result<()> {
     keepalive(&SockRef::from(stream))
 }
 
-/// `ticket` and `active`: the session's places under --max-per-ip (taken at accept unless the client is behind a
-/// trusted proxy, else here) and --max-sessions, held until the session is done with them.
+/// `ticket`: the session's place under --max-per-ip, taken at accept unless the client is behind a
+/// trusted proxy, else here.
 fn session(
     mut stream: TcpStream,
     peer: SocketAddr,
     frontend: &Frontend,
     implicit_tls: bool,
     per_ip: &Arc<PerIp>,
-    (ticket, active): (Option<Ticket>, ActiveGuard),
+    ticket: Option<Ticket>,
 ) {
     // The PROXY protocol header comes before the TLS handshake: the load balancer writes it in the clear.
     let Some(peer) = client_address(&mut stream, peer, frontend) else {
@@ -419,7 +420,7 @@ fn session(
     else {
         return;
     };
-    let mut place = Some((ticket, active));
+    let mut ticket = Some(ticket);
     let ip = peer.ip();
     let peer = peer.to_string();
     let timestamp = frontend.apop_host.as_deref().map(apop_timestamp);
@@ -451,7 +452,7 @@ fn session(
         client,
         timestamp,
         tls,
-        &mut || drop(place.take()),
+        &mut || drop(ticket.take()),
     );
     conn::log_session_end(&peer, &stats, elapsed);
 }

@@ -45,10 +45,11 @@ pub struct Client<'a> {
 /// first byte (implicit TLS), or, `tls` being `None`, not offered. I/O errors end the session; they
 /// never delete anything, because only QUIT reaches UPDATE.
 ///
-/// `give_up_place` frees the session's place under the server's limits (`--max-per-ip`,
-/// `--max-sessions`): called once QUIT has been answered, before the reply goes out, so that a client
-/// reconnecting as soon as it reads it is not refused. A session ending any other way keeps its
-/// place to the end (a failed login's delay included).
+/// `give_up_place` frees the session's place under `--max-per-ip`: called once the session has given
+/// its last reply (to QUIT, or an end it chose itself), before that reply goes out, so that a client
+/// reconnecting as soon as it reads it is not refused. A session ending any other way keeps its place
+/// to the end (a failed login's delay included). Its place under `--max-sessions` is the front end's,
+/// held to the end.
 pub fn serve_tls(
     stream: Stream,
     services: &Services,
@@ -296,7 +297,8 @@ fn quit(
     // Before the reply goes out: after, a client reconnecting on loopback was seen to be refused,
     // woken by the write before this thread got on. With no place held, the rest of the output
     // (at most the pending high water) gets `QUIT_LAST_WORDS` instead of the send timeout, so that a
-    // client that stops reading cannot keep threads outside the limits for long.
+    // client that stops reading cannot keep threads outside its address's limit for long (they
+    // still count under --max-sessions).
     give_up_place();
     reader
         .get_mut()
