@@ -44,11 +44,14 @@ pub fn split_encoding(scheme: &str) -> Option<(&str, Option<Encoding>)> {
     }
 }
 
-/// Decodes `value` as `encoding` says: hex in either case, base64 with its padding (Dovecot refuses
-/// it without), unused bits of the last character ignored.
+/// Decodes `value` as `encoding` says, as Dovecot does: hex in either case; base64 with its padding
+/// (Dovecot refuses it without), white space skipped, unused bits of the last character ignored.
 pub fn decode(value: &str, encoding: Encoding) -> Option<Vec<u8>> {
     match encoding {
-        Encoding::Base64 => LENIENT_BASE64.decode(value).ok(),
+        Encoding::Base64 => {
+            let compact: String = value.split_ascii_whitespace().collect();
+            LENIENT_BASE64.decode(compact).ok()
+        }
         Encoding::Hex => decode_hex(value),
     }
 }
@@ -260,6 +263,9 @@ mod tests {
         );
         assert_eq!(parse("SHA256.b64", b64), Ok(want.clone()));
         assert_eq!(parse("SHA256.BASE64", b64), Ok(want.clone()));
+        // Dovecot skips white space in base64 (`doveadm pw -t` verifies these).
+        let spaced = format!("{} {} ", &b64[..10], &b64[10..]);
+        assert_eq!(parse("SHA256", &spaced), Ok(want.clone()));
         assert!(parse("SHA256", b64.trim_end_matches('=')).is_err());
         // PLAIN-MD5 is hex by default, LDAP-MD5 base64; either reads the other by its length.
         let md5_b64 = "s6oLpOH5V+Xz7zVs/BRwCA==";

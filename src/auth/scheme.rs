@@ -66,9 +66,11 @@ fn verify_crypt(hash: &str, password: &[u8]) -> bool {
         super::md5_crypt::verify(password, hash)
     } else if hash.starts_with("$argon2") {
         // Variant, memory, passes and lanes come from the hash.
-        argon2::Argon2::default()
-            .verify_password(password, hash)
-            .is_ok()
+        argon2_as_libsodium_writes(hash).is_some_and(|parsed| {
+            argon2::Argon2::default()
+                .verify_password(password, &parsed)
+                .is_ok()
+        })
     } else {
         // The algorithm ($5$ or $6$) and rounds come from the hash itself, not from the verifier.
         ShaCrypt::default().verify_password(password, hash).is_ok()
@@ -79,6 +81,18 @@ fn verify_crypt(hash: &str, password: &[u8]) -> bool {
 /// yescrypt and Argon2 allocate what their hash asks for at once, and an allocation that fails aborts
 /// the whole server; a hash asking for more verifies nothing (and `crypt_well_formed` says so).
 const MAX_MEMORY_PER_CHECK: u64 = 1 << 30;
+
+/// An Argon2 string as libsodium (Dovecot's) writes and accepts it: version 19, and only the m, t
+/// and p parameters (no `keyid` or `data`); `None` for anything else, which then verifies nothing.
+fn argon2_as_libsodium_writes(hash: &str) -> Option<argon2::PasswordHash> {
+    let parsed = argon2::PasswordHash::new(hash).ok()?;
+    let version_19 = parsed.version == Some(0x13);
+    let only_mtp = parsed
+        .params
+        .iter()
+        .all(|(name, _)| ["m", "t", "p"].contains(&name.as_str()));
+    (version_19 && only_mtp && parsed.hash.is_some()).then_some(parsed)
+}
 
 /// The memory a check of `hash` allocates, in octets, for yescrypt (128 r N) and Argon2 (m KiB);
 /// `None` for other hashes and for ones whose parameters do not parse (which verify nothing).
@@ -118,8 +132,12 @@ impl Stored {
         // `{SHA256.HEX}`, `{PLAIN.b64}`: Dovecot's suffixes naming how the value is written.
         let (name, encoding) = digest::split_encoding(scheme).ok_or_else(unsupported)?;
         let name = name.to_ascii_uppercase();
-        // Dovecot's {MD5} is an MD5-crypt string (below), or else a PLAIN-MD5 digest.
-        let md5_crypt = name == "MD5" && encoding.is_none() && secret.starts_with("$1$");
+        // Dovecot's {MD5} is an MD5-crypt string (below), or else a PLAIN-MD5 digest; with a suffix it
+        // is decoded twice there, a form no tool writes: refused here.
+        if name == "MD5" && encoding.is_some() {
+            return Err(unsupported());
+        }
+        let md5_crypt = name == "MD5" && secret.starts_with("$1$");
         if let Some(digest) = Digest::parse(&name, encoding, secret).filter(|_| !md5_crypt) {
             return digest.map(Stored::Digest);
         }
@@ -235,9 +253,8 @@ pub fn crypt_well_formed(hash: &str) -> bool {
         });
     }
     if ARGON2_PREFIXES.iter().any(|p| hash.starts_with(p)) {
-        return argon2::PasswordHash::new(hash).is_ok_and(|parsed| {
-            parsed.hash.is_some() && argon2::Params::try_from(&parsed).is_ok()
-        });
+        return argon2_as_libsodium_writes(hash)
+            .is_some_and(|parsed| argon2::Params::try_from(&parsed).is_ok());
     }
     if let Some(rest) = hash.strip_prefix("$y$") {
         // libxcrypt's yescrypt hashes are 256 bits: 43 characters.
@@ -372,6 +389,13 @@ mod tests {
             }
             assert!(Stored::parse(hash).is_err());
         }
+        // What libsodium refuses (no version, a key id) verifies nothing here either.
+        for other in [
+            ARGON2ID_TANSTAAF.replace("v=19$", ""),
+            ARGON2ID_TANSTAAF.replace("p=1$", "p=1,keyid=AAAA$"),
+        ] {
+            assert!(!Stored::Crypt(other.clone()).verify(b"tanstaaf"), "{other}");
+        }
         assert_eq!(
             cost_class(ARGON2ID_TANSTAAF),
             "$argon2id$v=19$m=65536,t=3,p=1"
@@ -416,6 +440,9 @@ mod tests {
             "$argon2id$v=19$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA",
             "$argon2id$v=19$m=1,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw",
             "$argon2d$v=19$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw",
+            "$argon2id$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw",
+            "$argon2id$v=16$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw",
+            "$argon2id$v=19$m=65536,t=3,p=1,keyid=AAAA$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw",
         ] {
             assert!(!crypt_well_formed(bad), "{bad}");
         }
@@ -471,6 +498,10 @@ mod tests {
                 "bad SSHA value: 2 octets where more than 20 are expected",
             ),
             ("{SHA.rot13}abc", "unsupported password scheme SHA.rot13"),
+            (
+                "{MD5.hex}b3aa0ba4e1f957e5f3ef356cfc147008",
+                "unsupported password scheme MD5.hex",
+            ),
             ("{PLAIN.hex}7", "bad PLAIN.hex value: not hex"),
             (
                 "{SHA512-CRYPT.b64}abc",
