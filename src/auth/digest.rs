@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use md5::Md5;
 use sha1::Sha1;
-use sha2::{Digest as _, Sha256, Sha512};
+use sha2::{Sha256, Sha512};
 
 use super::secret::constant_time_eq;
 
@@ -96,27 +96,18 @@ impl Algorithm {
 
     /// The digest of `password` followed by `salt`.
     fn hash(self, password: &[u8], salt: &[u8]) -> Vec<u8> {
+        fn of<H: sha2::Digest>(password: &[u8], salt: &[u8]) -> Vec<u8> {
+            H::new()
+                .chain_update(password)
+                .chain_update(salt)
+                .finalize()
+                .to_vec()
+        }
         match self {
-            Algorithm::Md5 => Md5::new()
-                .chain_update(password)
-                .chain_update(salt)
-                .finalize()
-                .to_vec(),
-            Algorithm::Sha1 => Sha1::new()
-                .chain_update(password)
-                .chain_update(salt)
-                .finalize()
-                .to_vec(),
-            Algorithm::Sha256 => Sha256::new()
-                .chain_update(password)
-                .chain_update(salt)
-                .finalize()
-                .to_vec(),
-            Algorithm::Sha512 => Sha512::new()
-                .chain_update(password)
-                .chain_update(salt)
-                .finalize()
-                .to_vec(),
+            Algorithm::Md5 => of::<Md5>(password, salt),
+            Algorithm::Sha1 => of::<Sha1>(password, salt),
+            Algorithm::Sha256 => of::<Sha256>(password, salt),
+            Algorithm::Sha512 => of::<Sha512>(password, salt),
         }
     }
 }
