@@ -53,8 +53,10 @@ impl Write for Corked<'_> {
         Ok(buf.len())
     }
 
+    /// Sends what is pending now. The session asks it only before UPDATE (`transaction::update`), so
+    /// that a client gone by then has nothing deleted; replies otherwise leave when `conn` decides.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        flush(self.pending, self.stream)
     }
 }
 

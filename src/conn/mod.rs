@@ -45,9 +45,9 @@ pub struct Client<'a> {
 /// first byte (implicit TLS), or, `tls` being `None`, not offered. I/O errors end the session; they
 /// never delete anything, because only QUIT reaches UPDATE.
 ///
-/// `give_up_place` frees the session's place under `--max-per-ip`: called once the session has given
-/// its last reply (to QUIT, or an end it chose itself), before that reply goes out, so that a client
-/// reconnecting as soon as it reads it is not refused. A session ending any other way keeps its place
+/// `give_up_place` frees the session's place under `--max-per-ip`: called once the session's last
+/// reply (to QUIT, or an end it chose itself) is written, before the close and its linger, so that
+/// a client reconnecting as soon as it reads it is not refused. A session ending any other way keeps its place
 /// to the end (a failed login's delay included). Its place under `--max-sessions` is the front end's,
 /// held to the end.
 pub fn serve_tls(
@@ -294,16 +294,13 @@ fn quit(
     pending: &mut Vec<u8>,
     give_up_place: &mut dyn FnMut(),
 ) -> io::Result<Outcome> {
-    // Before the reply goes out: after, a client reconnecting on loopback was seen to be refused,
-    // woken by the write before this thread got on. With no place held, the rest of the output
-    // (at most the pending high water) gets `QUIT_LAST_WORDS` instead of the send timeout, so that a
-    // client that stops reading cannot keep threads outside its address's limit for long (they
-    // still count under --max-sessions).
-    give_up_place();
-    reader
-        .get_mut()
-        .set_write_deadline(Some(Instant::now() + QUIT_LAST_WORDS));
     flush(pending, reader.get_mut())?;
+    // After the reply, not before: a session giving up its place first, then stuck in this flush
+    // to a client that stops reading, would let one address hold any number of them. The close and
+    // its linger (200 ms) follow with no place held. (On loopback a client reconnecting within
+    // microseconds of reading the reply may still find the place taken: woken by the write, it can
+    // run before this thread does.)
+    give_up_place();
     reader.get_mut().close();
     // The maildrop's lock goes before the client sees the end, as it did when the session
     // was dropped first, so a client that reconnects at once does not find it held; and
@@ -328,10 +325,6 @@ fn close_after_last_failure(
 
 /// How long the reply to an expired login timer may take to go out.
 const LAST_WORDS: Duration = Duration::from_secs(1);
-
-/// How long the output still pending at QUIT (its reply, and up to 64 KiB of pipelined replies before
-/// it) may take to go out once the session has given up its place.
-const QUIT_LAST_WORDS: Duration = Duration::from_secs(5);
 
 /// The login or autologout timer ran out between commands, no response under way: says so and ends.
 /// Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes the

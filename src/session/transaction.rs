@@ -93,6 +93,10 @@ pub(super) fn handle<W: Write + ?Sized>(
         }
         // CAPA is the session's: its capabilities depend on the connection (see `Session::offer`).
         Command::Quit => {
+            // Every reply before QUIT (the messages retrieved among them) goes out before anything
+            // is deleted: if the client is gone, the write fails and nothing is; after UPDATE only
+            // its own reply is left to send.
+            out.flush()?;
             *after_update = update(tx, stats, services, out)?;
             return Ok(Step::Quit);
         }

@@ -126,3 +126,35 @@ fn mail_delivered_while_a_message_is_sent_does_not_stop_it() {
         );
     }
 }
+
+/// A client whose connection is gone: every reply is taken into the pending output (as `conn`'s
+/// corked writer does until it flushes), and sending it fails.
+struct Gone;
+
+impl Write for Gone {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Err(io::ErrorKind::BrokenPipe.into())
+    }
+}
+
+/// RETR, DELE and QUIT pipelined by a client that has gone before the replies leave: the messages it
+/// never received are not deleted. The replies before QUIT are sent before UPDATE, and that failing,
+/// UPDATE never runs.
+#[test]
+fn quit_sends_the_replies_before_it_deletes_anything() {
+    let f = fixture(&[b"Subject: one\n\nbody\n", b"Subject: two\n\nbody\n"]);
+    let mut s = Session::new(&f.services, "peer", None);
+    let (out, _) = script(&mut s, &["USER alice", "PASS secret", "RETR 1", "DELE 1"]);
+    assert!(out.contains("message 1 deleted"), "{out}");
+    let quit = s.handle_line(b"QUIT", &mut Gone);
+    assert_eq!(
+        quit.err().map(|e| e.kind()),
+        Some(io::ErrorKind::BrokenPipe)
+    );
+    drop(s);
+    let cur = f.dir.path().join("Maildir/cur");
+    assert_eq!(fs::read_dir(cur).unwrap().count(), 2, "nothing deleted");
+}
