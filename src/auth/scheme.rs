@@ -94,15 +94,21 @@ fn argon2_as_libsodium_writes(hash: &str) -> Option<argon2::PasswordHash> {
     (version_19 && only_mtp && parsed.hash.is_some()).then_some(parsed)
 }
 
-/// The memory a check of `hash` allocates, in octets, for yescrypt (128 r N) and Argon2 (m KiB);
-/// `None` for other hashes and for ones whose parameters do not parse (which verify nothing).
+/// The memory a check of `hash` allocates, in octets, for yescrypt (128 r (N + p), and 12 KiB of
+/// S-boxes per p) and Argon2 (m KiB); `None` for other hashes and for ones whose parameters do not
+/// parse (which verify nothing).
 fn memory_per_check(hash: &str) -> Option<u64> {
     if let Some(rest) = hash.strip_prefix("$y$") {
         let params: yescrypt::Params = rest.split('$').next()?.parse().ok()?;
-        return 128u64
-            .checked_mul(u64::from(params.r()))?
-            .checked_mul(params.n())
-            .or(Some(u64::MAX));
+        let (n, r, p) = (params.n(), u64::from(params.r()), u64::from(params.p()));
+        let blocks = n.checked_add(p).and_then(|np| np.checked_mul(128 * r));
+        let sboxes = p.checked_mul(12 * 1024);
+        return Some(
+            blocks
+                .zip(sboxes)
+                .and_then(|(b, s)| b.checked_add(s))
+                .unwrap_or(u64::MAX),
+        );
     }
     if ARGON2_PREFIXES.iter().any(|p| hash.starts_with(p)) {
         let parsed = argon2::PasswordHash::new(hash).ok()?;
@@ -192,8 +198,14 @@ impl Stored {
 
     /// Whether a check against this credential takes microseconds where an unknown user's takes a
     /// crypt hash (see `passwd_file::needs_hash_work`).
+    ///
+    /// A malformed crypt hash is one: it verifies nothing, in microseconds.
     pub fn is_fast(&self) -> bool {
-        matches!(self, Stored::Plain(_) | Stored::Digest(_))
+        match self {
+            Stored::Plain(_) | Stored::Digest(_) => true,
+            Stored::Crypt(hash) => !crypt_well_formed(hash),
+            Stored::Scram(_) | Stored::Locked => false,
+        }
     }
 
     /// The plaintext secret, for APOP; `None` for hashed or locked credentials.
@@ -300,7 +312,10 @@ impl std::fmt::Debug for Stored {
 pub fn pick_dummy<'a>(stored: impl Iterator<Item = &'a Stored>) -> Stored {
     let mut kinds: HashMap<String, (usize, &'a str)> = HashMap::new();
     for s in stored {
-        if let Stored::Crypt(hash) = s {
+        // A malformed hash verifies nothing in microseconds: no stand-in for a real one.
+        if let Stored::Crypt(hash) = s
+            && crypt_well_formed(hash)
+        {
             kinds
                 .entry(cost_class(hash))
                 .or_insert((0, hash.as_str()))
@@ -360,7 +375,11 @@ mod tests {
     /// allocation could abort the server); up to 1 GiB it is.
     #[test]
     fn hashes_asking_for_more_than_a_gigabyte_verify_nothing() {
-        assert_eq!(memory_per_check(YESCRYPT_TANSTAAF), Some(16 << 20));
+        // 128 * 32 * (4096 + 1) + 12 KiB.
+        assert_eq!(
+            memory_per_check(YESCRYPT_TANSTAAF),
+            Some((16 << 20) + 4096 + 12288)
+        );
         assert_eq!(memory_per_check(ARGON2ID_TANSTAAF), Some(64 << 20));
         assert_eq!(memory_per_check(SHA512_HELLO), None);
         let argon2_most = ARGON2ID_TANSTAAF.replace("m=65536", "m=1048576");
@@ -372,9 +391,39 @@ mod tests {
         assert!(!stored.verify(b"tanstaaf"));
         // Debian's "j9T" is N = 4096 with r = 32; "jIT" is N = 2^21: 128 * 32 * 2^21 octets, 8 GiB.
         let yescrypt_more = YESCRYPT_TANSTAAF.replace("$j9T$", "$jIT$");
-        assert_eq!(memory_per_check(&yescrypt_more), Some(8 << 30));
+        assert!(memory_per_check(&yescrypt_more).unwrap() >= 8 << 30);
         assert!(!crypt_well_formed(&yescrypt_more));
         assert!(!Stored::Crypt(yescrypt_more).verify(b"tanstaaf"));
+        // p counts too: from a review, $y$ with N = 2 and p = 2^30 - 1 (128 GiB) aborted the server.
+        for huge_p in ["....zyxvrB", "jH..xvrB"] {
+            let hash = YESCRYPT_TANSTAAF.replace("j9T", huge_p);
+            assert!(memory_per_check(&hash).unwrap() > 1 << 30, "{hash}");
+            assert!(!crypt_well_formed(&hash), "{hash}");
+            assert!(!Stored::Crypt(hash).verify(b"tanstaaf"));
+        }
+    }
+
+    /// The stand-in hash unknown users are checked against is never a malformed one (it would answer
+    /// in microseconds where the file's users take milliseconds), and a malformed hash's user pays
+    /// the stand-in on a wrong password, as a `{PLAIN}` user does.
+    #[test]
+    fn malformed_hashes_are_no_stand_in_and_pay_one() {
+        let cut = "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61";
+        let stored = [
+            Stored::Crypt(cut.into()),
+            Stored::Crypt(cut.into()),
+            Stored::Crypt(YESCRYPT_TANSTAAF.into()),
+        ];
+        assert_eq!(
+            pick_dummy(stored.iter()),
+            Stored::Crypt(YESCRYPT_TANSTAAF.into())
+        );
+        assert_eq!(
+            pick_dummy([Stored::Crypt(cut.into())].iter()),
+            Stored::Crypt(DUMMY_HASH.into())
+        );
+        assert!(Stored::Crypt(cut.into()).is_fast());
+        assert!(!Stored::Crypt(YESCRYPT_TANSTAAF.into()).is_fast());
     }
 
     #[test]
