@@ -7,16 +7,27 @@
 
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
-/// Hashing in progress, at most `permits` at once.
+/// The most memory the checks running at once may take together (each alone may take up to this:
+/// `scheme` refuses hashes asking for more). With Debian's yescrypt (16 MiB) the cores bound first;
+/// hashes asking for hundreds of MiB run fewer at a time, one at 1 GiB.
+pub const MEMORY_BUDGET: u64 = 1 << 30;
+
+/// Hashing in progress, at most `permits` at once and `MEMORY_BUDGET` of memory together.
 struct Gate {
-    busy: Mutex<usize>,
+    state: Mutex<State>,
     freed: Condvar,
     permits: usize,
 }
 
-/// One hashing's right to run; dropping it lets the next one in.
+#[derive(Default)]
+struct State {
+    busy: usize,
+    memory: u64,
+}
+
+/// One hashing's right to run, and the memory it was let in with; dropping it lets the next in.
 #[must_use = "the permit is held only while it lives"]
-pub struct Permit(&'static Gate);
+pub struct Permit(&'static Gate, u64);
 
 static GATE: OnceLock<Gate> = OnceLock::new();
 
@@ -24,32 +35,44 @@ static GATE: OnceLock<Gate> = OnceLock::new();
 /// cores, each taking longer while holding its memory.
 fn gate() -> &'static Gate {
     GATE.get_or_init(|| Gate {
-        busy: Mutex::new(0),
+        state: Mutex::new(State::default()),
         freed: Condvar::new(),
         permits: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
     })
 }
 
-/// Waits for a permit. A panic elsewhere while holding the lock leaves a count that is still right
-/// (it is changed only by whole statements), so a poisoned lock is used as it is.
+/// Waits for a permit for a computation that takes little memory (SHA-crypt, bcrypt, PBKDF2).
 pub fn enter() -> Permit {
+    enter_with(0)
+}
+
+/// Waits for a permit for a check that allocates `memory` octets (yescrypt, Argon2): a free permit,
+/// and room under `MEMORY_BUDGET` beside the checks running (or none running). A panic elsewhere
+/// while holding the lock leaves counts that are still right (they are changed only by whole
+/// statements), so a poisoned lock is used as it is.
+pub fn enter_with(memory: u64) -> Permit {
     let gate = gate();
-    let mut busy = gate.busy.lock().unwrap_or_else(PoisonError::into_inner);
-    while *busy >= gate.permits {
-        busy = gate
+    let mut state = gate.state.lock().unwrap_or_else(PoisonError::into_inner);
+    while state.busy >= gate.permits
+        || (state.busy > 0 && state.memory.saturating_add(memory) > MEMORY_BUDGET)
+    {
+        state = gate
             .freed
-            .wait(busy)
+            .wait(state)
             .unwrap_or_else(PoisonError::into_inner);
     }
-    *busy += 1;
-    Permit(gate)
+    state.busy += 1;
+    state.memory += memory;
+    Permit(gate, memory)
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut busy = self.0.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        *busy -= 1;
-        self.0.freed.notify_one();
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.busy -= 1;
+        state.memory -= self.1;
+        // Every waiter: a freed permit may let in a small check where a large one still waits.
+        self.0.freed.notify_all();
     }
 }
 
@@ -65,9 +88,14 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    /// The gate is the process's: its tests take turns, or each holding a permit while waiting for
+    /// another they would deadlock.
+    static TURN: Mutex<()> = Mutex::new(());
+
     /// While every permit is held, a check of a stored hash waits; it runs once one is given back.
     #[test]
     fn a_hash_check_waits_for_a_permit() {
+        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
         let held: Vec<Permit> = (0..permits()).map(|_| enter()).collect();
         let stored = Stored::parse("{SHA512-CRYPT}$6$rounds=1000$Ab3/xY.z$x").unwrap();
         let (done, finished) = mpsc::channel();
@@ -83,5 +111,31 @@ mod tests {
         finished
             .recv_timeout(Duration::from_secs(20))
             .expect("never hashed once permits were free");
+    }
+
+    /// Checks that together would pass the memory budget wait, though permits are free; one that
+    /// fits beside them, or takes none, goes in.
+    #[test]
+    fn large_checks_wait_for_memory() {
+        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(permits() >= 2);
+        let big = enter_with(MEMORY_BUDGET - (100 << 20));
+        let (done, finished) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let permit = enter_with(200 << 20);
+            done.send(()).unwrap();
+            drop(permit);
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_millis(300)).is_err(),
+            "let in past the memory budget"
+        );
+        drop(enter_with(50 << 20));
+        drop(enter());
+        drop(big);
+        finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("never let in once the memory was free");
+        waiter.join().unwrap();
     }
 }

@@ -51,11 +51,12 @@ const ARGON2_PREFIXES: [&str; 2] = ["$argon2id$", "$argon2i$"];
 /// against 20.9 KiB of memory per idle session).
 #[inline(never)]
 fn verify_crypt(hash: &str, password: &[u8]) -> bool {
-    if memory_per_check(hash).is_some_and(|bytes| bytes > MAX_MEMORY_PER_CHECK) {
+    let memory = memory_per_check(hash).unwrap_or(0);
+    if memory > MAX_MEMORY_PER_CHECK {
         log::error!("a stored yescrypt or Argon2 hash asks for more than 1 GiB per check: refused");
         return false;
     }
-    let _permit = super::gate::enter();
+    let _permit = super::gate::enter_with(memory);
     if hash.starts_with("$2") {
         bcrypt::verify(password, hash).unwrap_or(false)
     } else if hash.starts_with("$y$") {
@@ -80,7 +81,7 @@ fn verify_crypt(hash: &str, password: &[u8]) -> bool {
 /// The most memory a check may take: 1 GiB, 64 times Debian's yescrypt and 16 times Dovecot's Argon2.
 /// yescrypt and Argon2 allocate what their hash asks for at once, and an allocation that fails aborts
 /// the whole server; a hash asking for more verifies nothing (and `crypt_well_formed` says so).
-const MAX_MEMORY_PER_CHECK: u64 = 1 << 30;
+const MAX_MEMORY_PER_CHECK: u64 = super::gate::MEMORY_BUDGET;
 
 /// An Argon2 string as libsodium (Dovecot's) writes and accepts it: version 19, and only the m, t
 /// and p parameters (no `keyid` or `data`); `None` for anything else, which then verifies nothing.
@@ -249,9 +250,14 @@ pub fn crypt_well_formed(hash: &str) -> bool {
         let Some(rest) = hash.strip_prefix(prefix) else {
             continue;
         };
+        // Drepper's bounds: glibc writes nothing outside them, and the verifier refuses it at once.
+        let rounds_ok = |n: &str| {
+            n.parse::<u32>()
+                .is_ok_and(|n| (1000..=999_999_999).contains(&n))
+        };
         let rest = match rest.strip_prefix("rounds=").map(|r| r.split_once('$')) {
             None => rest,
-            Some(Some((n, rest))) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => rest,
+            Some(Some((n, rest))) if n.bytes().all(|b| b.is_ascii_digit()) && rounds_ok(n) => rest,
             Some(_) => return false,
         };
         return salt_and_hash(rest, 16, hash_len);
@@ -261,7 +267,9 @@ pub fn crypt_well_formed(hash: &str) -> bool {
         .find_map(|p| hash.strip_prefix(p))
     {
         return rest.split_once('$').is_some_and(|(cost, h)| {
-            cost.len() == 2 && cost.bytes().all(|b| b.is_ascii_digit()) && h.len() == 53 && b64(h)
+            let cost_ok =
+                cost.len() == 2 && cost.parse::<u8>().is_ok_and(|c| (4..=31).contains(&c));
+            cost_ok && h.len() == 53 && b64(h)
         });
     }
     if ARGON2_PREFIXES.iter().any(|p| hash.starts_with(p)) {
@@ -269,9 +277,19 @@ pub fn crypt_well_formed(hash: &str) -> bool {
             .is_some_and(|parsed| argon2::Params::try_from(&parsed).is_ok());
     }
     if let Some(rest) = hash.strip_prefix("$y$") {
-        // libxcrypt's yescrypt hashes are 256 bits: 43 characters.
+        // libxcrypt's yescrypt hashes are 256 bits: 43 characters, the last holding 4 bits (one of
+        // the first 16 of the alphabet). Parameters that do not parse (or that yescrypt refuses, as
+        // g = 1) fail the check at once.
         let parts: Vec<&str> = rest.split('$').collect();
-        return parts.len() == 3 && parts.iter().all(|p| b64(p)) && parts[2].len() == 43;
+        let last_ok = parts
+            .get(2)
+            .and_then(|h| h.bytes().last())
+            .is_some_and(|c| b"./0123456789ABCD".contains(&c));
+        return parts.len() == 3
+            && parts.iter().all(|p| b64(p))
+            && parts[2].len() == 43
+            && last_ok
+            && parts[0].parse::<yescrypt::Params>().is_ok();
     }
     false
 }
@@ -486,6 +504,14 @@ mod tests {
             "$2a$5$abc",
             "$y$j9T$salt",
             "$7$xyz",
+            // Shapes right, parameters the verifiers refuse at once (from a review: they answered in
+            // microseconds, which told their users' names from unknown ones).
+            "$2b$99$YYicO/sIB3d98f.fEMf7X.MU/McUht8yOW1hNKmMeQYSiEQ5wwW4a",
+            "$2b$03$YYicO/sIB3d98f.fEMf7X.MU/McUht8yOW1hNKmMeQYSiEQ5wwW4a",
+            "$6$rounds=0$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1",
+            "$6$rounds=999$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1",
+            "$y$zzz$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3",
+            "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtlz",
             "$argon2id$v=19$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA",
             "$argon2id$v=19$m=1,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw",
             "$argon2d$v=19$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw",
@@ -691,6 +717,7 @@ mod tests {
             "$y$j9T$salt",
             "$y$j9T$salt$",
             "$y$zzz$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3",
+            "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtlz",
             "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl",
             "$y$j9T$Sj62rNd2JPNUzt3dfLgZ61$enJeEpSSQpfJtFwEypfxsnSlUpV2PTuTZuwofkqOtl3$x",
             "$1$",

@@ -54,7 +54,8 @@ impl Write for Corked<'_> {
     }
 
     /// Sends what is pending now. The session asks it only before UPDATE (`transaction::update`), so
-    /// that a client gone by then has nothing deleted; replies otherwise leave when `conn` decides.
+    /// that a connection reset by then has nothing deleted; replies otherwise leave when `conn`
+    /// decides.
     fn flush(&mut self) -> io::Result<()> {
         flush(self.pending, self.stream)
     }

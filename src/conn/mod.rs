@@ -301,6 +301,11 @@ fn quit(
     // microseconds of reading the reply may still find the place taken: woken by the write, it can
     // run before this thread does.)
     give_up_place();
+    // Under TLS the close sends close_notify: with no place held, it gets a moment, not the send
+    // timeout (a client that stopped reading with the buffer full would hold the thread).
+    reader
+        .get_mut()
+        .set_write_deadline(Some(Instant::now() + LAST_WORDS));
     reader.get_mut().close();
     // The maildrop's lock goes before the client sees the end, as it did when the session
     // was dropped first, so a client that reconnects at once does not find it held; and

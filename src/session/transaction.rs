@@ -93,9 +93,10 @@ pub(super) fn handle<W: Write + ?Sized>(
         }
         // CAPA is the session's: its capabilities depend on the connection (see `Session::offer`).
         Command::Quit => {
-            // Every reply before QUIT (the messages retrieved among them) goes out before anything
-            // is deleted: if the client is gone, the write fails and nothing is; after UPDATE only
-            // its own reply is left to send.
+            // Every reply before QUIT (the messages retrieved among them) goes to the kernel before
+            // anything is deleted: if the connection is reset by then, the write fails and nothing
+            // is. (Data the kernel took may still not reach a client that closes without reading;
+            // TCP cannot tell.) After UPDATE only its own reply is left to send.
             out.flush()?;
             *after_update = update(tx, stats, services, out)?;
             return Ok(Step::Quit);
