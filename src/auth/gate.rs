@@ -9,8 +9,9 @@ use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 /// The most memory the checks running at once may take together (each alone may take up to this:
 /// `scheme` refuses hashes asking for more). With Debian's yescrypt (16 MiB) the cores bound first;
-/// hashes asking for hundreds of MiB run fewer at a time, one at 1 GiB.
-pub const MEMORY_BUDGET: u64 = 1 << 30;
+/// hashes asking for hundreds of MiB run fewer at a time, one at 1 GiB. A MiB over 1 GiB, so that
+/// libxcrypt's largest yescrypt setting (`jFT`: 1 GiB and 16 KiB) still fits.
+pub const MEMORY_BUDGET: u64 = (1 << 30) + (1 << 20);
 
 /// Hashing in progress, at most `permits` at once and `MEMORY_BUDGET` of memory together.
 struct Gate {
@@ -23,6 +24,11 @@ struct Gate {
 struct State {
     busy: usize,
     memory: u64,
+    /// Checks go in in the order they asked (`next` is the next number given, `serving` the one let
+    /// in next): otherwise small checks arriving all the time keep a large one out for ever (a
+    /// review measured a 1 GiB check kept waiting as long as 16 MiB ones overlapped).
+    next: u64,
+    serving: u64,
 }
 
 /// One hashing's right to run, and the memory it was let in with; dropping it lets the next in.
@@ -53,7 +59,10 @@ pub fn enter() -> Permit {
 pub fn enter_with(memory: u64) -> Permit {
     let gate = gate();
     let mut state = gate.state.lock().unwrap_or_else(PoisonError::into_inner);
-    while state.busy >= gate.permits
+    let turn = state.next;
+    state.next += 1;
+    while state.serving != turn
+        || state.busy >= gate.permits
         || (state.busy > 0 && state.memory.saturating_add(memory) > MEMORY_BUDGET)
     {
         state = gate
@@ -61,8 +70,11 @@ pub fn enter_with(memory: u64) -> Permit {
             .wait(state)
             .unwrap_or_else(PoisonError::into_inner);
     }
+    state.serving += 1;
     state.busy += 1;
     state.memory += memory;
+    // The next in line may fit beside this one.
+    gate.freed.notify_all();
     Permit(gate, memory)
 }
 
@@ -113,8 +125,8 @@ mod tests {
             .expect("never hashed once permits were free");
     }
 
-    /// Checks that together would pass the memory budget wait, though permits are free; one that
-    /// fits beside them, or takes none, goes in.
+    /// A check that would take the memory in use past the budget waits, though permits are free, and
+    /// goes in once the memory is given back.
     #[test]
     fn large_checks_wait_for_memory() {
         let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
@@ -130,12 +142,50 @@ mod tests {
             finished.recv_timeout(Duration::from_millis(300)).is_err(),
             "let in past the memory budget"
         );
-        drop(enter_with(50 << 20));
-        drop(enter());
         drop(big);
         finished
             .recv_timeout(Duration::from_secs(20))
             .expect("never let in once the memory was free");
         waiter.join().unwrap();
+    }
+
+    /// Checks go in in the order they asked: a large check waiting for memory is not kept out by
+    /// small ones arriving after it. Before, with overlapping small checks kept going, a 1 GiB one
+    /// did not get in within 5 s (a review's measurement); here it must get in while they go on.
+    #[test]
+    fn a_large_check_is_not_kept_out_by_small_ones() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        let stop = Arc::new(AtomicBool::new(false));
+        let small: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    // Bounded: at most 20,000 checks of 1 ms each, until told to stop.
+                    for _ in 0..20_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let permit = enter_with(16 << 20);
+                        std::thread::sleep(Duration::from_millis(1));
+                        drop(permit);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let (done, finished) = mpsc::channel();
+        let large = std::thread::spawn(move || {
+            drop(enter_with(1 << 30));
+            done.send(()).unwrap();
+        });
+        let got_in = finished.recv_timeout(Duration::from_secs(5));
+        stop.store(true, Ordering::Relaxed);
+        for t in small {
+            t.join().unwrap();
+        }
+        large.join().unwrap();
+        assert!(got_in.is_ok(), "a large check kept out by small ones");
     }
 }

@@ -53,7 +53,9 @@ const ARGON2_PREFIXES: [&str; 2] = ["$argon2id$", "$argon2i$"];
 fn verify_crypt(hash: &str, password: &[u8]) -> bool {
     let memory = memory_per_check(hash).unwrap_or(0);
     if memory > MAX_MEMORY_PER_CHECK {
-        log::error!("a stored yescrypt or Argon2 hash asks for more than 1 GiB per check: refused");
+        log::error!(
+            "a stored yescrypt or Argon2 hash asks for more than 1,025 MiB per check: refused"
+        );
         return false;
     }
     let _permit = super::gate::enter_with(memory);
@@ -78,7 +80,8 @@ fn verify_crypt(hash: &str, password: &[u8]) -> bool {
     }
 }
 
-/// The most memory a check may take: 1 GiB, 64 times Debian's yescrypt and 16 times Dovecot's Argon2.
+/// The most memory a check may take: 1 GiB and 1 MiB (libxcrypt's largest yescrypt setting takes 1 GiB
+/// and 16 KiB), 64 times Debian's yescrypt and 16 times Dovecot's Argon2.
 /// yescrypt and Argon2 allocate what their hash asks for at once, and an allocation that fails aborts
 /// the whole server; a hash asking for more verifies nothing (and `crypt_well_formed` says so).
 const MAX_MEMORY_PER_CHECK: u64 = super::gate::MEMORY_BUDGET;
@@ -389,8 +392,8 @@ mod tests {
     const ARGON2ID_TANSTAAF: &str = "$argon2id$v=19$m=65536,t=3,p=1$tgeIwKClij4voICCwop3eA$vKQD+w/VJ+K5yZdH5/khD3N4c9VQ2w/GUCmMC3mLVBw";
     const ARGON2I_TANSTAAF: &str = "$argon2i$v=19$m=32768,t=4,p=1$PRtqD0/yfi1AOeKBiPAk9A$iaIefEysIPC9rF4XYQE/4xOaFlM61NdhDDpLcpQCY1w";
 
-    /// A hash asking for more than 1 GiB per check verifies nothing and is not well formed (its
-    /// allocation could abort the server); up to 1 GiB it is.
+    /// A hash asking for more than 1,025 MiB per check verifies nothing and is not well formed (its
+    /// allocation could abort the server); up to that it is.
     #[test]
     fn hashes_asking_for_more_than_a_gigabyte_verify_nothing() {
         // 128 * 32 * (4096 + 1) + 12 KiB.
@@ -400,10 +403,18 @@ mod tests {
         );
         assert_eq!(memory_per_check(ARGON2ID_TANSTAAF), Some(64 << 20));
         assert_eq!(memory_per_check(SHA512_HELLO), None);
-        let argon2_most = ARGON2ID_TANSTAAF.replace("m=65536", "m=1048576");
-        let argon2_more = ARGON2ID_TANSTAAF.replace("m=65536", "m=1048577");
-        assert_eq!(memory_per_check(&argon2_most), Some(1 << 30));
+        // The bound is 1 GiB and 1 MiB (1,049,600 KiB): Argon2 at exactly that fits, a KiB more not.
+        let argon2_most = ARGON2ID_TANSTAAF.replace("m=65536", "m=1049600");
+        let argon2_more = ARGON2ID_TANSTAAF.replace("m=65536", "m=1049601");
+        assert_eq!(memory_per_check(&argon2_most), Some((1 << 30) + (1 << 20)));
         assert!(crypt_well_formed(&argon2_most));
+        // libxcrypt's largest yescrypt setting: 1 GiB and 16 KiB.
+        let yescrypt_largest = YESCRYPT_TANSTAAF.replace("$j9T$", "$jFT$");
+        assert_eq!(
+            memory_per_check(&yescrypt_largest),
+            Some((1 << 30) + 4096 + 12288)
+        );
+        assert!(crypt_well_formed(&yescrypt_largest));
         assert!(!crypt_well_formed(&argon2_more));
         let stored = Stored::parse(&format!("{{ARGON2ID}}{argon2_more}")).unwrap();
         assert!(!stored.verify(b"tanstaaf"));
