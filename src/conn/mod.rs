@@ -46,10 +46,10 @@ pub struct Client<'a> {
 /// never delete anything, because only QUIT reaches UPDATE.
 ///
 /// `give_up_place` frees the session's place under `--max-per-ip`: called once the session's last
-/// reply (to QUIT, or an end it chose itself) is written, before the close and its linger, so that
-/// a client reconnecting as soon as it reads it is not refused. A session ending any other way keeps its place
-/// to the end (a failed login's delay included). Its place under `--max-sessions` is the front end's,
-/// held to the end.
+/// reply (to QUIT, or an end it chose itself) is written, before the close and its linger, so that a
+/// client reconnecting as soon as it reads it is not refused. A session ending any other way keeps
+/// its place to the end (a failed login's delay included). Its place under `--max-sessions` is the
+/// front end's, held to the end.
 pub fn serve_tls(
     stream: Stream,
     services: &Services,
@@ -68,7 +68,8 @@ pub fn serve_tls(
         services,
         &mut reader,
         &mut pending,
-        (peer, tls),
+        peer,
+        tls,
         give_up_place,
     );
     let outcome = match ran {
@@ -128,7 +129,8 @@ fn run(
     services: &Services,
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
-    (peer, tls): (&str, Option<Tls<'_>>),
+    peer: &str,
+    tls: Option<Tls<'_>>,
     give_up_place: &mut dyn FnMut(),
 ) -> io::Result<Outcome> {
     let login_deadline = Instant::now() + services.login_timeout;
