@@ -50,13 +50,13 @@ pub fn decode(value: &str, encoding: Encoding) -> Option<Vec<u8>> {
     match encoding {
         Encoding::Base64 => {
             let compact: String = value.split_ascii_whitespace().collect();
-            LENIENT_BASE64.decode(compact).ok()
+            DOVECOT_BASE64.decode(compact).ok()
         }
         Encoding::Hex => decode_hex(value),
     }
 }
 
-const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+const DOVECOT_BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new()
         .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
@@ -194,7 +194,7 @@ mod tests {
     use super::*;
 
     /// Made by `doveadm pw -s SCHEME -p tanstaaf` (Dovecot 2.3), each verifying "tanstaaf".
-    pub(crate) const DOVEADM_TANSTAAF: [(&str, &str); 13] = [
+    const DOVEADM_TANSTAAF: [(&str, &str); 13] = [
         ("SHA", "60cXn4M+9rlkPiIl1CM8mjjFKYE="),
         ("SHA1", "60cXn4M+9rlkPiIl1CM8mjjFKYE="),
         ("SHA256", "2OZJiX4f3IEocTIetqYiu1a2GovhuIBYRxZR+uXBLKo="),

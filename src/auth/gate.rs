@@ -2,8 +2,9 @@
 //! unknown user is checked against) and each SCRAM key derivation holds a permit while it computes.
 //! yescrypt as Debian configures it takes 16 MiB per check: unbounded, a hundred clients failing
 //! logins at once made the server hold 1.45 GB (measured by a review), enough to have a small host's
-//! out-of-memory killer end every session. With the gate, a burst of logins waits its turn: it costs
-//! time, as hashing on that many cores would anyway, but never memory beyond the permits.
+//! out-of-memory killer end every session. With the gate, a burst of logins waits its turn, in the
+//! order it came: it costs time, as hashing on that many cores would anyway, but never more memory
+//! than `MEMORY_BUDGET`.
 
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
@@ -83,7 +84,8 @@ impl Drop for Permit {
         let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.busy -= 1;
         state.memory -= self.1;
-        // Every waiter: a freed permit may let in a small check where a large one still waits.
+        // Every waiter: only the next in line can go in, and the condition variable does not know
+        // which one that is.
         self.0.freed.notify_all();
     }
 }
@@ -104,25 +106,38 @@ mod tests {
     /// another they would deadlock.
     static TURN: Mutex<()> = Mutex::new(());
 
+    /// Runs `check` on a thread of its own: still waiting after 300 ms (`held` says what it waits
+    /// for), and done within 20 s once `release` has run.
+    fn waits_until(release: impl FnOnce(), check: impl FnOnce() + Send + 'static, held: &str) {
+        let (done, finished) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            check();
+            done.send(()).unwrap();
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_millis(300)).is_err(),
+            "{held}"
+        );
+        release();
+        finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("never let in once released");
+        waiter.join().unwrap();
+    }
+
     /// While every permit is held, a check of a stored hash waits; it runs once one is given back.
     #[test]
     fn a_hash_check_waits_for_a_permit() {
         let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
         let held: Vec<Permit> = (0..permits()).map(|_| enter()).collect();
         let stored = Stored::parse("{SHA512-CRYPT}$6$rounds=1000$Ab3/xY.z$x").unwrap();
-        let (done, finished) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = stored.verify(b"guess");
-            done.send(()).unwrap();
-        });
-        assert!(
-            finished.recv_timeout(Duration::from_millis(300)).is_err(),
-            "hashed without a permit"
+        waits_until(
+            || drop(held),
+            move || {
+                let _ = stored.verify(b"guess");
+            },
+            "hashed without a permit",
         );
-        drop(held);
-        finished
-            .recv_timeout(Duration::from_secs(20))
-            .expect("never hashed once permits were free");
     }
 
     /// A check that would take the memory in use past the budget waits, though permits are free, and
@@ -132,21 +147,11 @@ mod tests {
         let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
         assert!(permits() >= 2);
         let big = enter_with(MEMORY_BUDGET - (100 << 20));
-        let (done, finished) = mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let permit = enter_with(200 << 20);
-            done.send(()).unwrap();
-            drop(permit);
-        });
-        assert!(
-            finished.recv_timeout(Duration::from_millis(300)).is_err(),
-            "let in past the memory budget"
+        waits_until(
+            || drop(big),
+            || drop(enter_with(200 << 20)),
+            "let in past the memory budget",
         );
-        drop(big);
-        finished
-            .recv_timeout(Duration::from_secs(20))
-            .expect("never let in once the memory was free");
-        waiter.join().unwrap();
     }
 
     /// Checks go in in the order they asked: a large check waiting for memory is not kept out by

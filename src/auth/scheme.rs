@@ -151,25 +151,23 @@ impl Stored {
         if let Some(digest) = Digest::parse(&name, encoding, secret).filter(|_| !md5_crypt) {
             return digest.map(Stored::Digest);
         }
-        let plain_family = matches!(name.as_str(), "PLAIN" | "CLEAR" | "CLEARTEXT");
-        let secret = match encoding {
-            None => secret,
-            Some(encoding) if plain_family => {
-                let Some(plain) = digest::decode(secret, encoding) else {
-                    return Err(format!("bad {scheme} value: not {}", encoding.name()));
-                };
-                return Ok(if plain.is_empty() {
-                    Stored::Locked
-                } else {
-                    Stored::Plain(plain)
-                });
-            }
-            Some(_) => return Err(unsupported()),
-        };
-        match name.as_str() {
+        if matches!(name.as_str(), "PLAIN" | "CLEAR" | "CLEARTEXT") {
+            let plain = match encoding {
+                None => secret.as_bytes().to_vec(),
+                Some(encoding) => digest::decode(secret, encoding)
+                    .ok_or_else(|| format!("bad {scheme} value: not {}", encoding.name()))?,
+            };
             // Dovecot refuses empty passwords unless told otherwise; an empty secret locks the account.
-            "PLAIN" | "CLEAR" | "CLEARTEXT" if secret.is_empty() => Ok(Stored::Locked),
-            "PLAIN" | "CLEAR" | "CLEARTEXT" => Ok(Stored::Plain(secret.as_bytes().to_vec())),
+            return Ok(if plain.is_empty() {
+                Stored::Locked
+            } else {
+                Stored::Plain(plain)
+            });
+        }
+        if encoding.is_some() {
+            return Err(unsupported());
+        }
+        match name.as_str() {
             "MD5" => crypt_with(secret, scheme, &["$1$"]),
             "CRYPT" => crypt(secret, scheme),
             "SHA512-CRYPT" => crypt_with(secret, scheme, &["$6$"]),
