@@ -74,13 +74,18 @@ fn check_passwd(
             notes.push(scram_offer(config, &users).to_string());
             notes.extend(salts_per_connection(config, &users));
             notes.extend(unusable_accounts(config, path, &users));
-            notes.extend(users.malformed_hashes().into_iter().map(|(line, name)| {
-                format!(
-                    "warning: {}:{line}: user {} cannot log in: a malformed crypt hash",
-                    path.display(),
-                    crate::config::OneLine(&name)
-                )
-            }));
+            notes.extend(
+                users
+                    .faulty_hashes()
+                    .into_iter()
+                    .map(|(line, name, fault)| {
+                        format!(
+                            "warning: {}:{line}: user {} cannot log in: {fault}",
+                            path.display(),
+                            crate::config::OneLine(&name)
+                        )
+                    }),
+            );
             Ok(())
         }
         Err(e) => Err(match e.line {

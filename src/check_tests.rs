@@ -228,12 +228,17 @@ fn problems_name_where_the_setting_came_from() {
     );
     std::fs::write(
         &passwd,
-        "alice:{PLAIN}wonderland::::/home/alice::\nbob:{SHA512-CRYPT}$6$trunc::::/home/bob::\n",
+        "alice:{PLAIN}wonderland::::/home/alice::\nbob:{SHA512-CRYPT}$6$trunc::::/home/bob::\n\
+         carol:{SHA512-CRYPT}$6$rounds=999999999$Ab3/xY.z$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1::::/home/carol::\n",
     )
     .unwrap();
     let malformed = run(&c, &none).unwrap();
     assert!(
         malformed.contains(":2: user bob cannot log in: a malformed crypt hash"),
+        "{malformed}"
+    );
+    assert!(
+        malformed.contains(":3: user carol cannot log in: a crypt hash too slow to check"),
         "{malformed}"
     );
     std::fs::write(&passwd, "alice:{PLAIN}wonderland::::/home/alice::\n").unwrap();

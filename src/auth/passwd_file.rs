@@ -10,8 +10,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
-use super::scheme::Stored;
 use super::scheme::pick_dummy;
+use super::scheme::{CryptFault, Stored};
 use super::scram::{self, Keys};
 use super::secret::constant_time_eq;
 use super::{Account, AuthError, Authenticator, Nets, Policy, SaltKey, ScramLookup, Secret, apop};
@@ -95,7 +95,7 @@ impl PasswdFile {
     /// Reads and checks the whole file; any bad line is an error naming its line.
     pub fn open(path: &Path) -> Result<PasswdFile, PasswdError> {
         let table = load(path)?;
-        warn_of_malformed_hashes(path, &table);
+        warn_of_faulty_hashes(path, &table);
         Ok(PasswdFile {
             path: path.to_path_buf(),
             table: RwLock::new(table),
@@ -107,10 +107,10 @@ impl PasswdFile {
         self.read().users.len()
     }
 
-    /// The users whose crypt hash is malformed (see `scheme::crypt_well_formed`), with their line
-    /// numbers, in file order, for `--check-config`: they can never log in.
-    pub fn malformed_hashes(&self) -> Vec<(usize, String)> {
-        malformed_hashes(&self.read())
+    /// The users whose crypt hash is faulty (see `scheme::crypt_fault`), with their line numbers and
+    /// the fault, in file order, for `--check-config`: they can never log in.
+    pub fn faulty_hashes(&self) -> Vec<(usize, String, CryptFault)> {
+        faulty_hashes(&self.read())
     }
 
     /// Every account with its line number, in file order, for `--check-config`.
@@ -165,7 +165,7 @@ impl PasswdFile {
                     self.path.display(),
                     new.users.len()
                 );
-                warn_of_malformed_hashes(&self.path, &new);
+                warn_of_faulty_hashes(&self.path, &new);
                 *table = new;
             }
             // Not read again until it changes (and logged once).
@@ -192,24 +192,27 @@ impl PasswdFile {
     }
 }
 
-/// The users of `table` whose crypt hash is malformed, with their line numbers, in file order.
-fn malformed_hashes(table: &Table) -> Vec<(usize, String)> {
+/// The users of `table` whose crypt hash is faulty, with their line numbers, in file order.
+fn faulty_hashes(table: &Table) -> Vec<(usize, String, CryptFault)> {
     let mut found: Vec<_> = table
         .users
         .values()
-        .filter(|e| matches!(&e.stored, Stored::Crypt(h) if !super::scheme::crypt_well_formed(h)))
-        .map(|e| (e.line, e.account.name.clone()))
+        .filter_map(|e| match &e.stored {
+            Stored::Crypt(hash) => super::scheme::crypt_fault(hash)
+                .map(|fault| (e.line, e.account.name.clone(), fault)),
+            _ => None,
+        })
         .collect();
-    found.sort();
+    found.sort_by_key(|(line, _, _)| *line);
     found
 }
 
-/// A malformed hash loads (its shape is checked only this far: see `scheme::crypt_well_formed`) and
-/// locks its user; each load says so, or the user would only find their password refused.
-fn warn_of_malformed_hashes(path: &Path, table: &Table) {
-    for (line, name) in malformed_hashes(table) {
+/// A faulty hash loads (its shape is checked only this far: see `scheme::crypt_fault`) and locks its
+/// user; each load says so, or the user would only find their password refused.
+fn warn_of_faulty_hashes(path: &Path, table: &Table) {
+    for (line, name, fault) in faulty_hashes(table) {
         log::warn!(
-            "{}:{line}: user {name} cannot log in: a malformed crypt hash",
+            "{}:{line}: user {name} cannot log in: {fault}",
             path.display()
         );
     }
