@@ -162,6 +162,38 @@ pub fn syslog_fatal(message: &str) {
     );
 }
 
+/// Reports a panic (a bug: it ends one session thread, or under inetd one connection) to the log; at
+/// `log-level off`, where nothing else is logged, still to syslog (inetd) or stderr (standalone): an
+/// internal error must not pass unseen.
+pub fn install_panic_reporter(inetd: bool) {
+    std::panic::set_hook(Box::new(move |info| {
+        let message = format!("internal error: {info}");
+        match panic_sink(log::log_enabled!(Level::Error), inetd) {
+            PanicSink::Log => log::error!("{message}"),
+            PanicSink::Syslog => syslog_fatal(&message),
+            PanicSink::Stderr => {
+                let _ = writeln!(std::io::stderr(), "poplar: {}", escape_controls(&message));
+            }
+        }
+    }));
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum PanicSink {
+    Log,
+    Syslog,
+    Stderr,
+}
+
+/// Where a panic is reported: the log when it takes errors, else where the log would go.
+fn panic_sink(errors_logged: bool, inetd: bool) -> PanicSink {
+    match (errors_logged, inetd) {
+        (true, _) => PanicSink::Log,
+        (false, true) => PanicSink::Syslog,
+        (false, false) => PanicSink::Stderr,
+    }
+}
+
 struct Syslog {
     level: LevelFilter,
 }
@@ -192,8 +224,18 @@ impl Log for Syslog {
 
 #[cfg(test)]
 mod tests {
-    use super::{Utc, escape_controls, stderr_is_journal};
+    use super::{PanicSink, Utc, escape_controls, panic_sink, stderr_is_journal};
     use std::time::{Duration, UNIX_EPOCH};
+
+    /// At `log-level off` a panic still reaches syslog under inetd (stderr is the client's socket)
+    /// and stderr standalone.
+    #[test]
+    fn panics_are_reported_at_every_level() {
+        assert_eq!(panic_sink(true, true), PanicSink::Log);
+        assert_eq!(panic_sink(true, false), PanicSink::Log);
+        assert_eq!(panic_sink(false, true), PanicSink::Syslog);
+        assert_eq!(panic_sink(false, false), PanicSink::Stderr);
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {

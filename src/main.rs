@@ -70,12 +70,12 @@ fn refuse_command_line(
 fn start(config: &Config, args: &[OsString], private_stderr: bool) -> Result<(), StartError> {
     if config.inetd {
         logging::init_syslog(config.log_level);
-        install_panic_logger();
+        logging::install_panic_reporter(true);
         warn_about(config);
         inetd::run(config, private_stderr)
     } else {
         logging::init_stderr(config.log_level);
-        install_panic_logger();
+        logging::install_panic_reporter(false);
         warn_about(config);
         // SIGHUP parses the same command line again, re-reading the configuration file it names.
         let reload = || match cli::parse(args.to_vec()) {
@@ -122,9 +122,4 @@ fn warn_about(config: &Config) {
     for warning in config.warnings() {
         log::warn!("{warning}");
     }
-}
-
-/// A panic ends only its session thread; its message goes to the log (under inetd, stderr is the socket).
-fn install_panic_logger() {
-    std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
 }
