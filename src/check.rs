@@ -122,7 +122,7 @@ fn scram_offer(config: &Config, users: &PasswdFile) -> &'static str {
     } else if users.scram_for_every_user() {
         "AUTH SCRAM-SHA-256 offered: every user who can log in has a {PLAIN} or {SCRAM-SHA-256} password"
     } else {
-        "AUTH SCRAM-SHA-256 not offered: a user who can log in has a crypt hash, or no user can log in"
+        "AUTH SCRAM-SHA-256 not offered: a user who can log in has a hashed password, or no user can log in"
     }
 }
 

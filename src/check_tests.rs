@@ -223,7 +223,9 @@ fn problems_name_where_the_setting_came_from() {
         .unwrap();
     let out = run(&c, &none).unwrap();
     assert!(
-        out.contains("# AUTH SCRAM-SHA-256 not offered: a user who can log in has a crypt hash"),
+        out.contains(
+            "# AUTH SCRAM-SHA-256 not offered: a user who can log in has a hashed password"
+        ),
         "{out}"
     );
     std::fs::write(
@@ -238,7 +240,7 @@ fn problems_name_where_the_setting_came_from() {
         "{malformed}"
     );
     assert!(
-        malformed.contains(":3: user carol cannot log in: a crypt hash too slow to check"),
+        malformed.contains(":3: user carol cannot log in: a password hash too slow to check"),
         "{malformed}"
     );
     std::fs::write(&passwd, "alice:{PLAIN}wonderland::::/home/alice::\n").unwrap();

@@ -12,7 +12,7 @@ const SHA512: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0a
 const SHA256: &str = "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA";
 /// `doveadm pw -s SCHEME -p secret` (Dovecot 2.3): its Argon2 and digest schemes, as a Dovecot passwd-file
 /// holds them.
-const DOVEADM_HASHES: [(&str, &str); 8] = [
+const DOVEADM_HASHES: [(&str, &str); 9] = [
     (
         "argon2id",
         "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$l05p99rnPAY+eoic18nZ9Q$4xlWI1BVadp1KtlSyTWht42E7a5/eA6OIUg/FSP1UKo",
@@ -36,6 +36,10 @@ const DOVEADM_HASHES: [(&str, &str); 8] = [
     ),
     ("plainmd5", "{PLAIN-MD5}5ebe2294ecd0e0f08eab7690d2a6ee69"),
     ("smd5", "{SMD5}Lo0PHUrRxXo9Uf1JrG9jP7Vz1pg="),
+    (
+        "pbkdf2",
+        "{PBKDF2}$1$12HHPVyP7PzKSLa4$5000$4b4d17ab9febd7c8c3fa6b5d97d16a1dd0bab172",
+    ),
 ];
 
 /// For tests where failed logins are incidental: no failure delay (`failures_are_delayed` keeps the
@@ -249,7 +253,7 @@ fn a_faulty_hash_is_named_at_each_load() {
     assert!(named("bob", malformed), "{:?}", srv.stderr_lines());
     assert!(named(
         "dave",
-        "a crypt hash too slow to check (bcrypt cost over 16"
+        "a password hash too slow to check (bcrypt cost over 16"
     ));
     assert!(try_login(&srv, "bob", "anything").starts_with("-ERR [AUTH] "));
     assert!(try_login(&srv, "dave", "anything").starts_with("-ERR [AUTH] "));

@@ -63,7 +63,7 @@ const DOVECOT_BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 
-fn decode_hex(value: &str) -> Option<Vec<u8>> {
+pub(super) fn decode_hex(value: &str) -> Option<Vec<u8>> {
     if value.len() % 2 != 0 {
         return None;
     }

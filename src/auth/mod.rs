@@ -7,6 +7,7 @@
 pub mod apop;
 pub mod chain;
 pub mod digest;
+pub mod dovecot_pbkdf2;
 pub mod gate;
 pub mod lowercase;
 pub mod md5_crypt;

@@ -197,10 +197,9 @@ fn faulty_hashes(table: &Table) -> Vec<(usize, String, CryptFault)> {
     let mut found: Vec<_> = table
         .users
         .values()
-        .filter_map(|e| match &e.stored {
-            Stored::Crypt(hash) => super::scheme::crypt_fault(hash)
-                .map(|fault| (e.line, e.account.name.clone(), fault)),
-            _ => None,
+        .filter_map(|e| {
+            let fault = e.stored.fault()?;
+            Some((e.line, e.account.name.clone(), fault))
         })
         .collect();
     found.sort_by_key(|(line, _, _)| *line);
@@ -276,7 +275,7 @@ impl Authenticator for PasswdFile {
 
     /// A {PLAIN} user's keys are computed now, under the salt derived with `salts`; a {SCRAM-SHA-256}
     /// user's are stored, and the stand-in keys are computed too so that both cost one PBKDF2. Everyone
-    /// else (unknown, locked, crypt hashes) gets the stand-in keys and no account.
+    /// else (unknown, locked, crypt hashes, digests, PBKDF2) gets the stand-in keys and no account.
     fn scram(&self, user: &[u8], salts: &SaltKey) -> ScramLookup {
         self.refresh();
         let table = self.read();
@@ -291,7 +290,7 @@ impl Authenticator for PasswdFile {
                 black_box(Keys::stand_in(user, salts));
                 keys.clone()
             }
-            Stored::Crypt(_) | Stored::Digest(_) | Stored::Locked => {
+            Stored::Crypt(_) | Stored::Digest(_) | Stored::Pbkdf2(_) | Stored::Locked => {
                 return ScramLookup::unusable(user, salts);
             }
         };

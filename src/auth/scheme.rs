@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use sha_crypt::{PasswordVerifier, ShaCrypt};
 
 use super::digest::{self, Digest};
+use super::dovecot_pbkdf2::Pbkdf2;
 use super::scram;
 use super::secret::constant_time_eq;
 
@@ -30,6 +31,8 @@ pub enum Stored {
     /// One of Dovecot's digest schemes (`{SSHA512}`, `{SHA}`, `{PLAIN-MD5}`, ...): one round of a fast
     /// hash, salted or not.
     Digest(Digest),
+    /// Dovecot's `{PBKDF2}`: PBKDF2-HMAC-SHA1, salted, with its rounds.
+    Pbkdf2(Pbkdf2),
     /// The account cannot log in (`!`, `*`, empty). An unknown scheme is not this but an error of
     /// [`Stored::parse`], which refuses the whole file.
     Locked,
@@ -179,6 +182,9 @@ impl Stored {
             "MD5-CRYPT" => crypt_with(secret, scheme, &["$1$"]),
             // Either names both variants, as libsodium's check in Dovecot takes both.
             "ARGON2I" | "ARGON2ID" => crypt_with(secret, scheme, &ARGON2_PREFIXES),
+            "PBKDF2" => Pbkdf2::parse(secret)
+                .map(Stored::Pbkdf2)
+                .map_err(|e| format!("bad {scheme} value: {e}")),
             "SCRAM-SHA-256" => scram::Keys::parse(secret)
                 .map(Stored::Scram)
                 .map_err(|e| format!("bad {scheme} value: {e}")),
@@ -197,6 +203,7 @@ impl Stored {
             Stored::Crypt(hash) => verify_crypt(hash, password),
             Stored::Scram(keys) => keys.verify_password(password),
             Stored::Digest(digest) => digest.verify(password),
+            Stored::Pbkdf2(pbkdf2) => pbkdf2.verify(password),
             Stored::Locked => false,
         }
     }
@@ -204,12 +211,21 @@ impl Stored {
     /// Whether a check against this credential takes microseconds where an unknown user's takes a
     /// crypt hash (see `passwd_file::needs_hash_work`).
     ///
-    /// A faulty crypt hash (malformed, or too costly) is one: it verifies nothing, in microseconds.
+    /// A faulty hash (malformed, or too costly) is one: it verifies nothing, in microseconds.
     pub fn is_fast(&self) -> bool {
         match self {
             Stored::Plain(_) | Stored::Digest(_) => true,
-            Stored::Crypt(hash) => crypt_fault(hash).is_some(),
+            Stored::Crypt(_) | Stored::Pbkdf2(_) => self.fault().is_some(),
             Stored::Scram(_) | Stored::Locked => false,
+        }
+    }
+
+    /// Why this hash can verify no password, or only at a cost not paid (see [`crypt_fault`]).
+    pub fn fault(&self) -> Option<CryptFault> {
+        match self {
+            Stored::Crypt(hash) => crypt_fault(hash),
+            Stored::Pbkdf2(pbkdf2) => pbkdf2.too_slow().then_some(CryptFault::TooSlow),
+            _ => None,
         }
     }
 
@@ -248,8 +264,8 @@ impl std::fmt::Display for CryptFault {
             CryptFault::Malformed => "a malformed crypt hash",
             CryptFault::TooMuchMemory => "a crypt hash asking for more than 1,025 MiB per check",
             CryptFault::TooSlow => {
-                "a crypt hash too slow to check (bcrypt cost over 16, SHA-crypt rounds over \
-                 10000000, or yescrypt or Argon2 passing over more than 4 GiB)"
+                "a password hash too slow to check (bcrypt cost over 16, SHA-crypt or PBKDF2 \
+                 rounds over 10000000, or yescrypt or Argon2 passing over more than 4 GiB)"
             }
         })
     }
@@ -530,6 +546,7 @@ impl std::fmt::Debug for Stored {
             Stored::Crypt(_) => "Crypt(..)",
             Stored::Scram(_) => "Scram(..)",
             Stored::Digest(_) => "Digest(..)",
+            Stored::Pbkdf2(_) => "Pbkdf2(..)",
             Stored::Locked => "Locked",
         })
     }
@@ -539,22 +556,25 @@ impl std::fmt::Debug for Stored {
 /// (yescrypt's `j9T`, bcrypt's `05`, SHA-crypt's rounds). So the dummy is a real hash of the most common
 /// kind in the user database (system accounts or passwd-file; without one, `DUMMY_HASH`): verifying against it does the same work, and its result is thrown away.
 pub fn pick_dummy<'a>(stored: impl Iterator<Item = &'a Stored>) -> Stored {
-    let mut kinds: HashMap<String, (usize, &'a str)> = HashMap::new();
+    let mut kinds: HashMap<String, (usize, &'a Stored)> = HashMap::new();
     for s in stored {
         // A faulty hash verifies nothing in microseconds: no stand-in for a real one.
-        if let Stored::Crypt(hash) = s
-            && crypt_fault(hash).is_none()
-        {
-            kinds
-                .entry(cost_class(hash))
-                .or_insert((0, hash.as_str()))
-                .0 += 1;
+        let class = match s {
+            Stored::Crypt(hash) => cost_class(hash),
+            Stored::Pbkdf2(pbkdf2) => pbkdf2.cost_class(),
+            _ => continue,
+        };
+        if s.fault().is_none() {
+            kinds.entry(class).or_insert((0, s)).0 += 1;
         }
     }
     let most = kinds
         .into_iter()
         .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)));
-    Stored::Crypt(most.map_or(DUMMY_HASH, |(_, (_, hash))| hash).to_string())
+    most.map_or_else(
+        || Stored::Crypt(DUMMY_HASH.to_string()),
+        |(_, (_, s))| s.clone(),
+    )
 }
 
 /// The part of a crypt string that decides its cost: the scheme and its parameters, not the salt.
@@ -665,6 +685,29 @@ mod tests {
         );
         assert!(Stored::Crypt(cut.into()).is_fast());
         assert!(!Stored::Crypt(YESCRYPT_TANSTAAF.into()).is_fast());
+    }
+
+    /// A file of `{PBKDF2}` users gets a stand-in of theirs, so that an unknown user costs their rounds;
+    /// one whose rounds are past the bound is no stand-in, and pays one.
+    #[test]
+    fn pbkdf2_users_get_a_pbkdf2_stand_in() {
+        let pbkdf2 = |rounds: u32| {
+            Stored::parse(&format!(
+                "{{PBKDF2}}$1$kxPCE654Ni5CNcAB${rounds}$5219cc0e5e4f61712a599e497960932e7a2f4dbc"
+            ))
+            .unwrap()
+        };
+        let users = [
+            pbkdf2(5000),
+            pbkdf2(5000),
+            Stored::Crypt(YESCRYPT_TANSTAAF.into()),
+        ];
+        assert_eq!(pick_dummy(users.iter()), pbkdf2(5000));
+        assert!(!pbkdf2(5000).is_fast());
+        let slow = [pbkdf2(20_000_000), pbkdf2(20_000_000)];
+        assert_eq!(pick_dummy(slow.iter()), Stored::Crypt(DUMMY_HASH.into()));
+        assert!(slow[0].is_fast());
+        assert_eq!(slow[0].fault(), Some(CryptFault::TooSlow));
     }
 
     #[test]
@@ -965,7 +1008,15 @@ mod tests {
             ),
             (
                 "{PBKDF2}$1$5.iUrhiHNeeoiHCv$5000$dd87",
-                "unsupported password scheme PBKDF2",
+                "bad PBKDF2 value: hash not 40 hex digits",
+            ),
+            (
+                "{PBKDF2}5000$dd87",
+                "bad PBKDF2 value: not $1$salt$rounds$hash",
+            ),
+            (
+                "{PBKDF2.hex}$1$s$5000$5219cc0e5e4f61712a599e497960932e7a2f4dbc",
+                "unsupported password scheme PBKDF2.hex",
             ),
             (
                 "{SHA512-CRYPT}$5$s$h",
