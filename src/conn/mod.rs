@@ -296,18 +296,20 @@ fn quit(
     pending: &mut Vec<u8>,
     give_up_place: &mut dyn FnMut(),
 ) -> io::Result<Outcome> {
+    // The replies before QUIT's own go out first, with the place held: a session giving up its place
+    // and then stuck in this flush to a client that stops reading would let one address hold any
+    // number of them. QUIT's reply, one line, goes out after the place is given up, or a client
+    // reconnecting as soon as it reads it could find the place still taken (woken by the write, it
+    // can run before this thread does); it gets a moment, not the send timeout, and so does the
+    // close after it (under TLS, close_notify), the close's linger (200 ms) too.
+    let last_reply = pending.split_off(start_of_last_line(pending));
     flush(pending, reader.get_mut())?;
-    // After the reply, not before: a session giving up its place first, then stuck in this flush
-    // to a client that stops reading, would let one address hold any number of them. The close and
-    // its linger (200 ms) follow with no place held. (On loopback a client reconnecting within
-    // microseconds of reading the reply may still find the place taken: woken by the write, it can
-    // run before this thread does.)
     give_up_place();
-    // Under TLS the close sends close_notify: with no place held, it gets a moment, not the send
-    // timeout (a client that stopped reading with the buffer full would hold the thread).
     reader
         .get_mut()
         .set_write_deadline(Some(Instant::now() + LAST_WORDS));
+    *pending = last_reply;
+    flush(pending, reader.get_mut())?;
     reader.get_mut().close();
     // The maildrop's lock goes before the client sees the end, as it did when the session
     // was dropped first, so a client that reconnects at once does not find it held; and
@@ -316,6 +318,12 @@ fn quit(
     // A pipelining client may have sent commands behind QUIT.
     linger(reader);
     Ok(Outcome::Quit)
+}
+
+/// Where the last CRLF-ended line of `output` begins (0 for one line or none).
+fn start_of_last_line(output: &[u8]) -> usize {
+    let before_last_crlf = output.len().saturating_sub(1);
+    memchr::memrchr(b'\n', &output[..before_last_crlf]).map_or(0, |i| i + 1)
 }
 
 /// Ended without QUIT (too many failed logins): the session has set its own outcome. What a
@@ -477,4 +485,17 @@ pub fn log_session_end(peer: &str, stats: &Stats, elapsed: Duration) {
         elapsed.as_secs_f64(),
         stats.outcome.unwrap_or(Outcome::Closed).as_str(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::start_of_last_line;
+
+    #[test]
+    fn the_last_line_is_found() {
+        assert_eq!(start_of_last_line(b""), 0);
+        assert_eq!(start_of_last_line(b"+OK bye\r\n"), 0);
+        assert_eq!(start_of_last_line(b"+OK 1\r\n+OK bye\r\n"), 7);
+        assert_eq!(start_of_last_line(b"+OK\r\n.\r\n+OK bye\r\n"), 8);
+    }
 }
