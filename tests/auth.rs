@@ -253,7 +253,7 @@ fn a_faulty_hash_is_named_at_each_load() {
     assert!(named("bob", malformed), "{:?}", srv.stderr_lines());
     assert!(named(
         "dave",
-        "a password hash too slow to check (bcrypt cost over 16"
+        "a password hash too slow to check (see PASSWD-FILE in poplar(8))"
     ));
     assert!(try_login(&srv, "bob", "anything").starts_with("-ERR [AUTH] "));
     assert!(try_login(&srv, "dave", "anything").starts_with("-ERR [AUTH] "));

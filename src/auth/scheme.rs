@@ -253,8 +253,9 @@ pub enum CryptFault {
     Malformed,
     /// More memory per check than [`MAX_MEMORY_PER_CHECK`].
     TooMuchMemory,
-    /// A check would take seconds to hours: past [`MAX_BCRYPT_COST`], [`MAX_SHA_CRYPT_ROUNDS`] or
-    /// [`MAX_MEMORY_PASSES`].
+    /// A check would take more than about 10 s, up to days: past [`MAX_BCRYPT_COST`],
+    /// [`MAX_SHA_CRYPT_ROUNDS`], `dovecot_pbkdf2::MAX_ROUNDS`, [`MAX_ARGON2_PASSES`] or
+    /// [`MAX_YESCRYPT_PASSES`].
     TooSlow,
 }
 
@@ -264,25 +265,30 @@ impl std::fmt::Display for CryptFault {
             CryptFault::Malformed => "a malformed crypt hash",
             CryptFault::TooMuchMemory => "a crypt hash asking for more than 1,025 MiB per check",
             CryptFault::TooSlow => {
-                "a password hash too slow to check (bcrypt cost over 16, SHA-crypt or PBKDF2 \
-                 rounds over 10000000, or yescrypt or Argon2 passing over more than 4 GiB)"
+                "a password hash too slow to check (see PASSWD-FILE in poplar(8))"
             }
         })
     }
 }
 
-/// The highest bcrypt cost checked: 3.5 s a check on a 2020s server core (cost 12, which tools
-/// suggest, takes 0.2 s), where cost 31 would take days.
+// The bounds of the time a check takes, each about 10 s at most on a 2020s server core (measured on
+// one: the times below); the formats allow hours to days.
+
+/// The highest bcrypt cost checked: 3.5 s (cost 12, which tools suggest, 0.2 s; 31, days).
 const MAX_BCRYPT_COST: u32 = 16;
 
-/// The most SHA-crypt rounds checked: 2,000 times the default, 2 s for SHA-512 on a 2020s server core,
-/// where the format's largest, 999,999,999, takes minutes.
-const MAX_SHA_CRYPT_ROUNDS: u32 = 10_000_000;
+/// The most SHA-crypt rounds checked, 1,000 times the default: a round hashes the password twice, so
+/// 1 s for SHA-512 with an 8-octet password and 7.5 s with the longest taken, 512 octets.
+const MAX_SHA_CRYPT_ROUNDS: u32 = 5_000_000;
 
-/// The most memory a yescrypt or Argon2 check may pass over, in octets, summed over its passes:
-/// libsodium's largest settings (Argon2id 1 GiB x 4, Argon2i 512 MiB x 8) and libxcrypt's (yescrypt
-/// 1 GiB, passed over 1 1/3 times) fit; 3.5 to 6 s a check on a 2020s server core.
-const MAX_MEMORY_PASSES: u64 = 4 << 30;
+/// The most memory an Argon2 check may pass over, m times t: 11 s (Dovecot's default, 64 MiB 3 times,
+/// 0.13 s). libsodium's largest settings (Argon2id 1 GiB x 4, Argon2i 512 MiB x 8) fit, and so does
+/// `doveadm pw -r` up to 10.
+const MAX_ARGON2_PASSES: u64 = 10 << 30;
+
+/// The most memory a yescrypt check may pass over: 11 s with r = 32. libxcrypt's largest setting
+/// (1 GiB, passed over 1 1/3 times) fits. Blocks of r below 8 cost twice as much an octet: half that.
+const MAX_YESCRYPT_PASSES: u64 = 8 << 30;
 
 /// Whether `hash` can be checked: `None` if it is well formed and affordable, else why not.
 ///
@@ -431,14 +437,23 @@ fn too_slow(hash: &str) -> bool {
     }
     if let Some(rest) = hash.strip_prefix("$y$") {
         let params = rest.split('$').next().unwrap_or_default();
-        return yescrypt_memory_passes(params).is_none_or(|bytes| bytes > MAX_MEMORY_PASSES);
+        let Ok(parsed) = params.parse::<yescrypt::Params>() else {
+            return true;
+        };
+        let limit = if parsed.r() < 8 {
+            MAX_YESCRYPT_PASSES / 2
+        } else {
+            MAX_YESCRYPT_PASSES
+        };
+        return yescrypt_memory_passes(params).is_none_or(|bytes| bytes > limit);
     }
     if ARGON2_PREFIXES.iter().any(|p| hash.starts_with(p)) {
         let params = argon2::PasswordHash::new(hash)
             .ok()
             .and_then(|parsed| argon2::Params::try_from(&parsed).ok());
         return params.is_none_or(|params| {
-            u64::from(params.m_cost()) * 1024 * u64::from(params.t_cost()) > MAX_MEMORY_PASSES
+            let passes = (u64::from(params.m_cost()) * 1024).saturating_mul(params.t_cost().into());
+            passes > MAX_ARGON2_PASSES
         });
     }
     false
@@ -704,7 +719,7 @@ mod tests {
         ];
         assert_eq!(pick_dummy(users.iter()), pbkdf2(5000));
         assert!(!pbkdf2(5000).is_fast());
-        let slow = [pbkdf2(20_000_000), pbkdf2(20_000_000)];
+        let slow = [pbkdf2(100_000_001), pbkdf2(100_000_001)];
         assert_eq!(pick_dummy(slow.iter()), Stored::Crypt(DUMMY_HASH.into()));
         assert!(slow[0].is_fast());
         assert_eq!(slow[0].fault(), Some(CryptFault::TooSlow));
@@ -877,15 +892,20 @@ mod tests {
         let yescrypt = |params: &str| YESCRYPT_TANSTAAF.replace("j9T", params);
         let fitting = [
             bcrypt("16"),
-            sha(10_000_000),
-            SHA256_HELLO.replace("$5$", "$5$rounds=10000000$"),
-            // libsodium's SENSITIVE limits for Argon2id and Argon2i.
+            sha(5_000_000),
+            SHA256_HELLO.replace("$5$", "$5$rounds=5000000$"),
+            // libsodium's SENSITIVE limits for Argon2id and Argon2i; `doveadm pw -r 5` and 10.
             argon2("m=1048576,t=4,p=1"),
             ARGON2I_TANSTAAF.replace("m=32768,t=4", "m=524288,t=8"),
-            // libxcrypt's largest yescrypt (1 GiB), and Debian's with t = 1 to 4.
+            argon2("m=1048576,t=5,p=1"),
+            argon2("m=1048576,t=10,p=1"),
+            // libxcrypt's largest yescrypt (1 GiB) with t = 0 and 6, and Debian's with t = 1 and 4.
             yescrypt("jFT"),
+            yescrypt(&yescrypt_params(yescrypt::Mode::Rw, 1 << 18, 32, 1, 6)),
             yescrypt("j9T/."),
             yescrypt("j9T/1"),
+            // 128 MiB with r = 8, passed over 41 times in scrypt's mode: 5 GiB.
+            yescrypt(&yescrypt_params(yescrypt::Mode::Classic, 1 << 17, 8, 1, 40)),
         ];
         for hash in &fitting {
             assert_eq!(crypt_fault(hash), None, "{hash}");
@@ -893,13 +913,22 @@ mod tests {
         let too_slow = [
             bcrypt("17"),
             bcrypt("31"),
-            sha(10_000_001),
+            sha(5_000_001),
             sha(999_999_999),
-            argon2("m=1048576,t=5,p=1"),
+            argon2("m=1048576,t=11,p=1"),
             argon2("m=65536,t=65537,p=1"),
-            // Debian's with t = 2^20; 64 MiB in scrypt's own mode with p = 64.
-            yescrypt(&yescrypt_params(yescrypt::Mode::Rw, 1, 1 << 20)),
-            yescrypt(&yescrypt_params(yescrypt::Mode::Classic, 64, 0)),
+            // Debian's with t = 2^20; libxcrypt's largest with t = 9 (9 GiB); 64 MiB in scrypt's
+            // mode with p = 100 (12.5 GiB); the 5 GiB above with r = 1 (twice the cost an octet).
+            yescrypt(&yescrypt_params(yescrypt::Mode::Rw, 4096, 32, 1, 1 << 20)),
+            yescrypt(&yescrypt_params(yescrypt::Mode::Rw, 1 << 18, 32, 1, 9)),
+            yescrypt(&yescrypt_params(
+                yescrypt::Mode::Classic,
+                1 << 14,
+                32,
+                100,
+                0,
+            )),
+            yescrypt(&yescrypt_params(yescrypt::Mode::Classic, 1 << 20, 1, 1, 40)),
         ];
         for hash in &too_slow {
             assert_eq!(crypt_fault(hash), Some(CryptFault::TooSlow), "{hash}");
@@ -930,19 +959,14 @@ mod tests {
             (1, 1 << 20),
             (2000, 40_000),
         ] {
-            let params = yescrypt_params(yescrypt::Mode::Rw, p, t);
+            let params = yescrypt_params(yescrypt::Mode::Rw, 4096, 32, p, t);
             assert_eq!(yescrypt_t(params.as_bytes()), Some(t), "{params}");
         }
     }
 
-    /// Debian's yescrypt parameters (N = 4096, r = 32) with `p` and `t`, as the crate writes them.
-    fn yescrypt_params(mode: yescrypt::Mode, p: u32, t: u32) -> String {
-        let n = if mode == yescrypt::Mode::Rw {
-            4096
-        } else {
-            1 << 14
-        };
-        yescrypt::Params::new_with_all_params(mode, n, 32, p, t, 0)
+    /// yescrypt's parameter string for these, as the crate writes it.
+    fn yescrypt_params(mode: yescrypt::Mode, n: u64, r: u32, p: u32, t: u32) -> String {
+        yescrypt::Params::new_with_all_params(mode, n, r, p, t, 0)
             .unwrap()
             .to_string()
     }
