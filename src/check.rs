@@ -19,6 +19,7 @@ pub fn run(config: &Config, origins: &Origins) -> Result<String, ConfigError> {
         config
             .warnings()
             .into_iter()
+            .chain(crate::startup::unreadable_by_run_as(config))
             .map(|w| format!("warning: {w}")),
     );
     let mut out = String::from("# poplar --check-config: the configuration is valid\n");

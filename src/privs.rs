@@ -442,6 +442,32 @@ pub fn switch_process(ids: &Ids) -> Result<(), String> {
     Ok(())
 }
 
+/// The standalone `--user` account as the process becomes it (with `mail-group`), when started as
+/// root; `None` otherwise, or when the account or group is unknown (start-up says so itself).
+pub fn run_as_ids(run_as: Option<&str>, mail_group: Option<&str>) -> Option<Ids> {
+    let name = run_as.filter(|_| is_root())?;
+    let group = mail_group.map(group_id).transpose().ok()?;
+    let ids = lookup(name, Path::new(PASSWD), Path::new(GROUP)).ok()?;
+    Some(ids.with_group(group))
+}
+
+/// Which of `paths` `ids` cannot open for reading, with why: tried on a thread of its own that takes
+/// on their file-system ids (the process keeps its own). Needs root.
+pub fn unreadable_as(ids: &Ids, paths: &[&Path]) -> Result<Vec<(PathBuf, std::io::Error)>, String> {
+    std::thread::scope(|scope| {
+        let tried = scope.spawn(|| {
+            switch_thread(ids)?;
+            Ok(paths
+                .iter()
+                .filter_map(|p| std::fs::File::open(p).err().map(|e| (p.to_path_buf(), e)))
+                .collect())
+        });
+        tried
+            .join()
+            .unwrap_or_else(|_| Err("the reading thread failed".to_string()))
+    })
+}
+
 /// The calling thread's file-system identity becomes `ids`; other threads keep theirs. Linux only.
 pub fn switch_thread(ids: &Ids) -> Result<(), String> {
     let groups: Vec<libc::gid_t> = ids.groups.clone();

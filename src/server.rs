@@ -60,6 +60,9 @@ pub fn serve(config: &Config, reload: Reload<'_>) -> Result<(), StartError> {
         None => listen::listeners(config)?,
     };
     ensure_descriptors(config.max_sessions);
+    for warning in crate::startup::unreadable_by_run_as(config) {
+        log::warn!("{warning}");
+    }
     // After binding (port 110 needs root), before the first accept: see `privs` for the model.
     let privileges = Privileges::standalone(
         config.run_as.as_deref(),

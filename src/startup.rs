@@ -125,6 +125,59 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
     })
 }
 
+/// Standalone with `--user` as root: the files the server reads again after start-up (the passwd-file
+/// when it changes, the certificate, key and salt key at SIGHUP) that the account cannot read, each a
+/// warning: start-up read them as root, and every later read would fail, keeping what was read
+/// first (a password changed or an account locked in the file would not take effect).
+pub fn unreadable_by_run_as(config: &Config) -> Vec<String> {
+    if config.inetd {
+        return Vec::new();
+    }
+    let Some(ids) =
+        crate::privs::run_as_ids(config.run_as.as_deref(), config.mail_group.as_deref())
+    else {
+        return Vec::new();
+    };
+    let name = config.run_as.as_deref().unwrap_or_default();
+    let files = [
+        (
+            "passwd",
+            &config.passwd,
+            "changes to it (new or changed passwords, locked or removed users) take effect only at a restart",
+        ),
+        (
+            "tls-cert",
+            &config.tls_cert,
+            "SIGHUP cannot load a renewed one",
+        ),
+        (
+            "tls-key",
+            &config.tls_key,
+            "SIGHUP cannot load a renewed one",
+        ),
+        (
+            "scram-salt-key",
+            &config.scram_salt_key,
+            "SIGHUP cannot load it",
+        ),
+    ];
+    let paths: Vec<&Path> = files.iter().filter_map(|(_, p, _)| p.as_deref()).collect();
+    let unreadable = match crate::privs::unreadable_as(&ids, &paths) {
+        Ok(unreadable) => unreadable,
+        Err(e) => return vec![format!("cannot tell what --user {name} can read: {e}")],
+    };
+    files
+        .iter()
+        .filter_map(|(option, path, consequence)| {
+            let (path, err) = unreadable.iter().find(|(p, _)| Some(p) == path.as_ref())?;
+            Some(format!(
+                "--user {name} cannot read {option} {} ({err}): {consequence}; make it readable by {name}",
+                path.display()
+            ))
+        })
+        .collect()
+}
+
 /// The uid of the `--user` account, if one is named and found: the owner a key file may also have.
 pub fn run_as_uid(config: &Config) -> Option<u32> {
     let name = config.run_as.as_deref()?;

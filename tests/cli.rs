@@ -539,3 +539,58 @@ fn standalone_user_below_the_first_valid_ids_is_refused() {
     ]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Standalone with --user as root, a passwd-file (or certificate, key, salt key) that account cannot
+/// read loads at start-up, read as root, and never again: --check-config and the server's start say
+/// so, naming the file and what follows. From a black-box trial: a root-owned mode 0600 file with
+/// `--user nobody` kept serving a changed password and a removed user, with no word at start-up.
+#[test]
+fn files_the_user_account_cannot_read_are_named() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch to nobody");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    fs::write(&passwd, "alice:{PLAIN}a:65534:65534::/nonexistent::\n").unwrap();
+    let p = passwd.to_str().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&passwd, fs::Permissions::from_mode(0o600)).unwrap();
+    let check = |args: &[&str]| {
+        let (code, out, err) = run(&[&["--check-config", "--passwd", p][..], args].concat());
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let warning = format!(
+        "# warning: --user nobody cannot read passwd {p} (Permission denied (os error 13)): changes to \
+         it (new or changed passwords, locked or removed users) take effect only at a restart; make it \
+         readable by nobody"
+    );
+    let out = check(&["--user", "nobody"]);
+    assert!(out.lines().any(|l| l == warning), "{out}");
+    // Readable by the account (or no --user: the server reads it as root): no warning.
+    assert!(!check(&[]).contains("cannot read"));
+    fs::set_permissions(&passwd, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(!check(&["--user", "nobody"]).contains("cannot read"));
+    fs::set_permissions(&passwd, fs::Permissions::from_mode(0o600)).unwrap();
+    // The server's start says it too.
+    let log = dir.path().join("log");
+    let mut server = std::process::Command::new(common::BIN)
+        .args(["--passwd", p, "--user", "nobody", "--listen", "127.0.0.1:0"])
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline && !text.contains("listening on") {
+        std::thread::sleep(Duration::from_millis(50));
+        text = fs::read_to_string(&log).unwrap();
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let logged = warning.strip_prefix("# warning: ").unwrap();
+    assert!(
+        text.contains(&format!("WARN  poplar::server] {logged}")),
+        "{text}"
+    );
+}
