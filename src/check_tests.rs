@@ -228,6 +228,15 @@ fn problems_name_where_the_setting_came_from() {
         ),
         "{out}"
     );
+    // no-plaintext without a certificate leaves SCRAM, not offered here, and APOP: off, no one
+    // logs in (from a black-box trial: it passed with a note saying SCRAM could).
+    let nobody = "# warning: no user can log in: no-plaintext without tls-cert leaves only";
+    assert!(!out.contains(nobody), "{out}");
+    c.no_plaintext = Some(true);
+    assert!(run(&c, &none).unwrap().contains(nobody));
+    c.apop = true;
+    assert!(!run(&c, &none).unwrap().contains(nobody));
+    (c.no_plaintext, c.apop) = (None, false);
     std::fs::write(
         &passwd,
         "alice:{PLAIN}wonderland::::/home/alice::\nbob:{SHA512-CRYPT}$6$trunc::::/home/bob::\n\

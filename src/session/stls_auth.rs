@@ -22,10 +22,15 @@ impl Session<'_> {
     /// RFC 3206: `[AUTH]` covers "an attempt to authenticate in violation of policy". The wording follows
     /// Dovecot's, which mail clients already show to users, plus what to do about it.
     pub(super) fn refuse_plaintext<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<Step> {
+        // Only what this server offers: a hint naming a way that is not there leaves the user stuck.
         let hint = if self.services.stls {
             "use STLS first"
+        } else if self.apop_timestamp.is_some() {
+            "use APOP"
+        } else if self.scram {
+            "use AUTH SCRAM-SHA-256"
         } else {
-            "use APOP or TLS"
+            "use the server's TLS port"
         };
         reply::err(
             out,
