@@ -148,10 +148,30 @@ impl MaildropError {
     }
 }
 
+/// A maildrop that does not exist is empty (a new user, no mail yet), but one whose directory does
+/// not exist either is more likely a mail location that names the wrong place (a typo in the
+/// template, a home directory not made): every user would see an empty maildrop, so it is logged.
+#[cold]
+#[inline(never)]
+pub(crate) fn warn_if_directory_missing(maildrop: &Path) {
+    if let Some(parent) = maildrop.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        log::warn!(
+            "{}: no such directory, so an empty maildrop at {} (is the mail location right?)",
+            parent.display(),
+            maildrop.display()
+        );
+    }
+}
+
 fn is_permanent(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData
+        io::ErrorKind::PermissionDenied
+            | io::ErrorKind::InvalidData
+            | io::ErrorKind::IsADirectory
+            | io::ErrorKind::NotADirectory
     )
 }
 

@@ -50,7 +50,7 @@ use dirs::{Dirs, MESSAGE_DIRS, MessageFile, with_relocation};
 use list::{Found, list};
 pub(crate) use names::base_of;
 pub use names::name_info;
-use names::{uid_of, virtual_size};
+use names::{plausible_wire_size, uid_of, virtual_size};
 
 /// The lock file, in the maildrop's top directory so that it is never listed as a message.
 const LOCK_FILE: &str = ".poplar.lock";
@@ -135,6 +135,7 @@ impl Maildir {
             Ok(top) => top,
             // The maildrop is missing: no mail yet.
             Err(nix::errno::Errno::ENOENT) => {
+                super::warn_if_directory_missing(path);
                 return Ok(Maildir::listed(
                     path,
                     Listing::default(),
@@ -190,7 +191,11 @@ impl Maildir {
         let mut found = list(path, dirs, listed)?;
         let mut sizes: Vec<Option<u64>> = found
             .iter()
-            .map(|f| virtual_size(f.base()).or_else(|| cache.get(f.base(), f.stamp)))
+            .map(|f| {
+                let named =
+                    virtual_size(f.base()).filter(|&w| plausible_wire_size(w, f.stamp.size));
+                named.or_else(|| cache.get(f.base(), f.stamp))
+            })
             .collect();
         let counted = sizes.iter().filter(|s| s.is_none()).count();
         count_sizes(path, dirs, &mut found, &mut sizes, counted)?;

@@ -31,6 +31,13 @@ pub(super) fn virtual_size(base: &[u8]) -> Option<u64> {
     })
 }
 
+/// Whether a `,W=` size can be that of a file of `file_size` octets: at least the file, and at most
+/// twice it and a final CRLF (every line an empty one or a lone dot, each of which doubles). A name
+/// that says otherwise is wrong (made by hand, or copied beside another file), and the file is counted.
+pub(super) fn plausible_wire_size(wire: u64, file_size: u64) -> bool {
+    (file_size..=file_size.saturating_mul(2).saturating_add(2)).contains(&wire)
+}
+
 /// The base name when it is a valid unique-id (RFC 1939 section 7), which keeps UIDL equal to what
 /// other Maildir POP3 servers announce; otherwise its MD5 in hex, which is valid and as stable.
 pub(super) fn uid_of(base: &[u8]) -> Box<str> {

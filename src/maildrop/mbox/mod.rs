@@ -101,8 +101,8 @@ impl Mbox {
         owner: Option<u32>,
     ) -> Result<Mbox, MaildropError> {
         let io_err = |e| MaildropError::io(path, e);
-        let session = match SessionLock::acquire_within(&session_lock_path(path), SESSION_LOCK_WAIT)
-        {
+        let lock_path = session_lock_path(path);
+        let session = match SessionLock::acquire_within(&lock_path, SESSION_LOCK_WAIT) {
             Ok(TryLock::Acquired(lock)) => Some(lock),
             Ok(TryLock::Busy) => {
                 return Err(MaildropError::InUse {
@@ -110,8 +110,13 @@ impl Mbox {
                 });
             }
             // No directory, so no mbox: nothing to protect.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                super::warn_if_directory_missing(path);
+                None
+            }
+            // Named as what failed: a lock file beside the mbox, whose directory may be writable
+            // only by a group (see mail-group), the mbox itself being the user's own.
+            Err(e) => return Err(MaildropError::io(&lock_path, e)),
         };
         let want_x_uidl = uidl == UidlSource::XUidl;
         let mut mbox = Mbox {

@@ -1081,3 +1081,25 @@ fn a_later_login_to_an_mbox_with_a_pseudo_message_uses_the_index() {
     assert_eq!(later.1[..3], first.1[..]);
     assert_eq!(later, scanned_view(&path, UidlSource::Popa3d));
 }
+
+/// A session lock that cannot be made is named as what failed, not as the mbox (from a black-box
+/// trial: the mbox was named, and its permissions were fine); a failure that lasts is SYS/PERM.
+#[test]
+fn a_lock_that_cannot_be_made_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where a directory should be: the lock's create fails with ENOTDIR, even as root.
+    let file = dir.path().join("file");
+    fs::write(&file, "").unwrap();
+    let path = file.join("mbox");
+    let Err(e) = Mbox::open_owned(&path, UidlSource::default(), None) else {
+        panic!("opened an mbox under a file");
+    };
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}.poplar.lock: Not a directory (os error 20)",
+            path.display()
+        )
+    );
+    assert_eq!(e.resp_code(), crate::proto::reply::RespCode::SysPerm);
+}
