@@ -44,6 +44,8 @@ usage: poplar [options]
       --login-timeout SECS  deadline from the greeting to a login (default 600, at most --timeout)
       --user NAME           standalone: become NAME after binding; inetd as root: the account for users without ids
       --mail-group GROUP    as root: a group every session also gets (mail, for Debian's /var/mail)
+      --first-valid-uid N   as root: the lowest uid a session may take on (default 1)
+      --first-valid-gid N   as root: the lowest primary gid a session may take on (default 1)
       --system-users        also accept the host's accounts (/etc/passwd, /etc/shadow)
       --log-level LEVEL     off, error, warn, info (default), debug or trace
       --shutdown-grace SECS after SIGTERM, how long sessions may go on (default 30)

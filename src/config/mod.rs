@@ -317,6 +317,15 @@ impl Config {
                 "dovecot-uidl-format has no effect without maildir-uidl = dovecot".to_string(),
             );
         }
+        // The default follows --timeout without a word; a value given that it cuts is said.
+        let login_default = Duration::from_secs(DEFAULT_TIMEOUT_SECS);
+        if self.login_timeout != login_default && self.login_timeout > self.timeout {
+            warnings.push(format!(
+                "login-timeout {}s is longer than timeout {}s, which is used instead",
+                self.login_timeout.as_secs(),
+                self.timeout.as_secs()
+            ));
+        }
         if self.timeout.as_secs() < DEFAULT_TIMEOUT_SECS {
             warnings.push(format!(
                 "timeout {}s is below RFC 1939's 10-minute minimum for the autologout timer",
@@ -446,6 +455,22 @@ mod tests {
         assert!(c.warnings().is_empty());
         c.set("timeout", Some("5")).unwrap();
         assert_eq!(c.warnings().len(), 1);
+    }
+
+    /// A login-timeout longer than timeout is cut to it: said, when it was given (from a black-box
+    /// trial: 900 was printed back as 600 with no word).
+    #[test]
+    fn login_timeout_past_timeout_warns() {
+        let mut c = Config::default();
+        c.set("timeout", Some("700")).unwrap();
+        assert!(c.warnings().is_empty());
+        c.set("login-timeout", Some("900")).unwrap();
+        assert_eq!(
+            c.warnings(),
+            ["login-timeout 900s is longer than timeout 700s, which is used instead"]
+        );
+        c.set("login-timeout", Some("700")).unwrap();
+        assert!(c.warnings().is_empty());
     }
 
     #[test]
