@@ -85,7 +85,7 @@ pub fn run(config: &Config, private_stderr: bool) -> Result<(), StartError> {
         client,
         timestamp,
         tls,
-        &mut || {},
+        &mut |_| {},
     );
     conn::log_session_end(&peer, &stats, elapsed);
     Ok(())

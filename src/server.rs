@@ -311,8 +311,9 @@ fn accept_one(
 
 /// An accepted connection waiting for its session thread.
 struct SessionJob {
-    /// Holds the connection's place under --max-sessions until the job is done or dropped: it bounds
-    /// the session threads, a session's last replies and close included, and the shutdown waits for it.
+    /// Holds the connection's place under --max-sessions until the session gives it up after its close
+    /// (see `conn::serve_tls`), or the job is done or dropped: it bounds the session threads, a
+    /// session's last replies and close included, and the shutdown waits for it.
     active: ActiveGuard,
     stream: TcpStream,
     peer: SocketAddr,
@@ -326,6 +327,7 @@ struct SessionJob {
 impl workers::Work for SessionJob {
     fn serve(self: Box<Self>) -> bool {
         let job = *self;
+        let mut active = Some(job.active);
         session(
             job.stream,
             job.peer,
@@ -333,8 +335,9 @@ impl workers::Work for SessionJob {
             job.implicit_tls,
             &job.per_ip,
             job.ticket,
+            &mut active,
         );
-        drop(job.active);
+        drop(active);
         // The thread serves another session only with its start-up identity back.
         match job.frontend.services.identity.restore() {
             Ok(()) => true,
@@ -405,7 +408,8 @@ pub fn prepare(stream: &TcpStream) -> io::Result<()> {
 }
 
 /// `ticket`: the session's place under --max-per-ip, taken at accept unless the client is behind a
-/// trusted proxy, else here.
+/// trusted proxy, else here; `active`, its place under --max-sessions. The session gives them up as
+/// its end nears (see `conn::serve_tls`).
 fn session(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -413,6 +417,7 @@ fn session(
     implicit_tls: bool,
     per_ip: &Arc<PerIp>,
     ticket: Option<Ticket>,
+    active: &mut Option<ActiveGuard>,
 ) {
     // The PROXY protocol header comes before the TLS handshake: the load balancer writes it in the clear.
     let Some(peer) = client_address(&mut stream, peer, frontend) else {
@@ -455,7 +460,12 @@ fn session(
         client,
         timestamp,
         tls,
-        &mut || drop(ticket.take()),
+        &mut |place| {
+            drop(ticket.take());
+            if place == conn::Place::Session {
+                drop(active.take());
+            }
+        },
     );
     conn::log_session_end(&peer, &stats, elapsed);
 }
