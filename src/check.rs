@@ -73,7 +73,7 @@ fn check_passwd(
         Ok(users) => {
             notes.push(format!("{}: {} users", path.display(), users.user_count()));
             notes.push(scram_offer(config, &users).to_string());
-            notes.extend(nobody_logs_in(config, &users));
+            notes.extend(nobody_logs_in(config, &users).map(|w| format!("warning: {w}")));
             notes.extend(salts_per_connection(config, &users));
             notes.extend(unusable_accounts(config, path, &users));
             notes.extend(
@@ -128,17 +128,18 @@ fn scram_offer(config: &Config, users: &PasswdFile) -> &'static str {
     }
 }
 
-/// no-plaintext without a certificate leaves APOP and AUTH SCRAM-SHA-256; without either, no one can
-/// log in, which the server would only show as refused logins.
-fn nobody_logs_in(config: &Config, users: &PasswdFile) -> Option<String> {
+/// no-plaintext without a certificate leaves APOP (for `{PLAIN}` users) and AUTH SCRAM-SHA-256;
+/// without either, no one can log in, which the server would only show as refused logins. Said by
+/// `--check-config` and at start-up.
+pub fn nobody_logs_in(config: &Config, users: &PasswdFile) -> Option<&'static str> {
     use crate::auth::Authenticator;
     let plaintext_refused = config.no_plaintext == Some(true) && config.tls_cert.is_none();
     let scram = !config.system_users && users.scram_for_every_user();
-    (plaintext_refused && !config.apop && !scram).then(|| {
-        "warning: no user can log in: no-plaintext without tls-cert leaves only AUTH SCRAM-SHA-256, \
-         which is not offered, and APOP, which is off"
-            .to_string()
-    })
+    let apop = config.apop && users.any_plaintext();
+    (plaintext_refused && !apop && !scram).then_some(
+        "no user can log in: no-plaintext without tls-cert leaves only AUTH SCRAM-SHA-256, which is \
+         not offered, and APOP, which is off or has no {PLAIN} user",
+    )
 }
 
 /// Under inetd each connection is a new process, and without `scram-salt-key` each draws its own

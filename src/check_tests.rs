@@ -236,6 +236,12 @@ fn problems_name_where_the_setting_came_from() {
     assert!(run(&c, &none).unwrap().contains(nobody));
     c.apop = true;
     assert!(!run(&c, &none).unwrap().contains(nobody));
+    // APOP needs a {PLAIN} user: with none, still no one (from a review).
+    let text = std::fs::read_to_string(&passwd).unwrap();
+    let bob_only: String = text.lines().filter(|l| l.starts_with("bob:")).collect();
+    std::fs::write(&passwd, bob_only + "\n").unwrap();
+    assert!(run(&c, &none).unwrap().contains(nobody));
+    std::fs::write(&passwd, text).unwrap();
     (c.no_plaintext, c.apop) = (None, false);
     std::fs::write(
         &passwd,

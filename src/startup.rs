@@ -197,6 +197,9 @@ fn user_databases(config: &Config) -> Result<Arc<dyn Authenticator>, StartError>
     if let Some(path) = &config.passwd {
         let passwd = PasswdFile::open(path).map_err(|e| StartError::config(e.to_string()))?;
         log::debug!("{}: {} users", path.display(), passwd.user_count());
+        if let Some(warning) = crate::check::nobody_logs_in(config, &passwd) {
+            log::warn!("{warning}");
+        }
         sources.push(Arc::new(passwd));
     }
     if config.system_users {

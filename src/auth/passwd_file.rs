@@ -113,6 +113,14 @@ impl PasswdFile {
         faulty_hashes(&self.read())
     }
 
+    /// Whether some user who can log in has a `{PLAIN}` password, which APOP needs.
+    pub fn any_plaintext(&self) -> bool {
+        self.read()
+            .users
+            .values()
+            .any(|e| e.stored.plaintext().is_some())
+    }
+
     /// Every account with its line number, in file order, for `--check-config`.
     pub fn accounts(&self) -> Vec<(usize, Account)> {
         let mut accounts: Vec<_> = self

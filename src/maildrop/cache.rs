@@ -30,7 +30,9 @@ use std::path::Path;
 /// In the maildrop's top directory, beside the lock file, so that it is never listed as a message.
 pub const CACHE_FILE: &str = ".poplar.cache";
 const TEMP_FILE: &str = ".poplar.cache.tmp";
-const VERSION_LINE: &[u8] = b"poplar-maildir-cache 2\n";
+/// 3: sizes from `,W=` only where the file's size allows them (2 took any `,W=`: such caches are
+/// dropped, and their sizes counted again).
+const VERSION_LINE: &[u8] = b"poplar-maildir-cache 3\n";
 /// A directory modified less than this long before it was listed is listed again next time.
 pub const SETTLE_SECS: i64 = 2;
 /// A cache larger than this is not read: 100,000 entries take about 6 MB.
@@ -518,8 +520,8 @@ mod tests {
         let text = String::from_utf8(good.clone()).unwrap();
         let mut cases: Vec<Vec<u8>> = vec![
             Vec::new(),
-            b"poplar-maildir-cache 2\n".to_vec(),
-            text.replace("poplar-maildir-cache 2", "poplar-maildir-cache 1")
+            b"poplar-maildir-cache 3\n".to_vec(),
+            text.replace("poplar-maildir-cache 3", "poplar-maildir-cache 2")
                 .into_bytes(),
             text.replace(" 12 new/1.M1P1", " 13 new/1.M1P1")
                 .into_bytes(),

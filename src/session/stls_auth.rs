@@ -30,7 +30,7 @@ impl Session<'_> {
         } else if self.scram {
             "use AUTH SCRAM-SHA-256"
         } else {
-            "use the server's TLS port"
+            "and no other login method is offered here"
         };
         reply::err(
             out,
