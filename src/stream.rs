@@ -114,6 +114,13 @@ impl Stream {
         }
     }
 
+    /// Whether the connection has room for a short write now (or would fail it at once): such a write
+    /// then does not wait on the client.
+    pub fn has_room(&mut self) -> bool {
+        self.timed_mut()
+            .is_none_or(|timed| wait(timed.output_fd(), PollFlags::POLLOUT, Duration::ZERO).is_ok())
+    }
+
     /// True once a TLS handshake has completed on this stream.
     pub fn is_tls(&self) -> bool {
         match &self.layer {

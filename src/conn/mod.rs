@@ -300,16 +300,22 @@ fn quit(
     // and then stuck in this flush to a client that stops reading would let one address hold any
     // number of them. QUIT's reply, one line, goes out after the place is given up, or a client
     // reconnecting as soon as it reads it could find the place still taken (woken by the write, it
-    // can run before this thread does); it gets a moment, not the send timeout, and so does the
-    // close after it (under TLS, close_notify), the close's linger (200 ms) too.
+    // can run before this thread does); so when the connection has room for it now, which is
+    // when the client keeps up. When it has none (a slow client still taking a large response),
+    // the reply waits its turn under the send timeout first, the place held: a moment's bound
+    // there could cut the reply to a QUIT whose UPDATE is done. The close then gets a moment, not
+    // the send timeout (under TLS, close_notify), and so does the linger (200 ms).
     let last_reply = pending.split_off(start_of_last_line(pending));
     flush(pending, reader.get_mut())?;
-    release(Place::PerAddress);
-    reader
-        .get_mut()
-        .set_write_deadline(Some(Instant::now() + LAST_WORDS));
+    let room = reader.get_mut().has_room();
+    if room {
+        give_up_address_place(reader, release);
+    }
     *pending = last_reply;
     flush(pending, reader.get_mut())?;
+    if !room {
+        give_up_address_place(reader, release);
+    }
     reader.get_mut().close();
     // The maildrop's lock goes before the client sees the end, as it did when the session
     // was dropped first, so a client that reconnects at once does not find it held; and
@@ -325,6 +331,14 @@ fn quit(
         linger(reader);
     }
     Ok(Outcome::Quit)
+}
+
+/// Gives up the session's place under `--max-per-ip`; what it still writes gets a moment from now.
+fn give_up_address_place(reader: &mut BufReader<Stream>, release: &mut dyn FnMut(Place)) {
+    release(Place::PerAddress);
+    reader
+        .get_mut()
+        .set_write_deadline(Some(Instant::now() + LAST_WORDS));
 }
 
 /// A session's places in the front end's limits, given up as its end nears (see [`serve_tls`]).
