@@ -458,3 +458,31 @@ fn a_maildrop_whose_directory_is_missing_is_logged() {
         srv.stderr_lines()
     );
 }
+
+/// Two files of one base name (in `new/` and `cur/`, another program's doing) are listed once, as
+/// unique-ids must be unique; the one left out cannot be fetched, so the log says so (from a
+/// black-box trial: only at debug).
+#[test]
+fn a_hidden_twin_is_logged() {
+    let mut fx = Fixture::new();
+    fx.user("ivy", "pw");
+    fx.msg("ivy", "new", "1600000000.M1P1.host", b"Subject: one\n\nx\n");
+    fx.msg(
+        "ivy",
+        "cur",
+        "1600000000.M1P1.host:2,S",
+        b"Subject: two\n\ny\n",
+    );
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.login("ivy", "pw");
+    assert_eq!(c.cmd("STAT").split(' ').nth(1), Some("1"));
+    assert!(
+        srv.wait_log(
+            &["another file: not served while both are there"],
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "{:?}",
+        srv.stderr_lines()
+    );
+}

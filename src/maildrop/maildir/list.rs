@@ -111,7 +111,14 @@ pub(super) fn list(
     found.sort_unstable_by(|a, b| a.base().cmp(b.base()));
     found.dedup_by(|dup, kept| {
         let same = dup.base() == kept.base();
-        if same {
+        if same && dup.stamp.ino != kept.stamp.ino {
+            // Two files, not one seen twice: the one left out cannot be fetched, so it is said.
+            log::warn!(
+                "{}: same base name as {}, another file: not served while both are there",
+                dup.file.path(root).display(),
+                kept.file.path(root).display()
+            );
+        } else if same {
             log::debug!(
                 "{}: same base name as {}, listed once",
                 dup.file.path(root).display(),
