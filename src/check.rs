@@ -22,6 +22,7 @@ pub fn run(config: &Config, origins: &Origins) -> Result<String, ConfigError> {
             .chain(crate::startup::unreadable_by_run_as(config))
             .map(|w| format!("warning: {w}")),
     );
+    notes.extend(ignored_settings(config));
     let mut out = String::from("# poplar --check-config: the configuration is valid\n");
     for note in notes {
         let _ = writeln!(out, "# {note}");
@@ -43,6 +44,38 @@ pub fn validate(config: &Config, origins: &Origins) -> Result<Vec<String>, Confi
     notes.extend(fallback_below_first_valid(config));
     check_mail_group(config, origins, crate::privs::is_root(), &mut notes)?;
     Ok(notes)
+}
+
+/// Settings given that do nothing as configured. Said here only, not at start-up: under inetd a
+/// configuration file shared with a standalone server sets them (the shipped one does), and each
+/// connection would log it.
+fn ignored_settings(config: &Config) -> Vec<String> {
+    let default = Config::default();
+    let mut notes = Vec::new();
+    if config.inetd {
+        let standalone_only: Vec<&str> = [
+            ("max-sessions", config.max_sessions != default.max_sessions),
+            ("max-per-ip", config.max_per_ip != default.max_per_ip),
+            ("ipv6-prefix", config.ipv6_prefix != default.ipv6_prefix),
+            (
+                "shutdown-grace",
+                config.shutdown_grace != default.shutdown_grace,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if !standalone_only.is_empty() {
+            notes.push(format!(
+                "note: {} apply to the standalone server only; under inetd the launcher's limits do",
+                standalone_only.join(", ")
+            ));
+        }
+    }
+    if config.hostname.is_some() && !config.apop {
+        notes.push("note: hostname is used only by apop, which is off".to_string());
+    }
+    notes
 }
 
 fn problem(origins: &Origins, option: &str, problem: String) -> ConfigError {

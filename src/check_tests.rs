@@ -296,3 +296,25 @@ fn problems_name_where_the_setting_came_from() {
         "--user: no such account \"no-such-account-here\""
     );
 }
+
+/// Settings that do nothing as configured are noted by --check-config (from a black-box trial:
+/// accepted without a word): the standalone limits under inetd, a hostname without APOP.
+#[test]
+fn ignored_settings_are_noted() {
+    assert!(ignored_settings(&Config::default()).is_empty());
+    assert_eq!(
+        ignored_settings(&full()),
+        [
+            "note: max-sessions, max-per-ip, ipv6-prefix, shutdown-grace apply to the standalone \
+             server only; under inetd the launcher's limits do"
+        ]
+    );
+    let mut c = Config::default();
+    c.hostname = Some("mail.example.org".to_string());
+    assert_eq!(
+        ignored_settings(&c),
+        ["note: hostname is used only by apop, which is off"]
+    );
+    c.apop = true;
+    assert!(ignored_settings(&c).is_empty());
+}
