@@ -309,8 +309,10 @@ fn ignored_settings_are_noted() {
              server only; under inetd the launcher's limits do"
         ]
     );
-    let mut c = Config::default();
-    c.hostname = Some("mail.example.org".to_string());
+    let mut c = Config {
+        hostname: Some("mail.example.org".to_string()),
+        ..Config::default()
+    };
     assert_eq!(
         ignored_settings(&c),
         ["note: hostname is used only by apop, which is off"]
