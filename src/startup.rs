@@ -113,6 +113,7 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
             .map_err(|e| StartError::config(e.to_string()))?;
     }
     services.stls = tls.is_some();
+    services.lowercase_users = config.lowercase_users;
     // Passwords stay off the wire by default as soon as TLS can protect them.
     services.no_plaintext = config.no_plaintext.unwrap_or(tls.is_some());
     Ok(Frontend {

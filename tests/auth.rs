@@ -531,11 +531,15 @@ fn lowercase_users_finds_a_name_typed_with_capitals() {
     let r = c.cmd(&format!("APOP ALICE {digest}"));
     assert!(ok(&r), "{r}");
     assert!(c.cmd("QUIT").starts_with("+OK"));
-    // AUTH PLAIN with "\0ALICE\0secret".
-    let mut c = srv.connect();
-    c.greeting();
-    assert!(ok(&c.cmd("AUTH PLAIN AEFMSUNFAHNlY3JldA==")));
-    assert!(c.cmd("QUIT").starts_with("+OK"));
+    // AUTH PLAIN with "\0ALICE\0secret", and with "alice\0ALICE\0secret": the authorization
+    // identity names the same user, a case apart.
+    for message in ["AEFMSUNFAHNlY3JldA==", "YWxpY2UAQUxJQ0UAc2VjcmV0"] {
+        let mut c = srv.connect();
+        c.greeting();
+        let r = c.cmd(&format!("AUTH PLAIN {message}"));
+        assert!(ok(&r), "{message}: {r}");
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+    }
     // Passwords keep their case.
     let mut c = srv.connect();
     c.greeting();

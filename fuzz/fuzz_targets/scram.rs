@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &b""[..]),
     };
-    let Ok(client) = scram::client_first(first) else {
+    let Ok(client) = scram::client_first(first, false) else {
         return;
     };
     assert!(!client.user.is_empty() && client.user.len() <= MAX_FIELD);

@@ -51,6 +51,9 @@ pub struct Services {
     /// The key of the SCRAM salts derived for users without a stored one (`scram-salt-key`, or drawn
     /// once per process).
     pub salt_key: SaltKey,
+    /// `lowercase-users`: an authorization identity may differ from the user name in case (the user
+    /// database sees both in lowercase).
+    pub lowercase_users: bool,
 }
 
 impl Services {
@@ -70,6 +73,7 @@ impl Services {
             stls: false,
             no_plaintext: false,
             salt_key: SaltKey::per_process(),
+            lowercase_users: false,
         }
     }
 }

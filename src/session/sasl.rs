@@ -152,9 +152,23 @@ impl fmt::Display for SaslError {
     }
 }
 
+/// Whether an authorization identity names the authenticating user: the same name, in any case when
+/// `fold_case` (`lowercase-users`, where the user database sees both in lowercase).
+pub fn same_user(authzid: &[u8], authcid: &[u8], fold_case: bool) -> bool {
+    if fold_case {
+        authzid.eq_ignore_ascii_case(authcid)
+    } else {
+        authzid == authcid
+    }
+}
+
 /// Starts an exchange. `initial` is AUTH's optional initial response, where RFC 5034 section 4 says a
-/// zero-length response is sent as a single `=`.
-pub fn start(mechanism: Mechanism, initial: Option<&[u8]>) -> Result<Progress, SaslError> {
+/// zero-length response is sent as a single `=`. `fold_case`: see [`same_user`].
+pub fn start(
+    mechanism: Mechanism,
+    initial: Option<&[u8]>,
+    fold_case: bool,
+) -> Result<Progress, SaslError> {
     let initial = match initial {
         None => None,
         Some(b"=") => Some(Vec::new()),
@@ -162,7 +176,7 @@ pub fn start(mechanism: Mechanism, initial: Option<&[u8]>) -> Result<Progress, S
     };
     match (mechanism, initial) {
         (Mechanism::Plain, None) => Ok(Progress::Challenge(Exchange::Plain, String::new())),
-        (Mechanism::Plain, Some(message)) => plain(&message),
+        (Mechanism::Plain, Some(message)) => plain(&message, fold_case),
         (Mechanism::Login, None) => Ok(Progress::Challenge(
             Exchange::LoginUser,
             LOGIN_USER_PROMPT.to_string(),
@@ -172,7 +186,7 @@ pub fn start(mechanism: Mechanism, initial: Option<&[u8]>) -> Result<Progress, S
         (Mechanism::ScramSha256, None) => {
             Ok(Progress::Challenge(Exchange::ScramFirst, String::new()))
         }
-        (Mechanism::ScramSha256, Some(message)) => scram_first(&message),
+        (Mechanism::ScramSha256, Some(message)) => scram_first(&message, fold_case),
     }
 }
 
@@ -197,20 +211,20 @@ impl Exchange {
         }
     }
 
-    /// Consumes one client response line (CRLF removed).
-    pub fn respond(self, line: &[u8]) -> Result<Progress, SaslError> {
+    /// Consumes one client response line (CRLF removed). `fold_case`: see [`same_user`].
+    pub fn respond(self, line: &[u8], fold_case: bool) -> Result<Progress, SaslError> {
         if line == b"*" {
             return Err(SaslError::Cancelled);
         }
         let decoded = decode(line)?;
         match self {
-            Exchange::Plain => plain(&decoded),
+            Exchange::Plain => plain(&decoded, fold_case),
             Exchange::LoginUser => login_user(decoded),
             Exchange::LoginPassword { user } => Ok(Progress::Done(Credentials {
                 user,
                 password: Secret::new(decoded),
             })),
-            Exchange::ScramFirst => scram_first(&decoded),
+            Exchange::ScramFirst => scram_first(&decoded, fold_case),
             Exchange::ScramFinal(pending) => {
                 let user = pending.user().to_vec();
                 Ok(match pending.client_final(&decoded)? {
@@ -239,8 +253,8 @@ impl Exchange {
     }
 }
 
-fn scram_first(message: &[u8]) -> Result<Progress, SaslError> {
-    scram::client_first(message).map(Progress::Lookup)
+fn scram_first(message: &[u8], fold_case: bool) -> Result<Progress, SaslError> {
+    scram::client_first(message, fold_case).map(Progress::Lookup)
 }
 
 fn decode(text: &[u8]) -> Result<Vec<u8>, SaslError> {
@@ -260,7 +274,7 @@ fn login_user(user: Vec<u8>) -> Result<Progress, SaslError> {
 /// RFC 4616 section 2: `message = [authzid] UTF8NUL authcid UTF8NUL passwd`, authcid and passwd non-empty.
 /// An authzid is accepted only when it names the authenticating user (the common client habit of sending
 /// the user name twice): acting as someone else would be proxy authorization, which poplar does not offer.
-fn plain(message: &[u8]) -> Result<Progress, SaslError> {
+fn plain(message: &[u8], fold_case: bool) -> Result<Progress, SaslError> {
     let mut fields = message.split(|&b| b == 0);
     let (Some(authzid), Some(authcid), Some(passwd), None) =
         (fields.next(), fields.next(), fields.next(), fields.next())
@@ -270,7 +284,7 @@ fn plain(message: &[u8]) -> Result<Progress, SaslError> {
     if authcid.is_empty() || passwd.is_empty() {
         return Err(SaslError::Malformed);
     }
-    if !authzid.is_empty() && authzid != authcid {
+    if !authzid.is_empty() && !same_user(authzid, authcid, fold_case) {
         return Err(SaslError::AuthzidMismatch {
             authcid: authcid.to_vec(),
         });
@@ -293,7 +307,7 @@ mod tests {
     ) -> (Vec<String>, Result<String, SaslError>) {
         let mut challenges = Vec::new();
         let mut responses = responses.iter();
-        let mut progress = start(mechanism, initial.map(str::as_bytes));
+        let mut progress = start(mechanism, initial.map(str::as_bytes), false);
         loop {
             match progress {
                 Err(e) => return (challenges, Err(e)),
@@ -309,7 +323,7 @@ mod tests {
                 Ok(Progress::Challenge(exchange, challenge)) => {
                     challenges.push(challenge);
                     let line = responses.next().expect("exchange wants another response");
-                    progress = exchange.respond(line.as_bytes());
+                    progress = exchange.respond(line.as_bytes(), false);
                 }
                 Ok(other) => panic!("not a PLAIN or LOGIN step: {other:?}"),
             }
@@ -477,9 +491,25 @@ mod tests {
         assert_eq!(Mechanism::from_name(b""), None);
     }
 
+    /// Under lowercase-users an authorization identity a case apart from the user name is that
+    /// user (from a black-box trial: `alice\0ALICE\0pw` was refused); without it, another name.
+    #[test]
+    fn plain_authzid_folds_case_under_lowercase_users() {
+        use base64::Engine as _;
+        let message = STANDARD.encode(b"alice\0ALICE\0pw");
+        let folded = start(Mechanism::Plain, Some(message.as_bytes()), true);
+        assert!(matches!(folded, Ok(Progress::Done(c)) if c.user == b"ALICE"));
+        let exact = start(Mechanism::Plain, Some(message.as_bytes()), false);
+        assert!(matches!(exact, Err(SaslError::AuthzidMismatch { .. })));
+        let other = STANDARD.encode(b"admin\0ALICE\0pw");
+        let refused = start(Mechanism::Plain, Some(other.as_bytes()), true);
+        assert!(matches!(refused, Err(SaslError::AuthzidMismatch { .. })));
+    }
+
     #[test]
     fn the_password_never_shows_in_debug() {
-        let Ok(Progress::Done(c)) = start(Mechanism::Plain, Some(b"AGFsaWNlAHNlY3JldA==")) else {
+        let Ok(Progress::Done(c)) = start(Mechanism::Plain, Some(b"AGFsaWNlAHNlY3JldA=="), false)
+        else {
             panic!()
         };
         assert!(!format!("{c:?}").contains("secret"));

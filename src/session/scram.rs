@@ -59,7 +59,7 @@ pub enum Outcome {
 /// RFC 5802 section 7: `client-first-message = gs2-header client-first-message-bare`, where
 /// `gs2-header = gs2-cbind-flag "," [authzid] ","` and
 /// `client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]`.
-pub fn client_first(message: &[u8]) -> Result<ClientFirst, SaslError> {
+pub fn client_first(message: &[u8], fold_case: bool) -> Result<ClientFirst, SaslError> {
     let mut parts = message.splitn(3, |&b| b == b',');
     let (Some(cbind), Some(authzid), Some(bare)) = (parts.next(), parts.next(), parts.next())
     else {
@@ -89,7 +89,7 @@ pub fn client_first(message: &[u8]) -> Result<ClientFirst, SaslError> {
         return Err(SaslError::Malformed);
     }
     // Optional extensions may follow; none is known, and unknown ones are ignored (section 5.1).
-    if authzid.is_some_and(|a| a != user) {
+    if authzid.is_some_and(|a| !super::sasl::same_user(&a, &user, fold_case)) {
         return Err(SaslError::AuthzidMismatch { authcid: user });
     }
     Ok(ClientFirst {

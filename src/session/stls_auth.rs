@@ -107,7 +107,8 @@ impl Session<'_> {
             Mechanism::Login => "AUTH-LOGIN",
             Mechanism::ScramSha256 => "AUTH-SCRAM-SHA-256",
         };
-        self.sasl_progress(sasl::start(mechanism, initial), user, out)
+        let fold_case = self.services.lowercase_users;
+        self.sasl_progress(sasl::start(mechanism, initial, fold_case), user, out)
     }
 
     /// The next line of an exchange in progress.
@@ -125,7 +126,10 @@ impl Session<'_> {
         // off there counts as a failed login, so that one connection cannot have them made without
         // limit, as it cannot have passwords checked without limit.
         let derived_for = exchange.derived_for();
-        match (exchange.respond(line), derived_for) {
+        match (
+            exchange.respond(line, self.services.lowercase_users),
+            derived_for,
+        ) {
             (Err(e), Some(name)) if !matches!(e, SaslError::AuthzidMismatch { .. }) => {
                 self.derivation_wasted(&name, user, format_args!("{e}"), out)
             }

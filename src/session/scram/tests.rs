@@ -38,7 +38,7 @@ fn first(client_first: &str, account: Result<Account, AuthError>) -> (Pending, S
 }
 
 fn client_first_message(text: &str) -> Result<ClientFirst, SaslError> {
-    super::client_first(text.as_bytes())
+    super::client_first(text.as_bytes(), false)
 }
 
 fn decoded(base64: &str) -> String {
@@ -135,6 +135,12 @@ fn client_first_messages() {
     for (text, want) in cases {
         assert_eq!(client_first_message(text).unwrap_err(), *want, "{text:?}");
     }
+    // Under lowercase-users the user database sees both names in lowercase: a case apart, the same
+    // user (from a black-box trial, for AUTH PLAIN); another name is still refused.
+    let folded = |text: &str| super::client_first(text.as_bytes(), true).map(|c| c.user);
+    assert_eq!(folded("n,a=alice,n=ALICE,r=abc"), Ok(b"ALICE".to_vec()));
+    assert!(folded("n,a=admin,n=ALICE,r=abc").is_err());
+    assert!(client_first_message("n,a=alice,n=ALICE,r=abc").is_err());
 }
 
 #[test]
