@@ -9,6 +9,7 @@ pub mod chain;
 pub mod digest;
 pub mod dovecot_pbkdf2;
 pub mod gate;
+pub mod glibc_sha_crypt;
 pub mod lowercase;
 pub mod md5_crypt;
 pub mod passwd_file;
