@@ -63,7 +63,7 @@ test: lint-man check-static
 # The fuzz targets live in fuzz/, a workspace of their own. cargo-fuzz passes nightly-only compiler flags;
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Install it once: `cargo install cargo-fuzz`.
 FUZZ_SECONDS ?= 120
-FUZZ_TARGETS ?= command passwd_file maildir_name maildir_uidl line body location mbox_scan proxy config_file scram uidl_format
+FUZZ_TARGETS ?= command passwd_file maildir_name maildir_uidl line body location mbox_scan proxy config_file scram uidl_format crypt_hash
 fuzz:
 	@command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz is required (cargo install cargo-fuzz)" >&2; exit 1; }
 	cd fuzz
