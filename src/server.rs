@@ -165,10 +165,12 @@ const DESCRIPTORS_SPARE: u64 = 64;
 /// enough for the default 100 sessions, not for 1,000.
 fn ensure_descriptors(max_sessions: usize) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // Sessions lingering after their close hold their connection outside --max-sessions.
     let need = u64::try_from(max_sessions)
         .unwrap_or(u64::MAX)
         .saturating_mul(DESCRIPTORS_PER_SESSION)
-        .saturating_add(DESCRIPTORS_SPARE);
+        .saturating_add(DESCRIPTORS_SPARE)
+        .saturating_add(conn::MAX_LINGERING as u64);
     let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok(limits) => limits,
         Err(e) => {
@@ -313,7 +315,8 @@ fn accept_one(
 struct SessionJob {
     /// Holds the connection's place under --max-sessions until the session gives it up after its close
     /// (see `conn::serve_tls`), or the job is done or dropped: it bounds the session threads, a
-    /// session's last replies and close included, and the shutdown waits for it.
+    /// session's last replies and close included. The shutdown waits for it, and then for the
+    /// sessions still lingering after their close (see [`Draining`]).
     active: ActiveGuard,
     stream: TcpStream,
     peer: SocketAddr,
@@ -438,6 +441,8 @@ fn session(
         frontend.services.login_timeout,
         frontend.timeout,
     );
+    // After its close, until its last log line: see `Draining`.
+    let mut draining: Option<Draining> = None;
     let tls = frontend.tls.as_ref().map(|acceptor| conn::Tls {
         acceptor,
         implicit: implicit_tls,
@@ -462,12 +467,15 @@ fn session(
         tls,
         &mut |place| {
             drop(ticket.take());
-            if place == conn::Place::Session {
-                drop(active.take());
+            if place == conn::Place::Session
+                && let Some(active) = active.take()
+            {
+                draining = Some(active.drain());
             }
         },
     );
     conn::log_session_end(&peer, &stats, elapsed);
+    drop(draining);
 }
 
 /// `--max-per-ip`: a ticket for one more session from this client address, or a `[SYS/TEMP]` line (RFC
@@ -496,6 +504,31 @@ fn admit_address(
 /// Decrements the session count when a session thread ends, even by panic.
 struct ActiveGuard(Arc<AtomicUsize>);
 
+impl ActiveGuard {
+    /// The place given up, the session counted as draining instead (counted first, so that the
+    /// shutdown never sees it in neither count).
+    fn drain(self) -> Draining {
+        DRAINING.fetch_add(1, Ordering::SeqCst);
+        Draining
+    }
+}
+
+/// Sessions past their close (after QUIT) that have given up their place under --max-sessions but
+/// are still reading what the client sent behind QUIT, or writing their last log line. The
+/// shutdown waits for them too (at most the 200 ms linger): an exit meanwhile would reset the
+/// connection, and a client could lose the end of its last replies to a QUIT already carried out
+/// (a review: 2,048 of 288,127 octets, the message deleted), and the log its session-end lines.
+static DRAINING: AtomicUsize = AtomicUsize::new(0);
+
+/// One session counted in [`DRAINING`] until dropped.
+struct Draining;
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        DRAINING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
@@ -507,9 +540,12 @@ fn wait_for_sessions(live: &Live, active: &AtomicUsize) {
     let deadline = Instant::now() + live.shutdown_grace;
     loop {
         let sessions = active.load(Ordering::SeqCst);
+        let draining = DRAINING.load(Ordering::SeqCst);
         // Past the grace period the gate closes as soon as no UPDATE is running: a QUIT after that is
         // refused, never begun and cut off by the exit.
-        if sessions == 0 || (Instant::now() >= deadline && live.updates().close_if_idle()) {
+        if (sessions == 0 && draining == 0)
+            || (Instant::now() >= deadline && live.updates().close_if_idle())
+        {
             log::info!("shutdown ({sessions} sessions cut off)");
             return;
         }

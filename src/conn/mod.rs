@@ -49,7 +49,8 @@ pub struct Client<'a> {
 /// under `--max-per-ip` once the replies before the last one (to QUIT, or an end the session chose
 /// itself) are out, so that a client reconnecting as soon as it reads that reply is not refused; its
 /// place under `--max-sessions` once the connection is closed, before the linger, which serves no
-/// one. A session ending any other way keeps its places to the end (a failed login's delay included).
+/// one (the standalone server's shutdown still waits for it). A session ending any other way keeps
+/// its places to the end (a failed login's delay included).
 pub fn serve_tls(
     stream: Stream,
     services: &Services,
@@ -326,8 +327,8 @@ fn quit(
     // refused (a review: 1,423 of 1,424 times at --max-sessions 5).
     release(Place::Session);
     // A pipelining client may have sent commands behind QUIT; past `MAX_LINGERING` sessions doing
-    // so, the close is left to the kernel.
-    if let Some(_lingering) = Lingering::enter() {
+    // so (or `MAX_LINGERING_PER_ADDRESS` from its address), the close is left to the kernel.
+    if let Some(_lingering) = Lingering::enter(session.client()) {
         linger(reader);
     }
     Ok(Outcome::Quit)
@@ -351,27 +352,67 @@ pub enum Place {
 }
 
 /// At most this many sessions linger after QUIT at once, holding a place under no limit: their
-/// threads are bounded by it (each lingers 200 ms at most).
-const MAX_LINGERING: usize = 64;
+/// threads and connections are bounded by it (each lingers 200 ms at most).
+pub const MAX_LINGERING: usize = 64;
+
+/// And at most this many from one address (an IPv6 one by its /64): one address cycling
+/// QUIT-and-keep-open, no login needed, took every turn, and others' pipelined commands behind
+/// QUIT then met a reset that could cost their last replies (a review).
+const MAX_LINGERING_PER_ADDRESS: usize = 4;
+
+/// The sessions lingering, in all and by address.
+static LINGERING: std::sync::Mutex<Vec<(Option<std::net::IpAddr>, usize)>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// A session's turn at lingering after QUIT: see [`MAX_LINGERING`].
-struct Lingering;
-
-static LINGERING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+struct Lingering {
+    address: Option<std::net::IpAddr>,
+}
 
 impl Lingering {
-    fn enter() -> Option<Lingering> {
-        use std::sync::atomic::Ordering;
-        let before = LINGERING.fetch_add(1, Ordering::SeqCst);
-        // Past the bound the turn is dropped here, and the count goes back down.
-        let turn = Lingering;
-        (before < MAX_LINGERING).then_some(turn)
+    fn enter(client: Option<std::net::IpAddr>) -> Option<Lingering> {
+        let address = client.map(linger_key);
+        let mut table = LINGERING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = table.iter().map(|(_, n)| n).sum();
+        let slot = table.iter().position(|(a, _)| *a == address);
+        let ours = slot.map_or(0, |i| table[i].1);
+        if total >= MAX_LINGERING || (address.is_some() && ours >= MAX_LINGERING_PER_ADDRESS) {
+            return None;
+        }
+        match slot {
+            Some(i) => table[i].1 += 1,
+            None => table.push((address, 1)),
+        }
+        Some(Lingering { address })
     }
 }
 
 impl Drop for Lingering {
     fn drop(&mut self) {
-        LINGERING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let mut table = LINGERING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = table.iter().position(|(a, _)| *a == self.address) {
+            table[i].1 -= 1;
+            if table[i].1 == 0 {
+                table.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// An address as lingering counts it: an IPv6 one by its /64, which one host can fill, and an IPv4
+/// one seen through an IPv4-mapped IPv6 address as itself.
+fn linger_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
     }
 }
 
@@ -544,7 +585,29 @@ pub fn log_session_end(peer: &str, stats: &Stats, elapsed: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::start_of_last_line;
+    use super::{Lingering, MAX_LINGERING_PER_ADDRESS, linger_key, start_of_last_line};
+    use std::net::IpAddr;
+
+    /// One address gets at most its few turns at lingering, and another address its own (from a
+    /// review: one address cycling QUIT took all 64); an IPv6 /64 is one address, and an IPv4 one
+    /// seen mapped into IPv6 is itself.
+    #[test]
+    fn lingering_turns_are_shared_between_addresses() {
+        let ip = |text: &str| text.parse::<IpAddr>().ok();
+        let mine: Vec<Lingering> = (0..MAX_LINGERING_PER_ADDRESS)
+            .map(|_| Lingering::enter(ip("192.0.2.77")).unwrap())
+            .collect();
+        assert!(Lingering::enter(ip("192.0.2.77")).is_none());
+        assert!(Lingering::enter(ip("::ffff:192.0.2.77")).is_none());
+        let other = Lingering::enter(ip("198.51.100.77"));
+        assert!(other.is_some());
+        drop(mine);
+        assert!(Lingering::enter(ip("192.0.2.77")).is_some());
+        assert_eq!(
+            linger_key("2001:db8:1:2:3:4:5:6".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+    }
 
     #[test]
     fn the_last_line_is_found() {
