@@ -251,11 +251,11 @@ pub enum CryptFault {
     /// Not a shape its algorithm writes: cut short, a salt or hash of the wrong length or with bits
     /// set past its end, parameters the verifier refuses.
     Malformed,
-    /// More memory per check than [`MAX_MEMORY_PER_CHECK`].
+    /// More memory per check than `MAX_MEMORY_PER_CHECK`.
     TooMuchMemory,
-    /// A check would take more than about 10 s, up to days: past [`MAX_BCRYPT_COST`],
-    /// [`MAX_SHA_CRYPT_ROUNDS`], `dovecot_pbkdf2::MAX_ROUNDS`, [`MAX_ARGON2_PASSES`] or
-    /// [`MAX_YESCRYPT_PASSES`].
+    /// A check would take more than about 10 s, up to days: past `MAX_BCRYPT_COST`,
+    /// `MAX_SHA_CRYPT_ROUNDS`, `dovecot_pbkdf2::MAX_ROUNDS`, `MAX_ARGON2_PASSES` or
+    /// `MAX_YESCRYPT_PASSES`.
     TooSlow,
 }
 
