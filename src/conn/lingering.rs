@@ -1,0 +1,91 @@
+//! Who may linger after QUIT: a session reads, for up to 200 ms, what the client sent behind QUIT
+//! (closing with it unread would reset the connection), holding by then no place under the front
+//! end's limits; these bounds keep such sessions few, and shared between addresses.
+
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+
+/// At most this many sessions linger after QUIT at once, holding a place under no limit: their
+/// threads and connections are bounded by it (each lingers 200 ms at most).
+pub const MAX_LINGERING: usize = 64;
+
+/// And at most this many from one address (an IPv6 one by its /64): one address cycling
+/// QUIT-and-keep-open, no login needed, took every turn, and others' pipelined commands behind
+/// QUIT then met a reset that could cost their last replies (a review).
+const MAX_LINGERING_PER_ADDRESS: usize = 4;
+
+/// The sessions lingering, in all and by address.
+static LINGERING: Mutex<Vec<(Option<IpAddr>, usize)>> = Mutex::new(Vec::new());
+
+/// A session's turn at lingering after QUIT: see [`MAX_LINGERING`].
+pub(super) struct Lingering {
+    address: Option<IpAddr>,
+}
+
+impl Lingering {
+    pub(super) fn enter(client: Option<IpAddr>) -> Option<Lingering> {
+        let address = client.map(linger_key);
+        let mut table = LINGERING.lock().unwrap_or_else(PoisonError::into_inner);
+        let total: usize = table.iter().map(|(_, n)| n).sum();
+        let slot = table.iter().position(|(a, _)| *a == address);
+        let ours = slot.map_or(0, |i| table[i].1);
+        if total >= MAX_LINGERING || (address.is_some() && ours >= MAX_LINGERING_PER_ADDRESS) {
+            return None;
+        }
+        match slot {
+            Some(i) => table[i].1 += 1,
+            None => table.push((address, 1)),
+        }
+        Some(Lingering { address })
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let mut table = LINGERING.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = table.iter().position(|(a, _)| *a == self.address) {
+            table[i].1 -= 1;
+            if table[i].1 == 0 {
+                table.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// An address as lingering counts it: an IPv6 one by its /64, which one host can fill, and an IPv4
+/// one seen through an IPv4-mapped IPv6 address as itself.
+fn linger_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One address gets at most its few turns at lingering, and another address its own (from a
+    /// review: one address cycling QUIT took all 64); an IPv6 /64 is one address, and an IPv4 one
+    /// seen mapped into IPv6 is itself.
+    #[test]
+    fn lingering_turns_are_shared_between_addresses() {
+        let ip = |text: &str| text.parse::<IpAddr>().ok();
+        let mine: Vec<Lingering> = (0..MAX_LINGERING_PER_ADDRESS)
+            .map(|_| Lingering::enter(ip("192.0.2.77")).unwrap())
+            .collect();
+        assert!(Lingering::enter(ip("192.0.2.77")).is_none());
+        assert!(Lingering::enter(ip("::ffff:192.0.2.77")).is_none());
+        let other = Lingering::enter(ip("198.51.100.77"));
+        assert!(other.is_some());
+        drop(mine);
+        assert!(Lingering::enter(ip("192.0.2.77")).is_some());
+        assert_eq!(
+            linger_key("2001:db8:1:2:3:4:5:6".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+    }
+}
