@@ -43,7 +43,7 @@ impl Counted {
     /// prefix 64:ff9b::/96 (RFC 6052), by the IPv4 address in its last 32 bits; in the local-use
     /// translation prefix 64:ff9b:1::/48 (RFC 8215) the IPv4 address may sit anywhere, so each address
     /// counts on its own there. Masked as other IPv6, all of a translator's clients would share one count.
-    fn of(ip: IpAddr, prefix: u8) -> Counted {
+    pub(crate) fn of(ip: IpAddr, prefix: u8) -> Counted {
         let exact = |key| Counted { key, prefix: None };
         let v6 = match ip.to_canonical() {
             IpAddr::V6(v6) => v6,

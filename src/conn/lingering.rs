@@ -5,26 +5,31 @@
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
+use crate::admission::Counted;
+use crate::config::DEFAULT_IPV6_PREFIX;
+
 /// At most this many sessions linger after QUIT at once, holding a place under no limit: their
 /// threads and connections are bounded by it (each lingers 200 ms at most).
 pub const MAX_LINGERING: usize = 64;
 
-/// And at most this many from one address (an IPv6 one by its /64): one address cycling
-/// QUIT-and-keep-open, no login needed, took every turn, and others' pipelined commands behind
-/// QUIT then met a reset that could cost their last replies (a review).
-const MAX_LINGERING_PER_ADDRESS: usize = 4;
+/// And at most this many from one address, counted as --max-per-ip counts with its default prefix
+/// (an IPv6 client by its /64, one through NAT64 by its IPv4 address), as many as that limit's
+/// default: one address cycling QUIT-and-keep-open, no login needed, took every turn, and others'
+/// commands arriving behind QUIT then met a reset that could cost their last replies (a review).
+/// A session without a turn still reads what has arrived before it closes (`conn::quit`).
+const MAX_LINGERING_PER_ADDRESS: usize = 10;
 
 /// The sessions lingering, in all and by address.
-static LINGERING: Mutex<Vec<(Option<IpAddr>, usize)>> = Mutex::new(Vec::new());
+static LINGERING: Mutex<Vec<(Option<Counted>, usize)>> = Mutex::new(Vec::new());
 
 /// A session's turn at lingering after QUIT: see [`MAX_LINGERING`].
 pub(super) struct Lingering {
-    address: Option<IpAddr>,
+    address: Option<Counted>,
 }
 
 impl Lingering {
     pub(super) fn enter(client: Option<IpAddr>) -> Option<Lingering> {
-        let address = client.map(linger_key);
+        let address = client.map(|ip| Counted::of(ip, DEFAULT_IPV6_PREFIX));
         let mut table = LINGERING.lock().unwrap_or_else(PoisonError::into_inner);
         let total: usize = table.iter().map(|(_, n)| n).sum();
         let slot = table.iter().position(|(a, _)| *a == address);
@@ -52,25 +57,13 @@ impl Drop for Lingering {
     }
 }
 
-/// An address as lingering counts it: an IPv6 one by its /64, which one host can fill, and an IPv4
-/// one seen through an IPv4-mapped IPv6 address as itself.
-fn linger_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
-        v4 => v4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// One address gets at most its few turns at lingering, and another address its own (from a
-    /// review: one address cycling QUIT took all 64); an IPv6 /64 is one address, and an IPv4 one
-    /// seen mapped into IPv6 is itself.
+    /// review: one address cycling QUIT took all 64); addresses are counted as --max-per-ip counts
+    /// them: an IPv4 one seen mapped into IPv6 is itself, an IPv6 /64 is one, NAT64 clients are not.
     #[test]
     fn lingering_turns_are_shared_between_addresses() {
         let ip = |text: &str| text.parse::<IpAddr>().ok();
@@ -83,9 +76,16 @@ mod tests {
         assert!(other.is_some());
         drop(mine);
         assert!(Lingering::enter(ip("192.0.2.77")).is_some());
-        assert_eq!(
-            linger_key("2001:db8:1:2:3:4:5:6".parse().unwrap()),
-            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
-        );
+        // An IPv6 /64 is one address; NAT64 clients are their IPv4 addresses.
+        let net: Vec<Lingering> = (1..=MAX_LINGERING_PER_ADDRESS)
+            .map(|i| Lingering::enter(ip(&format!("2001:db8:1:2::{i}"))).unwrap())
+            .collect();
+        assert!(Lingering::enter(ip("2001:db8:1:2:ffff::1")).is_none());
+        assert!(Lingering::enter(ip("2001:db8:1:3::1")).is_some());
+        drop(net);
+        let nat64: Vec<Lingering> = (1..=MAX_LINGERING_PER_ADDRESS)
+            .map(|i| Lingering::enter(ip(&format!("64:ff9b::c000:2{i:02}"))).unwrap())
+            .collect();
+        assert_eq!(nat64.len(), MAX_LINGERING_PER_ADDRESS);
     }
 }

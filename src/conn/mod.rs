@@ -278,7 +278,7 @@ fn refuse_stray_proxy_header(
     };
     if header {
         log::warn!("peer={peer}: PROXY protocol header from an address not in proxy-from; closing");
-        linger(reader);
+        linger(reader, LINGER);
         return Ok(Some(Outcome::Error));
     }
     Ok(None)
@@ -329,11 +329,12 @@ fn quit(
     // each connection open) kept every place under --max-sessions lingering: other addresses were
     // refused (a review: 1,423 of 1,424 times at --max-sessions 5).
     release(Place::Session);
-    // A pipelining client may have sent commands behind QUIT; past `MAX_LINGERING` sessions doing
-    // so (or `MAX_LINGERING_PER_ADDRESS` from its address), the close is left to the kernel.
-    if let Some(_lingering) = Lingering::enter(session.client()) {
-        linger(reader);
-    }
+    // A pipelining client may have sent commands behind QUIT: read for a while (a turn at lingering),
+    // or past `MAX_LINGERING` sessions doing so (or `MAX_LINGERING_PER_ADDRESS` from its address),
+    // only what has arrived already.
+    let turn = Lingering::enter(session.client());
+    linger(reader, if turn.is_some() { LINGER } else { GLANCE });
+    drop(turn);
     Ok(Outcome::Quit)
 }
 
@@ -368,7 +369,7 @@ fn close_after_last_failure(
 ) -> io::Result<Outcome> {
     flush(pending, reader.get_mut())?;
     reader.get_mut().close();
-    linger(reader);
+    linger(reader, LINGER);
     Ok(Outcome::Closed)
 }
 
@@ -397,16 +398,20 @@ fn expire(session: &Session<'_>, pending: &mut Vec<u8>, stream: &mut Stream) -> 
     Outcome::Timeout
 }
 
+/// How long a close lingers.
+const LINGER: Duration = Duration::from_millis(200);
+/// How long it lingers after QUIT without a turn at it (`Lingering`): it reads what has arrived.
+const GLANCE: Duration = Duration::from_millis(1);
+
 /// Before closing on a client that may have sent more than was read (commands behind QUIT or the last
 /// failed login, or whatever follows a refused PROXY header): ends our side of the connection, then reads
-/// (briefly, boundedly) what the client still sends, because closing a socket with unread input makes
-/// the kernel send a reset instead of an orderly end, and a client that gets the reset before it has read
-/// the last reply may lose that reply. Ending our side first lets the client see the end at once, so the
-/// wait costs it nothing; most clients then close too, which ends the wait.
-fn linger(reader: &mut BufReader<Stream>) {
-    const LINGER: Duration = Duration::from_millis(200);
+/// (for `how_long` at most) what the client still sends, because closing a socket with unread input
+/// makes the kernel send a reset instead of an orderly end, and a client that gets the reset before it
+/// has read the last reply may lose that reply. Ending our side first lets the client see the end at
+/// once, so the wait costs it nothing; most clients then close too, which ends the wait.
+fn linger(reader: &mut BufReader<Stream>, how_long: Duration) {
     reader.get_mut().shutdown_write();
-    let deadline = Instant::now() + LINGER;
+    let deadline = Instant::now() + how_long;
     for _ in 0..16 {
         let n = reader.buffer().len();
         reader.consume(n);

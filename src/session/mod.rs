@@ -231,12 +231,12 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The session of a client at `client` (see the field).
     /// The client's address, where the front end knows one.
     pub fn client(&self) -> Option<IpAddr> {
         self.client
     }
 
+    /// The session of a client at `client` (see the field).
     pub fn with_client(mut self, client: Option<IpAddr>) -> Session<'a> {
         self.client = client;
         self
