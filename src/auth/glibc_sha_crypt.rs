@@ -5,6 +5,7 @@
 
 use sha_crypt::{Params, sha256_crypt, sha512_crypt};
 
+use super::crypt_b64;
 use super::secret::constant_time_eq;
 
 /// The order in which SHA-512-crypt writes its 64 octets, three at a time (Drepper's specification).
@@ -19,9 +20,6 @@ const SHA256_ORDER: [usize; 32] = [
     20, 10, 0, 11, 1, 21, 2, 22, 12, 23, 13, 3, 14, 4, 24, 5, 25, 15, 26, 16, 6, 17, 7, 27, 8, 28,
     18, 29, 19, 9, 30, 31,
 ];
-
-/// crypt(3)'s base64 alphabet, written low bits first.
-const CRYPT_B64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// The default rounds, when the string names none.
 const DEFAULT_ROUNDS: u32 = 5000;
@@ -70,28 +68,11 @@ pub fn verify(hash: &str, password: &[u8]) -> bool {
     };
     let salt = salt.as_bytes();
     let ours = if sha512 {
-        encode(&sha512_crypt(password, salt, params), &SHA512_ORDER)
+        crypt_b64::encode(&sha512_crypt(password, salt, params), &SHA512_ORDER)
     } else {
-        encode(&sha256_crypt(password, salt, params), &SHA256_ORDER)
+        crypt_b64::encode(&sha256_crypt(password, salt, params), &SHA256_ORDER)
     };
     constant_time_eq(ours.as_bytes(), written.as_bytes())
-}
-
-/// The hash's octets in `order`, in crypt's base64: three octets to four characters, the last one or
-/// two to two or three.
-fn encode(digest: &[u8], order: &[usize]) -> String {
-    let ordered: Vec<u8> = order.iter().map(|&i| digest[i]).collect();
-    let mut out = String::with_capacity(86);
-    for group in ordered.chunks(3) {
-        let word = group
-            .iter()
-            .rev()
-            .fold(0u32, |word, &octet| word << 8 | u32::from(octet));
-        for i in 0..=group.len() {
-            out.push(char::from(CRYPT_B64[(word >> (6 * i)) as usize & 63]));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@
 
 use md5::{Digest, Md5};
 
+use super::crypt_b64;
 use super::secret::constant_time_eq;
 
 const MAGIC: &[u8] = b"$1$";
-/// crypt(3)'s base-64 alphabet (not RFC 4648's).
-const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// The order in which the digest's octets are written (the original's groups of three).
+const ORDER: [usize; 16] = [12, 6, 0, 13, 7, 1, 14, 8, 2, 15, 9, 3, 5, 10, 4, 11];
 /// The salt is at most 8 characters; longer salts are cut, as every implementation does.
 const MAX_SALT: usize = 8;
 
@@ -27,11 +28,11 @@ pub fn verify(password: &[u8], stored: &str) -> bool {
     if dollar > MAX_SALT || expected.len() != 22 {
         return false;
     }
-    constant_time_eq(&hash(password, salt), expected)
+    constant_time_eq(hash(password, salt).as_bytes(), expected)
 }
 
 /// The 22-character encoded digest of `password` with `salt` (at most 8 octets, no `$`).
-pub fn hash(password: &[u8], salt: &[u8]) -> [u8; 22] {
+pub fn hash(password: &[u8], salt: &[u8]) -> String {
     let alternate = Md5::new()
         .chain_update(password)
         .chain_update(salt)
@@ -79,26 +80,7 @@ pub fn hash(password: &[u8], salt: &[u8]) -> [u8; 22] {
         }
         digest = ctx.finalize();
     }
-    encode(&digest.into())
-}
-
-/// The digest's octets in the original's order, 24 bits at a time, least significant 6 bits first.
-fn encode(d: &[u8; 16]) -> [u8; 22] {
-    let groups = [(0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5)];
-    let mut out = [0u8; 22];
-    for (g, &(a, b, c)) in groups.iter().enumerate() {
-        let v = u32::from(d[a]) << 16 | u32::from(d[b]) << 8 | u32::from(d[c]);
-        put(&mut out[g * 4..g * 4 + 4], v);
-    }
-    put(&mut out[20..22], u32::from(d[11]));
-    out
-}
-
-fn put(out: &mut [u8], mut v: u32) {
-    for o in out {
-        *o = ITOA64[(v & 0x3f) as usize];
-        v >>= 6;
-    }
+    crypt_b64::encode(&digest, &ORDER)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod apop;
 pub mod chain;
+pub mod crypt_b64;
 pub mod digest;
 pub mod dovecot_pbkdf2;
 pub mod gate;

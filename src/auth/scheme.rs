@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use sha_crypt::PasswordVerifier;
 
+use super::crypt_b64::ALPHABET as CRYPT_B64;
 use super::digest::{self, Digest};
 use super::dovecot_pbkdf2::Pbkdf2;
 use super::scram;
@@ -310,9 +311,6 @@ pub fn crypt_fault(hash: &str) -> Option<CryptFault> {
     }
 }
 
-/// crypt(3)'s base64 alphabet; SHA-crypt, MD5-crypt and yescrypt write the low bits of each octet
-/// first.
-const CRYPT_B64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 /// bcrypt's base64 alphabet, high bits first.
 const BCRYPT_B64: &[u8; 64] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /// The standard base64 alphabet, high bits first, without padding: Argon2's (libsodium's) strings.
