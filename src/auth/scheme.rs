@@ -288,7 +288,8 @@ const MAX_SHA_CRYPT_ROUNDS: u32 = 5_000_000;
 const MAX_ARGON2_PASSES: u64 = 10 << 30;
 
 /// The most memory a yescrypt check may pass over: 11 s with r = 32. libxcrypt's largest setting
-/// (1 GiB, passed over 1 1/3 times) fits. Blocks of r below 8 cost twice as much an octet: half that.
+/// (1 GiB, passed over 1 1/3 times) fits. Blocks of r below 8 cost twice as much an octet, and count
+/// twice (see `yescrypt_memory_passes`).
 const MAX_YESCRYPT_PASSES: u64 = 8 << 30;
 
 /// Whether `hash` can be checked: `None` if it is well formed and affordable, else why not.
@@ -425,15 +426,7 @@ fn too_slow(hash: &str) -> bool {
     }
     if let Some(rest) = hash.strip_prefix("$y$") {
         let params = rest.split('$').next().unwrap_or_default();
-        let Ok(parsed) = params.parse::<yescrypt::Params>() else {
-            return true;
-        };
-        let limit = if parsed.r() < 8 {
-            MAX_YESCRYPT_PASSES / 2
-        } else {
-            MAX_YESCRYPT_PASSES
-        };
-        return yescrypt_memory_passes(params).is_none_or(|bytes| bytes > limit);
+        return yescrypt_memory_passes(params).is_none_or(|bytes| bytes > MAX_YESCRYPT_PASSES);
     }
     if ARGON2_PREFIXES.iter().any(|p| hash.starts_with(p)) {
         let params = argon2::PasswordHash::new(hash)
@@ -449,8 +442,8 @@ fn too_slow(hash: &str) -> bool {
 
 /// The octets of memory a yescrypt check passes over: 128 r octets a block, N blocks filled and then
 /// as many again as t asks for (a third, two thirds, t - 1 times N in its native mode; N, 1.5 N, t N
-/// in scrypt's and its write-once modes, which also repeat it all p times). `None` if `params` do
-/// not parse or the sum overflows.
+/// in scrypt's and its write-once modes, which also repeat it all p times), counted twice when r is
+/// below 8, where an octet costs twice as much. `None` if `params` do not parse or the sum overflows.
 fn yescrypt_memory_passes(params: &str) -> Option<u64> {
     let parsed: yescrypt::Params = params.parse().ok()?;
     let (n, r, p) = (parsed.n(), u64::from(parsed.r()), u64::from(parsed.p()));
@@ -472,10 +465,12 @@ fn yescrypt_memory_passes(params: &str) -> Option<u64> {
         };
         (again, p)
     };
+    let weight = if r < 8 { 2 } else { 1 };
     n.checked_add(again)?
         .checked_mul(repeats)?
         .checked_mul(128)?
-        .checked_mul(r)
+        .checked_mul(r)?
+        .checked_mul(weight)
 }
 
 /// yescrypt's t, from its parameter string (flags, log2 N, r, then an optional mask saying which of
