@@ -111,15 +111,9 @@ fn check_passwd(
             notes.extend(unusable_accounts(config, path, &users));
             notes.extend(
                 users
-                    .faulty_hashes()
+                    .faulty_hash_warnings()
                     .into_iter()
-                    .map(|(line, name, fault)| {
-                        format!(
-                            "warning: {}:{line}: user {} cannot log in: {fault}",
-                            path.display(),
-                            crate::config::OneLine(&name)
-                        )
-                    }),
+                    .map(|w| format!("warning: {w}")),
             );
             Ok(())
         }

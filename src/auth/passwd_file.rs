@@ -10,8 +10,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
+use super::scheme::Stored;
 use super::scheme::pick_dummy;
-use super::scheme::{CryptFault, Stored};
 use super::scram::{self, Keys};
 use super::secret::constant_time_eq;
 use super::{Account, AuthError, Authenticator, Nets, Policy, SaltKey, ScramLookup, Secret, apop};
@@ -107,10 +107,10 @@ impl PasswdFile {
         self.read().users.len()
     }
 
-    /// The users whose crypt hash is faulty (see `scheme::crypt_fault`), with their line numbers and
-    /// the fault, in file order, for `--check-config`: they can never log in.
-    pub fn faulty_hashes(&self) -> Vec<(usize, String, CryptFault)> {
-        faulty_hashes(&self.read())
+    /// What each load says of the users whose hash is faulty (see `scheme::crypt_fault`), in file
+    /// order, for `--check-config` too: they can never log in.
+    pub fn faulty_hash_warnings(&self) -> Vec<String> {
+        faulty_hash_warnings(&self.path, &self.read())
     }
 
     /// Whether some user who can log in has a `{PLAIN}` password, which APOP needs.
@@ -200,28 +200,32 @@ impl PasswdFile {
     }
 }
 
-/// The users of `table` whose crypt hash is faulty, with their line numbers, in file order.
-fn faulty_hashes(table: &Table) -> Vec<(usize, String, CryptFault)> {
+/// `FILE:LINE: user NAME cannot log in: FAULT` for each user of `table` whose hash is faulty, in file
+/// order.
+fn faulty_hash_warnings(path: &Path, table: &Table) -> Vec<String> {
     let mut found: Vec<_> = table
         .users
         .values()
-        .filter_map(|e| {
-            let fault = e.stored.fault()?;
-            Some((e.line, e.account.name.clone(), fault))
-        })
+        .filter_map(|e| Some((e.line, &e.account.name, e.stored.fault()?)))
         .collect();
     found.sort_by_key(|(line, _, _)| *line);
     found
+        .into_iter()
+        .map(|(line, name, fault)| {
+            let name = crate::config::OneLine(name);
+            format!(
+                "{}:{line}: user {name} cannot log in: {fault}",
+                path.display()
+            )
+        })
+        .collect()
 }
 
 /// A faulty hash loads (its shape is checked only this far: see `scheme::crypt_fault`) and locks its
 /// user; each load says so, or the user would only find their password refused.
 fn warn_of_faulty_hashes(path: &Path, table: &Table) {
-    for (line, name, fault) in faulty_hashes(table) {
-        log::warn!(
-            "{}:{line}: user {name} cannot log in: {fault}",
-            path.display()
-        );
+    for warning in faulty_hash_warnings(path, table) {
+        log::warn!("{warning}");
     }
 }
 
