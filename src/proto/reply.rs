@@ -116,6 +116,17 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// A count and its noun, singular for one: `Tally(1, "message")` shows as "1 message", `Tally(2,
+/// "message")` as "2 messages". Only for nouns whose plural takes an "s".
+pub struct Tally<'a>(pub u64, pub &'a str);
+
+impl fmt::Display for Tally<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Tally(n, noun) = *self;
+        write!(f, "{n} {noun}{}", if n == 1 { "" } else { "s" })
+    }
+}
+
 /// A status line being formatted; always leaves room for the CRLF.
 struct StatusLine {
     buf: [u8; MAX_STATUS_LINE],
@@ -202,6 +213,15 @@ mod tests {
         for (code, text) in cases {
             assert_eq!(code.as_str(), text);
         }
+    }
+
+    #[test]
+    fn tally_is_singular_for_one_only() {
+        let shown = [0, 1, 2, 11].map(|n| Tally(n, "message").to_string());
+        assert_eq!(
+            shown,
+            ["0 messages", "1 message", "2 messages", "11 messages"]
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{Session, State, Step, Transaction, printable, transaction_only};
 use crate::auth::{self, Account, AuthError, Secret};
 use crate::maildrop::{self, Maildrop, MaildropError};
 use crate::proto::command::Command;
-use crate::proto::reply::{self, RespCode};
+use crate::proto::reply::{self, RespCode, Tally};
 use crate::session::table::Table;
 
 impl Session<'_> {
@@ -282,16 +282,20 @@ impl Session<'_> {
             reply::ok(
                 out,
                 format_args!(
-                    "maildrop of {} has {count} messages ({octets} octets)",
-                    account.name
+                    "maildrop of {} has {} ({})",
+                    account.name,
+                    Tally(count as u64, "message"),
+                    Tally(octets, "octet")
                 ),
             )?;
         } else {
             reply::ok(
                 out,
                 format_args!(
-                    "{}'s maildrop has {count} messages ({octets} octets)",
-                    account.name
+                    "{}'s maildrop has {} ({})",
+                    account.name,
+                    Tally(count as u64, "message"),
+                    Tally(octets, "octet")
                 ),
             )?;
         }

@@ -94,7 +94,7 @@ fn no_plaintext_refuses_passwords_until_tls() {
     );
     let (out, _) = script(&mut s, &["USER alice", "PASS secret"]);
     assert!(
-        out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"),
+        out.ends_with("+OK alice's maildrop has 1 message (28 octets)\r\n"),
         "{out}"
     );
 }
@@ -118,7 +118,7 @@ fn no_plaintext_without_stls_points_elsewhere() {
 #[test]
 fn auth_exchanges() {
     let delay = Step::Delay(std::time::Duration::from_millis(7));
-    let logged_in = "+OK alice's maildrop has 1 messages (28 octets)\r\n";
+    let logged_in = "+OK alice's maildrop has 1 message (28 octets)\r\n";
     let failed = "-ERR [AUTH] invalid user name or password\r\n";
     let cases: &[(&[&str], &str, Step)] = &[
         (
@@ -220,7 +220,7 @@ fn auth_exchanges() {
 /// the AUTH command", so a USER given before it still stands.
 #[test]
 fn a_failed_auth_leaves_an_earlier_user_in_place() {
-    let logged_in = "+OK alice's maildrop has 1 messages (28 octets)\r\n";
+    let logged_in = "+OK alice's maildrop has 1 message (28 octets)\r\n";
     let failures: &[&[&str]] = &[
         &["AUTH PLAIN", "*"],
         &["AUTH LOGIN", "YWxpY2U=", "*"],
@@ -287,7 +287,7 @@ fn sasl_responses_may_be_longer_than_command_lines() {
 #[test]
 fn scram_logins() {
     let delay = Step::Delay(std::time::Duration::from_millis(7));
-    let logged_in = "+OK alice's maildrop has 1 messages (28 octets)\r\n";
+    let logged_in = "+OK alice's maildrop has 1 message (28 octets)\r\n";
     let failed = "-ERR [AUTH] invalid user name or password\r\n";
     // user, password, initial response, the outcome after client-final (and the empty response).
     let cases = [

@@ -170,7 +170,7 @@ fn deleted_messages_vanish_until_rset() {
     assert_eq!(
         out,
         "+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n+OK 1 28\r\n\
-         +OK 1 messages (28 octets)\r\n2 28\r\n.\r\n-ERR message 1 already deleted\r\n\
+         +OK 1 message (28 octets)\r\n2 28\r\n.\r\n-ERR message 1 already deleted\r\n\
          -ERR message 1 already deleted\r\n-ERR message 1 already deleted\r\n"
     );
     let (out, _) = script(&mut s, &["RSET", "STAT"]);
@@ -186,7 +186,7 @@ fn quit_in_transaction_applies_deletions() {
     let mut s = Session::new(&f.services, "peer", None);
     let (out, step) = script(&mut s, &["USER alice", "PASS secret", "DELE 2", "QUIT"]);
     assert!(
-        out.ends_with("+OK poplar signing off (1 messages left)\r\n"),
+        out.ends_with("+OK poplar signing off (1 message left)\r\n"),
         "{out}"
     );
     assert_eq!(step, Step::Quit);
@@ -273,7 +273,7 @@ fn a_password_over_the_cap_fails_like_a_wrong_one() {
         &["AUTH PLAIN", &b64(format!("\0ok\0{at_cap}").as_bytes())],
     );
     assert!(
-        out.ends_with("+OK ok's maildrop has 1 messages (28 octets)\r\n"),
+        out.ends_with("+OK ok's maildrop has 1 message (28 octets)\r\n"),
         "{out}"
     );
 }
@@ -331,7 +331,7 @@ fn second_session_gets_in_use() {
     script(&mut first, &["QUIT"]);
     let (out, _) = script(&mut second, &["USER alice", "PASS secret"]);
     assert!(
-        out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"),
+        out.ends_with("+OK alice's maildrop has 1 message (28 octets)\r\n"),
         "{out}"
     );
 }
@@ -478,7 +478,7 @@ fn identity_failure_ends_the_session_unopened() {
     let mut other = Session::new(&f.services, "peer", None);
     let (out, _) = script(&mut other, &["USER alice", "PASS secret"]);
     assert!(
-        out.ends_with("+OK alice's maildrop has 1 messages (28 octets)\r\n"),
+        out.ends_with("+OK alice's maildrop has 1 message (28 octets)\r\n"),
         "{out}"
     );
 }
@@ -596,5 +596,5 @@ fn quit_after_shutdown_closed_the_gate_deletes_nothing() {
     let services = Services::new(f.services.auth.clone(), f.services.mail.clone());
     let mut again = Session::new(&services, "peer", None);
     let (out, _) = script(&mut again, &["USER alice", "PASS secret"]);
-    assert!(out.ends_with("has 1 messages (28 octets)\r\n"), "{out}");
+    assert!(out.ends_with("has 1 message (28 octets)\r\n"), "{out}");
 }

@@ -8,7 +8,7 @@ use super::{Outcome, Services, Stats, Step, Transaction};
 use crate::maildrop::{MaildropError, Tidy};
 use crate::proto::body::{Encoder, Limit};
 use crate::proto::command::{Command, MsgNum};
-use crate::proto::reply::{self, RespCode};
+use crate::proto::reply::{self, RespCode, Tally};
 
 /// Size of the reads that feed the body encoder: large enough for few system calls per message, small
 /// enough to be a passing cost per RETR rather than per session. With the encoded buffer it stays under
@@ -88,7 +88,11 @@ pub(super) fn handle<W: Write + ?Sized>(
             let (count, octets) = tx.table.totals();
             reply::ok(
                 out,
-                format_args!("maildrop has {count} messages ({octets} octets)"),
+                format_args!(
+                    "maildrop has {} ({})",
+                    Tally(count as u64, "message"),
+                    Tally(octets, "octet")
+                ),
             )?;
         }
         // CAPA is the session's: its capabilities depend on the connection (see `Session::offer`).
@@ -119,7 +123,14 @@ fn no_message<W: Write + ?Sized>(out: &mut W, msg: MsgNum, missing: Missing) -> 
 
 fn list_all<W: Write + ?Sized>(tx: &Transaction, out: &mut W) -> io::Result<()> {
     let (count, octets) = tx.table.totals();
-    reply::ok(out, format_args!("{count} messages ({octets} octets)"))?;
+    reply::ok(
+        out,
+        format_args!(
+            "{} ({})",
+            Tally(count as u64, "message"),
+            Tally(octets, "octet")
+        ),
+    )?;
     for (index, info) in tx.maildrop.messages().iter().enumerate() {
         if !tx.table.is_deleted(index) {
             reply::listing_line(out, index + 1, reply::decimal(info.octets, &mut [0; 20]))?;
@@ -282,7 +293,10 @@ fn update<W: Write + ?Sized>(
             stats.outcome = Some(Outcome::Quit);
             reply::ok(
                 out,
-                format_args!("poplar signing off ({left} messages left)"),
+                format_args!(
+                    "poplar signing off ({} left)",
+                    Tally(left as u64, "message")
+                ),
             )?;
             Ok(Some(tidy))
         }
