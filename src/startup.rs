@@ -122,7 +122,7 @@ pub fn frontend(config: &Config) -> Result<Frontend, StartError> {
         apop_host,
         tls,
         proxy_from: config.proxy_from.clone(),
-        proxy_timeout: config.timeout.min(config.login_timeout),
+        proxy_timeout: config.effective_login_timeout(),
     })
 }
 

@@ -106,7 +106,8 @@ pub struct Config {
     pub first_valid_gid: u32,
     pub max_per_ip: usize,
     pub ipv6_prefix: u8,
-    pub login_timeout: Duration,
+    /// Given, or None: the default, 10 minutes (see `effective_login_timeout`).
+    pub login_timeout: Option<Duration>,
     pub max_auth_attempts: u32,
     // TLS (RFC 2595 STLS, RFC 8314 implicit TLS).
     pub tls_cert: Option<PathBuf>,
@@ -147,7 +148,7 @@ impl Default for Config {
             first_valid_gid: DEFAULT_FIRST_VALID_GID,
             max_per_ip: DEFAULT_MAX_PER_IP,
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
-            login_timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            login_timeout: None,
             max_auth_attempts: DEFAULT_MAX_AUTH_ATTEMPTS,
             tls_cert: None,
             tls_key: None,
@@ -245,7 +246,7 @@ impl Config {
             "max-per-ip" => self.max_per_ip = number(required(value)?, 1, 1_000_000)? as usize,
             "ipv6-prefix" => self.ipv6_prefix = number(required(value)?, 1, 128)? as u8,
             "login-timeout" => {
-                self.login_timeout = Duration::from_secs(number(required(value)?, 1, 86_400)?)
+                self.login_timeout = Some(Duration::from_secs(number(required(value)?, 1, 86_400)?))
             }
             "max-auth-attempts" => {
                 self.max_auth_attempts = number(required(value)?, 1, 100)? as u32
@@ -266,7 +267,10 @@ impl Config {
 
     /// The login deadline in force: AUTHORIZATION is never allowed longer than an idle logged-in session.
     pub fn effective_login_timeout(&self) -> Duration {
-        self.login_timeout.min(self.timeout)
+        let given = self.login_timeout;
+        given
+            .unwrap_or(Duration::from_secs(DEFAULT_TIMEOUT_SECS))
+            .min(self.timeout)
     }
 
     /// Settings that cannot go together, as (the option to blame, the problem): checked once every
@@ -318,11 +322,10 @@ impl Config {
             );
         }
         // The default follows --timeout without a word; a value given that it cuts is said.
-        let login_default = Duration::from_secs(DEFAULT_TIMEOUT_SECS);
-        if self.login_timeout != login_default && self.login_timeout > self.timeout {
+        if let Some(login_timeout) = self.login_timeout.filter(|&t| t > self.timeout) {
             warnings.push(format!(
                 "login-timeout {}s is longer than timeout {}s, which is used instead",
-                self.login_timeout.as_secs(),
+                login_timeout.as_secs(),
                 self.timeout.as_secs()
             ));
         }
@@ -471,6 +474,16 @@ mod tests {
         );
         c.set("login-timeout", Some("700")).unwrap();
         assert!(c.warnings().is_empty());
+        // The default's value given outright is cut as well (it was taken for the default, unsaid).
+        c.set("timeout", Some("300")).unwrap();
+        c.set("login-timeout", Some("600")).unwrap();
+        assert_eq!(
+            c.warnings(),
+            [
+                "login-timeout 600s is longer than timeout 300s, which is used instead",
+                "timeout 300s is below RFC 1939's 10-minute minimum for the autologout timer"
+            ]
+        );
     }
 
     #[test]
