@@ -24,6 +24,7 @@ use crate::conn;
 use crate::listen::{self, Listener};
 use crate::notify::{Notifier, State, notify};
 use crate::privs::{FirstValid, Privileges};
+use crate::proto::reply::Tally;
 use crate::reload::Live;
 use crate::signals::{self, SignalPipe};
 use crate::startup::{Frontend, StartError, apop_timestamp, client_address, frontend, keepalive};
@@ -546,7 +547,8 @@ fn wait_for_sessions(live: &Live, active: &AtomicUsize) {
         if (sessions == 0 && draining == 0)
             || (Instant::now() >= deadline && live.updates().close_if_idle())
         {
-            log::info!("shutdown ({sessions} sessions cut off)");
+            let cut_off = (sessions + draining) as u64;
+            log::info!("shutdown ({} cut off)", Tally(cut_off, "session"));
             return;
         }
         thread::sleep(Duration::from_millis(50));

@@ -229,7 +229,7 @@ fn shutdown_grace_bounds_the_wait_for_idle_sessions() {
     assert!(server.wait_log(&["SIGINT: shutting down"], WAIT).is_some());
     assert!(
         server
-            .wait_log(&["shutdown (1 sessions cut off)"], WAIT)
+            .wait_log(&["shutdown (1 session cut off)"], WAIT)
             .is_some()
     );
     assert_eq!(
