@@ -282,7 +282,7 @@ fn check_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
             // The full load the server does: PEM contents, a usable key, the key matching the certificate.
             crate::tls::from_config(config)
                 .map(drop)
-                .map_err(|e| problem(origins, "tls-cert", e.to_string()))
+                .map_err(|e| problem(origins, e.option(cert, key), e.to_string()))
         }
         (Some(_), None) => Err(problem(
             origins,

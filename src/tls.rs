@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Why a certificate or key could not be used. `Display` is one line that names the file.
 #[derive(Debug)]
@@ -44,6 +44,25 @@ pub enum TlsError {
     Config(String),
     /// The binary was built without the cargo feature `tls`.
     NotBuilt,
+}
+
+impl TlsError {
+    /// The option whose file is at fault, for a `FILE:LINE: option: problem` message: `tls-key` for
+    /// a missing, unusable or mismatched key, `tls-cert` otherwise (a file given as both is read as
+    /// the certificate first).
+    pub fn option(&self, cert: &Path, key: &Path) -> &'static str {
+        match self {
+            TlsError::NoKey { .. } | TlsError::BadKey { .. } | TlsError::KeyMismatch { .. } => {
+                "tls-key"
+            }
+            TlsError::Read { path, .. } | TlsError::Pem { path, .. }
+                if path == key && path != cert =>
+            {
+                "tls-key"
+            }
+            _ => "tls-cert",
+        }
+    }
 }
 
 impl fmt::Display for TlsError {

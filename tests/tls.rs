@@ -367,24 +367,33 @@ fn bad_certificate_or_key_stops_start_up() {
     let cases: Vec<(Vec<String>, String)> = vec![
         (
             vec![s(&missing), s(&certs.key)],
-            format!("{}: No such file or directory", s(&missing)),
+            format!("--tls-cert: {}: No such file or directory", s(&missing)),
         ),
         (
             vec![s(&empty), s(&certs.key)],
-            format!("{}: no certificate found", s(&empty)),
+            format!("--tls-cert: {}: no certificate found", s(&empty)),
         ),
         (
             vec![s(&certs.chain), s(&empty)],
-            format!("{}: no private key found", s(&empty)),
+            format!("--tls-key: {}: no private key found", s(&empty)),
+        ),
+        // The key named by its own option, not the certificate's (a black-box trial's finding).
+        (
+            vec![s(&certs.chain), s(&missing)],
+            format!("--tls-key: {}: No such file or directory", s(&missing)),
+        ),
+        (
+            vec![s(&certs.chain), s(fx.passwd())],
+            format!("--tls-key: {}: no private key found", s(fx.passwd())),
         ),
         (
             vec![s(&certs.chain), s(&certs.chain)],
-            format!("{}: no private key found", s(&certs.chain)),
+            format!("--tls-key: {}: no private key found", s(&certs.chain)),
         ),
         (
             vec![s(&certs.chain), s(&other.key)],
             format!(
-                "{}: private key does not match the certificate in {}",
+                "--tls-key: {}: private key does not match the certificate in {}",
                 s(&other.key),
                 s(&certs.chain)
             ),
