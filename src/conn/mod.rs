@@ -376,12 +376,15 @@ fn close_after_last_failure(
 /// How long the reply to an expired login timer may take to go out.
 const LAST_WORDS: Duration = Duration::from_secs(1);
 
-/// The login or autologout timer ran out between commands, no response under way: says so and ends.
-/// Best effort: the client may be gone. RFC 1939 section 3: on autologout the server closes the
-/// connection without entering UPDATE.
+/// The login or autologout timer ran out between commands, no response under way: ends the session.
+/// Best effort: the client may be gone. RFC 1939 section 3: on autologout "the session does NOT enter
+/// the UPDATE state--the server should close the TCP connection without removing any messages or
+/// sending any response to the client", so a logged-in client hears nothing (a line sent then would
+/// be read as the reply to a command crossing it). The login timer is poplar's own bound on
+/// AUTHORIZATION, not an inactivity timer, and says why it ends.
 fn expire(session: &Session<'_>, pending: &mut Vec<u8>, stream: &mut Stream) -> Outcome {
-    let text: &[u8] = if session.logged_in() {
-        b"-ERR autologout timer expired, closing\r\n"
+    let last_words: &[u8] = if session.logged_in() {
+        b""
     } else {
         // The login timer bounded the writes too, and has run out: the last words get a moment of
         // their own, enough for a client that reads, too little to hold the session.
@@ -389,10 +392,10 @@ fn expire(session: &Session<'_>, pending: &mut Vec<u8>, stream: &mut Stream) -> 
         b"-ERR login timer expired, closing\r\n"
     };
     if flush(pending, stream)
-        .and_then(|()| stream.write_all(text))
+        .and_then(|()| stream.write_all(last_words))
         .is_ok()
     {
-        // Flushes the reply too; under TLS the close_notify after it tells the client nothing was cut.
+        // Flushes what was written; under TLS the close_notify after it tells the client nothing was cut.
         stream.close();
     }
     Outcome::Timeout

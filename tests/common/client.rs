@@ -216,17 +216,23 @@ impl Client {
     /// Waits for the server to close the connection: true if EOF (or reset) arrives within `within`,
     /// ignoring any bytes that arrive before it.
     pub fn closed_within(&mut self, within: Duration) -> bool {
+        self.read_until_closed(within).is_some()
+    }
+
+    /// What the server sends until it closes the connection, if it does within `within`.
+    pub fn read_until_closed(&mut self, within: Duration) -> Option<Vec<u8>> {
         self.set_read_timeout(within);
         let deadline = Instant::now() + within;
         let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
         while Instant::now() < deadline {
             match self.reader.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
+                Ok(0) => return Some(got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Some(got),
+                Err(_) => return None,
             }
         }
-        false
+        None
     }
 }
