@@ -107,6 +107,19 @@ pub enum Recovery {
     Completed,
 }
 
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Recovery::Clean => "nothing to do",
+            Recovery::DiscardedIncomplete => {
+                "its recovery file was incomplete and is removed, the mbox untouched"
+            }
+            Recovery::RolledBack => "undone, the mbox as it was before that UPDATE",
+            Recovery::Completed => "its rewrite had finished, the clean-up is done",
+        })
+    }
+}
+
 /// Why `prepare` gave up; the mbox was not touched either way.
 #[derive(Debug)]
 pub enum Refused<E> {
@@ -455,7 +468,7 @@ pub fn recover(path: &Path, file: &File) -> io::Result<Recovery> {
     remove_recovery_file(&rpath)?;
     remove_mark(path)?;
     sync_dir(&rpath)?;
-    log::warn!("{}: interrupted expunge found: {outcome:?}", path.display());
+    log::warn!("{}: interrupted expunge found: {outcome}", path.display());
     Ok(outcome)
 }
 
