@@ -58,19 +58,8 @@ pub fn permitted() -> Result<u64, Errno> {
 /// sets and, where the thread may (CAP_SETPCAP), from its bounding set. Capabilities it does not hold
 /// are not asked for (a unit file may have taken some away).
 pub fn keep_only_needed() -> Result<(), String> {
-    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes with the rest below. It
-    // matters only across execve, which poplar never calls, so being refused here is no failure.
-    for cap in 0..=last_capability() {
-        if KEPT & 1 << cap == 0 {
-            // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
-            let rc =
-                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
-            if rc != 0 {
-                log::debug!("capability bounding set unchanged: {}", Errno::last());
-                break;
-            }
-        }
-    }
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes with the rest below.
+    keep_in_bounding_set(KEPT);
     let keep = permitted().map_err(|e| format!("capget: {e}"))? & KEPT;
     let header = Header {
         version: VERSION_3,
@@ -88,6 +77,23 @@ pub fn keep_only_needed() -> Result<(), String> {
         return Err(format!("capset: {}", Errno::last()));
     }
     Ok(())
+}
+
+/// Drops every capability but `keep` from the process's bounding set, as far as the calling thread
+/// may (CAP_SETPCAP). It matters only across execve, which poplar never calls, so being refused is
+/// no failure.
+pub fn keep_in_bounding_set(keep: u64) {
+    for cap in 0..=last_capability() {
+        if keep & 1 << cap == 0 {
+            // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
+            let rc =
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+            if rc != 0 {
+                log::debug!("capability bounding set unchanged: {}", Errno::last());
+                break;
+            }
+        }
+    }
 }
 
 /// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`); 63 when it cannot

@@ -483,6 +483,14 @@ fn standalone_user_drops_the_process() {
         status_field(&status, "Uid:"),
         format!("{uid} {uid} {uid} {uid}")
     );
+    // No capability left in any set, the bounding set included.
+    assert!(
+        capabilities(srv.pid())
+            .iter()
+            .all(|&sets| sets == (0, 0, 0)),
+        "{:x?}",
+        capabilities(srv.pid())
+    );
     // The fixture's maildrop is root's (mode 0700): nobody cannot open it.
     fs::set_permissions(fx.maildir("alice"), fs::Permissions::from_mode(0o700)).unwrap();
     let mut c = srv.connect();
