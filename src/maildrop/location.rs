@@ -54,8 +54,10 @@ impl Location {
     }
 }
 
-/// Longest user name accepted in a path (Linux `LOGIN_NAME_MAX` is 256; mail systems use far less).
-pub const MAX_USER_NAME: usize = 64;
+/// Longest user name accepted in a path: the longest mail address (RFC 5321's 256-octet path less its
+/// angle brackets; RFC 3696 errata), for virtual users named `user@domain`, and within one path
+/// component (NAME_MAX, 255) when `%u` is one.
+pub const MAX_USER_NAME: usize = 254;
 
 impl FromStr for Location {
     type Err = String;
@@ -282,7 +284,7 @@ mod tests {
         let long = "a".repeat(MAX_USER_NAME + 1);
         let cases: [(&str, Option<&Path>, &str); 11] = [
             ("", None, "empty user name"),
-            (&long, None, "user name longer than 64 octets"),
+            (&long, None, "user name longer than 254 octets"),
             ("a/b", None, "user name contains '/'"),
             ("a\0b", None, "user name contains a control character"),
             ("a\nb", None, "user name contains a control character"),
@@ -363,6 +365,17 @@ mod tests {
         assert_eq!(
             loc.expand(&user, None),
             Ok(PathBuf::from(format!("/var/mail/{user}")))
+        );
+        // A virtual user's address longer than an RFC 5321 local part (a black-box trial's case:
+        // 80 octets were refused at 64).
+        let address = format!("john.smith@mail.{}.example.co.uk", "a".repeat(50));
+        let loc: Location = "maildir:/vmail/%d/%n".parse().unwrap();
+        assert_eq!(
+            loc.expand(&address, None),
+            Ok(PathBuf::from(format!(
+                "/vmail/mail.{}.example.co.uk/john.smith",
+                "a".repeat(50)
+            )))
         );
     }
 
