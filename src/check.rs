@@ -109,6 +109,7 @@ fn check_passwd(
             notes.extend(nobody_logs_in(config, &users).map(|w| format!("warning: {w}")));
             notes.extend(salts_per_connection(config, &users));
             notes.extend(unusable_accounts(config, path, &users));
+            notes.extend(names_only_auth_takes(path, &users));
             notes.extend(
                 users
                     .faulty_hash_warnings()
@@ -202,6 +203,10 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
         .filter_map(|(line, account)| {
             let location = account.policy.mail_location(&config.mail);
             let why = match location.expand(&account.name, account.home.as_deref()) {
+                // Refused under any template, this one's escapes aside.
+                Err(why) if crate::maildrop::location::check_user(&account.name).is_err() => {
+                    format!("no mail location takes its name: {why}")
+                }
                 Err(why) => format!("its mail location {location} does not fit: {why}"),
                 Ok(_)
                     if config.lowercase_users
@@ -245,6 +250,32 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
         let more = warnings.len() - MAX_ACCOUNT_WARNINGS;
         warnings.truncate(MAX_ACCOUNT_WARNINGS);
         warnings.push(format!("warning: and {more} more users who cannot log in"));
+    }
+    warnings
+}
+
+/// Accounts whose name has a space: USER and APOP end a name there (RFC 1939 arguments are separated
+/// by spaces), so only AUTH can name them.
+fn names_only_auth_takes(path: &Path, users: &PasswdFile) -> Vec<String> {
+    let mut warnings: Vec<String> = users
+        .accounts()
+        .into_iter()
+        .filter(|(_, account)| account.name.contains(' '))
+        .map(|(line, account)| {
+            format!(
+                "warning: {}:{line}: user {} can log in only by AUTH: USER and APOP end a name \
+                 at its first space",
+                path.display(),
+                crate::config::OneLine(&account.name)
+            )
+        })
+        .collect();
+    if warnings.len() > MAX_ACCOUNT_WARNINGS {
+        let more = warnings.len() - MAX_ACCOUNT_WARNINGS;
+        warnings.truncate(MAX_ACCOUNT_WARNINGS);
+        warnings.push(format!(
+            "warning: and {more} more users whose name has a space"
+        ));
     }
     warnings
 }

@@ -297,7 +297,7 @@ fn the_example_configuration_checks_out() {
 }
 
 /// `--check-config --passwd FILE ARGS` on a passwd-file of `text`, which must pass: the file's path and
-/// the "cannot log in" warnings printed.
+/// the "cannot log in" and "can log in only" warnings printed.
 fn account_warnings(dir: &tempfile::TempDir, text: &str, args: &[&str]) -> (String, Vec<String>) {
     let passwd = dir.path().join("passwd");
     fs::write(&passwd, text).unwrap();
@@ -306,7 +306,7 @@ fn account_warnings(dir: &tempfile::TempDir, text: &str, args: &[&str]) -> (Stri
     assert_eq!(code, 0, "stderr: {err}");
     let warnings = out
         .lines()
-        .filter(|l| l.contains("cannot log in"))
+        .filter(|l| l.contains("cannot log in") || l.contains("can log in only"))
         .map(str::to_string)
         .collect();
     (p.to_string(), warnings)
@@ -320,7 +320,9 @@ fn check_config_warns_of_accounts_that_cannot_log_in() {
     let text = "alice@example.org:{PLAIN}a:1000:1000::::\n\
                 bob:{PLAIN}b:1000:1000::::\n\
                 carol@example.org:{PLAIN}c:1000:1000::::userdb_mail=maildir:%h/Maildir\n\
-                dave@example.org:{PLAIN}d::::::\n";
+                dave@example.org:{PLAIN}d::::::\n\
+                .erin@example.org:{PLAIN}e:1000:1000::::\n\
+                frank smith@example.org:{PLAIN}f:1000:1000::::\n";
     let vmail = ["--mail", "maildir:/srv/vmail/%d/%n"];
     let (p, warnings) = account_warnings(&dir, text, &vmail);
     let mut want = vec![
@@ -339,6 +341,15 @@ fn check_config_warns_of_accounts_that_cannot_log_in() {
              started as root without --user needs"
         ));
     }
+    // A name no template takes is not blamed on the template.
+    want.push(format!(
+        "# warning: {p}:5: user .erin@example.org cannot log in: no mail location takes its name: \
+         user name starts with '.'"
+    ));
+    want.push(format!(
+        "# warning: {p}:6: user frank smith@example.org can log in only by AUTH: USER and APOP end \
+         a name at its first space"
+    ));
     assert_eq!(warnings, want);
     // With --user, accounts without ids are served as that account.
     let (_, warnings) = account_warnings(&dir, text, &[&vmail[..], &["--user", "nobody"]].concat());

@@ -116,7 +116,7 @@ fn check_escapes(template: &str) -> Result<(), String> {
 
 /// A user name must name one path component, never a parent, a hidden file or something a terminal or
 /// a log would misread. Checked even when the template has no `%u`: such a name is refused everywhere.
-fn check_user(user: &str) -> Result<(), String> {
+pub fn check_user(user: &str) -> Result<(), String> {
     if user.is_empty() {
         return Err("empty user name".to_string());
     }
