@@ -154,9 +154,18 @@ pub(super) fn parse_maildir_uidl(value: &str) -> Result<MaildirUidl, String> {
     }
 }
 
+/// A DNS name (RFC 1123 section 2.1): labels of 1 to 63 letters, digits and hyphens, none at either
+/// end of a label, 253 octets in all; `_` allowed as well, as some hosts have it.
 pub(super) fn parse_hostname(value: &str) -> Result<String, String> {
-    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
-    if !value.is_empty() && value.len() <= 253 && value.chars().all(valid) {
+    let valid_label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    };
+    if value.len() <= 253 && value.split('.').all(valid_label) {
         Ok(value.to_string())
     } else {
         Err(format!("\"{value}\" is not a host name"))
@@ -183,6 +192,21 @@ mod tests {
 
     use super::*;
     use crate::config::{Config, apply_file, parse_file_text};
+
+    #[test]
+    fn host_names() {
+        for good in ["mail", "mail.example.org", "a-b.example", "x1_2.example", "1.2.3.4"] {
+            assert_eq!(parse_hostname(good).as_deref(), Ok(good));
+        }
+        let long_label = "a".repeat(64);
+        for bad in ["", "-x", "x-", "a..b", ".a", "a.", "a b", "a/b", &long_label] {
+            assert_eq!(
+                parse_hostname(bad),
+                Err(format!("\"{bad}\" is not a host name")),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn cidrs() {
