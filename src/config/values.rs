@@ -195,11 +195,27 @@ mod tests {
 
     #[test]
     fn host_names() {
-        for good in ["mail", "mail.example.org", "a-b.example", "x1_2.example", "1.2.3.4"] {
+        for good in [
+            "mail",
+            "mail.example.org",
+            "a-b.example",
+            "x1_2.example",
+            "1.2.3.4",
+        ] {
             assert_eq!(parse_hostname(good).as_deref(), Ok(good));
         }
         let long_label = "a".repeat(64);
-        for bad in ["", "-x", "x-", "a..b", ".a", "a.", "a b", "a/b", &long_label] {
+        for bad in [
+            "",
+            "-x",
+            "x-",
+            "a..b",
+            ".a",
+            "a.",
+            "a b",
+            "a/b",
+            &long_label,
+        ] {
             assert_eq!(
                 parse_hostname(bad),
                 Err(format!("\"{bad}\" is not a host name")),

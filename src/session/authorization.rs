@@ -199,11 +199,12 @@ impl Session<'_> {
                 Err(why) => return self.identity_refused(&account.name, &why, out),
             }
         }
+        let assumed = path.is_ok();
         let opened = path
             .and_then(|path| maildrop::open(mail.format, &path, &self.services.maildrop, owner));
         match opened {
             Ok(maildrop) => self.enter_transaction(account, maildrop, out),
-            Err(e) => self.maildrop_refused(&account.name, &e, out),
+            Err(e) => self.maildrop_refused(&account.name, &e, assumed, out),
         }
     }
 
@@ -227,25 +228,34 @@ impl Session<'_> {
     }
 
     /// The maildrop could not be opened or locked: the client is told why, in its response code.
+    /// After `assumed` (the account's identity taken on), the session goes on in AUTHORIZATION only
+    /// if the start-up identity comes back; otherwise it ends here, and the reply says so.
     fn maildrop_refused<W: Write + ?Sized>(
         &mut self,
         user: &str,
         e: &MaildropError,
+        assumed: bool,
         out: &mut W,
     ) -> io::Result<Step> {
         match e {
             MaildropError::InUse { .. } => log::info!("user={user} peer={}: {e}", self.peer),
             _ => log::error!("user={user} peer={}: {e}", self.peer),
         }
+        // Back to the start-up identity, or the next USER/PASS would read the passwd-file (and
+        // anything else) as this account. A thread that cannot go back (a process that became the
+        // user for good) ends the session.
+        let restored = if assumed {
+            self.services.identity.restore()
+        } else {
+            Ok(())
+        };
+        let closing = if restored.is_err() { ", closing" } else { "" };
         reply::err(
             out,
             Some(e.resp_code()),
-            format_args!("{}", e.client_text()),
+            format_args!("{}{closing}", e.client_text()),
         )?;
-        // Still in AUTHORIZATION: back to the start-up identity, or the next USER/PASS would
-        // read the passwd-file (and anything else) as this account. A thread that cannot go
-        // back (a process that became the user for good) ends the session here.
-        if let Err(why) = self.services.identity.restore() {
+        if let Err(why) = restored {
             log::debug!("peer={}: session ends: {why}", self.peer);
             return Ok(self.end_in_error());
         }

@@ -449,7 +449,14 @@ fn a_maildrop_that_does_not_open_gives_back_the_identity() {
         f.services.identity = recorded.clone();
         let mut s = Session::new(&f.services, "peer", None);
         let (out, step) = script(&mut s, &["USER alice", "PASS secret"]);
-        assert!(out.ends_with("-ERR [IN-USE] maildrop already locked by another session\r\n"));
+        // The reply says when the session ends with it (an inetd session switched for good).
+        let closing = if restore_fails { ", closing" } else { "" };
+        assert!(
+            out.ends_with(&format!(
+                "-ERR [IN-USE] maildrop already locked by another session{closing}\r\n"
+            )),
+            "{out}"
+        );
         // The fixture's maildrop is a Maildir: no mail-group for it.
         assert_eq!(
             *recorded.calls.lock().unwrap(),
@@ -459,6 +466,29 @@ fn a_maildrop_that_does_not_open_gives_back_the_identity() {
         assert_eq!(s.is_finished(), restore_fails);
         assert_eq!(step == Step::Quit, restore_fails);
     }
+}
+
+/// A name the mail location refuses (no domain for `%d`) is refused before any identity is taken on:
+/// nothing to give back, so the session stays in AUTHORIZATION even where going back is impossible
+/// (under inetd as root it ended, its reply not saying so).
+#[test]
+fn a_refused_mail_location_takes_on_no_identity() {
+    let mut f = fixture(&[MSG1]);
+    f.services.mail = "maildir:/nonexistent/%d/%n".parse().unwrap();
+    let recorded = Arc::new(Recorded {
+        restore_fails: true,
+        ..Recorded::default()
+    });
+    f.services.identity = recorded.clone();
+    let mut s = Session::new(&f.services, "peer", None);
+    let (out, step) = script(&mut s, &["USER alice", "PASS secret"]);
+    assert!(
+        out.ends_with("-ERR [SYS/PERM] no maildrop for this user\r\n"),
+        "{out}"
+    );
+    assert!(recorded.calls.lock().unwrap().is_empty());
+    assert!(!s.is_finished());
+    assert_eq!(step, Step::Continue);
 }
 
 #[test]
