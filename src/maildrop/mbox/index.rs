@@ -38,8 +38,10 @@ use super::scan::ScannedMessage;
 /// its missing line end, while RETR adds only the LF). Version 3: the key holds the mbox's ctime.
 /// Version 4: each message's flag octet also says whether its header has an `X-IMAP:` field (the first
 /// message is then an IMAP server's pseudo-message, not listed); a version 3 index does not say, so it
-/// could list that message. Older indexes are scanned anew.
-const MAGIC: &[u8; 20] = b"poplar-mbox-index 4\n";
+/// could list that message. Version 5: that flag needs the pseudo-message's subject, X-IMAP's two
+/// numbers and a size bound as well (see `ScannedMessage::imap_state`): a version 4 index could hide
+/// a message a sender wrote with an `X-IMAP:` field. Older indexes are scanned anew.
+const MAGIC: &[u8; 20] = b"poplar-mbox-index 5\n";
 /// The header after the magic: ten little-endian u64 (see [`Key`] and the message count).
 const HEADER_LEN: usize = MAGIC.len() + 10 * 8;
 /// Flag bits in the header.

@@ -110,12 +110,14 @@ fn saved_and_loaded_beside_the_mbox() {
     assert!(!index_path(&mbox).exists());
 }
 
-/// The `X-IMAP:` flag is kept (the first message is then not listed), and an index of the version
-/// before it, which did not record it, is refused: its mbox is scanned anew.
+/// The pseudo-message flag is kept (the first message is then not listed), and an index of the
+/// version before, which set it for any `X-IMAP:` field, is refused: its mbox is scanned anew.
 #[test]
-fn the_imap_state_flag_round_trips_and_a_version_3_index_is_refused() {
+fn the_imap_state_flag_round_trips_and_a_version_4_index_is_refused() {
     let pseudo = [
-        b"From MAILER-DAEMON Thu Jan  1 00:00:00 2026\nX-IMAP: 1 2\n\nstate\n\n".as_slice(),
+        b"From MAILER-DAEMON Thu Jan  1 00:00:00 2026\nX-IMAP: 1 2\n\
+          Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n\nstate\n\n"
+            .as_slice(),
         MBOX,
     ]
     .concat();
@@ -126,7 +128,7 @@ fn the_imap_state_flag_round_trips_and_a_version_3_index_is_refused() {
     assert_eq!(decode(&bytes), Some((key(&messages), messages.clone())));
     // The same file under the old magic, with a right checksum.
     let mut old = bytes[..bytes.len() - 8].to_vec();
-    old[..MAGIC.len()].copy_from_slice(b"poplar-mbox-index 3\n");
+    old[..MAGIC.len()].copy_from_slice(b"poplar-mbox-index 4\n");
     let sum = checksum(&old);
     old.extend_from_slice(&sum.to_le_bytes());
     assert_eq!(decode(&old), None);

@@ -426,8 +426,8 @@ fn keep_new_mail_state(path: &Path, file: &File, before: &fs::Metadata, delivere
     }
 }
 
-/// How many scanned messages, from the start, the session does not list: the first when its header
-/// has an `X-IMAP:` field. UW-IMAP (c-client: pine, alpine) and Dovecot keep the folder's IMAP state
+/// How many scanned messages, from the start, the session does not list: the first when it has the
+/// shape of an IMAP state pseudo-message (`ScannedMessage::imap_state`). UW-IMAP (c-client: pine, alpine) and Dovecot keep the folder's IMAP state
 /// (UIDVALIDITY, the next UID, keywords) in such a pseudo-message at the top of the mbox, and hide it,
 /// as Dovecot's POP3 does; a POP3 client that deleted it would make every IMAP client resynchronise.
 /// So it is skipped here, once, and everything else maps the session's indexes past it: it is never

@@ -1031,6 +1031,39 @@ fn an_imap_pseudo_message_is_not_listed() {
     assert_eq!(Mbox::open(&with).unwrap().messages().len(), 3);
 }
 
+/// A message a sender wrote with an `X-IMAP:` field, first in an empty mbox (procmail keeps headers
+/// as sent): listed, unless it has the whole pseudo-message's shape, and then only up to
+/// `MAX_PSEUDO_MESSAGE` octets (a review hid a 100 KB message with `X-IMAP: 1 2`, undeletable).
+#[test]
+fn a_sent_x_imap_field_does_not_hide_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox");
+    let big = "z".repeat(100_000);
+    let cases = [
+        (
+            format!("From evil\nX-IMAP: 1 2\nSubject: hi\n\n{big}\n\n{MBOX}"),
+            4,
+        ),
+        (
+            PSEUDO.replace("X-IMAP: 1767225600 0000000003", "X-IMAP: x"),
+            4,
+        ),
+        (format!("{}{big}\n\n{MBOX}", PSEUDO.trim_end()), 4),
+        (format!("{PSEUDO}{MBOX}"), 3),
+    ];
+    for (text, listed) in cases {
+        let text = if text.contains(MBOX) {
+            text
+        } else {
+            format!("{text}{MBOX}")
+        };
+        fs::write(&path, &text).unwrap();
+        index::remove(&path);
+        let mbox = Mbox::open(&path).unwrap();
+        assert_eq!(mbox.messages().len(), listed, "{text:.120}");
+    }
+}
+
 /// UPDATE leaves the pseudo-message as it was, byte for byte, whatever is deleted, all included and
 /// with mail delivered meanwhile: the file is the pseudo-message followed by what the same UPDATE
 /// leaves of the mbox without it. A later login, through the index, lists what a full scan lists.

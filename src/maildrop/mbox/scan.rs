@@ -55,11 +55,22 @@ pub struct ScannedMessage {
     pub popa3d_hashed: bool,
     /// The first `X-UIDL:` header's value, trimmed, when the scanner was asked for it.
     pub x_uidl: Option<Box<str>>,
-    /// The header has an `X-IMAP:` field (any case; not `X-IMAPbase:`): in the first message of the
-    /// file, the pseudo-message in which UW-IMAP (c-client) and Dovecot keep the folder's IMAP state,
-    /// hidden from the session (see `Mbox::open_owned`). Elsewhere it means nothing.
+    /// The message has the shape of the pseudo-message in which UW-IMAP (c-client) and Dovecot keep a
+    /// folder's IMAP state: an `X-IMAP:` field (any case; not `X-IMAPbase:`) whose value begins with
+    /// the UIDVALIDITY and last UID, the subject both write, `Subject: DON'T DELETE THIS MESSAGE --
+    /// FOLDER INTERNAL DATA`, and at most [`MAX_PSEUDO_MESSAGE`] octets. First in the file, it is
+    /// hidden from the session (see `Mbox::open_owned`); elsewhere it means nothing. A delivery agent
+    /// that keeps headers as sent (procmail) lets a sender write such a message into an empty mbox:
+    /// the bound keeps what it can hide from the user small.
     pub imap_state: bool,
 }
+
+/// The largest message taken for the IMAP state pseudo-message: UW-IMAP's and Dovecot's take well
+/// under a kilobyte, plus the folder's keywords.
+pub const MAX_PSEUDO_MESSAGE: u64 = 64 * 1024;
+
+/// The pseudo-message's subject, as UW-IMAP and Dovecot write it.
+const PSEUDO_SUBJECT: &[u8] = b"Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA";
 
 /// The input is not an mbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +108,9 @@ struct Current {
     md5: Md5,
     hashed: bool,
     x_uidl: Option<Box<str>>,
-    imap_state: bool,
+    /// An `X-IMAP:` field with the UIDVALIDITY and last UID, and the pseudo-message's subject.
+    x_imap: bool,
+    pseudo_subject: bool,
 }
 
 /// popa3d's choice of header lines for its unique-ids: those an MUA never rewrites. The first
@@ -135,6 +148,25 @@ impl HeaderFlags {
 
 fn starts_with_ci(line: &[u8], prefix: &[u8]) -> bool {
     line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// `X-IMAP:`'s value as UW-IMAP and Dovecot write it: the UIDVALIDITY and the last UID, decimal, then
+/// the keywords if any.
+fn begins_with_two_numbers(value: &[u8]) -> bool {
+    let mut words = value
+        .split(|&b| b == b' ' || b == b'\t' || b == b'\r' || b == b'\n')
+        .filter(|w| !w.is_empty());
+    let number = |w: Option<&[u8]>| w.is_some_and(|w| w.iter().all(u8::is_ascii_digit));
+    number(words.next()) && number(words.next())
+}
+
+/// A header line without its line end and trailing blanks.
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let end = line
+        .iter()
+        .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    &line[..end]
 }
 
 /// The scanner. Call `feed` with a window of the input starting at the first unconsumed byte; it
@@ -265,7 +297,8 @@ impl Scanner {
             cur.hashed = true;
         }
         // The field name must be followed by its colon: `X-IMAPbase:` (Dovecot's, in a real message) is not it.
-        cur.imap_state |= starts_with_ci(line, b"X-IMAP:");
+        cur.x_imap |= starts_with_ci(line, b"X-IMAP:") && begins_with_two_numbers(&line[7..]);
+        cur.pseudo_subject |= complete && trim_line_end(line).eq_ignore_ascii_case(PSEUDO_SUBJECT);
         if want_x_uidl && cur.x_uidl.is_none() && starts_with_ci(line, b"X-UIDL:") {
             // A line too long to see whole holds no valid unique-id (70 octets at most): record it as empty.
             // (Lines of `MIN_FRAGMENT` octets or more are treated so however the input was cut into windows.)
@@ -395,7 +428,8 @@ impl Scanner {
             md5: Md5::new(),
             hashed: false,
             x_uidl: None,
-            imap_state: false,
+            x_imap: false,
+            pseudo_subject: false,
         });
         self.state = State::FromLine;
     }
@@ -430,7 +464,9 @@ impl Scanner {
             popa3d_md5: cur.md5.finalize().into(),
             popa3d_hashed: cur.hashed,
             x_uidl: cur.x_uidl,
-            imap_state: cur.imap_state,
+            imap_state: cur.x_imap
+                && cur.pseudo_subject
+                && end - cur.from_offset <= MAX_PSEUDO_MESSAGE,
         });
     }
 }
