@@ -88,7 +88,16 @@ pub fn client_first(message: &[u8], fold_case: bool) -> Result<ClientFirst, Sasl
     if nonce.len() > MAX_FIELD || !nonce.iter().all(|&b| is_printable(b)) {
         return Err(SaslError::Malformed);
     }
-    // Optional extensions may follow; none is known, and unknown ones are ignored (section 5.1).
+    // Optional extensions may follow; none is known, and unknown ones are ignored (section 5.1),
+    // but each must be one: `attr-val = ALPHA "=" value`, `value = 1*value-char` (section 7).
+    if !fields.all(|field| {
+        field.len() >= 3
+            && field[0].is_ascii_alphabetic()
+            && field[1] == b'='
+            && !field.contains(&0)
+    }) {
+        return Err(SaslError::Malformed);
+    }
     if authzid.is_some_and(|a| !super::sasl::same_user(&a, &user, fold_case)) {
         return Err(SaslError::AuthzidMismatch { authcid: user });
     }
