@@ -126,12 +126,15 @@ fn unsafe_user_names_are_refused() {
     let long = "u".repeat(65);
     fx.user(&long, "secret");
     let srv = Server::start(&fx, &QUICK);
-    let users = [".dot", long.as_str(), "../alice", "alice/..", "ali\x01ce"];
+    let users = [".dot", "../alice", "alice/..", "ali\x01ce"];
     let pairs: Vec<(&str, &str)> = users.iter().map(|&u| (u, "secret")).collect();
     for (r, user) in try_logins(&srv, &pairs).iter().zip(users) {
         assert!(r.starts_with("-ERR "), "user {user:?} -> {r}");
     }
     assert!(try_login(&srv, "alice", "secret").starts_with("+OK "));
+    // Past 64 octets, as long as a mail address may be: a user (past 254 is refused, see
+    // tests/security.rs).
+    assert!(try_login(&srv, &long, "secret").starts_with("+OK "));
 }
 
 #[test]
