@@ -246,12 +246,18 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
             ))
         })
         .collect();
+    at_most_ten(&mut warnings, "who cannot log in");
+    warnings
+}
+
+/// Keeps the first [`MAX_ACCOUNT_WARNINGS`] of `warnings` and counts the rest in one line, as "and N
+/// more users {what}".
+fn at_most_ten(warnings: &mut Vec<String>, what: &str) {
     if warnings.len() > MAX_ACCOUNT_WARNINGS {
         let more = warnings.len() - MAX_ACCOUNT_WARNINGS;
         warnings.truncate(MAX_ACCOUNT_WARNINGS);
-        warnings.push(format!("warning: and {more} more users who cannot log in"));
+        warnings.push(format!("warning: and {more} more users {what}"));
     }
-    warnings
 }
 
 /// Accounts whose name has a space: USER and APOP end a name there (RFC 1939 arguments are separated
@@ -270,13 +276,7 @@ fn names_only_auth_takes(path: &Path, users: &PasswdFile) -> Vec<String> {
             )
         })
         .collect();
-    if warnings.len() > MAX_ACCOUNT_WARNINGS {
-        let more = warnings.len() - MAX_ACCOUNT_WARNINGS;
-        warnings.truncate(MAX_ACCOUNT_WARNINGS);
-        warnings.push(format!(
-            "warning: and {more} more users whose name has a space"
-        ));
-    }
+    at_most_ten(&mut warnings, "whose name has a space");
     warnings
 }
 
