@@ -55,11 +55,12 @@ pub fn permitted() -> Result<u64, Errno> {
 }
 
 /// Drops every capability but [`KEPT`] from the calling thread's effective, permitted and inheritable
-/// sets and, where the thread may (CAP_SETPCAP), from its bounding set. Capabilities it does not hold
+/// sets and, where the thread may (CAP_SETPCAP), empties its bounding set. Capabilities it does not hold
 /// are not asked for (a unit file may have taken some away).
 pub fn keep_only_needed() -> Result<(), String> {
-    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes with the rest below.
-    keep_in_bounding_set(KEPT);
+    // The bounding set first, emptied: dropping from it needs CAP_SETPCAP, which goes with the rest
+    // below, and it limits only what an execve could gain, not the sets kept here.
+    empty_bounding_set();
     let keep = permitted().map_err(|e| format!("capget: {e}"))? & KEPT;
     let header = Header {
         version: VERSION_3,
@@ -79,19 +80,15 @@ pub fn keep_only_needed() -> Result<(), String> {
     Ok(())
 }
 
-/// Drops every capability but `keep` from the process's bounding set, as far as the calling thread
-/// may (CAP_SETPCAP). It matters only across execve, which poplar never calls, so being refused is
-/// no failure.
-pub fn keep_in_bounding_set(keep: u64) {
+/// Empties the calling thread's bounding set, as far as it may (CAP_SETPCAP). The set matters only
+/// across execve, which poplar never calls, so being refused is no failure.
+pub fn empty_bounding_set() {
     for cap in 0..=last_capability() {
-        if keep & 1 << cap == 0 {
-            // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
-            let rc =
-                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
-            if rc != 0 {
-                log::debug!("capability bounding set unchanged: {}", Errno::last());
-                break;
-            }
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        if rc != 0 {
+            log::debug!("capability bounding set unchanged: {}", Errno::last());
+            break;
         }
     }
 }

@@ -423,8 +423,8 @@ pub fn lookup(name: &str, passwd: &Path, group: &Path) -> Result<Ids, String> {
 /// The whole process becomes `ids`, for good: groups, then gid, then uid (after setuid the others are
 /// no longer allowed), then proof that root cannot be regained.
 pub fn switch_process(ids: &Ids) -> Result<(), String> {
-    // Emptied while root may (CAP_SETPCAP): after the switch no capability is wanted again.
-    crate::capabilities::keep_in_bounding_set(0);
+    // Emptied while root may (CAP_SETPCAP; a process that kept only what it needs has done so).
+    crate::capabilities::empty_bounding_set();
     let groups: Vec<Gid> = ids.groups.iter().map(|&g| Gid::from_raw(g)).collect();
     unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
     unistd::setgid(Gid::from_raw(ids.gid)).map_err(|e| format!("setgid({}): {e}", ids.gid))?;
