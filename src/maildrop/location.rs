@@ -50,8 +50,43 @@ impl Location {
             rest = rest.get(i + 2..).unwrap_or_default();
         }
         out.extend_from_slice(rest);
-        Ok(PathBuf::from(OsString::from_vec(out)))
+        let path = PathBuf::from(OsString::from_vec(out));
+        check_name_lengths(&path, self.format)?;
+        Ok(path)
     }
+}
+
+/// Linux's NAME_MAX: the longest name of one directory entry.
+const NAME_MAX: usize = 255;
+
+/// Room kept after an mbox's own name for the files poplar keeps beside it: the longest,
+/// `.poplar-recovery-compacted`, takes 26 octets, a dotlock's temporary link name (`.lock.PID.N`)
+/// about as many.
+const MBOX_SIDE_FILE_ROOM: usize = 32;
+
+/// Every name in the path must fit NAME_MAX, an mbox's with room for its side files: a long user
+/// name would otherwise fail at the first file made (as a temporary error, and with no warning from
+/// `--check-config`).
+fn check_name_lengths(path: &Path, format: Format) -> Result<(), String> {
+    let mut names = path.iter().map(|name| name.len());
+    let last = names.next_back().unwrap_or(0);
+    let last_max = match format {
+        Format::Maildir => NAME_MAX,
+        Format::Mbox => NAME_MAX - MBOX_SIDE_FILE_ROOM,
+    };
+    if names.any(|len| len > NAME_MAX) {
+        return Err(format!("a directory name longer than {NAME_MAX} octets"));
+    }
+    if last > last_max {
+        return Err(match format {
+            Format::Maildir => format!("a directory name longer than {NAME_MAX} octets"),
+            Format::Mbox => format!(
+                "an mbox file name longer than {last_max} octets (room is kept for its lock and \
+                 recovery files)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Longest user name accepted in a path: the longest mail address (RFC 5321's 256-octet path less its
@@ -358,13 +393,45 @@ mod tests {
         }
     }
 
+    /// Each name in the expanded path fits NAME_MAX, an mbox's with room for the files beside it (a
+    /// review: names of 230 to 254 octets passed and failed at the recovery file's name).
+    #[test]
+    fn expanded_names_fit_name_max() {
+        let mbox: Location = "mbox:/var/mail/%u".parse().unwrap();
+        let maildir: Location = "maildir:/vmail/%u/Maildir".parse().unwrap();
+        let fits = "a".repeat(223);
+        let too_long = "a".repeat(224);
+        assert!(mbox.expand(&fits, None).is_ok());
+        assert_eq!(
+            mbox.expand(&too_long, None),
+            Err(
+                "an mbox file name longer than 223 octets (room is kept for its lock and recovery \
+                 files)"
+                    .to_string()
+            )
+        );
+        assert!(maildir.expand(&"a".repeat(MAX_USER_NAME), None).is_ok());
+        let dotted: Location = "maildir:/vmail/%u.dd".parse().unwrap();
+        let name = "a".repeat(254);
+        assert_eq!(
+            dotted.expand(&name, None),
+            Err("a directory name longer than 255 octets".to_string())
+        );
+        let home = format!("/home/{}", "h".repeat(256));
+        let in_home: Location = "maildir:%h/Maildir".parse().unwrap();
+        assert_eq!(
+            in_home.expand("bob", Some(Path::new(&home))),
+            Err("a directory name longer than 255 octets".to_string())
+        );
+    }
+
     #[test]
     fn longest_user_name_is_accepted() {
         let user = "a".repeat(MAX_USER_NAME);
-        let loc: Location = "mbox:/var/mail/%u".parse().unwrap();
+        let loc: Location = "maildir:/var/vmail/%u".parse().unwrap();
         assert_eq!(
             loc.expand(&user, None),
-            Ok(PathBuf::from(format!("/var/mail/{user}")))
+            Ok(PathBuf::from(format!("/var/vmail/{user}")))
         );
         // A virtual user's address longer than an RFC 5321 local part (a black-box trial's case:
         // 80 octets were refused at 64).
