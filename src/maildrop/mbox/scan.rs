@@ -297,8 +297,13 @@ impl Scanner {
             cur.hashed = true;
         }
         // The field name must be followed by its colon: `X-IMAPbase:` (Dovecot's, in a real message) is not it.
-        cur.x_imap |= starts_with_ci(line, b"X-IMAP:") && begins_with_two_numbers(&line[7..]);
-        cur.pseudo_subject |= complete && trim_line_end(line).eq_ignore_ascii_case(PSEUDO_SUBJECT);
+        // Both judged on what every way of cutting the input into windows shows of the line: its
+        // first `MIN_FRAGMENT` octets, and the subject only on a line shorter than that.
+        let seen = &line[..line.len().min(MIN_FRAGMENT)];
+        cur.x_imap |= starts_with_ci(seen, b"X-IMAP:") && begins_with_two_numbers(&seen[7..]);
+        cur.pseudo_subject |= complete
+            && line.len() < MIN_FRAGMENT
+            && trim_line_end(line).eq_ignore_ascii_case(PSEUDO_SUBJECT);
         if want_x_uidl && cur.x_uidl.is_none() && starts_with_ci(line, b"X-UIDL:") {
             // A line too long to see whole holds no valid unique-id (70 octets at most): record it as empty.
             // (Lines of `MIN_FRAGMENT` octets or more are treated so however the input was cut into windows.)
