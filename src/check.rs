@@ -260,23 +260,30 @@ fn at_most_ten(warnings: &mut Vec<String>, what: &str) {
     }
 }
 
-/// Accounts whose name has a space: USER and APOP end a name there (RFC 1939 arguments are separated
-/// by spaces), so only AUTH can name them.
+/// Accounts only AUTH can name: USER and APOP end a name at a space (RFC 1939 arguments are separated
+/// by spaces), and a name past 248 octets does not fit USER's 255-octet command line (RFC 2449
+/// section 4) with its CRLF.
 fn names_only_auth_takes(path: &Path, users: &PasswdFile) -> Vec<String> {
+    const LONGEST_FOR_USER: usize = crate::proto::line::MAX_COMMAND_LINE - "USER \r\n".len();
     let mut warnings: Vec<String> = users
         .accounts()
         .into_iter()
-        .filter(|(_, account)| account.name.contains(' '))
-        .map(|(line, account)| {
-            format!(
-                "warning: {}:{line}: user {} can log in only by AUTH: USER and APOP end a name \
-                 at its first space",
+        .filter_map(|(line, account)| {
+            let why = if account.name.contains(' ') {
+                "USER and APOP end a name at its first space"
+            } else if account.name.len() > LONGEST_FOR_USER {
+                "its name does not fit USER's 255-octet command line"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "warning: {}:{line}: user {} can log in only by AUTH: {why}",
                 path.display(),
                 crate::config::OneLine(&account.name)
-            )
+            ))
         })
         .collect();
-    at_most_ten(&mut warnings, "whose name has a space");
+    at_most_ten(&mut warnings, "only AUTH can log in");
     warnings
 }
 

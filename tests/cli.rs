@@ -323,6 +323,8 @@ fn check_config_warns_of_accounts_that_cannot_log_in() {
                 dave@example.org:{PLAIN}d::::::\n\
                 .erin@example.org:{PLAIN}e:1000:1000::::\n\
                 frank smith@example.org:{PLAIN}f:1000:1000::::\n";
+    let long = format!("{}@example.org", "g".repeat(240));
+    let text = &format!("{text}{long}:{{PLAIN}}g:1000:1000::::\n");
     let vmail = ["--mail", "maildir:/srv/vmail/%d/%n"];
     let (p, warnings) = account_warnings(&dir, text, &vmail);
     let mut want = vec![
@@ -349,6 +351,10 @@ fn check_config_warns_of_accounts_that_cannot_log_in() {
     want.push(format!(
         "# warning: {p}:6: user frank smith@example.org can log in only by AUTH: USER and APOP end \
          a name at its first space"
+    ));
+    want.push(format!(
+        "# warning: {p}:7: user {long} can log in only by AUTH: its name does not fit USER's \
+         255-octet command line"
     ));
     assert_eq!(warnings, want);
     // With --user, accounts without ids are served as that account.

@@ -155,7 +155,7 @@ pub(super) fn parse_maildir_uidl(value: &str) -> Result<MaildirUidl, String> {
 }
 
 /// A DNS name (RFC 1123 section 2.1): labels of 1 to 63 letters, digits and hyphens, none at either
-/// end of a label, 253 octets in all; `_` allowed as well, as some hosts have it.
+/// end of a label, 253 octets in all, a final dot allowed; `_` allowed as well, as some hosts have it.
 pub(super) fn parse_hostname(value: &str) -> Result<String, String> {
     let valid_label = |label: &str| {
         (1..=63).contains(&label.len())
@@ -165,7 +165,8 @@ pub(super) fn parse_hostname(value: &str) -> Result<String, String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
     };
-    if value.len() <= 253 && value.split('.').all(valid_label) {
+    let name = value.strip_suffix('.').unwrap_or(value);
+    if name.len() <= 253 && name.split('.').all(valid_label) {
         Ok(value.to_string())
     } else {
         Err(format!("\"{value}\" is not a host name"))
@@ -198,6 +199,7 @@ mod tests {
         for good in [
             "mail",
             "mail.example.org",
+            "mail.example.org.",
             "a-b.example",
             "x1_2.example",
             "1.2.3.4",
@@ -207,11 +209,12 @@ mod tests {
         let long_label = "a".repeat(64);
         for bad in [
             "",
+            ".",
             "-x",
             "x-",
             "a..b",
             ".a",
-            "a.",
+            "a..",
             "a b",
             "a/b",
             &long_label,
