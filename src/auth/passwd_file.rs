@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use super::scheme::Stored;
 use super::scheme::pick_dummy;
@@ -44,8 +44,12 @@ impl std::error::Error for PasswdError {}
 /// The passwd-file user database.
 pub struct PasswdFile {
     path: PathBuf,
-    /// Session threads share one `PasswdFile`; a reload swaps the table under the write lock.
-    table: RwLock<Table>,
+    /// Session threads share one `PasswdFile`; a reload swaps the table under the write lock. Each
+    /// use takes its own reference to the table and lets go of the lock at once: a check holding the
+    /// lock while it waited for a hashing permit and hashed kept a reload waiting to write, and std's
+    /// lock queues every new reader behind a waiting writer, so one edit of the file held every login
+    /// (a {PLAIN} one included) for as long as the queued hashes took (a review: 4-11 s).
+    table: RwLock<Arc<Table>>,
 }
 
 /// One loaded version of the file.
@@ -98,7 +102,7 @@ impl PasswdFile {
         warn_of_faulty_hashes(path, &table);
         Ok(PasswdFile {
             path: path.to_path_buf(),
-            table: RwLock::new(table),
+            table: RwLock::new(Arc::new(table)),
         })
     }
 
@@ -174,7 +178,7 @@ impl PasswdFile {
                     new.users.len()
                 );
                 warn_of_faulty_hashes(&self.path, &new);
-                *table = new;
+                *table = Arc::new(new);
             }
             // Not read again until it changes (and logged once).
             Err(err) => {
@@ -183,20 +187,20 @@ impl PasswdFile {
                     "{err}; keeping the previous user table, {locked} of its users locked until the \
                      file loads (their lines changed, went or are in error)"
                 );
-                *table = Table {
+                *table = Arc::new(Table {
                     scram_for_every_user: scram_for_every_user(&users),
                     users,
                     stamp: file.stamp,
                     dummy: table.dummy.clone(),
-                };
+                });
             }
         }
     }
 
-    /// The table is replaced whole, never left half-updated, so a poisoned lock still guards a
-    /// consistent value.
-    fn read(&self) -> RwLockReadGuard<'_, Table> {
-        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    /// The table in force, the lock already let go. It is replaced whole, never left half-updated, so
+    /// a poisoned lock still guards a consistent value.
+    fn read(&self) -> Arc<Table> {
+        Arc::clone(&self.table.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 

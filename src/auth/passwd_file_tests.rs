@@ -537,3 +537,34 @@ fn the_stand_in_hash_is_of_the_file_s_most_common_kind() {
     db.refresh();
     assert_eq!(dummy(&db), &DUMMY_HASH[..7]);
 }
+
+/// A check that hashes holds no lock on the table: a change to the file while it hashes is re-read,
+/// and a {PLAIN} login after it done, before the slow check ends (a review: a reload waited for every
+/// queued hash, and every login, {PLAIN} included, waited behind the reload).
+#[test]
+fn a_reload_waits_for_no_check_in_progress() {
+    use std::time::{Duration, Instant};
+    let slow = bcrypt::hash("right", 12).unwrap();
+    let text = format!("slow:{{CRYPT}}{slow}\nfast:{{PLAIN}}pw\n");
+    let (_dir, path, db) = fixture(&text);
+    let db = std::sync::Arc::new(db);
+    let slow_check = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            assert!(login(&db, "slow", "wrong").is_none());
+            Instant::now()
+        })
+    };
+    // Well inside the hash by now (a bcrypt of cost 12 takes a few hundred milliseconds).
+    std::thread::sleep(Duration::from_millis(50));
+    fs::write(&path, format!("{text}new:{{PLAIN}}x\n")).unwrap();
+    assert!(login(&db, "fast", "pw").is_some());
+    let fast_done = Instant::now();
+    assert!(db.knows(b"new"), "the change was read");
+    let slow_done = slow_check.join().unwrap();
+    assert!(
+        fast_done < slow_done,
+        "the {{PLAIN}} login ended {:?} after the slow check",
+        fast_done - slow_done
+    );
+}

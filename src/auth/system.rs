@@ -8,7 +8,7 @@ use std::fs::File;
 use std::hint::black_box;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Policy;
@@ -25,11 +25,13 @@ pub const SHADOW: &str = "/etc/shadow";
 pub struct SystemUsers {
     passwd: PathBuf,
     shadow: PathBuf,
-    table: RwLock<Table>,
+    table: RwLock<Arc<Table>>,
 }
 
+#[derive(Clone)]
 struct Table {
-    users: HashMap<String, User>,
+    /// Shared with the table a failed reload leaves (its stamps new, its accounts the same).
+    users: Arc<HashMap<String, User>>,
     /// What unknown and locked users are checked against; see [`pick_dummy`].
     dummy: Stored,
     /// Both files as last read, to notice when either changes.
@@ -50,7 +52,7 @@ impl SystemUsers {
         Ok(SystemUsers {
             passwd: passwd.to_path_buf(),
             shadow: shadow.to_path_buf(),
-            table: RwLock::new(table),
+            table: RwLock::new(Arc::new(table)),
         })
     }
 
@@ -63,8 +65,10 @@ impl SystemUsers {
             .count()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Table> {
-        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    /// The table in force, the lock already let go: a check never holds it while it hashes (see
+    /// `PasswdFile`'s table: a waiting reload would hold every login).
+    fn read(&self) -> Arc<Table> {
+        Arc::clone(&self.table.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Re-reads both files when either changed; a failed read keeps the previous table (logged once).
@@ -84,11 +88,14 @@ impl SystemUsers {
                     self.passwd.display(),
                     new.users.len()
                 );
-                *table = new;
+                *table = Arc::new(new);
             }
             Err(e) => {
                 log::warn!("{e}; keeping the previous system accounts");
-                table.stamps = stamps;
+                *table = Arc::new(Table {
+                    stamps,
+                    ..Table::clone(&table)
+                });
             }
         }
     }
@@ -195,7 +202,7 @@ fn load(passwd_path: &Path, shadow_path: &Path) -> Result<Table, String> {
     }
     let dummy = pick_dummy(users.values().map(|u| &u.stored));
     Ok(Table {
-        users,
+        users: Arc::new(users),
         dummy,
         stamps: (Some(passwd_stamp), shadow_stamp),
     })
