@@ -80,6 +80,31 @@ fn plaintext_injection_after_stls_is_discarded() {
     assert_eq!(t.cmd("PASS secret"), "-ERR send USER first");
 }
 
+/// A client that sends its TLS handshake with STLS, before the reply, cannot complete it (what came
+/// with STLS is discarded): it is closed at once, not left waiting for the login timer (a review's
+/// finding: it waited the default 600 s).
+#[test]
+fn a_handshake_sent_with_stls_is_closed_at_once() {
+    let (_fx, _certs, srv) = tls_server(&[]);
+    let mut sock = tcp(srv.addr);
+    assert!(plain_line(&mut sock).starts_with("+OK "));
+    let started = std::time::Instant::now();
+    // A TLS handshake record's header and the start of a ClientHello.
+    sock.write_all(b"STLS\r\n\x16\x03\x01\x00\x40\x01\x00\x00\x3c\x03\x03")
+        .unwrap();
+    assert_eq!(plain_line(&mut sock), "+OK begin TLS negotiation");
+    let mut rest = Vec::new();
+    let _ = sock.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    srv.wait_log(&["TLS handshake sent with STLS"], Duration::from_secs(5))
+        .expect("logged");
+}
+
 #[test]
 fn stls_twice_or_after_login_is_refused() {
     let (_fx, certs, srv) = tls_server(&[]);

@@ -479,6 +479,9 @@ fn fill_buf_retrying(reader: &mut BufReader<Stream>) -> io::Result<&[u8]> {
 /// handshake: an attacker on the path can append `STLS\r\nUSER x\r\n...` to a client's packet, and
 /// those commands must not run inside the protected session (the plaintext-injection attack, CVE-2011-0411
 /// in Postfix). Everything buffered after the STLS line is dropped unread.
+/// The first octet of a TLS record carrying a handshake message (RFC 8446 section 5.1, `handshake(22)`).
+const TLS_HANDSHAKE_RECORD: u8 = 22;
+
 fn start_tls(
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
@@ -486,7 +489,21 @@ fn start_tls(
     peer: &str,
 ) -> io::Result<()> {
     flush(pending, reader.get_mut())?;
-    let injected = reader.buffer().len();
+    // RFC 2595 section 4: what came with STLS, before its reply, is not part of the TLS session: it
+    // is discarded (commands an attacker on the path appended to the client's STLS must not run once
+    // TLS is up). A TLS handshake record among it is a client that did not wait for the reply: its
+    // handshake cannot complete, so it is told at once, by the close, rather than at the login timer.
+    let injected = reader.buffer();
+    if injected.first() == Some(&TLS_HANDSHAKE_RECORD) {
+        log::info!(
+            "peer={peer}: TLS handshake sent with STLS, before its reply (RFC 2595 section 4), closing"
+        );
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            Logged(io::Error::other("TLS handshake sent before STLS's reply")),
+        ));
+    }
+    let injected = injected.len();
     if injected > 0 {
         log::debug!("discarding {injected} octets received after STLS");
     }
