@@ -66,7 +66,10 @@ struct Timed {
 
 /// How far the socket's receive timeout may be from the one wanted before it is set again: a session's
 /// deadline moves with each command, and a system call per command to follow it would cost what the
-/// poll did. A read may so wait this, plus one `KERNEL_TICK`, longer than asked, never less.
+/// poll did. A read may so wait this, plus one `KERNEL_TICK`, longer than asked, never less; and
+/// the kernel keeps long socket timeouts on a coarse timer wheel, which may end them up to an eighth
+/// later still (a review measured 611 s for 600, 61.2 for 60): the timers are "at least", as RFC 1939
+/// asks of the autologout timer.
 const READ_TIMEOUT_SLACK: Duration = Duration::from_millis(10);
 
 /// SO_RCVTIMEO counts in kernel ticks (10 ms at HZ=100, the coarsest) and can end up to one tick before
