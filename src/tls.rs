@@ -30,6 +30,10 @@ pub enum TlsError {
     NoKey {
         path: PathBuf,
     },
+    /// A PKCS#8 key under a passphrase, which the server has no way to be given.
+    EncryptedKey {
+        path: PathBuf,
+    },
     /// The key is not one rustls can sign with (unsupported algorithm or a damaged encoding).
     BadKey {
         path: PathBuf,
@@ -52,9 +56,10 @@ impl TlsError {
     /// the certificate first).
     pub fn option(&self, cert: &Path, key: &Path) -> &'static str {
         match self {
-            TlsError::NoKey { .. } | TlsError::BadKey { .. } | TlsError::KeyMismatch { .. } => {
-                "tls-key"
-            }
+            TlsError::NoKey { .. }
+            | TlsError::EncryptedKey { .. }
+            | TlsError::BadKey { .. }
+            | TlsError::KeyMismatch { .. } => "tls-key",
             TlsError::Read { path, .. } | TlsError::Pem { path, .. }
                 if path == key && path != cert =>
             {
@@ -86,13 +91,20 @@ impl fmt::Display for TlsError {
                     path.display()
                 )
             }
+            TlsError::EncryptedKey { path } => write!(
+                f,
+                "{}: the private key is encrypted, and the server cannot be given its passphrase \
+                 (openssl pkey -in FILE -out NEW writes it decrypted)",
+                path.display()
+            ),
             TlsError::BadKey { path, problem } => {
                 write!(f, "{}: unusable private key: {problem}", path.display())
             }
             TlsError::KeyMismatch { cert, key } => {
                 write!(
                     f,
-                    "{}: private key does not match the certificate in {}",
+                    "{}: private key does not match the certificate in {} (the server's own \
+                     certificate must come first in it)",
                     key.display(),
                     cert.display()
                 )
@@ -230,6 +242,14 @@ mod enabled {
     fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         let text = read(path)?;
         PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
+            pem::Error::NoItemsFound
+                if memchr::memmem::find(&text, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+                    .is_some() =>
+            {
+                TlsError::EncryptedKey {
+                    path: path.to_path_buf(),
+                }
+            }
             pem::Error::NoItemsFound => TlsError::NoKey {
                 path: path.to_path_buf(),
             },

@@ -387,6 +387,16 @@ fn bad_certificate_or_key_stops_start_up() {
     let empty = fx.root().join("empty.pem");
     std::fs::write(&empty, "").unwrap();
     let missing = fx.root().join("missing.pem");
+    // The same key under a passphrase (PKCS#8, as `openssl pkey -aes256` writes it).
+    let encrypted = fx.root().join("encrypted.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["pkey", "-aes256", "-passout", "pass:secret", "-in"])
+        .arg(&certs.key)
+        .arg("-out")
+        .arg(&encrypted)
+        .status()
+        .unwrap();
+    assert!(made.success());
     let s = |p: &std::path::Path| p.display().to_string();
     let passwd = s(fx.passwd());
     let cases: Vec<(Vec<String>, String)> = vec![
@@ -418,9 +428,18 @@ fn bad_certificate_or_key_stops_start_up() {
         (
             vec![s(&certs.chain), s(&other.key)],
             format!(
-                "--tls-key: {}: private key does not match the certificate in {}",
+                "--tls-key: {}: private key does not match the certificate in {} (the server's \
+                 own certificate must come first in it)",
                 s(&other.key),
                 s(&certs.chain)
+            ),
+        ),
+        (
+            vec![s(&certs.chain), s(&encrypted)],
+            format!(
+                "--tls-key: {}: the private key is encrypted, and the server cannot be given its \
+                 passphrase",
+                s(&encrypted)
             ),
         ),
     ];
