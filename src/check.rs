@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::auth::passwd_file::PasswdFile;
 use crate::cli::Origins;
 use crate::config::{Config, ConfigError, DEFAULT_PORT, Origin};
+use crate::proto::reply::Tally;
 
 /// Checks `config`; on success returns the text to print: the effective settings as `key = value` lines,
 /// with notes and warnings as `#` comments, so the output is itself a valid configuration file. The first
@@ -104,7 +105,11 @@ fn check_passwd(
     };
     match PasswdFile::open(path) {
         Ok(users) => {
-            notes.push(format!("{}: {} users", path.display(), users.user_count()));
+            notes.push(format!(
+                "{}: {}",
+                path.display(),
+                Tally(users.user_count() as u64, "user")
+            ));
             notes.push(scram_offer(config, &users).to_string());
             notes.extend(nobody_logs_in(config, &users).map(|w| format!("warning: {w}")));
             notes.extend(salts_per_connection(config, &users));

@@ -197,7 +197,11 @@ fn user_databases(config: &Config) -> Result<Arc<dyn Authenticator>, StartError>
     let mut sources: Vec<Arc<dyn Authenticator>> = Vec::new();
     if let Some(path) = &config.passwd {
         let passwd = PasswdFile::open(path).map_err(|e| StartError::config(e.to_string()))?;
-        log::debug!("{}: {} users", path.display(), passwd.user_count());
+        log::debug!(
+            "{}: {}",
+            path.display(),
+            crate::proto::reply::Tally(passwd.user_count() as u64, "user")
+        );
         if let Some(warning) = crate::check::nobody_logs_in(config, &passwd) {
             log::warn!("{warning}");
         }

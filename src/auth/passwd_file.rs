@@ -173,9 +173,9 @@ impl PasswdFile {
         match table_of(&self.path, &file.text, file.stamp) {
             Ok(new) => {
                 log::info!(
-                    "{}: re-read, {} users",
+                    "{}: re-read, {}",
                     self.path.display(),
-                    new.users.len()
+                    crate::proto::reply::Tally(new.users.len() as u64, "user")
                 );
                 warn_of_faulty_hashes(&self.path, &new);
                 *table = Arc::new(new);

@@ -84,9 +84,9 @@ impl SystemUsers {
         match load(&self.passwd, &self.shadow) {
             Ok(new) => {
                 log::info!(
-                    "{}: re-read, {} accounts",
+                    "{}: re-read, {}",
                     self.passwd.display(),
-                    new.users.len()
+                    crate::proto::reply::Tally(new.users.len() as u64, "account")
                 );
                 *table = Arc::new(new);
             }

@@ -306,15 +306,18 @@ impl Config {
             warnings.push("listen and listen-tls have no effect with inetd".to_string());
         }
         if self.no_plaintext == Some(true) && self.tls_cert.is_none() {
-            // AUTH SCRAM-SHA-256 still works in the clear, for users with a {PLAIN} or
-            // {SCRAM-SHA-256} password.
-            warnings.push(if self.apop {
-                "no-plaintext without tls-cert: no TLS, so only APOP and AUTH SCRAM-SHA-256 can log in"
-                    .to_string()
-            } else {
-                "no-plaintext without tls-cert: no TLS, so only AUTH SCRAM-SHA-256 can log in"
-                    .to_string()
-            });
+            // AUTH SCRAM-SHA-256 still works in the clear, for passwd-file users with a {PLAIN} or
+            // {SCRAM-SHA-256} password; never with system users, who have neither it nor APOP.
+            let left = match (self.system_users, self.apop && self.passwd.is_some()) {
+                (false, _) if self.apop => "only APOP and AUTH SCRAM-SHA-256 can log in",
+                (false, _) => "only AUTH SCRAM-SHA-256 can log in",
+                (true, true) => "only APOP can log in (SCRAM is not offered with system-users)",
+                (true, false) => {
+                    "no user can log in (system users have neither SCRAM nor APOP, and SCRAM is not \
+                     offered with system-users)"
+                }
+            };
+            warnings.push(format!("no-plaintext without tls-cert: no TLS, so {left}"));
         }
         if self.maildir_uidl != MaildirUidl::Dovecot && !self.dovecot_uidl_format.is_default() {
             warnings.push(
@@ -503,6 +506,27 @@ mod tests {
         );
         c.set("tls-cert", Some("/etc/ssl/pop3.pem")).unwrap();
         assert!(c.warnings().is_empty());
+        // System users: no SCRAM, and APOP only for a passwd-file's users (a review: "only AUTH
+        // SCRAM-SHA-256 can log in" was said where nobody could).
+        let mut c = Config::default();
+        c.set("no-plaintext", None).unwrap();
+        c.set("system-users", None).unwrap();
+        assert_eq!(
+            c.warnings(),
+            [
+                "no-plaintext without tls-cert: no TLS, so no user can log in (system users have \
+                 neither SCRAM nor APOP, and SCRAM is not offered with system-users)"
+            ]
+        );
+        c.set("apop", None).unwrap();
+        c.set("passwd", Some("/etc/poplar/passwd")).unwrap();
+        assert_eq!(
+            c.warnings(),
+            [
+                "no-plaintext without tls-cert: no TLS, so only APOP can log in (SCRAM is not \
+                 offered with system-users)"
+            ]
+        );
     }
 
     #[test]
