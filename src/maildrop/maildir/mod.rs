@@ -49,7 +49,7 @@ use crate::lock::{SESSION_LOCK_WAIT, SessionLock, TryLock};
 use dirs::{Dirs, MESSAGE_DIRS, MessageFile, with_relocation};
 use list::{Found, list};
 pub(crate) use names::base_of;
-pub use names::name_info;
+pub use names::{name_info, unique_ids};
 use names::{plausible_wire_size, uid_of, virtual_size};
 
 /// The lock file, in the maildrop's top directory so that it is never listed as a message.
@@ -233,10 +233,11 @@ impl Maildir {
 
     fn listed(
         root: &Path,
-        (messages, files, stamps): Listing,
+        (mut messages, files, stamps): Listing,
         dirs: Dirs,
         lock: Option<SessionLock>,
     ) -> Maildir {
+        names::unique_ids(&mut messages, files.iter().map(MessageFile::base));
         Maildir {
             root: root.to_path_buf(),
             messages,

@@ -962,3 +962,54 @@ fn unchanged_directories_are_not_listed_again() {
     assert!(!root.join(cache::CACHE_FILE).exists());
     assert_eq!(sizes(root), [3, 4, 11]);
 }
+
+/// A file named as another's MD5 id (`a b` is no valid unique-id, so it is announced as its MD5)
+/// does not share that id: the literal name keeps it, the hashed one takes a suffix, in a fresh
+/// listing and in one from the cache alike (a review's finding: two messages, one UIDL).
+#[test]
+fn a_name_that_is_another_files_md5_id_shares_no_id() {
+    let dir = maildir();
+    let hashed = names::uid_of(b"a b");
+    assert_eq!(&*hashed, "0cc9cd4dd26c5137b675a0d819cb9ab0");
+    put(dir.path(), "new/a b", b"Subject: one\n\n1\n", 1_600_000_000);
+    put(
+        dir.path(),
+        &format!("new/{hashed}"),
+        b"Subject: two\n\n2\n",
+        1_600_000_001,
+    );
+    put(
+        dir.path(),
+        &format!("new/{hashed}-1"),
+        b"Subject: 3\n\n3\n",
+        1_600_000_002,
+    );
+    put(
+        dir.path(),
+        "new/1600000003.M1P1.host",
+        b"Subject: 4\n\n4\n",
+        1_600_000_003,
+    );
+    // Settled directories: the first listing is cached with their stamps, the second read from it.
+    for sub in ["new", "cur"] {
+        fs::File::open(dir.path().join(sub))
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_010))
+            .unwrap();
+    }
+    for round in ["fresh", "cached"] {
+        let md = Maildir::open(dir.path()).unwrap();
+        assert_eq!(
+            uids(&md),
+            [
+                format!("{hashed}-2"),
+                hashed.to_string(),
+                format!("{hashed}-1"),
+                "1600000003.M1P1.host".to_string()
+            ],
+            "{round}"
+        );
+        drop(md);
+        assert!(dir.path().join(cache::CACHE_FILE).exists());
+    }
+}

@@ -2,9 +2,11 @@
 //! never changes after delivery), the size Dovecot's `,W=` field records in it, and the unique-id it
 //! gives. Pure: byte strings in, no I/O.
 
+use std::collections::HashMap;
+
 use md5::{Digest, Md5};
 
-use crate::maildrop::is_valid_uid;
+use crate::maildrop::{MessageInfo, is_valid_uid};
 
 /// The UIDL and the Dovecot `,W=` size that a Maildir file name gives. Pure; for the fuzz target.
 pub fn name_info(name: &[u8]) -> (Box<str>, Option<u64>) {
@@ -57,6 +59,43 @@ pub(super) fn uid_of(base: &[u8]) -> Box<str> {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Makes the base-name ids of one listing unique (RFC 1939 section 7). Base names are unique in a
+/// listing, so literal ids are, and so are MD5 ones; but a file may be named as another's MD5 id (a
+/// review: `new/a b` and `new/0cc9cd4dd26c5137b675a0d819cb9ab0` announced one id, and a client that
+/// keeps mail would never fetch the second). The MD5 id gives way, with `-1`, `-2`... until it is
+/// unique: literal ids never change, so the outcome does not depend on the listing's order. `bases`
+/// are the messages' base names, in order.
+pub fn unique_ids<'a>(messages: &mut [MessageInfo], bases: impl Iterator<Item = &'a [u8]>) {
+    let hashed: Vec<usize> = bases
+        .zip(messages.iter())
+        .enumerate()
+        .filter(|(_, (base, m))| m.uid.as_bytes() != *base)
+        .map(|(i, _)| i)
+        .collect();
+    if hashed.is_empty() {
+        return;
+    }
+    let mut taken: HashMap<Box<str>, usize> = HashMap::with_capacity(messages.len());
+    for m in messages.iter() {
+        *taken.entry(m.uid.clone()).or_default() += 1;
+    }
+    for i in hashed {
+        if taken[&messages[i].uid] < 2 {
+            continue;
+        }
+        let unique = (1u64..)
+            .map(|n| format!("{}-{n}", messages[i].uid).into_boxed_str())
+            .find(|id| !taken.contains_key(id))
+            .expect("fewer ids than numbers");
+        log::warn!(
+            "maildir: unique-id {} is another file's name; announced as {unique}",
+            messages[i].uid
+        );
+        taken.insert(unique.clone(), 1);
+        messages[i].uid = unique;
+    }
+}
 
 #[cfg(test)]
 mod tests {
