@@ -192,7 +192,7 @@ fn problems_name_where_the_setting_came_from() {
     std::fs::write(&passwd, "alice:{PLAIN}wonderland::::/home/alice::\n").unwrap();
     let out = run(&c, &none).unwrap();
     assert!(
-        out.contains(&format!("# {}: 1 users\n", passwd.display())),
+        out.contains(&format!("# {}: 1 user\n", passwd.display())),
         "{out}"
     );
     assert!(out.contains("# AUTH SCRAM-SHA-256 offered: "), "{out}");
