@@ -189,6 +189,17 @@ impl Maildir {
         cache: &Cache,
     ) -> Result<Listing, MaildropError> {
         let mut found = list(path, dirs, listed)?;
+        found.retain(|f| {
+            let fits = f.stamp.size <= MAX_MESSAGE_FILE;
+            if !fits {
+                log::warn!(
+                    "{}: {} octets, more than the {MAX_MESSAGE_FILE} a message may have: not listed",
+                    f.file.path(path).display(),
+                    f.stamp.size
+                );
+            }
+            fits
+        });
         let mut sizes: Vec<Option<u64>> = found
             .iter()
             .map(|f| {
@@ -250,6 +261,11 @@ impl Maildir {
         }
     }
 }
+
+/// The largest message file listed: 4 GiB, far past what mail systems deliver (their limits are tens
+/// of megabytes). A larger one is left out, with a warning: a login counts every new message's
+/// octets, and a sparse file of terabytes would hold it, a core and the maildrop's lock for hours.
+pub const MAX_MESSAGE_FILE: u64 = 4 << 30;
 
 /// From this many messages to count on, a login counts them in two threads at once: a first login to a
 /// large maildrop (mail moved in from elsewhere) reads every message, and the system calls of two files

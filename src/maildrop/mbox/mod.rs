@@ -71,6 +71,11 @@ pub struct Mbox {
     _session: Option<SessionLock>,
 }
 
+/// The largest mbox a login scans: 64 GiB, a few minutes' reading from a disk, within the login
+/// timer's default 10 minutes. A larger file (an archive kept as one mbox, or a sparse file of
+/// terabytes made to hold a core and the delivery lock for hours) is refused with [SYS/PERM].
+pub const MAX_MBOX: u64 = 64 << 30;
+
 /// `MBOX.poplar.lock`: the session lock file.
 pub fn session_lock_path(mbox: &Path) -> PathBuf {
     let mut name = mbox.as_os_str().to_owned();
@@ -137,6 +142,16 @@ impl Mbox {
             return Ok(mbox);
         };
         expunge::recover(path, &file).map_err(io_err)?;
+        let file_size = file.metadata().map_err(io_err)?.len();
+        if file_size > MAX_MBOX {
+            return Err(MaildropError::io(
+                path,
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{file_size} octets, more than the {MAX_MBOX} an mbox may have"),
+                ),
+            ));
+        }
         let (scanned, size, stale) = match scan_from_index(path, &file, want_x_uidl, &lock)? {
             Some(indexed) => indexed,
             None => {

@@ -1136,3 +1136,34 @@ fn a_lock_that_cannot_be_made_is_named() {
     );
     assert_eq!(e.resp_code(), crate::proto::reply::RespCode::SysPerm);
 }
+
+/// An mbox past `MAX_MBOX` is refused at once, as a permanent error, before any scan (a review: a
+/// sparse file of terabytes held the login, a core and the delivery lock for hours); one at the
+/// bound's side is not.
+#[test]
+fn an_mbox_past_the_largest_is_refused_unscanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mbox_in(&dir, MBOX);
+    let started = std::time::Instant::now();
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(MAX_MBOX + 1)
+        .unwrap();
+    let Err(e) = Mbox::open(&path) else {
+        panic!("a sparse mbox past the bound was opened");
+    };
+    assert_eq!(e.resp_code(), crate::proto::reply::RespCode::SysPerm, "{e}");
+    assert!(e.to_string().contains("more than the"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0),
+    );
+    fs::write(&path, MBOX).unwrap();
+    assert_eq!(Mbox::open(&path).unwrap().messages().len(), 3);
+}
