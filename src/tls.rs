@@ -242,9 +242,11 @@ mod enabled {
     fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         let text = read(path)?;
         PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
-            pem::Error::NoItemsFound
-                if memchr::memmem::find(&text, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-                    .is_some() =>
+            // PKCS#8 under a passphrase, or the older form's header (`openssl rsa -aes256
+            // -traditional`, `openssl ec -aes256`), which reads as a damaged block.
+            _ if memchr::memmem::find(&text, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+                .is_some()
+                || memchr::memmem::find(&text, b"Proc-Type: 4,ENCRYPTED").is_some() =>
             {
                 TlsError::EncryptedKey {
                     path: path.to_path_buf(),

@@ -397,6 +397,25 @@ fn bad_certificate_or_key_stops_start_up() {
         .status()
         .unwrap();
     assert!(made.success());
+    // And in the older form, with its `Proc-Type: 4,ENCRYPTED` header.
+    let traditional = fx.root().join("traditional.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "pkey",
+            "-traditional",
+            "-aes256",
+            "-passout",
+            "pass:secret",
+            "-in",
+        ])
+        .arg(&certs.key)
+        .arg("-out")
+        .arg(&traditional)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let text = std::fs::read_to_string(&traditional).unwrap();
+    assert!(text.contains("Proc-Type: 4,ENCRYPTED"), "{text}");
     let s = |p: &std::path::Path| p.display().to_string();
     let passwd = s(fx.passwd());
     let cases: Vec<(Vec<String>, String)> = vec![
@@ -440,6 +459,14 @@ fn bad_certificate_or_key_stops_start_up() {
                 "--tls-key: {}: the private key is encrypted, and the server cannot be given its \
                  passphrase",
                 s(&encrypted)
+            ),
+        ),
+        (
+            vec![s(&certs.chain), s(&traditional)],
+            format!(
+                "--tls-key: {}: the private key is encrypted, and the server cannot be given its \
+                 passphrase",
+                s(&traditional)
             ),
         ),
     ];

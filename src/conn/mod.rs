@@ -472,6 +472,9 @@ fn fill_buf_retrying(reader: &mut BufReader<Stream>) -> io::Result<&[u8]> {
     }
 }
 
+/// The first octet of a TLS record carrying a handshake message (RFC 8446 section 5.1, `handshake(22)`).
+const TLS_HANDSHAKE_RECORD: u8 = 22;
+
 /// STLS accepted: the `+OK` goes out in the clear, then the handshake.
 ///
 /// RFC 2595 section 4 warns that a client "MUST discard cached information about server capabilities"
@@ -479,9 +482,6 @@ fn fill_buf_retrying(reader: &mut BufReader<Stream>) -> io::Result<&[u8]> {
 /// handshake: an attacker on the path can append `STLS\r\nUSER x\r\n...` to a client's packet, and
 /// those commands must not run inside the protected session (the plaintext-injection attack, CVE-2011-0411
 /// in Postfix). Everything buffered after the STLS line is dropped unread.
-/// The first octet of a TLS record carrying a handshake message (RFC 8446 section 5.1, `handshake(22)`).
-const TLS_HANDSHAKE_RECORD: u8 = 22;
-
 fn start_tls(
     reader: &mut BufReader<Stream>,
     pending: &mut Vec<u8>,
