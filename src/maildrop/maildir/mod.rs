@@ -208,11 +208,19 @@ impl Maildir {
                 named.or_else(|| cache.get(f.base(), f.stamp))
             })
             .collect();
+        let deferred = defer_past_budget(&mut found, &mut sizes, |f| f.stamp.size, COUNT_BUDGET);
+        if deferred > 0 {
+            log::warn!(
+                "{}: {deferred} new messages left for the next login: counting them would read more \
+                 than {COUNT_BUDGET} octets",
+                path.display()
+            );
+        }
         let counted = sizes.iter().filter(|s| s.is_none()).count();
         count_sizes(path, dirs, &mut found, &mut sizes, counted)?;
-        // A message left out (gone, or unreadable for now) must not stay out for as long as the
-        // directories do not change: the cache then does not vouch for this listing.
-        let all_sized = sizes.iter().all(Option::is_some);
+        // A message left out (gone, unreadable for now, or deferred) must not stay out for as long as
+        // the directories do not change: the cache then does not vouch for this listing.
+        let all_sized = deferred == 0 && sizes.iter().all(Option::is_some);
         let mut messages = Vec::with_capacity(found.len());
         let mut files = Vec::with_capacity(found.len());
         let mut stamps = Vec::with_capacity(found.len());
@@ -266,6 +274,42 @@ impl Maildir {
 /// of megabytes). A larger one is left out, with a warning: a login counts every new message's
 /// octets, and a sparse file of terabytes would hold it, a core and the maildrop's lock for hours.
 pub const MAX_MESSAGE_FILE: u64 = 4 << 30;
+
+/// The most a login reads to count new messages' octets: 64 GiB, a few minutes from a disk. Messages
+/// past it (in delivery order) are left out of the session and counted by later logins, the counted
+/// ones being cached: many large files (sparse ones of 4 GiB each cost nothing to make) cannot hold
+/// one login, a core and the maildrop's lock for hours.
+const COUNT_BUDGET: u64 = 64 << 30;
+
+/// Removes from `found` (and `sizes`) the messages still to count once counting those before them,
+/// in order, would read more than `budget` octets; returns how many. Those already sized stay.
+/// `file_size` gives a message's file size.
+fn defer_past_budget<T>(
+    found: &mut Vec<T>,
+    sizes: &mut Vec<Option<u64>>,
+    file_size: impl Fn(&T) -> u64,
+    budget: u64,
+) -> usize {
+    let mut to_read = 0u64;
+    let keep: Vec<bool> = found
+        .iter()
+        .zip(sizes.iter())
+        .map(|(f, size)| {
+            size.is_some() || {
+                to_read = to_read.saturating_add(file_size(f));
+                to_read <= budget
+            }
+        })
+        .collect();
+    let deferred = keep.iter().filter(|&&k| !k).count();
+    if deferred > 0 {
+        let mut kept = keep.iter();
+        found.retain(|_| *kept.next().expect("one per message"));
+        let mut kept = keep.iter();
+        sizes.retain(|_| *kept.next().expect("one per message"));
+    }
+    deferred
+}
 
 /// From this many messages to count on, a login counts them in two threads at once: a first login to a
 /// large maildrop (mail moved in from elsewhere) reads every message, and the system calls of two files

@@ -1037,3 +1037,21 @@ fn a_message_file_past_the_largest_is_not_listed() {
     assert_eq!(uids(&md), ["1.M1P1.host"]);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// New messages past the counting budget, in delivery order, are left for a later login; those
+/// already sized (by name or cache) stay whatever their size (a review: many sparse files of just
+/// under the per-file bound would still hold a login for hours).
+#[test]
+fn messages_past_the_counting_budget_wait_for_the_next_login() {
+    // File sizes, and which are sized already.
+    let mut found: Vec<u64> = vec![40, 30, 50, 10, 5, 100];
+    let mut sizes = vec![None, None, Some(52), None, None, Some(103)];
+    let deferred = defer_past_budget(&mut found, &mut sizes, |&f| f, 75);
+    // 40 + 30 = 70 fit; 70 + 10 = 80 does not, nor anything new after it.
+    assert_eq!(deferred, 2);
+    assert_eq!(found, [40, 30, 50, 100]);
+    assert_eq!(sizes, [None, None, Some(52), Some(103)]);
+    let (mut found, mut sizes) = (vec![1u64, 2], vec![None, None]);
+    assert_eq!(defer_past_budget(&mut found, &mut sizes, |&f| f, 3), 0);
+    assert_eq!(found, [1, 2]);
+}
