@@ -211,9 +211,10 @@ impl Maildir {
         let deferred = defer_past_budget(&mut found, &mut sizes, |f| f.stamp.size, COUNT_BUDGET);
         if deferred > 0 {
             log::warn!(
-                "{}: {deferred} new messages left for the next login: counting them would read more \
-                 than {COUNT_BUDGET} octets",
-                path.display()
+                "{}: {} left for the next login: counting them would read more than \
+                 {COUNT_BUDGET} octets",
+                path.display(),
+                crate::proto::reply::Tally(deferred as u64, "new message")
             );
         }
         let counted = sizes.iter().filter(|s| s.is_none()).count();
