@@ -251,13 +251,13 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
             ))
         })
         .collect();
-    at_most_ten(&mut warnings, "who cannot log in");
+    keep_first_shown(&mut warnings, "who cannot log in");
     warnings
 }
 
 /// Keeps the first [`MAX_ACCOUNT_WARNINGS`] of `warnings` and counts the rest in one line, as "and N
 /// more users {what}".
-fn at_most_ten(warnings: &mut Vec<String>, what: &str) {
+fn keep_first_shown(warnings: &mut Vec<String>, what: &str) {
     if warnings.len() > MAX_ACCOUNT_WARNINGS {
         let more = warnings.len() - MAX_ACCOUNT_WARNINGS;
         warnings.truncate(MAX_ACCOUNT_WARNINGS);
@@ -288,7 +288,7 @@ fn names_only_auth_takes(path: &Path, users: &PasswdFile) -> Vec<String> {
             ))
         })
         .collect();
-    at_most_ten(&mut warnings, "only AUTH can log in");
+    keep_first_shown(&mut warnings, "only AUTH can log in");
     warnings
 }
 

@@ -267,8 +267,7 @@ impl Config {
 
     /// The login deadline in force: AUTHORIZATION is never allowed longer than an idle logged-in session.
     pub fn effective_login_timeout(&self) -> Duration {
-        let given = self.login_timeout;
-        given
+        self.login_timeout
             .unwrap_or(Duration::from_secs(DEFAULT_TIMEOUT_SECS))
             .min(self.timeout)
     }
@@ -308,14 +307,15 @@ impl Config {
         if self.no_plaintext == Some(true) && self.tls_cert.is_none() {
             // AUTH SCRAM-SHA-256 still works in the clear, for passwd-file users with a {PLAIN} or
             // {SCRAM-SHA-256} password; never with system users, who have neither it nor APOP.
-            let left = match (self.system_users, self.apop && self.passwd.is_some()) {
-                (false, _) if self.apop => "only APOP and AUTH SCRAM-SHA-256 can log in",
-                (false, _) => "only AUTH SCRAM-SHA-256 can log in",
-                (true, true) => "only APOP can log in (SCRAM is not offered with system-users)",
-                (true, false) => {
-                    "no user can log in (system users have neither SCRAM nor APOP, and SCRAM is not \
-                     offered with system-users)"
-                }
+            let left = if !self.system_users && self.apop {
+                "only APOP and AUTH SCRAM-SHA-256 can log in"
+            } else if !self.system_users {
+                "only AUTH SCRAM-SHA-256 can log in"
+            } else if self.apop && self.passwd.is_some() {
+                "only APOP can log in (SCRAM is not offered with system-users)"
+            } else {
+                "no user can log in (system users have neither SCRAM nor APOP, and SCRAM is not \
+                 offered with system-users)"
             };
             warnings.push(format!("no-plaintext without tls-cert: no TLS, so {left}"));
         }

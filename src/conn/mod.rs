@@ -373,7 +373,8 @@ fn close_after_last_failure(
     Ok(Outcome::Closed)
 }
 
-/// How long the reply to an expired login timer may take to go out.
+/// How long a session's last words may take to go out once it holds nothing for them: the reply to
+/// an expired login timer, and QUIT's once the session's place under --max-per-ip is given up.
 const LAST_WORDS: Duration = Duration::from_secs(1);
 
 /// The login or autologout timer ran out between commands, no response under way: ends the session.

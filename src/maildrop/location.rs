@@ -70,21 +70,16 @@ const MBOX_SIDE_FILE_ROOM: usize = 32;
 fn check_name_lengths(path: &Path, format: Format) -> Result<(), String> {
     let mut names = path.iter().map(|name| name.len());
     let last = names.next_back().unwrap_or(0);
-    let last_max = match format {
-        Format::Maildir => NAME_MAX,
-        Format::Mbox => NAME_MAX - MBOX_SIDE_FILE_ROOM,
-    };
-    if names.any(|len| len > NAME_MAX) {
+    // Every name but an mbox's own is a directory's.
+    let (last_is_mbox, mbox_max) = (format == Format::Mbox, NAME_MAX - MBOX_SIDE_FILE_ROOM);
+    if names.any(|len| len > NAME_MAX) || (!last_is_mbox && last > NAME_MAX) {
         return Err(format!("a directory name longer than {NAME_MAX} octets"));
     }
-    if last > last_max {
-        return Err(match format {
-            Format::Maildir => format!("a directory name longer than {NAME_MAX} octets"),
-            Format::Mbox => format!(
-                "an mbox file name longer than {last_max} octets (room is kept for its lock and \
-                 recovery files)"
-            ),
-        });
+    if last_is_mbox && last > mbox_max {
+        return Err(format!(
+            "an mbox file name longer than {mbox_max} octets (room is kept for its lock and \
+             recovery files)"
+        ));
     }
     Ok(())
 }

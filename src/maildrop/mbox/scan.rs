@@ -301,9 +301,11 @@ impl Scanner {
         // first `MIN_FRAGMENT` octets, and the subject only on a line shorter than that.
         let seen = &line[..line.len().min(MIN_FRAGMENT)];
         cur.x_imap |= starts_with_ci(seen, b"X-IMAP:") && begins_with_two_numbers(&seen[7..]);
+        // The prefix first: almost every header line fails at its first octet, before any trim.
         cur.pseudo_subject |= complete
             && line.len() < MIN_FRAGMENT
-            && trim_line_end(line).eq_ignore_ascii_case(PSEUDO_SUBJECT);
+            && starts_with_ci(line, PSEUDO_SUBJECT)
+            && trim_line_end(line).len() == PSEUDO_SUBJECT.len();
         if want_x_uidl && cur.x_uidl.is_none() && starts_with_ci(line, b"X-UIDL:") {
             // A line too long to see whole holds no valid unique-id (70 octets at most): record it as empty.
             // (Lines of `MIN_FRAGMENT` octets or more are treated so however the input was cut into windows.)
