@@ -3,9 +3,10 @@
 //! end's limits; these bounds keep such sessions few, and shared between addresses.
 
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 
-use crate::admission::Counted;
+use crate::admission::{PerIp, Ticket};
 use crate::config::DEFAULT_IPV6_PREFIX;
 
 /// At most this many sessions linger after QUIT at once, holding a place under no limit: their
@@ -19,41 +20,36 @@ pub const MAX_LINGERING: usize = 64;
 /// A session without a turn still reads what has arrived before it closes (`conn::quit`).
 const MAX_LINGERING_PER_ADDRESS: usize = 10;
 
-/// The sessions lingering, in all and by address.
-static LINGERING: Mutex<Vec<(Option<Counted>, usize)>> = Mutex::new(Vec::new());
+/// The sessions lingering, in all and by address (counted by --max-per-ip's own counter).
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+static BY_ADDRESS: LazyLock<Arc<PerIp>> =
+    LazyLock::new(|| PerIp::new(MAX_LINGERING_PER_ADDRESS, DEFAULT_IPV6_PREFIX));
 
 /// A session's turn at lingering after QUIT: see [`MAX_LINGERING`].
 pub(super) struct Lingering {
-    address: Option<Counted>,
+    _address: Option<Ticket>,
 }
 
 impl Lingering {
     pub(super) fn enter(client: Option<IpAddr>) -> Option<Lingering> {
-        let address = client.map(|ip| Counted::of(ip, DEFAULT_IPV6_PREFIX));
-        let mut table = LINGERING.lock().unwrap_or_else(PoisonError::into_inner);
-        let total: usize = table.iter().map(|(_, n)| n).sum();
-        let slot = table.iter().position(|(a, _)| *a == address);
-        let ours = slot.map_or(0, |i| table[i].1);
-        if total >= MAX_LINGERING || (address.is_some() && ours >= MAX_LINGERING_PER_ADDRESS) {
+        if LINGERING.fetch_add(1, Ordering::SeqCst) >= MAX_LINGERING {
+            LINGERING.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
-        match slot {
-            Some(i) => table[i].1 += 1,
-            None => table.push((address, 1)),
-        }
-        Some(Lingering { address })
+        let address = match client.map(|ip| BY_ADDRESS.enter(ip)) {
+            Some(Err(_)) => {
+                LINGERING.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            entered => entered.and_then(Result::ok),
+        };
+        Some(Lingering { _address: address })
     }
 }
 
 impl Drop for Lingering {
     fn drop(&mut self) {
-        let mut table = LINGERING.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = table.iter().position(|(a, _)| *a == self.address) {
-            table[i].1 -= 1;
-            if table[i].1 == 0 {
-                table.swap_remove(i);
-            }
-        }
+        LINGERING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
