@@ -202,10 +202,12 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
     // server is that account); under inetd, --user is the account for those without ids.
     let switches = crate::privs::is_root() && (config.inetd || config.run_as.is_none());
     let has_fallback = config.inetd && config.run_as.is_some();
-    let mut warnings: Vec<String> = users
-        .accounts()
-        .into_iter()
-        .filter_map(|(line, account)| {
+    account_warnings(
+        path,
+        users,
+        "cannot log in",
+        "who cannot log in",
+        |account| {
             let location = account.policy.mail_location(&config.mail);
             let why = match location.expand(&account.name, account.home.as_deref()) {
                 // Refused under any template, this one's escapes aside.
@@ -231,7 +233,7 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
                 {
                     "allow_nets admits only local sessions, which only --inetd serves".to_string()
                 }
-                Ok(_) if switches && crate::privs::cannot_switch_to(&account, has_fallback) => {
+                Ok(_) if switches && crate::privs::cannot_switch_to(account, has_fallback) => {
                     if has_fallback {
                         "only one of uid and gid, which a server started as root refuses"
                     } else {
@@ -240,29 +242,43 @@ fn unusable_accounts(config: &Config, path: &Path, users: &PasswdFile) -> Vec<St
                     .to_string()
                 }
                 Ok(_) if switches => {
-                    crate::privs::below_first_valid(&account, crate::privs::FirstValid::of(config))?
+                    crate::privs::below_first_valid(account, crate::privs::FirstValid::of(config))?
                 }
                 Ok(_) => return None,
             };
+            Some(why)
+        },
+    )
+}
+
+/// `warning: FILE:LINE: user NAME {verdict}: WHY` for each account `why` has something to say of, in
+/// file order; past [`MAX_ACCOUNT_WARNINGS`] of them, one line counts the rest, as "and N more users
+/// {rest}".
+fn account_warnings(
+    path: &Path,
+    users: &PasswdFile,
+    verdict: &str,
+    rest: &str,
+    mut why: impl FnMut(&crate::auth::Account) -> Option<String>,
+) -> Vec<String> {
+    let mut warnings: Vec<String> = users
+        .accounts()
+        .into_iter()
+        .filter_map(|(line, account)| {
+            let why = why(&account)?;
             Some(format!(
-                "warning: {}:{line}: user {} cannot log in: {why}",
+                "warning: {}:{line}: user {} {verdict}: {why}",
                 path.display(),
                 crate::config::OneLine(&account.name)
             ))
         })
         .collect();
-    keep_first_shown(&mut warnings, "who cannot log in");
-    warnings
-}
-
-/// Keeps the first [`MAX_ACCOUNT_WARNINGS`] of `warnings` and counts the rest in one line, as "and N
-/// more users {what}".
-fn keep_first_shown(warnings: &mut Vec<String>, what: &str) {
     if warnings.len() > MAX_ACCOUNT_WARNINGS {
         let more = warnings.len() - MAX_ACCOUNT_WARNINGS;
         warnings.truncate(MAX_ACCOUNT_WARNINGS);
-        warnings.push(format!("warning: and {more} more users {what}"));
+        warnings.push(format!("warning: and {more} more users {rest}"));
     }
+    warnings
 }
 
 /// Accounts only AUTH can name: USER and APOP end a name at a space (RFC 1939 arguments are separated
@@ -270,26 +286,22 @@ fn keep_first_shown(warnings: &mut Vec<String>, what: &str) {
 /// section 4) with its CRLF.
 fn names_only_auth_takes(path: &Path, users: &PasswdFile) -> Vec<String> {
     const LONGEST_FOR_USER: usize = crate::proto::line::MAX_COMMAND_LINE - "USER \r\n".len();
-    let mut warnings: Vec<String> = users
-        .accounts()
-        .into_iter()
-        .filter_map(|(line, account)| {
-            let why = if account.name.contains(' ') {
-                "USER and APOP end a name at its first space"
-            } else if account.name.len() > LONGEST_FOR_USER {
-                "its name does not fit USER's 255-octet command line"
-            } else {
-                return None;
-            };
-            Some(format!(
-                "warning: {}:{line}: user {} can log in only by AUTH: {why}",
-                path.display(),
-                crate::config::OneLine(&account.name)
-            ))
-        })
-        .collect();
-    keep_first_shown(&mut warnings, "only AUTH can log in");
-    warnings
+    let why = |account: &crate::auth::Account| {
+        if account.name.contains(' ') {
+            Some("USER and APOP end a name at its first space".to_string())
+        } else if account.name.len() > LONGEST_FOR_USER {
+            Some("its name does not fit USER's 255-octet command line".to_string())
+        } else {
+            None
+        }
+    };
+    account_warnings(
+        path,
+        users,
+        "can log in only by AUTH",
+        "only AUTH can log in",
+        why,
+    )
 }
 
 /// A certificate needs its key and the other way round; TLS listeners and implicit TLS need both; both
