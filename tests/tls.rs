@@ -387,33 +387,24 @@ fn bad_certificate_or_key_stops_start_up() {
     let empty = fx.root().join("empty.pem");
     std::fs::write(&empty, "").unwrap();
     let missing = fx.root().join("missing.pem");
-    // The same key under a passphrase (PKCS#8, as `openssl pkey -aes256` writes it).
-    let encrypted = fx.root().join("encrypted.pem");
-    let made = std::process::Command::new("openssl")
-        .args(["pkey", "-aes256", "-passout", "pass:secret", "-in"])
-        .arg(&certs.key)
-        .arg("-out")
-        .arg(&encrypted)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    // And in the older form, with its `Proc-Type: 4,ENCRYPTED` header.
-    let traditional = fx.root().join("traditional.pem");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "pkey",
-            "-traditional",
-            "-aes256",
-            "-passout",
-            "pass:secret",
-            "-in",
-        ])
-        .arg(&certs.key)
-        .arg("-out")
-        .arg(&traditional)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    // The same key under a passphrase, as `openssl pkey -aes256` writes it with `form` (PKCS#8, or
+    // the older form with its `Proc-Type: 4,ENCRYPTED` header).
+    let encrypt = |name: &str, form: &[&str]| {
+        let out = fx.root().join(name);
+        let made = std::process::Command::new("openssl")
+            .arg("pkey")
+            .args(form)
+            .args(["-aes256", "-passout", "pass:secret", "-in"])
+            .arg(&certs.key)
+            .arg("-out")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        out
+    };
+    let encrypted = encrypt("encrypted.pem", &[]);
+    let traditional = encrypt("traditional.pem", &["-traditional"]);
     let text = std::fs::read_to_string(&traditional).unwrap();
     assert!(text.contains("Proc-Type: 4,ENCRYPTED"), "{text}");
     let s = |p: &std::path::Path| p.display().to_string();
